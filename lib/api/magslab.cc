@@ -1,0 +1,160 @@
+// api: the C entry points. malloc and free are a class lookup and a magazine
+// pop/push (thread_cache.h); everything else is out of line.
+#include "magslab/magslab.h"
+
+#include <errno.h>
+
+#include <cstring>
+
+#include "chunks/chunk_map.h"
+#include "depot.h"
+#include "large.h"
+#include "platform/platform.h"
+#include "size_classes.h"
+#include "slab.h"
+#include "thread_cache.h"
+
+using namespace magslab;
+
+namespace {
+
+void* fail(int err) {
+  errno = err;
+  return nullptr;
+}
+
+MAGSLAB_NOINLINE void* malloc_big(size_t n) {
+  if (n <= kMaxSmallSize) return cache::alloc(detail::compute_class(n));
+  if (n > kMaxRequest) return fail(ENOMEM);
+  bool zeroed;
+  void* p = large::alloc(n, 1, &zeroed);
+  return p != nullptr ? p : fail(ENOMEM);
+}
+
+[[noreturn]] MAGSLAB_COLD void invalid(const void* p, const char* what = "invalid free of") {
+  platform::fatal(what, p);
+}
+
+// The slab holding p, after checking that p is the start of an object of it;
+// nullptr if p is not in a slab at all. Aborts on interior or misaligned pointers.
+inline Slab* checked_slab(const void* p, const char* what) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  Slab* s = pagemap::lookup_slab(a);
+  if (MAGSLAB_UNLIKELY(s == nullptr)) return nullptr;
+  uintptr_t off = a - s->start;
+  // off % size == 0  <=>  off * ceil(2^64/size) <= ceil(2^64/size) - 1  (off < 2^32)
+  if (MAGSLAB_UNLIKELY(off >= s->span || off * s->magic > s->magic - 1)) invalid(p, what);
+  return s;
+}
+
+MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
+  if (p == nullptr) return;
+  large::free(p);
+}
+
+void* alloc_aligned(size_t align, size_t n) {
+  if (align <= 16) {
+    // Every class above 8 B is a multiple of 16 and slabs start on a page.
+    return magslab_malloc(align == 16 && n < 16 ? 16 : n);
+  }
+  if (n > kMaxRequest || align > kMaxRequest) return fail(ENOMEM);
+  if (align <= kPageSize) {
+    unsigned c = class_for_aligned(n, align);
+    if (c < kNumClasses) return cache::alloc(c);
+  }
+  bool zeroed;
+  void* p = large::alloc(n == 0 ? 1 : n, align, &zeroed);
+  return p != nullptr ? p : fail(ENOMEM);
+}
+
+}  // namespace
+
+extern "C" {
+
+void* magslab_malloc(size_t n) {
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) return cache::alloc(kSmallLookup[(n + 7) >> 3]);
+  return malloc_big(n);
+}
+
+void magslab_free(void* p) {
+  Slab* s = checked_slab(p, "invalid free of");
+  if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
+  cache::free(p, s->cls);
+}
+
+void magslab_free_sized(void* p, size_t size) {
+  Slab* s = checked_slab(p, "invalid free of");
+  if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
+  if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, "free_sized with a wrong size of");
+  cache::free(p, s->cls);
+}
+
+void* magslab_calloc(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
+  if (total <= kMaxSmallSize) {
+    void* p = magslab_malloc(total);
+    if (p != nullptr) memset(p, 0, total);
+    return p;
+  }
+  if (total > kMaxRequest) return fail(ENOMEM);
+  bool zeroed;
+  void* p = large::alloc(total, 1, &zeroed);
+  if (p == nullptr) return fail(ENOMEM);
+  if (!zeroed) memset(p, 0, total);  // fresh pages (never touched, or decommitted) are zero
+  return p;
+}
+
+void* magslab_realloc(void* p, size_t n) {
+  if (p == nullptr) return magslab_malloc(n);
+  if (n == 0) {  // glibc: free and return NULL
+    magslab_free(p);
+    return nullptr;
+  }
+  if (n > kMaxRequest) return fail(ENOMEM);
+  size_t old_usable;
+  if (Slab* s = checked_slab(p, "invalid realloc of")) {
+    old_usable = kClasses[s->cls].size;
+    // Keep the block if n still fits and would not fit a class half the size.
+    if (n <= old_usable && (n > old_usable / 2 || s->cls == 0)) return p;
+  } else {
+    if (void* q = large::resize(p, n)) return q;
+    old_usable = large::usable_size(p);
+  }
+  void* q = magslab_malloc(n);
+  if (q == nullptr) return nullptr;  // errno is ENOMEM; p is untouched
+  memcpy(q, p, n < old_usable ? n : old_usable);
+  magslab_free(p);
+  return q;
+}
+
+void* magslab_aligned_alloc(size_t alignment, size_t size) {
+  if (!is_pow2(alignment)) return fail(EINVAL);
+  return alloc_aligned(alignment, size);
+}
+
+int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
+  if (!is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
+  int saved = errno;
+  void* p = alloc_aligned(alignment, size);
+  errno = saved;
+  if (p == nullptr) return ENOMEM;
+  *memptr = p;
+  return 0;
+}
+
+size_t magslab_usable_size(const void* p) {
+  if (p == nullptr) return 0;
+  if (Slab* s = checked_slab(p, "invalid pointer passed to usable_size:")) return kClasses[s->cls].size;
+  return large::usable_size(p);
+}
+
+size_t magslab_trim(void) {
+  cache::flush_current();
+  depot::drain();
+  size_t bytes = slab::trim();
+  bytes += large::trim();
+  return bytes;
+}
+
+}  // extern "C"

@@ -1,0 +1,45 @@
+// chunks/meta_arena: bump allocation of never-freed metadata.
+#include "chunks/meta_arena.h"
+
+#include <atomic>
+#include <cstdint>
+
+#include "config.h"
+#include "lock.h"
+#include "platform/platform.h"
+
+namespace magslab::meta {
+namespace {
+
+constexpr size_t kRegionSize = size_t{1} << 22;  // 4 MiB of address space at a time
+
+Lock g_lock;
+char* g_cursor = nullptr;  // under g_lock
+char* g_end = nullptr;     // under g_lock
+// relaxed: a statistic; written under g_lock, read by magslab_stats.
+std::atomic<size_t> g_mapped{0};
+
+}  // namespace
+
+void* alloc(size_t size) {
+  size = align_up(size, kCacheLine);
+  LockGuard guard(g_lock);
+  if (g_cursor == nullptr || static_cast<size_t>(g_end - g_cursor) < size) {
+    size_t region = size > kRegionSize ? align_up(size, kPageSize) : kRegionSize;
+    auto* r = static_cast<char*>(platform::map(region));
+    if (r == nullptr) return nullptr;
+    g_mapped.fetch_add(region, std::memory_order_relaxed);
+    // A region bigger than the standard size serves this request only; the
+    // rest of the current region stays available.
+    if (region > kRegionSize) return r;
+    g_cursor = r;
+    g_end = r + region;
+  }
+  void* p = g_cursor;
+  g_cursor += size;
+  return p;  // fresh anonymous memory: already zero
+}
+
+size_t mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }
+
+}  // namespace magslab::meta

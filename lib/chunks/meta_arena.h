@@ -1,0 +1,16 @@
+// chunks/meta_arena: memory for magslab's own metadata (chunk and slab
+// descriptors, magazines, thread caches, page-map leaves). It is mapped in
+// regions and never unmapped, so metadata is type-stable: a stale pointer to a
+// descriptor always points at readable memory of the same type. Freed
+// descriptors are recycled by their owners, never returned here.
+#pragma once
+#include <cstddef>
+
+namespace magslab::meta {
+
+// Zeroed memory, 64-byte aligned. nullptr when the OS refuses memory.
+void* alloc(size_t size);
+// Bytes mapped for metadata so far.
+size_t mapped_bytes();
+
+}  // namespace magslab::meta

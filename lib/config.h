@@ -1,0 +1,40 @@
+// config: compile-time constants shared by every layer, checked by static_assert.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace magslab {
+
+inline constexpr size_t kPageShift = 12;
+inline constexpr size_t kPageSize = size_t{1} << kPageShift;
+// Chunks are 4 MiB, aligned to 4 MiB: big enough that mapping one is rare,
+// small enough that a mostly-empty chunk is cheap to give back.
+inline constexpr size_t kChunkShift = 22;
+inline constexpr size_t kChunkSize = size_t{1} << kChunkShift;
+inline constexpr size_t kPagesPerChunk = kChunkSize / kPageSize;
+// x86-64 user space with 4-level paging: addresses below 2^47.
+inline constexpr size_t kAddressBits = 47;
+// Largest slab class; above it requests become page runs ("large").
+inline constexpr size_t kMaxSmallSize = 32768;
+// Above this, a block gets a mapping of its own ("huge").
+inline constexpr size_t kHugeThreshold = size_t{1} << 20;
+// Requests above this fail with ENOMEM before anything is mapped.
+inline constexpr size_t kMaxRequest = size_t{1} << 44;
+// Largest slab object count; sizes the per-slab free bitmap.
+inline constexpr size_t kMaxSlabObjects = 2048;
+inline constexpr size_t kCacheLine = 64;
+
+static_assert((kChunkSize & (kChunkSize - 1)) == 0, "chunk size must be a power of two");
+static_assert(kPagesPerChunk == 1024, "page map arrays assume 1024 pages per chunk");
+static_assert(kHugeThreshold < kChunkSize / 2, "large runs must fit in a chunk");
+static_assert(kMaxSmallSize < kHugeThreshold, "class ranges must be ordered");
+
+#define MAGSLAB_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MAGSLAB_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MAGSLAB_NOINLINE [[gnu::noinline]]
+#define MAGSLAB_COLD [[gnu::noinline, gnu::cold]]
+
+inline constexpr size_t align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
+inline constexpr bool is_pow2(size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+}  // namespace magslab

@@ -1,0 +1,93 @@
+// depot: the lock-free magazine exchange.
+#include "depot.h"
+
+#include <new>
+
+#include "chunks/meta_arena.h"
+#include "slab.h"
+
+namespace magslab {
+
+Magazine g_empty_magazine;
+
+namespace depot {
+namespace {
+
+// The most full magazines a class keeps in the depot: about 256 KiB of objects,
+// at least 4 magazines. More than that is returned to the slabs, so memory
+// freed by a thread that exits or stops allocating becomes reclaimable.
+constexpr int64_t limit_for(unsigned cls) {
+  int64_t per_mag = int64_t{kClasses[cls].mag_cap} * kClasses[cls].size;
+  int64_t n = (int64_t{256} << 10) / per_mag;
+  return n < 4 ? 4 : n;
+}
+
+struct alignas(kCacheLine) DepotClass {
+  TaggedStack full;
+  TaggedStack empty;
+  // relaxed: counters for the limit and for stats; the stacks themselves carry
+  // the synchronisation of the magazines' contents.
+  std::atomic<int64_t> nfull{0};
+  std::atomic<int64_t> full_objects{0};
+};
+
+DepotClass g_depot[kNumClasses];
+
+Magazine* as_magazine(StackLink* l) { return reinterpret_cast<Magazine*>(l); }
+
+}  // namespace
+
+Magazine* pop_full(unsigned cls) {
+  DepotClass& d = g_depot[cls];
+  Magazine* m = as_magazine(d.full.pop());
+  if (m != nullptr) {
+    d.nfull.fetch_sub(1, std::memory_order_relaxed);
+    d.full_objects.fetch_sub(m->count, std::memory_order_relaxed);
+  }
+  return m;
+}
+
+bool push_full(unsigned cls, Magazine* m) {
+  DepotClass& d = g_depot[cls];
+  if (d.nfull.fetch_add(1, std::memory_order_relaxed) >= limit_for(cls)) {
+    d.nfull.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  d.full_objects.fetch_add(m->count, std::memory_order_relaxed);
+  d.full.push(&m->link);
+  return true;
+}
+
+Magazine* get_empty(unsigned cls) {
+  if (StackLink* l = g_depot[cls].empty.pop()) return as_magazine(l);
+  uint32_t cap = kClasses[cls].mag_cap;
+  void* mem = meta::alloc(sizeof(Magazine) + cap * sizeof(void*));
+  if (mem == nullptr) return nullptr;
+  auto* m = new (mem) Magazine();
+  m->cap = cap;
+  m->cls = cls;
+  return m;
+}
+
+void push_empty(unsigned cls, Magazine* m) { g_depot[cls].empty.push(&m->link); }
+
+size_t cached_objects(unsigned cls) {
+  int64_t n = g_depot[cls].full_objects.load(std::memory_order_relaxed);
+  return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+size_t drain() {
+  size_t moved = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    while (Magazine* m = pop_full(c)) {
+      slab::release(c, m->objs, m->count);
+      moved += m->count;
+      set_mag_count(m, 0);
+      push_empty(c, m);
+    }
+  }
+  return moved;
+}
+
+}  // namespace depot
+}  // namespace magslab

@@ -1,0 +1,133 @@
+// platform: system calls and the test seam over them.
+#include "platform/platform.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "config.h"
+
+namespace magslab::platform {
+namespace {
+
+void* os_map(size_t size) {
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void os_unmap(void* addr, size_t size) {
+  if (munmap(addr, size) != 0) fatal("munmap failed for", addr);
+}
+
+bool os_decommit(void* addr, size_t size) {
+  // MADV_DONTNEED rather than MADV_FREE: RSS drops at once (observable, and what
+  // the trim tests assert), and the pages read back as zero, which calloc uses.
+  return madvise(addr, size, MADV_DONTNEED) == 0;
+}
+
+void* os_remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
+  void* p = new_addr == nullptr
+                ? mremap(old_addr, old_size, new_size, 0)
+                : mremap(old_addr, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+constexpr PlatformOps kOsOps{os_map, os_unmap, os_decommit, os_remap};
+
+// acquire/release: a test installs its ops before the calls that must see them.
+std::atomic<const PlatformOps*> g_ops{&kOsOps};
+
+const PlatformOps& ops() { return *g_ops.load(std::memory_order_acquire); }
+
+}  // namespace
+
+const PlatformOps& os_ops() { return kOsOps; }
+
+const PlatformOps* set_ops_for_testing(const PlatformOps* o) {
+  return g_ops.exchange(o != nullptr ? o : &kOsOps, std::memory_order_acq_rel);
+}
+
+void* map(size_t size) { return ops().map(size); }
+void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
+bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
+void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
+  return ops().remap(old_addr, old_size, new_size, new_addr);
+}
+
+void* map_aligned(size_t size, size_t alignment) {
+  if (alignment <= kPageSize) return map(size);
+  // Over-map by the alignment, then cut off the misaligned head and the tail.
+  size_t total = size + alignment;
+  if (total < size) return nullptr;
+  auto* raw = static_cast<char*>(map(total));
+  if (raw == nullptr) return nullptr;
+  uintptr_t start = align_up(reinterpret_cast<uintptr_t>(raw), alignment);
+  size_t head = start - reinterpret_cast<uintptr_t>(raw);
+  size_t tail = total - head - size;
+  if (head != 0) unmap(raw, head);
+  if (tail != 0) unmap(reinterpret_cast<char*>(start + size), tail);
+  return reinterpret_cast<void*>(start);
+}
+
+size_t page_size() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+uint64_t random_u64() {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v) {
+    // No entropy yet (very early boot): mix the clock with ASLR'd addresses.
+    v = __builtin_ia32_rdtsc() ^ reinterpret_cast<uintptr_t>(&v) ^
+        (reinterpret_cast<uintptr_t>(&random_u64) << 17);
+  }
+  return v | 1;  // never zero: zero is "no key yet"
+}
+
+void write_stderr(const char* s, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(STDERR_FILENO, s, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+namespace {
+size_t append(char* buf, size_t at, size_t cap, const char* s) {
+  while (*s != '\0' && at + 1 < cap) buf[at++] = *s++;
+  return at;
+}
+}  // namespace
+
+void fatal(const char* what, const void* addr, const char* detail) {
+  char buf[256];
+  size_t n = append(buf, 0, sizeof buf, "magslab: ");
+  n = append(buf, n, sizeof buf, what);
+  n = append(buf, n, sizeof buf, " 0x");
+  char hex[17];
+  uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  int h = 0;
+  do {
+    hex[h++] = "0123456789abcdef"[a & 15];
+    a >>= 4;
+  } while (a != 0);
+  while (h > 0 && n + 1 < sizeof buf) buf[n++] = hex[--h];
+  if (detail != nullptr) n = append(buf, n, sizeof buf, detail);
+  n = append(buf, n, sizeof buf, "\n");
+  write_stderr(buf, n);
+  abort();
+}
+
+void fatal_msg(const char* msg) {
+  write_stderr("magslab: ", 9);
+  write_stderr(msg, strlen(msg));
+  write_stderr("\n", 1);
+  abort();
+}
+
+}  // namespace magslab::platform

@@ -1,0 +1,45 @@
+// platform: the only layer that makes system calls (mmap, munmap, madvise,
+// mremap, write, getrandom, abort). Everything above calls these functions.
+// Tests replace the OS through PlatformOps (the seam) to inject failures.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace magslab::platform {
+
+// The replaceable part: raw memory operations. Each returns nullptr/false on
+// failure and never allocates.
+struct PlatformOps {
+  // Anonymous read-write mapping of `size` bytes (a multiple of the page size),
+  // lazily committed by the kernel. nullptr when the OS refuses.
+  void* (*map)(size_t size);
+  void (*unmap)(void* addr, size_t size);
+  // Give pages back (their contents become zero); the range stays mapped.
+  bool (*decommit)(void* addr, size_t size);
+  // mremap: grow/shrink/move without copying. new_addr == nullptr: in place only.
+  // Otherwise move to exactly new_addr (which must be a reserved range).
+  void* (*remap)(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
+};
+
+// The real OS.
+const PlatformOps& os_ops();
+// Install `ops` (tests only); pass nullptr to go back to the OS. Returns the old one.
+const PlatformOps* set_ops_for_testing(const PlatformOps* ops);
+
+void* map(size_t size);
+// A mapping of `size` bytes aligned to `alignment` (a power of two >= page size).
+void* map_aligned(size_t size, size_t alignment);
+void unmap(void* addr, size_t size);
+bool decommit(void* addr, size_t size);
+void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
+
+size_t page_size();
+uint64_t random_u64();
+void write_stderr(const char* s, size_t n);
+
+// One line "magslab: <what> 0x<addr><detail>\n" on stderr, then abort().
+// Never allocates: the heap may be the thing that is broken.
+[[noreturn]] void fatal(const char* what, const void* addr, const char* detail = nullptr);
+[[noreturn]] void fatal_msg(const char* msg);
+
+}  // namespace magslab::platform

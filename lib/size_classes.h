@@ -1,0 +1,121 @@
+// size_classes: request size (and alignment) → class; class → object size,
+// slab size, magazine capacity. The table is computed at compile time and
+// printed in docs/design.md (see tests/size_classes_test.cc for its bounds).
+//
+// Classes: 8, 16, then multiples of 16 up to 128, then 8 classes per doubling
+// (spacing 1/8 of the power of two) up to 32 KiB. Every object size above 8 is
+// a multiple of 16 and every slab starts on a page, so every object is 16-byte
+// aligned (8 for the 8-byte class). Waste per object is ≤ 12.5% for requests
+// above 128 B; between 64 and 128 B it is up to 15/65 (23%), because a 16-byte
+// aligned class cannot be finer than 16 B there (see docs/design.md).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "config.h"
+
+namespace magslab {
+
+inline constexpr unsigned kNumClasses = 9 + 8 * 8;  // 73
+
+struct ClassInfo {
+  uint32_t size;       // object size
+  uint32_t slab_pages; // pages per slab
+  uint32_t objects;    // objects per slab
+  uint32_t mag_cap;    // magazine capacity
+  uint64_t magic;      // ceil(2^64 / size): off % size == 0  <=>  off * magic <= magic - 1
+};
+
+namespace detail {
+
+constexpr uint32_t class_size(unsigned c) {
+  if (c == 0) return 8;
+  if (c <= 8) return 16 * c;
+  unsigned k = 7 + (c - 9) / 8;  // power of two below the class
+  unsigned j = (c - 9) % 8 + 1;  // step within the doubling
+  return (1u << k) + j * (1u << (k - 3));
+}
+
+constexpr ClassInfo make_class(unsigned c) {
+  uint32_t size = class_size(c);
+  // At least 16 KiB and 8 objects, then grow (≤ 64 pages) until the unusable
+  // tail of the slab is ≤ 1/16 of it.
+  uint32_t pages = 4;
+  while (pages * kPageSize < 8ull * size) ++pages;
+  while (pages < 64 && (pages * kPageSize) % size > pages * kPageSize / 16) ++pages;
+  uint32_t objects = static_cast<uint32_t>(pages * kPageSize / size);
+  if (objects > kMaxSlabObjects) objects = kMaxSlabObjects;
+  // Magazines hold about 32 KiB of objects: 128 for small classes (amortising
+  // a depot or slab trip over many operations), at least 4 for the largest.
+  uint32_t cap = 32768 / size;
+  if (cap > 128) cap = 128;
+  if (cap < 4) cap = 4;
+  return ClassInfo{size, pages, objects, cap, ~uint64_t{0} / size + 1};
+}
+
+constexpr std::array<ClassInfo, kNumClasses> make_table() {
+  std::array<ClassInfo, kNumClasses> t{};
+  for (unsigned c = 0; c < kNumClasses; ++c) t[c] = make_class(c);
+  return t;
+}
+
+// Class of a request of n bytes, 0 < n <= kMaxSmallSize (n == 0 → class 0).
+constexpr unsigned compute_class(size_t n) {
+  if (n <= 8) return 0;
+  if (n <= 128) return static_cast<unsigned>((n + 15) / 16);
+  unsigned k = 63u - static_cast<unsigned>(__builtin_clzll(n - 1));  // n in (2^k, 2^(k+1)]
+  size_t step = size_t{1} << (k - 3);
+  unsigned j = static_cast<unsigned>((n - (size_t{1} << k) + step - 1) / step);
+  return 9 + (k - 7) * 8 + j - 1;
+}
+
+inline constexpr size_t kLookupMax = 1024;
+
+constexpr std::array<uint8_t, kLookupMax / 8 + 1> make_lookup() {
+  std::array<uint8_t, kLookupMax / 8 + 1> t{};
+  for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<uint8_t>(compute_class(i * 8));
+  return t;
+}
+
+}  // namespace detail
+
+inline constexpr std::array<ClassInfo, kNumClasses> kClasses = detail::make_table();
+// kSmallLookup[(n + 7) / 8] is the class of n, for n <= kLookupMax.
+inline constexpr std::array<uint8_t, detail::kLookupMax / 8 + 1> kSmallLookup = detail::make_lookup();
+inline constexpr size_t kLookupMax = detail::kLookupMax;
+
+static_assert(kClasses[kNumClasses - 1].size == kMaxSmallSize, "classes must reach 32 KiB");
+static_assert(detail::compute_class(kMaxSmallSize) == kNumClasses - 1);
+static_assert(kNumClasses <= 96, "MAGSLAB_MAX_CLASSES in magslab.h");
+static_assert([] {
+  for (unsigned c = 1; c < kNumClasses; ++c) {
+    if (kClasses[c].size % 16 != 0 || kClasses[c].size <= kClasses[c - 1].size) return false;
+    if (kClasses[c].objects * kClasses[c].size > kClasses[c].slab_pages * kPageSize) return false;
+    if (kClasses[c].objects < 2 || kClasses[c].objects > kMaxSlabObjects) return false;
+  }
+  return true;
+}(), "class table invariants");
+static_assert([] {
+  // (n + 7) / 8 lookup agrees with the computed class for every n it covers.
+  for (size_t n = 0; n <= kLookupMax; ++n)
+    if (kSmallLookup[(n + 7) / 8] != detail::compute_class(n)) return false;
+  return true;
+}(), "lookup table");
+
+inline unsigned class_of(size_t n) {
+  return n <= kLookupMax ? kSmallLookup[(n + 7) >> 3] : detail::compute_class(n);
+}
+
+// Smallest class whose objects hold n bytes and are aligned to `align`
+// (a power of two ≤ kPageSize), or kNumClasses when none does.
+inline unsigned class_for_aligned(size_t n, size_t align) {
+  size_t need = n > align ? n : align;
+  if (need > kMaxSmallSize) return kNumClasses;
+  unsigned c = class_of(need);
+  while (c < kNumClasses && kClasses[c].size % align != 0) ++c;
+  return c;
+}
+
+}  // namespace magslab

@@ -1,0 +1,230 @@
+// slab: carving slabs from the page heap, refilling and flushing magazines.
+#include "slab.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "chunks/meta_arena.h"
+#include "chunks/page_heap.h"
+#include "lock.h"
+#include "platform/platform.h"
+#include "stats_internal.h"
+
+namespace magslab::slab {
+namespace {
+
+struct alignas(kCacheLine) SlabClass {
+  Lock lock;
+  Slab* partial = nullptr;  // slabs with 0 < nfree < objects (and a fresh one)
+  Slab* empty = nullptr;    // one fully free slab kept committed, to absorb churn
+  size_t carved = 0;        // objects out of slabs: handed out or in magazines
+  size_t slabs = 0;
+};
+
+SlabClass g_classes[kNumClasses];
+TaggedStack g_slab_pool;  // unused Slab records (type-stable)
+
+Slab* slab_of(const SlabClass&, uintptr_t p) {
+  return pagemap::lookup_slab(p);
+}
+
+void partial_push(SlabClass& sc, Slab* s) {
+  s->prev = nullptr;
+  s->next = sc.partial;
+  if (s->next != nullptr) s->next->prev = s;
+  sc.partial = s;
+  s->in_partial = true;
+}
+
+void partial_remove(SlabClass& sc, Slab* s) {
+  if (s->prev != nullptr) s->prev->next = s->next;
+  else sc.partial = s->next;
+  if (s->next != nullptr) s->next->prev = s->prev;
+  s->next = s->prev = nullptr;
+  s->in_partial = false;
+}
+
+Slab* new_slab_record() {
+  if (StackLink* l = g_slab_pool.pop())
+    return reinterpret_cast<Slab*>(reinterpret_cast<char*>(l) - offsetof(Slab, recycle));
+  void* mem = meta::alloc(sizeof(Slab));
+  return mem == nullptr ? nullptr : new (mem) Slab();
+}
+
+// Carve a new slab of class cls; caller holds the class lock.
+Slab* carve(unsigned cls) {
+  const ClassInfo& ci = kClasses[cls];
+  Slab* s = new_slab_record();
+  if (s == nullptr) return nullptr;
+  heap::Run run;
+  {
+    LockGuard g(heap::g_lock);
+    if (!heap::alloc_locked(ci.slab_pages, 1, &run)) {
+      g_slab_pool.push(&s->recycle);
+      return nullptr;
+    }
+    for (uint32_t i = 0; i < run.npages; ++i) run.chunk->state[run.page + i] = kPageSlab;
+  }
+  s->start = reinterpret_cast<uintptr_t>(run.addr());
+  s->span = ci.objects * ci.size;
+  s->cls = cls;
+  s->magic = ci.magic;
+  s->nfree = ci.objects;
+  s->hint = 0;
+  s->chunk = run.chunk;
+  s->first_page = run.page;
+  s->next = s->prev = nullptr;
+  s->in_partial = false;
+  uint32_t words = (ci.objects + 63) / 64;
+  for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
+  if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
+  for (uint32_t i = 0; i < ci.slab_pages; ++i)
+    // release: the fields above are visible to a free that finds the slab here.
+    run.chunk->slab[run.page + i].store(s, std::memory_order_release);
+  return s;
+}
+
+// Unpublish a fully free slab; caller holds the class lock. The pages are given
+// back by give_back() after the lock is dropped (decommit is a system call).
+void unpublish(Slab* s) {
+  const ClassInfo& ci = kClasses[s->cls];
+  for (uint32_t i = 0; i < ci.slab_pages; ++i)
+    // release: pairs with the fast path's acquire; a later free of an object of
+    // this slab finds no slab and is reported.
+    s->chunk->slab[s->first_page + i].store(nullptr, std::memory_order_release);
+}
+
+void give_back(Slab* s) {
+  const ClassInfo& ci = kClasses[s->cls];
+  heap::decommit(reinterpret_cast<void*>(s->start), ci.slab_pages * kPageSize);
+  {
+    LockGuard g(heap::g_lock);
+    for (uint32_t i = 0; i < ci.slab_pages; ++i) s->chunk->state[s->first_page + i] = kPageFree;
+    heap::free_locked(s->chunk, s->first_page, ci.slab_pages);
+  }
+  g_slab_pool.push(&s->recycle);
+}
+
+}  // namespace
+
+uint32_t refill(unsigned cls, void** out, uint32_t n) {
+  const ClassInfo& ci = kClasses[cls];
+  SlabClass& sc = g_classes[cls];
+  uint32_t got = 0;
+  {
+    LockGuard g(sc.lock);
+    while (got < n) {
+      Slab* s = sc.partial;
+      if (s == nullptr) {
+        s = sc.empty;
+        if (s != nullptr) {
+          sc.empty = nullptr;
+        } else {
+          s = carve(cls);
+          if (s == nullptr) break;
+          ++sc.slabs;
+        }
+        partial_push(sc, s);
+      }
+      uint32_t words = (ci.objects + 63) / 64;
+      for (uint32_t w = s->hint; w < words && got < n; ++w) {
+        uint64_t bits = s->free_bits[w];
+        while (bits != 0 && got < n) {
+          uint32_t b = static_cast<uint32_t>(__builtin_ctzll(bits));
+          bits &= bits - 1;
+          out[got++] = reinterpret_cast<void*>(s->start + (uintptr_t{w} * 64 + b) * ci.size);
+          --s->nfree;
+        }
+        s->free_bits[w] = bits;
+        if (bits == 0) s->hint = w + 1;
+      }
+      if (s->nfree == 0) partial_remove(sc, s);
+    }
+    sc.carved += got;
+  }
+  std::reverse(out, out + got);
+  stats::add_in_use(static_cast<size_t>(got) * ci.size);
+  return got;
+}
+
+void release(unsigned cls, void* const* objs, uint32_t n) {
+  const ClassInfo& ci = kClasses[cls];
+  SlabClass& sc = g_classes[cls];
+  Slab* to_give_back[8];
+  uint32_t ngive = 0;
+  {
+    LockGuard g(sc.lock);
+    for (uint32_t i = 0; i < n; ++i) {
+      auto p = reinterpret_cast<uintptr_t>(objs[i]);
+      Slab* s = slab_of(sc, p);
+      if (s == nullptr || s->cls != cls) platform::fatal("invalid free of", objs[i]);
+      uint32_t idx = static_cast<uint32_t>((p - s->start) / ci.size);
+      uint64_t bit = uint64_t{1} << (idx % 64);
+      if (s->free_bits[idx / 64] & bit) platform::fatal("double free of", objs[i]);
+      s->free_bits[idx / 64] |= bit;
+      if (idx / 64 < s->hint) s->hint = idx / 64;
+      ++s->nfree;
+      if (s->nfree == 1 && !s->in_partial) partial_push(sc, s);
+      if (s->nfree == ci.objects) {
+        partial_remove(sc, s);
+        --sc.slabs;
+        if (sc.empty == nullptr) {
+          sc.empty = s;
+        } else {
+          unpublish(s);
+          if (ngive == std::size(to_give_back)) {
+            // Rare (a magazine emptied many slabs at once): give back inline.
+            sc.lock.unlock();
+            for (uint32_t k = 0; k < ngive; ++k) give_back(to_give_back[k]);
+            sc.lock.lock();
+            ngive = 0;
+          }
+          to_give_back[ngive++] = s;
+        }
+      }
+    }
+    sc.carved -= n;
+  }
+  for (uint32_t k = 0; k < ngive; ++k) give_back(to_give_back[k]);
+  stats::sub_in_use(static_cast<size_t>(n) * ci.size);
+}
+
+bool is_free_in_slab(unsigned cls, void* p) {
+  const ClassInfo& ci = kClasses[cls];
+  SlabClass& sc = g_classes[cls];
+  LockGuard g(sc.lock);
+  auto a = reinterpret_cast<uintptr_t>(p);
+  Slab* s = slab_of(sc, a);
+  if (s == nullptr || s->cls != cls) return false;
+  uint32_t idx = static_cast<uint32_t>((a - s->start) / ci.size);
+  return (s->free_bits[idx / 64] >> (idx % 64)) & 1;
+}
+
+size_t trim() {
+  size_t bytes = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    SlabClass& sc = g_classes[c];
+    Slab* s = nullptr;
+    {
+      LockGuard g(sc.lock);
+      s = sc.empty;
+      sc.empty = nullptr;
+      if (s != nullptr) unpublish(s);
+    }
+    if (s != nullptr) {
+      give_back(s);
+      bytes += kClasses[c].slab_pages * kPageSize;
+    }
+  }
+  return bytes;
+}
+
+ClassCounts counts(unsigned cls) {
+  SlabClass& sc = g_classes[cls];
+  LockGuard g(sc.lock);
+  return ClassCounts{sc.carved, sc.slabs + (sc.empty != nullptr ? 1 : 0), sc.empty != nullptr ? 1u : 0u};
+}
+
+}  // namespace magslab::slab

@@ -1,0 +1,66 @@
+// slab: a run of pages of one class, carved into objects, with its own free
+// bitmap. Per class, a lock protects the slabs' bookkeeping; it is taken once
+// per magazine (refill or flush), never per object on the fast path.
+//
+// Invariant, per class c (under the class lock):
+//   objects in live slabs == free in slabs + carved_objects
+//   carved_objects == handed out to the program + held in magazines
+// An object is in exactly one place: handed out, in a magazine, or free in
+// its slab (its bit set in free_bits).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "chunks/chunk_map.h"
+#include "config.h"
+#include "lockfree/tagged_stack.h"
+#include "size_classes.h"
+
+namespace magslab {
+
+struct alignas(kCacheLine) Slab {
+  // Read without a lock by the free fast path. Set before the slab is published
+  // in ChunkMeta::slab (release) and constant while the slab is carved.
+  uintptr_t start = 0;  // address of object 0 (the first page)
+  uint32_t span = 0;    // objects * object size
+  uint32_t cls = 0;
+  uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
+  // Under the class lock:
+  uint32_t nfree = 0;   // bits set in free_bits
+  uint32_t hint = 0;    // no free bits in words below this one
+  Slab* next = nullptr; // partial list of the class
+  Slab* prev = nullptr;
+  ChunkMeta* chunk = nullptr;
+  uint32_t first_page = 0;
+  bool in_partial = false;
+  StackLink recycle;    // link in the pool of unused Slab records
+  uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
+};
+
+namespace slab {
+
+// Take up to n objects of class cls out of slabs into out[0..); returns how
+// many (0 only when the OS refuses memory). out is filled so that popping
+// from the end hands objects out in increasing address order.
+uint32_t refill(unsigned cls, void** out, uint32_t n);
+
+// Return n objects of class cls to their slabs. Aborts with
+// "magslab: double free of 0x…" if one is already free in its slab.
+void release(unsigned cls, void* const* objs, uint32_t n);
+
+// True if p (a valid object address of class cls) is free in its slab.
+bool is_free_in_slab(unsigned cls, void* p);
+
+// Give back the cached empty slab of every class; returns bytes decommitted.
+size_t trim();
+
+struct ClassCounts {
+  size_t carved_objects;
+  size_t slabs;
+  size_t empty_cached_slabs;
+};
+ClassCounts counts(unsigned cls);
+
+}  // namespace slab
+}  // namespace magslab

@@ -1,0 +1,252 @@
+// thread_cache: the slow paths — magazine swaps, depot trades, slab refills,
+// thread-cache creation and thread exit.
+#include "thread_cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+
+#include <new>
+
+#include "chunks/meta_arena.h"
+#include "lock.h"
+#include "platform/platform.h"
+#include "slab.h"
+
+namespace magslab {
+
+constinit ThreadCache g_sentinel_cache(&g_empty_magazine);
+constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec"))) =
+    &g_sentinel_cache;
+std::atomic<uint64_t> g_free_key{0};
+
+namespace cache {
+namespace {
+
+Lock g_registry_lock;
+ThreadCache* g_registry = nullptr;  // live caches, under g_registry_lock
+TaggedStack g_cache_pool;           // caches of exited threads, for reuse
+pthread_key_t g_exit_key;
+pthread_once_t g_once = PTHREAD_ONCE_INIT;
+bool g_key_ok = false;
+
+bool is_real(const Magazine* m) { return m != &g_empty_magazine; }
+
+// Pair fields are written only by the owner, through relaxed atomic_ref stores,
+// so that magslab_stats may read them from another thread (plain moves on x86).
+void set_loaded(ThreadCache::Pair& p, Magazine* m) {
+  std::atomic_ref<Magazine*>(p.loaded).store(m, std::memory_order_relaxed);
+}
+void set_previous(ThreadCache::Pair& p, Magazine* m) {
+  std::atomic_ref<Magazine*>(p.previous).store(m, std::memory_order_relaxed);
+}
+Magazine* read_loaded(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.loaded).load(std::memory_order_relaxed);
+}
+Magazine* read_previous(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_relaxed);
+}
+
+void on_thread_exit(void* arg);
+
+void init_once() {
+  // pthread_key_create does not allocate; keys below PTHREAD_KEYS_MAX live in
+  // the thread descriptor, so setspecific for an early key does not either.
+  g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
+  uint64_t expected = 0;
+  // relaxed: the key's value matters only to this process; any thread sees it
+  // no later than its own cache creation, which goes through init_once.
+  g_free_key.compare_exchange_strong(expected, platform::random_u64(),
+                                     std::memory_order_relaxed);
+}
+
+// The calling thread's real cache, created on first use. nullptr when out of memory.
+ThreadCache* current() {
+  ThreadCache* tc = t_cache;
+  if (MAGSLAB_LIKELY(tc != &g_sentinel_cache)) return tc;
+  pthread_once(&g_once, init_once);
+  if (StackLink* l = g_cache_pool.pop()) {
+    tc = reinterpret_cast<ThreadCache*>(reinterpret_cast<char*>(l) - offsetof(ThreadCache, recycle));
+  } else {
+    void* mem = meta::alloc(sizeof(ThreadCache));
+    if (mem == nullptr) return nullptr;
+    tc = new (mem) ThreadCache(&g_empty_magazine);
+  }
+  {
+    LockGuard g(g_registry_lock);
+    tc->reg_prev = nullptr;
+    tc->reg_next = g_registry;
+    if (g_registry != nullptr) g_registry->reg_prev = tc;
+    g_registry = tc;
+  }
+  if (g_key_ok) pthread_setspecific(g_exit_key, tc);
+  t_cache = tc;
+  return tc;
+}
+
+// Push p (a validated object of class cls) into m, which has room.
+inline void push(Magazine* m, void* p) {
+  *static_cast<uint64_t*>(p) = g_free_key.load(std::memory_order_relaxed);
+  uint32_t n = m->count;
+  m->objs[n] = p;
+  set_mag_count(m, n + 1);
+}
+
+inline void* pop(Magazine* m) {
+  uint32_t n = m->count - 1;
+  set_mag_count(m, n);
+  return m->objs[n];
+}
+
+void* out_of_memory() {
+  errno = ENOMEM;
+  return nullptr;
+}
+
+// Empty m into the slabs (or the depot) and give m back to the depot's empty stack.
+// Once pushed, m belongs to the depot: it must not be read again here.
+void retire(unsigned cls, Magazine* m) {
+  if (!is_real(m)) return;
+  if (m->count != 0) {
+    if (depot::push_full(cls, m)) return;
+    slab::release(cls, m->objs, m->count);
+    set_mag_count(m, 0);
+  }
+  depot::push_empty(cls, m);
+}
+
+void flush(ThreadCache* tc) {
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    ThreadCache::Pair& p = tc->cls[c];
+    for (Magazine* m : {p.loaded, p.previous}) {
+      if (!is_real(m)) continue;
+      if (m->count != 0) slab::release(c, m->objs, m->count);
+      set_mag_count(m, 0);
+      depot::push_empty(c, m);
+    }
+    set_loaded(p, &g_empty_magazine);
+    set_previous(p, &g_empty_magazine);
+  }
+}
+
+void on_thread_exit(void* arg) {
+  auto* tc = static_cast<ThreadCache*>(arg);
+  // Objects go to the depot while it has room (the next thread reuses them
+  // warm), the rest to the slabs, so that exited threads hold nothing.
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    ThreadCache::Pair& p = tc->cls[c];
+    retire(c, p.loaded);
+    retire(c, p.previous);
+    set_loaded(p, &g_empty_magazine);
+    set_previous(p, &g_empty_magazine);
+  }
+  {
+    LockGuard g(g_registry_lock);
+    if (tc->reg_prev != nullptr) tc->reg_prev->reg_next = tc->reg_next;
+    else g_registry = tc->reg_next;
+    if (tc->reg_next != nullptr) tc->reg_next->reg_prev = tc->reg_prev;
+  }
+  // A destructor that runs after this one and allocates gets a fresh cache
+  // (and this key is set again; glibc then calls us again).
+  t_cache = &g_sentinel_cache;
+  g_cache_pool.push(&tc->recycle);
+}
+
+}  // namespace
+
+void* alloc_slow(unsigned cls) {
+  ThreadCache* tc = current();
+  if (tc == nullptr) return out_of_memory();
+  ThreadCache::Pair& p = tc->cls[cls];
+  // 1. The previous magazine has objects: swap it in.
+  if (p.previous->count != 0) {
+    Magazine* m = p.previous;
+    set_previous(p, p.loaded);
+    set_loaded(p, m);
+    return pop(m);
+  }
+  // 2. Trade at the depot: loaded and previous are both empty. The empty
+  //    previous goes back, loaded becomes previous, the full one is loaded.
+  if (Magazine* full = depot::pop_full(cls)) {
+    if (is_real(p.previous)) depot::push_empty(cls, p.previous);
+    set_previous(p, p.loaded);
+    set_loaded(p, full);
+    return pop(full);
+  }
+  // 3. Fill the loaded magazine from the slabs.
+  Magazine* m = p.loaded;
+  if (!is_real(m)) {
+    m = depot::get_empty(cls);
+    if (m == nullptr) return out_of_memory();
+    set_loaded(p, m);
+  }
+  uint32_t n = slab::refill(cls, m->objs, m->cap);
+  if (n == 0) return out_of_memory();
+  set_mag_count(m, n);
+  return pop(m);
+}
+
+void free_slow(void* p, unsigned cls) {
+  ThreadCache* tc = current();
+  if (tc == nullptr) {
+    slab::release(cls, &p, 1);  // no cache: straight to the slab
+    return;
+  }
+  if (*static_cast<uint64_t*>(p) == g_free_key.load(std::memory_order_relaxed))
+    return free_key_match(p, cls);
+  ThreadCache::Pair& pr = tc->cls[cls];
+  Magazine* loaded = pr.loaded;
+  if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
+  Magazine* prev = pr.previous;
+  // 1. The previous magazine is empty: swap it in.
+  if (is_real(prev) && prev->count == 0) {
+    set_previous(pr, loaded);
+    set_loaded(pr, prev);
+    return push(prev, p);
+  }
+  // 2. Loaded (and previous) are full, or not there yet: get an empty magazine,
+  //    hand the full previous to the depot (or the slabs, past the depot's
+  //    limit), and shift loaded to previous.
+  Magazine* e = depot::get_empty(cls);
+  if (e == nullptr) {
+    slab::release(cls, &p, 1);
+    return;
+  }
+  if (is_real(prev)) retire(cls, prev);
+  set_previous(pr, loaded);
+  set_loaded(pr, e);
+  push(e, p);
+}
+
+void free_key_match(void* p, unsigned cls) {
+  ThreadCache* tc = current();
+  if (tc != nullptr) {
+    ThreadCache::Pair& pr = tc->cls[cls];
+    for (Magazine* m : {pr.loaded, pr.previous})
+      for (uint32_t i = 0; i < m->count; ++i)
+        if (m->objs[i] == p) platform::fatal("double free of", p, " (already in this thread's magazine)");
+  }
+  if (slab::is_free_in_slab(cls, p)) platform::fatal("double free of", p, " (already free in its slab)");
+  // The program's data happened to equal the key: a legitimate free. Clear the
+  // word so the next check does not take this path, then free normally.
+  *static_cast<uint64_t*>(p) = 0;
+  free_slow(p, cls);
+}
+
+void flush_current() {
+  ThreadCache* tc = t_cache;
+  if (tc != &g_sentinel_cache) flush(tc);
+}
+
+void cached_objects(CachedCounts* out) {
+  for (size_t& o : out->objects) o = 0;
+  LockGuard g(g_registry_lock);
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      out->objects[c] += mag_count(read_loaded(tc->cls[c]));
+      out->objects[c] += mag_count(read_previous(tc->cls[c]));
+    }
+  }
+}
+
+}  // namespace cache
+}  // namespace magslab

@@ -1,0 +1,83 @@
+// thread_cache: per thread and class, a loaded and a previous magazine
+// (Bonwick & Adams 2001). The fast paths below touch only the calling thread's
+// cache: no atomics (relaxed atomic_ref stores are plain moves), no locks, no
+// system calls, and no "is this thread initialised" test — a new thread's cache
+// pointer is the shared sentinel, whose magazines are the empty sentinel
+// magazine, so its first call misses into the slow path, which sets it up.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "config.h"
+#include "depot.h"
+#include "size_classes.h"
+
+namespace magslab {
+
+struct alignas(kCacheLine) ThreadCache {
+  struct Pair {
+    Magazine* loaded;    // alloc pops from / free pushes to this one
+    Magazine* previous;  // the one before: full or empty, swapped in on a miss
+  };
+  Pair cls[kNumClasses];
+  ThreadCache* reg_next = nullptr;  // registry of live caches (for stats)
+  ThreadCache* reg_prev = nullptr;
+  StackLink recycle;
+
+  constexpr explicit ThreadCache(Magazine* empty) : cls{} {
+    for (Pair& p : cls) p = Pair{empty, empty};
+  }
+};
+
+extern ThreadCache g_sentinel_cache;
+// initial-exec: a fixed offset from %fs, no __tls_get_addr call (and no
+// allocation by the dynamic loader) even when magslab is a shared library.
+// constinit: no dynamic initialisation, so no TLS wrapper call on access.
+extern constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec")));
+
+// Written into the first word of every object on free; a freed object whose
+// first word already holds it is checked for a double free (slow path).
+// relaxed: set once, before this thread's first free (cache creation).
+extern std::atomic<uint64_t> g_free_key;
+
+namespace cache {
+
+// Slow paths: never inlined, so the fast paths stay a few instructions.
+MAGSLAB_NOINLINE void* alloc_slow(unsigned cls);
+MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls);
+// A freed object's first word matched the key: double free, or a coincidence.
+MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls);
+
+inline void* alloc(unsigned cls) {
+  Magazine* m = t_cache->cls[cls].loaded;
+  uint32_t n = m->count;
+  if (MAGSLAB_UNLIKELY(n == 0)) return alloc_slow(cls);
+  --n;
+  set_mag_count(m, n);
+  return m->objs[n];
+}
+
+inline void free(void* p, unsigned cls) {
+  Magazine* m = t_cache->cls[cls].loaded;
+  uint32_t n = m->count;
+  if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls);
+  uint64_t key = g_free_key.load(std::memory_order_relaxed);
+  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == key)) return free_key_match(p, cls);
+  *static_cast<uint64_t*>(p) = key;
+  m->objs[n] = p;
+  set_mag_count(m, n + 1);
+}
+
+// Give the calling thread's magazines back (to the slabs); used by trim and
+// at thread exit.
+void flush_current();
+
+struct CachedCounts {
+  size_t objects[kNumClasses];
+};
+// Objects held in all live threads' magazines, per class.
+void cached_objects(CachedCounts* out);
+
+}  // namespace cache
+}  // namespace magslab
