@@ -98,6 +98,12 @@ static_assert([] {
   return true;
 }(), "class table invariants");
 static_assert([] {
+  // A power-of-two class fills its slab exactly (the free check relies on it).
+  for (const ClassInfo& ci : kClasses)
+    if (is_pow2(ci.size) && (ci.slab_pages * kPageSize) % ci.size != 0) return false;
+  return true;
+}(), "power-of-two classes have no slab tail");
+static_assert([] {
   // (n + 7) / 8 lookup agrees with the computed class for every n it covers.
   for (size_t n = 0; n <= kLookupMax; ++n)
     if (kSmallLookup[(n + 7) / 8] != detail::compute_class(n)) return false;

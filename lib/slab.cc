@@ -68,9 +68,9 @@ Slab* carve(unsigned cls) {
     for (uint32_t i = 0; i < run.npages; ++i) run.chunk->state[run.page + i] = kPageSlab;
   }
   s->start = reinterpret_cast<uintptr_t>(run.addr());
-  s->span = ci.objects * ci.size;
   s->cls = cls;
   s->magic = ci.magic;
+  s->limit = offset_limit(ci);
   s->nfree = ci.objects;
   s->hint = 0;
   s->chunk = run.chunk;
@@ -80,20 +80,16 @@ Slab* carve(unsigned cls) {
   uint32_t words = (ci.objects + 63) / 64;
   for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
   if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
-  for (uint32_t i = 0; i < ci.slab_pages; ++i)
-    // release: the fields above are visible to a free that finds the slab here.
-    run.chunk->slab[run.page + i].store(s, std::memory_order_release);
+  // The fields above are visible to a free that finds the slab (release stores).
+  pagemap::set_slab(s->start, ci.slab_pages, s);
   return s;
 }
 
 // Unpublish a fully free slab; caller holds the class lock. The pages are given
 // back by give_back() after the lock is dropped (decommit is a system call).
 void unpublish(Slab* s) {
-  const ClassInfo& ci = kClasses[s->cls];
-  for (uint32_t i = 0; i < ci.slab_pages; ++i)
-    // release: pairs with the fast path's acquire; a later free of an object of
-    // this slab finds no slab and is reported.
-    s->chunk->slab[s->first_page + i].store(nullptr, std::memory_order_release);
+  // A later free of an object of this slab finds no slab and is reported.
+  pagemap::set_slab(s->start, kClasses[s->cls].slab_pages, nullptr);
 }
 
 void give_back(Slab* s) {

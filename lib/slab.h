@@ -23,9 +23,9 @@ struct alignas(kCacheLine) Slab {
   // Read without a lock by the free fast path. Set before the slab is published
   // in ChunkMeta::slab (release) and constant while the slab is carved.
   uintptr_t start = 0;  // address of object 0 (the first page)
-  uint32_t span = 0;    // objects * object size
-  uint32_t cls = 0;
   uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
+  uint64_t limit = 0;   // see valid_offset()
+  uint32_t cls = 0;
   // Under the class lock:
   uint32_t nfree = 0;   // bits set in free_bits
   uint32_t hint = 0;    // no free bits in words below this one
@@ -37,6 +37,22 @@ struct alignas(kCacheLine) Slab {
   StackLink recycle;    // link in the pool of unused Slab records
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
 };
+
+// Is `off` (address − start, for an address in one of the slab's pages) the
+// start of one of its objects? One multiply and one compare:
+//  * off % size == 0  <=>  off * magic mod 2^64 <= magic − 1   (off < 2^32;
+//    magic = ceil(2^64 / size), Lemire et al. 2019);
+//  * for off = k * size, off * magic mod 2^64 == k * e, with
+//    e = size * magic mod 2^64, which is ≥ 1 unless size is a power of two;
+//    so limit = (objects − 1) * e also rejects k ≥ objects (the slab's tail).
+//    Power-of-two classes have no tail (static_assert in size_classes.h), so
+//    their limit is magic − 1.
+inline uint64_t offset_limit(const ClassInfo& ci) {
+  uint64_t e = uint64_t{ci.size} * ci.magic;
+  uint64_t tail = uint64_t{ci.slab_pages} * kPageSize - uint64_t{ci.objects} * ci.size;
+  return tail == 0 ? ci.magic - 1 : uint64_t{ci.objects - 1} * e;
+}
+inline bool valid_offset(const Slab* s, uintptr_t off) { return off * s->magic <= s->limit; }
 
 namespace slab {
 

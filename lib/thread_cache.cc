@@ -94,7 +94,9 @@ inline void push(Magazine* m, void* p) {
 inline void* pop(Magazine* m) {
   uint32_t n = m->count - 1;
   set_mag_count(m, n);
-  return m->objs[n];
+  void* p = m->objs[n];
+  *static_cast<uint64_t*>(p) = 0;  // clear the free key (see cache::alloc)
+  return p;
 }
 
 void* out_of_memory() {

@@ -36,8 +36,9 @@ extern ThreadCache g_sentinel_cache;
 // constinit: no dynamic initialisation, so no TLS wrapper call on access.
 extern constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec")));
 
-// Written into the first word of every object on free; a freed object whose
-// first word already holds it is checked for a double free (slow path).
+// Written into the first word of every object on free and cleared on alloc; a
+// freed object whose first word already holds it is checked for a double free
+// (slow path).
 // relaxed: set once, before this thread's first free (cache creation).
 extern std::atomic<uint64_t> g_free_key;
 
@@ -55,7 +56,11 @@ inline void* alloc(unsigned cls) {
   if (MAGSLAB_UNLIKELY(n == 0)) return alloc_slow(cls);
   --n;
   set_mag_count(m, n);
-  return m->objs[n];
+  void* p = m->objs[n];
+  // Clear the free key: a block freed again without being written must not
+  // look like a double free (that would send every such free to the search).
+  *static_cast<uint64_t*>(p) = 0;
+  return p;
 }
 
 inline void free(void* p, unsigned cls) {

@@ -41,9 +41,7 @@ inline Slab* checked_slab(const void* p, const char* what) {
   auto a = reinterpret_cast<uintptr_t>(p);
   Slab* s = pagemap::lookup_slab(a);
   if (MAGSLAB_UNLIKELY(s == nullptr)) return nullptr;
-  uintptr_t off = a - s->start;
-  // off % size == 0  <=>  off * ceil(2^64/size) <= ceil(2^64/size) - 1  (off < 2^32)
-  if (MAGSLAB_UNLIKELY(off >= s->span || off * s->magic > s->magic - 1)) invalid(p, what);
+  if (MAGSLAB_UNLIKELY(!valid_offset(s, a - s->start))) invalid(p, what);
   return s;
 }
 

@@ -1,6 +1,6 @@
-// chunks/chunk_map: chunk descriptors and the page map, a two-level radix over
-// chunk numbers that classifies any address in O(1) — ours (which chunk, which
-// slab or run) or foreign — without reading memory at that address.
+// chunks/chunk_map: chunk descriptors and the page map, a two-level radix that
+// classifies any address in O(1) — ours (which chunk, which slab or run) or
+// foreign — without reading memory at that address.
 #pragma once
 
 #include <atomic>
@@ -36,9 +36,6 @@ struct alignas(kCacheLine) ChunkMeta {
   ChunkMeta* prev = nullptr;
   uint32_t free_pages = 0;    // pages in free runs (under the heap lock)
 
-  // Read without a lock by the free fast path: the slab owning each page, or
-  // nullptr. Stored with release after the slab is set up; loaded with acquire.
-  std::atomic<Slab*> slab[kPagesPerChunk];
   // Under the heap lock:
   uint8_t state[kPagesPerChunk];
   uint32_t large_pages[kPagesPerChunk];    // at a large block's first page: its pages
@@ -52,35 +49,56 @@ inline constexpr unsigned kLeafBits = 12;
 inline constexpr unsigned kRootBits = kAddressBits - kChunkShift - kLeafBits;
 static_assert(kRootBits == 13);
 
+inline constexpr unsigned kLeafPageBits = kLeafBits + kChunkShift - kPageShift;  // 22
+
+// A leaf covers 16 GiB (2^34 bytes): a descriptor per 4 MiB chunk slot and,
+// for the free fast path, the owning slab of every page — so free reaches the
+// slab in two dependent loads (root, leaf). 32 MiB of address space, mapped
+// lazily and never unmapped; only the entries of chunks in use are touched
+// (8 KiB per chunk, as much as a per-chunk array would cost).
 struct Leaf {
   std::atomic<ChunkMeta*> entry[size_t{1} << kLeafBits];
+  // The slab owning each page, or nullptr. Stored with release after the slab
+  // is set up (slab.cc), loaded with acquire.
+  std::atomic<Slab*> page[size_t{1} << kLeafPageBits];
 };
 
 // The root is in .bss (64 KiB of zero pages until used): no initialisation,
 // so lookups work before any constructor and before the first allocation.
 extern std::atomic<Leaf*> g_root[size_t{1} << kRootBits];
 
+inline Leaf* leaf_of(uintptr_t addr) {
+  // acquire: pairs with the release in set(); the leaf's contents are visible.
+  return g_root[addr >> (kChunkShift + kLeafBits)].load(std::memory_order_acquire);
+}
+
 // The descriptor of the chunk holding `addr`, or nullptr for foreign addresses.
 inline ChunkMeta* lookup(uintptr_t addr) {
   if (MAGSLAB_UNLIKELY(addr >> kAddressBits)) return nullptr;
-  // acquire: pairs with the release in set(); the leaf's contents are visible.
-  Leaf* leaf = g_root[addr >> (kChunkShift + kLeafBits)].load(std::memory_order_acquire);
+  Leaf* leaf = leaf_of(addr);
   if (MAGSLAB_UNLIKELY(leaf == nullptr)) return nullptr;
   // acquire: pairs with the release in set(); the descriptor is initialised.
   return leaf->entry[(addr >> kChunkShift) & ((size_t{1} << kLeafBits) - 1)].load(
       std::memory_order_acquire);
 }
 
+// The slab owning the page of `addr`, or nullptr (foreign, large, huge, free).
 inline Slab* lookup_slab(uintptr_t addr) {
-  ChunkMeta* m = lookup(addr);
-  if (MAGSLAB_UNLIKELY(m == nullptr)) return nullptr;
-  // acquire: pairs with the release when the slab was carved; its fields are set.
-  return m->slab[(addr >> kPageShift) & (kPagesPerChunk - 1)].load(std::memory_order_acquire);
+  if (MAGSLAB_UNLIKELY(addr >> kAddressBits)) return nullptr;
+  Leaf* leaf = leaf_of(addr);
+  if (MAGSLAB_UNLIKELY(leaf == nullptr)) return nullptr;
+  // acquire: pairs with the release in set_slab(); the slab's fields are set.
+  return leaf->page[(addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1)].load(
+      std::memory_order_acquire);
 }
 
 // Map the chunk-sized slot at `chunk_addr` to `meta` (nullptr to clear).
 // Callers hold the page-heap lock. false when a leaf cannot be allocated.
 bool set(uintptr_t chunk_addr, ChunkMeta* meta);
+
+// Record `s` (or nullptr) as the owner of npages pages from `first_page_addr`,
+// which lie in a registered chunk (so the leaf exists).
+void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s);
 
 }  // namespace pagemap
 }  // namespace magslab

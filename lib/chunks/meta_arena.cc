@@ -42,4 +42,6 @@ void* alloc(size_t size) {
 
 size_t mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }
 
+void note_mapped(size_t bytes) { g_mapped.fetch_add(bytes, std::memory_order_relaxed); }
+
 }  // namespace magslab::meta

@@ -10,7 +10,9 @@ namespace magslab::meta {
 
 // Zeroed memory, 64-byte aligned. nullptr when the OS refuses memory.
 void* alloc(size_t size);
-// Bytes mapped for metadata so far.
+// Bytes mapped for metadata so far (address space; committed as touched).
 size_t mapped_bytes();
+// Account for metadata mapped elsewhere (page-map leaves).
+void note_mapped(size_t bytes);
 
 }  // namespace magslab::meta

@@ -104,8 +104,9 @@ bool map_chunk() {
   m->base = reinterpret_cast<uintptr_t>(mem);
   m->huge = false;
   m->free_pages = kPagesPerChunk;
-  // state[], slab[] and free_run[] are all zero/null: fresh memory, or reset
-  // by the time a chunk is recycled (every page was free then).
+  // state[] and free_run[] are all zero/null, and so are the page map's slab
+  // entries: fresh memory, or reset by the time a chunk is recycled (every page
+  // was free then).
   if (!pagemap::set(m->base, m) || !add_free(m, 0, kPagesPerChunk)) {
     pagemap::set(m->base, nullptr);
     platform::unmap(mem, kChunkSize);
