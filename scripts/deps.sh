@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages magslab needs to build, test and benchmark,
+# if any are missing. Safe to run repeatedly; does nothing when all are present.
+set -euo pipefail
+
+packages=(
+  cmake
+  g++
+  clang
+  ninja-build
+  pkg-config
+  libgtest-dev
+  libbenchmark-dev
+  libmimalloc-dev
+  libtbb-dev
+  libjemalloc-dev
+  valgrind
+  python3
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  if [[ "$status" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "deps: missing packages: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "deps: not running as root; install them with:" >&2
+  echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+echo "deps: installed ${missing[*]}"
