@@ -1,0 +1,331 @@
+// Misuse detection: freeing a pointer magslab never handed out (stack, static
+// data, foreign mappings, glibc's heap, interior and misaligned pointers) must
+// print exactly one line "magslab: invalid free of 0x<addr>" and abort; a
+// detected double free prints "magslab: double free of 0x<addr>" and aborts.
+//
+// The death tests use the "threadsafe" style, which re-executes the test
+// binary for every death test. With ASLR the child's heap/stack addresses
+// differ from the parent's, so an address formatted in the parent could not
+// match. Instead the child announces the pointer it is about to free on stderr
+// ("magslab-test: freeing <%p>") right before the bad free, and the matcher
+// below checks that the magslab line names exactly that address.
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "magslab/magslab.h"
+
+namespace {
+
+// Child side: print the pointer, then free it.
+#define ANNOUNCE_AND_FREE(ptr)                                            \
+  do {                                                                    \
+    void* volatile ms_p_ = (ptr);                                         \
+    std::fprintf(stderr, "magslab-test: freeing %p\n", (void*)ms_p_);    \
+    std::fflush(stderr);                                                  \
+    magslab_free(ms_p_);                                                  \
+  } while (0)
+
+class MisuseLine : public testing::MatcherInterface<const std::string&> {
+ public:
+  explicit MisuseLine(std::string kind) : kind_(std::move(kind)) {}
+
+  bool MatchAndExplain(const std::string& err,
+                       testing::MatchResultListener* listener) const override {
+    // The announced address (%p: 0x-prefixed lowercase hex on glibc).
+    static const std::regex ann_re("magslab-test: freeing 0x([0-9a-f]+)");
+    // The exact magslab line; optional details may follow the address after a
+    // non-hex character (e.g. " (class 48 B)").
+    const std::regex line_re("magslab: " + kind_ +
+                             " of 0x([0-9a-f]+)([^0-9a-fA-FxX].*)?");
+    std::vector<std::string> lines;
+    std::istringstream in(err);
+    for (std::string l; std::getline(in, l);) {
+      if (!l.empty() && l.back() == '\r') l.pop_back();
+      lines.push_back(l);
+    }
+    unsigned long long announced = 0;
+    bool have_ann = false;
+    for (const auto& l : lines) {
+      std::smatch m;
+      if (std::regex_match(l, m, ann_re)) {
+        announced = std::strtoull(m[1].str().c_str(), nullptr, 16);
+        have_ann = true;
+      }
+    }
+    if (!have_ann) {
+      *listener << "the child never reached the bad free (no announcement line)";
+      return false;
+    }
+    int magslab_lines = 0;
+    bool found = false;
+    unsigned long long reported = 0;
+    for (const auto& l : lines) {
+      if (l.rfind("magslab:", 0) == 0) ++magslab_lines;
+      std::smatch m;
+      if (std::regex_match(l, m, line_re)) {
+        reported = std::strtoull(m[1].str().c_str(), nullptr, 16);
+        found = true;
+      }
+    }
+    if (!found) {
+      *listener << "no line of the form \"magslab: " << kind_ << " of 0x...\"";
+      return false;
+    }
+    if (magslab_lines != 1) {
+      *listener << "expected exactly one magslab line, got " << magslab_lines;
+      return false;
+    }
+    if (reported != announced) {
+      *listener << "reported address 0x" << std::hex << reported
+                << " differs from the freed pointer 0x" << announced;
+      return false;
+    }
+    return true;
+  }
+  void DescribeTo(std::ostream* os) const override {
+    *os << "has exactly one stderr line \"magslab: " << kind_
+        << " of 0x<the freed address>\"";
+  }
+  void DescribeNegationTo(std::ostream* os) const override {
+    *os << "does not have the line \"magslab: " << kind_ << " of 0x<addr>\"";
+  }
+
+ private:
+  std::string kind_;
+};
+
+testing::Matcher<const std::string&> InvalidFreeOf() {
+  return testing::MakeMatcher(new MisuseLine("invalid free"));
+}
+testing::Matcher<const std::string&> DoubleFreeOf() {
+  return testing::MakeMatcher(new MisuseLine("double free"));
+}
+
+void use_threadsafe_style() { testing::GTEST_FLAG(death_test_style) = "threadsafe"; }
+
+alignas(64) char g_static_array[4096];
+
+// Make sure the allocator is initialised and has chunks mapped, so the page
+// map has to discriminate rather than just seeing an empty heap.
+std::vector<void*> prime_heap() {
+  std::vector<void*> v;
+  for (size_t sz : {size_t{16}, size_t{64}, size_t{1000}, size_t{100000}})
+    v.push_back(magslab_malloc(sz));
+  return v;
+}
+void release(std::vector<void*>& v) {
+  for (void* p : v) magslab_free(p);
+  v.clear();
+}
+
+TEST(MisuseDeathTest, FreeOfStackAddress) {
+  use_threadsafe_style();
+  auto keep = prime_heap();
+  alignas(16) char stack_buf[256];
+  std::memset(stack_buf, 1, sizeof stack_buf);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(stack_buf), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(stack_buf + 64), InvalidFreeOf());
+  release(keep);
+}
+
+TEST(MisuseDeathTest, FreeOfStaticArray) {
+  use_threadsafe_style();
+  auto keep = prime_heap();
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(g_static_array), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(g_static_array + 1024), InvalidFreeOf());
+  release(keep);
+}
+
+TEST(MisuseDeathTest, FreeOfForeignMmap) {
+  use_threadsafe_style();
+  auto keep = prime_heap();
+  const size_t len = size_t{8} << 20;
+  void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  auto* c = static_cast<char*>(m);
+  // Foreign memory full of a pattern: magslab must not write into it.
+  std::memset(c, 0x77, len);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(c), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(c + 4096), InvalidFreeOf());
+  // A 4 MiB-aligned address inside the mapping (looks like a chunk start).
+  uintptr_t a4 = (reinterpret_cast<uintptr_t>(c) + (size_t{4} << 20) - 1) &
+                 ~((uintptr_t{4} << 20) - 1);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(reinterpret_cast<char*>(a4)), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(reinterpret_cast<char*>(a4) + 64), InvalidFreeOf());
+  // The parent never ran the frees; the memory is untouched here.
+  for (size_t i = 0; i < len; i += 4096) ASSERT_EQ(c[i], 0x77);
+  munmap(m, len);
+  release(keep);
+}
+
+TEST(MisuseDeathTest, FreeOfGlibcMalloc) {
+  use_threadsafe_style();
+  auto keep = prime_heap();
+  void* small = std::malloc(100);
+  void* big = std::malloc(size_t{2} << 20);  // glibc mmaps this one
+  ASSERT_NE(small, nullptr);
+  ASSERT_NE(big, nullptr);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(small), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(big), InvalidFreeOf());
+  std::free(small);
+  std::free(big);
+  release(keep);
+}
+
+TEST(MisuseDeathTest, FreeOfInteriorPointerSmall) {
+  use_threadsafe_style();
+  auto* p64 = static_cast<char*>(magslab_malloc(64));
+  auto* p1000 = static_cast<char*>(magslab_malloc(1000));
+  ASSERT_NE(p64, nullptr);
+  ASSERT_NE(p1000, nullptr);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p64 + 8), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p64 + 32), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p1000 + 16), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p1000 + 512), InvalidFreeOf());
+  magslab_free(p64);
+  magslab_free(p1000);
+}
+
+TEST(MisuseDeathTest, FreeOfInteriorPointerLarge) {
+  use_threadsafe_style();
+  auto* p = static_cast<char*>(magslab_malloc(100000));
+  ASSERT_NE(p, nullptr);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 16), InvalidFreeOf());
+  magslab_free(p);
+}
+
+TEST(MisuseDeathTest, FreeOfInteriorPointerHuge) {
+  use_threadsafe_style();
+  auto* p = static_cast<char*>(magslab_malloc(size_t{8} << 20));
+  ASSERT_NE(p, nullptr);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + (size_t{4} << 20)), InvalidFreeOf());
+  magslab_free(p);
+}
+
+TEST(MisuseDeathTest, FreeOfMisalignedPointer) {
+  use_threadsafe_style();
+  auto* p = static_cast<char*>(magslab_malloc(64));
+  auto* q = static_cast<char*>(magslab_malloc(100000));
+  ASSERT_NE(p, nullptr);
+  ASSERT_NE(q, nullptr);
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 1), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(q + 1), InvalidFreeOf());
+  magslab_free(p);
+  magslab_free(q);
+}
+
+TEST(MisuseDeathTest, DoubleFreeImmediate) {
+  use_threadsafe_style();
+  EXPECT_DEATH(
+      {
+        void* p = magslab_malloc(64);
+        magslab_free(p);
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFreeOf());
+  EXPECT_DEATH(
+      {
+        void* p = magslab_malloc(100000);
+        magslab_free(p);
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFreeOf());
+}
+
+TEST(MisuseDeathTest, DoubleFreeAfterOtherFrees) {
+  use_threadsafe_style();
+  EXPECT_DEATH(
+      {
+        void* p = magslab_malloc(64);
+        void* others[5];
+        for (auto& o : others) o = magslab_malloc(64);
+        magslab_free(p);
+        for (void* o : others) magslab_free(o);
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFreeOf());
+}
+
+// The case the design guarantees even without debug mode: the object is
+// already free in its slab (magazines flushed by magslab_trim).
+TEST(MisuseDeathTest, DoubleFreeOfObjectFreeInItsSlab) {
+  use_threadsafe_style();
+  constexpr int kN = 2000;
+  std::vector<char*> objs(kN);
+  for (auto& o : objs) {
+    o = static_cast<char*>(magslab_malloc(48));
+    ASSERT_NE(o, nullptr);
+  }
+  // Pick p whose neighbour at p + usable_size(p) is also ours: same slab.
+  // Keeping that neighbour alive keeps the slab from being released.
+  std::vector<char*> sorted = objs;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t u = magslab_usable_size(sorted[0]);
+  char* p = nullptr;
+  char* neighbour = nullptr;
+  for (size_t i = kN / 2; i + 1 < sorted.size(); ++i) {
+    if (sorted[i + 1] == sorted[i] + u) {
+      p = sorted[i];
+      neighbour = sorted[i + 1];
+      break;
+    }
+  }
+  ASSERT_NE(p, nullptr) << "no two adjacent 48-byte objects among " << kN;
+  for (char* o : objs)
+    if (o != neighbour) magslab_free(o);
+  magslab_trim();  // flushes this thread's magazines into the slabs
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p), DoubleFreeOf());
+  magslab_free(neighbour);
+}
+
+// Control: without misuse the heap keeps working normally (the same shapes of
+// allocations as above, with correct frees, do not abort and stay consistent).
+TEST(MisuseDeathTest, ControlCorrectUseDoesNotAbort) {
+  use_threadsafe_style();
+  static struct magslab_stats s0, s1;
+  magslab_stats(&s0);
+  EXPECT_EXIT(
+      {
+        for (int round = 0; round < 3; ++round) {
+          std::vector<void*> v;
+          for (size_t sz : {size_t{48}, size_t{64}, size_t{1000}, size_t{100000},
+                            size_t{8} << 20})
+            for (int i = 0; i < 50; ++i) v.push_back(magslab_malloc(sz));
+          for (void* p : v) magslab_free(p);
+          magslab_trim();
+        }
+        std::fprintf(stderr, "control ok\n");
+        std::exit(0);
+      },
+      testing::ExitedWithCode(0), "control ok");
+  // The same in-process.
+  std::vector<char*> v;
+  for (int i = 0; i < 2000; ++i) {
+    auto* p = static_cast<char*>(magslab_malloc(48));
+    ASSERT_NE(p, nullptr);
+    std::memset(p, i & 0xff, 48);
+    v.push_back(p);
+  }
+  for (int i = 0; i < 2000; ++i)
+    for (int j = 0; j < 48; ++j) ASSERT_EQ(static_cast<uint8_t>(v[i][j]), i & 0xff);
+  for (char* p : v) magslab_free(p);
+  magslab_trim();
+  magslab_stats(&s1);
+  EXPECT_EQ(s1.live_objects, s0.live_objects);
+  EXPECT_EQ(s1.live_bytes, s0.live_bytes);
+}
+
+}  // namespace

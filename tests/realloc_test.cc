@@ -1,0 +1,239 @@
+// magslab_realloc: growth and shrink chains across every size regime (small
+// classes, large page runs, huge mappings), in-place reallocs, aligned blocks,
+// growth next to a freed neighbour, and many interleaved blocks. Contents of
+// the min(old, new) prefix must survive every step.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "magslab/magslab.h"
+
+namespace {
+
+// Position-dependent pattern: a block moved to a wrong offset is detected.
+inline uint8_t pat(uint32_t seed, size_t i) {
+  uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull + seed;
+  return static_cast<uint8_t>((x >> 29) ^ (x >> 47));
+}
+
+void fill_range(void* p, size_t from, size_t to, uint32_t seed) {
+  auto* b = static_cast<uint8_t*>(p);
+  for (size_t i = from; i < to; ++i) b[i] = pat(seed, i);
+}
+
+size_t first_bad(const void* p, size_t n, uint32_t seed) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; ++i)
+    if (b[i] != pat(seed, i)) return i;
+  return SIZE_MAX;
+}
+
+struct Counts {
+  size_t objects, bytes;
+};
+Counts counts() {
+  static struct magslab_stats s;
+  magslab_stats(&s);
+  return {s.live_objects, s.live_bytes};
+}
+
+constexpr size_t kMax = size_t{8} << 20;
+
+TEST(Realloc, GrowthChainThenShrinkChain) {
+  Counts base = counts();
+  for (uint32_t seed : {1u, 77u}) {
+    size_t size = 1;
+    void* p = magslab_malloc(size);
+    ASSERT_NE(p, nullptr);
+    fill_range(p, 0, size, seed);
+    int steps = 0;
+    while (size < kMax) {
+      size_t next = std::min(kMax, size + size * 3 / 10 + 1);
+      void* q = magslab_realloc(p, next);
+      ASSERT_NE(q, nullptr) << size << " -> " << next;
+      ASSERT_EQ(reinterpret_cast<uintptr_t>(q) % 16, 0u) << "size " << next;
+      ASSERT_GE(magslab_usable_size(q), next);
+      size_t bad = first_bad(q, size, seed);
+      ASSERT_EQ(bad, SIZE_MAX) << "grow " << size << " -> " << next << ": byte " << bad;
+      fill_range(q, size, next, seed);
+      p = q;
+      size = next;
+      ++steps;
+      Counts c = counts();
+      ASSERT_EQ(c.objects, base.objects + 1) << "after grow to " << next;
+      ASSERT_EQ(c.bytes, base.bytes + magslab_usable_size(p)) << "after grow to " << next;
+    }
+    EXPECT_GT(steps, 50);
+    while (size > 1) {
+      size_t next = std::max<size_t>(1, size * 10 / 13);
+      void* q = magslab_realloc(p, next);
+      ASSERT_NE(q, nullptr) << size << " -> " << next;
+      ASSERT_GE(magslab_usable_size(q), next);
+      size_t bad = first_bad(q, next, seed);
+      ASSERT_EQ(bad, SIZE_MAX) << "shrink " << size << " -> " << next << ": byte " << bad;
+      p = q;
+      size = next;
+      Counts c = counts();
+      ASSERT_EQ(c.objects, base.objects + 1) << "after shrink to " << next;
+      ASSERT_EQ(c.bytes, base.bytes + magslab_usable_size(p)) << "after shrink to " << next;
+    }
+    magslab_free(p);
+    Counts c = counts();
+    EXPECT_EQ(c.objects, base.objects);
+    EXPECT_EQ(c.bytes, base.bytes);
+  }
+}
+
+TEST(Realloc, WithinUsableSize) {
+  for (size_t sz : {size_t{1}, size_t{13}, size_t{100}, size_t{1000}, size_t{5000},
+                    size_t{30000}, size_t{50000}, size_t{300000}, size_t{3} << 20}) {
+    SCOPED_TRACE(testing::Message() << "size=" << sz);
+    void* p = magslab_malloc(sz);
+    ASSERT_NE(p, nullptr);
+    size_t u = magslab_usable_size(p);
+    ASSERT_GE(u, sz);
+    fill_range(p, 0, u, 5);
+    // Grow to exactly the usable size: all u bytes must survive.
+    void* q = magslab_realloc(p, u);
+    ASSERT_NE(q, nullptr);
+    ASSERT_GE(magslab_usable_size(q), u);
+    EXPECT_EQ(first_bad(q, u, 5), SIZE_MAX);
+    // Shrink by a few bytes: the prefix survives.
+    size_t smaller = u > 8 ? u - 8 : u;
+    void* r = magslab_realloc(q, smaller);
+    ASSERT_NE(r, nullptr);
+    ASSERT_GE(magslab_usable_size(r), smaller);
+    EXPECT_EQ(first_bad(r, smaller, 5), SIZE_MAX);
+    // Same size again.
+    void* s = magslab_realloc(r, smaller);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(first_bad(s, smaller, 5), SIZE_MAX);
+    magslab_free(s);
+  }
+}
+
+TEST(Realloc, AlignedBlocks) {
+  Counts base = counts();
+  for (size_t align : {size_t{32}, size_t{64}, size_t{4096}, size_t{65536}}) {
+    for (size_t sz : {size_t{10}, size_t{1000}, size_t{70000}}) {
+      SCOPED_TRACE(testing::Message() << "align=" << align << " size=" << sz);
+      void* p = magslab_aligned_alloc(align, sz);
+      ASSERT_NE(p, nullptr);
+      ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % align, 0u);
+      fill_range(p, 0, sz, 9);
+      void* q = magslab_realloc(p, sz * 5);
+      ASSERT_NE(q, nullptr);
+      EXPECT_EQ(first_bad(q, sz, 9), SIZE_MAX);
+      fill_range(q, sz, sz * 5, 9);
+      void* r = magslab_realloc(q, sz / 2 + 1);
+      ASSERT_NE(r, nullptr);
+      EXPECT_EQ(first_bad(r, sz / 2 + 1, 9), SIZE_MAX);
+      void* pm = nullptr;
+      ASSERT_EQ(magslab_posix_memalign(&pm, align, sz), 0);
+      fill_range(pm, 0, sz, 11);
+      void* pm2 = magslab_realloc(pm, sz + 3);
+      ASSERT_NE(pm2, nullptr);
+      EXPECT_EQ(first_bad(pm2, sz, 11), SIZE_MAX);
+      EXPECT_EQ(first_bad(r, sz / 2 + 1, 9), SIZE_MAX);
+      magslab_free(r);
+      magslab_free(pm2);
+    }
+  }
+  Counts c = counts();
+  EXPECT_EQ(c.objects, base.objects);
+  EXPECT_EQ(c.bytes, base.bytes);
+}
+
+TEST(Realloc, LargeGrowsNextToFreedNeighbour) {
+  for (size_t sz : {size_t{40000}, size_t{100000}, size_t{300000}, size_t{1} << 20}) {
+    SCOPED_TRACE(testing::Message() << "size=" << sz);
+    // Allocate a run of neighbours, free the one(s) after the first, grow the first.
+    std::vector<void*> v;
+    for (int i = 0; i < 6; ++i) {
+      void* p = magslab_malloc(sz);
+      ASSERT_NE(p, nullptr);
+      fill_range(p, 0, sz, 100 + i);
+      v.push_back(p);
+    }
+    magslab_free(v[1]);
+    magslab_free(v[2]);
+    v[1] = v[2] = nullptr;
+    void* g = magslab_realloc(v[0], sz * 2 + 123);
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(first_bad(g, sz, 100), SIZE_MAX);
+    fill_range(g, sz, sz * 2 + 123, 100);
+    v[0] = g;
+    // Grow more (likely past the freed neighbours) and shrink back.
+    g = magslab_realloc(v[0], sz * 4);
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(first_bad(g, sz * 2 + 123, 100), SIZE_MAX);
+    v[0] = g;
+    g = magslab_realloc(v[0], sz / 3);
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(first_bad(g, sz / 3, 100), SIZE_MAX);
+    v[0] = g;
+    // Neighbours that stayed live are untouched.
+    for (int i = 3; i < 6; ++i) EXPECT_EQ(first_bad(v[i], sz, 100 + i), SIZE_MAX) << i;
+    for (void* p : v)
+      if (p) magslab_free(p);
+  }
+}
+
+TEST(Realloc, ManyInterleavedBlocks) {
+  Counts base = counts();
+  struct Slot {
+    void* p = nullptr;
+    size_t size = 0;
+    uint32_t seed = 0;
+  };
+  std::mt19937_64 rng(12345);
+  std::vector<Slot> slots(400);
+  auto pick_size = [&]() -> size_t {
+    unsigned r = rng() % 100;
+    if (r < 70) return rng() % 512;
+    if (r < 90) return 512 + rng() % 8192;
+    if (r < 98) return 8192 + rng() % 120000;
+    return 200000 + rng() % (size_t{1} << 20);
+  };
+  uint32_t next_seed = 1;
+  for (int op = 0; op < 20000; ++op) {
+    Slot& s = slots[rng() % slots.size()];
+    size_t ns = pick_size();
+    void* q = magslab_realloc(s.p, ns);
+    if (ns == 0 && s.p != nullptr) {
+      // glibc semantics: realloc(p, 0) frees p and returns NULL.
+      ASSERT_EQ(q, nullptr);
+      s = Slot{};
+      continue;
+    }
+    ASSERT_NE(q, nullptr) << "op " << op << " size " << ns;
+    ASSERT_GE(magslab_usable_size(q), ns);
+    if (s.p == nullptr) s.seed = next_seed++;
+    size_t keep = std::min(s.size, ns);
+    size_t bad = first_bad(q, keep, s.seed);
+    ASSERT_EQ(bad, SIZE_MAX) << "op " << op << ": " << s.size << " -> " << ns << " byte "
+                             << bad;
+    fill_range(q, keep, ns, s.seed);
+    s.p = q;
+    s.size = ns;
+    if (rng() % 16 == 0) {  // occasionally free outright
+      magslab_free(s.p);
+      s = Slot{};
+    }
+  }
+  for (Slot& s : slots) {
+    if (!s.p) continue;
+    EXPECT_EQ(first_bad(s.p, s.size, s.seed), SIZE_MAX);
+    magslab_free(s.p);
+  }
+  Counts c = counts();
+  EXPECT_EQ(c.objects, base.objects);
+  EXPECT_EQ(c.bytes, base.bytes);
+}
+
+}  // namespace
