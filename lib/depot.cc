@@ -9,6 +9,7 @@
 namespace magslab {
 
 Magazine g_empty_magazine;
+std::atomic<uint64_t> g_free_key{0};
 
 namespace depot {
 namespace {
@@ -66,6 +67,7 @@ Magazine* get_empty(unsigned cls) {
   auto* m = new (mem) Magazine();
   m->cap = cap;
   m->cls = cls;
+  m->free_key = g_free_key.load(std::memory_order_relaxed);
   return m;
 }
 

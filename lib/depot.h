@@ -21,9 +21,17 @@ struct Magazine {
   uint32_t cap = 0;    // capacity; 0 only for the shared empty sentinel
   uint32_t cls = 0;
   uint32_t pad = 0;
+  uint64_t free_key = 0;  // g_free_key, copied here: free reads it from the line it
+                          // already loaded (count, cap) instead of a global
   void* objs[];        // objs[0..count) are free objects of class cls
 };
 static_assert(offsetof(Magazine, link) == 0);
+
+// Written into the first word of every object on free and cleared on alloc; a
+// freed object whose first word already holds it is checked for a double free
+// (slow path). Copied into every magazine (Magazine::free_key).
+// relaxed: set once, before this thread's first free (cache creation).
+extern std::atomic<uint64_t> g_free_key;
 
 // The shared, permanently empty magazine that every cache slot starts with:
 // count == cap == 0, so both alloc (count == 0) and free (count == cap) miss

@@ -47,10 +47,11 @@ constexpr ClassInfo make_class(unsigned c) {
   while (pages < 64 && (pages * kPageSize) % size > pages * kPageSize / 16) ++pages;
   uint32_t objects = static_cast<uint32_t>(pages * kPageSize / size);
   if (objects > kMaxSlabObjects) objects = kMaxSlabObjects;
-  // Magazines hold about 32 KiB of objects: 128 for small classes (amortising
-  // a depot or slab trip over many operations), at least 4 for the largest.
+  // Magazines hold about 32 KiB of objects: up to 256 for small classes
+  // (amortising a depot or slab trip over many operations; 4 KiB of 16-byte
+  // objects), at least 4 for the largest.
   uint32_t cap = 32768 / size;
-  if (cap > 128) cap = 128;
+  if (cap > 256) cap = 256;
   if (cap < 4) cap = 4;
   return ClassInfo{size, pages, objects, cap, ~uint64_t{0} / size + 1};
 }

@@ -17,7 +17,6 @@ namespace magslab {
 constinit ThreadCache g_sentinel_cache(&g_empty_magazine);
 constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec"))) =
     &g_sentinel_cache;
-std::atomic<uint64_t> g_free_key{0};
 
 namespace cache {
 namespace {
@@ -85,7 +84,7 @@ ThreadCache* current() {
 
 // Push p (a validated object of class cls) into m, which has room.
 inline void push(Magazine* m, void* p) {
-  *static_cast<uint64_t*>(p) = g_free_key.load(std::memory_order_relaxed);
+  *static_cast<uint64_t*>(p) = m->free_key;
   uint32_t n = m->count;
   m->objs[n] = p;
   set_mag_count(m, n + 1);

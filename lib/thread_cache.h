@@ -36,11 +36,6 @@ extern ThreadCache g_sentinel_cache;
 // constinit: no dynamic initialisation, so no TLS wrapper call on access.
 extern constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec")));
 
-// Written into the first word of every object on free and cleared on alloc; a
-// freed object whose first word already holds it is checked for a double free
-// (slow path).
-// relaxed: set once, before this thread's first free (cache creation).
-extern std::atomic<uint64_t> g_free_key;
 
 namespace cache {
 
@@ -67,7 +62,7 @@ inline void free(void* p, unsigned cls) {
   Magazine* m = t_cache->cls[cls].loaded;
   uint32_t n = m->count;
   if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls);
-  uint64_t key = g_free_key.load(std::memory_order_relaxed);
+  uint64_t key = m->free_key;
   if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == key)) return free_key_match(p, cls);
   *static_cast<uint64_t*>(p) = key;
   m->objs[n] = p;

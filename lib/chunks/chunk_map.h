@@ -57,10 +57,10 @@ inline constexpr unsigned kLeafPageBits = kLeafBits + kChunkShift - kPageShift; 
 // lazily and never unmapped; only the entries of chunks in use are touched
 // (8 KiB per chunk, as much as a per-chunk array would cost).
 struct Leaf {
-  std::atomic<ChunkMeta*> entry[size_t{1} << kLeafBits];
   // The slab owning each page, or nullptr. Stored with release after the slab
-  // is set up (slab.cc), loaded with acquire.
+  // is set up (slab.cc), loaded with acquire. First, so its index needs no offset.
   std::atomic<Slab*> page[size_t{1} << kLeafPageBits];
+  std::atomic<ChunkMeta*> entry[size_t{1} << kLeafBits];
 };
 
 // The root is in .bss (64 KiB of zero pages until used): no initialisation,
