@@ -1,0 +1,289 @@
+// Out of memory from the OS, injected through the platform seam
+// (platform::set_ops_for_testing): a fake PlatformOps whose map() returns
+// nullptr once armed, everything else going to the real OS. While armed,
+// every request that needs new memory fails cleanly (NULL + ENOMEM, or the
+// ENOMEM return of posix_memalign), a failed realloc leaves the old block
+// intact, and once the OS "comes back" the heap is fully usable and the live
+// counters return exactly to their baseline.
+#include <errno.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "platform/platform.h"
+#include "size_classes.h"
+
+namespace {
+
+namespace platform = magslab::platform;
+
+std::atomic<bool> g_fail_map{false};
+std::atomic<bool> g_fail_remap{false};
+std::atomic<long> g_failed_maps{0};
+
+void* fake_map(size_t size) {
+  if (g_fail_map.load()) {
+    g_failed_maps.fetch_add(1);
+    return nullptr;
+  }
+  return platform::os_ops().map(size);
+}
+void fake_unmap(void* a, size_t n) { platform::os_ops().unmap(a, n); }
+bool fake_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
+void* fake_remap(void* a, size_t o, size_t n, void* to) {
+  if (g_fail_remap.load() && n > o) return nullptr;
+  return platform::os_ops().remap(a, o, n, to);
+}
+const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap};
+
+// Installs the fake ops (disarmed); always puts the real OS back, also when an
+// assertion returns early from the test.
+class FakeOsGuard {
+ public:
+  FakeOsGuard() { platform::set_ops_for_testing(&kFakeOps); }
+  ~FakeOsGuard() {
+    disarm();
+    platform::set_ops_for_testing(nullptr);
+  }
+  void arm_map() { g_fail_map.store(true); }
+  void arm_remap() { g_fail_remap.store(true); }
+  void disarm() {
+    g_fail_map.store(false);
+    g_fail_remap.store(false);
+  }
+  FakeOsGuard(const FakeOsGuard&) = delete;
+  FakeOsGuard& operator=(const FakeOsGuard&) = delete;
+};
+
+// Frees every pointer of the list (on every exit path).
+struct Owned {
+  std::vector<void*> ptrs;
+  Owned() { ptrs.reserve(1 << 16); }
+  ~Owned() {
+    for (void* p : ptrs) magslab_free(p);
+  }
+};
+
+struct magslab_stats g_st;
+
+size_t live_objects() {
+  magslab_stats(&g_st);
+  return g_st.live_objects;
+}
+
+constexpr size_t kLarge = 200 << 10;  // a page run
+constexpr size_t kHuge = 8 << 20;     // a mapping of its own
+// A slab class that nothing else in this process uses: 7 KiB objects.
+constexpr size_t kFreshSize = 7000;
+
+// Allocates `size` until NULL (keeping the blocks in `keep`); returns errno of
+// the failure. Bounded by `limit` so that a seam that does not fail cannot
+// make the test run away.
+int exhaust(size_t size, Owned& keep, size_t limit, size_t* count) {
+  *count = 0;
+  for (size_t i = 0; i < limit; ++i) {
+    errno = 0;
+    void* p = magslab_malloc(size);
+    if (p == nullptr) return errno;
+    keep.ptrs.push_back(p);
+    ++*count;
+  }
+  return -1;  // never failed
+}
+
+TEST(OutOfMemory, FailsCleanlyAndHeapRecovers) {
+  // Warm up: thread cache, page map, the classes used below (not kFreshSize).
+  magslab_free(magslab_malloc(16));
+  magslab_free(magslab_malloc(100));
+  magslab_free(magslab_malloc(kLarge));
+  magslab_free(magslab_malloc(kHuge));
+  // Empty the large-run cache and give back free chunks, so that after
+  // exhausting the partly used chunks nothing is left but new mappings.
+  magslab_trim();
+  const size_t baseline = live_objects();
+  Owned keep;
+
+  // A small block and a large block made before the failure, with contents.
+  char* small = static_cast<char*>(magslab_malloc(100));
+  ASSERT_NE(small, nullptr);
+  for (int i = 0; i < 100; ++i) small[i] = static_cast<char>(i * 7 + 1);
+  keep.ptrs.push_back(small);
+
+  FakeOsGuard os;
+  os.arm_map();
+
+  // Large runs: eat what the mapped chunks still hold, then the next one fails.
+  size_t n_large = 0;
+  EXPECT_EQ(exhaust(kLarge, keep, 4096, &n_large), ENOMEM) << "after " << n_large << " blocks";
+  errno = 0;
+  EXPECT_EQ(magslab_malloc(kLarge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  // A different page count (no exact cache hit possible: the cache is empty).
+  errno = 0;
+  EXPECT_EQ(magslab_malloc(300 << 10), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+
+  // Huge blocks always need a new mapping.
+  errno = 0;
+  EXPECT_EQ(magslab_malloc(kHuge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+
+  // A slab class never used before: its first slab comes out of what is left
+  // in the chunks (runs too short for 200 KiB); allocate until a new slab
+  // would need a new chunk.
+  ASSERT_EQ(magslab::kClasses[magslab::class_of(kFreshSize)].size % 16, 0u);
+  size_t n_fresh = 0;
+  EXPECT_EQ(exhaust(kFreshSize, keep, 1 << 15, &n_fresh), ENOMEM) << "after " << n_fresh;
+  std::printf("before the first failure: %zu blocks of 200 KiB, %zu objects of %zu B\n",
+              n_large, n_fresh, kFreshSize);
+  errno = 0;
+  EXPECT_EQ(magslab_malloc(kFreshSize), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+
+  // calloc, small and large and huge.
+  errno = 0;
+  EXPECT_EQ(magslab_calloc(1, kFreshSize), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  errno = 0;
+  EXPECT_EQ(magslab_calloc(kLarge / 8, 8), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  errno = 0;
+  EXPECT_EQ(magslab_calloc(1, kHuge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+
+  // posix_memalign: returns ENOMEM, leaves *memptr alone (and errno too).
+  void* sentinel = reinterpret_cast<void*>(uintptr_t{0x1234});
+  void* mp = sentinel;
+  errno = 0;
+  EXPECT_EQ(magslab_posix_memalign(&mp, 64, kLarge), ENOMEM);
+  EXPECT_EQ(mp, sentinel);
+  EXPECT_EQ(magslab_posix_memalign(&mp, 4096, kHuge), ENOMEM);
+  EXPECT_EQ(mp, sentinel);
+  EXPECT_EQ(magslab_posix_memalign(&mp, size_t{1} << 21, kLarge), ENOMEM);
+  EXPECT_EQ(mp, sentinel);
+  EXPECT_EQ(magslab_posix_memalign(&mp, 16, kFreshSize), ENOMEM);
+  EXPECT_EQ(mp, sentinel);
+  // 8 KiB aligned to 4 KiB: another unused class, whose 16-page slab does not
+  // fit in the runs shorter than a 14-page slab of the exhausted 7 KiB class.
+  ASSERT_GT(magslab::kClasses[magslab::class_of(8192)].slab_pages,
+            magslab::kClasses[magslab::class_of(kFreshSize)].slab_pages);
+  EXPECT_EQ(magslab_posix_memalign(&mp, 4096, 8192), ENOMEM);
+  EXPECT_EQ(mp, sentinel);
+  EXPECT_EQ(errno, 0) << "posix_memalign must not set errno";
+  errno = 0;
+  EXPECT_EQ(magslab_aligned_alloc(4096, kHuge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+
+  // realloc to a big size: NULL, ENOMEM, the old block intact and still ours.
+  errno = 0;
+  EXPECT_EQ(magslab_realloc(small, kHuge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  errno = 0;
+  EXPECT_EQ(magslab_realloc(small, kLarge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(small[i], static_cast<char>(i * 7 + 1)) << i;
+  EXPECT_GE(magslab_usable_size(small), 100u);
+  if (!keep.ptrs.empty() && n_large > 0) {
+    // A large block that cannot grow in place (its neighbours are taken or too short).
+    char* big = static_cast<char*>(keep.ptrs[1]);
+    big[0] = 'x';
+    big[kLarge - 1] = 'y';
+    errno = 0;
+    EXPECT_EQ(magslab_realloc(big, 900 << 10), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    EXPECT_EQ(big[0], 'x');
+    EXPECT_EQ(big[kLarge - 1], 'y');
+    EXPECT_GE(magslab_usable_size(big), kLarge);
+  }
+  EXPECT_GT(g_failed_maps.load(), 0) << "the seam was never consulted";
+
+  // The OS is back: everything works again.
+  os.disarm();
+  void* l = magslab_malloc(kLarge);
+  void* h = magslab_malloc(kHuge);
+  void* f = magslab_malloc(kFreshSize);
+  void* z = magslab_calloc(1, kHuge);
+  ASSERT_NE(l, nullptr);
+  ASSERT_NE(h, nullptr);
+  ASSERT_NE(f, nullptr);
+  ASSERT_NE(z, nullptr);
+  memset(l, 1, kLarge);
+  memset(h, 2, kHuge);
+  memset(f, 3, kFreshSize);
+  EXPECT_EQ(static_cast<char*>(z)[kHuge - 1], 0);
+  keep.ptrs.insert(keep.ptrs.end(), {l, h, f, z});
+  ASSERT_EQ(magslab_posix_memalign(&mp, 4096, kHuge), 0);
+  keep.ptrs.push_back(mp);
+  char* grown = static_cast<char*>(magslab_realloc(small, kHuge));
+  ASSERT_NE(grown, nullptr);
+  keep.ptrs[0] = grown;  // small was freed by the successful realloc
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(grown[i], static_cast<char>(i * 7 + 1)) << i;
+
+  // Free everything made during the test: the live count is the baseline again.
+  EXPECT_EQ(live_objects(), baseline + keep.ptrs.size());
+  for (void* p : keep.ptrs) magslab_free(p);
+  keep.ptrs.clear();
+  EXPECT_EQ(live_objects(), baseline);
+  magslab_trim();
+  EXPECT_EQ(live_objects(), baseline);
+
+  // And the freed memory is reusable.
+  void* again = magslab_malloc(kFreshSize);
+  ASSERT_NE(again, nullptr);
+  magslab_free(again);
+  EXPECT_EQ(live_objects(), baseline);
+}
+
+// A huge block that cannot grow: both mremap in place and a new mapping fail.
+TEST(OutOfMemory, HugeReallocFailureKeepsBlock) {
+  const size_t baseline = live_objects();
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
+  ASSERT_NE(p, nullptr);
+  for (size_t i = 0; i < kHuge; i += 4096) p[i] = static_cast<unsigned char>(i >> 12);
+  p[kHuge - 1] = 0xAB;
+  {
+    FakeOsGuard os;
+    os.arm_map();
+    os.arm_remap();
+    errno = 0;
+    EXPECT_EQ(magslab_realloc(p, 64 << 20), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    // Shrinking needs no new memory.
+    void* q = magslab_realloc(p, 6 << 20);
+    EXPECT_EQ(q, p) << "a huge shrink is done in place";
+    if (q != nullptr) p = static_cast<unsigned char*>(q);
+  }
+  for (size_t i = 0; i < (6u << 20); i += 4096)
+    ASSERT_EQ(p[i], static_cast<unsigned char>(i >> 12)) << i;
+  EXPECT_EQ(live_objects(), baseline + 1);
+  magslab_free(p);
+  EXPECT_EQ(live_objects(), baseline);
+}
+
+// The thread that meets OOM first, in a brand-new thread (no cache yet).
+TEST(OutOfMemory, NewThreadUnderOom) {
+  const size_t baseline = live_objects();
+  void* got_large = reinterpret_cast<void*>(1);
+  int err = 0;
+  {
+    FakeOsGuard os;
+    os.arm_map();
+    std::thread t([&] {
+      errno = 0;
+      got_large = magslab_malloc(kHuge);
+      err = errno;
+    });
+    t.join();
+  }
+  EXPECT_EQ(got_large, nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_EQ(live_objects(), baseline);
+}
+
+}  // namespace

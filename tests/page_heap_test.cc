@@ -1,0 +1,281 @@
+// Large blocks (page runs) and huge blocks (own mappings) through the public
+// API and the stats: in-place growth into coalesced free neighbours, in-place
+// shrink, huge realloc by mremap keeping contents, address space going back to
+// the OS after free + trim, and the two fatal misuse reports for large blocks.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "platform/platform.h"
+
+namespace {
+
+namespace platform = magslab::platform;
+
+constexpr size_t KiB = 1024, MiB = 1024 * KiB;
+constexpr size_t kChunk = 4 * MiB;
+
+struct magslab_stats g_st;
+const struct magslab_stats& stats() {
+  magslab_stats(&g_st);
+  return g_st;
+}
+
+// A seam that counts the OS calls and forwards them (to see that a huge
+// realloc is done by mremap, not by a new block and a copy).
+std::atomic<long> g_maps{0}, g_remaps{0};
+void* count_map(size_t n) {
+  g_maps.fetch_add(1);
+  return platform::os_ops().map(n);
+}
+void count_unmap(void* a, size_t n) { platform::os_ops().unmap(a, n); }
+bool count_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
+void* count_remap(void* a, size_t o, size_t n, void* to) {
+  g_remaps.fetch_add(1);
+  return platform::os_ops().remap(a, o, n, to);
+}
+const platform::PlatformOps kCountingOps{count_map, count_unmap, count_decommit, count_remap};
+struct CountingOsGuard {
+  CountingOsGuard() { platform::set_ops_for_testing(&kCountingOps); }
+  ~CountingOsGuard() { platform::set_ops_for_testing(nullptr); }
+};
+
+void fill(unsigned char* p, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<unsigned char>((i * 131 + seed) >> 3);
+}
+// Index of the first byte that differs from fill(), or n.
+size_t check(const unsigned char* p, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] != static_cast<unsigned char>((i * 131 + seed) >> 3)) return i;
+  return n;
+}
+
+TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
+  // Empty the large-run cache first: a freed run normally sits in that cache
+  // (still marked as a cached block, not as free pages), where it neither
+  // coalesces nor can be grown into. magslab_trim() hands every cached run
+  // back to the page heap, which coalesces it with its free neighbours.
+  magslab_trim();
+  const size_t live0 = stats().live_objects;
+
+  // Three adjacent 64 KiB blocks: allocate until three consecutive ones are
+  // contiguous (first-fit carving from one run makes that happen at once in
+  // practice; earlier tests may have left short holes that absorb a few).
+  constexpr size_t kBlock = 64 * KiB;
+  std::vector<unsigned char*> all;
+  unsigned char *a = nullptr, *b = nullptr, *c = nullptr;
+  for (int i = 0; i < 64 && a == nullptr; ++i) {
+    all.push_back(static_cast<unsigned char*>(magslab_malloc(kBlock)));
+    ASSERT_NE(all.back(), nullptr);
+    size_t k = all.size();
+    if (k >= 3 && all[k - 2] == all[k - 3] + kBlock && all[k - 1] == all[k - 2] + kBlock) {
+      a = all[k - 3];
+      b = all[k - 2];
+      c = all[k - 1];
+    }
+  }
+  ASSERT_NE(a, nullptr) << "no three contiguous 64 KiB blocks in 64 allocations";
+  EXPECT_EQ(magslab_usable_size(a), kBlock);
+  fill(a, kBlock, 1);
+  fill(b, kBlock, 2);
+  fill(c, kBlock, 3);
+
+  magslab_free(c);
+  magslab_free(b);
+  // b and c are in the large-run cache now; trim returns them to the page
+  // heap, where they coalesce into one free run right after a.
+  magslab_trim();
+
+  unsigned char* g = static_cast<unsigned char*>(magslab_realloc(a, 150 * KiB));
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g, a) << "realloc did not grow into the free pages right after the block";
+  EXPECT_EQ(check(g, kBlock, 1), kBlock) << "contents lost by the in-place grow";
+  EXPECT_EQ(magslab_usable_size(g), 38 * 4096u);  // 150 KiB rounded up to pages
+  // The grown part is ours now: writing it must not disturb anything.
+  memset(g + kBlock, 0x5A, 150 * KiB - kBlock);
+
+  // Shrink in place (still a large block: above 32 KiB).
+  unsigned char* s = static_cast<unsigned char*>(magslab_realloc(g, 80 * KiB));
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s, g) << "shrinking a large block must keep the pointer";
+  EXPECT_EQ(magslab_usable_size(s), 80 * KiB);
+  EXPECT_EQ(check(s, kBlock, 1), kBlock);
+  for (size_t i = kBlock; i < 80 * KiB; ++i) ASSERT_EQ(s[i], 0x5A) << i;
+
+  // Shrink again and grow back into the tail it gave up.
+  s = static_cast<unsigned char*>(magslab_realloc(s, 40 * KiB));
+  EXPECT_EQ(s, a);
+  magslab_trim();
+  s = static_cast<unsigned char*>(magslab_realloc(s, 120 * KiB));
+  EXPECT_EQ(s, a) << "the tail given back by the shrink did not coalesce";
+  EXPECT_EQ(check(s, 40 * KiB, 1), 40 * KiB);
+
+  for (unsigned char* p : all)
+    if (p != a && p != b && p != c) magslab_free(p);
+  magslab_free(s);
+  EXPECT_EQ(stats().live_objects, live0);
+}
+
+TEST(PageHeap, HugeReallocMovesByMremapAndKeepsContents) {
+  magslab_trim();
+  const size_t huge0 = stats().huge_live_blocks;
+  const size_t live0 = stats().live_objects;
+  const size_t kOld = 8 * MiB, kNew = 64 * MiB;
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kOld));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(stats().huge_live_blocks, huge0 + 1);
+  // First and last byte, and one byte in every page, each with its own value.
+  for (size_t i = 0; i < kOld; i += 4096) p[i] = static_cast<unsigned char>((i >> 12) * 37 + 11);
+  p[1] = 0xC3;
+  p[kOld / 2 + 123] = 0x7E;
+  p[kOld - 1] = 0xE1;
+
+  unsigned char* q;
+  {
+    CountingOsGuard counting;
+    q = static_cast<unsigned char*>(magslab_realloc(p, kNew));
+    ASSERT_NE(q, nullptr);
+    EXPECT_GE(g_remaps.load(), 1) << "a huge block must be resized by mremap, not copied";
+  }
+  EXPECT_GE(magslab_usable_size(q), kNew);
+  for (size_t i = 0; i < kOld; i += 4096)
+    ASSERT_EQ(q[i], static_cast<unsigned char>((i >> 12) * 37 + 11)) << "offset " << i;
+  EXPECT_EQ(q[1], 0xC3);
+  EXPECT_EQ(q[kOld / 2 + 123], 0x7E);
+  EXPECT_EQ(q[kOld - 1], 0xE1);
+  // The new part is usable up to the last byte.
+  q[kNew - 1] = 0x42;
+  q[kOld] = 0x43;
+  EXPECT_EQ(q[kNew - 1], 0x42);
+  EXPECT_EQ(stats().huge_live_blocks, huge0 + 1);
+  EXPECT_GE(stats().mapped_bytes, kNew);
+  EXPECT_EQ(stats().live_objects, live0 + 1);
+
+  // And down again, in place.
+  unsigned char* r = static_cast<unsigned char*>(magslab_realloc(q, 4 * MiB));
+  ASSERT_EQ(r, q) << "shrinking a huge block must keep the pointer";
+  for (size_t i = 0; i < 4 * MiB; i += 4096)
+    ASSERT_EQ(r[i], static_cast<unsigned char>((i >> 12) * 37 + 11)) << "offset " << i;
+  EXPECT_EQ(r[1], 0xC3);
+  EXPECT_GE(magslab_usable_size(r), 4 * MiB);
+  magslab_free(r);
+  EXPECT_EQ(stats().huge_live_blocks, huge0);
+  EXPECT_EQ(stats().live_objects, live0);
+}
+
+TEST(PageHeap, MappedBytesReturnAfterFreeAndTrim) {
+  magslab_trim();
+  const size_t mapped0 = stats().mapped_bytes;
+  std::vector<void*> blocks;
+  // 48 MiB of page runs in many chunks, plus huge blocks.
+  for (int i = 0; i < 240; ++i) {
+    void* p = magslab_malloc((i % 5 + 1) * 40 * KiB);
+    ASSERT_NE(p, nullptr);
+    memset(p, i, 40 * KiB);
+    blocks.push_back(p);
+  }
+  for (int i = 0; i < 4; ++i) {
+    void* p = magslab_malloc(8 * MiB + i * 4096);
+    ASSERT_NE(p, nullptr);
+    blocks.push_back(p);
+  }
+  EXPECT_GE(stats().mapped_bytes, mapped0 + 32 * MiB);
+  for (void* p : blocks) magslab_free(p);
+  magslab_trim();
+  const size_t mapped1 = stats().mapped_bytes;
+  EXPECT_LE(mapped1, mapped0 + kChunk) << "mapped before " << mapped0 << ", after free+trim "
+                                       << mapped1;
+  EXPECT_LE(stats().committed_bytes, mapped1);
+}
+
+// The child writes the address it is about to misuse ("expect=0x…") before the
+// fatal call; the matcher then requires the exact report line for that address.
+// (threadsafe death tests re-run the test in a fresh process, so the parent
+// cannot know the child's addresses.)
+class ReportsAddress : public testing::MatcherInterface<const std::string&> {
+ public:
+  explicit ReportsAddress(std::string what) : what_(std::move(what)) {}
+  bool MatchAndExplain(const std::string& err, testing::MatchResultListener* l) const override {
+    size_t at = err.find("expect=0x");
+    if (at == std::string::npos) {
+      *l << "the child never reached the misuse";
+      return false;
+    }
+    size_t end = err.find('\n', at);
+    std::string addr = err.substr(at + 7, end - at - 7);
+    std::string line = "magslab: " + what_ + " " + addr + "\n";
+    if (err.find(line) == std::string::npos) {
+      *l << "no line \"" << line.substr(0, line.size() - 1) << "\"";
+      return false;
+    }
+    return true;
+  }
+  void DescribeTo(std::ostream* os) const override {
+    *os << "contains \"magslab: " << what_ << " 0x<the address>\"";
+  }
+
+ private:
+  std::string what_;
+};
+testing::Matcher<const std::string&> Reports(const char* what) {
+  return testing::MakeMatcher(new ReportsAddress(what));
+}
+
+void announce(const void* p) { std::fprintf(stderr, "expect=%p\n", p); }
+
+TEST(PageHeapDeathTest, DoubleFreeOfLargeBlock) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // Freed once, the run sits in the large-run cache.
+  EXPECT_DEATH(
+      {
+        void* p = magslab_malloc(64 * KiB);
+        announce(p);
+        magslab_free(p);
+        magslab_free(p);
+      },
+      Reports("double free of"));
+  // Freed once and trimmed: the run is back in the page heap (a neighbour in
+  // the same chunk keeps the chunk mapped).
+  EXPECT_DEATH(
+      {
+        void* keep = magslab_malloc(64 * KiB);
+        void* p = magslab_malloc(64 * KiB);
+        if ((reinterpret_cast<uintptr_t>(keep) ^ reinterpret_cast<uintptr_t>(p)) >= kChunk)
+          std::fprintf(stderr, "test setup: blocks in different chunks\n");
+        else
+          announce(p);
+        magslab_free(p);
+        magslab_trim();
+        magslab_free(p);
+        magslab_free(keep);
+      },
+      Reports("double free of"));
+}
+
+TEST(PageHeapDeathTest, InteriorPointerOfLargeBlock) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto* p = static_cast<char*>(magslab_malloc(64 * KiB));
+        announce(p + 4096);
+        magslab_free(p + 4096);
+      },
+      Reports("invalid free of"));
+  // Not page aligned either.
+  EXPECT_DEATH(
+      {
+        auto* p = static_cast<char*>(magslab_malloc(200 * KiB));
+        announce(p + 4096 + 8);
+        magslab_free(p + 4096 + 8);
+      },
+      Reports("invalid free of"));
+}
+
+}  // namespace
