@@ -23,8 +23,17 @@ cmake --build --preset release -j "${MAGSLAB_JOBS:-2}"
 banner "threads_demo: C API from several threads"
 build/release/threads_demo
 
-# Further steps (a stress-harness run, then the benchmark comparison against
-# mimalloc, TBB, jemalloc and glibc) are added here by the stress and benchmark work.
+banner "peers: build the measurement programs (bench/build.sh)"
+bench/build.sh
+
+banner "fast path: instructions per malloc(16)+free pair (callgrind)"
+ALLOCATORS="magslab mimalloc jemalloc-std tbb glibc" bench/callgrind.sh
+
+banner "throughput: magslab vs mimalloc, TBB, jemalloc, glibc (median of ${MAGSLAB_ROUNDS:-3} rounds, 2 and 16 threads)"
+ROUNDS=${MAGSLAB_ROUNDS:-3} bench/compare.sh "${MAGSLAB_BENCH_SECONDS:-0.5}"
+
+# A stress-harness run is added here by the stress-harness work; the full
+# benchmark suite (Google Benchmark, macro workloads, plots) by the benchmark work.
 
 echo
 echo "main.sh: done"
