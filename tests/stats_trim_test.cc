@@ -13,14 +13,7 @@
 
 #include "magslab/magslab.h"
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define MS_SANITIZED 1
-#endif
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define MS_SANITIZED 1
-#endif
-#endif
+#include "sanitized.h"
 
 namespace {
 
