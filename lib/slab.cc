@@ -217,6 +217,14 @@ size_t trim() {
   return bytes;
 }
 
+void lock_all_for_fork() {
+  for (SlabClass& sc : g_classes) sc.lock.lock();
+}
+
+void unlock_all_after_fork() {
+  for (unsigned c = kNumClasses; c-- > 0;) g_classes[c].lock.unlock();
+}
+
 ClassCounts counts(unsigned cls) {
   SlabClass& sc = g_classes[cls];
   LockGuard g(sc.lock);

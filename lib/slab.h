@@ -71,6 +71,10 @@ bool is_free_in_slab(unsigned cls, void* p);
 // Give back the cached empty slab of every class; returns bytes decommitted.
 size_t trim();
 
+// fork(): take / release every class lock (in class order).
+void lock_all_for_fork();
+void unlock_all_after_fork();
+
 struct ClassCounts {
   size_t carved_objects;
   size_t slabs;

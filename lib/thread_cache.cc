@@ -238,6 +238,19 @@ void flush_current() {
   if (tc != &g_sentinel_cache) flush(tc);
 }
 
+void lock_for_fork() { g_registry_lock.lock(); }
+void unlock_after_fork_parent() { g_registry_lock.unlock(); }
+
+void reset_after_fork_child() {
+  ThreadCache* self = t_cache;
+  g_registry = nullptr;
+  if (self != &g_sentinel_cache) {
+    self->reg_prev = self->reg_next = nullptr;
+    g_registry = self;
+  }
+  g_registry_lock.unlock();
+}
+
 void cached_objects(CachedCounts* out) {
   for (size_t& o : out->objects) o = 0;
   LockGuard g(g_registry_lock);

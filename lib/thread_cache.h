@@ -73,6 +73,13 @@ inline void free(void* p, unsigned cls) {
 // at thread exit.
 void flush_current();
 
+// fork(): the registry lock is held across fork(); in the child only the
+// forking thread exists, so the other threads' caches leave the registry
+// (their magazines' objects are unreachable in the child: a bounded leak).
+void lock_for_fork();
+void unlock_after_fork_parent();
+void reset_after_fork_child();
+
 struct CachedCounts {
   size_t objects[kNumClasses];
 };

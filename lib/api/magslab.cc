@@ -16,7 +16,15 @@
 
 using namespace magslab;
 
+namespace magslab {
+void register_fork_handlers();  // api/fork.cc
+}
+
 namespace {
+
+// Runs when the library is loaded (before main for a linked or preloaded
+// library). Nothing else needs a constructor: all state is constant-initialised.
+[[gnu::constructor]] void on_load() { register_fork_handlers(); }
 
 void* fail(int err) {
   errno = err;

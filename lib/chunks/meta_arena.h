@@ -15,4 +15,8 @@ size_t mapped_bytes();
 // Account for metadata mapped elsewhere (page-map leaves).
 void note_mapped(size_t bytes);
 
+// fork(): held across the fork so the child never inherits it locked mid-update.
+void lock_for_fork();
+void unlock_after_fork();
+
 }  // namespace magslab::meta

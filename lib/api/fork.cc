@@ -1,0 +1,52 @@
+// api/fork: fork() safety. Every lock magslab has is taken before fork() and
+// released after it, in one global order — registry, slab classes (by index),
+// page heap, metadata arena; the same order the slow paths nest them in — so
+// the child never inherits a lock held by a thread that does not exist there.
+// Lock-free parts need nothing: the depot stacks are consistent at every
+// instant (one CAS per operation); a magazine another thread held at the fork
+// is simply not reachable in the child.
+#include <pthread.h>
+
+#include "chunks/meta_arena.h"
+#include "chunks/page_heap.h"
+#include "platform/platform.h"
+#include "slab.h"
+#include "thread_cache.h"
+
+namespace magslab {
+namespace {
+
+void prepare() {
+  cache::lock_for_fork();
+  slab::lock_all_for_fork();
+  heap::g_lock.lock();
+  meta::lock_for_fork();
+}
+
+void parent() {
+  meta::unlock_after_fork();
+  heap::g_lock.unlock();
+  slab::unlock_all_after_fork();
+  cache::unlock_after_fork_parent();
+}
+
+void child() {
+  // The forking thread is the child's only thread, and it holds every lock.
+  meta::unlock_after_fork();
+  heap::g_lock.unlock();
+  slab::unlock_all_after_fork();
+  cache::reset_after_fork_child();
+}
+
+}  // namespace
+
+// Registered from a constructor, not lazily from the allocation slow path:
+// glibc's pthread_atfork may call malloc, which must not re-enter magslab's
+// one-time initialisation. Called from api/magslab.cc's constructor, so a
+// static link pulls it in with the API.
+void register_fork_handlers() {
+  if (pthread_atfork(prepare, parent, child) != 0)
+    platform::fatal_msg("pthread_atfork failed: fork() would not be safe");
+}
+
+}  // namespace magslab
