@@ -1,0 +1,104 @@
+// override/malloc: the C library's allocation functions, each a line or two over
+// the magslab API, with glibc's semantics. Built only into
+// libmagslab-override.so (LD_PRELOAD it, or link magslab::override).
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "config.h"
+#include "magslab/magslab.h"
+#include "override/report.h"
+
+using namespace magslab;
+
+#define MAGSLAB_EXPORT extern "C" __attribute__((visibility("default")))
+
+MAGSLAB_EXPORT void* malloc(size_t n) { return magslab_malloc(n); }
+MAGSLAB_EXPORT void free(void* p) { magslab_free(p); }
+MAGSLAB_EXPORT void* calloc(size_t n, size_t m) { return magslab_calloc(n, m); }
+MAGSLAB_EXPORT void* realloc(void* p, size_t n) { return magslab_realloc(p, n); }
+MAGSLAB_EXPORT size_t malloc_usable_size(void* p) { return magslab_usable_size(p); }
+MAGSLAB_EXPORT void free_sized(void* p, size_t n) { magslab_free_sized(p, n); }
+MAGSLAB_EXPORT void free_aligned_sized(void* p, size_t /*align*/, size_t n) {
+  magslab_free_sized(p, n);
+}
+
+MAGSLAB_EXPORT void* reallocarray(void* p, size_t n, size_t m) {
+  size_t total;
+  if (__builtin_mul_overflow(n, m, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return magslab_realloc(p, total);
+}
+
+MAGSLAB_EXPORT int posix_memalign(void** out, size_t align, size_t n) {
+  return magslab_posix_memalign(out, align, n);
+}
+
+MAGSLAB_EXPORT void* aligned_alloc(size_t align, size_t n) {
+  return magslab_aligned_alloc(align, n);
+}
+
+// glibc: an alignment that is not a power of two is rounded up to one; one
+// above SIZE_MAX/2 + 1 is EINVAL.
+MAGSLAB_EXPORT void* memalign(size_t align, size_t n) {
+  if (align > SIZE_MAX / 2 + 1) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  if (align == 0) align = 1;
+  if (!is_pow2(align)) align = size_t{1} << (64 - __builtin_clzll(align));
+  return magslab_aligned_alloc(align, n);
+}
+
+MAGSLAB_EXPORT void* valloc(size_t n) { return magslab_aligned_alloc(kPageSize, n); }
+
+MAGSLAB_EXPORT void* pvalloc(size_t n) {
+  if (n > SIZE_MAX - kPageSize) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return magslab_aligned_alloc(kPageSize, n == 0 ? kPageSize : align_up(n, kPageSize));
+}
+
+// glibc returns 1 if memory was released.
+MAGSLAB_EXPORT int malloc_trim(size_t /*pad*/) { return magslab_trim() != 0 ? 1 : 0; }
+
+MAGSLAB_EXPORT void malloc_stats(void) { override_report::print_stats(); }
+
+MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
+  struct magslab_stats st;
+  magslab_stats(&st);
+  struct mallinfo2 mi;
+  memset(&mi, 0, sizeof mi);
+  mi.arena = st.mapped_bytes;           // address space mapped for blocks
+  mi.ordblks = st.class_count;          // (number of size classes)
+  mi.hblks = st.huge_live_blocks;       // blocks in mappings of their own
+  mi.uordblks = st.live_bytes;          // bytes in blocks handed out
+  mi.fordblks = st.mapped_bytes > st.live_bytes ? st.mapped_bytes - st.live_bytes : 0;
+  mi.keepcost = st.cached_bytes;        // free bytes magslab_trim() could give back
+  return mi;
+}
+
+// Accepted and ignored: magslab's behaviour has no glibc-style knobs. Like
+// glibc, an unknown parameter returns 0 and a known one 1.
+MAGSLAB_EXPORT int mallopt(int param, int /*value*/) {
+  switch (param) {
+    case M_MXFAST:
+    case M_TRIM_THRESHOLD:
+    case M_TOP_PAD:
+    case M_MMAP_THRESHOLD:
+    case M_MMAP_MAX:
+    case M_CHECK_ACTION:
+    case M_PERTURB:
+    case M_ARENA_TEST:
+    case M_ARENA_MAX:
+      return 1;
+    default:
+      return 0;
+  }
+}

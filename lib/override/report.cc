@@ -1,0 +1,118 @@
+// override/report: options read once at load time from the environment, and the
+// stats report. getenv() does not allocate, and output is formatted into a
+// stack buffer and written with write(2), so this works inside a program whose
+// malloc is magslab itself.
+//
+// | variable            | default | meaning                                        |
+// | MAGSLAB_SHOW_STATS  | 0       | 1: print a stats summary to stderr at exit     |
+// | MAGSLAB_VERBOSE     | 0       | 1: print the configuration to stderr at load   |
+// A value other than 0 or 1 is reported on stderr and the default is kept.
+#include "override/report.h"
+
+#include <stdlib.h>
+
+#include <cstring>
+
+#include "config.h"
+#include "magslab/magslab.h"
+#include "platform/platform.h"
+#include "size_classes.h"
+
+namespace magslab::override_report {
+namespace {
+
+class Line {
+ public:
+  Line& str(const char* s) {
+    while (*s != '\0' && n_ + 1 < sizeof buf_) buf_[n_++] = *s++;
+    return *this;
+  }
+  Line& num(size_t v) {
+    char tmp[24];
+    int k = 0;
+    do {
+      tmp[k++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    while (k > 0 && n_ + 1 < sizeof buf_) buf_[n_++] = tmp[--k];
+    return *this;
+  }
+  // Bytes as "123456 B (120.6 KiB)".
+  Line& bytes(size_t v) {
+    num(v).str(" B");
+    static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (v >= 1024) {
+      size_t whole = v, frac = 0;
+      int u = -1;
+      while (whole >= 1024 && u < 3) {
+        frac = (whole % 1024) * 10 / 1024;
+        whole /= 1024;
+        ++u;
+      }
+      str(" (").num(whole).str(".").num(frac).str(" ").str(kUnits[u]).str(")");
+    }
+    return *this;
+  }
+  void emit() {
+    str("\n");
+    platform::write_stderr(buf_, n_);
+    n_ = 0;
+  }
+
+ private:
+  char buf_[256];
+  size_t n_ = 0;
+};
+
+bool g_show_stats = false;
+
+bool flag(const char* name) {
+  const char* v = getenv(name);
+  if (v == nullptr || strcmp(v, "0") == 0 || v[0] == '\0') return false;
+  if (strcmp(v, "1") == 0) return true;
+  Line().str("magslab: ignoring ").str(name).str("=").str(v).str(" (expected 0 or 1)").emit();
+  return false;
+}
+
+[[gnu::constructor]] void on_load() {
+  g_show_stats = flag("MAGSLAB_SHOW_STATS");
+  if (flag("MAGSLAB_VERBOSE")) {
+    Line l;
+    l.str("magslab: override active (version ").num(MAGSLAB_VERSION_MAJOR).str(".")
+        .num(MAGSLAB_VERSION_MINOR).str(".").num(MAGSLAB_VERSION_PATCH).str(")").emit();
+    l.str("magslab:   chunk ").bytes(kChunkSize).str(", page ").bytes(kPageSize).emit();
+    l.str("magslab:   ").num(kNumClasses).str(" size classes up to ").bytes(kMaxSmallSize)
+        .str("; own mapping above ").bytes(kHugeThreshold).emit();
+    l.str("magslab:   MAGSLAB_SHOW_STATS=").num(g_show_stats ? 1 : 0).emit();
+  }
+}
+
+[[gnu::destructor]] void on_unload() {
+  if (g_show_stats) print_stats();
+}
+
+}  // namespace
+
+void print_stats() {
+  struct magslab_stats st;
+  magslab_stats(&st);
+  Line l;
+  l.str("magslab: stats").emit();
+  l.str("  live        ").bytes(st.live_bytes).str(" in ").num(st.live_objects).str(" blocks").emit();
+  l.str("  peak in use ").bytes(st.peak_in_use_bytes).emit();
+  l.str("  cached      ").bytes(st.cached_bytes).emit();
+  l.str("  mapped      ").bytes(st.mapped_bytes).emit();
+  l.str("  committed   ").bytes(st.committed_bytes).emit();
+  l.str("  metadata    ").bytes(st.metadata_bytes).emit();
+  l.str("  large/huge  ").num(st.large_live_blocks).str(" live (").num(st.huge_live_blocks)
+      .str(" huge), ").bytes(st.live_large_requested_bytes).str(" requested").emit();
+  l.str("  class   size   live objects   cached   slabs").emit();
+  for (size_t c = 0; c < st.class_count; ++c) {
+    const magslab_class_stats& cs = st.classes[c];
+    if (cs.live_objects == 0 && cs.cached_objects == 0 && cs.slabs == 0) continue;
+    l.str("  ").num(c).str("\t").num(cs.object_size).str("\t").num(cs.live_objects).str("\t")
+        .num(cs.cached_objects).str("\t").num(cs.slabs).emit();
+  }
+}
+
+}  // namespace magslab::override_report

@@ -1,0 +1,10 @@
+// override/report: MAGSLAB_* environment options of the override library and
+// the human-readable stats report, all written without allocating.
+#pragma once
+
+namespace magslab::override_report {
+
+// Write the stats summary (live, peak, mapped, committed, per-class counts) to stderr.
+void print_stats();
+
+}  // namespace magslab::override_report
