@@ -20,7 +20,7 @@ struct alignas(kCacheLine) SlabClass {
   Slab* partial = nullptr;  // slabs with 0 < nfree < objects (and a fresh one)
   Slab* empty = nullptr;    // one fully free slab kept committed, to absorb churn
   size_t carved = 0;        // objects out of slabs: handed out or in magazines
-  size_t slabs = 0;
+  size_t slabs = 0;         // slabs with objects out (partial or full); `empty` is not counted
 };
 
 SlabClass g_classes[kNumClasses];
@@ -116,12 +116,12 @@ uint32_t refill(unsigned cls, void** out, uint32_t n) {
       if (s == nullptr) {
         s = sc.empty;
         if (s != nullptr) {
-          sc.empty = nullptr;
+          sc.empty = nullptr;  // the cached empty slab is carved again
         } else {
           s = carve(cls);
           if (s == nullptr) break;
-          ++sc.slabs;
         }
+        ++sc.slabs;
         partial_push(sc, s);
       }
       uint32_t words = (ci.objects + 63) / 64;
