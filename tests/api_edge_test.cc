@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
+
+#include <unistd.h>
 
 #include "magslab/magslab.h"
 
@@ -403,3 +406,31 @@ TEST(ApiEdge, FreeSized) {
 }
 
 }  // namespace
+
+// A request the kernel's overcommit heuristic refuses (more than RAM + swap)
+// must fail with ENOMEM at malloc time, as glibc's does, and not succeed only
+// for the program to be OOM-killed on first touch. Only meaningful under the
+// heuristic policy (vm.overcommit_memory = 0, the Linux default).
+TEST(ApiEdge, RequestBeyondRamAndSwapFailsUnderOvercommitHeuristic) {
+  FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
+  ASSERT_NE(f, nullptr);
+  int policy = -1;
+  ASSERT_EQ(std::fscanf(f, "%d", &policy), 1);
+  std::fclose(f);
+  if (policy != 0) GTEST_SKIP() << "vm.overcommit_memory=" << policy << ": the kernel accepts any size";
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  ASSERT_GT(pages, 0);
+  // 4x RAM is refused unless swap exceeds 3x RAM; below magslab's own 2^44 limit.
+  size_t request = static_cast<size_t>(pages) * static_cast<size_t>(page) * 4;
+  ASSERT_LT(request, size_t{1} << 44);
+  struct magslab_stats before, after;
+  magslab_stats(&before);
+  errno = 0;
+  void* p = magslab_malloc(request);
+  int err = errno;
+  EXPECT_EQ(p, nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  magslab_stats(&after);
+  EXPECT_EQ(after.mapped_bytes, before.mapped_bytes);
+  if (p != nullptr) magslab_free(p);
+}

@@ -17,7 +17,7 @@ bool set(uintptr_t chunk_addr, ChunkMeta* meta) {
     if (meta == nullptr) return true;
     // Straight from the OS (32 MiB of lazily committed address space), never
     // unmapped. Counted in the metadata statistic.
-    leaf = static_cast<Leaf*>(platform::map(sizeof(Leaf)));
+    leaf = static_cast<Leaf*>(platform::map_sparse(sizeof(Leaf)));
     if (leaf == nullptr) return false;
     meta::note_mapped(sizeof(Leaf));
     // release: a lookup that sees the leaf sees it zeroed (it is fresh memory).

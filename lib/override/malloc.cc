@@ -84,21 +84,11 @@ MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
   return mi;
 }
 
-// Accepted and ignored: magslab's behaviour has no glibc-style knobs. Like
-// glibc, an unknown parameter returns 0 and a known one 1.
-MAGSLAB_EXPORT int mallopt(int param, int /*value*/) {
-  switch (param) {
-    case M_MXFAST:
-    case M_TRIM_THRESHOLD:
-    case M_TOP_PAD:
-    case M_MMAP_THRESHOLD:
-    case M_MMAP_MAX:
-    case M_CHECK_ACTION:
-    case M_PERTURB:
-    case M_ARENA_TEST:
-    case M_ARENA_MAX:
-      return 1;
-    default:
-      return 0;
-  }
+// Accepted and ignored: magslab has no glibc-style knobs. Returns what glibc
+// 2.36 returns: 1, also for an unknown parameter (man mallopt, BUGS), and 0 for
+// an M_MXFAST value outside glibc's range [0, 80 * sizeof(size_t) / 4].
+MAGSLAB_EXPORT int mallopt(int param, int value) {
+  if (param == M_MXFAST && (value < 0 || static_cast<size_t>(value) > 80 * sizeof(size_t) / 4))
+    return 0;
+  return 1;
 }

@@ -23,6 +23,7 @@ namespace {
 
 class Line {
  public:
+  explicit Line(int fd = 2) : fd_(fd) {}
   Line& str(const char* s) {
     while (*s != '\0' && n_ + 1 < sizeof buf_) buf_[n_++] = *s++;
     return *this;
@@ -55,16 +56,21 @@ class Line {
   }
   void emit() {
     str("\n");
-    platform::write_stderr(buf_, n_);
+    platform::write_fd(fd_, buf_, n_);
     n_ = 0;
   }
 
  private:
+  int fd_;
   char buf_[256];
   size_t n_ = 0;
 };
 
 bool g_show_stats = false;
+// The exit report goes to a duplicate of stderr taken at load time: GNU
+// coreutils (sort, ls, …) close stderr in an atexit handler, before library
+// destructors run.
+int g_report_fd = -1;
 
 bool flag(const char* name) {
   const char* v = getenv(name);
@@ -76,6 +82,7 @@ bool flag(const char* name) {
 
 [[gnu::constructor]] void on_load() {
   g_show_stats = flag("MAGSLAB_SHOW_STATS");
+  if (g_show_stats) g_report_fd = platform::dup_stderr();
   if (flag("MAGSLAB_VERBOSE")) {
     Line l;
     l.str("magslab: override active (version ").num(MAGSLAB_VERSION_MAJOR).str(".")
@@ -88,15 +95,15 @@ bool flag(const char* name) {
 }
 
 [[gnu::destructor]] void on_unload() {
-  if (g_show_stats) print_stats();
+  if (g_show_stats) print_stats(g_report_fd >= 0 ? g_report_fd : 2);
 }
 
 }  // namespace
 
-void print_stats() {
+void print_stats(int fd) {
   struct magslab_stats st;
   magslab_stats(&st);
-  Line l;
+  Line l(fd);
   l.str("magslab: stats").emit();
   l.str("  live        ").bytes(st.live_bytes).str(" in ").num(st.live_objects).str(" blocks").emit();
   l.str("  peak in use ").bytes(st.peak_in_use_bytes).emit();

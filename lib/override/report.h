@@ -4,7 +4,7 @@
 
 namespace magslab::override_report {
 
-// Write the stats summary (live, peak, mapped, committed, per-class counts) to stderr.
-void print_stats();
+// Write the stats summary (live, peak, mapped, committed, per-class counts) to fd.
+void print_stats(int fd = 2);
 
 }  // namespace magslab::override_report

@@ -2,6 +2,7 @@
 #include "platform/platform.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -16,8 +17,7 @@ namespace magslab::platform {
 namespace {
 
 void* os_map(size_t size) {
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
@@ -54,6 +54,12 @@ const PlatformOps* set_ops_for_testing(const PlatformOps* o) {
 }
 
 void* map(size_t size) { return ops().map(size); }
+
+void* map_sparse(size_t size) {
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
 void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
 bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
@@ -87,9 +93,13 @@ uint64_t random_u64() {
   return v | 1;  // never zero: zero is "no key yet"
 }
 
-void write_stderr(const char* s, size_t n) {
+void write_stderr(const char* s, size_t n) { write_fd(STDERR_FILENO, s, n); }
+
+int dup_stderr() { return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 100); }
+
+void write_fd(int fd, const char* s, size_t n) {
   while (n > 0) {
-    ssize_t w = write(STDERR_FILENO, s, n);
+    ssize_t w = write(fd, s, n);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return;
     s += w;

@@ -11,7 +11,9 @@ namespace magslab::platform {
 // failure and never allocates.
 struct PlatformOps {
   // Anonymous read-write mapping of `size` bytes (a multiple of the page size),
-  // lazily committed by the kernel. nullptr when the OS refuses.
+  // committed lazily by the kernel but counted against its overcommit limit, so
+  // an impossible request fails here (as glibc's malloc does) instead of the
+  // program being OOM-killed later. nullptr when the OS refuses.
   void* (*map)(size_t size);
   void (*unmap)(void* addr, size_t size);
   // Give pages back (their contents become zero); the range stays mapped.
@@ -27,6 +29,10 @@ const PlatformOps& os_ops();
 const PlatformOps* set_ops_for_testing(const PlatformOps* ops);
 
 void* map(size_t size);
+// A sparse mapping (MAP_NORESERVE, not counted against overcommit) for metadata
+// address space of which only a small part is ever touched: page-map leaves.
+// Not part of the test seam.
+void* map_sparse(size_t size);
 // A mapping of `size` bytes aligned to `alignment` (a power of two >= page size).
 void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
@@ -36,6 +42,10 @@ void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
 size_t page_size();
 uint64_t random_u64();
 void write_stderr(const char* s, size_t n);
+void write_fd(int fd, const char* s, size_t n);
+// A close-on-exec duplicate of stderr (>= 100, clear of the fds programs use),
+// or -1: for a report written at exit, after the program may have closed fd 2.
+int dup_stderr();
 
 // One line "magslab: <what> 0x<addr><detail>\n" on stderr, then abort().
 // Never allocates: the heap may be the thing that is broken.
