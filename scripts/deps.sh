@@ -16,6 +16,10 @@ packages=(
   libjemalloc-dev
   valgrind
   python3
+  # real programs run under LD_PRELOAD by the override tests (tests/override/)
+  git
+  sqlite3
+  coreutils
 )
 
 missing=()

@@ -1,0 +1,154 @@
+// Override test: thousands of short-lived threads. 5000 threads, in waves of
+// 50 (half joined, half detached), each allocate and free blocks of many size
+// classes, leave some for the main thread to free, and exit. Afterwards the
+// memory magslab has mapped (mallinfo2().arena) must stay below 64 MiB: a
+// thread's cache must go back to the shared pool when the thread exits, or
+// 5000 dead caches would hold far more than that.
+//
+// Run under LD_PRELOAD (or linked). Sanity checks that mallinfo2 is magslab's:
+// magslab_malloc is found with dlsym, and mallinfo2().arena equals
+// magslab_stats().mapped_bytes at quiescence.
+//
+// Usage: thread_exit --expect=magslab
+#include <dlfcn.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "magslab/magslab.h"
+
+namespace {
+
+constexpr int kThreads = 5000;
+constexpr int kWave = 50;
+constexpr std::size_t kBound = std::size_t{64} << 20;
+
+std::mutex g_mu;
+std::vector<void*> g_left;  // blocks threads leave behind for main to free
+std::atomic<int> g_detached_done{0};
+std::atomic<int> g_bad{0};
+
+std::size_t size_for(std::uint64_t x) {
+  // At most 50 threads x 64 blocks are live at once: about 10 MiB.
+  if (x % 32 == 0) return 1 + (x >> 8) % (128 << 10);  // large runs
+  if (x % 8 == 1) return 1 + (x >> 8) % 32768;         // every slab class
+  return 1 + (x >> 8) % 512;
+}
+
+void* body(void* arg) {
+  std::uint64_t s = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<std::uintptr_t>(arg);
+  auto rnd = [&] {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  };
+  void* keep[64];
+  for (int i = 0; i < 64; ++i) {
+    std::size_t n = size_for(rnd());
+    keep[i] = std::malloc(n);
+    std::memset(keep[i], i, n < 256 ? n : 256);
+  }
+  for (int round = 0; round < 4; ++round)
+    for (int i = 0; i < 64; ++i) {
+      if (static_cast<unsigned char*>(keep[i])[0] != static_cast<unsigned char>(i)) ++g_bad;
+      std::free(keep[i]);
+      std::size_t n = size_for(rnd());
+      keep[i] = std::malloc(n);
+      std::memset(keep[i], i, n < 256 ? n : 256);
+    }
+  {
+    std::lock_guard<std::mutex> g(g_mu);
+    for (int i = 0; i < 8; ++i) g_left.push_back(keep[i]);  // freed by main
+  }
+  for (int i = 8; i < 64; ++i) std::free(keep[i]);
+  auto* obj = new std::vector<int>(100, 1);  // C++ too
+  delete obj;
+  return nullptr;
+}
+
+void* detached_body(void* arg) {
+  body(arg);
+  g_detached_done.fetch_add(1);
+  return nullptr;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool want = argc > 1 && std::strcmp(argv[1], "--expect=magslab") == 0;
+  using stats_fn = void (*)(struct magslab_stats*);
+  auto stats = reinterpret_cast<stats_fn>(dlsym(RTLD_DEFAULT, "magslab_stats"));
+  if (!want || dlsym(RTLD_DEFAULT, "magslab_malloc") == nullptr || stats == nullptr) {
+    std::fprintf(stderr, "thread_exit: needs magslab (LD_PRELOAD or linked) and --expect=magslab\n");
+    return 3;
+  }
+
+  struct mallinfo2 before = mallinfo2();
+  std::size_t peak_arena = before.arena;
+  int started = 0, detached = 0;
+  while (started < kThreads) {
+    pthread_t joinable[kWave];
+    int nj = 0;
+    int wave_detached = 0;
+    for (int i = 0; i < kWave && started < kThreads; ++i, ++started) {
+      pthread_t t;
+      void* arg = reinterpret_cast<void*>(static_cast<std::uintptr_t>(started + 1));
+      if (i % 2 == 0) {
+        if (pthread_create(&t, nullptr, body, arg) != 0) return 5;
+        joinable[nj++] = t;
+      } else {
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &at, detached_body, arg) != 0) return 5;
+        pthread_attr_destroy(&at);
+        ++wave_detached;
+      }
+    }
+    for (int i = 0; i < nj; ++i) pthread_join(joinable[i], nullptr);
+    detached += wave_detached;
+    while (g_detached_done.load() < detached) sched_yield();
+    {
+      std::lock_guard<std::mutex> g(g_mu);
+      for (void* p : g_left) std::free(p);
+      g_left.clear();
+    }
+    std::size_t arena = mallinfo2().arena;
+    if (arena > peak_arena) peak_arena = arena;
+  }
+  // Detached threads may still be in their exit path after the counter; give
+  // them a moment to finish (their TLS destructors run after the function).
+  for (int i = 0; i < 100; ++i) sched_yield();
+
+  struct mallinfo2 after = mallinfo2();
+  struct magslab_stats st;
+  stats(&st);
+  std::printf("threads: %d (%d detached), corrupt: %d\n", started, detached, g_bad.load());
+  std::printf("mallinfo2.arena: before %zu, after %zu, peak between waves %zu (bound %zu)\n",
+              before.arena, after.arena, peak_arena, kBound);
+  std::printf("mallinfo2.uordblks: before %zu, after %zu; magslab mapped %zu, committed %zu, "
+              "cached %zu, live %zu\n",
+              before.uordblks, after.uordblks, st.mapped_bytes, st.committed_bytes,
+              st.cached_bytes, st.live_bytes);
+  bool ok = true;
+  if (g_bad.load() != 0) ok = false;
+  if (after.arena == 0 || after.arena != st.mapped_bytes) {
+    std::printf("FAIL: mallinfo2().arena is not magslab's mapped_bytes\n");
+    ok = false;
+  }
+  if (peak_arena >= kBound || after.arena >= kBound) {
+    std::printf("FAIL: mapped memory above the bound after thread exits\n");
+    ok = false;
+  }
+  std::printf("%s\n", ok ? "OK" : "FAILED");
+  return ok ? 0 : 1;
+}
