@@ -77,8 +77,11 @@ ThreadCache* current() {
     if (g_registry != nullptr) g_registry->reg_prev = tc;
     g_registry = tc;
   }
-  if (g_key_ok) pthread_setspecific(g_exit_key, tc);
+  // Install the cache before pthread_setspecific: for a key past glibc's first
+  // 32 it calloc()s a second-level block, and that nested allocation must find
+  // this cache rather than create another one (and recurse).
   t_cache = tc;
+  if (g_key_ok) pthread_setspecific(g_exit_key, tc);
   return tc;
 }
 
