@@ -1,0 +1,307 @@
+// stress/checks.h: the byte pattern and the overlap index of magslab-stress.
+//
+// Both are header-only so the unit tests (checks_test.cc) exercise exactly the
+// code the harness runs. Neither allocates through malloc/new on its hot path:
+// when the harness tests a preloaded (possibly broken) allocator, its own
+// bookkeeping must not live in the memory under test.
+#pragma once
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+
+namespace stress {
+
+// ---------------------------------------------------------------------------
+// Pattern: every byte of a block is a function of (seed, address, size, offset)
+// ---------------------------------------------------------------------------
+
+inline uint64_t mix64(uint64_t z) {  // splitmix64 finaliser
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The key of a block: distinct blocks (address or size) get unrelated patterns,
+// so a block written through an overlapping pointer cannot look intact.
+inline uint64_t block_key(uint64_t seed, const void* addr, size_t size) {
+  return mix64(seed ^ mix64(reinterpret_cast<uintptr_t>(addr) +
+                            static_cast<uint64_t>(size) * 0x9e3779b97f4a7c15ULL));
+}
+
+inline uint64_t pattern_word(uint64_t key, size_t j) {
+  uint64_t w = key + j * 0x9e3779b97f4a7c15ULL;
+  w ^= w >> 29;
+  return w * 0xd6e8feb86659fd93ULL;
+}
+
+inline unsigned char pattern_byte(uint64_t key, size_t offset) {
+  return static_cast<unsigned char>(pattern_word(key, offset >> 3) >> ((offset & 7) * 8));
+}
+
+inline void fill_pattern(void* p, size_t size, uint64_t key) {
+  auto* b = static_cast<unsigned char*>(p);
+  size_t words = size >> 3;
+  for (size_t j = 0; j < words; ++j) {
+    uint64_t w = pattern_word(key, j);
+    std::memcpy(b + j * 8, &w, 8);
+  }
+  for (size_t i = words * 8; i < size; ++i) b[i] = pattern_byte(key, i);
+}
+
+constexpr size_t kNoMismatch = SIZE_MAX;
+
+// First offset in [0, len) whose byte differs from the pattern, or kNoMismatch.
+inline size_t check_pattern(const void* p, size_t len, uint64_t key) {
+  auto* b = static_cast<const unsigned char*>(p);
+  size_t words = len >> 3;
+  for (size_t j = 0; j < words; ++j) {
+    uint64_t w;
+    std::memcpy(&w, b + j * 8, 8);
+    if (w != pattern_word(key, j)) {
+      for (size_t i = j * 8;; ++i)
+        if (b[i] != pattern_byte(key, i)) return i;
+    }
+  }
+  for (size_t i = words * 8; i < len; ++i)
+    if (b[i] != pattern_byte(key, i)) return i;
+  return kNoMismatch;
+}
+
+// First non-zero offset in [0, len), or kNoMismatch.
+inline size_t check_zero(const void* p, size_t len) {
+  auto* b = static_cast<const unsigned char*>(p);
+  size_t words = len >> 3;
+  for (size_t j = 0; j < words; ++j) {
+    uint64_t w;
+    std::memcpy(&w, b + j * 8, 8);
+    if (w != 0)
+      for (size_t i = j * 8;; ++i)
+        if (b[i] != 0) return i;
+  }
+  for (size_t i = words * 8; i < len; ++i)
+    if (b[i] != 0) return i;
+  return kNoMismatch;
+}
+
+// ---------------------------------------------------------------------------
+// Raw memory for the harness's own bookkeeping: straight from mmap.
+// ---------------------------------------------------------------------------
+
+inline void* raw_alloc(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    static const char msg[] = "magslab-stress: mmap failed for harness bookkeeping\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(3);
+  }
+  return p;
+}
+inline void raw_free(void* p, size_t bytes) {
+  if (p != nullptr) munmap(p, bytes);
+}
+
+// A fixed-capacity array in its own mapping (zero-initialised by mmap).
+template <class T>
+class RawArray {
+ public:
+  RawArray() = default;
+  explicit RawArray(size_t cap) { reset(cap); }
+  RawArray(const RawArray&) = delete;
+  RawArray& operator=(const RawArray&) = delete;
+  ~RawArray() { raw_free(data_, bytes()); }
+  void reset(size_t cap) {
+    raw_free(data_, bytes());
+    cap_ = cap;
+    data_ = cap ? static_cast<T*>(raw_alloc(bytes())) : nullptr;
+  }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
+  size_t capacity() const { return cap_; }
+  T* data() { return data_; }
+
+ private:
+  size_t bytes() const { return cap_ * sizeof(T); }
+  T* data_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// Fixed-size node pool for std::map nodes; used only under its owner's mutex.
+class NodePool {
+ public:
+  static constexpr size_t kSlot = 64;
+  static constexpr size_t kChunk = 1 << 20;
+  NodePool() = default;
+  NodePool(const NodePool&) = delete;
+  ~NodePool() {
+    while (chunks_ != nullptr) {
+      void* next = *static_cast<void**>(chunks_);
+      raw_free(chunks_, kChunk);
+      chunks_ = next;
+    }
+  }
+  void* get() {
+    if (free_ != nullptr) {
+      void* p = free_;
+      free_ = *static_cast<void**>(p);
+      return p;
+    }
+    if (bump_ == end_) {
+      auto* c = static_cast<char*>(raw_alloc(kChunk));
+      *reinterpret_cast<void**>(c) = chunks_;  // first slot links the chunks
+      chunks_ = c;
+      bump_ = c + kSlot;
+      end_ = c + kChunk;
+    }
+    void* p = bump_;
+    bump_ += kSlot;
+    return p;
+  }
+  void put(void* p) {
+    *static_cast<void**>(p) = free_;
+    free_ = p;
+  }
+
+ private:
+  void* free_ = nullptr;
+  void* chunks_ = nullptr;
+  char* bump_ = nullptr;
+  char* end_ = nullptr;
+};
+
+template <class T>
+struct PoolAllocator {
+  using value_type = T;
+  NodePool* pool;
+  explicit PoolAllocator(NodePool* p) : pool(p) {}
+  template <class U>
+  PoolAllocator(const PoolAllocator<U>& o) : pool(o.pool) {}
+  T* allocate(size_t n) {
+    if (n != 1 || sizeof(T) > NodePool::kSlot) std::abort();
+    return static_cast<T*>(pool->get());
+  }
+  void deallocate(T* p, size_t) { pool->put(p); }
+  template <class U>
+  bool operator==(const PoolAllocator<U>& o) const { return pool == o.pool; }
+};
+
+// ---------------------------------------------------------------------------
+// Overlap index: live intervals [addr, addr+len), sharded by 1 MiB region.
+// An interval is entered in the shard of every region it touches, so any two
+// overlapping intervals meet in at least one shard (the one holding a region
+// where they share a byte), where the insert of the second one sees the first.
+// ---------------------------------------------------------------------------
+
+class OverlapIndex {
+ public:
+  static constexpr unsigned kShards = 64;
+  static constexpr unsigned kRegionShift = 20;
+
+  struct Conflict {
+    uintptr_t addr = 0;
+    size_t len = 0;
+  };
+
+  OverlapIndex() {
+    for (auto& s : shards_) s.map = new (&s.storage) Map(std::less<uintptr_t>(), Alloc(&s.pool));
+  }
+  ~OverlapIndex() {
+    for (auto& s : shards_) s.map->~Map();
+  }
+
+  // Inserts [addr, addr+len) (len 0 counts as 1). Returns false and fills
+  // *conflict if it overlaps a live interval; nothing is inserted then.
+  bool insert(const void* p, size_t len, Conflict* conflict) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    uintptr_t e = a + (len ? len : 1);
+    unsigned first, count;
+    shard_range(a, e, &first, &count);
+    for (unsigned k = 0; k < count; ++k) {
+      Shard& s = shards_[(first + k) % kShards];
+      std::lock_guard<std::mutex> g(s.mu);
+      auto it = s.map->upper_bound(a);
+      if (it != s.map->begin()) {
+        auto prev = std::prev(it);
+        if (prev->second > a) return undo(a, e, first, k, conflict, prev->first, prev->second);
+      }
+      if (it != s.map->end() && it->first < e)
+        return undo(a, e, first, k, conflict, it->first, it->second);
+      s.map->emplace(a, e);
+    }
+    return true;
+  }
+
+  // Removes the interval starting at p; false if it was not there.
+  bool erase(const void* p, size_t len) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    uintptr_t e = a + (len ? len : 1);
+    unsigned first, count;
+    shard_range(a, e, &first, &count);
+    bool ok = true;
+    for (unsigned k = 0; k < count; ++k) {
+      Shard& s = shards_[(first + k) % kShards];
+      std::lock_guard<std::mutex> g(s.mu);
+      auto it = s.map->find(a);
+      if (it == s.map->end() || it->second != e) ok = false;
+      else s.map->erase(it);
+    }
+    return ok;
+  }
+
+  // Number of distinct intervals (quiescent use only).
+  size_t size() {
+    size_t n = 0;
+    for (unsigned i = 0; i < kShards; ++i) {
+      std::lock_guard<std::mutex> g(shards_[i].mu);
+      for (auto& kv : *shards_[i].map) {
+        // Count an interval once: in the shard of its first region.
+        if (((kv.first >> kRegionShift) % kShards) == i) ++n;
+      }
+    }
+    return n;
+  }
+
+ private:
+  using Alloc = PoolAllocator<std::pair<const uintptr_t, uintptr_t>>;
+  using Map = std::map<uintptr_t, uintptr_t, std::less<uintptr_t>, Alloc>;
+  struct alignas(64) Shard {
+    std::mutex mu;
+    NodePool pool;
+    alignas(Map) unsigned char storage[sizeof(Map)];
+    Map* map = nullptr;
+  };
+
+  static void shard_range(uintptr_t a, uintptr_t e, unsigned* first, unsigned* count) {
+    uintptr_t r0 = a >> kRegionShift, r1 = (e - 1) >> kRegionShift;
+    *first = static_cast<unsigned>(r0 % kShards);
+    uintptr_t n = r1 - r0 + 1;
+    *count = n >= kShards ? kShards : static_cast<unsigned>(n);
+  }
+
+  bool undo(uintptr_t a, uintptr_t e, unsigned first, unsigned done, Conflict* c,
+            uintptr_t ca, uintptr_t ce) {
+    for (unsigned k = 0; k < done; ++k) {
+      Shard& s = shards_[(first + k) % kShards];
+      std::lock_guard<std::mutex> g(s.mu);
+      auto it = s.map->find(a);
+      if (it != s.map->end() && it->second == e) s.map->erase(it);
+    }
+    if (c != nullptr) {
+      c->addr = ca;
+      c->len = ce - ca;
+    }
+    return false;
+  }
+
+  Shard shards_[kShards];
+};
+
+}  // namespace stress

@@ -1,0 +1,243 @@
+// stress/harness.cc: the allocator tables, failure reports and block checks.
+#include "harness.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "magslab/magslab.h"
+
+namespace stress {
+
+Run g;
+
+namespace {
+size_t ms_usable(void* p) { return magslab_usable_size(p); }
+void* sys_malloc(size_t n) { return ::malloc(n); }
+void sys_free(void* p) { ::free(p); }
+void* sys_calloc(size_t n, size_t m) { return ::calloc(n, m); }
+void* sys_realloc(void* p, size_t n) { return ::realloc(p, n); }
+int sys_posix_memalign(void** out, size_t a, size_t n) { return ::posix_memalign(out, a, n); }
+void* sys_aligned_alloc(size_t a, size_t n) { return ::aligned_alloc(a, n); }
+size_t sys_usable(void* p) { return ::malloc_usable_size(p); }
+}  // namespace
+
+const Api& magslab_api() {
+  static const Api api{"magslab",          magslab_malloc,        magslab_free,
+                       magslab_calloc,     magslab_realloc,       magslab_posix_memalign,
+                       magslab_aligned_alloc, ms_usable,          true};
+  return api;
+}
+const Api& system_api() {
+  static const Api api{"system",          sys_malloc,        sys_free,   sys_calloc,
+                       sys_realloc,       sys_posix_memalign, sys_aligned_alloc, sys_usable,
+                       false};
+  return api;
+}
+
+size_t Rng::log_uniform(size_t lo, size_t hi) {
+  if (hi <= lo) return lo;
+  // pick a power-of-two bucket uniformly, then a value inside it
+  unsigned blo = 63 - __builtin_clzll(lo | 1), bhi = 63 - __builtin_clzll(hi);
+  unsigned b = blo + static_cast<unsigned>(below(bhi - blo + 1));
+  size_t base = size_t{1} << b;
+  size_t v = base + below(base);
+  if (v < lo) v = lo;
+  if (v > hi) v = hi;
+  return v;
+}
+
+size_t random_size(Rng& r, size_t max_size) {
+  uint64_t x = r.below(1000);
+  size_t n;
+  if (x < 2) n = 0;                                   // 0.2%: malloc(0)
+  else if (x < 800) n = 1 + r.below(128);             // 80%: tiny and small
+  else if (x < 950) n = r.log_uniform(129, 4096);     // 15%: up to a page
+  else if (x < 995) n = r.log_uniform(4097, 65536);   // 4.5%: up to 64 KiB
+  else n = r.log_uniform(65537, max_size);            // 0.5%: large, up to max
+  return n > max_size ? max_size : n;
+}
+
+void fail(const Failure& f) {
+  static std::atomic<bool> once{false};
+  if (once.exchange(true)) {
+    for (;;) pause();  // another thread is reporting and exiting
+  }
+  char thr[32];
+  if (f.thread == -2) snprintf(thr, sizeof thr, "fork-child");
+  else if (f.thread == -1) snprintf(thr, sizeof thr, "main");
+  else snprintf(thr, sizeof thr, "%d", f.thread);
+  char off[32] = "-", exp[16] = "-", fnd[16] = "-", other[64] = "";
+  if (f.offset != SIZE_MAX) snprintf(off, sizeof off, "%zu", f.offset);
+  if (f.expected >= 0) snprintf(exp, sizeof exp, "0x%02x", f.expected);
+  if (f.found >= 0) snprintf(fnd, sizeof fnd, "0x%02x", f.found);
+  if (f.other_addr != 0)
+    snprintf(other, sizeof other, " other=0x%lx+%zu", static_cast<unsigned long>(f.other_addr),
+             f.other_size);
+  char line[640];
+  int n = snprintf(line, sizeof line,
+                   "magslab-stress: FAILURE workload=%s thread=%s op=%s addr=%p size=%zu "
+                   "offset=%s expected=%s found=%s%s seed=0x%016llx allocator=%s: %s\n",
+                   g.workload, thr, f.op, f.addr, f.size, off, exp, fnd, other,
+                   static_cast<unsigned long long>(g.opt.seed), g.api ? g.api->name : "?",
+                   f.detail);
+  if (n > static_cast<int>(sizeof line)) n = sizeof line;
+  (void)!write(2, line, static_cast<size_t>(n));
+  _exit(1);
+}
+
+void check_block(int thread, const Block& b, const char* op) {
+  size_t off = check_pattern(b.p, b.size, key_of(b));
+  if (off != kNoMismatch) {
+    Failure f;
+    f.op = op;
+    f.thread = thread;
+    f.addr = b.p;
+    f.size = b.size;
+    f.offset = off;
+    f.expected = pattern_byte(key_of(b), off);
+    f.found = static_cast<const unsigned char*>(b.p)[off];
+    f.detail = "block contents changed while it was live";
+    fail(f);
+  }
+}
+
+Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index) {
+  (void)r;
+  const Api& a = *g.api;
+  void* p = nullptr;
+  const char* op = "malloc";
+  switch (kind) {
+    case Kind::Malloc: p = a.malloc(size); break;
+    case Kind::Calloc: {
+      op = "calloc";
+      // count * elem == size; use 16-byte elements when size allows
+      size_t elem = (size != 0 && size % 16 == 0) ? 16 : 1;
+      p = a.calloc(size / elem, elem);
+      break;
+    }
+    case Kind::PosixMemalign: {
+      op = "posix_memalign";
+      int rc = a.posix_memalign(&p, align, size);
+      if (rc != 0) p = nullptr;
+      break;
+    }
+    case Kind::AlignedAlloc: op = "aligned_alloc"; p = a.aligned_alloc(align, size); break;
+  }
+  Failure f;
+  f.op = op;
+  f.thread = thread;
+  f.addr = p;
+  f.size = size;
+  if (p == nullptr) {
+    f.detail = "allocation returned NULL";
+    fail(f);
+  }
+  size_t need = align;
+  if (kind == Kind::Malloc || kind == Kind::Calloc) need = size >= 16 ? 16 : 8;
+  if (reinterpret_cast<uintptr_t>(p) % need != 0) {
+    char msg[64];  // fail() does not return
+    snprintf(msg, sizeof msg, "pointer not aligned to %zu", need);
+    f.detail = msg;
+    f.offset = reinterpret_cast<uintptr_t>(p) % need;
+    fail(f);
+  }
+  size_t usable = a.usable_size(p);
+  if (usable < size) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "usable_size %zu < requested", usable);
+    f.detail = msg;
+    fail(f);
+  }
+  if (kind == Kind::Calloc) {
+    size_t off = check_zero(p, size);
+    if (off != kNoMismatch) {
+      f.op = "calloc-zero";
+      f.offset = off;
+      f.expected = 0;
+      f.found = static_cast<unsigned char*>(p)[off];
+      f.detail = "calloc block not zero";
+      fail(f);
+    }
+  }
+  if (index) {
+    OverlapIndex::Conflict c;
+    if (!g.index->insert(p, size, &c)) {
+      f.op = "overlap";
+      f.offset = c.addr > reinterpret_cast<uintptr_t>(p) ? c.addr - reinterpret_cast<uintptr_t>(p) : 0;
+      f.other_addr = c.addr;
+      f.other_size = c.len;
+      f.detail = "new block overlaps a live block";
+      fail(f);
+    }
+  }
+  Block b{p, size, align};
+  fill_pattern(p, size, key_of(b));
+  return b;
+}
+
+void free_block(int thread, const Block& b, bool index) {
+  size_t off = check_pattern(b.p, b.size, key_of(b));
+  if (off != kNoMismatch) {
+    Failure f;
+    f.op = "free-check";
+    f.thread = thread;
+    f.addr = b.p;
+    f.size = b.size;
+    f.offset = off;
+    f.expected = pattern_byte(key_of(b), off);
+    f.found = static_cast<const unsigned char*>(b.p)[off];
+    f.detail = "block contents changed before free";
+    fail(f);
+  }
+  if (index && !g.index->erase(b.p, b.size)) {
+    Failure f;
+    f.op = "index-erase";
+    f.thread = thread;
+    f.addr = b.p;
+    f.size = b.size;
+    f.detail = "harness bug: block not in the overlap index";
+    fail(f);
+  }
+  g.api->free(b.p);
+}
+
+namespace {
+struct ThreadArg {
+  void (*fn)(unsigned, void*);
+  void* arg;
+  unsigned i;
+};
+void* thread_main(void* p) {
+  auto* t = static_cast<ThreadArg*>(p);
+  t->fn(t->i, t->arg);
+  return nullptr;
+}
+}  // namespace
+
+void run_threads(unsigned n, void (*fn)(unsigned, void*), void* arg) {
+  RawArray<ThreadArg> args(n);
+  RawArray<pthread_t> tids(n);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 1u << 20);
+  for (unsigned i = 0; i < n; ++i) {
+    args[i] = ThreadArg{fn, arg, i};
+    int rc;
+    while ((rc = pthread_create(&tids[i], &attr, thread_main, &args[i])) == EAGAIN) usleep(1000);
+    if (rc != 0) {
+      Failure f;
+      f.op = "pthread_create";
+      f.detail = "cannot create a thread";
+      fail(f);
+    }
+  }
+  pthread_attr_destroy(&attr);
+  for (unsigned i = 0; i < n; ++i) pthread_join(tids[i], nullptr);
+}
+
+}  // namespace stress

@@ -1,0 +1,153 @@
+// stress/harness.h: shared state of magslab-stress: options, the allocator
+// under test, failure reporting, per-thread counters, and block helpers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "checks.h"
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define STRESS_SANITIZED 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define STRESS_SANITIZED 1
+#endif
+#endif
+
+namespace stress {
+
+// The allocator under test, as a table of functions.
+struct Api {
+  const char* name;
+  void* (*malloc)(size_t);
+  void (*free)(void*);
+  void* (*calloc)(size_t, size_t);
+  void* (*realloc)(void*, size_t);
+  int (*posix_memalign)(void**, size_t, size_t);
+  void* (*aligned_alloc)(size_t, size_t);
+  size_t (*usable_size)(void*);
+  bool is_magslab;
+};
+const Api& magslab_api();
+const Api& system_api();
+
+struct Options {
+  unsigned threads = 0;
+  double seconds = 0;     // total for the run (split between workloads of "all")
+  uint64_t ops = 0;       // per workload, summed over its threads
+  uint64_t seed = 0;
+  size_t max_size = 4u << 20;
+  const char* workload = "mixed";
+  bool smoke = false;
+  bool json = false;
+  bool quiet = false;
+  bool progress = false;  // stderr is a terminal and not --quiet
+};
+
+// Per-thread counters, written by their owner, summed by the main thread.
+struct alignas(64) Counter {
+  std::atomic<uint64_t> ops{0};
+  std::atomic<int64_t> live_bytes{0};
+};
+
+constexpr unsigned kMaxThreads = 1024;
+
+struct Run {
+  Options opt;
+  const Api* api = nullptr;
+  const char* workload = "";       // workload now running
+  uint64_t wseed = 0;              // seed of the workload now running
+  uint64_t ops_per_thread = 0;     // 0 = no op limit
+  std::atomic<bool> stop{false};
+  OverlapIndex* index = nullptr;
+  Counter* counters = nullptr;     // kMaxThreads of them
+};
+extern Run g;
+
+// Small fast RNG (splitmix64 stream).
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed) {}
+  uint64_t next() {
+    s += 0x9e3779b97f4a7c15ULL;
+    return mix64(s);
+  }
+  uint64_t below(uint64_t n) { return n ? next() % n : 0; }
+  bool chance(unsigned one_in) { return below(one_in) == 0; }
+  // log-uniform in [lo, hi]
+  size_t log_uniform(size_t lo, size_t hi);
+};
+
+// Realistic request size: mostly small, some medium, a few up to max.
+size_t random_size(Rng& r, size_t max_size);
+
+// One failure report line on stderr, then _exit(1). Safe in a forked child:
+// it formats into a stack buffer and write()s (no malloc, no locks).
+struct Failure {
+  const char* op = "?";
+  int thread = -1;        // -1: main thread, -2: fork child
+  const void* addr = nullptr;
+  size_t size = 0;
+  size_t offset = SIZE_MAX;
+  int expected = -1;      // byte value, -1 = not applicable
+  int found = -1;
+  const char* detail = "";
+  uintptr_t other_addr = 0;  // overlap: the live block hit
+  size_t other_size = 0;
+};
+[[noreturn]] void fail(const Failure& f);
+
+// A block owned by the harness (requested size, requested alignment).
+struct Block {
+  void* p;
+  size_t size;
+  size_t align;
+};
+
+// Allocation kinds for alloc_block().
+enum class Kind { Malloc, Calloc, PosixMemalign, AlignedAlloc };
+
+// Allocates through the API, verifies (not NULL, alignment, usable size, zero
+// for calloc, no overlap with any live block), fills the pattern, records it.
+// `index` false: no overlap index (forked child).
+Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index = true);
+// Verifies the whole pattern, removes from the index, frees.
+void free_block(int thread, const Block& b, bool index = true);
+// Verifies the whole pattern of a live block.
+void check_block(int thread, const Block& b, const char* op);
+
+inline uint64_t key_of(const Block& b) { return block_key(g.wseed, b.p, b.size); }
+
+// Runs fn(i) on n threads made with pthread_create (no allocation through the
+// API under test), and waits for them.
+void run_threads(unsigned n, void (*fn)(unsigned, void*), void* arg);
+
+inline bool should_stop(uint64_t ops_done) {
+  return g.stop.load(std::memory_order_relaxed) ||
+         (g.ops_per_thread != 0 && ops_done >= g.ops_per_thread);
+}
+inline void count(unsigned t, uint64_t ops, int64_t bytes) {
+  Counter& c = g.counters[t % kMaxThreads];
+  c.ops.store(c.ops.load(std::memory_order_relaxed) + ops, std::memory_order_relaxed);
+  if (bytes != 0)
+    c.live_bytes.store(c.live_bytes.load(std::memory_order_relaxed) + bytes,
+                       std::memory_order_relaxed);
+}
+
+// Workloads (workloads.cc). Each runs to g.stop / g.ops_per_thread with
+// g.opt.threads threads and frees everything before it returns.
+void wl_mixed();
+void wl_larson();
+void wl_prodcons();
+void wl_realloc();
+void wl_aligned();
+void wl_calloc();
+void wl_churn();
+void wl_fork();
+
+}  // namespace stress

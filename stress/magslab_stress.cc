@@ -1,0 +1,378 @@
+// magslab-stress: a multithreaded allocator torture harness that verifies every
+// byte it allocates. See docs/stress.md for workloads, checks and options.
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <random>
+#include <thread>
+
+#include "harness.h"
+#include "magslab/magslab.h"
+
+// ThreadSanitizer's deadlock detector tracks at most 64 held locks; magslab's
+// fork prepare handler holds all its locks by design (see tests/fork_mt_test.cc).
+extern "C" const char* __tsan_default_options() { return "detect_deadlocks=0"; }
+
+using namespace stress;
+
+namespace {
+
+struct Workload {
+  const char* name;
+  void (*fn)();
+};
+const Workload kWorkloads[] = {
+    {"mixed", wl_mixed},   {"larson", wl_larson},   {"prodcons", wl_prodcons},
+    {"realloc", wl_realloc}, {"aligned", wl_aligned}, {"calloc", wl_calloc},
+    {"churn", wl_churn},   {"fork", wl_fork},
+};
+constexpr size_t kNumWorkloads = sizeof kWorkloads / sizeof kWorkloads[0];
+
+struct Result {
+  const char* name;
+  unsigned threads;
+  uint64_t ops;
+  double seconds;
+  int64_t peak_live;
+  size_t peak_rss;
+};
+
+[[noreturn]] void usage(const char* msg, const char* arg = nullptr) {
+  if (msg != nullptr) fprintf(stderr, "magslab-stress: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+  fprintf(stderr,
+          "usage: magslab-stress [options]\n"
+          "  --threads N        worker threads (default: nproc; 1..%u)\n"
+          "  --seconds S        run time in seconds, shared by the workloads of 'all'\n"
+          "  --ops N            operations per workload (all threads together)\n"
+          "  --seed X           seed (decimal or 0x hex; default: random, printed)\n"
+          "  --max-size B       largest request (suffix k/m/g allowed; default 4m)\n"
+          "  --workload W       mixed|larson|prodcons|realloc|aligned|calloc|churn|fork|all\n"
+          "  --allocator A      magslab (the C API) | system (malloc of this process,\n"
+          "                     e.g. an LD_PRELOADed allocator)\n"
+          "  --smoke            every workload briefly (~12 s in total)\n"
+          "  --json             summary as JSON on stdout\n"
+          "  --quiet            no progress line and no summary table\n"
+          "  --help             this text\n"
+          "exit status: 0 clean, 1 a check failed (one FAILURE line on stderr), 2 usage\n",
+          kMaxThreads);
+  exit(msg != nullptr ? 2 : 0);
+}
+
+bool parse_u64(const char* s, uint64_t* out, bool suffixes) {
+  if (s == nullptr || *s == '\0' || *s == '-') return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = strtoull(s, &end, 0);
+  if (errno != 0 || end == s) return false;
+  uint64_t mul = 1;
+  if (suffixes && *end != '\0') {
+    switch (*end) {
+      case 'k': case 'K': mul = 1ull << 10; break;
+      case 'm': case 'M': mul = 1ull << 20; break;
+      case 'g': case 'G': mul = 1ull << 30; break;
+      default: return false;
+    }
+    ++end;
+    if (*end == 'i' || *end == 'I') ++end;
+    if (*end == 'b' || *end == 'B') ++end;
+  }
+  if (*end != '\0') return false;
+  if (v > UINT64_MAX / mul) return false;
+  *out = v * mul;
+  return true;
+}
+
+size_t rss_bytes() {
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[128];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long size = 0, resident = 0;
+  if (sscanf(buf, "%lu %lu", &size, &resident) != 2) return 0;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+void sum_counters(unsigned n, uint64_t* ops, int64_t* live) {
+  *ops = 0;
+  *live = 0;
+  for (unsigned i = 0; i < n && i < kMaxThreads; ++i) {
+    *ops += g.counters[i].ops.load(std::memory_order_relaxed);
+    *live += g.counters[i].live_bytes.load(std::memory_order_relaxed);
+  }
+}
+
+size_t magslab_live_objects() {
+  static struct magslab_stats st;  // large; not on the stack
+  magslab_stats(&st);
+  return st.live_objects;
+}
+
+void check_magslab_live(size_t start, const char* when) {
+  if (!g.api->is_magslab) return;
+  size_t now = magslab_live_objects();
+  if (now != start) {
+    Failure f;
+    f.op = "live-objects";
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "%s: magslab_stats().live_objects is %zu, was %zu at start (every block was freed)",
+             when, now, start);
+    f.detail = msg;
+    fail(f);
+  }
+}
+
+void* driver(void* arg) {
+  reinterpret_cast<const Workload*>(arg)->fn();
+  return nullptr;
+}
+
+Result run_workload(const Workload& w, size_t wi, double seconds, uint64_t ops) {
+  g.workload = w.name;
+  g.wseed = mix64(g.opt.seed ^ mix64(0xabcdef12345ULL + wi));
+  g.stop.store(false);
+  g.ops_per_thread = ops ? (ops + g.opt.threads - 1) / g.opt.threads : 0;
+  for (unsigned i = 0; i < kMaxThreads; ++i) {
+    g.counters[i].ops.store(0);
+    g.counters[i].live_bytes.store(0);
+  }
+  size_t live_start = g.api->is_magslab ? magslab_live_objects() : 0;
+
+  Result r{w.name, g.opt.threads, 0, 0, 0, rss_bytes()};
+  auto t0 = std::chrono::steady_clock::now();
+  pthread_t tid;
+  std::atomic<bool> done{false};
+  struct D {
+    const Workload* w;
+    std::atomic<bool>* done;
+  } d{&w, &done};
+  if (pthread_create(
+          &tid, nullptr,
+          [](void* p) -> void* {
+            auto* dd = static_cast<D*>(p);
+            driver(const_cast<Workload*>(dd->w));
+            dd->done->store(true);
+            return nullptr;
+          },
+          &d) != 0) {
+    Failure f;
+    f.op = "pthread_create";
+    f.detail = "cannot create the driver thread";
+    fail(f);
+  }
+  double last_print = 0;
+  uint64_t last_ops = 0;
+  for (;;) {
+    usleep(20000);
+    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    uint64_t o;
+    int64_t live;
+    sum_counters(g.opt.threads, &o, &live);
+    if (live > r.peak_live) r.peak_live = live;
+    size_t rss = rss_bytes();
+    if (rss > r.peak_rss) r.peak_rss = rss;
+    if (seconds > 0 && el >= seconds) g.stop.store(true);
+    if (done.load()) break;
+    if (g.opt.progress && el - last_print >= 1.0) {
+      fprintf(stderr, "\r\033[K[%s] %5.1fs  %7.3f Mops/s  live %8.1f MiB  rss %8.1f MiB", w.name, el,
+              static_cast<double>(o - last_ops) / (el - last_print) / 1e6,
+              static_cast<double>(live) / 1048576.0, static_cast<double>(rss) / 1048576.0);
+      last_print = el;
+      last_ops = o;
+    }
+  }
+  pthread_join(tid, nullptr);
+  if (g.opt.progress && last_print > 0) fprintf(stderr, "\r\033[K");
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int64_t live;
+  sum_counters(g.opt.threads, &r.ops, &live);
+  if (live != 0 || g.index->size() != 0) {
+    Failure f;
+    f.op = "end-of-workload";
+    f.size = static_cast<size_t>(live);
+    f.detail = "harness bug: blocks still recorded as live after every thread finished";
+    fail(f);
+  }
+  check_magslab_live(live_start, "after the workload");
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options& o = g.opt;
+  unsigned hw = std::thread::hardware_concurrency();
+  bool have_workload = false;
+  bool have_seconds = false, have_seed = false, have_threads = false, have_max = false;
+  const char* allocator = "magslab";
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    const char* val = nullptr;
+    char name[32];
+    const char* eq = strchr(a, '=');
+    if (strncmp(a, "--", 2) != 0) usage("unexpected argument", a);
+    if (eq != nullptr) {
+      size_t n = static_cast<size_t>(eq - a);
+      if (n >= sizeof name) usage("unknown option", a);
+      memcpy(name, a, n);
+      name[n] = '\0';
+      val = eq + 1;
+    } else {
+      snprintf(name, sizeof name, "%s", a);
+    }
+    auto need = [&]() -> const char* {
+      if (val != nullptr) return val;
+      if (i + 1 >= argc) usage("missing value for", name);
+      return argv[++i];
+    };
+    uint64_t v = 0;
+    if (!strcmp(name, "--help") || !strcmp(name, "-h")) usage(nullptr);
+    else if (!strcmp(name, "--threads")) {
+      const char* s = need();
+      if (!parse_u64(s, &v, false) || v == 0 || v > kMaxThreads) usage("bad --threads", s);
+      o.threads = static_cast<unsigned>(v);
+      have_threads = true;
+    } else if (!strcmp(name, "--seconds")) {
+      const char* s = need();
+      char* end = nullptr;
+      errno = 0;
+      double d = strtod(s, &end);
+      if (errno != 0 || end == s || *end != '\0' || !(d > 0) || d > 1e7) usage("bad --seconds", s);
+      o.seconds = d;
+      have_seconds = true;
+    } else if (!strcmp(name, "--ops")) {
+      const char* s = need();
+      if (!parse_u64(s, &v, true) || v == 0) usage("bad --ops", s);
+      o.ops = v;
+    } else if (!strcmp(name, "--seed")) {
+      const char* s = need();
+      if (!parse_u64(s, &v, false)) usage("bad --seed", s);
+      o.seed = v;
+      have_seed = true;
+    } else if (!strcmp(name, "--max-size")) {
+      const char* s = need();
+      if (!parse_u64(s, &v, true) || v < 16 || v > (1ull << 30)) usage("bad --max-size (16 .. 1g)", s);
+      o.max_size = v;
+      have_max = true;
+    } else if (!strcmp(name, "--workload")) {
+      o.workload = need();
+      have_workload = true;
+    } else if (!strcmp(name, "--allocator")) {
+      allocator = need();
+    } else if (!strcmp(name, "--smoke") && val == nullptr) {
+      o.smoke = true;
+    } else if (!strcmp(name, "--json") && val == nullptr) {
+      o.json = true;
+    } else if (!strcmp(name, "--quiet") && val == nullptr) {
+      o.quiet = true;
+    } else {
+      usage("unknown option", a);
+    }
+  }
+  if (!strcmp(allocator, "magslab")) g.api = &magslab_api();
+  else if (!strcmp(allocator, "system")) g.api = &system_api();
+  else usage("unknown --allocator (magslab or system)", allocator);
+
+  if (o.smoke && !have_workload) o.workload = "all";
+  bool all = !strcmp(o.workload, "all");
+  const Workload* chosen = nullptr;
+  for (auto& w : kWorkloads)
+    if (!strcmp(o.workload, w.name)) chosen = &w;
+  if (!all && chosen == nullptr) usage("unknown --workload", o.workload);
+
+  if (o.smoke) {
+    if (!have_seconds && o.ops == 0) {
+#ifdef STRESS_SANITIZED
+      o.seconds = 0.75 * kNumWorkloads;
+#else
+      o.seconds = 1.5 * kNumWorkloads;
+#endif
+    }
+    if (!have_threads) {
+#ifdef STRESS_SANITIZED
+      o.threads = 4;
+#else
+      o.threads = std::max(4u, hw);
+#endif
+    }
+#ifdef STRESS_SANITIZED
+    if (!have_max) o.max_size = 256 << 10;
+#else
+    (void)have_max;
+#endif
+  }
+  if (o.threads == 0) o.threads = hw ? std::min(hw, kMaxThreads) : 2;
+  if (!have_seconds && o.ops == 0 && !o.smoke) o.seconds = 10;
+  if (!have_seed) {
+    std::random_device rd;
+    o.seed = (uint64_t{rd()} << 32) ^ rd() ^
+             static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+  o.progress = !o.quiet && isatty(2);
+
+  size_t nwl = all ? kNumWorkloads : 1;
+  double per_seconds = o.seconds > 0 ? o.seconds / static_cast<double>(nwl) : 0;
+  fprintf(stderr,
+          "magslab-stress: seed=0x%016" PRIx64 " allocator=%s threads=%u workload=%s max-size=%zu %s\n",
+          o.seed, g.api->name, o.threads, all ? "all" : chosen->name, o.max_size,
+          o.ops ? "" : "");
+  if (!o.quiet) {
+    if (o.ops) fprintf(stderr, "magslab-stress: %" PRIu64 " ops per workload\n", o.ops);
+    if (per_seconds > 0) fprintf(stderr, "magslab-stress: %.2f s per workload\n", per_seconds);
+  }
+
+  g.index = new (raw_alloc(sizeof(OverlapIndex))) OverlapIndex();
+  g.counters = new (raw_alloc(sizeof(Counter) * kMaxThreads)) Counter[kMaxThreads];
+  size_t live_start = g.api->is_magslab ? magslab_live_objects() : 0;
+
+  Result results[kNumWorkloads];
+  size_t nres = 0;
+  for (size_t i = 0; i < kNumWorkloads; ++i) {
+    if (!all && &kWorkloads[i] != chosen) continue;
+    results[nres++] = run_workload(kWorkloads[i], i, per_seconds, o.ops);
+  }
+  g.workload = all ? "all" : chosen->name;
+  check_magslab_live(live_start, "at the end of the run");
+
+  if (o.json) {
+    printf("{\"seed\":\"0x%016" PRIx64 "\",\"allocator\":\"%s\",\"threads\":%u,\"max_size\":%zu,"
+           "\"result\":\"pass\",\"workloads\":[",
+           o.seed, g.api->name, o.threads, o.max_size);
+    for (size_t i = 0; i < nres; ++i) {
+      const Result& r = results[i];
+      printf("%s{\"name\":\"%s\",\"threads\":%u,\"ops\":%" PRIu64 ",\"seconds\":%.3f,"
+             "\"ops_per_sec\":%.0f,\"peak_live_bytes\":%" PRId64 ",\"peak_rss_bytes\":%zu}",
+             i ? "," : "", r.name, r.threads, r.ops, r.seconds,
+             static_cast<double>(r.ops) / r.seconds, r.peak_live, r.peak_rss);
+    }
+    printf("]}\n");
+  } else if (!o.quiet) {
+    printf("%-9s %7s %13s %9s %14s %13s %8s\n", "workload", "threads", "ops", "Mops/s",
+           "peak live MiB", "peak RSS MiB", "seconds");
+    uint64_t tops = 0;
+    double tsec = 0;
+    for (size_t i = 0; i < nres; ++i) {
+      const Result& r = results[i];
+      printf("%-9s %7u %13" PRIu64 " %9.3f %14.1f %13.1f %8.2f\n", r.name, r.threads, r.ops,
+             static_cast<double>(r.ops) / r.seconds / 1e6, static_cast<double>(r.peak_live) / 1048576.0,
+             static_cast<double>(r.peak_rss) / 1048576.0, r.seconds);
+      tops += r.ops;
+      tsec += r.seconds;
+    }
+    printf("magslab-stress: PASS allocator=%s seed=0x%016" PRIx64 " ops=%" PRIu64 " in %.1f s\n",
+           g.api->name, o.seed, tops, tsec);
+  }
+  fflush(stdout);
+  return 0;
+}
