@@ -11,21 +11,7 @@
 namespace magslab::large {
 namespace {
 
-// The large-run cache: up to kCacheEntries freed runs, kCachePages in all,
-// kept committed and reused for a request of exactly the same page count.
-constexpr size_t kCacheEntries = 16;
-constexpr size_t kCachePages = 2048;  // 8 MiB
-
-struct CacheEntry {
-  ChunkMeta* chunk;
-  uint32_t page;
-  uint32_t npages;
-};
-
 // All under heap::g_lock.
-CacheEntry g_cache[kCacheEntries];
-size_t g_cache_count = 0;
-size_t g_cache_pages = 0;
 size_t g_live_blocks = 0, g_live_pages = 0, g_live_requested = 0;
 size_t g_huge_blocks = 0, g_huge_bytes = 0, g_huge_requested = 0;
 
@@ -56,9 +42,59 @@ void unmap_huge_slots(uintptr_t base, size_t size) {
   for (uintptr_t a = base; a < base + size; a += kChunkSize) pagemap::set(a, nullptr);
 }
 
-void* alloc_huge(size_t n, size_t align) {
+// Freed huge mappings kept for reuse, so a program that frees and allocates
+// MiB-sized blocks in a loop does not pay mmap, page faults and munmap each
+// time: at most kHugeCacheEntries mappings of at most kHugeCacheBlock bytes,
+// kHugeCacheBytes in all; a request reuses one it fills at least 3/4 of.
+// magslab_trim() unmaps them all.
+constexpr size_t kHugeCacheEntries = 8;
+constexpr size_t kHugeCacheBlock = size_t{16} << 20;
+constexpr size_t kHugeCacheBytes = size_t{32} << 20;
+
+struct HugeCacheEntry {
+  void* base;
+  size_t size;
+};
+HugeCacheEntry g_huge_cache[kHugeCacheEntries];  // under heap::g_lock
+size_t g_huge_cache_count = 0;
+size_t g_huge_cache_bytes = 0;
+
+// A cached mapping for `size` bytes aligned to `align`, or nullptr. Locked.
+HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
+  for (size_t i = 0; i < g_huge_cache_count; ++i) {
+    HugeCacheEntry e = g_huge_cache[i];
+    if (e.size >= size && size >= e.size - e.size / 4 &&
+        reinterpret_cast<uintptr_t>(e.base) % align == 0) {
+      g_huge_cache[i] = g_huge_cache[--g_huge_cache_count];
+      g_huge_cache_bytes -= e.size;
+      return e;
+    }
+  }
+  return HugeCacheEntry{nullptr, 0};
+}
+
+// Keep a freed mapping if the cache has room; false: the caller unmaps it.
+bool cache_huge_locked(void* base, size_t size) {
+  if (size > kHugeCacheBlock || g_huge_cache_count == kHugeCacheEntries ||
+      g_huge_cache_bytes + size > kHugeCacheBytes)
+    return false;
+  g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size};
+  g_huge_cache_bytes += size;
+  return true;
+}
+
+void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   size_t size = align_up(n, kPageSize);
-  void* mem = platform::map_aligned(size, align > kChunkSize ? align : kChunkSize);
+  size_t map_align = align > kChunkSize ? align : kChunkSize;
+  HugeCacheEntry cached;
+  {
+    LockGuard g(heap::g_lock);
+    cached = take_cached_huge_locked(size, map_align);
+  }
+  void* mem = cached.base;
+  *zeroed = mem == nullptr;
+  if (mem != nullptr) size = cached.size;
+  else mem = platform::map_aligned(size, map_align);
   if (mem == nullptr) return nullptr;
   auto base = reinterpret_cast<uintptr_t>(mem);
   {
@@ -87,15 +123,14 @@ void* alloc_huge(size_t n, size_t align) {
   platform::fatal(what, p);
 }
 
-// Decommit and give back a run. mark_start: its first page was a block handed
-// to the program, so a later free of it is reported as a double free.
-void free_run(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_start) {
-  heap::decommit(reinterpret_cast<void*>(c->base + (uintptr_t{page} << kPageShift)),
-                 size_t{npages} << kPageShift);
-  LockGuard g(heap::g_lock);
+// Give a run back to the page heap, dirty (reused without a system call;
+// purged when the heap's dirty budget is exceeded). mark_start: its first page
+// was a block handed to the program, so a later free of it is reported as a
+// double free. Caller holds heap::g_lock; returns whether to purge after it.
+bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_start) {
   for (uint32_t i = 0; i < npages; ++i) c->state[page + i] = kPageFree;
   if (mark_start) c->state[page] = kPageFreedLarge;
-  heap::free_locked(c, page, npages);
+  return heap::free_locked(c, page, npages, /*dirty=*/true);
 }
 
 }  // namespace
@@ -104,29 +139,14 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   size_t npages = pages_for(n);
   size_t align_pages = align > kPageSize ? align >> kPageShift : 1;
   if (n > kHugeThreshold || npages + align_pages - 1 > (kHugeThreshold >> kPageShift)) {
-    *zeroed = true;
-    return alloc_huge(n, align);
+    return alloc_huge(n, align, zeroed);
   }
-  {
-    LockGuard g(heap::g_lock);
-    for (size_t i = 0; i < g_cache_count; ++i) {
-      CacheEntry e = g_cache[i];
-      uintptr_t addr = e.chunk->base + (uintptr_t{e.page} << kPageShift);
-      if (e.npages == npages && addr % align == 0) {
-        g_cache[i] = g_cache[--g_cache_count];
-        g_cache_pages -= npages;
-        mark_live(e.chunk, e.page, e.npages, n);
-        *zeroed = false;
-        return reinterpret_cast<void*>(addr);
-      }
-    }
-    heap::Run run;
-    if (!heap::alloc_locked(npages, align_pages, &run)) return nullptr;
-    mark_live(run.chunk, run.page, run.npages, n);
-    *zeroed = true;
-    stats::add_in_use(size_t{run.npages} << kPageShift);
-    return run.addr();
-  }
+  LockGuard g(heap::g_lock);
+  heap::Run run;
+  if (!heap::alloc_locked(npages, align_pages, &run, zeroed)) return nullptr;
+  mark_live(run.chunk, run.page, run.npages, n);
+  stats::add_in_use(size_t{run.npages} << kPageShift);
+  return run.addr();
 }
 
 void free(void* p) {
@@ -145,32 +165,29 @@ void free(void* p) {
       --g_huge_blocks;
       g_huge_bytes -= size;
       g_huge_requested -= c->huge_request;
+      stats::sub_in_use(size);
+      // Out of the page map already: a second free of p is reported.
+      if (cache_huge_locked(p, size)) return;
     }
-    stats::sub_in_use(size);
     platform::unmap(p, size);
     return;
   }
   if (a % kPageSize != 0) bad_pointer(p);
   uint32_t page = static_cast<uint32_t>((a - c->base) >> kPageShift);
-  uint32_t npages = 0;
+  bool purge;
   {
     LockGuard g(heap::g_lock);
     uint8_t st = c->state[page];
-    if (st == kPageFreedLarge || st == kPageLargeCached) bad_pointer(p, "double free of");
+    if (st == kPageFreedLarge) bad_pointer(p, "double free of");
     if (st != kPageLargeStart) bad_pointer(p);
-    npages = c->large_pages[page];
+    uint32_t npages = c->large_pages[page];
     --g_live_blocks;
     g_live_pages -= npages;
     g_live_requested -= c->large_request[page];
-    if (g_cache_count < kCacheEntries && g_cache_pages + npages <= kCachePages) {
-      c->state[page] = kPageLargeCached;
-      g_cache[g_cache_count++] = CacheEntry{c, page, npages};
-      g_cache_pages += npages;
-      return;
-    }
+    stats::sub_in_use(size_t{npages} << kPageShift);
+    purge = free_run_locked(c, page, npages, /*mark_start=*/true);
   }
-  stats::sub_in_use(size_t{npages} << kPageShift);
-  free_run(c, page, npages, /*mark_start=*/true);
+  if (purge) heap::purge(heap::kDirtyPagesMax / 2);
 }
 
 size_t usable_size(const void* p) {
@@ -280,29 +297,33 @@ void* resize(void* p, size_t n) {
   }
   if (tail_pages != 0) {
     stats::sub_in_use(size_t{tail_pages} << kPageShift);
-    free_run(c, tail_page, tail_pages, /*mark_start=*/false);
+    bool purge;
+    {
+      LockGuard g(heap::g_lock);
+      purge = free_run_locked(c, tail_page, tail_pages, /*mark_start=*/false);
+    }
+    if (purge) heap::purge(heap::kDirtyPagesMax / 2);
   }
   return p;
 }
 
 size_t trim() {
-  CacheEntry local[kCacheEntries];
+  size_t bytes = heap::purge(0);
+  HugeCacheEntry cached[kHugeCacheEntries];
   size_t n;
   {
     LockGuard g(heap::g_lock);
-    n = g_cache_count;
-    for (size_t i = 0; i < n; ++i) local[i] = g_cache[i];
-    g_cache_count = 0;
-    g_cache_pages = 0;
+    n = g_huge_cache_count;
+    for (size_t i = 0; i < n; ++i) cached[i] = g_huge_cache[i];
+    g_huge_cache_count = 0;
+    g_huge_cache_bytes = 0;
+    bytes += heap::release_free_chunks_locked(0);
   }
-  size_t bytes = 0;
   for (size_t i = 0; i < n; ++i) {
-    stats::sub_in_use(size_t{local[i].npages} << kPageShift);
-    free_run(local[i].chunk, local[i].page, local[i].npages, /*mark_start=*/true);
-    bytes += size_t{local[i].npages} << kPageShift;
+    platform::unmap(cached[i].base, cached[i].size);
+    bytes += cached[i].size;
   }
-  LockGuard g(heap::g_lock);
-  return bytes + heap::release_free_chunks_locked(0);
+  return bytes;
 }
 
 Counts counts() {
@@ -312,7 +333,7 @@ Counts counts() {
                 g_live_requested + g_huge_requested,
                 g_huge_blocks,
                 g_huge_bytes,
-                g_cache_pages << kPageShift};
+                g_huge_cache_bytes};
 }
 
 }  // namespace magslab::large

@@ -1,6 +1,6 @@
 // large: blocks above the largest slab class. Up to kHugeThreshold they are
-// page runs inside chunks (freed runs coalesce; a small bounded cache keeps a
-// few recently freed runs committed for reuse); above it each block is a
+// page runs inside chunks (freed runs coalesce and stay committed, within the
+// page heap's bounded dirty budget, for reuse); above it each block is a
 // mapping of its own, moved by mremap on realloc rather than copied.
 #pragma once
 
@@ -28,13 +28,13 @@ size_t usable_size(const void* p);
 // (possibly moved, for huge ones) or nullptr if the caller must move it.
 void* resize(void* p, size_t n);
 
-// Empty the large-run cache; returns bytes decommitted.
+// Purge every dirty free run and unmap every free chunk; returns bytes given back.
 size_t trim();
 
 struct Counts {
   size_t live_blocks, live_bytes, live_requested;
   size_t huge_blocks, huge_bytes;
-  size_t cached_bytes;
+  size_t huge_cached_bytes;  // freed huge mappings kept for reuse (still mapped)
 };
 Counts counts();
 

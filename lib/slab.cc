@@ -59,9 +59,10 @@ Slab* carve(unsigned cls) {
   Slab* s = new_slab_record();
   if (s == nullptr) return nullptr;
   heap::Run run;
+  bool zeroed;  // slabs do not need zeroed pages
   {
     LockGuard g(heap::g_lock);
-    if (!heap::alloc_locked(ci.slab_pages, 1, &run)) {
+    if (!heap::alloc_locked(ci.slab_pages, 1, &run, &zeroed)) {
       g_slab_pool.push(&s->recycle);
       return nullptr;
     }
@@ -92,15 +93,18 @@ void unpublish(Slab* s) {
   pagemap::set_slab(s->start, kClasses[s->cls].slab_pages, nullptr);
 }
 
+// The pages go back dirty (no system call here); the page heap purges them
+// when its dirty budget is exceeded.
 void give_back(Slab* s) {
   const ClassInfo& ci = kClasses[s->cls];
-  heap::decommit(reinterpret_cast<void*>(s->start), ci.slab_pages * kPageSize);
+  bool purge;
   {
     LockGuard g(heap::g_lock);
     for (uint32_t i = 0; i < ci.slab_pages; ++i) s->chunk->state[s->first_page + i] = kPageFree;
-    heap::free_locked(s->chunk, s->first_page, ci.slab_pages);
+    purge = heap::free_locked(s->chunk, s->first_page, ci.slab_pages, /*dirty=*/true);
   }
   g_slab_pool.push(&s->recycle);
+  if (purge) heap::purge(heap::kDirtyPagesMax / 2);
 }
 
 }  // namespace

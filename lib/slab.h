@@ -68,7 +68,8 @@ void release(unsigned cls, void* const* objs, uint32_t n);
 // True if p (a valid object address of class cls) is free in its slab.
 bool is_free_in_slab(unsigned cls, void* p);
 
-// Give back the cached empty slab of every class; returns bytes decommitted.
+// Give back the cached empty slab of every class (to the page heap, dirty);
+// returns its bytes.
 size_t trim();
 
 // fork(): take / release every class lock (in class order).

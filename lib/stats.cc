@@ -62,14 +62,16 @@ extern "C" void magslab_stats(struct magslab_stats* out) {
   out->live_large_requested_bytes = lc.live_requested;
   out->large_live_blocks = lc.live_blocks;
   out->huge_live_blocks = lc.huge_blocks;
-  out->cached_bytes += lc.cached_bytes;
   heap::Totals t;
   {
     LockGuard g(heap::g_lock);
     t = heap::totals_locked();
   }
-  out->mapped_bytes = t.chunks * kChunkSize + lc.huge_bytes;
-  out->committed_bytes = out->mapped_bytes - t.free_pages * kPageSize;
+  out->cached_bytes += t.dirty_pages * kPageSize;  // free runs not purged yet
+  out->cached_bytes += lc.huge_cached_bytes;
+  out->mapped_bytes = t.chunks * kChunkSize + lc.huge_bytes + lc.huge_cached_bytes;
+  // Purged free pages are not committed; dirty ones may be.
+  out->committed_bytes = out->mapped_bytes - (t.free_pages - t.dirty_pages) * kPageSize;
   out->metadata_bytes = meta::mapped_bytes();
   out->peak_in_use_bytes = stats::peak_in_use();
 }

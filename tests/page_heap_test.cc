@@ -279,3 +279,62 @@ TEST(PageHeapDeathTest, InteriorPointerOfLargeBlock) {
 }
 
 }  // namespace
+
+// Freed page runs stay committed for reuse ("dirty"), but never more than the
+// page heap's budget (kDirtyPagesMax = 8 MiB): freeing 64 MiB of large blocks
+// leaves at most that much cached; trim gives it all back.
+TEST(PageHeap, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
+  magslab_trim();
+  struct magslab_stats base, st;
+  magslab_stats(&base);
+  std::vector<void*> v;
+  for (int i = 0; i < 256; ++i) {  // 256 x 256 KiB = 64 MiB, every page touched
+    auto* p = static_cast<char*>(magslab_malloc(256 << 10));
+    ASSERT_NE(p, nullptr);
+    for (size_t k = 0; k < (256 << 10); k += 4096) p[k] = 1;
+    v.push_back(p);
+  }
+  for (void* p : v) magslab_free(p);
+  magslab_stats(&st);
+  EXPECT_GT(st.cached_bytes, base.cached_bytes) << "freed runs are kept for reuse";
+  EXPECT_LE(st.cached_bytes, base.cached_bytes + (size_t{8} << 20) + (size_t{1} << 20))
+      << "no more than the dirty budget (8 MiB) stays committed";
+  EXPECT_LE(st.committed_bytes, base.committed_bytes + (size_t{9} << 20));
+  magslab_trim();
+  magslab_stats(&st);
+  EXPECT_EQ(st.cached_bytes, 0u);
+  EXPECT_LE(st.committed_bytes, base.committed_bytes);
+}
+
+// A freed huge mapping is kept (bounded) and reused by the next request it
+// fits, without a new mmap; trim unmaps it.
+TEST(PageHeap, FreedHugeMappingIsReusedAndTrimmed) {
+  magslab_trim();
+  struct magslab_stats base, st;
+  magslab_stats(&base);
+  const size_t n = size_t{3} << 20;
+  auto* p = static_cast<char*>(magslab_malloc(n));
+  ASSERT_NE(p, nullptr);
+  memset(p, 0x5a, n);
+  magslab_free(p);
+  magslab_stats(&st);
+  EXPECT_GE(st.cached_bytes, base.cached_bytes + n) << "the mapping is cached";
+  EXPECT_GE(st.mapped_bytes, base.mapped_bytes + n) << "and still mapped";
+  auto* q = static_cast<char*>(magslab_malloc(n - 4096));  // fits, fills > 3/4
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q, p) << "the cached mapping is reused";
+  auto* z = static_cast<char*>(magslab_calloc(1, n));  // a second one: fresh, and zero
+  ASSERT_NE(z, nullptr);
+  for (size_t k = 0; k < n; k += 4096) ASSERT_EQ(z[k], 0);
+  magslab_free(z);
+  // calloc on a reused (dirty) mapping must still return zeros.
+  auto* c = static_cast<char*>(magslab_calloc(1, n));
+  ASSERT_NE(c, nullptr);
+  for (size_t k = 0; k < n; k += 512) ASSERT_EQ(c[k], 0) << "offset " << k;
+  magslab_free(c);
+  magslab_free(q);
+  magslab_trim();
+  magslab_stats(&st);
+  EXPECT_EQ(st.cached_bytes, 0u);
+  EXPECT_EQ(st.mapped_bytes, base.mapped_bytes);
+}

@@ -56,8 +56,9 @@ struct magslab_stats {
   size_t live_large_requested_bytes; /* requested bytes of live large/huge blocks */
   size_t peak_in_use_bytes; /* high-water mark of bytes taken out of slabs and
                                page runs (live + cached in magazines) */
-  size_t cached_bytes;      /* free bytes held in magazines, cached slabs and
-                               the large-run cache, reusable without a syscall */
+  size_t cached_bytes;      /* free bytes held in magazines, cached empty slabs
+                               and free page runs not purged yet: reusable
+                               without a syscall, given back by magslab_trim() */
   size_t mapped_bytes;      /* address space mapped from the OS for user memory */
   size_t committed_bytes;   /* of that, not decommitted (upper bound of RSS) */
   size_t metadata_bytes;    /* mapped for magslab's own metadata (never unmapped) */

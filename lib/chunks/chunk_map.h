@@ -20,7 +20,6 @@ enum PageState : uint8_t {
   kPageSlab = 2,        // part of a slab (see ChunkMeta::slab)
   kPageLargeStart = 3,  // first page of a live large block
   kPageLargeBody = 4,   // later page of a live large block
-  kPageLargeCached = 5, // first page of a large block in the large-run cache
 };
 
 // Descriptor of a 4 MiB chunk (or of one huge mapping), kept in the metadata

@@ -1,4 +1,5 @@
-// chunks/page_heap: free runs in size bins, coalescing, chunk mapping and cache.
+// chunks/page_heap: free runs in size bins, coalescing, lazy purging, chunk
+// mapping and cache.
 #include "chunks/page_heap.h"
 
 #include <cstring>
@@ -13,8 +14,11 @@ struct FreeRun {
   ChunkMeta* chunk;
   uint32_t page;
   uint32_t npages;
-  FreeRun* next;  // bin list, or the recycle list
+  bool dirty;      // may hold resident pages with old contents (not purged yet)
+  FreeRun* next;   // bin list, or the recycle list
   FreeRun* prev;
+  FreeRun* dnext;  // dirty list, newest first (purged from the oldest end)
+  FreeRun* dprev;
 };
 
 namespace heap {
@@ -27,7 +31,7 @@ namespace {
 // bin per power of two: [129,256) [256,512) [512,1024) [1024]. A bitmap marks
 // the non-empty bins.
 constexpr unsigned kExactBins = 128;
-constexpr unsigned kNumBins = kExactBins + 4;  // [128,256) [256,512) [512,1024) [1024]
+constexpr unsigned kNumBins = kExactBins + 4;
 static_assert(kPagesPerChunk == 1024);
 
 unsigned bin_of(size_t npages) {
@@ -36,15 +40,19 @@ unsigned bin_of(size_t npages) {
   return kExactBins + (lg - 7);
 }
 
+// All under g_lock.
 FreeRun* g_bins[kNumBins];
 uint64_t g_nonempty[(kNumBins + 63) / 64];
+FreeRun* g_dirty_head = nullptr;
+FreeRun* g_dirty_tail = nullptr;
+size_t g_dirty_pages = 0;  // pages in dirty free runs (an upper bound of what is resident)
 FreeRun* g_run_pool = nullptr;  // recycled FreeRun records
 ChunkMeta* g_chunks = nullptr;  // all normal chunks
 ChunkMeta* g_chunk_pool = nullptr;
 ChunkMeta* g_huge_pool = nullptr;
 size_t g_chunk_count = 0;
-size_t g_free_pages = 0;
-size_t g_free_chunks = 0;
+size_t g_free_pages = 0;   // pages in free runs, dirty or not
+size_t g_free_chunks = 0;  // chunks that are one free run
 
 FreeRun* new_run_record() {
   if (g_run_pool != nullptr) {
@@ -55,6 +63,12 @@ FreeRun* new_run_record() {
   return static_cast<FreeRun*>(meta::alloc(sizeof(FreeRun)));
 }
 
+void recycle(FreeRun* r) {
+  r->next = g_run_pool;
+  g_run_pool = r;
+}
+
+// Make r findable: its bin, its boundary tags, the dirty list, the counters.
 void insert(FreeRun* r) {
   unsigned b = bin_of(r->npages);
   r->prev = nullptr;
@@ -64,8 +78,18 @@ void insert(FreeRun* r) {
   g_nonempty[b / 64] |= uint64_t{1} << (b % 64);
   r->chunk->free_run[r->page] = r;
   r->chunk->free_run[r->page + r->npages - 1] = r;
+  if (r->dirty) {
+    r->dprev = nullptr;
+    r->dnext = g_dirty_head;
+    if (g_dirty_head != nullptr) g_dirty_head->dprev = r;
+    else g_dirty_tail = r;
+    g_dirty_head = r;
+    g_dirty_pages += r->npages;
+  }
+  if (r->npages == kPagesPerChunk) ++g_free_chunks;
 }
 
+// The inverse of insert(); the pages stay counted as free (g_free_pages).
 void remove(FreeRun* r) {
   unsigned b = bin_of(r->npages);
   if (r->prev != nullptr) r->prev->next = r->next;
@@ -74,15 +98,24 @@ void remove(FreeRun* r) {
   if (g_bins[b] == nullptr) g_nonempty[b / 64] &= ~(uint64_t{1} << (b % 64));
   r->chunk->free_run[r->page] = nullptr;
   r->chunk->free_run[r->page + r->npages - 1] = nullptr;
+  if (r->dirty) {
+    if (r->dprev != nullptr) r->dprev->dnext = r->dnext;
+    else g_dirty_head = r->dnext;
+    if (r->dnext != nullptr) r->dnext->dprev = r->dprev;
+    else g_dirty_tail = r->dprev;
+    g_dirty_pages -= r->npages;
+  }
+  if (r->npages == kPagesPerChunk) --g_free_chunks;
 }
 
 // Insert a free run [page, page+npages) of `chunk`; false only if no record.
-bool add_free(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
+bool add_free(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   FreeRun* r = new_run_record();
   if (r == nullptr) return false;
   r->chunk = chunk;
   r->page = page;
   r->npages = npages;
+  r->dirty = dirty;
   insert(r);
   return true;
 }
@@ -107,7 +140,7 @@ bool map_chunk() {
   // state[] and free_run[] are all zero/null, and so are the page map's slab
   // entries: fresh memory, or reset by the time a chunk is recycled (every page
   // was free then).
-  if (!pagemap::set(m->base, m) || !add_free(m, 0, kPagesPerChunk)) {
+  if (!pagemap::set(m->base, m) || !add_free(m, 0, kPagesPerChunk, /*dirty=*/false)) {
     pagemap::set(m->base, nullptr);
     platform::unmap(mem, kChunkSize);
     m->next = g_chunk_pool;
@@ -119,7 +152,6 @@ bool map_chunk() {
   if (g_chunks != nullptr) g_chunks->prev = m;
   g_chunks = m;
   ++g_chunk_count;
-  ++g_free_chunks;
   g_free_pages += kPagesPerChunk;
   return true;
 }
@@ -127,8 +159,7 @@ bool map_chunk() {
 void unmap_chunk(ChunkMeta* m) {
   FreeRun* r = m->free_run[0];
   remove(r);
-  r->next = g_run_pool;
-  g_run_pool = r;
+  recycle(r);
   if (m->prev != nullptr) m->prev->next = m->next;
   else g_chunks = m->next;
   if (m->next != nullptr) m->next->prev = m->prev;
@@ -138,7 +169,6 @@ void unmap_chunk(ChunkMeta* m) {
   m->next = g_chunk_pool;
   g_chunk_pool = m;
   --g_chunk_count;
-  --g_free_chunks;
   g_free_pages -= kPagesPerChunk;
 }
 
@@ -159,9 +189,48 @@ FreeRun* find(size_t need) {
   return nullptr;
 }
 
+// Insert r (pages already counted free), merging it with free neighbours.
+// A merged run is dirty if any part was. Unmaps the chunk if it became a
+// fully free chunk beyond the cache.
+void coalesce_insert(FreeRun* r) {
+  ChunkMeta* chunk = r->chunk;
+  if (r->page > 0) {
+    FreeRun* left = chunk->free_run[r->page - 1];
+    if (left != nullptr && left->page + left->npages == r->page) {
+      remove(left);
+      r->page = left->page;
+      r->npages += left->npages;
+      r->dirty = r->dirty || left->dirty;
+      recycle(left);
+    }
+  }
+  if (r->page + r->npages < kPagesPerChunk) {
+    FreeRun* right = chunk->free_run[r->page + r->npages];
+    if (right != nullptr && right->page == r->page + r->npages) {
+      remove(right);
+      r->npages += right->npages;
+      r->dirty = r->dirty || right->dirty;
+      recycle(right);
+    }
+  }
+  insert(r);
+  if (r->npages == kPagesPerChunk && g_free_chunks > kFreeChunksKept) {
+    // One fully free chunk too many: unmap a purged one if there is one, and
+    // keep the warm (dirty) ones for reuse. The last bin holds exactly the
+    // fully free chunks.
+    FreeRun* victim = r;
+    for (FreeRun* c = g_bins[kNumBins - 1]; c != nullptr; c = c->next)
+      if (!c->dirty) {
+        victim = c;
+        break;
+      }
+    unmap_chunk(victim->chunk);
+  }
+}
+
 }  // namespace
 
-bool alloc_locked(size_t npages, size_t align_pages, Run* out) {
+bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
   if (npages == 0 || npages > kPagesPerChunk) return false;
   size_t slack = align_pages > 1 ? align_pages - 1 : 0;
   if (npages + slack > kPagesPerChunk) return false;  // callers map such blocks on their own
@@ -185,13 +254,14 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out) {
   ChunkMeta* chunk = r->chunk;
   uint32_t run_page = r->page;
   uint32_t run_len = r->npages;
+  bool dirty = r->dirty;
   uint32_t start = static_cast<uint32_t>(align_up(run_page, align_pages > 0 ? align_pages : 1));
   uint32_t head = start - run_page;
   uint32_t tail = run_len - head - static_cast<uint32_t>(npages);
-  if (run_len == kPagesPerChunk) --g_free_chunks;
   remove(r);
   // Reuse the record for the head or the tail; the neighbours of a maximal free
-  // run are allocated, so the remainders need no coalescing.
+  // run are allocated, so the remainders need no coalescing. They keep the
+  // run's dirty flag (which parts were touched is not tracked).
   if (head != 0) {
     r->page = run_page;
     r->npages = head;
@@ -205,66 +275,31 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out) {
       r->npages = tail;
       insert(r);
       r = nullptr;
-    } else if (!add_free(chunk, tail_page, tail)) {
+    } else if (!add_free(chunk, tail_page, tail, dirty)) {
       // No memory for a record: hand the tail out too rather than leak it.
       npages += tail;
       tail = 0;
     }
   }
-  if (r != nullptr) {
-    r->next = g_run_pool;
-    g_run_pool = r;
-  }
+  if (r != nullptr) recycle(r);
   chunk->free_pages -= static_cast<uint32_t>(npages);
   g_free_pages -= npages;
   *out = Run{chunk, start, static_cast<uint32_t>(npages)};
+  *zeroed = !dirty;
   return true;
 }
 
-void free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
+bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
+  FreeRun* rec = new_run_record();
+  if (rec == nullptr) return false;  // out of metadata: the pages stay allocated (leak, not corruption)
   chunk->free_pages += npages;
   g_free_pages += npages;
-  uint32_t start = page;
-  uint32_t len = npages;
-  FreeRun* rec = nullptr;
-  if (start > 0) {
-    FreeRun* left = chunk->free_run[start - 1];
-    if (left != nullptr && left->page + left->npages == start) {
-      remove(left);
-      start = left->page;
-      len += left->npages;
-      rec = left;
-    }
-  }
-  if (start + len < kPagesPerChunk) {
-    FreeRun* right = chunk->free_run[start + len];
-    if (right != nullptr && right->page == start + len) {
-      remove(right);
-      len += right->npages;
-      if (rec == nullptr) {
-        rec = right;
-      } else {
-        right->next = g_run_pool;
-        g_run_pool = right;
-      }
-    }
-  }
-  if (rec == nullptr) rec = new_run_record();
-  if (rec == nullptr) {
-    // Out of metadata memory: the pages stay allocated (a leak of address
-    // space, not of correctness) rather than corrupt the bins.
-    chunk->free_pages -= npages;
-    g_free_pages -= npages;
-    return;
-  }
   rec->chunk = chunk;
-  rec->page = start;
-  rec->npages = len;
-  insert(rec);
-  if (len == kPagesPerChunk) {
-    ++g_free_chunks;
-    if (g_free_chunks > kFreeChunksKept) unmap_chunk(chunk);
-  }
+  rec->page = page;
+  rec->npages = npages;
+  rec->dirty = dirty;
+  coalesce_insert(rec);
+  return g_dirty_pages > kDirtyPagesMax;
 }
 
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n) {
@@ -279,12 +314,41 @@ bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t n
     r->npages -= take;
     insert(r);
   } else {
-    r->next = g_run_pool;
-    g_run_pool = r;
+    recycle(r);
   }
   chunk->free_pages -= take;
   g_free_pages -= take;
   return true;
+}
+
+size_t purge(size_t keep_pages) {
+  size_t purged = 0;
+  for (;;) {
+    // Take a batch of the oldest dirty runs out of the bins, so nobody
+    // allocates them while they are decommitted without the lock.
+    FreeRun* batch[16];
+    size_t n = 0;
+    {
+      LockGuard g(g_lock);
+      while (n < std::size(batch) && g_dirty_pages > keep_pages && g_dirty_tail != nullptr) {
+        FreeRun* r = g_dirty_tail;
+        remove(r);
+        batch[n++] = r;
+      }
+    }
+    if (n == 0) return purged;
+    for (size_t i = 0; i < n; ++i) {
+      FreeRun* r = batch[i];
+      decommit(reinterpret_cast<void*>(r->chunk->base + (uintptr_t{r->page} << kPageShift)),
+               size_t{r->npages} << kPageShift);
+      purged += size_t{r->npages} << kPageShift;
+    }
+    LockGuard g(g_lock);
+    for (size_t i = 0; i < n; ++i) {
+      batch[i]->dirty = false;
+      coalesce_insert(batch[i]);
+    }
+  }
 }
 
 size_t release_free_chunks_locked(size_t keep) {
@@ -292,7 +356,8 @@ size_t release_free_chunks_locked(size_t keep) {
   ChunkMeta* c = g_chunks;
   while (c != nullptr && g_free_chunks > keep) {
     ChunkMeta* next = c->next;
-    if (c->free_pages == kPagesPerChunk) {
+    if (c->free_pages == kPagesPerChunk && c->free_run[0] != nullptr &&
+        c->free_run[0]->npages == kPagesPerChunk) {
       unmap_chunk(c);
       released += kChunkSize;
     }
@@ -321,7 +386,7 @@ void recycle_huge_meta_locked(ChunkMeta* m) {
   g_huge_pool = m;
 }
 
-Totals totals_locked() { return Totals{g_chunk_count, g_free_pages, g_free_chunks}; }
+Totals totals_locked() { return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages}; }
 
 }  // namespace heap
 }  // namespace magslab

@@ -1,8 +1,11 @@
 // chunks/page_heap: runs of pages inside 4 MiB chunks — the backing store of
-// slabs and of large blocks. Free runs coalesce with free neighbours, are kept
-// decommitted (so they read as zero and cost no RSS), and are found through
-// size-binned lists. A chunk that becomes entirely free is kept in a small
-// cache (kFreeChunksKept) and unmapped beyond it.
+// slabs and of large blocks. Free runs coalesce with free neighbours and are
+// found through size-binned lists. A freed run stays committed ("dirty") so
+// that the next allocation reuses it without a system call or page faults;
+// dirty runs are decommitted (purged), oldest first, once more than
+// kDirtyPagesMax pages are dirty, and all of them by magslab_trim(). A chunk
+// that becomes entirely free is kept in a small cache (kFreeChunksKept) and
+// unmapped beyond it.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +19,8 @@ namespace magslab::heap {
 // Fully free chunks kept mapped (decommitted) so that a steady workload does
 // not map and unmap a chunk on every swing.
 inline constexpr size_t kFreeChunksKept = 2;
+// Dirty free pages allowed before a purge (8 MiB); a purge goes down to half.
+inline constexpr size_t kDirtyPagesMax = 2048;
 
 // Protects everything in this layer and the large/huge bookkeeping above it.
 extern Lock g_lock;
@@ -30,14 +35,21 @@ struct Run {
 // The *_locked functions need g_lock held.
 
 // A run of `npages` whose address is a multiple of align_pages pages (a power of
-// two). Its pages read as zero. false when the OS refuses memory.
-bool alloc_locked(size_t npages, size_t align_pages, Run* out);
-// Give back a run whose pages the caller already decommitted (decommit()).
-void free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages);
+// two). *zeroed: whether its pages are known to read as zero (never touched,
+// or purged). false when the OS refuses memory.
+bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed);
+// Give back a run. dirty: its pages may be resident (false only if the caller
+// decommitted them). Returns true when the dirty budget is exceeded: the
+// caller should then call purge(kDirtyPagesMax / 2) after dropping the lock.
+bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
 // Extend the run [page, page+old_n) to new_n pages if the pages after it are free.
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n);
 // Unmap fully free chunks beyond `keep`; returns bytes unmapped.
 size_t release_free_chunks_locked(size_t keep);
+// Decommit the oldest dirty runs until at most keep_pages pages are dirty.
+// Call without g_lock (it takes it, and makes the system calls without it).
+// Returns bytes decommitted.
+size_t purge(size_t keep_pages);
 
 // Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
 // free run always reads as zero. Call without g_lock (it is a system call).
@@ -52,6 +64,7 @@ struct Totals {
   size_t chunks;       // normal chunks mapped
   size_t free_pages;   // pages in free runs (decommitted)
   size_t free_chunks;  // chunks entirely free
+  size_t dirty_pages;  // free pages not purged yet (committed, reusable)
 };
 Totals totals_locked();
 
