@@ -15,6 +15,9 @@ packages=(
   libtbb-dev
   libjemalloc-dev
   valgrind
+  # benchmarks (bench/run): tcmalloc as a peer, gnuplot for the plots
+  libgoogle-perftools-dev
+  gnuplot-nox
   python3
   # real programs run under LD_PRELOAD by the override tests (tests/override/)
   git

@@ -32,11 +32,10 @@ bench/build.sh
 banner "fast path: instructions per malloc(16)+free pair (callgrind)"
 ALLOCATORS="magslab mimalloc jemalloc-std tbb glibc" bench/callgrind.sh
 
-banner "throughput: magslab vs mimalloc, TBB, jemalloc, glibc (median of ${MAGSLAB_ROUNDS:-3} rounds, 2 and 16 threads)"
-ROUNDS=${MAGSLAB_ROUNDS:-3} bench/compare.sh "${MAGSLAB_BENCH_SECONDS:-0.5}"
+banner "benchmarks: bench/run --quick (macro + micro vs mimalloc, TBB, jemalloc, tcmalloc, glibc; docs/benchmarks.md)"
+bench/run --quick
 
-# The full benchmark suite (Google Benchmark, macro workloads, plots) is added
-# here by the benchmark work. (The stress-harness run is above, before the benchmarks.)
+# The full benchmark run (all thread counts, 5 repeats): bench/run (docs/benchmarks.md).
 
 echo
 echo "main.sh: done"

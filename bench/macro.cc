@@ -1,0 +1,643 @@
+// bench/macro: allocator macro workloads, one binary, workload chosen by name.
+//
+//   macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]
+//         [--seed N] [--corrupt]
+//   macro --list
+//
+// The binary calls plain malloc/free/realloc/new; the allocator is chosen by
+// LD_PRELOAD (bench/run does that) and checked at start (exit 2 if the active
+// allocator is not the one named by --allocator; see active_allocator.h).
+//
+// Every workload stamps what it builds and verifies it before freeing (and once
+// more at the end): a block's first 8 bytes hold its tag, its last 8 bytes
+// tag ^ size-mix; realloc'd buffers are checked byte by byte; maps are walked
+// and compared with their twin and with counts kept on the side. The sum of the
+// tags written must equal the sum of the tags verified. A broken allocator
+// (handing out a block twice, losing realloc contents, ...) fails the run:
+// exit status 3, and the result line says "verified": false.
+// --corrupt deliberately damages one object after it is built, so the CTest
+// test bench_macro_corrupt_<workload> can check that verification catches it
+// (exit 3; exit 5 if the run ended before anything could be corrupted).
+//
+// Output (stdout, one JSON line):
+//   {"workload":..., "allocator":..., "threads":..., "seconds":..., "ops":...,
+//    "ops_per_sec":..., "peak_rss_kib": VmHWM,, "verified":true, "checksum":...}
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "active_allocator.h"
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Shared machinery
+// ---------------------------------------------------------------------------
+
+struct Options {
+  std::string workload;
+  std::string allocator = "any";
+  int threads = 1;
+  double seconds = 1.0;
+  uint64_t seed = 42;
+  bool corrupt = false;
+};
+
+Options g_opt;
+std::atomic<bool> g_stop{false};
+std::atomic<uint64_t> g_bad{0};       // failed checks
+std::atomic<uint64_t> g_written{0};   // sum of tags stamped
+std::atomic<uint64_t> g_verified{0};  // sum of tags verified
+std::atomic<uint64_t> g_ops{0};
+std::atomic<bool> g_corrupt_pending{false};
+
+struct Rng {  // xorshift64*
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {
+    if (s == 0) s = 1;
+  }
+  uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  uint64_t below(uint64_t n) { return next() % n; }
+};
+
+inline bool stopping() { return g_stop.load(std::memory_order_relaxed); }
+
+// Take the one-shot corruption token (true exactly once when --corrupt).
+inline bool take_corruption() {
+  return g_corrupt_pending.load(std::memory_order_relaxed) &&
+         g_corrupt_pending.exchange(false, std::memory_order_relaxed);
+}
+
+inline uint64_t tail_of(uint64_t tag, size_t n) { return tag ^ (n * 0x9E3779B97F4A7C15ull); }
+
+// Blocks of at least 16 bytes: tag in the first 8 bytes, tail in the last 8.
+inline void stamp(void *p, size_t n, uint64_t tag, uint64_t &written) {
+  uint64_t tail = tail_of(tag, n);
+  std::memcpy(p, &tag, 8);
+  std::memcpy(static_cast<char *>(p) + n - 8, &tail, 8);
+  written += tag;
+  if (take_corruption()) static_cast<unsigned char *>(p)[n - 1] ^= 0x40;
+}
+
+inline bool check(const void *p, size_t n, uint64_t tag, uint64_t &verified) {
+  uint64_t head, tail;
+  std::memcpy(&head, p, 8);
+  std::memcpy(&tail, static_cast<const char *>(p) + n - 8, 8);
+  if (head != tag || tail != tail_of(tag, n)) {
+    g_bad.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  verified += tag;
+  return true;
+}
+
+void *xmalloc(size_t n) {
+  void *p = std::malloc(n);
+  if (p == nullptr) {
+    std::fprintf(stderr, "malloc(%zu) failed\n", n);
+    std::exit(4);
+  }
+  return p;
+}
+
+// Size mix: mostly small, some medium, rare large.
+size_t mixed_size(Rng &r, size_t small_max, size_t large_max) {
+  uint64_t x = r.below(64);
+  if (x == 0) return 16 + r.below(large_max - 15);
+  if (x < 8) return 16 + r.below(4096 - 15);
+  return 16 + r.below(small_max - 15);
+}
+
+struct Tally {  // per-thread sums, flushed once
+  uint64_t written = 0, verified = 0, ops = 0;
+  void flush() {
+    g_written.fetch_add(written, std::memory_order_relaxed);
+    g_verified.fetch_add(verified, std::memory_order_relaxed);
+    g_ops.fetch_add(ops, std::memory_order_relaxed);
+  }
+};
+
+// Runs body(thread_index) on `threads` threads until the deadline.
+void run_threads(int threads, double seconds, const std::function<void(int)> &body) {
+  g_stop.store(false);
+  std::vector<std::thread> ts;
+  ts.reserve(threads);
+  for (int i = 0; i < threads; ++i) ts.emplace_back(body, i);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  g_stop.store(true);
+  for (auto &t : ts) t.join();
+}
+
+// ---------------------------------------------------------------------------
+// larson: server churn. Each thread owns an array of slots and replaces random
+// slots (check + free the old block, allocate + stamp a new one). The run is
+// cut into generations; each generation's threads exit and the next ones take
+// over the slot arrays rotated by one, so blocks outlive the thread that
+// allocated them and are freed by another (the first blocks by the main thread).
+// ---------------------------------------------------------------------------
+struct Slot {
+  void *p = nullptr;
+  uint32_t n = 0;
+  uint64_t tag = 0;
+};
+
+void larson() {
+  const int T = g_opt.threads;
+  const int kSlots = 1000, kGens = 4;
+  std::vector<std::vector<Slot>> arrays(T, std::vector<Slot>(kSlots));
+  Tally main_tally;
+  Rng r0(g_opt.seed);
+  for (int t = 0; t < T; ++t)
+    for (auto &s : arrays[t]) {
+      s.n = static_cast<uint32_t>(16 + r0.below(500));
+      s.tag = r0.next() | 1;
+      s.p = xmalloc(s.n);
+      stamp(s.p, s.n, s.tag, main_tally.written);
+    }
+  for (int g = 0; g < kGens; ++g) {
+    run_threads(T, g_opt.seconds / kGens, [&](int i) {
+      auto &slots = arrays[(i + g) % T];
+      Rng r(g_opt.seed + 1000003ull * (g * 64 + i + 1));
+      Tally tl;
+      while (!stopping()) {
+        for (int k = 0; k < 64; ++k) {
+          Slot &s = slots[r.below(kSlots)];
+          check(s.p, s.n, s.tag, tl.verified);
+          std::free(s.p);
+          s.n = static_cast<uint32_t>(16 + r.below(500));
+          s.tag = r.next() | 1;
+          s.p = xmalloc(s.n);
+          stamp(s.p, s.n, s.tag, tl.written);
+        }
+        tl.ops += 64;
+      }
+      tl.flush();
+    });
+  }
+  for (auto &a : arrays)
+    for (auto &s : a) {
+      check(s.p, s.n, s.tag, main_tally.verified);
+      std::free(s.p);
+    }
+  main_tally.flush();
+}
+
+// ---------------------------------------------------------------------------
+// xmalloc: producer/consumer pipeline. Producers allocate and stamp blocks in
+// batches of 128 and queue the batches (bounded queue); consumers check and
+// free them, so every block (and the batch array itself) dies on another
+// thread. With one thread, the thread alternates producing and consuming.
+// ---------------------------------------------------------------------------
+struct Batch {
+  int count = 0;
+  Slot items[128];
+};
+
+Batch *produce(Rng &r, Tally &tl) {
+  auto *b = static_cast<Batch *>(xmalloc(sizeof(Batch)));
+  b->count = 128;
+  for (auto &s : b->items) {
+    s.n = static_cast<uint32_t>(mixed_size(r, 512, 8192));
+    s.tag = r.next() | 1;
+    s.p = xmalloc(s.n);
+    stamp(s.p, s.n, s.tag, tl.written);
+  }
+  return b;
+}
+
+void consume(Batch *b, Tally &tl) {
+  for (int k = 0; k < b->count; ++k) {
+    check(b->items[k].p, b->items[k].n, b->items[k].tag, tl.verified);
+    std::free(b->items[k].p);
+  }
+  tl.ops += static_cast<uint64_t>(b->count);
+  std::free(b);
+}
+
+void xmalloc_pipeline() {
+  const int T = g_opt.threads;
+  if (T == 1) {
+    run_threads(1, g_opt.seconds, [&](int) {
+      Rng r(g_opt.seed);
+      Tally tl;
+      Batch *q[8];
+      while (!stopping()) {
+        for (auto &b : q) b = produce(r, tl);
+        for (auto &b : q) consume(b, tl);
+      }
+      tl.flush();
+    });
+    return;
+  }
+  const int producers = (T + 1) / 2;
+  std::mutex mu;
+  std::condition_variable not_empty, not_full;
+  std::deque<Batch *> queue;
+  int producers_left = producers;
+  const size_t kCap = 64;
+  run_threads(T, g_opt.seconds, [&](int i) {
+    Tally tl;
+    if (i < producers) {
+      Rng r(g_opt.seed + 7919ull * (i + 1));
+      while (!stopping()) {
+        Batch *b = produce(r, tl);
+        std::unique_lock<std::mutex> lk(mu);
+        not_full.wait(lk, [&] { return queue.size() < kCap; });
+        queue.push_back(b);
+        not_empty.notify_one();
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      if (--producers_left == 0) not_empty.notify_all();
+    } else {
+      for (;;) {
+        std::unique_lock<std::mutex> lk(mu);
+        not_empty.wait(lk, [&] { return !queue.empty() || producers_left == 0; });
+        if (queue.empty()) break;
+        Batch *b = queue.front();
+        queue.pop_front();
+        not_full.notify_one();
+        lk.unlock();
+        consume(b, tl);
+      }
+    }
+    tl.flush();
+  });
+  Tally rest;  // nothing should be left, but be exact
+  for (Batch *b : queue) consume(b, rest);
+  rest.ops = 0;
+  rest.flush();
+}
+
+// ---------------------------------------------------------------------------
+// cache-scratch / cache-thrash (Hoard's false-sharing probes). Each thread
+// repeatedly allocates an 8-byte object, writes it kWrites times, checks and
+// frees it. cache-thrash (active false sharing): does the allocator hand
+// neighbouring objects to different threads? cache-scratch (passive): the main
+// thread first allocates one object per thread, consecutively, and each thread
+// starts by freeing its object: does the allocator then hand the freed
+// neighbours back to different threads? One op = one allocate/write/free.
+// ---------------------------------------------------------------------------
+void cache_probe(bool scratch) {
+  const int T = g_opt.threads;
+  const int kWrites = 500;
+  std::vector<void *> initial(T, nullptr);
+  if (scratch)
+    for (auto &p : initial) p = xmalloc(8);
+  run_threads(T, g_opt.seconds, [&](int i) {
+    Tally tl;
+    if (scratch) std::free(initial[i]);
+    uint64_t start = static_cast<uint64_t>(i) << 32;
+    while (!stopping()) {
+      for (int k = 0; k < 16; ++k) {
+        auto *p = static_cast<volatile uint64_t *>(xmalloc(8));
+        *p = start;
+        for (int w = 0; w < kWrites; ++w) *p = *p + 1;
+        if (take_corruption()) *p = *p ^ 1;
+        uint64_t v = *p;
+        tl.written += start + kWrites;
+        if (v != start + kWrites) {
+          g_bad.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          tl.verified += v;
+        }
+        std::free(const_cast<uint64_t *>(p));
+        ++start;
+      }
+      tl.ops += 16;
+    }
+    tl.flush();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// mstress: many live objects, allocated in bursts. Each thread keeps up to
+// kLive live blocks (sizes mostly small, rare up to 64 KiB); each round it
+// allocates a burst of 1..2048 blocks, then frees half a burst's worth at
+// random, or, when over kLive, frees down to a quarter. Each round it also
+// mails 16 random live blocks to the next thread, which checks and frees them.
+// One op = one allocation.
+// ---------------------------------------------------------------------------
+void mstress() {
+  const int T = g_opt.threads;
+  const size_t kLive = 20000;
+  struct Mailbox {
+    std::mutex mu;
+    std::vector<Slot> items;
+  };
+  std::vector<Mailbox> boxes(T);
+  auto free_slot = [](Slot &s, Tally &tl) {
+    check(s.p, s.n, s.tag, tl.verified);
+    std::free(s.p);
+  };
+  run_threads(T, g_opt.seconds, [&](int i) {
+    Rng r(g_opt.seed + 104729ull * (i + 1));
+    Tally tl;
+    std::vector<Slot> live;
+    live.reserve(kLive + 2048);
+    std::vector<Slot> inbox;
+    auto free_random = [&](size_t count) {
+      for (size_t k = 0; k < count && !live.empty(); ++k) {
+        size_t j = r.below(live.size());
+        free_slot(live[j], tl);
+        live[j] = live.back();
+        live.pop_back();
+      }
+    };
+    while (!stopping()) {
+      size_t burst = 1 + r.below(2048);
+      for (size_t k = 0; k < burst; ++k) {
+        Slot s;
+        s.n = static_cast<uint32_t>(mixed_size(r, 256, 65536));
+        s.tag = r.next() | 1;
+        s.p = xmalloc(s.n);
+        stamp(s.p, s.n, s.tag, tl.written);
+        live.push_back(s);
+      }
+      tl.ops += burst;
+      if (live.size() > kLive)
+        free_random(live.size() - kLive / 4);
+      else
+        free_random(burst / 2);
+      if (T > 1) {
+        Mailbox &out = boxes[(i + 1) % T];
+        std::vector<Slot> mail;
+        for (int k = 0; k < 16 && !live.empty(); ++k) {
+          size_t j = r.below(live.size());
+          mail.push_back(live[j]);
+          live[j] = live.back();
+          live.pop_back();
+        }
+        {
+          std::lock_guard<std::mutex> lk(out.mu);
+          out.items.insert(out.items.end(), mail.begin(), mail.end());
+        }
+        {
+          std::lock_guard<std::mutex> lk(boxes[i].mu);
+          inbox.swap(boxes[i].items);
+        }
+        for (auto &s : inbox) free_slot(s, tl);
+        inbox.clear();
+      }
+    }
+    for (auto &s : live) free_slot(s, tl);
+    tl.flush();
+  });
+  Tally rest;
+  for (auto &b : boxes)
+    for (auto &s : b.items) free_slot(s, rest);
+  rest.flush();
+}
+
+// ---------------------------------------------------------------------------
+// realloc: string/vector builders. Each thread runs 8 builders round-robin;
+// a builder grows a buffer to a random target (64 B..16 KiB, 1 in 16 up to
+// 256 KiB), either by exact-size appends of 1..64 bytes (string-like) or by
+// doubling its capacity (vector-like), writing every byte. When the target is
+// reached, every byte is checked, then the buffer is freed. One op = one realloc.
+// ---------------------------------------------------------------------------
+inline unsigned char byte_at(uint64_t seed, size_t pos) {
+  return static_cast<unsigned char>((seed >> 8) + pos * 131 + (pos >> 8));
+}
+
+void realloc_builder() {
+  run_threads(g_opt.threads, g_opt.seconds, [&](int i) {
+    Rng r(g_opt.seed + 15485863ull * (i + 1));
+    Tally tl;
+    struct Builder {
+      unsigned char *p = nullptr;
+      size_t len = 0, cap = 0, target = 0;
+      uint64_t seed = 0;
+      bool doubling = false;
+    };
+    Builder bs[8];
+    auto restart = [&](Builder &b) {
+      b.p = nullptr;
+      b.len = b.cap = 0;
+      b.target = r.below(16) == 0 ? 64 + r.below(256 * 1024) : 64 + r.below(16 * 1024);
+      b.seed = r.next();
+      b.doubling = r.below(2) == 0;
+      tl.written += b.seed;
+    };
+    auto finish = [&](Builder &b) {
+      if (take_corruption()) b.p[b.len / 2] ^= 1;
+      bool ok = true;
+      for (size_t k = 0; k < b.len; ++k)
+        if (b.p[k] != byte_at(b.seed, k)) ok = false;
+      if (ok)
+        tl.verified += b.seed;
+      else
+        g_bad.fetch_add(1, std::memory_order_relaxed);
+      std::free(b.p);
+    };
+    for (auto &b : bs) restart(b);
+    while (!stopping()) {
+      for (auto &b : bs) {
+        for (int step = 0; step < 4; ++step) {
+          size_t add = 1 + r.below(64);
+          size_t need = b.len + add;
+          if (need > b.cap) {
+            size_t ncap = b.doubling ? std::max<size_t>(16, b.cap * 2) : need;
+            while (ncap < need) ncap *= 2;
+            void *np = std::realloc(b.p, ncap);
+            if (np == nullptr) {
+              std::fprintf(stderr, "realloc(%zu) failed\n", ncap);
+              std::exit(4);
+            }
+            b.p = static_cast<unsigned char *>(np);
+            b.cap = ncap;
+            ++tl.ops;
+          }
+          for (size_t k = b.len; k < need; ++k) b.p[k] = byte_at(b.seed, k);
+          b.len = need;
+          if (b.len >= b.target) {
+            finish(b);
+            restart(b);
+          }
+        }
+      }
+    }
+    for (auto &b : bs) {
+      if (b.p != nullptr) {
+        finish(b);
+      } else {
+        tl.verified += b.seed;  // built nothing yet
+      }
+    }
+    tl.flush();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// map: node-heavy containers. Each thread applies the same random inserts and
+// erases (keys < 2^15) to a std::map and a std::unordered_map; every 64 rounds
+// and at the end both are walked: every value must be mix(key), both must hold
+// the same keys, and their sizes must match the count kept from the
+// insert/erase results. One op = one insert or erase (on both containers).
+// ---------------------------------------------------------------------------
+inline uint64_t mix(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  return k;
+}
+
+void maps() {
+  run_threads(g_opt.threads, g_opt.seconds, [&](int i) {
+    Rng r(g_opt.seed + 32452843ull * (i + 1));
+    Tally tl;
+    std::map<uint64_t, uint64_t> m;
+    std::unordered_map<uint64_t, uint64_t> u;
+    size_t expected = 0;
+    auto verify = [&] {
+      uint64_t sum = 0;
+      bool ok = m.size() == expected && u.size() == expected;
+      for (const auto &[k, v] : m) {
+        if (v != mix(k)) ok = false;
+        auto it = u.find(k);
+        if (it == u.end() || it->second != v) ok = false;
+        sum += v;
+      }
+      tl.written += 1;
+      if (ok) {
+        tl.verified += 1;
+      } else {
+        g_bad.fetch_add(1, std::memory_order_relaxed);
+      }
+      (void)sum;
+    };
+    uint64_t round = 0;
+    while (!stopping()) {
+      for (int k = 0; k < 256; ++k) {
+        uint64_t key = r.below(1u << 15);
+        bool a = m.emplace(key, mix(key)).second;
+        bool b = u.emplace(key, mix(key)).second;
+        if (a != b) g_bad.fetch_add(1, std::memory_order_relaxed);
+        expected += a;
+        key = r.below(1u << 15);
+        size_t ea = m.erase(key), eb = u.erase(key);
+        if (ea != eb) g_bad.fetch_add(1, std::memory_order_relaxed);
+        expected -= ea;
+      }
+      tl.ops += 512;
+      if (++round % 64 == 0) verify();
+      if (round == 1 && take_corruption() && !m.empty()) m.begin()->second ^= 1;
+    }
+    verify();
+    tl.flush();
+  });
+}
+
+struct Workload {
+  const char *name;
+  void (*fn)();
+  const char *what;
+};
+
+void cache_scratch() { cache_probe(true); }
+void cache_thrash() { cache_probe(false); }
+
+const Workload kWorkloads[] = {
+    {"larson", larson, "server churn: random slot replacement, blocks outlive their thread"},
+    {"xmalloc", xmalloc_pipeline, "producer/consumer pipeline, every free cross-thread"},
+    {"cache-scratch", cache_scratch, "passive false sharing (Hoard cache-scratch)"},
+    {"cache-thrash", cache_thrash, "active false sharing (Hoard cache-thrash)"},
+    {"mstress", mstress, "many live objects, bursts of allocation, some cross-thread frees"},
+    {"realloc", realloc_builder, "string/vector builders growing by realloc"},
+    {"map", maps, "std::map + std::unordered_map insert/erase churn"},
+};
+
+[[noreturn]] void usage() {
+  std::fprintf(stderr,
+               "usage: macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]\n"
+               "             [--seed N] [--corrupt]\n"
+               "       macro --list\n");
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage();
+      return argv[++i];
+    };
+    if (a == "--workload") {
+      g_opt.workload = value();
+    } else if (a == "--threads") {
+      g_opt.threads = std::atoi(value().c_str());
+    } else if (a == "--seconds") {
+      g_opt.seconds = std::atof(value().c_str());
+    } else if (a == "--allocator") {
+      g_opt.allocator = value();
+    } else if (a == "--seed") {
+      g_opt.seed = std::strtoull(value().c_str(), nullptr, 10);
+    } else if (a == "--corrupt") {
+      g_opt.corrupt = true;
+    } else if (a == "--list") {
+      for (const auto &w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
+      return 0;
+    } else {
+      usage();
+    }
+  }
+  if (g_opt.threads < 1 || g_opt.threads > 1024 || g_opt.seconds <= 0) usage();
+  bench::require_allocator(g_opt.allocator);
+  const Workload *w = nullptr;
+  for (const auto &c : kWorkloads)
+    if (g_opt.workload == c.name) w = &c;
+  if (w == nullptr) {
+    std::fprintf(stderr, "unknown workload '%s' (see --list)\n", g_opt.workload.c_str());
+    return 2;
+  }
+  g_corrupt_pending.store(g_opt.corrupt);
+
+  auto t0 = std::chrono::steady_clock::now();
+  w->fn();
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const uint64_t bad = g_bad.load();
+  const bool sums_ok = g_written.load() == g_verified.load();
+  const bool verified = bad == 0 && sums_ok;
+  if (g_opt.corrupt && g_corrupt_pending.load()) {
+    std::fprintf(stderr, "%s: --corrupt requested but no object was corrupted (run too short?)\n",
+                 w->name);
+    return 5;
+  }
+  const uint64_t ops = g_ops.load();
+  std::printf(
+      "{\"workload\":\"%s\",\"allocator\":\"%s\",\"threads\":%d,\"seconds\":%.4f,"
+      "\"ops\":%llu,\"ops_per_sec\":%.1f,\"peak_rss_kib\":%ld,\"verified\":%s,"
+      "\"failed_checks\":%llu,\"checksum\":%llu}\n",
+      w->name, bench::detect_allocator().c_str(), g_opt.threads, elapsed,
+      static_cast<unsigned long long>(ops), ops / elapsed, bench::peak_rss_kib(),
+      verified ? "true" : "false", static_cast<unsigned long long>(bad),
+      static_cast<unsigned long long>(g_verified.load()));
+  if (!verified) {
+    std::fprintf(stderr, "%s: VERIFICATION FAILED (%llu bad checks, written %llu, verified %llu)\n",
+                 w->name, static_cast<unsigned long long>(bad),
+                 static_cast<unsigned long long>(g_written.load()),
+                 static_cast<unsigned long long>(g_verified.load()));
+    return 3;
+  }
+  return 0;
+}
