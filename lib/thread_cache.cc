@@ -85,21 +85,10 @@ ThreadCache* current() {
   return tc;
 }
 
-// Push p (a validated object of class cls) into m, which has room.
-inline void push(Magazine* m, void* p) {
-  *static_cast<uint64_t*>(p) = m->free_key;
-  uint32_t n = m->count;
-  m->objs[n] = p;
-  set_mag_count(m, n + 1);
-}
-
-inline void* pop(Magazine* m) {
-  uint32_t n = m->count - 1;
-  set_mag_count(m, n);
-  void* p = m->objs[n];
-  *static_cast<uint64_t*>(p) = 0;  // clear the free key (see cache::alloc)
-  return p;
-}
+// The fast path's magazine operations, for a magazine known to have an
+// object (pop) or room (push).
+inline void* pop(Magazine* m) { return mag_pop(m, m->count); }
+inline void push(Magazine* m, void* p) { mag_push(m, m->count, p); }
 
 void* out_of_memory() {
   errno = ENOMEM;

@@ -45,28 +45,38 @@ MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls);
 // A freed object's first word matched the key: double free, or a coincidence.
 MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls);
 
+// Take the top object of m, which holds n > 0 objects. Clears the free key: a
+// block freed again without being written must not look like a double free
+// (that would send every such free to the search).
+inline void* mag_pop(Magazine* m, uint32_t n) {
+  --n;
+  set_mag_count(m, n);
+  void* p = m->objs[n];
+  *static_cast<uint64_t*>(p) = 0;
+  return p;
+}
+
+// Put p (a validated object whose first word the caller checked against the
+// key) on m, which holds n < cap objects; the key marks p as freed.
+inline void mag_push(Magazine* m, uint32_t n, void* p) {
+  *static_cast<uint64_t*>(p) = m->free_key;
+  m->objs[n] = p;
+  set_mag_count(m, n + 1);
+}
+
 inline void* alloc(unsigned cls) {
   Magazine* m = t_cache->cls[cls].loaded;
   uint32_t n = m->count;
   if (MAGSLAB_UNLIKELY(n == 0)) return alloc_slow(cls);
-  --n;
-  set_mag_count(m, n);
-  void* p = m->objs[n];
-  // Clear the free key: a block freed again without being written must not
-  // look like a double free (that would send every such free to the search).
-  *static_cast<uint64_t*>(p) = 0;
-  return p;
+  return mag_pop(m, n);
 }
 
 inline void free(void* p, unsigned cls) {
   Magazine* m = t_cache->cls[cls].loaded;
   uint32_t n = m->count;
   if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls);
-  uint64_t key = m->free_key;
-  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == key)) return free_key_match(p, cls);
-  *static_cast<uint64_t*>(p) = key;
-  m->objs[n] = p;
-  set_mag_count(m, n + 1);
+  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key)) return free_key_match(p, cls);
+  mag_push(m, n, p);
 }
 
 // Give the calling thread's magazines back (to the slabs); used by trim and
