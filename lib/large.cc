@@ -187,7 +187,7 @@ void free(void* p) {
     stats::sub_in_use(size_t{npages} << kPageShift);
     purge = free_run_locked(c, page, npages, /*mark_start=*/true);
   }
-  if (purge) heap::purge(heap::kDirtyPagesMax / 2);
+  if (purge) heap::purge_excess();
 }
 
 size_t usable_size(const void* p) {
@@ -302,7 +302,7 @@ void* resize(void* p, size_t n) {
       LockGuard g(heap::g_lock);
       purge = free_run_locked(c, tail_page, tail_pages, /*mark_start=*/false);
     }
-    if (purge) heap::purge(heap::kDirtyPagesMax / 2);
+    if (purge) heap::purge_excess();
   }
   return p;
 }

@@ -87,7 +87,7 @@ Slab* carve(unsigned cls) {
 }
 
 // Unpublish a fully free slab; caller holds the class lock. The pages are given
-// back by give_back() after the lock is dropped (decommit is a system call).
+// back by give_back() after the lock is dropped (it may purge: system calls).
 void unpublish(Slab* s) {
   // A later free of an object of this slab finds no slab and is reported.
   pagemap::set_slab(s->start, kClasses[s->cls].slab_pages, nullptr);
@@ -104,7 +104,7 @@ void give_back(Slab* s) {
     purge = heap::free_locked(s->chunk, s->first_page, ci.slab_pages, /*dirty=*/true);
   }
   g_slab_pool.push(&s->recycle);
-  if (purge) heap::purge(heap::kDirtyPagesMax / 2);
+  if (purge) heap::purge_excess();
 }
 
 }  // namespace

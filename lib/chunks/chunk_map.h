@@ -15,7 +15,7 @@ struct FreeRun;
 
 // What a page of a normal chunk holds. Written under the page-heap lock.
 enum PageState : uint8_t {
-  kPageFree = 0,        // in a free run (decommitted)
+  kPageFree = 0,        // in a free run (dirty or purged)
   kPageFreedLarge = 1,  // free; was the first page of a large block (names a double free)
   kPageSlab = 2,        // part of a slab (see ChunkMeta::slab)
   kPageLargeStart = 3,  // first page of a live large block

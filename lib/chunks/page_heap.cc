@@ -172,6 +172,12 @@ void unmap_chunk(ChunkMeta* m) {
   g_free_pages -= kPagesPerChunk;
 }
 
+// Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
+// purged run always reads as zero. Called without g_lock (a system call).
+void decommit(void* addr, size_t bytes) {
+  if (!platform::decommit(addr, bytes)) memset(addr, 0, bytes);
+}
+
 // First run that fits `need` pages, or nullptr.
 FreeRun* find(size_t need) {
   unsigned b = bin_of(need);
@@ -364,10 +370,6 @@ size_t release_free_chunks_locked(size_t keep) {
     c = next;
   }
   return released;
-}
-
-void decommit(void* addr, size_t bytes) {
-  if (!platform::decommit(addr, bytes)) memset(addr, 0, bytes);
 }
 
 ChunkMeta* new_huge_meta_locked() {

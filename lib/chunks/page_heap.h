@@ -16,7 +16,7 @@
 
 namespace magslab::heap {
 
-// Fully free chunks kept mapped (decommitted) so that a steady workload does
+// Fully free chunks kept mapped (purged ones are unmapped first) so that a steady workload does
 // not map and unmap a chunk on every swing.
 inline constexpr size_t kFreeChunksKept = 2;
 // Dirty free pages allowed before a purge (8 MiB); a purge goes down to half.
@@ -40,7 +40,7 @@ struct Run {
 bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed);
 // Give back a run. dirty: its pages may be resident (false only if the caller
 // decommitted them). Returns true when the dirty budget is exceeded: the
-// caller should then call purge(kDirtyPagesMax / 2) after dropping the lock.
+// caller should then call purge_excess() after dropping the lock.
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
 // Extend the run [page, page+old_n) to new_n pages if the pages after it are free.
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n);
@@ -50,10 +50,8 @@ size_t release_free_chunks_locked(size_t keep);
 // Call without g_lock (it takes it, and makes the system calls without it).
 // Returns bytes decommitted.
 size_t purge(size_t keep_pages);
-
-// Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
-// free run always reads as zero. Call without g_lock (it is a system call).
-void decommit(void* addr, size_t bytes);
+// After free_locked() returned true: purge down to half the budget.
+inline void purge_excess() { purge(kDirtyPagesMax / 2); }
 
 // Descriptors for huge mappings (kept apart from chunk descriptors: their page
 // arrays are never touched, so they cost no RSS).
@@ -62,7 +60,7 @@ void recycle_huge_meta_locked(ChunkMeta* m);
 
 struct Totals {
   size_t chunks;       // normal chunks mapped
-  size_t free_pages;   // pages in free runs (decommitted)
+  size_t free_pages;   // pages in free runs, dirty or purged
   size_t free_chunks;  // chunks entirely free
   size_t dirty_pages;  // free pages not purged yet (committed, reusable)
 };
