@@ -90,7 +90,9 @@ void fail(const Failure& f) {
   _exit(1);
 }
 
-void check_block(int thread, const Block& b, const char* op) {
+namespace {
+// The whole pattern of b, or one failure report naming the first wrong byte.
+void check_contents(int thread, const Block& b, const char* op, const char* detail) {
   size_t off = check_pattern(b.p, b.size, key_of(b));
   if (off != kNoMismatch) {
     Failure f;
@@ -101,7 +103,24 @@ void check_block(int thread, const Block& b, const char* op) {
     f.offset = off;
     f.expected = pattern_byte(key_of(b), off);
     f.found = static_cast<const unsigned char*>(b.p)[off];
-    f.detail = "block contents changed while it was live";
+    f.detail = detail;
+    fail(f);
+  }
+}
+}  // namespace
+
+void check_block(int thread, const Block& b, const char* op) {
+  check_contents(thread, b, op, "block contents changed while it was live");
+}
+
+void unindex_block(int thread, const Block& b) {
+  if (!g.index->erase(b.p, b.size)) {
+    Failure f;
+    f.op = "index-erase";
+    f.thread = thread;
+    f.addr = b.p;
+    f.size = b.size;
+    f.detail = "harness bug: block not in the overlap index";
     fail(f);
   }
 }
@@ -181,28 +200,8 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
 }
 
 void free_block(int thread, const Block& b, bool index) {
-  size_t off = check_pattern(b.p, b.size, key_of(b));
-  if (off != kNoMismatch) {
-    Failure f;
-    f.op = "free-check";
-    f.thread = thread;
-    f.addr = b.p;
-    f.size = b.size;
-    f.offset = off;
-    f.expected = pattern_byte(key_of(b), off);
-    f.found = static_cast<const unsigned char*>(b.p)[off];
-    f.detail = "block contents changed before free";
-    fail(f);
-  }
-  if (index && !g.index->erase(b.p, b.size)) {
-    Failure f;
-    f.op = "index-erase";
-    f.thread = thread;
-    f.addr = b.p;
-    f.size = b.size;
-    f.detail = "harness bug: block not in the overlap index";
-    fail(f);
-  }
+  check_contents(thread, b, "free-check", "block contents changed before free");
+  if (index) unindex_block(thread, b);
   g.api->free(b.p);
 }
 

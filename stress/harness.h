@@ -120,6 +120,8 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
 void free_block(int thread, const Block& b, bool index = true);
 // Verifies the whole pattern of a live block.
 void check_block(int thread, const Block& b, const char* op);
+// Removes b from the overlap index (reported as a harness bug if absent).
+void unindex_block(int thread, const Block& b);
 
 inline uint64_t key_of(const Block& b) { return block_key(g.wseed, b.p, b.size); }
 

@@ -285,15 +285,7 @@ void realloc_thread(unsigned t, void*) {
     else ns = random_size(r, max);
     ns = std::clamp<size_t>(ns, 1, max);
     check_block(ti, b, "realloc-precheck");
-    if (!g.index->erase(b.p, b.size)) {
-      Failure f;
-      f.op = "index-erase";
-      f.thread = ti;
-      f.addr = b.p;
-      f.size = b.size;
-      f.detail = "harness bug: block not in the overlap index";
-      fail(f);
-    }
+    unindex_block(ti, b);
     uint64_t old_key = key_of(b);
     void* q = g.api->realloc(b.p, ns);
     Failure f;
