@@ -109,7 +109,7 @@ void give_back(Slab* s) {
 
 }  // namespace
 
-uint32_t refill(unsigned cls, void** out, uint32_t n) {
+uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
   const ClassInfo& ci = kClasses[cls];
   SlabClass& sc = g_classes[cls];
   uint32_t got = 0;
@@ -128,6 +128,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n) {
         ++sc.slabs;
         partial_push(sc, s);
       }
+      s->owner.store(owner, std::memory_order_relaxed);  // relaxed: a routing hint (slab.h)
       uint32_t words = (ci.objects + 63) / 64;
       for (uint32_t w = s->hint; w < words && got < n; ++w) {
         uint64_t bits = s->free_bits[w];

@@ -9,6 +9,7 @@
 // its slab (its bit set in free_bits).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -25,14 +26,19 @@ struct alignas(kCacheLine) Slab {
   uintptr_t start = 0;  // address of object 0 (the first page)
   uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
   uint64_t limit = 0;   // see valid_offset()
+  // The thread cache that last refilled a magazine from this slab. Only a hint
+  // for where free() puts an object (thread_cache.h: own objects go to the
+  // loaded magazine, others' to the remote one); correctness never depends on
+  // it. relaxed: a stale value only routes one free differently.
+  std::atomic<const void*> owner{nullptr};
   uint32_t cls = 0;
   // Under the class lock:
   uint32_t nfree = 0;   // bits set in free_bits
   uint32_t hint = 0;    // no free bits in words below this one
+  uint32_t first_page = 0;
   Slab* next = nullptr; // partial list of the class
   Slab* prev = nullptr;
   ChunkMeta* chunk = nullptr;
-  uint32_t first_page = 0;
   bool in_partial = false;
   StackLink recycle;    // link in the pool of unused Slab records
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
@@ -58,8 +64,9 @@ namespace slab {
 
 // Take up to n objects of class cls out of slabs into out[0..); returns how
 // many (0 only when the OS refuses memory). out is filled so that popping
-// from the end hands objects out in increasing address order.
-uint32_t refill(unsigned cls, void** out, uint32_t n);
+// from the end hands objects out in increasing address order. Each slab taken
+// from records `owner` (the refilling thread's cache) as its owner.
+uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner);
 
 // Return n objects of class cls to their slabs. Aborts with
 // "magslab: double free of 0x…" if one is already free in its slab.

@@ -44,6 +44,12 @@ Magazine* read_loaded(ThreadCache::Pair& p) {
 Magazine* read_previous(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_relaxed);
 }
+void set_remote(ThreadCache::Pair& p, Magazine* m) {
+  std::atomic_ref<Magazine*>(p.remote).store(m, std::memory_order_relaxed);
+}
+Magazine* read_remote(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_relaxed);
+}
 
 void on_thread_exit(void* arg);
 
@@ -110,7 +116,7 @@ void retire(unsigned cls, Magazine* m) {
 void flush(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
-    for (Magazine* m : {p.loaded, p.previous}) {
+    for (Magazine* m : {p.loaded, p.previous, p.remote}) {
       if (!is_real(m)) continue;
       if (m->count != 0) slab::release(c, m->objs, m->count);
       set_mag_count(m, 0);
@@ -118,6 +124,7 @@ void flush(ThreadCache* tc) {
     }
     set_loaded(p, &g_empty_magazine);
     set_previous(p, &g_empty_magazine);
+    set_remote(p, &g_empty_magazine);
   }
 }
 
@@ -129,8 +136,10 @@ void on_thread_exit(void* arg) {
     ThreadCache::Pair& p = tc->cls[c];
     retire(c, p.loaded);
     retire(c, p.previous);
+    retire(c, p.remote);
     set_loaded(p, &g_empty_magazine);
     set_previous(p, &g_empty_magazine);
+    set_remote(p, &g_empty_magazine);
   }
   {
     LockGuard g(g_registry_lock);
@@ -172,21 +181,42 @@ void* alloc_slow(unsigned cls) {
     if (m == nullptr) return out_of_memory();
     set_loaded(p, m);
   }
-  uint32_t n = slab::refill(cls, m->objs, m->cap);
+  uint32_t n = slab::refill(cls, m->objs, m->cap, tc);
   if (n == 0) return out_of_memory();
   set_mag_count(m, n);
   return pop(m);
 }
 
-void free_slow(void* p, unsigned cls) {
+namespace {
+
+// Free of another thread's object: to the remote magazine; a full one goes to
+// the depot (or, past its limit, to the slabs) and an empty one takes its place.
+void free_remote(ThreadCache::Pair& pr, void* p, unsigned cls) {
+  Magazine* r = pr.remote;
+  if (r->count < r->cap) return push(r, p);
+  Magazine* e = depot::get_empty(cls);
+  if (e == nullptr) {
+    slab::release(cls, &p, 1);
+    return;
+  }
+  retire(cls, r);
+  set_remote(pr, e);
+  push(e, p);
+}
+
+}  // namespace
+
+void free_slow(void* p, unsigned cls, const void* owner) {
   ThreadCache* tc = current();
   if (tc == nullptr) {
     slab::release(cls, &p, 1);  // no cache: straight to the slab
     return;
   }
   if (*static_cast<uint64_t*>(p) == g_free_key.load(std::memory_order_relaxed))
-    return free_key_match(p, cls);
+    return free_key_match(p, cls, owner);
   ThreadCache::Pair& pr = tc->cls[cls];
+  // The cache may have just been created: decide again against the real one.
+  if (owner != tc) return free_remote(pr, p, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
   Magazine* prev = pr.previous;
@@ -210,11 +240,11 @@ void free_slow(void* p, unsigned cls) {
   push(e, p);
 }
 
-void free_key_match(void* p, unsigned cls) {
+void free_key_match(void* p, unsigned cls, const void* owner) {
   ThreadCache* tc = current();
   if (tc != nullptr) {
     ThreadCache::Pair& pr = tc->cls[cls];
-    for (Magazine* m : {pr.loaded, pr.previous})
+    for (Magazine* m : {pr.loaded, pr.previous, pr.remote})
       for (uint32_t i = 0; i < m->count; ++i)
         if (m->objs[i] == p) platform::fatal("double free of", p, " (already in this thread's magazine)");
   }
@@ -222,7 +252,7 @@ void free_key_match(void* p, unsigned cls) {
   // The program's data happened to equal the key: a legitimate free. Clear the
   // word so the next check does not take this path, then free normally.
   *static_cast<uint64_t*>(p) = 0;
-  free_slow(p, cls);
+  free_slow(p, cls, owner);
 }
 
 void flush_current() {
@@ -250,6 +280,7 @@ void cached_objects(CachedCounts* out) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       out->objects[c] += mag_count(read_loaded(tc->cls[c]));
       out->objects[c] += mag_count(read_previous(tc->cls[c]));
+      out->objects[c] += mag_count(read_remote(tc->cls[c]));
     }
   }
 }

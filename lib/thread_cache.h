@@ -15,10 +15,19 @@
 
 namespace magslab {
 
+// Objects the thread frees that came from slabs another thread refilled from
+// (Slab::owner) go to the `remote` magazine, never to `loaded`: this thread
+// does not hand them out again itself. A full remote magazine goes to the
+// depot, whence it reaches whichever thread runs out next — producer/consumer
+// traffic still circulates as whole magazines — but a thread that frees an
+// object it was handed does not keep reusing that object next to the cache
+// lines its allocating thread still works on (passive false sharing: Hoard's
+// cache-scratch).
 struct alignas(kCacheLine) ThreadCache {
-  struct Pair {
-    Magazine* loaded;    // alloc pops from / free pushes to this one
+  struct alignas(32) Pair {  // 32 bytes: indexing by class is a shift
+    Magazine* loaded;    // alloc pops from / free of an own object pushes to this one
     Magazine* previous;  // the one before: full or empty, swapped in on a miss
+    Magazine* remote;    // frees of other threads' objects; only ever goes to the depot
   };
   Pair cls[kNumClasses];
   ThreadCache* reg_next = nullptr;  // registry of live caches (for stats)
@@ -26,7 +35,7 @@ struct alignas(kCacheLine) ThreadCache {
   StackLink recycle;
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
-    for (Pair& p : cls) p = Pair{empty, empty};
+    for (Pair& p : cls) p = Pair{empty, empty, empty};
   }
 };
 
@@ -41,9 +50,9 @@ namespace cache {
 
 // Slow paths: never inlined, so the fast paths stay a few instructions.
 MAGSLAB_NOINLINE void* alloc_slow(unsigned cls);
-MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls);
+MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls, const void* owner);
 // A freed object's first word matched the key: double free, or a coincidence.
-MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls);
+MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls, const void* owner);
 
 // Take the top object of m, which holds n > 0 objects. Clears the free key: a
 // block freed again without being written must not look like a double free
@@ -71,11 +80,15 @@ inline void* alloc(unsigned cls) {
   return mag_pop(m, n);
 }
 
-inline void free(void* p, unsigned cls) {
-  Magazine* m = t_cache->cls[cls].loaded;
+// owner: Slab::owner of p's slab. An own object goes to the loaded magazine,
+// any other to the remote one.
+inline void free(void* p, unsigned cls, const void* owner) {
+  ThreadCache* tc = t_cache;
+  ThreadCache::Pair& pr = tc->cls[cls];
+  Magazine* m = owner == tc ? pr.loaded : pr.remote;
   uint32_t n = m->count;
-  if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls);
-  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key)) return free_key_match(p, cls);
+  if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls, owner);
+  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key)) return free_key_match(p, cls, owner);
   mag_push(m, n, p);
 }
 

@@ -21,6 +21,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
@@ -255,6 +256,23 @@ TEST(MisuseDeathTest, DoubleFreeAfterOtherFrees) {
         magslab_free(p);
         for (void* o : others) magslab_free(o);
         ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFreeOf());
+}
+
+// Another thread's object goes to the freeing thread's remote magazine; a
+// second free of it must still be found there.
+TEST(MisuseDeathTest, DoubleFreeOfAnotherThreadsObject) {
+  use_threadsafe_style();
+  EXPECT_DEATH(
+      {
+        std::vector<void*> v;
+        for (int i = 0; i < 40; ++i) v.push_back(magslab_malloc(64));
+        std::thread t([&] {
+          magslab_free(v.back());
+          ANNOUNCE_AND_FREE(v.back());
+        });
+        t.join();
       },
       DoubleFreeOf());
 }

@@ -85,14 +85,14 @@ void* magslab_malloc(size_t n) {
 void magslab_free(void* p) {
   Slab* s = checked_slab(p, "invalid free of");
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
-  cache::free(p, s->cls);
+  cache::free(p, s->cls, s->owner.load(std::memory_order_relaxed));  // relaxed: a routing hint
 }
 
 void magslab_free_sized(void* p, size_t size) {
   Slab* s = checked_slab(p, "invalid free of");
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
   if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, "free_sized with a wrong size of");
-  cache::free(p, s->cls);
+  cache::free(p, s->cls, s->owner.load(std::memory_order_relaxed));  // relaxed: a routing hint
 }
 
 void* magslab_calloc(size_t count, size_t size) {
