@@ -14,8 +14,10 @@ inline constexpr size_t kChunkSize = size_t{1} << kChunkShift;
 inline constexpr size_t kPagesPerChunk = kChunkSize / kPageSize;
 // x86-64 user space with 4-level paging: addresses below 2^47.
 inline constexpr size_t kAddressBits = 47;
-// Largest slab class; above it requests become page runs ("large").
-inline constexpr size_t kMaxSmallSize = 32768;
+// Largest slab class; above it requests become page runs ("large"). 64 KiB:
+// blocks of 32–64 KiB are common (buffers, hash tables) and the page heap is
+// one lock and a purge policy away from them (docs/measurements.md, mstress).
+inline constexpr size_t kMaxSmallSize = 65536;
 // Above this, a block gets a mapping of its own ("huge").
 inline constexpr size_t kHugeThreshold = size_t{1} << 20;
 // Requests above this fail with ENOMEM before anything is mapped.

@@ -3,7 +3,7 @@
 // printed in docs/design.md (see tests/size_classes_test.cc for its bounds).
 //
 // Classes: 8, 16, then multiples of 16 up to 128, then 8 classes per doubling
-// (spacing 1/8 of the power of two) up to 32 KiB. Every object size above 8 is
+// (spacing 1/8 of the power of two) up to 64 KiB. Every object size above 8 is
 // a multiple of 16 and every slab starts on a page, so every object is 16-byte
 // aligned (8 for the 8-byte class). Waste per object is ≤ 12.5% for requests
 // above 128 B; between 64 and 128 B it is up to 15/65 (23%), because a 16-byte
@@ -18,7 +18,7 @@
 
 namespace magslab {
 
-inline constexpr unsigned kNumClasses = 9 + 8 * 8;  // 73
+inline constexpr unsigned kNumClasses = 9 + 8 * 9;  // 81
 
 struct ClassInfo {
   uint32_t size;       // object size
@@ -49,10 +49,12 @@ constexpr ClassInfo make_class(unsigned c) {
   if (objects > kMaxSlabObjects) objects = kMaxSlabObjects;
   // Magazines hold about 32 KiB of objects: up to 256 for small classes
   // (amortising a depot or slab trip over many operations; 4 KiB of 16-byte
-  // objects), at least 4 for the largest.
+  // objects), at least 4 up to 32 KiB, and 2 above (a thread holds up to three
+  // magazines per class; writing a 64 KiB block costs far more than the depot
+  // trade that a small magazine makes more frequent).
   uint32_t cap = 32768 / size;
   if (cap > 256) cap = 256;
-  if (cap < 4) cap = 4;
+  if (cap < 4) cap = size > 32768 ? 2 : 4;
   return ClassInfo{size, pages, objects, cap, ~uint64_t{0} / size + 1};
 }
 
@@ -87,7 +89,7 @@ inline constexpr std::array<ClassInfo, kNumClasses> kClasses = detail::make_tabl
 inline constexpr std::array<uint8_t, detail::kLookupMax / 8 + 1> kSmallLookup = detail::make_lookup();
 inline constexpr size_t kLookupMax = detail::kLookupMax;
 
-static_assert(kClasses[kNumClasses - 1].size == kMaxSmallSize, "classes must reach 32 KiB");
+static_assert(kClasses[kNumClasses - 1].size == kMaxSmallSize, "classes must reach kMaxSmallSize");
 static_assert(detail::compute_class(kMaxSmallSize) == kNumClasses - 1);
 static_assert(kNumClasses <= 96, "MAGSLAB_MAX_CLASSES in magslab.h");
 static_assert([] {

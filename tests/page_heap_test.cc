@@ -65,10 +65,11 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   magslab_trim();
   const size_t live0 = stats().live_objects;
 
-  // Three adjacent 64 KiB blocks: allocate until three consecutive ones are
+  // Three adjacent 72 KiB blocks (above the largest slab class, 64 KiB):
+  // allocate until three consecutive ones are
   // contiguous (first-fit carving from one run makes that happen at once in
   // practice; earlier tests may have left short holes that absorb a few).
-  constexpr size_t kBlock = 64 * KiB;
+  constexpr size_t kBlock = 72 * KiB;
   std::vector<unsigned char*> all;
   unsigned char *a = nullptr, *b = nullptr, *c = nullptr;
   for (int i = 0; i < 64 && a == nullptr; ++i) {
@@ -81,7 +82,7 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
       c = all[k - 1];
     }
   }
-  ASSERT_NE(a, nullptr) << "no three contiguous 64 KiB blocks in 64 allocations";
+  ASSERT_NE(a, nullptr) << "no three contiguous 72 KiB blocks in 64 allocations";
   EXPECT_EQ(magslab_usable_size(a), kBlock);
   fill(a, kBlock, 1);
   fill(b, kBlock, 2);
@@ -93,29 +94,29 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   // heap, where they coalesce into one free run right after a.
   magslab_trim();
 
-  unsigned char* g = static_cast<unsigned char*>(magslab_realloc(a, 150 * KiB));
+  unsigned char* g = static_cast<unsigned char*>(magslab_realloc(a, 200 * KiB));
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g, a) << "realloc did not grow into the free pages right after the block";
   EXPECT_EQ(check(g, kBlock, 1), kBlock) << "contents lost by the in-place grow";
-  EXPECT_EQ(magslab_usable_size(g), 38 * 4096u);  // 150 KiB rounded up to pages
+  EXPECT_EQ(magslab_usable_size(g), 200 * KiB);  // 50 pages
   // The grown part is ours now: writing it must not disturb anything.
-  memset(g + kBlock, 0x5A, 150 * KiB - kBlock);
+  memset(g + kBlock, 0x5A, 200 * KiB - kBlock);
 
-  // Shrink in place (still a large block: above 32 KiB).
-  unsigned char* s = static_cast<unsigned char*>(magslab_realloc(g, 80 * KiB));
+  // Shrink in place (still a large block: above 64 KiB).
+  unsigned char* s = static_cast<unsigned char*>(magslab_realloc(g, 120 * KiB));
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s, g) << "shrinking a large block must keep the pointer";
-  EXPECT_EQ(magslab_usable_size(s), 80 * KiB);
+  EXPECT_EQ(magslab_usable_size(s), 120 * KiB);
   EXPECT_EQ(check(s, kBlock, 1), kBlock);
-  for (size_t i = kBlock; i < 80 * KiB; ++i) ASSERT_EQ(s[i], 0x5A) << i;
+  for (size_t i = kBlock; i < 120 * KiB; ++i) ASSERT_EQ(s[i], 0x5A) << i;
 
   // Shrink again and grow back into the tail it gave up.
-  s = static_cast<unsigned char*>(magslab_realloc(s, 40 * KiB));
+  s = static_cast<unsigned char*>(magslab_realloc(s, 68 * KiB));
   EXPECT_EQ(s, a);
   magslab_trim();
-  s = static_cast<unsigned char*>(magslab_realloc(s, 120 * KiB));
+  s = static_cast<unsigned char*>(magslab_realloc(s, 180 * KiB));
   EXPECT_EQ(s, a) << "the tail given back by the shrink did not coalesce";
-  EXPECT_EQ(check(s, 40 * KiB, 1), 40 * KiB);
+  EXPECT_EQ(check(s, 68 * KiB, 1), 68 * KiB);
 
   for (unsigned char* p : all)
     if (p != a && p != b && p != c) magslab_free(p);
@@ -235,7 +236,7 @@ TEST(PageHeapDeathTest, DoubleFreeOfLargeBlock) {
   // Freed once, the run sits in the large-run cache.
   EXPECT_DEATH(
       {
-        void* p = magslab_malloc(64 * KiB);
+        void* p = magslab_malloc(72 * KiB);
         announce(p);
         magslab_free(p);
         magslab_free(p);
@@ -245,8 +246,8 @@ TEST(PageHeapDeathTest, DoubleFreeOfLargeBlock) {
   // the same chunk keeps the chunk mapped).
   EXPECT_DEATH(
       {
-        void* keep = magslab_malloc(64 * KiB);
-        void* p = magslab_malloc(64 * KiB);
+        void* keep = magslab_malloc(72 * KiB);
+        void* p = magslab_malloc(72 * KiB);
         if ((reinterpret_cast<uintptr_t>(keep) ^ reinterpret_cast<uintptr_t>(p)) >= kChunk)
           std::fprintf(stderr, "test setup: blocks in different chunks\n");
         else
@@ -263,7 +264,7 @@ TEST(PageHeapDeathTest, InteriorPointerOfLargeBlock) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
-        auto* p = static_cast<char*>(magslab_malloc(64 * KiB));
+        auto* p = static_cast<char*>(magslab_malloc(72 * KiB));
         announce(p + 4096);
         magslab_free(p + 4096);
       },

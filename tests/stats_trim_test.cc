@@ -42,7 +42,7 @@ TEST(Stats, ClassTable) {
     EXPECT_EQ(c.object_size % 8, 0u);
     EXPECT_GE(c.slab_size, c.object_size);
   }
-  EXPECT_GE(g_a.classes[g_a.class_count - 1].object_size, 32768u);
+  EXPECT_GE(g_a.classes[g_a.class_count - 1].object_size, 65536u);
   // Entries past class_count are not used.
   EXPECT_LE(g_a.committed_bytes, g_a.mapped_bytes);
 }
