@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "slab.h"
+#include "thread_cache.h"
 
 namespace {
 
@@ -51,12 +53,27 @@ TEST(RemoteFreeMt, FreeingThreadDoesNotReuseAnotherThreadsObject) {
 
 TEST(RemoteFreeMt, OwnObjectsAreStillReusedLifo) {
   // Control: a thread's own free is handed out again by its next allocation.
+  // "Own" means from a slab this thread refilled from (Slab::owner): objects
+  // it gets in full magazines from the depot (left there by threads of earlier
+  // tests in this process) belong to others, and their frees go remote. So
+  // allocate until an own object turns up, bounded by the depot's contents.
   std::thread t([] {
-    void* p = magslab_malloc(kSize);
+    std::vector<void*> others;
+    void* p = nullptr;
+    for (size_t i = 0; i < 100000 && p == nullptr; ++i) {
+      void* q = magslab_malloc(kSize);
+      ASSERT_NE(q, nullptr);
+      const magslab::Slab* s = magslab::pagemap::lookup_slab(reinterpret_cast<uintptr_t>(q));
+      ASSERT_NE(s, nullptr);
+      if (s->owner.load(std::memory_order_relaxed) == magslab::t_cache) p = q;
+      else others.push_back(q);
+    }
+    ASSERT_NE(p, nullptr) << "no object from a slab this thread refilled from";
     magslab_free(p);
     void* q = magslab_malloc(kSize);
     EXPECT_EQ(p, q);
     magslab_free(q);
+    for (void* o : others) magslab_free(o);
   });
   t.join();
 }
