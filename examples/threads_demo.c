@@ -170,6 +170,8 @@ static void print_summary(const char *title) {
   printf("%s\n", title);
   printf("  live:      %10zu bytes in %zu blocks (%zu large, %zu huge)\n", s.live_bytes,
          s.live_objects, s.large_live_blocks, s.huge_live_blocks);
+  printf("  requested: %10zu bytes%s\n", s.live_requested_bytes,
+         s.requested_bytes_exact ? "" : " (small blocks at usable size)");
   printf("  peak:      %10zu bytes in use\n", s.peak_in_use_bytes);
   printf("  cached:    %10zu bytes\n", s.cached_bytes);
   printf("  mapped:    %10zu bytes (committed %zu, metadata %zu)\n", s.mapped_bytes,

@@ -26,6 +26,15 @@ inline constexpr size_t kMaxRequest = size_t{1} << 44;
 inline constexpr size_t kMaxSlabObjects = 2048;
 inline constexpr size_t kCacheLine = 64;
 
+// Exact requested-byte statistics for slab-class blocks (CMake option
+// MAGSLAB_EXACT_REQUESTED, off by default): each slab keeps the size asked for
+// each of its objects in a side array (lib/requested.h). Off, malloc and free
+// do not touch it and magslab_stats counts small blocks at their usable size.
+#ifndef MAGSLAB_EXACT_REQUESTED
+#define MAGSLAB_EXACT_REQUESTED 0
+#endif
+inline constexpr bool kExactRequested = MAGSLAB_EXACT_REQUESTED != 0;
+
 static_assert((kChunkSize & (kChunkSize - 1)) == 0, "chunk size must be a power of two");
 static_assert(kPagesPerChunk == 1024, "page map arrays assume 1024 pages per chunk");
 static_assert(kHugeThreshold < kChunkSize / 2, "large runs must fit in a chunk");

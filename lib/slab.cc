@@ -58,6 +58,15 @@ Slab* carve(unsigned cls) {
   const ClassInfo& ci = kClasses[cls];
   Slab* s = new_slab_record();
   if (s == nullptr) return nullptr;
+  if constexpr (kExactRequested) {
+    if (s->requested == nullptr) {
+      s->requested = static_cast<uint32_t*>(meta::alloc(kMaxSlabObjects * sizeof(uint32_t)));
+      if (s->requested == nullptr) {
+        g_slab_pool.push(&s->recycle);
+        return nullptr;
+      }
+    }
+  }
   heap::Run run;
   bool zeroed;  // slabs do not need zeroed pages
   {

@@ -41,6 +41,12 @@ struct alignas(kCacheLine) Slab {
   ChunkMeta* chunk = nullptr;
   bool in_partial = false;
   StackLink recycle;    // link in the pool of unused Slab records
+  // Exact mode only (kExactRequested): the size requested for object i, written
+  // by whoever takes the object out of a magazine for the program and read by
+  // its free (the program's hand-over of the pointer orders the two). Mapped
+  // once per record (kMaxSlabObjects entries; pages are touched as used) and
+  // kept when the record is recycled. nullptr otherwise.
+  uint32_t* requested = nullptr;
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
 };
 

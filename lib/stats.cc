@@ -57,6 +57,13 @@ extern "C" void magslab_stats(struct magslab_stats* out) {
     out->cached_bytes += cached * ci.size + sc.empty_cached_slabs * cs.slab_size;
   }
   large::Counts lc = large::counts();
+  if constexpr (kExactRequested) {
+    int64_t small = cache::requested_sum();  // < 0 only transiently, under traffic
+    out->live_requested_bytes = (small > 0 ? static_cast<size_t>(small) : 0) + lc.live_requested;
+    out->requested_bytes_exact = 1;
+  } else {
+    out->live_requested_bytes = out->live_bytes + lc.live_requested;  // small: usable
+  }
   out->live_objects += lc.live_blocks;
   out->live_bytes += lc.live_bytes;
   out->live_large_requested_bytes = lc.live_requested;

@@ -10,11 +10,14 @@
 #include "chunks/meta_arena.h"
 #include "lock.h"
 #include "platform/platform.h"
+#include "requested.h"
 #include "slab.h"
 
 namespace magslab {
 
 constinit ThreadCache g_sentinel_cache(&g_empty_magazine);
+// relaxed: a statistic; the registry lock orders folds against requested_sum().
+constinit std::atomic<int64_t> requested::g_folded{0};
 constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec"))) =
     &g_sentinel_cache;
 
@@ -52,6 +55,14 @@ Magazine* read_remote(ThreadCache::Pair& p) {
 }
 
 void on_thread_exit(void* arg);
+
+// Move tc's requested-byte count into the global one (exact mode; a no-op
+// otherwise, the count stays 0). Caller holds g_registry_lock.
+void fold_requested(ThreadCache* tc) {
+  std::atomic_ref<int64_t> r(tc->requested);
+  requested::g_folded.fetch_add(r.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  r.store(0, std::memory_order_relaxed);
+}
 
 void init_once() {
   // pthread_key_create does not allocate; keys below PTHREAD_KEYS_MAX live in
@@ -143,6 +154,7 @@ void on_thread_exit(void* arg) {
   }
   {
     LockGuard g(g_registry_lock);
+    fold_requested(tc);  // under the lock: requested_sum() sees it exactly once
     if (tc->reg_prev != nullptr) tc->reg_prev->reg_next = tc->reg_next;
     else g_registry = tc->reg_next;
     if (tc->reg_next != nullptr) tc->reg_next->reg_prev = tc->reg_prev;
@@ -265,6 +277,10 @@ void unlock_after_fork_parent() { g_registry_lock.unlock(); }
 
 void reset_after_fork_child() {
   ThreadCache* self = t_cache;
+  // The other threads' blocks live on in the child (it may free them); their
+  // counts must not leave with their caches.
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next)
+    if (tc != self) fold_requested(tc);
   g_registry = nullptr;
   if (self != &g_sentinel_cache) {
     self->reg_prev = self->reg_next = nullptr;
@@ -283,6 +299,14 @@ void cached_objects(CachedCounts* out) {
       out->objects[c] += mag_count(read_remote(tc->cls[c]));
     }
   }
+}
+
+int64_t requested_sum() {
+  LockGuard g(g_registry_lock);
+  int64_t sum = requested::g_folded.load(std::memory_order_relaxed);
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next)
+    sum += std::atomic_ref<int64_t>(tc->requested).load(std::memory_order_relaxed);
+  return sum;
 }
 
 }  // namespace cache

@@ -31,6 +31,10 @@ struct alignas(kCacheLine) ThreadCache {
   };
   Pair cls[kNumClasses];
   ThreadCache* reg_next = nullptr;  // registry of live caches (for stats)
+  // Exact mode (lib/requested.h): requested bytes of slab-class blocks this
+  // thread allocated minus those it freed (negative for a consumer). Written
+  // by the owner only, read by magslab_stats: relaxed atomic_ref accesses.
+  int64_t requested = 0;
   ThreadCache* reg_prev = nullptr;
   StackLink recycle;
 
@@ -108,6 +112,11 @@ struct CachedCounts {
 };
 // Objects held in all live threads' magazines, per class.
 void cached_objects(CachedCounts* out);
+
+// Exact mode: the sum of every thread's ThreadCache::requested and of what
+// exited threads (and, in a forked child, the parent's other threads) left
+// in requested::g_folded — live requested bytes of slab-class blocks.
+int64_t requested_sum();
 
 }  // namespace cache
 }  // namespace magslab

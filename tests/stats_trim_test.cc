@@ -65,6 +65,12 @@ TEST(Stats, LiveCountersRiseAndFallExactly) {
     EXPECT_EQ(g_b.live_bytes, g_a.live_bytes + u);
     EXPECT_GE(g_b.peak_in_use_bytes, g_b.live_bytes);
     EXPECT_LE(g_b.committed_bytes, g_b.mapped_bytes);
+    // live_requested_bytes: exact with MAGSLAB_EXACT_REQUESTED (also tested,
+    // whatever the option, by requested_stats_mt_test); else small blocks at
+    // their usable size.
+    EXPECT_EQ(g_b.requested_bytes_exact, magslab::kExactRequested ? 1u : 0u);
+    const size_t asked = sz > largest || magslab::kExactRequested ? sz : u;
+    EXPECT_EQ(g_b.live_requested_bytes, g_a.live_requested_bytes + asked);
     if (sz > largest) {
       EXPECT_EQ(g_b.large_live_blocks, g_a.large_live_blocks + 1);
       EXPECT_EQ(g_b.live_large_requested_bytes, g_a.live_large_requested_bytes + sz);
@@ -80,6 +86,7 @@ TEST(Stats, LiveCountersRiseAndFallExactly) {
     EXPECT_EQ(g_c.large_live_blocks, g_a.large_live_blocks);
     EXPECT_EQ(g_c.huge_live_blocks, g_a.huge_live_blocks);
     EXPECT_EQ(g_c.live_large_requested_bytes, g_a.live_large_requested_bytes);
+    EXPECT_EQ(g_c.live_requested_bytes, g_a.live_requested_bytes);
   }
   // Many at once.
   magslab_stats(&g_a);

@@ -54,6 +54,12 @@ struct magslab_stats {
   size_t live_bytes;        /* usable bytes of all blocks handed out, not freed */
   size_t live_objects;      /* number of such blocks */
   size_t live_large_requested_bytes; /* requested bytes of live large/huge blocks */
+  size_t live_requested_bytes; /* bytes the program asked for, over all live
+                                  blocks. Exact when requested_bytes_exact is 1
+                                  (built with MAGSLAB_EXACT_REQUESTED=ON); else
+                                  small blocks count at their usable size and
+                                  this is an upper bound. */
+  size_t requested_bytes_exact; /* 1 or 0, as above */
   size_t peak_in_use_bytes; /* high-water mark of bytes taken out of slabs and
                                page runs (live + cached in magazines) */
   size_t cached_bytes;      /* free bytes held in magazines, cached empty slabs

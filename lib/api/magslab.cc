@@ -10,6 +10,7 @@
 #include "depot.h"
 #include "large.h"
 #include "platform/platform.h"
+#include "requested.h"
 #include "size_classes.h"
 #include "slab.h"
 #include "thread_cache.h"
@@ -31,8 +32,37 @@ void* fail(int err) {
   return nullptr;
 }
 
+// Exact mode (requested.h): record n as the size asked for p, a slab object
+// just handed out (nullptr: nothing to record).
+MAGSLAB_NOINLINE void note_alloc(void* p, size_t n) {
+  if (p == nullptr) return;
+  requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p) = static_cast<uint32_t>(n);
+  requested::note(static_cast<int64_t>(n));
+}
+
+// An object of class cls for a request of n bytes (n fits the class).
+inline void* alloc_small(unsigned cls, size_t n) {
+  void* p = cache::alloc(cls);
+  if constexpr (kExactRequested) note_alloc(p, n);
+  return p;
+}
+
+// Free p, an object of slab s (checked by checked_slab()).
+inline void free_small(void* p, Slab* s) {
+  // relaxed: Slab::owner is a routing hint.
+  const void* owner = s->owner.load(std::memory_order_relaxed);
+  if constexpr (kExactRequested) {
+    // Read before the free: once freed, another thread may hand p out again.
+    uint32_t n = requested::slot(s, p);
+    cache::free(p, s->cls, owner);
+    requested::note(-static_cast<int64_t>(n));  // after: a first free creates the cache
+  } else {
+    cache::free(p, s->cls, owner);
+  }
+}
+
 MAGSLAB_NOINLINE void* malloc_big(size_t n) {
-  if (n <= kMaxSmallSize) return cache::alloc(detail::compute_class(n));
+  if (n <= kMaxSmallSize) return alloc_small(detail::compute_class(n), n);
   if (n > kMaxRequest) return fail(ENOMEM);
   bool zeroed;
   void* p = large::alloc(n, 1, &zeroed);
@@ -61,12 +91,13 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
 void* alloc_aligned(size_t align, size_t n) {
   if (align <= 16) {
     // Every class above 8 B is a multiple of 16 and slabs start on a page.
-    return magslab_malloc(align == 16 && n < 16 ? 16 : n);
+    if (align == 16 && n < 16) return alloc_small(kSmallLookup[(16 + 7) >> 3], n);
+    return magslab_malloc(n);
   }
   if (n > kMaxRequest || align > kMaxRequest) return fail(ENOMEM);
   if (align <= kPageSize) {
     unsigned c = class_for_aligned(n, align);
-    if (c < kNumClasses) return cache::alloc(c);
+    if (c < kNumClasses) return alloc_small(c, n);
   }
   bool zeroed;
   void* p = large::alloc(n == 0 ? 1 : n, align, &zeroed);
@@ -78,21 +109,21 @@ void* alloc_aligned(size_t align, size_t n) {
 extern "C" {
 
 void* magslab_malloc(size_t n) {
-  if (MAGSLAB_LIKELY(n <= kLookupMax)) return cache::alloc(kSmallLookup[(n + 7) >> 3]);
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) return alloc_small(kSmallLookup[(n + 7) >> 3], n);
   return malloc_big(n);
 }
 
 void magslab_free(void* p) {
   Slab* s = checked_slab(p, "invalid free of");
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
-  cache::free(p, s->cls, s->owner.load(std::memory_order_relaxed));  // relaxed: a routing hint
+  free_small(p, s);
 }
 
 void magslab_free_sized(void* p, size_t size) {
   Slab* s = checked_slab(p, "invalid free of");
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
   if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, "free_sized with a wrong size of");
-  cache::free(p, s->cls, s->owner.load(std::memory_order_relaxed));  // relaxed: a routing hint
+  free_small(p, s);
 }
 
 void* magslab_calloc(size_t count, size_t size) {
@@ -122,7 +153,14 @@ void* magslab_realloc(void* p, size_t n) {
   if (Slab* s = checked_slab(p, "invalid realloc of")) {
     old_usable = kClasses[s->cls].size;
     // Keep the block if n still fits and would not fit a class half the size.
-    if (n <= old_usable && (n > old_usable / 2 || s->cls == 0)) return p;
+    if (n <= old_usable && (n > old_usable / 2 || s->cls == 0)) {
+      if constexpr (kExactRequested) {
+        uint32_t& r = requested::slot(s, p);
+        requested::note(static_cast<int64_t>(n) - r);
+        r = static_cast<uint32_t>(n);
+      }
+      return p;
+    }
   } else {
     if (void* q = large::resize(p, n)) return q;
     old_usable = large::usable_size(p);

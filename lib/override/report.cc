@@ -106,6 +106,8 @@ void print_stats(int fd) {
   Line l(fd);
   l.str("magslab: stats").emit();
   l.str("  live        ").bytes(st.live_bytes).str(" in ").num(st.live_objects).str(" blocks").emit();
+  l.str("  requested   ").bytes(st.live_requested_bytes)
+      .str(st.requested_bytes_exact ? " (exact)" : " (small blocks at usable size)").emit();
   l.str("  peak in use ").bytes(st.peak_in_use_bytes).emit();
   l.str("  cached      ").bytes(st.cached_bytes).emit();
   l.str("  mapped      ").bytes(st.mapped_bytes).emit();
