@@ -37,7 +37,14 @@ void BM_pair(benchmark::State &state) {
 }
 BENCHMARK(BM_pair)->RangeMultiplier(4)->Range(8, 1 << 20)->Arg(48)->Arg(100)->Arg(3000);
 // The common small sizes again on several threads (each thread its own pairs).
-BENCHMARK(BM_pair)->Arg(16)->Arg(256)->ThreadRange(2, 16)->UseRealTime();
+BENCHMARK(BM_pair)
+    ->RangeMultiplier(4)
+    ->Range(8, 1 << 20)
+    ->Arg(48)
+    ->Arg(100)
+    ->Arg(3000)
+    ->ThreadRange(2, 16)
+    ->UseRealTime();
 
 // Batches: allocate N blocks of 64 B, then free all of them, in allocation
 // order (range(1) == 0) or in a shuffled order (range(1) == 1).
@@ -77,7 +84,7 @@ void BM_realloc_growth(benchmark::State &state) {
   }
   state.SetItemsProcessed(reallocs);
 }
-BENCHMARK(BM_realloc_growth)->Arg(1024)->Arg(64 * 1024)->ThreadRange(1, 4)->UseRealTime();
+BENCHMARK(BM_realloc_growth)->Arg(1024)->Arg(64 * 1024)->ThreadRange(1, 16)->UseRealTime();
 
 // Aligned allocation: aligned_alloc(range(0), 64) + free.
 void BM_aligned(benchmark::State &state) {
@@ -90,6 +97,7 @@ void BM_aligned(benchmark::State &state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_aligned)->RangeMultiplier(8)->Range(16, 4096);
+BENCHMARK(BM_aligned)->RangeMultiplier(8)->Range(16, 4096)->ThreadRange(2, 16)->UseRealTime();
 
 // calloc(1, range(0)) + free (the zeroing is part of the cost).
 void BM_calloc(benchmark::State &state) {
@@ -102,6 +110,7 @@ void BM_calloc(benchmark::State &state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_calloc)->Arg(64)->Arg(4096)->Arg(256 * 1024);
+BENCHMARK(BM_calloc)->Arg(64)->Arg(4096)->Arg(256 * 1024)->ThreadRange(2, 16)->UseRealTime();
 
 // Cross-thread frees: threads in pairs; the even thread allocates 64-byte
 // blocks in batches of 64 and passes them through a single-producer,
