@@ -35,16 +35,13 @@ void BM_pair(benchmark::State &state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_pair)->RangeMultiplier(4)->Range(8, 1 << 20)->Arg(48)->Arg(100)->Arg(3000);
-// The common small sizes again on several threads (each thread its own pairs).
-BENCHMARK(BM_pair)
-    ->RangeMultiplier(4)
-    ->Range(8, 1 << 20)
-    ->Arg(48)
-    ->Arg(100)
-    ->Arg(3000)
-    ->ThreadRange(2, 16)
-    ->UseRealTime();
+// Each benchmark is registered twice with the same arguments: on 1 thread
+// (short names, e.g. BM_pair/16) and on 2-16 threads (each its own work).
+void pair_sizes(benchmark::internal::Benchmark *b) {
+  b->RangeMultiplier(4)->Range(8, 1 << 20)->Arg(48)->Arg(100)->Arg(3000);
+}
+BENCHMARK(BM_pair)->Apply(pair_sizes);
+BENCHMARK(BM_pair)->Apply(pair_sizes)->ThreadRange(2, 16)->UseRealTime();
 
 // Batches: allocate N blocks of 64 B, then free all of them, in allocation
 // order (range(1) == 0) or in a shuffled order (range(1) == 1).
@@ -96,8 +93,9 @@ void BM_aligned(benchmark::State &state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_aligned)->RangeMultiplier(8)->Range(16, 4096);
-BENCHMARK(BM_aligned)->RangeMultiplier(8)->Range(16, 4096)->ThreadRange(2, 16)->UseRealTime();
+void alignments(benchmark::internal::Benchmark *b) { b->RangeMultiplier(8)->Range(16, 4096); }
+BENCHMARK(BM_aligned)->Apply(alignments);
+BENCHMARK(BM_aligned)->Apply(alignments)->ThreadRange(2, 16)->UseRealTime();
 
 // calloc(1, range(0)) + free (the zeroing is part of the cost).
 void BM_calloc(benchmark::State &state) {
@@ -109,8 +107,9 @@ void BM_calloc(benchmark::State &state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_calloc)->Arg(64)->Arg(4096)->Arg(256 * 1024);
-BENCHMARK(BM_calloc)->Arg(64)->Arg(4096)->Arg(256 * 1024)->ThreadRange(2, 16)->UseRealTime();
+void calloc_sizes(benchmark::internal::Benchmark *b) { b->Arg(64)->Arg(4096)->Arg(256 * 1024); }
+BENCHMARK(BM_calloc)->Apply(calloc_sizes);
+BENCHMARK(BM_calloc)->Apply(calloc_sizes)->ThreadRange(2, 16)->UseRealTime();
 
 // Cross-thread frees: threads in pairs; the even thread allocates 64-byte
 // blocks in batches of 64 and passes them through a single-producer,
