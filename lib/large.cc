@@ -27,58 +27,95 @@ void mark_live(ChunkMeta* c, uint32_t page, uint32_t npages, size_t request) {
   g_live_requested += request;
 }
 
-// Register [base, base+size) (base chunk-aligned) in the page map as `m`.
+// Page-map slots of huge blocks. A huge block's base is chunk-aligned, so it
+// owns every slot from its base up to its last byte. The rule that keeps
+// concurrent huge operations safe: a slot is set only while the address range
+// it covers is mapped by magslab for this block, and cleared *before* the
+// system call that gives the range back — once the range is back in the OS,
+// another thread may map it and register a block of its own there.
+// All under heap::g_lock.
+
+uintptr_t slots_end(uintptr_t base, size_t size) { return align_up(base + size, kChunkSize); }
+
+// Register [base, base+size) as `m`; false (nothing registered) when a
+// page-map leaf cannot be allocated.
 bool map_huge_slots(uintptr_t base, size_t size, ChunkMeta* m) {
-  for (uintptr_t a = base; a < base + size; a += kChunkSize) {
-    if (!pagemap::set(a, m)) {
-      for (uintptr_t b = base; b < a; b += kChunkSize) pagemap::set(b, nullptr);
-      return false;
-    }
-  }
+  if (!pagemap::prepare(base, base + size)) return false;
+  for (uintptr_t a = base; a < base + size; a += kChunkSize) pagemap::set(a, m);
   return true;
 }
 
-void unmap_huge_slots(uintptr_t base, size_t size) {
-  for (uintptr_t a = base; a < base + size; a += kChunkSize) pagemap::set(a, nullptr);
+// Clear the slots of chunk-aligned [from, to).
+void unmap_huge_slots(uintptr_t from, uintptr_t to) {
+  for (uintptr_t a = from; a < to; a += kChunkSize) pagemap::set(a, nullptr);
 }
 
 // Freed huge mappings kept for reuse, so a program that frees and allocates
 // MiB-sized blocks in a loop does not pay mmap, page faults and munmap each
 // time: at most kHugeCacheEntries mappings of at most kHugeCacheBlock bytes,
 // kHugeCacheBytes in all; a request reuses one it fills at least 3/4 of.
-// magslab_trim() unmaps them all.
+// Entries nobody reuses must not hold the cache for good: a new mapping
+// pushes the oldest ones out when it needs room, and an entry unused for
+// kHugeCacheMaxAgeNs is unmapped at the next huge operation. magslab_trim()
+// unmaps them all.
 constexpr size_t kHugeCacheEntries = 8;
 constexpr size_t kHugeCacheBlock = size_t{16} << 20;
 constexpr size_t kHugeCacheBytes = size_t{32} << 20;
+constexpr uint64_t kHugeCacheMaxAgeNs = uint64_t{1000} * 1000 * 1000;  // 1 s
 
 struct HugeCacheEntry {
   void* base;
   size_t size;
+  uint64_t freed_at;  // platform::now_ns() when it entered the cache
 };
-HugeCacheEntry g_huge_cache[kHugeCacheEntries];  // under heap::g_lock
+// Under heap::g_lock; oldest first.
+HugeCacheEntry g_huge_cache[kHugeCacheEntries];
 size_t g_huge_cache_count = 0;
 size_t g_huge_cache_bytes = 0;
 
-// A cached mapping for `size` bytes aligned to `align`, or nullptr. Locked.
-HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
-  for (size_t i = 0; i < g_huge_cache_count; ++i) {
-    HugeCacheEntry e = g_huge_cache[i];
-    if (e.size >= size && size >= e.size - e.size / 4 &&
-        reinterpret_cast<uintptr_t>(e.base) % align == 0) {
-      g_huge_cache[i] = g_huge_cache[--g_huge_cache_count];
-      g_huge_cache_bytes -= e.size;
-      return e;
-    }
+// Mappings taken out of the cache under the lock, unmapped after it.
+struct Evicted {
+  HugeCacheEntry e[kHugeCacheEntries];
+  size_t n = 0;
+  void unmap_all() {
+    for (size_t i = 0; i < n; ++i) platform::unmap(e[i].base, e[i].size);
+    n = 0;
   }
-  return HugeCacheEntry{nullptr, 0};
+};
+
+HugeCacheEntry remove_cached_locked(size_t i) {
+  HugeCacheEntry e = g_huge_cache[i];
+  for (size_t k = i + 1; k < g_huge_cache_count; ++k) g_huge_cache[k - 1] = g_huge_cache[k];
+  --g_huge_cache_count;
+  g_huge_cache_bytes -= e.size;
+  return e;
 }
 
-// Keep a freed mapping if the cache has room; false: the caller unmaps it.
-bool cache_huge_locked(void* base, size_t size) {
-  if (size > kHugeCacheBlock || g_huge_cache_count == kHugeCacheEntries ||
-      g_huge_cache_bytes + size > kHugeCacheBytes)
-    return false;
-  g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size};
+// Move entries older than the age limit to `out`. Locked.
+void expire_cached_locked(uint64_t now, Evicted* out) {
+  while (g_huge_cache_count != 0 && now - g_huge_cache[0].freed_at > kHugeCacheMaxAgeNs)
+    out->e[out->n++] = remove_cached_locked(0);
+}
+
+// A cached mapping for `size` bytes aligned to `align` (the newest that
+// fits), or {nullptr}. Locked.
+HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
+  for (size_t i = g_huge_cache_count; i-- > 0;) {
+    const HugeCacheEntry& e = g_huge_cache[i];
+    if (e.size >= size && size >= e.size - e.size / 4 &&
+        reinterpret_cast<uintptr_t>(e.base) % align == 0)
+      return remove_cached_locked(i);
+  }
+  return HugeCacheEntry{nullptr, 0, 0};
+}
+
+// Keep a freed mapping, evicting the oldest entries (to `out`) to make room.
+// false: too big to cache; the caller unmaps it.
+bool cache_huge_locked(void* base, size_t size, uint64_t now, Evicted* out) {
+  if (size > kHugeCacheBlock) return false;
+  while (g_huge_cache_count == kHugeCacheEntries || g_huge_cache_bytes + size > kHugeCacheBytes)
+    out->e[out->n++] = remove_cached_locked(0);
+  g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size, now};
   g_huge_cache_bytes += size;
   return true;
 }
@@ -87,10 +124,13 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   size_t size = align_up(n, kPageSize);
   size_t map_align = align > kChunkSize ? align : kChunkSize;
   HugeCacheEntry cached;
+  Evicted evicted;
   {
     LockGuard g(heap::g_lock);
+    expire_cached_locked(platform::now_ns(), &evicted);
     cached = take_cached_huge_locked(size, map_align);
   }
+  evicted.unmap_all();
   void* mem = cached.base;
   *zeroed = mem == nullptr;
   if (mem != nullptr) size = cached.size;
@@ -123,6 +163,22 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   platform::fatal(what, p);
 }
 
+// What p is, decided under heap::g_lock from the page map as it is now. A
+// descriptor read before taking the lock may have been recycled meanwhile
+// (its chunk unmapped, the descriptor reused for a chunk elsewhere), so
+// nothing read before the lock is trusted: page-map slots and descriptor
+// bases change only under this lock, so here they agree with each other.
+struct Block {
+  ChunkMeta* chunk;  // nullptr: not magslab's
+  uint32_t page;     // normal chunks: p's page index (< kPagesPerChunk)
+};
+Block classify_locked(uintptr_t a) {
+  ChunkMeta* c = pagemap::lookup(a);
+  if (c == nullptr || c->huge) return Block{c, 0};
+  if (a < c->base || a - c->base >= kChunkSize) return Block{nullptr, 0};  // cannot happen
+  return Block{c, static_cast<uint32_t>((a - c->base) >> kPageShift)};
+}
+
 // Give a run back to the page heap, dirty (reused without a system call;
 // purged when the heap's dirty budget is exceeded). mark_start: its first page
 // was a block handed to the program, so a later free of it is reported as a
@@ -131,6 +187,82 @@ bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_sta
   for (uint32_t i = 0; i < npages; ++i) c->state[page + i] = kPageFree;
   if (mark_start) c->state[page] = kPageFreedLarge;
   return heap::free_locked(c, page, npages, /*dirty=*/true);
+}
+
+// Huge p (descriptor c, checked under the lock by the caller) shrinks to
+// `want` bytes in place. The slots past the new end are cleared before the
+// tail goes back to the OS.
+void* shrink_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t keep_end = slots_end(a, want), old_end = slots_end(a, old);
+  {
+    LockGuard g(heap::g_lock);
+    unmap_huge_slots(keep_end, old_end);
+  }
+  bool shrunk = platform::remap(p, old, want, nullptr) != nullptr;
+  LockGuard g(heap::g_lock);
+  if (!shrunk) {
+    // The OS refused to split the mapping (e.g. at its map count limit): the
+    // block keeps its size. Its leaves exist, so re-registering cannot fail.
+    map_huge_slots(keep_end, old_end - keep_end, c);
+    want = old;
+  }
+  g_huge_bytes -= old - want;
+  stats::sub_in_use(old - want);
+  c->huge_size = want;
+  g_huge_requested += n;
+  g_huge_requested -= c->huge_request;
+  c->huge_request = n;
+  return p;
+}
+
+// Huge p grows to `want` bytes: in place when the address space after it is
+// free, else moved by mremap to a new chunk-aligned reservation (the kernel
+// moves the page tables; no byte is copied). nullptr: the caller copies.
+void* grow_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uintptr_t b = a;
+  {
+    // Leaves for the grown range, so registering it afterwards cannot fail.
+    LockGuard g(heap::g_lock);
+    if (!pagemap::prepare(a, a + want)) return nullptr;
+  }
+  if (platform::remap(p, old, want, nullptr) == nullptr) {
+    void* target = platform::map_aligned(want, kChunkSize);
+    if (target == nullptr) return nullptr;
+    b = reinterpret_cast<uintptr_t>(target);
+    bool registered;
+    {
+      // The target is ours: register it. The old range is about to go back
+      // to the OS with the move: unregister it first.
+      LockGuard g(heap::g_lock);
+      registered = map_huge_slots(b, want, c);
+      if (registered) unmap_huge_slots(a, slots_end(a, old));
+    }
+    if (!registered) {
+      platform::unmap(target, want);
+      return nullptr;
+    }
+    if (platform::remap(p, old, want, target) == nullptr) {
+      {
+        LockGuard g(heap::g_lock);
+        unmap_huge_slots(b, slots_end(b, want));
+        map_huge_slots(a, old, c);  // its leaves exist: cannot fail
+      }
+      platform::unmap(target, want);
+      return nullptr;
+    }
+  }
+  LockGuard g(heap::g_lock);
+  if (b == a) map_huge_slots(a, want, c);  // grown in place; leaves prepared above
+  c->base = b;
+  c->huge_size = want;
+  g_huge_bytes += want - old;
+  stats::add_in_use(want - old);
+  g_huge_requested += n;
+  g_huge_requested -= c->huge_request;
+  c->huge_request = n;
+  return reinterpret_cast<void*>(b);
 }
 
 }  // namespace
@@ -151,178 +283,133 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
 
 void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  ChunkMeta* c = pagemap::lookup(a);
+  heap::g_lock.lock();
+  Block b = classify_locked(a);
+  ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p);
   if (c->huge) {
-    size_t size = 0;
-    {
-      LockGuard g(heap::g_lock);
-      // Re-check under the lock: a racing free of the same block unmapped it.
-      if (pagemap::lookup(a) != c || !c->huge || c->base != a) bad_pointer(p);
-      size = c->huge_size;
-      unmap_huge_slots(a, size);
-      heap::recycle_huge_meta_locked(c);
-      --g_huge_blocks;
-      g_huge_bytes -= size;
-      g_huge_requested -= c->huge_request;
-      stats::sub_in_use(size);
-      // Out of the page map already: a second free of p is reported.
-      if (cache_huge_locked(p, size)) return;
-    }
-    platform::unmap(p, size);
+    if (c->base != a) bad_pointer(p);
+    size_t size = c->huge_size;
+    // Out of the page map before the mapping is cached or unmapped: a second
+    // free of p is reported, and a thread that maps this range next can
+    // register it.
+    unmap_huge_slots(a, slots_end(a, size));
+    heap::recycle_huge_meta_locked(c);
+    --g_huge_blocks;
+    g_huge_bytes -= size;
+    g_huge_requested -= c->huge_request;
+    stats::sub_in_use(size);
+    Evicted evicted;
+    uint64_t now = platform::now_ns();
+    expire_cached_locked(now, &evicted);
+    bool cached = cache_huge_locked(p, size, now, &evicted);
+    heap::g_lock.unlock();
+    evicted.unmap_all();
+    if (!cached) platform::unmap(p, size);
     return;
   }
+  uint8_t st = c->state[b.page];
   if (a % kPageSize != 0) bad_pointer(p);
-  uint32_t page = static_cast<uint32_t>((a - c->base) >> kPageShift);
-  bool purge;
-  {
-    LockGuard g(heap::g_lock);
-    uint8_t st = c->state[page];
-    if (st == kPageFreedLarge) bad_pointer(p, "double free of");
-    if (st != kPageLargeStart) bad_pointer(p);
-    uint32_t npages = c->large_pages[page];
-    --g_live_blocks;
-    g_live_pages -= npages;
-    g_live_requested -= c->large_request[page];
-    stats::sub_in_use(size_t{npages} << kPageShift);
-    purge = free_run_locked(c, page, npages, /*mark_start=*/true);
-  }
+  if (st == kPageFreedLarge) bad_pointer(p, "double free of");
+  if (st != kPageLargeStart) bad_pointer(p);
+  uint32_t npages = c->large_pages[b.page];
+  --g_live_blocks;
+  g_live_pages -= npages;
+  g_live_requested -= c->large_request[b.page];
+  stats::sub_in_use(size_t{npages} << kPageShift);
+  bool purge = free_run_locked(c, b.page, npages, /*mark_start=*/true);
+  heap::g_lock.unlock();
   if (purge) heap::purge_excess();
 }
 
 size_t usable_size(const void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  ChunkMeta* c = pagemap::lookup(a);
-  if (c == nullptr) bad_pointer(p, "invalid pointer passed to usable_size:");
+  const char* what = "invalid pointer passed to usable_size:";
   LockGuard g(heap::g_lock);
+  Block b = classify_locked(a);
+  ChunkMeta* c = b.chunk;
+  if (c == nullptr) bad_pointer(p, what);
   if (c->huge) {
-    if (c->base != a) bad_pointer(p, "invalid pointer passed to usable_size:");
+    if (c->base != a) bad_pointer(p, what);
     return c->huge_size;
   }
-  uint32_t page = static_cast<uint32_t>((a - c->base) >> kPageShift);
-  if (a % kPageSize != 0 || c->state[page] != kPageLargeStart)
-    bad_pointer(p, "invalid pointer passed to usable_size:");
-  return size_t{c->large_pages[page]} << kPageShift;
+  if (a % kPageSize != 0 || c->state[b.page] != kPageLargeStart) bad_pointer(p, what);
+  return size_t{c->large_pages[b.page]} << kPageShift;
 }
 
 void* resize(void* p, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  ChunkMeta* c = pagemap::lookup(a);
-  if (c == nullptr) bad_pointer(p, "invalid realloc of");
+  const char* what = "invalid realloc of";
   size_t want = align_up(n, kPageSize);
+  heap::g_lock.lock();
+  Block b = classify_locked(a);
+  ChunkMeta* c = b.chunk;
+  if (c == nullptr) bad_pointer(p, what);
   if (c->huge) {
-    if (n <= kHugeThreshold / 2) return nullptr;  // much smaller: move into a run
-    size_t old;
-    {
-      LockGuard g(heap::g_lock);
-      if (c->base != a) bad_pointer(p, "invalid realloc of");
-      old = c->huge_size;
-    }
-    if (want == old) {
-      LockGuard g(heap::g_lock);
-      g_huge_requested += n;
-      g_huge_requested -= c->huge_request;
-      c->huge_request = n;
-      return p;
-    }
-    void* moved = nullptr;
-    if (want < old) {
-      moved = platform::remap(p, old, want, nullptr);  // shrinking in place cannot fail
-    } else {
-      moved = platform::remap(p, old, want, nullptr);  // grow in place if the space is free
-      if (moved == nullptr) {
-        // Move to a fresh chunk-aligned reservation; the kernel moves the page
-        // tables, no byte is copied.
-        void* target = platform::map_aligned(want, kChunkSize);
-        if (target == nullptr) return nullptr;
-        moved = platform::remap(p, old, want, target);
-        if (moved == nullptr) {
-          platform::unmap(target, want);
-          return nullptr;
-        }
+    if (c->base != a) bad_pointer(p, what);
+    size_t old = c->huge_size;
+    if (n <= kHugeThreshold / 2 || want == old) {
+      if (want == old) {
+        g_huge_requested += n;
+        g_huge_requested -= c->huge_request;
+        c->huge_request = n;
       }
+      heap::g_lock.unlock();
+      return want == old ? p : nullptr;  // much smaller: the caller moves it into a run
     }
-    if (moved == nullptr) return nullptr;
-    LockGuard g(heap::g_lock);
-    unmap_huge_slots(a, old);
-    auto b = reinterpret_cast<uintptr_t>(moved);
-    if (!map_huge_slots(b, want, c)) {
-      // Cannot index the block (out of metadata memory): fail the realloc but
-      // keep the old contents reachable at the new place is impossible to
-      // report; abort loudly rather than lose track of the block.
-      platform::fatal("out of metadata memory while moving", moved);
-    }
-    c->base = b;
-    g_huge_bytes += want;
-    g_huge_bytes -= old;
-    c->huge_size = want;
-    g_huge_requested += n;
-    g_huge_requested -= c->huge_request;
-    c->huge_request = n;
-    if (want > old) stats::add_in_use(want - old);
-    else stats::sub_in_use(old - want);
-    return moved;
+    heap::g_lock.unlock();
+    // Only the owner of p resizes it, so c stays p's descriptor meanwhile.
+    return want < old ? shrink_huge(c, p, old, want, n) : grow_huge(c, p, old, want, n);
   }
-  if (a % kPageSize != 0 || n > kHugeThreshold) {
-    if (a % kPageSize != 0) bad_pointer(p, "invalid realloc of");
+  uint32_t page = b.page;
+  if (a % kPageSize != 0 || c->state[page] != kPageLargeStart) bad_pointer(p, what);
+  if (n > kHugeThreshold) {
+    heap::g_lock.unlock();
     return nullptr;
   }
-  uint32_t page = static_cast<uint32_t>((a - c->base) >> kPageShift);
   uint32_t new_pages = static_cast<uint32_t>(want >> kPageShift);
-  uint32_t tail_page = 0, tail_pages = 0;
-  {
-    LockGuard g(heap::g_lock);
-    if (c->state[page] != kPageLargeStart) bad_pointer(p, "invalid realloc of");
-    uint32_t old_pages = c->large_pages[page];
-    if (new_pages == old_pages) {
-      g_live_requested += n - c->large_request[page];
-      c->large_request[page] = static_cast<uint32_t>(n);
-      return p;
+  uint32_t old_pages = c->large_pages[page];
+  uint32_t tail_pages = 0;
+  bool purge = false;
+  if (new_pages > old_pages) {
+    if (!heap::try_grow_locked(c, page, old_pages, new_pages)) {
+      heap::g_lock.unlock();
+      return nullptr;
     }
-    if (new_pages > old_pages) {
-      if (!heap::try_grow_locked(c, page, old_pages, new_pages)) return nullptr;
-      for (uint32_t i = old_pages; i < new_pages; ++i) c->state[page + i] = kPageLargeBody;
-      stats::add_in_use(size_t{new_pages - old_pages} << kPageShift);
-    } else {
-      if (n <= kMaxSmallSize) return nullptr;  // a slab class fits better: move
-      tail_page = page + new_pages;
-      tail_pages = old_pages - new_pages;
+    for (uint32_t i = old_pages; i < new_pages; ++i) c->state[page + i] = kPageLargeBody;
+    stats::add_in_use(size_t{new_pages - old_pages} << kPageShift);
+  } else if (new_pages < old_pages) {
+    if (n <= kMaxSmallSize) {  // a slab class fits better: move
+      heap::g_lock.unlock();
+      return nullptr;
     }
-    g_live_pages += new_pages;
-    g_live_pages -= old_pages;
-    g_live_requested += n;
-    g_live_requested -= c->large_request[page];
-    c->large_pages[page] = new_pages;
-    c->large_request[page] = static_cast<uint32_t>(n);
+    tail_pages = old_pages - new_pages;
   }
+  g_live_pages += new_pages;
+  g_live_pages -= old_pages;
+  g_live_requested += n;
+  g_live_requested -= c->large_request[page];
+  c->large_pages[page] = new_pages;
+  c->large_request[page] = static_cast<uint32_t>(n);
   if (tail_pages != 0) {
     stats::sub_in_use(size_t{tail_pages} << kPageShift);
-    bool purge;
-    {
-      LockGuard g(heap::g_lock);
-      purge = free_run_locked(c, tail_page, tail_pages, /*mark_start=*/false);
-    }
-    if (purge) heap::purge_excess();
+    purge = free_run_locked(c, page + new_pages, tail_pages, /*mark_start=*/false);
   }
+  heap::g_lock.unlock();
+  if (purge) heap::purge_excess();
   return p;
 }
 
 size_t trim() {
   size_t bytes = heap::purge(0);
-  HugeCacheEntry cached[kHugeCacheEntries];
-  size_t n;
+  Evicted cached;
   {
     LockGuard g(heap::g_lock);
-    n = g_huge_cache_count;
-    for (size_t i = 0; i < n; ++i) cached[i] = g_huge_cache[i];
-    g_huge_cache_count = 0;
-    g_huge_cache_bytes = 0;
+    while (g_huge_cache_count != 0) cached.e[cached.n++] = remove_cached_locked(0);
     bytes += heap::release_free_chunks_locked(0);
   }
-  for (size_t i = 0; i < n; ++i) {
-    platform::unmap(cached[i].base, cached[i].size);
-    bytes += cached[i].size;
-  }
+  for (size_t i = 0; i < cached.n; ++i) bytes += cached.e[i].size;
+  cached.unmap_all();
   return bytes;
 }
 

@@ -8,20 +8,45 @@ namespace magslab::pagemap {
 
 std::atomic<Leaf*> g_root[size_t{1} << kRootBits];
 
-bool set(uintptr_t chunk_addr, ChunkMeta* meta) {
-  if (chunk_addr >> kAddressBits) return meta == nullptr;
-  auto& slot = g_root[chunk_addr >> (kChunkShift + kLeafBits)];
+namespace {
+
+// The leaf covering addr, created if need be (caller holds the page-heap lock).
+Leaf* leaf_for(uintptr_t addr) {
+  auto& slot = g_root[addr >> (kChunkShift + kLeafBits)];
   // relaxed: leaves are only created under the page-heap lock, which we hold.
   Leaf* leaf = slot.load(std::memory_order_relaxed);
   if (leaf == nullptr) {
-    if (meta == nullptr) return true;
     // Straight from the OS (32 MiB of lazily committed address space), never
     // unmapped. Counted in the metadata statistic.
     leaf = static_cast<Leaf*>(platform::map_sparse(sizeof(Leaf)));
-    if (leaf == nullptr) return false;
+    if (leaf == nullptr) return nullptr;
     meta::note_mapped(sizeof(Leaf));
     // release: a lookup that sees the leaf sees it zeroed (it is fresh memory).
     slot.store(leaf, std::memory_order_release);
+  }
+  return leaf;
+}
+
+}  // namespace
+
+bool prepare(uintptr_t from, uintptr_t to) {
+  if (to > (uintptr_t{1} << kAddressBits)) return false;
+  constexpr uintptr_t kLeafSpan = uintptr_t{1} << (kChunkShift + kLeafBits);
+  for (uintptr_t a = from & ~(kLeafSpan - 1); a < to; a += kLeafSpan)
+    if (leaf_for(a) == nullptr) return false;
+  return true;
+}
+
+bool set(uintptr_t chunk_addr, ChunkMeta* meta) {
+  if (chunk_addr >> kAddressBits) return meta == nullptr;
+  Leaf* leaf;
+  if (meta == nullptr) {
+    // relaxed: as in leaf_for(); no leaf means the slot is already clear.
+    leaf = g_root[chunk_addr >> (kChunkShift + kLeafBits)].load(std::memory_order_relaxed);
+    if (leaf == nullptr) return true;
+  } else {
+    leaf = leaf_for(chunk_addr);
+    if (leaf == nullptr) return false;
   }
   // release: the descriptor's fields are written before it becomes visible.
   leaf->entry[(chunk_addr >> kChunkShift) & ((size_t{1} << kLeafBits) - 1)].store(

@@ -95,6 +95,10 @@ inline Slab* lookup_slab(uintptr_t addr) {
 // Callers hold the page-heap lock. false when a leaf cannot be allocated.
 bool set(uintptr_t chunk_addr, ChunkMeta* meta);
 
+// Make sure the leaves covering [from, to) exist, so that set() on any slot
+// in that range cannot fail afterwards. Callers hold the page-heap lock.
+bool prepare(uintptr_t from, uintptr_t to);
+
 // Record `s` (or nullptr) as the owner of npages pages from `first_page_addr`,
 // which lie in a registered chunk (so the leaf exists).
 void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -82,6 +83,22 @@ void* map_aligned(size_t size, size_t alignment) {
 }
 
 size_t page_size() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+namespace {
+uint64_t os_now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+// acquire/release: as g_ops.
+std::atomic<uint64_t (*)()> g_clock{os_now_ns};
+}  // namespace
+
+uint64_t now_ns() { return g_clock.load(std::memory_order_acquire)(); }
+
+void set_clock_for_testing(uint64_t (*clock)()) {
+  g_clock.store(clock != nullptr ? clock : os_now_ns, std::memory_order_release);
+}
 
 uint64_t random_u64() {
   uint64_t v = 0;

@@ -40,6 +40,11 @@ bool decommit(void* addr, size_t size);
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
 
 size_t page_size();
+// Monotonic time in nanoseconds (CLOCK_MONOTONIC_COARSE: a vDSO read, no
+// system call), for ageing caches. Tests may replace the clock.
+uint64_t now_ns();
+// Install `clock` (tests only); nullptr goes back to the OS clock.
+void set_clock_for_testing(uint64_t (*clock)());
 uint64_t random_u64();
 void write_stderr(const char* s, size_t n);
 void write_fd(int fd, const char* s, size_t n);

@@ -1,0 +1,117 @@
+// Issue #12, defect 3: the cache of freed huge mappings must not fill for
+// good with mappings no later request fits. Two 16 MiB blocks freed once used
+// to occupy it (32 MiB, its whole budget) forever: every 2 MiB malloc after
+// that mapped and faulted fresh memory and every free unmapped it. Now the
+// oldest entries make room for a new one, and entries unused for
+// kHugeCacheMaxAgeNs are released at the next huge operation. Counted through
+// the platform seam: map() calls, and a test clock.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
+#include "magslab/magslab.h"
+#include "platform/platform.h"
+
+namespace {
+
+namespace platform = magslab::platform;
+constexpr size_t MiB = size_t{1} << 20;
+
+std::atomic<long> g_maps{0}, g_unmaps{0};
+void* count_map(size_t n) {
+  g_maps.fetch_add(1);
+  return platform::os_ops().map(n);
+}
+void count_unmap(void* a, size_t n) {
+  g_unmaps.fetch_add(1);
+  platform::os_ops().unmap(a, n);
+}
+bool pass_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
+void* pass_remap(void* a, size_t o, size_t n, void* to) { return platform::os_ops().remap(a, o, n, to); }
+const platform::PlatformOps kCountingOps{count_map, count_unmap, pass_decommit, pass_remap};
+
+std::atomic<uint64_t> g_now{uint64_t{1} << 40};
+uint64_t fake_now() { return g_now.load(); }
+
+class Guard {
+ public:
+  Guard() {
+    magslab_trim();
+    platform::set_ops_for_testing(&kCountingOps);
+    platform::set_clock_for_testing(fake_now);
+  }
+  ~Guard() {
+    platform::set_ops_for_testing(nullptr);
+    platform::set_clock_for_testing(nullptr);
+    magslab_trim();
+  }
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+};
+
+size_t huge_cached_mapped() {
+  struct magslab_stats st;
+  magslab_stats(&st);
+  return st.mapped_bytes;
+}
+
+void pollute() {
+  void* a = magslab_malloc(16 * MiB);
+  void* b = magslab_malloc(16 * MiB);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  memset(a, 1, 4096);
+  memset(b, 1, 4096);
+  magslab_free(a);
+  magslab_free(b);
+}
+
+TEST(HugeCache, PollutedCacheRecoversForOtherSizes) {
+  Guard g;
+  pollute();
+  g_maps.store(0);
+  for (int i = 0; i < 200; ++i) {
+    auto* p = static_cast<char*>(magslab_malloc(2 * MiB));
+    ASSERT_NE(p, nullptr);
+    p[0] = 1;
+    p[2 * MiB - 1] = 2;
+    magslab_free(p);
+  }
+  // The first 2 MiB block maps; its free evicts a 16 MiB entry to stay
+  // within the budget; every later round reuses the cached 2 MiB mapping.
+  EXPECT_LE(g_maps.load(), 2) << "huge malloc/free still maps every time after pollution";
+}
+
+TEST(HugeCache, StaysWithinItsBudgetWhileEvicting) {
+  Guard g;
+  size_t base = huge_cached_mapped();
+  // Many different sizes, each freed once: the cache keeps the newest.
+  for (size_t mib = 2; mib <= 16; ++mib) {
+    void* p = magslab_malloc(mib * MiB);
+    ASSERT_NE(p, nullptr);
+    magslab_free(p);
+    EXPECT_LE(huge_cached_mapped() - base, 32 * MiB) << "after freeing " << mib << " MiB";
+  }
+  // The newest (16 MiB) is reused at once.
+  g_maps.store(0);
+  void* p = magslab_malloc(15 * MiB);
+  EXPECT_EQ(g_maps.load(), 0);
+  magslab_free(p);
+}
+
+TEST(HugeCache, UnusedEntriesAgeOut) {
+  Guard g;
+  size_t base = huge_cached_mapped();
+  pollute();
+  EXPECT_EQ(huge_cached_mapped() - base, 32 * MiB);
+  // Time passes with no huge traffic; the next huge operation releases them.
+  g_now.fetch_add(uint64_t{10} * 1000 * 1000 * 1000);
+  void* p = magslab_malloc(3 * MiB);
+  ASSERT_NE(p, nullptr);
+  magslab_free(p);
+  EXPECT_LE(huge_cached_mapped() - base, 4 * MiB) << "stale entries were not released";
+}
+
+}  // namespace
