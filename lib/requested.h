@@ -36,11 +36,11 @@ inline uint32_t& slot(const Slab* s, const void* p) {
   return s->requested[static_cast<uint64_t>((static_cast<unsigned __int128>(off) * s->magic) >> 64)];
 }
 
-// Add d to the calling thread's count (to g_folded if it has no cache: only
-// after creating one failed).
+// Add d to the calling thread's count (to g_folded if it has no cache: after
+// creating one failed, or after the thread's exit destructor ran).
 inline void note(int64_t d) {
   ThreadCache* tc = t_cache;
-  if (MAGSLAB_LIKELY(tc != &g_sentinel_cache)) {
+  if (MAGSLAB_LIKELY(is_owned_cache(tc))) {
     std::atomic_ref<int64_t> r(tc->requested);
     r.store(r.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);  // relaxed: one writer
   } else {

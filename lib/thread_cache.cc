@@ -16,6 +16,7 @@
 namespace magslab {
 
 constinit ThreadCache g_sentinel_cache(&g_empty_magazine);
+constinit ThreadCache g_exited_cache(&g_empty_magazine);
 // relaxed: a statistic; the registry lock orders folds against requested_sum().
 constinit std::atomic<int64_t> requested::g_folded{0};
 constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec"))) =
@@ -33,25 +34,28 @@ bool g_key_ok = false;
 
 bool is_real(const Magazine* m) { return m != &g_empty_magazine; }
 
-// Pair fields are written only by the owner, through relaxed atomic_ref stores,
-// so that magslab_stats may read them from another thread (plain moves on x86).
+// Pair fields are written only by the owner, through atomic_ref stores, so
+// that magslab_stats may read them from another thread. release/acquire (plain
+// moves on x86): a magazine is built (placement-new, a plain write of its
+// count) or filled by its new owner before it is installed here, and a reader
+// that finds it here then reads its count; the release store orders the two.
 void set_loaded(ThreadCache::Pair& p, Magazine* m) {
-  std::atomic_ref<Magazine*>(p.loaded).store(m, std::memory_order_relaxed);
+  std::atomic_ref<Magazine*>(p.loaded).store(m, std::memory_order_release);
 }
 void set_previous(ThreadCache::Pair& p, Magazine* m) {
-  std::atomic_ref<Magazine*>(p.previous).store(m, std::memory_order_relaxed);
-}
-Magazine* read_loaded(ThreadCache::Pair& p) {
-  return std::atomic_ref<Magazine*>(p.loaded).load(std::memory_order_relaxed);
-}
-Magazine* read_previous(ThreadCache::Pair& p) {
-  return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_relaxed);
+  std::atomic_ref<Magazine*>(p.previous).store(m, std::memory_order_release);
 }
 void set_remote(ThreadCache::Pair& p, Magazine* m) {
-  std::atomic_ref<Magazine*>(p.remote).store(m, std::memory_order_relaxed);
+  std::atomic_ref<Magazine*>(p.remote).store(m, std::memory_order_release);
+}
+Magazine* read_loaded(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.loaded).load(std::memory_order_acquire);
+}
+Magazine* read_previous(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_acquire);
 }
 Magazine* read_remote(ThreadCache::Pair& p) {
-  return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_relaxed);
+  return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
 }
 
 void on_thread_exit(void* arg);
@@ -75,10 +79,11 @@ void init_once() {
                                      std::memory_order_relaxed);
 }
 
-// The calling thread's real cache, created on first use. nullptr when out of memory.
+// The calling thread's real cache, created on first use. nullptr when out of
+// memory, and after the thread's exit destructor ran (no cache ever again).
 ThreadCache* current() {
   ThreadCache* tc = t_cache;
-  if (MAGSLAB_LIKELY(tc != &g_sentinel_cache)) return tc;
+  if (MAGSLAB_LIKELY(tc != &g_sentinel_cache)) return tc != &g_exited_cache ? tc : nullptr;
   pthread_once(&g_once, init_once);
   if (StackLink* l = g_cache_pool.pop()) {
     tc = reinterpret_cast<ThreadCache*>(reinterpret_cast<char*>(l) - offsetof(ThreadCache, recycle));
@@ -159,17 +164,27 @@ void on_thread_exit(void* arg) {
     else g_registry = tc->reg_next;
     if (tc->reg_next != nullptr) tc->reg_next->reg_prev = tc->reg_prev;
   }
-  // A destructor that runs after this one and allocates gets a fresh cache
-  // (and this key is set again; glibc then calls us again).
-  t_cache = &g_sentinel_cache;
+  // Whatever this thread allocates or frees from now on (another key's
+  // destructor, glibc's per-thread cleanup) goes to the slabs directly: a
+  // cache made now might never be flushed.
+  t_cache = &g_exited_cache;
   g_cache_pool.push(&tc->recycle);
+}
+
+// One object straight from the slabs, for a thread without a cache (exited,
+// or out of metadata memory).
+void* alloc_uncached(unsigned cls) {
+  void* p = nullptr;
+  if (slab::refill(cls, &p, 1, nullptr) == 0) return out_of_memory();
+  *static_cast<uint64_t*>(p) = 0;  // as mag_pop: a free key left here is not a free
+  return p;
 }
 
 }  // namespace
 
 void* alloc_slow(unsigned cls) {
   ThreadCache* tc = current();
-  if (tc == nullptr) return out_of_memory();
+  if (tc == nullptr) return alloc_uncached(cls);
   ThreadCache::Pair& p = tc->cls[cls];
   // 1. The previous magazine has objects: swap it in.
   if (p.previous->count != 0) {
@@ -219,13 +234,14 @@ void free_remote(ThreadCache::Pair& pr, void* p, unsigned cls) {
 }  // namespace
 
 void free_slow(void* p, unsigned cls, const void* owner) {
-  ThreadCache* tc = current();
-  if (tc == nullptr) {
-    slab::release(cls, &p, 1);  // no cache: straight to the slab
-    return;
-  }
+  // First: an object already in some magazine must not also go to its slab.
   if (*static_cast<uint64_t*>(p) == g_free_key.load(std::memory_order_relaxed))
     return free_key_match(p, cls, owner);
+  ThreadCache* tc = current();
+  if (tc == nullptr) {
+    slab::release(cls, &p, 1);  // no cache: straight to the slab (which checks for a double free)
+    return;
+  }
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
   if (owner != tc) return free_remote(pr, p, cls);
@@ -269,7 +285,7 @@ void free_key_match(void* p, unsigned cls, const void* owner) {
 
 void flush_current() {
   ThreadCache* tc = t_cache;
-  if (tc != &g_sentinel_cache) flush(tc);
+  if (is_owned_cache(tc)) flush(tc);
 }
 
 void lock_for_fork() { g_registry_lock.lock(); }
@@ -282,7 +298,7 @@ void reset_after_fork_child() {
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next)
     if (tc != self) fold_requested(tc);
   g_registry = nullptr;
-  if (self != &g_sentinel_cache) {
+  if (is_owned_cache(self)) {
     self->reg_prev = self->reg_next = nullptr;
     g_registry = self;
   }
@@ -299,6 +315,13 @@ void cached_objects(CachedCounts* out) {
       out->objects[c] += mag_count(read_remote(tc->cls[c]));
     }
   }
+}
+
+size_t live_caches() {
+  LockGuard g(g_registry_lock);
+  size_t n = 0;
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) ++n;
+  return n;
 }
 
 int64_t requested_sum() {

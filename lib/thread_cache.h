@@ -44,6 +44,18 @@ struct alignas(kCacheLine) ThreadCache {
 };
 
 extern ThreadCache g_sentinel_cache;
+// A thread's cache pointer after its exit destructor has flushed and recycled
+// its cache. Like the sentinel, every magazine is the empty one, so alloc and
+// free miss into the slow paths; unlike it, those never create a cache again
+// (nothing would flush or unregister it: glibc runs the destructors of other
+// keys, and its own per-thread cleanup, after ours). They work on the slabs
+// directly, one object at a time.
+extern ThreadCache g_exited_cache;
+
+// A real cache, owned by the calling thread (not one of the two sentinels).
+inline bool is_owned_cache(const ThreadCache* tc) {
+  return tc != &g_sentinel_cache && tc != &g_exited_cache;
+}
 // initial-exec: a fixed offset from %fs, no __tls_get_addr call (and no
 // allocation by the dynamic loader) even when magslab is a shared library.
 // constinit: no dynamic initialisation, so no TLS wrapper call on access.
@@ -110,6 +122,9 @@ void reset_after_fork_child();
 struct CachedCounts {
   size_t objects[kNumClasses];
 };
+// Thread caches in the registry (threads that own one now).
+size_t live_caches();
+
 // Objects held in all live threads' magazines, per class.
 void cached_objects(CachedCounts* out);
 

@@ -1,0 +1,142 @@
+// Issue #12, defect 2: memory allocated or freed by a thread after magslab's
+// thread-exit destructor has run (another library's pthread-key destructor in
+// a later round, glibc's own per-thread cleanup after all destructors) must
+// not re-create a thread cache that nobody flushes or unregisters again.
+//
+// Each test thread owns a pthread key created after magslab's, whose
+// destructor runs after magslab's in every destructor round: it frees the
+// block the key holds, allocates and frees a few more, and re-arms itself
+// with a fresh block until the last round (PTHREAD_DESTRUCTOR_ITERATIONS),
+// where it only allocates and frees. Thousands of such threads must not make
+// the metadata, the registry of thread caches or the objects held in
+// magazines grow with their number.
+#include <gtest/gtest.h>
+#include <limits.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "thread_cache.h"
+
+#include "sanitized.h"
+
+namespace {
+
+#ifdef MS_SANITIZED
+constexpr int kThreads = 600;
+#else
+constexpr int kThreads = 3000;
+#endif
+constexpr int kWave = 16;
+constexpr size_t MiB = size_t{1} << 20;
+constexpr size_t kSizes[] = {24, 100, 640, 3000};
+
+pthread_key_t g_key;
+std::atomic<long> g_rounds{0}, g_bad{0};
+thread_local int t_round = 0;
+
+void late_destructor(void* value) {
+  ++t_round;
+  g_rounds.fetch_add(1);
+  magslab_free(value);
+  for (size_t n : kSizes) {
+    void* p = magslab_malloc(n);
+    if (p == nullptr) {
+      g_bad.fetch_add(1);
+      continue;
+    }
+    memset(p, 0x33, n);
+    magslab_free(p);
+  }
+  if (t_round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+    void* again = magslab_malloc(48);
+    if (again == nullptr) g_bad.fetch_add(1);
+    pthread_setspecific(g_key, again);
+  }
+}
+
+void thread_body() {
+  // This thread's cache, and its own allocations, before it exits.
+  void* keep[8];
+  for (int i = 0; i < 8; ++i) keep[i] = magslab_malloc(kSizes[i % 4]);
+  for (void* p : keep) magslab_free(p);
+  pthread_setspecific(g_key, magslab_malloc(48));
+}
+
+void run_threads(int n) {
+  for (int started = 0; started < n; started += kWave) {
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kWave && started + t < n; ++t) ts.emplace_back(thread_body);
+    for (auto& t : ts) t.join();
+  }
+}
+
+size_t cached_objects(const struct magslab_stats& st) {
+  size_t n = 0;
+  for (size_t c = 0; c < st.class_count; ++c) n += st.classes[c].cached_objects;
+  return n;
+}
+
+TEST(ThreadExitLate, AllocationsAfterTheLastFlushLeaveNoCacheBehind) {
+  // magslab's key exists (created with the first cache) before ours, so its
+  // destructor runs first in every round.
+  magslab_free(magslab_malloc(16));
+  ASSERT_EQ(pthread_key_create(&g_key, late_destructor), 0);
+
+  run_threads(kWave * 4);  // warm: pools of caches and magazines exist
+  struct magslab_stats st;
+  magslab_stats(&st);
+  const size_t meta0 = st.metadata_bytes, live0 = st.live_objects, cached0 = cached_objects(st);
+  const size_t caches0 = magslab::cache::live_caches();
+
+  run_threads(kThreads);
+  EXPECT_EQ(g_bad.load(), 0);
+  EXPECT_EQ(g_rounds.load(), static_cast<long>(kThreads + kWave * 4) * PTHREAD_DESTRUCTOR_ITERATIONS)
+      << "the key destructor did not run in every round";
+
+  magslab_stats(&st);
+  EXPECT_EQ(magslab::cache::live_caches(), caches0)
+      << "thread caches of exited threads are still registered";
+  EXPECT_LT(st.metadata_bytes - meta0, 1 * MiB)
+      << "metadata grew with the number of exited threads (" << kThreads << ")";
+  EXPECT_LT(cached_objects(st), cached0 + 4096)
+      << "objects are stuck in magazines of exited threads";
+  EXPECT_EQ(st.live_objects, live0);
+  pthread_key_delete(g_key);
+}
+
+// A thread that only frees (a consumer) after its exit destructor: its frees
+// still reach the slabs, and a double free there is still caught.
+std::atomic<void*> g_handed{nullptr};
+pthread_key_t g_free_key;
+
+void free_late(void*) {
+  void* p = g_handed.exchange(nullptr);
+  magslab_free(p);
+}
+
+TEST(ThreadExitLate, FreesAfterTheLastFlushReachTheSlabs) {
+  magslab_free(magslab_malloc(16));
+  ASSERT_EQ(pthread_key_create(&g_free_key, free_late), 0);
+  struct magslab_stats st;
+  magslab_stats(&st);
+  const size_t live0 = st.live_objects;
+  for (int i = 0; i < 200; ++i) {
+    g_handed.store(magslab_malloc(kSizes[i % 4]));
+    std::thread t([] {
+      magslab_free(magslab_malloc(32));  // a cache, so magslab's key is set
+      pthread_setspecific(g_free_key, reinterpret_cast<void*>(1));
+    });
+    t.join();
+  }
+  magslab_stats(&st);
+  EXPECT_EQ(st.live_objects, live0);
+  pthread_key_delete(g_free_key);
+}
+
+}  // namespace
