@@ -36,19 +36,27 @@ std::atomic<bool> g_place_in_gap{false};
 std::atomic<bool> g_refuse_grow_in_place{false};
 std::atomic<bool> g_hook_armed{false};
 std::atomic<int> g_placed{0};
+// The other thread's hand-shake: 0 wait, 1 allocate now, 2 done, 3 quit.
+std::atomic<int> g_go{0};
 void* g_other_block = nullptr;  // written by the other thread, read after join
 size_t g_other_size = 17 * MiB;
 
+std::atomic<uintptr_t> g_gap_end{0};
+
 void* fake_map(size_t size) {
   if (g_place_in_gap.exchange(false)) {
-    void* want = reinterpret_cast<void*>(g_gap.load());
-    void* p = mmap(want, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    if (p == want) {
-      g_placed.fetch_add(1);
-      return p;
+    // The first chunk-aligned place in the gap where the mapping fits (the
+    // sanitizers' runtimes may have mapped something at its start meanwhile).
+    for (uintptr_t at = g_gap.load(); at + size <= g_gap_end.load(); at += magslab::kChunkSize) {
+      void* want = reinterpret_cast<void*>(at);
+      void* p = mmap(want, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+      if (p == want) {
+        g_placed.fetch_add(1);
+        return p;
+      }
+      if (p != MAP_FAILED) munmap(p, size);
     }
-    if (p != MAP_FAILED) munmap(p, size);
   }
   return platform::os_ops().map(size);
 }
@@ -64,15 +72,24 @@ void* fake_remap(void* old_addr, size_t old_size, size_t new_size, void* new_add
   uintptr_t gap = new_addr == nullptr ? reinterpret_cast<uintptr_t>(old_addr) + new_size
                                       : reinterpret_cast<uintptr_t>(old_addr);
   g_gap.store(gap);
+  g_gap_end.store(reinterpret_cast<uintptr_t>(old_addr) + old_size);
   g_place_in_gap.store(true);
-  // Another thread maps a huge block into the gap while this realloc is
-  // still between its mremap and its return.
-  std::thread other([] {
+  // Another thread (started before the realloc, so that creating it maps
+  // nothing now) maps a huge block into the gap while this realloc is still
+  // between its mremap and its return.
+  g_go.store(1);
+  while (g_go.load() != 2) std::this_thread::yield();
+  return r;
+}
+
+// The other thread: waits for the hook, allocates, reports back.
+void other_thread_body() {
+  while (g_go.load() == 0) std::this_thread::yield();
+  if (g_go.load() == 1) {
     g_other_block = magslab_malloc(g_other_size);
     if (g_other_block != nullptr) memset(g_other_block, 0x5A, g_other_size);
-  });
-  other.join();
-  return r;
+  }
+  g_go.store(2);
 }
 
 const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap};
@@ -81,9 +98,13 @@ class FakeOs {
  public:
   FakeOs() {
     magslab_trim();  // no cached huge mapping may serve the other thread
+    g_go.store(0);
+    other_ = std::thread(other_thread_body);
     platform::set_ops_for_testing(&kFakeOps);
   }
   ~FakeOs() {
+    if (g_go.load() == 0) g_go.store(3);  // the hook never ran: release the thread
+    other_.join();
     g_hook_armed.store(false);
     g_place_in_gap.store(false);
     g_refuse_grow_in_place.store(false);
@@ -91,6 +112,9 @@ class FakeOs {
   }
   FakeOs(const FakeOs&) = delete;
   FakeOs& operator=(const FakeOs&) = delete;
+
+ private:
+  std::thread other_;
 };
 
 // The other thread's block must still be known to magslab: its page-map
@@ -99,7 +123,8 @@ void expect_other_block_intact() {
   ASSERT_EQ(g_placed.load(), 1) << "the fake OS did not place the block in the released range";
   ASSERT_NE(g_other_block, nullptr);
   auto q = reinterpret_cast<uintptr_t>(g_other_block);
-  ASSERT_EQ(q, g_gap.load());
+  ASSERT_GE(q, g_gap.load());
+  ASSERT_LE(q + g_other_size, g_gap_end.load()) << "the block is not in the released range";
   for (uintptr_t a = q; a < q + g_other_size; a += magslab::kChunkSize)
     ASSERT_NE(magslab::pagemap::lookup(a), nullptr)
         << "the realloc cleared the page-map slot of another thread's block at 0x" << std::hex << a;

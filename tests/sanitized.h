@@ -10,3 +10,14 @@
 #define MS_SANITIZED 1
 #endif
 #endif
+
+// MS_TSAN: ThreadSanitizer only (it cannot run intercepted calls in a
+// thread's last pthread-key destructor round: its own thread state is gone).
+#if defined(__SANITIZE_THREAD__)
+#define MS_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MS_TSAN 1
+#endif
+#endif
