@@ -18,6 +18,14 @@
 #define STRESS_SANITIZED 1
 #endif
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define STRESS_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STRESS_TSAN 1
+#endif
+#endif
 
 namespace stress {
 

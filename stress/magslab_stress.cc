@@ -151,8 +151,13 @@ void check_heap_usable() {
   static struct magslab_stats st;
   magslab_stats(&st);
   constexpr size_t kPerClass = 8;
+#ifdef STRESS_SANITIZED  // keep it short: every byte is instrumented
+  const size_t big[] = {(64 << 10) + 1, 100 << 10, (1 << 20) - 1, 1 << 20, (1 << 20) + 1,
+                        3 << 20};
+#else
   const size_t big[] = {(64 << 10) + 1, 100 << 10, 256 << 10, (1 << 20) - 1, 1 << 20,
                         (1 << 20) + 1, 3 << 20, 16 << 20, 48 << 20};
+#endif
   constexpr size_t kBig = sizeof big / sizeof big[0];
   RawArray<Block> blocks(st.class_count * kPerClass + 4 * kBig);
   size_t n = 0;
