@@ -46,7 +46,9 @@ struct Hand {  // a hand-off slot
 };
 
 struct HugeRealloc {
-  size_t max = 0;  // largest request
+  size_t max = 0;      // largest request of most threads
+  size_t max_big = 0;  // of every 16th thread (blocks spanning several chunks at any count)
+  size_t cap(unsigned t) const { return t % 16 == 0 ? max_big : max; }
   RawArray<Hand> slots;
   std::atomic<uint64_t> reallocs{0}, in_place{0}, moved{0}, failed{0}, handed{0}, mapped{0};
 };
@@ -199,6 +201,7 @@ size_t next_size(Rng& r, size_t cur, size_t max) {
 // traded through a hand-off slot for a block another thread made.
 void realloc_loop(unsigned t, HugeRealloc& h) {
   int ti = static_cast<int>(t);
+  const size_t max = h.cap(t);
   Chain ch[kChains] = {};
   Rng r(thread_seed(t));
   uint64_t ops = 0;
@@ -206,7 +209,7 @@ void realloc_loop(unsigned t, HugeRealloc& h) {
     ++ops;
     Chain& c = ch[r.below(kChains)];
     if (c.p == nullptr) {
-      chain_alloc(t, r, c, r.log_uniform(kLargeMin, h.max));
+      chain_alloc(t, r, c, r.log_uniform(kLargeMin, max));
       continue;
     }
     uint64_t x = r.below(32);
@@ -227,7 +230,7 @@ void realloc_loop(unsigned t, HugeRealloc& h) {
         check_range(ti, c, 0, c.size, "handoff-check", "block contents changed while handed over");
       continue;
     }
-    chain_realloc(t, h, c, next_size(r, c.size, h.max));
+    chain_realloc(t, h, c, next_size(r, c.size, max));
   }
   for (auto& c : ch)
     if (c.p != nullptr) chain_free(t, c);
@@ -249,7 +252,7 @@ void mapper_loop(unsigned t, HugeRealloc& h) {
       free_block(ti, b);
       count(t, 1, -static_cast<int64_t>(b.size));
     } else {
-      size_t sz = r.log_uniform(kMiB + 1, h.max);
+      size_t sz = r.log_uniform(kMiB + 1, h.cap(t));
       Block b = alloc_block(ti, r, sz, r.chance(4) ? Kind::Calloc : Kind::Malloc, 0);
       if (b.p == nullptr) continue;  // fault mode
       live[n++] = b;
@@ -275,9 +278,14 @@ void hugerealloc_thread(unsigned t, void* arg) {
 void wl_hugerealloc() {
   HugeRealloc h;
   unsigned n = g.opt.threads;
-  // Per thread at most ~3.5 blocks of h.max live at once (2 chains, its share
-  // of the slots, a moving copy), so max = budget / (4 n), within [2 MiB, 48 MiB].
-  h.max = std::clamp<size_t>(total_budget() / (size_t{4} * n), 2 * kMiB, kHugeCap);
+  // Per thread at most ~3.5 blocks of its cap live at once (2 chains, its
+  // share of the slots, a moving copy). A quarter of the budget goes to every
+  // 16th thread, the rest to all: cap = share / (4 threads), in [2 MiB, 48 MiB].
+  // (n = 4: 48 MiB; 64: 32 MiB and 6 MiB; 256: 8 MiB and 2 MiB.)
+  size_t nbig = (n + 15) / 16;
+  h.max = std::clamp<size_t>(total_budget() / 4 * 3 / (size_t{4} * n), 2 * kMiB, kHugeCap);
+  h.max_big = std::clamp<size_t>(total_budget() / 4 / (size_t{4} * nbig), 2 * kMiB, kHugeCap);
+  h.max_big = std::max(h.max_big, h.max);
   size_t nslots = std::max(2u, n / 2);
   h.slots.reset(nslots);
   for (size_t i = 0; i < nslots; ++i) new (&h.slots[i]) Hand();
@@ -290,13 +298,14 @@ void wl_hugerealloc() {
   if (!g.opt.quiet)
     fprintf(stderr,
             "magslab-stress: hugerealloc: %llu reallocs (%llu in place, %llu moved, %llu NULL), "
-            "%llu hand-offs, %llu huge mallocs beside them, blocks up to %zu KiB\n",
+            "%llu hand-offs, %llu huge mallocs beside them, blocks up to %zu KiB (%zu KiB in "
+            "every 16th thread)\n",
             static_cast<unsigned long long>(h.reallocs.load()),
             static_cast<unsigned long long>(h.in_place.load()),
             static_cast<unsigned long long>(h.moved.load()),
             static_cast<unsigned long long>(h.failed.load()),
             static_cast<unsigned long long>(h.handed.load()),
-            static_cast<unsigned long long>(h.mapped.load()), h.max >> 10);
+            static_cast<unsigned long long>(h.mapped.load()), h.max >> 10, h.max_big >> 10);
 }
 
 }  // namespace stress
