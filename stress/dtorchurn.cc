@@ -48,10 +48,14 @@ struct Mailbox {  // blocks handed to one surviving (spawner) thread
 struct DtorChurn {
   pthread_key_t key;
   RawArray<Mailbox> mail;  // one per spawner
-  uint64_t warm = 0;       // exited threads before the metadata baseline
+  uint64_t warm = 0;       // threads each spawner runs before the metadata baseline
   std::atomic<uint64_t> exited{0}, handed{0}, dtor_ops{0};
-  std::atomic<bool> base_taken{false};
-  uint64_t base_exited = 0;  // written once, read after run_threads joined
+  // The baseline is taken at a barrier of all spawners (no worker alive, no
+  // allocation running), so magslab_stats() is read quiescent, as at the end.
+  std::atomic<unsigned> arrived{0};
+  std::atomic<bool> released{false};
+  bool base_taken = false;   // written by the last spawner to arrive
+  uint64_t base_exited = 0;
   size_t base_meta = 0;
 };
 
@@ -213,7 +217,23 @@ void dtor_spawner(unsigned t, void* arg) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 256u << 10);
-  while (!should_stop(w.ops)) {
+  uint64_t mine = 0;  // threads this spawner has joined
+  bool arrived = false;
+  for (;;) {
+    bool stop = should_stop(w.ops);
+    if (!arrived && (stop || mine >= dc.warm)) {
+      arrived = true;
+      if (dc.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == g.opt.threads) {
+        if (g.api->is_magslab && !stop) {
+          dc.base_meta = metadata_bytes();
+          dc.base_exited = dc.exited.load(std::memory_order_relaxed);
+          dc.base_taken = true;
+        }
+        dc.released.store(true, std::memory_order_release);
+      }
+      while (!dc.released.load(std::memory_order_acquire)) usleep(100);
+    }
+    if (stop) break;
     ++w.gen;
     pthread_t tid;
     int rc = pthread_create(&tid, &attr, dtor_worker, &w);
@@ -242,11 +262,8 @@ void dtor_spawner(unsigned t, void* arg) {
       f.detail = msg;
       fail(f);
     }
-    uint64_t e = dc.exited.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (g.api->is_magslab && e >= dc.warm && !dc.base_taken.exchange(true)) {
-      dc.base_meta = metadata_bytes();
-      dc.base_exited = e;
-    }
+    dc.exited.fetch_add(1, std::memory_order_relaxed);
+    ++mine;
     drain_mail(static_cast<int>(t), t, dc.mail[t]);
   }
   pthread_attr_destroy(&attr);
@@ -268,7 +285,7 @@ void wl_dtorchurn() {
   }
   dc.mail.reset(n);
   for (unsigned i = 0; i < n; ++i) new (&dc.mail[i]) Mailbox();
-  dc.warm = std::max<uint64_t>(64, 4 * uint64_t{n});
+  dc.warm = std::max<uint64_t>(4, (64 + n - 1) / n);  // max(64, 4n) threads in all
   run_threads(n, dtor_spawner, &dc);
   for (unsigned i = 0; i < n; ++i) {
     drain_mail(-1, 0, dc.mail[i]);
@@ -278,11 +295,11 @@ void wl_dtorchurn() {
 
   uint64_t exited = dc.exited.load();
   if (!g.api->is_magslab) return;
-  if (!dc.base_taken.load()) {
+  if (!dc.base_taken) {
     if (!g.opt.quiet)
       fprintf(stderr,
               "magslab-stress: dtorchurn: %llu threads exited, too few for the metadata check "
-              "(needs more than %llu)\n",
+              "(needs %llu per spawner)\n",
               static_cast<unsigned long long>(exited), static_cast<unsigned long long>(dc.warm));
     return;
   }
