@@ -125,11 +125,66 @@ void unindex_block(int thread, const Block& b) {
   }
 }
 
+void index_block(int thread, const void* p, size_t size, const char* op) {
+  OverlapIndex::Conflict c;
+  if (!g.index->insert(p, size, &c)) {
+    Failure f;
+    f.op = "overlap";
+    f.thread = thread;
+    f.addr = p;
+    f.size = size;
+    f.offset = c.addr > reinterpret_cast<uintptr_t>(p) ? c.addr - reinterpret_cast<uintptr_t>(p) : 0;
+    f.other_addr = c.addr;
+    f.other_size = c.len;
+    static char msg[96];
+    snprintf(msg, sizeof msg, "%s block overlaps a live block", op);
+    f.detail = msg;
+    fail(f);
+  }
+}
+
+void null_result(int thread, const char* op, size_t size, int err) {
+  if (err == ENOMEM && g.null_ok.load(std::memory_order_relaxed)) {
+    g.enomem.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  Failure f;
+  f.op = op;
+  f.thread = thread;
+  f.size = size;
+  static char msg[96];
+  if (err == ENOMEM)
+    snprintf(msg, sizeof msg, "allocation returned NULL (ENOMEM)");
+  else
+    snprintf(msg, sizeof msg, "allocation returned NULL with errno %d, not ENOMEM", err);
+  f.detail = msg;
+  fail(f);
+}
+
+void check_key(int thread, const void* p, size_t len, uint64_t key, const char* op,
+               const char* detail) {
+  size_t off = check_pattern(p, len, key);
+  if (off != kNoMismatch) {
+    Failure f;
+    f.op = op;
+    f.thread = thread;
+    f.addr = p;
+    f.size = len;
+    f.offset = off;
+    f.expected = pattern_byte(key, off);
+    f.found = static_cast<const unsigned char*>(p)[off];
+    f.detail = detail;
+    fail(f);
+  }
+}
+
 Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index) {
   (void)r;
   const Api& a = *g.api;
   void* p = nullptr;
   const char* op = "malloc";
+  errno = 0;
+  int err = 0;
   switch (kind) {
     case Kind::Malloc: p = a.malloc(size); break;
     case Kind::Calloc: {
@@ -142,20 +197,24 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
     case Kind::PosixMemalign: {
       op = "posix_memalign";
       int rc = a.posix_memalign(&p, align, size);
-      if (rc != 0) p = nullptr;
+      if (rc != 0) {
+        p = nullptr;
+        err = rc;
+      }
       break;
     }
     case Kind::AlignedAlloc: op = "aligned_alloc"; p = a.aligned_alloc(align, size); break;
+  }
+  if (p == nullptr) {
+    if (kind != Kind::PosixMemalign) err = errno;
+    null_result(thread, op, size, err);
+    return Block{nullptr, size, align};
   }
   Failure f;
   f.op = op;
   f.thread = thread;
   f.addr = p;
   f.size = size;
-  if (p == nullptr) {
-    f.detail = "allocation returned NULL";
-    fail(f);
-  }
   size_t need = align;
   if (kind == Kind::Malloc || kind == Kind::Calloc) need = size >= 16 ? 16 : 8;
   if (reinterpret_cast<uintptr_t>(p) % need != 0) {
@@ -183,17 +242,7 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
       fail(f);
     }
   }
-  if (index) {
-    OverlapIndex::Conflict c;
-    if (!g.index->insert(p, size, &c)) {
-      f.op = "overlap";
-      f.offset = c.addr > reinterpret_cast<uintptr_t>(p) ? c.addr - reinterpret_cast<uintptr_t>(p) : 0;
-      f.other_addr = c.addr;
-      f.other_size = c.len;
-      f.detail = "new block overlaps a live block";
-      fail(f);
-    }
-  }
+  if (index) index_block(thread, p, size, "new");
   Block b{p, size, align};
   fill_pattern(p, size, key_of(b));
   return b;

@@ -18,6 +18,14 @@
 #define STRESS_SANITIZED 1
 #endif
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define STRESS_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STRESS_TSAN 1
+#endif
+#endif
 
 namespace stress {
 
@@ -47,6 +55,7 @@ struct Options {
   bool json = false;
   bool quiet = false;
   bool progress = false;  // stderr is a terminal and not --quiet
+  double fault_rate = 0;  // --fault-rate: fraction of map/remap/decommit refused (magslab only)
 };
 
 // Per-thread counters, written by their owner, summed by the main thread.
@@ -66,6 +75,11 @@ struct Run {
   std::atomic<bool> stop{false};
   OverlapIndex* index = nullptr;
   Counter* counters = nullptr;     // kMaxThreads of them
+  // Fault mode (--fault-rate): while true, an allocation may return NULL with
+  // ENOMEM (the op is skipped and counted in enomem); NULL without ENOMEM is
+  // still a failure, and so is any NULL while false.
+  std::atomic<bool> null_ok{false};
+  std::atomic<uint64_t> enomem{0};  // NULL + ENOMEM results seen (fault mode)
 };
 extern Run g;
 
@@ -114,7 +128,10 @@ enum class Kind { Malloc, Calloc, PosixMemalign, AlignedAlloc };
 
 // Allocates through the API, verifies (not NULL, alignment, usable size, zero
 // for calloc, no overlap with any live block), fills the pattern, records it.
-// `index` false: no overlap index (forked child).
+// `index` false: no overlap index (forked child). In fault mode (g.null_ok) a
+// NULL with ENOMEM (posix_memalign: the ENOMEM return) is counted and returned
+// as a Block with p == nullptr, which the caller skips; NULL without ENOMEM is
+// a failure in every mode.
 Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index = true);
 // Verifies the whole pattern, removes from the index, frees.
 void free_block(int thread, const Block& b, bool index = true);
@@ -122,8 +139,21 @@ void free_block(int thread, const Block& b, bool index = true);
 void check_block(int thread, const Block& b, const char* op);
 // Removes b from the overlap index (reported as a harness bug if absent).
 void unindex_block(int thread, const Block& b);
+// Enters [p, p+size) in the overlap index, or reports an overlap (op names the check).
+void index_block(int thread, const void* p, size_t size, const char* op);
+// The result of a NULL allocation (errno/return code err): counted and
+// tolerated in fault mode when err is ENOMEM, otherwise a failure report.
+void null_result(int thread, const char* op, size_t size, int err);
+// The first wrong byte of [p, p+len) against the pattern of `key`, reported.
+void check_key(int thread, const void* p, size_t len, uint64_t key, const char* op,
+               const char* detail);
 
 inline uint64_t key_of(const Block& b) { return block_key(g.wseed, b.p, b.size); }
+
+// Seed of thread t's operation sequence in the running workload.
+inline uint64_t thread_seed(unsigned t, uint64_t salt = 0) {
+  return mix64(g.wseed ^ mix64((uint64_t{t} + 1) * 0x9e3779b97f4a7c15ULL + salt));
+}
 
 // Runs fn(i) on n threads made with pthread_create (no allocation through the
 // API under test), and waits for them.
@@ -151,5 +181,17 @@ void wl_aligned();
 void wl_calloc();
 void wl_churn();
 void wl_fork();
+void wl_hugerealloc();
+void wl_dtorchurn();
+
+// Fault mode (faults.cc): installs the fake PlatformOps (rate 0: passes every
+// call to the OS) / switches refusals on and off / counts them.
+void faults_install(double rate);
+void faults_set_rate(double rate);
+void faults_uninstall();
+struct FaultCounts {
+  uint64_t map, remap, decommit, calls;
+};
+FaultCounts faults_counts();
 
 }  // namespace stress

@@ -32,7 +32,8 @@ struct Workload {
 const Workload kWorkloads[] = {
     {"mixed", wl_mixed},   {"larson", wl_larson},   {"prodcons", wl_prodcons},
     {"realloc", wl_realloc}, {"aligned", wl_aligned}, {"calloc", wl_calloc},
-    {"churn", wl_churn},   {"fork", wl_fork},
+    {"churn", wl_churn},   {"fork", wl_fork},       {"hugerealloc", wl_hugerealloc},
+    {"dtorchurn", wl_dtorchurn},
 };
 constexpr size_t kNumWorkloads = sizeof kWorkloads / sizeof kWorkloads[0];
 
@@ -54,10 +55,14 @@ struct Result {
           "  --ops N            operations per workload (all threads together)\n"
           "  --seed X           seed (decimal or 0x hex; default: random, printed)\n"
           "  --max-size B       largest request (suffix k/m/g allowed; default 4m)\n"
-          "  --workload W       mixed|larson|prodcons|realloc|aligned|calloc|churn|fork|all\n"
+          "  --workload W       mixed|larson|prodcons|realloc|aligned|calloc|churn|fork|\n"
+          "                     hugerealloc|dtorchurn|all\n"
+          "  --fault-rate P     refuse a fraction P (0 < P <= 1) of magslab's map/remap/\n"
+          "                     decommit calls (fake OS); NULL+ENOMEM then tolerated\n"
+          "                     (--allocator magslab only)\n"
           "  --allocator A      magslab (the C API) | system (malloc of this process,\n"
           "                     e.g. an LD_PRELOADed allocator)\n"
-          "  --smoke            every workload briefly (~12 s in total)\n"
+          "  --smoke            every workload briefly (~15 s in total)\n"
           "  --json             summary as JSON on stdout\n"
           "  --quiet            no progress line and no summary table\n"
           "  --help             this text\n"
@@ -112,25 +117,67 @@ void sum_counters(unsigned n, uint64_t* ops, int64_t* live) {
   }
 }
 
-size_t magslab_live_objects() {
+struct Live {
+  size_t objects, bytes;
+};
+Live magslab_live() {
   static struct magslab_stats st;  // large; not on the stack
   magslab_stats(&st);
-  return st.live_objects;
+  return Live{st.live_objects, st.live_bytes};
 }
 
-void check_magslab_live(size_t start, const char* when) {
+void check_magslab_live(Live start, const char* when) {
   if (!g.api->is_magslab) return;
-  size_t now = magslab_live_objects();
-  if (now != start) {
+  Live now = magslab_live();
+  if (now.objects != start.objects || now.bytes != start.bytes) {
     Failure f;
-    f.op = "live-objects";
-    char msg[160];
+    f.op = now.objects != start.objects ? "live-objects" : "live-bytes";
+    char msg[200];
     snprintf(msg, sizeof msg,
-             "%s: magslab_stats().live_objects is %zu, was %zu at start (every block was freed)",
-             when, now, start);
+             "%s: magslab_stats() live_objects %zu, live_bytes %zu; at start %zu, %zu (every "
+             "block was freed)",
+             when, now.objects, now.bytes, start.objects, start.bytes);
     f.detail = msg;
     fail(f);
   }
+}
+
+// After the workloads (faults off): a batch of every size class, large and
+// huge sizes, aligned and zeroed, allocated, checked and freed. NULL fails.
+void check_heap_usable() {
+  if (!g.api->is_magslab) return;
+  g.workload = "heap-check";
+  g.wseed = mix64(g.opt.seed ^ 0x4eab5c4ecULL);
+  static struct magslab_stats st;
+  magslab_stats(&st);
+  constexpr size_t kPerClass = 8;
+#ifdef STRESS_SANITIZED  // keep it short: every byte is instrumented
+  const size_t big[] = {(64 << 10) + 1, 100 << 10, (1 << 20) - 1, 1 << 20, (1 << 20) + 1,
+                        3 << 20};
+#else
+  const size_t big[] = {(64 << 10) + 1, 100 << 10, 256 << 10, (1 << 20) - 1, 1 << 20,
+                        (1 << 20) + 1, 3 << 20, 16 << 20, 48 << 20};
+#endif
+  constexpr size_t kBig = sizeof big / sizeof big[0];
+  RawArray<Block> blocks(st.class_count * kPerClass + 4 * kBig);
+  size_t n = 0;
+  Rng r(g.wseed);
+  for (size_t c = 0; c < st.class_count; ++c) {
+    size_t sz = st.classes[c].object_size;
+    for (size_t k = 0; k < kPerClass; ++k) {
+      size_t want = k % 2 ? sz : sz / 2 + 1;
+      Kind kind = k % 4 == 3 ? Kind::Calloc : Kind::Malloc;
+      blocks[n++] = alloc_block(-1, r, want, kind, 0);
+    }
+  }
+  for (size_t sz : big) {
+    blocks[n++] = alloc_block(-1, r, sz, Kind::Malloc, 0);
+    blocks[n++] = alloc_block(-1, r, sz, Kind::Calloc, 0);
+    blocks[n++] = alloc_block(-1, r, sz, Kind::PosixMemalign, 4096);
+    blocks[n++] = alloc_block(-1, r, sz, Kind::AlignedAlloc, size_t{2} << 20);
+  }
+  for (size_t i = 0; i < n; ++i) check_block(-1, blocks[i], "heap-check");
+  while (n > 0) free_block(-1, blocks[--n]);
 }
 
 void* driver(void* arg) {
@@ -147,7 +194,7 @@ Result run_workload(const Workload& w, size_t wi, double seconds, uint64_t ops) 
     g.counters[i].ops.store(0);
     g.counters[i].live_bytes.store(0);
   }
-  size_t live_start = g.api->is_magslab ? magslab_live_objects() : 0;
+  Live live_start = g.api->is_magslab ? magslab_live() : Live{};
 
   Result r{w.name, g.opt.threads, 0, 0, 0, rss_bytes()};
   auto t0 = std::chrono::steady_clock::now();
@@ -268,6 +315,13 @@ int main(int argc, char** argv) {
     } else if (!strcmp(name, "--workload")) {
       o.workload = need();
       have_workload = true;
+    } else if (!strcmp(name, "--fault-rate")) {
+      const char* s = need();
+      char* end = nullptr;
+      errno = 0;
+      double d = strtod(s, &end);
+      if (errno != 0 || end == s || *end != '\0' || !(d > 0) || d > 1) usage("bad --fault-rate (0 < P <= 1)", s);
+      o.fault_rate = d;
     } else if (!strcmp(name, "--allocator")) {
       allocator = need();
     } else if (!strcmp(name, "--smoke") && val == nullptr) {
@@ -283,20 +337,37 @@ int main(int argc, char** argv) {
   if (!strcmp(allocator, "magslab")) g.api = &magslab_api();
   else if (!strcmp(allocator, "system")) g.api = &system_api();
   else usage("unknown --allocator (magslab or system)", allocator);
+  if (o.fault_rate > 0 && !g.api->is_magslab) usage("--fault-rate needs --allocator magslab");
 
   if (o.smoke && !have_workload) o.workload = "all";
   bool all = !strcmp(o.workload, "all");
-  const Workload* chosen = nullptr;
-  for (auto& w : kWorkloads)
-    if (!strcmp(o.workload, w.name)) chosen = &w;
-  if (!all && chosen == nullptr) usage("unknown --workload", o.workload);
+  // One workload, "all", or a comma-separated list (run in table order).
+  bool selected[kNumWorkloads] = {};
+  size_t nwl = 0;
+  for (const char* w = o.workload; !all;) {
+    const char* comma = strchr(w, ',');
+    size_t len = comma ? static_cast<size_t>(comma - w) : strlen(w);
+    bool found = false;
+    for (size_t i = 0; i < kNumWorkloads; ++i)
+      if (strlen(kWorkloads[i].name) == len && !strncmp(w, kWorkloads[i].name, len)) {
+        nwl += !selected[i];
+        selected[i] = found = true;
+      }
+    if (!found) usage("unknown --workload", o.workload);
+    if (comma == nullptr) break;
+    w = comma + 1;
+  }
+  if (all) {
+    for (bool& b : selected) b = true;
+    nwl = kNumWorkloads;
+  }
 
   if (o.smoke) {
     if (!have_seconds && o.ops == 0) {
 #ifdef STRESS_SANITIZED
-      o.seconds = 0.75 * kNumWorkloads;
+      o.seconds = 0.75 * static_cast<double>(nwl);
 #else
-      o.seconds = 1.5 * kNumWorkloads;
+      o.seconds = 1.5 * static_cast<double>(nwl);
 #endif
     }
     if (!have_threads) {
@@ -321,12 +392,12 @@ int main(int argc, char** argv) {
   }
   o.progress = !o.quiet && isatty(2);
 
-  size_t nwl = all ? kNumWorkloads : 1;
+  char fault_note[48] = "";
+  if (o.fault_rate > 0) snprintf(fault_note, sizeof fault_note, " fault-rate=%g", o.fault_rate);
   double per_seconds = o.seconds > 0 ? o.seconds / static_cast<double>(nwl) : 0;
   fprintf(stderr,
-          "magslab-stress: seed=0x%016" PRIx64 " allocator=%s threads=%u workload=%s max-size=%zu %s\n",
-          o.seed, g.api->name, o.threads, all ? "all" : chosen->name, o.max_size,
-          o.ops ? "" : "");
+          "magslab-stress: seed=0x%016" PRIx64 " allocator=%s threads=%u workload=%s max-size=%zu%s\n",
+          o.seed, g.api->name, o.threads, o.workload, o.max_size, fault_note);
   if (!o.quiet) {
     if (o.ops) fprintf(stderr, "magslab-stress: %" PRIu64 " ops per workload\n", o.ops);
     if (per_seconds > 0) fprintf(stderr, "magslab-stress: %.2f s per workload\n", per_seconds);
@@ -334,16 +405,43 @@ int main(int argc, char** argv) {
 
   g.index = new (raw_alloc(sizeof(OverlapIndex))) OverlapIndex();
   g.counters = new (raw_alloc(sizeof(Counter) * kMaxThreads)) Counter[kMaxThreads];
-  size_t live_start = g.api->is_magslab ? magslab_live_objects() : 0;
+  Live live_start = g.api->is_magslab ? magslab_live() : Live{};
+  if (o.fault_rate > 0) {
+    faults_install(o.fault_rate);
+    g.null_ok.store(true);
+  }
 
   Result results[kNumWorkloads];
   size_t nres = 0;
   for (size_t i = 0; i < kNumWorkloads; ++i) {
-    if (!all && &kWorkloads[i] != chosen) continue;
+    if (!selected[i]) continue;
     results[nres++] = run_workload(kWorkloads[i], i, per_seconds, o.ops);
   }
-  g.workload = all ? "all" : chosen->name;
+  g.workload = o.workload;
+  if (o.fault_rate > 0) {
+    // The OS comes back: no refusal from here on, and no NULL tolerated.
+    faults_set_rate(0);
+    g.null_ok.store(false);
+  }
   check_magslab_live(live_start, "at the end of the run");
+  check_heap_usable();
+  g.workload = o.workload;
+  check_magslab_live(live_start, "after the final heap check");
+  if (o.fault_rate > 0) {
+    FaultCounts fc = faults_counts();
+    faults_uninstall();
+    uint64_t injected = fc.map + fc.remap + fc.decommit;
+    fprintf(stderr,
+            "magslab-stress: faults injected: %" PRIu64 " (map %" PRIu64 ", remap %" PRIu64
+            ", decommit %" PRIu64 ") of %" PRIu64 " calls; NULL/ENOMEM results seen: %" PRIu64 "\n",
+            injected, fc.map, fc.remap, fc.decommit, fc.calls, g.enomem.load());
+    if (injected == 0) {
+      Failure f;
+      f.op = "fault-count";
+      f.detail = "fault mode injected no fault (the seam was never consulted or the rate is too low)";
+      fail(f);
+    }
+  }
 
   if (o.json) {
     printf("{\"seed\":\"0x%016" PRIx64 "\",\"allocator\":\"%s\",\"threads\":%u,\"max_size\":%zu,"
@@ -358,13 +456,13 @@ int main(int argc, char** argv) {
     }
     printf("]}\n");
   } else if (!o.quiet) {
-    printf("%-9s %7s %13s %9s %14s %13s %8s\n", "workload", "threads", "ops", "Mops/s",
+    printf("%-11s %7s %13s %9s %14s %13s %8s\n", "workload", "threads", "ops", "Mops/s",
            "peak live MiB", "peak RSS MiB", "seconds");
     uint64_t tops = 0;
     double tsec = 0;
     for (size_t i = 0; i < nres; ++i) {
       const Result& r = results[i];
-      printf("%-9s %7u %13" PRIu64 " %9.3f %14.1f %13.1f %8.2f\n", r.name, r.threads, r.ops,
+      printf("%-11s %7u %13" PRIu64 " %9.3f %14.1f %13.1f %8.2f\n", r.name, r.threads, r.ops,
              static_cast<double>(r.ops) / r.seconds / 1e6, static_cast<double>(r.peak_live) / 1048576.0,
              static_cast<double>(r.peak_rss) / 1048576.0, r.seconds);
       tops += r.ops;

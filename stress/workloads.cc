@@ -18,10 +18,6 @@ namespace stress {
 
 namespace {
 
-uint64_t thread_seed(unsigned t, uint64_t salt = 0) {
-  return mix64(g.wseed ^ mix64((uint64_t{t} + 1) * 0x9e3779b97f4a7c15ULL + salt));
-}
-
 size_t total_live_target() {
 #ifdef STRESS_SANITIZED
   return 2048;
@@ -87,8 +83,10 @@ void random_ops(unsigned t, Mode mode) {
       count(t, 1, -static_cast<int64_t>(b.size));
     } else {
       Block b = random_alloc(t, r, mode);
-      live[n++] = b;
-      count(t, 1, static_cast<int64_t>(b.size));
+      if (b.p != nullptr) {  // NULL only in fault mode (ENOMEM): skipped
+        live[n++] = b;
+        count(t, 1, static_cast<int64_t>(b.size));
+      }
     }
     ++ops;
     if (n != 0 && r.chance(32)) check_block(static_cast<int>(t), live[r.below(n)], "recheck");
@@ -146,6 +144,10 @@ void larson_thread(unsigned t, void* arg) {
   uint64_t ops = 0;
   while (!should_stop(ops)) {
     Block b = alloc_block(static_cast<int>(t), r, r.log_uniform(1, max), Kind::Malloc, 0);
+    if (b.p == nullptr) {  // fault mode
+      ++ops;
+      continue;
+    }
     count(t, 1, static_cast<int64_t>(b.size));
     uint64_t old = sl.s[r.below(nslots)].exchange(pack(b), std::memory_order_acq_rel);
     if (old != 0) {
@@ -221,8 +223,9 @@ void prodcons_thread(unsigned t, void* arg) {
     while (!should_stop(ops)) {
       Block b = alloc_block(static_cast<int>(t), r, r.chance(8) ? random_size(r, max) : r.log_uniform(1, 512),
                             Kind::Malloc, 0);
-      count(t, 1, static_cast<int64_t>(b.size));
       ++ops;
+      if (b.p == nullptr) continue;  // fault mode
+      count(t, 1, static_cast<int64_t>(b.size));
       Queue& q = pc.q[k++ % pc.ncons];
       while (!q.push(b)) {
         if (single) {
@@ -269,7 +272,8 @@ void realloc_thread(unsigned t, void*) {
     ++ops;
     if (b.p == nullptr) {
       b = alloc_block(ti, r, 1 + r.below(256), Kind::Malloc, 0);
-      count(t, 1, static_cast<int64_t>(b.size));
+      if (b.p == nullptr) b = Block{};  // fault mode
+      else count(t, 1, static_cast<int64_t>(b.size));
       continue;
     }
     if (r.chance(16)) {
@@ -287,6 +291,7 @@ void realloc_thread(unsigned t, void*) {
     check_block(ti, b, "realloc-precheck");
     unindex_block(ti, b);
     uint64_t old_key = key_of(b);
+    errno = 0;
     void* q = g.api->realloc(b.p, ns);
     Failure f;
     f.op = "realloc";
@@ -294,8 +299,12 @@ void realloc_thread(unsigned t, void*) {
     f.addr = q;
     f.size = ns;
     if (q == nullptr) {
-      f.detail = "realloc returned NULL";
-      fail(f);
+      // Fault mode: the old block must be untouched and still ours.
+      null_result(ti, "realloc", ns, errno);
+      check_key(ti, b.p, b.size, old_key, "realloc-failed",
+                "a failed realloc changed the old block");
+      index_block(ti, b.p, b.size, "failed realloc's old");
+      continue;
     }
     size_t need = ns >= 16 ? 16 : 8;
     if (reinterpret_cast<uintptr_t>(q) % need != 0) {
@@ -377,8 +386,10 @@ void* churn_worker(void* p) {
       count(w.t, 1, -static_cast<int64_t>(b.size));
     } else {
       Block b = alloc_block(ti, r, random_size(r, max), Kind::Malloc, 0);
-      live[n++] = b;
-      count(w.t, 1, static_cast<int64_t>(b.size));
+      if (b.p != nullptr) {  // NULL: fault mode
+        live[n++] = b;
+        count(w.t, 1, static_cast<int64_t>(b.size));
+      }
     }
     ++w.ops;
   }
@@ -431,7 +442,8 @@ constexpr int kChildOps = 20000;
 
 [[noreturn]] void fork_child(Block* held, size_t nheld, Rng r) {
   alarm(kChildSeconds);
-  for (size_t i = 0; i < nheld; ++i) check_block(-2, held[i], "fork-child-inherited");
+  for (size_t i = 0; i < nheld; ++i)
+    if (held[i].p != nullptr) check_block(-2, held[i], "fork-child-inherited");
   Block live[64];
   size_t n = 0;
   size_t max = std::min<size_t>(g.opt.max_size, 1 << 20);
@@ -442,12 +454,14 @@ constexpr int kChildOps = 20000;
       live[k] = live[--n];
       free_block(-2, b, false);
     } else {
-      live[n++] = alloc_block(-2, r, random_size(r, max), r.chance(8) ? Kind::Calloc : Kind::Malloc, 0,
-                              false);
+      Block b = alloc_block(-2, r, random_size(r, max), r.chance(8) ? Kind::Calloc : Kind::Malloc, 0,
+                            false);
+      if (b.p != nullptr) live[n++] = b;  // NULL: fault mode
     }
   }
   while (n > 0) free_block(-2, live[--n], false);
-  for (size_t i = 0; i < nheld; ++i) free_block(-2, held[i], false);
+  for (size_t i = 0; i < nheld; ++i)
+    if (held[i].p != nullptr) free_block(-2, held[i], false);
   _exit(0);
 }
 
@@ -490,7 +504,8 @@ void fork_thread(unsigned t, void*) {
       f.detail = msg;
       fail(f);
     }
-    for (auto& b : held) free_block(ti, b);
+    for (auto& b : held)
+      if (b.p != nullptr) free_block(ti, b);
     ops += 2 * kHeld + kChildOps + 1;
     count(t, 2 * kHeld + kChildOps + 1, 0);
   }
