@@ -10,6 +10,8 @@ packages=(
   ninja-build
   pkg-config
   libgtest-dev
+  # property tests (tests/property*_test.cc): RapidCheck and its gtest glue
+  librapidcheck-dev
   libbenchmark-dev
   libmimalloc-dev
   libtbb-dev
