@@ -12,6 +12,8 @@ packages=(
   libgtest-dev
   # property tests (tests/property*_test.cc): RapidCheck and its gtest glue
   librapidcheck-dev
+  # libFuzzer + ASan/UBSan runtimes for the clang-built fuzzer (tests/fuzz/)
+  libclang-rt-14-dev
   libbenchmark-dev
   libmimalloc-dev
   libtbb-dev
