@@ -23,7 +23,7 @@ namespace {
 using namespace magslab_model;
 
 #ifdef MS_SANITIZED
-constexpr int kCases = 60;
+constexpr int kCases = 200;
 #else
 constexpr int kCases = 500;
 #endif
