@@ -10,6 +10,10 @@ packages=(
   ninja-build
   pkg-config
   libgtest-dev
+  # property tests (tests/property*_test.cc): RapidCheck and its gtest glue
+  librapidcheck-dev
+  # libFuzzer + ASan/UBSan runtimes for the clang-built fuzzer (tests/fuzz/)
+  libclang-rt-14-dev
   libbenchmark-dev
   libmimalloc-dev
   libtbb-dev
