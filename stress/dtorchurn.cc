@@ -235,20 +235,7 @@ void dtor_spawner(unsigned t, void* arg) {
     }
     if (stop) break;
     ++w.gen;
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, dtor_worker, &w);
-    if (rc == EAGAIN) {
-      usleep(1000);
-      continue;
-    }
-    if (rc != 0) {
-      Failure f;
-      f.op = "pthread_create";
-      f.thread = static_cast<int>(t);
-      f.detail = "cannot create a dtorchurn thread";
-      fail(f);
-    }
-    pthread_join(tid, nullptr);
+    run_one_thread(&attr, dtor_worker, &w, t, "dtorchurn");
     unsigned rounds = w.rounds.load(std::memory_order_acquire);
     bool tls_ran = w.tls_ran.load(std::memory_order_acquire);
     if (rounds != kRounds || !tls_ran) {

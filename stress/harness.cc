@@ -267,6 +267,23 @@ void* thread_main(void* p) {
 }
 }  // namespace
 
+void run_one_thread(pthread_attr_t* attr, void* (*fn)(void*), void* arg, unsigned t,
+                    const char* what) {
+  pthread_t tid;
+  int rc;
+  while ((rc = pthread_create(&tid, attr, fn, arg)) == EAGAIN) usleep(1000);
+  if (rc != 0) {
+    static char detail[96];  // fail() does not return
+    snprintf(detail, sizeof detail, "cannot create a %s thread", what);
+    Failure f;
+    f.op = "pthread_create";
+    f.thread = static_cast<int>(t);
+    f.detail = detail;
+    fail(f);
+  }
+  pthread_join(tid, nullptr);
+}
+
 void run_threads(unsigned n, void (*fn)(unsigned, void*), void* arg) {
   RawArray<ThreadArg> args(n);
   RawArray<pthread_t> tids(n);

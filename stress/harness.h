@@ -2,6 +2,7 @@
 // under test, failure reporting, per-thread counters, and block helpers.
 #pragma once
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -158,6 +159,12 @@ inline uint64_t thread_seed(unsigned t, uint64_t salt = 0) {
 // Runs fn(i) on n threads made with pthread_create (no allocation through the
 // API under test), and waits for them.
 void run_threads(unsigned n, void (*fn)(unsigned, void*), void* arg);
+
+// Runs fn(arg) on one new thread (attributes attr) and joins it, retrying
+// while the system is out of threads (EAGAIN); any other pthread_create
+// error is a failure of thread t ("cannot create a <what> thread").
+void run_one_thread(pthread_attr_t* attr, void* (*fn)(void*), void* arg, unsigned t,
+                    const char* what);
 
 inline bool should_stop(uint64_t ops_done) {
   return g.stop.load(std::memory_order_relaxed) ||

@@ -409,20 +409,7 @@ void churn_spawner(unsigned t, void* arg) {
   pthread_attr_setstacksize(&attr, 256u << 10);
   while (!should_stop(w.ops)) {
     ++w.gen;
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, churn_worker, &w);
-    if (rc == EAGAIN) {
-      usleep(1000);
-      continue;
-    }
-    if (rc != 0) {
-      Failure f;
-      f.op = "pthread_create";
-      f.thread = static_cast<int>(t);
-      f.detail = "cannot create a churn thread";
-      fail(f);
-    }
-    pthread_join(tid, nullptr);
+    run_one_thread(&attr, churn_worker, &w, t, "churn");
   }
   pthread_attr_destroy(&attr);
 }
