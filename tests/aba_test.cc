@@ -1,4 +1,4 @@
-// Deterministic ABA test of the tagged Treiber stack (lib/lockfree/tagged_stack.h).
+// Deterministic ABA test of the tagged Treiber stack (lib/ds/tagged_stack.h).
 //
 // The classic ABA interleaving is replayed in one thread through
 // pop_with_hook(): the hook runs inside the popper's window, after it has read
@@ -19,7 +19,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "lockfree/tagged_stack.h"
+#include "ds/tagged_stack.h"
 
 #ifndef MAGSLAB_TEST_NO_ABA_TAG
 #define MAGSLAB_TEST_NO_ABA_TAG 0

@@ -17,7 +17,7 @@
 
 #include "magslab/magslab.h"
 #include "platform/platform.h"
-#include "size_classes.h"
+#include "small/size_classes.h"
 
 namespace {
 

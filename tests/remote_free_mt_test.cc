@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "slab.h"
-#include "thread_cache.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
 
 namespace {
 

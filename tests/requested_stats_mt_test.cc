@@ -1,4 +1,4 @@
-// Exact requested-byte statistics (MAGSLAB_EXACT_REQUESTED; lib/requested.h).
+// Exact requested-byte statistics (MAGSLAB_EXACT_REQUESTED; lib/small/requested.h).
 // This binary links magslab_exact_static, the core built with the option on,
 // in every preset. Each test compares magslab_stats().live_requested_bytes
 // with the sum of the sizes it asked for, at moments when no other thread is
@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "requested.h"
 #include "sanitized.h"
+#include "small/requested.h"
 
 // fork(): magslab's prepare handler holds every lock it has (one per size
 // class and a few more), beyond ThreadSanitizer's deadlock detector's limit

@@ -11,8 +11,8 @@
 
 #include <cstdio>
 
-#include "config.h"
-#include "size_classes.h"
+#include "base/config.h"
+#include "small/size_classes.h"
 
 namespace {
 

@@ -11,9 +11,9 @@
 #include <cstring>
 #include <vector>
 
-#include "depot.h"  // internal: flush without trim
 #include "magslab/magslab.h"
-#include "thread_cache.h"
+#include "small/depot.h"  // internal: flush without trim
+#include "small/thread_cache.h"
 
 #include "sanitized.h"
 

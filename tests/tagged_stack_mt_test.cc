@@ -1,4 +1,4 @@
-// Multithreaded stress of the tagged Treiber stack (lib/lockfree/tagged_stack.h).
+// Multithreaded stress of the tagged Treiber stack (lib/ds/tagged_stack.h).
 //
 // N threads (2, 4, 8, 16) repeatedly pop k nodes (k = 1..4) and push them back.
 // Nodes come from a fixed array (type-stable, like magslab's metadata), fewer
@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "lockfree/tagged_stack.h"
+#include "ds/tagged_stack.h"
 
 #include "sanitized.h"
 

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "thread_cache.h"
+#include "small/thread_cache.h"
 
 #include "sanitized.h"
 

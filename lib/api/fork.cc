@@ -10,8 +10,8 @@
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "platform/platform.h"
-#include "slab.h"
-#include "thread_cache.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
 
 namespace magslab {
 namespace {

@@ -1,4 +1,4 @@
-// api: the C entry points. malloc and free are a class lookup and a magazine
+// api/magslab: the C entry points. malloc and free are a class lookup and a magazine
 // pop/push (thread_cache.h); everything else is out of line.
 #include "magslab/magslab.h"
 
@@ -6,14 +6,15 @@
 
 #include <cstring>
 
+#include "api/report.h"
 #include "chunks/chunk_map.h"
-#include "depot.h"
-#include "large.h"
+#include "large/large.h"
 #include "platform/platform.h"
-#include "requested.h"
-#include "size_classes.h"
-#include "slab.h"
-#include "thread_cache.h"
+#include "small/depot.h"
+#include "small/requested.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
 
 using namespace magslab;
 
@@ -25,7 +26,12 @@ namespace {
 
 // Runs when the library is loaded (before main for a linked or preloaded
 // library). Nothing else needs a constructor: all state is constant-initialised.
-[[gnu::constructor]] void on_load() { register_fork_handlers(); }
+// Calling into api/report.cc from here also pulls it (and its exit report)
+// into programs that link the static library.
+[[gnu::constructor]] void on_load() {
+  register_fork_handlers();
+  report::load_options();
+}
 
 void* fail(int err) {
   errno = err;
@@ -34,7 +40,7 @@ void* fail(int err) {
 
 // Exact mode (requested.h): record n as the size asked for p, a slab object
 // just handed out (nullptr: nothing to record).
-MAGSLAB_NOINLINE void note_alloc(void* p, size_t n) {
+[[maybe_unused]] MAGSLAB_NOINLINE void note_alloc(void* p, size_t n) {
   if (p == nullptr) return;
   requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p) = static_cast<uint32_t>(n);
   requested::note(static_cast<int64_t>(n));
@@ -49,15 +55,13 @@ inline void* alloc_small(unsigned cls, size_t n) {
 
 // Free p, an object of slab s (checked by checked_slab()).
 inline void free_small(void* p, Slab* s) {
-  // relaxed: Slab::owner is a routing hint.
-  const void* owner = s->owner.load(std::memory_order_relaxed);
   if constexpr (kExactRequested) {
     // Read before the free: once freed, another thread may hand p out again.
     uint32_t n = requested::slot(s, p);
-    cache::free(p, s->cls, owner);
+    cache::free(p, s);
     requested::note(-static_cast<int64_t>(n));  // after: a first free creates the cache
   } else {
-    cache::free(p, s->cls, owner);
+    cache::free(p, s);
   }
 }
 

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "config.h"
+#include "base/config.h"
 
 namespace magslab {
 

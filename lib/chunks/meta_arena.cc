@@ -4,8 +4,8 @@
 #include <atomic>
 #include <cstdint>
 
-#include "config.h"
-#include "lock.h"
+#include "base/config.h"
+#include "base/lock.h"
 #include "platform/platform.h"
 
 namespace magslab::meta {

@@ -295,6 +295,24 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
   return true;
 }
 
+bool alloc_slab_run(size_t npages, Run* out) {
+  bool zeroed;  // slabs do not need zeroed pages
+  LockGuard g(g_lock);
+  if (!alloc_locked(npages, 1, out, &zeroed)) return false;
+  for (uint32_t i = 0; i < out->npages; ++i) out->chunk->state[out->page + i] = kPageSlab;
+  return true;
+}
+
+void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
+  bool over_budget;
+  {
+    LockGuard g(g_lock);
+    for (uint32_t i = 0; i < npages; ++i) chunk->state[page + i] = kPageFree;
+    over_budget = free_locked(chunk, page, npages, /*dirty=*/true);
+  }
+  if (over_budget) purge_excess();
+}
+
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   FreeRun* rec = new_run_record();
   if (rec == nullptr) return false;  // out of metadata: the pages stay allocated (leak, not corruption)

@@ -11,8 +11,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/lock.h"
 #include "chunks/chunk_map.h"
-#include "lock.h"
 
 namespace magslab::heap {
 
@@ -31,6 +31,13 @@ struct Run {
   uint32_t npages;
   void* addr() const { return reinterpret_cast<void*>(chunk->base + (uintptr_t{page} << kPageShift)); }
 };
+
+// Runs for slabs (small/slab.cc), with the lock taken here: the page heap
+// marks their pages kPageSlab / kPageFree itself. alloc_slab_run: false when
+// the OS refuses memory. free_slab_run: the pages go back dirty and are purged
+// (after the lock is dropped) if the dirty budget is exceeded.
+bool alloc_slab_run(size_t npages, Run* out);
+void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages);
 
 // The *_locked functions need g_lock held.
 

@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "config.h"
+#include "base/config.h"
 #include "magslab/magslab.h"
-#include "override/report.h"
+#include "api/report.h"
 
 using namespace magslab;
 
@@ -68,7 +68,7 @@ MAGSLAB_EXPORT void* pvalloc(size_t n) {
 // glibc returns 1 if memory was released.
 MAGSLAB_EXPORT int malloc_trim(size_t /*pad*/) { return magslab_trim() != 0 ? 1 : 0; }
 
-MAGSLAB_EXPORT void malloc_stats(void) { override_report::print_stats(); }
+MAGSLAB_EXPORT void malloc_stats(void) { report::print_stats(); }
 
 MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
   struct magslab_stats st;

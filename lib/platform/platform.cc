@@ -1,4 +1,4 @@
-// platform: system calls and the test seam over them.
+// platform/platform: system calls and the test seam over them.
 #include "platform/platform.h"
 
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "config.h"
+#include "base/config.h"
 
 namespace magslab::platform {
 namespace {

@@ -1,4 +1,4 @@
-// platform: the only layer that makes system calls (mmap, munmap, madvise,
+// platform/platform: the only layer that makes system calls (mmap, munmap, madvise,
 // mremap, write, getrandom, abort). Everything above calls these functions.
 // Tests replace the OS through PlatformOps (the seam) to inject failures.
 #pragma once

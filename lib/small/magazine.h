@@ -1,14 +1,16 @@
-// depot: per size class, a lock-free stack of full magazines and one of empty
-// magazines (Bonwick & Adams 2001). Threads trade whole magazines here; no
-// thread ever blocks another. Magazines live in the metadata arena (type-stable).
+// small/magazine: a magazine — a bounded stack of free objects of one class
+// (Bonwick & Adams 2001) — and everything about it in one place: the struct,
+// the shared empty sentinel, the free key written into freed objects, the
+// count accessors other threads may use, and the fast path's pop and push.
+// Magazines live in the metadata arena (type-stable); the depot (depot.h)
+// trades them between threads, the thread cache (thread_cache.h) owns them.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 
-#include "lockfree/tagged_stack.h"
-#include "size_classes.h"
+#include "ds/tagged_stack.h"
 
 namespace magslab {
 
@@ -47,21 +49,23 @@ inline void set_mag_count(Magazine* m, uint32_t n) {
   std::atomic_ref<uint32_t>(m->count).store(n, std::memory_order_relaxed);
 }
 
-namespace depot {
+// Take the top object of m, which holds n > 0 objects. Clears the free key: a
+// block freed again without being written must not look like a double free
+// (that would send every such free to the search).
+inline void* mag_pop(Magazine* m, uint32_t n) {
+  --n;
+  set_mag_count(m, n);
+  void* p = m->objs[n];
+  *static_cast<uint64_t*>(p) = 0;
+  return p;
+}
 
-// A full (non-empty) magazine, or nullptr.
-Magazine* pop_full(unsigned cls);
-// Take m (count > 0). false if the depot already holds its limit for the class;
-// the caller then flushes m to the slabs.
-bool push_full(unsigned cls, Magazine* m);
-// An empty magazine: from the depot, else newly made. nullptr when out of memory.
-Magazine* get_empty(unsigned cls);
-void push_empty(unsigned cls, Magazine* m);
+// Put p (a validated object whose first word the caller checked against the
+// key) on m, which holds n < cap objects; the key marks p as freed.
+inline void mag_push(Magazine* m, uint32_t n, void* p) {
+  *static_cast<uint64_t*>(p) = m->free_key;
+  m->objs[n] = p;
+  set_mag_count(m, n + 1);
+}
 
-// Objects held in full magazines of the depot (exact at quiescence).
-size_t cached_objects(unsigned cls);
-// Flush every full magazine of every class to the slabs; returns objects moved.
-size_t drain();
-
-}  // namespace depot
 }  // namespace magslab

@@ -1,17 +1,17 @@
-// thread_cache: the slow paths — magazine swaps, depot trades, slab refills,
+// small/thread_cache: the slow paths — magazine swaps, depot trades, slab refills,
 // thread-cache creation and thread exit.
-#include "thread_cache.h"
+#include "small/thread_cache.h"
 
 #include <errno.h>
 #include <pthread.h>
 
 #include <new>
 
+#include "base/lock.h"
 #include "chunks/meta_arena.h"
-#include "lock.h"
 #include "platform/platform.h"
-#include "requested.h"
-#include "slab.h"
+#include "small/requested.h"
+#include "small/slab.h"
 
 namespace magslab {
 

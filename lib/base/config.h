@@ -1,4 +1,4 @@
-// config: compile-time constants shared by every layer, checked by static_assert.
+// base/config: compile-time constants shared by every layer, checked by static_assert.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +28,7 @@ inline constexpr size_t kCacheLine = 64;
 
 // Exact requested-byte statistics for slab-class blocks (CMake option
 // MAGSLAB_EXACT_REQUESTED, off by default): each slab keeps the size asked for
-// each of its objects in a side array (lib/requested.h). Off, malloc and free
+// each of its objects in a side array (lib/small/requested.h). Off, malloc and free
 // do not touch it and magslab_stats counts small blocks at their usable size.
 #ifndef MAGSLAB_EXACT_REQUESTED
 #define MAGSLAB_EXACT_REQUESTED 0

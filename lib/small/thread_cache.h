@@ -1,4 +1,4 @@
-// thread_cache: per thread and class, a loaded and a previous magazine
+// small/thread_cache: per thread and class, a loaded and a previous magazine
 // (Bonwick & Adams 2001). The fast paths below touch only the calling thread's
 // cache: no atomics (relaxed atomic_ref stores are plain moves), no locks, no
 // system calls, and no "is this thread initialised" test — a new thread's cache
@@ -9,9 +9,11 @@
 #include <atomic>
 #include <cstdint>
 
-#include "config.h"
-#include "depot.h"
-#include "size_classes.h"
+#include "base/config.h"
+#include "small/depot.h"
+#include "small/magazine.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
 
 namespace magslab {
 
@@ -31,7 +33,7 @@ struct alignas(kCacheLine) ThreadCache {
   };
   Pair cls[kNumClasses];
   ThreadCache* reg_next = nullptr;  // registry of live caches (for stats)
-  // Exact mode (lib/requested.h): requested bytes of slab-class blocks this
+  // Exact mode (lib/small/requested.h): requested bytes of slab-class blocks this
   // thread allocated minus those it freed (negative for a consumer). Written
   // by the owner only, read by magslab_stats: relaxed atomic_ref accesses.
   int64_t requested = 0;
@@ -70,25 +72,6 @@ MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls, const void* owner);
 // A freed object's first word matched the key: double free, or a coincidence.
 MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls, const void* owner);
 
-// Take the top object of m, which holds n > 0 objects. Clears the free key: a
-// block freed again without being written must not look like a double free
-// (that would send every such free to the search).
-inline void* mag_pop(Magazine* m, uint32_t n) {
-  --n;
-  set_mag_count(m, n);
-  void* p = m->objs[n];
-  *static_cast<uint64_t*>(p) = 0;
-  return p;
-}
-
-// Put p (a validated object whose first word the caller checked against the
-// key) on m, which holds n < cap objects; the key marks p as freed.
-inline void mag_push(Magazine* m, uint32_t n, void* p) {
-  *static_cast<uint64_t*>(p) = m->free_key;
-  m->objs[n] = p;
-  set_mag_count(m, n + 1);
-}
-
 inline void* alloc(unsigned cls) {
   Magazine* m = t_cache->cls[cls].loaded;
   uint32_t n = m->count;
@@ -96,9 +79,13 @@ inline void* alloc(unsigned cls) {
   return mag_pop(m, n);
 }
 
-// owner: Slab::owner of p's slab. An own object goes to the loaded magazine,
-// any other to the remote one.
-inline void free(void* p, unsigned cls, const void* owner) {
+// Free p, an object of slab s (validated by the caller). The routing lives
+// here: an object of a slab this thread refilled from last (Slab::owner) goes
+// to the loaded magazine, any other to the remote one.
+inline void free(void* p, const Slab* s) {
+  // relaxed: Slab::owner is a routing hint (slab.h).
+  const void* owner = s->owner.load(std::memory_order_relaxed);
+  unsigned cls = s->cls;
   ThreadCache* tc = t_cache;
   ThreadCache::Pair& pr = tc->cls[cls];
   Magazine* m = owner == tc ? pr.loaded : pr.remote;

@@ -1,4 +1,4 @@
-// lockfree/tagged_stack: the one Treiber stack of magslab, with a versioned head
+// ds/tagged_stack: the one Treiber stack of magslab, with a versioned head
 // (pointer + 64-bit tag swapped together by one 128-bit CAS, lock cmpxchg16b).
 // Used by the depot (full and empty magazines) and to recycle metadata nodes.
 //

@@ -1,15 +1,12 @@
-// depot: the lock-free magazine exchange.
-#include "depot.h"
+// small/depot: the lock-free magazine exchange.
+#include "small/depot.h"
 
 #include <new>
 
 #include "chunks/meta_arena.h"
-#include "slab.h"
+#include "small/slab.h"
 
 namespace magslab {
-
-Magazine g_empty_magazine;
-std::atomic<uint64_t> g_free_key{0};
 
 namespace depot {
 namespace {

@@ -1,4 +1,4 @@
-// large: blocks above the largest slab class. Up to kHugeThreshold they are
+// large/large: blocks above the largest slab class. Up to kHugeThreshold they are
 // page runs inside chunks (freed runs coalesce and stay committed, within the
 // page heap's bounded dirty budget, for reuse); above it each block is a
 // mapping of its own, moved by mremap on realloc rather than copied.

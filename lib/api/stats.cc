@@ -1,4 +1,4 @@
-// stats: magslab_stats — per-class live counts derived from slow-path state:
+// api/stats: magslab_stats — per-class live counts derived from slow-path state:
 //   live(c) = carved(c) − in thread magazines(c) − in depot magazines(c)
 // carved is kept by the slab layer under its class lock, the magazine counts by
 // their owners (relaxed atomic_ref stores). Nothing is counted on the fast
@@ -7,31 +7,12 @@
 
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
-#include "depot.h"
-#include "large.h"
+#include "large/large.h"
 #include "magslab/magslab.h"
-#include "slab.h"
-#include "stats_internal.h"
-#include "thread_cache.h"
-
-namespace magslab::stats {
-namespace {
-// relaxed: statistics only; no other memory is published through them.
-std::atomic<size_t> g_in_use{0};
-std::atomic<size_t> g_peak{0};
-}  // namespace
-
-void add_in_use(size_t bytes) {
-  size_t now = g_in_use.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-  size_t peak = g_peak.load(std::memory_order_relaxed);
-  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-  }
-}
-void sub_in_use(size_t bytes) { g_in_use.fetch_sub(bytes, std::memory_order_relaxed); }
-size_t in_use() { return g_in_use.load(std::memory_order_relaxed); }
-size_t peak_in_use() { return g_peak.load(std::memory_order_relaxed); }
-
-}  // namespace magslab::stats
+#include "small/depot.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
+#include "stats/counters.h"
 
 using namespace magslab;
 

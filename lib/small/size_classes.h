@@ -1,4 +1,4 @@
-// size_classes: request size (and alignment) → class; class → object size,
+// small/size_classes: request size (and alignment) → class; class → object size,
 // slab size, magazine capacity. The table is computed at compile time and
 // printed in docs/design.md (see tests/size_classes_test.cc for its bounds).
 //
@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "config.h"
+#include "base/config.h"
 
 namespace magslab {
 

@@ -1,16 +1,16 @@
-// slab: carving slabs from the page heap, refilling and flushing magazines.
-#include "slab.h"
+// small/slab: carving slabs from the page heap, refilling and flushing magazines.
+#include "small/slab.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <new>
 
+#include "base/lock.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
-#include "lock.h"
 #include "platform/platform.h"
-#include "stats_internal.h"
+#include "stats/counters.h"
 
 namespace magslab::slab {
 namespace {
@@ -68,14 +68,9 @@ Slab* carve(unsigned cls) {
     }
   }
   heap::Run run;
-  bool zeroed;  // slabs do not need zeroed pages
-  {
-    LockGuard g(heap::g_lock);
-    if (!heap::alloc_locked(ci.slab_pages, 1, &run, &zeroed)) {
-      g_slab_pool.push(&s->recycle);
-      return nullptr;
-    }
-    for (uint32_t i = 0; i < run.npages; ++i) run.chunk->state[run.page + i] = kPageSlab;
+  if (!heap::alloc_slab_run(ci.slab_pages, &run)) {
+    g_slab_pool.push(&s->recycle);
+    return nullptr;
   }
   s->start = reinterpret_cast<uintptr_t>(run.addr());
   s->cls = cls;
@@ -105,15 +100,10 @@ void unpublish(Slab* s) {
 // The pages go back dirty (no system call here); the page heap purges them
 // when its dirty budget is exceeded.
 void give_back(Slab* s) {
-  const ClassInfo& ci = kClasses[s->cls];
-  bool purge;
-  {
-    LockGuard g(heap::g_lock);
-    for (uint32_t i = 0; i < ci.slab_pages; ++i) s->chunk->state[s->first_page + i] = kPageFree;
-    purge = heap::free_locked(s->chunk, s->first_page, ci.slab_pages, /*dirty=*/true);
-  }
+  ChunkMeta* chunk = s->chunk;
+  uint32_t first_page = s->first_page, npages = kClasses[s->cls].slab_pages;
   g_slab_pool.push(&s->recycle);
-  if (purge) heap::purge_excess();
+  heap::free_slab_run(chunk, first_page, npages);
 }
 
 }  // namespace

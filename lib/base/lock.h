@@ -1,4 +1,4 @@
-// lock: the mutex used off the fast path (slab classes, page heap, registry).
+// base/lock: the mutex used off the fast path (slab classes, page heap, registry).
 // A futex-based pthread mutex: waiters sleep instead of spinning, so a holder
 // that is preempted on an oversubscribed machine does not start a convoy of
 // spinners. PTHREAD_MUTEX_INITIALIZER makes it constant-initialised: usable

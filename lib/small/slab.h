@@ -1,4 +1,4 @@
-// slab: a run of pages of one class, carved into objects, with its own free
+// small/slab: a run of pages of one class, carved into objects, with its own free
 // bitmap. Per class, a lock protects the slabs' bookkeeping; it is taken once
 // per magazine (refill or flush), never per object on the fast path.
 //
@@ -13,10 +13,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/config.h"
 #include "chunks/chunk_map.h"
-#include "config.h"
-#include "lockfree/tagged_stack.h"
-#include "size_classes.h"
+#include "ds/tagged_stack.h"
+#include "small/size_classes.h"
 
 namespace magslab {
 

@@ -1,5 +1,6 @@
-// override/report: options read once at load time from the environment, and the
-// stats report. getenv() does not allocate, and output is formatted into a
+// api/report: options read once at load time from the environment (by the
+// library's constructor, api/magslab.cc, whether magslab is linked or
+// preloaded), and the stats report. getenv() does not allocate, and output is formatted into a
 // stack buffer and written with write(2), so this works inside a program whose
 // malloc is magslab itself.
 //
@@ -7,18 +8,18 @@
 // | MAGSLAB_SHOW_STATS  | 0       | 1: print a stats summary to stderr at exit     |
 // | MAGSLAB_VERBOSE     | 0       | 1: print the configuration to stderr at load   |
 // A value other than 0 or 1 is reported on stderr and the default is kept.
-#include "override/report.h"
+#include "api/report.h"
 
 #include <stdlib.h>
 
 #include <cstring>
 
-#include "config.h"
+#include "base/config.h"
 #include "magslab/magslab.h"
 #include "platform/platform.h"
-#include "size_classes.h"
+#include "small/size_classes.h"
 
-namespace magslab::override_report {
+namespace magslab::report {
 namespace {
 
 class Line {
@@ -80,12 +81,14 @@ bool flag(const char* name) {
   return false;
 }
 
-[[gnu::constructor]] void on_load() {
+}  // namespace
+
+void load_options() {
   g_show_stats = flag("MAGSLAB_SHOW_STATS");
   if (g_show_stats) g_report_fd = platform::dup_stderr();
   if (flag("MAGSLAB_VERBOSE")) {
     Line l;
-    l.str("magslab: override active (version ").num(MAGSLAB_VERSION_MAJOR).str(".")
+    l.str("magslab: active (version ").num(MAGSLAB_VERSION_MAJOR).str(".")
         .num(MAGSLAB_VERSION_MINOR).str(".").num(MAGSLAB_VERSION_PATCH).str(")").emit();
     l.str("magslab:   chunk ").bytes(kChunkSize).str(", page ").bytes(kPageSize).emit();
     l.str("magslab:   ").num(kNumClasses).str(" size classes up to ").bytes(kMaxSmallSize)
@@ -93,6 +96,8 @@ bool flag(const char* name) {
     l.str("magslab:   MAGSLAB_SHOW_STATS=").num(g_show_stats ? 1 : 0).emit();
   }
 }
+
+namespace {
 
 [[gnu::destructor]] void on_unload() {
   if (g_show_stats) print_stats(g_report_fd >= 0 ? g_report_fd : 2);
@@ -124,4 +129,4 @@ void print_stats(int fd) {
   }
 }
 
-}  // namespace magslab::override_report
+}  // namespace magslab::report

@@ -1,4 +1,4 @@
-// stats_internal: slow-path counters behind magslab_stats. Nothing here is
+// stats/counters: slow-path counters behind magslab_stats. Nothing here is
 // touched by the malloc/free fast path.
 #pragma once
 #include <atomic>

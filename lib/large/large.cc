@@ -1,12 +1,12 @@
-// large: page-run blocks, their cache, and huge mappings.
-#include "large.h"
+// large/large: page-run blocks, their cache, and huge mappings.
+#include "large/large.h"
 
 #include <cstring>
 
+#include "base/config.h"
 #include "chunks/page_heap.h"
-#include "config.h"
 #include "platform/platform.h"
-#include "stats_internal.h"
+#include "stats/counters.h"
 
 namespace magslab::large {
 namespace {

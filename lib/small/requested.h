@@ -1,4 +1,4 @@
-// requested: exact requested-byte statistics for slab-class blocks, compiled
+// small/requested: exact requested-byte statistics for slab-class blocks, compiled
 // in with MAGSLAB_EXACT_REQUESTED (kExactRequested; config.h). Default builds
 // never call anything here and magslab_stats counts small blocks at their
 // usable size (requested_bytes_exact == 0).
@@ -19,9 +19,9 @@
 #include <atomic>
 #include <cstdint>
 
-#include "size_classes.h"
-#include "slab.h"
-#include "thread_cache.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
 
 namespace magslab::requested {
 
