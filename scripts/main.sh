@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds magslab (release preset) and runs the multithreaded example program.
+# deps -> build (release preset) -> demo -> stress smoke -> quick benchmarks with
+# instruction counts (bench/run --quick --callgrind, docs/benchmarks.md).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,14 +27,8 @@ build/release/threads_demo
 banner "stress: magslab-stress --smoke (every workload, every byte verified; docs/stress.md)"
 build/release/stress/magslab-stress --smoke --allocator magslab
 
-banner "peers: build the measurement programs (bench/build.sh)"
-bench/build.sh
-
-banner "fast path: instructions per malloc(16)+free pair (callgrind)"
-ALLOCATORS="magslab mimalloc jemalloc-std tbb glibc" bench/callgrind.sh
-
-banner "benchmarks: bench/run --quick (macro + micro vs mimalloc, TBB, jemalloc, tcmalloc, glibc; docs/benchmarks.md)"
-bench/run --quick
+banner "benchmarks: bench/run --quick --callgrind (macro + micro vs mimalloc, TBB, jemalloc, tcmalloc, glibc, and instructions per malloc(16)+free pair; docs/benchmarks.md)"
+bench/run --quick --callgrind
 
 # The full benchmark run (all thread counts, 5 repeats): bench/run (docs/benchmarks.md).
 
