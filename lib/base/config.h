@@ -16,7 +16,7 @@ inline constexpr size_t kPagesPerChunk = kChunkSize / kPageSize;
 inline constexpr size_t kAddressBits = 47;
 // Largest slab class; above it requests become page runs ("large"). 64 KiB:
 // blocks of 32–64 KiB are common (buffers, hash tables) and the page heap is
-// one lock and a purge policy away from them (docs/measurements.md, mstress).
+// one lock and a purge policy away from them (docs/benchmarks.md, mstress).
 inline constexpr size_t kMaxSmallSize = 65536;
 // Above this, a block gets a mapping of its own ("huge").
 inline constexpr size_t kHugeThreshold = size_t{1} << 20;

@@ -17,7 +17,7 @@ namespace {
 // not less: a burst that frees 10,000 × 64 B and allocates them again then
 // stays in magazines instead of going through the slab bitmaps under the class
 // lock (256 KiB: 118 → 79 instructions per pair; macro workloads' peak RSS
-// unchanged — docs/measurements.md §3).
+// unchanged — docs/benchmarks.md, "Depot limit per class").
 constexpr int64_t limit_for(unsigned cls) {
   int64_t per_mag = int64_t{kClasses[cls].mag_cap} * kClasses[cls].size;
   int64_t n = (int64_t{1} << 20) / per_mag;
