@@ -2,6 +2,10 @@
 // data, foreign mappings, glibc's heap, interior and misaligned pointers) must
 // print exactly one line "magslab: invalid free of 0x<addr>" and abort; a
 // detected double free prints "magslab: double free of 0x<addr>" and aborts.
+// The whole line is checked, with what magslab knows of the block after the
+// address: " (class 7, 64 B)", " (large block, 8192 B)", " (huge block, … B)",
+// and for a double free where it was found ("; already in this thread's
+// magazine", "; already free in its slab"); nothing for a foreign pointer.
 //
 // The death tests use the "threadsafe" style, which re-executes the test
 // binary for every death test. With ASLR the child's heap/stack addresses
@@ -39,16 +43,17 @@ namespace {
 
 class MisuseLine : public testing::MatcherInterface<const std::string&> {
  public:
-  explicit MisuseLine(std::string kind) : kind_(std::move(kind)) {}
+  // suffix: a regular expression for what follows the address; the line
+  // must be exactly "magslab: <kind> of 0x<addr><suffix>".
+  MisuseLine(std::string kind, std::string suffix)
+      : kind_(std::move(kind)), suffix_(std::move(suffix)) {}
 
   bool MatchAndExplain(const std::string& err,
                        testing::MatchResultListener* listener) const override {
     // The announced address (%p: 0x-prefixed lowercase hex on glibc).
     static const std::regex ann_re("magslab-test: freeing 0x([0-9a-f]+)");
-    // The exact magslab line; optional details may follow the address after a
-    // non-hex character (e.g. " (class 48 B)").
-    const std::regex line_re("magslab: " + kind_ +
-                             " of 0x([0-9a-f]+)([^0-9a-fA-FxX].*)?");
+    // The whole magslab line: kind, address and what is known of the block.
+    const std::regex line_re("magslab: " + kind_ + " of 0x([0-9a-f]+)" + suffix_);
     std::vector<std::string> lines;
     std::istringstream in(err);
     for (std::string l; std::getline(in, l);) {
@@ -80,7 +85,7 @@ class MisuseLine : public testing::MatcherInterface<const std::string&> {
       }
     }
     if (!found) {
-      *listener << "no line of the form \"magslab: " << kind_ << " of 0x...\"";
+      *listener << "no line of the form \"magslab: " << kind_ << " of 0x..." << suffix_ << "\"";
       return false;
     }
     if (magslab_lines != 1) {
@@ -96,7 +101,7 @@ class MisuseLine : public testing::MatcherInterface<const std::string&> {
   }
   void DescribeTo(std::ostream* os) const override {
     *os << "has exactly one stderr line \"magslab: " << kind_
-        << " of 0x<the freed address>\"";
+        << " of 0x<the freed address>" << suffix_ << "\"";
   }
   void DescribeNegationTo(std::ostream* os) const override {
     *os << "does not have the line \"magslab: " << kind_ << " of 0x<addr>\"";
@@ -104,13 +109,22 @@ class MisuseLine : public testing::MatcherInterface<const std::string&> {
 
  private:
   std::string kind_;
+  std::string suffix_;
 };
 
-testing::Matcher<const std::string&> InvalidFreeOf() {
-  return testing::MakeMatcher(new MisuseLine("invalid free"));
+// What the line says about the block (platform::misuse).
+const std::string kNothing = "";
+const std::string kSmall = R"( \(class [0-9]+, [0-9]+ B\))";
+const std::string kLarge = R"( \(large block(, [0-9]+ B)?\))";
+const std::string kHuge = R"( \(huge block, [0-9]+ B\))";
+const std::string kInMagazine = R"( \(class [0-9]+, [0-9]+ B; already in this thread's magazine\))";
+const std::string kInSlab = R"( \(class [0-9]+, [0-9]+ B; already free in its slab\))";
+
+testing::Matcher<const std::string&> InvalidFreeOf(const std::string& suffix = kNothing) {
+  return testing::MakeMatcher(new MisuseLine("invalid free", suffix));
 }
-testing::Matcher<const std::string&> DoubleFreeOf() {
-  return testing::MakeMatcher(new MisuseLine("double free"));
+testing::Matcher<const std::string&> DoubleFreeOf(const std::string& suffix) {
+  return testing::MakeMatcher(new MisuseLine("double free", suffix));
 }
 
 void use_threadsafe_style() { testing::GTEST_FLAG(death_test_style) = "threadsafe"; }
@@ -190,10 +204,10 @@ TEST(MisuseDeathTest, FreeOfInteriorPointerSmall) {
   auto* p1000 = static_cast<char*>(magslab_malloc(1000));
   ASSERT_NE(p64, nullptr);
   ASSERT_NE(p1000, nullptr);
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p64 + 8), InvalidFreeOf());
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p64 + 32), InvalidFreeOf());
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p1000 + 16), InvalidFreeOf());
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p1000 + 512), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p64 + 8), InvalidFreeOf(kSmall));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p64 + 32), InvalidFreeOf(kSmall));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p1000 + 16), InvalidFreeOf(kSmall));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p1000 + 512), InvalidFreeOf(kSmall));
   magslab_free(p64);
   magslab_free(p1000);
 }
@@ -202,8 +216,8 @@ TEST(MisuseDeathTest, FreeOfInteriorPointerLarge) {
   use_threadsafe_style();
   auto* p = static_cast<char*>(magslab_malloc(100000));
   ASSERT_NE(p, nullptr);
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf());
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 16), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf(kLarge));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 16), InvalidFreeOf(kLarge));
   magslab_free(p);
 }
 
@@ -211,8 +225,8 @@ TEST(MisuseDeathTest, FreeOfInteriorPointerHuge) {
   use_threadsafe_style();
   auto* p = static_cast<char*>(magslab_malloc(size_t{8} << 20));
   ASSERT_NE(p, nullptr);
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf());
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + (size_t{4} << 20)), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf(kHuge));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + (size_t{4} << 20)), InvalidFreeOf(kHuge));
   magslab_free(p);
 }
 
@@ -222,8 +236,8 @@ TEST(MisuseDeathTest, FreeOfMisalignedPointer) {
   auto* q = static_cast<char*>(magslab_malloc(100000));
   ASSERT_NE(p, nullptr);
   ASSERT_NE(q, nullptr);
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 1), InvalidFreeOf());
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(q + 1), InvalidFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 1), InvalidFreeOf(kSmall));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(q + 1), InvalidFreeOf(kLarge));
   magslab_free(p);
   magslab_free(q);
 }
@@ -236,14 +250,14 @@ TEST(MisuseDeathTest, DoubleFreeImmediate) {
         magslab_free(p);
         ANNOUNCE_AND_FREE(p);
       },
-      DoubleFreeOf());
+      DoubleFreeOf(kInMagazine));
   EXPECT_DEATH(
       {
         void* p = magslab_malloc(100000);
         magslab_free(p);
         ANNOUNCE_AND_FREE(p);
       },
-      DoubleFreeOf());
+      DoubleFreeOf(kLarge));
 }
 
 TEST(MisuseDeathTest, DoubleFreeAfterOtherFrees) {
@@ -257,7 +271,7 @@ TEST(MisuseDeathTest, DoubleFreeAfterOtherFrees) {
         for (void* o : others) magslab_free(o);
         ANNOUNCE_AND_FREE(p);
       },
-      DoubleFreeOf());
+      DoubleFreeOf(kInMagazine));
 }
 
 // Another thread's object goes to the freeing thread's remote magazine; a
@@ -274,7 +288,7 @@ TEST(MisuseDeathTest, DoubleFreeOfAnotherThreadsObject) {
         });
         t.join();
       },
-      DoubleFreeOf());
+      DoubleFreeOf(kInMagazine));
 }
 
 // The case the design guarantees even without debug mode: the object is
@@ -305,7 +319,7 @@ TEST(MisuseDeathTest, DoubleFreeOfObjectFreeInItsSlab) {
   for (char* o : objs)
     if (o != neighbour) magslab_free(o);
   magslab_trim();  // flushes this thread's magazines into the slabs
-  EXPECT_DEATH(ANNOUNCE_AND_FREE(p), DoubleFreeOf());
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(p), DoubleFreeOf(kInSlab));
   magslab_free(neighbour);
 }
 

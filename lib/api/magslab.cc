@@ -73,17 +73,19 @@ MAGSLAB_NOINLINE void* malloc_big(size_t n) {
   return p != nullptr ? p : fail(ENOMEM);
 }
 
-[[noreturn]] MAGSLAB_COLD void invalid(const void* p, const char* what = "invalid free of") {
-  platform::fatal(what, p);
+// p is not the start of an object of slab s (or, for kWrongSizedFree, the
+// size does not fit its class).
+[[noreturn]] MAGSLAB_COLD void invalid(const void* p, Misuse kind, const Slab* s) {
+  platform::misuse(kind, p, BlockInfo::small(s->cls, kClasses[s->cls].size));
 }
 
 // The slab holding p, after checking that p is the start of an object of it;
 // nullptr if p is not in a slab at all. Aborts on interior or misaligned pointers.
-inline Slab* checked_slab(const void* p, const char* what) {
+inline Slab* checked_slab(const void* p, Misuse kind) {
   auto a = reinterpret_cast<uintptr_t>(p);
   Slab* s = pagemap::lookup_slab(a);
   if (MAGSLAB_UNLIKELY(s == nullptr)) return nullptr;
-  if (MAGSLAB_UNLIKELY(!valid_offset(s, a - s->start))) invalid(p, what);
+  if (MAGSLAB_UNLIKELY(!valid_offset(s, a - s->start))) invalid(p, kind, s);
   return s;
 }
 
@@ -118,15 +120,15 @@ void* magslab_malloc(size_t n) {
 }
 
 void magslab_free(void* p) {
-  Slab* s = checked_slab(p, "invalid free of");
+  Slab* s = checked_slab(p, Misuse::kInvalidFree);
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
   free_small(p, s);
 }
 
 void magslab_free_sized(void* p, size_t size) {
-  Slab* s = checked_slab(p, "invalid free of");
+  Slab* s = checked_slab(p, Misuse::kInvalidFree);
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
-  if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, "free_sized with a wrong size of");
+  if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, Misuse::kWrongSizedFree, s);
   free_small(p, s);
 }
 
@@ -154,7 +156,7 @@ void* magslab_realloc(void* p, size_t n) {
   }
   if (n > kMaxRequest) return fail(ENOMEM);
   size_t old_usable;
-  if (Slab* s = checked_slab(p, "invalid realloc of")) {
+  if (Slab* s = checked_slab(p, Misuse::kInvalidRealloc)) {
     old_usable = kClasses[s->cls].size;
     // Keep the block if n still fits and would not fit a class half the size.
     if (n <= old_usable && (n > old_usable / 2 || s->cls == 0)) {
@@ -193,7 +195,7 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
 
 size_t magslab_usable_size(const void* p) {
   if (p == nullptr) return 0;
-  if (Slab* s = checked_slab(p, "invalid pointer passed to usable_size:")) return kClasses[s->cls].size;
+  if (Slab* s = checked_slab(p, Misuse::kInvalidUsableSize)) return kClasses[s->cls].size;
   return large::usable_size(p);
 }
 

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "base/config.h"
+#include "base/format.h"
 #include "magslab/magslab.h"
 #include "platform/platform.h"
 #include "small/size_classes.h"
@@ -22,49 +23,32 @@
 namespace magslab::report {
 namespace {
 
+// A base/format LineBuf that writes itself to fd: emit() ends the line,
+// writes it and starts the next one. The formatting itself is LineBuf's.
 class Line {
  public:
   explicit Line(int fd = 2) : fd_(fd) {}
   Line& str(const char* s) {
-    while (*s != '\0' && n_ + 1 < sizeof buf_) buf_[n_++] = *s++;
+    b_.str(s);
     return *this;
   }
   Line& num(size_t v) {
-    char tmp[24];
-    int k = 0;
-    do {
-      tmp[k++] = static_cast<char>('0' + v % 10);
-      v /= 10;
-    } while (v != 0);
-    while (k > 0 && n_ + 1 < sizeof buf_) buf_[n_++] = tmp[--k];
+    b_.num(v);
     return *this;
   }
-  // Bytes as "123456 B (120.6 KiB)".
   Line& bytes(size_t v) {
-    num(v).str(" B");
-    static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
-    if (v >= 1024) {
-      size_t whole = v, frac = 0;
-      int u = -1;
-      while (whole >= 1024 && u < 3) {
-        frac = (whole % 1024) * 10 / 1024;
-        whole /= 1024;
-        ++u;
-      }
-      str(" (").num(whole).str(".").num(frac).str(" ").str(kUnits[u]).str(")");
-    }
+    b_.bytes(v);
     return *this;
   }
   void emit() {
-    str("\n");
-    platform::write_fd(fd_, buf_, n_);
-    n_ = 0;
+    b_.end();
+    platform::write_fd(fd_, b_.data(), b_.size());
+    b_.clear();
   }
 
  private:
   int fd_;
-  char buf_[256];
-  size_t n_ = 0;
+  LineBuf b_;
 };
 
 bool g_show_stats = false;

@@ -159,8 +159,17 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   return nullptr;
 }
 
-[[noreturn]] void bad_pointer(const void* p, const char* what = "invalid free of") {
-  platform::fatal(what, p);
+[[noreturn]] void bad_pointer(const void* p, Misuse kind = Misuse::kInvalidFree,
+                              const BlockInfo& info = BlockInfo{}) {
+  platform::misuse(kind, p, info);
+}
+
+// What the message can say about a's page of normal chunk c (under the lock).
+BlockInfo page_info(const ChunkMeta* c, uint32_t page) {
+  uint8_t st = c->state[page];
+  if (st == kPageLargeStart) return BlockInfo::large(size_t{c->large_pages[page]} << kPageShift);
+  if (st == kPageLargeBody || st == kPageFreedLarge) return BlockInfo::large(0);
+  return BlockInfo{};
 }
 
 // What p is, decided under heap::g_lock from the page map as it is now. A
@@ -288,7 +297,7 @@ void free(void* p) {
   ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p);
   if (c->huge) {
-    if (c->base != a) bad_pointer(p);
+    if (c->base != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(c->huge_size));
     size_t size = c->huge_size;
     // Out of the page map before the mapping is cached or unmapped: a second
     // free of p is reported, and a thread that maps this range next can
@@ -309,9 +318,9 @@ void free(void* p) {
     return;
   }
   uint8_t st = c->state[b.page];
-  if (a % kPageSize != 0) bad_pointer(p);
-  if (st == kPageFreedLarge) bad_pointer(p, "double free of");
-  if (st != kPageLargeStart) bad_pointer(p);
+  if (a % kPageSize != 0) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
+  if (st == kPageFreedLarge) bad_pointer(p, Misuse::kDoubleFree, BlockInfo::large(0));
+  if (st != kPageLargeStart) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
   uint32_t npages = c->large_pages[b.page];
   --g_live_blocks;
   g_live_pages -= npages;
@@ -324,29 +333,30 @@ void free(void* p) {
 
 size_t usable_size(const void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  const char* what = "invalid pointer passed to usable_size:";
+  const Misuse what = Misuse::kInvalidUsableSize;
   LockGuard g(heap::g_lock);
   Block b = classify_locked(a);
   ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p, what);
   if (c->huge) {
-    if (c->base != a) bad_pointer(p, what);
+    if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
     return c->huge_size;
   }
-  if (a % kPageSize != 0 || c->state[b.page] != kPageLargeStart) bad_pointer(p, what);
+  if (a % kPageSize != 0 || c->state[b.page] != kPageLargeStart)
+    bad_pointer(p, what, page_info(c, b.page));
   return size_t{c->large_pages[b.page]} << kPageShift;
 }
 
 void* resize(void* p, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  const char* what = "invalid realloc of";
+  const Misuse what = Misuse::kInvalidRealloc;
   size_t want = align_up(n, kPageSize);
   heap::g_lock.lock();
   Block b = classify_locked(a);
   ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p, what);
   if (c->huge) {
-    if (c->base != a) bad_pointer(p, what);
+    if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
     size_t old = c->huge_size;
     if (n <= kHugeThreshold / 2 || want == old) {
       if (want == old) {
@@ -362,7 +372,8 @@ void* resize(void* p, size_t n) {
     return want < old ? shrink_huge(c, p, old, want, n) : grow_huge(c, p, old, want, n);
   }
   uint32_t page = b.page;
-  if (a % kPageSize != 0 || c->state[page] != kPageLargeStart) bad_pointer(p, what);
+  if (a % kPageSize != 0 || c->state[page] != kPageLargeStart)
+    bad_pointer(p, what, page_info(c, page));
   if (n > kHugeThreshold) {
     heap::g_lock.unlock();
     return nullptr;

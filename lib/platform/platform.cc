@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/config.h"
+#include "base/format.h"
 
 namespace magslab::platform {
 namespace {
@@ -124,36 +125,44 @@ void write_fd(int fd, const char* s, size_t n) {
   }
 }
 
-namespace {
-size_t append(char* buf, size_t at, size_t cap, const char* s) {
-  while (*s != '\0' && at + 1 < cap) buf[at++] = *s++;
-  return at;
-}
-}  // namespace
-
 void fatal(const char* what, const void* addr, const char* detail) {
-  char buf[256];
-  size_t n = append(buf, 0, sizeof buf, "magslab: ");
-  n = append(buf, n, sizeof buf, what);
-  n = append(buf, n, sizeof buf, " 0x");
-  char hex[17];
-  uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  int h = 0;
-  do {
-    hex[h++] = "0123456789abcdef"[a & 15];
-    a >>= 4;
-  } while (a != 0);
-  while (h > 0 && n + 1 < sizeof buf) buf[n++] = hex[--h];
-  if (detail != nullptr) n = append(buf, n, sizeof buf, detail);
-  n = append(buf, n, sizeof buf, "\n");
-  write_stderr(buf, n);
+  LineBuf l;
+  l.str("magslab: ").str(what).str(" ").hex(reinterpret_cast<uintptr_t>(addr));
+  if (detail != nullptr) l.str(detail);
+  l.end();
+  write_stderr(l.data(), l.size());
   abort();
 }
 
 void fatal_msg(const char* msg) {
-  write_stderr("magslab: ", 9);
-  write_stderr(msg, strlen(msg));
-  write_stderr("\n", 1);
+  LineBuf l;
+  l.str("magslab: ").str(msg).end();
+  write_stderr(l.data(), l.size());
+  abort();
+}
+
+void misuse(Misuse kind, const void* addr, const BlockInfo& info) {
+  LineBuf l;
+  l.str("magslab: ").str(misuse_message(kind)).str(" ").hex(reinterpret_cast<uintptr_t>(addr));
+  const char* sep = " (";
+  switch (info.kind) {
+    case BlockInfo::kSmall:
+      l.str(" (class ").num(info.cls).str(", ").num(info.size).str(" B");
+      sep = "; ";
+      break;
+    case BlockInfo::kLarge:
+    case BlockInfo::kHuge:
+      l.str(info.kind == BlockInfo::kLarge ? " (large block" : " (huge block");
+      if (info.size != 0) l.str(", ").num(info.size).str(" B");
+      sep = "; ";
+      break;
+    case BlockInfo::kUnknown:
+      break;
+  }
+  if (info.note != nullptr) l.str(sep).str(info.note);
+  if (info.kind != BlockInfo::kUnknown || info.note != nullptr) l.str(")");
+  l.end();
+  write_stderr(l.data(), l.size());
   abort();
 }
 

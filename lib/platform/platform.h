@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/misuse.h"
+
 namespace magslab::platform {
 
 // The replaceable part: raw memory operations. Each returns nullptr/false on
@@ -56,5 +58,12 @@ int dup_stderr();
 // Never allocates: the heap may be the thing that is broken.
 [[noreturn]] void fatal(const char* what, const void* addr, const char* detail = nullptr);
 [[noreturn]] void fatal_msg(const char* msg);
+
+// Heap misuse (base/misuse.h): one line on stderr, then abort().
+//   magslab: <message> 0x<addr>                      nothing known about it
+//   magslab: <message> 0x<addr> (class 7, 64 B)       a small block
+//   magslab: <message> 0x<addr> (large block, 8192 B) / (huge block, … B)
+// and "; <note>" inside the parentheses when info.note is set.
+[[noreturn]] void misuse(Misuse kind, const void* addr, const BlockInfo& info = BlockInfo{});
 
 }  // namespace magslab::platform

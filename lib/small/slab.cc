@@ -159,10 +159,14 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
     for (uint32_t i = 0; i < n; ++i) {
       auto p = reinterpret_cast<uintptr_t>(objs[i]);
       Slab* s = slab_of(sc, p);
-      if (s == nullptr || s->cls != cls) platform::fatal("invalid free of", objs[i]);
+      if (s == nullptr) platform::misuse(Misuse::kInvalidFree, objs[i]);
+      if (s->cls != cls)  // a magazine of class cls held it: the heap is corrupt
+        platform::misuse(Misuse::kInvalidFree, objs[i],
+                         BlockInfo::small(s->cls, kClasses[s->cls].size, "in a magazine of another class"));
       uint32_t idx = static_cast<uint32_t>((p - s->start) / ci.size);
       uint64_t bit = uint64_t{1} << (idx % 64);
-      if (s->free_bits[idx / 64] & bit) platform::fatal("double free of", objs[i]);
+      if (s->free_bits[idx / 64] & bit)
+        platform::misuse(Misuse::kDoubleFree, objs[i], BlockInfo::small(cls, ci.size, "already free in its slab"));
       s->free_bits[idx / 64] |= bit;
       if (idx / 64 < s->hint) s->hint = idx / 64;
       ++s->nfree;

@@ -274,9 +274,13 @@ void free_key_match(void* p, unsigned cls, const void* owner) {
     ThreadCache::Pair& pr = tc->cls[cls];
     for (Magazine* m : {pr.loaded, pr.previous, pr.remote})
       for (uint32_t i = 0; i < m->count; ++i)
-        if (m->objs[i] == p) platform::fatal("double free of", p, " (already in this thread's magazine)");
+        if (m->objs[i] == p)
+          platform::misuse(Misuse::kDoubleFree, p,
+                           BlockInfo::small(cls, kClasses[cls].size, "already in this thread's magazine"));
   }
-  if (slab::is_free_in_slab(cls, p)) platform::fatal("double free of", p, " (already free in its slab)");
+  if (slab::is_free_in_slab(cls, p))
+    platform::misuse(Misuse::kDoubleFree, p,
+                     BlockInfo::small(cls, kClasses[cls].size, "already free in its slab"));
   // The program's data happened to equal the key: a legitimate free. Clear the
   // word so the next check does not take this path, then free normally.
   *static_cast<uint64_t*>(p) = 0;
