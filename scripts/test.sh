@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds and tests magslab under each CMake preset in turn:
 #   release  - every test (unit + mt + install_consumer)
+#   debug    - -O0 with magslab's invariant checks compiled in, every test
 #   tsan     - ThreadSanitizer build, tests labelled `mt`
 #   asan     - AddressSanitizer + UBSan build, every test
-# Choose stages with MAGSLAB_TEST_PRESETS (default: "release tsan asan").
+# Choose stages with MAGSLAB_TEST_PRESETS (default: "release debug tsan asan").
 # Stops at the first failing stage with a non-zero exit status.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-presets=${MAGSLAB_TEST_PRESETS:-release tsan asan}
+presets=${MAGSLAB_TEST_PRESETS:-release debug tsan asan}
 jobs=${MAGSLAB_JOBS:-2}
 
 banner() {

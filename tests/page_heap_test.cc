@@ -202,7 +202,8 @@ TEST(PageHeap, MappedBytesReturnAfterFreeAndTrim) {
 // cannot know the child's addresses.)
 class ReportsAddress : public testing::MatcherInterface<const std::string&> {
  public:
-  explicit ReportsAddress(std::string what) : what_(std::move(what)) {}
+  ReportsAddress(std::string what, std::string suffix)
+      : what_(std::move(what)), suffix_(std::move(suffix)) {}
   bool MatchAndExplain(const std::string& err, testing::MatchResultListener* l) const override {
     size_t at = err.find("expect=0x");
     if (at == std::string::npos) {
@@ -211,7 +212,7 @@ class ReportsAddress : public testing::MatcherInterface<const std::string&> {
     }
     size_t end = err.find('\n', at);
     std::string addr = err.substr(at + 7, end - at - 7);
-    std::string line = "magslab: " + what_ + " " + addr + "\n";
+    std::string line = "magslab: " + what_ + " " + addr + suffix_ + "\n";
     if (err.find(line) == std::string::npos) {
       *l << "no line \"" << line.substr(0, line.size() - 1) << "\"";
       return false;
@@ -224,9 +225,11 @@ class ReportsAddress : public testing::MatcherInterface<const std::string&> {
 
  private:
   std::string what_;
+  std::string suffix_;
 };
-testing::Matcher<const std::string&> Reports(const char* what) {
-  return testing::MakeMatcher(new ReportsAddress(what));
+// The whole line: what, the address, and what magslab knows of the block.
+testing::Matcher<const std::string&> Reports(const char* what, const char* suffix = " (large block)") {
+  return testing::MakeMatcher(new ReportsAddress(what, suffix));
 }
 
 void announce(const void* p) { std::fprintf(stderr, "expect=%p\n", p); }

@@ -40,6 +40,13 @@ static_assert(kPagesPerChunk == 1024, "page map arrays assume 1024 pages per chu
 static_assert(kHugeThreshold < kChunkSize / 2, "large runs must fit in a chunk");
 static_assert(kMaxSmallSize < kHugeThreshold, "class ranges must be ordered");
 
+// Invariant checks (platform/check.h, MAGSLAB_CHECK): compiled in by the debug
+// preset (CMAKE_BUILD_TYPE=Debug defines MAGSLAB_DEBUG_CHECKS=1), out elsewhere.
+#ifndef MAGSLAB_DEBUG_CHECKS
+#define MAGSLAB_DEBUG_CHECKS 0
+#endif
+inline constexpr bool kDebugChecks = MAGSLAB_DEBUG_CHECKS != 0;
+
 #define MAGSLAB_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MAGSLAB_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MAGSLAB_NOINLINE [[gnu::noinline]]

@@ -6,6 +6,7 @@
 #include <new>
 
 #include "chunks/meta_arena.h"
+#include "platform/check.h"
 #include "platform/platform.h"
 
 namespace magslab {
@@ -53,6 +54,26 @@ ChunkMeta* g_huge_pool = nullptr;
 size_t g_chunk_count = 0;
 size_t g_free_pages = 0;   // pages in free runs, dirty or not
 size_t g_free_chunks = 0;  // chunks that are one free run
+
+// Debug preset: the page-heap counts (g_lock held). Every chunk's free pages
+// add up to g_free_pages, no chunk has more free pages than pages, dirty pages
+// are free pages, and the fully free chunks are counted right. O(chunks).
+void check_counts() {
+  if constexpr (kDebugChecks) {
+    size_t free_pages = 0, full = 0, chunks = 0;
+    for (ChunkMeta* c = g_chunks; c != nullptr; c = c->next) {
+      MAGSLAB_CHECK(c->free_pages <= kPagesPerChunk, "page heap: a chunk with too many free pages");
+      free_pages += c->free_pages;
+      ++chunks;
+      FreeRun* r = c->free_run[0];
+      if (r != nullptr && r->page == 0 && r->npages == kPagesPerChunk) ++full;
+    }
+    MAGSLAB_CHECK(chunks == g_chunk_count, "page heap: chunk count");
+    MAGSLAB_CHECK(free_pages == g_free_pages, "page heap: free pages of the chunks != total");
+    MAGSLAB_CHECK(g_dirty_pages <= g_free_pages, "page heap: more dirty than free pages");
+    MAGSLAB_CHECK(full == g_free_chunks, "page heap: fully free chunk count");
+  }
+}
 
 FreeRun* new_run_record() {
   if (g_run_pool != nullptr) {
@@ -292,6 +313,7 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
   g_free_pages -= npages;
   *out = Run{chunk, start, static_cast<uint32_t>(npages)};
   *zeroed = !dirty;
+  check_counts();
   return true;
 }
 
@@ -323,6 +345,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   rec->npages = npages;
   rec->dirty = dirty;
   coalesce_insert(rec);
+  check_counts();
   return g_dirty_pages > kDirtyPagesMax;
 }
 
@@ -342,6 +365,7 @@ bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t n
   }
   chunk->free_pages -= take;
   g_free_pages -= take;
+  check_counts();
   return true;
 }
 

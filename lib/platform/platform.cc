@@ -14,6 +14,7 @@
 
 #include "base/config.h"
 #include "base/format.h"
+#include "platform/check.h"
 
 namespace magslab::platform {
 namespace {
@@ -137,6 +138,14 @@ void fatal(const char* what, const void* addr, const char* detail) {
 void fatal_msg(const char* msg) {
   LineBuf l;
   l.str("magslab: ").str(msg).end();
+  write_stderr(l.data(), l.size());
+  abort();
+}
+
+void invariant_failed(const char* file, int line, const char* what) {
+  LineBuf l;
+  l.str("magslab: invariant broken at ").str(file).str(":").num(static_cast<uint64_t>(line))
+      .str(": ").str(what).end();
   write_stderr(l.data(), l.size());
   abort();
 }

@@ -4,6 +4,7 @@
 #include <new>
 
 #include "chunks/meta_arena.h"
+#include "platform/check.h"
 #include "small/slab.h"
 
 namespace magslab {
@@ -50,6 +51,7 @@ Magazine* pop_full(unsigned cls) {
 }
 
 bool push_full(unsigned cls, Magazine* m) {
+  MAGSLAB_CHECK(m->count > 0 && m->count <= m->cap && m->cls == cls, "depot: bad full magazine");
   DepotClass& d = g_depot[cls];
   if (d.nfull.fetch_add(1, std::memory_order_relaxed) >= limit_for(cls)) {
     d.nfull.fetch_sub(1, std::memory_order_relaxed);
@@ -72,7 +74,10 @@ Magazine* get_empty(unsigned cls) {
   return m;
 }
 
-void push_empty(unsigned cls, Magazine* m) { g_depot[cls].empty.push(&m->link); }
+void push_empty(unsigned cls, Magazine* m) {
+  MAGSLAB_CHECK(m->count == 0 && m->cap != 0 && m->cls == cls, "depot: bad empty magazine");
+  g_depot[cls].empty.push(&m->link);
+}
 
 size_t cached_objects(unsigned cls) {
   int64_t n = g_depot[cls].full_objects.load(std::memory_order_relaxed);

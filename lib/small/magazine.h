@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "ds/tagged_stack.h"
+#include "platform/check.h"
 
 namespace magslab {
 
@@ -53,6 +54,7 @@ inline void set_mag_count(Magazine* m, uint32_t n) {
 // block freed again without being written must not look like a double free
 // (that would send every such free to the search).
 inline void* mag_pop(Magazine* m, uint32_t n) {
+  MAGSLAB_CHECK(n > 0 && n <= m->cap && n == m->count, "magazine: pop outside its bounds");
   --n;
   set_mag_count(m, n);
   void* p = m->objs[n];
@@ -63,6 +65,7 @@ inline void* mag_pop(Magazine* m, uint32_t n) {
 // Put p (a validated object whose first word the caller checked against the
 // key) on m, which holds n < cap objects; the key marks p as freed.
 inline void mag_push(Magazine* m, uint32_t n, void* p) {
+  MAGSLAB_CHECK(n < m->cap && n == m->count, "magazine: push outside its bounds");
   *static_cast<uint64_t*>(p) = m->free_key;
   m->objs[n] = p;
   set_mag_count(m, n + 1);

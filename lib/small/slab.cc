@@ -9,6 +9,7 @@
 #include "base/lock.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
+#include "platform/check.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
 
@@ -106,6 +107,25 @@ void give_back(Slab* s) {
   heap::free_slab_run(chunk, first_page, npages);
 }
 
+
+// Debug preset: the slab and class equations after a slab changed (class lock
+// held): nfree is the number of set bits, no bit past the last object, the
+// slab is on the partial list exactly when some but not all of its objects
+// are out, and the class has no more objects out than its slabs hold.
+void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
+  if constexpr (kDebugChecks) {
+    uint32_t words = (ci.objects + 63) / 64, bits = 0;
+    for (uint32_t w = 0; w < words; ++w) bits += static_cast<uint32_t>(__builtin_popcountll(s->free_bits[w]));
+    MAGSLAB_CHECK(bits == s->nfree, "slab: nfree differs from its free bitmap");
+    MAGSLAB_CHECK(ci.objects % 64 == 0 || (s->free_bits[words - 1] >> (ci.objects % 64)) == 0,
+                  "slab: a free bit past the last object");
+    MAGSLAB_CHECK(s == sc.empty || s->in_partial == (s->nfree > 0 && s->nfree < ci.objects),
+                  "slab: on the partial list exactly when partly used");
+    MAGSLAB_CHECK(sc.carved <= sc.slabs * size_t{ci.objects}, "class: more objects out than its slabs hold");
+    MAGSLAB_CHECK(sc.slabs != 0 || sc.carved == 0, "class: objects out but no slab in use");
+  }
+}
+
 }  // namespace
 
 uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
@@ -114,6 +134,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
   uint32_t got = 0;
   {
     LockGuard g(sc.lock);
+    uint32_t carved_before = 0;
     while (got < n) {
       Slab* s = sc.partial;
       if (s == nullptr) {
@@ -141,8 +162,10 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
         if (bits == 0) s->hint = w + 1;
       }
       if (s->nfree == 0) partial_remove(sc, s);
+      sc.carved += got - carved_before;
+      carved_before = got;
+      check_slab(sc, s, ci);
     }
-    sc.carved += got;
   }
   std::reverse(out, out + got);
   stats::add_in_use(static_cast<size_t>(got) * ci.size);
@@ -170,6 +193,7 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
       s->free_bits[idx / 64] |= bit;
       if (idx / 64 < s->hint) s->hint = idx / 64;
       ++s->nfree;
+      --sc.carved;  // per object: the class equation holds whenever the lock is free
       if (s->nfree == 1 && !s->in_partial) partial_push(sc, s);
       if (s->nfree == ci.objects) {
         partial_remove(sc, s);
@@ -188,8 +212,8 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
           to_give_back[ngive++] = s;
         }
       }
+      if (s->nfree != ci.objects || sc.empty == s) check_slab(sc, s, ci);
     }
-    sc.carved -= n;
   }
   for (uint32_t k = 0; k < ngive; ++k) give_back(to_give_back[k]);
   stats::sub_in_use(static_cast<size_t>(n) * ci.size);
