@@ -17,7 +17,7 @@ struct FreeRun;
 enum PageState : uint8_t {
   kPageFree = 0,        // in a free run (dirty or purged)
   kPageFreedLarge = 1,  // free; was the first page of a large block (names a double free)
-  kPageSlab = 2,        // part of a slab (see ChunkMeta::slab)
+  kPageSlab = 2,        // part of a slab (its Slab: pagemap::lookup_slab)
   kPageLargeStart = 3,  // first page of a live large block
   kPageLargeBody = 4,   // later page of a live large block
 };

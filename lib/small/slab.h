@@ -22,7 +22,8 @@ namespace magslab {
 
 struct alignas(kCacheLine) Slab {
   // Read without a lock by the free fast path. Set before the slab is published
-  // in ChunkMeta::slab (release) and constant while the slab is carved.
+  // in the page map's per-page slab entries (pagemap::set_slab, release) and
+  // constant while the slab is carved.
   uintptr_t start = 0;  // address of object 0 (the first page)
   uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
   uint64_t limit = 0;   // see valid_offset()
