@@ -347,54 +347,45 @@ size_t usable_size(const void* p) {
   return size_t{c->large_pages[b.page]} << kPageShift;
 }
 
-void* resize(void* p, size_t n) {
-  auto a = reinterpret_cast<uintptr_t>(p);
-  const Misuse what = Misuse::kInvalidRealloc;
+namespace {
+
+// Resize huge p (descriptor c) to n bytes. Called with heap::g_lock held
+// (p checked under it); releases it.
+void* resize_huge_locked(ChunkMeta* c, void* p, size_t n) {
   size_t want = align_up(n, kPageSize);
-  heap::g_lock.lock();
-  Block b = classify_locked(a);
-  ChunkMeta* c = b.chunk;
-  if (c == nullptr) bad_pointer(p, what);
-  if (c->huge) {
-    if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
-    size_t old = c->huge_size;
-    if (n <= kHugeThreshold / 2 || want == old) {
-      if (want == old) {
-        g_huge_requested += n;
-        g_huge_requested -= c->huge_request;
-        c->huge_request = n;
-      }
-      heap::g_lock.unlock();
-      return want == old ? p : nullptr;  // much smaller: the caller moves it into a run
-    }
+  size_t old = c->huge_size;
+  if (want == old) {
+    g_huge_requested += n;
+    g_huge_requested -= c->huge_request;
+    c->huge_request = n;
     heap::g_lock.unlock();
-    // Only the owner of p resizes it, so c stays p's descriptor meanwhile.
-    return want < old ? shrink_huge(c, p, old, want, n) : grow_huge(c, p, old, want, n);
+    return p;
   }
-  uint32_t page = b.page;
-  if (a % kPageSize != 0 || c->state[page] != kPageLargeStart)
-    bad_pointer(p, what, page_info(c, page));
-  if (n > kHugeThreshold) {
+  heap::g_lock.unlock();
+  if (n <= kHugeThreshold / 2) return nullptr;  // much smaller: the caller moves it into a run
+  // Only the owner of p resizes it, so c stays p's descriptor meanwhile.
+  return want < old ? shrink_huge(c, p, old, want, n) : grow_huge(c, p, old, want, n);
+}
+
+// Resize the page run of p (first page `page` of chunk c, checked under the
+// lock) to n bytes in place: grow into free pages after it, or give its tail
+// back. Called with heap::g_lock held; releases it. nullptr: the caller moves it.
+void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
+  uint32_t new_pages = static_cast<uint32_t>(align_up(n, kPageSize) >> kPageShift);
+  uint32_t old_pages = c->large_pages[page];
+  bool in_place = n <= kHugeThreshold;
+  if (new_pages > old_pages && in_place) {
+    in_place = heap::try_grow_locked(c, page, old_pages, new_pages);
+    if (in_place) {
+      for (uint32_t i = old_pages; i < new_pages; ++i) c->state[page + i] = kPageLargeBody;
+      stats::add_in_use(size_t{new_pages - old_pages} << kPageShift);
+    }
+  } else if (new_pages < old_pages) {
+    in_place = n > kMaxSmallSize;  // else a slab class fits better: move
+  }
+  if (!in_place) {
     heap::g_lock.unlock();
     return nullptr;
-  }
-  uint32_t new_pages = static_cast<uint32_t>(want >> kPageShift);
-  uint32_t old_pages = c->large_pages[page];
-  uint32_t tail_pages = 0;
-  bool purge = false;
-  if (new_pages > old_pages) {
-    if (!heap::try_grow_locked(c, page, old_pages, new_pages)) {
-      heap::g_lock.unlock();
-      return nullptr;
-    }
-    for (uint32_t i = old_pages; i < new_pages; ++i) c->state[page + i] = kPageLargeBody;
-    stats::add_in_use(size_t{new_pages - old_pages} << kPageShift);
-  } else if (new_pages < old_pages) {
-    if (n <= kMaxSmallSize) {  // a slab class fits better: move
-      heap::g_lock.unlock();
-      return nullptr;
-    }
-    tail_pages = old_pages - new_pages;
   }
   g_live_pages += new_pages;
   g_live_pages -= old_pages;
@@ -402,13 +393,32 @@ void* resize(void* p, size_t n) {
   g_live_requested -= c->large_request[page];
   c->large_pages[page] = new_pages;
   c->large_request[page] = static_cast<uint32_t>(n);
-  if (tail_pages != 0) {
-    stats::sub_in_use(size_t{tail_pages} << kPageShift);
-    purge = free_run_locked(c, page + new_pages, tail_pages, /*mark_start=*/false);
+  bool purge = false;
+  if (new_pages < old_pages) {
+    stats::sub_in_use(size_t{old_pages - new_pages} << kPageShift);
+    purge = free_run_locked(c, page + new_pages, old_pages - new_pages, /*mark_start=*/false);
   }
   heap::g_lock.unlock();
   if (purge) heap::purge_excess();
   return p;
+}
+
+}  // namespace
+
+void* resize(void* p, size_t n) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  const Misuse what = Misuse::kInvalidRealloc;
+  heap::g_lock.lock();
+  Block b = classify_locked(a);
+  ChunkMeta* c = b.chunk;
+  if (c == nullptr) bad_pointer(p, what);
+  if (c->huge) {
+    if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
+    return resize_huge_locked(c, p, n);
+  }
+  if (a % kPageSize != 0 || c->state[b.page] != kPageLargeStart)
+    bad_pointer(p, what, page_info(c, b.page));
+  return resize_run_locked(c, b.page, p, n);
 }
 
 size_t trim() {
