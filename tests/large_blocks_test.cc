@@ -13,11 +13,10 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "platform/platform.h"
+#include "testing/fake_os.h"
+#include "testing/pattern.h"
 
 namespace {
-
-namespace platform = magslab::platform;
 
 constexpr size_t KiB = 1024, MiB = 1024 * KiB;
 constexpr size_t kChunk = 4 * MiB;
@@ -28,36 +27,9 @@ const struct magslab_stats& stats() {
   return g_st;
 }
 
-// A seam that counts the OS calls and forwards them (to see that a huge
-// realloc is done by mremap, not by a new block and a copy).
-std::atomic<long> g_maps{0}, g_remaps{0};
-void* count_map(size_t n) {
-  g_maps.fetch_add(1);
-  return platform::os_ops().map(n);
-}
-void count_unmap(void* a, size_t n) { platform::os_ops().unmap(a, n); }
-bool count_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
-void* count_remap(void* a, size_t o, size_t n, void* to) {
-  g_remaps.fetch_add(1);
-  return platform::os_ops().remap(a, o, n, to);
-}
-const platform::PlatformOps kCountingOps{count_map, count_unmap, count_decommit, count_remap};
-struct CountingOsGuard {
-  CountingOsGuard() { platform::set_ops_for_testing(&kCountingOps); }
-  ~CountingOsGuard() { platform::set_ops_for_testing(nullptr); }
-};
+namespace fake_os = mstest::fake_os;
 
-void fill(unsigned char* p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; ++i) p[i] = static_cast<unsigned char>((i * 131 + seed) >> 3);
-}
-// Index of the first byte that differs from fill(), or n.
-size_t check(const unsigned char* p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; ++i)
-    if (p[i] != static_cast<unsigned char>((i * 131 + seed) >> 3)) return i;
-  return n;
-}
-
-TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
+TEST(LargeBlocks, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   // Empty the large-run cache first: a freed run normally sits in that cache
   // (still marked as a cached block, not as free pages), where it neither
   // coalesces nor can be grown into. magslab_trim() hands every cached run
@@ -84,9 +56,9 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   }
   ASSERT_NE(a, nullptr) << "no three contiguous 72 KiB blocks in 64 allocations";
   EXPECT_EQ(magslab_usable_size(a), kBlock);
-  fill(a, kBlock, 1);
-  fill(b, kBlock, 2);
-  fill(c, kBlock, 3);
+  mstest::fill_pattern(a, kBlock, 1);
+  mstest::fill_pattern(b, kBlock, 2);
+  mstest::fill_pattern(c, kBlock, 3);
 
   magslab_free(c);
   magslab_free(b);
@@ -97,7 +69,7 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   unsigned char* g = static_cast<unsigned char*>(magslab_realloc(a, 200 * KiB));
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g, a) << "realloc did not grow into the free pages right after the block";
-  EXPECT_EQ(check(g, kBlock, 1), kBlock) << "contents lost by the in-place grow";
+  EXPECT_EQ(mstest::check_pattern(g, kBlock, 1), mstest::kNoMismatch) << "contents lost by the in-place grow";
   EXPECT_EQ(magslab_usable_size(g), 200 * KiB);  // 50 pages
   // The grown part is ours now: writing it must not disturb anything.
   memset(g + kBlock, 0x5A, 200 * KiB - kBlock);
@@ -107,7 +79,7 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s, g) << "shrinking a large block must keep the pointer";
   EXPECT_EQ(magslab_usable_size(s), 120 * KiB);
-  EXPECT_EQ(check(s, kBlock, 1), kBlock);
+  EXPECT_EQ(mstest::check_pattern(s, kBlock, 1), mstest::kNoMismatch);
   for (size_t i = kBlock; i < 120 * KiB; ++i) ASSERT_EQ(s[i], 0x5A) << i;
 
   // Shrink again and grow back into the tail it gave up.
@@ -116,7 +88,7 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   magslab_trim();
   s = static_cast<unsigned char*>(magslab_realloc(s, 180 * KiB));
   EXPECT_EQ(s, a) << "the tail given back by the shrink did not coalesce";
-  EXPECT_EQ(check(s, 68 * KiB, 1), 68 * KiB);
+  EXPECT_EQ(mstest::check_pattern(s, 68 * KiB, 1), mstest::kNoMismatch);
 
   for (unsigned char* p : all)
     if (p != a && p != b && p != c) magslab_free(p);
@@ -124,7 +96,7 @@ TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   EXPECT_EQ(stats().live_objects, live0);
 }
 
-TEST(PageHeap, HugeReallocMovesByMremapAndKeepsContents) {
+TEST(LargeBlocks, HugeReallocMovesByMremapAndKeepsContents) {
   magslab_trim();
   const size_t huge0 = stats().huge_live_blocks;
   const size_t live0 = stats().live_objects;
@@ -140,10 +112,10 @@ TEST(PageHeap, HugeReallocMovesByMremapAndKeepsContents) {
 
   unsigned char* q;
   {
-    CountingOsGuard counting;
+    fake_os::Guard counting;
     q = static_cast<unsigned char*>(magslab_realloc(p, kNew));
     ASSERT_NE(q, nullptr);
-    EXPECT_GE(g_remaps.load(), 1) << "a huge block must be resized by mremap, not copied";
+    EXPECT_GE(fake_os::counts().remaps, 1u) << "a huge block must be resized by mremap, not copied";
   }
   EXPECT_GE(magslab_usable_size(q), kNew);
   for (size_t i = 0; i < kOld; i += 4096)
@@ -171,7 +143,7 @@ TEST(PageHeap, HugeReallocMovesByMremapAndKeepsContents) {
   EXPECT_EQ(stats().live_objects, live0);
 }
 
-TEST(PageHeap, MappedBytesReturnAfterFreeAndTrim) {
+TEST(LargeBlocks, MappedBytesReturnAfterFreeAndTrim) {
   magslab_trim();
   const size_t mapped0 = stats().mapped_bytes;
   std::vector<void*> blocks;
@@ -231,7 +203,7 @@ testing::Matcher<const std::string&> Reports(const char* what) {
 
 void announce(const void* p) { std::fprintf(stderr, "expect=%p\n", p); }
 
-TEST(PageHeapDeathTest, DoubleFreeOfLargeBlock) {
+TEST(LargeBlocksDeathTest, DoubleFreeOfLargeBlock) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   // Freed once, the run sits in the large-run cache.
   EXPECT_DEATH(
@@ -260,7 +232,7 @@ TEST(PageHeapDeathTest, DoubleFreeOfLargeBlock) {
       Reports("double free of"));
 }
 
-TEST(PageHeapDeathTest, InteriorPointerOfLargeBlock) {
+TEST(LargeBlocksDeathTest, InteriorPointerOfLargeBlock) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
@@ -284,7 +256,7 @@ TEST(PageHeapDeathTest, InteriorPointerOfLargeBlock) {
 // Freed page runs stay committed for reuse ("dirty"), but never more than the
 // page heap's budget (kDirtyPagesMax = 8 MiB): freeing 64 MiB of large blocks
 // leaves at most that much cached; trim gives it all back.
-TEST(PageHeap, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
+TEST(LargeBlocks, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
   magslab_trim();
   struct magslab_stats base, st;
   magslab_stats(&base);
@@ -309,7 +281,7 @@ TEST(PageHeap, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
 
 // A freed huge mapping is kept (bounded) and reused by the next request it
 // fits, without a new mmap; trim unmaps it.
-TEST(PageHeap, FreedHugeMappingIsReusedAndTrimmed) {
+TEST(LargeBlocks, FreedHugeMappingIsReusedAndTrimmed) {
   magslab_trim();
   struct magslab_stats base, st;
   magslab_stats(&base);
