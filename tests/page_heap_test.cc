@@ -1,0 +1,156 @@
+// chunks/page_heap as a unit, through heap:: directly (no slab, no large
+// block above it): runs carved first-fit from 4 MiB chunks, aligned runs,
+// freed runs coalescing with free neighbours, in-place growth into a free
+// neighbour, purging dirty runs (they then read as zero), and fully free
+// chunks kept (kFreeChunksKept) or unmapped. The large blocks built on it are
+// tested through the public API in large_blocks_test.cc.
+#include "chunks/page_heap.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "base/config.h"
+#include "testing/fake_os.h"
+#include "testing/pattern.h"
+
+namespace {
+
+using namespace magslab;
+
+// Runs are taken and given back under the heap lock, as the layers above do.
+struct Locked {
+  Locked() { heap::g_lock.lock(); }
+  ~Locked() { heap::g_lock.unlock(); }
+};
+
+heap::Run alloc(size_t npages, size_t align = 1, bool* zeroed = nullptr) {
+  Locked l;
+  heap::Run r{};
+  bool z = false;
+  EXPECT_TRUE(heap::alloc_locked(npages, align, &r, &z)) << npages << " pages";
+  if (zeroed != nullptr) *zeroed = z;
+  return r;
+}
+
+void free_run(const heap::Run& r, bool dirty = true) {
+  bool over_budget;
+  {
+    Locked l;
+    over_budget = heap::free_locked(r.chunk, r.page, r.npages, dirty);
+  }
+  if (over_budget) heap::purge_excess();
+}
+
+heap::Totals totals() {
+  Locked l;
+  return heap::totals_locked();
+}
+
+TEST(PageHeap, RunsAreCarvedFirstFitAndCounted) {
+  const heap::Totals t0 = totals();
+  bool zeroed = false;
+  heap::Run a = alloc(10, 1, &zeroed);
+  EXPECT_TRUE(zeroed) << "a fresh chunk's pages read as zero";
+  heap::Run b = alloc(20);
+  heap::Run c = alloc(30);
+  ASSERT_EQ(a.npages, 10u);
+  ASSERT_EQ(b.chunk, a.chunk);
+  ASSERT_EQ(c.chunk, a.chunk);
+  EXPECT_EQ(b.page, a.page + 10);
+  EXPECT_EQ(c.page, b.page + 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.addr()) % kPageSize, 0u);
+  const heap::Totals t1 = totals();
+  EXPECT_EQ(t1.free_pages + 60, t0.free_pages + kPagesPerChunk * (t1.chunks - t0.chunks));
+  for (const heap::Run& r : {a, b, c}) free_run(r);
+  EXPECT_EQ(totals().free_pages, t1.free_pages + 60);
+}
+
+TEST(PageHeap, FreedNeighboursCoalesceIntoOneRun) {
+  heap::Run a = alloc(10), b = alloc(20), guard = alloc(1);
+  ASSERT_EQ(b.page, a.page + 10);
+  ASSERT_EQ(guard.page, b.page + 20);
+  std::memset(a.addr(), 0xAB, 10 * kPageSize);
+  free_run(a);
+  free_run(b);
+  // Neither 10 nor 20 pages alone hold 30: only the merged run starts at a.
+  bool zeroed = true;
+  heap::Run m = alloc(30, 1, &zeroed);
+  EXPECT_EQ(m.chunk, a.chunk);
+  EXPECT_EQ(m.page, a.page);
+  EXPECT_FALSE(zeroed) << "a merged run is dirty if any part was";
+  free_run(m);
+  free_run(guard);
+}
+
+TEST(PageHeap, AlignedRunsStartAtAMultipleOfTheAlignment) {
+  heap::Run pad = alloc(3);  // so the next free page is not aligned by chance
+  for (size_t align : {2, 16, 64, 256}) {
+    heap::Run r = alloc(5, align);
+    EXPECT_EQ(r.page % align, 0u) << align;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(r.addr()) % (align * kPageSize), 0u) << align;
+    free_run(r);
+  }
+  free_run(pad);
+}
+
+TEST(PageHeap, TryGrowTakesTheFreeNeighbourOnly) {
+  heap::Run x = alloc(8);
+  heap::Run y = alloc(8);
+  ASSERT_EQ(y.page, x.page + 8);
+  {
+    Locked l;
+    EXPECT_FALSE(heap::try_grow_locked(x.chunk, x.page, 8, 12)) << "y is not free";
+    EXPECT_TRUE(heap::try_grow_locked(y.chunk, y.page, 8, 40));
+    EXPECT_FALSE(heap::try_grow_locked(y.chunk, y.page, 40, kPagesPerChunk + 1));
+  }
+  // y now holds 40 pages: the next run starts after them.
+  heap::Run z = alloc(4);
+  EXPECT_EQ(z.chunk, y.chunk);
+  EXPECT_EQ(z.page, y.page + 40);
+  free_run(z);
+  free_run(heap::Run{y.chunk, y.page, 40});
+  free_run(x);
+}
+
+TEST(PageHeap, PurgedRunsReadAsZero) {
+  heap::Run r = alloc(16);
+  std::memset(r.addr(), 0x5C, 16 * kPageSize);
+  free_run(r);
+  EXPECT_GE(totals().dirty_pages, 16u);
+  mstest::fake_os::Guard os;
+  EXPECT_GE(heap::purge(0), 16 * kPageSize);
+  EXPECT_EQ(totals().dirty_pages, 0u);
+  EXPECT_GE(mstest::fake_os::counts().decommits, 1u);
+  bool zeroed = false;
+  heap::Run again = alloc(16, 1, &zeroed);
+  EXPECT_TRUE(zeroed);
+  EXPECT_EQ(mstest::check_zero(again.addr(), 16 * kPageSize), mstest::kNoMismatch);
+  free_run(again);
+}
+
+TEST(PageHeap, FullyFreeChunksAreKeptUpToTheCacheThenUnmapped) {
+  {
+    Locked l;
+    heap::release_free_chunks_locked(0);
+  }
+  const heap::Totals t0 = totals();
+  EXPECT_EQ(t0.free_chunks, 0u);
+  // Whole chunks: each needs a new mapping.
+  std::vector<heap::Run> runs;
+  for (size_t i = 0; i < heap::kFreeChunksKept + 2; ++i) runs.push_back(alloc(kPagesPerChunk));
+  EXPECT_EQ(totals().chunks, t0.chunks + runs.size());
+  for (const heap::Run& r : runs) free_run(r);
+  heap::Totals t1 = totals();
+  EXPECT_EQ(t1.free_chunks, heap::kFreeChunksKept);
+  EXPECT_EQ(t1.chunks, t0.chunks + heap::kFreeChunksKept);
+  {
+    Locked l;
+    EXPECT_EQ(heap::release_free_chunks_locked(0), heap::kFreeChunksKept * kChunkSize);
+  }
+  EXPECT_EQ(totals().chunks, t0.chunks);
+  EXPECT_EQ(totals().free_chunks, 0u);
+}
+
+}  // namespace
