@@ -40,6 +40,8 @@
 #include <vector>
 
 #include "active_allocator.h"
+#include "testing/rng.h"
+#include "testing/threads.h"
 
 namespace {
 
@@ -64,19 +66,7 @@ std::atomic<uint64_t> g_verified{0};  // sum of tags verified
 std::atomic<uint64_t> g_ops{0};
 std::atomic<bool> g_corrupt_pending{false};
 
-struct Rng {  // xorshift64*
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {
-    if (s == 0) s = 1;
-  }
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-  uint64_t below(uint64_t n) { return next() % n; }
-};
+using mstest::Rng;  // testing/rng.h: a splitmix64 stream
 
 inline bool stopping() { return g_stop.load(std::memory_order_relaxed); }
 
@@ -137,13 +127,7 @@ struct Tally {  // per-thread sums, flushed once
 
 // Runs body(thread_index) on `threads` threads until the deadline.
 void run_threads(int threads, double seconds, const std::function<void(int)> &body) {
-  g_stop.store(false);
-  std::vector<std::thread> ts;
-  ts.reserve(threads);
-  for (int i = 0; i < threads; ++i) ts.emplace_back(body, i);
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  g_stop.store(true);
-  for (auto &t : ts) t.join();
+  mstest::run_threads_for(threads, std::chrono::duration<double>(seconds), g_stop, body);
 }
 
 // ---------------------------------------------------------------------------
@@ -538,7 +522,11 @@ void maps() {
       }
       tl.ops += 512;
       if (++round % 64 == 0) verify();
-      if (round == 1 && take_corruption() && !m.empty()) m.begin()->second ^= 1;
+      // Checked at once: a later random erase could remove the corrupted entry.
+      if (round == 1 && take_corruption() && !m.empty()) {
+        m.begin()->second ^= 1;
+        verify();
+      }
     }
     verify();
     tl.flush();

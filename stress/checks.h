@@ -1,7 +1,8 @@
-// stress/checks.h: the byte pattern and the overlap index of magslab-stress.
+// stress/checks.h: the overlap index of magslab-stress and its raw-memory
+// bookkeeping; the byte pattern comes from testing/pattern.h.
 //
-// Both are header-only so the unit tests (checks_test.cc) exercise exactly the
-// code the harness runs. Neither allocates through malloc/new on its hot path:
+// Header-only so the unit tests (checks_test.cc) exercise exactly the
+// code the harness runs. Nothing here allocates through malloc/new on its hot path:
 // when the harness tests a preloaded (possibly broken) allocator, its own
 // bookkeeping must not live in the memory under test.
 #pragma once
@@ -17,80 +18,21 @@
 #include <map>
 #include <mutex>
 
+#include "testing/pattern.h"
+
 namespace stress {
 
-// ---------------------------------------------------------------------------
-// Pattern: every byte of a block is a function of (seed, address, size, offset)
-// ---------------------------------------------------------------------------
-
-inline uint64_t mix64(uint64_t z) {  // splitmix64 finaliser
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-// The key of a block: distinct blocks (address or size) get unrelated patterns,
-// so a block written through an overlapping pointer cannot look intact.
-inline uint64_t block_key(uint64_t seed, const void* addr, size_t size) {
-  return mix64(seed ^ mix64(reinterpret_cast<uintptr_t>(addr) +
-                            static_cast<uint64_t>(size) * 0x9e3779b97f4a7c15ULL));
-}
-
-inline uint64_t pattern_word(uint64_t key, size_t j) {
-  uint64_t w = key + j * 0x9e3779b97f4a7c15ULL;
-  w ^= w >> 29;
-  return w * 0xd6e8feb86659fd93ULL;
-}
-
-inline unsigned char pattern_byte(uint64_t key, size_t offset) {
-  return static_cast<unsigned char>(pattern_word(key, offset >> 3) >> ((offset & 7) * 8));
-}
-
-inline void fill_pattern(void* p, size_t size, uint64_t key) {
-  auto* b = static_cast<unsigned char*>(p);
-  size_t words = size >> 3;
-  for (size_t j = 0; j < words; ++j) {
-    uint64_t w = pattern_word(key, j);
-    std::memcpy(b + j * 8, &w, 8);
-  }
-  for (size_t i = words * 8; i < size; ++i) b[i] = pattern_byte(key, i);
-}
-
-constexpr size_t kNoMismatch = SIZE_MAX;
-
-// First offset in [0, len) whose byte differs from the pattern, or kNoMismatch.
-inline size_t check_pattern(const void* p, size_t len, uint64_t key) {
-  auto* b = static_cast<const unsigned char*>(p);
-  size_t words = len >> 3;
-  for (size_t j = 0; j < words; ++j) {
-    uint64_t w;
-    std::memcpy(&w, b + j * 8, 8);
-    if (w != pattern_word(key, j)) {
-      for (size_t i = j * 8;; ++i)
-        if (b[i] != pattern_byte(key, i)) return i;
-    }
-  }
-  for (size_t i = words * 8; i < len; ++i)
-    if (b[i] != pattern_byte(key, i)) return i;
-  return kNoMismatch;
-}
-
-// First non-zero offset in [0, len), or kNoMismatch.
-inline size_t check_zero(const void* p, size_t len) {
-  auto* b = static_cast<const unsigned char*>(p);
-  size_t words = len >> 3;
-  for (size_t j = 0; j < words; ++j) {
-    uint64_t w;
-    std::memcpy(&w, b + j * 8, 8);
-    if (w != 0)
-      for (size_t i = j * 8;; ++i)
-        if (b[i] != 0) return i;
-  }
-  for (size_t i = words * 8; i < len; ++i)
-    if (b[i] != 0) return i;
-  return kNoMismatch;
-}
+// The byte pattern: testing/pattern.h (shared with the tests and benchmarks).
+using mstest::block_key;
+using mstest::check_pattern;
+using mstest::check_pattern_range;
+using mstest::check_zero;
+using mstest::fill_pattern;
+using mstest::fill_pattern_range;
+using mstest::kNoMismatch;
+using mstest::mix64;
+using mstest::pattern_byte;
+using mstest::pattern_word;
 
 // ---------------------------------------------------------------------------
 // Raw memory for the harness's own bookkeeping: straight from mmap.

@@ -1,4 +1,5 @@
-// Unit tests of magslab-stress's checks: the byte pattern and the overlap index.
+// Unit tests of magslab-stress's overlap index (the byte pattern it uses is
+// tested with testing/pattern.h, in testing/pattern_test.cc).
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -8,91 +9,10 @@
 
 namespace {
 
-using stress::block_key;
-using stress::check_pattern;
-using stress::check_zero;
-using stress::fill_pattern;
-using stress::kNoMismatch;
 using stress::OverlapIndex;
-using stress::pattern_byte;
-
-TEST(Pattern, FillThenCheckIsClean) {
-  std::vector<unsigned char> buf(5000);
-  for (size_t size : {0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 4095, 4999}) {
-    uint64_t key = block_key(42, buf.data(), size);
-    fill_pattern(buf.data(), size, key);
-    EXPECT_EQ(check_pattern(buf.data(), size, key), kNoMismatch) << size;
-    for (size_t i = 0; i < size; ++i) ASSERT_EQ(buf[i], pattern_byte(key, i));
-  }
-}
-
-TEST(Pattern, EveryFlippedByteIsFoundAtItsOffset) {
-  for (size_t size : {1, 5, 8, 13, 24, 100, 257}) {
-    std::vector<unsigned char> buf(size + 3);
-    for (size_t shift = 0; shift < 3; ++shift) {  // unaligned starts too
-      unsigned char* p = buf.data() + shift;
-      uint64_t key = block_key(7, p, size);
-      fill_pattern(p, size, key);
-      for (size_t i = 0; i < size; ++i) {
-        for (unsigned bit = 0; bit < 8; bit += 7) {
-          p[i] ^= static_cast<unsigned char>(1u << bit);
-          ASSERT_EQ(check_pattern(p, size, key), i) << "size " << size << " offset " << i;
-          p[i] ^= static_cast<unsigned char>(1u << bit);
-        }
-      }
-      EXPECT_EQ(check_pattern(p, size, key), kNoMismatch);
-    }
-  }
-}
-
-TEST(Pattern, FirstMismatchIsReported) {
-  std::vector<unsigned char> buf(64);
-  uint64_t key = block_key(1, buf.data(), 64);
-  fill_pattern(buf.data(), 64, key);
-  buf[40] ^= 1;
-  buf[20] ^= 1;
-  EXPECT_EQ(check_pattern(buf.data(), 64, key), 20u);
-  EXPECT_EQ(check_pattern(buf.data(), 20, key), kNoMismatch);  // prefix check
-}
-
-TEST(Pattern, KeysDependOnSeedAddressAndSize) {
-  char x[2];
-  uint64_t k = block_key(1, x, 16);
-  EXPECT_NE(k, block_key(2, x, 16));
-  EXPECT_NE(k, block_key(1, x + 1, 16));
-  EXPECT_NE(k, block_key(1, x, 17));
-  EXPECT_EQ(k, block_key(1, x, 16));
-}
-
-TEST(Pattern, OtherBlocksPatternIsDetected) {
-  // A block overwritten with another block's pattern (overlap) is caught.
-  std::vector<unsigned char> buf(256);
-  uint64_t mine = block_key(9, buf.data(), 256), other = block_key(9, buf.data() + 16, 64);
-  fill_pattern(buf.data(), 256, mine);
-  fill_pattern(buf.data() + 16, 64, other);
-  EXPECT_EQ(check_pattern(buf.data(), 256, mine), 16u);
-}
-
-TEST(Pattern, PatternBytesAreNotMostlyZero) {
-  std::vector<unsigned char> buf(4096);
-  fill_pattern(buf.data(), buf.size(), block_key(3, buf.data(), buf.size()));
-  size_t zeros = 0;
-  for (unsigned char c : buf) zeros += c == 0;
-  EXPECT_LT(zeros, 64u);  // ~16 expected
-  EXPECT_NE(check_zero(buf.data(), buf.size()), kNoMismatch);
-}
-
-TEST(Zero, FindsFirstNonZeroByte) {
-  std::vector<unsigned char> buf(100, 0);
-  EXPECT_EQ(check_zero(buf.data(), 100), kNoMismatch);
-  buf[99] = 1;
-  EXPECT_EQ(check_zero(buf.data(), 100), 99u);
-  EXPECT_EQ(check_zero(buf.data(), 99), kNoMismatch);
-  buf[3] = 0x80;
-  EXPECT_EQ(check_zero(buf.data(), 100), 3u);
-}
 
 void* at(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
 
 TEST(Overlap, DisjointAndAdjacentIntervalsAreAccepted) {
   OverlapIndex ix;

@@ -32,7 +32,7 @@ constexpr size_t kKiB = 1024;
 // until then), and instrumented code in a later destructor of that round
 // crashes it - including magslab's thread-exit handler, which runs one round
 // after a destructor that allocated. So under TSan: two rounds fewer.
-#ifdef STRESS_TSAN
+#ifdef MS_TSAN
 constexpr unsigned kRounds = PTHREAD_DESTRUCTOR_ITERATIONS - 2;
 #else
 constexpr unsigned kRounds = PTHREAD_DESTRUCTOR_ITERATIONS;

@@ -39,18 +39,6 @@ const Api& system_api() {
   return api;
 }
 
-size_t Rng::log_uniform(size_t lo, size_t hi) {
-  if (hi <= lo) return lo;
-  // pick a power-of-two bucket uniformly, then a value inside it
-  unsigned blo = 63 - __builtin_clzll(lo | 1), bhi = 63 - __builtin_clzll(hi);
-  unsigned b = blo + static_cast<unsigned>(below(bhi - blo + 1));
-  size_t base = size_t{1} << b;
-  size_t v = base + below(base);
-  if (v < lo) v = lo;
-  if (v > hi) v = hi;
-  return v;
-}
-
 size_t random_size(Rng& r, size_t max_size) {
   uint64_t x = r.below(1000);
   size_t n;
@@ -90,27 +78,9 @@ void fail(const Failure& f) {
   _exit(1);
 }
 
-namespace {
-// The whole pattern of b, or one failure report naming the first wrong byte.
-void check_contents(int thread, const Block& b, const char* op, const char* detail) {
-  size_t off = check_pattern(b.p, b.size, key_of(b));
-  if (off != kNoMismatch) {
-    Failure f;
-    f.op = op;
-    f.thread = thread;
-    f.addr = b.p;
-    f.size = b.size;
-    f.offset = off;
-    f.expected = pattern_byte(key_of(b), off);
-    f.found = static_cast<const unsigned char*>(b.p)[off];
-    f.detail = detail;
-    fail(f);
-  }
-}
-}  // namespace
 
 void check_block(int thread, const Block& b, const char* op) {
-  check_contents(thread, b, op, "block contents changed while it was live");
+  check_key(thread, b.p, b.size, key_of(b), op, "block contents changed while it was live");
 }
 
 void unindex_block(int thread, const Block& b) {
@@ -161,21 +131,26 @@ void null_result(int thread, const char* op, size_t size, int err) {
   fail(f);
 }
 
-void check_key(int thread, const void* p, size_t len, uint64_t key, const char* op,
-               const char* detail) {
-  size_t off = check_pattern(p, len, key);
+void check_key_range(int thread, const void* p, size_t size, size_t from, size_t to, uint64_t key,
+                     const char* op, const char* detail) {
+  size_t off = check_pattern_range(p, from, to, key);
   if (off != kNoMismatch) {
     Failure f;
     f.op = op;
     f.thread = thread;
     f.addr = p;
-    f.size = len;
+    f.size = size;
     f.offset = off;
     f.expected = pattern_byte(key, off);
     f.found = static_cast<const unsigned char*>(p)[off];
     f.detail = detail;
     fail(f);
   }
+}
+
+void check_key(int thread, const void* p, size_t len, uint64_t key, const char* op,
+               const char* detail) {
+  check_key_range(thread, p, len, 0, len, key, op, detail);
 }
 
 Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index) {
@@ -249,7 +224,7 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
 }
 
 void free_block(int thread, const Block& b, bool index) {
-  check_contents(thread, b, "free-check", "block contents changed before free");
+  check_key(thread, b.p, b.size, key_of(b), "free-check", "block contents changed before free");
   if (index) unindex_block(thread, b);
   g.api->free(b.p);
 }

@@ -11,22 +11,8 @@
 
 #include "checks.h"
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define STRESS_SANITIZED 1
-#endif
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define STRESS_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define STRESS_TSAN 1
-#endif
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define STRESS_TSAN 1
-#endif
-#endif
+#include "testing/rng.h"
+#include "testing/sanitizers.h"
 
 namespace stress {
 
@@ -84,19 +70,8 @@ struct Run {
 };
 extern Run g;
 
-// Small fast RNG (splitmix64 stream).
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed) {}
-  uint64_t next() {
-    s += 0x9e3779b97f4a7c15ULL;
-    return mix64(s);
-  }
-  uint64_t below(uint64_t n) { return n ? next() % n : 0; }
-  bool chance(unsigned one_in) { return below(one_in) == 0; }
-  // log-uniform in [lo, hi]
-  size_t log_uniform(size_t lo, size_t hi);
-};
+// The RNG: testing/rng.h (a splitmix64 stream).
+using mstest::Rng;
 
 // Realistic request size: mostly small, some medium, a few up to max.
 size_t random_size(Rng& r, size_t max_size);
@@ -148,6 +123,9 @@ void null_result(int thread, const char* op, size_t size, int err);
 // The first wrong byte of [p, p+len) against the pattern of `key`, reported.
 void check_key(int thread, const void* p, size_t len, uint64_t key, const char* op,
                const char* detail);
+// The same for the bytes [from, to) of the block [p, p+size).
+void check_key_range(int thread, const void* p, size_t size, size_t from, size_t to, uint64_t key,
+                     const char* op, const char* detail);
 
 inline uint64_t key_of(const Block& b) { return block_key(g.wseed, b.p, b.size); }
 
@@ -190,15 +168,5 @@ void wl_churn();
 void wl_fork();
 void wl_hugerealloc();
 void wl_dtorchurn();
-
-// Fault mode (faults.cc): installs the fake PlatformOps (rate 0: passes every
-// call to the OS) / switches refusals on and off / counts them.
-void faults_install(double rate);
-void faults_set_rate(double rate);
-void faults_uninstall();
-struct FaultCounts {
-  uint64_t map, remap, decommit, calls;
-};
-FaultCounts faults_counts();
 
 }  // namespace stress

@@ -23,7 +23,7 @@ constexpr size_t kChains = 2;  // blocks held by a realloc thread
 
 // Total live bytes the workload aims to stay under, whatever the thread count.
 size_t total_budget() {
-#ifdef STRESS_SANITIZED
+#ifdef MS_SANITIZED
   return 256 * kMiB;
 #else
   return 2048 * kMiB;
@@ -53,48 +53,9 @@ struct HugeRealloc {
   std::atomic<uint64_t> reallocs{0}, in_place{0}, moved{0}, failed{0}, handed{0}, mapped{0};
 };
 
-// Fills bytes [from, to) of p with the pattern of key.
-void fill_range(void* p, size_t from, size_t to, uint64_t key) {
-  auto* b = static_cast<unsigned char*>(p);
-  while (from < to && (from & 7) != 0) {
-    b[from] = pattern_byte(key, from);
-    ++from;
-  }
-  size_t words_end = to & ~size_t{7};
-  for (; from < words_end; from += 8) {
-    uint64_t w = pattern_word(key, from >> 3);
-    std::memcpy(b + from, &w, 8);
-  }
-  for (; from < to; ++from) b[from] = pattern_byte(key, from);
-}
-
 // The first wrong byte of [from, to) (offsets into the block) is reported.
 void check_range(int ti, const Chain& c, size_t from, size_t to, const char* op, const char* detail) {
-  auto* b = static_cast<const unsigned char*>(c.p);
-  auto report = [&](size_t i) {
-    Failure f;
-    f.op = op;
-    f.thread = ti;
-    f.addr = c.p;
-    f.size = c.size;
-    f.offset = i;
-    f.expected = pattern_byte(c.key, i);
-    f.found = b[i];
-    f.detail = detail;
-    fail(f);
-  };
-  size_t i = from;
-  for (; i < to && (i & 7) != 0; ++i)
-    if (b[i] != pattern_byte(c.key, i)) report(i);
-  for (; i + 8 <= to; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, b + i, 8);
-    if (w != pattern_word(c.key, i >> 3))
-      for (size_t k = i;; ++k)
-        if (b[k] != pattern_byte(c.key, k)) report(k);
-  }
-  for (; i < to; ++i)
-    if (b[i] != pattern_byte(c.key, i)) report(i);
+  check_key_range(ti, c.p, c.size, from, to, c.key, op, detail);
 }
 
 // Alignment and usable size of a fresh or realloc'd block.
@@ -128,7 +89,7 @@ void chain_alloc(unsigned t, Rng& r, Chain& c, size_t n) {
   check_result(ti, "malloc", p, n);
   index_block(ti, p, n, "new");
   c = Chain{p, n, r.next()};
-  fill_range(p, 0, n, c.key);
+  fill_pattern_range(p, 0, n, c.key);
   count(t, 1, static_cast<int64_t>(n));
 }
 
@@ -166,7 +127,7 @@ void chain_realloc(unsigned t, HugeRealloc& h, Chain& c, size_t ns) {
            old.p, old.size, ns);
   check_range(ti, c, 0, std::min(old.size, ns), "realloc-prefix", msg);
   index_block(ti, q, ns, "realloc'd");
-  if (ns > old.size) fill_range(q, old.size, ns, c.key);
+  if (ns > old.size) fill_pattern_range(q, old.size, ns, c.key);
   count(t, 1, static_cast<int64_t>(ns) - static_cast<int64_t>(old.size));
   h.reallocs.fetch_add(1, std::memory_order_relaxed);
   (q == old.p ? h.in_place : h.moved).fetch_add(1, std::memory_order_relaxed);

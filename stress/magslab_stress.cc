@@ -16,6 +16,7 @@
 
 #include "harness.h"
 #include "magslab/magslab.h"
+#include "testing/fake_os.h"
 
 // ThreadSanitizer's deadlock detector tracks at most 64 held locks; magslab's
 // fork prepare handler holds all its locks by design (see tests/fork_mt_test.cc).
@@ -151,7 +152,7 @@ void check_heap_usable() {
   static struct magslab_stats st;
   magslab_stats(&st);
   constexpr size_t kPerClass = 8;
-#ifdef STRESS_SANITIZED  // keep it short: every byte is instrumented
+#ifdef MS_SANITIZED  // keep it short: every byte is instrumented
   const size_t big[] = {(64 << 10) + 1, 100 << 10, (1 << 20) - 1, 1 << 20, (1 << 20) + 1,
                         3 << 20};
 #else
@@ -364,20 +365,20 @@ int main(int argc, char** argv) {
 
   if (o.smoke) {
     if (!have_seconds && o.ops == 0) {
-#ifdef STRESS_SANITIZED
+#ifdef MS_SANITIZED
       o.seconds = 0.75 * static_cast<double>(nwl);
 #else
       o.seconds = 1.5 * static_cast<double>(nwl);
 #endif
     }
     if (!have_threads) {
-#ifdef STRESS_SANITIZED
+#ifdef MS_SANITIZED
       o.threads = 4;
 #else
       o.threads = std::max(4u, hw);
 #endif
     }
-#ifdef STRESS_SANITIZED
+#ifdef MS_SANITIZED
     if (!have_max) o.max_size = 256 << 10;
 #else
     (void)have_max;
@@ -407,7 +408,8 @@ int main(int argc, char** argv) {
   g.counters = new (raw_alloc(sizeof(Counter) * kMaxThreads)) Counter[kMaxThreads];
   Live live_start = g.api->is_magslab ? magslab_live() : Live{};
   if (o.fault_rate > 0) {
-    faults_install(o.fault_rate);
+    mstest::fake_os::install();
+    mstest::fake_os::set_fault_rate(o.fault_rate, o.seed);
     g.null_ok.store(true);
   }
 
@@ -420,7 +422,7 @@ int main(int argc, char** argv) {
   g.workload = o.workload;
   if (o.fault_rate > 0) {
     // The OS comes back: no refusal from here on, and no NULL tolerated.
-    faults_set_rate(0);
+    mstest::fake_os::refuse_nothing();
     g.null_ok.store(false);
   }
   check_magslab_live(live_start, "at the end of the run");
@@ -428,13 +430,14 @@ int main(int argc, char** argv) {
   g.workload = o.workload;
   check_magslab_live(live_start, "after the final heap check");
   if (o.fault_rate > 0) {
-    FaultCounts fc = faults_counts();
-    faults_uninstall();
-    uint64_t injected = fc.map + fc.remap + fc.decommit;
+    mstest::fake_os::Counts fc = mstest::fake_os::counts();
+    mstest::fake_os::uninstall();
+    uint64_t injected = fc.refused_maps + fc.refused_remaps + fc.refused_decommits;
     fprintf(stderr,
             "magslab-stress: faults injected: %" PRIu64 " (map %" PRIu64 ", remap %" PRIu64
             ", decommit %" PRIu64 ") of %" PRIu64 " calls; NULL/ENOMEM results seen: %" PRIu64 "\n",
-            injected, fc.map, fc.remap, fc.decommit, fc.calls, g.enomem.load());
+            injected, fc.refused_maps, fc.refused_remaps, fc.refused_decommits,
+            fc.maps + fc.remaps + fc.decommits, g.enomem.load());
     if (injected == 0) {
       Failure f;
       f.op = "fault-count";

@@ -19,7 +19,7 @@ namespace stress {
 namespace {
 
 size_t total_live_target() {
-#ifdef STRESS_SANITIZED
+#ifdef MS_SANITIZED
   return 2048;
 #else
   return 8192;
@@ -92,7 +92,7 @@ void random_ops(unsigned t, Mode mode) {
     if (n != 0 && r.chance(32)) check_block(static_cast<int>(t), live[r.below(n)], "recheck");
     if (mode == Mode::Calloc && r.chance(1024)) {
       // calloc(n, m) with n*m overflowing must fail with ENOMEM.
-#ifndef STRESS_SANITIZED
+#ifndef MS_SANITIZED
       errno = 0;
       void* p = g.api->calloc((SIZE_MAX >> 3) + 1, 16);
       if (p != nullptr || errno != ENOMEM) {
@@ -419,7 +419,7 @@ void churn_spawner(unsigned t, void* arg) {
 // forking thread's blocks, allocates and frees a burst of its own, frees the
 // inherited blocks, and exits 0; alarm() turns a hang into SIGALRM.
 // ---------------------------------------------------------------------------
-#ifdef STRESS_SANITIZED
+#ifdef MS_SANITIZED
 constexpr unsigned kChildSeconds = 60;
 constexpr int kChildOps = 2000;
 #else

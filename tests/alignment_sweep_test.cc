@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/pattern.h"
 
 namespace {
 
@@ -22,31 +23,13 @@ struct Block {
   size_t usable;  // as reported at allocation time
 };
 
-inline uint8_t seed_of(const void* p, size_t size) {
-  uint64_t x = (reinterpret_cast<uintptr_t>(p) >> 3) ^ (size * 0x9E3779B97F4A7C15ull);
-  x ^= x >> 29;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 32;
-  return static_cast<uint8_t>(x);
-}
+// The pattern of testing/pattern.h over the whole usable size, keyed by the
+// block's address and requested size.
+void fill_block(const Block& b) { mstest::fill_pattern(b.p, b.usable, mstest::block_key(0, b.p, b.size)); }
 
-inline uint8_t pat(uint8_t seed, size_t i) {
-  return static_cast<uint8_t>(seed + i * 0x9d + (i >> 8) * 7);
-}
-
-void fill_block(const Block& b) {
-  uint8_t s = seed_of(b.p, b.size);
-  auto* c = static_cast<uint8_t*>(b.p);
-  for (size_t i = 0; i < b.usable; ++i) c[i] = pat(s, i);
-}
-
-// Returns the first bad offset or SIZE_MAX.
+// Returns the first bad offset or SIZE_MAX (mstest::kNoMismatch).
 size_t verify_block(const Block& b) {
-  uint8_t s = seed_of(b.p, b.size);
-  const auto* c = static_cast<const uint8_t*>(b.p);
-  for (size_t i = 0; i < b.usable; ++i)
-    if (c[i] != pat(s, i)) return i;
-  return SIZE_MAX;
+  return mstest::check_pattern(b.p, b.usable, mstest::block_key(0, b.p, b.size));
 }
 
 std::vector<size_t> class_sizes() {
@@ -221,13 +204,7 @@ TEST(AlignmentSweep, LargeAndHugeSizes) {
     size_t size;
   };
   std::vector<Big> live;
-  auto tag = [](const Big& b, size_t off) {
-    return static_cast<uint8_t>(seed_of(b.p, b.size) + off / 4096 + (off & 0xff));
-  };
-  auto for_each_probe = [](size_t size, auto&& fn) {
-    for (size_t off = 0; off < size; off += 4096) fn(off);
-    fn(size - 1);
-  };
+  auto key = [](const Big& b) { return mstest::block_key(0, b.p, b.size); };
   for (int round = 0; round < 2; ++round) {
     for (size_t sz : sizes) {
       auto* p = static_cast<uint8_t*>(magslab_malloc(sz));
@@ -235,7 +212,7 @@ TEST(AlignmentSweep, LargeAndHugeSizes) {
       ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % 16, 0u);
       ASSERT_GE(magslab_usable_size(p), sz);
       Big b{p, sz};
-      for_each_probe(sz, [&](size_t off) { p[off] = tag(b, off); });
+      mstest::fill_pattern_sparse(p, sz, key(b));
       live.push_back(b);
     }
   }
@@ -243,11 +220,8 @@ TEST(AlignmentSweep, LargeAndHugeSizes) {
   for (const Big& b : live) ranges.push_back(Block{b.p, b.size, b.size});
   ASSERT_NO_FATAL_FAILURE(check_no_overlap(ranges));
   for (const Big& b : live) {
-    size_t bad = SIZE_MAX;
-    for_each_probe(b.size, [&](size_t off) {
-      if (bad == SIZE_MAX && b.p[off] != tag(b, off)) bad = off;
-    });
-    EXPECT_EQ(bad, SIZE_MAX) << "block of " << b.size << " corrupted at " << bad;
+    size_t bad = mstest::check_pattern_sparse(b.p, b.size, key(b));
+    EXPECT_EQ(bad, mstest::kNoMismatch) << "block of " << b.size << " corrupted at " << bad;
   }
   for (const Big& b : live) magslab_free(b.p);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "magslab/magslab.h"
+#include "testing/pattern.h"
 
 namespace {
 
@@ -41,18 +42,9 @@ bool is_aligned(const void* p, size_t a) {
   return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0;
 }
 
-void fill(void* p, size_t n, uint8_t seed) {
-  auto* b = static_cast<uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(seed + i * 13 + (i >> 8));
-}
-
-// Returns the index of the first mismatching byte, or n if all match.
-size_t check(const void* p, size_t n, uint8_t seed) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i)
-    if (b[i] != static_cast<uint8_t>(seed + i * 13 + (i >> 8))) return i;
-  return n;
-}
+using mstest::check_pattern;
+using mstest::fill_pattern;
+using mstest::kNoMismatch;
 
 TEST(ApiEdge, MallocZeroIsUniqueAndFreeable) {
   warm_up();
@@ -198,7 +190,7 @@ TEST(ApiEdge, PosixMemalignValidAlignments) {
       ASSERT_NE(p, nullptr);
       EXPECT_TRUE(is_aligned(p, a)) << p;
       EXPECT_GE(magslab_usable_size(p), sz);
-      fill(p, sz, static_cast<uint8_t>(a + sz));
+      fill_pattern(p, sz, static_cast<uint8_t>(a + sz));
       keep.push_back(p);
     }
   }
@@ -206,7 +198,7 @@ TEST(ApiEdge, PosixMemalignValidAlignments) {
   for (size_t a = sizeof(void*); a <= 65536; a *= 2)
     for (size_t sz : {size_t{0}, size_t{1}, size_t{8}, size_t{100}, size_t{4096},
                       size_t{40000}}) {
-      EXPECT_EQ(check(keep[k], sz, static_cast<uint8_t>(a + sz)), sz);
+      EXPECT_EQ(check_pattern(keep[k], sz, static_cast<uint8_t>(a + sz)), kNoMismatch);
       magslab_free(keep[k++]);
     }
   EXPECT_EQ(snap().live_objects, before.live_objects);
@@ -236,8 +228,8 @@ TEST(ApiEdge, AlignedAllocAcceptsPowersOfTwoAndAnySize) {
   ASSERT_NE(p, nullptr);
   EXPECT_TRUE(is_aligned(p, 64));
   EXPECT_GE(magslab_usable_size(p), 100u);
-  fill(p, 100, 7);
-  EXPECT_EQ(check(p, 100, 7), 100u);
+  fill_pattern(p, 100, 7);
+  EXPECT_EQ(check_pattern(p, 100, 7), kNoMismatch);
   magslab_free(p);
 
   // Alignments below sizeof(void*) are fine for aligned_alloc.
@@ -286,8 +278,8 @@ TEST(ApiEdge, ReallocNullBehavesAsMalloc) {
     Snapshot mid = snap();
     EXPECT_EQ(mid.live_objects, before.live_objects + 1);
     EXPECT_EQ(mid.live_bytes, before.live_bytes + magslab_usable_size(p));
-    fill(p, sz, 3);
-    EXPECT_EQ(check(p, sz, 3), sz);
+    fill_pattern(p, sz, 3);
+    EXPECT_EQ(check_pattern(p, sz, 3), kNoMismatch);
     magslab_free(p);
     EXPECT_EQ(snap().live_objects, before.live_objects);
   }
@@ -321,7 +313,7 @@ TEST(ApiEdge, ReallocImpossibleSizeKeepsBlock) {
     SCOPED_TRACE(testing::Message() << "size=" << sz);
     void* p = magslab_malloc(sz);
     ASSERT_NE(p, nullptr);
-    fill(p, sz, 99);
+    fill_pattern(p, sz, 99);
     Snapshot before = snap();
     for (size_t huge : {SIZE_MAX, SIZE_MAX / 2, size_t{1} << 62}) {
       errno = 0;
@@ -337,12 +329,12 @@ TEST(ApiEdge, ReallocImpossibleSizeKeepsBlock) {
       EXPECT_EQ(after.live_objects, before.live_objects);
       EXPECT_EQ(after.mapped_bytes, before.mapped_bytes);
       EXPECT_GE(magslab_usable_size(p), sz) << "p must still be valid";
-      EXPECT_EQ(check(p, sz, 99), sz) << "contents must be intact";
+      EXPECT_EQ(check_pattern(p, sz, 99), kNoMismatch) << "contents must be intact";
     }
     // p is still a live, working block: grow it for real.
     void* q = magslab_realloc(p, sz * 2);
     ASSERT_NE(q, nullptr);
-    EXPECT_EQ(check(q, sz, 99), sz);
+    EXPECT_EQ(check_pattern(q, sz, 99), kNoMismatch);
     magslab_free(q);
   }
 }

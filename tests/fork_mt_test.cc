@@ -7,12 +7,12 @@
 
 #include <atomic>
 #include <cstring>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "sanitized.h"
+#include "testing/rng.h"
+#include "testing/sanitizers.h"
 
 // ThreadSanitizer's deadlock detector tracks at most 64 locks held by one
 // thread; magslab's fork prepare handler holds all 84 of its locks (one per
@@ -35,7 +35,7 @@ constexpr unsigned kChildSeconds = 20;
 // Allocates and frees mixed sizes (small, large, huge) until told to stop,
 // handing every other block to the next thread's slot to free it there.
 void churn(std::atomic<bool>& stop, std::vector<std::atomic<void*>>& slots, int id) {
-  std::mt19937 rng(id);
+  mstest::Rng rng(id);
   while (!stop.load(std::memory_order_relaxed)) {
     unsigned r = rng() % 1000;
     size_t n = r < 900 ? 1 + rng() % 512 : r < 995 ? 1024 + rng() % 60000 : (2u << 20);

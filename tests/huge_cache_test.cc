@@ -12,43 +12,22 @@
 #include <cstring>
 
 #include "magslab/magslab.h"
-#include "platform/platform.h"
+#include "testing/fake_os.h"
 
 namespace {
 
-namespace platform = magslab::platform;
 constexpr size_t MiB = size_t{1} << 20;
 
-std::atomic<long> g_maps{0}, g_unmaps{0};
-void* count_map(size_t n) {
-  g_maps.fetch_add(1);
-  return platform::os_ops().map(n);
-}
-void count_unmap(void* a, size_t n) {
-  g_unmaps.fetch_add(1);
-  platform::os_ops().unmap(a, n);
-}
-bool pass_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
-void* pass_remap(void* a, size_t o, size_t n, void* to) { return platform::os_ops().remap(a, o, n, to); }
-const platform::PlatformOps kCountingOps{count_map, count_unmap, pass_decommit, pass_remap};
-
-std::atomic<uint64_t> g_now{uint64_t{1} << 40};
-uint64_t fake_now() { return g_now.load(); }
-
-class Guard {
+// The fake OS counting map() calls and a test clock (testing/fake_os.h), with
+// the huge cache emptied before and after.
+namespace fake_os = mstest::fake_os;
+struct Trimmed {
+  Trimmed() { magslab_trim(); }
+  ~Trimmed() { magslab_trim(); }
+};
+class Guard : Trimmed, public fake_os::Guard, public fake_os::ClockGuard {
  public:
-  Guard() {
-    magslab_trim();
-    platform::set_ops_for_testing(&kCountingOps);
-    platform::set_clock_for_testing(fake_now);
-  }
-  ~Guard() {
-    platform::set_ops_for_testing(nullptr);
-    platform::set_clock_for_testing(nullptr);
-    magslab_trim();
-  }
-  Guard(const Guard&) = delete;
-  Guard& operator=(const Guard&) = delete;
+  uint64_t maps() const { return fake_os::counts().maps; }
 };
 
 size_t huge_cached_mapped() {
@@ -71,7 +50,7 @@ void pollute() {
 TEST(HugeCache, PollutedCacheRecoversForOtherSizes) {
   Guard g;
   pollute();
-  g_maps.store(0);
+  const uint64_t maps0 = g.maps();
   for (int i = 0; i < 200; ++i) {
     auto* p = static_cast<char*>(magslab_malloc(2 * MiB));
     ASSERT_NE(p, nullptr);
@@ -81,7 +60,7 @@ TEST(HugeCache, PollutedCacheRecoversForOtherSizes) {
   }
   // The first 2 MiB block maps; its free evicts a 16 MiB entry to stay
   // within the budget; every later round reuses the cached 2 MiB mapping.
-  EXPECT_LE(g_maps.load(), 2) << "huge malloc/free still maps every time after pollution";
+  EXPECT_LE(g.maps() - maps0, 2u) << "huge malloc/free still maps every time after pollution";
 }
 
 TEST(HugeCache, StaysWithinItsBudgetWhileEvicting) {
@@ -95,9 +74,9 @@ TEST(HugeCache, StaysWithinItsBudgetWhileEvicting) {
     EXPECT_LE(huge_cached_mapped() - base, 32 * MiB) << "after freeing " << mib << " MiB";
   }
   // The newest (16 MiB) is reused at once.
-  g_maps.store(0);
+  const uint64_t maps0 = g.maps();
   void* p = magslab_malloc(15 * MiB);
-  EXPECT_EQ(g_maps.load(), 0);
+  EXPECT_EQ(g.maps(), maps0);
   magslab_free(p);
 }
 
@@ -107,7 +86,7 @@ TEST(HugeCache, UnusedEntriesAgeOut) {
   pollute();
   EXPECT_EQ(huge_cached_mapped() - base, 32 * MiB);
   // Time passes with no huge traffic; the next huge operation releases them.
-  g_now.fetch_add(uint64_t{10} * 1000 * 1000 * 1000);
+  g.advance(uint64_t{10} * 1000 * 1000 * 1000);
   void* p = magslab_malloc(3 * MiB);
   ASSERT_NE(p, nullptr);
   magslab_free(p);

@@ -22,7 +22,9 @@
 #include "magslab/magslab.h"
 #include "platform/platform.h"
 
-#include "sanitized.h"
+#include "testing/pattern.h"
+#include "testing/sanitizers.h"
+#include "testing/threads.h"
 
 namespace {
 
@@ -133,16 +135,9 @@ void expect_other_block_intact() {
   g_other_block = nullptr;
 }
 
-void fill(void* p, size_t n, uint8_t seed) {
-  auto* b = static_cast<uint8_t*>(p);
-  for (size_t i = 0; i < n; i += 4096) b[i] = static_cast<uint8_t>(seed + i / 4096);
-}
-size_t first_bad(const void* p, size_t n, uint8_t seed) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; i += 4096)
-    if (b[i] != static_cast<uint8_t>(seed + i / 4096)) return i;
-  return SIZE_MAX;
-}
+// One pattern byte per page (testing/pattern.h): the blocks are tens of MiB.
+void fill(void* p, size_t n, uint8_t seed) { mstest::fill_pattern_sparse(p, n, seed); }
+size_t first_bad(const void* p, size_t n, uint8_t seed) { return mstest::check_pattern_sparse(p, n, seed); }
 
 TEST(HugeReallocRace, ShrinkDoesNotClearSlotsMappedIntoTheReleasedTail) {
   g_placed.store(0);
@@ -215,45 +210,40 @@ TEST(HugeReallocRace, ShrinkersAndMappersRunTogether) {
 #endif
   std::atomic<bool> stop{false};
   std::atomic<long> bad{0}, ops{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 3; ++t) {
-    ts.emplace_back([&, t] {
-      uint8_t seed = static_cast<uint8_t>(t * 40);
-      while (!stop.load(std::memory_order_relaxed)) {
-        void* p = magslab_malloc(40 * MiB);
-        if (p == nullptr) {
-          bad.fetch_add(1);
-          continue;
-        }
-        fill(p, 8 * MiB, seed);
-        void* q = magslab_realloc(p, 8 * MiB);
-        if (q == nullptr || first_bad(q, 8 * MiB, seed) != SIZE_MAX) bad.fetch_add(1);
-        if (q != nullptr && magslab_usable_size(q) < 8 * MiB) bad.fetch_add(1);
-        magslab_free(q != nullptr ? q : p);
-        ops.fetch_add(1);
-        ++seed;
+  auto shrinker = [&](int t) {
+    uint8_t seed = static_cast<uint8_t>(t * 40);
+    while (!stop.load(std::memory_order_relaxed)) {
+      void* p = magslab_malloc(40 * MiB);
+      if (p == nullptr) {
+        bad.fetch_add(1);
+        continue;
       }
-    });
-    ts.emplace_back([&, t] {
-      uint8_t seed = static_cast<uint8_t>(t * 40 + 100);
-      while (!stop.load(std::memory_order_relaxed)) {
-        void* p = magslab_malloc(17 * MiB);
-        if (p == nullptr) {
-          bad.fetch_add(1);
-          continue;
-        }
-        fill(p, 17 * MiB, seed);
-        if (magslab_usable_size(p) < 17 * MiB || first_bad(p, 17 * MiB, seed) != SIZE_MAX)
-          bad.fetch_add(1);
-        magslab_free(p);
-        ops.fetch_add(1);
-        ++seed;
+      fill(p, 8 * MiB, seed);
+      void* q = magslab_realloc(p, 8 * MiB);
+      if (q == nullptr || first_bad(q, 8 * MiB, seed) != SIZE_MAX) bad.fetch_add(1);
+      if (q != nullptr && magslab_usable_size(q) < 8 * MiB) bad.fetch_add(1);
+      magslab_free(q != nullptr ? q : p);
+      ops.fetch_add(1);
+      ++seed;
+    }
+  };
+  auto mapper = [&](int t) {
+    uint8_t seed = static_cast<uint8_t>(t * 40 + 100);
+    while (!stop.load(std::memory_order_relaxed)) {
+      void* p = magslab_malloc(17 * MiB);
+      if (p == nullptr) {
+        bad.fetch_add(1);
+        continue;
       }
-    });
-  }
-  std::this_thread::sleep_for(kFor);
-  stop.store(true);
-  for (auto& t : ts) t.join();
+      fill(p, 17 * MiB, seed);
+      if (magslab_usable_size(p) < 17 * MiB || first_bad(p, 17 * MiB, seed) != SIZE_MAX)
+        bad.fetch_add(1);
+      magslab_free(p);
+      ops.fetch_add(1);
+      ++seed;
+    }
+  };
+  mstest::run_threads_for(6, kFor, stop, [&](int i) { i % 2 == 0 ? shrinker(i / 2) : mapper(i / 2); });
   EXPECT_EQ(bad.load(), 0);
   EXPECT_GT(ops.load(), 0);
   struct magslab_stats st;

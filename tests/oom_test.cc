@@ -16,49 +16,20 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "platform/platform.h"
+#include "testing/fake_os.h"
 #include "small/size_classes.h"
 
 namespace {
 
-namespace platform = magslab::platform;
+namespace fake_os = mstest::fake_os;
 
-std::atomic<bool> g_fail_map{false};
-std::atomic<bool> g_fail_remap{false};
-std::atomic<long> g_failed_maps{0};
-
-void* fake_map(size_t size) {
-  if (g_fail_map.load()) {
-    g_failed_maps.fetch_add(1);
-    return nullptr;
-  }
-  return platform::os_ops().map(size);
-}
-void fake_unmap(void* a, size_t n) { platform::os_ops().unmap(a, n); }
-bool fake_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
-void* fake_remap(void* a, size_t o, size_t n, void* to) {
-  if (g_fail_remap.load() && n > o) return nullptr;
-  return platform::os_ops().remap(a, o, n, to);
-}
-const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap};
-
-// Installs the fake ops (disarmed); always puts the real OS back, also when an
-// assertion returns early from the test.
-class FakeOsGuard {
+// The fake OS (testing/fake_os.h) installed for a scope, forwarding every call
+// until armed; the real OS comes back on every exit path.
+class FakeOsGuard : public fake_os::Guard {
  public:
-  FakeOsGuard() { platform::set_ops_for_testing(&kFakeOps); }
-  ~FakeOsGuard() {
-    disarm();
-    platform::set_ops_for_testing(nullptr);
-  }
-  void arm_map() { g_fail_map.store(true); }
-  void arm_remap() { g_fail_remap.store(true); }
-  void disarm() {
-    g_fail_map.store(false);
-    g_fail_remap.store(false);
-  }
-  FakeOsGuard(const FakeOsGuard&) = delete;
-  FakeOsGuard& operator=(const FakeOsGuard&) = delete;
+  void arm_map() { fake_os::refuse_maps(true); }
+  void arm_remap() { fake_os::refuse_remap_growth(true); }
+  void disarm() { fake_os::refuse_nothing(); }
 };
 
 // Frees every pointer of the list (on every exit path).
@@ -201,7 +172,7 @@ TEST(OutOfMemory, FailsCleanlyAndHeapRecovers) {
     EXPECT_EQ(big[kLarge - 1], 'y');
     EXPECT_GE(magslab_usable_size(big), kLarge);
   }
-  EXPECT_GT(g_failed_maps.load(), 0) << "the seam was never consulted";
+  EXPECT_GT(fake_os::counts().refused_maps, 0) << "the seam was never consulted";
 
   // The OS is back: everything works again.
   os.disarm();

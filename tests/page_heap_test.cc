@@ -1,344 +1,156 @@
-// Large blocks (page runs) and huge blocks (own mappings) through the public
-// API and the stats: in-place growth into coalesced free neighbours, in-place
-// shrink, huge realloc by mremap keeping contents, address space going back to
-// the OS after free + trim, and the two fatal misuse reports for large blocks.
+// chunks/page_heap as a unit, through heap:: directly (no slab, no large
+// block above it): runs carved first-fit from 4 MiB chunks, aligned runs,
+// freed runs coalescing with free neighbours, in-place growth into a free
+// neighbour, purging dirty runs (they then read as zero), and fully free
+// chunks kept (kFreeChunksKept) or unmapped. The large blocks built on it are
+// tested through the public API in large_blocks_test.cc.
+#include "chunks/page_heap.h"
+
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
-#include "magslab/magslab.h"
-#include "platform/platform.h"
+#include "base/config.h"
+#include "testing/fake_os.h"
+#include "testing/pattern.h"
 
 namespace {
 
-namespace platform = magslab::platform;
+using namespace magslab;
 
-constexpr size_t KiB = 1024, MiB = 1024 * KiB;
-constexpr size_t kChunk = 4 * MiB;
-
-struct magslab_stats g_st;
-const struct magslab_stats& stats() {
-  magslab_stats(&g_st);
-  return g_st;
-}
-
-// A seam that counts the OS calls and forwards them (to see that a huge
-// realloc is done by mremap, not by a new block and a copy).
-std::atomic<long> g_maps{0}, g_remaps{0};
-void* count_map(size_t n) {
-  g_maps.fetch_add(1);
-  return platform::os_ops().map(n);
-}
-void count_unmap(void* a, size_t n) { platform::os_ops().unmap(a, n); }
-bool count_decommit(void* a, size_t n) { return platform::os_ops().decommit(a, n); }
-void* count_remap(void* a, size_t o, size_t n, void* to) {
-  g_remaps.fetch_add(1);
-  return platform::os_ops().remap(a, o, n, to);
-}
-const platform::PlatformOps kCountingOps{count_map, count_unmap, count_decommit, count_remap};
-struct CountingOsGuard {
-  CountingOsGuard() { platform::set_ops_for_testing(&kCountingOps); }
-  ~CountingOsGuard() { platform::set_ops_for_testing(nullptr); }
+// Runs are taken and given back under the heap lock, as the layers above do.
+struct Locked {
+  Locked() { heap::g_lock.lock(); }
+  ~Locked() { heap::g_lock.unlock(); }
 };
 
-void fill(unsigned char* p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; ++i) p[i] = static_cast<unsigned char>((i * 131 + seed) >> 3);
-}
-// Index of the first byte that differs from fill(), or n.
-size_t check(const unsigned char* p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; ++i)
-    if (p[i] != static_cast<unsigned char>((i * 131 + seed) >> 3)) return i;
-  return n;
-}
-
-TEST(PageHeap, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
-  // Empty the large-run cache first: a freed run normally sits in that cache
-  // (still marked as a cached block, not as free pages), where it neither
-  // coalesces nor can be grown into. magslab_trim() hands every cached run
-  // back to the page heap, which coalesces it with its free neighbours.
-  magslab_trim();
-  const size_t live0 = stats().live_objects;
-
-  // Three adjacent 72 KiB blocks (above the largest slab class, 64 KiB):
-  // allocate until three consecutive ones are
-  // contiguous (first-fit carving from one run makes that happen at once in
-  // practice; earlier tests may have left short holes that absorb a few).
-  constexpr size_t kBlock = 72 * KiB;
-  std::vector<unsigned char*> all;
-  unsigned char *a = nullptr, *b = nullptr, *c = nullptr;
-  for (int i = 0; i < 64 && a == nullptr; ++i) {
-    all.push_back(static_cast<unsigned char*>(magslab_malloc(kBlock)));
-    ASSERT_NE(all.back(), nullptr);
-    size_t k = all.size();
-    if (k >= 3 && all[k - 2] == all[k - 3] + kBlock && all[k - 1] == all[k - 2] + kBlock) {
-      a = all[k - 3];
-      b = all[k - 2];
-      c = all[k - 1];
-    }
-  }
-  ASSERT_NE(a, nullptr) << "no three contiguous 72 KiB blocks in 64 allocations";
-  EXPECT_EQ(magslab_usable_size(a), kBlock);
-  fill(a, kBlock, 1);
-  fill(b, kBlock, 2);
-  fill(c, kBlock, 3);
-
-  magslab_free(c);
-  magslab_free(b);
-  // b and c are in the large-run cache now; trim returns them to the page
-  // heap, where they coalesce into one free run right after a.
-  magslab_trim();
-
-  unsigned char* g = static_cast<unsigned char*>(magslab_realloc(a, 200 * KiB));
-  ASSERT_NE(g, nullptr);
-  EXPECT_EQ(g, a) << "realloc did not grow into the free pages right after the block";
-  EXPECT_EQ(check(g, kBlock, 1), kBlock) << "contents lost by the in-place grow";
-  EXPECT_EQ(magslab_usable_size(g), 200 * KiB);  // 50 pages
-  // The grown part is ours now: writing it must not disturb anything.
-  memset(g + kBlock, 0x5A, 200 * KiB - kBlock);
-
-  // Shrink in place (still a large block: above 64 KiB).
-  unsigned char* s = static_cast<unsigned char*>(magslab_realloc(g, 120 * KiB));
-  ASSERT_NE(s, nullptr);
-  EXPECT_EQ(s, g) << "shrinking a large block must keep the pointer";
-  EXPECT_EQ(magslab_usable_size(s), 120 * KiB);
-  EXPECT_EQ(check(s, kBlock, 1), kBlock);
-  for (size_t i = kBlock; i < 120 * KiB; ++i) ASSERT_EQ(s[i], 0x5A) << i;
-
-  // Shrink again and grow back into the tail it gave up.
-  s = static_cast<unsigned char*>(magslab_realloc(s, 68 * KiB));
-  EXPECT_EQ(s, a);
-  magslab_trim();
-  s = static_cast<unsigned char*>(magslab_realloc(s, 180 * KiB));
-  EXPECT_EQ(s, a) << "the tail given back by the shrink did not coalesce";
-  EXPECT_EQ(check(s, 68 * KiB, 1), 68 * KiB);
-
-  for (unsigned char* p : all)
-    if (p != a && p != b && p != c) magslab_free(p);
-  magslab_free(s);
-  EXPECT_EQ(stats().live_objects, live0);
+heap::Run alloc(size_t npages, size_t align = 1, bool* zeroed = nullptr) {
+  Locked l;
+  heap::Run r{};
+  bool z = false;
+  EXPECT_TRUE(heap::alloc_locked(npages, align, &r, &z)) << npages << " pages";
+  if (zeroed != nullptr) *zeroed = z;
+  return r;
 }
 
-TEST(PageHeap, HugeReallocMovesByMremapAndKeepsContents) {
-  magslab_trim();
-  const size_t huge0 = stats().huge_live_blocks;
-  const size_t live0 = stats().live_objects;
-  const size_t kOld = 8 * MiB, kNew = 64 * MiB;
-  auto* p = static_cast<unsigned char*>(magslab_malloc(kOld));
-  ASSERT_NE(p, nullptr);
-  EXPECT_EQ(stats().huge_live_blocks, huge0 + 1);
-  // First and last byte, and one byte in every page, each with its own value.
-  for (size_t i = 0; i < kOld; i += 4096) p[i] = static_cast<unsigned char>((i >> 12) * 37 + 11);
-  p[1] = 0xC3;
-  p[kOld / 2 + 123] = 0x7E;
-  p[kOld - 1] = 0xE1;
-
-  unsigned char* q;
+void free_run(const heap::Run& r, bool dirty = true) {
+  bool over_budget;
   {
-    CountingOsGuard counting;
-    q = static_cast<unsigned char*>(magslab_realloc(p, kNew));
-    ASSERT_NE(q, nullptr);
-    EXPECT_GE(g_remaps.load(), 1) << "a huge block must be resized by mremap, not copied";
+    Locked l;
+    over_budget = heap::free_locked(r.chunk, r.page, r.npages, dirty);
   }
-  EXPECT_GE(magslab_usable_size(q), kNew);
-  for (size_t i = 0; i < kOld; i += 4096)
-    ASSERT_EQ(q[i], static_cast<unsigned char>((i >> 12) * 37 + 11)) << "offset " << i;
-  EXPECT_EQ(q[1], 0xC3);
-  EXPECT_EQ(q[kOld / 2 + 123], 0x7E);
-  EXPECT_EQ(q[kOld - 1], 0xE1);
-  // The new part is usable up to the last byte.
-  q[kNew - 1] = 0x42;
-  q[kOld] = 0x43;
-  EXPECT_EQ(q[kNew - 1], 0x42);
-  EXPECT_EQ(stats().huge_live_blocks, huge0 + 1);
-  EXPECT_GE(stats().mapped_bytes, kNew);
-  EXPECT_EQ(stats().live_objects, live0 + 1);
-
-  // And down again, in place.
-  unsigned char* r = static_cast<unsigned char*>(magslab_realloc(q, 4 * MiB));
-  ASSERT_EQ(r, q) << "shrinking a huge block must keep the pointer";
-  for (size_t i = 0; i < 4 * MiB; i += 4096)
-    ASSERT_EQ(r[i], static_cast<unsigned char>((i >> 12) * 37 + 11)) << "offset " << i;
-  EXPECT_EQ(r[1], 0xC3);
-  EXPECT_GE(magslab_usable_size(r), 4 * MiB);
-  magslab_free(r);
-  EXPECT_EQ(stats().huge_live_blocks, huge0);
-  EXPECT_EQ(stats().live_objects, live0);
+  if (over_budget) heap::purge_excess();
 }
 
-TEST(PageHeap, MappedBytesReturnAfterFreeAndTrim) {
-  magslab_trim();
-  const size_t mapped0 = stats().mapped_bytes;
-  std::vector<void*> blocks;
-  // 48 MiB of page runs in many chunks, plus huge blocks.
-  for (int i = 0; i < 240; ++i) {
-    void* p = magslab_malloc((i % 5 + 1) * 40 * KiB);
-    ASSERT_NE(p, nullptr);
-    memset(p, i, 40 * KiB);
-    blocks.push_back(p);
-  }
-  for (int i = 0; i < 4; ++i) {
-    void* p = magslab_malloc(8 * MiB + i * 4096);
-    ASSERT_NE(p, nullptr);
-    blocks.push_back(p);
-  }
-  EXPECT_GE(stats().mapped_bytes, mapped0 + 32 * MiB);
-  for (void* p : blocks) magslab_free(p);
-  magslab_trim();
-  const size_t mapped1 = stats().mapped_bytes;
-  EXPECT_LE(mapped1, mapped0 + kChunk) << "mapped before " << mapped0 << ", after free+trim "
-                                       << mapped1;
-  EXPECT_LE(stats().committed_bytes, mapped1);
+heap::Totals totals() {
+  Locked l;
+  return heap::totals_locked();
 }
 
-// The child writes the address it is about to misuse ("expect=0x…") before the
-// fatal call; the matcher then requires the exact report line for that address.
-// (threadsafe death tests re-run the test in a fresh process, so the parent
-// cannot know the child's addresses.)
-class ReportsAddress : public testing::MatcherInterface<const std::string&> {
- public:
-  ReportsAddress(std::string what, std::string suffix)
-      : what_(std::move(what)), suffix_(std::move(suffix)) {}
-  bool MatchAndExplain(const std::string& err, testing::MatchResultListener* l) const override {
-    size_t at = err.find("expect=0x");
-    if (at == std::string::npos) {
-      *l << "the child never reached the misuse";
-      return false;
-    }
-    size_t end = err.find('\n', at);
-    std::string addr = err.substr(at + 7, end - at - 7);
-    std::string line = "magslab: " + what_ + " " + addr + suffix_ + "\n";
-    if (err.find(line) == std::string::npos) {
-      *l << "no line \"" << line.substr(0, line.size() - 1) << "\"";
-      return false;
-    }
-    return true;
-  }
-  void DescribeTo(std::ostream* os) const override {
-    *os << "contains \"magslab: " << what_ << " 0x<the address>\"";
-  }
-
- private:
-  std::string what_;
-  std::string suffix_;
-};
-// The whole line: what, the address, and what magslab knows of the block.
-testing::Matcher<const std::string&> Reports(const char* what, const char* suffix = " (large block)") {
-  return testing::MakeMatcher(new ReportsAddress(what, suffix));
+TEST(PageHeap, RunsAreCarvedFirstFitAndCounted) {
+  const heap::Totals t0 = totals();
+  bool zeroed = false;
+  heap::Run a = alloc(10, 1, &zeroed);
+  EXPECT_TRUE(zeroed) << "a fresh chunk's pages read as zero";
+  heap::Run b = alloc(20);
+  heap::Run c = alloc(30);
+  ASSERT_EQ(a.npages, 10u);
+  ASSERT_EQ(b.chunk, a.chunk);
+  ASSERT_EQ(c.chunk, a.chunk);
+  EXPECT_EQ(b.page, a.page + 10);
+  EXPECT_EQ(c.page, b.page + 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.addr()) % kPageSize, 0u);
+  const heap::Totals t1 = totals();
+  EXPECT_EQ(t1.free_pages + 60, t0.free_pages + kPagesPerChunk * (t1.chunks - t0.chunks));
+  for (const heap::Run& r : {a, b, c}) free_run(r);
+  EXPECT_EQ(totals().free_pages, t1.free_pages + 60);
 }
 
-void announce(const void* p) { std::fprintf(stderr, "expect=%p\n", p); }
-
-TEST(PageHeapDeathTest, DoubleFreeOfLargeBlock) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  // Freed once, the run sits in the large-run cache.
-  EXPECT_DEATH(
-      {
-        void* p = magslab_malloc(72 * KiB);
-        announce(p);
-        magslab_free(p);
-        magslab_free(p);
-      },
-      Reports("double free of"));
-  // Freed once and trimmed: the run is back in the page heap (a neighbour in
-  // the same chunk keeps the chunk mapped).
-  EXPECT_DEATH(
-      {
-        void* keep = magslab_malloc(72 * KiB);
-        void* p = magslab_malloc(72 * KiB);
-        if ((reinterpret_cast<uintptr_t>(keep) ^ reinterpret_cast<uintptr_t>(p)) >= kChunk)
-          std::fprintf(stderr, "test setup: blocks in different chunks\n");
-        else
-          announce(p);
-        magslab_free(p);
-        magslab_trim();
-        magslab_free(p);
-        magslab_free(keep);
-      },
-      Reports("double free of"));
+TEST(PageHeap, FreedNeighboursCoalesceIntoOneRun) {
+  heap::Run a = alloc(10), b = alloc(20), guard = alloc(1);
+  ASSERT_EQ(b.page, a.page + 10);
+  ASSERT_EQ(guard.page, b.page + 20);
+  std::memset(a.addr(), 0xAB, 10 * kPageSize);
+  free_run(a);
+  free_run(b);
+  // Neither 10 nor 20 pages alone hold 30: only the merged run starts at a.
+  bool zeroed = true;
+  heap::Run m = alloc(30, 1, &zeroed);
+  EXPECT_EQ(m.chunk, a.chunk);
+  EXPECT_EQ(m.page, a.page);
+  EXPECT_FALSE(zeroed) << "a merged run is dirty if any part was";
+  free_run(m);
+  free_run(guard);
 }
 
-TEST(PageHeapDeathTest, InteriorPointerOfLargeBlock) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(
-      {
-        auto* p = static_cast<char*>(magslab_malloc(72 * KiB));
-        announce(p + 4096);
-        magslab_free(p + 4096);
-      },
-      Reports("invalid free of"));
-  // Not page aligned either.
-  EXPECT_DEATH(
-      {
-        auto* p = static_cast<char*>(magslab_malloc(200 * KiB));
-        announce(p + 4096 + 8);
-        magslab_free(p + 4096 + 8);
-      },
-      Reports("invalid free of"));
+TEST(PageHeap, AlignedRunsStartAtAMultipleOfTheAlignment) {
+  heap::Run pad = alloc(3);  // so the next free page is not aligned by chance
+  for (size_t align : {2, 16, 64, 256}) {
+    heap::Run r = alloc(5, align);
+    EXPECT_EQ(r.page % align, 0u) << align;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(r.addr()) % (align * kPageSize), 0u) << align;
+    free_run(r);
+  }
+  free_run(pad);
+}
+
+TEST(PageHeap, TryGrowTakesTheFreeNeighbourOnly) {
+  heap::Run x = alloc(8);
+  heap::Run y = alloc(8);
+  ASSERT_EQ(y.page, x.page + 8);
+  {
+    Locked l;
+    EXPECT_FALSE(heap::try_grow_locked(x.chunk, x.page, 8, 12)) << "y is not free";
+    EXPECT_TRUE(heap::try_grow_locked(y.chunk, y.page, 8, 40));
+    EXPECT_FALSE(heap::try_grow_locked(y.chunk, y.page, 40, kPagesPerChunk + 1));
+  }
+  // y now holds 40 pages: the next run starts after them.
+  heap::Run z = alloc(4);
+  EXPECT_EQ(z.chunk, y.chunk);
+  EXPECT_EQ(z.page, y.page + 40);
+  free_run(z);
+  free_run(heap::Run{y.chunk, y.page, 40});
+  free_run(x);
+}
+
+TEST(PageHeap, PurgedRunsReadAsZero) {
+  heap::Run r = alloc(16);
+  std::memset(r.addr(), 0x5C, 16 * kPageSize);
+  free_run(r);
+  EXPECT_GE(totals().dirty_pages, 16u);
+  mstest::fake_os::Guard os;
+  EXPECT_GE(heap::purge(0), 16 * kPageSize);
+  EXPECT_EQ(totals().dirty_pages, 0u);
+  EXPECT_GE(mstest::fake_os::counts().decommits, 1u);
+  bool zeroed = false;
+  heap::Run again = alloc(16, 1, &zeroed);
+  EXPECT_TRUE(zeroed);
+  EXPECT_EQ(mstest::check_zero(again.addr(), 16 * kPageSize), mstest::kNoMismatch);
+  free_run(again);
+}
+
+TEST(PageHeap, FullyFreeChunksAreKeptUpToTheCacheThenUnmapped) {
+  {
+    Locked l;
+    heap::release_free_chunks_locked(0);
+  }
+  const heap::Totals t0 = totals();
+  EXPECT_EQ(t0.free_chunks, 0u);
+  // Whole chunks: each needs a new mapping.
+  std::vector<heap::Run> runs;
+  for (size_t i = 0; i < heap::kFreeChunksKept + 2; ++i) runs.push_back(alloc(kPagesPerChunk));
+  EXPECT_EQ(totals().chunks, t0.chunks + runs.size());
+  for (const heap::Run& r : runs) free_run(r);
+  heap::Totals t1 = totals();
+  EXPECT_EQ(t1.free_chunks, heap::kFreeChunksKept);
+  EXPECT_EQ(t1.chunks, t0.chunks + heap::kFreeChunksKept);
+  {
+    Locked l;
+    EXPECT_EQ(heap::release_free_chunks_locked(0), heap::kFreeChunksKept * kChunkSize);
+  }
+  EXPECT_EQ(totals().chunks, t0.chunks);
+  EXPECT_EQ(totals().free_chunks, 0u);
 }
 
 }  // namespace
-
-// Freed page runs stay committed for reuse ("dirty"), but never more than the
-// page heap's budget (kDirtyPagesMax = 8 MiB): freeing 64 MiB of large blocks
-// leaves at most that much cached; trim gives it all back.
-TEST(PageHeap, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
-  magslab_trim();
-  struct magslab_stats base, st;
-  magslab_stats(&base);
-  std::vector<void*> v;
-  for (int i = 0; i < 256; ++i) {  // 256 x 256 KiB = 64 MiB, every page touched
-    auto* p = static_cast<char*>(magslab_malloc(256 << 10));
-    ASSERT_NE(p, nullptr);
-    for (size_t k = 0; k < (256 << 10); k += 4096) p[k] = 1;
-    v.push_back(p);
-  }
-  for (void* p : v) magslab_free(p);
-  magslab_stats(&st);
-  EXPECT_GT(st.cached_bytes, base.cached_bytes) << "freed runs are kept for reuse";
-  EXPECT_LE(st.cached_bytes, base.cached_bytes + (size_t{8} << 20) + (size_t{1} << 20))
-      << "no more than the dirty budget (8 MiB) stays committed";
-  EXPECT_LE(st.committed_bytes, base.committed_bytes + (size_t{9} << 20));
-  magslab_trim();
-  magslab_stats(&st);
-  EXPECT_EQ(st.cached_bytes, 0u);
-  EXPECT_LE(st.committed_bytes, base.committed_bytes);
-}
-
-// A freed huge mapping is kept (bounded) and reused by the next request it
-// fits, without a new mmap; trim unmaps it.
-TEST(PageHeap, FreedHugeMappingIsReusedAndTrimmed) {
-  magslab_trim();
-  struct magslab_stats base, st;
-  magslab_stats(&base);
-  const size_t n = size_t{3} << 20;
-  auto* p = static_cast<char*>(magslab_malloc(n));
-  ASSERT_NE(p, nullptr);
-  memset(p, 0x5a, n);
-  magslab_free(p);
-  magslab_stats(&st);
-  EXPECT_GE(st.cached_bytes, base.cached_bytes + n) << "the mapping is cached";
-  EXPECT_GE(st.mapped_bytes, base.mapped_bytes + n) << "and still mapped";
-  auto* q = static_cast<char*>(magslab_malloc(n - 4096));  // fits, fills > 3/4
-  ASSERT_NE(q, nullptr);
-  EXPECT_EQ(q, p) << "the cached mapping is reused";
-  auto* z = static_cast<char*>(magslab_calloc(1, n));  // a second one: fresh, and zero
-  ASSERT_NE(z, nullptr);
-  for (size_t k = 0; k < n; k += 4096) ASSERT_EQ(z[k], 0);
-  magslab_free(z);
-  // calloc on a reused (dirty) mapping must still return zeros.
-  auto* c = static_cast<char*>(magslab_calloc(1, n));
-  ASSERT_NE(c, nullptr);
-  for (size_t k = 0; k < n; k += 512) ASSERT_EQ(c[k], 0) << "offset " << k;
-  magslab_free(c);
-  magslab_free(q);
-  magslab_trim();
-  magslab_stats(&st);
-  EXPECT_EQ(st.cached_bytes, 0u);
-  EXPECT_EQ(st.mapped_bytes, base.mapped_bytes);
-}

@@ -11,14 +11,15 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
 
-#include "sanitized.h"
+#include "testing/rng.h"
+#include "testing/pattern.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -67,46 +68,11 @@ class Queue {
   bool closed_ = false;
 };
 
-inline uint64_t mix(uint64_t x) {
-  x ^= x >> 31;
-  x *= 0x7fb5d329728ea185ull;
-  x ^= x >> 27;
-  x *= 0x81dadef4bc2dd44dull;
-  x ^= x >> 33;
-  return x;
-}
-
-// Word-wise pattern (sanitizers instrument one access per word, not per byte).
-void fill(void* p, uint64_t id, size_t size) {
-  auto* b = static_cast<uint8_t*>(p);
-  uint64_t k = mix(id * 0x9E3779B97F4A7C15ull + size);
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t w = k + i * 0x0101010101010101ull;
-    std::memcpy(b + i, &w, 8);
-  }
-  for (; i < size; ++i) b[i] = static_cast<uint8_t>(k >> (i & 7)) ^ static_cast<uint8_t>(i);
-}
-
-// Returns the first bad offset or SIZE_MAX.
-size_t check(const void* p, uint64_t id, size_t size) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  uint64_t k = mix(id * 0x9E3779B97F4A7C15ull + size);
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, b + i, 8);
-    if (w != k + i * 0x0101010101010101ull) {
-      for (size_t j = 0; j < 8; ++j) {
-        uint64_t e = k + i * 0x0101010101010101ull;
-        if (b[i + j] != reinterpret_cast<const uint8_t*>(&e)[j]) return i + j;
-      }
-    }
-  }
-  for (; i < size; ++i)
-    if (b[i] != (static_cast<uint8_t>(k >> (i & 7)) ^ static_cast<uint8_t>(i))) return i;
-  return SIZE_MAX;
-}
+// The pattern of testing/pattern.h, keyed by the item's id and size.
+uint64_t key_of(uint64_t id, size_t size) { return mstest::mix64(id * 0x9E3779B97F4A7C15ull + size); }
+void fill(void* p, uint64_t id, size_t size) { mstest::fill_pattern(p, size, key_of(id, size)); }
+// Returns the first bad offset or SIZE_MAX (mstest::kNoMismatch).
+size_t check(const void* p, uint64_t id, size_t size) { return mstest::check_pattern(p, size, key_of(id, size)); }
 
 struct Totals {
   size_t objects, bytes;
@@ -151,7 +117,7 @@ void run(int threads) {
   }
   for (int pr = 0; pr < pairs; ++pr) {
     ts.emplace_back([&, pr] {
-      std::mt19937_64 rng(1000 + pr * 7919 + threads);
+      mstest::Rng rng(1000 + pr * 7919 + threads);
       for (size_t n = 0; n < per_producer; ++n) {
         size_t size = (rng() % 64 == 0) ? 40000 : 1 + rng() % 4096;
         uint64_t id = (uint64_t(pr) << 40) | n;

@@ -20,7 +20,7 @@
 #include "magslab/magslab.h"
 #include "model/heap_model.h"
 #include "model/rc_support.h"
-#include "sanitized.h"
+#include "testing/sanitizers.h"
 
 namespace {
 

@@ -8,30 +8,18 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/rng.h"
+#include "testing/pattern.h"
 
 namespace {
 
-// Position-dependent pattern: a block moved to a wrong offset is detected.
-inline uint8_t pat(uint32_t seed, size_t i) {
-  uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull + seed;
-  return static_cast<uint8_t>((x >> 29) ^ (x >> 47));
-}
-
-void fill_range(void* p, size_t from, size_t to, uint32_t seed) {
-  auto* b = static_cast<uint8_t*>(p);
-  for (size_t i = from; i < to; ++i) b[i] = pat(seed, i);
-}
-
-size_t first_bad(const void* p, size_t n, uint32_t seed) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i)
-    if (b[i] != pat(seed, i)) return i;
-  return SIZE_MAX;
-}
+// The position-dependent pattern of testing/pattern.h: a block moved to a
+// wrong offset is detected. SIZE_MAX (mstest::kNoMismatch): no bad byte.
+using mstest::fill_pattern_range;
+size_t first_bad(const void* p, size_t n, uint64_t seed) { return mstest::check_pattern(p, n, seed); }
 
 struct Counts {
   size_t objects, bytes;
@@ -50,7 +38,7 @@ TEST(Realloc, GrowthChainThenShrinkChain) {
     size_t size = 1;
     void* p = magslab_malloc(size);
     ASSERT_NE(p, nullptr);
-    fill_range(p, 0, size, seed);
+    fill_pattern_range(p, 0, size, seed);
     int steps = 0;
     while (size < kMax) {
       size_t next = std::min(kMax, size + size * 3 / 10 + 1);
@@ -60,7 +48,7 @@ TEST(Realloc, GrowthChainThenShrinkChain) {
       ASSERT_GE(magslab_usable_size(q), next);
       size_t bad = first_bad(q, size, seed);
       ASSERT_EQ(bad, SIZE_MAX) << "grow " << size << " -> " << next << ": byte " << bad;
-      fill_range(q, size, next, seed);
+      fill_pattern_range(q, size, next, seed);
       p = q;
       size = next;
       ++steps;
@@ -97,7 +85,7 @@ TEST(Realloc, WithinUsableSize) {
     ASSERT_NE(p, nullptr);
     size_t u = magslab_usable_size(p);
     ASSERT_GE(u, sz);
-    fill_range(p, 0, u, 5);
+    fill_pattern_range(p, 0, u, 5);
     // Grow to exactly the usable size: all u bytes must survive.
     void* q = magslab_realloc(p, u);
     ASSERT_NE(q, nullptr);
@@ -125,17 +113,17 @@ TEST(Realloc, AlignedBlocks) {
       void* p = magslab_aligned_alloc(align, sz);
       ASSERT_NE(p, nullptr);
       ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % align, 0u);
-      fill_range(p, 0, sz, 9);
+      fill_pattern_range(p, 0, sz, 9);
       void* q = magslab_realloc(p, sz * 5);
       ASSERT_NE(q, nullptr);
       EXPECT_EQ(first_bad(q, sz, 9), SIZE_MAX);
-      fill_range(q, sz, sz * 5, 9);
+      fill_pattern_range(q, sz, sz * 5, 9);
       void* r = magslab_realloc(q, sz / 2 + 1);
       ASSERT_NE(r, nullptr);
       EXPECT_EQ(first_bad(r, sz / 2 + 1, 9), SIZE_MAX);
       void* pm = nullptr;
       ASSERT_EQ(magslab_posix_memalign(&pm, align, sz), 0);
-      fill_range(pm, 0, sz, 11);
+      fill_pattern_range(pm, 0, sz, 11);
       void* pm2 = magslab_realloc(pm, sz + 3);
       ASSERT_NE(pm2, nullptr);
       EXPECT_EQ(first_bad(pm2, sz, 11), SIZE_MAX);
@@ -157,7 +145,7 @@ TEST(Realloc, LargeGrowsNextToFreedNeighbour) {
     for (int i = 0; i < 6; ++i) {
       void* p = magslab_malloc(sz);
       ASSERT_NE(p, nullptr);
-      fill_range(p, 0, sz, 100 + i);
+      fill_pattern_range(p, 0, sz, 100 + i);
       v.push_back(p);
     }
     magslab_free(v[1]);
@@ -166,7 +154,7 @@ TEST(Realloc, LargeGrowsNextToFreedNeighbour) {
     void* g = magslab_realloc(v[0], sz * 2 + 123);
     ASSERT_NE(g, nullptr);
     EXPECT_EQ(first_bad(g, sz, 100), SIZE_MAX);
-    fill_range(g, sz, sz * 2 + 123, 100);
+    fill_pattern_range(g, sz, sz * 2 + 123, 100);
     v[0] = g;
     // Grow more (likely past the freed neighbours) and shrink back.
     g = magslab_realloc(v[0], sz * 4);
@@ -191,7 +179,7 @@ TEST(Realloc, ManyInterleavedBlocks) {
     size_t size = 0;
     uint32_t seed = 0;
   };
-  std::mt19937_64 rng(12345);
+  mstest::Rng rng(12345);
   std::vector<Slot> slots(400);
   auto pick_size = [&]() -> size_t {
     unsigned r = rng() % 100;
@@ -218,7 +206,7 @@ TEST(Realloc, ManyInterleavedBlocks) {
     size_t bad = first_bad(q, keep, s.seed);
     ASSERT_EQ(bad, SIZE_MAX) << "op " << op << ": " << s.size << " -> " << ns << " byte "
                              << bad;
-    fill_range(q, keep, ns, s.seed);
+    fill_pattern_range(q, keep, ns, s.seed);
     s.p = q;
     s.size = ns;
     if (rng() % 16 == 0) {  // occasionally free outright

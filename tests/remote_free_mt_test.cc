@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/threads.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
 
@@ -87,15 +88,15 @@ size_t live_objects() {
 TEST(RemoteFreeMt, StatsCountObjectsHeldInRemoteMagazines) {
   std::vector<void*> mine = allocate_on_main(2 * kCap);
   const size_t before = live_objects();
-  std::atomic<int> phase{0};
+  mstest::Phase phase;
   std::thread t([&] {
     for (size_t i = 0; i < 3; ++i) magslab_free(mine[i]);  // stay in the remote magazine
-    phase.store(1, std::memory_order_release);
-    while (phase.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+    phase.set(1);
+    phase.wait_for(2);
   });
-  while (phase.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  phase.wait_for(1);
   EXPECT_EQ(live_objects(), before - 3) << "objects in the freeing thread's remote magazine counted as live";
-  phase.store(2, std::memory_order_release);
+  phase.set(2);
   t.join();
   EXPECT_EQ(live_objects(), before - 3);  // after thread exit: in the depot or the slabs
   for (size_t i = 3; i < mine.size(); ++i) magslab_free(mine[i]);

@@ -12,12 +12,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "sanitized.h"
+#include "testing/rng.h"
+#include "testing/sanitizers.h"
+#include "testing/threads.h"
 #include "small/requested.h"
 
 // fork(): magslab's prepare handler holds every lock it has (one per size
@@ -41,7 +42,7 @@ struct Block {
 
 // A size drawn from what programs ask for: mostly small, some up to 64 KiB
 // (the largest slab class), a few large (page runs) blocks.
-size_t random_size(std::mt19937& rng) {
+size_t random_size(mstest::Rng& rng) {
   unsigned r = rng() % 100;
   if (r < 70) return rng() % 257;
   if (r < 95) return rng() % 8193;
@@ -49,7 +50,7 @@ size_t random_size(std::mt19937& rng) {
   return 65537 + rng() % 200000;
 }
 
-Block make(std::mt19937& rng) {
+Block make(mstest::Rng& rng) {
   size_t n = random_size(rng);
   void* p = magslab_malloc(n);
   EXPECT_NE(p, nullptr);
@@ -146,7 +147,7 @@ TEST(RequestedStatsMt, FreesByOtherThreadsAndThreadExit) {
   std::vector<std::thread> ts;
   for (int t = 0; t < kProducers; ++t)
     ts.emplace_back([&made, t] {
-      std::mt19937 rng(100 + t);
+      mstest::Rng rng(100 + t);
       for (int i = 0; i < kPerThread; ++i) made[t].push_back(make(rng));
     });
   for (auto& t : ts) t.join();
@@ -178,30 +179,30 @@ TEST(RequestedStatsMt, LiveThreadsCountTooWhileStatsAreRead) {
   // Threads stay alive holding their counts (one positive, one negative)
   // while the main thread reads the stats.
   const size_t base = requested();
-  std::mt19937 rng(7);
+  mstest::Rng rng(7);
   std::vector<Block> mine;
   for (int i = 0; i < 2000; ++i) mine.push_back(make(rng));
   size_t total = 0;
   for (Block& b : mine) total += b.n;
-  std::atomic<int> phase{0};
+  mstest::Phase phase;
   std::vector<Block> theirs;
   std::thread freer([&] {
     for (size_t i = 0; i < mine.size() / 2; ++i) magslab_free(mine[i].p);
-    phase.fetch_add(1, std::memory_order_acq_rel);
-    while (phase.load(std::memory_order_acquire) < 3) std::this_thread::yield();
+    phase.arrive();
+    phase.wait_for(3);
   });
   std::thread maker([&] {
-    std::mt19937 r(8);
+    mstest::Rng r(8);
     for (int i = 0; i < 1000; ++i) theirs.push_back(make(r));
-    phase.fetch_add(1, std::memory_order_acq_rel);
-    while (phase.load(std::memory_order_acquire) < 3) std::this_thread::yield();
+    phase.arrive();
+    phase.wait_for(3);
   });
-  while (phase.load(std::memory_order_acquire) < 2) std::this_thread::yield();
+  phase.wait_for(2);
   size_t expect = base + total;
   for (size_t i = 0; i < mine.size() / 2; ++i) expect -= mine[i].n;
   for (Block& b : theirs) expect += b.n;
   EXPECT_EQ(requested(), expect) << "counts of threads that are still running";
-  phase.store(3, std::memory_order_release);
+  phase.set(3);
   freer.join();
   maker.join();
   EXPECT_EQ(requested(), expect) << "the same counts after those threads exited";
@@ -227,7 +228,7 @@ TEST(RequestedStatsMt, ChurnWithHandOversEndsAtBaseline) {
   std::vector<std::thread> ts;
   for (int t = 0; t < kThreads; ++t)
     ts.emplace_back([&, t] {
-      std::mt19937 rng(1000 + t);
+      mstest::Rng rng(1000 + t);
       for (int i = 0; i < kRounds; ++i) {
         Block b = make(rng);
         unsigned r = rng() % 8;
@@ -277,14 +278,14 @@ TEST(RequestedStatsMt, ForkedChildKeepsTheParentsOtherThreadsCounts) {
   // Another thread allocates and is still running at fork(); in the child it
   // does not exist, but its block does, and the child frees it.
   const size_t base = requested();
-  std::atomic<int> phase{0};
+  mstest::Phase phase;
   void* theirs = nullptr;
   std::thread t([&] {
     theirs = magslab_malloc(777);
-    phase.store(1, std::memory_order_release);
-    while (phase.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+    phase.set(1);
+    phase.wait_for(2);
   });
-  while (phase.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  phase.wait_for(1);
   void* mine = magslab_malloc(333);
   ASSERT_EQ(requested(), base + 1110);
   pid_t pid = fork();
@@ -303,7 +304,7 @@ TEST(RequestedStatsMt, ForkedChildKeepsTheParentsOtherThreadsCounts) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "child died, status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 0) << "bit 1: at fork, 2: after freeing the other thread's block, 4: at the end";
-  phase.store(2, std::memory_order_release);
+  phase.set(2);
   t.join();
   magslab_free(theirs);
   magslab_free(mine);

@@ -14,7 +14,8 @@
 
 #include "magslab/magslab.h"
 
-#include "sanitized.h"
+#include "testing/rng.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -42,13 +43,12 @@ TEST(StatsConcurrent, StatsTrimUsableSizeDuringChurn) {
   std::vector<std::thread> workers;
   for (int w = 0; w < kWorkers; ++w) {
     workers.emplace_back([&, w] {
-      uint64_t rng = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(w + 1);
+      mstest::Rng rng(static_cast<uint64_t>(w + 1));
       std::vector<void*> mine;
       mine.reserve(256);
       for (int r = 0; r < kRounds; ++r) {
         for (int i = 0; i < 64; ++i) {
-          rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-          size_t n = kSizes[(rng >> 33) % std::size(kSizes)];
+          size_t n = kSizes[rng.below(std::size(kSizes))];
           void* p = magslab_malloc(n);
           if (p == nullptr) {
             bad.fetch_add(1);

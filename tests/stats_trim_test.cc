@@ -15,7 +15,7 @@
 #include "small/depot.h"  // internal: flush without trim
 #include "small/thread_cache.h"
 
-#include "sanitized.h"
+#include "testing/sanitizers.h"
 
 namespace {
 

@@ -17,13 +17,14 @@
 
 #include <atomic>
 #include <cstdint>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "ds/tagged_stack.h"
 
-#include "sanitized.h"
+#include "testing/rng.h"
+#include "testing/sanitizers.h"
+#include "testing/threads.h"
 
 namespace {
 
@@ -56,7 +57,7 @@ struct Failures {
 // there now and then lets other threads pop and push in that window, which is
 // where ABA happens (a stale CAS that succeeds would hand a node out twice).
 void maybe_yield(void* arg) {
-  auto* rng = static_cast<std::minstd_rand*>(arg);
+  auto* rng = static_cast<mstest::Rng*>(arg);
   if ((*rng)() % 8 == 0) std::this_thread::yield();
 }
 
@@ -69,14 +70,14 @@ void run_stress(int nthreads) {
   Failures f;
   std::atomic<long> empty_pops{0};
   std::atomic<long> total_popped{0};
-  std::atomic<bool> go{false};
+  mstest::StartGate go;
   const long batches_per_thread = kTotalOpsPerRun / nthreads;
 
   auto worker = [&](int id) {
-    std::minstd_rand rng(static_cast<unsigned>(id) * 7919u + 1);
+    mstest::Rng rng(static_cast<unsigned>(id) * 7919u + 1);
     Node* held[kMaxBatch];
     long popped = 0, empties = 0;
-    while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+    go.wait();
     for (long it = 0; it < batches_per_thread; ++it) {
       int k = 1 + static_cast<int>(rng() % kMaxBatch);
       int got = 0;
@@ -114,7 +115,7 @@ void run_stress(int nthreads) {
 
   std::vector<std::thread> threads;
   for (int t = 0; t < nthreads; ++t) threads.emplace_back(worker, t);
-  go.store(true, std::memory_order_release);
+  go.open();
   for (auto& t : threads) t.join();
 
   EXPECT_EQ(f.foreign_node.load(), 0) << "pop returned a pointer that was never pushed";

@@ -12,14 +12,14 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
 
-#include "sanitized.h"
+#include "testing/rng.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -59,7 +59,7 @@ struct Shared {
   std::atomic<size_t> bad{0}, nulls{0}, cross_frees{0};
 };
 
-size_t pick_size(std::mt19937_64& rng) {
+size_t pick_size(mstest::Rng& rng) {
   unsigned r = rng() % 100;
   if (r < 75) return 24 + rng() % 489;     // small classes (>= 24: stamps fit)
   if (r < 95) return 1024 + rng() % 15360; // medium classes
@@ -68,7 +68,7 @@ size_t pick_size(std::mt19937_64& rng) {
 }
 
 void worker(Shared& sh, int tid) {
-  std::mt19937_64 rng(0xC0FFEE + tid);
+  mstest::Rng rng(0xC0FFEE + tid);
   std::vector<Obj> mine;
   mine.reserve(kOpsPerThread);
   uint64_t next = uint64_t(tid) << 32;
@@ -172,7 +172,7 @@ TEST(ThreadChurnMt, ObjectsOutliveTheirThreads) {
     std::vector<std::thread> ts;
     for (int i = 0; i < kWave && started < threads; ++i, ++started) {
       ts.emplace_back([&, tid = started] {
-        std::mt19937_64 rng(tid);
+        mstest::Rng rng(tid);
         std::vector<Obj> v;
         for (int k = 0; k < 100; ++k) {
           Obj o{nullptr, (uint64_t(tid) << 32) | k, pick_size(rng)};

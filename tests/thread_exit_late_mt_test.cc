@@ -23,7 +23,7 @@
 #include "magslab/magslab.h"
 #include "small/thread_cache.h"
 
-#include "sanitized.h"
+#include "testing/sanitizers.h"
 
 namespace {
 

@@ -16,7 +16,7 @@
 
 #include "magslab/magslab.h"
 
-#include "sanitized.h"
+#include "testing/sanitizers.h"
 
 namespace {
 

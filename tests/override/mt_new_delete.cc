@@ -19,23 +19,19 @@
 #include <thread>
 #include <vector>
 
+#include "testing/pattern.h"
+#include "testing/rng.h"
+
 namespace {
 
 constexpr int kThreads = 16;
 constexpr int kPerThread = 40000;
 
-struct Rng {
-  std::uint64_t s;
-  std::uint64_t next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-};
+using mstest::Rng;  // testing/rng.h
 
-unsigned char pattern(std::uint32_t producer, std::uint32_t seq, std::size_t i) {
-  return static_cast<unsigned char>(producer * 31u + seq * 7u + i * 13u);
+// The byte pattern of testing/pattern.h, keyed by the message.
+std::uint64_t key_of(std::uint32_t producer, std::uint32_t seq) {
+  return mstest::mix64((std::uint64_t{producer} << 32) | seq);
 }
 
 struct alignas(64) Aligned64 {
@@ -78,7 +74,7 @@ Msg* make(std::uint32_t producer, std::uint32_t seq, Rng& r) {
   switch (m->kind) {
     case 0:
       m->bytes = new unsigned char[m->size];
-      for (std::size_t i = 0; i < m->size; ++i) m->bytes[i] = pattern(producer, seq, i);
+      mstest::fill_pattern(m->bytes, m->size, key_of(producer, seq));
       break;
     case 1: {
       std::size_t n = m->size / 64 + 1;
@@ -89,7 +85,7 @@ Msg* make(std::uint32_t producer, std::uint32_t seq, Rng& r) {
     }
     case 2:
       m->str.resize(m->size);
-      for (std::size_t i = 0; i < m->size; ++i) m->str[i] = static_cast<char>(pattern(producer, seq, i));
+      mstest::fill_pattern(m->str.data(), m->size, key_of(producer, seq));
       break;
     default:
       m->vec.resize(m->size / 4 + 1);
@@ -102,9 +98,7 @@ Msg* make(std::uint32_t producer, std::uint32_t seq, Rng& r) {
 bool check(const Msg* m) {
   switch (m->kind) {
     case 0:
-      for (std::size_t i = 0; i < m->size; ++i)
-        if (m->bytes[i] != pattern(m->producer, m->seq, i)) return false;
-      return true;
+      return mstest::check_pattern(m->bytes, m->size, key_of(m->producer, m->seq)) == mstest::kNoMismatch;
     case 1: {
       if ((reinterpret_cast<std::uintptr_t>(m->aligned) & 63) != 0) return false;
       std::size_t n = m->size / 64 + 1;
@@ -115,9 +109,7 @@ bool check(const Msg* m) {
     }
     case 2:
       if (m->str.size() != m->size) return false;
-      for (std::size_t i = 0; i < m->size; ++i)
-        if (m->str[i] != static_cast<char>(pattern(m->producer, m->seq, i))) return false;
-      return true;
+      return mstest::check_pattern(m->str.data(), m->size, key_of(m->producer, m->seq)) == mstest::kNoMismatch;
     default:
       for (std::size_t i = 0; i < m->vec.size(); ++i)
         if (m->vec[i] != (m->producer ^ (m->seq * 2654435761u) ^ i)) return false;

@@ -1,0 +1,121 @@
+// testing/fake_os.cc: see fake_os.h.
+#include "testing/fake_os.h"
+
+#include <atomic>
+
+#include "platform/platform.h"
+#include "testing/rng.h"
+
+namespace mstest::fake_os {
+
+namespace {
+
+namespace platform = magslab::platform;
+
+std::atomic<bool> g_refuse_maps{false}, g_refuse_remap_growth{false};
+// A call is refused at random when its 32-bit draw is below this; 0: never.
+std::atomic<uint64_t> g_threshold{0};
+std::atomic<uint64_t> g_seed{1};
+std::atomic<uint64_t> g_maps{0}, g_unmaps{0}, g_decommits{0}, g_remaps{0};
+std::atomic<uint64_t> g_refused_maps{0}, g_refused_remaps{0}, g_refused_decommits{0};
+
+// Per-thread stream: the allocator calls the seam from any thread.
+constinit thread_local uint64_t t_state = 0;
+
+bool random_refusal() {
+  uint64_t th = g_threshold.load(std::memory_order_relaxed);
+  if (th == 0) return false;
+  if (t_state == 0) t_state = mix64(g_seed.load() ^ reinterpret_cast<uintptr_t>(&t_state)) | 1;
+  t_state += 0x9e3779b97f4a7c15ULL;
+  return (mix64(t_state) >> 32) < th;
+}
+
+void bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
+
+void* fake_map(size_t size) {
+  bump(g_maps);
+  if (g_refuse_maps.load(std::memory_order_relaxed) || random_refusal()) {
+    bump(g_refused_maps);
+    return nullptr;
+  }
+  return platform::os_ops().map(size);
+}
+void fake_unmap(void* a, size_t n) {
+  bump(g_unmaps);
+  platform::os_ops().unmap(a, n);
+}
+bool fake_decommit(void* a, size_t n) {
+  bump(g_decommits);
+  if (random_refusal()) {
+    bump(g_refused_decommits);
+    return false;
+  }
+  return platform::os_ops().decommit(a, n);
+}
+void* fake_remap(void* a, size_t o, size_t n, void* to) {
+  bump(g_remaps);
+  if ((n > o && g_refuse_remap_growth.load(std::memory_order_relaxed)) || random_refusal()) {
+    bump(g_refused_remaps);
+    return nullptr;
+  }
+  return platform::os_ops().remap(a, o, n, to);
+}
+const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap};
+
+void reset() {
+  refuse_nothing();
+  for (auto* c : {&g_maps, &g_unmaps, &g_decommits, &g_remaps, &g_refused_maps, &g_refused_remaps,
+                  &g_refused_decommits})
+    c->store(0);
+}
+
+std::atomic<uint64_t> g_now{0};
+uint64_t fake_now() { return g_now.load(); }
+
+}  // namespace
+
+void install() {
+  reset();
+  platform::set_ops_for_testing(&kFakeOps);
+}
+void uninstall() {
+  refuse_nothing();
+  platform::set_ops_for_testing(nullptr);
+}
+
+void refuse_maps(bool on) { g_refuse_maps.store(on); }
+void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
+void set_fault_rate(double rate, uint64_t seed) {
+  double th = rate * 4294967296.0;
+  if (!(th > 0)) th = 0;
+  if (th > 4294967296.0) th = 4294967296.0;
+  g_seed.store(seed);
+  g_threshold.store(static_cast<uint64_t>(th), std::memory_order_relaxed);
+}
+void refuse_nothing() {
+  g_refuse_maps.store(false);
+  g_refuse_remap_growth.store(false);
+  g_threshold.store(0);
+}
+
+Counts counts() {
+  Counts c;
+  c.maps = g_maps.load();
+  c.unmaps = g_unmaps.load();
+  c.decommits = g_decommits.load();
+  c.remaps = g_remaps.load();
+  c.refused_maps = g_refused_maps.load();
+  c.refused_remaps = g_refused_remaps.load();
+  c.refused_decommits = g_refused_decommits.load();
+  return c;
+}
+
+ClockGuard::ClockGuard(uint64_t start_ns) {
+  g_now.store(start_ns);
+  platform::set_clock_for_testing(fake_now);
+}
+ClockGuard::~ClockGuard() { platform::set_clock_for_testing(nullptr); }
+void ClockGuard::advance(uint64_t ns) { g_now.fetch_add(ns); }
+uint64_t ClockGuard::now() const { return g_now.load(); }
+
+}  // namespace mstest::fake_os

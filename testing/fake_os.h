@@ -1,0 +1,59 @@
+// testing/fake_os.h: a fake OS behind magslab's platform seam
+// (platform::set_ops_for_testing) for fault injection. It forwards every call
+// to the real OS and counts it, unless told to refuse: map() always (OOM),
+// remap() when it would grow a mapping, or map/remap/decommit at random at a
+// given rate (the stress harness's fault mode). A refused map or remap
+// returns nullptr (the kernel's ENOMEM), a refused decommit false (magslab
+// then zero-fills the pages instead). Never allocates; callable from any
+// thread. One fake exists per process (the seam is a plain function table).
+//
+// Needs lib/ on the include path only in fake_os.cc; users link
+// magslab_testing_fake_os.
+#pragma once
+
+#include <cstdint>
+
+namespace mstest::fake_os {
+
+struct Counts {
+  uint64_t maps = 0, unmaps = 0, decommits = 0, remaps = 0;  // calls seen
+  uint64_t refused_maps = 0, refused_remaps = 0, refused_decommits = 0;
+};
+
+// Installs the fake (forwarding everything) / puts the real OS back. Both
+// clear the counters and every refusal.
+void install();
+void uninstall();
+
+void refuse_maps(bool on);
+void refuse_remap_growth(bool on);
+// Refuse this fraction of map, remap and decommit calls (0: none); each
+// thread draws from its own stream seeded from `seed`.
+void set_fault_rate(double rate, uint64_t seed = 1);
+// Stop refusing anything (the counters stay).
+void refuse_nothing();
+
+Counts counts();
+
+// Installs the fake for a scope; the real OS comes back on every exit path
+// (an assertion returning early from a test included).
+class Guard {
+ public:
+  Guard() { install(); }
+  ~Guard() { uninstall(); }
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+};
+
+// A test clock behind platform::set_clock_for_testing, for the same scope.
+class ClockGuard {
+ public:
+  explicit ClockGuard(uint64_t start_ns = uint64_t{1} << 40);
+  ~ClockGuard();
+  void advance(uint64_t ns);
+  uint64_t now() const;
+  ClockGuard(const ClockGuard&) = delete;
+  ClockGuard& operator=(const ClockGuard&) = delete;
+};
+
+}  // namespace mstest::fake_os

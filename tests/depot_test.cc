@@ -1,0 +1,152 @@
+// small/depot as a unit: empty magazines are made on demand and recycled;
+// full ones are pushed and popped whole (LIFO), counted in cached_objects,
+// refused past the per-class limit (about 1 MiB of objects, at least 4
+// magazines), and drained back to the slabs. Calls depot:: and slab::
+// directly: no thread cache is involved. Each test uses its own class.
+#include "small/depot.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "chunks/chunk_map.h"
+#include "small/magazine.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
+
+namespace {
+
+using namespace magslab;
+
+// The depot's limit for a class, as small/depot.cc states it.
+size_t expected_limit(unsigned cls) {
+  size_t per_mag = size_t{kClasses[cls].mag_cap} * kClasses[cls].size;
+  return std::max<size_t>(4, (size_t{1} << 20) / per_mag);
+}
+
+// A magazine from the depot filled from the slabs.
+Magazine* full_magazine(unsigned cls) {
+  Magazine* m = depot::get_empty(cls);
+  if (m == nullptr) return nullptr;
+  set_mag_count(m, slab::refill(cls, m->objs, m->cap, nullptr));
+  return m;
+}
+
+TEST(Depot, EmptyMagazinesAreMadeForTheClassAndRecycled) {
+  const unsigned cls = class_of(24);
+  Magazine* m = depot::get_empty(cls);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->cap, kClasses[cls].mag_cap);
+  EXPECT_EQ(m->count, 0u);
+  EXPECT_EQ(m->cls, cls);
+  EXPECT_EQ(m->free_key, g_free_key.load());
+  depot::push_empty(cls, m);
+  EXPECT_EQ(depot::get_empty(cls), m);  // the recycled one first
+  Magazine* other = depot::get_empty(cls);
+  EXPECT_NE(other, m);
+  depot::push_empty(cls, m);
+  depot::push_empty(cls, other);
+}
+
+TEST(Depot, FullMagazinesGoInAndOutWholeAndAreCounted) {
+  const unsigned cls = class_of(200);
+  EXPECT_EQ(depot::pop_full(cls), nullptr);
+  Magazine* a = full_magazine(cls);
+  Magazine* b = full_magazine(cls);
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  ASSERT_EQ(a->count, a->cap);
+  ASSERT_TRUE(depot::push_full(cls, a));
+  EXPECT_EQ(depot::cached_objects(cls), a->cap);
+  ASSERT_TRUE(depot::push_full(cls, b));
+  EXPECT_EQ(depot::cached_objects(cls), size_t{a->cap} + b->cap);
+  EXPECT_EQ(depot::pop_full(cls), b);  // LIFO: the warmest first
+  EXPECT_EQ(b->count, b->cap);          // whole
+  EXPECT_EQ(depot::cached_objects(cls), a->cap);
+  EXPECT_EQ(depot::pop_full(cls), a);
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+  EXPECT_EQ(depot::pop_full(cls), nullptr);
+  for (Magazine* m : {a, b}) {
+    slab::release(cls, m->objs, m->count);
+    set_mag_count(m, 0);
+    depot::push_empty(cls, m);
+  }
+}
+
+// push_full only counts magazines and their objects: one stand-in object each
+// is enough to fill the depot to its limit (they are never drained).
+void fill_to_limit(unsigned cls, size_t want_limit) {
+  static uint64_t stand_in[2];
+  std::vector<Magazine*> in;
+  for (;;) {
+    Magazine* m = depot::get_empty(cls);
+    ASSERT_NE(m, nullptr);
+    m->objs[0] = stand_in;
+    set_mag_count(m, 1);
+    if (!depot::push_full(cls, m)) {
+      set_mag_count(m, 0);
+      depot::push_empty(cls, m);
+      break;
+    }
+    in.push_back(m);
+    ASSERT_LE(in.size(), want_limit) << "the depot took more than its limit";
+  }
+  EXPECT_EQ(in.size(), want_limit);
+  EXPECT_EQ(depot::cached_objects(cls), want_limit);
+  // A slot freed by a pop is taken again.
+  Magazine* m = depot::pop_full(cls);
+  ASSERT_NE(m, nullptr);
+  EXPECT_TRUE(depot::push_full(cls, m));
+  while (Magazine* x = depot::pop_full(cls)) {
+    set_mag_count(x, 0);
+    depot::push_empty(cls, x);
+  }
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+}
+
+TEST(Depot, LimitPerClassSmallObjects) {
+  const unsigned cls = class_of(16);
+  ASSERT_GT(expected_limit(cls), 4u);
+  fill_to_limit(cls, expected_limit(cls));
+}
+
+TEST(Depot, LimitPerClassLargestMagazines) {
+  // The class with the most bytes per magazine: the fewest magazines.
+  unsigned cls = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c)
+    if (size_t{kClasses[c].mag_cap} * kClasses[c].size > size_t{kClasses[cls].mag_cap} * kClasses[cls].size)
+      cls = c;
+  ASSERT_GE(expected_limit(cls), 4u);
+  ASSERT_LT(expected_limit(cls), expected_limit(class_of(16)));
+  fill_to_limit(cls, expected_limit(cls));
+}
+
+TEST(Depot, DrainReturnsEveryObjectToItsSlab) {
+  const unsigned cls = class_of(512);
+  const size_t carved0 = slab::counts(cls).carved_objects;
+  Magazine* m = full_magazine(cls);
+  ASSERT_NE(m, nullptr);
+  const uint32_t n = m->count;
+  std::vector<void*> objs(m->objs, m->objs + n);
+  ASSERT_TRUE(depot::push_full(cls, m));
+  EXPECT_EQ(slab::counts(cls).carved_objects, carved0 + n);
+  EXPECT_GE(depot::drain(), n);
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+  EXPECT_EQ(slab::counts(cls).carved_objects, carved0);
+  // Every slab they came from is free again: at most the one cached empty
+  // slab is left, and its objects are all free.
+  EXPECT_LE(slab::counts(cls).slabs, 1u);
+  for (void* p : objs) {
+    if (pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)) != nullptr) {
+      EXPECT_TRUE(slab::is_free_in_slab(cls, p));
+    }
+  }
+  // The drained magazine went back to the empty stack.
+  Magazine* e = depot::get_empty(cls);
+  EXPECT_EQ(e, m);
+  EXPECT_EQ(e->count, 0u);
+  depot::push_empty(cls, e);
+}
+
+}  // namespace
