@@ -22,8 +22,11 @@
 // Output (stdout, one JSON line):
 //   {"workload":..., "allocator":..., "threads":..., "seconds":..., "ops":...,
 //    "ops_per_sec":..., "peak_rss_kib": VmHWM,, "verified":true, "checksum":...}
+#include <getopt.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -552,7 +555,9 @@ const Workload kWorkloads[] = {
     {"map", maps, "std::map + std::unordered_map insert/erase churn"},
 };
 
-[[noreturn]] void usage() {
+// Usage line on stderr, exit 2: for --help too (the runner never asks for it).
+[[noreturn]] void usage(const char* msg = nullptr, const char* arg = nullptr) {
+  if (msg != nullptr) std::fprintf(stderr, "macro: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
   std::fprintf(stderr,
                "usage: macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]\n"
                "             [--seed N] [--corrupt]\n"
@@ -560,35 +565,62 @@ const Workload kWorkloads[] = {
   std::exit(2);
 }
 
+// Whole-string numbers: "1x", "", "-3" and overflow are errors.
+bool parse_long(const char* s, long lo, long hi, long* out) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+bool parse_double(const char* s, double lo, double hi, double* out) {
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(s, &end);
+  if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
+  *out = v;
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage();
-      return argv[++i];
-    };
-    if (a == "--workload") {
-      g_opt.workload = value();
-    } else if (a == "--threads") {
-      g_opt.threads = std::atoi(value().c_str());
-    } else if (a == "--seconds") {
-      g_opt.seconds = std::atof(value().c_str());
-    } else if (a == "--allocator") {
-      g_opt.allocator = value();
-    } else if (a == "--seed") {
-      g_opt.seed = std::strtoull(value().c_str(), nullptr, 10);
-    } else if (a == "--corrupt") {
-      g_opt.corrupt = true;
-    } else if (a == "--list") {
-      for (const auto &w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
-      return 0;
-    } else {
-      usage();
+  static const option kOptions[] = {
+      {"workload", required_argument, nullptr, 'w'}, {"threads", required_argument, nullptr, 't'},
+      {"seconds", required_argument, nullptr, 's'},  {"allocator", required_argument, nullptr, 'a'},
+      {"seed", required_argument, nullptr, 'r'},     {"corrupt", no_argument, nullptr, 'c'},
+      {"list", no_argument, nullptr, 'l'},           {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0}};
+  opterr = 0;  // our own messages
+  for (int c; (c = getopt_long(argc, argv, "", kOptions, nullptr)) != -1;) {
+    long n = 0;
+    switch (c) {
+      case 'w': g_opt.workload = optarg; break;
+      case 't':
+        if (!parse_long(optarg, 1, 1024, &n)) usage("bad --threads (1..1024)", optarg);
+        g_opt.threads = static_cast<int>(n);
+        break;
+      case 's':
+        if (!parse_double(optarg, 1e-6, 1e6, &g_opt.seconds)) usage("bad --seconds", optarg);
+        break;
+      case 'a': g_opt.allocator = optarg; break;
+      case 'r': {
+        char* end = nullptr;
+        errno = 0;
+        g_opt.seed = std::strtoull(optarg, &end, 0);
+        if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-') usage("bad --seed", optarg);
+        break;
+      }
+      case 'c': g_opt.corrupt = true; break;
+      case 'l':
+        for (const auto &w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
+        return 0;
+      case 'h': usage();
+      default: usage("unknown option or missing value", argv[optind - 1]);
     }
   }
-  if (g_opt.threads < 1 || g_opt.threads > 1024 || g_opt.seconds <= 0) usage();
+  if (optind < argc) usage("unexpected argument", argv[optind]);
   bench::require_allocator(g_opt.allocator);
   const Workload *w = nullptr;
   for (const auto &c : kWorkloads)
