@@ -20,9 +20,9 @@
 namespace bench {
 
 struct AllocatorSignature {
-  const char *name;
-  const char *marker;     // symbol only this allocator exports (nullptr: none)
-  const char *lib_token;  // substring of the file that must define malloc
+  const char* name;
+  const char* marker;     // symbol only this allocator exports (nullptr: none)
+  const char* lib_token;  // substring of the file that must define malloc
 };
 
 inline constexpr AllocatorSignature kSignatures[] = {
@@ -36,7 +36,7 @@ inline constexpr AllocatorSignature kSignatures[] = {
 
 // The file that defines the process's malloc (as the dynamic linker binds it).
 inline std::string malloc_provider() {
-  void *sym = dlsym(RTLD_DEFAULT, "malloc");
+  void* sym = dlsym(RTLD_DEFAULT, "malloc");
   Dl_info info{};
   if (sym == nullptr || dladdr(sym, &info) == 0 || info.dli_fname == nullptr) return "?";
   return info.dli_fname;
@@ -45,13 +45,13 @@ inline std::string malloc_provider() {
 // Name of the active allocator, or "unknown".
 inline std::string detect_allocator() {
   const std::string provider = malloc_provider();
-  for (const auto &sig : kSignatures) {
+  for (const auto& sig : kSignatures) {
     if (provider.find(sig.lib_token) == std::string::npos) continue;
     if (sig.marker != nullptr && dlsym(RTLD_DEFAULT, sig.marker) == nullptr) continue;
     if (sig.marker == nullptr) {
       // glibc: none of the others' markers may be present either.
       bool other = false;
-      for (const auto &o : kSignatures)
+      for (const auto& o : kSignatures)
         if (o.marker != nullptr && dlsym(RTLD_DEFAULT, o.marker) != nullptr) other = true;
       if (other) continue;
     }
@@ -61,7 +61,7 @@ inline std::string detect_allocator() {
 }
 
 // Exit 2 unless `expected` is the active allocator. "any" skips the check.
-inline void require_allocator(const std::string &expected) {
+inline void require_allocator(const std::string& expected) {
   if (expected == "any") return;
   const std::string active = detect_allocator();
   if (active != expected) {
@@ -78,7 +78,7 @@ inline void require_allocator(const std::string &expected) {
 // keeps the parent's peak across fork+exec, e.g. python's, and is only the
 // fallback).
 inline long peak_rss_kib() {
-  if (FILE *f = std::fopen("/proc/self/status", "r")) {
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
     char line[256];
     long kib = -1;
     while (std::fgets(line, sizeof line, f) != nullptr)

@@ -43,24 +43,24 @@ constexpr size_t kSize = 16;
 constexpr size_t kBatch = 1000;
 
 #ifdef FASTPATH_MAGSLAB_DIRECT
-inline void *alloc(size_t n) { return magslab_malloc(n); }
-inline void dealloc(void *p) { magslab_free(p); }
+inline void* alloc(size_t n) { return magslab_malloc(n); }
+inline void dealloc(void* p) { magslab_free(p); }
 #else
-inline void *alloc(size_t n) { return std::malloc(n); }
-inline void dealloc(void *p) { std::free(p); }
+inline void* alloc(size_t n) { return std::malloc(n); }
+inline void dealloc(void* p) { std::free(p); }
 #endif
 
-inline void escape(void *p) { asm volatile("" : : "r"(p) : "memory"); }
+inline void escape(void* p) { asm volatile("" : : "r"(p) : "memory"); }
 
 template <bool Touch>
-inline void touch(void *p, size_t i) {
-  if (Touch) *static_cast<volatile size_t *>(p) = i;
+inline void touch(void* p, size_t i) {
+  if (Touch) *static_cast<volatile size_t*>(p) = i;
 }
 
 template <bool Touch>
 inline void pairs_body(size_t n) {
   for (size_t i = 0; i < n; ++i) {
-    void *p = alloc(kSize);
+    void* p = alloc(kSize);
     escape(p);
     touch<Touch>(p, i);
     dealloc(p);
@@ -69,7 +69,7 @@ inline void pairs_body(size_t n) {
 
 template <bool Touch>
 inline void batch_body(size_t rounds) {
-  void *slots[kBatch];
+  void* slots[kBatch];
   for (size_t r = 0; r < rounds; ++r) {
     for (size_t i = 0; i < kBatch; ++i) {
       slots[i] = alloc(kSize);
@@ -100,7 +100,7 @@ namespace {
 
 using Fn = void (*)(size_t);
 // Index: 0 pairs, 1 batch, 2 pairs-touch, 3 batch-touch.
-const char *const kModes[4] = {"pairs", "batch", "pairs-touch", "batch-touch"};
+const char* const kModes[4] = {"pairs", "batch", "pairs-touch", "batch-touch"};
 const Fn kMeasure[4] = {measure_pairs, measure_batch, measure_pairs_touch, measure_batch_touch};
 const Fn kWarm[4] = {warm_pairs, warm_batch, warm_pairs_touch, warm_batch_touch};
 
@@ -109,7 +109,8 @@ int usage() {
 #ifdef FASTPATH_MAGSLAB_DIRECT
                "usage: fastpath-direct magslab"
 #else
-               "usage: LD_PRELOAD=<library> fastpath <magslab|mimalloc|tbb|jemalloc|tcmalloc|glibc|any>"
+               "usage: LD_PRELOAD=<library> fastpath "
+               "<magslab|mimalloc|tbb|jemalloc|tcmalloc|glibc|any>"
 #endif
                " <pairs|batch|pairs-touch|batch-touch> <iterations>\n"
                "  batch iterations are malloc+free pairs; must be a multiple of %zu\n",
@@ -119,7 +120,7 @@ int usage() {
 
 }  // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   if (argc != 4) return usage();
   const std::string name = argv[1], mode = argv[2];
 #ifdef FASTPATH_MAGSLAB_DIRECT
@@ -127,7 +128,7 @@ int main(int argc, char **argv) {
 #else
   bench::require_allocator(name);
 #endif
-  char *end = nullptr;
+  char* end = nullptr;
   const unsigned long long iters = std::strtoull(argv[3], &end, 10);
   if (*end != '\0' || iters == 0) return usage();
   int mi = -1;

@@ -82,18 +82,18 @@ inline bool take_corruption() {
 inline uint64_t tail_of(uint64_t tag, size_t n) { return tag ^ (n * 0x9E3779B97F4A7C15ull); }
 
 // Blocks of at least 16 bytes: tag in the first 8 bytes, tail in the last 8.
-inline void stamp(void *p, size_t n, uint64_t tag, uint64_t &written) {
+inline void stamp(void* p, size_t n, uint64_t tag, uint64_t& written) {
   uint64_t tail = tail_of(tag, n);
   std::memcpy(p, &tag, 8);
-  std::memcpy(static_cast<char *>(p) + n - 8, &tail, 8);
+  std::memcpy(static_cast<char*>(p) + n - 8, &tail, 8);
   written += tag;
-  if (take_corruption()) static_cast<unsigned char *>(p)[n - 1] ^= 0x40;
+  if (take_corruption()) static_cast<unsigned char*>(p)[n - 1] ^= 0x40;
 }
 
-inline bool check(const void *p, size_t n, uint64_t tag, uint64_t &verified) {
+inline bool check(const void* p, size_t n, uint64_t tag, uint64_t& verified) {
   uint64_t head, tail;
   std::memcpy(&head, p, 8);
-  std::memcpy(&tail, static_cast<const char *>(p) + n - 8, 8);
+  std::memcpy(&tail, static_cast<const char*>(p) + n - 8, 8);
   if (head != tag || tail != tail_of(tag, n)) {
     g_bad.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -102,8 +102,8 @@ inline bool check(const void *p, size_t n, uint64_t tag, uint64_t &verified) {
   return true;
 }
 
-void *xmalloc(size_t n) {
-  void *p = std::malloc(n);
+void* xmalloc(size_t n) {
+  void* p = std::malloc(n);
   if (p == nullptr) {
     std::fprintf(stderr, "malloc(%zu) failed\n", n);
     std::exit(4);
@@ -112,7 +112,7 @@ void *xmalloc(size_t n) {
 }
 
 // Size mix: mostly small, some medium, rare large.
-size_t mixed_size(Rng &r, size_t small_max, size_t large_max) {
+size_t mixed_size(Rng& r, size_t small_max, size_t large_max) {
   uint64_t x = r.below(64);
   if (x == 0) return 16 + r.below(large_max - 15);
   if (x < 8) return 16 + r.below(4096 - 15);
@@ -129,7 +129,7 @@ struct Tally {  // per-thread sums, flushed once
 };
 
 // Runs body(thread_index) on `threads` threads until the deadline.
-void run_threads(int threads, double seconds, const std::function<void(int)> &body) {
+void run_threads(int threads, double seconds, const std::function<void(int)>& body) {
   mstest::run_threads_for(threads, std::chrono::duration<double>(seconds), g_stop, body);
 }
 
@@ -141,7 +141,7 @@ void run_threads(int threads, double seconds, const std::function<void(int)> &bo
 // allocated them and are freed by another (the first blocks by the main thread).
 // ---------------------------------------------------------------------------
 struct Slot {
-  void *p = nullptr;
+  void* p = nullptr;
   uint32_t n = 0;
   uint64_t tag = 0;
 };
@@ -153,7 +153,7 @@ void larson() {
   Tally main_tally;
   Rng r0(g_opt.seed);
   for (int t = 0; t < T; ++t)
-    for (auto &s : arrays[t]) {
+    for (auto& s : arrays[t]) {
       s.n = static_cast<uint32_t>(16 + r0.below(500));
       s.tag = r0.next() | 1;
       s.p = xmalloc(s.n);
@@ -161,12 +161,12 @@ void larson() {
     }
   for (int g = 0; g < kGens; ++g) {
     run_threads(T, g_opt.seconds / kGens, [&](int i) {
-      auto &slots = arrays[(i + g) % T];
+      auto& slots = arrays[(i + g) % T];
       Rng r(g_opt.seed + 1000003ull * (g * 64 + i + 1));
       Tally tl;
       while (!stopping()) {
         for (int k = 0; k < 64; ++k) {
-          Slot &s = slots[r.below(kSlots)];
+          Slot& s = slots[r.below(kSlots)];
           check(s.p, s.n, s.tag, tl.verified);
           std::free(s.p);
           s.n = static_cast<uint32_t>(16 + r.below(500));
@@ -179,8 +179,8 @@ void larson() {
       tl.flush();
     });
   }
-  for (auto &a : arrays)
-    for (auto &s : a) {
+  for (auto& a : arrays)
+    for (auto& s : a) {
       check(s.p, s.n, s.tag, main_tally.verified);
       std::free(s.p);
     }
@@ -198,10 +198,10 @@ struct Batch {
   Slot items[128];
 };
 
-Batch *produce(Rng &r, Tally &tl) {
-  auto *b = static_cast<Batch *>(xmalloc(sizeof(Batch)));
+Batch* produce(Rng& r, Tally& tl) {
+  auto* b = static_cast<Batch*>(xmalloc(sizeof(Batch)));
   b->count = 128;
-  for (auto &s : b->items) {
+  for (auto& s : b->items) {
     s.n = static_cast<uint32_t>(mixed_size(r, 512, 8192));
     s.tag = r.next() | 1;
     s.p = xmalloc(s.n);
@@ -210,7 +210,7 @@ Batch *produce(Rng &r, Tally &tl) {
   return b;
 }
 
-void consume(Batch *b, Tally &tl) {
+void consume(Batch* b, Tally& tl) {
   for (int k = 0; k < b->count; ++k) {
     check(b->items[k].p, b->items[k].n, b->items[k].tag, tl.verified);
     std::free(b->items[k].p);
@@ -225,10 +225,10 @@ void xmalloc_pipeline() {
     run_threads(1, g_opt.seconds, [&](int) {
       Rng r(g_opt.seed);
       Tally tl;
-      Batch *q[8];
+      Batch* q[8];
       while (!stopping()) {
-        for (auto &b : q) b = produce(r, tl);
-        for (auto &b : q) consume(b, tl);
+        for (auto& b : q) b = produce(r, tl);
+        for (auto& b : q) consume(b, tl);
       }
       tl.flush();
     });
@@ -237,7 +237,7 @@ void xmalloc_pipeline() {
   const int producers = (T + 1) / 2;
   std::mutex mu;
   std::condition_variable not_empty, not_full;
-  std::deque<Batch *> queue;
+  std::deque<Batch*> queue;
   int producers_left = producers;
   const size_t kCap = 64;
   run_threads(T, g_opt.seconds, [&](int i) {
@@ -245,7 +245,7 @@ void xmalloc_pipeline() {
     if (i < producers) {
       Rng r(g_opt.seed + 7919ull * (i + 1));
       while (!stopping()) {
-        Batch *b = produce(r, tl);
+        Batch* b = produce(r, tl);
         std::unique_lock<std::mutex> lk(mu);
         not_full.wait(lk, [&] { return queue.size() < kCap; });
         queue.push_back(b);
@@ -258,7 +258,7 @@ void xmalloc_pipeline() {
         std::unique_lock<std::mutex> lk(mu);
         not_empty.wait(lk, [&] { return !queue.empty() || producers_left == 0; });
         if (queue.empty()) break;
-        Batch *b = queue.front();
+        Batch* b = queue.front();
         queue.pop_front();
         not_full.notify_one();
         lk.unlock();
@@ -268,7 +268,7 @@ void xmalloc_pipeline() {
     tl.flush();
   });
   Tally rest;  // nothing should be left, but be exact
-  for (Batch *b : queue) consume(b, rest);
+  for (Batch* b : queue) consume(b, rest);
   rest.ops = 0;
   rest.flush();
 }
@@ -285,16 +285,16 @@ void xmalloc_pipeline() {
 void cache_probe(bool scratch) {
   const int T = g_opt.threads;
   const int kWrites = 500;
-  std::vector<void *> initial(T, nullptr);
+  std::vector<void*> initial(T, nullptr);
   if (scratch)
-    for (auto &p : initial) p = xmalloc(8);
+    for (auto& p : initial) p = xmalloc(8);
   run_threads(T, g_opt.seconds, [&](int i) {
     Tally tl;
     if (scratch) std::free(initial[i]);
     uint64_t start = static_cast<uint64_t>(i) << 32;
     while (!stopping()) {
       for (int k = 0; k < 16; ++k) {
-        auto *p = static_cast<volatile uint64_t *>(xmalloc(8));
+        auto* p = static_cast<volatile uint64_t*>(xmalloc(8));
         *p = start;
         for (int w = 0; w < kWrites; ++w) *p = *p + 1;
         if (take_corruption()) *p = *p ^ 1;
@@ -305,7 +305,7 @@ void cache_probe(bool scratch) {
         } else {
           tl.verified += v;
         }
-        std::free(const_cast<uint64_t *>(p));
+        std::free(const_cast<uint64_t*>(p));
         ++start;
       }
       tl.ops += 16;
@@ -330,7 +330,7 @@ void mstress() {
     std::vector<Slot> items;
   };
   std::vector<Mailbox> boxes(T);
-  auto free_slot = [](Slot &s, Tally &tl) {
+  auto free_slot = [](Slot& s, Tally& tl) {
     check(s.p, s.n, s.tag, tl.verified);
     std::free(s.p);
   };
@@ -364,7 +364,7 @@ void mstress() {
       else
         free_random(burst / 2);
       if (T > 1) {
-        Mailbox &out = boxes[(i + 1) % T];
+        Mailbox& out = boxes[(i + 1) % T];
         std::vector<Slot> mail;
         for (int k = 0; k < 16 && !live.empty(); ++k) {
           size_t j = r.below(live.size());
@@ -380,16 +380,16 @@ void mstress() {
           std::lock_guard<std::mutex> lk(boxes[i].mu);
           inbox.swap(boxes[i].items);
         }
-        for (auto &s : inbox) free_slot(s, tl);
+        for (auto& s : inbox) free_slot(s, tl);
         inbox.clear();
       }
     }
-    for (auto &s : live) free_slot(s, tl);
+    for (auto& s : live) free_slot(s, tl);
     tl.flush();
   });
   Tally rest;
-  for (auto &b : boxes)
-    for (auto &s : b.items) free_slot(s, rest);
+  for (auto& b : boxes)
+    for (auto& s : b.items) free_slot(s, rest);
   rest.flush();
 }
 
@@ -409,13 +409,13 @@ void realloc_builder() {
     Rng r(g_opt.seed + 15485863ull * (i + 1));
     Tally tl;
     struct Builder {
-      unsigned char *p = nullptr;
+      unsigned char* p = nullptr;
       size_t len = 0, cap = 0, target = 0;
       uint64_t seed = 0;
       bool doubling = false;
     };
     Builder bs[8];
-    auto restart = [&](Builder &b) {
+    auto restart = [&](Builder& b) {
       b.p = nullptr;
       b.len = b.cap = 0;
       b.target = r.below(16) == 0 ? 64 + r.below(256 * 1024) : 64 + r.below(16 * 1024);
@@ -423,7 +423,7 @@ void realloc_builder() {
       b.doubling = r.below(2) == 0;
       tl.written += b.seed;
     };
-    auto finish = [&](Builder &b) {
+    auto finish = [&](Builder& b) {
       if (take_corruption()) b.p[b.len / 2] ^= 1;
       bool ok = true;
       for (size_t k = 0; k < b.len; ++k)
@@ -434,21 +434,21 @@ void realloc_builder() {
         g_bad.fetch_add(1, std::memory_order_relaxed);
       std::free(b.p);
     };
-    for (auto &b : bs) restart(b);
+    for (auto& b : bs) restart(b);
     while (!stopping()) {
-      for (auto &b : bs) {
+      for (auto& b : bs) {
         for (int step = 0; step < 4; ++step) {
           size_t add = 1 + r.below(64);
           size_t need = b.len + add;
           if (need > b.cap) {
             size_t ncap = b.doubling ? std::max<size_t>(16, b.cap * 2) : need;
             while (ncap < need) ncap *= 2;
-            void *np = std::realloc(b.p, ncap);
+            void* np = std::realloc(b.p, ncap);
             if (np == nullptr) {
               std::fprintf(stderr, "realloc(%zu) failed\n", ncap);
               std::exit(4);
             }
-            b.p = static_cast<unsigned char *>(np);
+            b.p = static_cast<unsigned char*>(np);
             b.cap = ncap;
             ++tl.ops;
           }
@@ -461,7 +461,7 @@ void realloc_builder() {
         }
       }
     }
-    for (auto &b : bs) {
+    for (auto& b : bs) {
       if (b.p != nullptr) {
         finish(b);
       } else {
@@ -496,7 +496,7 @@ void maps() {
     auto verify = [&] {
       uint64_t sum = 0;
       bool ok = m.size() == expected && u.size() == expected;
-      for (const auto &[k, v] : m) {
+      for (const auto& [k, v] : m) {
         if (v != mix(k)) ok = false;
         auto it = u.find(k);
         if (it == u.end() || it->second != v) ok = false;
@@ -537,9 +537,9 @@ void maps() {
 }
 
 struct Workload {
-  const char *name;
+  const char* name;
   void (*fn)();
-  const char *what;
+  const char* what;
 };
 
 void cache_scratch() { cache_probe(true); }
@@ -585,18 +585,23 @@ bool parse_double(const char* s, double lo, double hi, double* out) {
 
 }  // namespace
 
-int main(int argc, char **argv) {
-  static const option kOptions[] = {
-      {"workload", required_argument, nullptr, 'w'}, {"threads", required_argument, nullptr, 't'},
-      {"seconds", required_argument, nullptr, 's'},  {"allocator", required_argument, nullptr, 'a'},
-      {"seed", required_argument, nullptr, 'r'},     {"corrupt", no_argument, nullptr, 'c'},
-      {"list", no_argument, nullptr, 'l'},           {"help", no_argument, nullptr, 'h'},
-      {nullptr, 0, nullptr, 0}};
+int main(int argc, char** argv) {
+  static const option kOptions[] = {{"workload", required_argument, nullptr, 'w'},
+                                    {"threads", required_argument, nullptr, 't'},
+                                    {"seconds", required_argument, nullptr, 's'},
+                                    {"allocator", required_argument, nullptr, 'a'},
+                                    {"seed", required_argument, nullptr, 'r'},
+                                    {"corrupt", no_argument, nullptr, 'c'},
+                                    {"list", no_argument, nullptr, 'l'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {nullptr, 0, nullptr, 0}};
   opterr = 0;  // our own messages
   for (int c; (c = getopt_long(argc, argv, "", kOptions, nullptr)) != -1;) {
     long n = 0;
     switch (c) {
-      case 'w': g_opt.workload = optarg; break;
+      case 'w':
+        g_opt.workload = optarg;
+        break;
       case 't':
         if (!parse_long(optarg, 1, 1024, &n)) usage("bad --threads (1..1024)", optarg);
         g_opt.threads = static_cast<int>(n);
@@ -604,26 +609,33 @@ int main(int argc, char **argv) {
       case 's':
         if (!parse_double(optarg, 1e-6, 1e6, &g_opt.seconds)) usage("bad --seconds", optarg);
         break;
-      case 'a': g_opt.allocator = optarg; break;
+      case 'a':
+        g_opt.allocator = optarg;
+        break;
       case 'r': {
         char* end = nullptr;
         errno = 0;
         g_opt.seed = std::strtoull(optarg, &end, 0);
-        if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-') usage("bad --seed", optarg);
+        if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-')
+          usage("bad --seed", optarg);
         break;
       }
-      case 'c': g_opt.corrupt = true; break;
+      case 'c':
+        g_opt.corrupt = true;
+        break;
       case 'l':
-        for (const auto &w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
+        for (const auto& w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
         return 0;
-      case 'h': usage();
-      default: usage("unknown option or missing value", argv[optind - 1]);
+      case 'h':
+        usage();
+      default:
+        usage("unknown option or missing value", argv[optind - 1]);
     }
   }
   if (optind < argc) usage("unexpected argument", argv[optind]);
   bench::require_allocator(g_opt.allocator);
-  const Workload *w = nullptr;
-  for (const auto &c : kWorkloads)
+  const Workload* w = nullptr;
+  for (const auto& c : kWorkloads)
     if (g_opt.workload == c.name) w = &c;
   if (w == nullptr) {
     std::fprintf(stderr, "unknown workload '%s' (see --list)\n", g_opt.workload.c_str());

@@ -26,10 +26,10 @@
 namespace {
 
 // malloc + free pairs, one size per run (8 B .. 1 MiB).
-void BM_pair(benchmark::State &state) {
+void BM_pair(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   for (auto _ : state) {
-    void *p = std::malloc(n);
+    void* p = std::malloc(n);
     benchmark::DoNotOptimize(p);
     std::free(p);
   }
@@ -37,7 +37,7 @@ void BM_pair(benchmark::State &state) {
 }
 // Each benchmark is registered twice with the same arguments: on 1 thread
 // (short names, e.g. BM_pair/16) and on 2-16 threads (each its own work).
-void pair_sizes(benchmark::internal::Benchmark *b) {
+void pair_sizes(benchmark::internal::Benchmark* b) {
   b->RangeMultiplier(4)->Range(8, 1 << 20)->Arg(48)->Arg(100)->Arg(3000);
 }
 BENCHMARK(BM_pair)->Apply(pair_sizes);
@@ -45,13 +45,14 @@ BENCHMARK(BM_pair)->Apply(pair_sizes)->ThreadRange(2, 16)->UseRealTime();
 
 // Batches: allocate N blocks of 64 B, then free all of them, in allocation
 // order (range(1) == 0) or in a shuffled order (range(1) == 1).
-void BM_batch(benchmark::State &state) {
+void BM_batch(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   const bool shuffled = state.range(1) != 0;
-  std::vector<void *> ptrs(n);
+  std::vector<void*> ptrs(n);
   std::vector<uint32_t> order(n);
   for (size_t i = 0; i < n; ++i) order[i] = static_cast<uint32_t>(i);
-  if (shuffled) std::shuffle(order.begin(), order.end(), std::mt19937(12345 + state.thread_index()));
+  if (shuffled)
+    std::shuffle(order.begin(), order.end(), std::mt19937(12345 + state.thread_index()));
   for (auto _ : state) {
     for (size_t i = 0; i < n; ++i) ptrs[i] = std::malloc(64);
     benchmark::ClobberMemory();
@@ -67,14 +68,14 @@ BENCHMARK(BM_batch)
 
 // realloc growth: grow a buffer from 0 to range(0) bytes by 16-byte appends
 // (one realloc per append, the worst case for a string builder), then free.
-void BM_realloc_growth(benchmark::State &state) {
+void BM_realloc_growth(benchmark::State& state) {
   const size_t target = static_cast<size_t>(state.range(0));
   int64_t reallocs = 0;
   for (auto _ : state) {
-    void *p = nullptr;
+    void* p = nullptr;
     for (size_t len = 16; len <= target; len += 16) {
       p = std::realloc(p, len);
-      static_cast<char *>(p)[len - 1] = 1;
+      static_cast<char*>(p)[len - 1] = 1;
       ++reallocs;
     }
     std::free(p);
@@ -84,30 +85,30 @@ void BM_realloc_growth(benchmark::State &state) {
 BENCHMARK(BM_realloc_growth)->Arg(1024)->Arg(64 * 1024)->ThreadRange(1, 16)->UseRealTime();
 
 // Aligned allocation: aligned_alloc(range(0), 64) + free.
-void BM_aligned(benchmark::State &state) {
+void BM_aligned(benchmark::State& state) {
   const size_t align = static_cast<size_t>(state.range(0));
   for (auto _ : state) {
-    void *p = std::aligned_alloc(align, std::max<size_t>(64, align));
+    void* p = std::aligned_alloc(align, std::max<size_t>(64, align));
     benchmark::DoNotOptimize(p);
     std::free(p);
   }
   state.SetItemsProcessed(state.iterations());
 }
-void alignments(benchmark::internal::Benchmark *b) { b->RangeMultiplier(8)->Range(16, 4096); }
+void alignments(benchmark::internal::Benchmark* b) { b->RangeMultiplier(8)->Range(16, 4096); }
 BENCHMARK(BM_aligned)->Apply(alignments);
 BENCHMARK(BM_aligned)->Apply(alignments)->ThreadRange(2, 16)->UseRealTime();
 
 // calloc(1, range(0)) + free (the zeroing is part of the cost).
-void BM_calloc(benchmark::State &state) {
+void BM_calloc(benchmark::State& state) {
   const size_t n = static_cast<size_t>(state.range(0));
   for (auto _ : state) {
-    void *p = std::calloc(1, n);
+    void* p = std::calloc(1, n);
     benchmark::DoNotOptimize(p);
     std::free(p);
   }
   state.SetItemsProcessed(state.iterations());
 }
-void calloc_sizes(benchmark::internal::Benchmark *b) { b->Arg(64)->Arg(4096)->Arg(256 * 1024); }
+void calloc_sizes(benchmark::internal::Benchmark* b) { b->Arg(64)->Arg(4096)->Arg(256 * 1024); }
 BENCHMARK(BM_calloc)->Apply(calloc_sizes);
 BENCHMARK(BM_calloc)->Apply(calloc_sizes)->ThreadRange(2, 16)->UseRealTime();
 
@@ -118,25 +119,25 @@ BENCHMARK(BM_calloc)->Apply(calloc_sizes)->ThreadRange(2, 16)->UseRealTime();
 constexpr int kRing = 1024;  // batches in flight per pair
 constexpr int kBatch = 64;
 struct alignas(64) Ring {
-  std::atomic<uint64_t> head{0};  // written by the producer
+  std::atomic<uint64_t> head{0};              // written by the producer
   alignas(64) std::atomic<uint64_t> tail{0};  // written by the consumer
-  alignas(64) void *slots[kRing][kBatch];
+  alignas(64) void* slots[kRing][kBatch];
 };
 Ring g_rings[8];
 
-void BM_cross_thread_free(benchmark::State &state) {
-  Ring &ring = g_rings[state.thread_index() / 2];
+void BM_cross_thread_free(benchmark::State& state) {
+  Ring& ring = g_rings[state.thread_index() / 2];
   const bool producer = state.thread_index() % 2 == 0;
   for (auto _ : state) {
     if (producer) {
       uint64_t h = ring.head.load(std::memory_order_relaxed);
       while (h - ring.tail.load(std::memory_order_acquire) >= kRing) sched_yield();
-      for (auto &s : ring.slots[h % kRing]) s = std::malloc(64);
+      for (auto& s : ring.slots[h % kRing]) s = std::malloc(64);
       ring.head.store(h + 1, std::memory_order_release);
     } else {
       uint64_t t = ring.tail.load(std::memory_order_relaxed);
       while (ring.head.load(std::memory_order_acquire) == t) sched_yield();
-      for (auto *p : ring.slots[t % kRing]) std::free(p);
+      for (auto* p : ring.slots[t % kRing]) std::free(p);
       ring.tail.store(t + 1, std::memory_order_release);
     }
   }
@@ -147,7 +148,7 @@ BENCHMARK(BM_cross_thread_free)->Threads(2)->Threads(4)->Threads(8)->Threads(16)
 
 }  // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   std::string expected = "any";
   int out = 1;
   for (int i = 1; i < argc; ++i) {

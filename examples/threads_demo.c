@@ -19,7 +19,7 @@
 enum { kThreads = 4, kOps = 200000, kSlots = 1024, kHandoffCap = 4096 };
 
 typedef struct {
-  unsigned char *p;
+  unsigned char* p;
   size_t size;
   unsigned char fill;
 } block_t;
@@ -39,7 +39,7 @@ static atomic_ulong g_cross_frees = 0;
  * the stats (so the summary shows something live). */
 static block_t g_slots[kThreads][kSlots];
 
-static uint64_t xorshift(uint64_t *s) {
+static uint64_t xorshift(uint64_t* s) {
   uint64_t x = *s;
   x ^= x << 13;
   x ^= x >> 7;
@@ -47,7 +47,7 @@ static uint64_t xorshift(uint64_t *s) {
   return *s = x;
 }
 
-static size_t random_size(uint64_t *rng) {
+static size_t random_size(uint64_t* rng) {
   uint64_t r = xorshift(rng) % 1000;
   if (r < 700) return 1 + xorshift(rng) % 256;
   if (r < 950) return 257 + xorshift(rng) % 4096;
@@ -55,11 +55,11 @@ static size_t random_size(uint64_t *rng) {
   return 100000 + xorshift(rng) % 400000;
 }
 
-static int verify(const block_t *b) {
+static int verify(const block_t* b) {
   for (size_t i = 0; i < b->size; ++i) {
     if (b->p[i] != b->fill) {
       fprintf(stderr, "threads_demo: block %p (size %zu) byte %zu is 0x%02x, expected 0x%02x\n",
-              (void *)b->p, b->size, i, b->p[i], b->fill);
+              (void*)b->p, b->size, i, b->p[i], b->fill);
       atomic_fetch_add(&g_failures, 1);
       return 0;
     }
@@ -68,7 +68,7 @@ static int verify(const block_t *b) {
 }
 
 /* Thread 0 only: try to pass a block to thread 1 instead of freeing it. */
-static int hand_off(const block_t *b) {
+static int hand_off(const block_t* b) {
   int ok = 0;
   pthread_mutex_lock(&g_handoff.mu);
   if (g_handoff.count < kHandoffCap) {
@@ -95,7 +95,7 @@ static size_t drain_handoff(size_t max) {
   return n;
 }
 
-static void release_block(int tid, uint64_t *rng, block_t *b) {
+static void release_block(int tid, uint64_t* rng, block_t* b) {
   verify(b);
   if (tid == 0 && (xorshift(rng) & 1) && hand_off(b)) {
     /* thread 1 frees it */
@@ -108,13 +108,13 @@ static void release_block(int tid, uint64_t *rng, block_t *b) {
   b->size = 0;
 }
 
-static void *worker(void *arg) {
+static void* worker(void* arg) {
   int tid = (int)(intptr_t)arg;
   uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(tid + 1);
-  block_t *slots = g_slots[tid];
+  block_t* slots = g_slots[tid];
 
   for (int op = 0; op < kOps; ++op) {
-    block_t *b = &slots[xorshift(&rng) % kSlots];
+    block_t* b = &slots[xorshift(&rng) % kSlots];
     uint64_t what = xorshift(&rng) % 10;
     if (b->p == NULL) {
       size_t size = random_size(&rng);
@@ -136,7 +136,7 @@ static void *worker(void *arg) {
       /* realloc: keep the prefix, refill everything with a new byte. */
       size_t size = random_size(&rng);
       verify(b);
-      unsigned char *q = magslab_realloc(b->p, size);
+      unsigned char* q = magslab_realloc(b->p, size);
       if (q == NULL) {
         fprintf(stderr, "threads_demo: realloc to %zu bytes failed\n", size);
         atomic_fetch_add(&g_failures, 1);
@@ -164,7 +164,7 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-static void print_summary(const char *title) {
+static void print_summary(const char* title) {
   static struct magslab_stats s; /* large: keep it off the stack */
   magslab_stats(&s);
   printf("%s\n", title);
@@ -190,7 +190,7 @@ static void print_summary(const char *title) {
       }
   printf("  top classes by live objects:\n");
   for (size_t k = 0; k < n && k < 5; ++k) {
-    const struct magslab_class_stats *c = &s.classes[order[k]];
+    const struct magslab_class_stats* c = &s.classes[order[k]];
     if (c->live_objects == 0) break;
     printf("    %7zu B objects: %7zu live, %7zu cached, %4zu slabs of %zu B\n", c->object_size,
            c->live_objects, c->cached_objects, c->slabs, c->slab_size);
@@ -200,7 +200,7 @@ static void print_summary(const char *title) {
 int main(void) {
   pthread_t threads[kThreads];
   for (int i = 0; i < kThreads; ++i) {
-    if (pthread_create(&threads[i], NULL, worker, (void *)(intptr_t)i) != 0) {
+    if (pthread_create(&threads[i], NULL, worker, (void*)(intptr_t)i) != 0) {
       fprintf(stderr, "threads_demo: pthread_create failed\n");
       return 2;
     }

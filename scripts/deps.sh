@@ -7,6 +7,7 @@ packages=(
   cmake
   g++
   clang
+  clang-format
   ninja-build
   pkg-config
   libgtest-dev

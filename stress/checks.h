@@ -132,7 +132,9 @@ struct PoolAllocator {
   }
   void deallocate(T* p, size_t) { pool->put(p); }
   template <class U>
-  bool operator==(const PoolAllocator<U>& o) const { return pool == o.pool; }
+  bool operator==(const PoolAllocator<U>& o) const {
+    return pool == o.pool;
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -192,8 +194,10 @@ class OverlapIndex {
       Shard& s = shards_[(first + k) % kShards];
       std::lock_guard<std::mutex> g(s.mu);
       auto it = s.map->find(a);
-      if (it == s.map->end() || it->second != e) ok = false;
-      else s.map->erase(it);
+      if (it == s.map->end() || it->second != e)
+        ok = false;
+      else
+        s.map->erase(it);
     }
     return ok;
   }
@@ -228,8 +232,8 @@ class OverlapIndex {
     *count = n >= kShards ? kShards : static_cast<unsigned>(n);
   }
 
-  bool undo(uintptr_t a, uintptr_t e, unsigned first, unsigned done, Conflict* c,
-            uintptr_t ca, uintptr_t ce) {
+  bool undo(uintptr_t a, uintptr_t e, unsigned first, unsigned done, Conflict* c, uintptr_t ca,
+            uintptr_t ce) {
     for (unsigned k = 0; k < done; ++k) {
       Shard& s = shards_[(first + k) % kShards];
       std::lock_guard<std::mutex> g(s.mu);

@@ -13,7 +13,6 @@ using stress::OverlapIndex;
 
 void* at(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
-
 TEST(Overlap, DisjointAndAdjacentIntervalsAreAccepted) {
   OverlapIndex ix;
   OverlapIndex::Conflict c;
@@ -30,7 +29,7 @@ TEST(Overlap, EveryKindOfOverlapIsRejected) {
   struct {
     uintptr_t a;
     size_t n;
-  } bad[] = {{0x20000, 100}, {0x20000, 1}, {0x1fff0, 17}, {0x20063, 10},
+  } bad[] = {{0x20000, 100}, {0x20000, 1},      {0x1fff0, 17}, {0x20063, 10},
              {0x20010, 10},  {0x1f000, 0x2000}, {0x20050, 0}};
   for (auto& b : bad) {
     EXPECT_FALSE(ix.insert(at(b.a), b.n, &c)) << std::hex << b.a << "+" << b.n;

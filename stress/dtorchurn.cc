@@ -54,7 +54,7 @@ struct DtorChurn {
   // allocation running), so magslab_stats() is read quiescent, as at the end.
   std::atomic<unsigned> arrived{0};
   std::atomic<bool> released{false};
-  bool base_taken = false;   // written by the last spawner to arrive
+  bool base_taken = false;  // written by the last spawner to arrive
   uint64_t base_exited = 0;
   size_t base_meta = 0;
 };
@@ -123,13 +123,16 @@ void destructor_work(Worker& w, unsigned n) {
   Block mine[8];
   size_t k = 0;
   for (unsigned i = 0; i < n && i < 8; ++i) {
-    size_t sz = w.r.chance(8) ? w.r.log_uniform(64 * kKiB, 256 * kKiB) : random_size(w.r, 64 * kKiB);
+    size_t sz =
+        w.r.chance(8) ? w.r.log_uniform(64 * kKiB, 256 * kKiB) : random_size(w.r, 64 * kKiB);
     Block b = alloc_block(ti, w.r, sz, w.r.chance(8) ? Kind::Calloc : Kind::Malloc, 0);
     ++w.ops;
     if (b.p == nullptr) continue;  // fault mode
     count(w.t, 1, static_cast<int64_t>(b.size));
-    if (w.r.chance(4)) give_to_survivor(w, b);
-    else mine[k++] = b;
+    if (w.r.chance(4))
+      give_to_survivor(w, b);
+    else
+      mine[k++] = b;
   }
   while (k > 0) {
     Block b = mine[--k];

@@ -27,26 +27,36 @@ size_t sys_usable(void* p) { return ::malloc_usable_size(p); }
 }  // namespace
 
 const Api& magslab_api() {
-  static const Api api{"magslab",          magslab_malloc,        magslab_free,
-                       magslab_calloc,     magslab_realloc,       magslab_posix_memalign,
-                       magslab_aligned_alloc, ms_usable,          true};
+  static const Api api{"magslab",
+                       magslab_malloc,
+                       magslab_free,
+                       magslab_calloc,
+                       magslab_realloc,
+                       magslab_posix_memalign,
+                       magslab_aligned_alloc,
+                       ms_usable,
+                       true};
   return api;
 }
 const Api& system_api() {
-  static const Api api{"system",          sys_malloc,        sys_free,   sys_calloc,
-                       sys_realloc,       sys_posix_memalign, sys_aligned_alloc, sys_usable,
-                       false};
+  static const Api api{"system",           sys_malloc,        sys_free,   sys_calloc, sys_realloc,
+                       sys_posix_memalign, sys_aligned_alloc, sys_usable, false};
   return api;
 }
 
 size_t random_size(Rng& r, size_t max_size) {
   uint64_t x = r.below(1000);
   size_t n;
-  if (x < 2) n = 0;                                   // 0.2%: malloc(0)
-  else if (x < 800) n = 1 + r.below(128);             // 80%: tiny and small
-  else if (x < 950) n = r.log_uniform(129, 4096);     // 15%: up to a page
-  else if (x < 995) n = r.log_uniform(4097, 65536);   // 4.5%: up to 64 KiB
-  else n = r.log_uniform(65537, max_size);            // 0.5%: large, up to max
+  if (x < 2)
+    n = 0;  // 0.2%: malloc(0)
+  else if (x < 800)
+    n = 1 + r.below(128);  // 80%: tiny and small
+  else if (x < 950)
+    n = r.log_uniform(129, 4096);  // 15%: up to a page
+  else if (x < 995)
+    n = r.log_uniform(4097, 65536);  // 4.5%: up to 64 KiB
+  else
+    n = r.log_uniform(65537, max_size);  // 0.5%: large, up to max
   return n > max_size ? max_size : n;
 }
 
@@ -56,9 +66,12 @@ void fail(const Failure& f) {
     for (;;) pause();  // another thread is reporting and exiting
   }
   char thr[32];
-  if (f.thread == -2) snprintf(thr, sizeof thr, "fork-child");
-  else if (f.thread == -1) snprintf(thr, sizeof thr, "main");
-  else snprintf(thr, sizeof thr, "%d", f.thread);
+  if (f.thread == -2)
+    snprintf(thr, sizeof thr, "fork-child");
+  else if (f.thread == -1)
+    snprintf(thr, sizeof thr, "main");
+  else
+    snprintf(thr, sizeof thr, "%d", f.thread);
   char off[32] = "-", exp[16] = "-", fnd[16] = "-", other[64] = "";
   if (f.offset != SIZE_MAX) snprintf(off, sizeof off, "%zu", f.offset);
   if (f.expected >= 0) snprintf(exp, sizeof exp, "0x%02x", f.expected);
@@ -67,17 +80,16 @@ void fail(const Failure& f) {
     snprintf(other, sizeof other, " other=0x%lx+%zu", static_cast<unsigned long>(f.other_addr),
              f.other_size);
   char line[640];
-  int n = snprintf(line, sizeof line,
-                   "magslab-stress: FAILURE workload=%s thread=%s op=%s addr=%p size=%zu "
-                   "offset=%s expected=%s found=%s%s seed=0x%016llx allocator=%s: %s\n",
-                   g.workload, thr, f.op, f.addr, f.size, off, exp, fnd, other,
-                   static_cast<unsigned long long>(g.opt.seed), g.api ? g.api->name : "?",
-                   f.detail);
+  int n =
+      snprintf(line, sizeof line,
+               "magslab-stress: FAILURE workload=%s thread=%s op=%s addr=%p size=%zu "
+               "offset=%s expected=%s found=%s%s seed=0x%016llx allocator=%s: %s\n",
+               g.workload, thr, f.op, f.addr, f.size, off, exp, fnd, other,
+               static_cast<unsigned long long>(g.opt.seed), g.api ? g.api->name : "?", f.detail);
   if (n > static_cast<int>(sizeof line)) n = sizeof line;
   (void)!write(2, line, static_cast<size_t>(n));
   _exit(1);
 }
-
 
 void check_block(int thread, const Block& b, const char* op) {
   check_key(thread, b.p, b.size, key_of(b), op, "block contents changed while it was live");
@@ -103,7 +115,8 @@ void index_block(int thread, const void* p, size_t size, const char* op) {
     f.thread = thread;
     f.addr = p;
     f.size = size;
-    f.offset = c.addr > reinterpret_cast<uintptr_t>(p) ? c.addr - reinterpret_cast<uintptr_t>(p) : 0;
+    f.offset =
+        c.addr > reinterpret_cast<uintptr_t>(p) ? c.addr - reinterpret_cast<uintptr_t>(p) : 0;
     f.other_addr = c.addr;
     f.other_size = c.len;
     static char msg[96];
@@ -161,7 +174,9 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
   errno = 0;
   int err = 0;
   switch (kind) {
-    case Kind::Malloc: p = a.malloc(size); break;
+    case Kind::Malloc:
+      p = a.malloc(size);
+      break;
     case Kind::Calloc: {
       op = "calloc";
       // count * elem == size; use 16-byte elements when size allows
@@ -178,7 +193,10 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
       }
       break;
     }
-    case Kind::AlignedAlloc: op = "aligned_alloc"; p = a.aligned_alloc(align, size); break;
+    case Kind::AlignedAlloc:
+      op = "aligned_alloc";
+      p = a.aligned_alloc(align, size);
+      break;
   }
   if (p == nullptr) {
     if (kind != Kind::PosixMemalign) err = errno;

@@ -33,8 +33,8 @@ const Api& system_api();
 
 struct Options {
   unsigned threads = 0;
-  double seconds = 0;     // total for the run (split between workloads of "all")
-  uint64_t ops = 0;       // per workload, summed over its threads
+  double seconds = 0;  // total for the run (split between workloads of "all")
+  uint64_t ops = 0;    // per workload, summed over its threads
   uint64_t seed = 0;
   size_t max_size = 4u << 20;
   const char* workload = "mixed";
@@ -56,12 +56,12 @@ constexpr unsigned kMaxThreads = 1024;
 struct Run {
   Options opt;
   const Api* api = nullptr;
-  const char* workload = "";       // workload now running
-  uint64_t wseed = 0;              // seed of the workload now running
-  uint64_t ops_per_thread = 0;     // 0 = no op limit
+  const char* workload = "";    // workload now running
+  uint64_t wseed = 0;           // seed of the workload now running
+  uint64_t ops_per_thread = 0;  // 0 = no op limit
   std::atomic<bool> stop{false};
   OverlapIndex* index = nullptr;
-  Counter* counters = nullptr;     // kMaxThreads of them
+  Counter* counters = nullptr;  // kMaxThreads of them
   // Fault mode (--fault-rate): while true, an allocation may return NULL with
   // ENOMEM (the op is skipped and counted in enomem); NULL without ENOMEM is
   // still a failure, and so is any NULL while false.
@@ -80,11 +80,11 @@ size_t random_size(Rng& r, size_t max_size);
 // it formats into a stack buffer and write()s (no malloc, no locks).
 struct Failure {
   const char* op = "?";
-  int thread = -1;        // -1: main thread, -2: fork child
+  int thread = -1;  // -1: main thread, -2: fork child
   const void* addr = nullptr;
   size_t size = 0;
   size_t offset = SIZE_MAX;
-  int expected = -1;      // byte value, -1 = not applicable
+  int expected = -1;  // byte value, -1 = not applicable
   int found = -1;
   const char* detail = "";
   uintptr_t other_addr = 0;  // overlap: the live block hit

@@ -54,7 +54,8 @@ struct HugeRealloc {
 };
 
 // The first wrong byte of [from, to) (offsets into the block) is reported.
-void check_range(int ti, const Chain& c, size_t from, size_t to, const char* op, const char* detail) {
+void check_range(int ti, const Chain& c, size_t from, size_t to, const char* op,
+                 const char* detail) {
   check_key_range(ti, c.p, c.size, from, to, c.key, op, detail);
 }
 
@@ -136,16 +137,26 @@ void chain_realloc(unsigned t, HugeRealloc& h, Chain& c, size_t ns) {
 size_t next_size(Rng& r, size_t cur, size_t max) {
   size_t ns;
   switch (r.below(20)) {
-    case 0: case 1: case 2: case 3: case 4: case 5:  // grow up to 2x
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5:  // grow up to 2x
       ns = cur + 1 + r.below(cur);
       break;
-    case 6: case 7:  // grow a little (often in place)
+    case 6:
+    case 7:  // grow a little (often in place)
       ns = cur + 1 + r.below(kLargeMin);
       break;
-    case 8: case 9: case 10: case 11:  // shrink to 1/2 .. 1/4
+    case 8:
+    case 9:
+    case 10:
+    case 11:  // shrink to 1/2 .. 1/4
       ns = cur / (2 + r.below(3));
       break;
-    case 12: case 13:  // shrink a little
+    case 12:
+    case 13:  // shrink a little
       ns = cur - r.below(cur / 8 + 1);
       break;
     case 14:  // out of the large range (slab sizes), to come back later
@@ -230,8 +241,10 @@ void mapper_loop(unsigned t, HugeRealloc& h) {
 
 void hugerealloc_thread(unsigned t, void* arg) {
   auto& h = *static_cast<HugeRealloc*>(arg);
-  if (g.opt.threads >= 2 && t % 4 == 1) mapper_loop(t, h);
-  else realloc_loop(t, h);
+  if (g.opt.threads >= 2 && t % 4 == 1)
+    mapper_loop(t, h);
+  else
+    realloc_loop(t, h);
 }
 
 }  // namespace

@@ -31,9 +31,9 @@ struct Workload {
   void (*fn)();
 };
 const Workload kWorkloads[] = {
-    {"mixed", wl_mixed},   {"larson", wl_larson},   {"prodcons", wl_prodcons},
-    {"realloc", wl_realloc}, {"aligned", wl_aligned}, {"calloc", wl_calloc},
-    {"churn", wl_churn},   {"fork", wl_fork},       {"hugerealloc", wl_hugerealloc},
+    {"mixed", wl_mixed},         {"larson", wl_larson},   {"prodcons", wl_prodcons},
+    {"realloc", wl_realloc},     {"aligned", wl_aligned}, {"calloc", wl_calloc},
+    {"churn", wl_churn},         {"fork", wl_fork},       {"hugerealloc", wl_hugerealloc},
     {"dtorchurn", wl_dtorchurn},
 };
 constexpr size_t kNumWorkloads = sizeof kWorkloads / sizeof kWorkloads[0];
@@ -48,7 +48,8 @@ struct Result {
 };
 
 [[noreturn]] void usage(const char* msg, const char* arg = nullptr) {
-  if (msg != nullptr) fprintf(stderr, "magslab-stress: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+  if (msg != nullptr)
+    fprintf(stderr, "magslab-stress: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
   fprintf(stderr,
           "usage: magslab-stress [options]\n"
           "  --threads N        worker threads (default: nproc; 1..%u)\n"
@@ -81,10 +82,20 @@ bool parse_u64(const char* s, uint64_t* out, bool suffixes) {
   uint64_t mul = 1;
   if (suffixes && *end != '\0') {
     switch (*end) {
-      case 'k': case 'K': mul = 1ull << 10; break;
-      case 'm': case 'M': mul = 1ull << 20; break;
-      case 'g': case 'G': mul = 1ull << 30; break;
-      default: return false;
+      case 'k':
+      case 'K':
+        mul = 1ull << 10;
+        break;
+      case 'm':
+      case 'M':
+        mul = 1ull << 20;
+        break;
+      case 'g':
+      case 'G':
+        mul = 1ull << 30;
+        break;
+      default:
+        return false;
     }
     ++end;
     if (*end == 'i' || *end == 'I') ++end;
@@ -153,11 +164,10 @@ void check_heap_usable() {
   magslab_stats(&st);
   constexpr size_t kPerClass = 8;
 #ifdef MS_SANITIZED  // keep it short: every byte is instrumented
-  const size_t big[] = {(64 << 10) + 1, 100 << 10, (1 << 20) - 1, 1 << 20, (1 << 20) + 1,
-                        3 << 20};
+  const size_t big[] = {(64 << 10) + 1, 100 << 10, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20};
 #else
   const size_t big[] = {(64 << 10) + 1, 100 << 10, 256 << 10, (1 << 20) - 1, 1 << 20,
-                        (1 << 20) + 1, 3 << 20, 16 << 20, 48 << 20};
+                        (1 << 20) + 1,  3 << 20,   16 << 20,  48 << 20};
 #endif
   constexpr size_t kBig = sizeof big / sizeof big[0];
   RawArray<Block> blocks(st.class_count * kPerClass + 4 * kBig);
@@ -233,8 +243,8 @@ Result run_workload(const Workload& w, size_t wi, double seconds, uint64_t ops) 
     if (seconds > 0 && el >= seconds) g.stop.store(true);
     if (done.load()) break;
     if (g.opt.progress && el - last_print >= 1.0) {
-      fprintf(stderr, "\r\033[K[%s] %5.1fs  %7.3f Mops/s  live %8.1f MiB  rss %8.1f MiB", w.name, el,
-              static_cast<double>(o - last_ops) / (el - last_print) / 1e6,
+      fprintf(stderr, "\r\033[K[%s] %5.1fs  %7.3f Mops/s  live %8.1f MiB  rss %8.1f MiB", w.name,
+              el, static_cast<double>(o - last_ops) / (el - last_print) / 1e6,
               static_cast<double>(live) / 1048576.0, static_cast<double>(rss) / 1048576.0);
       last_print = el;
       last_ops = o;
@@ -285,7 +295,8 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     uint64_t v = 0;
-    if (!strcmp(name, "--help") || !strcmp(name, "-h")) usage(nullptr);
+    if (!strcmp(name, "--help") || !strcmp(name, "-h"))
+      usage(nullptr);
     else if (!strcmp(name, "--threads")) {
       const char* s = need();
       if (!parse_u64(s, &v, false) || v == 0 || v > kMaxThreads) usage("bad --threads", s);
@@ -310,7 +321,8 @@ int main(int argc, char** argv) {
       have_seed = true;
     } else if (!strcmp(name, "--max-size")) {
       const char* s = need();
-      if (!parse_u64(s, &v, true) || v < 16 || v > (1ull << 30)) usage("bad --max-size (16 .. 1g)", s);
+      if (!parse_u64(s, &v, true) || v < 16 || v > (1ull << 30))
+        usage("bad --max-size (16 .. 1g)", s);
       o.max_size = v;
       have_max = true;
     } else if (!strcmp(name, "--workload")) {
@@ -321,7 +333,8 @@ int main(int argc, char** argv) {
       char* end = nullptr;
       errno = 0;
       double d = strtod(s, &end);
-      if (errno != 0 || end == s || *end != '\0' || !(d > 0) || d > 1) usage("bad --fault-rate (0 < P <= 1)", s);
+      if (errno != 0 || end == s || *end != '\0' || !(d > 0) || d > 1)
+        usage("bad --fault-rate (0 < P <= 1)", s);
       o.fault_rate = d;
     } else if (!strcmp(name, "--allocator")) {
       allocator = need();
@@ -335,9 +348,12 @@ int main(int argc, char** argv) {
       usage("unknown option", a);
     }
   }
-  if (!strcmp(allocator, "magslab")) g.api = &magslab_api();
-  else if (!strcmp(allocator, "system")) g.api = &system_api();
-  else usage("unknown --allocator (magslab or system)", allocator);
+  if (!strcmp(allocator, "magslab"))
+    g.api = &magslab_api();
+  else if (!strcmp(allocator, "system"))
+    g.api = &system_api();
+  else
+    usage("unknown --allocator (magslab or system)", allocator);
   if (o.fault_rate > 0 && !g.api->is_magslab) usage("--fault-rate needs --allocator magslab");
 
   if (o.smoke && !have_workload) o.workload = "all";
@@ -397,7 +413,8 @@ int main(int argc, char** argv) {
   if (o.fault_rate > 0) snprintf(fault_note, sizeof fault_note, " fault-rate=%g", o.fault_rate);
   double per_seconds = o.seconds > 0 ? o.seconds / static_cast<double>(nwl) : 0;
   fprintf(stderr,
-          "magslab-stress: seed=0x%016" PRIx64 " allocator=%s threads=%u workload=%s max-size=%zu%s\n",
+          "magslab-stress: seed=0x%016" PRIx64
+          " allocator=%s threads=%u workload=%s max-size=%zu%s\n",
           o.seed, g.api->name, o.threads, o.workload, o.max_size, fault_note);
   if (!o.quiet) {
     if (o.ops) fprintf(stderr, "magslab-stress: %" PRIu64 " ops per workload\n", o.ops);
@@ -441,18 +458,21 @@ int main(int argc, char** argv) {
     if (injected == 0) {
       Failure f;
       f.op = "fault-count";
-      f.detail = "fault mode injected no fault (the seam was never consulted or the rate is too low)";
+      f.detail =
+          "fault mode injected no fault (the seam was never consulted or the rate is too low)";
       fail(f);
     }
   }
 
   if (o.json) {
-    printf("{\"seed\":\"0x%016" PRIx64 "\",\"allocator\":\"%s\",\"threads\":%u,\"max_size\":%zu,"
+    printf("{\"seed\":\"0x%016" PRIx64
+           "\",\"allocator\":\"%s\",\"threads\":%u,\"max_size\":%zu,"
            "\"result\":\"pass\",\"workloads\":[",
            o.seed, g.api->name, o.threads, o.max_size);
     for (size_t i = 0; i < nres; ++i) {
       const Result& r = results[i];
-      printf("%s{\"name\":\"%s\",\"threads\":%u,\"ops\":%" PRIu64 ",\"seconds\":%.3f,"
+      printf("%s{\"name\":\"%s\",\"threads\":%u,\"ops\":%" PRIu64
+             ",\"seconds\":%.3f,"
              "\"ops_per_sec\":%.0f,\"peak_live_bytes\":%" PRId64 ",\"peak_rss_bytes\":%zu}",
              i ? "," : "", r.name, r.threads, r.ops, r.seconds,
              static_cast<double>(r.ops) / r.seconds, r.peak_live, r.peak_rss);
@@ -466,7 +486,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < nres; ++i) {
       const Result& r = results[i];
       printf("%-11s %7u %13" PRIu64 " %9.3f %14.1f %13.1f %8.2f\n", r.name, r.threads, r.ops,
-             static_cast<double>(r.ops) / r.seconds / 1e6, static_cast<double>(r.peak_live) / 1048576.0,
+             static_cast<double>(r.ops) / r.seconds / 1e6,
+             static_cast<double>(r.peak_live) / 1048576.0,
              static_cast<double>(r.peak_rss) / 1048576.0, r.seconds);
       tops += r.ops;
       tsec += r.seconds;

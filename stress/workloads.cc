@@ -36,7 +36,8 @@ uint64_t pack(const Block& b) {
   return (uint64_t{b.size} << 48) | reinterpret_cast<uintptr_t>(b.p);
 }
 Block unpack(uint64_t v) {
-  return Block{reinterpret_cast<void*>(v & ((uint64_t{1} << 48) - 1)), static_cast<size_t>(v >> 48), 0};
+  return Block{reinterpret_cast<void*>(v & ((uint64_t{1} << 48) - 1)), static_cast<size_t>(v >> 48),
+               0};
 }
 
 // ---------------------------------------------------------------------------
@@ -221,8 +222,9 @@ void prodcons_thread(unsigned t, void* arg) {
     size_t max = std::min<size_t>(g.opt.max_size, 64 << 10);
     unsigned k = t;
     while (!should_stop(ops)) {
-      Block b = alloc_block(static_cast<int>(t), r, r.chance(8) ? random_size(r, max) : r.log_uniform(1, 512),
-                            Kind::Malloc, 0);
+      Block b =
+          alloc_block(static_cast<int>(t), r,
+                      r.chance(8) ? random_size(r, max) : r.log_uniform(1, 512), Kind::Malloc, 0);
       ++ops;
       if (b.p == nullptr) continue;  // fault mode
       count(t, 1, static_cast<int64_t>(b.size));
@@ -272,8 +274,10 @@ void realloc_thread(unsigned t, void*) {
     ++ops;
     if (b.p == nullptr) {
       b = alloc_block(ti, r, 1 + r.below(256), Kind::Malloc, 0);
-      if (b.p == nullptr) b = Block{};  // fault mode
-      else count(t, 1, static_cast<int64_t>(b.size));
+      if (b.p == nullptr)
+        b = Block{};  // fault mode
+      else
+        count(t, 1, static_cast<int64_t>(b.size));
       continue;
     }
     if (r.chance(16)) {
@@ -284,9 +288,12 @@ void realloc_thread(unsigned t, void*) {
     }
     size_t ns;
     uint64_t x = r.below(10);
-    if (x < 4) ns = b.size + 1 + r.below(b.size * 3 + 64);       // grow
-    else if (x < 8) ns = b.size / (1 + r.below(4));               // shrink
-    else ns = random_size(r, max);
+    if (x < 4)
+      ns = b.size + 1 + r.below(b.size * 3 + 64);  // grow
+    else if (x < 8)
+      ns = b.size / (1 + r.below(4));  // shrink
+    else
+      ns = random_size(r, max);
     ns = std::clamp<size_t>(ns, 1, max);
     check_block(ti, b, "realloc-precheck");
     unindex_block(ti, b);
@@ -378,7 +385,8 @@ void* churn_worker(void* p) {
       Block b = live[k];
       live[k] = live[--n];
       if (b.size <= kSlotMaxSize && r.chance(4)) {  // hand it to some later thread
-        uint64_t old = slots[r.below(slots.capacity())].exchange(pack(b), std::memory_order_acq_rel);
+        uint64_t old =
+            slots[r.below(slots.capacity())].exchange(pack(b), std::memory_order_acq_rel);
         if (old == 0) continue;
         b = unpack(old);
       }
@@ -441,8 +449,8 @@ constexpr int kChildOps = 20000;
       live[k] = live[--n];
       free_block(-2, b, false);
     } else {
-      Block b = alloc_block(-2, r, random_size(r, max), r.chance(8) ? Kind::Calloc : Kind::Malloc, 0,
-                            false);
+      Block b = alloc_block(-2, r, random_size(r, max), r.chance(8) ? Kind::Calloc : Kind::Malloc,
+                            0, false);
       if (b.p != nullptr) live[n++] = b;  // NULL: fault mode
     }
   }
@@ -487,7 +495,8 @@ void fork_thread(unsigned t, void*) {
         snprintf(msg, sizeof msg, "fork child (pid %d) killed by signal %d%s", pid, WTERMSIG(st),
                  WTERMSIG(st) == SIGALRM ? " (SIGALRM: hung, deadlock after fork?)" : "");
       else
-        snprintf(msg, sizeof msg, "fork child (pid %d) exited with status %d", pid, WEXITSTATUS(st));
+        snprintf(msg, sizeof msg, "fork child (pid %d) exited with status %d", pid,
+                 WEXITSTATUS(st));
       f.detail = msg;
       fail(f);
     }

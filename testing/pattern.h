@@ -42,7 +42,9 @@ inline void fill_pattern_range(void* p, size_t from, size_t to, uint64_t key) {
   for (; from < to; ++from) b[from] = pattern_byte(key, from);
 }
 
-inline void fill_pattern(void* p, size_t size, uint64_t key) { fill_pattern_range(p, 0, size, key); }
+inline void fill_pattern(void* p, size_t size, uint64_t key) {
+  fill_pattern_range(p, 0, size, key);
+}
 
 constexpr size_t kNoMismatch = SIZE_MAX;
 

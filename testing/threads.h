@@ -43,8 +43,8 @@ class Phase {
 // `stop` is cleared first and set when the time is up; the bodies loop until
 // they see it. Returns when every thread has joined.
 template <class Rep, class Period, class F>
-void run_threads_for(int threads, std::chrono::duration<Rep, Period> duration, std::atomic<bool>& stop,
-                     F&& body) {
+void run_threads_for(int threads, std::chrono::duration<Rep, Period> duration,
+                     std::atomic<bool>& stop, F&& body) {
   stop.store(false);
   std::vector<std::thread> ts;
   ts.reserve(threads);

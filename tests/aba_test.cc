@@ -54,8 +54,8 @@ struct AbaState {
   Stack* stack;
   Node* a;
   Node* b;
-  int calls = 0;         // times the hook ran
-  bool replayed = false; // the ABA interleaving was played (first call only)
+  int calls = 0;          // times the hook ran
+  bool replayed = false;  // the ABA interleaving was played (first call only)
   StackLink* popped_a = nullptr;
   StackLink* popped_b = nullptr;
 };

@@ -25,7 +25,9 @@ struct Block {
 
 // The pattern of testing/pattern.h over the whole usable size, keyed by the
 // block's address and requested size.
-void fill_block(const Block& b) { mstest::fill_pattern(b.p, b.usable, mstest::block_key(0, b.p, b.size)); }
+void fill_block(const Block& b) {
+  mstest::fill_pattern(b.p, b.usable, mstest::block_key(0, b.p, b.size));
+}
 
 // Returns the first bad offset or SIZE_MAX (mstest::kNoMismatch).
 size_t verify_block(const Block& b) {
@@ -69,16 +71,16 @@ void check_no_overlap(const std::vector<Block>& blocks) {
   std::sort(r.begin(), r.end());
   for (size_t i = 1; i < r.size(); ++i)
     ASSERT_LE(r[i - 1].second, r[i].first)
-        << "blocks overlap: [" << std::hex << r[i - 1].first << "," << r[i - 1].second
-        << ") and [" << r[i].first << "," << r[i].second << ")";
+        << "blocks overlap: [" << std::hex << r[i - 1].first << "," << r[i - 1].second << ") and ["
+        << r[i].first << "," << r[i].second << ")";
 }
 
 void verify_all(const std::vector<Block>& blocks) {
   for (const Block& b : blocks) {
     EXPECT_EQ(magslab_usable_size(b.p), b.usable) << "usable size changed, size " << b.size;
     size_t bad = verify_block(b);
-    ASSERT_EQ(bad, SIZE_MAX) << "block " << b.p << " of size " << b.size << " (usable "
-                             << b.usable << ") corrupted at offset " << bad;
+    ASSERT_EQ(bad, SIZE_MAX) << "block " << b.p << " of size " << b.size << " (usable " << b.usable
+                             << ") corrupted at offset " << bad;
   }
 }
 
@@ -138,8 +140,7 @@ TEST(AlignmentSweep, EverySizeToSixtyFourKiB) {
 }
 
 TEST(AlignmentSweep, AlignedAllocAndPosixMemalign) {
-  const size_t sizes[] = {1, 7, 64, 100, 4096, 10000, 70000, size_t{1} << 20,
-                          size_t{5} << 20};
+  const size_t sizes[] = {1, 7, 64, 100, 4096, 10000, 70000, size_t{1} << 20, size_t{5} << 20};
   for (size_t align = 1; align <= 65536; align *= 2) {
     std::vector<Block> live;
     for (size_t sz : sizes) {
@@ -197,8 +198,8 @@ TEST(AlignmentSweep, AlignedBlocksMixedWithPlainOnes) {
 }
 
 TEST(AlignmentSweep, LargeAndHugeSizes) {
-  const size_t sizes[] = {40000, 100000, size_t{1} << 20, size_t{3} << 20,
-                          size_t{16} << 20, size_t{100} << 20};
+  const size_t sizes[] = {40000,           100000,           size_t{1} << 20,
+                          size_t{3} << 20, size_t{16} << 20, size_t{100} << 20};
   struct Big {
     uint8_t* p;
     size_t size;

@@ -38,9 +38,7 @@ void warm_up() {
   magslab_free(p);
 }
 
-bool is_aligned(const void* p, size_t a) {
-  return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0;
-}
+bool is_aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; }
 
 using mstest::check_pattern;
 using mstest::fill_pattern;
@@ -84,9 +82,8 @@ TEST(ApiEdge, MallocZeroIsUniqueAndFreeable) {
 TEST(ApiEdge, ImpossibleSizesFailWithEnomemAndMapNothing) {
   warm_up();
   const size_t sizes[] = {
-      SIZE_MAX,           SIZE_MAX - 1,        SIZE_MAX - 4096,
-      SIZE_MAX / 2,       SIZE_MAX / 2 + 1,    (size_t{1} << 62),
-      (size_t{1} << 62) + 1, (size_t{1} << 48), // past the 47-bit user VA
+      SIZE_MAX,          SIZE_MAX - 1,          SIZE_MAX - 4096,   SIZE_MAX / 2, SIZE_MAX / 2 + 1,
+      (size_t{1} << 62), (size_t{1} << 62) + 1, (size_t{1} << 48),  // past the 47-bit user VA
       SIZE_MAX - 65535,
   };
   for (size_t sz : sizes) {
@@ -132,12 +129,8 @@ TEST(ApiEdge, CallocOverflowFailsWithEnomem) {
   struct {
     size_t n, m;
   } cases[] = {
-      {SIZE_MAX / 2 + 2, 2},
-      {2, SIZE_MAX / 2 + 2},
-      {size_t{1} << 32, size_t{1} << 32},
-      {SIZE_MAX, SIZE_MAX},
-      {SIZE_MAX, 2},
-      {(size_t{1} << 33) + 1, (size_t{1} << 31)},
+      {SIZE_MAX / 2 + 2, 2}, {2, SIZE_MAX / 2 + 2}, {size_t{1} << 32, size_t{1} << 32},
+      {SIZE_MAX, SIZE_MAX},  {SIZE_MAX, 2},         {(size_t{1} << 33) + 1, (size_t{1} << 31)},
       {SIZE_MAX / 3 + 1, 3},
   };
   for (auto c : cases) {
@@ -160,8 +153,8 @@ TEST(ApiEdge, CallocOverflowFailsWithEnomem) {
 
 TEST(ApiEdge, PosixMemalignRejectsBadAlignments) {
   warm_up();
-  const size_t bad[] = {0, 1, 2, 3, 4, 5, 7, 12, 24, 48, 96, 4095, 4097, 65535,
-                        (size_t{1} << 20) + 8, SIZE_MAX};
+  const size_t bad[] = {
+      0, 1, 2, 3, 4, 5, 7, 12, 24, 48, 96, 4095, 4097, 65535, (size_t{1} << 20) + 8, SIZE_MAX};
   for (size_t a : bad) {
     SCOPED_TRACE(testing::Message() << "alignment=" << a);
     Snapshot before = snap();
@@ -181,8 +174,7 @@ TEST(ApiEdge, PosixMemalignValidAlignments) {
   Snapshot before = snap();
   std::vector<void*> keep;
   for (size_t a = sizeof(void*); a <= 65536; a *= 2) {
-    for (size_t sz : {size_t{0}, size_t{1}, size_t{8}, size_t{100}, size_t{4096},
-                      size_t{40000}}) {
+    for (size_t sz : {size_t{0}, size_t{1}, size_t{8}, size_t{100}, size_t{4096}, size_t{40000}}) {
       SCOPED_TRACE(testing::Message() << "alignment=" << a << " size=" << sz);
       void* p = nullptr;
       int rc = magslab_posix_memalign(&p, a, sz);
@@ -196,8 +188,7 @@ TEST(ApiEdge, PosixMemalignValidAlignments) {
   }
   size_t k = 0;
   for (size_t a = sizeof(void*); a <= 65536; a *= 2)
-    for (size_t sz : {size_t{0}, size_t{1}, size_t{8}, size_t{100}, size_t{4096},
-                      size_t{40000}}) {
+    for (size_t sz : {size_t{0}, size_t{1}, size_t{8}, size_t{100}, size_t{4096}, size_t{40000}}) {
       EXPECT_EQ(check_pattern(keep[k], sz, static_cast<uint8_t>(a + sz)), kNoMismatch);
       magslab_free(keep[k++]);
     }
@@ -207,8 +198,8 @@ TEST(ApiEdge, PosixMemalignValidAlignments) {
 
 TEST(ApiEdge, AlignedAllocRejectsNonPowerOfTwo) {
   warm_up();
-  for (size_t a : {size_t{0}, size_t{3}, size_t{24}, size_t{48}, size_t{100},
-                   size_t{4095}, SIZE_MAX}) {
+  for (size_t a :
+       {size_t{0}, size_t{3}, size_t{24}, size_t{48}, size_t{100}, size_t{4095}, SIZE_MAX}) {
     SCOPED_TRACE(testing::Message() << "alignment=" << a);
     Snapshot before = snap();
     errno = 0;
@@ -233,8 +224,7 @@ TEST(ApiEdge, AlignedAllocAcceptsPowersOfTwoAndAnySize) {
   magslab_free(p);
 
   // Alignments below sizeof(void*) are fine for aligned_alloc.
-  for (size_t a : {size_t{1}, size_t{2}, size_t{4}, size_t{8}, size_t{16},
-                   size_t{4096}}) {
+  for (size_t a : {size_t{1}, size_t{2}, size_t{4}, size_t{8}, size_t{16}, size_t{4096}}) {
     SCOPED_TRACE(testing::Message() << "alignment=" << a);
     void* q = magslab_aligned_alloc(a, 33);
     ASSERT_NE(q, nullptr);
@@ -267,8 +257,7 @@ TEST(ApiEdge, FreeNullIsNoop) {
 
 TEST(ApiEdge, ReallocNullBehavesAsMalloc) {
   warm_up();
-  for (size_t sz : {size_t{1}, size_t{24}, size_t{1000}, size_t{100000},
-                    size_t{3} << 20}) {
+  for (size_t sz : {size_t{1}, size_t{24}, size_t{1000}, size_t{100000}, size_t{3} << 20}) {
     SCOPED_TRACE(testing::Message() << "size=" << sz);
     Snapshot before = snap();
     void* p = magslab_realloc(nullptr, sz);
@@ -291,8 +280,7 @@ TEST(ApiEdge, ReallocNullBehavesAsMalloc) {
 
 TEST(ApiEdge, ReallocToZeroFreesAndReturnsNull) {
   warm_up();
-  for (size_t sz : {size_t{1}, size_t{64}, size_t{5000}, size_t{100000},
-                    size_t{6} << 20}) {
+  for (size_t sz : {size_t{1}, size_t{64}, size_t{5000}, size_t{100000}, size_t{6} << 20}) {
     SCOPED_TRACE(testing::Message() << "size=" << sz);
     Snapshot before = snap();
     void* p = magslab_malloc(sz);
@@ -344,10 +332,9 @@ TEST(ApiEdge, UsableSize) {
   EXPECT_EQ(magslab_usable_size(nullptr), 0u);
   std::vector<std::pair<void*, size_t>> blocks;
   for (size_t sz = 1; sz <= 5000; sz += (sz < 300 ? 1 : 37)) blocks.push_back({nullptr, sz});
-  for (size_t sz : {size_t{8191}, size_t{8192}, size_t{8193}, size_t{16385},
-                    size_t{32767}, size_t{32768}, size_t{32769}, size_t{65537},
-                    size_t{100000}, size_t{262144}, size_t{1} << 20,
-                    (size_t{1} << 20) + 1, (size_t{4} << 20) - 1, size_t{4} << 20,
+  for (size_t sz : {size_t{8191}, size_t{8192}, size_t{8193}, size_t{16385}, size_t{32767},
+                    size_t{32768}, size_t{32769}, size_t{65537}, size_t{100000}, size_t{262144},
+                    size_t{1} << 20, (size_t{1} << 20) + 1, (size_t{4} << 20) - 1, size_t{4} << 20,
                     (size_t{4} << 20) + 1, size_t{9999999}})
     blocks.push_back({nullptr, sz});
   for (auto& b : blocks) {
@@ -375,8 +362,8 @@ TEST(ApiEdge, UsableSize) {
 TEST(ApiEdge, FreeSized) {
   warm_up();
   Snapshot before = snap();
-  for (size_t sz : {size_t{1}, size_t{16}, size_t{100}, size_t{1024}, size_t{5000},
-                    size_t{32768}, size_t{100000}, size_t{2} << 20}) {
+  for (size_t sz : {size_t{1}, size_t{16}, size_t{100}, size_t{1024}, size_t{5000}, size_t{32768},
+                    size_t{100000}, size_t{2} << 20}) {
     SCOPED_TRACE(testing::Message() << "size=" << sz);
     void* p = magslab_malloc(sz);
     ASSERT_NE(p, nullptr);
@@ -409,7 +396,8 @@ TEST(ApiEdge, RequestBeyondRamAndSwapFailsUnderOvercommitHeuristic) {
   int policy = -1;
   ASSERT_EQ(std::fscanf(f, "%d", &policy), 1);
   std::fclose(f);
-  if (policy != 0) GTEST_SKIP() << "vm.overcommit_memory=" << policy << ": the kernel accepts any size";
+  if (policy != 0)
+    GTEST_SKIP() << "vm.overcommit_memory=" << policy << ": the kernel accepts any size";
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   ASSERT_GT(pages, 0);
   // 4x RAM is refused unless swap exceeds 3x RAM; below magslab's own 2^44 limit.

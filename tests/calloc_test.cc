@@ -86,8 +86,8 @@ void reuse_after_dirty(size_t size, size_t count, int rounds) {
       ASSERT_NE(p, nullptr);
       size_t bad = first_nonzero(p, size);
       ASSERT_EQ(bad, SIZE_MAX) << "round " << r << ": calloc block " << p
-                               << " has a non-zero byte at offset " << bad << " (0x"
-                               << std::hex << int(static_cast<uint8_t*>(p)[bad]) << ")";
+                               << " has a non-zero byte at offset " << bad << " (0x" << std::hex
+                               << int(static_cast<uint8_t*>(p)[bad]) << ")";
     }
     for (auto& p : v) {
       memset(p, 0xAB, size);
@@ -108,8 +108,8 @@ void reuse_after_dirty(size_t size, size_t count, int rounds) {
 
 TEST(Calloc, ReusesDirtySmallObjects) {
   for (size_t s : {size_t{8}, size_t{16}, size_t{24}, size_t{48}, size_t{64}, size_t{100},
-                   size_t{128}, size_t{256}, size_t{512}, size_t{1000}, size_t{2048},
-                   size_t{4096}, size_t{8192}, size_t{16384}, size_t{32768}})
+                   size_t{128}, size_t{256}, size_t{512}, size_t{1000}, size_t{2048}, size_t{4096},
+                   size_t{8192}, size_t{16384}, size_t{32768}})
     ASSERT_NO_FATAL_FAILURE(reuse_after_dirty(s, 300, 3));
 }
 

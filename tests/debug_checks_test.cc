@@ -47,17 +47,21 @@ void break_page_heap_count() {
 }
 
 TEST(DebugChecksDeathTest, BrokenSlabEquationIsReported) {
-  if (!magslab::kDebugChecks) GTEST_SKIP() << "invariant checks are compiled in by the debug preset only";
+  if (!magslab::kDebugChecks)
+    GTEST_SKIP() << "invariant checks are compiled in by the debug preset only";
   testing::GTEST_FLAG(death_test_style) = "threadsafe";
   EXPECT_DEATH(break_slab_equation(),
-               "^magslab: invariant broken at [^\n]*slab\\.cc:[0-9]+: slab: nfree differs from its free bitmap\n");
+               "^magslab: invariant broken at [^\n]*slab\\.cc:[0-9]+: slab: nfree differs from its "
+               "free bitmap\n");
 }
 
 TEST(DebugChecksDeathTest, BrokenPageHeapCountIsReported) {
-  if (!magslab::kDebugChecks) GTEST_SKIP() << "invariant checks are compiled in by the debug preset only";
+  if (!magslab::kDebugChecks)
+    GTEST_SKIP() << "invariant checks are compiled in by the debug preset only";
   testing::GTEST_FLAG(death_test_style) = "threadsafe";
   EXPECT_DEATH(break_page_heap_count(),
-               "^magslab: invariant broken at [^\n]*page_heap\\.cc:[0-9]+: page heap: free pages of the chunks != total\n");
+               "^magslab: invariant broken at [^\n]*page_heap\\.cc:[0-9]+: page heap: free pages "
+               "of the chunks != total\n");
 }
 
 }  // namespace

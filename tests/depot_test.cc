@@ -62,7 +62,7 @@ TEST(Depot, FullMagazinesGoInAndOutWholeAndAreCounted) {
   ASSERT_TRUE(depot::push_full(cls, b));
   EXPECT_EQ(depot::cached_objects(cls), size_t{a->cap} + b->cap);
   EXPECT_EQ(depot::pop_full(cls), b);  // LIFO: the warmest first
-  EXPECT_EQ(b->count, b->cap);          // whole
+  EXPECT_EQ(b->count, b->cap);         // whole
   EXPECT_EQ(depot::cached_objects(cls), a->cap);
   EXPECT_EQ(depot::pop_full(cls), a);
   EXPECT_EQ(depot::cached_objects(cls), 0u);
@@ -115,7 +115,8 @@ TEST(Depot, LimitPerClassLargestMagazines) {
   // The class with the most bytes per magazine: the fewest magazines.
   unsigned cls = 0;
   for (unsigned c = 0; c < kNumClasses; ++c)
-    if (size_t{kClasses[c].mag_cap} * kClasses[c].size > size_t{kClasses[cls].mag_cap} * kClasses[cls].size)
+    if (size_t{kClasses[c].mag_cap} * kClasses[c].size >
+        size_t{kClasses[cls].mag_cap} * kClasses[cls].size)
       cls = c;
   ASSERT_GE(expected_limit(cls), 4u);
   ASSERT_LT(expected_limit(cls), expected_limit(class_of(16)));

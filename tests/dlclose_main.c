@@ -24,7 +24,7 @@ static void* body(void* arg) {
   memset(g_kept, 7, 200);
   sem_post(&g_allocated);
   sem_wait(&g_closed);
-  return NULL;  /* thread exit: magslab's destructor runs now */
+  return NULL; /* thread exit: magslab's destructor runs now */
 }
 
 int main(int argc, char** argv) {

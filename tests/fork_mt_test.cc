@@ -82,7 +82,8 @@ TEST(ForkMt, ChildOfBusyThreadsAllocatesAtOnce) {
   std::vector<std::atomic<void*>> slots(kThreads);
   for (auto& s : slots) s.store(nullptr);
   std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) threads.emplace_back(churn, std::ref(stop), std::ref(slots), t);
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back(churn, std::ref(stop), std::ref(slots), t);
 
   int failures = 0;
   for (int f = 0; f < kForks; ++f) {

@@ -137,7 +137,9 @@ void expect_other_block_intact() {
 
 // One pattern byte per page (testing/pattern.h): the blocks are tens of MiB.
 void fill(void* p, size_t n, uint8_t seed) { mstest::fill_pattern_sparse(p, n, seed); }
-size_t first_bad(const void* p, size_t n, uint8_t seed) { return mstest::check_pattern_sparse(p, n, seed); }
+size_t first_bad(const void* p, size_t n, uint8_t seed) {
+  return mstest::check_pattern_sparse(p, n, seed);
+}
 
 TEST(HugeReallocRace, ShrinkDoesNotClearSlotsMappedIntoTheReleasedTail) {
   g_placed.store(0);
@@ -178,7 +180,8 @@ void* failing_shrink_remap(void* a, size_t o, size_t n, void* to) {
   if (g_fail_shrink.load() && to == nullptr && n < o) return nullptr;
   return platform::os_ops().remap(a, o, n, to);
 }
-const platform::PlatformOps kFailShrinkOps{fake_map, fake_unmap, fake_decommit, failing_shrink_remap};
+const platform::PlatformOps kFailShrinkOps{fake_map, fake_unmap, fake_decommit,
+                                           failing_shrink_remap};
 
 TEST(HugeReallocRace, RefusedShrinkKeepsTheBlockRegistered) {
   void* p = magslab_malloc(40 * MiB);
@@ -243,7 +246,8 @@ TEST(HugeReallocRace, ShrinkersAndMappersRunTogether) {
       ++seed;
     }
   };
-  mstest::run_threads_for(6, kFor, stop, [&](int i) { i % 2 == 0 ? shrinker(i / 2) : mapper(i / 2); });
+  mstest::run_threads_for(6, kFor, stop,
+                          [&](int i) { i % 2 == 0 ? shrinker(i / 2) : mapper(i / 2); });
   EXPECT_EQ(bad.load(), 0);
   EXPECT_GT(ops.load(), 0);
   struct magslab_stats st;

@@ -69,7 +69,8 @@ TEST(LargeBlocks, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   unsigned char* g = static_cast<unsigned char*>(magslab_realloc(a, 200 * KiB));
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g, a) << "realloc did not grow into the free pages right after the block";
-  EXPECT_EQ(mstest::check_pattern(g, kBlock, 1), mstest::kNoMismatch) << "contents lost by the in-place grow";
+  EXPECT_EQ(mstest::check_pattern(g, kBlock, 1), mstest::kNoMismatch)
+      << "contents lost by the in-place grow";
   EXPECT_EQ(magslab_usable_size(g), 200 * KiB);  // 50 pages
   // The grown part is ours now: writing it must not disturb anything.
   memset(g + kBlock, 0x5A, 200 * KiB - kBlock);
@@ -163,8 +164,8 @@ TEST(LargeBlocks, MappedBytesReturnAfterFreeAndTrim) {
   for (void* p : blocks) magslab_free(p);
   magslab_trim();
   const size_t mapped1 = stats().mapped_bytes;
-  EXPECT_LE(mapped1, mapped0 + kChunk) << "mapped before " << mapped0 << ", after free+trim "
-                                       << mapped1;
+  EXPECT_LE(mapped1, mapped0 + kChunk)
+      << "mapped before " << mapped0 << ", after free+trim " << mapped1;
   EXPECT_LE(stats().committed_bytes, mapped1);
 }
 
@@ -200,7 +201,8 @@ class ReportsAddress : public testing::MatcherInterface<const std::string&> {
   std::string suffix_;
 };
 // The whole line: what, the address, and what magslab knows of the block.
-testing::Matcher<const std::string&> Reports(const char* what, const char* suffix = " (large block)") {
+testing::Matcher<const std::string&> Reports(const char* what,
+                                             const char* suffix = " (large block)") {
   return testing::MakeMatcher(new ReportsAddress(what, suffix));
 }
 

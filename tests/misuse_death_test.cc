@@ -33,12 +33,12 @@
 namespace {
 
 // Child side: print the pointer, then free it.
-#define ANNOUNCE_AND_FREE(ptr)                                            \
-  do {                                                                    \
-    void* volatile ms_p_ = (ptr);                                         \
-    std::fprintf(stderr, "magslab-test: freeing %p\n", (void*)ms_p_);    \
-    std::fflush(stderr);                                                  \
-    magslab_free(ms_p_);                                                  \
+#define ANNOUNCE_AND_FREE(ptr)                                        \
+  do {                                                                \
+    void* volatile ms_p_ = (ptr);                                     \
+    std::fprintf(stderr, "magslab-test: freeing %p\n", (void*)ms_p_); \
+    std::fflush(stderr);                                              \
+    magslab_free(ms_p_);                                              \
   } while (0)
 
 class MisuseLine : public testing::MatcherInterface<const std::string&> {
@@ -100,8 +100,8 @@ class MisuseLine : public testing::MatcherInterface<const std::string&> {
     return true;
   }
   void DescribeTo(std::ostream* os) const override {
-    *os << "has exactly one stderr line \"magslab: " << kind_
-        << " of 0x<the freed address>" << suffix_ << "\"";
+    *os << "has exactly one stderr line \"magslab: " << kind_ << " of 0x<the freed address>"
+        << suffix_ << "\"";
   }
   void DescribeNegationTo(std::ostream* os) const override {
     *os << "does not have the line \"magslab: " << kind_ << " of 0x<addr>\"";
@@ -174,8 +174,8 @@ TEST(MisuseDeathTest, FreeOfForeignMmap) {
   EXPECT_DEATH(ANNOUNCE_AND_FREE(c), InvalidFreeOf());
   EXPECT_DEATH(ANNOUNCE_AND_FREE(c + 4096), InvalidFreeOf());
   // A 4 MiB-aligned address inside the mapping (looks like a chunk start).
-  uintptr_t a4 = (reinterpret_cast<uintptr_t>(c) + (size_t{4} << 20) - 1) &
-                 ~((uintptr_t{4} << 20) - 1);
+  uintptr_t a4 =
+      (reinterpret_cast<uintptr_t>(c) + (size_t{4} << 20) - 1) & ~((uintptr_t{4} << 20) - 1);
   EXPECT_DEATH(ANNOUNCE_AND_FREE(reinterpret_cast<char*>(a4)), InvalidFreeOf());
   EXPECT_DEATH(ANNOUNCE_AND_FREE(reinterpret_cast<char*>(a4) + 64), InvalidFreeOf());
   // The parent never ran the frees; the memory is untouched here.
@@ -333,8 +333,7 @@ TEST(MisuseDeathTest, ControlCorrectUseDoesNotAbort) {
       {
         for (int round = 0; round < 3; ++round) {
           std::vector<void*> v;
-          for (size_t sz : {size_t{48}, size_t{64}, size_t{1000}, size_t{100000},
-                            size_t{8} << 20})
+          for (size_t sz : {size_t{48}, size_t{64}, size_t{1000}, size_t{100000}, size_t{8} << 20})
             for (int i = 0; i < 50; ++i) v.push_back(magslab_malloc(sz));
           for (void* p : v) magslab_free(p);
           magslab_trim();

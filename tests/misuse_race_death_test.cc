@@ -49,9 +49,10 @@ void free_during_descriptor_reuse() {
   magslab_free(big);  // `big` is now a dangling pointer: freeing it again is misuse
 
   // A chunk-aligned region standing in for the chunk the descriptor is reused for.
-  auto* raw = static_cast<char*>(mmap(nullptr, 2 * kChunkSize, PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  const uintptr_t new_base = (reinterpret_cast<uintptr_t>(raw) + kChunkSize - 1) & ~(kChunkSize - 1);
+  auto* raw = static_cast<char*>(
+      mmap(nullptr, 2 * kChunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  const uintptr_t new_base =
+      (reinterpret_cast<uintptr_t>(raw) + kChunkSize - 1) & ~(kChunkSize - 1);
 
   heap::g_lock.lock();
   std::atomic<pid_t> tid{0};
@@ -81,8 +82,7 @@ void free_during_descriptor_reuse() {
 
 TEST(MisuseRaceDeathTest, InvalidFreeRacingDescriptorReuseIsReported) {
   testing::GTEST_FLAG(death_test_style) = "threadsafe";
-  EXPECT_DEATH(free_during_descriptor_reuse(),
-               "magslab: invalid free of 0x[0-9a-f]+");
+  EXPECT_DEATH(free_during_descriptor_reuse(), "magslab: invalid free of 0x[0-9a-f]+");
 }
 
 }  // namespace

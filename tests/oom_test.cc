@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "testing/fake_os.h"
 #include "small/size_classes.h"
+#include "testing/fake_os.h"
 
 namespace {
 
@@ -111,8 +111,8 @@ TEST(OutOfMemory, FailsCleanlyAndHeapRecovers) {
   ASSERT_EQ(magslab::kClasses[magslab::class_of(kFreshSize)].size % 16, 0u);
   size_t n_fresh = 0;
   EXPECT_EQ(exhaust(kFreshSize, keep, 1 << 15, &n_fresh), ENOMEM) << "after " << n_fresh;
-  std::printf("before the first failure: %zu blocks of 200 KiB, %zu objects of %zu B\n",
-              n_large, n_fresh, kFreshSize);
+  std::printf("before the first failure: %zu blocks of 200 KiB, %zu objects of %zu B\n", n_large,
+              n_fresh, kFreshSize);
   errno = 0;
   EXPECT_EQ(magslab_malloc(kFreshSize), nullptr);
   EXPECT_EQ(errno, ENOMEM);

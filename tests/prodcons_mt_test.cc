@@ -17,8 +17,8 @@
 
 #include "magslab/magslab.h"
 
-#include "testing/rng.h"
 #include "testing/pattern.h"
+#include "testing/rng.h"
 #include "testing/sanitizers.h"
 
 namespace {
@@ -69,10 +69,14 @@ class Queue {
 };
 
 // The pattern of testing/pattern.h, keyed by the item's id and size.
-uint64_t key_of(uint64_t id, size_t size) { return mstest::mix64(id * 0x9E3779B97F4A7C15ull + size); }
+uint64_t key_of(uint64_t id, size_t size) {
+  return mstest::mix64(id * 0x9E3779B97F4A7C15ull + size);
+}
 void fill(void* p, uint64_t id, size_t size) { mstest::fill_pattern(p, size, key_of(id, size)); }
 // Returns the first bad offset or SIZE_MAX (mstest::kNoMismatch).
-size_t check(const void* p, uint64_t id, size_t size) { return mstest::check_pattern(p, size, key_of(id, size)); }
+size_t check(const void* p, uint64_t id, size_t size) {
+  return mstest::check_pattern(p, size, key_of(id, size));
+}
 
 struct Totals {
   size_t objects, bytes;
@@ -106,8 +110,7 @@ void run(int threads) {
           if (bad.fetch_add(1) == 0) {
             std::lock_guard<std::mutex> lk(report_mu);
             first_report = "object id " + std::to_string(it.id) + " size " +
-                           std::to_string(it.size) + " corrupted at offset " +
-                           std::to_string(off);
+                           std::to_string(it.size) + " corrupted at offset " + std::to_string(off);
           }
         }
         magslab_free(it.p);

@@ -40,8 +40,7 @@ TEST(HeapPropertyMt, ConcurrentSequencesWithHandoff) {
       [&] {
         std::vector<std::vector<Op>> seqs;
         for (int t = 0; t < kThreads; ++t)
-          seqs.push_back(
-              *rc::gen::scale(2.0, rc::gen::container<std::vector<Op>>(gen_op(true))));
+          seqs.push_back(*rc::gen::scale(2.0, rc::gen::container<std::vector<Op>>(gen_op(true))));
         IntervalSet intervals;
         Mailbox mailbox;
         Config cfg;  // no strict reuse, no stats: other threads run meanwhile
@@ -61,7 +60,8 @@ TEST(HeapPropertyMt, ConcurrentSequencesWithHandoff) {
         for (auto& th : threads) th.join();
         std::string errors;
         for (int t = 0; t < kThreads; ++t)
-          if (models[t]->failed()) errors += "thread " + std::to_string(t) + ": " + models[t]->error() + "\n";
+          if (models[t]->failed())
+            errors += "thread " + std::to_string(t) + ": " + models[t]->error() + "\n";
         if (!errors.empty()) RC_FAIL(errors);
         // Blocks still in the mailbox: verified and freed by this thread.
         Interpreter rest(intervals, nullptr, cfg, seed_base);

@@ -11,15 +11,17 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "testing/rng.h"
 #include "testing/pattern.h"
+#include "testing/rng.h"
 
 namespace {
 
 // The position-dependent pattern of testing/pattern.h: a block moved to a
 // wrong offset is detected. SIZE_MAX (mstest::kNoMismatch): no bad byte.
 using mstest::fill_pattern_range;
-size_t first_bad(const void* p, size_t n, uint64_t seed) { return mstest::check_pattern(p, n, seed); }
+size_t first_bad(const void* p, size_t n, uint64_t seed) {
+  return mstest::check_pattern(p, n, seed);
+}
 
 struct Counts {
   size_t objects, bytes;
@@ -78,8 +80,8 @@ TEST(Realloc, GrowthChainThenShrinkChain) {
 }
 
 TEST(Realloc, WithinUsableSize) {
-  for (size_t sz : {size_t{1}, size_t{13}, size_t{100}, size_t{1000}, size_t{5000},
-                    size_t{30000}, size_t{50000}, size_t{300000}, size_t{3} << 20}) {
+  for (size_t sz : {size_t{1}, size_t{13}, size_t{100}, size_t{1000}, size_t{5000}, size_t{30000},
+                    size_t{50000}, size_t{300000}, size_t{3} << 20}) {
     SCOPED_TRACE(testing::Message() << "size=" << sz);
     void* p = magslab_malloc(sz);
     ASSERT_NE(p, nullptr);
@@ -204,8 +206,7 @@ TEST(Realloc, ManyInterleavedBlocks) {
     if (s.p == nullptr) s.seed = next_seed++;
     size_t keep = std::min(s.size, ns);
     size_t bad = first_bad(q, keep, s.seed);
-    ASSERT_EQ(bad, SIZE_MAX) << "op " << op << ": " << s.size << " -> " << ns << " byte "
-                             << bad;
+    ASSERT_EQ(bad, SIZE_MAX) << "op " << op << ": " << s.size << " -> " << ns << " byte " << bad;
     fill_pattern_range(q, keep, ns, s.seed);
     s.p = q;
     s.size = ns;

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "magslab/magslab.h"
-#include "testing/threads.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
+#include "testing/threads.h"
 
 namespace {
 
@@ -48,7 +48,8 @@ TEST(RemoteFreeMt, FreeingThreadDoesNotReuseAnotherThreadsObject) {
     for (void* p : got) magslab_free(p);  // own objects: must not disturb anything
   });
   t.join();
-  for (void* p : got) EXPECT_NE(p, handed) << "the freeing thread handed out the object it was given";
+  for (void* p : got)
+    EXPECT_NE(p, handed) << "the freeing thread handed out the object it was given";
   for (void* p : mine) magslab_free(p);
 }
 
@@ -66,8 +67,10 @@ TEST(RemoteFreeMt, OwnObjectsAreStillReusedLifo) {
       ASSERT_NE(q, nullptr);
       const magslab::Slab* s = magslab::pagemap::lookup_slab(reinterpret_cast<uintptr_t>(q));
       ASSERT_NE(s, nullptr);
-      if (s->owner.load(std::memory_order_relaxed) == magslab::t_cache) p = q;
-      else others.push_back(q);
+      if (s->owner.load(std::memory_order_relaxed) == magslab::t_cache)
+        p = q;
+      else
+        others.push_back(q);
     }
     ASSERT_NE(p, nullptr) << "no object from a slab this thread refilled from";
     magslab_free(p);
@@ -95,7 +98,8 @@ TEST(RemoteFreeMt, StatsCountObjectsHeldInRemoteMagazines) {
     phase.wait_for(2);
   });
   phase.wait_for(1);
-  EXPECT_EQ(live_objects(), before - 3) << "objects in the freeing thread's remote magazine counted as live";
+  EXPECT_EQ(live_objects(), before - 3)
+      << "objects in the freeing thread's remote magazine counted as live";
   phase.set(2);
   t.join();
   EXPECT_EQ(live_objects(), before - 3);  // after thread exit: in the depot or the slabs

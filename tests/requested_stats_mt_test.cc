@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "small/requested.h"
 #include "testing/rng.h"
 #include "testing/sanitizers.h"
 #include "testing/threads.h"
-#include "small/requested.h"
 
 // fork(): magslab's prepare handler holds every lock it has (one per size
 // class and a few more), beyond ThreadSanitizer's deadlock detector's limit
@@ -90,7 +90,8 @@ TEST(RequestedStats, CountsTheSizeAskedForNotTheClassSize) {
     ASSERT_NE(p, nullptr);
     v.push_back(p);
     expect += n;
-    ASSERT_EQ(requested(), expect) << "after malloc(" << n << "), usable " << magslab_usable_size(p);
+    ASSERT_EQ(requested(), expect)
+        << "after malloc(" << n << "), usable " << magslab_usable_size(p);
   }
   for (void* p : v) magslab_free(p);
   EXPECT_EQ(requested(), base);
@@ -303,7 +304,8 @@ TEST(RequestedStatsMt, ForkedChildKeepsTheParentsOtherThreadsCounts) {
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "child died, status " << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "bit 1: at fork, 2: after freeing the other thread's block, 4: at the end";
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "bit 1: at fork, 2: after freeing the other thread's block, 4: at the end";
   phase.set(2);
   t.join();
   magslab_free(theirs);

@@ -51,9 +51,9 @@ TEST(Stats, LiveCountersRiseAndFallExactly) {
   const size_t largest = largest_class_size();
   // Warm every path first so lazy initialisation does not disturb counts.
   for (size_t sz : {size_t{16}, size_t{100000}, size_t{8} << 20}) magslab_free(magslab_malloc(sz));
-  for (size_t sz : {size_t{1}, size_t{16}, size_t{48}, size_t{100}, size_t{1000},
-                    size_t{5000}, size_t{32768}, size_t{40000}, size_t{100000},
-                    size_t{1} << 20, size_t{8} << 20}) {
+  for (size_t sz :
+       {size_t{1}, size_t{16}, size_t{48}, size_t{100}, size_t{1000}, size_t{5000}, size_t{32768},
+        size_t{40000}, size_t{100000}, size_t{1} << 20, size_t{8} << 20}) {
     SCOPED_TRACE(testing::Message() << "size=" << sz);
     magslab_stats(&g_a);
     void* p = magslab_malloc(sz);
@@ -222,8 +222,8 @@ TEST(Trim, RssReturnsAfterBurstOfSmallObjects) {
   // nor stays in RSS after munmap.
   const size_t n64 = (kTotal / 2) / 64, n256 = (kTotal / 2) / 256;
   const size_t n = n64 + n256;
-  void* arr_mem = mmap(nullptr, n * sizeof(void*), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* arr_mem =
+      mmap(nullptr, n * sizeof(void*), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(arr_mem, MAP_FAILED);
   auto** ptrs = static_cast<void**>(arr_mem);
   for (size_t i = 0; i < n; ++i) {
@@ -253,10 +253,11 @@ TEST(Trim, RssReturnsAfterBurstOfSmallObjects) {
   EXPECT_GT(trimmed, 0u) << "trim gave nothing back after a " << kTotal << "-byte burst";
   magslab_stats(&g_c);
   const size_t rss1 = rss_bytes();
-  std::printf("RSS: baseline %zu MiB, peak %zu MiB, after trim %zu MiB; trim returned %zu MiB;"
-              " committed %zu -> %zu -> %zu MiB\n",
-              rss0 >> 20, rss_peak >> 20, rss1 >> 20, trimmed >> 20,
-              g_a.committed_bytes >> 20, g_b.committed_bytes >> 20, g_c.committed_bytes >> 20);
+  std::printf(
+      "RSS: baseline %zu MiB, peak %zu MiB, after trim %zu MiB; trim returned %zu MiB;"
+      " committed %zu -> %zu -> %zu MiB\n",
+      rss0 >> 20, rss_peak >> 20, rss1 >> 20, trimmed >> 20, g_a.committed_bytes >> 20,
+      g_b.committed_bytes >> 20, g_c.committed_bytes >> 20);
   EXPECT_LE(rss1, rss0 + kSlack) << "RSS did not return near the baseline after trim";
   EXPECT_EQ(g_c.live_bytes, g_a.live_bytes);
   EXPECT_EQ(g_c.live_objects, g_a.live_objects);

@@ -40,10 +40,10 @@ constexpr long kTotalOpsPerRun = 1'500'000;
 constexpr int kMaxBatch = 4;
 
 struct Node {
-  StackLink link;                // first: a StackLink* is the Node*
-  std::atomic<int> owned{0};     // 1 while a thread holds it
-  int owner = -1;                // plain: written by the holder only
-  uint64_t uses = 0;             // plain: how often it was handed out
+  StackLink link;             // first: a StackLink* is the Node*
+  std::atomic<int> owned{0};  // 1 while a thread holds it
+  int owner = -1;             // plain: written by the holder only
+  uint64_t uses = 0;          // plain: how often it was handed out
 };
 
 struct Failures {

@@ -61,10 +61,10 @@ struct Shared {
 
 size_t pick_size(mstest::Rng& rng) {
   unsigned r = rng() % 100;
-  if (r < 75) return 24 + rng() % 489;     // small classes (>= 24: stamps fit)
-  if (r < 95) return 1024 + rng() % 15360; // medium classes
+  if (r < 75) return 24 + rng() % 489;      // small classes (>= 24: stamps fit)
+  if (r < 95) return 1024 + rng() % 15360;  // medium classes
   if (r < 99) return 16384 + rng() % 16384;
-  return 100000;                           // large page runs
+  return 100000;  // large page runs
 }
 
 void worker(Shared& sh, int tid) {
@@ -156,8 +156,8 @@ TEST(ThreadChurnMt, ShortThreadsReturnTheirCaches) {
   EXPECT_EQ(end.live_objects, base.live_objects);
   EXPECT_EQ(end.live_bytes, base.live_bytes);
   EXPECT_LE(max_mapped, mapped_after_first_wave + kMappedGrowthBound)
-      << "mapped grew from " << mapped_after_first_wave << " to " << max_mapped
-      << " over " << kThreads << " short threads: exited threads' caches leak?";
+      << "mapped grew from " << mapped_after_first_wave << " to " << max_mapped << " over "
+      << kThreads << " short threads: exited threads' caches leak?";
   EXPECT_LE(end.mapped, mapped_after_first_wave + kMappedGrowthBound);
 }
 

@@ -7,9 +7,9 @@
 // destructor runs after magslab's in every destructor round: it frees the
 // block the key holds, allocates and frees a few more, and re-arms itself
 // with a fresh block until the last round (PTHREAD_DESTRUCTOR_ITERATIONS;
-// one fewer under ThreadSanitizer), where it only allocates and frees. Thousands of such threads must not make
-// the metadata, the registry of thread caches or the objects held in
-// magazines grow with their number.
+// one fewer under ThreadSanitizer), where it only allocates and frees. Thousands of such threads
+// must not make the metadata, the registry of thread caches or the objects held in magazines grow
+// with their number.
 #include <gtest/gtest.h>
 #include <limits.h>
 #include <pthread.h>

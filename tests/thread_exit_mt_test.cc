@@ -95,7 +95,8 @@ void thread_body(uint32_t id) {
   }
   std::lock_guard<std::mutex> g(g_mu);
   for (int i = 0; i < kHandOff; ++i)
-    if (mine[i] != nullptr) g_handed.push_back(Handed{mine[i], sizes[i], id * 64 + static_cast<uint32_t>(i)});
+    if (mine[i] != nullptr)
+      g_handed.push_back(Handed{mine[i], sizes[i], id * 64 + static_cast<uint32_t>(i)});
 }
 
 void run_wave(uint32_t first, int count) {

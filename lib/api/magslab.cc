@@ -42,7 +42,8 @@ void* fail(int err) {
 // just handed out (nullptr: nothing to record).
 [[maybe_unused]] MAGSLAB_NOINLINE void note_alloc(void* p, size_t n) {
   if (p == nullptr) return;
-  requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p) = static_cast<uint32_t>(n);
+  requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p) =
+      static_cast<uint32_t>(n);
   requested::note(static_cast<int64_t>(n));
 }
 

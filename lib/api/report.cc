@@ -72,11 +72,22 @@ void load_options() {
   if (g_show_stats) g_report_fd = platform::dup_stderr();
   if (flag("MAGSLAB_VERBOSE")) {
     Line l;
-    l.str("magslab: active (version ").num(MAGSLAB_VERSION_MAJOR).str(".")
-        .num(MAGSLAB_VERSION_MINOR).str(".").num(MAGSLAB_VERSION_PATCH).str(")").emit();
+    l.str("magslab: active (version ")
+        .num(MAGSLAB_VERSION_MAJOR)
+        .str(".")
+        .num(MAGSLAB_VERSION_MINOR)
+        .str(".")
+        .num(MAGSLAB_VERSION_PATCH)
+        .str(")")
+        .emit();
     l.str("magslab:   chunk ").bytes(kChunkSize).str(", page ").bytes(kPageSize).emit();
-    l.str("magslab:   ").num(kNumClasses).str(" size classes up to ").bytes(kMaxSmallSize)
-        .str("; own mapping above ").bytes(kHugeThreshold).emit();
+    l.str("magslab:   ")
+        .num(kNumClasses)
+        .str(" size classes up to ")
+        .bytes(kMaxSmallSize)
+        .str("; own mapping above ")
+        .bytes(kHugeThreshold)
+        .emit();
     l.str("magslab:   MAGSLAB_SHOW_STATS=").num(g_show_stats ? 1 : 0).emit();
   }
 }
@@ -94,22 +105,44 @@ void print_stats(int fd) {
   magslab_stats(&st);
   Line l(fd);
   l.str("magslab: stats").emit();
-  l.str("  live        ").bytes(st.live_bytes).str(" in ").num(st.live_objects).str(" blocks").emit();
-  l.str("  requested   ").bytes(st.live_requested_bytes)
-      .str(st.requested_bytes_exact ? " (exact)" : " (small blocks at usable size)").emit();
+  l.str("  live        ")
+      .bytes(st.live_bytes)
+      .str(" in ")
+      .num(st.live_objects)
+      .str(" blocks")
+      .emit();
+  l.str("  requested   ")
+      .bytes(st.live_requested_bytes)
+      .str(st.requested_bytes_exact ? " (exact)" : " (small blocks at usable size)")
+      .emit();
   l.str("  peak in use ").bytes(st.peak_in_use_bytes).emit();
   l.str("  cached      ").bytes(st.cached_bytes).emit();
   l.str("  mapped      ").bytes(st.mapped_bytes).emit();
   l.str("  committed   ").bytes(st.committed_bytes).emit();
   l.str("  metadata    ").bytes(st.metadata_bytes).emit();
-  l.str("  large/huge  ").num(st.large_live_blocks).str(" live (").num(st.huge_live_blocks)
-      .str(" huge), ").bytes(st.live_large_requested_bytes).str(" requested").emit();
+  l.str("  large/huge  ")
+      .num(st.large_live_blocks)
+      .str(" live (")
+      .num(st.huge_live_blocks)
+      .str(" huge), ")
+      .bytes(st.live_large_requested_bytes)
+      .str(" requested")
+      .emit();
   l.str("  class   size   live objects   cached   slabs").emit();
   for (size_t c = 0; c < st.class_count; ++c) {
     const magslab_class_stats& cs = st.classes[c];
     if (cs.live_objects == 0 && cs.cached_objects == 0 && cs.slabs == 0) continue;
-    l.str("  ").num(c).str("\t").num(cs.object_size).str("\t").num(cs.live_objects).str("\t")
-        .num(cs.cached_objects).str("\t").num(cs.slabs).emit();
+    l.str("  ")
+        .num(c)
+        .str("\t")
+        .num(cs.object_size)
+        .str("\t")
+        .num(cs.live_objects)
+        .str("\t")
+        .num(cs.cached_objects)
+        .str("\t")
+        .num(cs.slabs)
+        .emit();
   }
 }
 

@@ -19,11 +19,16 @@ enum class Misuse : uint8_t {
 
 inline const char* misuse_message(Misuse k) {
   switch (k) {
-    case Misuse::kInvalidFree: return "invalid free of";
-    case Misuse::kDoubleFree: return "double free of";
-    case Misuse::kInvalidRealloc: return "invalid realloc of";
-    case Misuse::kInvalidUsableSize: return "invalid pointer passed to usable_size:";
-    case Misuse::kWrongSizedFree: return "free_sized with a wrong size of";
+    case Misuse::kInvalidFree:
+      return "invalid free of";
+    case Misuse::kDoubleFree:
+      return "double free of";
+    case Misuse::kInvalidRealloc:
+      return "invalid realloc of";
+    case Misuse::kInvalidUsableSize:
+      return "invalid pointer passed to usable_size:";
+    case Misuse::kWrongSizedFree:
+      return "free_sized with a wrong size of";
   }
   return "misuse of";
 }
@@ -31,8 +36,8 @@ inline const char* misuse_message(Misuse k) {
 // What is known about the block the address points into, for the message.
 struct BlockInfo {
   enum Kind : uint8_t { kUnknown, kSmall, kLarge, kHuge } kind = kUnknown;
-  unsigned cls = 0;        // kSmall: the size class
-  size_t size = 0;         // the block's usable size (0: not known)
+  unsigned cls = 0;            // kSmall: the size class
+  size_t size = 0;             // the block's usable size (0: not known)
   const char* note = nullptr;  // e.g. "already in this thread's magazine"
 
   static BlockInfo small(unsigned c, size_t object_size, const char* note = nullptr) {

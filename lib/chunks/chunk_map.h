@@ -33,7 +33,7 @@ struct alignas(kCacheLine) ChunkMeta {
   size_t huge_request = 0;
   ChunkMeta* next = nullptr;  // list of normal chunks / recycled descriptors
   ChunkMeta* prev = nullptr;
-  uint32_t free_pages = 0;    // pages in free runs (under the heap lock)
+  uint32_t free_pages = 0;  // pages in free runs (under the heap lock)
 
   // Under the heap lock:
   uint8_t state[kPagesPerChunk];

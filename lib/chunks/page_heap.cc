@@ -15,8 +15,8 @@ struct FreeRun {
   ChunkMeta* chunk;
   uint32_t page;
   uint32_t npages;
-  bool dirty;      // may hold resident pages with old contents (not purged yet)
-  FreeRun* next;   // bin list, or the recycle list
+  bool dirty;     // may hold resident pages with old contents (not purged yet)
+  FreeRun* next;  // bin list, or the recycle list
   FreeRun* prev;
   FreeRun* dnext;  // dirty list, newest first (purged from the oldest end)
   FreeRun* dprev;
@@ -46,7 +46,7 @@ FreeRun* g_bins[kNumBins];
 uint64_t g_nonempty[(kNumBins + 63) / 64];
 FreeRun* g_dirty_head = nullptr;
 FreeRun* g_dirty_tail = nullptr;
-size_t g_dirty_pages = 0;  // pages in dirty free runs (an upper bound of what is resident)
+size_t g_dirty_pages = 0;       // pages in dirty free runs (an upper bound of what is resident)
 FreeRun* g_run_pool = nullptr;  // recycled FreeRun records
 ChunkMeta* g_chunks = nullptr;  // all normal chunks
 ChunkMeta* g_chunk_pool = nullptr;
@@ -102,8 +102,10 @@ void insert(FreeRun* r) {
   if (r->dirty) {
     r->dprev = nullptr;
     r->dnext = g_dirty_head;
-    if (g_dirty_head != nullptr) g_dirty_head->dprev = r;
-    else g_dirty_tail = r;
+    if (g_dirty_head != nullptr)
+      g_dirty_head->dprev = r;
+    else
+      g_dirty_tail = r;
     g_dirty_head = r;
     g_dirty_pages += r->npages;
   }
@@ -113,17 +115,23 @@ void insert(FreeRun* r) {
 // The inverse of insert(); the pages stay counted as free (g_free_pages).
 void remove(FreeRun* r) {
   unsigned b = bin_of(r->npages);
-  if (r->prev != nullptr) r->prev->next = r->next;
-  else g_bins[b] = r->next;
+  if (r->prev != nullptr)
+    r->prev->next = r->next;
+  else
+    g_bins[b] = r->next;
   if (r->next != nullptr) r->next->prev = r->prev;
   if (g_bins[b] == nullptr) g_nonempty[b / 64] &= ~(uint64_t{1} << (b % 64));
   r->chunk->free_run[r->page] = nullptr;
   r->chunk->free_run[r->page + r->npages - 1] = nullptr;
   if (r->dirty) {
-    if (r->dprev != nullptr) r->dprev->dnext = r->dnext;
-    else g_dirty_head = r->dnext;
-    if (r->dnext != nullptr) r->dnext->dprev = r->dprev;
-    else g_dirty_tail = r->dprev;
+    if (r->dprev != nullptr)
+      r->dprev->dnext = r->dnext;
+    else
+      g_dirty_head = r->dnext;
+    if (r->dnext != nullptr)
+      r->dnext->dprev = r->dprev;
+    else
+      g_dirty_tail = r->dprev;
     g_dirty_pages -= r->npages;
   }
   if (r->npages == kPagesPerChunk) --g_free_chunks;
@@ -181,8 +189,10 @@ void unmap_chunk(ChunkMeta* m) {
   FreeRun* r = m->free_run[0];
   remove(r);
   recycle(r);
-  if (m->prev != nullptr) m->prev->next = m->next;
-  else g_chunks = m->next;
+  if (m->prev != nullptr)
+    m->prev->next = m->next;
+  else
+    g_chunks = m->next;
   if (m->next != nullptr) m->next->prev = m->prev;
   pagemap::set(m->base, nullptr);
   platform::unmap(reinterpret_cast<void*>(m->base), kChunkSize);
@@ -337,7 +347,8 @@ void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
 
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   FreeRun* rec = new_run_record();
-  if (rec == nullptr) return false;  // out of metadata: the pages stay allocated (leak, not corruption)
+  if (rec == nullptr)
+    return false;  // out of metadata: the pages stay allocated (leak, not corruption)
   chunk->free_pages += npages;
   g_free_pages += npages;
   rec->chunk = chunk;

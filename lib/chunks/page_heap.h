@@ -29,7 +29,9 @@ struct Run {
   ChunkMeta* chunk;
   uint32_t page;
   uint32_t npages;
-  void* addr() const { return reinterpret_cast<void*>(chunk->base + (uintptr_t{page} << kPageShift)); }
+  void* addr() const {
+    return reinterpret_cast<void*>(chunk->base + (uintptr_t{page} << kPageShift));
+  }
 };
 
 // Runs for slabs (small/slab.cc), with the lock taken here: the page heap

@@ -133,8 +133,10 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   evicted.unmap_all();
   void* mem = cached.base;
   *zeroed = mem == nullptr;
-  if (mem != nullptr) size = cached.size;
-  else mem = platform::map_aligned(size, map_align);
+  if (mem != nullptr)
+    size = cached.size;
+  else
+    mem = platform::map_aligned(size, map_align);
   if (mem == nullptr) return nullptr;
   auto base = reinterpret_cast<uintptr_t>(mem);
   {

@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <cstring>
 
+#include "api/report.h"
 #include "base/config.h"
 #include "magslab/magslab.h"
-#include "api/report.h"
 
 using namespace magslab;
 
@@ -75,12 +75,12 @@ MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
   magslab_stats(&st);
   struct mallinfo2 mi;
   memset(&mi, 0, sizeof mi);
-  mi.arena = st.mapped_bytes;           // address space mapped for blocks
-  mi.ordblks = st.class_count;          // (number of size classes)
-  mi.hblks = st.huge_live_blocks;       // blocks in mappings of their own
-  mi.uordblks = st.live_bytes;          // bytes in blocks handed out
+  mi.arena = st.mapped_bytes;      // address space mapped for blocks
+  mi.ordblks = st.class_count;     // (number of size classes)
+  mi.hblks = st.huge_live_blocks;  // blocks in mappings of their own
+  mi.uordblks = st.live_bytes;     // bytes in blocks handed out
   mi.fordblks = st.mapped_bytes > st.live_bytes ? st.mapped_bytes - st.live_bytes : 0;
-  mi.keepcost = st.cached_bytes;        // free bytes magslab_trim() could give back
+  mi.keepcost = st.cached_bytes;  // free bytes magslab_trim() could give back
   return mi;
 }
 

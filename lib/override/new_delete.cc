@@ -50,7 +50,8 @@ MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a) {
 MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a) {
   return new_or_throw(n, static_cast<std::size_t>(a));
 }
-MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a,
+                                  const std::nothrow_t&) noexcept {
   return new_nothrow(n, static_cast<std::size_t>(a));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a,

@@ -10,10 +10,10 @@ namespace magslab::platform {
 [[noreturn]] void invariant_failed(const char* file, int line, const char* what);
 }  // namespace magslab::platform
 
-#define MAGSLAB_CHECK(cond, what)                                                 \
-  do {                                                                            \
-    if constexpr (::magslab::kDebugChecks) {                                      \
-      if (MAGSLAB_UNLIKELY(!(cond)))                                              \
-        ::magslab::platform::invariant_failed(__FILE__, __LINE__, what);          \
-    }                                                                             \
+#define MAGSLAB_CHECK(cond, what)                                        \
+  do {                                                                   \
+    if constexpr (::magslab::kDebugChecks) {                             \
+      if (MAGSLAB_UNLIKELY(!(cond)))                                     \
+        ::magslab::platform::invariant_failed(__FILE__, __LINE__, what); \
+    }                                                                    \
   } while (0)

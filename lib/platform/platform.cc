@@ -59,8 +59,8 @@ const PlatformOps* set_ops_for_testing(const PlatformOps* o) {
 void* map(size_t size) { return ops().map(size); }
 
 void* map_sparse(size_t size) {
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
@@ -144,8 +144,13 @@ void fatal_msg(const char* msg) {
 
 void invariant_failed(const char* file, int line, const char* what) {
   LineBuf l;
-  l.str("magslab: invariant broken at ").str(file).str(":").num(static_cast<uint64_t>(line))
-      .str(": ").str(what).end();
+  l.str("magslab: invariant broken at ")
+      .str(file)
+      .str(":")
+      .num(static_cast<uint64_t>(line))
+      .str(": ")
+      .str(what)
+      .end();
   write_stderr(l.data(), l.size());
   abort();
 }

@@ -26,7 +26,7 @@ struct Magazine {
   uint32_t pad = 0;
   uint64_t free_key = 0;  // g_free_key, copied here: free reads it from the line it
                           // already loaded (count, cap) instead of a global
-  void* objs[];        // objs[0..count) are free objects of class cls
+  void* objs[];           // objs[0..count) are free objects of class cls
 };
 static_assert(offsetof(Magazine, link) == 0);
 

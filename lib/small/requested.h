@@ -33,7 +33,8 @@ extern std::atomic<int64_t> g_folded;
 // k * e < 2^27, so the high word of the product is k (slab.h, valid_offset).
 inline uint32_t& slot(const Slab* s, const void* p) {
   uint64_t off = reinterpret_cast<uintptr_t>(p) - s->start;
-  return s->requested[static_cast<uint64_t>((static_cast<unsigned __int128>(off) * s->magic) >> 64)];
+  return s
+      ->requested[static_cast<uint64_t>((static_cast<unsigned __int128>(off) * s->magic) >> 64)];
 }
 
 // Add d to the calling thread's count (to g_folded if it has no cache: after
@@ -42,7 +43,8 @@ inline void note(int64_t d) {
   ThreadCache* tc = t_cache;
   if (MAGSLAB_LIKELY(is_owned_cache(tc))) {
     std::atomic_ref<int64_t> r(tc->requested);
-    r.store(r.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);  // relaxed: one writer
+    r.store(r.load(std::memory_order_relaxed) + d,
+            std::memory_order_relaxed);  // relaxed: one writer
   } else {
     g_folded.fetch_add(d, std::memory_order_relaxed);  // relaxed: a statistic
   }

@@ -21,11 +21,11 @@ namespace magslab {
 inline constexpr unsigned kNumClasses = 9 + 8 * 9;  // 81
 
 struct ClassInfo {
-  uint32_t size;       // object size
-  uint32_t slab_pages; // pages per slab
-  uint32_t objects;    // objects per slab
-  uint32_t mag_cap;    // magazine capacity
-  uint64_t magic;      // ceil(2^64 / size): off % size == 0  <=>  off * magic <= magic - 1
+  uint32_t size;        // object size
+  uint32_t slab_pages;  // pages per slab
+  uint32_t objects;     // objects per slab
+  uint32_t mag_cap;     // magazine capacity
+  uint64_t magic;       // ceil(2^64 / size): off % size == 0  <=>  off * magic <= magic - 1
 };
 
 namespace detail {
@@ -86,32 +86,40 @@ constexpr std::array<uint8_t, kLookupMax / 8 + 1> make_lookup() {
 
 inline constexpr std::array<ClassInfo, kNumClasses> kClasses = detail::make_table();
 // kSmallLookup[(n + 7) / 8] is the class of n, for n <= kLookupMax.
-inline constexpr std::array<uint8_t, detail::kLookupMax / 8 + 1> kSmallLookup = detail::make_lookup();
+inline constexpr std::array<uint8_t, detail::kLookupMax / 8 + 1> kSmallLookup =
+    detail::make_lookup();
 inline constexpr size_t kLookupMax = detail::kLookupMax;
 
 static_assert(kClasses[kNumClasses - 1].size == kMaxSmallSize, "classes must reach kMaxSmallSize");
 static_assert(detail::compute_class(kMaxSmallSize) == kNumClasses - 1);
 static_assert(kNumClasses <= 96, "MAGSLAB_MAX_CLASSES in magslab.h");
-static_assert([] {
-  for (unsigned c = 1; c < kNumClasses; ++c) {
-    if (kClasses[c].size % 16 != 0 || kClasses[c].size <= kClasses[c - 1].size) return false;
-    if (kClasses[c].objects * kClasses[c].size > kClasses[c].slab_pages * kPageSize) return false;
-    if (kClasses[c].objects < 2 || kClasses[c].objects > kMaxSlabObjects) return false;
-  }
-  return true;
-}(), "class table invariants");
-static_assert([] {
-  // A power-of-two class fills its slab exactly (the free check relies on it).
-  for (const ClassInfo& ci : kClasses)
-    if (is_pow2(ci.size) && (ci.slab_pages * kPageSize) % ci.size != 0) return false;
-  return true;
-}(), "power-of-two classes have no slab tail");
-static_assert([] {
-  // (n + 7) / 8 lookup agrees with the computed class for every n it covers.
-  for (size_t n = 0; n <= kLookupMax; ++n)
-    if (kSmallLookup[(n + 7) / 8] != detail::compute_class(n)) return false;
-  return true;
-}(), "lookup table");
+static_assert(
+    [] {
+      for (unsigned c = 1; c < kNumClasses; ++c) {
+        if (kClasses[c].size % 16 != 0 || kClasses[c].size <= kClasses[c - 1].size) return false;
+        if (kClasses[c].objects * kClasses[c].size > kClasses[c].slab_pages * kPageSize)
+          return false;
+        if (kClasses[c].objects < 2 || kClasses[c].objects > kMaxSlabObjects) return false;
+      }
+      return true;
+    }(),
+    "class table invariants");
+static_assert(
+    [] {
+      // A power-of-two class fills its slab exactly (the free check relies on it).
+      for (const ClassInfo& ci : kClasses)
+        if (is_pow2(ci.size) && (ci.slab_pages * kPageSize) % ci.size != 0) return false;
+      return true;
+    }(),
+    "power-of-two classes have no slab tail");
+static_assert(
+    [] {
+      // (n + 7) / 8 lookup agrees with the computed class for every n it covers.
+      for (size_t n = 0; n <= kLookupMax; ++n)
+        if (kSmallLookup[(n + 7) / 8] != detail::compute_class(n)) return false;
+      return true;
+    }(),
+    "lookup table");
 
 inline unsigned class_of(size_t n) {
   return n <= kLookupMax ? kSmallLookup[(n + 7) >> 3] : detail::compute_class(n);

@@ -27,9 +27,7 @@ struct alignas(kCacheLine) SlabClass {
 SlabClass g_classes[kNumClasses];
 TaggedStack g_slab_pool;  // unused Slab records (type-stable)
 
-Slab* slab_of(const SlabClass&, uintptr_t p) {
-  return pagemap::lookup_slab(p);
-}
+Slab* slab_of(const SlabClass&, uintptr_t p) { return pagemap::lookup_slab(p); }
 
 void partial_push(SlabClass& sc, Slab* s) {
   s->prev = nullptr;
@@ -40,8 +38,10 @@ void partial_push(SlabClass& sc, Slab* s) {
 }
 
 void partial_remove(SlabClass& sc, Slab* s) {
-  if (s->prev != nullptr) s->prev->next = s->next;
-  else sc.partial = s->next;
+  if (s->prev != nullptr)
+    s->prev->next = s->next;
+  else
+    sc.partial = s->next;
   if (s->next != nullptr) s->next->prev = s->prev;
   s->next = s->prev = nullptr;
   s->in_partial = false;
@@ -107,7 +107,6 @@ void give_back(Slab* s) {
   heap::free_slab_run(chunk, first_page, npages);
 }
 
-
 // Debug preset: the slab and class equations after a slab changed (class lock
 // held): nfree is the number of set bits, no bit past the last object, the
 // slab is on the partial list exactly when some but not all of its objects
@@ -115,13 +114,15 @@ void give_back(Slab* s) {
 void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
   if constexpr (kDebugChecks) {
     uint32_t words = (ci.objects + 63) / 64, bits = 0;
-    for (uint32_t w = 0; w < words; ++w) bits += static_cast<uint32_t>(__builtin_popcountll(s->free_bits[w]));
+    for (uint32_t w = 0; w < words; ++w)
+      bits += static_cast<uint32_t>(__builtin_popcountll(s->free_bits[w]));
     MAGSLAB_CHECK(bits == s->nfree, "slab: nfree differs from its free bitmap");
     MAGSLAB_CHECK(ci.objects % 64 == 0 || (s->free_bits[words - 1] >> (ci.objects % 64)) == 0,
                   "slab: a free bit past the last object");
     MAGSLAB_CHECK(s == sc.empty || s->in_partial == (s->nfree > 0 && s->nfree < ci.objects),
                   "slab: on the partial list exactly when partly used");
-    MAGSLAB_CHECK(sc.carved <= sc.slabs * size_t{ci.objects}, "class: more objects out than its slabs hold");
+    MAGSLAB_CHECK(sc.carved <= sc.slabs * size_t{ci.objects},
+                  "class: more objects out than its slabs hold");
     MAGSLAB_CHECK(sc.slabs != 0 || sc.carved == 0, "class: objects out but no slab in use");
   }
 }
@@ -184,12 +185,14 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
       Slab* s = slab_of(sc, p);
       if (s == nullptr) platform::misuse(Misuse::kInvalidFree, objs[i]);
       if (s->cls != cls)  // a magazine of class cls held it: the heap is corrupt
-        platform::misuse(Misuse::kInvalidFree, objs[i],
-                         BlockInfo::small(s->cls, kClasses[s->cls].size, "in a magazine of another class"));
+        platform::misuse(
+            Misuse::kInvalidFree, objs[i],
+            BlockInfo::small(s->cls, kClasses[s->cls].size, "in a magazine of another class"));
       uint32_t idx = static_cast<uint32_t>((p - s->start) / ci.size);
       uint64_t bit = uint64_t{1} << (idx % 64);
       if (s->free_bits[idx / 64] & bit)
-        platform::misuse(Misuse::kDoubleFree, objs[i], BlockInfo::small(cls, ci.size, "already free in its slab"));
+        platform::misuse(Misuse::kDoubleFree, objs[i],
+                         BlockInfo::small(cls, ci.size, "already free in its slab"));
       s->free_bits[idx / 64] |= bit;
       if (idx / 64 < s->hint) s->hint = idx / 64;
       ++s->nfree;
@@ -260,7 +263,8 @@ void unlock_all_after_fork() {
 ClassCounts counts(unsigned cls) {
   SlabClass& sc = g_classes[cls];
   LockGuard g(sc.lock);
-  return ClassCounts{sc.carved, sc.slabs + (sc.empty != nullptr ? 1 : 0), sc.empty != nullptr ? 1u : 0u};
+  return ClassCounts{sc.carved, sc.slabs + (sc.empty != nullptr ? 1 : 0),
+                     sc.empty != nullptr ? 1u : 0u};
 }
 
 }  // namespace magslab::slab

@@ -34,14 +34,14 @@ struct alignas(kCacheLine) Slab {
   std::atomic<const void*> owner{nullptr};
   uint32_t cls = 0;
   // Under the class lock:
-  uint32_t nfree = 0;   // bits set in free_bits
-  uint32_t hint = 0;    // no free bits in words below this one
+  uint32_t nfree = 0;  // bits set in free_bits
+  uint32_t hint = 0;   // no free bits in words below this one
   uint32_t first_page = 0;
-  Slab* next = nullptr; // partial list of the class
+  Slab* next = nullptr;  // partial list of the class
   Slab* prev = nullptr;
   ChunkMeta* chunk = nullptr;
   bool in_partial = false;
-  StackLink recycle;    // link in the pool of unused Slab records
+  StackLink recycle;  // link in the pool of unused Slab records
   // Exact mode only (kExactRequested): the size requested for object i, written
   // by whoever takes the object out of a magazine for the program and read by
   // its free (the program's hand-over of the pointer orders the two). Mapped

@@ -75,8 +75,7 @@ void init_once() {
   uint64_t expected = 0;
   // relaxed: the key's value matters only to this process; any thread sees it
   // no later than its own cache creation, which goes through init_once.
-  g_free_key.compare_exchange_strong(expected, platform::random_u64(),
-                                     std::memory_order_relaxed);
+  g_free_key.compare_exchange_strong(expected, platform::random_u64(), std::memory_order_relaxed);
 }
 
 // The calling thread's real cache, created on first use. nullptr when out of
@@ -86,7 +85,8 @@ ThreadCache* current() {
   if (MAGSLAB_LIKELY(tc != &g_sentinel_cache)) return tc != &g_exited_cache ? tc : nullptr;
   pthread_once(&g_once, init_once);
   if (StackLink* l = g_cache_pool.pop()) {
-    tc = reinterpret_cast<ThreadCache*>(reinterpret_cast<char*>(l) - offsetof(ThreadCache, recycle));
+    tc =
+        reinterpret_cast<ThreadCache*>(reinterpret_cast<char*>(l) - offsetof(ThreadCache, recycle));
   } else {
     void* mem = meta::alloc(sizeof(ThreadCache));
     if (mem == nullptr) return nullptr;
@@ -160,8 +160,10 @@ void on_thread_exit(void* arg) {
   {
     LockGuard g(g_registry_lock);
     fold_requested(tc);  // under the lock: requested_sum() sees it exactly once
-    if (tc->reg_prev != nullptr) tc->reg_prev->reg_next = tc->reg_next;
-    else g_registry = tc->reg_next;
+    if (tc->reg_prev != nullptr)
+      tc->reg_prev->reg_next = tc->reg_next;
+    else
+      g_registry = tc->reg_next;
     if (tc->reg_next != nullptr) tc->reg_next->reg_prev = tc->reg_prev;
   }
   // Whatever this thread allocates or frees from now on (another key's
@@ -275,8 +277,9 @@ void free_key_match(void* p, unsigned cls, const void* owner) {
     for (Magazine* m : {pr.loaded, pr.previous, pr.remote})
       for (uint32_t i = 0; i < m->count; ++i)
         if (m->objs[i] == p)
-          platform::misuse(Misuse::kDoubleFree, p,
-                           BlockInfo::small(cls, kClasses[cls].size, "already in this thread's magazine"));
+          platform::misuse(
+              Misuse::kDoubleFree, p,
+              BlockInfo::small(cls, kClasses[cls].size, "already in this thread's magazine"));
   }
   if (slab::is_free_in_slab(cls, p))
     platform::misuse(Misuse::kDoubleFree, p,

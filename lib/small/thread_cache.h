@@ -27,9 +27,9 @@ namespace magslab {
 // cache-scratch).
 struct alignas(kCacheLine) ThreadCache {
   struct alignas(32) Pair {  // 32 bytes: indexing by class is a shift
-    Magazine* loaded;    // alloc pops from / free of an own object pushes to this one
-    Magazine* previous;  // the one before: full or empty, swapped in on a miss
-    Magazine* remote;    // frees of other threads' objects; only ever goes to the depot
+    Magazine* loaded;        // alloc pops from / free of an own object pushes to this one
+    Magazine* previous;      // the one before: full or empty, swapped in on a miss
+    Magazine* remote;        // frees of other threads' objects; only ever goes to the depot
   };
   Pair cls[kNumClasses];
   ThreadCache* reg_next = nullptr;  // registry of live caches (for stats)
@@ -63,7 +63,6 @@ inline bool is_owned_cache(const ThreadCache* tc) {
 // constinit: no dynamic initialisation, so no TLS wrapper call on access.
 extern constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec")));
 
-
 namespace cache {
 
 // Slow paths: never inlined, so the fast paths stay a few instructions.
@@ -91,7 +90,8 @@ inline void free(void* p, const Slab* s) {
   Magazine* m = owner == tc ? pr.loaded : pr.remote;
   uint32_t n = m->count;
   if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls, owner);
-  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key)) return free_key_match(p, cls, owner);
+  if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key))
+    return free_key_match(p, cls, owner);
   mag_push(m, n, p);
 }
 

@@ -29,12 +29,19 @@ static size_t glibc_usable(void* p) {
 /* Fake-pointer table: open addressing, spinlock, entries never removed
  * except by the owner of the fake pointer freeing it. */
 #define FAKE_SLOTS 65536
-struct fake { void* fake; void* real; size_t size; };
+struct fake {
+  void* fake;
+  void* real;
+  size_t size;
+};
 static struct fake fakes[FAKE_SLOTS];
 static atomic_flag fake_lock = ATOMIC_FLAG_INIT;
 static atomic_int fake_count;
 
-static void lock(void) { while (atomic_flag_test_and_set_explicit(&fake_lock, memory_order_acquire)) {} }
+static void lock(void) {
+  while (atomic_flag_test_and_set_explicit(&fake_lock, memory_order_acquire)) {
+  }
+}
 static void unlock(void) { atomic_flag_clear_explicit(&fake_lock, memory_order_release); }
 static size_t slot_of(void* p) { return (((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull) >> 48; }
 
@@ -137,7 +144,10 @@ void* realloc(void* p, size_t n) {
 void* memalign(size_t a, size_t n) { return SHIM_ALIGNED(a, n); }
 
 void* aligned_alloc(size_t a, size_t n) {
-  if (a == 0 || (a & (a - 1)) != 0) { errno = EINVAL; return NULL; }
+  if (a == 0 || (a & (a - 1)) != 0) {
+    errno = EINVAL;
+    return NULL;
+  }
   return SHIM_ALIGNED(a, n);
 }
 

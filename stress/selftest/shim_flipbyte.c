@@ -11,8 +11,8 @@ static void* flip_malloc(size_t n);
 static int flip_on_free(void* p);
 #include "shim_common.h"
 
-static void* _Atomic held;        /* freed, waiting to be reused */
-static void* _Atomic reused;      /* handed out again; flip it soon */
+static void* _Atomic held;   /* freed, waiting to be reused */
+static void* _Atomic reused; /* handed out again; flip it soon */
 static _Atomic size_t reused_size;
 static atomic_ulong flip_at;
 
@@ -49,7 +49,7 @@ static int flip_on_free(void* p) {
   unsigned long c = atomic_fetch_add(&shim_calls, 1);
   maybe_flip(c);
   if (p == NULL) return 0;
-  void* mine = p;  /* freed before the flip: no flip into freed memory */
+  void* mine = p; /* freed before the flip: no flip into freed memory */
   if (atomic_compare_exchange_strong(&reused, &mine, NULL)) return 0;
   size_t u = glibc_usable(p);
   if (c > 1000 && c % 2000 == 0 && u >= 48 && u <= 4096) {

@@ -6,7 +6,7 @@
 
 int main(void) {
   enum { kCount = 64 };
-  void *blocks[kCount];
+  void* blocks[kCount];
   for (int i = 0; i < kCount; ++i) {
     size_t size = (size_t)(i + 1) * 24;
     blocks[i] = magslab_malloc(size);
@@ -20,15 +20,15 @@ int main(void) {
   struct magslab_stats stats;
   magslab_stats(&stats);
   if (stats.live_objects < (size_t)kCount) {
-    fprintf(stderr, "consumer: stats report %zu live objects, expected >= %d\n",
-            stats.live_objects, kCount);
+    fprintf(stderr, "consumer: stats report %zu live objects, expected >= %d\n", stats.live_objects,
+            kCount);
     return 1;
   }
-  printf("consumer: live_objects=%zu live_bytes=%zu mapped_bytes=%zu\n",
-         stats.live_objects, stats.live_bytes, stats.mapped_bytes);
+  printf("consumer: live_objects=%zu live_bytes=%zu mapped_bytes=%zu\n", stats.live_objects,
+         stats.live_bytes, stats.mapped_bytes);
 
   for (int i = 0; i < kCount; ++i) {
-    const unsigned char *p = (const unsigned char *)blocks[i];
+    const unsigned char* p = (const unsigned char*)blocks[i];
     if (p[0] != (unsigned char)(i & 0xff)) {
       fprintf(stderr, "consumer: block %d corrupted\n", i);
       return 1;

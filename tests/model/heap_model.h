@@ -64,17 +64,28 @@ inline constexpr unsigned kNumSingleThreadKinds = 9;
 
 inline const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::Malloc: return "malloc";
-    case Kind::Calloc: return "calloc";
-    case Kind::Realloc: return "realloc";
-    case Kind::AlignedAlloc: return "aligned_alloc";
-    case Kind::PosixMemalign: return "posix_memalign";
-    case Kind::Free: return "free";
-    case Kind::FreeSized: return "free_sized";
-    case Kind::UsableSize: return "usable_size";
-    case Kind::Reuse: return "reuse";
-    case Kind::Give: return "give";
-    case Kind::Take: return "take";
+    case Kind::Malloc:
+      return "malloc";
+    case Kind::Calloc:
+      return "calloc";
+    case Kind::Realloc:
+      return "realloc";
+    case Kind::AlignedAlloc:
+      return "aligned_alloc";
+    case Kind::PosixMemalign:
+      return "posix_memalign";
+    case Kind::Free:
+      return "free";
+    case Kind::FreeSized:
+      return "free_sized";
+    case Kind::UsableSize:
+      return "usable_size";
+    case Kind::Reuse:
+      return "reuse";
+    case Kind::Give:
+      return "give";
+    case Kind::Take:
+      return "take";
   }
   return "?";
 }
@@ -90,19 +101,23 @@ inline size_t size_from_tier(unsigned tier, uint32_t raw) {
   switch (tier % kNumTiers) {
     case 0:
     case 1:
-    case 2: return raw % 257;
+    case 2:
+      return raw % 257;
     case 3:
-    case 4: return raw % 4097;
-    case 5: return raw % (kMaxSmall + 1);
-    case 6: return kMaxSmall + 1 + raw % (kHugeThreshold - kMaxSmall);
-    default: return kHugeThreshold + 1 + raw % (kMaxModelSize - kHugeThreshold);
+    case 4:
+      return raw % 4097;
+    case 5:
+      return raw % (kMaxSmall + 1);
+    case 6:
+      return kMaxSmall + 1 + raw % (kHugeThreshold - kMaxSmall);
+    default:
+      return kHugeThreshold + 1 + raw % (kMaxModelSize - kHugeThreshold);
   }
 }
 
 // Alignment selector: 0..16 -> 1 << sel (1 B .. 64 KiB); above, one of these
 // invalid ones (not a power of two).
-inline constexpr size_t kBadAlignments[] = {0, 3, 12, 24, 48, 96, 1000, 65537, 3 << 20,
-                                            ~size_t{0}};
+inline constexpr size_t kBadAlignments[] = {0, 3, 12, 24, 48, 96, 1000, 65537, 3 << 20, ~size_t{0}};
 inline constexpr unsigned kNumAlignSel = 17 + sizeof(kBadAlignments) / sizeof(kBadAlignments[0]);
 inline size_t alignment_from_sel(uint32_t sel) {
   sel %= kNumAlignSel;
@@ -412,8 +427,7 @@ class Interpreter {
       if (reinterpret_cast<uintptr_t>(b.p) % b.align != 0)
         return fail(describe(b) + " lost its alignment");
       size_t u = magslab_usable_size(b.p);
-      if (u != b.usable)
-        return fail(describe(b) + " usable_size changed to " + std::to_string(u));
+      if (u != b.usable) return fail(describe(b) + " usable_size changed to " + std::to_string(u));
       if (i > 0 && sorted_[i - 1].p + sorted_[i - 1].usable > b.p)
         return fail(describe(sorted_[i - 1]) + " overlaps " + describe(b));
     }
@@ -431,8 +445,8 @@ class Interpreter {
   }
   static std::string describe(const Block& b) {
     std::ostringstream os;
-    os << "block " << static_cast<const void*>(b.p) << " (size " << b.size << ", align "
-       << b.align << ", usable " << b.usable << ")";
+    os << "block " << static_cast<const void*>(b.p) << " (size " << b.size << ", align " << b.align
+       << ", usable " << b.usable << ")";
     return os.str();
   }
   static size_t default_align(size_t size) { return size >= 16 ? 16 : 8; }
@@ -445,8 +459,8 @@ class Interpreter {
   bool verify(const Block& b, const char* when) {
     size_t bad = pattern_mismatch(b.p, b.usable, b.usable, b.seed);
     if (bad != b.usable)
-      return fail(describe(b) + " contents changed at offset " + std::to_string(bad) + " (" +
-                  when + ")");
+      return fail(describe(b) + " contents changed at offset " + std::to_string(bad) + " (" + when +
+                  ")");
     return true;
   }
 
@@ -466,8 +480,8 @@ class Interpreter {
     uintptr_t begin = reinterpret_cast<uintptr_t>(b.p);
     if (!intervals_.insert(begin, begin + std::max<size_t>(b.usable, 1), &other)) {
       std::ostringstream os;
-      os << what << " returned " << describe(b) << ", overlapping the live block at 0x"
-         << std::hex << other;
+      os << what << " returned " << describe(b) << ", overlapping the live block at 0x" << std::hex
+         << other;
       return fail(os.str());
     }
     if (zeroed) {
@@ -534,14 +548,15 @@ class Interpreter {
         if (op.aux % 32 == 31) {  // count * size overflows
           errno = 0;
           void* p = magslab_calloc((~size_t{0} >> 1) + 2, 2 + op.aux % 7);
-          if (p != nullptr) return fail("calloc with an overflowing count*size did not return NULL");
+          if (p != nullptr)
+            return fail("calloc with an overflowing count*size did not return NULL");
           if (errno != ENOMEM) return fail("calloc overflow: errno " + std::to_string(errno));
           return true;
         }
         size_t count = 1 + op.aux % 8;
         size_t each = op.size / count;
-        return adopt_new(magslab_calloc(count, each), count * each,
-                         default_align(count * each), true, "calloc") &&
+        return adopt_new(magslab_calloc(count, each), count * each, default_align(count * each),
+                         true, "calloc") &&
                mark_slab(count * each <= kMaxSmall);
       }
 
@@ -566,7 +581,7 @@ class Interpreter {
           return true;
         }
         size_t n = op.size;
-        if (variant == 2) n = old.size + (op.aux >> 4) % 64 + 1;                 // grow a bit
+        if (variant == 2) n = old.size + (op.aux >> 4) % 64 + 1;  // grow a bit
         if (variant == 3) n = old.size - std::min(old.size, size_t{(op.aux >> 4) % 64 + 1});
         if (n == 0) n = 1;
         drop(i);
@@ -626,8 +641,10 @@ class Interpreter {
         return adopt_new(p, op.size, a, false, "posix_memalign");
       }
 
-      case Kind::Free: return do_free(op, false);
-      case Kind::FreeSized: return do_free(op, true);
+      case Kind::Free:
+        return do_free(op, false);
+      case Kind::FreeSized:
+        return do_free(op, true);
 
       case Kind::UsableSize: {
         if (magslab_usable_size(nullptr) != 0) return fail("usable_size(NULL) != 0");

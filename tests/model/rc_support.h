@@ -23,27 +23,27 @@ namespace magslab_model {
 // <= 64 KiB, ~6% large (page runs), ~4% huge (mappings of their own). Every
 // field shrinks towards 0 (malloc, tiny sizes, alignment 1, the first block).
 inline rc::Gen<Op> gen_op(bool with_handoff) {
-  rc::Gen<unsigned> kind = with_handoff
-      ? rc::gen::weightedElement<unsigned>({{20, unsigned(Kind::Malloc)},
-                                            {6, unsigned(Kind::Calloc)},
-                                            {14, unsigned(Kind::Realloc)},
-                                            {6, unsigned(Kind::AlignedAlloc)},
-                                            {4, unsigned(Kind::PosixMemalign)},
-                                            {14, unsigned(Kind::Free)},
-                                            {6, unsigned(Kind::FreeSized)},
-                                            {3, unsigned(Kind::UsableSize)},
-                                            {4, unsigned(Kind::Reuse)},
-                                            {8, unsigned(Kind::Give)},
-                                            {8, unsigned(Kind::Take)}})
-      : rc::gen::weightedElement<unsigned>({{20, unsigned(Kind::Malloc)},
-                                            {6, unsigned(Kind::Calloc)},
-                                            {16, unsigned(Kind::Realloc)},
-                                            {7, unsigned(Kind::AlignedAlloc)},
-                                            {5, unsigned(Kind::PosixMemalign)},
-                                            {16, unsigned(Kind::Free)},
-                                            {8, unsigned(Kind::FreeSized)},
-                                            {4, unsigned(Kind::UsableSize)},
-                                            {6, unsigned(Kind::Reuse)}});
+  rc::Gen<unsigned> kind =
+      with_handoff ? rc::gen::weightedElement<unsigned>({{20, unsigned(Kind::Malloc)},
+                                                         {6, unsigned(Kind::Calloc)},
+                                                         {14, unsigned(Kind::Realloc)},
+                                                         {6, unsigned(Kind::AlignedAlloc)},
+                                                         {4, unsigned(Kind::PosixMemalign)},
+                                                         {14, unsigned(Kind::Free)},
+                                                         {6, unsigned(Kind::FreeSized)},
+                                                         {3, unsigned(Kind::UsableSize)},
+                                                         {4, unsigned(Kind::Reuse)},
+                                                         {8, unsigned(Kind::Give)},
+                                                         {8, unsigned(Kind::Take)}})
+                   : rc::gen::weightedElement<unsigned>({{20, unsigned(Kind::Malloc)},
+                                                         {6, unsigned(Kind::Calloc)},
+                                                         {16, unsigned(Kind::Realloc)},
+                                                         {7, unsigned(Kind::AlignedAlloc)},
+                                                         {5, unsigned(Kind::PosixMemalign)},
+                                                         {16, unsigned(Kind::Free)},
+                                                         {8, unsigned(Kind::FreeSized)},
+                                                         {4, unsigned(Kind::UsableSize)},
+                                                         {6, unsigned(Kind::Reuse)}});
   rc::Gen<unsigned> tier = rc::gen::weightedElement<unsigned>(
       {{30, 0}, {15, 1}, {15, 2}, {12, 3}, {8, 4}, {10, 5}, {6, 6}, {4, 7}});
   rc::Gen<uint32_t> align_sel = rc::gen::weightedOneOf<uint32_t>(
@@ -72,8 +72,7 @@ void check_property(Testable&& testable, int max_success, int max_size) {
   const char* env = std::getenv("RC_PARAMS");
   if (env == nullptr || std::strstr(env, "max_success") == nullptr) params.maxSuccess = max_success;
   if (env == nullptr || std::strstr(env, "max_size") == nullptr) params.maxSize = max_size;
-  const auto result =
-      checkProperty(toProperty(std::forward<Testable>(testable)), metadata, params);
+  const auto result = checkProperty(toProperty(std::forward<Testable>(testable)), metadata, params);
   std::ostringstream ss;
   printResultMessage(result, ss);
   if (result.template is<SuccessResult>()) {

@@ -24,30 +24,35 @@
 static int g_failures;
 static int g_magslab; /* 1 when the program runs on magslab */
 
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      printf("FAIL line %d: %s\n", __LINE__, #cond);                             \
-      ++g_failures;                                                              \
-    }                                                                            \
+#define CHECK(cond)                                  \
+  do {                                               \
+    if (!(cond)) {                                   \
+      printf("FAIL line %d: %s\n", __LINE__, #cond); \
+      ++g_failures;                                  \
+    }                                                \
   } while (0)
 
 /* Checks only meaningful on magslab (glibc 2.36 differs or lacks the symbol). */
-#define CHECK_MAGSLAB(cond)                                                      \
-  do {                                                                           \
-    if (g_magslab && !(cond)) {                                                  \
-      fprintf(stderr, "FAIL (magslab-only) line %d: %s\n", __LINE__, #cond);     \
-      ++g_failures;                                                              \
-    }                                                                            \
+#define CHECK_MAGSLAB(cond)                                                  \
+  do {                                                                       \
+    if (g_magslab && !(cond)) {                                              \
+      fprintf(stderr, "FAIL (magslab-only) line %d: %s\n", __LINE__, #cond); \
+      ++g_failures;                                                          \
+    }                                                                        \
   } while (0)
 
 static const char* errname(int e) {
   switch (e) {
-    case 0: return "0";
-    case ENOMEM: return "ENOMEM";
-    case EINVAL: return "EINVAL";
-    case 4242: return "unchanged";
-    default: return "other";
+    case 0:
+      return "0";
+    case ENOMEM:
+      return "ENOMEM";
+    case EINVAL:
+      return "EINVAL";
+    case 4242:
+      return "unchanged";
+    default:
+      return "other";
   }
 }
 
@@ -104,7 +109,10 @@ static void test_malloc(void) {
   size_t bad_usable = 0, bad_align = 0, bad_content = 0;
   for (size_t n = 1; n <= 4096; ++n) {
     blocks[n] = malloc(n);
-    if (!blocks[n]) { ++bad_content; continue; }
+    if (!blocks[n]) {
+      ++bad_content;
+      continue;
+    }
     if (malloc_usable_size(blocks[n]) < n) ++bad_usable;
     if (!aligned_to(blocks[n], n >= 16 ? 16 : 8)) ++bad_align;
     fill(blocks[n], n, (unsigned)n);
@@ -113,8 +121,8 @@ static void test_malloc(void) {
     if (blocks[n] && !verify(blocks[n], n, (unsigned)n)) ++bad_content;
     free(blocks[n]);
   }
-  printf("sizes 1..4096: usable<request %zu, misaligned %zu, corrupt %zu\n", bad_usable,
-         bad_align, bad_content);
+  printf("sizes 1..4096: usable<request %zu, misaligned %zu, corrupt %zu\n", bad_usable, bad_align,
+         bad_content);
   CHECK(bad_usable == 0 && bad_align == 0 && bad_content == 0);
 
   int big_ok = 1;
@@ -122,7 +130,11 @@ static void test_malloc(void) {
     for (int d = -1; d <= 1; ++d) {
       size_t m = n + (size_t)d;
       unsigned char* q = malloc(m);
-      if (!q || malloc_usable_size(q) < m || !aligned_to(q, 16)) { big_ok = 0; free(q); continue; }
+      if (!q || malloc_usable_size(q) < m || !aligned_to(q, 16)) {
+        big_ok = 0;
+        free(q);
+        continue;
+      }
       /* touch the first and last page and a pattern at both ends */
       fill(q, 2048, 7);
       fill(q + m - 2048, 2048, 9);
@@ -189,13 +201,19 @@ static void test_realloc(void) {
   int ok = 1;
   for (size_t n = 101; n <= ((size_t)8 << 20); n = n + n / 3 + 1) {
     p = realloc(p, n);
-    if (!p || !verify(p, cur, 3)) { ok = 0; break; }
+    if (!p || !verify(p, cur, 3)) {
+      ok = 0;
+      break;
+    }
     fill(p, n, 3);
     cur = n;
   }
   for (size_t n = cur; ok && n > 1; n = n / 2) {
     p = realloc(p, n);
-    if (!p || !verify(p, n, 3)) { ok = 0; break; }
+    if (!p || !verify(p, n, 3)) {
+      ok = 0;
+      break;
+    }
     cur = n;
   }
   printf("realloc grow/shrink 100 B .. 8 MiB keeps contents: %s\n", ok ? "ok" : "BAD");
@@ -302,12 +320,16 @@ static void test_aligned_alloc(void) {
     static const size_t sizes[] = {1, 64, 100, 4096, 12345, (size_t)1 << 20};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; ++i) {
       void* p = aligned_alloc(al, sizes[i]);
-      if (!p || !aligned_to(p, al) || malloc_usable_size(p) < sizes[i]) ok = 0;
-      else memset(p, 1, sizes[i]);
+      if (!p || !aligned_to(p, al) || malloc_usable_size(p) < sizes[i])
+        ok = 0;
+      else
+        memset(p, 1, sizes[i]);
       free(p);
       p = memalign(al, sizes[i]);
-      if (!p || !aligned_to(p, al) || malloc_usable_size(p) < sizes[i]) ok = 0;
-      else memset(p, 2, sizes[i]);
+      if (!p || !aligned_to(p, al) || malloc_usable_size(p) < sizes[i])
+        ok = 0;
+      else
+        memset(p, 2, sizes[i]);
       free(p);
     }
   }
@@ -330,8 +352,8 @@ static void test_aligned_alloc(void) {
   printf("aligned_alloc bad alignments: checked (magslab: NULL/EINVAL)\n");
 
   /* glibc memalign: a non-power-of-two alignment is rounded up to the next one. */
-  static const size_t odd[][2] = {{3, 4}, {24, 32}, {48, 64}, {100, 128}, {3000, 4096},
-                                  {5000, 8192}};
+  static const size_t odd[][2] = {{3, 4},     {24, 32},     {48, 64},
+                                  {100, 128}, {3000, 4096}, {5000, 8192}};
   for (size_t i = 0; i < sizeof odd / sizeof odd[0]; ++i) {
     void* p = memalign(odd[i][0], 200);
     printf("memalign(%zu, 200): %s, aligned to %zu: %s\n", odd[i][0], p ? "non-NULL" : "NULL",
@@ -395,10 +417,16 @@ static void test_sized_free(void) {
   for (size_t n = 1; n <= ((size_t)4 << 20); n = n * 2 + 3) {
     void* p = malloc(n);
     memset(p, 9, n);
-    if (fs) fs(p, n); else free(p);
+    if (fs)
+      fs(p, n);
+    else
+      free(p);
     void* q = aligned_alloc(256, n);
     memset(q, 9, n);
-    if (fas) fas(q, 256, n); else free(q);
+    if (fas)
+      fas(q, 256, n);
+    else
+      free(q);
     ++n_ok;
   }
   if (fs) fs(NULL, 0);

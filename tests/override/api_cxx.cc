@@ -31,12 +31,12 @@ namespace {
 int g_failures = 0;
 bool g_magslab = false;
 
-#define CHECK(cond)                                          \
-  do {                                                       \
-    if (!(cond)) {                                           \
-      std::printf("FAIL line %d: %s\n", __LINE__, #cond);    \
-      ++g_failures;                                          \
-    }                                                        \
+#define CHECK(cond)                                       \
+  do {                                                    \
+    if (!(cond)) {                                        \
+      std::printf("FAIL line %d: %s\n", __LINE__, #cond); \
+      ++g_failures;                                       \
+    }                                                     \
   } while (0)
 
 bool aligned_to(const void* p, std::size_t a) {
@@ -84,21 +84,45 @@ void test_operator_forms() {
     };
     const std::size_t dflt = __STDCPP_DEFAULT_NEW_ALIGNMENT__;
     void* p;
-    p = ::operator new(n);                      check(p, dflt); ::operator delete(p);
-    p = ::operator new(n);                      check(p, dflt); ::operator delete(p, n);
-    p = ::operator new[](n);                    check(p, dflt); ::operator delete[](p);
-    p = ::operator new[](n);                    check(p, dflt); ::operator delete[](p, n);
-    p = ::operator new(n, std::nothrow);        check(p, dflt); ::operator delete(p, std::nothrow);
-    p = ::operator new[](n, std::nothrow);      check(p, dflt); ::operator delete[](p, std::nothrow);
+    p = ::operator new(n);
+    check(p, dflt);
+    ::operator delete(p);
+    p = ::operator new(n);
+    check(p, dflt);
+    ::operator delete(p, n);
+    p = ::operator new[](n);
+    check(p, dflt);
+    ::operator delete[](p);
+    p = ::operator new[](n);
+    check(p, dflt);
+    ::operator delete[](p, n);
+    p = ::operator new(n, std::nothrow);
+    check(p, dflt);
+    ::operator delete(p, std::nothrow);
+    p = ::operator new[](n, std::nothrow);
+    check(p, dflt);
+    ::operator delete[](p, std::nothrow);
     for (std::size_t a : {std::size_t{32}, std::size_t{64}, std::size_t{256}, std::size_t{4096},
                           std::size_t{1} << 16, std::size_t{2} << 20}) {
       const auto al = static_cast<std::align_val_t>(opaque(a));
-      p = ::operator new(n, al);                       check(p, a); ::operator delete(p, al);
-      p = ::operator new(n, al);                       check(p, a); ::operator delete(p, n, al);
-      p = ::operator new[](n, al);                     check(p, a); ::operator delete[](p, al);
-      p = ::operator new[](n, al);                     check(p, a); ::operator delete[](p, n, al);
-      p = ::operator new(n, al, std::nothrow);         check(p, a); ::operator delete(p, al, std::nothrow);
-      p = ::operator new[](n, al, std::nothrow);       check(p, a); ::operator delete[](p, al, std::nothrow);
+      p = ::operator new(n, al);
+      check(p, a);
+      ::operator delete(p, al);
+      p = ::operator new(n, al);
+      check(p, a);
+      ::operator delete(p, n, al);
+      p = ::operator new[](n, al);
+      check(p, a);
+      ::operator delete[](p, al);
+      p = ::operator new[](n, al);
+      check(p, a);
+      ::operator delete[](p, n, al);
+      p = ::operator new(n, al, std::nothrow);
+      check(p, a);
+      ::operator delete(p, al, std::nothrow);
+      p = ::operator new[](n, al, std::nothrow);
+      check(p, a);
+      ::operator delete[](p, al, std::nothrow);
     }
   }
   std::printf("operator forms x sizes x alignments: %d of %d ok\n", ok, total);
@@ -112,7 +136,7 @@ void test_operator_forms() {
   ::operator delete(b);
   ::operator delete(nullptr);
   ::operator delete[](nullptr);
-  ::operator delete(nullptr, std::align_val_t{64});
+  ::operator delete (nullptr, std::align_val_t{64});
   std::printf("operator delete(nullptr) forms: ok\n");
 }
 
@@ -309,11 +333,10 @@ void test_failures_and_handler() {
   std::printf("operator new(SIZE_MAX), no handler: %s\n",
               outcome([&] { return ::operator new(opaque(SIZE_MAX)); }));
   std::printf("operator new(2^62, align 64), no handler: %s\n",
-              outcome([&] { return ::operator new(huge, std::align_val_t{64}); }));
+              outcome([&] { return ::operator new (huge, std::align_val_t{64}); }));
   std::printf("operator new[](2^62, align 4096), no handler: %s\n",
               outcome([&] { return ::operator new[](huge, std::align_val_t{4096}); }));
-  std::printf("new char[2^62]: %s\n",
-              outcome([&] { return static_cast<void*>(new char[huge]); }));
+  std::printf("new char[2^62]: %s\n", outcome([&] { return static_cast<void*>(new char[huge]); }));
   std::printf("new long[SIZE_MAX/4] (size overflow): %s\n",
               outcome([&] { return static_cast<void*>(new long[opaque(SIZE_MAX / 4)]); }));
   std::printf("operator new(2^62, nothrow): %s\n",
@@ -321,7 +344,7 @@ void test_failures_and_handler() {
   std::printf("operator new[](2^62, nothrow): %s\n",
               outcome([&] { return ::operator new[](huge, std::nothrow); }));
   std::printf("operator new(2^62, align 256, nothrow): %s\n",
-              outcome([&] { return ::operator new(huge, std::align_val_t{256}, std::nothrow); }));
+              outcome([&] { return ::operator new (huge, std::align_val_t{256}, std::nothrow); }));
   std::printf("operator new[](2^62, align 256, nothrow): %s\n",
               outcome([&] { return ::operator new[](huge, std::align_val_t{256}, std::nothrow); }));
   std::printf("new (nothrow) char[2^62]: %s\n",
@@ -345,8 +368,8 @@ void test_failures_and_handler() {
   g_handler_calls = 0;
   std::set_new_handler(count_then_uninstall_3);
   r = outcome([&] { return ::operator new(huge, std::nothrow); });
-  std::printf("operator new(2^62, nothrow), handler uninstalls on 3rd call: %s after %d calls\n",
-              r, g_handler_calls);
+  std::printf("operator new(2^62, nothrow), handler uninstalls on 3rd call: %s after %d calls\n", r,
+              g_handler_calls);
   CHECK(g_handler_calls == 3);
 
   g_handler_calls = 0;
@@ -355,7 +378,7 @@ void test_failures_and_handler() {
   std::printf("operator new(2^62, nothrow), handler throws: %s after %d calls\n", r,
               g_handler_calls);
   g_handler_calls = 0;
-  r = outcome([&] { return ::operator new(huge, std::align_val_t{128}, std::nothrow); });
+  r = outcome([&] { return ::operator new (huge, std::align_val_t{128}, std::nothrow); });
   std::printf("operator new(2^62, align 128, nothrow), handler throws: %s after %d calls\n", r,
               g_handler_calls);
   g_handler_calls = 0;
@@ -367,8 +390,7 @@ void test_failures_and_handler() {
   // space is limited (RLIMIT_AS) so that the block cannot be mapped while the
   // reserve is held.
   const std::size_t n = opaque(std::size_t{192} << 20);
-  with_reserve("operator new(192 MiB), handler frees reserve",
-               [&] { return ::operator new(n); });
+  with_reserve("operator new(192 MiB), handler frees reserve", [&] { return ::operator new(n); });
   ::operator delete(g_reserve);
   with_reserve("operator new[](192 MiB, align 4096), handler frees reserve",
                [&] { return ::operator new[](n, std::align_val_t{4096}); });
@@ -412,10 +434,11 @@ void test_stdlib() {
   auto sp = std::make_shared<Page>();
   auto sp2 = std::allocate_shared<Line64>(std::allocator<Line64>());
   std::unique_ptr<Odd[]> up(new Odd[5]);
-  std::printf("make_shared<alignas(4096)>: %s, allocate_shared<alignas(64)>: %s, unique_ptr<alignas(128)[]>: %s\n",
-              aligned_to(sp.get(), 4096) ? "aligned" : "BAD",
-              aligned_to(sp2.get(), 64) ? "aligned" : "BAD",
-              aligned_to(up.get(), 128) ? "aligned" : "BAD");
+  std::printf(
+      "make_shared<alignas(4096)>: %s, allocate_shared<alignas(64)>: %s, "
+      "unique_ptr<alignas(128)[]>: %s\n",
+      aligned_to(sp.get(), 4096) ? "aligned" : "BAD", aligned_to(sp2.get(), 64) ? "aligned" : "BAD",
+      aligned_to(up.get(), 128) ? "aligned" : "BAD");
 
   std::ostringstream os;
   for (int i = 0; i < 10000; ++i) os << i << (i % 10 == 9 ? '\n' : ' ');

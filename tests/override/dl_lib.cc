@@ -36,7 +36,8 @@ struct Unload {
 DL_EXPORT const char* dl_name() { return DL_NAME; }
 DL_EXPORT long dl_table_sum() {
   long s = 0;
-  for (const auto& [k, v] : *g_table) s += static_cast<long>(k.size()) + static_cast<long>(v.size());
+  for (const auto& [k, v] : *g_table)
+    s += static_cast<long>(k.size()) + static_cast<long>(v.size());
   return s;
 }
 
@@ -57,14 +58,17 @@ DL_EXPORT char* dl_strdup(const char* s) { return strdup(s); }
 
 DL_EXPORT void* dl_new_strings(int n, int seed) {
   auto* v = new std::vector<std::string>;
-  for (int i = 0; i < n; ++i) v->push_back(std::string(static_cast<std::size_t>(i % 300), static_cast<char>('a' + (seed + i) % 26)));
+  for (int i = 0; i < n; ++i)
+    v->push_back(
+        std::string(static_cast<std::size_t>(i % 300), static_cast<char>('a' + (seed + i) % 26)));
   return v;
 }
 DL_EXPORT int dl_delete_strings(void* p, int n, int seed) {
   auto* v = static_cast<std::vector<std::string>*>(p);
   int ok = static_cast<int>(v->size()) == n;
   for (int i = 0; ok && i < n; ++i)
-    ok = (*v)[i] == std::string(static_cast<std::size_t>(i % 300), static_cast<char>('a' + (seed + i) % 26));
+    ok = (*v)[i] ==
+         std::string(static_cast<std::size_t>(i % 300), static_cast<char>('a' + (seed + i) % 26));
   delete v;
   return ok;
 }

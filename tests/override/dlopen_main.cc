@@ -90,10 +90,11 @@ void cross(const Lib& from, const Lib& to, int rounds) {
     void* dd = d;
     to.realloc_(dd, 0);  // realloc(p, 0) frees in glibc
   }
-  std::printf("%s -> %s: malloc/free %d, new/delete strings %d, aligned new/delete %d, "
-              "new[]/delete[] %d, realloc %d, strdup %d (of %d)\n",
-              from.name(), to.name(), ok_malloc, ok_strings, ok_aligned, ok_array, ok_realloc,
-              ok_strdup, rounds);
+  std::printf(
+      "%s -> %s: malloc/free %d, new/delete strings %d, aligned new/delete %d, "
+      "new[]/delete[] %d, realloc %d, strdup %d (of %d)\n",
+      from.name(), to.name(), ok_malloc, ok_strings, ok_aligned, ok_array, ok_realloc, ok_strdup,
+      rounds);
   int all = ok_malloc + ok_strings + ok_aligned + ok_array + ok_realloc + ok_strdup;
   if (all != 6 * rounds) ++g_failures;
 }
@@ -105,13 +106,17 @@ int main(int argc, char** argv) {
   const char* paths[2] = {nullptr, nullptr};
   int np = 0;
   for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--expect=", 9) == 0) expect = argv[i] + 9;
-    else if (np < 2) paths[np++] = argv[i];
+    if (std::strncmp(argv[i], "--expect=", 9) == 0)
+      expect = argv[i] + 9;
+    else if (np < 2)
+      paths[np++] = argv[i];
   }
   bool magslab = dlsym(RTLD_DEFAULT, "magslab_malloc") != nullptr;
   if (!expect || np != 2 || magslab != (std::strcmp(expect, "magslab") == 0)) {
-    std::fprintf(stderr, "usage: dlopen_main --expect=glibc|magslab libA.so libB.so "
-                         "(magslab_malloc is %s)\n", magslab ? "present" : "absent");
+    std::fprintf(stderr,
+                 "usage: dlopen_main --expect=glibc|magslab libA.so libB.so "
+                 "(magslab_malloc is %s)\n",
+                 magslab ? "present" : "absent");
     return 3;
   }
 

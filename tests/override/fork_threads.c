@@ -35,9 +35,12 @@ static uint64_t rng(uint64_t* s) {
 
 static size_t pick(uint64_t x) {
   switch (x % 8) {
-    case 0: return 1 + (x >> 8) % 16384;
-    case 1: return (x >> 8) % 64 == 0 ? 1 + (x >> 16) % (3u << 20) : 1 + (x >> 8) % 2048;
-    default: return 1 + (x >> 8) % 128;
+    case 0:
+      return 1 + (x >> 8) % 16384;
+    case 1:
+      return (x >> 8) % 64 == 0 ? 1 + (x >> 16) % (3u << 20) : 1 + (x >> 8) % 2048;
+    default:
+      return 1 + (x >> 8) % 128;
   }
 }
 

@@ -59,9 +59,12 @@ struct Msg {
 std::size_t pick_size(Rng& r) {
   std::uint64_t x = r.next();
   switch (x % 16) {
-    case 0: return 1 + (x >> 8) % 65536;            // up to 64 KiB
-    case 1: return (x >> 8) % 8 == 0 ? 1 + (x >> 16) % (512 << 10) : 1 + (x >> 8) % 4096;
-    default: return 1 + (x >> 8) % 256;             // mostly small
+    case 0:
+      return 1 + (x >> 8) % 65536;  // up to 64 KiB
+    case 1:
+      return (x >> 8) % 8 == 0 ? 1 + (x >> 16) % (512 << 10) : 1 + (x >> 8) % 4096;
+    default:
+      return 1 + (x >> 8) % 256;  // mostly small
   }
 }
 
@@ -89,7 +92,8 @@ Msg* make(std::uint32_t producer, std::uint32_t seq, Rng& r) {
       break;
     default:
       m->vec.resize(m->size / 4 + 1);
-      for (std::size_t i = 0; i < m->vec.size(); ++i) m->vec[i] = producer ^ (seq * 2654435761u) ^ i;
+      for (std::size_t i = 0; i < m->vec.size(); ++i)
+        m->vec[i] = producer ^ (seq * 2654435761u) ^ i;
       break;
   }
   return m;
@@ -98,7 +102,8 @@ Msg* make(std::uint32_t producer, std::uint32_t seq, Rng& r) {
 bool check(const Msg* m) {
   switch (m->kind) {
     case 0:
-      return mstest::check_pattern(m->bytes, m->size, key_of(m->producer, m->seq)) == mstest::kNoMismatch;
+      return mstest::check_pattern(m->bytes, m->size, key_of(m->producer, m->seq)) ==
+             mstest::kNoMismatch;
     case 1: {
       if ((reinterpret_cast<std::uintptr_t>(m->aligned) & 63) != 0) return false;
       std::size_t n = m->size / 64 + 1;
@@ -109,7 +114,8 @@ bool check(const Msg* m) {
     }
     case 2:
       if (m->str.size() != m->size) return false;
-      return mstest::check_pattern(m->str.data(), m->size, key_of(m->producer, m->seq)) == mstest::kNoMismatch;
+      return mstest::check_pattern(m->str.data(), m->size, key_of(m->producer, m->seq)) ==
+             mstest::kNoMismatch;
     default:
       for (std::size_t i = 0; i < m->vec.size(); ++i)
         if (m->vec[i] != (m->producer ^ (m->seq * 2654435761u) ^ i)) return false;
@@ -147,7 +153,8 @@ void worker(int self) {
   std::vector<Msg*> incoming;
   for (int seq = 0; seq < kPerThread; ++seq) {
     int dest = static_cast<int>(r.next() % kThreads);
-    outgoing[dest].push_back(make(static_cast<std::uint32_t>(self), static_cast<std::uint32_t>(seq), r));
+    outgoing[dest].push_back(
+        make(static_cast<std::uint32_t>(self), static_cast<std::uint32_t>(seq), r));
     if (outgoing[dest].size() >= 64) {
       Mailbox& b = g_box[dest];
       {

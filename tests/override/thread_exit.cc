@@ -106,7 +106,8 @@ int main(int argc, char** argv) {
   using stats_fn = void (*)(struct magslab_stats*);
   auto stats = reinterpret_cast<stats_fn>(dlsym(RTLD_DEFAULT, "magslab_stats"));
   if (!want || dlsym(RTLD_DEFAULT, "magslab_malloc") == nullptr || stats == nullptr) {
-    std::fprintf(stderr, "thread_exit: needs magslab (LD_PRELOAD or linked) and --expect=magslab\n");
+    std::fprintf(stderr,
+                 "thread_exit: needs magslab (LD_PRELOAD or linked) and --expect=magslab\n");
     return 3;
   }
 
@@ -167,10 +168,11 @@ int main(int argc, char** argv) {
   std::printf("threads: %d (%d detached), corrupt: %d\n", started, detached, g_bad.load());
   std::printf("mallinfo2.arena: before %zu, after %zu, peak between waves %zu (bound %zu)\n",
               before.arena, after.arena, peak_arena, kBound);
-  std::printf("mallinfo2.uordblks: before %zu, after %zu; magslab mapped %zu, committed %zu, "
-              "cached %zu, live %zu\n",
-              before.uordblks, after.uordblks, st.mapped_bytes, st.committed_bytes,
-              st.cached_bytes, st.live_bytes);
+  std::printf(
+      "mallinfo2.uordblks: before %zu, after %zu; magslab mapped %zu, committed %zu, "
+      "cached %zu, live %zu\n",
+      before.uordblks, after.uordblks, st.mapped_bytes, st.committed_bytes, st.cached_bytes,
+      st.live_bytes);
   std::printf("metadata growth over %d threads freeing after their destructors: %zu bytes\n",
               kLateThreads, meta_growth_late);
   bool ok = true;
