@@ -237,8 +237,10 @@ void free_remote(ThreadCache::Pair& pr, void* p, unsigned cls) {
 
 void free_slow(void* p, unsigned cls, const void* owner) {
   // First: an object already in some magazine must not also go to its slab.
-  if (*static_cast<uint64_t*>(p) == g_free_key.load(std::memory_order_relaxed))
-    return free_key_match(p, cls, owner);
+  // (The key is set before the first object is handed out; 0 would mean
+  // "none yet", and free_key_match clears the word to 0.)
+  uint64_t key = g_free_key.load(std::memory_order_relaxed);
+  if (key != 0 && *static_cast<uint64_t*>(p) == key) return free_key_match(p, cls, owner);
   ThreadCache* tc = current();
   if (tc == nullptr) {
     slab::release(cls, &p, 1);  // no cache: straight to the slab (which checks for a double free)
