@@ -200,6 +200,21 @@ bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_sta
   return heap::free_locked(c, page, npages, /*dirty=*/true);
 }
 
+// Huge block c now maps `size` bytes for a request of n: its descriptor, the
+// huge counters and the in-use statistic follow. Caller holds heap::g_lock.
+void set_huge_size_locked(ChunkMeta* c, size_t size, size_t n) {
+  if (size > c->huge_size)
+    stats::add_in_use(size - c->huge_size);
+  else if (size < c->huge_size)
+    stats::sub_in_use(c->huge_size - size);
+  g_huge_bytes += size;
+  g_huge_bytes -= c->huge_size;
+  c->huge_size = size;
+  g_huge_requested += n;
+  g_huge_requested -= c->huge_request;
+  c->huge_request = n;
+}
+
 // Huge p (descriptor c, checked under the lock by the caller) shrinks to
 // `want` bytes in place. The slots past the new end are cleared before the
 // tail goes back to the OS.
@@ -218,12 +233,7 @@ void* shrink_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
     map_huge_slots(keep_end, old_end - keep_end, c);
     want = old;
   }
-  g_huge_bytes -= old - want;
-  stats::sub_in_use(old - want);
-  c->huge_size = want;
-  g_huge_requested += n;
-  g_huge_requested -= c->huge_request;
-  c->huge_request = n;
+  set_huge_size_locked(c, want, n);
   return p;
 }
 
@@ -267,12 +277,7 @@ void* grow_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
   LockGuard g(heap::g_lock);
   if (b == a) map_huge_slots(a, want, c);  // grown in place; leaves prepared above
   c->base = b;
-  c->huge_size = want;
-  g_huge_bytes += want - old;
-  stats::add_in_use(want - old);
-  g_huge_requested += n;
-  g_huge_requested -= c->huge_request;
-  c->huge_request = n;
+  set_huge_size_locked(c, want, n);
   return reinterpret_cast<void*>(b);
 }
 
@@ -357,9 +362,7 @@ void* resize_huge_locked(ChunkMeta* c, void* p, size_t n) {
   size_t want = align_up(n, kPageSize);
   size_t old = c->huge_size;
   if (want == old) {
-    g_huge_requested += n;
-    g_huge_requested -= c->huge_request;
-    c->huge_request = n;
+    set_huge_size_locked(c, old, n);
     heap::g_lock.unlock();
     return p;
   }

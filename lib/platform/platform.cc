@@ -126,20 +126,26 @@ void write_fd(int fd, const char* s, size_t n) {
   }
 }
 
+namespace {
+// Write a finished fatal line to stderr and abort.
+[[noreturn]] void die(const LineBuf& l) {
+  write_stderr(l.data(), l.size());
+  abort();
+}
+}  // namespace
+
 void fatal(const char* what, const void* addr, const char* detail) {
   LineBuf l;
   l.str("magslab: ").str(what).str(" ").hex(reinterpret_cast<uintptr_t>(addr));
   if (detail != nullptr) l.str(detail);
   l.end();
-  write_stderr(l.data(), l.size());
-  abort();
+  die(l);
 }
 
 void fatal_msg(const char* msg) {
   LineBuf l;
   l.str("magslab: ").str(msg).end();
-  write_stderr(l.data(), l.size());
-  abort();
+  die(l);
 }
 
 void invariant_failed(const char* file, int line, const char* what) {
@@ -151,8 +157,7 @@ void invariant_failed(const char* file, int line, const char* what) {
       .str(": ")
       .str(what)
       .end();
-  write_stderr(l.data(), l.size());
-  abort();
+  die(l);
 }
 
 void misuse(Misuse kind, const void* addr, const BlockInfo& info) {
@@ -176,8 +181,7 @@ void misuse(Misuse kind, const void* addr, const BlockInfo& info) {
   if (info.note != nullptr) l.str(sep).str(info.note);
   if (info.kind != BlockInfo::kUnknown || info.note != nullptr) l.str(")");
   l.end();
-  write_stderr(l.data(), l.size());
-  abort();
+  die(l);
 }
 
 }  // namespace magslab::platform

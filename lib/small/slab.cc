@@ -135,7 +135,6 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
   uint32_t got = 0;
   {
     LockGuard g(sc.lock);
-    uint32_t carved_before = 0;
     while (got < n) {
       Slab* s = sc.partial;
       if (s == nullptr) {
@@ -158,13 +157,12 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
           bits &= bits - 1;
           out[got++] = reinterpret_cast<void*>(s->start + (uintptr_t{w} * 64 + b) * ci.size);
           --s->nfree;
+          ++sc.carved;  // per object, as in release()
         }
         s->free_bits[w] = bits;
         if (bits == 0) s->hint = w + 1;
       }
       if (s->nfree == 0) partial_remove(sc, s);
-      sc.carved += got - carved_before;
-      carved_before = got;
       check_slab(sc, s, ci);
     }
   }
