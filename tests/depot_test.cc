@@ -23,7 +23,8 @@ using namespace magslab;
 // The depot's limit for a class, as small/depot.cc states it.
 size_t expected_limit(unsigned cls) {
   size_t per_mag = size_t{kClasses[cls].mag_cap} * kClasses[cls].size;
-  return std::max<size_t>(4, (size_t{1} << 20) / per_mag);
+  size_t min = cls >= magslab::kNumSmallClasses ? 2 : 4;  // large classes: 2 magazines
+  return std::max<size_t>(min, (size_t{1} << 20) / per_mag);
 }
 
 // A magazine from the depot filled from the slabs.
@@ -118,8 +119,16 @@ TEST(Depot, LimitPerClassLargestMagazines) {
     if (size_t{kClasses[c].mag_cap} * kClasses[c].size >
         size_t{kClasses[cls].mag_cap} * kClasses[cls].size)
       cls = c;
-  ASSERT_GE(expected_limit(cls), 4u);
+  ASSERT_EQ(kClasses[cls].size, magslab::kMaxClassSize);
+  ASSERT_EQ(expected_limit(cls), 2u);
   ASSERT_LT(expected_limit(cls), expected_limit(class_of(16)));
+  fill_to_limit(cls, expected_limit(cls));
+}
+
+TEST(Depot, LimitPerClassLargestSmallClass) {
+  // 64 KiB, 2 per magazine: 8 magazines (1 MiB), above the small-class minimum of 4.
+  const unsigned cls = magslab::kNumSmallClasses - 1;
+  ASSERT_EQ(expected_limit(cls), 8u);
   fill_to_limit(cls, expected_limit(cls));
 }
 

@@ -2,6 +2,9 @@
 // API and the stats: in-place growth into coalesced free neighbours, in-place
 // shrink, huge realloc by mremap keeping contents, address space going back to
 // the OS after free + trim, and the two fatal misuse reports for large blocks.
+// Blocks up to 1 MiB are large *classes* (one object per slab, cached in
+// magazines: tests/large_classes_test.cc); a page run is what an alignment
+// above the page size gets, so the page-run tests allocate with run().
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -29,6 +32,9 @@ const struct magslab_stats& stats() {
 
 namespace fake_os = mstest::fake_os;
 
+// A page run of n bytes: alignments above the page size skip the classes.
+void* run(size_t n) { return magslab_aligned_alloc(8 * KiB, n); }
+
 TEST(LargeBlocks, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   // Empty the large-run cache first: a freed run normally sits in that cache
   // (still marked as a cached block, not as free pages), where it neither
@@ -37,7 +43,7 @@ TEST(LargeBlocks, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   magslab_trim();
   const size_t live0 = stats().live_objects;
 
-  // Three adjacent 72 KiB blocks (above the largest slab class, 64 KiB):
+  // Three adjacent 72 KiB page runs (8 KiB aligned: no class):
   // allocate until three consecutive ones are
   // contiguous (first-fit carving from one run makes that happen at once in
   // practice; earlier tests may have left short holes that absorb a few).
@@ -45,7 +51,7 @@ TEST(LargeBlocks, ReallocGrowsInPlaceIntoCoalescedNeighboursAndShrinksInPlace) {
   std::vector<unsigned char*> all;
   unsigned char *a = nullptr, *b = nullptr, *c = nullptr;
   for (int i = 0; i < 64 && a == nullptr; ++i) {
-    all.push_back(static_cast<unsigned char*>(magslab_malloc(kBlock)));
+    all.push_back(static_cast<unsigned char*>(run(kBlock)));
     ASSERT_NE(all.back(), nullptr);
     size_t k = all.size();
     if (k >= 3 && all[k - 2] == all[k - 3] + kBlock && all[k - 1] == all[k - 2] + kBlock) {
@@ -213,7 +219,7 @@ TEST(LargeBlocksDeathTest, DoubleFreeOfLargeBlock) {
   // Freed once, the run sits in the large-run cache.
   EXPECT_DEATH(
       {
-        void* p = magslab_malloc(72 * KiB);
+        void* p = run(72 * KiB);
         announce(p);
         magslab_free(p);
         magslab_free(p);
@@ -223,8 +229,8 @@ TEST(LargeBlocksDeathTest, DoubleFreeOfLargeBlock) {
   // the same chunk keeps the chunk mapped).
   EXPECT_DEATH(
       {
-        void* keep = magslab_malloc(72 * KiB);
-        void* p = magslab_malloc(72 * KiB);
+        void* keep = run(72 * KiB);
+        void* p = run(72 * KiB);
         if ((reinterpret_cast<uintptr_t>(keep) ^ reinterpret_cast<uintptr_t>(p)) >= kChunk)
           std::fprintf(stderr, "test setup: blocks in different chunks\n");
         else
@@ -241,7 +247,7 @@ TEST(LargeBlocksDeathTest, InteriorPointerOfLargeBlock) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
-        auto* p = static_cast<char*>(magslab_malloc(72 * KiB));
+        auto* p = static_cast<char*>(run(72 * KiB));
         announce(p + 4096);
         magslab_free(p + 4096);
       },
@@ -249,7 +255,7 @@ TEST(LargeBlocksDeathTest, InteriorPointerOfLargeBlock) {
   // Not page aligned either.
   EXPECT_DEATH(
       {
-        auto* p = static_cast<char*>(magslab_malloc(200 * KiB));
+        auto* p = static_cast<char*>(run(200 * KiB));
         announce(p + 4096 + 8);
         magslab_free(p + 4096 + 8);
       },
@@ -259,7 +265,7 @@ TEST(LargeBlocksDeathTest, InteriorPointerOfLargeBlock) {
 }  // namespace
 
 // Freed page runs stay committed for reuse ("dirty"), but never more than the
-// page heap's budget (kDirtyPagesMax = 8 MiB): freeing 64 MiB of large blocks
+// page heap's budget (kDirtyPagesMax = 8 MiB): freeing 64 MiB of page runs
 // leaves at most that much cached; trim gives it all back.
 TEST(LargeBlocks, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
   magslab_trim();
@@ -267,7 +273,7 @@ TEST(LargeBlocks, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
   magslab_stats(&base);
   std::vector<void*> v;
   for (int i = 0; i < 256; ++i) {  // 256 x 256 KiB = 64 MiB, every page touched
-    auto* p = static_cast<char*>(magslab_malloc(256 << 10));
+    auto* p = static_cast<char*>(run(256 << 10));
     ASSERT_NE(p, nullptr);
     for (size_t k = 0; k < (256 << 10); k += 4096) p[k] = 1;
     v.push_back(p);

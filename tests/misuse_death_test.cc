@@ -212,13 +212,21 @@ TEST(MisuseDeathTest, FreeOfInteriorPointerSmall) {
   magslab_free(p1000);
 }
 
+// A page run: an alignment above the page size skips the classes.
+char* page_run(size_t n) { return static_cast<char*>(magslab_aligned_alloc(8192, n)); }
+
 TEST(MisuseDeathTest, FreeOfInteriorPointerLarge) {
   use_threadsafe_style();
-  auto* p = static_cast<char*>(magslab_malloc(100000));
+  char* p = page_run(100000);
+  auto* q = static_cast<char*>(magslab_malloc(100000));  // a large class: one object per slab
   ASSERT_NE(p, nullptr);
+  ASSERT_NE(q, nullptr);
   EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf(kLarge));
   EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 16), InvalidFreeOf(kLarge));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(q + 4096), InvalidFreeOf(kSmall));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(q + 16), InvalidFreeOf(kSmall));
   magslab_free(p);
+  magslab_free(q);
 }
 
 TEST(MisuseDeathTest, FreeOfInteriorPointerHuge) {
@@ -233,13 +241,17 @@ TEST(MisuseDeathTest, FreeOfInteriorPointerHuge) {
 TEST(MisuseDeathTest, FreeOfMisalignedPointer) {
   use_threadsafe_style();
   auto* p = static_cast<char*>(magslab_malloc(64));
-  auto* q = static_cast<char*>(magslab_malloc(100000));
+  char* q = page_run(100000);
+  auto* r = static_cast<char*>(magslab_malloc(300000));
   ASSERT_NE(p, nullptr);
   ASSERT_NE(q, nullptr);
+  ASSERT_NE(r, nullptr);
   EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 1), InvalidFreeOf(kSmall));
   EXPECT_DEATH(ANNOUNCE_AND_FREE(q + 1), InvalidFreeOf(kLarge));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(r + 1), InvalidFreeOf(kSmall));
   magslab_free(p);
   magslab_free(q);
+  magslab_free(r);
 }
 
 TEST(MisuseDeathTest, DoubleFreeImmediate) {
@@ -253,11 +265,18 @@ TEST(MisuseDeathTest, DoubleFreeImmediate) {
       DoubleFreeOf(kInMagazine));
   EXPECT_DEATH(
       {
-        void* p = magslab_malloc(100000);
+        void* p = page_run(100000);
         magslab_free(p);
         ANNOUNCE_AND_FREE(p);
       },
       DoubleFreeOf(kLarge));
+  EXPECT_DEATH(
+      {
+        void* p = magslab_malloc(100000);  // a large class: caught in the magazine
+        magslab_free(p);
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFreeOf(kInMagazine));
 }
 
 TEST(MisuseDeathTest, DoubleFreeAfterOtherFrees) {

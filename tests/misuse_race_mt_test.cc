@@ -40,7 +40,8 @@ bool sleeping(pid_t tid) {
 }
 
 void free_during_descriptor_reuse() {
-  void* big = magslab_malloc(200 << 10);  // a large run: page state lives in ChunkMeta
+  // A page run (aligned beyond a page: no class): page state lives in ChunkMeta.
+  void* big = magslab_aligned_alloc(8192, 200 << 10);
   auto a = reinterpret_cast<uintptr_t>(big);
   ChunkMeta* c = pagemap::lookup(a);
   if (c == nullptr || c->huge) std::abort();

@@ -6,12 +6,14 @@
 // bound is 25%: classes there must be multiples of 16 (16-byte alignment of
 // every object above 8 B), so 65 B lands in the 80 B class (15/65 = 23%).
 // Below 64 B no percentage bound holds (9 B → 16 B); the absolute waste is
-// < 16 B there, which is checked instead.
+// < 16 B there, which is checked instead. Above 64 KiB (large classes, 4 per
+// doubling, one object per slab) the bound is 25%.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 
 #include "base/config.h"
+#include "magslab/magslab.h"
 #include "small/size_classes.h"
 
 namespace {
@@ -20,14 +22,18 @@ using magslab::class_for_aligned;
 using magslab::class_of;
 using magslab::kClasses;
 using magslab::kNumClasses;
+using magslab::kNumSmallClasses;
 using magslab::kPageSize;
 
-constexpr size_t kMax = 65536;  // kMaxSmallSize
+constexpr size_t kMaxSmall = 65536;  // kMaxSmallSize
+constexpr size_t kMax = 1 << 20;     // kMaxClassSize
 
 TEST(SizeClasses, TableShape) {
   ASSERT_GT(kNumClasses, 1u);
   EXPECT_EQ(kClasses[0].size, 8u);
+  EXPECT_EQ(kClasses[kNumSmallClasses - 1].size, kMaxSmall);
   EXPECT_EQ(kClasses[kNumClasses - 1].size, kMax);
+  EXPECT_LE(kNumClasses, unsigned{MAGSLAB_MAX_CLASSES});
   for (unsigned c = 1; c < kNumClasses; ++c) {
     SCOPED_TRACE(testing::Message() << "class " << c << " size " << kClasses[c].size);
     EXPECT_GT(kClasses[c].size, kClasses[c - 1].size) << "sizes must increase";
@@ -51,10 +57,12 @@ TEST(SizeClasses, ClassOfIsSmallestFittingClass) {
 }
 
 TEST(SizeClasses, WastePerObjectBounded) {
-  for (size_t n = 1; n <= kMax; ++n) {
+  for (size_t n = 1; n <= kMax; n += n > kMaxSmall ? 97 : 1) {
     size_t size = kClasses[class_of(n)].size;
     size_t waste = size - n;
-    if (n > 128) {
+    if (n > kMaxSmall) {
+      ASSERT_LE(waste * 4, n) << "n=" << n << " size=" << size << ": waste above 25%";
+    } else if (n > 128) {
       // waste / n <= 1/8
       ASSERT_LE(waste * 8, n) << "n=" << n << " size=" << size << ": waste above 12.5%";
     } else if (n >= 64) {
@@ -65,6 +73,7 @@ TEST(SizeClasses, WastePerObjectBounded) {
   }
   // The documented worst case between 64 and 128 B.
   EXPECT_EQ(kClasses[class_of(65)].size, 80u);
+  EXPECT_EQ(kClasses[class_of(kMaxSmall + 1)].size, 80u * 1024);  // 25% – 1 B
 }
 
 TEST(SizeClasses, SlabGeometry) {
@@ -72,6 +81,13 @@ TEST(SizeClasses, SlabGeometry) {
     const auto& ci = kClasses[c];
     SCOPED_TRACE(testing::Message() << "class " << c << " size " << ci.size << " pages "
                                     << ci.slab_pages << " objects " << ci.objects);
+    EXPECT_EQ(ci.magic, ~uint64_t{0} / ci.size + 1);
+    if (ci.size > magslab::kMaxSharedSlabSize) {
+      // Above 32 KiB: one object that is exactly its slab (whole pages).
+      EXPECT_EQ(ci.objects, 1u);
+      EXPECT_EQ(size_t{ci.slab_pages} * kPageSize, ci.size);
+      continue;
+    }
     size_t slab_bytes = size_t{ci.slab_pages} * kPageSize;
     EXPECT_GE(ci.slab_pages, 1u);
     // 64 pages bound the tail-waste search; classes above 32 KiB need 8 objects
@@ -95,15 +111,19 @@ TEST(SizeClasses, SlabGeometry) {
 TEST(SizeClasses, MagazineCapacity) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     SCOPED_TRACE(testing::Message() << "class " << c << " size " << kClasses[c].size);
-    // docs/design.md: [4, 256] up to 32 KiB, 2 above.
-    EXPECT_GE(kClasses[c].mag_cap, kClasses[c].size > 32768 ? 2u : 4u);
+    // docs/design.md: [4, 256] up to 32 KiB, 2 up to 128 KiB, 1 above.
+    size_t size = kClasses[c].size;
+    EXPECT_GE(kClasses[c].mag_cap, size > 131072 ? 1u : size > 32768 ? 2u : 4u);
+    if (size > 131072) {
+      EXPECT_EQ(kClasses[c].mag_cap, 1u);
+    }
     EXPECT_LE(kClasses[c].mag_cap, 256u);
   }
 }
 
 TEST(SizeClasses, ClassForAligned) {
   for (size_t a = 1; a <= 4096; a *= 2) {
-    for (size_t n = 0; n <= kMax; ++n) {
+    for (size_t n = 0; n <= kMax; n += n > kMaxSmall ? 61 : 1) {
       unsigned c = class_for_aligned(n, a);
       // The smallest class whose size is a multiple of a and >= max(n, 1).
       unsigned want = kNumClasses;
@@ -119,7 +139,8 @@ TEST(SizeClasses, ClassForAligned) {
       }
     }
   }
-  // Every page-aligned request up to 64 KiB has a class (4, 8, ... 64 KiB are classes).
+  // Every page-aligned request up to 1 MiB has a class (4, 8, ... 64 KiB are
+  // classes, and every large class is whole pages).
   for (size_t n = 1; n <= kMax; n += 511) EXPECT_LT(class_for_aligned(n, 4096), kNumClasses) << n;
   EXPECT_EQ(class_for_aligned(kMax + 1, 16), kNumClasses);
   EXPECT_EQ(class_for_aligned(1, 4096), class_of(4096));

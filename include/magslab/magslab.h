@@ -25,7 +25,7 @@ extern "C" {
 #define MAGSLAB_VERSION_PATCH 0
 
 /* Upper bound on the number of slab size classes reported by magslab_stats. */
-#define MAGSLAB_MAX_CLASSES 96
+#define MAGSLAB_MAX_CLASSES 128
 
 MAGSLAB_API void* magslab_malloc(size_t size);
 MAGSLAB_API void* magslab_calloc(size_t count, size_t size);

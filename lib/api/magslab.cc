@@ -67,7 +67,7 @@ inline void free_small(void* p, Slab* s) {
 }
 
 MAGSLAB_NOINLINE void* malloc_big(size_t n) {
-  if (n <= kMaxSmallSize) return alloc_small(detail::compute_class(n), n);
+  if (n <= kMaxClassSize) return alloc_small(detail::compute_class(n), n);
   if (n > kMaxRequest) return fail(ENOMEM);
   bool zeroed;
   void* p = large::alloc(n, 1, &zeroed);
@@ -136,7 +136,10 @@ void magslab_free_sized(void* p, size_t size) {
 void* magslab_calloc(size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
-  if (total <= kMaxSmallSize) {
+  // Up to the largest class, from the magazines and cleared here: a block
+  // reused from a cache is dirty anyway, and a steady calloc/free then takes
+  // no lock. Above, the page heap or the OS knows which pages read as zero.
+  if (total <= kMaxClassSize) {
     void* p = magslab_malloc(total);
     if (p != nullptr) memset(p, 0, total);
     return p;

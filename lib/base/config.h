@@ -14,12 +14,16 @@ inline constexpr size_t kChunkSize = size_t{1} << kChunkShift;
 inline constexpr size_t kPagesPerChunk = kChunkSize / kPageSize;
 // x86-64 user space with 4-level paging: addresses below 2^47.
 inline constexpr size_t kAddressBits = 47;
-// Largest slab class; above it requests become page runs ("large"). 64 KiB:
-// blocks of 32–64 KiB are common (buffers, hash tables) and the page heap is
-// one lock and a purge policy away from them (docs/benchmarks.md, mstress).
+// Largest class whose slabs hold many objects ("small"). Above it, up to
+// kMaxClassSize, each slab holds one object ("large classes"): a large block
+// still travels through magazines and the depot, so a steady malloc/free of
+// one size takes no lock and no system call (docs/design.md, "Large classes").
 inline constexpr size_t kMaxSmallSize = 65536;
 // Above this, a block gets a mapping of its own ("huge").
 inline constexpr size_t kHugeThreshold = size_t{1} << 20;
+// Largest size class. Blocks above it, and blocks aligned beyond a page, are
+// page runs (large/) or huge mappings.
+inline constexpr size_t kMaxClassSize = kHugeThreshold;
 // Requests above this fail with ENOMEM before anything is mapped.
 inline constexpr size_t kMaxRequest = size_t{1} << 44;
 // Largest slab object count; sizes the per-slab free bitmap.
@@ -38,7 +42,8 @@ inline constexpr bool kExactRequested = MAGSLAB_EXACT_REQUESTED != 0;
 static_assert((kChunkSize & (kChunkSize - 1)) == 0, "chunk size must be a power of two");
 static_assert(kPagesPerChunk == 1024, "page map arrays assume 1024 pages per chunk");
 static_assert(kHugeThreshold < kChunkSize / 2, "large runs must fit in a chunk");
-static_assert(kMaxSmallSize < kHugeThreshold, "class ranges must be ordered");
+static_assert(kMaxSmallSize < kMaxClassSize && kMaxClassSize <= kHugeThreshold,
+              "class ranges must be ordered");
 
 // Invariant checks (platform/check.h, MAGSLAB_CHECK): compiled in by the debug
 // preset (CMAKE_BUILD_TYPE=Debug defines MAGSLAB_DEBUG_CHECKS=1), out elsewhere.

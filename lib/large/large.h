@@ -1,7 +1,8 @@
-// large/large: blocks above the largest slab class. Up to kHugeThreshold they are
-// page runs inside chunks (freed runs coalesce and stay committed, within the
-// page heap's bounded dirty budget, for reuse); above it each block is a
-// mapping of its own, moved by mremap on realloc rather than copied.
+// large/large: blocks no size class serves. Above kHugeThreshold (the largest
+// class) each block is a mapping of its own, moved by mremap on realloc rather
+// than copied. Up to it, what comes here is aligned beyond a page: a page run
+// inside a chunk (freed runs coalesce and stay committed, within the page
+// heap's bounded dirty budget, for reuse).
 #pragma once
 
 #include <cstddef>

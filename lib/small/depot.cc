@@ -13,8 +13,8 @@ namespace depot {
 namespace {
 
 // The most full magazines a class keeps in the depot: about 1 MiB of objects,
-// at least 4 magazines. More than that is returned to the slabs, so memory
-// freed by a thread that exits or stops allocating becomes reclaimable. 1 MiB,
+// at least 4 magazines (2 for a large class: up to 2 MiB of blocks). More than that is returned to
+// the slabs, so memory freed by a thread that exits or stops allocating becomes reclaimable. 1 MiB,
 // not less: a burst that frees 10,000 × 64 B and allocates them again then
 // stays in magazines instead of going through the slab bitmaps under the class
 // lock (256 KiB: 118 → 79 instructions per pair; macro workloads' peak RSS
@@ -22,7 +22,8 @@ namespace {
 constexpr int64_t limit_for(unsigned cls) {
   int64_t per_mag = int64_t{kClasses[cls].mag_cap} * kClasses[cls].size;
   int64_t n = (int64_t{1} << 20) / per_mag;
-  return n < 4 ? 4 : n;
+  int64_t min = cls >= kNumSmallClasses ? 2 : 4;
+  return n < min ? min : n;
 }
 
 struct alignas(kCacheLine) DepotClass {

@@ -3,11 +3,15 @@
 // printed in docs/design.md (see tests/size_classes_test.cc for its bounds).
 //
 // Classes: 8, 16, then multiples of 16 up to 128, then 8 classes per doubling
-// (spacing 1/8 of the power of two) up to 64 KiB. Every object size above 8 is
-// a multiple of 16 and every slab starts on a page, so every object is 16-byte
-// aligned (8 for the 8-byte class). Waste per object is ≤ 12.5% for requests
-// above 128 B; between 64 and 128 B it is up to 15/65 (23%), because a 16-byte
-// aligned class cannot be finer than 16 B there (see docs/design.md).
+// (spacing 1/8 of the power of two) up to 64 KiB ("small": many objects per
+// slab), then 4 per doubling up to 1 MiB ("large classes": one object per
+// slab, so a slab is a page run that magazines can cache). Every object size
+// above 8 is a multiple of 16 and every slab starts on a page, so every object
+// is 16-byte aligned (8 for the 8-byte class; large classes are page-aligned).
+// Waste per object is ≤ 12.5% for requests from 128 B to 64 KiB and ≤ 25%
+// above; between 64 and 128 B it is up to 15/65 (23%), because a 16-byte
+// aligned class cannot be finer than 16 B there (see docs/design.md). Pages
+// of a large block past what the program touches are not faulted in.
 #pragma once
 
 #include <array>
@@ -18,7 +22,12 @@
 
 namespace magslab {
 
-inline constexpr unsigned kNumClasses = 9 + 8 * 9;  // 81
+inline constexpr unsigned kNumSmallClasses = 9 + 8 * 9;            // 81: up to kMaxSmallSize
+inline constexpr unsigned kNumClasses = kNumSmallClasses + 4 * 4;  // 97: up to kMaxClassSize
+
+// Classes up to this size share a slab among many objects; above it a slab is
+// one object.
+inline constexpr size_t kMaxSharedSlabSize = 32768;
 
 struct ClassInfo {
   uint32_t size;        // object size
@@ -31,6 +40,11 @@ struct ClassInfo {
 namespace detail {
 
 constexpr uint32_t class_size(unsigned c) {
+  if (c >= kNumSmallClasses) {  // 4 per doubling above 64 KiB
+    unsigned k = 16 + (c - kNumSmallClasses) / 4;
+    unsigned j = (c - kNumSmallClasses) % 4 + 1;
+    return (1u << k) + j * (1u << (k - 2));
+  }
   if (c == 0) return 8;
   if (c <= 8) return 16 * c;
   unsigned k = 7 + (c - 9) / 8;  // power of two below the class
@@ -40,6 +54,16 @@ constexpr uint32_t class_size(unsigned c) {
 
 constexpr ClassInfo make_class(unsigned c) {
   uint32_t size = class_size(c);
+  if (size > kMaxSharedSlabSize) {
+    // One object per slab (every class above 32 KiB is whole pages): the
+    // thread that refilled a slab is the only one that allocated from it, so
+    // its own frees always go to its loaded magazine (Slab::owner). Magazines
+    // hold 2 objects up to 128 KiB and 1 above, so a thread caches at most
+    // three blocks of a large class (loaded, previous, remote) — a pair loop
+    // needs one, and an exiting thread gives them back.
+    uint32_t pages = static_cast<uint32_t>(size / kPageSize);
+    return ClassInfo{size, pages, 1, size <= 131072 ? 2u : 1u, ~uint64_t{0} / size + 1};
+  }
   // At least 16 KiB and 8 objects, then grow (≤ 64 pages) until the unusable
   // tail of the slab is ≤ 1/16 of it.
   uint32_t pages = 4;
@@ -49,12 +73,10 @@ constexpr ClassInfo make_class(unsigned c) {
   if (objects > kMaxSlabObjects) objects = kMaxSlabObjects;
   // Magazines hold about 32 KiB of objects: up to 256 for small classes
   // (amortising a depot or slab trip over many operations; 4 KiB of 16-byte
-  // objects), at least 4 up to 32 KiB, and 2 above (a thread holds up to three
-  // magazines per class; writing a 64 KiB block costs far more than the depot
-  // trade that a small magazine makes more frequent).
+  // objects), at least 4.
   uint32_t cap = 32768 / size;
   if (cap > 256) cap = 256;
-  if (cap < 4) cap = size > 32768 ? 2 : 4;
+  if (cap < 4) cap = 4;
   return ClassInfo{size, pages, objects, cap, ~uint64_t{0} / size + 1};
 }
 
@@ -64,11 +86,16 @@ constexpr std::array<ClassInfo, kNumClasses> make_table() {
   return t;
 }
 
-// Class of a request of n bytes, 0 < n <= kMaxSmallSize (n == 0 → class 0).
+// Class of a request of n bytes, 0 < n <= kMaxClassSize (n == 0 → class 0).
 constexpr unsigned compute_class(size_t n) {
   if (n <= 8) return 0;
   if (n <= 128) return static_cast<unsigned>((n + 15) / 16);
   unsigned k = 63u - static_cast<unsigned>(__builtin_clzll(n - 1));  // n in (2^k, 2^(k+1)]
+  if (n > kMaxSmallSize) {
+    size_t step4 = size_t{1} << (k - 2);
+    unsigned j4 = static_cast<unsigned>((n - (size_t{1} << k) + step4 - 1) / step4);
+    return kNumSmallClasses + (k - 16) * 4 + j4 - 1;
+  }
   size_t step = size_t{1} << (k - 3);
   unsigned j = static_cast<unsigned>((n - (size_t{1} << k) + step - 1) / step);
   return 9 + (k - 7) * 8 + j - 1;
@@ -90,16 +117,23 @@ inline constexpr std::array<uint8_t, detail::kLookupMax / 8 + 1> kSmallLookup =
     detail::make_lookup();
 inline constexpr size_t kLookupMax = detail::kLookupMax;
 
-static_assert(kClasses[kNumClasses - 1].size == kMaxSmallSize, "classes must reach kMaxSmallSize");
-static_assert(detail::compute_class(kMaxSmallSize) == kNumClasses - 1);
-static_assert(kNumClasses <= 96, "MAGSLAB_MAX_CLASSES in magslab.h");
+static_assert(kClasses[kNumSmallClasses - 1].size == kMaxSmallSize, "small classes end there");
+static_assert(kClasses[kNumClasses - 1].size == kMaxClassSize, "classes must reach kMaxClassSize");
+static_assert(detail::compute_class(kMaxSmallSize) == kNumSmallClasses - 1);
+static_assert(detail::compute_class(kMaxSmallSize + 1) == kNumSmallClasses);
+static_assert(detail::compute_class(kMaxClassSize) == kNumClasses - 1);
+static_assert(kNumClasses <= 128, "MAGSLAB_MAX_CLASSES in magslab.h");
 static_assert(
     [] {
       for (unsigned c = 1; c < kNumClasses; ++c) {
         if (kClasses[c].size % 16 != 0 || kClasses[c].size <= kClasses[c - 1].size) return false;
         if (kClasses[c].objects * kClasses[c].size > kClasses[c].slab_pages * kPageSize)
           return false;
-        if (kClasses[c].objects < 2 || kClasses[c].objects > kMaxSlabObjects) return false;
+        bool large = kClasses[c].size > kMaxSharedSlabSize;
+        if (large ? kClasses[c].objects != 1 || kClasses[c].size % kPageSize != 0 ||
+                        kClasses[c].slab_pages * kPageSize != kClasses[c].size
+                  : kClasses[c].objects < 2 || kClasses[c].objects > kMaxSlabObjects)
+          return false;
       }
       return true;
     }(),
@@ -129,7 +163,7 @@ inline unsigned class_of(size_t n) {
 // (a power of two ≤ kPageSize), or kNumClasses when none does.
 inline unsigned class_for_aligned(size_t n, size_t align) {
   size_t need = n > align ? n : align;
-  if (need > kMaxSmallSize) return kNumClasses;
+  if (need > kMaxClassSize) return kNumClasses;
   unsigned c = class_of(need);
   while (c < kNumClasses && kClasses[c].size % align != 0) ++c;
   return c;
