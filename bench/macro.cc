@@ -558,7 +558,7 @@ void maps() {
 // join, at +1 s and at +3 s. A block's size and tag follow from (thread,
 // index), so the only bookkeeping is one pointer per block, in mmap'd arrays
 // outside the allocator, unmapped before the first sample (they do count in
-// the peak: 8 B per block, 33 MiB per GiB). One op = one block.
+// the peak: 8 B per block, 32.5 MiB per GiB). One op = one block.
 // ---------------------------------------------------------------------------
 constexpr uint64_t kBurstMeanSize = 252;
 
