@@ -1,4 +1,4 @@
-// Which malloc is really active in this process, and peak RSS.
+// Which malloc is really active in this process, and peak and current RSS.
 //
 // bench/micro and bench/macro are built once, against nothing but libc; the
 // runner (bench/run) selects the allocator with LD_PRELOAD. At start the
@@ -10,7 +10,9 @@
 #define MAGSLAB_BENCH_ACTIVE_ALLOCATOR_H
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -89,6 +91,23 @@ inline long peak_rss_kib() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss;
+}
+
+// Current resident set size of this process, in KiB: VmRSS from
+// /proc/self/status, read with open/read into a stack buffer, so that sampling
+// it calls no allocator function (bench/macro's burst samples an idle process:
+// a malloc there could run the allocator's deferred work). -1 if unreadable.
+inline long current_rss_kib() {
+  char buf[8192];
+  const int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t len = 0;
+  for (ssize_t r; len < sizeof buf - 1 && (r = read(fd, buf + len, sizeof buf - 1 - len)) > 0;)
+    len += static_cast<size_t>(r);
+  close(fd);
+  buf[len] = '\0';
+  const char* line = std::strstr(buf, "\nVmRSS:");
+  return line != nullptr ? std::strtol(line + 7, nullptr, 10) : -1;
 }
 
 }  // namespace bench

@@ -9,8 +9,14 @@
 //          8 bytes of every block (a store of the loop index) before freeing it,
 //          as almost every real program does. (magslab keeps a key in the first
 //          word of free objects; a block freed untouched still holds it.)
-// A warm-up (10,000 pairs, then 10 batches, of the same flavour) runs first so
-// first touch and initialisation are excluded. The measured loop is in its own
+//   batch-mixed: like batch, but block i of every round has size
+//          g_mixed_sizes[i], a fixed sequence of 1000 sizes in 8..512 B
+//          (xorshift64 from a constant seed, computed before the warm-up, so
+//          the RNG runs outside the measured function; the loop loads the size
+//          instead of using a constant).
+// A warm-up (10,000 pairs, then 10 batches, of the same flavour; batch-mixed:
+// 10,000 pairs of 16 B, then 10 mixed batches) runs first so first touch and
+// initialisation are excluded. The measured loop is in its own
 // noinline extern "C" function, measure_<mode> ('-' -> '_'), for
 // `callgrind --toggle-collect`; the warm-up runs in separate warm_* functions.
 // Also prints wall-clock ns per malloc+free pair (informational only).
@@ -27,6 +33,7 @@
 //                    instruction-count history before 2026-12-01 was taken with.
 //                    <allocator> must be "magslab".
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -41,6 +48,20 @@ namespace {
 
 constexpr size_t kSize = 16;
 constexpr size_t kBatch = 1000;
+constexpr size_t kMixedMin = 8, kMixedMax = 512;
+
+// batch-mixed's sizes, filled by fill_mixed_sizes() before anything is measured.
+size_t g_mixed_sizes[kBatch];
+
+void fill_mixed_sizes() {
+  uint64_t x = 0x9E3779B97F4A7C15ull;  // xorshift64 (Marsaglia), fixed seed
+  for (size_t& n : g_mixed_sizes) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    n = kMixedMin + static_cast<size_t>(x % (kMixedMax - kMixedMin + 1));
+  }
+}
 
 #ifdef FASTPATH_MAGSLAB_DIRECT
 inline void* alloc(size_t n) { return magslab_malloc(n); }
@@ -80,6 +101,20 @@ inline void batch_body(size_t rounds) {
   }
 }
 
+// Same shape as batch_body<false>, sizes from g_mixed_sizes.
+template <bool Touch>
+inline void batch_mixed_body(size_t rounds) {
+  static_assert(!Touch, "batch-mixed has no touch flavour");
+  void* slots[kBatch];
+  for (size_t r = 0; r < rounds; ++r) {
+    for (size_t i = 0; i < kBatch; ++i) {
+      slots[i] = alloc(g_mixed_sizes[i]);
+      escape(slots[i]);
+    }
+    for (size_t i = 0; i < kBatch; ++i) dealloc(slots[i]);
+  }
+}
+
 }  // namespace
 
 #define FASTPATH_DEFINE(FN, BODY, TOUCH)                   \
@@ -91,18 +126,29 @@ FASTPATH_DEFINE(measure_pairs, pairs_body, false)
 FASTPATH_DEFINE(measure_batch, batch_body, false)
 FASTPATH_DEFINE(measure_pairs_touch, pairs_body, true)
 FASTPATH_DEFINE(measure_batch_touch, batch_body, true)
+FASTPATH_DEFINE(measure_batch_mixed, batch_mixed_body, false)
 FASTPATH_DEFINE(warm_pairs, pairs_body, false)
 FASTPATH_DEFINE(warm_batch, batch_body, false)
 FASTPATH_DEFINE(warm_pairs_touch, pairs_body, true)
 FASTPATH_DEFINE(warm_batch_touch, batch_body, true)
+FASTPATH_DEFINE(warm_batch_mixed, batch_mixed_body, false)
 
 namespace {
 
 using Fn = void (*)(size_t);
-// Index: 0 pairs, 1 batch, 2 pairs-touch, 3 batch-touch.
-const char* const kModes[4] = {"pairs", "batch", "pairs-touch", "batch-touch"};
-const Fn kMeasure[4] = {measure_pairs, measure_batch, measure_pairs_touch, measure_batch_touch};
-const Fn kWarm[4] = {warm_pairs, warm_batch, warm_pairs_touch, warm_batch_touch};
+struct Mode {
+  const char* name;
+  Fn measure;
+  Fn warm_pairs, warm_batch;  // the warm-up: 10,000 pairs, then 10 batches
+  bool batch;                 // iterations count pairs in rounds of kBatch
+};
+const Mode kModes[] = {
+    {"pairs", measure_pairs, warm_pairs, warm_batch, false},
+    {"batch", measure_batch, warm_pairs, warm_batch, true},
+    {"pairs-touch", measure_pairs_touch, warm_pairs_touch, warm_batch_touch, false},
+    {"batch-touch", measure_batch_touch, warm_pairs_touch, warm_batch_touch, true},
+    {"batch-mixed", measure_batch_mixed, warm_pairs, warm_batch_mixed, true},
+};
 
 int usage() {
   std::fprintf(stderr,
@@ -112,7 +158,7 @@ int usage() {
                "usage: LD_PRELOAD=<library> fastpath "
                "<magslab|mimalloc|tbb|jemalloc|tcmalloc|glibc|any>"
 #endif
-               " <pairs|batch|pairs-touch|batch-touch> <iterations>\n"
+               " <pairs|batch|pairs-touch|batch-touch|batch-mixed> <iterations>\n"
                "  batch iterations are malloc+free pairs; must be a multiple of %zu\n",
                kBatch);
   return 2;
@@ -131,20 +177,19 @@ int main(int argc, char** argv) {
   char* end = nullptr;
   const unsigned long long iters = std::strtoull(argv[3], &end, 10);
   if (*end != '\0' || iters == 0) return usage();
-  int mi = -1;
-  for (int i = 0; i < 4; ++i)
-    if (mode == kModes[i]) mi = i;
-  if (mi < 0) return usage();
-  const bool batch = (mi % 2) == 1;
-  if (batch && iters % kBatch != 0) return usage();
+  const Mode* m = nullptr;
+  for (const Mode& c : kModes)
+    if (mode == c.name) m = &c;
+  if (m == nullptr) return usage();
+  if (m->batch && iters % kBatch != 0) return usage();
+  fill_mixed_sizes();
 
-  // Warm-up: both shapes (same touch flavour), outside the measured function.
-  const int t = mi / 2 * 2;
-  kWarm[t](10000);
-  kWarm[t + 1](10);
+  // Warm-up: both shapes (same flavour), outside the measured function.
+  m->warm_pairs(10000);
+  m->warm_batch(10);
 
   const auto t0 = std::chrono::steady_clock::now();
-  kMeasure[mi](batch ? iters / kBatch : iters);
+  m->measure(m->batch ? iters / kBatch : iters);
   const auto t1 = std::chrono::steady_clock::now();
   const double ns = std::chrono::duration<double, std::nano>(t1 - t0).count();
   std::printf("%s %s %llu pairs: %.2f ns/pair (wall)\n", name.c_str(), mode.c_str(), iters,

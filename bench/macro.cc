@@ -1,7 +1,7 @@
 // bench/macro: allocator macro workloads, one binary, workload chosen by name.
 //
 //   macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]
-//         [--seed N] [--corrupt]
+//         [--seed N] [--corrupt] [--burst-mib N]
 //   macro --list
 //
 // The binary calls plain malloc/free/realloc/new; the allocator is chosen by
@@ -21,11 +21,18 @@
 //
 // Output (stdout, one JSON line):
 //   {"workload":..., "allocator":..., "threads":..., "seconds":..., "ops":...,
-//    "ops_per_sec":..., "peak_rss_kib": VmHWM,, "verified":true, "checksum":...}
+//    "ops_per_sec":..., "peak_rss_kib": VmHWM, [workload's own fields,]
+//    "verified":true, "checksum":...}
+// burst runs for as long as it takes (--seconds is ignored; its seconds and
+// ops_per_sec include 3 s of idling, so they are no throughput figure) and adds
+// "burst_mib", "burst_bytes", "burst_blocks", "burst_seconds" and the RSS
+// samples "rss_pre_mib", "rss_after_mib", "rss_1s_mib", "rss_3s_mib".
 #include <getopt.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -59,9 +66,11 @@ struct Options {
   double seconds = 1.0;
   uint64_t seed = 42;
   bool corrupt = false;
+  uint64_t burst_mib = 1024;  // burst only
 };
 
 Options g_opt;
+std::string g_extra_json;  // a workload's own result fields: ,"name":value...
 std::atomic<bool> g_stop{false};
 std::atomic<uint64_t> g_bad{0};       // failed checks
 std::atomic<uint64_t> g_written{0};   // sum of tags stamped
@@ -536,6 +545,106 @@ void maps() {
   });
 }
 
+// ---------------------------------------------------------------------------
+// burst: what is given back after a burst (issue #14). The main thread samples
+// RSS; N threads together allocate ~--burst-mib MiB (default 1024) of small
+// blocks, stamping each (sizes 16..1024 B: a range [2^b, 2^(b+1)], b = 4..9,
+// picked uniformly, then a size in it; mean 252 B, about 4.3 million blocks
+// per GiB); once every block is built (a barrier), each thread checks and
+// frees the even-numbered blocks it allocated and the odd-numbered blocks of
+// the next thread, so half of the frees are cross-thread and every page sees
+// both kinds (with 1 thread, all are local); the threads exit. The main thread
+// then idles, calling no allocator function, and samples VmRSS right after the
+// join, at +1 s and at +3 s. A block's size and tag follow from (thread,
+// index), so the only bookkeeping is one pointer per block, in mmap'd arrays
+// outside the allocator, unmapped before the first sample (they do count in
+// the peak: 8 B per block, 32.5 MiB per GiB). One op = one block.
+// ---------------------------------------------------------------------------
+constexpr uint64_t kBurstMeanSize = 252;
+
+inline uint64_t burst_key(int owner, size_t k) {
+  return mstest::mix64(g_opt.seed ^ (static_cast<uint64_t>(owner) << 40) ^ k);
+}
+inline size_t burst_size(uint64_t key) {
+  const size_t base = size_t{1} << (4 + key % 6);
+  return base + static_cast<size_t>((key >> 8) % (base + 1));
+}
+inline uint64_t burst_tag(uint64_t key) { return mstest::mix64(key) | 1; }
+
+inline double kib_to_mib(long kib) { return static_cast<double>(kib) / 1024.0; }
+
+void burst() {
+  using clock = std::chrono::steady_clock;
+  const int T = g_opt.threads;
+  const uint64_t total = g_opt.burst_mib << 20;
+  const size_t per = static_cast<size_t>((total / T + kBurstMeanSize - 1) / kBurstMeanSize);
+  const size_t map_bytes = per * static_cast<size_t>(T) * sizeof(void*);
+  std::atomic<uint64_t> bytes{0};
+
+  const long rss_pre = bench::current_rss_kib();
+  void* map = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED) {
+    std::perror("burst: mmap");
+    std::exit(4);
+  }
+  auto** ptrs = static_cast<void**>(map);  // thread t's blocks: ptrs[t * per + k]
+  const auto t0 = clock::now();
+  {
+    std::barrier built(T);
+    std::vector<std::thread> ts;
+    ts.reserve(T);
+    for (int i = 0; i < T; ++i)
+      ts.emplace_back([&, i] {
+        Tally tl;
+        void** mine = ptrs + static_cast<size_t>(i) * per;
+        uint64_t sum = 0;
+        for (size_t k = 0; k < per; ++k) {
+          const uint64_t key = burst_key(i, k);
+          const size_t n = burst_size(key);
+          mine[k] = xmalloc(n);
+          stamp(mine[k], n, burst_tag(key), tl.written);
+          sum += n;
+        }
+        tl.ops += per;
+        bytes.fetch_add(sum, std::memory_order_relaxed);
+        built.arrive_and_wait();
+        const int j = (i + 1) % T;
+        void** next = ptrs + static_cast<size_t>(j) * per;
+        for (size_t k = 0; k < per; k += 2) {
+          uint64_t key = burst_key(i, k);
+          check(mine[k], burst_size(key), burst_tag(key), tl.verified);
+          std::free(mine[k]);
+          if (k + 1 < per) {
+            key = burst_key(j, k + 1);
+            check(next[k + 1], burst_size(key), burst_tag(key), tl.verified);
+            std::free(next[k + 1]);
+          }
+        }
+        tl.flush();
+      });
+    for (auto& t : ts) t.join();
+  }
+  const auto t_join = clock::now();
+  munmap(map, map_bytes);
+  const long rss_after = bench::current_rss_kib();
+  std::this_thread::sleep_until(t_join + std::chrono::seconds(1));
+  const long rss_1s = bench::current_rss_kib();
+  std::this_thread::sleep_until(t_join + std::chrono::seconds(3));
+  const long rss_3s = bench::current_rss_kib();
+
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                ",\"burst_mib\":%llu,\"burst_bytes\":%llu,\"burst_blocks\":%llu,"
+                "\"burst_seconds\":%.3f,\"rss_pre_mib\":%.1f,\"rss_after_mib\":%.1f,"
+                "\"rss_1s_mib\":%.1f,\"rss_3s_mib\":%.1f",
+                static_cast<unsigned long long>(g_opt.burst_mib),
+                static_cast<unsigned long long>(bytes.load()),
+                static_cast<unsigned long long>(per * static_cast<size_t>(T)),
+                std::chrono::duration<double>(t_join - t0).count(), kib_to_mib(rss_pre),
+                kib_to_mib(rss_after), kib_to_mib(rss_1s), kib_to_mib(rss_3s));
+  g_extra_json = buf;
+}
+
 struct Workload {
   const char* name;
   void (*fn)();
@@ -553,6 +662,7 @@ const Workload kWorkloads[] = {
     {"mstress", mstress, "many live objects, bursts of allocation, some cross-thread frees"},
     {"realloc", realloc_builder, "string/vector builders growing by realloc"},
     {"map", maps, "std::map + std::unordered_map insert/erase churn"},
+    {"burst", burst, "~1 GiB of small blocks, half freed cross-thread; RSS after, +1 s, +3 s"},
 };
 
 // Usage line on stderr, exit 2: for --help too (the runner never asks for it).
@@ -560,7 +670,7 @@ const Workload kWorkloads[] = {
   if (msg != nullptr) std::fprintf(stderr, "macro: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
   std::fprintf(stderr,
                "usage: macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]\n"
-               "             [--seed N] [--corrupt]\n"
+               "             [--seed N] [--corrupt] [--burst-mib N]\n"
                "       macro --list\n");
   std::exit(2);
 }
@@ -592,6 +702,7 @@ int main(int argc, char** argv) {
                                     {"allocator", required_argument, nullptr, 'a'},
                                     {"seed", required_argument, nullptr, 'r'},
                                     {"corrupt", no_argument, nullptr, 'c'},
+                                    {"burst-mib", required_argument, nullptr, 'b'},
                                     {"list", no_argument, nullptr, 'l'},
                                     {"help", no_argument, nullptr, 'h'},
                                     {nullptr, 0, nullptr, 0}};
@@ -622,6 +733,10 @@ int main(int argc, char** argv) {
       }
       case 'c':
         g_opt.corrupt = true;
+        break;
+      case 'b':
+        if (!parse_long(optarg, 1, 65536, &n)) usage("bad --burst-mib (1..65536)", optarg);
+        g_opt.burst_mib = static_cast<uint64_t>(n);
         break;
       case 'l':
         for (const auto& w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
@@ -658,11 +773,11 @@ int main(int argc, char** argv) {
   const uint64_t ops = g_ops.load();
   std::printf(
       "{\"workload\":\"%s\",\"allocator\":\"%s\",\"threads\":%d,\"seconds\":%.4f,"
-      "\"ops\":%llu,\"ops_per_sec\":%.1f,\"peak_rss_kib\":%ld,\"verified\":%s,"
+      "\"ops\":%llu,\"ops_per_sec\":%.1f,\"peak_rss_kib\":%ld%s,\"verified\":%s,"
       "\"failed_checks\":%llu,\"checksum\":%llu}\n",
       w->name, bench::detect_allocator().c_str(), g_opt.threads, elapsed,
       static_cast<unsigned long long>(ops), ops / elapsed, bench::peak_rss_kib(),
-      verified ? "true" : "false", static_cast<unsigned long long>(bad),
+      g_extra_json.c_str(), verified ? "true" : "false", static_cast<unsigned long long>(bad),
       static_cast<unsigned long long>(g_verified.load()));
   if (!verified) {
     std::fprintf(stderr, "%s: VERIFICATION FAILED (%llu bad checks, written %llu, verified %llu)\n",
