@@ -38,7 +38,7 @@ void BM_pair(benchmark::State& state) {
 // Each benchmark is registered twice with the same arguments: on 1 thread
 // (short names, e.g. BM_pair/16) and on 2-16 threads (each its own work).
 void pair_sizes(benchmark::internal::Benchmark* b) {
-  b->RangeMultiplier(4)->Range(8, 1 << 20)->Arg(48)->Arg(100)->Arg(3000);
+  b->RangeMultiplier(4)->Range(8, 1 << 20)->Arg(48)->Arg(100)->Arg(3000)->Arg(4 << 20);
 }
 BENCHMARK(BM_pair)->Apply(pair_sizes);
 BENCHMARK(BM_pair)->Apply(pair_sizes)->ThreadRange(2, 16)->UseRealTime();
@@ -145,6 +145,47 @@ void BM_cross_thread_free(benchmark::State& state) {
   state.SetItemsProcessed(producer ? 0 : state.iterations() * kBatch);
 }
 BENCHMARK(BM_cross_thread_free)->Threads(2)->Threads(4)->Threads(8)->Threads(16)->UseRealTime();
+
+// Cross-thread large blocks: threads in pairs; the even thread allocates
+// blocks of range(0) bytes, writes their first and last byte, and passes them
+// one at a time through a ring of 16 slots; the odd thread checks and frees
+// them. At most 16 blocks per pair are in flight (16 MiB at 1 MiB).
+constexpr int kLargeRing = 16;
+struct alignas(64) LargeRing {
+  std::atomic<uint64_t> head{0};
+  alignas(64) std::atomic<uint64_t> tail{0};
+  alignas(64) void* slots[kLargeRing];
+};
+LargeRing g_large_rings[8];
+
+void BM_cross_thread_large(benchmark::State& state) {
+  LargeRing& ring = g_large_rings[state.thread_index() / 2];
+  const bool producer = state.thread_index() % 2 == 0;
+  const size_t n = static_cast<size_t>(state.range(0));
+  for (auto _ : state) {
+    if (producer) {
+      uint64_t h = ring.head.load(std::memory_order_relaxed);
+      while (h - ring.tail.load(std::memory_order_acquire) >= kLargeRing) sched_yield();
+      auto* p = static_cast<char*>(std::malloc(n));
+      p[0] = p[n - 1] = 1;
+      ring.slots[h % kLargeRing] = p;
+      ring.head.store(h + 1, std::memory_order_release);
+    } else {
+      uint64_t t = ring.tail.load(std::memory_order_relaxed);
+      while (ring.head.load(std::memory_order_acquire) == t) sched_yield();
+      auto* p = static_cast<char*>(ring.slots[t % kLargeRing]);
+      if (p[0] != 1 || p[n - 1] != 1) std::abort();
+      std::free(p);
+      ring.tail.store(t + 1, std::memory_order_release);
+    }
+  }
+  state.SetItemsProcessed(producer ? 0 : state.iterations());
+}
+BENCHMARK(BM_cross_thread_large)
+    ->ArgsProduct({{64 << 10, 256 << 10, 1 << 20, 4 << 20}})
+    ->Threads(2)
+    ->Threads(4)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -23,7 +23,7 @@ using namespace magslab;
 // The depot's limit for a class, as small/depot.cc states it.
 size_t expected_limit(unsigned cls) {
   size_t per_mag = size_t{kClasses[cls].mag_cap} * kClasses[cls].size;
-  size_t min = cls >= magslab::kNumSmallClasses ? 2 : 4;  // large classes: 2 magazines
+  size_t min = cls >= magslab::kNumSmallClasses ? 8 : 4;  // large classes: 8 magazines
   return std::max<size_t>(min, (size_t{1} << 20) / per_mag);
 }
 
@@ -120,7 +120,7 @@ TEST(Depot, LimitPerClassLargestMagazines) {
         size_t{kClasses[cls].mag_cap} * kClasses[cls].size)
       cls = c;
   ASSERT_EQ(kClasses[cls].size, magslab::kMaxClassSize);
-  ASSERT_EQ(expected_limit(cls), 2u);
+  ASSERT_EQ(expected_limit(cls), 8u);
   ASSERT_LT(expected_limit(cls), expected_limit(class_of(16)));
   fill_to_limit(cls, expected_limit(cls));
 }

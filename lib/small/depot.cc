@@ -13,16 +13,22 @@ namespace depot {
 namespace {
 
 // The most full magazines a class keeps in the depot: about 1 MiB of objects,
-// at least 4 magazines (2 for a large class: up to 2 MiB of blocks). More than that is returned to
-// the slabs, so memory freed by a thread that exits or stops allocating becomes reclaimable. 1 MiB,
-// not less: a burst that frees 10,000 × 64 B and allocates them again then
-// stays in magazines instead of going through the slab bitmaps under the class
-// lock (256 KiB: 118 → 79 instructions per pair; macro workloads' peak RSS
-// unchanged — docs/benchmarks.md, "Depot limit per class").
+// at least 4 magazines (8 for a large class: up to 8 MiB of 1 MiB blocks).
+// More than that is returned to the slabs, so memory freed by a thread that
+// exits or stops allocating becomes reclaimable. 1 MiB, not less: a burst that
+// frees 10,000 × 64 B and allocates them again then stays in magazines instead
+// of going through the slab bitmaps under the class lock (256 KiB: 118 → 79
+// instructions per pair; macro workloads' peak RSS unchanged —
+// docs/benchmarks.md, "Depot limit per class"). 8 for large classes: their
+// magazines hold one or two blocks, and a producer handing 1 MiB blocks to a
+// consumer through a 16-slot ring overflowed a 2-magazine depot into the
+// slabs and the page heap (madvise and chunk maps: 0.4 M blocks/s; 2.2 with 8,
+// docs/benchmarks.md, "Large blocks"). Worst case, a program that frees blocks
+// of every large class at once leaves about 52 MiB here until magslab_trim().
 constexpr int64_t limit_for(unsigned cls) {
   int64_t per_mag = int64_t{kClasses[cls].mag_cap} * kClasses[cls].size;
   int64_t n = (int64_t{1} << 20) / per_mag;
-  int64_t min = cls >= kNumSmallClasses ? 2 : 4;
+  int64_t min = cls >= kNumSmallClasses ? 8 : 4;
   return n < min ? min : n;
 }
 
