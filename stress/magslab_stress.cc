@@ -1,6 +1,7 @@
 // magslab-stress: a multithreaded allocator torture harness that verifies every
 // byte it allocates. See docs/stress.md for workloads, checks and options.
 #include <fcntl.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -47,9 +48,14 @@ struct Result {
   size_t peak_rss;
 };
 
+// --help: the option list on stderr, exit 0. A usage error: what is wrong and the usage line on
+// stderr, exit 2.
 [[noreturn]] void usage(const char* msg, const char* arg = nullptr) {
-  if (msg != nullptr)
+  if (msg != nullptr) {
     fprintf(stderr, "magslab-stress: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    fprintf(stderr, "usage: magslab-stress [options] (magslab-stress --help lists them)\n");
+    exit(2);
+  }
   fprintf(stderr,
           "usage: magslab-stress [options]\n"
           "  --threads N        worker threads (default: nproc; 1..%u)\n"
@@ -70,7 +76,7 @@ struct Result {
           "  --help             this text\n"
           "exit status: 0 clean, 1 a check failed (one FAILURE line on stderr), 2 usage\n",
           kMaxThreads);
-  exit(msg != nullptr ? 2 : 0);
+  exit(0);
 }
 
 bool parse_u64(const char* s, uint64_t* out, bool suffixes) {
@@ -104,6 +110,16 @@ bool parse_u64(const char* s, uint64_t* out, bool suffixes) {
   if (*end != '\0') return false;
   if (v > UINT64_MAX / mul) return false;
   *out = v * mul;
+  return true;
+}
+
+// A whole-string number with lo < value <= hi: "1x", "", "nan" and overflow are errors.
+bool parse_double(const char* s, double lo, double hi, double* out) {
+  errno = 0;
+  char* end = nullptr;
+  double d = strtod(s, &end);
+  if (errno != 0 || end == s || *end != '\0' || !(d > lo) || d > hi) return false;
+  *out = d;
   return true;
 }
 
@@ -274,80 +290,97 @@ int main(int argc, char** argv) {
   bool have_workload = false;
   bool have_seconds = false, have_seed = false, have_threads = false, have_max = false;
   const char* allocator = "magslab";
-  for (int i = 1; i < argc; ++i) {
-    const char* a = argv[i];
-    const char* val = nullptr;
-    char name[32];
-    const char* eq = strchr(a, '=');
-    if (strncmp(a, "--", 2) != 0) usage("unexpected argument", a);
-    if (eq != nullptr) {
-      size_t n = static_cast<size_t>(eq - a);
-      if (n >= sizeof name) usage("unknown option", a);
-      memcpy(name, a, n);
-      name[n] = '\0';
-      val = eq + 1;
-    } else {
-      snprintf(name, sizeof name, "%s", a);
-    }
-    auto need = [&]() -> const char* {
-      if (val != nullptr) return val;
-      if (i + 1 >= argc) usage("missing value for", name);
-      return argv[++i];
-    };
+  // getopt_long's values for the options: above every character, so that optopt tells an option
+  // given a value it does not take from an unknown short option.
+  enum : int {
+    kThreads = 256,
+    kSeconds,
+    kOps,
+    kSeed,
+    kMaxSize,
+    kWorkload,
+    kFaultRate,
+    kAllocator,
+    kSmoke,
+    kJson,
+    kQuiet,
+    kHelp
+  };
+  static const option kOptions[] = {{"threads", required_argument, nullptr, kThreads},
+                                    {"seconds", required_argument, nullptr, kSeconds},
+                                    {"ops", required_argument, nullptr, kOps},
+                                    {"seed", required_argument, nullptr, kSeed},
+                                    {"max-size", required_argument, nullptr, kMaxSize},
+                                    {"workload", required_argument, nullptr, kWorkload},
+                                    {"fault-rate", required_argument, nullptr, kFaultRate},
+                                    {"allocator", required_argument, nullptr, kAllocator},
+                                    {"smoke", no_argument, nullptr, kSmoke},
+                                    {"json", no_argument, nullptr, kJson},
+                                    {"quiet", no_argument, nullptr, kQuiet},
+                                    {"help", no_argument, nullptr, kHelp},
+                                    {nullptr, 0, nullptr, 0}};
+  opterr = 0;  // our own messages; the leading ':' tells a missing value (':') from the rest ('?')
+  for (int c; (c = getopt_long(argc, argv, ":", kOptions, nullptr)) != -1;) {
     uint64_t v = 0;
-    if (!strcmp(name, "--help") || !strcmp(name, "-h"))
-      usage(nullptr);
-    else if (!strcmp(name, "--threads")) {
-      const char* s = need();
-      if (!parse_u64(s, &v, false) || v == 0 || v > kMaxThreads) usage("bad --threads", s);
-      o.threads = static_cast<unsigned>(v);
-      have_threads = true;
-    } else if (!strcmp(name, "--seconds")) {
-      const char* s = need();
-      char* end = nullptr;
-      errno = 0;
-      double d = strtod(s, &end);
-      if (errno != 0 || end == s || *end != '\0' || !(d > 0) || d > 1e7) usage("bad --seconds", s);
-      o.seconds = d;
-      have_seconds = true;
-    } else if (!strcmp(name, "--ops")) {
-      const char* s = need();
-      if (!parse_u64(s, &v, true) || v == 0) usage("bad --ops", s);
-      o.ops = v;
-    } else if (!strcmp(name, "--seed")) {
-      const char* s = need();
-      if (!parse_u64(s, &v, false)) usage("bad --seed", s);
-      o.seed = v;
-      have_seed = true;
-    } else if (!strcmp(name, "--max-size")) {
-      const char* s = need();
-      if (!parse_u64(s, &v, true) || v < 16 || v > (1ull << 30))
-        usage("bad --max-size (16 .. 1g)", s);
-      o.max_size = v;
-      have_max = true;
-    } else if (!strcmp(name, "--workload")) {
-      o.workload = need();
-      have_workload = true;
-    } else if (!strcmp(name, "--fault-rate")) {
-      const char* s = need();
-      char* end = nullptr;
-      errno = 0;
-      double d = strtod(s, &end);
-      if (errno != 0 || end == s || *end != '\0' || !(d > 0) || d > 1)
-        usage("bad --fault-rate (0 < P <= 1)", s);
-      o.fault_rate = d;
-    } else if (!strcmp(name, "--allocator")) {
-      allocator = need();
-    } else if (!strcmp(name, "--smoke") && val == nullptr) {
-      o.smoke = true;
-    } else if (!strcmp(name, "--json") && val == nullptr) {
-      o.json = true;
-    } else if (!strcmp(name, "--quiet") && val == nullptr) {
-      o.quiet = true;
-    } else {
-      usage("unknown option", a);
+    switch (c) {
+      case kThreads:
+        if (!parse_u64(optarg, &v, false) || v == 0 || v > kMaxThreads)
+          usage("bad --threads", optarg);
+        o.threads = static_cast<unsigned>(v);
+        have_threads = true;
+        break;
+      case kSeconds:
+        if (!parse_double(optarg, 0, 1e7, &o.seconds)) usage("bad --seconds", optarg);
+        have_seconds = true;
+        break;
+      case kOps:
+        if (!parse_u64(optarg, &v, true) || v == 0) usage("bad --ops", optarg);
+        o.ops = v;
+        break;
+      case kSeed:
+        if (!parse_u64(optarg, &o.seed, false)) usage("bad --seed", optarg);
+        have_seed = true;
+        break;
+      case kMaxSize:
+        if (!parse_u64(optarg, &v, true) || v < 16 || v > (1ull << 30))
+          usage("bad --max-size (16 .. 1g)", optarg);
+        o.max_size = v;
+        have_max = true;
+        break;
+      case kWorkload:
+        o.workload = optarg;
+        have_workload = true;
+        break;
+      case kFaultRate:
+        if (!parse_double(optarg, 0, 1, &o.fault_rate))
+          usage("bad --fault-rate (0 < P <= 1)", optarg);
+        break;
+      case kAllocator:
+        allocator = optarg;
+        break;
+      case kSmoke:
+        o.smoke = true;
+        break;
+      case kJson:
+        o.json = true;
+        break;
+      case kQuiet:
+        o.quiet = true;
+        break;
+      case kHelp:
+        usage(nullptr);
+      case ':':
+        usage("missing value for", argv[optind - 1]);
+      default:  // '?'
+        if (optopt >= kThreads) usage("option takes no value", argv[optind - 1]);
+        if (optopt != 0) {
+          const char unknown[] = {'-', static_cast<char>(optopt), '\0'};
+          usage("unknown option", unknown);
+        }
+        usage("unknown or ambiguous option", argv[optind - 1]);
     }
   }
+  if (optind < argc) usage("unexpected argument", argv[optind]);
   if (!strcmp(allocator, "magslab"))
     g.api = &magslab_api();
   else if (!strcmp(allocator, "system"))
