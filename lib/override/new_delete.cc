@@ -1,34 +1,114 @@
 // override/new_delete: every C++ operator new/delete form over the magslab API.
 // new loops on the new_handler and throws std::bad_alloc when there is none;
 // the nothrow forms return nullptr.
+//
+// No link-time dependency on the C++ runtime: the library is built without
+// exceptions and linked as C, so a C program that preloads it does not load
+// libstdc++, libm and libgcc_s (1.1 MiB of RSS for `sort` or `ls`). What only
+// the runtime can do — read the new_handler, throw std::bad_alloc, catch what
+// a handler throws in a nothrow new — is looked up in it with dlsym, once at
+// load (the program's libstdc++ is mapped before any constructor runs) and
+// again on an out-of-memory path if it was loaded later (dlopen). Without a
+// runtime there is no handler; a throwing new that cannot throw aborts with
+// one line.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
 #include <new>
 
 #include "magslab/magslab.h"
 
 namespace {
 
-void* alloc_or_handle(std::size_t n, std::size_t align) {
+using GetHandler = std::new_handler (*)();
+using Thrower = void (*)();
+using NothrowNew = void* (*)(std::size_t, const std::nothrow_t&);
+using NothrowAlignedNew = void* (*)(std::size_t, std::align_val_t, const std::nothrow_t&);
+
+// relaxed: each is a pure function of the loaded libraries; a thread that
+// sees nullptr looks it up itself.
+std::atomic<GetHandler> g_get_handler{nullptr};
+std::atomic<Thrower> g_throw_bad_alloc{nullptr};
+std::atomic<NothrowNew> g_runtime_nothrow_new{nullptr};
+std::atomic<NothrowAlignedNew> g_runtime_nothrow_aligned_new{nullptr};
+
+template <class F>
+F lookup(std::atomic<F>& slot, void* handle, const char* name) {
+  F f = slot.load(std::memory_order_relaxed);
+  if (f == nullptr) {
+    f = reinterpret_cast<F>(dlsym(handle, name));
+    slot.store(f, std::memory_order_relaxed);
+  }
+  return f;
+}
+
+GetHandler get_handler_fn() {
+  return lookup(g_get_handler, RTLD_DEFAULT, "_ZSt15get_new_handlerv");
+}
+// The runtime's own nothrow operator new (the next definition after ours): it
+// calls ::operator new — ours — inside a try block and returns nullptr for
+// whatever a new_handler throws.
+NothrowNew runtime_nothrow_new() {
+  return lookup(g_runtime_nothrow_new, RTLD_NEXT, "_ZnwmRKSt9nothrow_t");
+}
+NothrowAlignedNew runtime_nothrow_aligned_new() {
+  return lookup(g_runtime_nothrow_aligned_new, RTLD_NEXT, "_ZnwmSt11align_val_tRKSt9nothrow_t");
+}
+
+[[gnu::constructor]] void resolve_runtime() {
+  get_handler_fn();
+  lookup(g_throw_bad_alloc, RTLD_DEFAULT, "_ZSt17__throw_bad_allocv");
+  runtime_nothrow_new();
+  runtime_nothrow_aligned_new();
+}
+
+std::new_handler current_handler() {
+  GetHandler get = get_handler_fn();
+  return get != nullptr ? get() : nullptr;  // no C++ runtime: nobody can have set one
+}
+
+void* alloc(std::size_t n, std::size_t align) {
+  return align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ ? magslab_malloc(n)
+                                                   : magslab_aligned_alloc(align, n);
+}
+
+[[noreturn]] void throw_bad_alloc() {
+  if (Thrower t = lookup(g_throw_bad_alloc, RTLD_DEFAULT, "_ZSt17__throw_bad_allocv")) t();
+  static const char kMsg[] = "magslab: operator new: out of memory, and no C++ runtime to throw\n";
+  ssize_t ignored = write(2, kMsg, sizeof kMsg - 1);
+  (void)ignored;
+  abort();
+}
+
+void* new_or_throw(std::size_t n, std::size_t align) {
   for (;;) {
-    void* p = align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ ? magslab_malloc(n)
-                                                        : magslab_aligned_alloc(align, n);
-    if (p != nullptr) return p;
-    std::new_handler h = std::get_new_handler();
-    if (h == nullptr) return nullptr;
+    if (void* p = alloc(n, align)) return p;
+    std::new_handler h = current_handler();
+    if (h == nullptr) throw_bad_alloc();
     h();  // may free memory, throw, or abort
   }
 }
 
-void* new_or_throw(std::size_t n, std::size_t align) {
-  void* p = alloc_or_handle(n, align);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
+// Ours: std::nothrow itself lives in the runtime.
+constexpr std::nothrow_t kNothrow{};
 
 void* new_nothrow(std::size_t n, std::size_t align) noexcept {
-  try {
-    return alloc_or_handle(n, align);
-  } catch (...) {  // a new_handler may throw
-    return nullptr;
+  if (void* p = alloc(n, align)) return p;
+  if (current_handler() == nullptr) return nullptr;
+  // A handler may throw: let the runtime's nothrow new (which catches) run the
+  // loop through our throwing new.
+  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+    if (NothrowNew f = runtime_nothrow_new()) return f(n, kNothrow);
+  } else if (NothrowAlignedNew f = runtime_nothrow_aligned_new()) {
+    return f(n, std::align_val_t{align}, kNothrow);
+  }
+  for (;;) {  // no runtime's nothrow new found: a throwing handler ends the program
+    std::new_handler h = current_handler();
+    if (h == nullptr) return nullptr;
+    h();
+    if (void* p = alloc(n, align)) return p;
   }
 }
 
