@@ -148,7 +148,10 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
         ++sc.slabs;
         partial_push(sc, s);
       }
-      s->owner.store(owner, std::memory_order_relaxed);  // relaxed: a routing hint (slab.h)
+      // relaxed: a routing hint (slab.h); stored only on a change, so that the
+      // line free reads stays clean.
+      if (s->owner.load(std::memory_order_relaxed) != owner)
+        s->owner.store(owner, std::memory_order_relaxed);
       uint32_t words = (ci.objects + 63) / 64;
       for (uint32_t w = s->hint; w < words && got < n; ++w) {
         uint64_t bits = s->free_bits[w];

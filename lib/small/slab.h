@@ -21,35 +21,41 @@
 namespace magslab {
 
 struct alignas(kCacheLine) Slab {
-  // Read without a lock by the free fast path. Set before the slab is published
-  // in the page map's per-page slab entries (pagemap::set_slab, release) and
-  // constant while the slab is carved.
+  // First line: read by the free fast path and never written while the slab
+  // is carved (owner only when another thread refills from it), so frees on
+  // other cores keep it shared instead of losing it to every refill and
+  // release — those write the second line. Set before the slab is published
+  // in the page map's per-page slab entries (pagemap::set_slab, release).
   uintptr_t start = 0;  // address of object 0 (the first page)
   uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
   uint64_t limit = 0;   // see valid_offset()
   // The thread cache that last refilled a magazine from this slab. Only a hint
   // for where free() puts an object (thread_cache.h: own objects go to the
   // loaded magazine, others' to the remote one); correctness never depends on
-  // it. relaxed: a stale value only routes one free differently.
+  // it. relaxed: a stale value only routes one free differently. Stored only
+  // when it changes (slab.cc), so a thread refilling from its own slab does
+  // not dirty this line.
   std::atomic<const void*> owner{nullptr};
   uint32_t cls = 0;
-  // Under the class lock:
-  uint32_t nfree = 0;  // bits set in free_bits
-  uint32_t hint = 0;   // no free bits in words below this one
-  uint32_t first_page = 0;
-  Slab* next = nullptr;  // partial list of the class
-  Slab* prev = nullptr;
+  uint32_t first_page = 0;  // constant while carved, like chunk
   ChunkMeta* chunk = nullptr;
-  bool in_partial = false;
-  StackLink recycle;  // link in the pool of unused Slab records
   // Exact mode only (kExactRequested): the size requested for object i, written
   // by whoever takes the object out of a magazine for the program and read by
   // its free (the program's hand-over of the pointer orders the two). Mapped
   // once per record (kMaxSlabObjects entries; pages are touched as used) and
   // kept when the record is recycled. nullptr otherwise.
   uint32_t* requested = nullptr;
+
+  // Second line on: under the class lock.
+  alignas(kCacheLine) uint32_t nfree = 0;  // bits set in free_bits
+  uint32_t hint = 0;                       // no free bits in words below this one
+  Slab* next = nullptr;                    // partial list of the class
+  Slab* prev = nullptr;
+  bool in_partial = false;
+  StackLink recycle;                         // link in the pool of unused Slab records
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
 };
+static_assert(offsetof(Slab, nfree) == kCacheLine, "free's fields fill the first line alone");
 
 // Is `off` (address − start, for an address in one of the slab's pages) the
 // start of one of its objects? One multiply and one compare:
