@@ -39,7 +39,7 @@ void break_slab_equation() {
 
 // A chunk whose free-page count disagrees with the heap's total.
 void break_page_heap_count() {
-  void* big = magslab_malloc(200 << 10);
+  void* big = magslab_aligned_alloc(8192, 200 << 10);  // a page run (a class would be cached)
   magslab::ChunkMeta* c = magslab::pagemap::lookup(reinterpret_cast<uintptr_t>(big));
   if (c == nullptr) std::abort();
   c->free_pages -= 1;
