@@ -17,8 +17,11 @@
 //            a bounded ring, floor(N/2) consumers free them: every free is
 //            cross-thread; 1 thread alternates (bench/macro xmalloc)
 //   large    large blocks: each thread replaces random slots of an 8-slot
-//            array with blocks of 64 KiB..4 MiB (log-uniform); with N > 1,
-//            1 old block in 4 is handed to the next thread, which frees it
+//            array with blocks of 64 KiB..4 MiB (Rng::log_uniform: one of the
+//            7 power-of-two ranges 2^16..2^22, then a size in it, clamped to
+//            4 MiB: 1 in 7 is exactly 4 MiB, 3 in 7 are above 1 MiB); with
+//            N > 1, 1 old block in 4 is handed to the next thread, which
+//            frees it
 //
 // Timing: rdtsc (lfence; rdtsc; lfence ... rdtscp; lfence) calibrated once
 // against CLOCK_MONOTONIC, or clock_gettime(CLOCK_MONOTONIC) with
