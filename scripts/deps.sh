@@ -25,9 +25,12 @@ packages=(
   gnuplot-nox
   python3
   # real programs run under LD_PRELOAD by the override tests (tests/override/)
+  # and by bench/run's real-program cells (bench/real/: python3, g++, sqlite3)
   git
   sqlite3
   coreutils
+  # GNU time: wall time and peak RSS of bench/run's real programs (/usr/bin/time)
+  time
 )
 
 missing=()
