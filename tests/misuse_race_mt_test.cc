@@ -24,6 +24,7 @@
 
 #include "chunks/chunk_map.h"
 #include "chunks/page_heap.h"
+#include "large/large.h"
 #include "magslab/magslab.h"
 
 namespace {
@@ -40,7 +41,8 @@ bool sleeping(pid_t tid) {
 }
 
 void free_during_descriptor_reuse() {
-  // A page run (aligned beyond a page: no class): page state lives in ChunkMeta.
+  // A page run (aligned beyond a page: no class): its pages are tagged in the
+  // chunk's descriptor, its length is in large/'s record of the chunk.
   void* big = magslab_aligned_alloc(8192, 200 << 10);
   auto a = reinterpret_cast<uintptr_t>(big);
   ChunkMeta* c = pagemap::lookup(a);
@@ -72,8 +74,8 @@ void free_during_descriptor_reuse() {
   pagemap::set(old_base, nullptr);
   c->base = new_base;
   pagemap::set(new_base, c);
-  c->state[page] = kPageLargeStart;
-  c->large_pages[page] = 1;
+  c->tag[page] = large::kTagStart;
+  c->run_record->pages[page] = 1;  // the record exists: the chunk held `big`
   heap::g_lock.unlock();
   misuser.join();
   // Reaching here means the free returned: it freed the other block.

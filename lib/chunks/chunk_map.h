@@ -12,15 +12,7 @@ namespace magslab {
 
 struct Slab;
 struct FreeRun;
-
-// What a page of a normal chunk holds. Written under the page-heap lock.
-enum PageState : uint8_t {
-  kPageFree = 0,        // in a free run (dirty or purged)
-  kPageFreedLarge = 1,  // free; was the first page of a large block (names a double free)
-  kPageSlab = 2,        // part of a slab (its Slab: pagemap::lookup_slab)
-  kPageLargeStart = 3,  // first page of a live large block
-  kPageLargeBody = 4,   // later page of a live large block
-};
+struct RunRecord;  // defined by the layer that owns page runs (large/)
 
 // Descriptor of a 4 MiB chunk (or of one huge mapping), kept in the metadata
 // arena, never inside the chunk: a foreign pointer in an unmapped part of the
@@ -34,12 +26,20 @@ struct alignas(kCacheLine) ChunkMeta {
   ChunkMeta* next = nullptr;  // list of normal chunks / recycled descriptors
   ChunkMeta* prev = nullptr;
   uint32_t free_pages = 0;  // pages in free runs (under the heap lock)
+  // The per-chunk record of the layer that takes runs with heap::alloc_locked
+  // (large/), set and read by it under the heap lock. The page heap never
+  // reads it and keeps it when the descriptor is recycled for another chunk.
+  RunRecord* run_record = nullptr;
 
   // Under the heap lock:
-  uint8_t state[kPagesPerChunk];
-  uint32_t large_pages[kPagesPerChunk];    // at a large block's first page: its pages
-  uint32_t large_request[kPagesPerChunk];  // at a large block's first page: bytes asked
-  FreeRun* free_run[kPagesPerChunk];       // at the first and last page of a free run
+  // An owner tag per page, for the owner of the page's run to classify it
+  // (large/: which pages start or continue its blocks, which started a freed
+  // one). The page heap never reads it. It hands pages out with tag 0 (so
+  // does a new chunk), and a free page keeps the tag its last owner left —
+  // through coalescing and purging — until the page is handed out again or
+  // its chunk is unmapped.
+  uint8_t tag[kPagesPerChunk];
+  FreeRun* free_run[kPagesPerChunk];  // at the first and last page of a free run
 };
 
 namespace pagemap {

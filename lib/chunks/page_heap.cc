@@ -166,9 +166,9 @@ bool map_chunk() {
   m->base = reinterpret_cast<uintptr_t>(mem);
   m->huge = false;
   m->free_pages = kPagesPerChunk;
-  // state[] and free_run[] are all zero/null, and so are the page map's slab
+  // tag[] and free_run[] are all zero/null, and so are the page map's slab
   // entries: fresh memory, or reset by the time a chunk is recycled (every page
-  // was free then).
+  // was free then, and unmap_chunk() cleared the tags).
   if (!pagemap::set(m->base, m) || !add_free(m, 0, kPagesPerChunk, /*dirty=*/false)) {
     pagemap::set(m->base, nullptr);
     platform::unmap(mem, kChunkSize);
@@ -196,7 +196,7 @@ void unmap_chunk(ChunkMeta* m) {
   if (m->next != nullptr) m->next->prev = m->prev;
   pagemap::set(m->base, nullptr);
   platform::unmap(reinterpret_cast<void*>(m->base), kChunkSize);
-  memset(m->state, 0, sizeof m->state);  // kPageFreedLarge markers
+  memset(m->tag, 0, sizeof m->tag);  // what the pages' last owners left
   m->next = g_chunk_pool;
   g_chunk_pool = m;
   --g_chunk_count;
@@ -319,6 +319,7 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
     }
   }
   if (r != nullptr) recycle(r);
+  memset(chunk->tag + start, 0, npages);  // handed out: the new owner's tags
   chunk->free_pages -= static_cast<uint32_t>(npages);
   g_free_pages -= npages;
   *out = Run{chunk, start, static_cast<uint32_t>(npages)};
@@ -330,16 +331,13 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
 bool alloc_slab_run(size_t npages, Run* out) {
   bool zeroed;  // slabs do not need zeroed pages
   LockGuard g(g_lock);
-  if (!alloc_locked(npages, 1, out, &zeroed)) return false;
-  for (uint32_t i = 0; i < out->npages; ++i) out->chunk->state[out->page + i] = kPageSlab;
-  return true;
+  return alloc_locked(npages, 1, out, &zeroed);
 }
 
 void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
   bool over_budget;
   {
     LockGuard g(g_lock);
-    for (uint32_t i = 0; i < npages; ++i) chunk->state[page + i] = kPageFree;
     over_budget = free_locked(chunk, page, npages, /*dirty=*/true);
   }
   if (over_budget) purge_excess();
@@ -374,6 +372,7 @@ bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t n
   } else {
     recycle(r);
   }
+  memset(chunk->tag + next, 0, take);
   chunk->free_pages -= take;
   g_free_pages -= take;
   check_counts();

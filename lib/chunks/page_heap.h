@@ -34,24 +34,26 @@ struct Run {
   }
 };
 
-// Runs for slabs (small/slab.cc), with the lock taken here: the page heap
-// marks their pages kPageSlab / kPageFree itself. alloc_slab_run: false when
-// the OS refuses memory. free_slab_run: the pages go back dirty and are purged
-// (after the lock is dropped) if the dirty budget is exceeded.
+// Runs for slabs (small/slab.cc), with the lock taken here. alloc_slab_run:
+// false when the OS refuses memory. free_slab_run: the pages go back dirty and
+// are purged (after the lock is dropped) if the dirty budget is exceeded.
+// Slabs leave the owner tags of their pages (ChunkMeta::tag) at 0.
 bool alloc_slab_run(size_t npages, Run* out);
 void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages);
 
 // The *_locked functions need g_lock held.
 
 // A run of `npages` whose address is a multiple of align_pages pages (a power of
-// two). *zeroed: whether its pages are known to read as zero (never touched,
-// or purged). false when the OS refuses memory.
+// two), its owner tags 0. *zeroed: whether its pages are known to read as zero
+// (never touched, or purged). false when the OS refuses memory.
 bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed);
 // Give back a run. dirty: its pages may be resident (false only if the caller
-// decommitted them). Returns true when the dirty budget is exceeded: the
-// caller should then call purge_excess() after dropping the lock.
+// decommitted them or never touched them). Its owner tags stay as they are.
+// Returns true when the dirty budget is exceeded: the caller should then call
+// purge_excess() after dropping the lock.
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
-// Extend the run [page, page+old_n) to new_n pages if the pages after it are free.
+// Extend the run [page, page+old_n) to new_n pages if the pages after it are
+// free (the added pages' owner tags 0).
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n);
 // Unmap fully free chunks beyond `keep`; returns bytes unmapped.
 size_t release_free_chunks_locked(size_t keep);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "base/config.h"
+#include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
@@ -17,14 +18,22 @@ size_t g_huge_blocks = 0, g_huge_bytes = 0, g_huge_requested = 0;
 
 size_t pages_for(size_t n) { return align_up(n, kPageSize) >> kPageShift; }
 
-void mark_live(ChunkMeta* c, uint32_t page, uint32_t npages, size_t request) {
-  c->state[page] = kPageLargeStart;
-  for (uint32_t i = 1; i < npages; ++i) c->state[page + i] = kPageLargeBody;
-  c->large_pages[page] = npages;
-  c->large_request[page] = static_cast<uint32_t>(request);
+// Record a run just taken from the page heap as a live block. false when the
+// chunk's first run finds no metadata for its record (the caller gives the
+// run back).
+bool mark_live(ChunkMeta* c, uint32_t page, uint32_t npages, size_t request) {
+  if (c->run_record == nullptr) {
+    c->run_record = static_cast<RunRecord*>(meta::alloc(sizeof(RunRecord)));
+    if (c->run_record == nullptr) return false;
+  }
+  c->tag[page] = kTagStart;
+  for (uint32_t i = 1; i < npages; ++i) c->tag[page + i] = kTagBody;
+  c->run_record->pages[page] = npages;
+  c->run_record->request[page] = static_cast<uint32_t>(request);
   ++g_live_blocks;
   g_live_pages += npages;
   g_live_requested += request;
+  return true;
 }
 
 // Page-map slots of huge blocks. A huge block's base is chunk-aligned, so it
@@ -168,9 +177,9 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
 
 // What the message can say about a's page of normal chunk c (under the lock).
 BlockInfo page_info(const ChunkMeta* c, uint32_t page) {
-  uint8_t st = c->state[page];
-  if (st == kPageLargeStart) return BlockInfo::large(size_t{c->large_pages[page]} << kPageShift);
-  if (st == kPageLargeBody || st == kPageFreedLarge) return BlockInfo::large(0);
+  uint8_t tag = c->tag[page];
+  if (tag == kTagStart) return BlockInfo::large(size_t{c->run_record->pages[page]} << kPageShift);
+  if (tag == kTagBody || tag == kTagFreedStart) return BlockInfo::large(0);
   return BlockInfo{};
 }
 
@@ -195,8 +204,8 @@ Block classify_locked(uintptr_t a) {
 // was a block handed to the program, so a later free of it is reported as a
 // double free. Caller holds heap::g_lock; returns whether to purge after it.
 bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_start) {
-  for (uint32_t i = 0; i < npages; ++i) c->state[page + i] = kPageFree;
-  if (mark_start) c->state[page] = kPageFreedLarge;
+  for (uint32_t i = 0; i < npages; ++i) c->tag[page + i] = kTagNone;
+  if (mark_start) c->tag[page] = kTagFreedStart;
   return heap::free_locked(c, page, npages, /*dirty=*/true);
 }
 
@@ -289,12 +298,20 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   if (n > kHugeThreshold || npages + align_pages - 1 > (kHugeThreshold >> kPageShift)) {
     return alloc_huge(n, align, zeroed);
   }
-  LockGuard g(heap::g_lock);
-  heap::Run run;
-  if (!heap::alloc_locked(npages, align_pages, &run, zeroed)) return nullptr;
-  mark_live(run.chunk, run.page, run.npages, n);
-  stats::add_in_use(size_t{run.npages} << kPageShift);
-  return run.addr();
+  bool purge;
+  {
+    LockGuard g(heap::g_lock);
+    heap::Run run;
+    if (!heap::alloc_locked(npages, align_pages, &run, zeroed)) return nullptr;
+    if (mark_live(run.chunk, run.page, run.npages, n)) {
+      stats::add_in_use(size_t{run.npages} << kPageShift);
+      return run.addr();
+    }
+    // No record: the run goes back as it came (pages never touched read as zero).
+    purge = heap::free_locked(run.chunk, run.page, run.npages, /*dirty=*/!*zeroed);
+  }
+  if (purge) heap::purge_excess();
+  return nullptr;
 }
 
 void free(void* p) {
@@ -324,14 +341,14 @@ void free(void* p) {
     if (!cached) platform::unmap(p, size);
     return;
   }
-  uint8_t st = c->state[b.page];
+  uint8_t tag = c->tag[b.page];
   if (a % kPageSize != 0) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
-  if (st == kPageFreedLarge) bad_pointer(p, Misuse::kDoubleFree, BlockInfo::large(0));
-  if (st != kPageLargeStart) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
-  uint32_t npages = c->large_pages[b.page];
+  if (tag == kTagFreedStart) bad_pointer(p, Misuse::kDoubleFree, BlockInfo::large(0));
+  if (tag != kTagStart) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
+  uint32_t npages = c->run_record->pages[b.page];
   --g_live_blocks;
   g_live_pages -= npages;
-  g_live_requested -= c->large_request[b.page];
+  g_live_requested -= c->run_record->request[b.page];
   stats::sub_in_use(size_t{npages} << kPageShift);
   bool purge = free_run_locked(c, b.page, npages, /*mark_start=*/true);
   heap::g_lock.unlock();
@@ -349,9 +366,8 @@ size_t usable_size(const void* p) {
     if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
     return c->huge_size;
   }
-  if (a % kPageSize != 0 || c->state[b.page] != kPageLargeStart)
-    bad_pointer(p, what, page_info(c, b.page));
-  return size_t{c->large_pages[b.page]} << kPageShift;
+  if (a % kPageSize != 0 || c->tag[b.page] != kTagStart) bad_pointer(p, what, page_info(c, b.page));
+  return size_t{c->run_record->pages[b.page]} << kPageShift;
 }
 
 namespace {
@@ -377,12 +393,13 @@ void* resize_huge_locked(ChunkMeta* c, void* p, size_t n) {
 // back. Called with heap::g_lock held; releases it. nullptr: the caller moves it.
 void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
   uint32_t new_pages = static_cast<uint32_t>(align_up(n, kPageSize) >> kPageShift);
-  uint32_t old_pages = c->large_pages[page];
+  RunRecord* rec = c->run_record;
+  uint32_t old_pages = rec->pages[page];
   bool in_place = n <= kHugeThreshold;
   if (new_pages > old_pages && in_place) {
     in_place = heap::try_grow_locked(c, page, old_pages, new_pages);
     if (in_place) {
-      for (uint32_t i = old_pages; i < new_pages; ++i) c->state[page + i] = kPageLargeBody;
+      for (uint32_t i = old_pages; i < new_pages; ++i) c->tag[page + i] = kTagBody;
       stats::add_in_use(size_t{new_pages - old_pages} << kPageShift);
     }
   } else if (new_pages < old_pages) {
@@ -395,9 +412,9 @@ void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
   g_live_pages += new_pages;
   g_live_pages -= old_pages;
   g_live_requested += n;
-  g_live_requested -= c->large_request[page];
-  c->large_pages[page] = new_pages;
-  c->large_request[page] = static_cast<uint32_t>(n);
+  g_live_requested -= rec->request[page];
+  rec->pages[page] = new_pages;
+  rec->request[page] = static_cast<uint32_t>(n);
   bool purge = false;
   if (new_pages < old_pages) {
     stats::sub_in_use(size_t{old_pages - new_pages} << kPageShift);
@@ -421,8 +438,7 @@ void* resize(void* p, size_t n) {
     if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
     return resize_huge_locked(c, p, n);
   }
-  if (a % kPageSize != 0 || c->state[b.page] != kPageLargeStart)
-    bad_pointer(p, what, page_info(c, b.page));
+  if (a % kPageSize != 0 || c->tag[b.page] != kTagStart) bad_pointer(p, what, page_info(c, b.page));
   return resize_run_locked(c, b.page, p, n);
 }
 

@@ -10,7 +10,28 @@
 
 #include "chunks/chunk_map.h"
 
-namespace magslab::large {
+namespace magslab {
+
+// large/'s record of a chunk that holds page runs (ChunkMeta::run_record),
+// from the metadata arena when the chunk gets its first run, kept with the
+// chunk's descriptor. An entry is meaningful at a page tagged kTagStart only
+// (written with the tag). Under heap::g_lock.
+struct RunRecord {
+  uint32_t pages[kPagesPerChunk];    // at a block's first page: its pages
+  uint32_t request[kPagesPerChunk];  // at a block's first page: bytes asked
+};
+
+namespace large {
+
+// Owner tags (ChunkMeta::tag) of the pages of page runs. The page heap hands
+// pages out tagged 0 and a free page keeps its tag until it is handed out
+// again, so the first page of a freed block stays marked while it is free.
+enum RunTag : uint8_t {
+  kTagNone = 0,        // free, or a slab's page: nothing known
+  kTagFreedStart = 1,  // free; was the first page of a large block (names a double free)
+  kTagStart = 2,       // first page of a live large block
+  kTagBody = 3,        // later page of a live large block
+};
 
 // A block of at least n bytes aligned to `align` (a power of two; any value up
 // to the page size costs nothing). *zeroed tells whether it is known to read
@@ -39,4 +60,5 @@ struct Counts {
 };
 Counts counts();
 
-}  // namespace magslab::large
+}  // namespace large
+}  // namespace magslab
