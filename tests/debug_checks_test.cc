@@ -40,7 +40,7 @@ void break_slab_equation() {
 // A chunk whose free-page count disagrees with the heap's total.
 void break_page_heap_count() {
   void* big = magslab_aligned_alloc(8192, 200 << 10);  // a page run (a class would be cached)
-  magslab::ChunkMeta* c = magslab::pagemap::lookup(reinterpret_cast<uintptr_t>(big));
+  magslab::ChunkMeta* c = magslab::pagemap::lookup(reinterpret_cast<uintptr_t>(big)).chunk();
   if (c == nullptr) std::abort();
   c->free_pages -= 1;
   magslab_free(big);  // the run goes back: counts checked

@@ -128,7 +128,7 @@ void expect_other_block_intact() {
   ASSERT_GE(q, g_gap.load());
   ASSERT_LE(q + g_other_size, g_gap_end.load()) << "the block is not in the released range";
   for (uintptr_t a = q; a < q + g_other_size; a += magslab::kChunkSize)
-    ASSERT_NE(magslab::pagemap::lookup(a), nullptr)
+    ASSERT_NE(magslab::pagemap::lookup(a).extent(), nullptr)
         << "the realloc cleared the page-map slot of another thread's block at 0x" << std::hex << a;
   EXPECT_GE(magslab_usable_size(g_other_block), g_other_size);
   magslab_free(g_other_block);
@@ -198,7 +198,7 @@ TEST(HugeReallocRace, RefusedShrinkKeepsTheBlockRegistered) {
   size_t usable = magslab_usable_size(q);
   EXPECT_GE(usable, 8 * MiB);
   for (uintptr_t a = b; a < b + usable; a += magslab::kChunkSize)
-    EXPECT_NE(magslab::pagemap::lookup(a), nullptr) << "slot of a live block cleared";
+    EXPECT_NE(magslab::pagemap::lookup(a).extent(), nullptr) << "slot of a live block cleared";
   magslab_free(q);
 }
 

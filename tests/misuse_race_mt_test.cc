@@ -45,8 +45,8 @@ void free_during_descriptor_reuse() {
   // chunk's descriptor, its length is in large/'s record of the chunk.
   void* big = magslab_aligned_alloc(8192, 200 << 10);
   auto a = reinterpret_cast<uintptr_t>(big);
-  ChunkMeta* c = pagemap::lookup(a);
-  if (c == nullptr || c->huge) std::abort();
+  ChunkMeta* c = pagemap::lookup(a).chunk();
+  if (c == nullptr) std::abort();
   const uintptr_t old_base = c->base;
   const uint32_t page = static_cast<uint32_t>((a - old_base) >> kPageShift);
   magslab_free(big);  // `big` is now a dangling pointer: freeing it again is misuse
@@ -71,7 +71,7 @@ void free_during_descriptor_reuse() {
 
   // The chunk goes away and its descriptor now describes new_base, where the
   // page with the same index is the first page of a live one-page block.
-  pagemap::set(old_base, nullptr);
+  pagemap::clear(old_base);
   c->base = new_base;
   pagemap::set(new_base, c);
   c->tag[page] = large::kTagStart;

@@ -2,6 +2,7 @@
 #include "chunks/chunk_map.h"
 
 #include "chunks/meta_arena.h"
+#include "platform/check.h"
 #include "platform/platform.h"
 
 namespace magslab::pagemap {
@@ -37,10 +38,13 @@ bool prepare(uintptr_t from, uintptr_t to) {
   return true;
 }
 
-bool set(uintptr_t chunk_addr, ChunkMeta* meta) {
-  if (chunk_addr >> kAddressBits) return meta == nullptr;
+namespace {
+
+// Store an entry word for the slot of chunk_addr (0: clear it).
+bool store(uintptr_t chunk_addr, uintptr_t word) {
+  if (chunk_addr >> kAddressBits) return word == 0;
   Leaf* leaf;
-  if (meta == nullptr) {
+  if (word == 0) {
     // relaxed: as in leaf_for(); no leaf means the slot is already clear.
     leaf = g_root[chunk_addr >> (kChunkShift + kLeafBits)].load(std::memory_order_relaxed);
     if (leaf == nullptr) return true;
@@ -50,9 +54,25 @@ bool set(uintptr_t chunk_addr, ChunkMeta* meta) {
   }
   // release: the descriptor's fields are written before it becomes visible.
   leaf->entry[(chunk_addr >> kChunkShift) & ((size_t{1} << kLeafBits) - 1)].store(
-      meta, std::memory_order_release);
+      word, std::memory_order_release);
   return true;
 }
+
+}  // namespace
+
+bool set(uintptr_t chunk_addr, ChunkMeta* chunk) {
+  auto word = reinterpret_cast<uintptr_t>(chunk);
+  MAGSLAB_CHECK(word != 0 && (word & Entry::kExtentBit) == 0, "page map: bad chunk descriptor");
+  return store(chunk_addr, word);
+}
+
+bool set(uintptr_t chunk_addr, Extent* extent) {
+  auto word = reinterpret_cast<uintptr_t>(extent);
+  MAGSLAB_CHECK(word != 0 && (word & Entry::kExtentBit) == 0, "page map: bad extent descriptor");
+  return store(chunk_addr, word | Entry::kExtentBit);
+}
+
+void clear(uintptr_t chunk_addr) { store(chunk_addr, 0); }
 
 void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s) {
   Leaf* leaf = leaf_of(first_page_addr);

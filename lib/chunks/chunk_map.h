@@ -1,6 +1,7 @@
 // chunks/chunk_map: chunk descriptors and the page map, a two-level radix that
-// classifies any address in O(1) — ours (which chunk, which slab or run) or
-// foreign — without reading memory at that address.
+// classifies any address in O(1) — ours (which chunk, which slab or run, or a
+// mapping a layer above registered) or foreign — without reading memory at
+// that address.
 #pragma once
 
 #include <atomic>
@@ -13,17 +14,17 @@ namespace magslab {
 struct Slab;
 struct FreeRun;
 struct RunRecord;  // defined by the layer that owns page runs (large/)
+// A mapping of its own that a layer above registered in the page map (large/:
+// a huge block), with a descriptor of that layer's type. This layer stores
+// and returns the pointer and never reads through it.
+struct Extent;
 
-// Descriptor of a 4 MiB chunk (or of one huge mapping), kept in the metadata
-// arena, never inside the chunk: a foreign pointer in an unmapped part of the
+// Descriptor of a 4 MiB chunk of the page heap, kept in the metadata arena,
+// never inside the chunk: a foreign pointer in an unmapped part of the
 // address space is classified without touching it.
 struct alignas(kCacheLine) ChunkMeta {
   uintptr_t base = 0;
-  bool huge = false;
-  // Huge mappings: mapped bytes and the bytes requested.
-  size_t huge_size = 0;
-  size_t huge_request = 0;
-  ChunkMeta* next = nullptr;  // list of normal chunks / recycled descriptors
+  ChunkMeta* next = nullptr;  // list of chunks / recycled descriptors
   ChunkMeta* prev = nullptr;
   uint32_t free_pages = 0;  // pages in free runs (under the heap lock)
   // The per-chunk record of the layer that takes runs with heap::alloc_locked
@@ -50,8 +51,30 @@ static_assert(kRootBits == 13);
 
 inline constexpr unsigned kLeafPageBits = kLeafBits + kChunkShift - kPageShift;  // 22
 
-// A leaf covers 16 GiB (2^34 bytes): a descriptor per 4 MiB chunk slot and,
-// for the free fast path, the owning slab of every page — so free reaches the
+// What a chunk slot holds: nothing, the descriptor of a page-heap chunk, or
+// an Extent. The low bit of the stored word tells the two apart (descriptors
+// are at least 2-byte aligned; the arena's are 64), so one load decides.
+class Entry {
+ public:
+  static constexpr uintptr_t kExtentBit = 1;
+  constexpr Entry() = default;
+  constexpr explicit Entry(uintptr_t word) : word_(word) {}
+  bool empty() const { return word_ == 0; }
+  // The chunk, or nullptr (empty, or an extent).
+  ChunkMeta* chunk() const {
+    return (word_ & kExtentBit) != 0 ? nullptr : reinterpret_cast<ChunkMeta*>(word_);
+  }
+  // The extent, or nullptr (empty, or a chunk).
+  Extent* extent() const {
+    return (word_ & kExtentBit) != 0 ? reinterpret_cast<Extent*>(word_ & ~kExtentBit) : nullptr;
+  }
+
+ private:
+  uintptr_t word_ = 0;
+};
+
+// A leaf covers 16 GiB (2^34 bytes): an Entry per 4 MiB chunk slot and, for
+// the free fast path, the owning slab of every page — so free reaches the
 // slab in two dependent loads (root, leaf). 32 MiB of address space, mapped
 // lazily and never unmapped; only the entries of chunks in use are touched
 // (8 KiB per chunk, as much as a per-chunk array would cost).
@@ -59,7 +82,7 @@ struct Leaf {
   // The slab owning each page, or nullptr. Stored with release after the slab
   // is set up (slab.cc), loaded with acquire. First, so its index needs no offset.
   std::atomic<Slab*> page[size_t{1} << kLeafPageBits];
-  std::atomic<ChunkMeta*> entry[size_t{1} << kLeafBits];
+  std::atomic<uintptr_t> entry[size_t{1} << kLeafBits];  // Entry words
 };
 
 // The root is in .bss (64 KiB of zero pages until used): no initialisation,
@@ -71,14 +94,15 @@ inline Leaf* leaf_of(uintptr_t addr) {
   return g_root[addr >> (kChunkShift + kLeafBits)].load(std::memory_order_acquire);
 }
 
-// The descriptor of the chunk holding `addr`, or nullptr for foreign addresses.
-inline ChunkMeta* lookup(uintptr_t addr) {
-  if (MAGSLAB_UNLIKELY(addr >> kAddressBits)) return nullptr;
+// The chunk or extent registered for the chunk slot of `addr`; empty for
+// foreign addresses.
+inline Entry lookup(uintptr_t addr) {
+  if (MAGSLAB_UNLIKELY(addr >> kAddressBits)) return Entry{};
   Leaf* leaf = leaf_of(addr);
-  if (MAGSLAB_UNLIKELY(leaf == nullptr)) return nullptr;
+  if (MAGSLAB_UNLIKELY(leaf == nullptr)) return Entry{};
   // acquire: pairs with the release in set(); the descriptor is initialised.
-  return leaf->entry[(addr >> kChunkShift) & ((size_t{1} << kLeafBits) - 1)].load(
-      std::memory_order_acquire);
+  return Entry{leaf->entry[(addr >> kChunkShift) & ((size_t{1} << kLeafBits) - 1)].load(
+      std::memory_order_acquire)};
 }
 
 // The slab owning the page of `addr`, or nullptr (foreign, large, huge, free).
@@ -91,9 +115,12 @@ inline Slab* lookup_slab(uintptr_t addr) {
       std::memory_order_acquire);
 }
 
-// Map the chunk-sized slot at `chunk_addr` to `meta` (nullptr to clear).
-// Callers hold the page-heap lock. false when a leaf cannot be allocated.
-bool set(uintptr_t chunk_addr, ChunkMeta* meta);
+// Map the chunk-sized slot at `chunk_addr` to a chunk or an extent (not
+// nullptr), or clear it. Callers hold the page-heap lock. set: false when a
+// leaf cannot be allocated.
+bool set(uintptr_t chunk_addr, ChunkMeta* chunk);
+bool set(uintptr_t chunk_addr, Extent* extent);
+void clear(uintptr_t chunk_addr);
 
 // Make sure the leaves covering [from, to) exist, so that set() on any slot
 // in that range cannot fail afterwards. Callers hold the page-heap lock.

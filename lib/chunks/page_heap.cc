@@ -50,7 +50,6 @@ size_t g_dirty_pages = 0;       // pages in dirty free runs (an upper bound of w
 FreeRun* g_run_pool = nullptr;  // recycled FreeRun records
 ChunkMeta* g_chunks = nullptr;  // all normal chunks
 ChunkMeta* g_chunk_pool = nullptr;
-ChunkMeta* g_huge_pool = nullptr;
 size_t g_chunk_count = 0;
 size_t g_free_pages = 0;   // pages in free runs, dirty or not
 size_t g_free_chunks = 0;  // chunks that are one free run
@@ -164,13 +163,12 @@ bool map_chunk() {
     new (m) ChunkMeta();
   }
   m->base = reinterpret_cast<uintptr_t>(mem);
-  m->huge = false;
   m->free_pages = kPagesPerChunk;
   // tag[] and free_run[] are all zero/null, and so are the page map's slab
   // entries: fresh memory, or reset by the time a chunk is recycled (every page
   // was free then, and unmap_chunk() cleared the tags).
   if (!pagemap::set(m->base, m) || !add_free(m, 0, kPagesPerChunk, /*dirty=*/false)) {
-    pagemap::set(m->base, nullptr);
+    pagemap::clear(m->base);
     platform::unmap(mem, kChunkSize);
     m->next = g_chunk_pool;
     g_chunk_pool = m;
@@ -194,7 +192,7 @@ void unmap_chunk(ChunkMeta* m) {
   else
     g_chunks = m->next;
   if (m->next != nullptr) m->next->prev = m->prev;
-  pagemap::set(m->base, nullptr);
+  pagemap::clear(m->base);
   platform::unmap(reinterpret_cast<void*>(m->base), kChunkSize);
   memset(m->tag, 0, sizeof m->tag);  // what the pages' last owners left
   m->next = g_chunk_pool;
@@ -422,22 +420,6 @@ size_t release_free_chunks_locked(size_t keep) {
     c = next;
   }
   return released;
-}
-
-ChunkMeta* new_huge_meta_locked() {
-  ChunkMeta* m = g_huge_pool;
-  if (m != nullptr) {
-    g_huge_pool = m->next;
-    return m;
-  }
-  m = static_cast<ChunkMeta*>(meta::alloc(sizeof(ChunkMeta)));
-  if (m != nullptr) new (m) ChunkMeta();
-  return m;
-}
-
-void recycle_huge_meta_locked(ChunkMeta* m) {
-  m->next = g_huge_pool;
-  g_huge_pool = m;
 }
 
 Totals totals_locked() { return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages}; }

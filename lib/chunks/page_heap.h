@@ -64,11 +64,6 @@ size_t purge(size_t keep_pages);
 // After free_locked() returned true: purge down to half the budget.
 inline void purge_excess() { purge(kDirtyPagesMax / 2); }
 
-// Descriptors for huge mappings (kept apart from chunk descriptors: their page
-// arrays are never touched, so they cost no RSS).
-ChunkMeta* new_huge_meta_locked();
-void recycle_huge_meta_locked(ChunkMeta* m);
-
 struct Totals {
   size_t chunks;       // normal chunks mapped
   size_t free_pages;   // pages in free runs, dirty or purged

@@ -2,6 +2,7 @@
 #include "large/large.h"
 
 #include <cstring>
+#include <new>
 
 #include "base/config.h"
 #include "chunks/meta_arena.h"
@@ -9,12 +10,40 @@
 #include "platform/platform.h"
 #include "stats/counters.h"
 
-namespace magslab::large {
+namespace magslab {
+
+// The descriptor of a huge block, registered in the page map (as an Extent)
+// for every chunk slot its mapping covers. From the metadata arena, recycled
+// through g_extent_pool, never freed: a stale pointer reads a descriptor.
+struct alignas(kCacheLine) Extent {
+  uintptr_t base = 0;
+  size_t size = 0;         // bytes mapped
+  size_t request = 0;      // bytes asked
+  Extent* next = nullptr;  // the pool of recycled descriptors
+};
+
+namespace large {
 namespace {
 
 // All under heap::g_lock.
 size_t g_live_blocks = 0, g_live_pages = 0, g_live_requested = 0;
 size_t g_huge_blocks = 0, g_huge_bytes = 0, g_huge_requested = 0;
+Extent* g_extent_pool = nullptr;
+
+Extent* new_extent_locked() {
+  Extent* e = g_extent_pool;
+  if (e != nullptr) {
+    g_extent_pool = e->next;
+    return e;
+  }
+  e = static_cast<Extent*>(meta::alloc(sizeof(Extent)));
+  return e != nullptr ? new (e) Extent() : nullptr;
+}
+
+void recycle_extent_locked(Extent* e) {
+  e->next = g_extent_pool;
+  g_extent_pool = e;
+}
 
 size_t pages_for(size_t n) { return align_up(n, kPageSize) >> kPageShift; }
 
@@ -46,17 +75,17 @@ bool mark_live(ChunkMeta* c, uint32_t page, uint32_t npages, size_t request) {
 
 uintptr_t slots_end(uintptr_t base, size_t size) { return align_up(base + size, kChunkSize); }
 
-// Register [base, base+size) as `m`; false (nothing registered) when a
+// Register [base, base+size) as `e`; false (nothing registered) when a
 // page-map leaf cannot be allocated.
-bool map_huge_slots(uintptr_t base, size_t size, ChunkMeta* m) {
+bool map_huge_slots(uintptr_t base, size_t size, Extent* e) {
   if (!pagemap::prepare(base, base + size)) return false;
-  for (uintptr_t a = base; a < base + size; a += kChunkSize) pagemap::set(a, m);
+  for (uintptr_t a = base; a < base + size; a += kChunkSize) pagemap::set(a, e);
   return true;
 }
 
 // Clear the slots of chunk-aligned [from, to).
 void unmap_huge_slots(uintptr_t from, uintptr_t to) {
-  for (uintptr_t a = from; a < to; a += kChunkSize) pagemap::set(a, nullptr);
+  for (uintptr_t a = from; a < to; a += kChunkSize) pagemap::clear(a);
 }
 
 // Freed huge mappings kept for reuse, so a program that frees and allocates
@@ -150,20 +179,19 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   auto base = reinterpret_cast<uintptr_t>(mem);
   {
     LockGuard g(heap::g_lock);
-    ChunkMeta* m = heap::new_huge_meta_locked();
-    if (m != nullptr) {
-      m->base = base;
-      m->huge = true;
-      m->huge_size = size;
-      m->huge_request = n;
-      if (map_huge_slots(base, size, m)) {
+    Extent* e = new_extent_locked();
+    if (e != nullptr) {
+      e->base = base;
+      e->size = size;
+      e->request = n;
+      if (map_huge_slots(base, size, e)) {
         ++g_huge_blocks;
         g_huge_bytes += size;
         g_huge_requested += n;
         stats::add_in_use(size);
         return mem;
       }
-      heap::recycle_huge_meta_locked(m);
+      recycle_extent_locked(e);
     }
   }
   platform::unmap(mem, size);
@@ -188,15 +216,18 @@ BlockInfo page_info(const ChunkMeta* c, uint32_t page) {
 // (its chunk unmapped, the descriptor reused for a chunk elsewhere), so
 // nothing read before the lock is trusted: page-map slots and descriptor
 // bases change only under this lock, so here they agree with each other.
+// At most one of chunk and huge is set; neither: not magslab's.
 struct Block {
-  ChunkMeta* chunk;  // nullptr: not magslab's
-  uint32_t page;     // normal chunks: p's page index (< kPagesPerChunk)
+  ChunkMeta* chunk;  // a page run's chunk
+  Extent* huge;      // a huge block
+  uint32_t page;     // chunk: p's page index (< kPagesPerChunk)
 };
 Block classify_locked(uintptr_t a) {
-  ChunkMeta* c = pagemap::lookup(a);
-  if (c == nullptr || c->huge) return Block{c, 0};
-  if (a < c->base || a - c->base >= kChunkSize) return Block{nullptr, 0};  // cannot happen
-  return Block{c, static_cast<uint32_t>((a - c->base) >> kPageShift)};
+  pagemap::Entry e = pagemap::lookup(a);
+  ChunkMeta* c = e.chunk();
+  if (c == nullptr) return Block{nullptr, e.extent(), 0};
+  if (a < c->base || a - c->base >= kChunkSize) return Block{};  // cannot happen
+  return Block{c, nullptr, static_cast<uint32_t>((a - c->base) >> kPageShift)};
 }
 
 // Give a run back to the page heap, dirty (reused without a system call;
@@ -209,25 +240,25 @@ bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_sta
   return heap::free_locked(c, page, npages, /*dirty=*/true);
 }
 
-// Huge block c now maps `size` bytes for a request of n: its descriptor, the
+// Huge block h now maps `size` bytes for a request of n: its descriptor, the
 // huge counters and the in-use statistic follow. Caller holds heap::g_lock.
-void set_huge_size_locked(ChunkMeta* c, size_t size, size_t n) {
-  if (size > c->huge_size)
-    stats::add_in_use(size - c->huge_size);
-  else if (size < c->huge_size)
-    stats::sub_in_use(c->huge_size - size);
+void set_huge_size_locked(Extent* h, size_t size, size_t n) {
+  if (size > h->size)
+    stats::add_in_use(size - h->size);
+  else if (size < h->size)
+    stats::sub_in_use(h->size - size);
   g_huge_bytes += size;
-  g_huge_bytes -= c->huge_size;
-  c->huge_size = size;
+  g_huge_bytes -= h->size;
+  h->size = size;
   g_huge_requested += n;
-  g_huge_requested -= c->huge_request;
-  c->huge_request = n;
+  g_huge_requested -= h->request;
+  h->request = n;
 }
 
-// Huge p (descriptor c, checked under the lock by the caller) shrinks to
+// Huge p (descriptor h, checked under the lock by the caller) shrinks to
 // `want` bytes in place. The slots past the new end are cleared before the
 // tail goes back to the OS.
-void* shrink_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
+void* shrink_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
   const uintptr_t keep_end = slots_end(a, want), old_end = slots_end(a, old);
   {
@@ -239,17 +270,17 @@ void* shrink_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
   if (!shrunk) {
     // The OS refused to split the mapping (e.g. at its map count limit): the
     // block keeps its size. Its leaves exist, so re-registering cannot fail.
-    map_huge_slots(keep_end, old_end - keep_end, c);
+    map_huge_slots(keep_end, old_end - keep_end, h);
     want = old;
   }
-  set_huge_size_locked(c, want, n);
+  set_huge_size_locked(h, want, n);
   return p;
 }
 
 // Huge p grows to `want` bytes: in place when the address space after it is
 // free, else moved by mremap to a new chunk-aligned reservation (the kernel
 // moves the page tables; no byte is copied). nullptr: the caller copies.
-void* grow_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
+void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
   uintptr_t b = a;
   {
@@ -266,7 +297,7 @@ void* grow_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
       // The target is ours: register it. The old range is about to go back
       // to the OS with the move: unregister it first.
       LockGuard g(heap::g_lock);
-      registered = map_huge_slots(b, want, c);
+      registered = map_huge_slots(b, want, h);
       if (registered) unmap_huge_slots(a, slots_end(a, old));
     }
     if (!registered) {
@@ -277,16 +308,16 @@ void* grow_huge(ChunkMeta* c, void* p, size_t old, size_t want, size_t n) {
       {
         LockGuard g(heap::g_lock);
         unmap_huge_slots(b, slots_end(b, want));
-        map_huge_slots(a, old, c);  // its leaves exist: cannot fail
+        map_huge_slots(a, old, h);  // its leaves exist: cannot fail
       }
       platform::unmap(target, want);
       return nullptr;
     }
   }
   LockGuard g(heap::g_lock);
-  if (b == a) map_huge_slots(a, want, c);  // grown in place; leaves prepared above
-  c->base = b;
-  set_huge_size_locked(c, want, n);
+  if (b == a) map_huge_slots(a, want, h);  // grown in place; leaves prepared above
+  h->base = b;
+  set_huge_size_locked(h, want, n);
   return reinterpret_cast<void*>(b);
 }
 
@@ -318,19 +349,17 @@ void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
   heap::g_lock.lock();
   Block b = classify_locked(a);
-  ChunkMeta* c = b.chunk;
-  if (c == nullptr) bad_pointer(p);
-  if (c->huge) {
-    if (c->base != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(c->huge_size));
-    size_t size = c->huge_size;
+  if (Extent* h = b.huge) {
+    if (h->base != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(h->size));
+    size_t size = h->size;
     // Out of the page map before the mapping is cached or unmapped: a second
     // free of p is reported, and a thread that maps this range next can
     // register it.
     unmap_huge_slots(a, slots_end(a, size));
-    heap::recycle_huge_meta_locked(c);
     --g_huge_blocks;
     g_huge_bytes -= size;
-    g_huge_requested -= c->huge_request;
+    g_huge_requested -= h->request;
+    recycle_extent_locked(h);
     stats::sub_in_use(size);
     Evicted evicted;
     uint64_t now = platform::now_ns();
@@ -341,6 +370,8 @@ void free(void* p) {
     if (!cached) platform::unmap(p, size);
     return;
   }
+  ChunkMeta* c = b.chunk;
+  if (c == nullptr) bad_pointer(p);
   uint8_t tag = c->tag[b.page];
   if (a % kPageSize != 0) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
   if (tag == kTagFreedStart) bad_pointer(p, Misuse::kDoubleFree, BlockInfo::large(0));
@@ -360,32 +391,32 @@ size_t usable_size(const void* p) {
   const Misuse what = Misuse::kInvalidUsableSize;
   LockGuard g(heap::g_lock);
   Block b = classify_locked(a);
+  if (Extent* h = b.huge) {
+    if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
+    return h->size;
+  }
   ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p, what);
-  if (c->huge) {
-    if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
-    return c->huge_size;
-  }
   if (a % kPageSize != 0 || c->tag[b.page] != kTagStart) bad_pointer(p, what, page_info(c, b.page));
   return size_t{c->run_record->pages[b.page]} << kPageShift;
 }
 
 namespace {
 
-// Resize huge p (descriptor c) to n bytes. Called with heap::g_lock held
+// Resize huge p (descriptor h) to n bytes. Called with heap::g_lock held
 // (p checked under it); releases it.
-void* resize_huge_locked(ChunkMeta* c, void* p, size_t n) {
+void* resize_huge_locked(Extent* h, void* p, size_t n) {
   size_t want = align_up(n, kPageSize);
-  size_t old = c->huge_size;
+  size_t old = h->size;
   if (want == old) {
-    set_huge_size_locked(c, old, n);
+    set_huge_size_locked(h, old, n);
     heap::g_lock.unlock();
     return p;
   }
   heap::g_lock.unlock();
   if (n <= kHugeThreshold / 2) return nullptr;  // much smaller: the caller moves it into a run
-  // Only the owner of p resizes it, so c stays p's descriptor meanwhile.
-  return want < old ? shrink_huge(c, p, old, want, n) : grow_huge(c, p, old, want, n);
+  // Only the owner of p resizes it, so h stays p's descriptor meanwhile.
+  return want < old ? shrink_huge(h, p, old, want, n) : grow_huge(h, p, old, want, n);
 }
 
 // Resize the page run of p (first page `page` of chunk c, checked under the
@@ -432,12 +463,12 @@ void* resize(void* p, size_t n) {
   const Misuse what = Misuse::kInvalidRealloc;
   heap::g_lock.lock();
   Block b = classify_locked(a);
+  if (Extent* h = b.huge) {
+    if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
+    return resize_huge_locked(h, p, n);
+  }
   ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p, what);
-  if (c->huge) {
-    if (c->base != a) bad_pointer(p, what, BlockInfo::huge(c->huge_size));
-    return resize_huge_locked(c, p, n);
-  }
   if (a % kPageSize != 0 || c->tag[b.page] != kTagStart) bad_pointer(p, what, page_info(c, b.page));
   return resize_run_locked(c, b.page, p, n);
 }
@@ -465,4 +496,5 @@ Counts counts() {
                 g_huge_cache_bytes};
 }
 
-}  // namespace magslab::large
+}  // namespace large
+}  // namespace magslab
