@@ -10,7 +10,8 @@
 // The interleaving is made deterministic: the test holds the page-heap lock
 // while a second thread frees, waits until that thread sleeps on the lock,
 // and then moves the descriptor to a new chunk whose page at the same index
-// is the start of a live large block.
+// is the start of a live large block. A second test swaps the chunk for a
+// huge block instead, whose page-map entries are under another lock.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -83,9 +84,50 @@ void free_during_descriptor_reuse() {
   std::exit(0);
 }
 
+// The free finds a chunk in the page map and waits for the page-heap lock;
+// meanwhile the chunk is unmapped and a huge block mapped over its range, so
+// under the lock the slot holds an extent, whose entries and descriptor are
+// under the large layer's own lock. The free must take that lock and decide
+// there: p is inside the huge block, not its start.
+void free_during_chunk_to_huge_swap() {
+  void* big = magslab_aligned_alloc(8192, 200 << 10);  // a page run
+  auto a = reinterpret_cast<uintptr_t>(big);
+  ChunkMeta* c = pagemap::lookup(a).chunk();
+  if (c == nullptr) std::abort();
+  void* huge = magslab_malloc(size_t{8} << 20);
+  Extent* h = pagemap::lookup(reinterpret_cast<uintptr_t>(huge)).extent();
+  if (h == nullptr) std::abort();
+  magslab_free(big);  // dangling from here on
+
+  heap::g_lock.lock();
+  std::atomic<pid_t> tid{0};
+  std::thread misuser([&] {
+    tid.store(static_cast<pid_t>(gettid()));
+    fprintf(stderr, "magslab-test: freeing %p\n", big);
+    magslab_free(big);  // must abort: "invalid free of <big> (huge block, 8388608 B)"
+  });
+  while (tid.load() == 0) std::this_thread::yield();
+  for (int i = 0; i < 500 && !sleeping(tid.load()); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+
+  // The chunk's slot now names the huge block (as if it had been mapped there).
+  pagemap::set(c->base, h);
+  heap::g_lock.unlock();
+  misuser.join();
+  fprintf(stderr, "magslab-test: the stale free returned without a report\n");
+  std::exit(0);
+}
+
 TEST(MisuseRaceDeathTest, InvalidFreeRacingDescriptorReuseIsReported) {
   testing::GTEST_FLAG(death_test_style) = "threadsafe";
   EXPECT_DEATH(free_during_descriptor_reuse(), "magslab: invalid free of 0x[0-9a-f]+");
+}
+
+TEST(MisuseRaceDeathTest, InvalidFreeRacingChunkToHugeSwapIsReported) {
+  testing::GTEST_FLAG(death_test_style) = "threadsafe";
+  EXPECT_DEATH(free_during_chunk_to_huge_swap(),
+               "magslab: invalid free of 0x[0-9a-f]+ \\(huge block, 8388608 B\\)");
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // api/fork: fork() safety. Every lock magslab has is taken before fork() and
 // released after it, in one global order — registry, slab classes (by index),
-// page heap, metadata arena; the same order the slow paths nest them in — so
-// the child never inherits a lock held by a thread that does not exist there.
+// page heap, huge blocks (large/), metadata arena; the same order the slow
+// paths nest them in (the page heap's and the huge blocks' are never held
+// together) — so the child never inherits a lock held by a thread that does
+// not exist there.
 // Lock-free parts need nothing: the depot stacks are consistent at every
 // instant (one CAS per operation); a magazine another thread held at the fork
 // is simply not reachable in the child.
@@ -9,6 +11,7 @@
 
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
+#include "large/large.h"
 #include "platform/platform.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
@@ -20,11 +23,13 @@ void prepare() {
   cache::lock_for_fork();
   slab::lock_all_for_fork();
   heap::g_lock.lock();
+  large::lock_for_fork();
   meta::lock_for_fork();
 }
 
 void parent() {
   meta::unlock_after_fork();
+  large::unlock_after_fork();
   heap::g_lock.unlock();
   slab::unlock_all_after_fork();
   cache::unlock_after_fork_parent();
@@ -33,6 +38,7 @@ void parent() {
 void child() {
   // The forking thread is the child's only thread, and it holds every lock.
   meta::unlock_after_fork();
+  large::unlock_after_fork();
   heap::g_lock.unlock();
   slab::unlock_all_after_fork();
   cache::reset_after_fork_child();

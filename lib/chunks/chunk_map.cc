@@ -11,20 +11,26 @@ std::atomic<Leaf*> g_root[size_t{1} << kRootBits];
 
 namespace {
 
-// The leaf covering addr, created if need be (caller holds the page-heap lock).
+// The leaf covering addr, created if need be. Slots of one leaf may be
+// written under different locks (a chunk's under the page-heap lock, an
+// extent's under its owner's), so a new leaf is installed with a CAS.
 Leaf* leaf_for(uintptr_t addr) {
   auto& slot = g_root[addr >> (kChunkShift + kLeafBits)];
-  // relaxed: leaves are only created under the page-heap lock, which we hold.
-  Leaf* leaf = slot.load(std::memory_order_relaxed);
-  if (leaf == nullptr) {
-    // Straight from the OS (32 MiB of lazily committed address space), never
-    // unmapped. Counted in the metadata statistic.
-    leaf = static_cast<Leaf*>(platform::map_sparse(sizeof(Leaf)));
-    if (leaf == nullptr) return nullptr;
+  // acquire: a leaf another thread installed is seen zeroed.
+  Leaf* leaf = slot.load(std::memory_order_acquire);
+  if (leaf != nullptr) return leaf;
+  // Straight from the OS (32 MiB of lazily committed address space), never
+  // unmapped once installed. Counted in the metadata statistic.
+  auto* fresh = static_cast<Leaf*>(platform::map_sparse(sizeof(Leaf)));
+  if (fresh == nullptr) return nullptr;
+  // release: a lookup that sees the leaf sees it zeroed (it is fresh memory);
+  // acquire on failure: as the load above, for the leaf that won.
+  if (slot.compare_exchange_strong(leaf, fresh, std::memory_order_acq_rel,
+                                   std::memory_order_acquire)) {
     meta::note_mapped(sizeof(Leaf));
-    // release: a lookup that sees the leaf sees it zeroed (it is fresh memory).
-    slot.store(leaf, std::memory_order_release);
+    return fresh;
   }
+  platform::unmap_sparse(fresh, sizeof(Leaf));  // another thread installed one first
   return leaf;
 }
 
@@ -45,8 +51,8 @@ bool store(uintptr_t chunk_addr, uintptr_t word) {
   if (chunk_addr >> kAddressBits) return word == 0;
   Leaf* leaf;
   if (word == 0) {
-    // relaxed: as in leaf_for(); no leaf means the slot is already clear.
-    leaf = g_root[chunk_addr >> (kChunkShift + kLeafBits)].load(std::memory_order_relaxed);
+    // acquire: as in leaf_for(); no leaf means the slot is already clear.
+    leaf = g_root[chunk_addr >> (kChunkShift + kLeafBits)].load(std::memory_order_acquire);
     if (leaf == nullptr) return true;
   } else {
     leaf = leaf_for(chunk_addr);

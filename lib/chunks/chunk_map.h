@@ -116,14 +116,18 @@ inline Slab* lookup_slab(uintptr_t addr) {
 }
 
 // Map the chunk-sized slot at `chunk_addr` to a chunk or an extent (not
-// nullptr), or clear it. Callers hold the page-heap lock. set: false when a
-// leaf cannot be allocated.
+// nullptr), or clear it. The caller owns the slot: it has the slot's range
+// mapped for that descriptor, and writes it under the lock that owns the
+// descriptor (a chunk's: the page-heap lock; an extent's: its layer's). A slot
+// is cleared before its range goes back to the OS, so two owners of one slot
+// never overlap. set: false when a leaf cannot be allocated.
 bool set(uintptr_t chunk_addr, ChunkMeta* chunk);
 bool set(uintptr_t chunk_addr, Extent* extent);
 void clear(uintptr_t chunk_addr);
 
 // Make sure the leaves covering [from, to) exist, so that set() on any slot
-// in that range cannot fail afterwards. Callers hold the page-heap lock.
+// in that range cannot fail afterwards. Safe under any lock (leaves are
+// installed with a CAS).
 bool prepare(uintptr_t from, uintptr_t to);
 
 // Record `s` (or nullptr) as the owner of npages pages from `first_page_addr`,

@@ -22,7 +22,8 @@ inline constexpr size_t kFreeChunksKept = 2;
 // Dirty free pages allowed before a purge (8 MiB); a purge goes down to half.
 inline constexpr size_t kDirtyPagesMax = 2048;
 
-// Protects everything in this layer and the large/huge bookkeeping above it.
+// Protects everything in this layer, and the page-run bookkeeping of the
+// large layer above it (which must agree with the chunks' descriptors).
 extern Lock g_lock;
 
 struct Run {

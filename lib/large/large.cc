@@ -1,10 +1,11 @@
-// large/large: page-run blocks, their cache, and huge mappings.
+// large/large: page-run blocks, and huge mappings with their cache.
 #include "large/large.h"
 
 #include <cstring>
 #include <new>
 
 #include "base/config.h"
+#include "base/lock.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "platform/platform.h"
@@ -25,8 +26,20 @@ struct alignas(kCacheLine) Extent {
 namespace large {
 namespace {
 
-// All under heap::g_lock.
+// Two locks, never held together (so they have no order between them); the
+// metadata arena's may be taken under either.
+//
+// Page runs: under heap::g_lock. A run's chunk descriptor, its page-map slot
+// and its owner tags are the page heap's, changed under that lock (a chunk
+// is unmapped and its descriptor reused under it), so the runs' bookkeeping
+// is kept under it too, and deciding what a pointer is and acting on it
+// happen in one critical section.
 size_t g_live_blocks = 0, g_live_pages = 0, g_live_requested = 0;
+
+// Huge blocks: their descriptors, page-map slots, counters and cache, under
+// g_huge_lock. Nothing of the page heap is touched under it, so huge traffic
+// does not wait for slab carving and page runs.
+Lock g_huge_lock;
 size_t g_huge_blocks = 0, g_huge_bytes = 0, g_huge_requested = 0;
 Extent* g_extent_pool = nullptr;
 
@@ -71,7 +84,7 @@ bool mark_live(ChunkMeta* c, uint32_t page, uint32_t npages, size_t request) {
 // it covers is mapped by magslab for this block, and cleared *before* the
 // system call that gives the range back — once the range is back in the OS,
 // another thread may map it and register a block of its own there.
-// All under heap::g_lock.
+// All under g_huge_lock.
 
 uintptr_t slots_end(uintptr_t base, size_t size) { return align_up(base + size, kChunkSize); }
 
@@ -106,7 +119,7 @@ struct HugeCacheEntry {
   size_t size;
   uint64_t freed_at;  // platform::now_ns() when it entered the cache
 };
-// Under heap::g_lock; oldest first.
+// Under g_huge_lock; oldest first.
 HugeCacheEntry g_huge_cache[kHugeCacheEntries];
 size_t g_huge_cache_count = 0;
 size_t g_huge_cache_bytes = 0;
@@ -164,7 +177,7 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   HugeCacheEntry cached;
   Evicted evicted;
   {
-    LockGuard g(heap::g_lock);
+    LockGuard g(g_huge_lock);
     expire_cached_locked(platform::now_ns(), &evicted);
     cached = take_cached_huge_locked(size, map_align);
   }
@@ -178,7 +191,7 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   if (mem == nullptr) return nullptr;
   auto base = reinterpret_cast<uintptr_t>(mem);
   {
-    LockGuard g(heap::g_lock);
+    LockGuard g(g_huge_lock);
     Extent* e = new_extent_locked();
     if (e != nullptr) {
       e->base = base;
@@ -211,23 +224,38 @@ BlockInfo page_info(const ChunkMeta* c, uint32_t page) {
   return BlockInfo{};
 }
 
-// What p is, decided under heap::g_lock from the page map as it is now. A
+// What p is, decided from the page map as it is under the lock that owns p's
+// entry: heap::g_lock for a chunk, g_huge_lock for an extent (a slot and its
+// descriptor's base change only under the lock of the descriptor's kind). A
 // descriptor read before taking the lock may have been recycled meanwhile
 // (its chunk unmapped, the descriptor reused for a chunk elsewhere), so
-// nothing read before the lock is trusted: page-map slots and descriptor
-// bases change only under this lock, so here they agree with each other.
-// At most one of chunk and huge is set; neither: not magslab's.
+// nothing read before the lock is trusted: the entry read without a lock
+// only picks the lock. If under it the slot holds the other kind (its range
+// went back to the OS and was mapped again meanwhile), the other lock is
+// taken instead. At most one of chunk and huge is set; neither: not
+// magslab's. Returns with `held` locked.
 struct Block {
-  ChunkMeta* chunk;  // a page run's chunk
-  Extent* huge;      // a huge block
+  ChunkMeta* chunk;  // a page run's chunk (held: heap::g_lock)
+  Extent* huge;      // a huge block (held: g_huge_lock)
   uint32_t page;     // chunk: p's page index (< kPagesPerChunk)
+  Lock* held;
 };
-Block classify_locked(uintptr_t a) {
-  pagemap::Entry e = pagemap::lookup(a);
-  ChunkMeta* c = e.chunk();
-  if (c == nullptr) return Block{nullptr, e.extent(), 0};
-  if (a < c->base || a - c->base >= kChunkSize) return Block{};  // cannot happen
-  return Block{c, nullptr, static_cast<uint32_t>((a - c->base) >> kPageShift)};
+Block lock_and_classify(uintptr_t a) {
+  bool huge = pagemap::lookup(a).extent() != nullptr;
+  for (;;) {
+    Lock* l = huge ? &g_huge_lock : &heap::g_lock;
+    l->lock();
+    pagemap::Entry e = pagemap::lookup(a);
+    if (e.empty()) return Block{nullptr, nullptr, 0, l};
+    if (huge && e.extent() != nullptr) return Block{nullptr, e.extent(), 0, l};
+    if (ChunkMeta* c = e.chunk(); !huge && c != nullptr) {
+      if (a < c->base || a - c->base >= kChunkSize)
+        return Block{nullptr, nullptr, 0, l};  // cannot happen
+      return Block{c, nullptr, static_cast<uint32_t>((a - c->base) >> kPageShift), l};
+    }
+    l->unlock();
+    huge = !huge;
+  }
 }
 
 // Give a run back to the page heap, dirty (reused without a system call;
@@ -241,7 +269,7 @@ bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_sta
 }
 
 // Huge block h now maps `size` bytes for a request of n: its descriptor, the
-// huge counters and the in-use statistic follow. Caller holds heap::g_lock.
+// huge counters and the in-use statistic follow. Caller holds g_huge_lock.
 void set_huge_size_locked(Extent* h, size_t size, size_t n) {
   if (size > h->size)
     stats::add_in_use(size - h->size);
@@ -262,11 +290,11 @@ void* shrink_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
   const uintptr_t keep_end = slots_end(a, want), old_end = slots_end(a, old);
   {
-    LockGuard g(heap::g_lock);
+    LockGuard g(g_huge_lock);
     unmap_huge_slots(keep_end, old_end);
   }
   bool shrunk = platform::remap(p, old, want, nullptr) != nullptr;
-  LockGuard g(heap::g_lock);
+  LockGuard g(g_huge_lock);
   if (!shrunk) {
     // The OS refused to split the mapping (e.g. at its map count limit): the
     // block keeps its size. Its leaves exist, so re-registering cannot fail.
@@ -285,7 +313,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
   uintptr_t b = a;
   {
     // Leaves for the grown range, so registering it afterwards cannot fail.
-    LockGuard g(heap::g_lock);
+    LockGuard g(g_huge_lock);
     if (!pagemap::prepare(a, a + want)) return nullptr;
   }
   if (platform::remap(p, old, want, nullptr) == nullptr) {
@@ -296,7 +324,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
     {
       // The target is ours: register it. The old range is about to go back
       // to the OS with the move: unregister it first.
-      LockGuard g(heap::g_lock);
+      LockGuard g(g_huge_lock);
       registered = map_huge_slots(b, want, h);
       if (registered) unmap_huge_slots(a, slots_end(a, old));
     }
@@ -306,7 +334,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
     }
     if (platform::remap(p, old, want, target) == nullptr) {
       {
-        LockGuard g(heap::g_lock);
+        LockGuard g(g_huge_lock);
         unmap_huge_slots(b, slots_end(b, want));
         map_huge_slots(a, old, h);  // its leaves exist: cannot fail
       }
@@ -314,7 +342,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
       return nullptr;
     }
   }
-  LockGuard g(heap::g_lock);
+  LockGuard g(g_huge_lock);
   if (b == a) map_huge_slots(a, want, h);  // grown in place; leaves prepared above
   h->base = b;
   set_huge_size_locked(h, want, n);
@@ -347,8 +375,7 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
 
 void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  heap::g_lock.lock();
-  Block b = classify_locked(a);
+  Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
     if (h->base != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(h->size));
     size_t size = h->size;
@@ -365,7 +392,7 @@ void free(void* p) {
     uint64_t now = platform::now_ns();
     expire_cached_locked(now, &evicted);
     bool cached = cache_huge_locked(p, size, now, &evicted);
-    heap::g_lock.unlock();
+    g_huge_lock.unlock();
     evicted.unmap_all();
     if (!cached) platform::unmap(p, size);
     return;
@@ -389,31 +416,35 @@ void free(void* p) {
 size_t usable_size(const void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
   const Misuse what = Misuse::kInvalidUsableSize;
-  LockGuard g(heap::g_lock);
-  Block b = classify_locked(a);
+  Block b = lock_and_classify(a);
+  size_t usable;
   if (Extent* h = b.huge) {
     if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
-    return h->size;
+    usable = h->size;
+  } else {
+    ChunkMeta* c = b.chunk;
+    if (c == nullptr) bad_pointer(p, what);
+    if (a % kPageSize != 0 || c->tag[b.page] != kTagStart)
+      bad_pointer(p, what, page_info(c, b.page));
+    usable = size_t{c->run_record->pages[b.page]} << kPageShift;
   }
-  ChunkMeta* c = b.chunk;
-  if (c == nullptr) bad_pointer(p, what);
-  if (a % kPageSize != 0 || c->tag[b.page] != kTagStart) bad_pointer(p, what, page_info(c, b.page));
-  return size_t{c->run_record->pages[b.page]} << kPageShift;
+  b.held->unlock();
+  return usable;
 }
 
 namespace {
 
-// Resize huge p (descriptor h) to n bytes. Called with heap::g_lock held
+// Resize huge p (descriptor h) to n bytes. Called with g_huge_lock held
 // (p checked under it); releases it.
 void* resize_huge_locked(Extent* h, void* p, size_t n) {
   size_t want = align_up(n, kPageSize);
   size_t old = h->size;
   if (want == old) {
     set_huge_size_locked(h, old, n);
-    heap::g_lock.unlock();
+    g_huge_lock.unlock();
     return p;
   }
-  heap::g_lock.unlock();
+  g_huge_lock.unlock();
   if (n <= kHugeThreshold / 2) return nullptr;  // much smaller: the caller moves it into a run
   // Only the owner of p resizes it, so h stays p's descriptor meanwhile.
   return want < old ? shrink_huge(h, p, old, want, n) : grow_huge(h, p, old, want, n);
@@ -461,8 +492,7 @@ void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
 void* resize(void* p, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
   const Misuse what = Misuse::kInvalidRealloc;
-  heap::g_lock.lock();
-  Block b = classify_locked(a);
+  Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
     if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
     return resize_huge_locked(h, p, n);
@@ -475,11 +505,14 @@ void* resize(void* p, size_t n) {
 
 size_t trim() {
   size_t bytes = heap::purge(0);
-  Evicted cached;
   {
     LockGuard g(heap::g_lock);
-    while (g_huge_cache_count != 0) cached.e[cached.n++] = remove_cached_locked(0);
     bytes += heap::release_free_chunks_locked(0);
+  }
+  Evicted cached;
+  {
+    LockGuard g(g_huge_lock);
+    while (g_huge_cache_count != 0) cached.e[cached.n++] = remove_cached_locked(0);
   }
   for (size_t i = 0; i < cached.n; ++i) bytes += cached.e[i].size;
   cached.unmap_all();
@@ -487,14 +520,25 @@ size_t trim() {
 }
 
 Counts counts() {
-  LockGuard g(heap::g_lock);
-  return Counts{g_live_blocks + g_huge_blocks,
-                (g_live_pages << kPageShift) + g_huge_bytes,
-                g_live_requested + g_huge_requested,
-                g_huge_blocks,
-                g_huge_bytes,
-                g_huge_cache_bytes};
+  Counts c{};
+  {
+    LockGuard g(heap::g_lock);
+    c.live_blocks = g_live_blocks;
+    c.live_bytes = g_live_pages << kPageShift;
+    c.live_requested = g_live_requested;
+  }
+  LockGuard g(g_huge_lock);
+  c.live_blocks += g_huge_blocks;
+  c.live_bytes += g_huge_bytes;
+  c.live_requested += g_huge_requested;
+  c.huge_blocks = g_huge_blocks;
+  c.huge_bytes = g_huge_bytes;
+  c.huge_cached_bytes = g_huge_cache_bytes;
+  return c;
 }
+
+void lock_for_fork() { g_huge_lock.lock(); }
+void unlock_after_fork() { g_huge_lock.unlock(); }
 
 }  // namespace large
 }  // namespace magslab

@@ -58,7 +58,15 @@ struct Counts {
   size_t huge_blocks, huge_bytes;
   size_t huge_cached_bytes;  // freed huge mappings kept for reuse (still mapped)
 };
+// Under the page-heap lock for page runs and the large layer's own lock for
+// huge blocks, one after the other: exact when no thread allocates or frees.
 Counts counts();
+
+// fork(): the large layer's own lock (huge blocks), held across the fork;
+// api/fork.cc takes it after the page-heap lock and before the metadata
+// arena's.
+void lock_for_fork();
+void unlock_after_fork();
 
 }  // namespace large
 }  // namespace magslab

@@ -63,6 +63,7 @@ void* map_sparse(size_t size) {
                  -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
+void unmap_sparse(void* addr, size_t size) { munmap(addr, size); }
 void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
 bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {

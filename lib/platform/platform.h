@@ -33,8 +33,9 @@ const PlatformOps* set_ops_for_testing(const PlatformOps* ops);
 void* map(size_t size);
 // A sparse mapping (MAP_NORESERVE, not counted against overcommit) for metadata
 // address space of which only a small part is ever touched: page-map leaves.
-// Not part of the test seam.
+// Not part of the test seam; neither is unmap_sparse, which gives one back.
 void* map_sparse(size_t size);
+void unmap_sparse(void* addr, size_t size);
 // A mapping of `size` bytes aligned to `alignment` (a power of two >= page size).
 void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
