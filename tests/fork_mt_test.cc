@@ -15,8 +15,8 @@
 #include "testing/sanitizers.h"
 
 // ThreadSanitizer's deadlock detector tracks at most 64 locks held by one
-// thread; magslab's fork prepare handler holds all 84 of its locks (one per
-// size class, plus registry, page heap and metadata) by design. Race detection
+// thread; magslab's fork prepare handler holds all of its locks (one per size
+// class, plus registry, page heap, huge blocks and metadata) by design. Race detection
 // stays on; only lock-order tracking is off, and only in this binary.
 extern "C" const char* __tsan_default_options() { return "detect_deadlocks=0"; }
 
