@@ -68,6 +68,7 @@
 #include <vector>
 
 #include "active_allocator.h"
+#include "testing/args.h"
 #include "testing/rng.h"
 #include "testing/threads.h"
 
@@ -569,22 +570,8 @@ bool run_workload(const Workload& w) {
   std::exit(2);
 }
 
-bool parse_long(const char* s, long lo, long hi, long* out) {
-  char* end = nullptr;
-  errno = 0;
-  long v = std::strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return false;
-  *out = v;
-  return true;
-}
-bool parse_double(const char* s, double lo, double hi, double* out) {
-  char* end = nullptr;
-  errno = 0;
-  double v = std::strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) return false;
-  *out = v;
-  return true;
-}
+using mstest::parse_double;
+using mstest::parse_long;
 
 }  // namespace
 
@@ -615,14 +602,9 @@ int main(int argc, char** argv) {
       case 'a':
         g_opt.allocator = optarg;
         break;
-      case 'r': {
-        char* end = nullptr;
-        errno = 0;
-        g_opt.seed = std::strtoull(optarg, &end, 0);
-        if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-')
-          usage("bad --seed", optarg);
+      case 'r':
+        if (!mstest::parse_u64(optarg, &g_opt.seed)) usage("bad --seed", optarg);
         break;
-      }
       case 'm':
         g_opt.timer = optarg;
         if (g_opt.timer != "rdtsc" && g_opt.timer != "clock") usage("bad --timer", optarg);
