@@ -53,7 +53,7 @@ struct magslab_class_stats {
 struct magslab_stats {
   size_t live_bytes;                 /* usable bytes of all blocks handed out, not freed */
   size_t live_objects;               /* number of such blocks */
-  size_t live_large_requested_bytes; /* requested bytes of live large/huge blocks */
+  size_t live_large_requested_bytes; /* requested bytes of those (large_live_blocks) */
   size_t live_requested_bytes;       /* bytes the program asked for, over all live
                                         blocks. Exact when requested_bytes_exact is 1
                                         (built with MAGSLAB_EXACT_REQUESTED=ON); else
@@ -68,7 +68,8 @@ struct magslab_stats {
   size_t mapped_bytes;               /* address space mapped from the OS for user memory */
   size_t committed_bytes;            /* of that, not decommitted (upper bound of RSS) */
   size_t metadata_bytes;             /* mapped for magslab's own metadata (never unmapped) */
-  size_t large_live_blocks;          /* live blocks above the largest slab class */
+  size_t large_live_blocks;          /* live blocks in no size class: above 1 MiB, or aligned
+                                        beyond a page (page runs) */
   size_t huge_live_blocks;           /* of those, blocks in a mapping of their own */
   size_t class_count;                /* entries used in classes[] */
   struct magslab_class_stats classes[MAGSLAB_MAX_CLASSES];
