@@ -75,7 +75,12 @@ TEST(Pattern, OtherBlocksPatternIsDetected) {
   uint64_t mine = block_key(9, buf.data(), 256), other = block_key(9, buf.data() + 16, 64);
   fill_pattern(buf.data(), 256, mine);
   fill_pattern(buf.data() + 16, 64, other);
-  EXPECT_EQ(check_pattern(buf.data(), 256, mine), 16u);
+  // The first mismatch is in the overwritten range: at byte 16 unless the two
+  // patterns happen to agree there (1 in 256, depending on the address), and
+  // not all 64 bytes can agree.
+  size_t at = check_pattern(buf.data(), 256, mine);
+  EXPECT_GE(at, 16u);
+  EXPECT_LT(at, 80u);
 }
 
 TEST(Pattern, PatternBytesAreNotMostlyZero) {
