@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/no_decay.h"  // exact cache contents
 
 namespace {
 

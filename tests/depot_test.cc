@@ -15,6 +15,7 @@
 #include "small/magazine.h"
 #include "small/size_classes.h"
 #include "small/slab.h"
+#include "testing/no_decay.h"  // exact cache contents
 
 namespace {
 

@@ -13,6 +13,7 @@
 
 #include "magslab/magslab.h"
 #include "testing/fake_os.h"
+#include "testing/no_decay.h"  // exact cache contents
 
 namespace {
 

@@ -17,6 +17,7 @@
 #include "magslab/magslab.h"
 #include "small/size_classes.h"
 #include "small/slab.h"
+#include "testing/no_decay.h"  // exact cache contents
 #include "testing/pattern.h"
 #include "testing/threads.h"
 

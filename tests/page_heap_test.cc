@@ -13,6 +13,7 @@
 
 #include "base/config.h"
 #include "testing/fake_os.h"
+#include "testing/no_decay.h"  // exact cache contents
 #include "testing/pattern.h"
 
 namespace {

@@ -15,6 +15,7 @@
 #include "small/depot.h"  // internal: flush without trim
 #include "small/thread_cache.h"
 
+#include "testing/no_decay.h"  // exact cache contents
 #include "testing/sanitizers.h"
 
 namespace {

@@ -18,6 +18,7 @@
 #include "small/depot.h"
 #include "small/size_classes.h"
 #include "small/slab.h"
+#include "testing/no_decay.h"  // exact cache contents
 #include "testing/threads.h"
 
 namespace {

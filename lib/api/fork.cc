@@ -1,5 +1,5 @@
 // api/fork: fork() safety. Every lock magslab has is taken before fork() and
-// released after it, in one global order — registry, slab classes (by index),
+// released after it, in one global order — decay pass, registry, slab classes (by index),
 // page heap, huge blocks (large/), metadata arena; the same order the slow
 // paths nest them in (the page heap's and the huge blocks' are never held
 // together) — so the child never inherits a lock held by a thread that does
@@ -13,6 +13,7 @@
 #include "chunks/page_heap.h"
 #include "large/large.h"
 #include "platform/platform.h"
+#include "small/decay.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
 
@@ -20,6 +21,7 @@ namespace magslab {
 namespace {
 
 void prepare() {
+  decay::lock_for_fork();
   cache::lock_for_fork();
   slab::lock_all_for_fork();
   heap::g_lock.lock();
@@ -33,6 +35,7 @@ void parent() {
   heap::g_lock.unlock();
   slab::unlock_all_after_fork();
   cache::unlock_after_fork_parent();
+  decay::unlock_after_fork_parent();
 }
 
 void child() {
@@ -42,6 +45,7 @@ void child() {
   heap::g_lock.unlock();
   slab::unlock_all_after_fork();
   cache::reset_after_fork_child();
+  decay::reset_after_fork_child();
 }
 
 }  // namespace

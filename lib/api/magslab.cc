@@ -10,6 +10,7 @@
 #include "chunks/chunk_map.h"
 #include "large/large.h"
 #include "platform/platform.h"
+#include "small/decay.h"
 #include "small/depot.h"
 #include "small/requested.h"
 #include "small/size_classes.h"
@@ -30,6 +31,7 @@ namespace {
 // into programs that link the static library.
 [[gnu::constructor]] void on_load() {
   register_fork_handlers();
+  decay::set_hook(&large::decay);
   report::load_options();
 }
 

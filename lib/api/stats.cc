@@ -2,13 +2,15 @@
 //   live(c) = carved(c) − in thread magazines(c) − in depot magazines(c)
 // carved is kept by the slab layer under its class lock, the magazine counts by
 // their owners (relaxed atomic_ref stores). Nothing is counted on the fast
-// path, and the sum is exact when no thread is allocating or freeing.
+// path, and the sum is exact when no thread is allocating or freeing (decay
+// passes, which move objects from the depot to the slabs, wait meanwhile).
 #include <cstring>
 
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "large/large.h"
 #include "magslab/magslab.h"
+#include "small/decay.h"
 #include "small/depot.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
@@ -18,6 +20,7 @@ using namespace magslab;
 
 extern "C" void magslab_stats(struct magslab_stats* out) {
   memset(out, 0, sizeof *out);
+  decay::NoPassScope no_pass;
   cache::CachedCounts in_caches;
   cache::cached_objects(&in_caches);
   out->class_count = kNumClasses;

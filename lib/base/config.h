@@ -26,8 +26,8 @@ inline constexpr size_t kHugeThreshold = size_t{1} << 20;
 inline constexpr size_t kMaxClassSize = kHugeThreshold;
 // Requests above this fail with ENOMEM before anything is mapped.
 inline constexpr size_t kMaxRequest = size_t{1} << 44;
-// Largest slab object count; sizes the per-slab free bitmap.
-inline constexpr size_t kMaxSlabObjects = 2048;
+// Largest slab object count; sizes the per-slab free bitmap (128 bytes).
+inline constexpr size_t kMaxSlabObjects = 1024;
 inline constexpr size_t kCacheLine = 64;
 
 // Exact requested-byte statistics for slab-class blocks (CMake option

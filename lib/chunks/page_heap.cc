@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/check.h"
 #include "platform/platform.h"
@@ -15,10 +16,11 @@ struct FreeRun {
   ChunkMeta* chunk;
   uint32_t page;
   uint32_t npages;
-  bool dirty;     // may hold resident pages with old contents (not purged yet)
-  FreeRun* next;  // bin list, or the recycle list
+  bool dirty;         // may hold resident pages with old contents (not purged yet)
+  uint64_t dirty_at;  // dirty runs: when last inserted (freed, split, merged)
+  FreeRun* next;      // bin list, or the recycle list
   FreeRun* prev;
-  FreeRun* dnext;  // dirty list, newest first (purged from the oldest end)
+  FreeRun* dnext;  // dirty list, newest first (by dirty_at; purged from the oldest end)
   FreeRun* dprev;
 };
 
@@ -53,6 +55,15 @@ ChunkMeta* g_chunk_pool = nullptr;
 size_t g_chunk_count = 0;
 size_t g_free_pages = 0;   // pages in free runs, dirty or not
 size_t g_free_chunks = 0;  // chunks that are one free run
+// platform::now_ns() at the entry of the current operation under g_lock: the
+// dirty_at of what it inserts. Never decreases (the clock is monotonic), so the
+// dirty list, built by pushing at the head, stays sorted by dirty_at.
+uint64_t g_stamp = 0;
+
+void stamp_now() {
+  uint64_t t = platform::now_ns();
+  if (t > g_stamp) g_stamp = t;
+}
 
 // Debug preset: the page-heap counts (g_lock held). Every chunk's free pages
 // add up to g_free_pages, no chunk has more free pages than pages, dirty pages
@@ -99,6 +110,7 @@ void insert(FreeRun* r) {
   r->chunk->free_run[r->page] = r;
   r->chunk->free_run[r->page + r->npages - 1] = r;
   if (r->dirty) {
+    r->dirty_at = g_stamp;
     r->dprev = nullptr;
     r->dnext = g_dirty_head;
     if (g_dirty_head != nullptr)
@@ -269,6 +281,7 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
   if (npages == 0 || npages > kPagesPerChunk) return false;
   size_t slack = align_pages > 1 ? align_pages - 1 : 0;
   if (npages + slack > kPagesPerChunk) return false;  // callers map such blocks on their own
+  stamp_now();
   FreeRun* r = find(npages + slack);
   if (r == nullptr && slack != 0) {
     // An exactly-fitting run may already be aligned.
@@ -345,6 +358,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   FreeRun* rec = new_run_record();
   if (rec == nullptr)
     return false;  // out of metadata: the pages stay allocated (leak, not corruption)
+  stamp_now();
   chunk->free_pages += npages;
   g_free_pages += npages;
   rec->chunk = chunk;
@@ -353,7 +367,10 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   rec->dirty = dirty;
   coalesce_insert(rec);
   check_counts();
-  return g_dirty_pages > kDirtyPagesMax;
+  if (dirty) decay_event::note();
+  return g_dirty_pages > kDirtyPagesMax ||
+         (g_dirty_tail != nullptr && g_stamp - g_dirty_tail->dirty_at > kDirtyDecayNs &&
+          !decay_event::paused());
 }
 
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n) {
@@ -362,6 +379,7 @@ bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t n
   FreeRun* r = chunk->free_run[next];
   if (r == nullptr || r->page != next || r->npages < new_n - old_n) return false;
   uint32_t take = new_n - old_n;
+  stamp_now();
   remove(r);
   if (r->npages > take) {
     r->page += take;
@@ -377,7 +395,11 @@ bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t n
   return true;
 }
 
-size_t purge(size_t keep_pages) {
+namespace {
+
+// Decommit dirty runs from the oldest end while more than keep_pages pages are
+// dirty or the oldest was last touched before cutoff (0: no age limit).
+size_t purge_while(size_t keep_pages, uint64_t cutoff) {
   size_t purged = 0;
   for (;;) {
     // Take a batch of the oldest dirty runs out of the bins, so nobody
@@ -386,7 +408,8 @@ size_t purge(size_t keep_pages) {
     size_t n = 0;
     {
       LockGuard g(g_lock);
-      while (n < std::size(batch) && g_dirty_pages > keep_pages && g_dirty_tail != nullptr) {
+      while (n < std::size(batch) && g_dirty_tail != nullptr &&
+             (g_dirty_pages > keep_pages || g_dirty_tail->dirty_at < cutoff)) {
         FreeRun* r = g_dirty_tail;
         remove(r);
         batch[n++] = r;
@@ -400,11 +423,30 @@ size_t purge(size_t keep_pages) {
       purged += size_t{r->npages} << kPageShift;
     }
     LockGuard g(g_lock);
+    stamp_now();  // a purged run merged with a dirty neighbour is dirty as of now
     for (size_t i = 0; i < n; ++i) {
       batch[i]->dirty = false;
       coalesce_insert(batch[i]);
     }
   }
+}
+
+}  // namespace
+
+size_t purge(size_t keep_pages) { return purge_while(keep_pages, 0); }
+
+size_t purge_aged(uint64_t cutoff) {
+  size_t keep;
+  {
+    LockGuard g(g_lock);
+    keep = g_dirty_pages > kDirtyPagesMax ? kDirtyPagesMax / 2 : kDirtyPagesMax;
+  }
+  return purge_while(keep, cutoff);
+}
+
+void purge_excess() {
+  uint64_t now = platform::now_ns();
+  purge_aged(now > kDirtyDecayNs && !decay_event::paused() ? now - kDirtyDecayNs : 0);
 }
 
 size_t release_free_chunks_locked(size_t keep) {
@@ -422,7 +464,10 @@ size_t release_free_chunks_locked(size_t keep) {
   return released;
 }
 
-Totals totals_locked() { return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages}; }
+Totals totals_locked() {
+  return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages,
+                g_dirty_tail != nullptr ? g_dirty_tail->dirty_at : 0};
+}
 
 }  // namespace heap
 }  // namespace magslab

@@ -1,11 +1,13 @@
 // chunks/page_heap: runs of pages inside 4 MiB chunks — the backing store of
 // slabs and of large blocks. Free runs coalesce with free neighbours and are
 // found through size-binned lists. A freed run stays committed ("dirty") so
-// that the next allocation reuses it without a system call or page faults;
-// dirty runs are decommitted (purged), oldest first, once more than
-// kDirtyPagesMax pages are dirty, and all of them by magslab_trim(). A chunk
-// that becomes entirely free is kept in a small cache (kFreeChunksKept) and
-// unmapped beyond it.
+// that the next allocation reuses it without a system call or page faults.
+// Dirty runs decay: one untouched for kDirtyDecayNs is decommitted (purged) by
+// the next decay pass (small/decay.h: the background thread, or the slow paths
+// of a single-threaded program), so a workload swinging within that time never
+// refaults while idle memory still goes back. kDirtyPagesMax bounds them in
+// between; magslab_trim() purges them all. A chunk that becomes entirely free
+// is kept in a small cache (kFreeChunksKept) and unmapped beyond it.
 #pragma once
 
 #include <cstddef>
@@ -19,8 +21,11 @@ namespace magslab::heap {
 // Fully free chunks kept mapped (purged ones are unmapped first) so that a steady workload does
 // not map and unmap a chunk on every swing.
 inline constexpr size_t kFreeChunksKept = 2;
-// Dirty free pages allowed before a purge (8 MiB); a purge goes down to half.
-inline constexpr size_t kDirtyPagesMax = 2048;
+// Dirty free pages allowed at any time (64 MiB) whatever their age; past it a
+// purge goes down to half. Only a backstop: decay normally purges first.
+inline constexpr size_t kDirtyPagesMax = 16384;
+// A dirty run not touched for this long is purged by the next decay pass.
+inline constexpr uint64_t kDirtyDecayNs = 500'000'000;
 
 // Protects everything in this layer, and the page-run bookkeeping of the
 // large layer above it (which must agree with the chunks' descriptors).
@@ -50,8 +55,8 @@ void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages);
 bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed);
 // Give back a run. dirty: its pages may be resident (false only if the caller
 // decommitted them or never touched them). Its owner tags stay as they are.
-// Returns true when the dirty budget is exceeded: the caller should then call
-// purge_excess() after dropping the lock.
+// Returns true when the dirty budget is exceeded or the oldest dirty run is due
+// for decay: the caller should then call purge_excess() after dropping the lock.
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
 // Extend the run [page, page+old_n) to new_n pages if the pages after it are
 // free (the added pages' owner tags 0).
@@ -62,14 +67,18 @@ size_t release_free_chunks_locked(size_t keep);
 // Call without g_lock (it takes it, and makes the system calls without it).
 // Returns bytes decommitted.
 size_t purge(size_t keep_pages);
-// After free_locked() returned true: purge down to half the budget.
-inline void purge_excess() { purge(kDirtyPagesMax / 2); }
+// Decommit the dirty runs untouched since before `cutoff` (platform::now_ns()
+// time) and, past the budget, the oldest down to half of it. Without g_lock.
+size_t purge_aged(uint64_t cutoff);
+// After free_locked() returned true: purge_aged(now - kDirtyDecayNs).
+void purge_excess();
 
 struct Totals {
-  size_t chunks;       // normal chunks mapped
-  size_t free_pages;   // pages in free runs, dirty or purged
-  size_t free_chunks;  // chunks entirely free
-  size_t dirty_pages;  // free pages not purged yet (committed, reusable)
+  size_t chunks;             // normal chunks mapped
+  size_t free_pages;         // pages in free runs, dirty or purged
+  size_t free_chunks;        // chunks entirely free
+  size_t dirty_pages;        // free pages not purged yet (committed, reusable)
+  uint64_t oldest_dirty_ns;  // when the least recently touched dirty run was; 0: none
 };
 Totals totals_locked();
 

@@ -6,6 +6,7 @@
 
 #include "base/config.h"
 #include "base/lock.h"
+#include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "platform/platform.h"
@@ -168,6 +169,7 @@ bool cache_huge_locked(void* base, size_t size, uint64_t now, Evicted* out) {
     out->e[out->n++] = remove_cached_locked(0);
   g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size, now};
   g_huge_cache_bytes += size;
+  decay_event::note();
   return true;
 }
 
@@ -517,6 +519,18 @@ size_t trim() {
   for (size_t i = 0; i < cached.n; ++i) bytes += cached.e[i].size;
   cached.unmap_all();
   return bytes;
+}
+
+bool decay(uint64_t now) {
+  Evicted old;
+  bool left;
+  {
+    LockGuard g(g_huge_lock);
+    expire_cached_locked(now, &old);
+    left = g_huge_cache_count != 0;
+  }
+  old.unmap_all();
+  return left;
 }
 
 Counts counts() {

@@ -52,6 +52,9 @@ void* resize(void* p, size_t n);
 
 // Purge every dirty free run and unmap every free chunk; returns bytes given back.
 size_t trim();
+// Decay pass (small/decay.h's hook): unmap cached huge mappings unused for
+// their age limit. true: some remain cached.
+bool decay(uint64_t now);
 
 struct Counts {
   size_t live_blocks, live_bytes, live_requested;

@@ -3,8 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,6 +115,34 @@ uint64_t random_u64() {
         (reinterpret_cast<uintptr_t>(&random_u64) << 17);
   }
   return v | 1;  // never zero: zero is "no key yet"
+}
+
+void wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns) {
+  timespec ts{static_cast<time_t>(timeout_ns / 1000000000u),
+              static_cast<long>(timeout_ns % 1000000000u)};
+  // Private futex: the word is in this process's memory only.
+  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, timeout_ns != 0 ? &ts : nullptr, nullptr,
+          0);
+}
+
+void wake(const uint32_t* word) {
+  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+bool start_thread(const char* name, void* (*fn)(void*), void* arg) {
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return false;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, size_t{256} << 10);  // no user code; room for sanitizers
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);  // the new thread inherits this mask
+  pthread_t t;
+  bool ok = pthread_create(&t, &attr, fn, arg) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (ok) pthread_setname_np(t, name);
+  return ok;
 }
 
 void write_stderr(const char* s, size_t n) { write_fd(STDERR_FILENO, s, n); }

@@ -49,6 +49,15 @@ uint64_t now_ns();
 // Install `clock` (tests only); nullptr goes back to the OS clock.
 void set_clock_for_testing(uint64_t (*clock)());
 uint64_t random_u64();
+
+// Sleep while *word == expected, at most timeout_ns (0: no limit), or until
+// wake(word). May return early (spurious wake-up, signal): callers re-check.
+void wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns);
+// Wake every thread waiting on word.
+void wake(const uint32_t* word);
+// Start a detached thread named `name` running fn(arg), with every signal
+// blocked (the program's signals never land on it). false if the OS refuses.
+bool start_thread(const char* name, void* (*fn)(void*), void* arg);
 void write_stderr(const char* s, size_t n);
 void write_fd(int fd, const char* s, size_t n);
 // A close-on-exec duplicate of stderr (>= 100, clear of the fds programs use),

@@ -3,6 +3,7 @@
 
 #include <new>
 
+#include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/check.h"
 #include "small/slab.h"
@@ -39,6 +40,10 @@ struct alignas(kCacheLine) DepotClass {
   // the synchronisation of the magazines' contents.
   std::atomic<int64_t> nfull{0};
   std::atomic<int64_t> full_objects{0};
+  // The lowest nfull since the last decay pass (lowered by pop_full, reset by
+  // decay). relaxed: a heuristic; a stale value only moves a magazine early
+  // or late.
+  std::atomic<int64_t> low{0};
 };
 
 DepotClass g_depot[kNumClasses];
@@ -51,8 +56,11 @@ Magazine* pop_full(unsigned cls) {
   DepotClass& d = g_depot[cls];
   Magazine* m = as_magazine(d.full.pop());
   if (m != nullptr) {
-    d.nfull.fetch_sub(1, std::memory_order_relaxed);
+    int64_t n = d.nfull.fetch_sub(1, std::memory_order_relaxed) - 1;
     d.full_objects.fetch_sub(m->count, std::memory_order_relaxed);
+    int64_t lo = d.low.load(std::memory_order_relaxed);
+    while (n < lo && !d.low.compare_exchange_weak(lo, n, std::memory_order_relaxed)) {
+    }
   }
   return m;
 }
@@ -66,6 +74,7 @@ bool push_full(unsigned cls, Magazine* m) {
   }
   d.full_objects.fetch_add(m->count, std::memory_order_relaxed);
   d.full.push(&m->link);
+  decay_event::note();
   return true;
 }
 
@@ -91,16 +100,36 @@ size_t cached_objects(unsigned cls) {
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
-size_t drain() {
+// Flush one full magazine of class c to the slabs; false if there was none.
+bool flush_one(unsigned c, size_t* moved) {
+  Magazine* m = pop_full(c);
+  if (m == nullptr) return false;
+  slab::release(c, m->objs, m->count);
+  *moved += m->count;
+  set_mag_count(m, 0);
+  push_empty(c, m);
+  return true;
+}
+
+size_t decay(bool* pending) {
   size_t moved = 0;
   for (unsigned c = 0; c < kNumClasses; ++c) {
-    while (Magazine* m = pop_full(c)) {
-      slab::release(c, m->objs, m->count);
-      moved += m->count;
-      set_mag_count(m, 0);
-      push_empty(c, m);
+    DepotClass& d = g_depot[c];
+    int64_t idle = d.low.load(std::memory_order_relaxed);
+    for (int64_t k = (idle + 1) / 2; k > 0 && flush_one(c, &moved); --k) {
     }
+    int64_t now = d.nfull.load(std::memory_order_relaxed);
+    d.low.store(now, std::memory_order_relaxed);
+    if (now > 0) *pending = true;
   }
+  return moved;
+}
+
+size_t drain() {
+  size_t moved = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c)
+    while (flush_one(c, &moved)) {
+    }
   return moved;
 }
 

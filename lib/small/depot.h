@@ -28,6 +28,11 @@ void push_empty(unsigned cls, Magazine* m);
 size_t cached_objects(unsigned cls);
 // Flush every full magazine of every class to the slabs; returns objects moved.
 size_t drain();
+// Decay (small/decay.h), once per tick: per class, the fewest full magazines
+// the depot held since the last call were not needed by anyone during that
+// time (Bonwick & Adams' working set); half of them (at least one) go back to
+// the slabs. Returns objects moved; *pending is set if full magazines remain.
+size_t decay(bool* pending);
 
 }  // namespace depot
 }  // namespace magslab

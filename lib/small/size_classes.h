@@ -65,12 +65,13 @@ constexpr ClassInfo make_class(unsigned c) {
     return ClassInfo{size, pages, 1, size <= 131072 ? 2u : 1u, ~uint64_t{0} / size + 1};
   }
   // At least 16 KiB and 8 objects, then grow (≤ 64 pages) until the unusable
-  // tail of the slab is ≤ 1/16 of it.
+  // tail of the slab is ≤ 1/16 of it; at most kMaxSlabObjects objects (8-byte
+  // objects: 8 KiB slabs), which keeps the Slab record at 256 bytes.
   uint32_t pages = 4;
   while (pages * kPageSize < 8ull * size) ++pages;
   while (pages < 64 && (pages * kPageSize) % size > pages * kPageSize / 16) ++pages;
+  while (pages > 1 && pages * kPageSize / size > kMaxSlabObjects) --pages;
   uint32_t objects = static_cast<uint32_t>(pages * kPageSize / size);
-  if (objects > kMaxSlabObjects) objects = kMaxSlabObjects;
   // Magazines hold about 32 KiB of objects: up to 256 for small classes
   // (amortising a depot or slab trip over many operations; 4 KiB of 16-byte
   // objects), at least 4.

@@ -7,25 +7,178 @@
 #include <new>
 
 #include "base/lock.h"
+#include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "platform/check.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
 
-namespace magslab::slab {
+namespace magslab {
+
+// Slab records come in record pages: 16 records fill a 4 KiB page of the
+// metadata arena (pages taken 16 at a time, page-aligned). A page's header is
+// kept apart from it, so that a page whose records have all been unused for a
+// while can be decommitted (a burst of 1 GiB of small blocks needs ~65,000
+// records, 16 MiB, which would otherwise stay resident for good). A
+// decommitted page reads as zero: a stale Slab* into it (a free racing with
+// its slab's release: a misuse) sees bound 0 and is rejected (valid_offset),
+// so metadata stays type-stable in the sense the page map needs. In exact mode
+// a record owns its `requested` array, so its page is never decommitted.
+struct RecordPage {
+  Slab* recs;            // the page: 16 records
+  uint16_t free_mask;    // bit i: recs[i] is unused
+  uint8_t list;          // kOnNone (all in use), kOnPartial, kOnEmpty, kOnPurged
+  uint64_t empty_since;  // kOnEmpty: when its last record came back
+  RecordPage* next;
+  RecordPage* prev;
+};
+
+namespace slab {
 namespace {
 
 struct alignas(kCacheLine) SlabClass {
   Lock lock;
-  Slab* partial = nullptr;  // slabs with 0 < nfree < objects (and a fresh one)
-  Slab* empty = nullptr;    // one fully free slab kept committed, to absorb churn
-  size_t carved = 0;        // objects out of slabs: handed out or in magazines
-  size_t slabs = 0;         // slabs with objects out (partial or full); `empty` is not counted
+  Slab* partial = nullptr;   // slabs with 0 < nfree < objects (and a fresh one)
+  Slab* empty = nullptr;     // one fully free slab kept committed, to absorb churn
+  uint64_t empty_since = 0;  // when `empty` was cached (platform::now_ns())
+  size_t carved = 0;         // objects out of slabs: handed out or in magazines
+  size_t slabs = 0;          // slabs with objects out (partial or full); `empty` is not counted
 };
 
 SlabClass g_classes[kNumClasses];
-TaggedStack g_slab_pool;  // unused Slab records (type-stable)
+
+constexpr unsigned kRecordsPerPage = kPageSize / sizeof(Slab);
+constexpr unsigned kRecordPagesPerGroup = 16;
+constexpr uint16_t kAllFree = 0xffff;
+static_assert(kRecordsPerPage == 16, "free_mask has one bit per record");
+enum : uint8_t { kOnNone, kOnPartial, kOnEmpty, kOnPurged };
+
+// Record pages by state, under g_record_lock (taken inside a class lock, never
+// the other way round). kOnEmpty is newest first (purged from the tail).
+struct PageList {
+  RecordPage* head = nullptr;
+  RecordPage* tail = nullptr;
+};
+Lock g_record_lock;
+PageList g_rec_lists[4];         // indexed by RecordPage::list; [kOnNone] unused
+size_t g_full_record_pages = 0;  // pages on no list: every record in use
+
+void list_push(RecordPage* pg, uint8_t which) {
+  PageList& l = g_rec_lists[which];
+  pg->list = which;
+  pg->prev = nullptr;
+  pg->next = l.head;
+  if (l.head != nullptr)
+    l.head->prev = pg;
+  else
+    l.tail = pg;
+  l.head = pg;
+}
+
+void list_remove(RecordPage* pg) {
+  PageList& l = g_rec_lists[pg->list];
+  if (pg->prev != nullptr)
+    pg->prev->next = pg->next;
+  else
+    l.head = pg->next;
+  if (pg->next != nullptr)
+    pg->next->prev = pg->prev;
+  else
+    l.tail = pg->prev;
+  pg->next = pg->prev = nullptr;
+  pg->list = kOnNone;
+}
+
+// A new group of record pages, all unused (fresh memory reads as zero, like a
+// purged page). false when out of metadata memory. g_record_lock held.
+bool grow_records() {
+  void* headers = meta::alloc(sizeof(RecordPage) * kRecordPagesPerGroup);
+  void* mem = meta::alloc((kRecordPagesPerGroup + 1) * kPageSize);
+  if (headers == nullptr || mem == nullptr) return false;  // (a bounded leak of metadata)
+  auto* pages = reinterpret_cast<Slab*>(align_up(reinterpret_cast<uintptr_t>(mem), kPageSize));
+  for (unsigned i = 0; i < kRecordPagesPerGroup * kRecordsPerPage; ++i) new (&pages[i]) Slab();
+  auto* hs = static_cast<RecordPage*>(headers);
+  for (unsigned i = 0; i < kRecordPagesPerGroup; ++i) {
+    hs[i] = RecordPage{pages + i * kRecordsPerPage, kAllFree, kOnNone, 0, nullptr, nullptr};
+    list_push(&hs[i], kOnPurged);
+  }
+  return true;
+}
+
+Slab* new_slab_record() {
+  LockGuard g(g_record_lock);
+  RecordPage* pg = g_rec_lists[kOnPartial].head;
+  if (pg == nullptr) pg = g_rec_lists[kOnEmpty].head;  // the most recently used: warm
+  if (pg == nullptr) {
+    if (g_rec_lists[kOnPurged].head == nullptr && !grow_records()) return nullptr;
+    pg = g_rec_lists[kOnPurged].head;
+  }
+  if (pg->list != kOnPartial) {
+    list_remove(pg);
+    list_push(pg, kOnPartial);
+  }
+  unsigned i = static_cast<unsigned>(__builtin_ctz(pg->free_mask));
+  pg->free_mask = static_cast<uint16_t>(pg->free_mask & (pg->free_mask - 1));
+  if (pg->free_mask == 0) {  // all in use: on no list
+    list_remove(pg);
+    ++g_full_record_pages;
+  }
+  Slab* s = &pg->recs[i];
+  s->home = pg;  // (lost if the page was purged: set again each time)
+  return s;
+}
+
+void free_slab_record(Slab* s) {
+  RecordPage* pg = s->home;
+  unsigned i = static_cast<unsigned>(s - pg->recs);
+  // A later stale reader must not take it for a slab; everything else is set
+  // again by carve().
+  s->bound = 0;
+  LockGuard g(g_record_lock);
+  MAGSLAB_CHECK(i < kRecordsPerPage && !(pg->free_mask >> i & 1), "slab: bad record free");
+  bool was_full = pg->free_mask == 0;
+  pg->free_mask = static_cast<uint16_t>(pg->free_mask | (1u << i));
+  if (pg->free_mask == kAllFree) {
+    list_remove(pg);
+    pg->empty_since = platform::now_ns();
+    list_push(pg, kOnEmpty);
+  } else if (was_full) {
+    --g_full_record_pages;
+    list_push(pg, kOnPartial);
+  }
+}
+
+// Decommit record pages all of whose records have been unused since before
+// cutoff. Returns bytes decommitted; *left: unused resident pages remain.
+size_t release_record_pages(uint64_t cutoff, bool* left) {
+  if constexpr (kExactRequested) return 0;  // records own their side arrays
+  size_t released = 0;
+  for (;;) {
+    RecordPage* batch[32];
+    size_t n = 0;
+    {
+      LockGuard g(g_record_lock);
+      RecordPage* pg;
+      while (n < std::size(batch) && (pg = g_rec_lists[kOnEmpty].tail) != nullptr &&
+             pg->empty_since < cutoff) {
+        list_remove(pg);  // on no list while decommitted: nobody takes it
+        batch[n++] = pg;
+      }
+      if (n == 0) {
+        if (g_rec_lists[kOnEmpty].head != nullptr) *left = true;
+        return released;
+      }
+    }
+    for (size_t k = 0; k < n; ++k) {
+      if (!platform::decommit(batch[k]->recs, kPageSize))
+        memset(static_cast<void*>(batch[k]->recs), 0, kPageSize);
+      released += kPageSize;
+    }
+    LockGuard g(g_record_lock);
+    for (size_t k = 0; k < n; ++k) list_push(batch[k], kOnPurged);
+  }
+}
 
 Slab* slab_of(const SlabClass&, uintptr_t p) { return pagemap::lookup_slab(p); }
 
@@ -47,13 +200,6 @@ void partial_remove(SlabClass& sc, Slab* s) {
   s->in_partial = false;
 }
 
-Slab* new_slab_record() {
-  if (StackLink* l = g_slab_pool.pop())
-    return reinterpret_cast<Slab*>(reinterpret_cast<char*>(l) - offsetof(Slab, recycle));
-  void* mem = meta::alloc(sizeof(Slab));
-  return mem == nullptr ? nullptr : new (mem) Slab();
-}
-
 // Carve a new slab of class cls; caller holds the class lock.
 Slab* carve(unsigned cls) {
   const ClassInfo& ci = kClasses[cls];
@@ -63,20 +209,21 @@ Slab* carve(unsigned cls) {
     if (s->requested == nullptr) {
       s->requested = static_cast<uint32_t*>(meta::alloc(kMaxSlabObjects * sizeof(uint32_t)));
       if (s->requested == nullptr) {
-        g_slab_pool.push(&s->recycle);
+        free_slab_record(s);
         return nullptr;
       }
     }
   }
   heap::Run run;
   if (!heap::alloc_slab_run(ci.slab_pages, &run)) {
-    g_slab_pool.push(&s->recycle);
+    free_slab_record(s);
     return nullptr;
   }
   s->start = reinterpret_cast<uintptr_t>(run.addr());
   s->cls = cls;
   s->magic = ci.magic;
-  s->limit = offset_limit(ci);
+  s->owner.store(nullptr, std::memory_order_relaxed);  // relaxed: a hint (slab.h)
+  s->bound = offset_bound(ci);
   s->nfree = ci.objects;
   s->hint = 0;
   s->chunk = run.chunk;
@@ -103,7 +250,7 @@ void unpublish(Slab* s) {
 void give_back(Slab* s) {
   ChunkMeta* chunk = s->chunk;
   uint32_t first_page = s->first_page, npages = kClasses[s->cls].slab_pages;
-  g_slab_pool.push(&s->recycle);
+  free_slab_record(s);
   heap::free_slab_run(chunk, first_page, npages);
 }
 
@@ -204,6 +351,8 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
         --sc.slabs;
         if (sc.empty == nullptr) {
           sc.empty = s;
+          sc.empty_since = platform::now_ns();
+          decay_event::note();
         } else {
           unpublish(s);
           if (ngive == std::size(to_give_back)) {
@@ -253,12 +402,50 @@ size_t trim() {
   return bytes;
 }
 
+size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending) {
+  size_t bytes = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    SlabClass& sc = g_classes[c];
+    Slab* s = nullptr;
+    {
+      LockGuard g(sc.lock);
+      if (sc.empty != nullptr) {
+        if (sc.empty_since < cutoff) {
+          s = sc.empty;
+          sc.empty = nullptr;
+          unpublish(s);
+        } else {
+          *pending = true;
+        }
+      }
+    }
+    if (s != nullptr) {
+      give_back(s);
+      bytes += kClasses[c].slab_pages * kPageSize;
+    }
+  }
+  return bytes + release_record_pages(record_cutoff, pending);
+}
+
 void lock_all_for_fork() {
   for (SlabClass& sc : g_classes) sc.lock.lock();
+  g_record_lock.lock();  // inside the class locks, as everywhere
 }
 
 void unlock_all_after_fork() {
+  g_record_lock.unlock();
   for (unsigned c = kNumClasses; c-- > 0;) g_classes[c].lock.unlock();
+}
+
+RecordCounts record_counts() {
+  // Every page is on one list, except full ones, which are counted apart.
+  RecordCounts rc{};
+  LockGuard g(g_record_lock);
+  for (RecordPage* p = g_rec_lists[kOnPartial].head; p != nullptr; p = p->next) ++rc.used_pages;
+  for (RecordPage* p = g_rec_lists[kOnEmpty].head; p != nullptr; p = p->next) ++rc.idle_pages;
+  for (RecordPage* p = g_rec_lists[kOnPurged].head; p != nullptr; p = p->next) ++rc.purged_pages;
+  rc.used_pages += g_full_record_pages;
+  return rc;
 }
 
 ClassCounts counts(unsigned cls) {
@@ -268,4 +455,5 @@ ClassCounts counts(unsigned cls) {
                      sc.empty != nullptr ? 1u : 0u};
 }
 
-}  // namespace magslab::slab
+}  // namespace slab
+}  // namespace magslab

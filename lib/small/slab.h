@@ -20,6 +20,8 @@
 
 namespace magslab {
 
+struct RecordPage;  // slab.cc
+
 struct alignas(kCacheLine) Slab {
   // First line: read by the free fast path and never written while the slab
   // is carved (owner only when another thread refills from it), so frees on
@@ -28,7 +30,8 @@ struct alignas(kCacheLine) Slab {
   // in the page map's per-page slab entries (pagemap::set_slab, release).
   uintptr_t start = 0;  // address of object 0 (the first page)
   uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
-  uint64_t limit = 0;   // see valid_offset()
+  uint64_t bound = 0;   // see valid_offset(); 0 (a record never used, or given back
+                        // to the OS and read as zero) rejects every offset
   // The thread cache that last refilled a magazine from this slab. Only a hint
   // for where free() puts an object (thread_cache.h: own objects go to the
   // loaded magazine, others' to the remote one); correctness never depends on
@@ -52,26 +55,29 @@ struct alignas(kCacheLine) Slab {
   Slab* next = nullptr;                    // partial list of the class
   Slab* prev = nullptr;
   bool in_partial = false;
-  StackLink recycle;                         // link in the pool of unused Slab records
+  RecordPage* home = nullptr;                // the record page holding this record (slab.cc)
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
 };
 static_assert(offsetof(Slab, nfree) == kCacheLine, "free's fields fill the first line alone");
+static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 
 // Is `off` (address − start, for an address in one of the slab's pages) the
 // start of one of its objects? One multiply and one compare:
-//  * off % size == 0  <=>  off * magic mod 2^64 <= magic − 1   (off < 2^32;
+//  * off % size == 0  <=>  off * magic mod 2^64 < magic   (off < 2^32;
 //    magic = ceil(2^64 / size), Lemire et al. 2019);
 //  * for off = k * size, off * magic mod 2^64 == k * e, with
 //    e = size * magic mod 2^64, which is ≥ 1 unless size is a power of two;
-//    so limit = (objects − 1) * e also rejects k ≥ objects (the slab's tail).
+//    so bound = (objects − 1) * e + 1 also rejects k ≥ objects (the slab's tail).
 //    Power-of-two classes have no tail (static_assert in size_classes.h), so
-//    their limit is magic − 1.
-inline uint64_t offset_limit(const ClassInfo& ci) {
+//    their bound is magic.
+// A zeroed record (bound 0) rejects everything: a free racing with the release
+// of its slab's record page is reported, never taken for an object.
+inline uint64_t offset_bound(const ClassInfo& ci) {
   uint64_t e = uint64_t{ci.size} * ci.magic;
   uint64_t tail = uint64_t{ci.slab_pages} * kPageSize - uint64_t{ci.objects} * ci.size;
-  return tail == 0 ? ci.magic - 1 : uint64_t{ci.objects - 1} * e;
+  return tail == 0 ? ci.magic : uint64_t{ci.objects - 1} * e + 1;
 }
-inline bool valid_offset(const Slab* s, uintptr_t off) { return off * s->magic <= s->limit; }
+inline bool valid_offset(const Slab* s, uintptr_t off) { return off * s->magic < s->bound; }
 
 namespace slab {
 
@@ -91,10 +97,23 @@ bool is_free_in_slab(unsigned cls, void* p);
 // Give back the cached empty slab of every class (to the page heap, dirty);
 // returns its bytes.
 size_t trim();
+// Decay (small/decay.h): give back each class's cached empty slab that has
+// been cached since before `cutoff`, and decommit the pages of Slab records
+// unused since before `record_cutoff`. Returns bytes given back; *pending is
+// set when something cached may decay later.
+size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending);
 
 // fork(): take / release every class lock (in class order).
 void lock_all_for_fork();
 void unlock_all_after_fork();
+
+// Pages of Slab records (slab.cc), by state.
+struct RecordCounts {
+  size_t used_pages;    // holding at least one record in use
+  size_t idle_pages;    // every record unused, still committed (decay decommits them)
+  size_t purged_pages;  // every record unused, decommitted (or never touched)
+};
+RecordCounts record_counts();
 
 struct ClassCounts {
   size_t carved_objects;

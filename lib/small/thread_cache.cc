@@ -10,6 +10,7 @@
 #include "base/lock.h"
 #include "chunks/meta_arena.h"
 #include "platform/platform.h"
+#include "small/decay.h"
 #include "small/requested.h"
 #include "small/slab.h"
 
@@ -92,10 +93,12 @@ ThreadCache* current() {
     if (mem == nullptr) return nullptr;
     tc = new (mem) ThreadCache(&g_empty_magazine);
   }
+  bool multithreaded;
   {
     LockGuard g(g_registry_lock);
     tc->reg_prev = nullptr;
     tc->reg_next = g_registry;
+    multithreaded = g_registry != nullptr;
     if (g_registry != nullptr) g_registry->reg_prev = tc;
     g_registry = tc;
   }
@@ -104,6 +107,8 @@ ThreadCache* current() {
   // this cache rather than create another one (and recurse).
   t_cache = tc;
   if (g_key_ok) pthread_setspecific(g_exit_key, tc);
+  // With no lock held and this cache in place: pthread_create allocates.
+  if (multithreaded) decay::on_multithreaded();
   return tc;
 }
 
@@ -203,7 +208,9 @@ void* alloc_slow(unsigned cls) {
     set_loaded(p, full);
     return pop(full);
   }
-  // 3. Fill the loaded magazine from the slabs.
+  // 3. Fill the loaded magazine from the slabs (a single-threaded process
+  //    runs its decay passes here and in free_slow's depot trips).
+  decay::maybe_tick();
   Magazine* m = p.loaded;
   if (!is_real(m)) {
     m = depot::get_empty(cls);
@@ -266,6 +273,7 @@ void free_slow(void* p, unsigned cls, const void* owner) {
     slab::release(cls, &p, 1);
     return;
   }
+  decay::maybe_tick();
   if (is_real(prev)) retire(cls, prev);
   set_previous(pr, loaded);
   set_loaded(pr, e);

@@ -1,0 +1,125 @@
+// small/decay: the decay pass and the background thread that runs it.
+#include "small/decay.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
+
+#include "base/lock.h"
+#include "chunks/decay_event.h"
+#include "chunks/page_heap.h"
+#include "platform/platform.h"
+#include "small/depot.h"
+#include "small/slab.h"
+
+namespace magslab::decay {
+namespace {
+
+enum : uint32_t { kNone, kStarting, kRunning, kDisabled };
+// relaxed/acq_rel as noted at each use; kStarting is claimed by one CAS.
+constinit std::atomic<uint32_t> g_state{kNone};
+// relaxed: an optional extra; a pass that misses it just does less.
+constinit std::atomic<bool (*)(uint64_t)> g_hook{nullptr};
+// When the next slow-path pass is due. relaxed: claimed with a CAS, so at most
+// one slow path runs a given pass; passes themselves lock what they touch.
+constinit std::atomic<uint64_t> g_next_tick{0};
+// One pass at a time (the background thread and slow paths, trim).
+Lock g_pass_lock;
+// Never changed: the background thread waits on it for one tick.
+const uint32_t g_tick_word = 0;
+
+void* run(void*) {
+  for (;;) {
+    if (tick(platform::now_ns())) {
+      platform::wait_on(&g_tick_word, 0, kTickNs);
+      continue;
+    }
+    // Nothing left: sleep until something is cached. Announce it first, then
+    // look once more (decay_event.h: the caching side fences, then loads).
+    decay_event::g_parked.store(1, std::memory_order_seq_cst);
+    if (tick(platform::now_ns())) {
+      decay_event::g_parked.store(0, std::memory_order_relaxed);  // relaxed: only ours
+      continue;
+    }
+    // A bounded sleep all the same: a wake-up lost to a fork() in the parent
+    // costs at most this much delay.
+    platform::wait_on(reinterpret_cast<const uint32_t*>(&decay_event::g_parked), 1,
+                      uint64_t{10} * 1000 * 1000 * 1000);
+    decay_event::g_parked.store(0, std::memory_order_relaxed);  // relaxed: as above
+  }
+  return nullptr;
+}
+
+bool disabled_by_environment() {
+  // getenv does not allocate.
+  const char* v = getenv("MAGSLAB_BACKGROUND_THREAD");
+  return v != nullptr && strcmp(v, "0") == 0;
+}
+
+}  // namespace
+
+bool tick(uint64_t now) {
+  LockGuard g(g_pass_lock);
+  if (decay_event::paused()) return true;
+  bool pending = false;
+  depot::decay(&pending);
+  uint64_t aged = now > heap::kDirtyDecayNs ? now - heap::kDirtyDecayNs : 0;
+  slab::decay(now > kTickNs ? now - kTickNs : 0, aged, &pending);
+  heap::purge_aged(aged);
+  {
+    LockGuard h(heap::g_lock);
+    if (heap::totals_locked().dirty_pages != 0) pending = true;
+  }
+  if (auto hook = g_hook.load(std::memory_order_relaxed)) pending = hook(now) || pending;
+  return pending;
+}
+
+void maybe_tick() {
+  // acquire: pairs with the release store that marks the thread running.
+  if (g_state.load(std::memory_order_acquire) == kRunning) return;
+  uint64_t now = platform::now_ns();
+  uint64_t due = g_next_tick.load(std::memory_order_relaxed);
+  if (now < due) return;
+  if (!g_next_tick.compare_exchange_strong(due, now + kTickNs, std::memory_order_relaxed)) return;
+  tick(now);
+}
+
+void set_hook(bool (*hook)(uint64_t)) { g_hook.store(hook, std::memory_order_relaxed); }
+
+void on_multithreaded() {
+  uint32_t s = g_state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+  if (s != kNone) return;
+  if (!g_state.compare_exchange_strong(s, kStarting, std::memory_order_relaxed)) return;
+  if (disabled_by_environment()) {
+    g_state.store(kDisabled, std::memory_order_relaxed);
+    return;
+  }
+  bool ok = platform::start_thread("magslab-decay", run, nullptr);
+  // release: a slow path that sees kRunning stops running passes itself.
+  g_state.store(ok ? kRunning : kDisabled, std::memory_order_release);
+}
+
+void pause(bool paused) {
+  decay_event::g_paused.store(paused, std::memory_order_relaxed);  // relaxed: see decay_event.h
+  LockGuard g(g_pass_lock);  // a pass that started before returns first
+}
+
+bool background_running() { return g_state.load(std::memory_order_acquire) == kRunning; }
+
+NoPassScope::NoPassScope() { g_pass_lock.lock(); }
+NoPassScope::~NoPassScope() { g_pass_lock.unlock(); }
+
+void lock_for_fork() { g_pass_lock.lock(); }
+void unlock_after_fork_parent() { g_pass_lock.unlock(); }
+
+void reset_after_fork_child() {
+  // relaxed: the child has one thread.
+  if (g_state.load(std::memory_order_relaxed) == kRunning)
+    g_state.store(kNone, std::memory_order_relaxed);
+  g_next_tick.store(0, std::memory_order_relaxed);
+  decay_event::g_parked.store(0, std::memory_order_relaxed);
+  g_pass_lock.unlock();
+}
+
+}  // namespace magslab::decay

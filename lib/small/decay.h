@@ -1,0 +1,64 @@
+// small/decay: memory that nobody uses goes back to the OS by itself, gradually
+// instead of at a cliff. A decay pass, run every kTickNs, gives back:
+//  * the depot's surplus: half of the full magazines no thread needed since the
+//    last pass (depot::decay, Bonwick & Adams' working-set reaping);
+//  * each class's cached empty slab, once it has sat there for a pass;
+//  * dirty page runs untouched for kDirtyDecayNs (heap::purge_aged);
+//  * pages of Slab records all unused for kDirtyDecayNs (slab::decay);
+//  * through a hook, the layer above's caches (large: the huge-mapping cache).
+// So a workload that swings within half a second never refaults, and an idle
+// process is back near its pre-burst RSS about a second after a burst.
+//
+// Who runs the passes: once a second thread uses magslab, a background thread
+// ("magslab-decay"; MAGSLAB_BACKGROUND_THREAD=0 disables it) runs one pass per
+// tick while anything is cached, and sleeps without a timeout when nothing is
+// (decay_event.h wakes it). A single-threaded program never gets a thread
+// (it may unshare() or count its threads): its own slow paths run the passes
+// when one is due (maybe_tick), so it decays while it runs but not while idle.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace magslab::decay {
+
+inline constexpr uint64_t kTickNs = 100'000'000;  // 100 ms
+
+// One pass at time `now` (platform::now_ns()). true: something cached remains
+// that a later pass may give back.
+bool tick(uint64_t now);
+// A pass if one is due and the background thread does not run (slow paths).
+void maybe_tick();
+
+// The layer above adds its caches to every pass: hook(now) returns true when
+// something remains. Set once, before the second thread starts (api layer).
+void set_hook(bool (*hook)(uint64_t now));
+
+// thread_cache: a cache was registered while another one exists (the process
+// is multithreaded): start the background thread if not yet done.
+void on_multithreaded();
+// Whether the background thread runs (tests, stats).
+bool background_running();
+// While one exists, no pass runs (one in progress finishes first): a pass moves
+// objects from the depot to the slabs in two steps, and magslab_stats, which
+// adds both up, must not see them in between ("exact when no thread allocates
+// or frees" holds with the decay thread running).
+class NoPassScope {
+ public:
+  NoPassScope();
+  ~NoPassScope();
+  NoPassScope(const NoPassScope&) = delete;
+  NoPassScope& operator=(const NoPassScope&) = delete;
+};
+
+// Stop (true) or resume decay: no pass runs and nothing is purged by age while
+// stopped (the dirty-page bound still holds). Returns after a pass in progress
+// has finished. For tests that assert exact cache contents.
+void pause(bool paused);
+// fork(): the pass lock is held across fork() (taken first: a pass takes the
+// class, page-heap and huge locks inside it). The child has no decay thread;
+// the next second thread there starts one.
+void lock_for_fork();
+void unlock_after_fork_parent();
+void reset_after_fork_child();
+
+}  // namespace magslab::decay

@@ -1,0 +1,207 @@
+// small/decay with threads, on the real clock: the background thread starts
+// with the second thread, gives a burst back while the process idles, sleeps
+// when nothing is left and wakes when something is cached again; it can be
+// disabled; a forked child gets its own; and passes run at any moment against
+// threads that allocate, free and check their blocks (every pass as
+// aggressive as it can be: everything counts as old).
+#include "small/decay.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chunks/decay_event.h"
+#include "magslab/magslab.h"
+#include "platform/platform.h"
+#include "testing/pattern.h"
+#include "testing/rng.h"
+
+// ForkedChildStartsItsOwnThread forks: magslab's fork prepare handler holds
+// all of its locks (one per size class, and more), past ThreadSanitizer's 64
+// tracked locks per thread. Race detection stays on; only lock-order tracking
+// is off, and only in this binary (as in fork_mt_test.cc). The child starts
+// threads after a multithreaded fork, which ThreadSanitizer refuses unless
+// told (die_after_fork=0): that is the case under test.
+extern "C" const char* __tsan_default_options() { return "detect_deadlocks=0:die_after_fork=0"; }
+
+namespace {
+
+using namespace magslab;
+using namespace std::chrono_literals;
+
+constexpr size_t MiB = size_t{1} << 20;
+
+// Threads of this process named "magslab-decay".
+int decay_threads() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return -1;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+      char name[32] = {};
+      if (std::fgets(name, sizeof name, f) != nullptr &&
+          std::strncmp(name, "magslab-decay", 13) == 0)
+        ++n;
+      std::fclose(f);
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+// Bytes magslab holds for nothing: cached objects, empty slabs, dirty pages,
+// cached huge mappings.
+size_t cached_bytes() {
+  struct magslab_stats st;
+  magslab_stats(&st);
+  return st.cached_bytes;
+}
+
+// `threads` threads allocate `total` bytes of blocks of 16..1024 bytes, then
+// each frees half of its own and half of its neighbour's, and they exit.
+void burst(int threads, size_t total) {
+  const size_t per = total / threads / 256;
+  std::vector<std::vector<void*>> blocks(threads);
+  std::atomic<int> built{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      mstest::Rng r(static_cast<uint64_t>(t) + 1);
+      for (size_t k = 0; k < per; ++k) {
+        size_t n = 16 + r.below(1009);
+        auto* p = static_cast<char*>(magslab_malloc(n));
+        p[0] = p[n - 1] = 1;
+        blocks[t].push_back(p);
+      }
+      built.fetch_add(1);
+      while (built.load() < threads) std::this_thread::yield();
+      auto& next = blocks[(t + 1) % threads];
+      for (size_t k = 0; k < per; k += 2) {
+        magslab_free(blocks[t][k]);
+        if (k + 1 < per) magslab_free(next[k + 1]);
+      }
+    });
+  for (auto& t : ts) t.join();
+}
+
+// Polls until cached bytes are at most `limit`, for up to `seconds`.
+bool cached_falls_to(size_t limit, int seconds) {
+  for (int i = 0; i < seconds * 20; ++i) {
+    if (cached_bytes() <= limit) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return cached_bytes() <= limit;
+}
+
+TEST(DecayMt, BackgroundThreadGivesABurstBackWhileTheProcessIdles) {
+  burst(4, 96 * MiB);
+  EXPECT_TRUE(decay::background_running());
+  EXPECT_EQ(decay_threads(), 1);
+  const size_t after = cached_bytes();
+  EXPECT_GT(after, 4 * MiB) << "a burst leaves magazines, slabs and dirty pages cached";
+  // Half a second of page age plus the depot's halving: well within 10 s even
+  // under a sanitizer on a loaded machine.
+  EXPECT_TRUE(cached_falls_to(MiB, 10))
+      << "cached after the burst: " << after << " B, now: " << cached_bytes() << " B";
+}
+
+TEST(DecayMt, SleepsWhenNothingIsLeftAndWakesForTheNextBurst) {
+  burst(2, 32 * MiB);
+  ASSERT_TRUE(cached_falls_to(MiB, 10));
+  // Nothing left to decay: the thread parks (no timed wake-ups while idle).
+  bool parked = false;
+  for (int i = 0; i < 100 && !parked; ++i) {
+    parked = decay_event::g_parked.load() != 0;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(parked);
+  burst(2, 32 * MiB);
+  EXPECT_TRUE(cached_falls_to(MiB, 10)) << "woken by what the second burst cached";
+}
+
+TEST(DecayMt, BackgroundThreadCanBeDisabled) {
+  // Before the process's second thread (each test runs in its own process).
+  ASSERT_EQ(setenv("MAGSLAB_BACKGROUND_THREAD", "0", 1), 0);
+  magslab_free(magslab_malloc(100));  // this thread's cache, then a second thread's
+  std::thread([] { magslab_free(magslab_malloc(100)); }).join();
+  EXPECT_FALSE(decay::background_running());
+  EXPECT_EQ(decay_threads(), 0);
+}
+
+// Two threads with a cache at once make a process multithreaded (gtest's own
+// allocations do not go through magslab: the main thread needs one of its own).
+TEST(DecayMt, ForkedChildStartsItsOwnThread) {
+  magslab_free(magslab_malloc(100));
+  std::thread([] { magslab_free(magslab_malloc(100)); }).join();
+  ASSERT_TRUE(decay::background_running());
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The parent's thread does not exist here; the child's second thread starts one.
+    int before = decay_threads();
+    std::thread([] { magslab_free(magslab_malloc(100)); }).join();
+    int after = decay_threads();
+    _exit(before == 0 && after == 1 && decay::background_running() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// Passes (as if every cached thing were old) race with threads that allocate,
+// fill, check and free blocks of every kind: a pass must never give back a
+// page, slab or record in use, nor lose a cached object.
+TEST(DecayMt, PassesNeverTouchWhatIsInUse) {
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> bad{0}, passes{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t)
+    ts.emplace_back([&, t] {
+      mstest::Rng r(static_cast<uint64_t>(t) * 77 + 5);
+      std::vector<std::pair<char*, size_t>> live;
+      for (int it = 0; it < 60000; ++it) {
+        if (live.size() < 400 && (live.empty() || r.below(3) != 0)) {
+          size_t n = r.below(8) == 0 ? 1 + r.below(300000) : 1 + r.below(2000);
+          auto* p = static_cast<char*>(r.below(16) == 0 ? magslab_aligned_alloc(8192, n)
+                                                        : magslab_malloc(n));
+          mstest::fill_pattern_sparse(p, n, mstest::block_key(9, p, n), 512);
+          live.emplace_back(p, n);
+        } else {
+          size_t i = r.below(live.size());
+          auto [p, n] = live[i];
+          if (mstest::check_pattern_sparse(p, n, mstest::block_key(9, p, n), 512) !=
+              mstest::kNoMismatch)
+            bad.fetch_add(1);
+          magslab_free(p);
+          live[i] = live.back();
+          live.pop_back();
+        }
+      }
+      for (auto [p, n] : live) magslab_free(p);
+    });
+  std::thread passer([&] {
+    while (!stop.load()) {
+      decay::tick(platform::now_ns() + uint64_t{3600} * 1000 * 1000 * 1000);
+      passes.fetch_add(1);
+    }
+  });
+  for (auto& t : ts) t.join();
+  stop.store(true);
+  passer.join();
+  EXPECT_EQ(bad.load(), 0u);
+  EXPECT_GT(passes.load(), 10u);
+}
+
+}  // namespace

@@ -1,0 +1,233 @@
+// small/decay as a unit, on a fake clock, one thread (so no background thread:
+// each pass here is run by the test, or by a slow path when one is due): what
+// nobody uses goes back by itself, and nothing goes back before its time.
+//   * dirty page runs untouched for kDirtyDecayNs are decommitted;
+//   * the depot gives back half of the full magazines nobody took since the
+//     previous pass, and none while they are in use;
+//   * a cached empty slab goes back after a pass;
+//   * pages of unused Slab records are decommitted, and a stale Slab* into one
+//     is rejected by valid_offset;
+//   * a single-threaded program's own slow paths run the passes.
+#include "small/decay.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "chunks/page_heap.h"
+#include "magslab/magslab.h"
+#include "platform/platform.h"
+#include "small/depot.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
+
+namespace {
+
+using namespace magslab;
+
+constexpr size_t KiB = 1024;
+constexpr uint64_t kMs = 1000 * 1000;
+
+std::atomic<uint64_t> g_now{uint64_t{1000} * 1000 * kMs};  // a fake clock, at 1000 s
+uint64_t fake_now() { return g_now.load(); }
+
+class Decay : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    platform::set_clock_for_testing(fake_now);
+    magslab_trim();  // start from empty caches
+  }
+  void TearDown() override { platform::set_clock_for_testing(nullptr); }
+  static uint64_t now() { return g_now.load(); }
+  static void advance(uint64_t ns) { g_now.fetch_add(ns); }
+};
+
+size_t dirty_pages() {
+  LockGuard g(heap::g_lock);
+  return heap::totals_locked().dirty_pages;
+}
+
+// Page runs (8 KiB-aligned blocks are page runs, not class blocks), every
+// other one freed so that no chunk becomes entirely free (those are unmapped
+// beyond two, which is not decay).
+TEST_F(Decay, DirtyRunsAreDecommittedOnceUntouchedForTheirAge) {
+  std::vector<char*> v;
+  for (int i = 0; i < 64; ++i) {
+    auto* p = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 192 * KiB));
+    ASSERT_NE(p, nullptr);
+    for (size_t k = 0; k < 192 * KiB; k += 4096) p[k] = 1;
+    v.push_back(p);
+  }
+  for (size_t i = 0; i < v.size(); i += 2) magslab_free(v[i]);
+  const size_t freed_pages = 32 * (192 * KiB / 4096);
+  ASSERT_GE(dirty_pages(), freed_pages) << "freed runs stay committed for reuse";
+
+  advance(heap::kDirtyDecayNs / 2);
+  decay::tick(now());
+  EXPECT_GE(dirty_pages(), freed_pages) << "not before their age";
+
+  advance(heap::kDirtyDecayNs / 2 + kMs);
+  decay::tick(now());
+  EXPECT_EQ(dirty_pages(), 0u) << "all of them once older than kDirtyDecayNs";
+  for (size_t i = 1; i < v.size(); i += 2) magslab_free(v[i]);
+}
+
+// A freed run that is reused and freed again is young again: only runs
+// untouched for the whole age go.
+TEST_F(Decay, ARunFreedAgainIsYoungAgain) {
+  auto* keep = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 64 * KiB));
+  auto* a = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 512 * KiB));
+  auto* pin = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 64 * KiB));
+  ASSERT_TRUE(keep && a && pin);
+  magslab_free(a);
+  advance(heap::kDirtyDecayNs - 10 * kMs);
+  a = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 512 * KiB));  // the same run, warm
+  magslab_free(a);
+  advance(20 * kMs);  // the first free is older than the age, the second is not
+  decay::tick(now());
+  EXPECT_GE(dirty_pages(), 512 * KiB / 4096);
+  advance(heap::kDirtyDecayNs);
+  decay::tick(now());
+  EXPECT_EQ(dirty_pages(), 0u);
+  magslab_free(keep);
+  magslab_free(pin);
+}
+
+// A magazine filled from the slabs, as the depot gets them.
+Magazine* full_magazine(unsigned cls) {
+  Magazine* m = depot::get_empty(cls);
+  if (m == nullptr) return nullptr;
+  set_mag_count(m, slab::refill(cls, m->objs, m->cap, nullptr));
+  return m;
+}
+
+TEST_F(Decay, DepotGivesBackHalfOfWhatNobodyTookEachPass) {
+  const unsigned cls = class_of(176);
+  const size_t cap = kClasses[cls].mag_cap;
+  for (int i = 0; i < 16; ++i) ASSERT_TRUE(depot::push_full(cls, full_magazine(cls)));
+  ASSERT_EQ(depot::cached_objects(cls), 16 * cap);
+  // The first pass sees the magazines arrive during its interval: not idle yet.
+  decay::tick(now());
+  EXPECT_EQ(depot::cached_objects(cls), 16 * cap);
+  // Nobody took one since: half goes back to the slabs each pass.
+  decay::tick(now());
+  EXPECT_EQ(depot::cached_objects(cls), 8 * cap);
+  decay::tick(now());
+  EXPECT_EQ(depot::cached_objects(cls), 4 * cap);
+  for (int i = 0; i < 4; ++i) decay::tick(now());
+  EXPECT_EQ(depot::cached_objects(cls), 0u) << "and the last one too";
+}
+
+TEST_F(Decay, DepotKeepsWhatIsInUse) {
+  const unsigned cls = class_of(208);
+  const size_t cap = kClasses[cls].mag_cap;
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(depot::push_full(cls, full_magazine(cls)));
+  decay::tick(now());
+  for (int round = 0; round < 5; ++round) {
+    // Between two passes every magazine is taken and given back: the depot's
+    // low-water mark is 0, so none of them was surplus.
+    std::vector<Magazine*> taken;
+    while (Magazine* m = depot::pop_full(cls)) taken.push_back(m);
+    ASSERT_EQ(taken.size(), 6u);
+    for (Magazine* m : taken) ASSERT_TRUE(depot::push_full(cls, m));
+    decay::tick(now());
+    EXPECT_EQ(depot::cached_objects(cls), 6 * cap) << "round " << round;
+  }
+  // Two magazines taken each interval: the other four were surplus.
+  for (int round = 0; round < 8; ++round) {
+    Magazine* a = depot::pop_full(cls);
+    Magazine* b = depot::pop_full(cls);
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(depot::push_full(cls, a));
+    ASSERT_TRUE(depot::push_full(cls, b));
+    decay::tick(now());
+  }
+  EXPECT_EQ(depot::cached_objects(cls), 2 * cap) << "the working set stays";
+  depot::drain();
+}
+
+TEST_F(Decay, CachedEmptySlabGoesBackAfterAPass) {
+  const unsigned cls = class_of(400);
+  const uint32_t n = kClasses[cls].objects;
+  std::vector<void*> objs(n);
+  ASSERT_EQ(slab::refill(cls, objs.data(), n, nullptr), n);
+  slab::release(cls, objs.data(), n);
+  ASSERT_EQ(slab::counts(cls).empty_cached_slabs, 1u);
+  decay::tick(now());
+  EXPECT_EQ(slab::counts(cls).empty_cached_slabs, 1u) << "cached during this interval";
+  advance(decay::kTickNs + kMs);
+  decay::tick(now());
+  EXPECT_EQ(slab::counts(cls).empty_cached_slabs, 0u);
+}
+
+TEST_F(Decay, PagesOfUnusedSlabRecordsAreDecommitted) {
+  const unsigned cls = class_of(1024);
+  const uint32_t per = kClasses[cls].objects;
+  constexpr uint32_t kSlabs = 80;  // five pages of records at least
+  std::vector<void*> objs(size_t{per} * kSlabs);
+  ASSERT_EQ(slab::refill(cls, objs.data(), per * kSlabs, nullptr), per * kSlabs);
+  Slab* stale = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(objs[0]));
+  ASSERT_NE(stale, nullptr);
+  const uintptr_t off = reinterpret_cast<uintptr_t>(objs[0]) - stale->start;
+  ASSERT_TRUE(valid_offset(stale, off));
+  const slab::RecordCounts before = slab::record_counts();
+  slab::release(cls, objs.data(), per * kSlabs);  // every slab but the cached one goes back
+  const slab::RecordCounts freed = slab::record_counts();
+  EXPECT_GE(freed.idle_pages, before.idle_pages + 4);
+
+  advance(heap::kDirtyDecayNs / 2);
+  decay::tick(now());
+  EXPECT_GE(slab::record_counts().idle_pages, freed.idle_pages - 1) << "not before their age";
+  // (That pass gave back the class's cached empty slab too: its record went
+  // unused then.)
+  advance(heap::kDirtyDecayNs + kMs);
+  decay::tick(now());
+  const slab::RecordCounts after = slab::record_counts();
+  EXPECT_EQ(after.idle_pages, 0u);
+  EXPECT_GE(after.purged_pages, before.purged_pages + 4);
+  // A stale pointer to a record of a slab given back (what a free racing with
+  // the slab's release would read) never validates an offset: its bound is 0,
+  // whether the page was decommitted or the record only reset.
+  EXPECT_FALSE(valid_offset(stale, off));
+  EXPECT_EQ(stale->bound, 0u);
+}
+
+// Without the background thread (one thread here), the program's own slow
+// paths run a pass once one is due.
+TEST_F(Decay, SlowPathsRunPassesWhenNoThreadDoes) {
+  ASSERT_FALSE(decay::background_running());
+  const unsigned cls = class_of(720);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(depot::push_full(cls, full_magazine(cls)));
+  const size_t cached = depot::cached_objects(cls);
+  // Churn another class through its slabs while the clock advances.
+  for (int step = 0; step < 40; ++step) {
+    advance(decay::kTickNs);
+    std::vector<void*> v;
+    for (int i = 0; i < 2000; ++i) v.push_back(magslab_malloc(48));
+    for (void* p : v) magslab_free(p);
+    cache::flush_current();  // to the slabs: the next round refills from them
+  }
+  EXPECT_LT(depot::cached_objects(cls), cached);
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+}
+
+// Paused (what tests with exact cache contents do), no pass gives anything back.
+TEST_F(Decay, PauseStopsEveryPass) {
+  const unsigned cls = class_of(1536);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(depot::push_full(cls, full_magazine(cls)));
+  const size_t cached = depot::cached_objects(cls);
+  decay::pause(true);
+  for (int i = 0; i < 8; ++i) {
+    advance(heap::kDirtyDecayNs);
+    decay::tick(now());
+  }
+  EXPECT_EQ(depot::cached_objects(cls), cached);
+  decay::pause(false);
+  for (int i = 0; i < 8; ++i) decay::tick(now());
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+}
+
+}  // namespace
