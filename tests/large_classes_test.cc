@@ -3,8 +3,9 @@
 // one. Its usable size is the class size; a freed block comes back from the
 // thread's magazine; calloc clears a reused (dirty) block; realloc moves across
 // classes keeping the contents; and what the caches hold of a large class is
-// bounded (three magazines per thread, two in the depot, one empty slab), and
-// given back by trim. The lock-free claim is tested in large_classes_mt_test.cc.
+// bounded (three magazines per thread, two in the depot, one empty slab; and
+// what one thread keeps of the other large classes, by bytes), and given back
+// by trim. The lock-free claim is tested in large_classes_mt_test.cc.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "chunks/page_heap.h"
 #include "magslab/magslab.h"
 #include "small/size_classes.h"
+#include "small/thread_cache.h"
 #include "testing/no_decay.h"  // exact cache contents
 #include "testing/pattern.h"
 
@@ -133,6 +135,41 @@ TEST(LargeClasses, WhatTheCachesHoldIsBoundedAndTrimmed) {
   EXPECT_EQ(t.classes[cls].cached_objects, 0u);
   EXPECT_EQ(t.cached_bytes, 0u);
   EXPECT_LE(t.committed_bytes, base.committed_bytes);
+}
+
+// A thread that walks through every large class (as a buffer grown by
+// realloc does) keeps at most 2 MiB of the other large classes' blocks in its
+// magazines (plus those of the class it uses now); the rest goes to the depot,
+// where any thread finds it. Before the cap it kept two blocks of each class,
+// 17 MiB.
+TEST(LargeClasses, AThreadKeepsABoundedNumberOfBytesOfOtherLargeClasses) {
+  magslab_trim();
+  const struct magslab_stats base = stats();
+  for (int round = 0; round < 3; ++round)
+    for (unsigned c = kNumSmallClasses; c < magslab::kNumClasses; ++c) {
+      void* p = magslab_malloc(kClasses[c].size);
+      void* q = magslab_malloc(kClasses[c].size);
+      ASSERT_TRUE(p && q);
+      magslab_free(p);
+      magslab_free(q);
+    }
+  magslab::cache::CachedCounts mine;
+  magslab::cache::cached_objects(&mine);  // this thread's magazines: the only cache here
+  size_t bytes = 0, last = 0;
+  for (unsigned c = kNumSmallClasses; c < magslab::kNumClasses; ++c) {
+    size_t b = mine.objects[c] * kClasses[c].size;
+    (c + 1 == magslab::kNumClasses ? last : bytes) += b;
+  }
+  EXPECT_LE(bytes, 2 * MiB) << "other large classes";
+  EXPECT_LE(last, 3 * MiB) << "the class in use: up to three magazines";
+  const struct magslab_stats st = stats();
+  size_t cached = 0;
+  for (unsigned c = kNumSmallClasses; c < magslab::kNumClasses; ++c)
+    cached += st.classes[c].cached_objects - base.classes[c].cached_objects;
+  EXPECT_GE(cached, magslab::kNumClasses - kNumSmallClasses)
+      << "what the thread gave up waits in the depot";
+  EXPECT_EQ(st.live_objects, base.live_objects);
+  magslab_trim();
 }
 
 }  // namespace

@@ -178,6 +178,45 @@ void on_thread_exit(void* arg) {
   g_cache_pool.push(&tc->recycle);
 }
 
+// Large classes (above kMaxSmallSize, up to 1 MiB) keep their blocks in
+// magazines like every class, so a thread could hold three magazines of each
+// of them: up to ~25 MiB, and a thread that walks through the classes (a
+// buffer grown by realloc) leaves blocks in many of them (peak RSS of the
+// realloc workload 1.55-1.60x mimalloc's at 8-16 threads, 2026-12-02). Bytes
+// a thread holds in other large classes' magazines are capped: past the cap,
+// the slow path of a large class hands whole magazines of the others, largest
+// class first, to the depot (where other threads find them, and decay takes
+// what nobody does) until half the cap is left. The fast path is unchanged: a
+// large class's magazines hold one or two blocks, so its slow path runs every
+// other operation anyway.
+constexpr size_t kThreadLargeCacheBytes = size_t{2} << 20;
+
+void bound_large_classes(ThreadCache* tc, unsigned cur) {
+  size_t bytes = 0;
+  for (unsigned c = kNumSmallClasses; c < kNumClasses; ++c) {
+    if (c == cur) continue;
+    const ThreadCache::Pair& p = tc->cls[c];
+    bytes += size_t{p.loaded->count + p.previous->count + p.remote->count} * kClasses[c].size;
+  }
+  if (bytes <= kThreadLargeCacheBytes) return;
+  for (unsigned c = kNumClasses; c-- > kNumSmallClasses && bytes > kThreadLargeCacheBytes / 2;) {
+    if (c == cur) continue;
+    ThreadCache::Pair& p = tc->cls[c];
+    for (Magazine* ThreadCache::Pair::*slot :
+         {&ThreadCache::Pair::previous, &ThreadCache::Pair::remote, &ThreadCache::Pair::loaded}) {
+      Magazine* m = p.*slot;
+      if (m->count == 0) continue;
+      bytes -= size_t{m->count} * kClasses[c].size;
+      retire(c, m);
+      std::atomic_ref<Magazine*>(p.*slot).store(&g_empty_magazine, std::memory_order_release);
+    }
+  }
+}
+
+inline void bound_if_large(ThreadCache* tc, unsigned cls) {
+  if (cls >= kNumSmallClasses) bound_large_classes(tc, cls);
+}
+
 // One object straight from the slabs, for a thread without a cache (exited,
 // or out of metadata memory).
 void* alloc_uncached(unsigned cls) {
@@ -206,6 +245,7 @@ void* alloc_slow(unsigned cls) {
     if (is_real(p.previous)) depot::push_empty(cls, p.previous);
     set_previous(p, p.loaded);
     set_loaded(p, full);
+    bound_if_large(tc, cls);
     return pop(full);
   }
   // 3. Fill the loaded magazine from the slabs (a single-threaded process
@@ -220,6 +260,7 @@ void* alloc_slow(unsigned cls) {
   uint32_t n = slab::refill(cls, m->objs, m->cap, tc);
   if (n == 0) return out_of_memory();
   set_mag_count(m, n);
+  bound_if_large(tc, cls);
   return pop(m);
 }
 
@@ -227,7 +268,7 @@ namespace {
 
 // Free of another thread's object: to the remote magazine; a full one goes to
 // the depot (or, past its limit, to the slabs) and an empty one takes its place.
-void free_remote(ThreadCache::Pair& pr, void* p, unsigned cls) {
+void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) {
   Magazine* r = pr.remote;
   if (r->count < r->cap) return push(r, p);
   Magazine* e = depot::get_empty(cls);
@@ -238,6 +279,7 @@ void free_remote(ThreadCache::Pair& pr, void* p, unsigned cls) {
   retire(cls, r);
   set_remote(pr, e);
   push(e, p);
+  bound_if_large(tc, cls);
 }
 
 }  // namespace
@@ -255,7 +297,7 @@ void free_slow(void* p, unsigned cls, const void* owner) {
   }
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
-  if (owner != tc) return free_remote(pr, p, cls);
+  if (owner != tc) return free_remote(tc, pr, p, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
   Magazine* prev = pr.previous;
@@ -278,6 +320,7 @@ void free_slow(void* p, unsigned cls, const void* owner) {
   set_previous(pr, loaded);
   set_loaded(pr, e);
   push(e, p);
+  bound_if_large(tc, cls);
 }
 
 void free_key_match(void* p, unsigned cls, const void* owner) {
