@@ -83,6 +83,20 @@ MAGSLAB_API void magslab_stats(struct magslab_stats* out);
  * unmapped or decommitted. Other threads' private caches are not touched. */
 MAGSLAB_API size_t magslab_trim(void);
 
+/* magslab_trim() for the whole process: also the pages of unused slab
+ * records, and every other thread flushes its magazines at its next
+ * allocation or free that leaves its fast path (a thread that makes no more
+ * calls keeps what its magazines hold: at most a few hundred KiB per size class
+ * it used; see magslab_thread_idle). Returns bytes given back now. malloc_trim()
+ * of the override calls it. Idle memory also goes back by itself within about
+ * a second in a multithreaded process (docs/design.md, Decay). */
+MAGSLAB_API size_t magslab_trim_all(void);
+
+/* For a thread about to sleep (a pool's worker): its magazines go to the shared
+ * depot (where other threads reuse them, and decay returns what nobody does)
+ * or to the slabs. The thread may allocate again at any time. */
+MAGSLAB_API void magslab_thread_idle(void);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -213,4 +213,16 @@ size_t magslab_trim(void) {
   return bytes;
 }
 
+size_t magslab_trim_all(void) {
+  cache::request_flush_all();
+  size_t bytes = magslab_trim();
+  // Pages of unused slab records too, whatever their age (and any empty slab
+  // cached since the trim above).
+  bool pending = false;
+  bytes += slab::decay(UINT64_MAX, UINT64_MAX, &pending);
+  return bytes;
+}
+
+void magslab_thread_idle(void) { cache::retire_current(); }
+
 }  // extern "C"

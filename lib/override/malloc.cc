@@ -66,7 +66,7 @@ MAGSLAB_EXPORT void* pvalloc(size_t n) {
 }
 
 // glibc returns 1 if memory was released.
-MAGSLAB_EXPORT int malloc_trim(size_t /*pad*/) { return magslab_trim() != 0 ? 1 : 0; }
+MAGSLAB_EXPORT int malloc_trim(size_t /*pad*/) { return magslab_trim_all() != 0 ? 1 : 0; }
 
 MAGSLAB_EXPORT void malloc_stats(void) { report::print_stats(); }
 

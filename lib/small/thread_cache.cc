@@ -149,10 +149,9 @@ void flush(ThreadCache* tc) {
   }
 }
 
-void on_thread_exit(void* arg) {
-  auto* tc = static_cast<ThreadCache*>(arg);
-  // Objects go to the depot while it has room (the next thread reuses them
-  // warm), the rest to the slabs, so that exited threads hold nothing.
+// Objects go to the depot while it has room (the next thread reuses them
+// warm), the rest to the slabs.
+void retire_all(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
     retire(c, p.loaded);
@@ -162,6 +161,25 @@ void on_thread_exit(void* arg) {
     set_previous(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
   }
+}
+
+// Raised by request_flush_all(). relaxed: a request, honoured at the next slow
+// path; the flush itself synchronises through the slab locks and the depot.
+constinit std::atomic<uint64_t> g_flush_epoch{0};
+
+// A slow path's check: flush if a flush was requested since this thread's last.
+inline void honour_flush_request(ThreadCache* tc) {
+  uint64_t e = g_flush_epoch.load(std::memory_order_relaxed);
+  if (MAGSLAB_UNLIKELY(e != tc->flush_epoch)) {
+    tc->flush_epoch = e;
+    flush(tc);
+  }
+}
+
+void on_thread_exit(void* arg) {
+  auto* tc = static_cast<ThreadCache*>(arg);
+  // Exited threads hold nothing.
+  retire_all(tc);
   {
     LockGuard g(g_registry_lock);
     fold_requested(tc);  // under the lock: requested_sum() sees it exactly once
@@ -231,6 +249,7 @@ void* alloc_uncached(unsigned cls) {
 void* alloc_slow(unsigned cls) {
   ThreadCache* tc = current();
   if (tc == nullptr) return alloc_uncached(cls);
+  honour_flush_request(tc);
   ThreadCache::Pair& p = tc->cls[cls];
   // 1. The previous magazine has objects: swap it in.
   if (p.previous->count != 0) {
@@ -295,6 +314,7 @@ void free_slow(void* p, unsigned cls, const void* owner) {
     slab::release(cls, &p, 1);  // no cache: straight to the slab (which checks for a double free)
     return;
   }
+  honour_flush_request(tc);
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
   if (owner != tc) return free_remote(tc, pr, p, cls);
@@ -347,6 +367,13 @@ void flush_current() {
   ThreadCache* tc = t_cache;
   if (is_owned_cache(tc)) flush(tc);
 }
+
+void retire_current() {
+  ThreadCache* tc = t_cache;
+  if (is_owned_cache(tc)) retire_all(tc);
+}
+
+void request_flush_all() { g_flush_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 void lock_for_fork() { g_registry_lock.lock(); }
 void unlock_after_fork_parent() { g_registry_lock.unlock(); }

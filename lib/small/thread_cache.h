@@ -39,6 +39,9 @@ struct alignas(kCacheLine) ThreadCache {
   int64_t requested = 0;
   ThreadCache* reg_prev = nullptr;
   StackLink recycle;
+  // The flush request (cache::request_flush_all) this thread last honoured.
+  // Owner only.
+  uint64_t flush_epoch = 0;
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty};
@@ -98,6 +101,13 @@ inline void free(void* p, const Slab* s) {
 // Give the calling thread's magazines back (to the slabs); used by trim and
 // at thread exit.
 void flush_current();
+// The calling thread's magazines go to the depot while it has room (warm for
+// other threads; decay takes what nobody takes), the rest to the slabs:
+// magslab_thread_idle().
+void retire_current();
+// Every thread with a cache flushes it (to the slabs) at its next slow path:
+// magslab_trim_all(). A thread that makes no more calls keeps its magazines.
+void request_flush_all();
 
 // fork(): the registry lock is held across fork(); in the child only the
 // forking thread exists, so the other threads' caches leave the registry
