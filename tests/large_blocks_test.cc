@@ -265,7 +265,7 @@ TEST(LargeBlocksDeathTest, InteriorPointerOfLargeBlock) {
 }  // namespace
 
 // Freed page runs stay committed for reuse ("dirty"), but never more than the
-// page heap's budget (kDirtyPagesMax = 8 MiB): freeing 64 MiB of page runs
+// page heap's budget (option dirty_max = 8 MiB): freeing 64 MiB of page runs
 // leaves at most that much cached; trim gives it all back.
 TEST(LargeBlocks, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
   magslab_trim();

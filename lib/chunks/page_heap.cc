@@ -249,7 +249,7 @@ void coalesce_insert(FreeRun* r) {
     }
   }
   insert(r);
-  if (r->npages == kPagesPerChunk && g_free_chunks > kFreeChunksKept) {
+  if (r->npages == kPagesPerChunk && g_free_chunks > free_chunks_kept()) {
     // One fully free chunk too many: unmap a purged one if there is one, and
     // keep the warm (dirty) ones for reuse. The last bin holds exactly the
     // fully free chunks.
@@ -353,7 +353,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   rec->dirty = dirty;
   coalesce_insert(rec);
   check_counts();
-  return g_dirty_pages > kDirtyPagesMax;
+  return g_dirty_pages > dirty_pages_max();
 }
 
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n) {

@@ -3,9 +3,9 @@
 // found through size-binned lists. A freed run stays committed ("dirty") so
 // that the next allocation reuses it without a system call or page faults;
 // dirty runs are decommitted (purged), oldest first, once more than
-// kDirtyPagesMax pages are dirty, and all of them by magslab_trim(). A chunk
-// that becomes entirely free is kept in a small cache (kFreeChunksKept) and
-// unmapped beyond it.
+// dirty_pages_max() pages are dirty, and all of them by magslab_trim(). A chunk
+// that becomes entirely free is kept in a small cache (free_chunks_kept()) and
+// unmapped beyond it. Both limits are options (platform/options.h).
 #pragma once
 
 #include <cstddef>
@@ -13,14 +13,16 @@
 
 #include "base/lock.h"
 #include "chunks/chunk_map.h"
+#include "platform/options.h"
 
 namespace magslab::heap {
 
 // Fully free chunks kept mapped (purged ones are unmapped first) so that a steady workload does
-// not map and unmap a chunk on every swing.
-inline constexpr size_t kFreeChunksKept = 2;
-// Dirty free pages allowed before a purge (8 MiB); a purge goes down to half.
-inline constexpr size_t kDirtyPagesMax = 2048;
+// not map and unmap a chunk on every swing (option free_chunks, default 2).
+inline size_t free_chunks_kept() { return opt::get(opt::kFreeChunks); }
+// Dirty free pages allowed before a purge (option dirty_max, default 8 MiB); a purge goes
+// down to half.
+inline size_t dirty_pages_max() { return opt::get(opt::kDirtyMax) >> kPageShift; }
 
 // Protects everything in this layer, and the page-run bookkeeping of the
 // large layer above it (which must agree with the chunks' descriptors).
@@ -63,7 +65,7 @@ size_t release_free_chunks_locked(size_t keep);
 // Returns bytes decommitted.
 size_t purge(size_t keep_pages);
 // After free_locked() returned true: purge down to half the budget.
-inline void purge_excess() { purge(kDirtyPagesMax / 2); }
+inline void purge_excess() { purge(dirty_pages_max() / 2); }
 
 struct Totals {
   size_t chunks;       // normal chunks mapped

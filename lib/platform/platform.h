@@ -50,7 +50,11 @@ uint64_t now_ns();
 void set_clock_for_testing(uint64_t (*clock)());
 uint64_t random_u64();
 void write_stderr(const char* s, size_t n);
-void write_fd(int fd, const char* s, size_t n);
+// All n bytes (retrying short writes and EINTR); 0, or the errno of the failure.
+int write_fd(int fd, const char* s, size_t n);
+// open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644): an fd, or -1.
+int open_for_writing(const char* path);
+void close_fd(int fd);
 // A close-on-exec duplicate of stderr (>= 100, clear of the fds programs use),
 // or -1: for a report written at exit, after the program may have closed fd 2.
 int dup_stderr();

@@ -9,9 +9,11 @@
 
 #include "base/lock.h"
 #include "chunks/meta_arena.h"
+#include "platform/options.h"
 #include "platform/platform.h"
 #include "small/requested.h"
 #include "small/slab.h"
+#include "stats/events.h"
 
 namespace magslab {
 
@@ -19,8 +21,7 @@ constinit ThreadCache g_sentinel_cache(&g_empty_magazine);
 constinit ThreadCache g_exited_cache(&g_empty_magazine);
 // relaxed: a statistic; the registry lock orders folds against requested_sum().
 constinit std::atomic<int64_t> requested::g_folded{0};
-constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec"))) =
-    &g_sentinel_cache;
+constinit thread_local ThreadCache* t_cache MAGSLAB_TLS_MODEL = &g_sentinel_cache;
 
 namespace cache {
 namespace {
@@ -69,6 +70,7 @@ void fold_requested(ThreadCache* tc) {
 }
 
 void init_once() {
+  opt::ensure_loaded();  // options before the first small block is served (the first cache)
   // pthread_key_create does not allocate; keys below PTHREAD_KEYS_MAX live in
   // the thread descriptor, so setspecific for an early key does not either.
   g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
@@ -132,6 +134,7 @@ void retire(unsigned cls, Magazine* m) {
 void flush(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
+    if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
     for (Magazine* m : {p.loaded, p.previous, p.remote}) {
       if (!is_real(m)) continue;
       if (m->count != 0) slab::release(c, m->objs, m->count);
@@ -152,6 +155,7 @@ void on_thread_exit(void* arg) {
     ThreadCache::Pair& p = tc->cls[c];
     retire(c, p.loaded);
     retire(c, p.previous);
+    if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
     retire(c, p.remote);
     set_loaded(p, &g_empty_magazine);
     set_previous(p, &g_empty_magazine);
@@ -225,9 +229,11 @@ void free_remote(ThreadCache::Pair& pr, void* p, unsigned cls) {
   if (r->count < r->cap) return push(r, p);
   Magazine* e = depot::get_empty(cls);
   if (e == nullptr) {
+    stats::count(cls, stats::kRemoteFree);
     slab::release(cls, &p, 1);
     return;
   }
+  stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
   retire(cls, r);
   set_remote(pr, e);
   push(e, p);
@@ -316,12 +322,15 @@ void reset_after_fork_child() {
 
 void cached_objects(CachedCounts* out) {
   for (size_t& o : out->objects) o = 0;
+  for (size_t& o : out->remote) o = 0;
   LockGuard g(g_registry_lock);
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       out->objects[c] += mag_count(read_loaded(tc->cls[c]));
       out->objects[c] += mag_count(read_previous(tc->cls[c]));
-      out->objects[c] += mag_count(read_remote(tc->cls[c]));
+      uint32_t remote = mag_count(read_remote(tc->cls[c]));
+      out->objects[c] += remote;
+      out->remote[c] += remote;
     }
   }
 }
