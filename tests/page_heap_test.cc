@@ -2,8 +2,8 @@
 // block above it): runs carved first-fit from 4 MiB chunks, aligned runs,
 // freed runs coalescing with free neighbours, in-place growth into a free
 // neighbour, purging dirty runs (they then read as zero), and fully free
-// chunks kept (option free_chunks, heap::free_chunks_kept()) or unmapped. The large blocks built on it are
-// tested through the public API in large_blocks_test.cc.
+// chunks kept (option free_chunks, heap::free_chunks_kept()) or unmapped. The large blocks built on
+// it are tested through the public API in large_blocks_test.cc.
 #include "chunks/page_heap.h"
 
 #include <gtest/gtest.h>
