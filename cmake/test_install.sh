@@ -72,7 +72,7 @@ if cmake -S "$tmp/other" -B "$tmp/other/build" -DCMAKE_PREFIX_PATH="$prefix" >"$
   echo "test_install: find_package(magslab $other) accepted version $version" >&2
   exit 1
 fi
-grep -q "magslabConfigVersion.cmake, version: $version" "$tmp/other.log" ||
+grep -q "magslabConfig.cmake, version: $version" "$tmp/other.log" ||
   { cat "$tmp/other.log"; echo "test_install: not refused for its version" >&2; exit 1; }
 if [[ $major == 0 && $minor -gt 0 ]]; then
   sed -i "s/magslab $other/magslab 0.$((minor - 1))/" "$tmp/other/CMakeLists.txt"

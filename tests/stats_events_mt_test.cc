@@ -21,30 +21,44 @@ magslab_class_stats class_stats(unsigned c) {
   return st.classes[c];
 }
 
+// A producer thread allocates `blocks` of `size`; a consumer frees them all
+// (another thread's objects: remote frees). The producer stays alive until the
+// end: an exited thread's cache would be recycled for the next thread, whose
+// frees would then be its own. `allocated` runs after the allocation,
+// `freed` after the frees, both while the producer is alive.
+template <class F, class G>
+void hand_over(std::vector<void*>& blocks, size_t size, F allocated, G freed) {
+  std::atomic<int> phase{0};
+  std::thread producer([&] {
+    for (void*& p : blocks) p = magslab_malloc(size);
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::yield();
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  allocated();
+  std::thread consumer([&] {
+    for (void* p : blocks) magslab_free(p);
+  });
+  consumer.join();
+  freed();
+  phase.store(2);
+  producer.join();
+}
+
 TEST(StatsEvents, ProducerConsumerCountsRemoteFreesAndDepotTrades) {
   const size_t kSize = 64, kBlocks = 20000;
   const unsigned c = class_of(kSize);
   magslab_class_stats before = class_stats(c);
   std::vector<void*> blocks(kBlocks);
-  // The producer stays alive while the consumer frees: an exited thread's cache
-  // would be recycled for the next thread, whose frees would then be its own.
-  std::atomic<int> phase{0};
-  std::thread producer([&] {
-    for (void*& p : blocks) p = magslab_malloc(kSize);
-    phase.store(1);
-    while (phase.load() != 2) std::this_thread::yield();
-  });
-  while (phase.load() != 1) std::this_thread::yield();
-  magslab_class_stats mid = class_stats(c);
-  EXPECT_GT(mid.slab_refills, before.slab_refills);
-  EXPECT_GT(mid.slabs_carved, before.slabs_carved);
-  std::thread consumer([&] {
-    for (void* p : blocks) magslab_free(p);  // all another thread's: remote frees
-  });
-  consumer.join();
-  magslab_class_stats after = class_stats(c);
-  phase.store(2);
-  producer.join();
+  magslab_class_stats after;
+  hand_over(
+      blocks, kSize,
+      [&] {
+        magslab_class_stats mid = class_stats(c);
+        EXPECT_GT(mid.slab_refills, before.slab_refills);
+        EXPECT_GT(mid.slabs_carved, before.slabs_carved);
+      },
+      [&] { after = class_stats(c); });
   EXPECT_EQ(after.remote_frees - before.remote_frees, kBlocks);
   // Full remote magazines went to the depot (or past its limit to the slabs).
   EXPECT_GT(after.depot_puts + after.depot_overflows, before.depot_puts + before.depot_overflows);
@@ -65,19 +79,8 @@ TEST(StatsEvents, DepotOverflowsGoToTheSlabsAndTrimReturnsSlabs) {
   magslab_class_stats before = class_stats(c);
   const size_t n = 20 * mag_cap(c);
   std::vector<void*> blocks(n);
-  std::atomic<int> phase{0};
-  std::thread producer([&] {
-    for (void*& p : blocks) p = magslab_malloc(kSize);
-    phase.store(1);
-    while (phase.load() != 2) std::this_thread::yield();
-  });
-  while (phase.load() != 1) std::this_thread::yield();
-  std::thread consumer([&] {
-    for (void* p : blocks) magslab_free(p);
-  });
-  consumer.join();
-  phase.store(2);
-  producer.join();
+  hand_over(
+      blocks, kSize, [] {}, [] {});
   magslab_class_stats after = class_stats(c);
   EXPECT_GT(after.depot_overflows, before.depot_overflows);
   EXPECT_GT(after.slab_releases, before.slab_releases);

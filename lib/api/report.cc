@@ -114,6 +114,13 @@ void version_string(LineBuf& l) {
       .num(MAGSLAB_VERSION_PATCH);
 }
 
+// The index-th word of "a|b|c" (up to its '|').
+const char* choice(const char* choices, uint64_t index) {
+  for (uint64_t k = 0; k < index && *choices != '\0'; ++choices)
+    if (*choices == '|') ++k;
+  return choices;
+}
+
 void print_verbose() {
   LineBuf l;
   auto emit = [&l]() {
@@ -142,6 +149,8 @@ void print_verbose() {
     l.str("magslab:   option ").str(v);
     if (opt::get(static_cast<opt::Id>(i)) == o.def)
       l.str(" (default");
+    else if (o.kind == opt::Kind::kChoice)
+      l.str(" (default ").str(choice(o.choices, o.def), strcspn(choice(o.choices, o.def), "|"));
     else
       l.str(" (default ").num(o.def);
     l.str(o.runtime ? "; run-time)" : ")");

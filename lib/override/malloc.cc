@@ -77,12 +77,13 @@ MAGSLAB_EXPORT void malloc_stats(void) { report::print_stats(); }
 // request the class serves, to = its size, count and total of cached objects),
 // "rest" totals them, "mmap" the huge blocks in their own mappings, "current"
 // system memory is what is mapped for blocks and "max" the peak in use (magslab
-// does not track the peak of its mappings). options must be 0 (EINVAL as glibc).
+// does not track the peak of its mappings). options must be 0: otherwise glibc
+// 2.36 returns EINVAL (not -1); so do we, and set errno to it as well.
 // Each line is formatted on the stack and written with fputs.
 MAGSLAB_EXPORT int malloc_info(int options, FILE* fp) {
   if (options != 0) {
     errno = EINVAL;
-    return -1;
+    return EINVAL;
   }
   struct magslab_stats st;
   magslab_stats_get(&st, sizeof st);

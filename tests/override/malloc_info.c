@@ -1,8 +1,7 @@
 /* malloc_info(0, stdout) after some traffic (blocks of many sizes, half freed,
- * a live huge block); malloc_info(1, …) must fail with EINVAL. Run preloaded and
+ * a live huge block); malloc_info(1, …) must fail. Run preloaded and
  * on glibc by check_malloc_info.py, which parses both outputs with the same
  * schema checks (glibc's XML: <malloc><heap><sizes>…). */
-#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +14,6 @@ int main(void) {
   if (huge == NULL) return 1;
   fflush(stdout);
   if (malloc_info(0, stdout) != 0) return 1;
-  errno = 0;
-  if (malloc_info(1, stdout) != -1 || errno != EINVAL) return 2;
+  if (malloc_info(1, stdout) == 0) return 2; /* glibc 2.36 returns EINVAL */
   return 0;
 }
