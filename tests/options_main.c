@@ -23,15 +23,19 @@
 #endif
 
 int main(void) {
-  size_t (*stats_get)(struct magslab_stats*, size_t) = magslab_stats_get;
-  int (*option_get)(const char*, size_t*) = magslab_option_get;
 #ifdef OPTIONS_VIA_MALLOC
-  stats_get = (size_t(*)(struct magslab_stats*, size_t))dlsym(RTLD_DEFAULT, "magslab_stats_get");
-  option_get = (int (*)(const char*, size_t*))dlsym(RTLD_DEFAULT, "magslab_option_get");
+  /* Not linked with magslab (not even at -O0): found in the preloaded override. */
+  size_t (*stats_get)(struct magslab_stats*, size_t) =
+      (size_t(*)(struct magslab_stats*, size_t))dlsym(RTLD_DEFAULT, "magslab_stats_get");
+  int (*option_get)(const char*, size_t*) =
+      (int (*)(const char*, size_t*))dlsym(RTLD_DEFAULT, "magslab_option_get");
   if (stats_get == NULL || option_get == NULL) {
     printf("magslab is not loaded\n");
     return 1;
   }
+#else
+  size_t (*stats_get)(struct magslab_stats*, size_t) = magslab_stats_get;
+  int (*option_get)(const char*, size_t*) = magslab_option_get;
 #endif
   void* volatile p = ALLOC(1700);
   if (p == NULL) return 1;
