@@ -57,8 +57,34 @@ libdir=$(dirname "$(find "$prefix" -name 'libmagslab.so' -print -quit)")
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
 
-step "configuring consumer with find_package(magslab)"
+# The version in the header; 0.x minors are not compatible with each other, so the package
+# must refuse another 0.minor (SameMinorVersion), and from 1.0 another major.
+version=$(sed -n 's/^#define MAGSLAB_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' \
+  "$src_dir/include/magslab/magslab.h" | paste -sd.)
+major=${version%%.*}
+minor=$(echo "$version" | cut -d. -f2)
+if [[ $major == 0 ]]; then other=0.$((minor + 1)); else other=$((major + 1)).0; fi
+step "find_package(magslab $other) must fail against $version"
+mkdir -p "$tmp/other"
+printf 'cmake_minimum_required(VERSION 3.25)\nproject(o NONE)\nfind_package(magslab %s REQUIRED)\n' \
+  "$other" >"$tmp/other/CMakeLists.txt"
+if cmake -S "$tmp/other" -B "$tmp/other/build" -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/other.log" 2>&1; then
+  echo "test_install: find_package(magslab $other) accepted version $version" >&2
+  exit 1
+fi
+grep -q "magslabConfig.cmake, version: $version" "$tmp/other.log" ||
+  { cat "$tmp/other.log"; echo "test_install: not refused for its version" >&2; exit 1; }
+if [[ $major == 0 && $minor -gt 0 ]]; then
+  sed -i "s/magslab $other/magslab 0.$((minor - 1))/" "$tmp/other/CMakeLists.txt"
+  if cmake -S "$tmp/other" -B "$tmp/other/build2" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null 2>&1; then
+    echo "test_install: find_package(magslab 0.$((minor - 1))) accepted version $version" >&2
+    exit 1
+  fi
+fi
+
+step "configuring consumer with find_package(magslab $major.$minor)"
 cmake -S "$src_dir/tests/consumer" -B "$tmp/consumer-build" "${generator[@]}" \
+  -DMAGSLAB_EXPECT_VERSION="$major.$minor" \
   -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE="$build_type" \
   -DCMAKE_C_COMPILER="$cc" \
@@ -82,5 +108,20 @@ pc_dir=$(dirname "$pcfile")
   $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs magslab) $ldflags
 step "running consumer_pkgconfig"
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_pkgconfig"
+
+# Sanitizer builds replace malloc themselves: the override is not tested there (docs/override.md).
+if [[ "$cflags $ldflags" == *-fsanitize=* ]]; then
+  step "OK (magslab-override.pc not built against: sanitizer build)"
+  exit 0
+fi
+step "building consumer with pkg-config magslab-override"
+[[ -f "$pc_dir/magslab-override.pc" ]] || { echo "test_install: magslab-override.pc not installed" >&2; exit 1; }
+# shellcheck disable=SC2046,SC2086
+"$cc" $cflags -o "$tmp/consumer_override" "$src_dir/tests/consumer/consumer.c" \
+  $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs magslab-override) $ldflags
+readelf -d "$tmp/consumer_override" | grep -q 'NEEDED.*libmagslab-override\.so' ||
+  { echo "test_install: consumer_override does not need libmagslab-override.so" >&2; exit 1; }
+step "running consumer_override"
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_override"
 
 step "OK"

@@ -1,7 +1,7 @@
 // small/decay as a unit, on a fake clock, one thread (so no background thread:
 // each pass here is run by the test, or by a slow path when one is due): what
 // nobody uses goes back by itself, and nothing goes back before its time.
-//   * dirty page runs untouched for kDirtyDecayNs are decommitted;
+//   * dirty page runs untouched for decay_ms (heap::dirty_decay_ns()) are decommitted;
 //   * the depot gives back half of the full magazines nobody took since the
 //     previous pass, and none while they are in use;
 //   * a cached empty slab goes back after a pass;
@@ -65,13 +65,13 @@ TEST_F(Decay, DirtyRunsAreDecommittedOnceUntouchedForTheirAge) {
   const size_t freed_pages = 32 * (192 * KiB / 4096);
   ASSERT_GE(dirty_pages(), freed_pages) << "freed runs stay committed for reuse";
 
-  advance(heap::kDirtyDecayNs / 2);
+  advance(heap::dirty_decay_ns() / 2);
   decay::tick(now());
   EXPECT_GE(dirty_pages(), freed_pages) << "not before their age";
 
-  advance(heap::kDirtyDecayNs / 2 + kMs);
+  advance(heap::dirty_decay_ns() / 2 + kMs);
   decay::tick(now());
-  EXPECT_EQ(dirty_pages(), 0u) << "all of them once older than kDirtyDecayNs";
+  EXPECT_EQ(dirty_pages(), 0u) << "all of them once older than decay_ms";
   for (size_t i = 1; i < v.size(); i += 2) magslab_free(v[i]);
 }
 
@@ -83,13 +83,13 @@ TEST_F(Decay, ARunFreedAgainIsYoungAgain) {
   auto* pin = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 64 * KiB));
   ASSERT_TRUE(keep && a && pin);
   magslab_free(a);
-  advance(heap::kDirtyDecayNs - 10 * kMs);
+  advance(heap::dirty_decay_ns() - 10 * kMs);
   a = static_cast<char*>(magslab_aligned_alloc(8 * KiB, 512 * KiB));  // the same run, warm
   magslab_free(a);
   advance(20 * kMs);  // the first free is older than the age, the second is not
   decay::tick(now());
   EXPECT_GE(dirty_pages(), 512 * KiB / 4096);
-  advance(heap::kDirtyDecayNs);
+  advance(heap::dirty_decay_ns());
   decay::tick(now());
   EXPECT_EQ(dirty_pages(), 0u);
   magslab_free(keep);
@@ -178,12 +178,12 @@ TEST_F(Decay, PagesOfUnusedSlabRecordsAreDecommitted) {
   const slab::RecordCounts freed = slab::record_counts();
   EXPECT_GE(freed.idle_pages, before.idle_pages + 4);
 
-  advance(heap::kDirtyDecayNs / 2);
+  advance(heap::dirty_decay_ns() / 2);
   decay::tick(now());
   EXPECT_GE(slab::record_counts().idle_pages, freed.idle_pages - 1) << "not before their age";
   // (That pass gave back the class's cached empty slab too: its record went
   // unused then.)
-  advance(heap::kDirtyDecayNs + kMs);
+  advance(heap::dirty_decay_ns() + kMs);
   decay::tick(now());
   const slab::RecordCounts after = slab::record_counts();
   EXPECT_EQ(after.idle_pages, 0u);
@@ -221,7 +221,7 @@ TEST_F(Decay, PauseStopsEveryPass) {
   const size_t cached = depot::cached_objects(cls);
   decay::pause(true);
   for (int i = 0; i < 8; ++i) {
-    advance(heap::kDirtyDecayNs);
+    advance(heap::dirty_decay_ns());
     decay::tick(now());
   }
   EXPECT_EQ(depot::cached_objects(cls), cached);

@@ -266,9 +266,9 @@ TEST(LargeBlocksDeathTest, InteriorPointerOfLargeBlock) {
 }  // namespace
 
 // Freed page runs stay committed for reuse ("dirty"), but a chunk that becomes
-// entirely free is unmapped beyond kFreeChunksKept (2): freeing 64 MiB of page
-// runs leaves at most those two chunks' 8 MiB cached; trim gives it all back.
-// (Decay, which purges dirty runs by age, is paused here: tests/decay_test.cc.)
+// entirely free is unmapped beyond free_chunks_kept() (option free_chunks, 2): freeing 64 MiB of
+// page runs leaves at most those two chunks' 8 MiB cached; trim gives it all back. (Decay, which
+// purges dirty runs by age, is paused here: tests/decay_test.cc.)
 TEST(LargeBlocks, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
   magslab_trim();
   struct magslab_stats base, st;

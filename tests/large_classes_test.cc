@@ -128,7 +128,7 @@ TEST(LargeClasses, WhatTheCachesHoldIsBoundedAndTrimmed) {
   EXPECT_LE(st.classes[cls].cached_objects, 11u);
   EXPECT_LE(st.classes[cls].slabs, 11u + 1u) << "cached blocks and one empty slab";
   EXPECT_LE(st.committed_bytes,
-            base.committed_bytes + 12 * MiB + magslab::heap::kDirtyPagesMax * magslab::kPageSize)
+            base.committed_bytes + 12 * MiB + magslab::heap::dirty_pages_max() * magslab::kPageSize)
       << "12 cached blocks and the dirty-page bound (decay: tests/decay_test.cc)";
   magslab_trim();
   const struct magslab_stats t = stats();

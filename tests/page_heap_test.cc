@@ -2,8 +2,8 @@
 // block above it): runs carved first-fit from 4 MiB chunks, aligned runs,
 // freed runs coalescing with free neighbours, in-place growth into a free
 // neighbour, purging dirty runs (they then read as zero), and fully free
-// chunks kept (kFreeChunksKept) or unmapped. The large blocks built on it are
-// tested through the public API in large_blocks_test.cc.
+// chunks kept (option free_chunks, heap::free_chunks_kept()) or unmapped. The large blocks built on
+// it are tested through the public API in large_blocks_test.cc.
 #include "chunks/page_heap.h"
 
 #include <gtest/gtest.h>
@@ -140,15 +140,15 @@ TEST(PageHeap, FullyFreeChunksAreKeptUpToTheCacheThenUnmapped) {
   EXPECT_EQ(t0.free_chunks, 0u);
   // Whole chunks: each needs a new mapping.
   std::vector<heap::Run> runs;
-  for (size_t i = 0; i < heap::kFreeChunksKept + 2; ++i) runs.push_back(alloc(kPagesPerChunk));
+  for (size_t i = 0; i < heap::free_chunks_kept() + 2; ++i) runs.push_back(alloc(kPagesPerChunk));
   EXPECT_EQ(totals().chunks, t0.chunks + runs.size());
   for (const heap::Run& r : runs) free_run(r);
   heap::Totals t1 = totals();
-  EXPECT_EQ(t1.free_chunks, heap::kFreeChunksKept);
-  EXPECT_EQ(t1.chunks, t0.chunks + heap::kFreeChunksKept);
+  EXPECT_EQ(t1.free_chunks, heap::free_chunks_kept());
+  EXPECT_EQ(t1.chunks, t0.chunks + heap::free_chunks_kept());
   {
     Locked l;
-    EXPECT_EQ(heap::release_free_chunks_locked(0), heap::kFreeChunksKept * kChunkSize);
+    EXPECT_EQ(heap::release_free_chunks_locked(0), heap::free_chunks_kept() * kChunkSize);
   }
   EXPECT_EQ(totals().chunks, t0.chunks);
   EXPECT_EQ(totals().free_chunks, 0u);

@@ -20,9 +20,14 @@
 extern "C" {
 #endif
 
+/* The version of this header. 0.x: a new minor version may change the ABI
+ * (the soname is libmagslab.so.0.MINOR, and the CMake package accepts only the
+ * same 0.MINOR); a patch release never does. From 1.0 on, the major version. */
 #define MAGSLAB_VERSION_MAJOR 0
-#define MAGSLAB_VERSION_MINOR 1
+#define MAGSLAB_VERSION_MINOR 2
 #define MAGSLAB_VERSION_PATCH 0
+#define MAGSLAB_VERSION \
+  (MAGSLAB_VERSION_MAJOR * 10000 + MAGSLAB_VERSION_MINOR * 100 + MAGSLAB_VERSION_PATCH)
 
 /* Upper bound on the number of slab size classes reported by magslab_stats. */
 #define MAGSLAB_MAX_CLASSES 128
@@ -42,12 +47,33 @@ MAGSLAB_API int magslab_posix_memalign(void** memptr, size_t alignment, size_t s
 /* Bytes usable at ptr (>= the size requested); 0 for NULL. */
 MAGSLAB_API size_t magslab_usable_size(const void* ptr);
 
+/* The version of the library in use, as MAGSLAB_VERSION (e.g. 200 for 0.2.0).
+ * A program may compare it with the MAGSLAB_VERSION it was compiled with. */
+MAGSLAB_API int magslab_version(void);
+
+/* Per size class. The event counters (depot_gets onwards) count since the
+ * process started; they are bumped only on slow paths (a depot trade, a trip
+ * to the slabs under the class lock), never per malloc or free, and are exact
+ * when no thread is allocating or freeing. docs/options.md explains how to
+ * read them. */
 struct magslab_class_stats {
-  size_t object_size;    /* bytes per object of this class */
-  size_t slab_size;      /* bytes per slab of this class */
-  size_t live_objects;   /* handed out to the program and not yet freed */
-  size_t cached_objects; /* free, held in magazines (thread caches and depot) */
-  size_t slabs;          /* slabs of this class currently carved */
+  size_t object_size;     /* bytes per object of this class */
+  size_t slab_size;       /* bytes per slab of this class */
+  size_t live_objects;    /* handed out to the program and not yet freed */
+  size_t cached_objects;  /* free, held in magazines (thread caches and depot) */
+  size_t slabs;           /* slabs of this class currently carved */
+  size_t depot_gets;      /* full magazines taken from the depot: allocation misses that
+                             another thread's frees (or an exited thread) served */
+  size_t depot_puts;      /* full magazines handed to the depot */
+  size_t depot_overflows; /* full magazines the depot refused (at its per-class limit,
+                             option depot_bytes): flushed to the slabs under the class lock */
+  size_t remote_frees;    /* objects freed by a thread other than the one that last
+                             refilled from their slab (they go to its remote magazine) */
+  size_t slab_refills;    /* magazine refills from the slabs (class lock taken) */
+  size_t slab_releases;   /* trips returning objects to the slabs (class lock taken):
+                             depot overflows, trims, thread exits */
+  size_t slabs_carved;    /* slabs carved from the page heap */
+  size_t slabs_returned;  /* empty slabs given back to the page heap */
 };
 
 struct magslab_stats {
@@ -73,10 +99,40 @@ struct magslab_stats {
   size_t huge_live_blocks;           /* of those, blocks in a mapping of their own */
   size_t class_count;                /* entries used in classes[] */
   struct magslab_class_stats classes[MAGSLAB_MAX_CLASSES];
+  /* Fields are only ever added here, at the end (magslab_stats_get). */
+  size_t huge_live_bytes; /* bytes mapped for live huge blocks (their own mappings) */
+  size_t thread_caches;   /* threads that own a cache now */
 };
 
-/* Fills *out. Exact when no thread is allocating or freeing. Never allocates. */
+/* Fills the first `size` bytes of *out (pass sizeof *out) and returns how many
+ * bytes it filled: min(size, the library's sizeof(struct magslab_stats)).
+ * Bytes past that are zeroed, so a program built against a newer header reads
+ * 0 in fields an older library does not know. Exact when no thread is
+ * allocating or freeing. Never allocates. */
+MAGSLAB_API size_t magslab_stats_get(struct magslab_stats* out, size_t size);
+/* magslab_stats_get(out, sizeof *out). */
 MAGSLAB_API void magslab_stats(struct magslab_stats* out);
+
+#define MAGSLAB_STATS_TEXT 0
+#define MAGSLAB_STATS_JSON 1
+/* The statistics as one JSON object (schema in docs/options.md), as snprintf:
+ * writes at most len - 1 bytes and a NUL (when len > 0) and returns the length
+ * of the whole document, so a return >= len means it was cut. Never allocates. */
+MAGSLAB_API size_t magslab_stats_json(char* buf, size_t len);
+/* Writes the statistics to fd, as text (MAGSLAB_STATS_TEXT, the exit report)
+ * or JSON (MAGSLAB_STATS_JSON, as magslab_stats_json). Returns 0, EINVAL for an
+ * unknown format, or the errno of a failed write(2). Never allocates. */
+MAGSLAB_API int magslab_stats_print(int fd, int format);
+
+/* Run-time options (docs/options.md): read from MAGSLAB_OPTIONS and
+ * MAGSLAB_<NAME> before the first allocation. magslab_option_get stores the
+ * value of option `name` (e.g. "dirty_max") in *value: bytes, a count,
+ * milliseconds, or the index of a choice. Returns 0, or ENOENT for an unknown
+ * name. magslab_option_set changes an option that may change at run time
+ * (docs/options.md says which); it applies from the option's next use.
+ * Returns 0, ENOENT, ERANGE (outside its range) or EPERM (fixed at start). */
+MAGSLAB_API int magslab_option_get(const char* name, size_t* value);
+MAGSLAB_API int magslab_option_set(const char* name, size_t value);
 
 /* Gives cached memory back to the OS now: the calling thread's magazines, the
  * depot, empty slabs, the large-run cache and free chunks. Returns bytes

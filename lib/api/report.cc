@@ -1,149 +1,359 @@
-// api/report: options read once at load time from the environment (by the
-// library's constructor, api/magslab.cc, whether magslab is linked or
-// preloaded), and the stats report. getenv() does not allocate, and output is formatted into a
-// stack buffer and written with write(2), so this works inside a program whose
-// malloc is magslab itself.
-//
-// | variable            | default | meaning                                        |
-// | MAGSLAB_SHOW_STATS  | 0       | 1: print a stats summary to stderr at exit     |
-// | MAGSLAB_VERBOSE     | 0       | 1: print the configuration to stderr at load   |
-// A value other than 0 or 1 is reported on stderr and the default is kept.
+// api/report: what the options ask for at start and exit (platform/options.h:
+// MAGSLAB_VERBOSE's table, MAGSLAB_SHOW_STATS and MAGSLAB_STATS_FILE's exit
+// report), the text and JSON statistics (magslab_stats_print,
+// magslab_stats_json), magslab_option_get/set and magslab_version. Nothing
+// here allocates: output is formatted into buffers on the stack and written
+// with write(2), so it works inside a program whose malloc is magslab itself.
 #include "api/report.h"
 
-#include <stdlib.h>
+#include <errno.h>
 
 #include <cstring>
 
 #include "base/config.h"
 #include "base/format.h"
 #include "magslab/magslab.h"
+#include "platform/options.h"
 #include "platform/platform.h"
 #include "small/size_classes.h"
 
 namespace magslab::report {
 namespace {
 
-// A base/format LineBuf that writes itself to fd: emit() ends the line,
-// writes it and starts the next one. The formatting itself is LineBuf's.
-class Line {
+// A sink for text: to an fd through a stack buffer, or into a caller's buffer
+// (cut at its size, always NUL-terminated) while counting the whole length.
+class Out {
  public:
-  explicit Line(int fd = 2) : fd_(fd) {}
-  Line& str(const char* s) {
-    b_.str(s);
+  static Out to_fd(int fd) { return Out(true, fd, nullptr, 0); }
+  static Out to_buf(char* buf, size_t len) { return Out(false, -1, buf, len); }
+
+  Out& put(const char* s, size_t n) {
+    total_ += n;
+    if (is_fd_) {
+      while (n > 0) {
+        if (used_ == sizeof buf_) flush();
+        size_t k = sizeof buf_ - used_ < n ? sizeof buf_ - used_ : n;
+        memcpy(buf_ + used_, s, k);
+        used_ += k;
+        s += k;
+        n -= k;
+      }
+    } else {
+      for (size_t i = 0; i < n && pos_ + 1 < cap_; ++i) dst_[pos_++] = s[i];
+    }
     return *this;
   }
-  Line& num(size_t v) {
-    b_.num(v);
-    return *this;
+  Out& str(const char* s) { return put(s, strlen(s)); }
+  Out& num(uint64_t v) {
+    LineBuf b;
+    b.num(v);
+    return put(b.data(), b.size());
   }
-  Line& bytes(size_t v) {
-    b_.bytes(v);
-    return *this;
+  Out& line(const LineBuf& l) { return put(l.data(), l.size()); }
+  // A JSON string literal, escaped.
+  Out& json_str(const char* s) {
+    put("\"", 1);
+    for (; *s != '\0'; ++s) {
+      unsigned char c = static_cast<unsigned char>(*s);
+      if (c == '"' || c == '\\') {
+        char e[2] = {'\\', *s};
+        put(e, 2);
+      } else if (c < 0x20) {
+        char e[6] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]};
+        put(e, 6);
+      } else {
+        put(s, 1);
+      }
+    }
+    return put("\"", 1);
   }
-  void emit() {
-    b_.end();
-    platform::write_fd(fd_, b_.data(), b_.size());
-    b_.clear();
+  // "name":value with a leading comma unless first.
+  Out& field(const char* name, uint64_t v, bool first = false) {
+    if (!first) put(",", 1);
+    return json_str(name).put(":", 1).num(v);
   }
+  // Ends the output: flushes (fd) or terminates (buffer). Returns 0 or the
+  // errno of the first failed write.
+  int finish() {
+    if (is_fd_)
+      flush();
+    else if (cap_ != 0)
+      dst_[pos_] = '\0';
+    return err_;
+  }
+  size_t total() const { return total_; }
 
  private:
+  Out(bool is_fd, int fd, char* dst, size_t cap) : is_fd_(is_fd), fd_(fd), dst_(dst), cap_(cap) {}
+  void flush() {
+    if (used_ != 0 && err_ == 0) err_ = platform::write_fd(fd_, buf_, used_);
+    used_ = 0;
+  }
+
+  bool is_fd_;
   int fd_;
-  LineBuf b_;
+  char* dst_;
+  size_t cap_;
+  size_t pos_ = 0;
+  size_t total_ = 0;
+  int err_ = 0;
+  size_t used_ = 0;
+  char buf_[2048];
 };
 
-bool g_show_stats = false;
 // The exit report goes to a duplicate of stderr taken at load time: GNU
 // coreutils (sort, ls, …) close stderr in an atexit handler, before library
-// destructors run.
+// destructors run. A stats_file is opened at exit.
 int g_report_fd = -1;
 
-bool flag(const char* name) {
-  const char* v = getenv(name);
-  if (v == nullptr || strcmp(v, "0") == 0 || v[0] == '\0') return false;
-  if (strcmp(v, "1") == 0) return true;
-  Line().str("magslab: ignoring ").str(name).str("=").str(v).str(" (expected 0 or 1)").emit();
-  return false;
+void version_string(LineBuf& l) {
+  l.num(MAGSLAB_VERSION_MAJOR)
+      .str(".")
+      .num(MAGSLAB_VERSION_MINOR)
+      .str(".")
+      .num(MAGSLAB_VERSION_PATCH);
+}
+
+// The index-th word of "a|b|c" (up to its '|').
+const char* choice(const char* choices, uint64_t index) {
+  for (uint64_t k = 0; k < index && *choices != '\0'; ++choices)
+    if (*choices == '|') ++k;
+  return choices;
+}
+
+void print_verbose() {
+  LineBuf l;
+  auto emit = [&l]() {
+    l.end();
+    platform::write_stderr(l.data(), l.size());
+    l.clear();
+  };
+  l.str("magslab: active (version ");
+  version_string(l);
+  l.str(")");
+  emit();
+  l.str("magslab:   chunk ").bytes(kChunkSize).str(", page ").bytes(kPageSize);
+  emit();
+  l.str("magslab:   ")
+      .num(kNumClasses)
+      .str(" size classes up to ")
+      .bytes(kMaxClassSize)
+      .str("; own mapping above ")
+      .bytes(kHugeThreshold);
+  emit();
+  // The options table in effect: one line each, as MAGSLAB_OPTIONS takes it.
+  for (unsigned i = 0; i < opt::kNumOptions; ++i) {
+    const opt::Option& o = opt::kOptions[i];
+    char v[1100];
+    opt::format_value(static_cast<opt::Id>(i), v, sizeof v);
+    l.str("magslab:   option ").str(v);
+    if (opt::get(static_cast<opt::Id>(i)) == o.def)
+      l.str(" (default");
+    else if (o.kind == opt::Kind::kChoice)
+      l.str(" (default ").str(choice(o.choices, o.def), strcspn(choice(o.choices, o.def), "|"));
+    else
+      l.str(" (default ").num(o.def);
+    l.str(o.runtime ? "; run-time)" : ")");
+    emit();
+  }
+}
+
+void write_text(Out& out) {
+  struct magslab_stats st;
+  magslab_stats_get(&st, sizeof st);
+  LineBuf l;
+  auto emit = [&]() {
+    l.end();
+    out.line(l);
+    l.clear();
+  };
+  l.str("magslab: stats (version ");
+  version_string(l);
+  l.str(")");
+  emit();
+  l.str("  live        ").bytes(st.live_bytes).str(" in ").num(st.live_objects).str(" blocks");
+  emit();
+  l.str("  requested   ")
+      .bytes(st.live_requested_bytes)
+      .str(st.requested_bytes_exact ? " (exact)" : " (small blocks at usable size)");
+  emit();
+  l.str("  peak in use ").bytes(st.peak_in_use_bytes);
+  emit();
+  l.str("  cached      ").bytes(st.cached_bytes);
+  emit();
+  l.str("  mapped      ").bytes(st.mapped_bytes);
+  emit();
+  l.str("  committed   ").bytes(st.committed_bytes);
+  emit();
+  l.str("  metadata    ").bytes(st.metadata_bytes);
+  emit();
+  l.str("  large/huge  ")
+      .num(st.large_live_blocks)
+      .str(" live (")
+      .num(st.huge_live_blocks)
+      .str(" huge, ")
+      .bytes(st.huge_live_bytes)
+      .str("), ")
+      .bytes(st.live_large_requested_bytes)
+      .str(" requested");
+  emit();
+  l.str("  threads     ").num(st.thread_caches).str(" with a cache");
+  emit();
+  // Classes with anything to show; the event columns as in magslab_class_stats.
+  l.str(
+      "  class size live cached slabs | depot: gets puts overflows | remote_frees | "
+      "slabs: refills releases carved returned");
+  emit();
+  for (size_t c = 0; c < st.class_count; ++c) {
+    const magslab_class_stats& cs = st.classes[c];
+    if (cs.live_objects == 0 && cs.cached_objects == 0 && cs.slabs == 0 && cs.slab_refills == 0)
+      continue;
+    l.str("  ").num(c).str(" ").num(cs.object_size).str(" ").num(cs.live_objects).str(" ");
+    l.num(cs.cached_objects).str(" ").num(cs.slabs).str(" | ").num(cs.depot_gets).str(" ");
+    l.num(cs.depot_puts).str(" ").num(cs.depot_overflows).str(" | ").num(cs.remote_frees);
+    l.str(" | ").num(cs.slab_refills).str(" ").num(cs.slab_releases).str(" ");
+    l.num(cs.slabs_carved).str(" ").num(cs.slabs_returned);
+    emit();
+  }
+}
+
+void write_json(Out& out) {
+  struct magslab_stats st;
+  magslab_stats_get(&st, sizeof st);
+  LineBuf v;
+  version_string(v);
+  out.str("{\"version\":\"").put(v.data(), v.size()).str("\"");
+  out.field("live_bytes", st.live_bytes);
+  out.field("live_objects", st.live_objects);
+  out.field("live_large_requested_bytes", st.live_large_requested_bytes);
+  out.field("live_requested_bytes", st.live_requested_bytes);
+  out.field("requested_bytes_exact", st.requested_bytes_exact);
+  out.field("peak_in_use_bytes", st.peak_in_use_bytes);
+  out.field("cached_bytes", st.cached_bytes);
+  out.field("mapped_bytes", st.mapped_bytes);
+  out.field("committed_bytes", st.committed_bytes);
+  out.field("metadata_bytes", st.metadata_bytes);
+  out.field("large_live_blocks", st.large_live_blocks);
+  out.field("huge_live_blocks", st.huge_live_blocks);
+  out.field("huge_live_bytes", st.huge_live_bytes);
+  out.field("thread_caches", st.thread_caches);
+  // The options in effect: numbers, a choice's name, a path as a string.
+  out.str(",\"options\":{");
+  for (unsigned i = 0; i < opt::kNumOptions; ++i) {
+    const opt::Option& o = opt::kOptions[i];
+    auto id = static_cast<opt::Id>(i);
+    if (i != 0) out.str(",");
+    out.json_str(o.name).str(":");
+    if (o.kind == opt::Kind::kPath) {
+      out.json_str(opt::path(id));
+    } else if (o.kind == opt::Kind::kChoice) {
+      char text[64];
+      size_t n = opt::format_value(id, text, sizeof text);
+      size_t eq = strlen(o.name) + 1;  // format_value writes "name=value"
+      text[n] = '\0';
+      out.json_str(text + eq);
+    } else {
+      out.num(opt::get(id));
+    }
+  }
+  out.str("},\"classes\":[");
+  for (size_t c = 0; c < st.class_count; ++c) {
+    const magslab_class_stats& cs = st.classes[c];
+    out.str(c == 0 ? "{" : ",{");
+    out.field("class", c, true);
+    out.field("object_size", cs.object_size);
+    out.field("slab_size", cs.slab_size);
+    out.field("live_objects", cs.live_objects);
+    out.field("cached_objects", cs.cached_objects);
+    out.field("slabs", cs.slabs);
+    out.field("depot_gets", cs.depot_gets);
+    out.field("depot_puts", cs.depot_puts);
+    out.field("depot_overflows", cs.depot_overflows);
+    out.field("remote_frees", cs.remote_frees);
+    out.field("slab_refills", cs.slab_refills);
+    out.field("slab_releases", cs.slab_releases);
+    out.field("slabs_carved", cs.slabs_carved);
+    out.field("slabs_returned", cs.slabs_returned);
+    out.str("}");
+  }
+  out.str("]}\n");
 }
 
 }  // namespace
 
 void load_options() {
-  g_show_stats = flag("MAGSLAB_SHOW_STATS");
-  if (g_show_stats) g_report_fd = platform::dup_stderr();
-  if (flag("MAGSLAB_VERBOSE")) {
-    Line l;
-    l.str("magslab: active (version ")
-        .num(MAGSLAB_VERSION_MAJOR)
-        .str(".")
-        .num(MAGSLAB_VERSION_MINOR)
-        .str(".")
-        .num(MAGSLAB_VERSION_PATCH)
-        .str(")")
-        .emit();
-    l.str("magslab:   chunk ").bytes(kChunkSize).str(", page ").bytes(kPageSize).emit();
-    l.str("magslab:   ")
-        .num(kNumClasses)
-        .str(" size classes up to ")
-        .bytes(kMaxSmallSize)
-        .str("; own mapping above ")
-        .bytes(kHugeThreshold)
-        .emit();
-    l.str("magslab:   MAGSLAB_SHOW_STATS=").num(g_show_stats ? 1 : 0).emit();
-  }
+  opt::load();
+  // show_stats=1/text/json, or a stats_file alone (text): a report at exit.
+  if (opt::get(opt::kShowStats) != 0 && opt::get(opt::kStatsFile) == 0)
+    g_report_fd = platform::dup_stderr();
+  if (opt::get(opt::kVerbose) != 0) print_verbose();
 }
 
 namespace {
 
 [[gnu::destructor]] void on_unload() {
-  if (g_show_stats) print_stats(g_report_fd >= 0 ? g_report_fd : 2);
+  uint64_t format = opt::get(opt::kShowStats);
+  bool to_file = opt::get(opt::kStatsFile) != 0;
+  if (format == 0 && !to_file) return;
+  int fd = to_file ? platform::open_for_writing(opt::path(opt::kStatsFile))
+                   : (g_report_fd >= 0 ? g_report_fd : 2);
+  if (fd < 0) {
+    LineBuf l;
+    l.str("magslab: cannot open stats_file ").str(opt::path(opt::kStatsFile)).end();
+    platform::write_stderr(l.data(), l.size());
+    return;
+  }
+  magslab_stats_print(fd, format == 2 ? MAGSLAB_STATS_JSON : MAGSLAB_STATS_TEXT);
+  if (to_file) platform::close_fd(fd);
 }
 
 }  // namespace
 
-void print_stats(int fd) {
-  struct magslab_stats st;
-  magslab_stats(&st);
-  Line l(fd);
-  l.str("magslab: stats").emit();
-  l.str("  live        ")
-      .bytes(st.live_bytes)
-      .str(" in ")
-      .num(st.live_objects)
-      .str(" blocks")
-      .emit();
-  l.str("  requested   ")
-      .bytes(st.live_requested_bytes)
-      .str(st.requested_bytes_exact ? " (exact)" : " (small blocks at usable size)")
-      .emit();
-  l.str("  peak in use ").bytes(st.peak_in_use_bytes).emit();
-  l.str("  cached      ").bytes(st.cached_bytes).emit();
-  l.str("  mapped      ").bytes(st.mapped_bytes).emit();
-  l.str("  committed   ").bytes(st.committed_bytes).emit();
-  l.str("  metadata    ").bytes(st.metadata_bytes).emit();
-  l.str("  large/huge  ")
-      .num(st.large_live_blocks)
-      .str(" live (")
-      .num(st.huge_live_blocks)
-      .str(" huge), ")
-      .bytes(st.live_large_requested_bytes)
-      .str(" requested")
-      .emit();
-  l.str("  class   size   live objects   cached   slabs").emit();
-  for (size_t c = 0; c < st.class_count; ++c) {
-    const magslab_class_stats& cs = st.classes[c];
-    if (cs.live_objects == 0 && cs.cached_objects == 0 && cs.slabs == 0) continue;
-    l.str("  ")
-        .num(c)
-        .str("\t")
-        .num(cs.object_size)
-        .str("\t")
-        .num(cs.live_objects)
-        .str("\t")
-        .num(cs.cached_objects)
-        .str("\t")
-        .num(cs.slabs)
-        .emit();
-  }
-}
+void print_stats(int fd) { magslab_stats_print(fd, MAGSLAB_STATS_TEXT); }
 
 }  // namespace magslab::report
+
+using namespace magslab;
+
+extern "C" {
+
+int magslab_version(void) { return MAGSLAB_VERSION; }
+
+size_t magslab_stats_json(char* buf, size_t len) {
+  report::Out out = report::Out::to_buf(buf, buf == nullptr ? 0 : len);
+  report::write_json(out);
+  out.finish();
+  return out.total();
+}
+
+int magslab_stats_print(int fd, int format) {
+  if (format != MAGSLAB_STATS_TEXT && format != MAGSLAB_STATS_JSON) return EINVAL;
+  int saved = errno;
+  report::Out out = report::Out::to_fd(fd);
+  if (format == MAGSLAB_STATS_JSON)
+    report::write_json(out);
+  else
+    report::write_text(out);
+  int err = out.finish();
+  errno = saved;
+  return err;
+}
+
+int magslab_option_get(const char* name, size_t* value) {
+  if (name == nullptr) return ENOENT;
+  opt::ensure_loaded();
+  unsigned id = opt::find(name, strlen(name));
+  if (id == opt::kNumOptions) return ENOENT;
+  if (value != nullptr) *value = opt::get(static_cast<opt::Id>(id));
+  return 0;
+}
+
+int magslab_option_set(const char* name, size_t value) {
+  if (name == nullptr) return ENOENT;
+  opt::ensure_loaded();  // a later load() must not overwrite what is set here
+  unsigned id = opt::find(name, strlen(name));
+  if (id == opt::kNumOptions) return ENOENT;
+  return opt::set(static_cast<opt::Id>(id), value);
+}
+
+}  // extern "C"

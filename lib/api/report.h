@@ -1,14 +1,16 @@
-// api/report: the MAGSLAB_* environment options and the human-readable stats
-// report, all written without allocating.
+// api/report: the MAGSLAB_* options at start (MAGSLAB_VERBOSE's table) and at
+// exit (MAGSLAB_SHOW_STATS, MAGSLAB_STATS_FILE), and the stats report, all
+// written without allocating. The options themselves: platform/options.h.
 #pragma once
 
 namespace magslab::report {
 
-// Read MAGSLAB_SHOW_STATS and MAGSLAB_VERBOSE (once, from the library's
-// constructor); a summary is then printed at exit if asked for.
+// Read the options (once, from the library's constructor, unless an earlier
+// allocation already did) and act on them: the verbose table now, a stats
+// report at exit if asked for.
 void load_options();
 
-// Write the stats summary (live, peak, mapped, committed, per-class counts) to fd.
+// Write the text stats summary (magslab_stats_print's MAGSLAB_STATS_TEXT) to fd.
 void print_stats(int fd = 2);
 
 }  // namespace magslab::report

@@ -15,10 +15,15 @@
 #include "small/slab.h"
 #include "small/thread_cache.h"
 #include "stats/counters.h"
+#include "stats/events.h"
 
 using namespace magslab;
 
-extern "C" void magslab_stats(struct magslab_stats* out) {
+static_assert(kNumClasses <= stats::kEventClasses && kNumClasses <= MAGSLAB_MAX_CLASSES);
+
+namespace {
+
+void fill(struct magslab_stats* out) {
   memset(out, 0, sizeof *out);
   decay::NoPassScope no_pass;
   cache::CachedCounts in_caches;
@@ -36,6 +41,16 @@ extern "C" void magslab_stats(struct magslab_stats* out) {
     cs.live_objects = live;
     cs.cached_objects = cached;
     cs.slabs = sc.slabs;
+    cs.depot_gets = stats::events(c, stats::kDepotGet);
+    cs.depot_puts = stats::events(c, stats::kDepotPut);
+    cs.depot_overflows = stats::events(c, stats::kDepotOverflow);
+    // Frees into remote magazines are counted when the magazine leaves its
+    // thread; those still there are added here.
+    cs.remote_frees = stats::events(c, stats::kRemoteFree) + in_caches.remote[c];
+    cs.slab_refills = stats::events(c, stats::kSlabRefill);
+    cs.slab_releases = stats::events(c, stats::kSlabRelease);
+    cs.slabs_carved = stats::events(c, stats::kSlabCarved);
+    cs.slabs_returned = stats::events(c, stats::kSlabReturned);
     out->live_objects += live;
     out->live_bytes += live * ci.size;
     out->cached_bytes += cached * ci.size + sc.empty_cached_slabs * cs.slab_size;
@@ -53,6 +68,8 @@ extern "C" void magslab_stats(struct magslab_stats* out) {
   out->live_large_requested_bytes = lc.live_requested;
   out->large_live_blocks = lc.live_blocks;
   out->huge_live_blocks = lc.huge_blocks;
+  out->huge_live_bytes = lc.huge_bytes;
+  out->thread_caches = cache::live_caches();
   heap::Totals t;
   {
     LockGuard g(heap::g_lock);
@@ -65,4 +82,21 @@ extern "C" void magslab_stats(struct magslab_stats* out) {
   out->committed_bytes = out->mapped_bytes - (t.free_pages - t.dirty_pages) * kPageSize;
   out->metadata_bytes = meta::mapped_bytes();
   out->peak_in_use_bytes = stats::peak_in_use();
+}
+
+}  // namespace
+
+// The struct is filled whole on the stack, then the caller's part copied: one
+// code path whatever size the caller was compiled with.
+extern "C" size_t magslab_stats_get(struct magslab_stats* out, size_t size) {
+  struct magslab_stats st;
+  fill(&st);
+  size_t n = size < sizeof st ? size : sizeof st;
+  memcpy(out, &st, n);
+  if (size > n) memset(reinterpret_cast<char*>(out) + n, 0, size - n);
+  return n;
+}
+
+extern "C" void magslab_stats(struct magslab_stats* out) {
+  if (out != nullptr) fill(out);
 }

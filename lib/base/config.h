@@ -52,6 +52,24 @@ static_assert(kMaxSmallSize < kMaxClassSize && kMaxClassSize <= kHugeThreshold,
 #endif
 inline constexpr bool kDebugChecks = MAGSLAB_DEBUG_CHECKS != 0;
 
+// The TLS model of the thread-cache pointer (small/thread_cache.h). initial-exec
+// is a fixed offset from %fs, no call, but a shared library using it can be
+// dlopen()ed only while glibc's static TLS surplus has room. libmagslab.so is
+// compiled with MAGSLAB_TLS_DYNAMIC=1 and -mtls-dialect=gnu2 (CMakeLists.txt):
+// the default model through TLS descriptors, an indirect call that returns the
+// offset when the block is static TLS and finds it in the thread's dynamic TLS
+// otherwise; dlopen never fails for want of static TLS. The override
+// (preloaded or linked) and libmagslab.a keep initial-exec (docs/design.md,
+// "TLS model").
+#ifndef MAGSLAB_TLS_DYNAMIC
+#define MAGSLAB_TLS_DYNAMIC 0
+#endif
+#if MAGSLAB_TLS_DYNAMIC
+#define MAGSLAB_TLS_MODEL
+#else
+#define MAGSLAB_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#endif
+
 #define MAGSLAB_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MAGSLAB_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MAGSLAB_NOINLINE [[gnu::noinline]]

@@ -19,6 +19,11 @@ class LineBuf {
     while (*s != '\0' && n_ + 1 < kCapacity) buf_[n_++] = *s++;
     return *this;
   }
+  // The n bytes at s (a NUL among them ends the text early).
+  LineBuf& str(const char* s, size_t n) {
+    for (size_t i = 0; i < n && s[i] != '\0' && n_ + 1 < kCapacity; ++i) buf_[n_++] = s[i];
+    return *this;
+  }
   LineBuf& num(uint64_t v) {
     char tmp[24];
     int k = 0;

@@ -261,7 +261,7 @@ void coalesce_insert(FreeRun* r) {
     }
   }
   insert(r);
-  if (r->npages == kPagesPerChunk && g_free_chunks > kFreeChunksKept) {
+  if (r->npages == kPagesPerChunk && g_free_chunks > free_chunks_kept()) {
     // One fully free chunk too many: unmap a purged one if there is one, and
     // keep the warm (dirty) ones for reuse. The last bin holds exactly the
     // fully free chunks.
@@ -368,8 +368,8 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   coalesce_insert(rec);
   check_counts();
   if (dirty) decay_event::note();
-  return g_dirty_pages > kDirtyPagesMax ||
-         (g_dirty_tail != nullptr && g_stamp - g_dirty_tail->dirty_at > kDirtyDecayNs &&
+  return g_dirty_pages > dirty_pages_max() ||
+         (g_dirty_tail != nullptr && g_stamp - g_dirty_tail->dirty_at > dirty_decay_ns() &&
           !decay_event::paused());
 }
 
@@ -439,14 +439,14 @@ size_t purge_aged(uint64_t cutoff) {
   size_t keep;
   {
     LockGuard g(g_lock);
-    keep = g_dirty_pages > kDirtyPagesMax ? kDirtyPagesMax / 2 : kDirtyPagesMax;
+    keep = g_dirty_pages > dirty_pages_max() ? dirty_pages_max() / 2 : dirty_pages_max();
   }
   return purge_while(keep, cutoff);
 }
 
 void purge_excess() {
   uint64_t now = platform::now_ns();
-  purge_aged(now > kDirtyDecayNs && !decay_event::paused() ? now - kDirtyDecayNs : 0);
+  purge_aged(now > dirty_decay_ns() && !decay_event::paused() ? now - dirty_decay_ns() : 0);
 }
 
 size_t release_free_chunks_locked(size_t keep) {

@@ -2,12 +2,12 @@
 // slabs and of large blocks. Free runs coalesce with free neighbours and are
 // found through size-binned lists. A freed run stays committed ("dirty") so
 // that the next allocation reuses it without a system call or page faults.
-// Dirty runs decay: one untouched for kDirtyDecayNs is decommitted (purged) by
+// Dirty runs decay: one untouched for dirty_decay_ns() is decommitted (purged) by
 // the next decay pass (small/decay.h: the background thread, or the slow paths
 // of a single-threaded program), so a workload swinging within that time never
-// refaults while idle memory still goes back. kDirtyPagesMax bounds them in
+// refaults while idle memory still goes back. dirty_pages_max() (an option) bounds them in
 // between; magslab_trim() purges them all. A chunk that becomes entirely free
-// is kept in a small cache (kFreeChunksKept) and unmapped beyond it.
+// is kept in a small cache (free_chunks_kept(), an option) and unmapped beyond it.
 #pragma once
 
 #include <cstddef>
@@ -15,17 +15,20 @@
 
 #include "base/lock.h"
 #include "chunks/chunk_map.h"
+#include "platform/options.h"
 
 namespace magslab::heap {
 
 // Fully free chunks kept mapped (purged ones are unmapped first) so that a steady workload does
-// not map and unmap a chunk on every swing.
-inline constexpr size_t kFreeChunksKept = 2;
-// Dirty free pages allowed at any time (64 MiB) whatever their age; past it a
-// purge goes down to half. Only a backstop: decay normally purges first.
-inline constexpr size_t kDirtyPagesMax = 16384;
-// A dirty run not touched for this long is purged by the next decay pass.
-inline constexpr uint64_t kDirtyDecayNs = 500'000'000;
+// not map and unmap a chunk on every swing (option free_chunks, default 2).
+inline size_t free_chunks_kept() { return opt::get(opt::kFreeChunks); }
+// Dirty free pages allowed at any time whatever their age (option dirty_max,
+// default 64 MiB); past it a purge goes down to half. Only a backstop: decay
+// normally purges first.
+inline size_t dirty_pages_max() { return opt::get(opt::kDirtyMax) >> kPageShift; }
+// A dirty run not touched for this long is purged by the next decay pass
+// (option decay_ms, default 500 ms).
+inline uint64_t dirty_decay_ns() { return opt::get(opt::kDecayMs) * 1000000; }
 
 // Protects everything in this layer, and the page-run bookkeeping of the
 // large layer above it (which must agree with the chunks' descriptors).
@@ -70,7 +73,7 @@ size_t purge(size_t keep_pages);
 // Decommit the dirty runs untouched since before `cutoff` (platform::now_ns()
 // time) and, past the budget, the oldest down to half of it. Without g_lock.
 size_t purge_aged(uint64_t cutoff);
-// After free_locked() returned true: purge_aged(now - kDirtyDecayNs).
+// After free_locked() returned true: purge_aged(now - dirty_decay_ns()).
 void purge_excess();
 
 struct Totals {

@@ -9,6 +9,7 @@
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
+#include "platform/options.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
 
@@ -104,16 +105,14 @@ void unmap_huge_slots(uintptr_t from, uintptr_t to) {
 
 // Freed huge mappings kept for reuse, so a program that frees and allocates
 // MiB-sized blocks in a loop does not pay mmap, page faults and munmap each
-// time: at most kHugeCacheEntries mappings of at most kHugeCacheBlock bytes,
-// kHugeCacheBytes in all; a request reuses one it fills at least 3/4 of.
-// Entries nobody reuses must not hold the cache for good: a new mapping
-// pushes the oldest ones out when it needs room, and an entry unused for
-// kHugeCacheMaxAgeNs is unmapped at the next huge operation. magslab_trim()
-// unmaps them all.
-constexpr size_t kHugeCacheEntries = 8;
-constexpr size_t kHugeCacheBlock = size_t{16} << 20;
-constexpr size_t kHugeCacheBytes = size_t{32} << 20;
-constexpr uint64_t kHugeCacheMaxAgeNs = uint64_t{1000} * 1000 * 1000;  // 1 s
+// time: at most huge_cache_entries mappings of at most huge_cache_block bytes,
+// huge_cache_bytes in all (options, platform/options.h: 8, 16 MiB, 32 MiB); a
+// request reuses one it fills at least 3/4 of. Entries nobody reuses must not
+// hold the cache for good: a new mapping pushes the oldest ones out when it
+// needs room, and an entry unused for huge_cache_ms (1 s) is unmapped at the
+// next huge operation. magslab_trim() unmaps them all. The options may change
+// at run time; a smaller limit takes effect at the next insertion.
+constexpr size_t kHugeCacheSlots = opt::kMaxOf[opt::kHugeCacheEntries];
 
 struct HugeCacheEntry {
   void* base;
@@ -121,13 +120,13 @@ struct HugeCacheEntry {
   uint64_t freed_at;  // platform::now_ns() when it entered the cache
 };
 // Under g_huge_lock; oldest first.
-HugeCacheEntry g_huge_cache[kHugeCacheEntries];
+HugeCacheEntry g_huge_cache[kHugeCacheSlots];
 size_t g_huge_cache_count = 0;
 size_t g_huge_cache_bytes = 0;
 
 // Mappings taken out of the cache under the lock, unmapped after it.
 struct Evicted {
-  HugeCacheEntry e[kHugeCacheEntries];
+  HugeCacheEntry e[kHugeCacheSlots];
   size_t n = 0;
   void unmap_all() {
     for (size_t i = 0; i < n; ++i) platform::unmap(e[i].base, e[i].size);
@@ -145,7 +144,8 @@ HugeCacheEntry remove_cached_locked(size_t i) {
 
 // Move entries older than the age limit to `out`. Locked.
 void expire_cached_locked(uint64_t now, Evicted* out) {
-  while (g_huge_cache_count != 0 && now - g_huge_cache[0].freed_at > kHugeCacheMaxAgeNs)
+  while (g_huge_cache_count != 0 &&
+         now - g_huge_cache[0].freed_at > opt::get(opt::kHugeCacheMs) * 1000000)
     out->e[out->n++] = remove_cached_locked(0);
 }
 
@@ -164,8 +164,9 @@ HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
 // Keep a freed mapping, evicting the oldest entries (to `out`) to make room.
 // false: too big to cache; the caller unmaps it.
 bool cache_huge_locked(void* base, size_t size, uint64_t now, Evicted* out) {
-  if (size > kHugeCacheBlock) return false;
-  while (g_huge_cache_count == kHugeCacheEntries || g_huge_cache_bytes + size > kHugeCacheBytes)
+  size_t entries = opt::get(opt::kHugeCacheEntries), bytes = opt::get(opt::kHugeCacheBytes);
+  if (size > opt::get(opt::kHugeCacheBlock) || size > bytes || entries == 0) return false;
+  while (g_huge_cache_count >= entries || g_huge_cache_bytes + size > bytes)
     out->e[out->n++] = remove_cached_locked(0);
   g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size, now};
   g_huge_cache_bytes += size;
@@ -354,6 +355,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
 }  // namespace
 
 void* alloc(size_t n, size_t align, bool* zeroed) {
+  opt::ensure_loaded();  // a process's first allocation may be a large one
   size_t npages = pages_for(n);
   size_t align_pages = align > kPageSize ? align >> kPageShift : 1;
   if (n > kHugeThreshold || npages + align_pages - 1 > (kHugeThreshold >> kPageShift)) {

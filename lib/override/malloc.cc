@@ -3,6 +3,7 @@
 // libmagslab-override.so (LD_PRELOAD it, or link magslab::override).
 #include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 
 #include "api/report.h"
 #include "base/config.h"
+#include "base/format.h"
 #include "magslab/magslab.h"
 
 using namespace magslab;
@@ -69,6 +71,82 @@ MAGSLAB_EXPORT void* pvalloc(size_t n) {
 MAGSLAB_EXPORT int malloc_trim(size_t /*pad*/) { return magslab_trim_all() != 0 ? 1 : 0; }
 
 MAGSLAB_EXPORT void malloc_stats(void) { report::print_stats(); }
+
+// glibc's XML (malloc/malloc.c, __malloc_info), one <heap> for all of magslab:
+// <sizes> lists the free objects cached per size class (from = the smallest
+// request the class serves, to = its size, count and total of cached objects),
+// "rest" totals them, "mmap" the huge blocks in their own mappings, "current"
+// system memory is what is mapped for blocks and "max" the peak in use (magslab
+// does not track the peak of its mappings). options must be 0: otherwise glibc
+// 2.36 returns EINVAL (not -1); so do we, and set errno to it as well.
+// Each line is formatted on the stack and written with fputs.
+MAGSLAB_EXPORT int malloc_info(int options, FILE* fp) {
+  if (options != 0) {
+    errno = EINVAL;
+    return EINVAL;
+  }
+  struct magslab_stats st;
+  magslab_stats_get(&st, sizeof st);
+  size_t cached_count = 0, cached_total = 0;
+  for (size_t c = 0; c < st.class_count; ++c) {
+    cached_count += st.classes[c].cached_objects;
+    cached_total += st.classes[c].cached_objects * st.classes[c].object_size;
+  }
+  LineBuf l;
+  auto emit = [&]() {
+    l.end();
+    fwrite(l.data(), 1, l.size(), fp);
+    l.clear();
+  };
+  auto totals = [&](const char* indent) {
+    l.str(indent).str("<total type=\"fast\" count=\"0\" size=\"0\"/>");
+    emit();
+    l.str(indent).str("<total type=\"rest\" count=\"").num(cached_count);
+    l.str("\" size=\"").num(cached_total).str("\"/>");
+    emit();
+  };
+  auto system = [&](const char* indent) {
+    l.str(indent).str("<system type=\"current\" size=\"").num(st.mapped_bytes).str("\"/>");
+    emit();
+    l.str(indent).str("<system type=\"max\" size=\"").num(st.peak_in_use_bytes).str("\"/>");
+    emit();
+    l.str(indent).str("<aspace type=\"total\" size=\"").num(st.mapped_bytes).str("\"/>");
+    emit();
+    l.str(indent).str("<aspace type=\"mprotect\" size=\"").num(st.mapped_bytes).str("\"/>");
+    emit();
+  };
+  l.str("<malloc version=\"1\">");
+  emit();
+  l.str("<heap nr=\"0\">");
+  emit();
+  l.str("<sizes>");
+  emit();
+  size_t from = 1;
+  for (size_t c = 0; c < st.class_count; ++c) {
+    const magslab_class_stats& cs = st.classes[c];
+    if (cs.cached_objects != 0) {
+      l.str("  <size from=\"").num(from).str("\" to=\"").num(cs.object_size);
+      l.str("\" total=\"").num(cs.cached_objects * cs.object_size);
+      l.str("\" count=\"").num(cs.cached_objects).str("\"/>");
+      emit();
+    }
+    from = cs.object_size + 1;
+  }
+  l.str("</sizes>");
+  emit();
+  totals("");
+  system("");
+  l.str("</heap>");
+  emit();
+  totals("");
+  l.str("<total type=\"mmap\" count=\"").num(st.huge_live_blocks);
+  l.str("\" size=\"").num(st.huge_live_bytes).str("\"/>");
+  emit();
+  system("");
+  l.str("</malloc>");
+  emit();
+  return 0;
+}
 
 MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
   struct magslab_stats st;

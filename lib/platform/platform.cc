@@ -149,15 +149,23 @@ void write_stderr(const char* s, size_t n) { write_fd(STDERR_FILENO, s, n); }
 
 int dup_stderr() { return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 100); }
 
-void write_fd(int fd, const char* s, size_t n) {
+int write_fd(int fd, const char* s, size_t n) {
   while (n > 0) {
     ssize_t w = write(fd, s, n);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
+    if (w < 0) return errno;
+    if (w == 0) return EIO;
     s += w;
     n -= static_cast<size_t>(w);
   }
+  return 0;
 }
+
+int open_for_writing(const char* path) {
+  return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+}
+
+void close_fd(int fd) { close(fd); }
 
 namespace {
 // Write a finished fatal line to stderr and abort.

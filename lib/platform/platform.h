@@ -59,7 +59,11 @@ void wake(const uint32_t* word);
 // blocked (the program's signals never land on it). false if the OS refuses.
 bool start_thread(const char* name, void* (*fn)(void*), void* arg);
 void write_stderr(const char* s, size_t n);
-void write_fd(int fd, const char* s, size_t n);
+// All n bytes (retrying short writes and EINTR); 0, or the errno of the failure.
+int write_fd(int fd, const char* s, size_t n);
+// open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644): an fd, or -1.
+int open_for_writing(const char* path);
+void close_fd(int fd);
 // A close-on-exec duplicate of stderr (>= 100, clear of the fds programs use),
 // or -1: for a report written at exit, after the program may have closed fd 2.
 int dup_stderr();

@@ -1,14 +1,12 @@
 // small/decay: the decay pass and the background thread that runs it.
 #include "small/decay.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include <atomic>
 
 #include "base/lock.h"
 #include "chunks/decay_event.h"
 #include "chunks/page_heap.h"
+#include "platform/options.h"
 #include "platform/platform.h"
 #include "small/depot.h"
 #include "small/slab.h"
@@ -51,12 +49,6 @@ void* run(void*) {
   return nullptr;
 }
 
-bool disabled_by_environment() {
-  // getenv does not allocate.
-  const char* v = getenv("MAGSLAB_BACKGROUND_THREAD");
-  return v != nullptr && strcmp(v, "0") == 0;
-}
-
 }  // namespace
 
 bool tick(uint64_t now) {
@@ -64,7 +56,7 @@ bool tick(uint64_t now) {
   if (decay_event::paused()) return true;
   bool pending = false;
   depot::decay(&pending);
-  uint64_t aged = now > heap::kDirtyDecayNs ? now - heap::kDirtyDecayNs : 0;
+  uint64_t aged = now > heap::dirty_decay_ns() ? now - heap::dirty_decay_ns() : 0;
   slab::decay(now > kTickNs ? now - kTickNs : 0, aged, &pending);
   heap::purge_aged(aged);
   {
@@ -91,7 +83,7 @@ void on_multithreaded() {
   uint32_t s = g_state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
   if (s != kNone) return;
   if (!g_state.compare_exchange_strong(s, kStarting, std::memory_order_relaxed)) return;
-  if (disabled_by_environment()) {
+  if (opt::get(opt::kBackgroundThread) == 0) {  // MAGSLAB_BACKGROUND_THREAD=0
     g_state.store(kDisabled, std::memory_order_relaxed);
     return;
   }

@@ -3,8 +3,8 @@
 //  * the depot's surplus: half of the full magazines no thread needed since the
 //    last pass (depot::decay, Bonwick & Adams' working-set reaping);
 //  * each class's cached empty slab, once it has sat there for a pass;
-//  * dirty page runs untouched for kDirtyDecayNs (heap::purge_aged);
-//  * pages of Slab records all unused for kDirtyDecayNs (slab::decay);
+//  * dirty page runs untouched for dirty_decay_ns() (heap::purge_aged);
+//  * pages of Slab records all unused for dirty_decay_ns() (slab::decay);
 //  * through a hook, the layer above's caches (large: the huge-mapping cache).
 // So a workload that swings within half a second never refaults, and an idle
 // process is back near its pre-burst RSS about a second after a burst.

@@ -6,7 +6,9 @@
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/check.h"
+#include "platform/options.h"
 #include "small/slab.h"
+#include "stats/events.h"
 
 namespace magslab {
 
@@ -26,9 +28,10 @@ namespace {
 // slabs and the page heap (madvise and chunk maps: 0.4 M blocks/s; 2.2 with 8,
 // docs/benchmarks.md, "Large blocks"). Worst case, a program that frees blocks
 // of every large class at once leaves about 52 MiB here until magslab_trim().
-constexpr int64_t limit_for(unsigned cls) {
-  int64_t per_mag = int64_t{kClasses[cls].mag_cap} * kClasses[cls].size;
-  int64_t n = (int64_t{1} << 20) / per_mag;
+// (Option depot_bytes, default 1 MiB: a division per magazine handed over.)
+int64_t limit_for(unsigned cls) {
+  int64_t per_mag = int64_t{mag_cap(cls)} * kClasses[cls].size;
+  int64_t n = static_cast<int64_t>(opt::get(opt::kDepotBytes)) / per_mag;
   int64_t min = cls >= kNumSmallClasses ? 8 : 4;
   return n < min ? min : n;
 }
@@ -61,6 +64,7 @@ Magazine* pop_full(unsigned cls) {
     int64_t lo = d.low.load(std::memory_order_relaxed);
     while (n < lo && !d.low.compare_exchange_weak(lo, n, std::memory_order_relaxed)) {
     }
+    stats::count(cls, stats::kDepotGet);
   }
   return m;
 }
@@ -70,17 +74,19 @@ bool push_full(unsigned cls, Magazine* m) {
   DepotClass& d = g_depot[cls];
   if (d.nfull.fetch_add(1, std::memory_order_relaxed) >= limit_for(cls)) {
     d.nfull.fetch_sub(1, std::memory_order_relaxed);
+    stats::count(cls, stats::kDepotOverflow);
     return false;
   }
   d.full_objects.fetch_add(m->count, std::memory_order_relaxed);
   d.full.push(&m->link);
   decay_event::note();
+  stats::count(cls, stats::kDepotPut);
   return true;
 }
 
 Magazine* get_empty(unsigned cls) {
   if (StackLink* l = g_depot[cls].empty.pop()) return as_magazine(l);
-  uint32_t cap = kClasses[cls].mag_cap;
+  uint32_t cap = mag_cap(cls);
   void* mem = meta::alloc(sizeof(Magazine) + cap * sizeof(void*));
   if (mem == nullptr) return nullptr;
   auto* m = new (mem) Magazine();

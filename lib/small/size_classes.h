@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "base/config.h"
+#include "platform/options.h"
 
 namespace magslab {
 
@@ -117,6 +118,21 @@ inline constexpr std::array<ClassInfo, kNumClasses> kClasses = detail::make_tabl
 inline constexpr std::array<uint8_t, detail::kLookupMax / 8 + 1> kSmallLookup =
     detail::make_lookup();
 inline constexpr size_t kLookupMax = detail::kLookupMax;
+
+// Capacity of the magazines of class cls made from now on. kClasses[cls].mag_cap
+// is the default; the options mag_bytes and mag_max (fixed at start) set it for
+// the small classes the way make_class() does: mag_bytes / size, at most mag_max,
+// at least 4. Large classes keep theirs (2, or 1 above 128 KiB). Only read when
+// a magazine is made and by the depot's limit, never on the fast path (a
+// magazine carries its capacity).
+inline uint32_t mag_cap(unsigned cls) {
+  const ClassInfo& ci = kClasses[cls];
+  if (ci.size > kMaxSharedSlabSize) return ci.mag_cap;
+  uint64_t cap = opt::get(opt::kMagBytes) / ci.size;
+  uint64_t max = opt::get(opt::kMagMax);
+  if (cap > max) cap = max;
+  return cap < 4 ? 4 : static_cast<uint32_t>(cap);
+}
 
 static_assert(kClasses[kNumSmallClasses - 1].size == kMaxSmallSize, "small classes end there");
 static_assert(kClasses[kNumClasses - 1].size == kMaxClassSize, "classes must reach kMaxClassSize");

@@ -13,6 +13,7 @@
 #include "platform/check.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
+#include "stats/events.h"
 
 namespace magslab {
 
@@ -235,6 +236,7 @@ Slab* carve(unsigned cls) {
   if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
   // The fields above are visible to a free that finds the slab (release stores).
   pagemap::set_slab(s->start, ci.slab_pages, s);
+  stats::count(cls, stats::kSlabCarved);
   return s;
 }
 
@@ -250,6 +252,7 @@ void unpublish(Slab* s) {
 void give_back(Slab* s) {
   ChunkMeta* chunk = s->chunk;
   uint32_t first_page = s->first_page, npages = kClasses[s->cls].slab_pages;
+  stats::count(s->cls, stats::kSlabReturned);
   free_slab_record(s);
   heap::free_slab_run(chunk, first_page, npages);
 }
@@ -317,6 +320,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
     }
   }
   std::reverse(out, out + got);
+  stats::count(cls, stats::kSlabRefill);
   stats::add_in_use(static_cast<size_t>(got) * ci.size);
   return got;
 }
@@ -369,6 +373,7 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
     }
   }
   for (uint32_t k = 0; k < ngive; ++k) give_back(to_give_back[k]);
+  stats::count(cls, stats::kSlabRelease);
   stats::sub_in_use(static_cast<size_t>(n) * ci.size);
 }
 

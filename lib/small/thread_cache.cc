@@ -9,10 +9,12 @@
 
 #include "base/lock.h"
 #include "chunks/meta_arena.h"
+#include "platform/options.h"
 #include "platform/platform.h"
 #include "small/decay.h"
 #include "small/requested.h"
 #include "small/slab.h"
+#include "stats/events.h"
 
 namespace magslab {
 
@@ -20,8 +22,7 @@ constinit ThreadCache g_sentinel_cache(&g_empty_magazine);
 constinit ThreadCache g_exited_cache(&g_empty_magazine);
 // relaxed: a statistic; the registry lock orders folds against requested_sum().
 constinit std::atomic<int64_t> requested::g_folded{0};
-constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec"))) =
-    &g_sentinel_cache;
+constinit thread_local ThreadCache* t_cache MAGSLAB_TLS_MODEL = &g_sentinel_cache;
 
 namespace cache {
 namespace {
@@ -70,6 +71,7 @@ void fold_requested(ThreadCache* tc) {
 }
 
 void init_once() {
+  opt::ensure_loaded();  // options before the first small block is served (the first cache)
   // pthread_key_create does not allocate; keys below PTHREAD_KEYS_MAX live in
   // the thread descriptor, so setspecific for an early key does not either.
   g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
@@ -137,6 +139,7 @@ void retire(unsigned cls, Magazine* m) {
 void flush(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
+    if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
     for (Magazine* m : {p.loaded, p.previous, p.remote}) {
       if (!is_real(m)) continue;
       if (m->count != 0) slab::release(c, m->objs, m->count);
@@ -156,6 +159,7 @@ void retire_all(ThreadCache* tc) {
     ThreadCache::Pair& p = tc->cls[c];
     retire(c, p.loaded);
     retire(c, p.previous);
+    if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
     retire(c, p.remote);
     set_loaded(p, &g_empty_magazine);
     set_previous(p, &g_empty_magazine);
@@ -207,17 +211,17 @@ void on_thread_exit(void* arg) {
 // what nobody does) until half the cap is left. The fast path is unchanged: a
 // large class's magazines hold one or two blocks, so its slow path runs every
 // other operation anyway.
-constexpr size_t kThreadLargeCacheBytes = size_t{2} << 20;
 
 void bound_large_classes(ThreadCache* tc, unsigned cur) {
+  const size_t cap = opt::get(opt::kThreadLargeBytes);  // option thread_large_bytes, 2 MiB
   size_t bytes = 0;
   for (unsigned c = kNumSmallClasses; c < kNumClasses; ++c) {
     if (c == cur) continue;
     const ThreadCache::Pair& p = tc->cls[c];
     bytes += size_t{p.loaded->count + p.previous->count + p.remote->count} * kClasses[c].size;
   }
-  if (bytes <= kThreadLargeCacheBytes) return;
-  for (unsigned c = kNumClasses; c-- > kNumSmallClasses && bytes > kThreadLargeCacheBytes / 2;) {
+  if (bytes <= cap) return;
+  for (unsigned c = kNumClasses; c-- > kNumSmallClasses && bytes > cap / 2;) {
     if (c == cur) continue;
     ThreadCache::Pair& p = tc->cls[c];
     for (Magazine* ThreadCache::Pair::*slot :
@@ -292,9 +296,11 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
   if (r->count < r->cap) return push(r, p);
   Magazine* e = depot::get_empty(cls);
   if (e == nullptr) {
+    stats::count(cls, stats::kRemoteFree);
     slab::release(cls, &p, 1);
     return;
   }
+  stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
   retire(cls, r);
   set_remote(pr, e);
   push(e, p);
@@ -394,12 +400,15 @@ void reset_after_fork_child() {
 
 void cached_objects(CachedCounts* out) {
   for (size_t& o : out->objects) o = 0;
+  for (size_t& o : out->remote) o = 0;
   LockGuard g(g_registry_lock);
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       out->objects[c] += mag_count(read_loaded(tc->cls[c]));
       out->objects[c] += mag_count(read_previous(tc->cls[c]));
-      out->objects[c] += mag_count(read_remote(tc->cls[c]));
+      uint32_t remote = mag_count(read_remote(tc->cls[c]));
+      out->objects[c] += remote;
+      out->remote[c] += remote;
     }
   }
 }

@@ -61,10 +61,11 @@ extern ThreadCache g_exited_cache;
 inline bool is_owned_cache(const ThreadCache* tc) {
   return tc != &g_sentinel_cache && tc != &g_exited_cache;
 }
-// initial-exec: a fixed offset from %fs, no __tls_get_addr call (and no
-// allocation by the dynamic loader) even when magslab is a shared library.
-// constinit: no dynamic initialisation, so no TLS wrapper call on access.
-extern constinit thread_local ThreadCache* t_cache __attribute__((tls_model("initial-exec")));
+// initial-exec (MAGSLAB_TLS_MODEL, base/config.h): a fixed offset from %fs, no
+// __tls_get_addr call (and no allocation by the dynamic loader) in the override
+// and the static library; TLS descriptors in libmagslab.so, so that it can be
+// dlopen()ed. constinit: no dynamic initialisation, so no TLS wrapper call on access.
+extern constinit thread_local ThreadCache* t_cache MAGSLAB_TLS_MODEL;
 
 namespace cache {
 
@@ -118,6 +119,7 @@ void reset_after_fork_child();
 
 struct CachedCounts {
   size_t objects[kNumClasses];
+  size_t remote[kNumClasses];  // of those, in remote magazines (frees not yet in stats events)
 };
 // Thread caches in the registry (threads that own one now).
 size_t live_caches();

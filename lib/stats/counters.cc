@@ -3,7 +3,11 @@
 // layers above call it; api/stats.cc assembles the report.
 #include "stats/counters.h"
 
+#include "stats/events.h"
+
 namespace magslab::stats {
+
+constinit ClassEvents g_events[kEventClasses];
 namespace {
 // relaxed: statistics only; no other memory is published through them.
 std::atomic<size_t> g_in_use{0};

@@ -1,0 +1,53 @@
+/* options_main: options read from the environment take effect the same way
+ * whether magslab is linked (libmagslab.so, libmagslab.a) or preloaded
+ * (libmagslab-override.so; built with OPTIONS_VIA_MALLOC, it calls malloc and
+ * finds the stats through dlsym), and before the first allocation is served.
+ *
+ * One block of 1700 B (class 1792: 18 objects per magazine by default) is
+ * allocated; the objects left in its magazine show the capacity in effect.
+ * Prints "cached=<n> max_cached=<most free objects cached in any class>
+ * free_chunks=<value>". With MAGSLAB_MAG_MAX=8, cached=7 and no class may hold
+ * more than three magazines of 8 (loaded, previous, remote): had any magazine
+ * been made before the options were read, it would hold up to 256. */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "magslab/magslab.h"
+
+#ifdef OPTIONS_VIA_MALLOC
+#include <dlfcn.h>
+#define ALLOC malloc
+#else
+#define ALLOC magslab_malloc
+#endif
+
+int main(void) {
+#ifdef OPTIONS_VIA_MALLOC
+  /* Not linked with magslab (not even at -O0): found in the preloaded override. */
+  size_t (*stats_get)(struct magslab_stats*, size_t) =
+      (size_t(*)(struct magslab_stats*, size_t))dlsym(RTLD_DEFAULT, "magslab_stats_get");
+  int (*option_get)(const char*, size_t*) =
+      (int (*)(const char*, size_t*))dlsym(RTLD_DEFAULT, "magslab_option_get");
+  if (stats_get == NULL || option_get == NULL) {
+    printf("magslab is not loaded\n");
+    return 1;
+  }
+#else
+  size_t (*stats_get)(struct magslab_stats*, size_t) = magslab_stats_get;
+  int (*option_get)(const char*, size_t*) = magslab_option_get;
+#endif
+  void* volatile p = ALLOC(1700);
+  if (p == NULL) return 1;
+  static struct magslab_stats st;
+  stats_get(&st, sizeof st);
+  size_t cached = 0, max_cached = 0;
+  for (size_t c = 0; c < st.class_count; ++c) {
+    if (st.classes[c].object_size == 1792) cached = st.classes[c].cached_objects;
+    if (st.classes[c].cached_objects > max_cached) max_cached = st.classes[c].cached_objects;
+  }
+  size_t free_chunks = 0;
+  option_get("free_chunks", &free_chunks);
+  printf("cached=%zu max_cached=%zu free_chunks=%zu\n", cached, max_cached, free_chunks);
+  return 0;
+}

@@ -1,0 +1,93 @@
+// Per-class event counters (magslab_class_stats: depot_gets … slabs_returned) under
+// producer/consumer traffic: every counter moves where the slow paths say it must,
+// and remote_frees is exact (frees still in a remote magazine are added by stats).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "small/size_classes.h"
+
+namespace {
+
+using magslab::class_of;
+using magslab::mag_cap;
+
+magslab_class_stats class_stats(unsigned c) {
+  static struct magslab_stats st;  // large: not on the test's stack
+  magslab_stats_get(&st, sizeof st);
+  return st.classes[c];
+}
+
+// A producer thread allocates `blocks` of `size`; a consumer frees them all
+// (another thread's objects: remote frees). The producer stays alive until the
+// end: an exited thread's cache would be recycled for the next thread, whose
+// frees would then be its own. `allocated` runs after the allocation,
+// `freed` after the frees, both while the producer is alive.
+template <class F, class G>
+void hand_over(std::vector<void*>& blocks, size_t size, F allocated, G freed) {
+  std::atomic<int> phase{0};
+  std::thread producer([&] {
+    for (void*& p : blocks) p = magslab_malloc(size);
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::yield();
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  allocated();
+  std::thread consumer([&] {
+    for (void* p : blocks) magslab_free(p);
+  });
+  consumer.join();
+  freed();
+  phase.store(2);
+  producer.join();
+}
+
+TEST(StatsEvents, ProducerConsumerCountsRemoteFreesAndDepotTrades) {
+  const size_t kSize = 64, kBlocks = 20000;
+  const unsigned c = class_of(kSize);
+  magslab_class_stats before = class_stats(c);
+  std::vector<void*> blocks(kBlocks);
+  magslab_class_stats after;
+  hand_over(
+      blocks, kSize,
+      [&] {
+        magslab_class_stats mid = class_stats(c);
+        EXPECT_GT(mid.slab_refills, before.slab_refills);
+        EXPECT_GT(mid.slabs_carved, before.slabs_carved);
+      },
+      [&] { after = class_stats(c); });
+  EXPECT_EQ(after.remote_frees - before.remote_frees, kBlocks);
+  // Full remote magazines went to the depot (or past its limit to the slabs).
+  EXPECT_GT(after.depot_puts + after.depot_overflows, before.depot_puts + before.depot_overflows);
+  EXPECT_EQ(after.live_objects, before.live_objects);
+  // Another thread takes them back from the depot.
+  std::thread again([&] {
+    for (void*& p : blocks) p = magslab_malloc(kSize);
+    for (void* p : blocks) magslab_free(p);
+  });
+  again.join();
+  EXPECT_GT(class_stats(c).depot_gets, after.depot_gets);
+}
+
+TEST(StatsEvents, DepotOverflowsGoToTheSlabsAndTrimReturnsSlabs) {
+  const size_t kSize = 256;
+  const unsigned c = class_of(kSize);
+  ASSERT_EQ(magslab_option_set("depot_bytes", 0), 0);  // the minimum: 4 magazines per class
+  magslab_class_stats before = class_stats(c);
+  const size_t n = 20 * mag_cap(c);
+  std::vector<void*> blocks(n);
+  hand_over(
+      blocks, kSize, [] {}, [] {});
+  magslab_class_stats after = class_stats(c);
+  EXPECT_GT(after.depot_overflows, before.depot_overflows);
+  EXPECT_GT(after.slab_releases, before.slab_releases);
+  EXPECT_LE(after.depot_puts - before.depot_puts, 4u + 1u);
+  magslab_trim();
+  EXPECT_GT(class_stats(c).slabs_returned, before.slabs_returned);
+  ASSERT_EQ(magslab_option_set("depot_bytes", 1 << 20), 0);
+}
+
+}  // namespace
