@@ -183,8 +183,11 @@ class Arena {
 // ---------------------------------------------------------------------------
 // ConcurrentArena: a fixed region (reserved up front, committed as touched)
 // from which any number of threads allocate at once: allocate() is one atomic
-// fetch_add. Same edge behaviour as Arena. reset() must not run concurrently
-// with allocate() (the caller knows when every user is done).
+// fetch_add. Same edge behaviour as Arena, except that a request which does
+// not fit (but is not larger than the capacity) has moved the offset past the
+// end: the arena stays exhausted until reset() (there is no undo of a
+// fetch_add another thread may have followed). reset() must not run
+// concurrently with allocate() (the caller knows when every user is done).
 class ConcurrentArena {
  public:
   explicit ConcurrentArena(std::size_t capacity) : region_(capacity) {
