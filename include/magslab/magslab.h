@@ -160,6 +160,14 @@ MAGSLAB_API void magslab_cache_stats(const magslab_cache* cache, struct magslab_
  * fixed arena: NULL, nothing allocated, the arena unchanged. */
 typedef struct magslab_arena magslab_arena;
 
+/* Every magslab_arena begins with its bump cursor: [cur, end) is the free part
+ * of its current region. magslab.hpp's Arena bumps it inline and calls
+ * magslab_arena_alloc_aligned only when the request does not fit. */
+struct magslab_arena_cursor {
+  char* cur;
+  char* end;
+};
+
 /* A fixed arena of `capacity` bytes (rounded up to whole pages; 0 is allowed:
  * every allocation then fails). NULL when the OS refuses the reservation. */
 MAGSLAB_API magslab_arena* magslab_arena_create(size_t capacity);

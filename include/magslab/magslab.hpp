@@ -161,7 +161,17 @@ class Arena {
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 
+  // The common case inline (the arena's cursor, magslab.h); anything else —
+  // a refused request, the next region, growth — in the library.
   void* allocate(std::size_t size, std::size_t align = alignof(std::max_align_t)) noexcept {
+    auto* c = reinterpret_cast<magslab_arena_cursor*>(a_);
+    std::size_t room = static_cast<std::size_t>(c->end - c->cur);
+    std::size_t pad = (0 - reinterpret_cast<std::uintptr_t>(c->cur)) & (align - 1);
+    if (size - 1 < room && pad <= room - size && detail::is_pow2(align)) {
+      char* p = c->cur + pad;
+      c->cur = p + size;
+      return p;
+    }
     return magslab_arena_alloc_aligned(a_, size, align);
   }
   // Room for n T (uninitialised), or nullptr (n == 0, overflow, exhausted).

@@ -10,6 +10,7 @@
 // except that a growing arena may have moved on to a later region first.
 #include <errno.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <new>
 
@@ -53,8 +54,8 @@ Region* map_region(size_t bytes) {
 }  // namespace
 
 struct magslab_arena {
-  char* cur = nullptr;
-  char* end = nullptr;
+  // First, and public (magslab.h): the C++ Arena bumps it inline.
+  magslab_arena_cursor bump = {nullptr, nullptr};
   Region* current = nullptr;
   Region* first = nullptr;
   Region* last = nullptr;
@@ -64,8 +65,8 @@ struct magslab_arena {
 
   void enter(Region* r) {
     current = r;
-    cur = r->base;
-    end = r->base + r->size;
+    bump.cur = r->base;
+    bump.end = r->base + r->size;
   }
   void append(Region* r) {
     if (last != nullptr)
@@ -120,6 +121,8 @@ bool advance(magslab_arena* a, size_t size, size_t align) {
 
 }  // namespace
 
+static_assert(offsetof(magslab_arena, bump) == 0, "magslab.h: the cursor comes first");
+
 extern "C" {
 
 magslab_arena* magslab_arena_create(size_t capacity) { return create(capacity, 0); }
@@ -134,11 +137,11 @@ void* magslab_arena_alloc_aligned(magslab_arena* a, size_t size, size_t align) {
     if (a->current != nullptr) {
       // Padding and room computed by subtraction only: no overflow for any
       // size or alignment.
-      size_t room = static_cast<size_t>(a->end - a->cur);
-      size_t pad = (0 - reinterpret_cast<uintptr_t>(a->cur)) & (align - 1);
+      size_t room = static_cast<size_t>(a->bump.end - a->bump.cur);
+      size_t pad = (0 - reinterpret_cast<uintptr_t>(a->bump.cur)) & (align - 1);
       if (pad <= room && size <= room - pad) {
-        char* p = a->cur + pad;
-        a->cur = p + size;
+        char* p = a->bump.cur + pad;
+        a->bump.cur = p + size;
         return p;
       }
     }
@@ -152,7 +155,7 @@ void* magslab_arena_alloc(magslab_arena* a, size_t size) {
 
 size_t magslab_arena_used(const magslab_arena* a) {
   if (a->current == nullptr) return 0;
-  return a->before_current + static_cast<size_t>(a->cur - a->current->base);
+  return a->before_current + static_cast<size_t>(a->bump.cur - a->current->base);
 }
 
 size_t magslab_arena_remaining(const magslab_arena* a) {
