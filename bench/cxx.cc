@@ -6,8 +6,10 @@
 // magslab::allocator) calls libmagslab, which under the magslab preload is the
 // override's copy (it exports the same C API), so one heap serves the process.
 //
-//   BM_cache/object_cache, BM_cache/new_delete      64-byte object, non-trivial
-//                                                    constructor: pairs and batches of 100
+//   BM_cache/object_cache, BM_cache/new_delete      64-byte object whose constructor fills
+//                                                    it: pairs and batches of 100
+//   BM_cache_buffered/...                            the same with a constructor that also
+//                                                    allocates a 256-byte buffer it owns
 //   BM_arena/magslab, BM_arena/magslab_pmr,          bump allocation of 16..128 B until
 //   BM_arena/monotonic, BM_arena/monotonic_buffer    256 KiB, then reset/release
 //   BM_pool/<resource>, threads 1..16                a pmr::map per thread doing random
@@ -37,7 +39,8 @@ namespace {
 // ---- Object caches vs new/delete ----
 
 // 64 bytes; the constructor fills them (a typical "initialise the fields"
-// constructor), the destructor reads one (non-trivial, not optimised out).
+// constructor, the cheapest non-trivial one), the destructor reads one (not
+// optimised out).
 struct Obj64 {
   Obj64() {
     for (int i = 0; i < 8; ++i) v[i] = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1);
@@ -47,15 +50,31 @@ struct Obj64 {
 };
 static_assert(sizeof(Obj64) == 64);
 
-magslab::ObjectCache<Obj64>& obj_cache() {
-  static magslab::ObjectCache<Obj64>* c = new magslab::ObjectCache<Obj64>("bench");
+// 64 bytes whose constructor also sets up owned state — a 256-byte buffer, as
+// a connection or parser object would — which the cache keeps across reuse.
+struct Buffered64 {
+  Buffered64() : buf(new char[256]), cap(256) {
+    std::memset(buf, 0, 64);
+    for (int i = 0; i < 6; ++i) v[i] = static_cast<uint64_t>(i);
+  }
+  ~Buffered64() { delete[] buf; }
+  char* buf;
+  uint64_t cap;
+  uint64_t v[6];
+};
+static_assert(sizeof(Buffered64) == 64);
+
+template <class T>
+magslab::ObjectCache<T>& obj_cache() {
+  static auto* c = new magslab::ObjectCache<T>("bench");
   return *c;
 }
 
+template <class T>
 void BM_cache_object_cache(benchmark::State& state) {
-  auto& cache = obj_cache();
+  auto& cache = obj_cache<T>();
   const int batch = static_cast<int>(state.range(0));
-  std::vector<Obj64*> held(static_cast<size_t>(batch));
+  std::vector<T*> held(static_cast<size_t>(batch));
   for (auto _ : state) {
     for (int i = 0; i < batch; ++i) {
       held[i] = cache.acquire();
@@ -66,12 +85,13 @@ void BM_cache_object_cache(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
+template <class T>
 void BM_cache_new_delete(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
-  std::vector<Obj64*> held(static_cast<size_t>(batch));
+  std::vector<T*> held(static_cast<size_t>(batch));
   for (auto _ : state) {
     for (int i = 0; i < batch; ++i) {
-      held[i] = new Obj64;
+      held[i] = new T;
       benchmark::DoNotOptimize(held[i]);
     }
     for (int i = 0; i < batch; ++i) delete held[i];
@@ -83,21 +103,36 @@ void BM_cache_new_delete(benchmark::State& state) {
 
 constexpr size_t kArenaBytes = 256 << 10;
 
-// Sizes 16..128 B in a fixed pseudo-random order, alignment 8 or 16.
+// Sizes 16..128 B in a fixed pseudo-random order, alignment 8 or 16, computed
+// once: the loop then measures the allocation calls, not the generator.
+struct Request {
+  uint32_t size;
+  uint32_t align;
+};
+const std::vector<Request>& requests() {
+  static const std::vector<Request> r = [] {
+    std::vector<Request> v;
+    uint32_t x = 12345;
+    size_t used = 0;
+    while (used < kArenaBytes - 256) {
+      x = x * 1664525u + 1013904223u;
+      Request q{16 + (x >> 24) % 113, (x & 1) ? 8u : 16u};
+      used += q.size + 8;
+      v.push_back(q);
+    }
+    return v;
+  }();
+  return r;
+}
+
 template <class Alloc>
 int64_t fill(Alloc&& alloc) {
-  uint32_t x = 12345;
-  size_t used = 0;
-  int64_t n = 0;
-  while (used < kArenaBytes - 256) {
-    x = x * 1664525u + 1013904223u;
-    size_t size = 16 + (x >> 24) % 113;
-    void* p = alloc(size, (x & 1) ? 8 : 16);
+  const std::vector<Request>& r = requests();
+  for (const Request& q : r) {
+    void* p = alloc(q.size, q.align);
     benchmark::DoNotOptimize(p);
-    used += size + 8;
-    ++n;
   }
-  return n;
+  return static_cast<int64_t>(r.size());
 }
 
 void BM_arena_magslab(benchmark::State& state) {
@@ -110,8 +145,10 @@ void BM_arena_magslab(benchmark::State& state) {
   state.SetItemsProcessed(items);
 }
 
-void BM_arena_magslab_pmr(benchmark::State& state) {
-  magslab::pmr::ArenaResource r(kArenaBytes + (64 << 10), 1 << 20);
+// Through the std::pmr interface (a virtual call per allocation, as programs
+// use these resources); release() between rounds.
+template <class Resource>
+void arena_pmr(benchmark::State& state, Resource& r) {
   std::pmr::memory_resource* mr = &r;
   int64_t items = 0;
   for (auto _ : state) {
@@ -121,29 +158,22 @@ void BM_arena_magslab_pmr(benchmark::State& state) {
   state.SetItemsProcessed(items);
 }
 
+void BM_arena_magslab_pmr(benchmark::State& state) {
+  magslab::pmr::ArenaResource r(kArenaBytes + (64 << 10), 1 << 20);
+  arena_pmr(state, r);
+}
+
 // Upstream: new/delete (the preloaded allocator); release() gives the chunks back.
 void BM_arena_monotonic(benchmark::State& state) {
   std::pmr::monotonic_buffer_resource r;
-  std::pmr::memory_resource* mr = &r;
-  int64_t items = 0;
-  for (auto _ : state) {
-    items += fill([&](size_t s, size_t a) { return mr->allocate(s, a); });
-    r.release();
-  }
-  state.SetItemsProcessed(items);
+  arena_pmr(state, r);
 }
 
 // With an initial buffer that holds everything: memory reused, like Arena.
 void BM_arena_monotonic_buffer(benchmark::State& state) {
   std::vector<char> buf(kArenaBytes + (64 << 10));
   std::pmr::monotonic_buffer_resource r(buf.data(), buf.size());
-  std::pmr::memory_resource* mr = &r;
-  int64_t items = 0;
-  for (auto _ : state) {
-    items += fill([&](size_t s, size_t a) { return mr->allocate(s, a); });
-    r.release();
-  }
-  state.SetItemsProcessed(items);
+  arena_pmr(state, r);
 }
 
 // ---- Node containers on pmr resources, 1..16 threads ----
@@ -195,8 +225,15 @@ void BM_map(benchmark::State& state) {
 
 void register_all() {
   for (int batch : {1, 100}) {
-    benchmark::RegisterBenchmark("BM_cache/object_cache", BM_cache_object_cache)->Arg(batch);
-    benchmark::RegisterBenchmark("BM_cache/new_delete", BM_cache_new_delete)->Arg(batch);
+    benchmark::RegisterBenchmark("BM_cache/object_cache", BM_cache_object_cache<Obj64>)->Arg(batch);
+    benchmark::RegisterBenchmark("BM_cache/new_delete", BM_cache_new_delete<Obj64>)->Arg(batch);
+  }
+  for (int batch : {1, 100}) {
+    benchmark::RegisterBenchmark("BM_cache_buffered/object_cache",
+                                 BM_cache_object_cache<Buffered64>)
+        ->Arg(batch);
+    benchmark::RegisterBenchmark("BM_cache_buffered/new_delete", BM_cache_new_delete<Buffered64>)
+        ->Arg(batch);
   }
   benchmark::RegisterBenchmark("BM_arena/magslab", BM_arena_magslab);
   benchmark::RegisterBenchmark("BM_arena/magslab_pmr", BM_arena_magslab_pmr);

@@ -359,6 +359,31 @@ TEST(CacheCApi, NoConstructorAndSmallAlignments) {
   }
 }
 
+// Objects above 1 MiB: slabs of 4 MiB and more, huge blocks of the heap.
+TEST(CacheCApi, HugeObjects) {
+  CArgs args;
+  magslab_cache* c = magslab_cache_create("huge", size_t{3} << 20, 64, c_ctor, c_dtor, &args);
+  ASSERT_NE(c, nullptr);
+  struct magslab_cache_stats st;
+  magslab_cache_stats(c, &st);
+  EXPECT_GE(st.slab_size, size_t{4} << 20);
+  EXPECT_GE(st.objects_per_slab, 1u);
+  std::vector<void*> v;
+  for (int i = 0; i < 3; ++i) {
+    void* p = magslab_cache_alloc(c);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+    std::memset(static_cast<char*>(p) + 48, i, (size_t{3} << 20) - 48);
+    v.push_back(p);
+  }
+  magslab_cache_stats(c, &st);
+  EXPECT_EQ(st.live, 3u);
+  for (void* p : v) magslab_cache_free(c, p);
+  EXPECT_EQ(magslab_cache_destroy(c), 0u);
+  EXPECT_EQ(args.ctors, args.dtors);
+  EXPECT_GE(args.ctors, 3);
+}
+
 TEST(CacheCApi, BadArgumentsAreEinval) {
   errno = 0;
   EXPECT_EQ(magslab_cache_create("x", 0, 16, nullptr, nullptr, nullptr), nullptr);

@@ -413,6 +413,14 @@ void flush(magslab_cache* c, Magazine* m) {
   put_empty(m);
 }
 
+// A thread's magazines of c into the slabs; the slot is left empty.
+void empty_slot(magslab_cache* c, Slot& s) {
+  flush(c, s.loaded);
+  flush(c, s.previous);
+  set_loaded(s, &g_empty_magazine);
+  set_previous(s, &g_empty_magazine);
+}
+
 // Up to n objects from the slabs, populating a new slab if none has a free
 // object. 0: out of memory, or a constructor failed.
 uint32_t refill(magslab_cache* c, void** out, uint32_t n) {
@@ -694,14 +702,8 @@ size_t destroy(magslab_cache* c, bool free_live) {
   {
     LockGuard g(g_lock);
     // Every thread's magazines of c, then the depot, back into the slabs.
-    for (CacheTable* t = g_tables; t != nullptr; t = t->reg_next) {
-      if (c->id >= t->cap) continue;
-      Slot& s = t->slot[c->id];
-      flush(c, s.loaded);
-      flush(c, s.previous);
-      set_loaded(s, &g_empty_magazine);
-      set_previous(s, &g_empty_magazine);
-    }
+    for (CacheTable* t = g_tables; t != nullptr; t = t->reg_next)
+      if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
     while (Magazine* m = pop_full(c)) flush(c, m);
     g_caches[c->id] = nullptr;  // the id may be reused from now on
   }
@@ -805,13 +807,7 @@ void magslab_cache_free(magslab_cache* c, void* p) {
 size_t magslab_cache_reap(magslab_cache* c) {
   // The calling thread's magazines and the depot, into the slabs.
   CacheTable* t = t_table;
-  if (c->id < t->cap) {
-    Slot& s = t->slot[c->id];
-    flush(c, s.loaded);
-    flush(c, s.previous);
-    set_loaded(s, &g_empty_magazine);
-    set_previous(s, &g_empty_magazine);
-  }
+  if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
   while (Magazine* m = pop_full(c)) flush(c, m);
   // Unlink the slabs with no object out under the lock; destruct and free them
   // outside it (destructors may use magslab).
