@@ -1,7 +1,8 @@
-// magslab::pmr::PoolResource and magslab::pmr::resource() shared by threads (runs
-// under the tsan preset): node containers on each thread over one resource, and
-// nodes allocated on one thread and freed on another, verified element by
-// element; the pool's release at the end leaves the heap as it was.
+// magslab::pmr::PoolResource, magslab::pmr::resource() and magslab::allocator<T>
+// across threads (runs under the tsan preset): node containers on each thread
+// over one resource, and nodes allocated on one thread and freed on another,
+// verified element by element; the pool's release at the end leaves the heap
+// as it was.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -117,6 +118,40 @@ TEST(PoolMt, NodesFreedOnAnotherThread) {
   }
   for (auto& t : ts) t.join();
   EXPECT_EQ(checked.load(), long{kProducers} * kListsEach);
+}
+
+// std::map on magslab::allocator on every thread, and maps moved to another
+// thread to be checked and destroyed there.
+TEST(AllocatorMt, MapsBuiltHereDestroyedThere) {
+  using Map = std::map<int, std::string, std::less<int>,
+                       magslab::allocator<std::pair<const int, std::string>>>;
+  constexpr int kThreads = 4;
+  std::vector<Map> built(kThreads);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kThreads; ++i) {
+    ts.emplace_back([&built, i] {
+      Map& m = built[i];
+      for (int k = 0; k < 4000; ++k) m.emplace(k, std::to_string(k * (i + 1)) + "-node");
+      for (int k = 0; k < 4000; k += 4) m.erase(k);
+    });
+  }
+  for (auto& t : ts) t.join();
+  ts.clear();
+  // Each map is checked and destroyed by the next thread over.
+  for (int i = 0; i < kThreads; ++i) {
+    ts.emplace_back([&built, i] {
+      Map m = std::move(built[(i + 1) % kThreads]);
+      int owner = (i + 1) % kThreads;
+      size_t n = 0;
+      for (const auto& [k, v] : m) {
+        ASSERT_NE(k % 4, 0);
+        ASSERT_EQ(v, std::to_string(k * (owner + 1)) + "-node");
+        ++n;
+      }
+      ASSERT_EQ(n, 3000u);
+    });
+  }
+  for (auto& t : ts) t.join();
 }
 
 }  // namespace
