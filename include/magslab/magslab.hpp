@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <limits>
 #include <memory>
@@ -28,9 +29,19 @@
 namespace magslab {
 
 namespace detail {
+// Failures throw as the standard library does; a program built without
+// exceptions (-fno-exceptions) aborts instead, as libstdc++ does there.
+#if defined(__cpp_exceptions)
+#define MAGSLAB_THROW(e) throw e
+#else
+#define MAGSLAB_THROW(e) std::abort()
+#endif
+
+#if defined(__cpp_exceptions)
 // The exception a constructor threw while ObjectCache populated a slab on this
 // thread; acquire() rethrows it (the C layer below only sees a failure).
 inline thread_local std::exception_ptr t_ctor_error;
+#endif
 
 inline bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
 }  // namespace detail
@@ -74,7 +85,7 @@ class ObjectCache {
   // name: for messages (up to 47 bytes kept). Throws std::bad_alloc.
   explicit ObjectCache(const char* name = "ObjectCache")
       : c_(magslab_cache_create(name, sizeof(T), alignof(T), &construct, destructor(), nullptr)) {
-    if (c_ == nullptr) throw std::bad_alloc();
+    if (c_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
   }
   ~ObjectCache() { magslab_cache_destroy(c_); }
   ObjectCache(const ObjectCache&) = delete;
@@ -84,14 +95,18 @@ class ObjectCache {
   // std::bad_alloc without memory.
   T* acquire() {
     if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
+#if defined(__cpp_exceptions)
     std::exception_ptr e = std::exchange(detail::t_ctor_error, nullptr);
     if (e) std::rethrow_exception(e);
-    throw std::bad_alloc();
+#endif
+    MAGSLAB_THROW(std::bad_alloc());
   }
   // nullptr instead of an exception.
   T* try_acquire() noexcept {
     void* p = magslab_cache_alloc(c_);
+#if defined(__cpp_exceptions)
     if (p == nullptr) detail::t_ctor_error = nullptr;
+#endif
     return static_cast<T*>(p);
   }
   // Give p (constructed, from this cache) back; nullptr is ignored.
@@ -115,6 +130,7 @@ class ObjectCache {
 
  private:
   static int construct(void* p, void*) noexcept {
+#if defined(__cpp_exceptions)
     try {
       ::new (p) T();
       return 0;
@@ -122,6 +138,10 @@ class ObjectCache {
       detail::t_ctor_error = std::current_exception();
       return -1;
     }
+#else
+    ::new (p) T();
+    return 0;
+#endif
   }
   static void destruct(void* p, void*) noexcept { static_cast<T*>(p)->~T(); }
   static constexpr magslab_cache_dtor destructor() noexcept {
@@ -147,7 +167,7 @@ class Arena {
   explicit Arena(std::size_t capacity, std::size_t grow_chunk = 0)
       : a_(grow_chunk == 0 ? magslab_arena_create(capacity)
                            : magslab_arena_create_growing(capacity, grow_chunk)) {
-    if (a_ == nullptr) throw std::bad_alloc();
+    if (a_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
   }
   ~Arena() { magslab_arena_destroy(a_); }
   Arena(Arena&& o) noexcept : a_(std::exchange(o.a_, nullptr)) {}
@@ -258,10 +278,11 @@ struct allocator {
   allocator(const allocator<U>&) noexcept {}
 
   [[nodiscard]] T* allocate(std::size_t n) {
-    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
+      MAGSLAB_THROW(std::bad_array_new_length());
     void* p = alignof(T) > 16 ? magslab_aligned_alloc(alignof(T), n * sizeof(T))
                               : magslab_malloc(n * sizeof(T));
-    if (p == nullptr) throw std::bad_alloc();
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
     return static_cast<T*>(p);
   }
   void deallocate(T* p, std::size_t n) noexcept { magslab_free_sized(p, n * sizeof(T)); }
@@ -274,20 +295,25 @@ struct allocator {
 
 namespace pmr {
 
-// A std::pmr::memory_resource over the magslab heap. Every instance is equal
-// to every other (one heap).
+inline std::pmr::memory_resource* resource() noexcept;
+
+// The std::pmr::memory_resource over the magslab heap: one object, made by
+// resource() (so equality is identity, and needs no RTTI).
 class HeapResource final : public std::pmr::memory_resource {
  private:
+  HeapResource() = default;
+  friend std::pmr::memory_resource* resource() noexcept;
+
   void* do_allocate(std::size_t bytes, std::size_t align) override {
     void* p = align <= 16 ? magslab_malloc(bytes) : magslab_aligned_alloc(align, bytes);
-    if (p == nullptr) throw std::bad_alloc();
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
     return p;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t) override {
     magslab_free_sized(p, bytes);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-    return dynamic_cast<const HeapResource*>(&o) != nullptr;
+    return this == &o;
   }
 };
 
@@ -320,7 +346,7 @@ class ArenaResource final : public std::pmr::memory_resource {
  private:
   void* do_allocate(std::size_t bytes, std::size_t align) override {
     void* p = arena_->allocate(bytes == 0 ? 1 : bytes, align);
-    if (p == nullptr) throw std::bad_alloc();
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
     return p;
   }
   void do_deallocate(void*, std::size_t, std::size_t) override {}
@@ -339,7 +365,7 @@ class ArenaResource final : public std::pmr::memory_resource {
 class PoolResource final : public std::pmr::memory_resource {
  public:
   PoolResource() : p_(magslab_pool_create()) {
-    if (p_ == nullptr) throw std::bad_alloc();
+    if (p_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
   }
   ~PoolResource() override { magslab_pool_destroy(p_); }
   PoolResource(const PoolResource&) = delete;
@@ -348,13 +374,13 @@ class PoolResource final : public std::pmr::memory_resource {
   // Free everything at once (not concurrently with any other use).
   void release() {
     magslab_pool_destroy(std::exchange(p_, magslab_pool_create()));
-    if (p_ == nullptr) throw std::bad_alloc();
+    if (p_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
   }
 
  private:
   void* do_allocate(std::size_t bytes, std::size_t align) override {
     void* p = magslab_pool_alloc(p_, bytes, align);
-    if (p == nullptr) throw std::bad_alloc();
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
     return p;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
