@@ -18,6 +18,6 @@ while IFS= read -r -d '' f; do
     bad=$((bad + 1))
   fi
 done < <(find lib include tests stress bench testing examples -type f \
-           \( -name '*.h' -o -name '*.cc' -o -name '*.c' \) -not -path 'tests/fuzz/corpus/*' -print0)
+           \( -name '*.h' -o -name '*.hpp' -o -name '*.cc' -o -name '*.c' \) -not -path 'tests/fuzz/corpus/*' -print0)
 echo "check_format: $bad file(s) not formatted"
 [[ $bad -eq 0 ]]

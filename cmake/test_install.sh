@@ -47,6 +47,8 @@ cmake --install "$build_dir" --prefix "$prefix"
 
 [[ -f "$prefix/include/magslab/magslab.h" ]] ||
   { echo "test_install: magslab.h not installed" >&2; exit 1; }
+[[ -f "$prefix/include/magslab/magslab.hpp" ]] ||
+  { echo "test_install: magslab.hpp not installed" >&2; exit 1; }
 config=$(find "$prefix" -name magslabConfig.cmake -print -quit)
 pcfile=$(find "$prefix" -name magslab.pc -print -quit)
 [[ -n "$config" ]] || { echo "test_install: magslabConfig.cmake not installed" >&2; exit 1; }
@@ -99,6 +101,10 @@ step "running consumer_shared"
 "$tmp/consumer-build/consumer_shared"
 step "running consumer_static"
 "$tmp/consumer-build/consumer_static"
+step "running consumer_cxx_shared"
+"$tmp/consumer-build/consumer_cxx_shared"
+step "running consumer_cxx_static"
+"$tmp/consumer-build/consumer_cxx_static"
 
 step "building consumer with pkg-config ($pcfile)"
 pc_dir=$(dirname "$pcfile")
@@ -109,6 +115,12 @@ pc_dir=$(dirname "$pcfile")
 step "running consumer_pkgconfig"
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_pkgconfig"
 
+step "building consumer_cxx with pkg-config"
+# shellcheck disable=SC2046,SC2086
+"$cxx" -std=c++20 $cxxflags -o "$tmp/consumer_cxx_pkgconfig" "$src_dir/tests/consumer/consumer_cxx.cc" \
+  $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs magslab) -pthread $ldflags
+step "running consumer_cxx_pkgconfig"
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_cxx_pkgconfig"
 # Sanitizer builds replace malloc themselves: the override is not tested there (docs/override.md).
 if [[ "$cflags $ldflags" == *-fsanitize=* ]]; then
   step "OK (magslab-override.pc not built against: sanitizer build)"

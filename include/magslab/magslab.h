@@ -153,6 +153,127 @@ MAGSLAB_API size_t magslab_trim_all(void);
  * or to the slabs. The thread may allocate again at any time. */
 MAGSLAB_API void magslab_thread_idle(void);
 
+/* ---- Object caches (Bonwick's kmem_cache; docs/cpp.md) ----
+ *
+ * A cache of *constructed* objects of one size: ctor runs on every object when
+ * the cache populates a slab, dtor when a slab is reaped or the cache destroyed,
+ * not on every alloc/free. The program frees objects back in their constructed
+ * state. Objects travel through per-thread magazines and a per-cache lock-free
+ * depot: alloc and free take no lock and no atomic in the common case.
+ *
+ * Thread safety: alloc, free, reap and stats may be called from any thread at
+ * once. destroy must not race with any other call on the same cache (threads
+ * that used the cache earlier may still hold magazines of it: destroy takes
+ * them back).
+ *
+ * Misuse aborts with one line on stderr:
+ *   magslab: invalid release of 0x… to cache "name" (not an object of any cache)
+ *   magslab: invalid release of 0x… to cache "name" (an object of cache "other")
+ *   magslab: invalid release of 0x… to cache "name" (inside an object of 64 B)
+ *   magslab: double release of 0x… to cache "name" (already free in its slab)
+ * A double release is detected when the object is already free in its slab
+ * (not while its first release still sits in a magazine). */
+typedef struct magslab_cache magslab_cache;
+
+/* Constructor: initialise obj (size bytes at the cache's alignment); return 0,
+ * or non-zero on failure (the slab being populated is then given up, its
+ * objects destructed, and the alloc that needed it returns NULL). */
+typedef int (*magslab_cache_ctor)(void* obj, void* arg);
+typedef void (*magslab_cache_dtor)(void* obj, void* arg);
+
+/* A cache of objects of `size` bytes aligned to `align` (0: 16; else a power of
+ * two up to 4096). name is copied (up to 47 bytes) and used in messages. ctor
+ * and dtor may be NULL. NULL with errno = EINVAL for size 0, size above 256 MiB
+ * or a bad alignment; NULL with errno = ENOMEM without memory. */
+MAGSLAB_API magslab_cache* magslab_cache_create(const char* name, size_t size, size_t align,
+                                                magslab_cache_ctor ctor, magslab_cache_dtor dtor,
+                                                void* arg);
+/* A constructed object, or NULL (ENOMEM, or the constructor failed). */
+MAGSLAB_API void* magslab_cache_alloc(magslab_cache* cache);
+/* Give obj (from magslab_cache_alloc of this cache, in its constructed state)
+ * back. NULL is ignored. */
+MAGSLAB_API void magslab_cache_free(magslab_cache* cache, void* obj);
+/* Return the cache's unused slabs to the heap: the calling thread's magazines
+ * and the depot are emptied into the slabs, then every slab with no object
+ * out has its objects destructed and its memory freed. Magazines of other
+ * threads are not touched. Returns the bytes of slab memory freed. */
+MAGSLAB_API size_t magslab_cache_reap(magslab_cache* cache);
+/* Destroy the cache: every thread's magazines and the depot are emptied, every
+ * free object destructed and its slab freed. Objects still out (live) are
+ * reported on stderr in one line ("magslab: cache "name" destroyed with N live
+ * objects of S B: 0x…, …"), neither destructed nor freed (their slabs leak), and
+ * their number returned. NULL is ignored. */
+MAGSLAB_API size_t magslab_cache_destroy(magslab_cache* cache);
+
+struct magslab_cache_stats {
+  size_t object_size;      /* bytes per object as created */
+  size_t object_align;     /* alignment of every object */
+  size_t slab_size;        /* bytes per slab (a heap block) */
+  size_t objects_per_slab; /* objects constructed in each slab */
+  size_t slabs;            /* slabs held now */
+  size_t live;             /* objects handed out and not released */
+  size_t cached;           /* constructed and free: in magazines or in slabs */
+  size_t in_magazines;     /* of cached, held in thread magazines and the depot */
+  size_t ctor_calls;       /* constructor calls since creation */
+  size_t dtor_calls;       /* destructor calls since creation */
+};
+/* Fills *out. Exact when no thread is using the cache. Never allocates. */
+MAGSLAB_API void magslab_cache_stats(const magslab_cache* cache, struct magslab_cache_stats* out);
+
+/* ---- Arenas (bump allocation with reset; docs/cpp.md) ----
+ *
+ * Not thread safe: one thread at a time per arena (C++: magslab::ConcurrentArena
+ * allocates from many threads). Memory is reserved from the OS up front and
+ * committed as it is touched; destroy gives it back to the OS.
+ * Edge behaviour (never undefined): size 0, an alignment that is not a power of
+ * two, a size or alignment whose rounding overflows, or more than remains in a
+ * fixed arena: NULL, nothing allocated, the arena unchanged. */
+typedef struct magslab_arena magslab_arena;
+
+/* Every magslab_arena begins with its bump cursor: [cur, end) is the free part
+ * of its current region. magslab.hpp's Arena bumps it inline and calls
+ * magslab_arena_alloc_aligned only when the request does not fit. */
+struct magslab_arena_cursor {
+  char* cur;
+  char* end;
+};
+
+/* A fixed arena of `capacity` bytes (rounded up to whole pages; 0 is allowed:
+ * every allocation then fails). NULL when the OS refuses the reservation. */
+MAGSLAB_API magslab_arena* magslab_arena_create(size_t capacity);
+/* A growing arena: `capacity` reserved now, and when a request does not fit,
+ * another region of at least `chunk` bytes (a page if 0) is reserved. */
+MAGSLAB_API magslab_arena* magslab_arena_create_growing(size_t capacity, size_t chunk);
+/* size bytes aligned to 16 (alignof(max_align_t)). */
+MAGSLAB_API void* magslab_arena_alloc(magslab_arena* arena, size_t size);
+MAGSLAB_API void* magslab_arena_alloc_aligned(magslab_arena* arena, size_t size, size_t align);
+/* Bytes left in the reserved regions (a request of that many bytes at
+ * alignment 1 succeeds in a fixed arena). */
+MAGSLAB_API size_t magslab_arena_remaining(const magslab_arena* arena);
+/* Bytes consumed since creation or the last reset, alignment padding included. */
+MAGSLAB_API size_t magslab_arena_used(const magslab_arena* arena);
+/* Bytes reserved (all regions). */
+MAGSLAB_API size_t magslab_arena_capacity(const magslab_arena* arena);
+/* Forget every allocation at once: the next one starts at the beginning of the
+ * first region. Regions stay reserved and committed (warm reuse). */
+MAGSLAB_API void magslab_arena_reset(magslab_arena* arena);
+/* Unmap every region. NULL is ignored. */
+MAGSLAB_API void magslab_arena_destroy(magslab_arena* arena);
+
+/* ---- Pools of node sizes (the engine of magslab::pmr::PoolResource) ----
+ *
+ * Requests up to 4 KiB at alignments up to 4 KiB are served from an object
+ * cache per size class (per-thread magazines), larger ones from the heap and
+ * tracked; destroy frees everything the pool ever handed out. Thread safe
+ * except destroy. */
+typedef struct magslab_pool magslab_pool;
+MAGSLAB_API magslab_pool* magslab_pool_create(void);
+/* NULL for a bad alignment or without memory; size 0 is served as 1 byte. */
+MAGSLAB_API void* magslab_pool_alloc(magslab_pool* pool, size_t size, size_t align);
+/* size and align as passed to magslab_pool_alloc. */
+MAGSLAB_API void magslab_pool_free(magslab_pool* pool, void* ptr, size_t size, size_t align);
+MAGSLAB_API void magslab_pool_destroy(magslab_pool* pool);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

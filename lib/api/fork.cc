@@ -1,5 +1,8 @@
 // api/fork: fork() safety. Every lock magslab has is taken before fork() and
-// released after it, in one global order — decay pass, registry, slab classes (by index),
+// released after it, in one global order — the object caches' registry and
+// their slab locks (api/object_cache.cc: they call into the heap while held,
+// never the reverse), the decay pass (a slow path may run one), then the
+// heap's: registry, slab classes (by index),
 // page heap, huge blocks (large/), metadata arena; the same order the slow
 // paths nest them in (the page heap's and the huge blocks' are never held
 // together) — so the child never inherits a lock held by a thread that does
@@ -9,6 +12,7 @@
 // is simply not reachable in the child.
 #include <pthread.h>
 
+#include "api/object_cache.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "large/large.h"
@@ -21,6 +25,7 @@ namespace magslab {
 namespace {
 
 void prepare() {
+  objcache::lock_for_fork();
   decay::lock_for_fork();
   cache::lock_for_fork();
   slab::lock_all_for_fork();
@@ -36,6 +41,7 @@ void parent() {
   slab::unlock_all_after_fork();
   cache::unlock_after_fork_parent();
   decay::unlock_after_fork_parent();
+  objcache::unlock_after_fork();
 }
 
 void child() {
@@ -46,6 +52,9 @@ void child() {
   slab::unlock_all_after_fork();
   cache::reset_after_fork_child();
   decay::reset_after_fork_child();
+  // The other threads' cache tables stay registered: their magazines' objects
+  // are free, and a later destroy() in the child takes them back.
+  objcache::unlock_after_fork();
 }
 
 }  // namespace

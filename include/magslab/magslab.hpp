@@ -1,0 +1,399 @@
+// magslab: the C++ API (C++20), header only over the C API of magslab.h, so
+// libmagslab.so itself needs no C++ runtime (docs/cpp.md).
+//
+//   magslab::ObjectCache<T>        typed cache of constructed objects (kmem_cache)
+//   magslab::Arena                 bump allocation with reset (not thread safe)
+//   magslab::ConcurrentArena       bump allocation from many threads (one fetch_add)
+//   magslab::allocator<T>          stateless STL allocator over the magslab heap
+//   magslab::pmr::resource()       std::pmr::memory_resource over the magslab heap
+//   magslab::pmr::ArenaResource    monotonic std::pmr resource over an Arena
+//   magslab::pmr::PoolResource     std::pmr pool of node sizes in per-thread magazines
+#ifndef MAGSLAB_MAGSLAB_HPP
+#define MAGSLAB_MAGSLAB_HPP
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <memory_resource>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "magslab.h"
+
+namespace magslab {
+
+namespace detail {
+// Failures throw as the standard library does; a program built without
+// exceptions (-fno-exceptions) aborts instead, as libstdc++ does there.
+#if defined(__cpp_exceptions)
+#define MAGSLAB_THROW(e) throw e
+#else
+#define MAGSLAB_THROW(e) std::abort()
+#endif
+
+#if defined(__cpp_exceptions)
+// The exception a constructor threw while ObjectCache populated a slab on this
+// thread; acquire() rethrows it (the C layer below only sees a failure).
+inline thread_local std::exception_ptr t_ctor_error;
+#endif
+
+inline bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// ObjectCache<T>: a cache of constructed T (Bonwick's kmem_cache). T() runs for
+// every object when the cache populates a slab, ~T() when a slab is reaped or
+// the cache destroyed — not on acquire/release: release() takes an object back
+// in the state the program leaves it, and acquire() hands out such an object
+// (reset what you changed before releasing, as with kmem_cache).
+//
+// Thread safe: acquire/release/reap/stats from any thread; per-thread
+// magazines and a lock-free depot, so the common case takes no lock and no
+// atomic read-modify-write. Destroying the cache must not race with its use.
+// Releasing a pointer that is not an object of this cache aborts with one
+// line; destroying the cache with objects still out reports them on stderr
+// (they are leaked, not destructed).
+template <class T>
+class ObjectCache {
+  static_assert(alignof(T) <= 4096, "ObjectCache: alignments up to 4096");
+  static_assert(std::is_default_constructible_v<T>, "ObjectCache: T must be default constructible");
+
+ public:
+  struct Stats {
+    std::size_t live;          // handed out, not released
+    std::size_t cached;        // constructed and free (magazines or slabs)
+    std::size_t in_magazines;  // of cached, in thread magazines and the depot
+    std::size_t slabs;         // slabs held
+    std::size_t objects_per_slab;
+    std::size_t slab_size;   // bytes per slab
+    std::size_t ctor_calls;  // T() calls since creation
+    std::size_t dtor_calls;  // ~T() calls since creation
+  };
+
+  struct Deleter {
+    ObjectCache* cache = nullptr;
+    void operator()(T* p) const noexcept { cache->release(p); }
+  };
+  using unique_ptr = std::unique_ptr<T, Deleter>;
+
+  // name: for messages (up to 47 bytes kept). Throws std::bad_alloc.
+  explicit ObjectCache(const char* name = "ObjectCache")
+      : c_(magslab_cache_create(name, sizeof(T), alignof(T), &construct, destructor(), nullptr)) {
+    if (c_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
+  }
+  ~ObjectCache() { magslab_cache_destroy(c_); }
+  ObjectCache(const ObjectCache&) = delete;
+  ObjectCache& operator=(const ObjectCache&) = delete;
+
+  // A constructed object. Throws what T() threw while populating a slab, or
+  // std::bad_alloc without memory.
+  T* acquire() {
+    if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
+#if defined(__cpp_exceptions)
+    std::exception_ptr e = std::exchange(detail::t_ctor_error, nullptr);
+    if (e) std::rethrow_exception(e);
+#endif
+    MAGSLAB_THROW(std::bad_alloc());
+  }
+  // nullptr instead of an exception.
+  T* try_acquire() noexcept {
+    void* p = magslab_cache_alloc(c_);
+#if defined(__cpp_exceptions)
+    if (p == nullptr) detail::t_ctor_error = nullptr;
+#endif
+    return static_cast<T*>(p);
+  }
+  // Give p (constructed, from this cache) back; nullptr is ignored.
+  void release(T* p) noexcept { magslab_cache_free(c_, p); }
+  // An object that releases itself to this cache.
+  unique_ptr acquire_unique() { return unique_ptr(acquire(), Deleter{this}); }
+
+  // Return unused slabs to the heap (destructing their objects): this
+  // thread's magazines and the depot are emptied first; other threads'
+  // magazines are not touched. Returns bytes freed.
+  std::size_t reap() noexcept { return magslab_cache_reap(c_); }
+
+  Stats stats() const noexcept {
+    struct magslab_cache_stats s;
+    magslab_cache_stats(c_, &s);
+    return Stats{s.live,      s.cached,     s.in_magazines, s.slabs, s.objects_per_slab,
+                 s.slab_size, s.ctor_calls, s.dtor_calls};
+  }
+
+  magslab_cache* native_handle() const noexcept { return c_; }
+
+ private:
+  static int construct(void* p, void*) noexcept {
+#if defined(__cpp_exceptions)
+    try {
+      ::new (p) T();
+      return 0;
+    } catch (...) {
+      detail::t_ctor_error = std::current_exception();
+      return -1;
+    }
+#else
+    ::new (p) T();
+    return 0;
+#endif
+  }
+  static void destruct(void* p, void*) noexcept { static_cast<T*>(p)->~T(); }
+  static constexpr magslab_cache_dtor destructor() noexcept {
+    return std::is_trivially_destructible_v<T> ? nullptr : &destruct;
+  }
+
+  magslab_cache* c_;
+};
+
+// ---------------------------------------------------------------------------
+// Arena: bump allocation over regions reserved from the OS up front (committed
+// as touched). NOT thread safe: one thread at a time (ConcurrentArena below
+// serves many). allocate() never has undefined behaviour: size 0, an alignment
+// that is not a power of two, a size/alignment whose rounding overflows, or
+// more than remains (fixed arena) return nullptr and allocate nothing. reset()
+// forgets every allocation at once and reuses the memory (no destructors run);
+// destruction gives the memory back to the OS.
+class Arena {
+ public:
+  // A fixed arena of `capacity` bytes (rounded up to pages), or, with
+  // grow_chunk > 0, one that reserves regions of at least grow_chunk bytes
+  // when a request does not fit. Throws std::bad_alloc.
+  explicit Arena(std::size_t capacity, std::size_t grow_chunk = 0)
+      : a_(grow_chunk == 0 ? magslab_arena_create(capacity)
+                           : magslab_arena_create_growing(capacity, grow_chunk)) {
+    if (a_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
+  }
+  ~Arena() { magslab_arena_destroy(a_); }
+  Arena(Arena&& o) noexcept : a_(std::exchange(o.a_, nullptr)) {}
+  Arena& operator=(Arena&& o) noexcept {
+    if (this != &o) {
+      magslab_arena_destroy(a_);
+      a_ = std::exchange(o.a_, nullptr);
+    }
+    return *this;
+  }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  // The common case inline (the arena's cursor, magslab.h); anything else —
+  // a refused request, the next region, growth — in the library.
+  void* allocate(std::size_t size, std::size_t align = alignof(std::max_align_t)) noexcept {
+    auto* c = reinterpret_cast<magslab_arena_cursor*>(a_);
+    std::size_t room = static_cast<std::size_t>(c->end - c->cur);
+    std::size_t pad = (0 - reinterpret_cast<std::uintptr_t>(c->cur)) & (align - 1);
+    if (size - 1 < room && pad <= room - size && detail::is_pow2(align)) {
+      char* p = c->cur + pad;
+      c->cur = p + size;
+      return p;
+    }
+    return magslab_arena_alloc_aligned(a_, size, align);
+  }
+  // Room for n T (uninitialised), or nullptr (n == 0, overflow, exhausted).
+  template <class T>
+  T* allocate_array(std::size_t n) noexcept {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) return nullptr;
+    return static_cast<T*>(allocate(n * sizeof(T), alignof(T)));
+  }
+  std::size_t used() const noexcept { return magslab_arena_used(a_); }
+  std::size_t remaining() const noexcept { return magslab_arena_remaining(a_); }
+  std::size_t capacity() const noexcept { return magslab_arena_capacity(a_); }
+  void reset() noexcept { magslab_arena_reset(a_); }
+  magslab_arena* native_handle() const noexcept { return a_; }
+
+ private:
+  magslab_arena* a_;
+};
+
+// ---------------------------------------------------------------------------
+// ConcurrentArena: a fixed region (reserved up front, committed as touched)
+// from which any number of threads allocate at once: allocate() is one atomic
+// fetch_add. Same edge behaviour as Arena, except that a request which does
+// not fit (but is not larger than the capacity) has moved the offset past the
+// end: the arena stays exhausted until reset() (there is no undo of a
+// fetch_add another thread may have followed). reset() must not run
+// concurrently with allocate() (the caller knows when every user is done).
+class ConcurrentArena {
+ public:
+  explicit ConcurrentArena(std::size_t capacity) : region_(capacity) {
+    cap_ = region_.remaining();
+    base_ = static_cast<char*>(region_.allocate(cap_, 4096));
+    if (base_ == nullptr) cap_ = 0;  // capacity 0: every allocation fails
+  }
+  ConcurrentArena(const ConcurrentArena&) = delete;
+  ConcurrentArena& operator=(const ConcurrentArena&) = delete;
+
+  void* allocate(std::size_t size, std::size_t align = alignof(std::max_align_t)) noexcept {
+    if (size == 0 || !detail::is_pow2(align) || size > cap_ || align > cap_) return nullptr;
+    // Offsets are multiples of 16 and base_ is page aligned: an alignment up
+    // to 16 needs no padding, a larger one at most align - 16 bytes.
+    std::size_t n = (size + 15) & ~std::size_t{15};
+    if (align > 16) n += align - 16;
+    // relaxed: a hint that stops an exhausted arena's offset from growing
+    // without bound (each failing call adds at most cap_ past it).
+    if (next_.load(std::memory_order_relaxed) > cap_) return nullptr;
+    // relaxed: the fetch_add only divides the range between threads; what
+    // they write there is published by the program's own synchronisation.
+    std::size_t off = next_.fetch_add(n, std::memory_order_relaxed);
+    if (off > cap_ || n > cap_ - off) return nullptr;
+    std::uintptr_t p = reinterpret_cast<std::uintptr_t>(base_) + off;
+    p = (p + align - 1) & ~(std::uintptr_t{align} - 1);
+    return reinterpret_cast<void*>(p);
+  }
+  std::size_t used() const noexcept {
+    std::size_t n = next_.load(std::memory_order_relaxed);  // relaxed: a statistic
+    return n < cap_ ? n : cap_;
+  }
+  std::size_t remaining() const noexcept { return cap_ - used(); }
+  std::size_t capacity() const noexcept { return cap_; }
+  // Not concurrently with allocate().
+  void reset() noexcept { next_.store(0, std::memory_order_relaxed); }
+
+ private:
+  Arena region_;
+  char* base_ = nullptr;
+  std::size_t cap_ = 0;
+  alignas(64) std::atomic<std::size_t> next_{0};
+};
+
+// ---------------------------------------------------------------------------
+// allocator<T>: a stateless standard allocator over the magslab heap (per-thread
+// magazines for small sizes). Over-aligned T are honoured. All instances are
+// equal.
+template <class T>
+struct allocator {
+  using value_type = T;
+  using size_type = std::size_t;
+  using difference_type = std::ptrdiff_t;
+  using propagate_on_container_move_assignment = std::true_type;
+  using is_always_equal = std::true_type;
+
+  allocator() noexcept = default;
+  template <class U>
+  allocator(const allocator<U>&) noexcept {}
+
+  [[nodiscard]] T* allocate(std::size_t n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
+      MAGSLAB_THROW(std::bad_array_new_length());
+    void* p = alignof(T) > 16 ? magslab_aligned_alloc(alignof(T), n * sizeof(T))
+                              : magslab_malloc(n * sizeof(T));
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) noexcept { magslab_free_sized(p, n * sizeof(T)); }
+
+  template <class U>
+  friend bool operator==(const allocator&, const allocator<U>&) noexcept {
+    return true;
+  }
+};
+
+namespace pmr {
+
+inline std::pmr::memory_resource* resource() noexcept;
+
+// The std::pmr::memory_resource over the magslab heap: one object, made by
+// resource() (so equality is identity, and needs no RTTI).
+class HeapResource final : public std::pmr::memory_resource {
+ private:
+  HeapResource() = default;
+  friend std::pmr::memory_resource* resource() noexcept;
+
+  void* do_allocate(std::size_t bytes, std::size_t align) override {
+    void* p = align <= 16 ? magslab_malloc(bytes) : magslab_aligned_alloc(align, bytes);
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t) override {
+    magslab_free_sized(p, bytes);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+
+// The heap's resource: one object, never destroyed (usable from static
+// destructors), thread safe.
+inline std::pmr::memory_resource* resource() noexcept {
+  alignas(HeapResource) static unsigned char storage[sizeof(HeapResource)];
+  static HeapResource* r = ::new (storage) HeapResource();
+  return r;
+}
+
+// Monotonic resource over an Arena: allocation bumps, deallocation does
+// nothing, release() resets the arena (all memory reused at once). Not thread
+// safe (as std::pmr::monotonic_buffer_resource).
+class ArenaResource final : public std::pmr::memory_resource {
+ public:
+  // Owns a growing arena: `initial` bytes reserved, then regions of at least
+  // `chunk` bytes as needed.
+  explicit ArenaResource(std::size_t initial = std::size_t{1} << 20,
+                         std::size_t chunk = std::size_t{1} << 20)
+      : own_(std::in_place, initial, chunk == 0 ? 4096 : chunk), arena_(&*own_) {}
+  // Uses `arena` (not owned; a fixed arena throws std::bad_alloc when full).
+  explicit ArenaResource(Arena& arena) noexcept : arena_(&arena) {}
+  ArenaResource(const ArenaResource&) = delete;
+  ArenaResource& operator=(const ArenaResource&) = delete;
+
+  void release() noexcept { arena_->reset(); }
+  Arena& arena() noexcept { return *arena_; }
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t align) override {
+    void* p = arena_->allocate(bytes == 0 ? 1 : bytes, align);
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
+    return p;
+  }
+  void do_deallocate(void*, std::size_t, std::size_t) override {}
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+
+  std::optional<Arena> own_;
+  Arena* arena_;
+};
+
+// Pool resource for node containers shared across threads: sizes up to 4 KiB
+// come from an object cache per size class (per-thread magazines, lock-free
+// depot; any thread may free what another allocated), larger ones from the
+// heap. Thread safe. release() and destruction free everything it handed out.
+class PoolResource final : public std::pmr::memory_resource {
+ public:
+  PoolResource() : p_(magslab_pool_create()) {
+    if (p_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
+  }
+  ~PoolResource() override { magslab_pool_destroy(p_); }
+  PoolResource(const PoolResource&) = delete;
+  PoolResource& operator=(const PoolResource&) = delete;
+
+  // Free everything at once (not concurrently with any other use).
+  void release() {
+    magslab_pool_destroy(std::exchange(p_, magslab_pool_create()));
+    if (p_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
+  }
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t align) override {
+    void* p = magslab_pool_alloc(p_, bytes, align);
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
+    magslab_pool_free(p_, p, bytes, align);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+
+  magslab_pool* p_;
+};
+
+}  // namespace pmr
+}  // namespace magslab
+
+#endif  // MAGSLAB_MAGSLAB_HPP

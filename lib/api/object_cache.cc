@@ -1,0 +1,870 @@
+// api/object_cache: typed object caches (Bonwick 1994, kmem_cache) with per-thread
+// magazines and a per-cache lock-free depot (Bonwick & Adams 2001), built from the
+// heap's primitives: Magazine (small/magazine.h), TaggedStack (ds/), the metadata
+// arena, and slabs that are blocks of the heap itself.
+//
+// Where an object is (the cache's equation, exact when the cache is quiescent):
+//   slabs * objects_per_slab == free in slabs + carved
+//   carved == live (handed out) + in thread magazines + in the depot
+// Every object in a slab is constructed, free or not: constructors run when a
+// slab is populated, destructors when it is reaped or the cache destroyed.
+//
+// Structures and who may touch them:
+//  - magslab_cache: its geometry is constant after creation (read by the fast
+//    paths of any thread); the slab lists and counts are under its `lock`; the
+//    depot is lock-free.
+//  - CacheTable: one per thread, reached through t_table; slot[id] holds the
+//    thread's loaded and previous magazine of the cache with that id. Written
+//    by its thread (fast and slow paths), and by destroy() and a thread's exit
+//    under g_lock. The registry of tables and the id -> cache table are under
+//    g_lock.
+//  - Magazines live in the metadata arena (never unmapped) and are recycled
+//    through g_mag_pool (one TaggedStack per capacity), never freed.
+//
+// Lock order: g_lock -> a cache's lock -> the heap's locks (magslab_* calls).
+// Constructors and destructors run with no magslab lock held, so they may use
+// the heap and any cache, this one included.
+#include "api/object_cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+#include "base/config.h"
+#include "base/format.h"
+#include "base/lock.h"
+#include "chunks/chunk_map.h"
+#include "chunks/meta_arena.h"
+#include "ds/tagged_stack.h"
+#include "platform/check.h"
+#include "platform/platform.h"
+#include "small/magazine.h"
+
+namespace magslab::objcache {
+namespace {
+
+// Objects above this are refused (EINVAL): slab offsets must fit 32 bits for
+// the one-multiply offset check (slab_of_object()).
+constexpr size_t kMaxObjectSize = size_t{256} << 20;
+constexpr size_t kMaxAlign = kPageSize;
+constexpr size_t kMinAlign = 8;
+// The smallest slab, and the most objects one slab holds (bounds its bitmap).
+constexpr size_t kMinSlab = size_t{16} << 10;
+constexpr uint32_t kMaxObjectsPerSlab = 4096;
+constexpr uint32_t kMinSlabObjects = 8;
+// Magazine capacities, one pool of recycled magazines each: about 32 KiB of
+// objects per magazine (as the heap's classes), 4 to 256 objects.
+constexpr uint32_t kMagCaps[] = {4, 16, 64, 256};
+constexpr unsigned kNumMagBuckets = sizeof(kMagCaps) / sizeof(kMagCaps[0]);
+constexpr size_t kNameMax = 47;
+
+}  // namespace
+
+// At the start of every slab. The slab is a block of the heap aligned to its
+// size, so an object's slab is its address masked (magslab_cache::slab_mask).
+struct CacheSlab {
+  // g_slab_key ^ the slab's address while it belongs to a cache; 0 once the
+  // cache gives it up (reap, destroy), so a stale pointer is reported, never
+  // taken for an object. Written before any object of the slab is handed out.
+  uint64_t magic;
+  magslab_cache* cache;
+  // Under the cache's lock:
+  CacheSlab* next;  // all slabs of the cache
+  CacheSlab* prev;
+  CacheSlab* pnext;  // slabs with a free object (partial or empty)
+  CacheSlab* pprev;
+  uint32_t nfree;        // == set bits of free_bits
+  bool in_partial;       // == nfree > 0
+  uint64_t free_bits[];  // bit i set: object i is free in the slab
+};
+
+}  // namespace magslab::objcache
+
+using magslab::Lock;
+using magslab::Magazine;
+using magslab::TaggedStack;
+using magslab::objcache::CacheSlab;
+
+// The public handle (magslab.h).
+struct magslab_cache {
+  // Constant after creation; read by the fast paths.
+  uint32_t id = 0;          // index of this cache's slot in every CacheTable
+  uint32_t bucket = 0;      // magazine capacity: kMagCaps[bucket]
+  uintptr_t slab_mask = 0;  // ~(slab_bytes - 1)
+  uint64_t first_off = 0;   // offset of object 0 in its slab
+  uint64_t span = 0;        // objects_per_slab * stride
+  uint64_t div_magic = 0;  // ceil(2^64 / stride): off % stride == 0 <=> off * div_magic < div_magic
+  size_t stride = 0;       // object size rounded up to the alignment
+  size_t size = 0;
+  size_t align = 0;
+  size_t slab_bytes = 0;
+  uint32_t nobj = 0;  // objects per slab
+  uint32_t bitmap_words = 0;
+  magslab_cache_ctor ctor = nullptr;
+  magslab_cache_dtor dtor = nullptr;
+  void* arg = nullptr;
+  int64_t depot_limit = 0;  // most full magazines in the depot
+  char name[magslab::objcache::kNameMax + 1] = {};
+
+  // The depot: full magazines, lock-free. relaxed counters: the limit and
+  // stats; the stack itself publishes the magazines' contents.
+  alignas(magslab::kCacheLine) TaggedStack full;
+  std::atomic<int64_t> nfull{0};
+  std::atomic<int64_t> full_objects{0};
+  // relaxed: statistics; constructors run outside the lock.
+  std::atomic<size_t> ctor_calls{0};
+  std::atomic<size_t> dtor_calls{0};
+
+  // Slabs, under lock.
+  alignas(magslab::kCacheLine) Lock lock;
+  CacheSlab* slabs = nullptr;
+  CacheSlab* partial = nullptr;
+  size_t nslabs = 0;
+  size_t carved = 0;  // objects out of slabs: live + in magazines
+};
+
+namespace magslab::objcache {
+namespace {
+
+// A thread's magazines of one cache.
+struct Slot {
+  Magazine* loaded;    // acquire pops from / release pushes to this one
+  Magazine* previous;  // the one before: full or empty, swapped in on a miss
+};
+
+// Per thread: a slot per cache id below cap. Grown (replaced) under g_lock.
+// (A plain aggregate: the two sentinels below are zero-initialised statics,
+// which a flexible array member keeps from being constinit.)
+struct CacheTable {
+  uint32_t cap;
+  CacheTable* reg_next;  // registry of live tables, under g_lock
+  CacheTable* reg_prev;
+  Slot slot[];
+};
+
+// A thread's table before its first cache call (cap 0: every call misses into
+// the slow path, which makes a real one), and after its exit flush (cap 0, and
+// the slow path never makes one again: glibc runs other keys' destructors
+// after ours; such late calls go to the slabs directly).
+CacheTable g_no_table;
+CacheTable g_exited_table;
+// constinit, and initial-exec (an %fs-relative load) except in libmagslab.so,
+// which uses TLS descriptors to load with dlopen: MAGSLAB_TLS_MODEL, as t_cache.
+constinit thread_local CacheTable* t_table MAGSLAB_TLS_MODEL = &g_no_table;
+
+Lock g_lock;
+CacheTable* g_tables = nullptr;          // live threads' tables, under g_lock
+magslab_cache** g_caches = nullptr;      // id -> cache (nullptr: free id), under g_lock
+uint32_t g_ncaches = 0;                  // entries of g_caches, under g_lock
+TaggedStack g_mag_pool[kNumMagBuckets];  // empty magazines, by capacity
+// Written once (under g_lock, before the first cache exists); relaxed: every
+// reader obtained its cache handle, hence the key, through the program's own
+// synchronisation with the creating thread.
+std::atomic<uint64_t> g_slab_key{0};
+pthread_key_t g_exit_key;
+pthread_once_t g_once = PTHREAD_ONCE_INIT;
+bool g_key_ok = false;
+
+bool is_real(const Magazine* m) { return m != &g_empty_magazine; }
+
+// Slot fields are read by other threads (stats, destroy, under g_lock):
+// written with release so that a magazine's count is published with it.
+void set_loaded(Slot& s, Magazine* m) {
+  std::atomic_ref<Magazine*>(s.loaded).store(m, std::memory_order_release);
+}
+void set_previous(Slot& s, Magazine* m) {
+  std::atomic_ref<Magazine*>(s.previous).store(m, std::memory_order_release);
+}
+Magazine* read_slot(Magazine*& f) {
+  // acquire: pairs with set_loaded/set_previous; we then read the count.
+  return std::atomic_ref<Magazine*>(f).load(std::memory_order_acquire);
+}
+
+// Objects leave and enter a magazine untouched: they are constructed (the
+// heap's mag_pop/mag_push write its free key into the first word instead).
+inline void* take(Magazine* m, uint32_t n) {
+  MAGSLAB_CHECK(n > 0 && n <= m->cap && n == m->count, "cache magazine: pop outside its bounds");
+  set_mag_count(m, n - 1);
+  return m->objs[n - 1];
+}
+inline void put(Magazine* m, uint32_t n, void* p) {
+  MAGSLAB_CHECK(n < m->cap && n == m->count, "cache magazine: push outside its bounds");
+  m->objs[n] = p;
+  set_mag_count(m, n + 1);
+}
+
+// ---- Magazines: the pool of empty ones, and a cache's depot of full ones ----
+// ABA: every stack here is a TaggedStack (its tag changes on each push and pop),
+// and magazines are never unmapped, so a stale read of a popped magazine's link
+// is harmless; a magazine moves between the pool and any cache's depot, which
+// changes both stacks' tags.
+
+Magazine* get_empty(unsigned bucket) {
+  if (StackLink* l = g_mag_pool[bucket].pop()) return reinterpret_cast<Magazine*>(l);
+  uint32_t cap = kMagCaps[bucket];
+  void* mem = meta::alloc(sizeof(Magazine) + cap * sizeof(void*));
+  if (mem == nullptr) return nullptr;
+  auto* m = new (mem) Magazine();
+  m->cap = cap;
+  m->cls = bucket;
+  return m;
+}
+
+void put_empty(Magazine* m) {
+  set_mag_count(m, 0);
+  g_mag_pool[m->cls].push(&m->link);
+}
+
+Magazine* pop_full(magslab_cache* c) {
+  auto* m = reinterpret_cast<Magazine*>(c->full.pop());
+  if (m != nullptr) {
+    c->nfull.fetch_sub(1, std::memory_order_relaxed);
+    c->full_objects.fetch_sub(m->count, std::memory_order_relaxed);
+  }
+  return m;
+}
+
+bool push_full(magslab_cache* c, Magazine* m) {
+  if (c->nfull.fetch_add(1, std::memory_order_relaxed) >= c->depot_limit) {
+    c->nfull.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  c->full_objects.fetch_add(m->count, std::memory_order_relaxed);
+  c->full.push(&m->link);
+  return true;
+}
+
+// ---- Slabs ----
+
+inline CacheSlab* slab_of(const magslab_cache* c, const void* p) {
+  return reinterpret_cast<CacheSlab*>(reinterpret_cast<uintptr_t>(p) & c->slab_mask);
+}
+inline char* object(const magslab_cache* c, CacheSlab* s, uint32_t i) {
+  return reinterpret_cast<char*>(s) + c->first_off + size_t{i} * c->stride;
+}
+
+void name_into(LineBuf& l, const magslab_cache* c) { l.str("\"").str(c->name).str("\""); }
+
+// A release that check_release() refused: one line naming why, then abort.
+// s: the slab p would be in if it belonged to c (nullptr: not our memory).
+[[noreturn]] MAGSLAB_COLD void bad_release(const magslab_cache* c, const void* p,
+                                           const CacheSlab* s, bool key_ok) {
+  LineBuf l;
+  l.str("invalid release of ").hex(reinterpret_cast<uintptr_t>(p)).str(" to cache ");
+  name_into(l, c);
+  if (s == nullptr || !key_ok)
+    l.str(" (not an object of any cache)");
+  else if (s->cache != c) {
+    l.str(" (an object of cache ");
+    name_into(l, s->cache);
+    l.str(")");
+  } else
+    l.str(" (inside an object of ").num(c->size).str(" B)");
+  die(l);
+}
+
+// p must be the start of an object of one of c's slabs. O(1), and it reads no
+// memory of ours it cannot read: the slab base is read only if the page map
+// says the heap has that address mapped (a chunk — whole 4 MiB mapped — or a
+// huge block, whose mapping starts at its slot: slabs above 1 MiB are at
+// least a chunk and aligned to their size, so their base is a slot's start).
+inline void check_release(const magslab_cache* c, const void* p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uintptr_t base = a & c->slab_mask;
+  if (MAGSLAB_UNLIKELY(pagemap::lookup(base).empty())) bad_release(c, p, nullptr, false);
+  const auto* s = reinterpret_cast<const CacheSlab*>(base);
+  bool key_ok = s->magic == (g_slab_key.load(std::memory_order_relaxed) ^ base);
+  uint64_t off = a - base - c->first_off;  // wraps for a pointer into the header
+  if (MAGSLAB_UNLIKELY(!key_ok || s->cache != c || off >= c->span ||
+                       off * c->div_magic > c->div_magic - 1))
+    bad_release(c, p, s, key_ok);
+}
+
+// Populate a new slab: memory from the heap, every object constructed. No lock
+// held (constructors may use magslab). nullptr, errno ENOMEM: no memory, or a
+// constructor failed (the objects it had constructed are destructed).
+CacheSlab* populate(magslab_cache* c) {
+  void* mem = magslab_aligned_alloc(c->slab_bytes, c->slab_bytes);
+  if (mem == nullptr) return nullptr;  // errno: ENOMEM
+  auto* s = static_cast<CacheSlab*>(mem);
+  memset(s, 0, sizeof(CacheSlab) + c->bitmap_words * sizeof(uint64_t));
+  s->cache = c;
+  for (uint32_t i = 0; i < c->nobj; ++i) {
+    if (c->ctor != nullptr && c->ctor(object(c, s, i), c->arg) != 0) {
+      c->ctor_calls.fetch_add(i + 1, std::memory_order_relaxed);
+      if (c->dtor != nullptr) {
+        for (uint32_t k = 0; k < i; ++k) c->dtor(object(c, s, k), c->arg);
+        c->dtor_calls.fetch_add(i, std::memory_order_relaxed);
+      }
+      magslab_free(mem);
+      errno = ENOMEM;  // the C contract: NULL, errno set; C++ rethrows the constructor's exception
+      return nullptr;
+    }
+    s->free_bits[i / 64] |= uint64_t{1} << (i % 64);
+  }
+  if (c->ctor != nullptr) c->ctor_calls.fetch_add(c->nobj, std::memory_order_relaxed);
+  s->nfree = c->nobj;
+  // Before any object is handed out; the objects reach other threads through
+  // the program's synchronisation (or the depot's CAS), which publishes this.
+  s->magic = g_slab_key.load(std::memory_order_relaxed) ^ reinterpret_cast<uintptr_t>(s);
+  return s;
+}
+
+void partial_add(magslab_cache* c, CacheSlab* s) {
+  s->pprev = nullptr;
+  s->pnext = c->partial;
+  if (c->partial != nullptr) c->partial->pprev = s;
+  c->partial = s;
+  s->in_partial = true;
+}
+void partial_remove(magslab_cache* c, CacheSlab* s) {
+  if (s->pprev != nullptr)
+    s->pprev->pnext = s->pnext;
+  else
+    c->partial = s->pnext;
+  if (s->pnext != nullptr) s->pnext->pprev = s->pprev;
+  s->in_partial = false;
+}
+
+// Caller holds c->lock.
+void link_slab(magslab_cache* c, CacheSlab* s) {
+  s->prev = nullptr;
+  s->next = c->slabs;
+  if (c->slabs != nullptr) c->slabs->prev = s;
+  c->slabs = s;
+  ++c->nslabs;
+  partial_add(c, s);
+}
+void unlink_slab(magslab_cache* c, CacheSlab* s) {
+  if (s->in_partial) partial_remove(c, s);
+  if (s->prev != nullptr)
+    s->prev->next = s->next;
+  else
+    c->slabs = s->next;
+  if (s->next != nullptr) s->next->prev = s->prev;
+  --c->nslabs;
+  s->magic = 0;  // from now on a release of its objects is reported
+}
+
+// Up to n free objects out of the slabs into out[0..); caller holds c->lock.
+uint32_t take_from_slabs(magslab_cache* c, void** out, uint32_t n) {
+  uint32_t got = 0;
+  while (got < n && c->partial != nullptr) {
+    CacheSlab* s = c->partial;
+    for (uint32_t w = 0; w < c->bitmap_words && got < n; ++w) {
+      while (s->free_bits[w] != 0 && got < n) {
+        unsigned b = static_cast<unsigned>(__builtin_ctzll(s->free_bits[w]));
+        s->free_bits[w] &= s->free_bits[w] - 1;
+        out[got++] = object(c, s, w * 64 + b);
+        --s->nfree;
+      }
+    }
+    if (s->nfree == 0) partial_remove(c, s);
+  }
+  c->carved += got;
+  return got;
+}
+
+[[noreturn]] MAGSLAB_COLD void double_release(const magslab_cache* c, const void* p) {
+  LineBuf l;
+  l.str("double release of ").hex(reinterpret_cast<uintptr_t>(p)).str(" to cache ");
+  name_into(l, c);
+  l.str(" (already free in its slab)");
+  die(l);
+}
+
+// Put n validated objects back into their slabs; caller holds c->lock.
+void give_back_locked(magslab_cache* c, void* const* objs, uint32_t n) {
+  for (uint32_t k = 0; k < n; ++k) {
+    CacheSlab* s = slab_of(c, objs[k]);
+    auto i = static_cast<uint32_t>((static_cast<char*>(objs[k]) - object(c, s, 0)) / c->stride);
+    uint64_t bit = uint64_t{1} << (i % 64);
+    if (MAGSLAB_UNLIKELY((s->free_bits[i / 64] & bit) != 0)) double_release(c, objs[k]);
+    s->free_bits[i / 64] |= bit;
+    if (s->nfree++ == 0) partial_add(c, s);
+    MAGSLAB_CHECK(s->nfree <= c->nobj, "cache slab: more free objects than it holds");
+  }
+  MAGSLAB_CHECK(c->carved >= n, "cache: more objects returned than carved");
+  c->carved -= n;
+}
+
+void give_back(magslab_cache* c, void* const* objs, uint32_t n) {
+  LockGuard g(c->lock);
+  give_back_locked(c, objs, n);
+}
+
+// Empty m into the depot (or, past its limit, the slabs); m goes to the pool.
+void retire(magslab_cache* c, Magazine* m) {
+  if (!is_real(m)) return;
+  if (m->count != 0) {
+    if (push_full(c, m)) return;
+    give_back(c, m->objs, m->count);
+  }
+  put_empty(m);
+}
+
+// Empty m into the slabs; m goes to the pool.
+void flush(magslab_cache* c, Magazine* m) {
+  if (!is_real(m)) return;
+  if (m->count != 0) give_back(c, m->objs, m->count);
+  put_empty(m);
+}
+
+// A thread's magazines of c into the slabs; the slot is left empty.
+void empty_slot(magslab_cache* c, Slot& s) {
+  flush(c, s.loaded);
+  flush(c, s.previous);
+  set_loaded(s, &g_empty_magazine);
+  set_previous(s, &g_empty_magazine);
+}
+
+// Up to n objects from the slabs, populating a new slab if none has a free
+// object. 0: out of memory, or a constructor failed.
+uint32_t refill(magslab_cache* c, void** out, uint32_t n) {
+  {
+    LockGuard g(c->lock);
+    uint32_t got = take_from_slabs(c, out, n);
+    if (got != 0) return got;
+  }
+  CacheSlab* s = populate(c);
+  if (s == nullptr) return 0;
+  LockGuard g(c->lock);
+  link_slab(c, s);
+  return take_from_slabs(c, out, n);
+}
+
+// ---- Thread tables ----
+
+void on_thread_exit(void* arg);
+
+void init_once() {
+  // pthread_key_create does not allocate.
+  g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
+}
+
+void registry_remove(CacheTable* t) {
+  if (t->reg_prev != nullptr)
+    t->reg_prev->reg_next = t->reg_next;
+  else
+    g_tables = t->reg_next;
+  if (t->reg_next != nullptr) t->reg_next->reg_prev = t->reg_prev;
+}
+
+// The calling thread's slot for c, making or growing its table; nullptr after
+// the thread's exit flush, or without memory.
+MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
+  CacheTable* t = t_table;
+  if (c->id < t->cap) return &t->slot[c->id];
+  if (t == &g_exited_table) return nullptr;
+  pthread_once(&g_once, init_once);
+  uint32_t cap = 16;
+  while (cap <= c->id) cap *= 2;
+  auto* nt = static_cast<CacheTable*>(magslab_malloc(sizeof(CacheTable) + cap * sizeof(Slot)));
+  if (nt == nullptr) return nullptr;
+  new (nt) CacheTable();
+  nt->cap = cap;
+  for (uint32_t i = 0; i < cap; ++i) nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine};
+  {
+    // Under g_lock: destroy() and stats read and write the slots of tables in
+    // the registry, so the old table is copied and replaced in one step.
+    LockGuard g(g_lock);
+    if (t != &g_no_table) {
+      for (uint32_t i = 0; i < t->cap; ++i) nt->slot[i] = t->slot[i];
+      registry_remove(t);
+    }
+    nt->reg_prev = nullptr;
+    nt->reg_next = g_tables;
+    if (g_tables != nullptr) g_tables->reg_prev = nt;
+    g_tables = nt;
+    // Set before setspecific: for a key past glibc's first 32 it allocates.
+    t_table = nt;
+  }
+  if (t != &g_no_table) magslab_free(t);
+  if (g_key_ok) pthread_setspecific(g_exit_key, nt);
+  return &nt->slot[c->id];
+}
+
+void on_thread_exit(void* arg) {
+  auto* t = static_cast<CacheTable*>(arg);
+  {
+    LockGuard g(g_lock);
+    // A non-empty slot's cache is live: destroy() empties a cache's slot in
+    // every registered table before its id is reused.
+    for (uint32_t id = 0; id < t->cap; ++id) {
+      Slot& s = t->slot[id];
+      if (!is_real(s.loaded) && !is_real(s.previous)) continue;
+      magslab_cache* c = g_caches[id];
+      MAGSLAB_CHECK(c != nullptr, "cache table: a slot of a destroyed cache");
+      // To the depot while it has room: the next thread reuses them warm.
+      retire(c, s.loaded);
+      retire(c, s.previous);
+      set_loaded(s, &g_empty_magazine);
+      set_previous(s, &g_empty_magazine);
+    }
+    registry_remove(t);
+    t_table = &g_exited_table;
+  }
+  magslab_free(t);
+}
+
+// ---- Slow paths ----
+
+void* fail(int err) {
+  errno = err;
+  return nullptr;
+}
+
+// One object straight from the slabs (a thread after its exit flush, or
+// without memory for a table or magazine).
+void* alloc_uncached(magslab_cache* c) {
+  void* p = nullptr;
+  return refill(c, &p, 1) == 0 ? nullptr : p;
+}
+
+MAGSLAB_NOINLINE void* alloc_slow(magslab_cache* c) {
+  Slot* sl = my_slot(c);
+  if (sl == nullptr) return alloc_uncached(c);
+  Slot& s = *sl;
+  // 1. The previous magazine has objects: swap it in.
+  if (s.previous->count != 0) {
+    Magazine* m = s.previous;
+    set_previous(s, s.loaded);
+    set_loaded(s, m);
+    return take(m, m->count);
+  }
+  // 2. A full magazine from the depot; the empty previous goes to the pool.
+  if (Magazine* full = pop_full(c)) {
+    if (is_real(s.previous)) put_empty(s.previous);
+    set_previous(s, s.loaded);
+    set_loaded(s, full);
+    return take(full, full->count);
+  }
+  // 3. Fill the loaded magazine from the slabs.
+  Magazine* m = s.loaded;
+  if (!is_real(m)) {
+    m = get_empty(c->bucket);
+    if (m == nullptr) return alloc_uncached(c);
+    set_loaded(s, m);
+  }
+  uint32_t n = refill(c, m->objs, m->cap);
+  if (n == 0) return nullptr;
+  set_mag_count(m, n);
+  return take(m, n);
+}
+
+MAGSLAB_NOINLINE void free_slow(magslab_cache* c, void* p) {
+  Slot* sl = my_slot(c);
+  if (sl == nullptr) return give_back(c, &p, 1);
+  Slot& s = *sl;
+  Magazine* loaded = s.loaded;
+  if (loaded->count < loaded->cap) return put(loaded, loaded->count, p);  // table just made
+  Magazine* prev = s.previous;
+  // 1. The previous magazine is empty: swap it in.
+  if (is_real(prev) && prev->count == 0) {
+    set_previous(s, loaded);
+    set_loaded(s, prev);
+    return put(prev, 0, p);
+  }
+  // 2. Both full (or not there yet): the full previous goes to the depot (or
+  //    the slabs), loaded becomes previous, an empty one is loaded.
+  Magazine* e = get_empty(c->bucket);
+  if (e == nullptr) return give_back(c, &p, 1);
+  retire(c, prev);
+  set_previous(s, loaded);
+  set_loaded(s, e);
+  put(e, 0, p);
+}
+
+// ---- Creation ----
+
+size_t bitmap_words(uint32_t n) { return (size_t{n} + 63) / 64; }
+
+// Objects of `stride` bytes at `align` that fit a slab of `slab` bytes after
+// its header (whose bitmap grows with the count).
+uint32_t objects_fitting(size_t slab, size_t stride, size_t align, size_t* first_off) {
+  if (slab <= sizeof(CacheSlab)) return 0;
+  size_t n = (slab - sizeof(CacheSlab)) / stride;
+  if (n > kMaxObjectsPerSlab) n = kMaxObjectsPerSlab;
+  for (; n > 0; --n) {
+    size_t off = align_up(sizeof(CacheSlab) + bitmap_words(static_cast<uint32_t>(n)) * 8, align);
+    if (off + n * stride <= slab) {
+      *first_off = off;
+      return static_cast<uint32_t>(n);
+    }
+  }
+  return 0;
+}
+
+// Slab geometry: a power of two, at least kMinSlab, holding at least 8 objects
+// while that fits 1 MiB (a page run in a chunk), else the smallest size from
+// 4 MiB up that holds one (a huge block aligned to a page-map slot: see
+// check_release()).
+bool geometry(magslab_cache* c) {
+  size_t first_off = 0;
+  for (size_t slab = kMinSlab; slab <= (size_t{1} << 30); slab *= 2) {
+    if (slab > kHugeThreshold && slab < kChunkSize) continue;
+    uint32_t n = objects_fitting(slab, c->stride, c->align, &first_off);
+    bool enough = n >= kMinSlabObjects || (n >= 1 && slab >= kHugeThreshold);
+    if (!enough) continue;
+    c->slab_bytes = slab;
+    c->slab_mask = ~(slab - 1);
+    c->nobj = n;
+    c->first_off = first_off;
+    c->bitmap_words = static_cast<uint32_t>(bitmap_words(n));
+    c->span = uint64_t{n} * c->stride;
+    c->div_magic = ~uint64_t{0} / c->stride + 1;
+    return true;
+  }
+  return false;
+}
+
+void choose_magazines(magslab_cache* c) {
+  size_t want = (size_t{32} << 10) / c->stride;
+  unsigned b = 0;
+  while (b + 1 < kNumMagBuckets && kMagCaps[b + 1] <= want) ++b;
+  c->bucket = b;
+  // About 1 MiB of objects in the depot, at least 4 magazines.
+  int64_t per_mag = int64_t{kMagCaps[b]} * static_cast<int64_t>(c->stride);
+  int64_t n = (int64_t{1} << 20) / per_mag;
+  c->depot_limit = n < 4 ? 4 : n;
+}
+
+// An id for c (the lowest free one), under g_lock. false without memory.
+bool assign_id(magslab_cache* c) {
+  for (uint32_t i = 0; i < g_ncaches; ++i) {
+    if (g_caches[i] == nullptr) {
+      g_caches[i] = c;
+      c->id = i;
+      return true;
+    }
+  }
+  uint32_t n = g_ncaches == 0 ? 16 : g_ncaches * 2;
+  auto* grown = static_cast<magslab_cache**>(magslab_calloc(n, sizeof(magslab_cache*)));
+  if (grown == nullptr) return false;
+  if (g_ncaches != 0) memcpy(grown, g_caches, g_ncaches * sizeof(magslab_cache*));
+  magslab_free(g_caches);
+  g_caches = grown;
+  c->id = g_ncaches;
+  g_caches[g_ncaches] = c;
+  g_ncaches = n;
+  return true;
+}
+
+// Destruct the free objects of s (all of them: every object when all_objects).
+void destruct_objects(magslab_cache* c, CacheSlab* s, bool all_objects) {
+  if (c->dtor == nullptr) return;
+  size_t n = 0;
+  for (uint32_t i = 0; i < c->nobj; ++i) {
+    if (all_objects || (s->free_bits[i / 64] >> (i % 64) & 1) != 0) {
+      c->dtor(object(c, s, i), c->arg);
+      ++n;
+    }
+  }
+  c->dtor_calls.fetch_add(n, std::memory_order_relaxed);
+}
+
+// Report the live objects of a destroyed cache in one line.
+void report_live(const magslab_cache* c, size_t live) {
+  LineBuf l;
+  l.str("magslab: cache ");
+  name_into(l, c);
+  l.str(" destroyed with ").num(live).str(live == 1 ? " live object" : " live objects");
+  l.str(" of ").num(c->size).str(" B:");
+  constexpr size_t kListed = 8;
+  size_t listed = 0;
+  for (CacheSlab* s = c->slabs; s != nullptr && listed < kListed; s = s->next) {
+    for (uint32_t i = 0; i < c->nobj && listed < kListed; ++i) {
+      if ((s->free_bits[i / 64] >> (i % 64) & 1) != 0) continue;
+      l.str(listed == 0 ? " " : ", ").hex(reinterpret_cast<uintptr_t>(object(c, s, i)));
+      ++listed;
+    }
+  }
+  if (live > listed) l.str(", ...");
+  l.end();
+  platform::write_stderr(l.data(), l.size());
+}
+
+}  // namespace
+
+void die(const LineBuf& l) {
+  // platform::fatal_msg adds the "magslab: " prefix and the newline.
+  char line[LineBuf::kCapacity + 1];
+  memcpy(line, l.data(), l.size());
+  line[l.size()] = '\0';
+  platform::fatal_msg(line);
+}
+
+size_t destroy(magslab_cache* c, bool free_live) {
+  if (c == nullptr) return 0;
+  {
+    LockGuard g(g_lock);
+    // Every thread's magazines of c, then the depot, back into the slabs.
+    for (CacheTable* t = g_tables; t != nullptr; t = t->reg_next)
+      if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
+    while (Magazine* m = pop_full(c)) flush(c, m);
+    g_caches[c->id] = nullptr;  // the id may be reused from now on
+  }
+  // Nothing else may use c now (the caller's contract): no lock needed.
+  size_t live = 0;
+  for (CacheSlab* s = c->slabs; s != nullptr; s = s->next) live += c->nobj - s->nfree;
+  if (live != 0 && !free_live) report_live(c, live);
+  for (CacheSlab* s = c->slabs; s != nullptr;) {
+    CacheSlab* next = s->next;
+    bool has_live = s->nfree != c->nobj;
+    destruct_objects(c, s, free_live);
+    s->magic = 0;
+    // A slab with live objects stays allocated: the program still holds them.
+    if (!has_live || free_live) magslab_free(s);
+    s = next;
+  }
+  c->~magslab_cache();
+  magslab_free(c);
+  return free_live ? 0 : live;
+}
+
+void lock_for_fork() {
+  g_lock.lock();
+  for (uint32_t i = 0; i < g_ncaches; ++i)
+    if (g_caches[i] != nullptr) g_caches[i]->lock.lock();
+}
+
+void unlock_after_fork() {
+  for (uint32_t i = g_ncaches; i-- > 0;)
+    if (g_caches[i] != nullptr) g_caches[i]->lock.unlock();
+  g_lock.unlock();
+}
+
+}  // namespace magslab::objcache
+
+using namespace magslab;
+using namespace magslab::objcache;
+
+extern "C" {
+
+magslab_cache* magslab_cache_create(const char* name, size_t size, size_t align,
+                                    magslab_cache_ctor ctor, magslab_cache_dtor dtor, void* arg) {
+  if (align == 0) align = 16;
+  if (size == 0 || size > kMaxObjectSize || !is_pow2(align) || align > kMaxAlign)
+    return static_cast<magslab_cache*>(fail(EINVAL));
+  if (align < kMinAlign) align = kMinAlign;
+  void* mem = magslab_aligned_alloc(kCacheLine, sizeof(magslab_cache));
+  if (mem == nullptr) return nullptr;  // errno: ENOMEM
+  auto* c = new (mem) magslab_cache();
+  c->size = size;
+  c->align = align;
+  c->stride = align_up(size, align);
+  c->ctor = ctor;
+  c->dtor = dtor;
+  c->arg = arg;
+  size_t i = 0;
+  for (; name != nullptr && name[i] != '\0' && i < kNameMax; ++i) c->name[i] = name[i];
+  c->name[i] = '\0';
+  if (!geometry(c)) {
+    magslab_free(mem);
+    return static_cast<magslab_cache*>(fail(EINVAL));
+  }
+  choose_magazines(c);
+  LockGuard g(g_lock);
+  if (g_slab_key.load(std::memory_order_relaxed) == 0)
+    g_slab_key.store(platform::random_u64(), std::memory_order_relaxed);
+  if (!assign_id(c)) {
+    c->~magslab_cache();
+    magslab_free(mem);
+    return static_cast<magslab_cache*>(fail(ENOMEM));
+  }
+  return c;
+}
+
+// The fast paths: the calling thread's loaded magazine of c, reached through
+// one TLS load and the cache's id. No lock, no atomic read-modify-write.
+void* magslab_cache_alloc(magslab_cache* c) {
+  CacheTable* t = t_table;
+  uint32_t id = c->id;
+  if (MAGSLAB_LIKELY(id < t->cap)) {
+    Magazine* m = t->slot[id].loaded;
+    uint32_t n = m->count;
+    if (MAGSLAB_LIKELY(n != 0)) return take(m, n);
+  }
+  return alloc_slow(c);
+}
+
+void magslab_cache_free(magslab_cache* c, void* p) {
+  if (MAGSLAB_UNLIKELY(p == nullptr)) return;
+  check_release(c, p);
+  CacheTable* t = t_table;
+  uint32_t id = c->id;
+  if (MAGSLAB_LIKELY(id < t->cap)) {
+    Magazine* m = t->slot[id].loaded;
+    uint32_t n = m->count;
+    if (MAGSLAB_LIKELY(n < m->cap)) return put(m, n, p);
+  }
+  free_slow(c, p);
+}
+
+size_t magslab_cache_reap(magslab_cache* c) {
+  // The calling thread's magazines and the depot, into the slabs.
+  CacheTable* t = t_table;
+  if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
+  while (Magazine* m = pop_full(c)) flush(c, m);
+  // Unlink the slabs with no object out under the lock; destruct and free them
+  // outside it (destructors may use magslab).
+  CacheSlab* reaped = nullptr;
+  {
+    LockGuard g(c->lock);
+    for (CacheSlab* s = c->slabs; s != nullptr;) {
+      CacheSlab* next = s->next;
+      if (s->nfree == c->nobj) {
+        unlink_slab(c, s);
+        s->next = reaped;
+        reaped = s;
+      }
+      s = next;
+    }
+  }
+  size_t bytes = 0;
+  while (reaped != nullptr) {
+    CacheSlab* next = reaped->next;
+    destruct_objects(c, reaped, true);
+    magslab_free(reaped);
+    bytes += c->slab_bytes;
+    reaped = next;
+  }
+  return bytes;
+}
+
+size_t magslab_cache_destroy(magslab_cache* c) { return objcache::destroy(c, false); }
+
+void magslab_cache_stats(const magslab_cache* cc, struct magslab_cache_stats* out) {
+  auto* c = const_cast<magslab_cache*>(cc);
+  size_t in_threads = 0, carved = 0, slabs = 0;
+  {
+    LockGuard g(g_lock);
+    for (CacheTable* t = g_tables; t != nullptr; t = t->reg_next) {
+      if (c->id >= t->cap) continue;
+      Slot& s = t->slot[c->id];
+      in_threads += mag_count(read_slot(s.loaded)) + mag_count(read_slot(s.previous));
+    }
+    LockGuard l(c->lock);
+    carved = c->carved;
+    slabs = c->nslabs;
+  }
+  int64_t depot = c->full_objects.load(std::memory_order_relaxed);
+  size_t in_mags = in_threads + (depot > 0 ? static_cast<size_t>(depot) : 0);
+  size_t live = carved > in_mags ? carved - in_mags : 0;
+  out->object_size = c->size;
+  out->object_align = c->align;
+  out->slab_size = c->slab_bytes;
+  out->objects_per_slab = c->nobj;
+  out->slabs = slabs;
+  out->live = live;
+  out->cached = slabs * c->nobj - live;
+  out->in_magazines = in_mags;
+  out->ctor_calls = c->ctor_calls.load(std::memory_order_relaxed);
+  out->dtor_calls = c->dtor_calls.load(std::memory_order_relaxed);
+}
+
+}  // extern "C"

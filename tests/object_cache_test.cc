@@ -1,0 +1,521 @@
+// Object caches (magslab_cache_*, magslab::ObjectCache<T>) on one thread: exact
+// constructor/destructor counts across acquire, release, reap and destroy;
+// several types and alignments at once; statistics; unique_ptr; constructors
+// that fail; and misuse, which must abort with one exact line.
+//
+// The death tests use the "fast" style (fork without exec): the child has the
+// parent's addresses, so the expected line, address included, is built here.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "magslab/magslab.hpp"
+
+namespace {
+
+std::string hex(const void* p) {
+  char b[32];
+  std::snprintf(b, sizeof b, "0x%" PRIxPTR, reinterpret_cast<uintptr_t>(p));
+  return b;
+}
+
+// The whole of stderr must be this one line (a POSIX extended regex).
+std::string only_line(const std::string& escaped) { return "^magslab: " + escaped + "\n$"; }
+
+// A 64-byte object with a non-trivial constructor and destructor that count.
+struct Counted {
+  static inline long ctors = 0;
+  static inline long dtors = 0;
+  Counted() {
+    ++ctors;
+    for (int i = 0; i < 7; ++i) v[i] = 0x1111111111111111ull * (i + 1);
+    state = 0;
+  }
+  ~Counted() { ++dtors; }
+  uint64_t v[7];
+  uint64_t state;  // changed by users, reset before release
+  static void reset() { ctors = dtors = 0; }
+};
+static_assert(sizeof(Counted) == 64);
+
+TEST(ObjectCache, ConstructorRunsPerSlabNotPerAcquire) {
+  Counted::reset();
+  {
+    magslab::ObjectCache<Counted> cache("counted");
+    auto s0 = cache.stats();
+    EXPECT_EQ(s0.slabs, 0u);
+    EXPECT_EQ(s0.ctor_calls, 0u);
+    EXPECT_EQ(Counted::ctors, 0);
+
+    Counted* a = cache.acquire();
+    auto s1 = cache.stats();
+    const long per_slab = static_cast<long>(s1.objects_per_slab);
+    ASSERT_GE(per_slab, 8);
+    EXPECT_EQ(s1.slabs, 1u);
+    EXPECT_EQ(Counted::ctors, per_slab);  // the whole slab, once
+    EXPECT_EQ(s1.ctor_calls, static_cast<size_t>(per_slab));
+    EXPECT_EQ(s1.live, 1u);
+    EXPECT_EQ(s1.cached, static_cast<size_t>(per_slab - 1));
+    EXPECT_EQ(a->v[3], 0x4444444444444444ull);
+
+    // Release and acquire again many times: no constructor, no destructor.
+    a->state = 7;
+    for (int i = 0; i < 10000; ++i) {
+      a->state = 0;
+      cache.release(a);
+      a = cache.acquire();
+    }
+    EXPECT_EQ(Counted::ctors, per_slab);
+    EXPECT_EQ(Counted::dtors, 0);
+    cache.release(a);
+
+    auto s2 = cache.stats();
+    EXPECT_EQ(s2.live, 0u);
+    EXPECT_EQ(s2.cached, static_cast<size_t>(per_slab));
+
+    // Reap: the slab has nothing out, so its objects are destructed and it is freed.
+    size_t freed = cache.reap();
+    EXPECT_EQ(freed, s2.slab_size);
+    EXPECT_EQ(Counted::dtors, per_slab);
+    auto s3 = cache.stats();
+    EXPECT_EQ(s3.slabs, 0u);
+    EXPECT_EQ(s3.cached, 0u);
+    EXPECT_EQ(s3.dtor_calls, static_cast<size_t>(per_slab));
+
+    // A new slab is constructed on the next acquire.
+    Counted* b = cache.acquire();
+    EXPECT_EQ(Counted::ctors, 2 * per_slab);
+    cache.release(b);
+  }
+  // Destruction destructs every object still cached.
+  EXPECT_EQ(Counted::ctors, Counted::dtors);
+}
+
+TEST(ObjectCache, CountsAcrossManySlabs) {
+  Counted::reset();
+  {
+    magslab::ObjectCache<Counted> cache("many");
+    std::vector<Counted*> objs;
+    for (int i = 0; i < 5000; ++i) objs.push_back(cache.acquire());
+    std::set<Counted*> unique(objs.begin(), objs.end());
+    EXPECT_EQ(unique.size(), objs.size());
+    for (Counted* p : objs) EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % alignof(Counted), 0u);
+    auto s = cache.stats();
+    EXPECT_EQ(s.live, 5000u);
+    EXPECT_EQ(static_cast<long>(s.ctor_calls), Counted::ctors);
+    EXPECT_EQ(s.slabs * s.objects_per_slab, s.live + s.cached);
+    EXPECT_EQ(Counted::ctors, static_cast<long>(s.slabs * s.objects_per_slab));
+
+    // Reap with everything out frees nothing.
+    EXPECT_EQ(cache.reap(), 0u);
+    EXPECT_EQ(Counted::dtors, 0);
+
+    // Release half: slabs with an object still out are kept by reap.
+    for (size_t i = 0; i < objs.size(); i += 2) cache.release(objs[i]);
+    cache.reap();
+    auto h = cache.stats();
+    EXPECT_EQ(h.live, 2500u);
+    EXPECT_EQ(Counted::dtors, static_cast<long>(h.dtor_calls));
+    EXPECT_EQ(Counted::ctors - Counted::dtors, static_cast<long>(h.slabs * h.objects_per_slab));
+
+    for (size_t i = 1; i < objs.size(); i += 2) cache.release(objs[i]);
+    cache.reap();
+    auto z = cache.stats();
+    EXPECT_EQ(z.live, 0u);
+    EXPECT_EQ(z.slabs, 0u);
+    EXPECT_EQ(Counted::ctors, Counted::dtors);
+  }
+  EXPECT_EQ(Counted::ctors, Counted::dtors);
+}
+
+template <size_t kAlign, size_t kSize>
+struct alignas(kAlign) Blob {
+  Blob() {
+    std::memset(bytes, 0xA5, sizeof bytes);
+    ++live_ctor;
+  }
+  ~Blob() { ++live_dtor; }
+  unsigned char bytes[kSize];
+  static inline long live_ctor = 0;
+  static inline long live_dtor = 0;
+};
+
+// Several caches of different types and alignments in use at once: each
+// object is aligned, distinct, intact, and the counts of each type are exact.
+template <class T>
+void exercise(magslab::ObjectCache<T>& cache, std::vector<T*>& out, int n) {
+  for (int i = 0; i < n; ++i) {
+    T* p = cache.acquire();
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % alignof(T), 0u) << alignof(T);
+    for (unsigned char b : p->bytes) ASSERT_EQ(b, 0xA5);
+    std::memset(p->bytes, 0x5A, sizeof p->bytes);
+    out.push_back(p);
+  }
+}
+template <class T>
+void give_back(magslab::ObjectCache<T>& cache, std::vector<T*>& objs) {
+  for (T* p : objs) {
+    for (unsigned char b : p->bytes) ASSERT_EQ(b, 0x5A);
+    std::memset(p->bytes, 0xA5, sizeof p->bytes);  // back to the constructed state
+    cache.release(p);
+  }
+  objs.clear();
+}
+
+TEST(ObjectCache, SeveralTypesAndAlignmentsAtOnce) {
+  using B8 = Blob<8, 24>;
+  using B64 = Blob<64, 100>;
+  using B256 = Blob<256, 256>;
+  using B4096 = Blob<4096, 5000>;
+  using B16k = Blob<16, 200000>;  // large objects: a slab of 1 MiB holds 5
+  {
+    magslab::ObjectCache<B8> c8("b8");
+    magslab::ObjectCache<B64> c64("b64");
+    magslab::ObjectCache<B256> c256("b256");
+    magslab::ObjectCache<B4096> c4096("b4096");
+    magslab::ObjectCache<B16k> c16k("b16k");
+    std::vector<B8*> o8;
+    std::vector<B64*> o64;
+    std::vector<B256*> o256;
+    std::vector<B4096*> o4096;
+    std::vector<B16k*> o16k;
+    for (int round = 0; round < 3; ++round) {
+      exercise(c8, o8, 3000);
+      exercise(c64, o64, 700);
+      exercise(c256, o256, 300);
+      exercise(c4096, o4096, 40);
+      exercise(c16k, o16k, 12);
+      EXPECT_EQ(c8.stats().live, 3000u);
+      EXPECT_EQ(c4096.stats().live, 40u);
+      EXPECT_EQ(c16k.stats().live, 12u);
+      give_back(c8, o8);
+      give_back(c64, o64);
+      give_back(c256, o256);
+      give_back(c4096, o4096);
+      give_back(c16k, o16k);
+    }
+    EXPECT_EQ(B4096::live_ctor, static_cast<long>(c4096.stats().ctor_calls));
+    EXPECT_EQ(B16k::live_ctor, static_cast<long>(c16k.stats().ctor_calls));
+    EXPECT_EQ(B16k::live_dtor, 0);
+    EXPECT_GE(c16k.stats().slab_size, 5u * sizeof(B16k));
+  }
+  EXPECT_EQ(B8::live_ctor, B8::live_dtor);
+  EXPECT_EQ(B64::live_ctor, B64::live_dtor);
+  EXPECT_EQ(B256::live_ctor, B256::live_dtor);
+  EXPECT_EQ(B4096::live_ctor, B4096::live_dtor);
+  EXPECT_EQ(B16k::live_ctor, B16k::live_dtor);
+  EXPECT_GT(B16k::live_ctor, 0);
+}
+
+TEST(ObjectCache, UniquePtrReleasesToTheCache) {
+  Counted::reset();
+  magslab::ObjectCache<Counted> cache("unique");
+  {
+    auto a = cache.acquire_unique();
+    auto b = cache.acquire_unique();
+    EXPECT_NE(a.get(), b.get());
+    EXPECT_EQ(cache.stats().live, 2u);
+    a.reset();
+    EXPECT_EQ(cache.stats().live, 1u);
+    auto c = std::move(b);
+    EXPECT_EQ(cache.stats().live, 1u);
+  }
+  EXPECT_EQ(cache.stats().live, 0u);
+  EXPECT_EQ(Counted::dtors, 0);  // released, not destructed
+}
+
+// A constructor that throws on its Nth call: acquire() rethrows it, the
+// objects the slab had constructed are destructed, and the cache stays usable.
+struct Fussy {
+  static inline int calls = 0;
+  static inline int throw_at = -1;
+  static inline long dtors = 0;
+  Fussy() {
+    if (calls++ == throw_at) throw std::runtime_error("fussy");
+  }
+  ~Fussy() { ++dtors; }
+  char pad[40];
+};
+
+TEST(ObjectCache, ThrowingConstructorIsRethrownAndCleanedUp) {
+  Fussy::calls = 0;
+  Fussy::throw_at = 5;
+  Fussy::dtors = 0;
+  {
+    magslab::ObjectCache<Fussy> cache("fussy");
+    EXPECT_THROW(
+        {
+          try {
+            cache.acquire();
+          } catch (const std::runtime_error& e) {
+            EXPECT_STREQ(e.what(), "fussy");
+            throw;
+          }
+        },
+        std::runtime_error);
+    EXPECT_EQ(Fussy::dtors, 5);  // the five constructed before the throw
+    auto s = cache.stats();
+    EXPECT_EQ(s.slabs, 0u);
+    EXPECT_EQ(s.ctor_calls, 6u);
+    EXPECT_EQ(s.dtor_calls, 5u);
+    Fussy* q = cache.try_acquire();  // throw_at passed: works now
+    EXPECT_NE(q, nullptr);
+    Fussy::throw_at = -1;
+    Fussy* p = cache.acquire();
+    cache.release(p);
+    cache.release(q);
+  }
+  EXPECT_EQ(static_cast<long>(Fussy::calls), Fussy::dtors + 1);  // + the one that threw
+}
+
+TEST(ObjectCache, TryAcquireReturnsNullOnConstructorFailure) {
+  Fussy::calls = 0;
+  Fussy::throw_at = 0;
+  magslab::ObjectCache<Fussy> cache("fussy2");
+  EXPECT_EQ(cache.try_acquire(), nullptr);
+  Fussy::throw_at = -1;
+  Fussy* p = cache.try_acquire();
+  EXPECT_NE(p, nullptr);
+  cache.release(p);
+}
+
+// ---- The C API ----
+
+struct CArgs {
+  long ctors = 0;
+  long dtors = 0;
+  int fail_after = -1;
+};
+
+int c_ctor(void* obj, void* arg) {
+  auto* a = static_cast<CArgs*>(arg);
+  if (a->fail_after >= 0 && a->ctors >= a->fail_after) return -1;
+  ++a->ctors;
+  std::memset(obj, 0x77, 48);
+  return 0;
+}
+void c_dtor(void* obj, void* arg) {
+  auto* a = static_cast<CArgs*>(arg);
+  ++a->dtors;
+  EXPECT_EQ(static_cast<unsigned char*>(obj)[0], 0x77);
+}
+
+TEST(CacheCApi, CreateAllocFreeReapStatsDestroy) {
+  CArgs args;
+  magslab_cache* c = magslab_cache_create("c-api", 48, 16, c_ctor, c_dtor, &args);
+  ASSERT_NE(c, nullptr);
+  struct magslab_cache_stats st;
+  magslab_cache_stats(c, &st);
+  EXPECT_EQ(st.object_size, 48u);
+  EXPECT_EQ(st.object_align, 16u);
+  EXPECT_EQ(st.slabs, 0u);
+  std::vector<void*> v;
+  for (int i = 0; i < 100; ++i) {
+    void* p = magslab_cache_alloc(c);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 16, 0u);
+    EXPECT_EQ(static_cast<unsigned char*>(p)[47], 0x77);
+    v.push_back(p);
+  }
+  magslab_cache_stats(c, &st);
+  EXPECT_EQ(st.live, 100u);
+  EXPECT_EQ(static_cast<long>(st.ctor_calls), args.ctors);
+  EXPECT_EQ(args.ctors, static_cast<long>(st.slabs * st.objects_per_slab));
+  for (void* p : v) magslab_cache_free(c, p);
+  magslab_cache_free(c, nullptr);  // ignored
+  magslab_cache_stats(c, &st);
+  EXPECT_EQ(st.live, 0u);
+  EXPECT_GT(magslab_cache_reap(c), 0u);
+  EXPECT_EQ(args.ctors, args.dtors);
+  EXPECT_EQ(magslab_cache_destroy(c), 0u);
+  EXPECT_EQ(args.ctors, args.dtors);
+  EXPECT_EQ(magslab_cache_destroy(nullptr), 0u);
+}
+
+TEST(CacheCApi, NoConstructorAndSmallAlignments) {
+  for (size_t align : {size_t{0}, size_t{1}, size_t{2}, size_t{8}, size_t{32}, size_t{4096}}) {
+    magslab_cache* c = magslab_cache_create("plain", 3, align, nullptr, nullptr, nullptr);
+    ASSERT_NE(c, nullptr) << align;
+    struct magslab_cache_stats st;
+    magslab_cache_stats(c, &st);
+    size_t want = align == 0 ? 16 : (align < 8 ? 8 : align);
+    EXPECT_EQ(st.object_align, want);
+    for (int i = 0; i < 50; ++i) {
+      void* p = magslab_cache_alloc(c);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % want, 0u);
+      magslab_cache_free(c, p);
+    }
+    EXPECT_EQ(magslab_cache_destroy(c), 0u);
+  }
+}
+
+// Objects above 1 MiB: slabs of 4 MiB and more, huge blocks of the heap.
+TEST(CacheCApi, HugeObjects) {
+  CArgs args;
+  magslab_cache* c = magslab_cache_create("huge", size_t{3} << 20, 64, c_ctor, c_dtor, &args);
+  ASSERT_NE(c, nullptr);
+  struct magslab_cache_stats st;
+  magslab_cache_stats(c, &st);
+  EXPECT_GE(st.slab_size, size_t{4} << 20);
+  EXPECT_GE(st.objects_per_slab, 1u);
+  std::vector<void*> v;
+  for (int i = 0; i < 3; ++i) {
+    void* p = magslab_cache_alloc(c);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+    std::memset(static_cast<char*>(p) + 48, i, (size_t{3} << 20) - 48);
+    v.push_back(p);
+  }
+  magslab_cache_stats(c, &st);
+  EXPECT_EQ(st.live, 3u);
+  for (void* p : v) magslab_cache_free(c, p);
+  EXPECT_EQ(magslab_cache_destroy(c), 0u);
+  EXPECT_EQ(args.ctors, args.dtors);
+  EXPECT_GE(args.ctors, 3);
+}
+
+TEST(CacheCApi, BadArgumentsAreEinval) {
+  errno = 0;
+  EXPECT_EQ(magslab_cache_create("x", 0, 16, nullptr, nullptr, nullptr), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(magslab_cache_create("x", 64, 24, nullptr, nullptr, nullptr), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(magslab_cache_create("x", 64, 8192, nullptr, nullptr, nullptr), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(magslab_cache_create("x", SIZE_MAX, 16, nullptr, nullptr, nullptr), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+}
+
+TEST(CacheCApi, ConstructorFailureReturnsNullAndDestructsTheSlab) {
+  CArgs args;
+  args.fail_after = 3;
+  magslab_cache* c = magslab_cache_create("failing", 48, 16, c_ctor, c_dtor, &args);
+  ASSERT_NE(c, nullptr);
+  errno = 0;
+  EXPECT_EQ(magslab_cache_alloc(c), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_EQ(args.ctors, 3);
+  EXPECT_EQ(args.dtors, 3);
+  struct magslab_cache_stats st;
+  magslab_cache_stats(c, &st);
+  EXPECT_EQ(st.slabs, 0u);
+  EXPECT_EQ(st.ctor_calls, 4u);  // three that succeeded and the one that failed
+  EXPECT_EQ(st.dtor_calls, 3u);
+  args.fail_after = -1;
+  void* p = magslab_cache_alloc(c);
+  EXPECT_NE(p, nullptr);
+  magslab_cache_free(c, p);
+  magslab_cache_destroy(c);
+  EXPECT_EQ(args.ctors, args.dtors);
+}
+
+// Destroying a cache with objects out reports them in one line, returns their
+// count, leaves them usable and destructs only the free objects.
+TEST(CacheCApi, DestroyWithLiveObjectsReportsThem) {
+  CArgs args;
+  magslab_cache* c = magslab_cache_create("leaky", 48, 16, c_ctor, c_dtor, &args);
+  void* a = magslab_cache_alloc(c);
+  void* b = magslab_cache_alloc(c);
+  void* d = magslab_cache_alloc(c);
+  magslab_cache_free(c, b);
+  testing::internal::CaptureStderr();
+  size_t live = magslab_cache_destroy(c);
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(live, 2u);
+  // The slab's objects are listed in address order.
+  void* lo = a < d ? a : d;
+  void* hi = a < d ? d : a;
+  EXPECT_EQ(err, "magslab: cache \"leaky\" destroyed with 2 live objects of 48 B: " + hex(lo) +
+                     ", " + hex(hi) + "\n");
+  EXPECT_EQ(args.dtors, args.ctors - 2);               // the live two are not destructed
+  EXPECT_EQ(static_cast<unsigned char*>(a)[0], 0x77);  // and still readable
+}
+
+// ---- Misuse: one exact line, then abort ----
+
+TEST(CacheMisuseDeathTest, ForeignPointers) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* keep = cache.acquire();  // the cache has a slab
+  alignas(64) static unsigned char static_buf[256];
+  unsigned char stack_buf[128];
+  void* heap = magslab_malloc(64);
+  void* big = magslab_malloc(3 << 20);
+  const std::string tail = " to cache \"widgets\" \\(not an object of any cache\\)";
+  for (void* p : {static_cast<void*>(static_buf), static_cast<void*>(stack_buf + 64), heap, big,
+                  static_cast<void*>(static_cast<char*>(heap) + 16)}) {
+    EXPECT_DEATH(cache.release(static_cast<Counted*>(p)),
+                 only_line("invalid release of " + hex(p) + tail))
+        << hex(p);
+  }
+  magslab_free(heap);
+  magslab_free(big);
+  cache.release(keep);
+}
+
+TEST(CacheMisuseDeathTest, PointerOfAnotherCache) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> widgets("widgets");
+  magslab::ObjectCache<Counted> gadgets("gadgets");
+  Counted* g = gadgets.acquire();
+  EXPECT_DEATH(widgets.release(g),
+               only_line("invalid release of " + hex(g) +
+                         " to cache \"widgets\" \\(an object of cache \"gadgets\"\\)"));
+  gadgets.release(g);
+}
+
+TEST(CacheMisuseDeathTest, InteriorPointer) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* p = cache.acquire();
+  void* inside = reinterpret_cast<char*>(p) + 8;
+  EXPECT_DEATH(cache.release(static_cast<Counted*>(inside)),
+               only_line("invalid release of " + hex(inside) +
+                         " to cache \"widgets\" \\(inside an object of 64 B\\)"));
+  cache.release(p);
+}
+
+TEST(CacheMisuseDeathTest, ReleaseAfterReapIsReported) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* p = cache.acquire();
+  cache.release(p);
+  cache.reap();                     // the slab is gone: p is stale
+  void* heap = magslab_malloc(16);  // keep the memory's chunk mapped
+  EXPECT_DEATH(cache.release(p),
+               only_line("invalid release of " + hex(p) +
+                         " to cache \"widgets\" \\(not an object of any cache\\)"));
+  magslab_free(heap);
+}
+
+TEST(CacheMisuseDeathTest, DoubleReleaseFoundInItsSlab) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* keep = cache.acquire();  // keeps the slab from being reaped
+  Counted* p = cache.acquire();
+  cache.release(p);
+  cache.reap();  // p is back in its slab
+  EXPECT_DEATH(
+      {
+        cache.release(p);  // into this thread's magazine...
+        cache.reap();      // ...and found already free when the magazine is flushed
+      },
+      only_line("double release of " + hex(p) +
+                " to cache \"widgets\" \\(already free in its slab\\)"));
+  cache.release(keep);
+}
+
+}  // namespace
