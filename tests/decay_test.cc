@@ -23,6 +23,7 @@
 #include "small/size_classes.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
+#include "testing/magazines.h"
 
 namespace {
 
@@ -96,13 +97,7 @@ TEST_F(Decay, ARunFreedAgainIsYoungAgain) {
   magslab_free(pin);
 }
 
-// A magazine filled from the slabs, as the depot gets them.
-Magazine* full_magazine(unsigned cls) {
-  Magazine* m = depot::get_empty(cls);
-  if (m == nullptr) return nullptr;
-  set_mag_count(m, slab::refill(cls, m->objs, m->cap, nullptr));
-  return m;
-}
+using mstest::full_magazine;
 
 TEST_F(Decay, DepotGivesBackHalfOfWhatNobodyTookEachPass) {
   const unsigned cls = class_of(176);

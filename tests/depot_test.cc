@@ -15,6 +15,7 @@
 #include "small/magazine.h"
 #include "small/size_classes.h"
 #include "small/slab.h"
+#include "testing/magazines.h"
 #include "testing/no_decay.h"  // exact cache contents
 
 namespace {
@@ -28,13 +29,7 @@ size_t expected_limit(unsigned cls) {
   return std::max<size_t>(min, (size_t{1} << 20) / per_mag);
 }
 
-// A magazine from the depot filled from the slabs.
-Magazine* full_magazine(unsigned cls) {
-  Magazine* m = depot::get_empty(cls);
-  if (m == nullptr) return nullptr;
-  set_mag_count(m, slab::refill(cls, m->objs, m->cap, nullptr));
-  return m;
-}
+using mstest::full_magazine;
 
 TEST(Depot, EmptyMagazinesAreMadeForTheClassAndRecycled) {
   const unsigned cls = class_of(24);
