@@ -464,10 +464,7 @@ size_t release_free_chunks_locked(size_t keep) {
   return released;
 }
 
-Totals totals_locked() {
-  return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages,
-                g_dirty_tail != nullptr ? g_dirty_tail->dirty_at : 0};
-}
+Totals totals_locked() { return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages}; }
 
 }  // namespace heap
 }  // namespace magslab

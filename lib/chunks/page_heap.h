@@ -77,11 +77,10 @@ size_t purge_aged(uint64_t cutoff);
 void purge_excess();
 
 struct Totals {
-  size_t chunks;             // normal chunks mapped
-  size_t free_pages;         // pages in free runs, dirty or purged
-  size_t free_chunks;        // chunks entirely free
-  size_t dirty_pages;        // free pages not purged yet (committed, reusable)
-  uint64_t oldest_dirty_ns;  // when the least recently touched dirty run was; 0: none
+  size_t chunks;       // normal chunks mapped
+  size_t free_pages;   // pages in free runs, dirty or purged
+  size_t free_chunks;  // chunks entirely free
+  size_t dirty_pages;  // free pages not purged yet (committed, reusable)
 };
 Totals totals_locked();
 
