@@ -12,7 +12,7 @@ namespace mstest {
 inline magslab::Magazine* full_magazine(unsigned cls) {
   magslab::Magazine* m = magslab::depot::get_empty(cls);
   if (m == nullptr) return nullptr;
-  magslab::set_mag_count(m, magslab::slab::refill(cls, m->objs, m->cap, nullptr));
+  magslab::set_mag_count(m, magslab::slab::refill(cls, m->objs, m->cap, 0));
   return m;
 }
 

@@ -65,9 +65,9 @@ TEST(RemoteFreeMt, OwnObjectsAreStillReusedLifo) {
     for (size_t i = 0; i < 100000 && p == nullptr; ++i) {
       void* q = magslab_malloc(kSize);
       ASSERT_NE(q, nullptr);
-      const magslab::Slab* s = magslab::pagemap::lookup_slab(reinterpret_cast<uintptr_t>(q));
-      ASSERT_NE(s, nullptr);
-      if (s->owner.load(std::memory_order_relaxed) == magslab::t_cache)
+      const uint64_t w = magslab::pagemap::lookup_word(reinterpret_cast<uintptr_t>(q));
+      ASSERT_NE(w, 0u);
+      if (magslab::word_owner(w) == magslab::t_cache->owner_tag)
         p = q;
       else
         others.push_back(q);

@@ -73,7 +73,6 @@ TEST(RequestedStats, SideArrayIndexIsTheObjectIndex) {
   for (unsigned c = 0; c < magslab::kNumClasses; ++c) {
     const magslab::ClassInfo& ci = magslab::kClasses[c];
     s.cls = c;
-    s.magic = ci.magic;
     for (uint32_t k = 0; k < ci.objects; ++k) {
       void* p = reinterpret_cast<void*>(s.start + uint64_t{k} * ci.size);
       ASSERT_EQ(&magslab::requested::slot(&s, p), &side[k]) << "class " << c << " size " << ci.size;

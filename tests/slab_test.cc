@@ -26,17 +26,22 @@ TEST(Slab, RefillHandsOutDistinctObjectsInAddressOrderAndRecordsTheOwner) {
   const unsigned cls = class_of(48);
   const ClassInfo& ci = kClasses[cls];
   const size_t carved0 = slab::counts(cls).carved_objects;
-  int owner_tag = 0;
+  const uint64_t owner = owner_tag(7);
   std::vector<void*> out(32);
-  ASSERT_EQ(slab::refill(cls, out.data(), 32, &owner_tag), 32u);
+  ASSERT_EQ(slab::refill(cls, out.data(), 32, owner), 32u);
   EXPECT_EQ(slab::counts(cls).carved_objects, carved0 + 32);
   for (size_t i = 0; i < out.size(); ++i) {
     Slab* s = slab_of(out[i]);
     ASSERT_NE(s, nullptr);
     EXPECT_EQ(s->cls, cls);
-    EXPECT_EQ(s->owner.load(), &owner_tag);
+    EXPECT_EQ(s->owner, owner);
     EXPECT_EQ((addr(out[i]) - s->start) % ci.size, 0u);
-    EXPECT_TRUE(valid_offset(s, addr(out[i]) - s->start));
+    // The page word says the same, for free (slab.h).
+    const uint64_t w = pagemap::lookup_word(addr(out[i]));
+    EXPECT_EQ(word_class(w), cls);
+    EXPECT_EQ(word_owner(w), owner);
+    EXPECT_EQ(word_offset(w, addr(out[i])), addr(out[i]) - s->start);
+    EXPECT_TRUE(valid_word(w, addr(out[i])));
     EXPECT_FALSE(slab::is_free_in_slab(cls, out[i]));
     // Popped from the end, they come out in increasing address order.
     if (i + 1 < out.size()) {
@@ -55,7 +60,7 @@ TEST(Slab, CarvesExactlyTheClassObjectCountPerSlab) {
   const unsigned cls = class_of(1024);
   const ClassInfo& ci = kClasses[cls];
   std::vector<void*> out(ci.objects + 1);
-  ASSERT_EQ(slab::refill(cls, out.data(), ci.objects + 1, nullptr), ci.objects + 1);
+  ASSERT_EQ(slab::refill(cls, out.data(), ci.objects + 1, 0), ci.objects + 1);
   // The first ci.objects objects (from the end) fill one slab, page-aligned,
   // of ci.slab_pages pages; the last one opens a second slab.
   Slab* first = slab_of(out[ci.objects]);
@@ -80,7 +85,7 @@ TEST(Slab, OneEmptySlabIsCachedAndTrimGivesItBack) {
   // Two full slabs, then everything back: the first slab to become empty is
   // kept (committed, for churn), the second goes back to the page heap.
   std::vector<void*> out(2 * ci.objects);
-  ASSERT_EQ(slab::refill(cls, out.data(), 2 * ci.objects, nullptr), 2 * ci.objects);
+  ASSERT_EQ(slab::refill(cls, out.data(), 2 * ci.objects, 0), 2 * ci.objects);
   EXPECT_EQ(slab::counts(cls).slabs, 2u);
   EXPECT_EQ(slab::counts(cls).empty_cached_slabs, 0u);
   slab::release(cls, out.data(), static_cast<uint32_t>(out.size()));
@@ -91,7 +96,7 @@ TEST(Slab, OneEmptySlabIsCachedAndTrimGivesItBack) {
 
   // The cached slab is carved again first: the same objects come back.
   std::vector<void*> again(ci.objects);
-  ASSERT_EQ(slab::refill(cls, again.data(), ci.objects, nullptr), ci.objects);
+  ASSERT_EQ(slab::refill(cls, again.data(), ci.objects, 0), ci.objects);
   EXPECT_EQ(slab::counts(cls).empty_cached_slabs, 0u);
   Slab* s = slab_of(again[0]);
   for (void* p : again) EXPECT_EQ(slab_of(p), s);
@@ -106,13 +111,62 @@ TEST(Slab, OneEmptySlabIsCachedAndTrimGivesItBack) {
   EXPECT_EQ(slab_of(again[0]), nullptr);
 }
 
+// Free reads one page word, never the record (slab.h): every page of a
+// multi-page slab says its class, its index in the slab and the slab's owner,
+// so that the offset of every object (and of every address between objects)
+// is computed from the word alone; a refill by another owner rewrites every
+// page's word, and giving the slab back clears them.
+TEST(Slab, PageWordsDescribeEveryPageAndFollowTheOwner) {
+  const unsigned cls = class_of(3000);  // objects straddle page boundaries
+  const ClassInfo& ci = kClasses[cls];
+  ASSERT_GT(ci.slab_pages, 2u);
+  ASSERT_NE(ci.size % kPageSize, 0u);
+  const uint64_t owner_a = owner_tag(1), owner_b = owner_tag(2);
+  std::vector<void*> objs(ci.objects);
+  ASSERT_EQ(slab::refill(cls, objs.data(), ci.objects, owner_a), ci.objects);
+  Slab* s = slab_of(objs[0]);
+  ASSERT_NE(s, nullptr);
+  for (void* p : objs) ASSERT_EQ(slab_of(p), s) << "one fresh slab";
+  for (uint32_t k = 0; k < ci.slab_pages; ++k) {
+    const uintptr_t page = s->start + uintptr_t{k} * kPageSize;
+    const uint64_t w = pagemap::lookup_word(page + 8);
+    EXPECT_EQ(word_class(w), cls);
+    EXPECT_EQ(word_owner(w), owner_a);
+    EXPECT_EQ((w & pagemap::kPageIndexMask) >> pagemap::kPageIndexShift, k);
+  }
+  for (uintptr_t a = s->start; a < s->start + uintptr_t{ci.slab_pages} * kPageSize; a += 16) {
+    const uint64_t w = pagemap::lookup_word(a);
+    ASSERT_EQ(word_offset(w, a), a - s->start);
+    const bool object = (a - s->start) % ci.size == 0 && (a - s->start) / ci.size < ci.objects;
+    ASSERT_EQ(valid_word(w, a), object) << "offset " << a - s->start;
+  }
+  // Another owner refills from the slab: every page's word follows.
+  slab::release(cls, objs.data(), 1);
+  void* again = nullptr;
+  ASSERT_EQ(slab::refill(cls, &again, 1, owner_b), 1u);
+  ASSERT_EQ(again, objs[0]);
+  EXPECT_EQ(s->owner, owner_b);
+  for (uint32_t k = 0; k < ci.slab_pages; ++k)
+    EXPECT_EQ(word_owner(pagemap::lookup_word(s->start + uintptr_t{k} * kPageSize)), owner_b);
+  // Given back (released whole while another empty slab is cached, or by
+  // trim), the slab's pages have no word: a late free is taken for no slab's.
+  objs[0] = again;
+  slab::release(cls, objs.data(), ci.objects);
+  slab::trim();
+  for (uint32_t k = 0; k < ci.slab_pages; ++k) {
+    const uintptr_t page = s->start + uintptr_t{k} * kPageSize;
+    EXPECT_EQ(pagemap::lookup_word(page), 0u);
+    EXPECT_FALSE(valid_word(0, page)) << "a page in no slab holds no object";
+  }
+}
+
 TEST(SlabDeathTest, ReleaseReportsADoubleFree) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
         const unsigned cls = class_of(100);
         void* p = nullptr;
-        if (slab::refill(cls, &p, 1, nullptr) != 1) return;
+        if (slab::refill(cls, &p, 1, 0) != 1) return;
         slab::release(cls, &p, 1);
         slab::release(cls, &p, 1);
       },

@@ -40,12 +40,16 @@ void* fail(int err) {
   return nullptr;
 }
 
+// Exact mode: p's entry in its slab's side array.
+inline uint32_t& requested_slot(void* p) {
+  return requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p);
+}
+
 // Exact mode (requested.h): record n as the size asked for p, a slab object
 // just handed out (nullptr: nothing to record).
 [[maybe_unused]] MAGSLAB_NOINLINE void note_alloc(void* p, size_t n) {
   if (p == nullptr) return;
-  requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p) =
-      static_cast<uint32_t>(n);
+  requested_slot(p) = static_cast<uint32_t>(n);
   requested::note(static_cast<int64_t>(n));
 }
 
@@ -56,15 +60,15 @@ inline void* alloc_small(unsigned cls, size_t n) {
   return p;
 }
 
-// Free p, an object of slab s (checked by checked_slab()).
-inline void free_small(void* p, Slab* s) {
+// Free p, an object of a slab whose page word is w (checked: valid_word()).
+inline void free_small(void* p, uint64_t w) {
   if constexpr (kExactRequested) {
     // Read before the free: once freed, another thread may hand p out again.
-    uint32_t n = requested::slot(s, p);
-    cache::free(p, s);
+    uint32_t n = requested_slot(p);
+    cache::free(p, w);
     requested::note(-static_cast<int64_t>(n));  // after: a first free creates the cache
   } else {
-    cache::free(p, s);
+    cache::free(p, w);
   }
 }
 
@@ -76,25 +80,35 @@ MAGSLAB_NOINLINE void* malloc_big(size_t n) {
   return p != nullptr ? p : fail(ENOMEM);
 }
 
-// p is not the start of an object of slab s (or, for kWrongSizedFree, the
-// size does not fit its class).
-[[noreturn]] MAGSLAB_COLD void invalid(const void* p, Misuse kind, const Slab* s) {
-  platform::misuse(kind, p, BlockInfo::small(s->cls, kClasses[s->cls].size));
+// p is not the start of an object of a slab of class cls (or, for
+// kWrongSizedFree, the size does not fit its class).
+[[noreturn]] MAGSLAB_COLD void invalid(const void* p, Misuse kind, unsigned cls) {
+  platform::misuse(kind, p, BlockInfo::small(cls, kClasses[cls].size));
 }
 
-// The slab holding p, after checking that p is the start of an object of it;
-// nullptr if p is not in a slab at all. Aborts on interior or misaligned pointers.
-inline Slab* checked_slab(const void* p, Misuse kind) {
+// The page word (slab.h) of p's page, after checking that p is the start of an
+// object of its slab; 0 if p is in no slab at all. Aborts on interior or
+// misaligned pointers. One load from the page map; the slab's record is not read.
+inline uint64_t checked_word(const void* p, Misuse kind) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  Slab* s = pagemap::lookup_slab(a);
-  if (MAGSLAB_UNLIKELY(s == nullptr)) return nullptr;
-  if (MAGSLAB_UNLIKELY(!valid_offset(s, a - s->start))) invalid(p, kind, s);
-  return s;
+  uint64_t w = pagemap::lookup_word(a);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) {  // also for w == 0: in no slab
+    if (w != 0) invalid(p, kind, word_class(w));
+    return 0;
+  }
+  return w;
 }
 
 MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   if (p == nullptr) return;
   large::free(p);
+}
+
+// p is not an object start of a slab: in none (w == 0: large, NULL or foreign),
+// or an interior or misaligned pointer into the slab of page word w.
+void free_not_valid(void* p, uint64_t w, Misuse kind) {
+  if (w != 0) invalid(p, kind, word_class(w));
+  free_not_in_slab(p);
 }
 
 void* alloc_aligned(size_t align, size_t n) {
@@ -118,21 +132,27 @@ void* alloc_aligned(size_t align, size_t n) {
 extern "C" {
 
 void* magslab_malloc(size_t n) {
-  if (MAGSLAB_LIKELY(n <= kLookupMax)) return alloc_small(kSmallLookup[(n + 7) >> 3], n);
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) {
+    void* p = cache::alloc_at(cache::kSmallPairOffsets[(n + 7) >> 3]);
+    if constexpr (kExactRequested) note_alloc(p, n);
+    return p;
+  }
   return malloc_big(n);
 }
 
 void magslab_free(void* p) {
-  Slab* s = checked_slab(p, Misuse::kInvalidFree);
-  if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
-  free_small(p, s);
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint64_t w = pagemap::lookup_word(a);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
+  free_small(p, w);
 }
 
 void magslab_free_sized(void* p, size_t size) {
-  Slab* s = checked_slab(p, Misuse::kInvalidFree);
-  if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
-  if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, Misuse::kWrongSizedFree, s);
-  free_small(p, s);
+  uint64_t w = checked_word(p, Misuse::kInvalidFree);
+  if (MAGSLAB_UNLIKELY(w == 0)) return free_not_in_slab(p);
+  unsigned cls = word_class(w);
+  if (MAGSLAB_UNLIKELY(size > kClasses[cls].size)) invalid(p, Misuse::kWrongSizedFree, cls);
+  free_small(p, w);
 }
 
 void* magslab_calloc(size_t count, size_t size) {
@@ -162,12 +182,13 @@ void* magslab_realloc(void* p, size_t n) {
   }
   if (n > kMaxRequest) return fail(ENOMEM);
   size_t old_usable;
-  if (Slab* s = checked_slab(p, Misuse::kInvalidRealloc)) {
-    old_usable = kClasses[s->cls].size;
+  if (uint64_t w = checked_word(p, Misuse::kInvalidRealloc)) {
+    unsigned cls = word_class(w);
+    old_usable = kClasses[cls].size;
     // Keep the block if n still fits and would not fit a class half the size.
-    if (n <= old_usable && (n > old_usable / 2 || s->cls == 0)) {
+    if (n <= old_usable && (n > old_usable / 2 || cls == 0)) {
       if constexpr (kExactRequested) {
-        uint32_t& r = requested::slot(s, p);
+        uint32_t& r = requested_slot(p);
         requested::note(static_cast<int64_t>(n) - r);
         r = static_cast<uint32_t>(n);
       }
@@ -201,7 +222,7 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
 
 size_t magslab_usable_size(const void* p) {
   if (p == nullptr) return 0;
-  if (Slab* s = checked_slab(p, Misuse::kInvalidUsableSize)) return kClasses[s->cls].size;
+  if (uint64_t w = checked_word(p, Misuse::kInvalidUsableSize)) return kClasses[word_class(w)].size;
   return large::usable_size(p);
 }
 

@@ -19,7 +19,7 @@ Leaf* leaf_for(uintptr_t addr) {
   // acquire: a leaf another thread installed is seen zeroed.
   Leaf* leaf = slot.load(std::memory_order_acquire);
   if (leaf != nullptr) return leaf;
-  // Straight from the OS (32 MiB of lazily committed address space), never
+  // Straight from the OS (64 MiB of lazily committed address space), never
   // unmapped once installed. Counted in the metadata statistic.
   auto* fresh = static_cast<Leaf*>(platform::map_sparse(sizeof(Leaf)));
   if (fresh == nullptr) return nullptr;
@@ -80,12 +80,28 @@ bool set(uintptr_t chunk_addr, Extent* extent) {
 
 void clear(uintptr_t chunk_addr) { store(chunk_addr, 0); }
 
-void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s) {
+void set_slab_words(uintptr_t first_page_addr, uint32_t npages, uint64_t word) {
+  MAGSLAB_CHECK(npages <= kMaxSlabPages && (word & kPageIndexMask) == 0, "page map: bad slab word");
   Leaf* leaf = leaf_of(first_page_addr);
   size_t i = (first_page_addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1);
   for (uint32_t k = 0; k < npages; ++k)
-    // release: a free that finds the slab here sees its fields (set before).
+    // release: a free that finds this word and then the page's slab (slow
+    // paths) sees the slab entered, and its fields set, before.
+    leaf->word[i + k].store(word == 0 ? 0 : word | uint64_t{k} << kPageIndexShift,
+                            std::memory_order_release);
+}
+
+void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s, uint64_t word) {
+  MAGSLAB_CHECK((s == nullptr) == (word == 0), "page map: a slab needs a word, and only a slab");
+  Leaf* leaf = leaf_of(first_page_addr);
+  size_t i = (first_page_addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1);
+  // Cleared words first (a free then no longer takes the page for a slab's),
+  // set words last (after the slab is entered).
+  if (s == nullptr) set_slab_words(first_page_addr, npages, 0);
+  for (uint32_t k = 0; k < npages; ++k)
+    // release: a slow path that finds the slab here sees its fields (set before).
     leaf->page[i + k].store(s, std::memory_order_release);
+  if (s != nullptr) set_slab_words(first_page_addr, npages, word);
 }
 
 }  // namespace magslab::pagemap

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 
 #include "base/config.h"
 
@@ -78,9 +79,23 @@ class Entry {
 // slab in two dependent loads (root, leaf). 32 MiB of address space, mapped
 // lazily and never unmapped; only the entries of chunks in use are touched
 // (8 KiB per chunk, as much as a per-chunk array would cost).
+// A page's word: what free needs of the slab holding the page, in one load, so
+// free never reads the slab's record. Bits 12..19 hold the page's index in its
+// slab (so at most kMaxSlabPages pages a slab; word & kPageIndexMask is the
+// page's offset in the slab), stored by set_slab() and set_slab_words(); the
+// other bits belong to the layer that carves slabs (small/slab.h: the slab's
+// class and owner). 0: the page is in no slab.
+inline constexpr unsigned kPageIndexShift = kPageShift;
+inline constexpr uint32_t kMaxSlabPages = 256;
+inline constexpr uint64_t kPageIndexMask = uint64_t{kMaxSlabPages - 1} << kPageIndexShift;
+
 struct Leaf {
-  // The slab owning each page, or nullptr. Stored with release after the slab
-  // is set up (slab.cc), loaded with acquire. First, so its index needs no offset.
+  // Each page's word (above), or 0. Stored with release after the page's slab
+  // is set up and entered in `page` (slab.cc), loaded with acquire. First, so
+  // free's index needs no offset.
+  std::atomic<uint64_t> word[size_t{1} << kLeafPageBits];
+  // The slab owning each page, or nullptr: for the slow paths, which need the
+  // record. Stored with release after the slab is set up, loaded with acquire.
   std::atomic<Slab*> page[size_t{1} << kLeafPageBits];
   std::atomic<uintptr_t> entry[size_t{1} << kLeafBits];  // Entry words
 };
@@ -115,6 +130,19 @@ inline Slab* lookup_slab(uintptr_t addr) {
       std::memory_order_acquire);
 }
 
+// The word of the page of `addr` (above): 0 for foreign, large, huge and free pages.
+inline uint64_t lookup_word(uintptr_t addr) {
+  size_t root = addr >> (kChunkShift + kLeafBits);  // past the address space: no slab
+  if (MAGSLAB_UNLIKELY(root >= std::size(g_root))) return 0;
+  // acquire: pairs with the release in leaf_for(); the leaf's contents are visible.
+  Leaf* leaf = g_root[root].load(std::memory_order_acquire);
+  if (MAGSLAB_UNLIKELY(leaf == nullptr)) return 0;
+  // acquire: pairs with the release in set_slab(); a slow path that goes on to
+  // lookup_slab() finds the slab that the word describes.
+  return leaf->word[(addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1)].load(
+      std::memory_order_acquire);
+}
+
 // Map the chunk-sized slot at `chunk_addr` to a chunk or an extent (not
 // nullptr), or clear it. The caller owns the slot: it has the slot's range
 // mapped for that descriptor, and writes it under the lock that owns the
@@ -130,9 +158,13 @@ void clear(uintptr_t chunk_addr);
 // installed with a CAS).
 bool prepare(uintptr_t from, uintptr_t to);
 
-// Record `s` (or nullptr) as the owner of npages pages from `first_page_addr`,
-// which lie in a registered chunk (so the leaf exists).
-void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s);
+// Record `s` as the owner of npages (<= kMaxSlabPages) pages from
+// `first_page_addr`, which lie in a registered chunk (so the leaf exists), with
+// `word` (nonzero, no bit of kPageIndexMask set) as their words: page k gets
+// word | k << kPageIndexShift. s == nullptr (and word 0) clears them.
+void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s, uint64_t word);
+// Change the words of a slab's pages (as set_slab(), keeping the slab).
+void set_slab_words(uintptr_t first_page_addr, uint32_t npages, uint64_t word);
 
 }  // namespace pagemap
 }  // namespace magslab

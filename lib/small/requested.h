@@ -30,11 +30,11 @@ extern std::atomic<int64_t> g_folded;
 // The side-array entry of p, an object of s. Its index off / size, without a
 // division: for off = k * size (k < 2^11) and magic = ceil(2^64 / size) =
 // (2^64 + e) / size with 0 <= e < size, off * magic = k * 2^64 + k * e and
-// k * e < 2^27, so the high word of the product is k (slab.h, valid_offset).
+// k * e < 2^27, so the high word of the product is k (slab.h, OffsetCheck).
 inline uint32_t& slot(const Slab* s, const void* p) {
   uint64_t off = reinterpret_cast<uintptr_t>(p) - s->start;
-  return s
-      ->requested[static_cast<uint64_t>((static_cast<unsigned __int128>(off) * s->magic) >> 64)];
+  uint64_t magic = kClasses[s->cls].magic;
+  return s->requested[static_cast<uint64_t>((static_cast<unsigned __int128>(off) * magic) >> 64)];
 }
 
 // Add d to the calling thread's count (to g_folded if it has no cache: after

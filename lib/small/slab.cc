@@ -21,11 +21,11 @@ namespace magslab {
 // metadata arena (pages taken 16 at a time, page-aligned). A page's header is
 // kept apart from it, so that a page whose records have all been unused for a
 // while can be decommitted (a burst of 1 GiB of small blocks needs ~65,000
-// records, 16 MiB, which would otherwise stay resident for good). A
-// decommitted page reads as zero: a stale Slab* into it (a free racing with
-// its slab's release: a misuse) sees bound 0 and is rejected (valid_offset),
-// so metadata stays type-stable in the sense the page map needs. In exact mode
-// a record owns its `requested` array, so its page is never decommitted.
+// records, 16 MiB, which would otherwise stay resident for good). Nothing
+// reads a record it did not find in the page map under its class lock (free
+// reads the page word, slab.h, which is cleared before the slab leaves the
+// page map), so a decommitted page is never taken for a slab. In exact mode a
+// record owns its `requested` array, so its page is never decommitted.
 struct RecordPage {
   Slab* recs;            // the page: 16 records
   uint16_t free_mask;    // bit i: recs[i] is unused
@@ -133,9 +133,6 @@ Slab* new_slab_record() {
 void free_slab_record(Slab* s) {
   RecordPage* pg = s->home;
   unsigned i = static_cast<unsigned>(s - pg->recs);
-  // A later stale reader must not take it for a slab; everything else is set
-  // again by carve().
-  s->bound = 0;
   LockGuard g(g_record_lock);
   MAGSLAB_CHECK(i < kRecordsPerPage && !(pg->free_mask >> i & 1), "slab: bad record free");
   bool was_full = pg->free_mask == 0;
@@ -222,9 +219,7 @@ Slab* carve(unsigned cls) {
   }
   s->start = reinterpret_cast<uintptr_t>(run.addr());
   s->cls = cls;
-  s->magic = ci.magic;
-  s->owner.store(nullptr, std::memory_order_relaxed);  // relaxed: a hint (slab.h)
-  s->bound = offset_bound(ci);
+  s->owner = 0;
   s->nfree = ci.objects;
   s->hint = 0;
   s->chunk = run.chunk;
@@ -235,7 +230,7 @@ Slab* carve(unsigned cls) {
   for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
   if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
   // The fields above are visible to a free that finds the slab (release stores).
-  pagemap::set_slab(s->start, ci.slab_pages, s);
+  pagemap::set_slab(s->start, ci.slab_pages, s, slab_word(cls, 0));
   stats::count(cls, stats::kSlabCarved);
   return s;
 }
@@ -244,7 +239,7 @@ Slab* carve(unsigned cls) {
 // back by give_back() after the lock is dropped (it may purge: system calls).
 void unpublish(Slab* s) {
   // A later free of an object of this slab finds no slab and is reported.
-  pagemap::set_slab(s->start, kClasses[s->cls].slab_pages, nullptr);
+  pagemap::set_slab(s->start, kClasses[s->cls].slab_pages, nullptr, 0);
 }
 
 // The pages go back dirty (no system call here); the page heap purges them
@@ -279,7 +274,7 @@ void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
 
 }  // namespace
 
-uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
+uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner) {
   const ClassInfo& ci = kClasses[cls];
   SlabClass& sc = g_classes[cls];
   uint32_t got = 0;
@@ -298,10 +293,12 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner) {
         ++sc.slabs;
         partial_push(sc, s);
       }
-      // relaxed: a routing hint (slab.h); stored only on a change, so that the
-      // line free reads stays clean.
-      if (s->owner.load(std::memory_order_relaxed) != owner)
-        s->owner.store(owner, std::memory_order_relaxed);
+      // The page words carry the owner to free (slab.h); rewritten only on a
+      // change, so a thread refilling from its own slab writes nothing there.
+      if (s->owner != owner) {
+        s->owner = owner;
+        pagemap::set_slab_words(s->start, ci.slab_pages, slab_word(cls, owner));
+      }
       uint32_t words = (ci.objects + 63) / 64;
       for (uint32_t w = s->hint; w < words && got < n; ++w) {
         uint64_t bits = s->free_bits[w];

@@ -9,6 +9,7 @@
 // its slab (its bit set in free_bits).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -23,22 +24,10 @@ namespace magslab {
 struct RecordPage;  // slab.cc
 
 struct alignas(kCacheLine) Slab {
-  // First line: read by the free fast path and never written while the slab
-  // is carved (owner only when another thread refills from it), so frees on
-  // other cores keep it shared instead of losing it to every refill and
-  // release — those write the second line. Set before the slab is published
-  // in the page map's per-page slab entries (pagemap::set_slab, release).
+  // First line: constant while the slab is carved; set before the slab is
+  // entered in the page map (pagemap::set_slab). Free does not read the record
+  // at all (its page word says what it needs, below); slow paths do.
   uintptr_t start = 0;  // address of object 0 (the first page)
-  uint64_t magic = 0;   // kClasses[cls].magic, here to stay on one cache line
-  uint64_t bound = 0;   // see valid_offset(); 0 (a record never used, or given back
-                        // to the OS and read as zero) rejects every offset
-  // The thread cache that last refilled a magazine from this slab. Only a hint
-  // for where free() puts an object (thread_cache.h: own objects go to the
-  // loaded magazine, others' to the remote one); correctness never depends on
-  // it. relaxed: a stale value only routes one free differently. Stored only
-  // when it changes (slab.cc), so a thread refilling from its own slab does
-  // not dirty this line.
-  std::atomic<const void*> owner{nullptr};
   uint32_t cls = 0;
   uint32_t first_page = 0;  // constant while carved, like chunk
   ChunkMeta* chunk = nullptr;
@@ -55,14 +44,56 @@ struct alignas(kCacheLine) Slab {
   Slab* next = nullptr;                    // partial list of the class
   Slab* prev = nullptr;
   bool in_partial = false;
+  // The owner tag of the thread cache that last refilled a magazine from this
+  // slab, also in the slab's page words (slab_word()), rewritten when it changes.
+  uint64_t owner = 0;
   RecordPage* home = nullptr;                // the record page holding this record (slab.cc)
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
 };
 static_assert(offsetof(Slab, nfree) == kCacheLine, "free's fields fill the first line alone");
 static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 
-// Is `off` (address − start, for an address in one of the slab's pages) the
-// start of one of its objects? One multiply and one compare:
+// The page word of a slab's pages (pagemap::lookup_word): everything free
+// needs, in one load, so that it never reads the slab's record. Laid out so
+// that free decodes it with a mask or two:
+//   bits  5..11  class + 1 (0: the page is in no slab), so that
+//                word & kWordSlotMask is 32 × (class + 1): the byte offset of the
+//                class's entry in kOffsetChecks and of its Pair in a ThreadCache
+//   bits 12..19  the page's index in its slab (pagemap: kPageIndexMask), so that
+//                word & kPageIndexMask is the page's offset in the slab
+//   bits 20..63  owner tag: ThreadCache::owner_tag of the thread that last
+//                refilled a magazine from the slab (Slab::owner), 0 for none.
+//                Only a hint for where free() puts an object (thread_cache.h: own
+//                objects go to the loaded magazine, others' to the remote one);
+//                correctness never depends on it.
+// Written under the class lock when the slab is entered, when its owner
+// changes, and (cleared) when it goes back; read by free with one acquire load.
+inline constexpr unsigned kWordSlotShift = 5;
+inline constexpr uint64_t kWordSlotMask = uint64_t{127} << kWordSlotShift;
+inline constexpr unsigned kOwnerTagShift = 20;
+inline constexpr uint64_t kOwnerTagMask = ~((uint64_t{1} << kOwnerTagShift) - 1);
+static_assert(kNumClasses + 1 <= 128, "class + 1 fits the word's 7 bits");
+static_assert(pagemap::kPageIndexShift + 8 == kOwnerTagShift &&
+                  (pagemap::kPageIndexMask & (kWordSlotMask | kOwnerTagMask)) == 0,
+              "the page index sits between the class and the owner tag");
+
+// The n-th owner tag (n ≥ 1; 44 bits: never wraps in practice, and a repeat
+// would only route some frees differently).
+inline uint64_t owner_tag(uint64_t n) { return n << kOwnerTagShift; }
+inline uint64_t slab_word(unsigned cls, uint64_t owner) {
+  return owner | uint64_t{cls + 1} << kWordSlotShift;
+}
+inline unsigned word_class(uint64_t w) {
+  return static_cast<unsigned>((w & kWordSlotMask) >> kWordSlotShift) - 1;
+}
+inline uint64_t word_owner(uint64_t w) { return w & kOwnerTagMask; }
+// Offset of address a from its slab's object 0, for a in a page with word w.
+inline uint64_t word_offset(uint64_t w, uintptr_t a) {
+  return (a & (kPageSize - 1)) | (w & pagemap::kPageIndexMask);
+}
+
+// Is `off` (from object 0 of a slab of class cls, for an address in one of the
+// slab's pages) the start of one of its objects? One multiply and one compare:
 //  * off % size == 0  <=>  off * magic mod 2^64 < magic   (off < 2^32;
 //    magic = ceil(2^64 / size), Lemire et al. 2019);
 //  * for off = k * size, off * magic mod 2^64 == k * e, with
@@ -70,22 +101,46 @@ static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 //    so bound = (objects − 1) * e + 1 also rejects k ≥ objects (the slab's tail).
 //    Power-of-two classes have no tail (static_assert in size_classes.h), so
 //    their bound is magic.
-// A zeroed record (bound 0) rejects everything: a free racing with the release
-// of its slab's record page is reported, never taken for an object.
-inline uint64_t offset_bound(const ClassInfo& ci) {
+// 32 bytes an entry, indexed by class + 1 (word & kWordSlotMask is the byte
+// offset); entry 0, for a page in no slab, has bound 0 and rejects everything.
+struct alignas(32) OffsetCheck {
+  uint64_t magic;
+  uint64_t bound;
+};
+constexpr OffsetCheck offset_check(const ClassInfo& ci) {
   uint64_t e = uint64_t{ci.size} * ci.magic;
   uint64_t tail = uint64_t{ci.slab_pages} * kPageSize - uint64_t{ci.objects} * ci.size;
-  return tail == 0 ? ci.magic : uint64_t{ci.objects - 1} * e + 1;
+  return {ci.magic, tail == 0 ? ci.magic : uint64_t{ci.objects - 1} * e + 1};
 }
-inline bool valid_offset(const Slab* s, uintptr_t off) { return off * s->magic < s->bound; }
+inline constexpr std::array<OffsetCheck, kNumClasses + 1> kOffsetChecks = [] {
+  std::array<OffsetCheck, kNumClasses + 1> t{};
+  t[0] = {0, 0};
+  for (unsigned c = 0; c < kNumClasses; ++c) t[c + 1] = offset_check(kClasses[c]);
+  return t;
+}();
+static_assert(
+    [] {
+      for (const ClassInfo& ci : kClasses)
+        if (ci.slab_pages > pagemap::kMaxSlabPages) return false;
+      return true;
+    }(),
+    "a slab's page index fits its page words");
+
+// Is a (an address in a page whose word is w) the start of an object of the
+// page's slab? False for every address of a page in no slab (w == 0).
+inline bool valid_word(uint64_t w, uintptr_t a) {
+  const auto& oc = *reinterpret_cast<const OffsetCheck*>(
+      reinterpret_cast<const char*>(kOffsetChecks.data()) + (w & kWordSlotMask));
+  return word_offset(w, a) * oc.magic < oc.bound;
+}
 
 namespace slab {
 
 // Take up to n objects of class cls out of slabs into out[0..); returns how
 // many (0 only when the OS refuses memory). out is filled so that popping
 // from the end hands objects out in increasing address order. Each slab taken
-// from records `owner` (the refilling thread's cache) as its owner.
-uint32_t refill(unsigned cls, void** out, uint32_t n, const void* owner);
+// from records `owner` (the refilling thread cache's owner tag, or 0) as its owner.
+uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner);
 
 // Return n objects of class cls to their slabs. Aborts with
 // "magslab: double free of 0x…" if one is already free in its slab.

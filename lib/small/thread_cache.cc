@@ -28,8 +28,9 @@ namespace cache {
 namespace {
 
 Lock g_registry_lock;
-ThreadCache* g_registry = nullptr;  // live caches, under g_registry_lock
-TaggedStack g_cache_pool;           // caches of exited threads, for reuse
+std::atomic<uint64_t> g_owner_tags{0};  // owner tags handed out so far
+ThreadCache* g_registry = nullptr;      // live caches, under g_registry_lock
+TaggedStack g_cache_pool;               // caches of exited threads, for reuse
 pthread_key_t g_exit_key;
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 bool g_key_ok = false;
@@ -95,6 +96,9 @@ ThreadCache* current() {
     if (mem == nullptr) return nullptr;
     tc = new (mem) ThreadCache(&g_empty_magazine);
   }
+  // relaxed: only makes tags unique; a new one also for a recycled cache, so
+  // that slabs its previous thread refilled from are not taken for this one's.
+  tc->owner_tag = owner_tag(g_owner_tags.fetch_add(1, std::memory_order_relaxed) + 1);
   bool multithreaded;
   {
     LockGuard g(g_registry_lock);
@@ -243,7 +247,7 @@ inline void bound_if_large(ThreadCache* tc, unsigned cls) {
 // or out of metadata memory).
 void* alloc_uncached(unsigned cls) {
   void* p = nullptr;
-  if (slab::refill(cls, &p, 1, nullptr) == 0) return out_of_memory();
+  if (slab::refill(cls, &p, 1, 0) == 0) return out_of_memory();
   *static_cast<uint64_t*>(p) = 0;  // as mag_pop: a free key left here is not a free
   return p;
 }
@@ -280,7 +284,7 @@ void* alloc_slow(unsigned cls) {
     if (m == nullptr) return out_of_memory();
     set_loaded(p, m);
   }
-  uint32_t n = slab::refill(cls, m->objs, m->cap, tc);
+  uint32_t n = slab::refill(cls, m->objs, m->cap, tc->owner_tag);
   if (n == 0) return out_of_memory();
   set_mag_count(m, n);
   bound_if_large(tc, cls);
@@ -309,7 +313,7 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
 
 }  // namespace
 
-void free_slow(void* p, unsigned cls, const void* owner) {
+void free_slow(void* p, unsigned cls, uint64_t owner) {
   // First: an object already in some magazine must not also go to its slab.
   // (The key is set before the first object is handed out; 0 would mean
   // "none yet", and free_key_match clears the word to 0.)
@@ -323,7 +327,7 @@ void free_slow(void* p, unsigned cls, const void* owner) {
   honour_flush_request(tc);
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
-  if (owner != tc) return free_remote(tc, pr, p, cls);
+  if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
   Magazine* prev = pr.previous;
@@ -349,7 +353,7 @@ void free_slow(void* p, unsigned cls, const void* owner) {
   bound_if_large(tc, cls);
 }
 
-void free_key_match(void* p, unsigned cls, const void* owner) {
+void free_key_match(void* p, unsigned cls, uint64_t owner) {
   ThreadCache* tc = current();
   if (tc != nullptr) {
     ThreadCache::Pair& pr = tc->cls[cls];

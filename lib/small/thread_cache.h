@@ -6,7 +6,9 @@
 // magazine, so its first call misses into the slow path, which sets it up.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "base/config.h"
@@ -18,12 +20,11 @@
 namespace magslab {
 
 // Objects the thread frees that came from slabs another thread refilled from
-// (Slab::owner) go to the `remote` magazine, never to `loaded`: this thread
-// does not hand them out again itself. A full remote magazine goes to the
-// depot, whence it reaches whichever thread runs out next — producer/consumer
-// traffic still circulates as whole magazines — but a thread that frees an
-// object it was handed does not keep reusing that object next to the cache
-// lines its allocating thread still works on (passive false sharing: Hoard's
+// (the owner tag in their page words, slab.h) go to the `remote` magazine, never to `loaded`: this
+// thread does not hand them out again itself. A full remote magazine goes to the depot, whence it
+// reaches whichever thread runs out next — producer/consumer traffic still circulates as whole
+// magazines — but a thread that frees an object it was handed does not keep reusing that object
+// next to the cache lines its allocating thread still works on (passive false sharing: Hoard's
 // cache-scratch).
 struct alignas(kCacheLine) ThreadCache {
   struct alignas(32) Pair {  // 32 bytes: indexing by class is a shift
@@ -31,6 +32,11 @@ struct alignas(kCacheLine) ThreadCache {
     Magazine* previous;      // the one before: full or empty, swapped in on a miss
     Magazine* remote;        // frees of other threads' objects; only ever goes to the depot
   };
+  // This cache's tag in the page words of the slabs it refills from (slab.h),
+  // new each time the cache is given to a thread; 0 in the two sentinels.
+  // Owner only. First, so that cls[c] lies at 32 × (c + 1): free indexes it
+  // with the page word's class bits as they are.
+  uint64_t owner_tag = 0;
   Pair cls[kNumClasses];
   ThreadCache* reg_next = nullptr;  // registry of live caches (for stats)
   // Exact mode (lib/small/requested.h): requested bytes of slab-class blocks this
@@ -47,6 +53,10 @@ struct alignas(kCacheLine) ThreadCache {
     for (Pair& p : cls) p = Pair{empty, empty, empty};
   }
 };
+
+static_assert(offsetof(ThreadCache, cls) == sizeof(ThreadCache::Pair) &&
+                  sizeof(ThreadCache::Pair) == (size_t{1} << kWordSlotShift),
+              "cls[c] lies at the byte offset 32 x (c + 1) that page words hold (slab.h)");
 
 extern ThreadCache g_sentinel_cache;
 // A thread's cache pointer after its exit destructor has flushed and recycled
@@ -71,31 +81,49 @@ namespace cache {
 
 // Slow paths: never inlined, so the fast paths stay a few instructions.
 MAGSLAB_NOINLINE void* alloc_slow(unsigned cls);
-MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls, const void* owner);
+MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls, uint64_t owner);
 // A freed object's first word matched the key: double free, or a coincidence.
-MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls, const void* owner);
+MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls, uint64_t owner);
 
-inline void* alloc(unsigned cls) {
-  Magazine* m = t_cache->cls[cls].loaded;
+// An object of the class whose Pair lies `off` bytes into a ThreadCache
+// (32 × (class + 1): kSmallPairOffsets for malloc, which then needs no shift).
+inline void* alloc_at(uint32_t off) {
+  Magazine* m =
+      reinterpret_cast<ThreadCache::Pair*>(reinterpret_cast<char*>(t_cache) + off)->loaded;
   uint32_t n = m->count;
-  if (MAGSLAB_UNLIKELY(n == 0)) return alloc_slow(cls);
+  if (MAGSLAB_UNLIKELY(n == 0)) return alloc_slow(off / sizeof(ThreadCache::Pair) - 1);
   return mag_pop(m, n);
 }
+inline void* alloc(unsigned cls) {
+  return alloc_at(static_cast<uint32_t>((cls + 1) * sizeof(ThreadCache::Pair)));
+}
 
-// Free p, an object of slab s (validated by the caller). The routing lives
-// here: an object of a slab this thread refilled from last (Slab::owner) goes
-// to the loaded magazine, any other to the remote one.
-inline void free(void* p, const Slab* s) {
-  // relaxed: Slab::owner is a routing hint (slab.h).
-  const void* owner = s->owner.load(std::memory_order_relaxed);
-  unsigned cls = s->cls;
+// kSmallLookup (size_classes.h) as Pair offsets: malloc's table.
+inline constexpr std::array<uint16_t, kSmallLookup.size()> kSmallPairOffsets = [] {
+  std::array<uint16_t, kSmallLookup.size()> t{};
+  for (size_t i = 0; i < t.size(); ++i)
+    t[i] = static_cast<uint16_t>((kSmallLookup[i] + 1) * sizeof(ThreadCache::Pair));
+  return t;
+}();
+
+// The Pair of the class in page word w (slab.h): its class bits are the
+// Pair's byte offset in the cache.
+inline ThreadCache::Pair& pair_of_word(ThreadCache* tc, uint64_t w) {
+  return *reinterpret_cast<ThreadCache::Pair*>(reinterpret_cast<char*>(tc) + (w & kWordSlotMask));
+}
+
+// Free p, an object (validated by the caller) of a slab whose page word
+// (slab.h) is w. The routing lives here: an object of a slab this thread
+// refilled from last (the word's owner tag is the cache's) goes to the loaded
+// magazine, any other to the remote one.
+inline void free(void* p, uint64_t w) {
   ThreadCache* tc = t_cache;
-  ThreadCache::Pair& pr = tc->cls[cls];
-  Magazine* m = owner == tc ? pr.loaded : pr.remote;
+  ThreadCache::Pair& pr = pair_of_word(tc, w);
+  Magazine* m = word_owner(w) == tc->owner_tag ? pr.loaded : pr.remote;
   uint32_t n = m->count;
-  if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, cls, owner);
+  if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, word_class(w), word_owner(w));
   if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key))
-    return free_key_match(p, cls, owner);
+    return free_key_match(p, word_class(w), word_owner(w));
   mag_push(m, n, p);
 }
 
