@@ -332,24 +332,52 @@ void cache_probe(bool scratch) {
 // mails 16 random live blocks to the next thread, which checks and frees them.
 // One op = one allocation.
 // ---------------------------------------------------------------------------
+// Blocks handed to another thread (mstress, phases): thread i posts to box
+// (i + 1) % T and takes its own box's contents.
+struct Mailbox {
+  std::mutex mu;
+  std::vector<Slot> items;
+};
+
+void free_slot(Slot& s, Tally& tl) {
+  check(s.p, s.n, s.tag, tl.verified);
+  std::free(s.p);
+}
+
+// Post `mail` to the next thread's box, then check and free what this one's holds.
+void exchange_mail(std::vector<Mailbox>& boxes, int i, std::vector<Slot>& mail, Tally& tl) {
+  const int T = static_cast<int>(boxes.size());
+  {
+    std::lock_guard<std::mutex> lk(boxes[(i + 1) % T].mu);
+    auto& out = boxes[(i + 1) % T].items;
+    out.insert(out.end(), mail.begin(), mail.end());
+  }
+  mail.clear();
+  std::vector<Slot> inbox;
+  {
+    std::lock_guard<std::mutex> lk(boxes[i].mu);
+    inbox.swap(boxes[i].items);
+  }
+  for (auto& s : inbox) free_slot(s, tl);
+}
+
+// What is left in the boxes after the threads stopped.
+void drain_mail(std::vector<Mailbox>& boxes) {
+  Tally rest;
+  for (auto& b : boxes)
+    for (auto& s : b.items) free_slot(s, rest);
+  rest.flush();
+}
+
 void mstress() {
   const int T = g_opt.threads;
   const size_t kLive = 20000;
-  struct Mailbox {
-    std::mutex mu;
-    std::vector<Slot> items;
-  };
   std::vector<Mailbox> boxes(T);
-  auto free_slot = [](Slot& s, Tally& tl) {
-    check(s.p, s.n, s.tag, tl.verified);
-    std::free(s.p);
-  };
   run_threads(T, g_opt.seconds, [&](int i) {
     Rng r(g_opt.seed + 104729ull * (i + 1));
     Tally tl;
     std::vector<Slot> live;
     live.reserve(kLive + 2048);
-    std::vector<Slot> inbox;
     auto free_random = [&](size_t count) {
       for (size_t k = 0; k < count && !live.empty(); ++k) {
         size_t j = r.below(live.size());
@@ -374,7 +402,6 @@ void mstress() {
       else
         free_random(burst / 2);
       if (T > 1) {
-        Mailbox& out = boxes[(i + 1) % T];
         std::vector<Slot> mail;
         for (int k = 0; k < 16 && !live.empty(); ++k) {
           size_t j = r.below(live.size());
@@ -382,25 +409,69 @@ void mstress() {
           live[j] = live.back();
           live.pop_back();
         }
-        {
-          std::lock_guard<std::mutex> lk(out.mu);
-          out.items.insert(out.items.end(), mail.begin(), mail.end());
-        }
-        {
-          std::lock_guard<std::mutex> lk(boxes[i].mu);
-          inbox.swap(boxes[i].items);
-        }
-        for (auto& s : inbox) free_slot(s, tl);
-        inbox.clear();
+        exchange_mail(boxes, i, mail, tl);
       }
     }
     for (auto& s : live) free_slot(s, tl);
     tl.flush();
   });
-  Tally rest;
-  for (auto& b : boxes)
-    for (auto& s : b.items) free_slot(s, rest);
-  rest.flush();
+  drain_mail(boxes);
+}
+
+// ---------------------------------------------------------------------------
+// phases (modelled on rpmalloc's benchmark): each thread's live set rises and
+// falls. A cycle is 32 rounds; the round's target number of live blocks goes
+// from kLow up to kHigh and back down (a triangle), each round allocates up to
+// the target (or frees down to it) and then replaces kChurn random blocks.
+// Sizes are log-uniform over 16 B..16 KiB, so every small class is used. One
+// freed block in 8 goes through a mailbox to the next thread, which checks and
+// frees it. What an allocator keeps from the high points while the live set is
+// low shows in peak RSS; one op = one allocation.
+// ---------------------------------------------------------------------------
+void phases() {
+  const int T = g_opt.threads;
+  constexpr size_t kLow = 1000, kHigh = 12000, kChurn = 512;
+  constexpr unsigned kRounds = 32;
+  std::vector<Mailbox> boxes(T);
+  run_threads(T, g_opt.seconds, [&](int i) {
+    Rng r(g_opt.seed + 7919ull * (i + 1));
+    Tally tl;
+    std::vector<Slot> live, mail;
+    live.reserve(kHigh + kChurn);
+    auto alloc_one = [&] {
+      Slot s;
+      s.n = static_cast<uint32_t>(r.log_uniform(16, 16384));
+      s.tag = r.next() | 1;
+      s.p = xmalloc(s.n);
+      stamp(s.p, s.n, s.tag, tl.written);
+      live.push_back(s);
+      ++tl.ops;
+    };
+    auto free_one = [&] {
+      size_t j = r.below(live.size());
+      if (T > 1 && r.below(8) == 0)
+        mail.push_back(live[j]);
+      else
+        free_slot(live[j], tl);
+      live[j] = live.back();
+      live.pop_back();
+    };
+    for (unsigned round = 0; !stopping(); ++round) {
+      unsigned k = round % kRounds, up = k < kRounds / 2 ? k : kRounds - k;
+      size_t target = kLow + (kHigh - kLow) * up / (kRounds / 2);
+      while (live.size() < target) alloc_one();
+      while (live.size() > target) free_one();
+      for (size_t c = 0; c < kChurn && !live.empty(); ++c) {
+        free_one();
+        alloc_one();
+      }
+      if (T > 1) exchange_mail(boxes, i, mail, tl);
+    }
+    for (auto& s : live) free_slot(s, tl);
+    for (auto& s : mail) free_slot(s, tl);
+    tl.flush();
+  });
+  drain_mail(boxes);
 }
 
 // ---------------------------------------------------------------------------
@@ -664,6 +735,7 @@ const Workload kWorkloads[] = {
     {"realloc", realloc_builder, "string/vector builders growing by realloc"},
     {"map", maps, "std::map + std::unordered_map insert/erase churn"},
     {"burst", burst, "~1 GiB of small blocks, half freed cross-thread; RSS after, +1 s, +3 s"},
+    {"phases", phases, "live set rising and falling, every small class, 1/8 frees cross-thread"},
 };
 
 // Usage line on stderr, exit 2: for --help too (the runner never asks for it).
