@@ -2,13 +2,9 @@
 // (testing/fake_numa.h): threads pinned to a node only ever get memory of
 // that node while others free it across nodes; a consumer on the other node
 // sends a producer's blocks home (to the producer node's depot, not its own);
-// thread exit and a migrating thread return everything to the right node;
-// fork() works with both nodes' locks in use.
+// thread exit and a migrating thread return everything to the right node.
+// (fork() with both nodes in use: numa_fork_mt_test.cc.)
 #include <gtest/gtest.h>
-
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -160,48 +156,6 @@ TEST(NumaMt, ThreadExitAndMigrationReturnEverythingToItsNode) {
   EXPECT_EQ(depot::cached_objects(cls), 0u);
   EXPECT_EQ(slab::counts_on(cls, 0).carved_objects, 0u);
   EXPECT_EQ(slab::counts_on(cls, 1).carved_objects, 0u);
-}
-
-TEST(NumaMt, ForkWhileThreadsAllocateOnBothNodes) {
-  fake::install(2);
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> ts;
-  for (unsigned node = 0; node < 2; ++node) {
-    ts.emplace_back([&, node] {
-      fake::set_thread_node(node);
-      mstest::Rng rng(node + 7);
-      std::vector<void*> v(64, nullptr);
-      while (!stop.load(std::memory_order_relaxed)) {
-        size_t i = rng.next() % v.size();
-        magslab_free(v[i]);
-        v[i] = magslab_malloc(8 + rng.next() % 4096);
-      }
-      for (void* p : v) magslab_free(p);
-    });
-  }
-  for (int f = 0; f < 20; ++f) {
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      alarm(20);  // a lock inherited held would hang here: fail instead
-      for (unsigned node : {0u, 1u, 0u}) {
-        magslab_trim();  // a migrating thread keeps its magazines: empty them
-        fake::set_thread_node(node);
-        std::vector<void*> v;
-        for (int i = 0; i < 3000; ++i) v.push_back(magslab_malloc(8 + (i % 512) * 8));
-        for (void* p : v)
-          if (chunk_node(p) != node) _exit(3);
-        for (void* p : v) magslab_free(p);
-      }
-      magslab_trim_all();
-      _exit(0);
-    }
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
-  }
-  stop.store(true);
-  for (auto& t : ts) t.join();
 }
 
 }  // namespace
