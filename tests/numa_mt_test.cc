@@ -142,15 +142,22 @@ TEST(NumaMt, ThreadExitAndMigrationReturnEverythingToItsNode) {
   });
   EXPECT_GT(depot::cached_objects_on(cls, 1), 0u);
   EXPECT_EQ(depot::cached_objects_on(cls, 0), 0u);
-  // A thread that migrates from node 1 to node 0 with blocks in hand, frees
-  // them there and allocates more: its magazines mix both nodes' objects, and
-  // still every object ends up on its own node.
-  std::vector<void*> kept;
+  // A thread that migrates from node 1 to node 0 with blocks in hand and
+  // allocates more there, then frees old and new blocks alternately: every
+  // magazine it fills mixes both nodes' objects, and still every object
+  // ends up on its own node.
+  std::vector<void*> before, after;
   on_node(1, [&] {
-    for (int i = 0; i < 3000; ++i) kept.push_back(magslab_malloc(128));
+    for (int i = 0; i < 3000; ++i) before.push_back(magslab_malloc(128));
     fake::set_thread_node(0);
-    for (int i = 0; i < 3000; ++i) kept.push_back(magslab_malloc(128));
-    for (void* p : kept) magslab_free(p);
+    for (int i = 0; i < 3000; ++i) after.push_back(magslab_malloc(128));
+    size_t on0 = 0;
+    for (void* p : after) on0 += chunk_node(p) == 0;
+    EXPECT_GT(on0, 2000u);  // the rest: node 1's leftovers in its magazines
+    for (int i = 0; i < 3000; ++i) {
+      magslab_free(before[i]);
+      magslab_free(after[i]);
+    }
   });
   magslab_trim_all();
   EXPECT_EQ(depot::cached_objects(cls), 0u);
