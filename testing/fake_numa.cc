@@ -3,6 +3,7 @@
 
 #include <atomic>
 
+#include "chunks/chunk_map.h"
 #include "platform/numa.h"
 
 namespace mstest::fake_numa {
@@ -69,6 +70,11 @@ int bound_node(const void* p) {
       return static_cast<int>(g_binds[i].node.load(std::memory_order_relaxed));
   }
   return -1;
+}
+
+unsigned chunk_node(const void* p) {
+  magslab::ChunkMeta* c = magslab::pagemap::lookup(reinterpret_cast<uintptr_t>(p)).chunk();
+  return c != nullptr ? c->node : kNoChunk;
 }
 
 }  // namespace mstest::fake_numa

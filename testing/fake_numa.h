@@ -24,4 +24,8 @@ uint64_t bind_calls();
 // The node the newest recorded bind covering p asked for, or -1 if none.
 int bound_node(const void* p);
 
+// The node pool of the chunk p lies in (ChunkMeta::node), or kNoChunk.
+inline constexpr unsigned kNoChunk = 99;
+unsigned chunk_node(const void* p);
+
 }  // namespace mstest::fake_numa

@@ -14,7 +14,6 @@
 #include <thread>
 #include <vector>
 
-#include "chunks/chunk_map.h"
 #include "magslab/magslab.h"
 #include "testing/fake_numa.h"
 #include "testing/rng.h"
@@ -27,13 +26,8 @@ extern "C" const char* __tsan_default_options() { return "detect_deadlocks=0"; }
 
 namespace {
 
-using namespace magslab;
 namespace fake = mstest::fake_numa;
-
-unsigned chunk_node(const void* p) {
-  ChunkMeta* c = pagemap::lookup(reinterpret_cast<uintptr_t>(p)).chunk();
-  return c != nullptr ? c->node : 99;
-}
+using fake::chunk_node;
 
 TEST(NumaForkMt, ForkWhileThreadsAllocateOnBothNodes) {
   fake::install(2);

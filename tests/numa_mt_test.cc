@@ -11,7 +11,6 @@
 #include <thread>
 #include <vector>
 
-#include "chunks/chunk_map.h"
 #include "magslab/magslab.h"
 #include "platform/numa.h"
 #include "small/depot.h"
@@ -25,11 +24,7 @@ namespace {
 
 using namespace magslab;
 namespace fake = mstest::fake_numa;
-
-unsigned chunk_node(const void* p) {
-  ChunkMeta* c = pagemap::lookup(reinterpret_cast<uintptr_t>(p)).chunk();
-  return c != nullptr ? c->node : 99;
-}
+using fake::chunk_node;
 
 template <class F>
 void on_node(unsigned node, F f) {

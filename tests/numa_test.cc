@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "chunks/chunk_map.h"
 #include "chunks/page_heap.h"
 #include "magslab/magslab.h"
 #include "platform/numa.h"
@@ -29,12 +28,7 @@ namespace {
 
 using namespace magslab;
 namespace fake = mstest::fake_numa;
-
-// The node pool of the chunk p lies in (99: not in a chunk).
-unsigned chunk_node(const void* p) {
-  ChunkMeta* c = pagemap::lookup(reinterpret_cast<uintptr_t>(p)).chunk();
-  return c != nullptr ? c->node : 99;
-}
+using fake::chunk_node;
 
 size_t node_chunks(unsigned node) {
   LockGuard g(heap::g_lock);
