@@ -2,7 +2,7 @@
 // released after it, in one global order — the object caches' registry and
 // their slab locks (api/object_cache.cc: they call into the heap while held,
 // never the reverse), the decay pass (a slow path may run one), then the
-// heap's: registry, slab classes (by index),
+// heap's: registry, slab classes (node pool by node pool, each by index),
 // page heap, huge blocks (large/), metadata arena; the same order the slow
 // paths nest them in (the page heap's and the huge blocks' are never held
 // together) — so the child never inherits a lock held by a thread that does

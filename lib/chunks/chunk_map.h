@@ -28,6 +28,10 @@ struct alignas(kCacheLine) ChunkMeta {
   ChunkMeta* next = nullptr;  // list of chunks / recycled descriptors
   ChunkMeta* prev = nullptr;
   uint32_t free_pages = 0;  // pages in free runs (under the heap lock)
+  // The NUMA node pool (platform/numa.h) whose page heap owns this chunk and
+  // whose node its memory is bound to; 0 on a one-node machine. Set when the
+  // chunk is mapped, constant until it is unmapped.
+  uint32_t node = 0;
   // The per-chunk record of the layer that takes runs with heap::alloc_locked
   // (large/), set and read by it under the heap lock. The page heap never
   // reads it and keeps it when the descriptor is recycled for another chunk.

@@ -8,6 +8,7 @@
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/check.h"
+#include "platform/numa.h"
 #include "platform/platform.h"
 
 namespace magslab {
@@ -44,17 +45,28 @@ unsigned bin_of(size_t npages) {
 }
 
 // All under g_lock.
-FreeRun* g_bins[kNumBins];
-uint64_t g_nonempty[(kNumBins + 63) / 64];
+// One per NUMA node pool (platform/numa.h): the chunks of the node and their
+// free runs. A run belongs to the heap of its chunk's node (ChunkMeta::node),
+// so a free finds its heap from the chunk, whichever thread frees it. With
+// one node only g_heaps[0] is used: the single heap of a NUMA-unaware build.
+struct NodeHeap {
+  FreeRun* bins[kNumBins];
+  uint64_t nonempty[(kNumBins + 63) / 64];
+  ChunkMeta* chunks;   // the node's normal chunks
+  size_t chunk_count;  // of them
+  size_t free_pages;   // pages in free runs, dirty or not
+  size_t free_chunks;  // chunks that are one free run
+};
+NodeHeap g_heaps[numa::kMaxNodes];
+// The dirty list spans the nodes: purging goes by age and the budget is the
+// process's, wherever the pages are.
 FreeRun* g_dirty_head = nullptr;
 FreeRun* g_dirty_tail = nullptr;
 size_t g_dirty_pages = 0;       // pages in dirty free runs (an upper bound of what is resident)
 FreeRun* g_run_pool = nullptr;  // recycled FreeRun records
-ChunkMeta* g_chunks = nullptr;  // all normal chunks
 ChunkMeta* g_chunk_pool = nullptr;
-size_t g_chunk_count = 0;
-size_t g_free_pages = 0;   // pages in free runs, dirty or not
-size_t g_free_chunks = 0;  // chunks that are one free run
+
+NodeHeap& heap_of(const ChunkMeta* c) { return g_heaps[c->node]; }
 // platform::now_ns() at the entry of the current operation under g_lock: the
 // dirty_at of what it inserts. Never decreases (the clock is monotonic), so the
 // dirty list, built by pushing at the head, stays sorted by dirty_at.
@@ -65,23 +77,30 @@ void stamp_now() {
   if (t > g_stamp) g_stamp = t;
 }
 
-// Debug preset: the page-heap counts (g_lock held). Every chunk's free pages
-// add up to g_free_pages, no chunk has more free pages than pages, dirty pages
+// Debug preset: the page-heap counts (g_lock held). Per node, every chunk's
+// free pages add up to the node's free_pages, no chunk has more free pages than pages, dirty pages
 // are free pages, and the fully free chunks are counted right. O(chunks).
 void check_counts() {
   if constexpr (kDebugChecks) {
-    size_t free_pages = 0, full = 0, chunks = 0;
-    for (ChunkMeta* c = g_chunks; c != nullptr; c = c->next) {
-      MAGSLAB_CHECK(c->free_pages <= kPagesPerChunk, "page heap: a chunk with too many free pages");
-      free_pages += c->free_pages;
-      ++chunks;
-      FreeRun* r = c->free_run[0];
-      if (r != nullptr && r->page == 0 && r->npages == kPagesPerChunk) ++full;
+    size_t all_free = 0;
+    for (unsigned n = 0; n < numa::kMaxNodes; ++n) {
+      const NodeHeap& h = g_heaps[n];
+      size_t free_pages = 0, full = 0, chunks = 0;
+      for (ChunkMeta* c = h.chunks; c != nullptr; c = c->next) {
+        MAGSLAB_CHECK(c->free_pages <= kPagesPerChunk,
+                      "page heap: a chunk with too many free pages");
+        MAGSLAB_CHECK(c->node == n, "page heap: a chunk in another node's list");
+        free_pages += c->free_pages;
+        ++chunks;
+        FreeRun* r = c->free_run[0];
+        if (r != nullptr && r->page == 0 && r->npages == kPagesPerChunk) ++full;
+      }
+      MAGSLAB_CHECK(chunks == h.chunk_count, "page heap: chunk count");
+      MAGSLAB_CHECK(free_pages == h.free_pages, "page heap: free pages of the chunks != total");
+      MAGSLAB_CHECK(full == h.free_chunks, "page heap: fully free chunk count");
+      all_free += h.free_pages;
     }
-    MAGSLAB_CHECK(chunks == g_chunk_count, "page heap: chunk count");
-    MAGSLAB_CHECK(free_pages == g_free_pages, "page heap: free pages of the chunks != total");
-    MAGSLAB_CHECK(g_dirty_pages <= g_free_pages, "page heap: more dirty than free pages");
-    MAGSLAB_CHECK(full == g_free_chunks, "page heap: fully free chunk count");
+    MAGSLAB_CHECK(g_dirty_pages <= all_free, "page heap: more dirty than free pages");
   }
 }
 
@@ -101,12 +120,13 @@ void recycle(FreeRun* r) {
 
 // Make r findable: its bin, its boundary tags, the dirty list, the counters.
 void insert(FreeRun* r) {
+  NodeHeap& h = heap_of(r->chunk);
   unsigned b = bin_of(r->npages);
   r->prev = nullptr;
-  r->next = g_bins[b];
+  r->next = h.bins[b];
   if (r->next != nullptr) r->next->prev = r;
-  g_bins[b] = r;
-  g_nonempty[b / 64] |= uint64_t{1} << (b % 64);
+  h.bins[b] = r;
+  h.nonempty[b / 64] |= uint64_t{1} << (b % 64);
   r->chunk->free_run[r->page] = r;
   r->chunk->free_run[r->page + r->npages - 1] = r;
   if (r->dirty) {
@@ -120,18 +140,19 @@ void insert(FreeRun* r) {
     g_dirty_head = r;
     g_dirty_pages += r->npages;
   }
-  if (r->npages == kPagesPerChunk) ++g_free_chunks;
+  if (r->npages == kPagesPerChunk) ++h.free_chunks;
 }
 
-// The inverse of insert(); the pages stay counted as free (g_free_pages).
+// The inverse of insert(); the pages stay counted as free (NodeHeap::free_pages).
 void remove(FreeRun* r) {
+  NodeHeap& h = heap_of(r->chunk);
   unsigned b = bin_of(r->npages);
   if (r->prev != nullptr)
     r->prev->next = r->next;
   else
-    g_bins[b] = r->next;
+    h.bins[b] = r->next;
   if (r->next != nullptr) r->next->prev = r->prev;
-  if (g_bins[b] == nullptr) g_nonempty[b / 64] &= ~(uint64_t{1} << (b % 64));
+  if (h.bins[b] == nullptr) h.nonempty[b / 64] &= ~(uint64_t{1} << (b % 64));
   r->chunk->free_run[r->page] = nullptr;
   r->chunk->free_run[r->page + r->npages - 1] = nullptr;
   if (r->dirty) {
@@ -145,7 +166,7 @@ void remove(FreeRun* r) {
       g_dirty_tail = r->dprev;
     g_dirty_pages -= r->npages;
   }
-  if (r->npages == kPagesPerChunk) --g_free_chunks;
+  if (r->npages == kPagesPerChunk) --h.free_chunks;
 }
 
 // Insert a free run [page, page+npages) of `chunk`; false only if no record.
@@ -160,9 +181,12 @@ bool add_free(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   return true;
 }
 
-bool map_chunk() {
+bool map_chunk(unsigned node) {
   void* mem = platform::map_aligned(kChunkSize, kChunkSize);
   if (mem == nullptr) return false;
+  // Before any page is touched, so every page faults in on the node. Refused:
+  // the chunk is used all the same (first touch decides where it lives).
+  numa::bind(mem, kChunkSize, node);
   ChunkMeta* m = g_chunk_pool;
   if (m != nullptr) {
     g_chunk_pool = m->next;
@@ -176,6 +200,7 @@ bool map_chunk() {
   }
   m->base = reinterpret_cast<uintptr_t>(mem);
   m->free_pages = kPagesPerChunk;
+  m->node = node;  // before add_free: the run goes to this node's bins
   // tag[] and free_run[] are all zero/null, and so are the page map's slab
   // entries: fresh memory, or reset by the time a chunk is recycled (every page
   // was free then, and unmap_chunk() cleared the tags).
@@ -186,31 +211,33 @@ bool map_chunk() {
     g_chunk_pool = m;
     return false;
   }
+  NodeHeap& h = g_heaps[node];
   m->prev = nullptr;
-  m->next = g_chunks;
-  if (g_chunks != nullptr) g_chunks->prev = m;
-  g_chunks = m;
-  ++g_chunk_count;
-  g_free_pages += kPagesPerChunk;
+  m->next = h.chunks;
+  if (h.chunks != nullptr) h.chunks->prev = m;
+  h.chunks = m;
+  ++h.chunk_count;
+  h.free_pages += kPagesPerChunk;
   return true;
 }
 
 void unmap_chunk(ChunkMeta* m) {
+  NodeHeap& h = heap_of(m);
   FreeRun* r = m->free_run[0];
   remove(r);
   recycle(r);
   if (m->prev != nullptr)
     m->prev->next = m->next;
   else
-    g_chunks = m->next;
+    h.chunks = m->next;
   if (m->next != nullptr) m->next->prev = m->prev;
   pagemap::clear(m->base);
   platform::unmap(reinterpret_cast<void*>(m->base), kChunkSize);
   memset(m->tag, 0, sizeof m->tag);  // what the pages' last owners left
   m->next = g_chunk_pool;
   g_chunk_pool = m;
-  --g_chunk_count;
-  g_free_pages -= kPagesPerChunk;
+  --h.chunk_count;
+  h.free_pages -= kPagesPerChunk;
 }
 
 // Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
@@ -219,19 +246,19 @@ void decommit(void* addr, size_t bytes) {
   if (!platform::decommit(addr, bytes)) memset(addr, 0, bytes);
 }
 
-// First run that fits `need` pages, or nullptr.
-FreeRun* find(size_t need) {
+// First run of heap h that fits `need` pages, or nullptr.
+FreeRun* find(const NodeHeap& h, size_t need) {
   unsigned b = bin_of(need);
   if (b >= kExactBins) {
-    for (FreeRun* r = g_bins[b]; r != nullptr; r = r->next)
+    for (FreeRun* r = h.bins[b]; r != nullptr; r = r->next)
       if (r->npages >= need) return r;
     ++b;
   }
   // Every run in a higher bin is longer than `need`.
-  for (unsigned w = b / 64; w < std::size(g_nonempty); ++w) {
-    uint64_t bits = g_nonempty[w];
+  for (unsigned w = b / 64; w < std::size(h.nonempty); ++w) {
+    uint64_t bits = h.nonempty[w];
     if (w == b / 64) bits &= ~uint64_t{0} << (b % 64);
-    if (bits != 0) return g_bins[w * 64 + static_cast<unsigned>(__builtin_ctzll(bits))];
+    if (bits != 0) return h.bins[w * 64 + static_cast<unsigned>(__builtin_ctzll(bits))];
   }
   return nullptr;
 }
@@ -261,12 +288,13 @@ void coalesce_insert(FreeRun* r) {
     }
   }
   insert(r);
-  if (r->npages == kPagesPerChunk && g_free_chunks > free_chunks_kept()) {
-    // One fully free chunk too many: unmap a purged one if there is one, and
-    // keep the warm (dirty) ones for reuse. The last bin holds exactly the
-    // fully free chunks.
+  NodeHeap& h = heap_of(chunk);
+  if (r->npages == kPagesPerChunk && h.free_chunks > free_chunks_kept()) {
+    // One fully free chunk too many (each node keeps its own): unmap a purged
+    // one if there is one, and keep the warm (dirty) ones for reuse. The last
+    // bin holds exactly the fully free chunks.
     FreeRun* victim = r;
-    for (FreeRun* c = g_bins[kNumBins - 1]; c != nullptr; c = c->next)
+    for (FreeRun* c = h.bins[kNumBins - 1]; c != nullptr; c = c->next)
       if (!c->dirty) {
         victim = c;
         break;
@@ -277,16 +305,18 @@ void coalesce_insert(FreeRun* r) {
 
 }  // namespace
 
-bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
+bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, unsigned node) {
   if (npages == 0 || npages > kPagesPerChunk) return false;
   size_t slack = align_pages > 1 ? align_pages - 1 : 0;
   if (npages + slack > kPagesPerChunk) return false;  // callers map such blocks on their own
+  if (node >= numa::kMaxNodes) node = 0;
+  NodeHeap& h = g_heaps[node];
   stamp_now();
-  FreeRun* r = find(npages + slack);
+  FreeRun* r = find(h, npages + slack);
   if (r == nullptr && slack != 0) {
     // An exactly-fitting run may already be aligned.
     for (unsigned b = bin_of(npages); r == nullptr && b < kNumBins; ++b)
-      for (FreeRun* c = g_bins[b]; c != nullptr; c = c->next) {
+      for (FreeRun* c = h.bins[b]; c != nullptr; c = c->next) {
         uint32_t start = static_cast<uint32_t>(align_up(c->page, align_pages));
         if (start + npages <= c->page + c->npages) {
           r = c;
@@ -295,8 +325,8 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
       }
   }
   if (r == nullptr) {
-    if (!map_chunk()) return false;
-    r = find(npages + slack);
+    if (!map_chunk(node)) return false;
+    r = find(h, npages + slack);
     if (r == nullptr) return false;
   }
   ChunkMeta* chunk = r->chunk;
@@ -332,17 +362,17 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed) {
   if (r != nullptr) recycle(r);
   memset(chunk->tag + start, 0, npages);  // handed out: the new owner's tags
   chunk->free_pages -= static_cast<uint32_t>(npages);
-  g_free_pages -= npages;
+  h.free_pages -= npages;
   *out = Run{chunk, start, static_cast<uint32_t>(npages)};
   *zeroed = !dirty;
   check_counts();
   return true;
 }
 
-bool alloc_slab_run(size_t npages, Run* out) {
+bool alloc_slab_run(size_t npages, unsigned node, Run* out) {
   bool zeroed;  // slabs do not need zeroed pages
   LockGuard g(g_lock);
-  return alloc_locked(npages, 1, out, &zeroed);
+  return alloc_locked(npages, 1, out, &zeroed, node);
 }
 
 void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
@@ -360,7 +390,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
     return false;  // out of metadata: the pages stay allocated (leak, not corruption)
   stamp_now();
   chunk->free_pages += npages;
-  g_free_pages += npages;
+  heap_of(chunk).free_pages += npages;
   rec->chunk = chunk;
   rec->page = page;
   rec->npages = npages;
@@ -390,7 +420,7 @@ bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t n
   }
   memset(chunk->tag + next, 0, take);
   chunk->free_pages -= take;
-  g_free_pages -= take;
+  heap_of(chunk).free_pages -= take;
   check_counts();
   return true;
 }
@@ -451,20 +481,34 @@ void purge_excess() {
 
 size_t release_free_chunks_locked(size_t keep) {
   size_t released = 0;
-  ChunkMeta* c = g_chunks;
-  while (c != nullptr && g_free_chunks > keep) {
-    ChunkMeta* next = c->next;
-    if (c->free_pages == kPagesPerChunk && c->free_run[0] != nullptr &&
-        c->free_run[0]->npages == kPagesPerChunk) {
-      unmap_chunk(c);
-      released += kChunkSize;
+  for (NodeHeap& h : g_heaps) {  // keep `keep` in each node, as coalesce_insert does
+    ChunkMeta* c = h.chunks;
+    while (c != nullptr && h.free_chunks > keep) {
+      ChunkMeta* next = c->next;
+      if (c->free_pages == kPagesPerChunk && c->free_run[0] != nullptr &&
+          c->free_run[0]->npages == kPagesPerChunk) {
+        unmap_chunk(c);
+        released += kChunkSize;
+      }
+      c = next;
     }
-    c = next;
   }
   return released;
 }
 
-Totals totals_locked() { return Totals{g_chunk_count, g_free_pages, g_free_chunks, g_dirty_pages}; }
+Totals totals_locked() {
+  Totals t{0, 0, 0, g_dirty_pages};
+  for (const NodeHeap& h : g_heaps) {
+    t.chunks += h.chunk_count;
+    t.free_pages += h.free_pages;
+    t.free_chunks += h.free_chunks;
+  }
+  return t;
+}
+
+size_t node_chunks_locked(unsigned node) {
+  return node < numa::kMaxNodes ? g_heaps[node].chunk_count : 0;
+}
 
 }  // namespace heap
 }  // namespace magslab

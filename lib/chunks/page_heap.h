@@ -43,19 +43,28 @@ struct Run {
   }
 };
 
+// NUMA (platform/numa.h): each node pool has its own chunks and free runs.
+// An allocation names the node it wants; a chunk is mapped for that node and
+// its memory bound to it. A run goes back to the heap of its chunk's node
+// (ChunkMeta::node), whoever frees it. Fully free chunks are kept per node
+// (free_chunks_kept() each); the dirty list and its budget are the process's.
+// One lock for all nodes: the heap is behind the slab classes and the depot,
+// which are per node, so it is taken once per slab, not per object.
+
 // Runs for slabs (small/slab.cc), with the lock taken here. alloc_slab_run:
 // false when the OS refuses memory. free_slab_run: the pages go back dirty and
 // are purged (after the lock is dropped) if the dirty budget is exceeded.
 // Slabs leave the owner tags of their pages (ChunkMeta::tag) at 0.
-bool alloc_slab_run(size_t npages, Run* out);
+bool alloc_slab_run(size_t npages, unsigned node, Run* out);
 void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages);
 
 // The *_locked functions need g_lock held.
 
 // A run of `npages` whose address is a multiple of align_pages pages (a power of
-// two), its owner tags 0. *zeroed: whether its pages are known to read as zero
-// (never touched, or purged). false when the OS refuses memory.
-bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed);
+// two), its owner tags 0, from node pool `node`'s chunks. *zeroed: whether its
+// pages are known to read as zero (never touched, or purged). false when the
+// OS refuses memory.
+bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, unsigned node = 0);
 // Give back a run. dirty: its pages may be resident (false only if the caller
 // decommitted them or never touched them). Its owner tags stay as they are.
 // Returns true when the dirty budget is exceeded or the oldest dirty run is due
@@ -64,7 +73,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
 // Extend the run [page, page+old_n) to new_n pages if the pages after it are
 // free (the added pages' owner tags 0).
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n);
-// Unmap fully free chunks beyond `keep`; returns bytes unmapped.
+// Unmap fully free chunks beyond `keep` in each node; returns bytes unmapped.
 size_t release_free_chunks_locked(size_t keep);
 // Decommit the oldest dirty runs until at most keep_pages pages are dirty.
 // Call without g_lock (it takes it, and makes the system calls without it).
@@ -82,6 +91,9 @@ struct Totals {
   size_t free_chunks;  // chunks entirely free
   size_t dirty_pages;  // free pages not purged yet (committed, reusable)
 };
+// Summed over the nodes.
 Totals totals_locked();
+// Chunks mapped for node pool `node` (tests, stats).
+size_t node_chunks_locked(unsigned node);
 
 }  // namespace magslab::heap

@@ -9,6 +9,7 @@
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
+#include "platform/numa.h"
 #include "platform/options.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
@@ -362,10 +363,14 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
     return alloc_huge(n, align, zeroed);
   }
   bool purge;
+  // From the chunks of the caller's node (0 on one node: no system call). Huge
+  // mappings are not bound: the kernel places their pages where they are first
+  // touched, normally by this thread.
+  unsigned node = numa::current_node();
   {
     LockGuard g(heap::g_lock);
     heap::Run run;
-    if (!heap::alloc_locked(npages, align_pages, &run, zeroed)) return nullptr;
+    if (!heap::alloc_locked(npages, align_pages, &run, zeroed, node)) return nullptr;
     if (mark_live(run.chunk, run.page, run.npages, n)) {
       stats::add_in_use(size_t{run.npages} << kPageShift);
       return run.addr();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/format.h"
+#include "platform/numa.h"
 #include "platform/platform.h"
 
 namespace magslab::opt {
@@ -249,6 +250,7 @@ void load() {
     while (v[n] != '\0') ++n;
     apply(static_cast<Id>(i), env, v, n, v, n);
   }
+  numa::init();  // the node pools, as MAGSLAB_NUMA says, before the first allocation is served
   // release: every value stored above is visible to a thread that sees 2.
   g_load_state.store(2, std::memory_order_release);
 }

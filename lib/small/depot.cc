@@ -6,6 +6,7 @@
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/check.h"
+#include "platform/numa.h"
 #include "platform/options.h"
 #include "small/slab.h"
 #include "stats/events.h"
@@ -49,14 +50,22 @@ struct alignas(kCacheLine) DepotClass {
   std::atomic<int64_t> low{0};
 };
 
-DepotClass g_depot[kNumClasses];
+// [node][class]; with one node, g_depot[0] alone is used.
+DepotClass g_depot[numa::kMaxNodes][kNumClasses];
+
+// The node whose depot may hold m: its objects' node, or -1 if they are of
+// several nodes. One node: 0, without looking.
+int home_of(const Magazine* m) {
+  if (numa::nodes() == 1) return 0;
+  return slab::home_node(m->objs, m->count);
+}
 
 Magazine* as_magazine(StackLink* l) { return reinterpret_cast<Magazine*>(l); }
 
 }  // namespace
 
-Magazine* pop_full(unsigned cls) {
-  DepotClass& d = g_depot[cls];
+Magazine* pop_full(unsigned cls, unsigned node) {
+  DepotClass& d = g_depot[node][cls];
   Magazine* m = as_magazine(d.full.pop());
   if (m != nullptr) {
     int64_t n = d.nfull.fetch_sub(1, std::memory_order_relaxed) - 1;
@@ -71,7 +80,9 @@ Magazine* pop_full(unsigned cls) {
 
 bool push_full(unsigned cls, Magazine* m) {
   MAGSLAB_CHECK(m->count > 0 && m->count <= m->cap && m->cls == cls, "depot: bad full magazine");
-  DepotClass& d = g_depot[cls];
+  int home = home_of(m);
+  if (home < 0) return false;  // mixed nodes: the slabs sort it out, object by object
+  DepotClass& d = g_depot[home][cls];
   if (d.nfull.fetch_add(1, std::memory_order_relaxed) >= limit_for(cls)) {
     d.nfull.fetch_sub(1, std::memory_order_relaxed);
     stats::count(cls, stats::kDepotOverflow);
@@ -84,8 +95,8 @@ bool push_full(unsigned cls, Magazine* m) {
   return true;
 }
 
-Magazine* get_empty(unsigned cls) {
-  if (StackLink* l = g_depot[cls].empty.pop()) return as_magazine(l);
+Magazine* get_empty(unsigned cls, unsigned node) {
+  if (StackLink* l = g_depot[node][cls].empty.pop()) return as_magazine(l);
   uint32_t cap = mag_cap(cls);
   void* mem = meta::alloc(sizeof(Magazine) + cap * sizeof(void*));
   if (mem == nullptr) return nullptr;
@@ -96,46 +107,59 @@ Magazine* get_empty(unsigned cls) {
   return m;
 }
 
-void push_empty(unsigned cls, Magazine* m) {
+void push_empty(unsigned cls, Magazine* m, unsigned node) {
   MAGSLAB_CHECK(m->count == 0 && m->cap != 0 && m->cls == cls, "depot: bad empty magazine");
-  g_depot[cls].empty.push(&m->link);
+  g_depot[node][cls].empty.push(&m->link);
 }
 
-size_t cached_objects(unsigned cls) {
-  int64_t n = g_depot[cls].full_objects.load(std::memory_order_relaxed);
+size_t cached_objects_on(unsigned cls, unsigned node) {
+  if (node >= numa::kMaxNodes) return 0;
+  int64_t n = g_depot[node][cls].full_objects.load(std::memory_order_relaxed);
   return n > 0 ? static_cast<size_t>(n) : 0;
 }
 
-// Flush one full magazine of class c to the slabs; false if there was none.
-bool flush_one(unsigned c, size_t* moved) {
-  Magazine* m = pop_full(c);
+size_t cached_objects(unsigned cls) {
+  size_t sum = 0;
+  for (unsigned node = 0, n = numa::nodes(); node < n; ++node) sum += cached_objects_on(cls, node);
+  return sum;
+}
+
+// Flush one full magazine of class c of node `node` to the slabs; false if
+// there was none.
+bool flush_one(unsigned c, unsigned node, size_t* moved) {
+  Magazine* m = pop_full(c, node);
   if (m == nullptr) return false;
   slab::release(c, m->objs, m->count);
   *moved += m->count;
   set_mag_count(m, 0);
-  push_empty(c, m);
+  push_empty(c, m, node);
   return true;
 }
 
+// Every node that may hold magazines: numa::nodes() never decreases, so none
+// is missed.
 size_t decay(bool* pending) {
   size_t moved = 0;
-  for (unsigned c = 0; c < kNumClasses; ++c) {
-    DepotClass& d = g_depot[c];
-    int64_t idle = d.low.load(std::memory_order_relaxed);
-    for (int64_t k = (idle + 1) / 2; k > 0 && flush_one(c, &moved); --k) {
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      DepotClass& d = g_depot[node][c];
+      int64_t idle = d.low.load(std::memory_order_relaxed);
+      for (int64_t k = (idle + 1) / 2; k > 0 && flush_one(c, node, &moved); --k) {
+      }
+      int64_t now = d.nfull.load(std::memory_order_relaxed);
+      d.low.store(now, std::memory_order_relaxed);
+      if (now > 0) *pending = true;
     }
-    int64_t now = d.nfull.load(std::memory_order_relaxed);
-    d.low.store(now, std::memory_order_relaxed);
-    if (now > 0) *pending = true;
   }
   return moved;
 }
 
 size_t drain() {
   size_t moved = 0;
-  for (unsigned c = 0; c < kNumClasses; ++c)
-    while (flush_one(c, &moved)) {
-    }
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node)
+    for (unsigned c = 0; c < kNumClasses; ++c)
+      while (flush_one(c, node, &moved)) {
+      }
   return moved;
 }
 

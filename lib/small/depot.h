@@ -15,23 +15,36 @@ namespace magslab {
 
 namespace depot {
 
-// A full (non-empty) magazine, or nullptr.
-Magazine* pop_full(unsigned cls);
-// Take m (count > 0). false if the depot already holds its limit for the class;
-// the caller then flushes m to the slabs.
-bool push_full(unsigned cls, Magazine* m);
-// An empty magazine: from the depot, else newly made. nullptr when out of memory.
-Magazine* get_empty(unsigned cls);
-void push_empty(unsigned cls, Magazine* m);
+// NUMA (platform/numa.h): the depot is kept per node pool, an array of what
+// a NUMA-unaware depot is, indexed by node (node 0 alone on one node).
+// Invariant: a full magazine in node n's depot holds only objects of node n's
+// slabs. push_full keeps it by looking where the objects live, not where the
+// caller runs: a thread that frees another node's objects sends them home.
 
-// Objects held in full magazines of the depot (exact at quiescence).
+// A full (non-empty) magazine of node `node`'s depot, or nullptr.
+Magazine* pop_full(unsigned cls, unsigned node = 0);
+// Take m (count > 0) into the depot of the node its objects belong to. false
+// if that depot already holds its limit for the class, or (several nodes) if
+// m mixes nodes' objects; the caller then flushes m to the slabs, which send
+// each object to its own node's slab.
+bool push_full(unsigned cls, Magazine* m);
+// An empty magazine: from node `node`'s depot, else newly made. nullptr when
+// out of memory. Empty magazines hold nothing: any node's will do.
+Magazine* get_empty(unsigned cls, unsigned node = 0);
+void push_empty(unsigned cls, Magazine* m, unsigned node = 0);
+
+// Objects held in full magazines of the depot, all nodes (exact at quiescence).
 size_t cached_objects(unsigned cls);
-// Flush every full magazine of every class to the slabs; returns objects moved.
+// Of those, in node `node`'s depot.
+size_t cached_objects_on(unsigned cls, unsigned node);
+// Flush every full magazine of every class and node to the slabs; returns
+// objects moved.
 size_t drain();
-// Decay (small/decay.h), once per tick: per class, the fewest full magazines
-// the depot held since the last call were not needed by anyone during that
-// time (Bonwick & Adams' working set); half of them (at least one) go back to
-// the slabs. Returns objects moved; *pending is set if full magazines remain.
+// Decay (small/decay.h), once per tick: per node and class, the fewest full
+// magazines the depot held since the last call were not needed by anyone
+// during that time (Bonwick & Adams' working set); half of them (at least
+// one) go back to the slabs. Returns objects moved; *pending is set if full
+// magazines remain.
 size_t decay(bool* pending);
 
 }  // namespace depot

@@ -11,6 +11,7 @@
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "platform/check.h"
+#include "platform/numa.h"
 #include "platform/platform.h"
 #include "stats/counters.h"
 #include "stats/events.h"
@@ -21,10 +22,11 @@ namespace magslab {
 // metadata arena (pages taken 16 at a time, page-aligned). A page's header is
 // kept apart from it, so that a page whose records have all been unused for a
 // while can be decommitted (a burst of 1 GiB of small blocks needs ~65,000
-// records, 16 MiB, which would otherwise stay resident for good). Nothing
-// reads a record it did not find in the page map under its class lock (free
-// reads the page word, slab.h, which is cleared before the slab leaves the
-// page map), so a decommitted page is never taken for a slab. In exact mode a
+// records, 16 MiB, which would otherwise stay resident for good). A record is
+// read under its class lock, or (release's and the depot's node lookups) for
+// objects carved from its slab, which keeps the slab and its record in use;
+// free reads the page word (slab.h), cleared before the slab leaves the page
+// map. So a decommitted page is never taken for a slab. In exact mode a
 // record owns its `requested` array, so its page is never decommitted.
 struct RecordPage {
   Slab* recs;            // the page: 16 records
@@ -47,7 +49,9 @@ struct alignas(kCacheLine) SlabClass {
   size_t slabs = 0;          // slabs with objects out (partial or full); `empty` is not counted
 };
 
-SlabClass g_classes[kNumClasses];
+// [node][class] (platform/numa.h); with one node, g_classes[0] alone is used.
+// A slab is on the lists of its own node (Slab::node) only.
+SlabClass g_classes[numa::kMaxNodes][kNumClasses];
 
 constexpr unsigned kRecordsPerPage = kPageSize / sizeof(Slab);
 constexpr unsigned kRecordPagesPerGroup = 16;
@@ -198,8 +202,9 @@ void partial_remove(SlabClass& sc, Slab* s) {
   s->in_partial = false;
 }
 
-// Carve a new slab of class cls; caller holds the class lock.
-Slab* carve(unsigned cls) {
+// Carve a new slab of class cls from node `node`'s chunks; caller holds the
+// node's class lock.
+Slab* carve(unsigned cls, unsigned node) {
   const ClassInfo& ci = kClasses[cls];
   Slab* s = new_slab_record();
   if (s == nullptr) return nullptr;
@@ -213,7 +218,7 @@ Slab* carve(unsigned cls) {
     }
   }
   heap::Run run;
-  if (!heap::alloc_slab_run(ci.slab_pages, &run)) {
+  if (!heap::alloc_slab_run(ci.slab_pages, node, &run)) {
     free_slab_record(s);
     return nullptr;
   }
@@ -223,6 +228,7 @@ Slab* carve(unsigned cls) {
   s->nfree = ci.objects;
   s->hint = 0;
   s->chunk = run.chunk;
+  s->node = run.chunk->node;  // == node
   s->first_page = run.page;
   s->next = s->prev = nullptr;
   s->in_partial = false;
@@ -274,9 +280,10 @@ void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
 
 }  // namespace
 
-uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner) {
+uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node) {
   const ClassInfo& ci = kClasses[cls];
-  SlabClass& sc = g_classes[cls];
+  if (node >= numa::kMaxNodes) node = 0;
+  SlabClass& sc = g_classes[node][cls];
   uint32_t got = 0;
   {
     LockGuard g(sc.lock);
@@ -287,7 +294,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner) {
         if (s != nullptr) {
           sc.empty = nullptr;  // the cached empty slab is carved again
         } else {
-          s = carve(cls);
+          s = carve(cls, node);
           if (s == nullptr) break;
         }
         ++sc.slabs;
@@ -322,14 +329,26 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner) {
   return got;
 }
 
-void release(unsigned cls, void* const* objs, uint32_t n) {
+namespace {
+
+// Objects one release pass can track (a magazine holds at most mag_max, 1024).
+constexpr uint32_t kReleaseBatch = 1024;
+
+// Return to node `node`'s slabs those of objs[0..n) that live there, under
+// that node's class lock: all of them if `in` is nullptr, else those whose bit
+// is set in `in`. Objects of other nodes get their bit set in `out` (zeroed
+// here on the first one); returns the node of the first such object, or -1.
+int release_pass(unsigned cls, unsigned node, void* const* objs, uint32_t n, const uint64_t* in,
+                 uint64_t* out) {
   const ClassInfo& ci = kClasses[cls];
-  SlabClass& sc = g_classes[cls];
+  SlabClass& sc = g_classes[node][cls];
   Slab* to_give_back[8];
   uint32_t ngive = 0;
+  int next = -1;
   {
     LockGuard g(sc.lock);
     for (uint32_t i = 0; i < n; ++i) {
+      if (in != nullptr && !(in[i / 64] >> (i % 64) & 1)) continue;
       auto p = reinterpret_cast<uintptr_t>(objs[i]);
       Slab* s = slab_of(sc, p);
       if (s == nullptr) platform::misuse(Misuse::kInvalidFree, objs[i]);
@@ -337,6 +356,14 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
         platform::misuse(
             Misuse::kInvalidFree, objs[i],
             BlockInfo::small(s->cls, kClasses[s->cls].size, "in a magazine of another class"));
+      if (MAGSLAB_UNLIKELY(s->node != node)) {  // several nodes only: a later pass
+        if (next < 0) {
+          next = static_cast<int>(s->node);
+          for (uint32_t w = 0; w < kReleaseBatch / 64; ++w) out[w] = 0;
+        }
+        out[i / 64] |= uint64_t{1} << (i % 64);
+        continue;
+      }
       uint32_t idx = static_cast<uint32_t>((p - s->start) / ci.size);
       uint64_t bit = uint64_t{1} << (idx % 64);
       if (s->free_bits[idx / 64] & bit)
@@ -370,13 +397,52 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
     }
   }
   for (uint32_t k = 0; k < ngive; ++k) give_back(to_give_back[k]);
+  return next;
+}
+
+// The node of p's slab, for the first pass (0 if p is no slab object: the
+// pass reports it).
+unsigned node_of(const void* p) {
+  const Slab* s = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p));
+  return s != nullptr && s->node < numa::kMaxNodes ? s->node : 0;
+}
+
+}  // namespace
+
+void release(unsigned cls, void* const* objs, uint32_t n) {
+  for (uint32_t off = 0; off < n; off += kReleaseBatch) {
+    uint32_t k = n - off < kReleaseBatch ? n - off : kReleaseBatch;
+    // One pass per node the objects belong to, each under that node's class
+    // lock; one node: a single pass, as in a NUMA-unaware allocator. Each
+    // pass releases at least one object, so at most kMaxNodes passes.
+    uint64_t a[kReleaseBatch / 64], b[kReleaseBatch / 64];
+    unsigned node = numa::nodes() == 1 ? 0 : node_of(objs[off]);
+    int next = release_pass(cls, node, objs + off, k, nullptr, a);
+    for (bool in_a = true; next >= 0; in_a = !in_a)
+      next =
+          release_pass(cls, static_cast<unsigned>(next), objs + off, k, in_a ? a : b, in_a ? b : a);
+  }
   stats::count(cls, stats::kSlabRelease);
-  stats::sub_in_use(static_cast<size_t>(n) * ci.size);
+  stats::sub_in_use(static_cast<size_t>(n) * kClasses[cls].size);
+}
+
+int home_node(void* const* objs, uint32_t n) {
+  int home = -1;
+  for (uint32_t i = 0; i < n; ++i) {
+    const Slab* s = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(objs[i]));
+    if (s == nullptr) return -1;
+    int node = static_cast<int>(s->node);
+    if (home < 0)
+      home = node;
+    else if (node != home)
+      return -1;
+  }
+  return home;
 }
 
 bool is_free_in_slab(unsigned cls, void* p) {
   const ClassInfo& ci = kClasses[cls];
-  SlabClass& sc = g_classes[cls];
+  SlabClass& sc = g_classes[node_of(p)][cls];
   LockGuard g(sc.lock);
   auto a = reinterpret_cast<uintptr_t>(p);
   Slab* s = slab_of(sc, a);
@@ -387,18 +453,20 @@ bool is_free_in_slab(unsigned cls, void* p) {
 
 size_t trim() {
   size_t bytes = 0;
-  for (unsigned c = 0; c < kNumClasses; ++c) {
-    SlabClass& sc = g_classes[c];
-    Slab* s = nullptr;
-    {
-      LockGuard g(sc.lock);
-      s = sc.empty;
-      sc.empty = nullptr;
-      if (s != nullptr) unpublish(s);
-    }
-    if (s != nullptr) {
-      give_back(s);
-      bytes += kClasses[c].slab_pages * kPageSize;
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      SlabClass& sc = g_classes[node][c];
+      Slab* s = nullptr;
+      {
+        LockGuard g(sc.lock);
+        s = sc.empty;
+        sc.empty = nullptr;
+        if (s != nullptr) unpublish(s);
+      }
+      if (s != nullptr) {
+        give_back(s);
+        bytes += kClasses[c].slab_pages * kPageSize;
+      }
     }
   }
   return bytes;
@@ -406,37 +474,50 @@ size_t trim() {
 
 size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending) {
   size_t bytes = 0;
-  for (unsigned c = 0; c < kNumClasses; ++c) {
-    SlabClass& sc = g_classes[c];
-    Slab* s = nullptr;
-    {
-      LockGuard g(sc.lock);
-      if (sc.empty != nullptr) {
-        if (sc.empty_since < cutoff) {
-          s = sc.empty;
-          sc.empty = nullptr;
-          unpublish(s);
-        } else {
-          *pending = true;
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      SlabClass& sc = g_classes[node][c];
+      Slab* s = nullptr;
+      {
+        LockGuard g(sc.lock);
+        if (sc.empty != nullptr) {
+          if (sc.empty_since < cutoff) {
+            s = sc.empty;
+            sc.empty = nullptr;
+            unpublish(s);
+          } else {
+            *pending = true;
+          }
         }
       }
-    }
-    if (s != nullptr) {
-      give_back(s);
-      bytes += kClasses[c].slab_pages * kPageSize;
+      if (s != nullptr) {
+        give_back(s);
+        bytes += kClasses[c].slab_pages * kPageSize;
+      }
     }
   }
   return bytes + release_record_pages(record_cutoff, pending);
 }
 
+namespace {
+// The node pools whose locks the fork handlers hold: numa::nodes() may grow
+// between prepare and the unlocks (a first allocation reading the topology).
+// Written and read by the forking thread, with every class lock held.
+unsigned g_fork_nodes = 1;
+}  // namespace
+
 void lock_all_for_fork() {
-  for (SlabClass& sc : g_classes) sc.lock.lock();
+  unsigned nodes = numa::nodes();
+  for (unsigned node = 0; node < nodes; ++node)
+    for (SlabClass& sc : g_classes[node]) sc.lock.lock();
+  g_fork_nodes = nodes;
   g_record_lock.lock();  // inside the class locks, as everywhere
 }
 
 void unlock_all_after_fork() {
   g_record_lock.unlock();
-  for (unsigned c = kNumClasses; c-- > 0;) g_classes[c].lock.unlock();
+  for (unsigned node = g_fork_nodes; node-- > 0;)
+    for (unsigned c = kNumClasses; c-- > 0;) g_classes[node][c].lock.unlock();
 }
 
 RecordCounts record_counts() {
@@ -450,11 +531,23 @@ RecordCounts record_counts() {
   return rc;
 }
 
-ClassCounts counts(unsigned cls) {
-  SlabClass& sc = g_classes[cls];
+ClassCounts counts_on(unsigned cls, unsigned node) {
+  if (node >= numa::kMaxNodes) return ClassCounts{};
+  SlabClass& sc = g_classes[node][cls];
   LockGuard g(sc.lock);
   return ClassCounts{sc.carved, sc.slabs + (sc.empty != nullptr ? 1 : 0),
                      sc.empty != nullptr ? 1u : 0u};
+}
+
+ClassCounts counts(unsigned cls) {
+  ClassCounts sum{};
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
+    ClassCounts c = counts_on(cls, node);
+    sum.carved_objects += c.carved_objects;
+    sum.slabs += c.slabs;
+    sum.empty_cached_slabs += c.empty_cached_slabs;
+  }
+  return sum;
 }
 
 }  // namespace slab

@@ -31,6 +31,10 @@ struct alignas(kCacheLine) Slab {
   uint32_t cls = 0;
   uint32_t first_page = 0;  // constant while carved, like chunk
   ChunkMeta* chunk = nullptr;
+  // The NUMA node pool (platform/numa.h) of its chunk, whose class lists hold
+  // it: chunk->node, here on the line release already reads. Constant while
+  // carved.
+  uint32_t node = 0;
   // Exact mode only (kExactRequested): the size requested for object i, written
   // by whoever takes the object out of a magazine for the program and read by
   // its free (the program's hand-over of the pointer orders the two). Mapped
@@ -50,7 +54,7 @@ struct alignas(kCacheLine) Slab {
   RecordPage* home = nullptr;                // the record page holding this record (slab.cc)
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
 };
-static_assert(offsetof(Slab, nfree) == kCacheLine, "free's fields fill the first line alone");
+static_assert(offsetof(Slab, nfree) == kCacheLine, "the constant fields fill the first line alone");
 static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 
 // The page word of a slab's pages (pagemap::lookup_word): everything free
@@ -136,21 +140,31 @@ inline bool valid_word(uint64_t w, uintptr_t a) {
 
 namespace slab {
 
-// Take up to n objects of class cls out of slabs into out[0..); returns how
-// many (0 only when the OS refuses memory). out is filled so that popping
-// from the end hands objects out in increasing address order. Each slab taken
-// from records `owner` (the refilling thread cache's owner tag, or 0) as its owner.
-uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner);
+// NUMA (platform/numa.h): the class lists (partial slabs, the cached empty
+// slab, the counts) and their locks are kept per node pool; a slab belongs
+// to the node of its chunk (Slab::node). With one node only node 0's exist.
 
-// Return n objects of class cls to their slabs. Aborts with
-// "magslab: double free of 0x…" if one is already free in its slab.
+// Take up to n objects of class cls out of node `node`'s slabs into out[0..);
+// returns how many (0 only when the OS refuses memory). out is filled so that
+// popping from the end hands objects out in increasing address order. Each
+// slab taken from records `owner` (the refilling thread cache's owner tag, or
+// 0) as its owner.
+uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node = 0);
+
+// Return n objects of class cls to their slabs, each to its own node's lists
+// whoever calls. Aborts with "magslab: double free of 0x…" if one is already
+// free in its slab.
 void release(unsigned cls, void* const* objs, uint32_t n);
+
+// The node all n objects (n > 0, valid objects of this allocator) belong to,
+// or -1 if they belong to several (or one is not a slab object).
+int home_node(void* const* objs, uint32_t n);
 
 // True if p (a valid object address of class cls) is free in its slab.
 bool is_free_in_slab(unsigned cls, void* p);
 
-// Give back the cached empty slab of every class (to the page heap, dirty);
-// returns its bytes.
+// Give back the cached empty slab of every class and node (to the page heap,
+// dirty); returns its bytes.
 size_t trim();
 // Decay (small/decay.h): give back each class's cached empty slab that has
 // been cached since before `cutoff`, and decommit the pages of Slab records
@@ -158,7 +172,8 @@ size_t trim();
 // set when something cached may decay later.
 size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending);
 
-// fork(): take / release every class lock (in class order).
+// fork(): take / release every class lock of every node (node by node, in
+// class order).
 void lock_all_for_fork();
 void unlock_all_after_fork();
 
@@ -175,7 +190,10 @@ struct ClassCounts {
   size_t slabs;
   size_t empty_cached_slabs;
 };
+// Summed over the nodes.
 ClassCounts counts(unsigned cls);
+// Of node `node` alone.
+ClassCounts counts_on(unsigned cls, unsigned node);
 
 }  // namespace slab
 }  // namespace magslab

@@ -9,6 +9,7 @@
 
 #include "base/lock.h"
 #include "chunks/meta_arena.h"
+#include "platform/numa.h"
 #include "platform/options.h"
 #include "platform/platform.h"
 #include "small/decay.h"
@@ -128,19 +129,29 @@ void* out_of_memory() {
   return nullptr;
 }
 
-// Empty m into the slabs (or the depot) and give m back to the depot's empty stack.
-// Once pushed, m belongs to the depot: it must not be read again here.
-void retire(unsigned cls, Magazine* m) {
+// NUMA (platform/numa.h): the node pool a slow path trades with is the one
+// the thread runs on at that moment, asked for here and nowhere on the fast
+// path (one node: 0, no system call). A thread that migrates keeps the
+// magazines it holds (their objects stay on the old node's memory until
+// handed out); objects always go back home: depot::push_full sends a full
+// magazine to its objects' node, slab::release each object to its slab's.
+inline unsigned node_now() { return numa::current_node(); }
+
+// Empty m into the slabs (or the depot of its objects' node) and give m back
+// to node `node`'s empty stack. Once pushed, m belongs to the depot: it must
+// not be read again here.
+void retire(unsigned cls, Magazine* m, unsigned node) {
   if (!is_real(m)) return;
   if (m->count != 0) {
     if (depot::push_full(cls, m)) return;
     slab::release(cls, m->objs, m->count);
     set_mag_count(m, 0);
   }
-  depot::push_empty(cls, m);
+  depot::push_empty(cls, m, node);
 }
 
 void flush(ThreadCache* tc) {
+  const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
     if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
@@ -148,7 +159,7 @@ void flush(ThreadCache* tc) {
       if (!is_real(m)) continue;
       if (m->count != 0) slab::release(c, m->objs, m->count);
       set_mag_count(m, 0);
-      depot::push_empty(c, m);
+      depot::push_empty(c, m, node);
     }
     set_loaded(p, &g_empty_magazine);
     set_previous(p, &g_empty_magazine);
@@ -159,12 +170,13 @@ void flush(ThreadCache* tc) {
 // Objects go to the depot while it has room (the next thread reuses them
 // warm), the rest to the slabs.
 void retire_all(ThreadCache* tc) {
+  const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
-    retire(c, p.loaded);
-    retire(c, p.previous);
+    retire(c, p.loaded, node);
+    retire(c, p.previous, node);
     if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
-    retire(c, p.remote);
+    retire(c, p.remote, node);
     set_loaded(p, &g_empty_magazine);
     set_previous(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
@@ -216,7 +228,7 @@ void on_thread_exit(void* arg) {
 // large class's magazines hold one or two blocks, so its slow path runs every
 // other operation anyway.
 
-void bound_large_classes(ThreadCache* tc, unsigned cur) {
+void bound_large_classes(ThreadCache* tc, unsigned cur, unsigned node) {
   const size_t cap = opt::get(opt::kThreadLargeBytes);  // option thread_large_bytes, 2 MiB
   size_t bytes = 0;
   for (unsigned c = kNumSmallClasses; c < kNumClasses; ++c) {
@@ -233,21 +245,21 @@ void bound_large_classes(ThreadCache* tc, unsigned cur) {
       Magazine* m = p.*slot;
       if (m->count == 0) continue;
       bytes -= size_t{m->count} * kClasses[c].size;
-      retire(c, m);
+      retire(c, m, node);
       std::atomic_ref<Magazine*>(p.*slot).store(&g_empty_magazine, std::memory_order_release);
     }
   }
 }
 
-inline void bound_if_large(ThreadCache* tc, unsigned cls) {
-  if (cls >= kNumSmallClasses) bound_large_classes(tc, cls);
+inline void bound_if_large(ThreadCache* tc, unsigned cls, unsigned node) {
+  if (cls >= kNumSmallClasses) bound_large_classes(tc, cls, node);
 }
 
 // One object straight from the slabs, for a thread without a cache (exited,
 // or out of metadata memory).
 void* alloc_uncached(unsigned cls) {
   void* p = nullptr;
-  if (slab::refill(cls, &p, 1, 0) == 0) return out_of_memory();
+  if (slab::refill(cls, &p, 1, 0, node_now()) == 0) return out_of_memory();
   *static_cast<uint64_t*>(p) = 0;  // as mag_pop: a free key left here is not a free
   return p;
 }
@@ -266,13 +278,15 @@ void* alloc_slow(unsigned cls) {
     set_loaded(p, m);
     return pop(m);
   }
-  // 2. Trade at the depot: loaded and previous are both empty. The empty
-  //    previous goes back, loaded becomes previous, the full one is loaded.
-  if (Magazine* full = depot::pop_full(cls)) {
-    if (is_real(p.previous)) depot::push_empty(cls, p.previous);
+  // 2. Trade at the depot of the node the thread runs on: loaded and previous
+  //    are both empty. The empty previous goes back, loaded becomes
+  //    previous, the full one is loaded.
+  const unsigned node = node_now();
+  if (Magazine* full = depot::pop_full(cls, node)) {
+    if (is_real(p.previous)) depot::push_empty(cls, p.previous, node);
     set_previous(p, p.loaded);
     set_loaded(p, full);
-    bound_if_large(tc, cls);
+    bound_if_large(tc, cls, node);
     return pop(full);
   }
   // 3. Fill the loaded magazine from the slabs (a single-threaded process
@@ -280,14 +294,14 @@ void* alloc_slow(unsigned cls) {
   decay::maybe_tick();
   Magazine* m = p.loaded;
   if (!is_real(m)) {
-    m = depot::get_empty(cls);
+    m = depot::get_empty(cls, node);
     if (m == nullptr) return out_of_memory();
     set_loaded(p, m);
   }
-  uint32_t n = slab::refill(cls, m->objs, m->cap, tc->owner_tag);
+  uint32_t n = slab::refill(cls, m->objs, m->cap, tc->owner_tag, node);
   if (n == 0) return out_of_memory();
   set_mag_count(m, n);
-  bound_if_large(tc, cls);
+  bound_if_large(tc, cls, node);
   return pop(m);
 }
 
@@ -298,17 +312,18 @@ namespace {
 void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) {
   Magazine* r = pr.remote;
   if (r->count < r->cap) return push(r, p);
-  Magazine* e = depot::get_empty(cls);
+  const unsigned node = node_now();
+  Magazine* e = depot::get_empty(cls, node);
   if (e == nullptr) {
     stats::count(cls, stats::kRemoteFree);
     slab::release(cls, &p, 1);
     return;
   }
   stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
-  retire(cls, r);
+  retire(cls, r, node);                             // to its objects' node's depot (or their slabs)
   set_remote(pr, e);
   push(e, p);
-  bound_if_large(tc, cls);
+  bound_if_large(tc, cls, node);
 }
 
 }  // namespace
@@ -340,17 +355,18 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   // 2. Loaded (and previous) are full, or not there yet: get an empty magazine,
   //    hand the full previous to the depot (or the slabs, past the depot's
   //    limit), and shift loaded to previous.
-  Magazine* e = depot::get_empty(cls);
+  const unsigned node = node_now();
+  Magazine* e = depot::get_empty(cls, node);
   if (e == nullptr) {
     slab::release(cls, &p, 1);
     return;
   }
   decay::maybe_tick();
-  if (is_real(prev)) retire(cls, prev);
+  if (is_real(prev)) retire(cls, prev, node);
   set_previous(pr, loaded);
   set_loaded(pr, e);
   push(e, p);
-  bound_if_large(tc, cls);
+  bound_if_large(tc, cls, node);
 }
 
 void free_key_match(void* p, unsigned cls, uint64_t owner) {

@@ -1,0 +1,163 @@
+// NUMA awareness (issue #17) with threads, on a fake two-node machine
+// (testing/fake_numa.h): threads pinned to a node only ever get memory of
+// that node while others free it across nodes; a consumer on the other node
+// sends a producer's blocks home (to the producer node's depot, not its own);
+// thread exit and a migrating thread return everything to the right node.
+// (fork() with both nodes in use: numa_fork_mt_test.cc.)
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "platform/numa.h"
+#include "small/depot.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
+#include "testing/fake_numa.h"
+#include "testing/no_decay.h"  // exact depot and slab contents
+#include "testing/rng.h"
+
+namespace {
+
+using namespace magslab;
+namespace fake = mstest::fake_numa;
+using fake::chunk_node;
+
+template <class F>
+void on_node(unsigned node, F f) {
+  std::thread t([&] {
+    fake::set_thread_node(node);
+    f();
+  });
+  t.join();
+}
+
+TEST(NumaMt, ConsumerOnAnotherNodeSendsBlocksHome) {
+  fake::install(2);
+  const unsigned cls = class_of(64);
+  std::vector<void*> blocks;
+  on_node(0, [&] {
+    for (int i = 0; i < 12000; ++i) blocks.push_back(magslab_malloc(64));
+  });
+  for (void* p : blocks) ASSERT_EQ(chunk_node(p), 0u);
+  // The consumer frees them on node 1 (its remote magazines), then exits.
+  on_node(1, [&] {
+    for (void* p : blocks) magslab_free(p);
+  });
+  // Home: node 0's depot has the consumer's full magazines; node 1 holds
+  // nothing of this class, not in its depot and not in its slabs.
+  EXPECT_GT(depot::cached_objects_on(cls, 0), 0u);
+  EXPECT_EQ(depot::cached_objects_on(cls, 1), 0u);
+  EXPECT_EQ(slab::counts_on(cls, 1).slabs, 0u);
+  EXPECT_EQ(slab::counts_on(cls, 1).carved_objects, 0u);
+  // And a thread on node 0 gets them back from there (its magazine goes
+  // back to the depot when it exits).
+  size_t before = depot::cached_objects_on(cls, 0);
+  on_node(0, [&] {
+    void* p = magslab_malloc(64);
+    EXPECT_EQ(chunk_node(p), 0u);
+    EXPECT_LT(depot::cached_objects_on(cls, 0), before);
+    magslab_free(p);
+  });
+}
+
+TEST(NumaMt, PinnedThreadsOnlyGetTheirNodesMemoryWhileFreeingAcrossNodes) {
+  fake::install(2);
+  constexpr int kThreads = 4, kRounds = 30, kPerRound = 400;
+  // Each thread hands half of its blocks to the next thread (on the other
+  // node) through a mailbox and frees what it receives.
+  struct Mailbox {
+    std::atomic<void**> slot{nullptr};
+  };
+  std::vector<Mailbox> box(kThreads);
+  std::atomic<int> wrong{0}, done{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      const unsigned node = static_cast<unsigned>(t % 2);
+      fake::set_thread_node(node);
+      mstest::Rng rng(static_cast<uint64_t>(t) + 1);
+      for (int r = 0; r < kRounds; ++r) {
+        auto** batch = static_cast<void**>(magslab_malloc(kPerRound * sizeof(void*)));
+        if (chunk_node(batch) != node) wrong.fetch_add(1);
+        for (int i = 0; i < kPerRound; ++i) {
+          void* p = magslab_malloc(8 + rng.next() % 2048);
+          if (chunk_node(p) != node) wrong.fetch_add(1);
+          batch[i] = p;
+        }
+        for (int i = 0; i < kPerRound; i += 2) magslab_free(batch[i]);
+        // Send the other half to the next thread (other node); free ours.
+        void** expected = nullptr;
+        Mailbox& out = box[(t + 1) % kThreads];
+        while (!out.slot.compare_exchange_weak(expected, batch)) {
+          expected = nullptr;
+          if (void** in = box[t].slot.exchange(nullptr)) {
+            for (int i = 1; i < kPerRound; i += 2) magslab_free(in[i]);
+            magslab_free(in);
+          }
+          std::this_thread::yield();
+        }
+        if (void** in = box[t].slot.exchange(nullptr)) {
+          for (int i = 1; i < kPerRound; i += 2) magslab_free(in[i]);
+          magslab_free(in);
+        }
+      }
+      done.fetch_add(1);
+      while (done.load() < kThreads || box[t].slot.load() != nullptr) {
+        if (void** in = box[t].slot.exchange(nullptr)) {
+          for (int i = 1; i < kPerRound; i += 2) magslab_free(in[i]);
+          magslab_free(in);
+        }
+        std::this_thread::yield();
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  // Everything is free again and back on its own node: after a trim no
+  // object of any class is out of any node's slabs.
+  magslab_trim_all();
+  for (unsigned c = 0; c < kNumClasses; ++c)
+    for (unsigned node = 0; node < 2; ++node)
+      ASSERT_EQ(slab::counts_on(c, node).carved_objects, 0u) << "class " << c << " node " << node;
+}
+
+TEST(NumaMt, ThreadExitAndMigrationReturnEverythingToItsNode) {
+  fake::install(2);
+  const unsigned cls = class_of(128);
+  // A thread on node 1 frees its own blocks and exits: its magazines go to
+  // node 1's depot.
+  on_node(1, [&] {
+    std::vector<void*> v;
+    for (int i = 0; i < 2000; ++i) v.push_back(magslab_malloc(128));
+    for (void* p : v) magslab_free(p);
+  });
+  EXPECT_GT(depot::cached_objects_on(cls, 1), 0u);
+  EXPECT_EQ(depot::cached_objects_on(cls, 0), 0u);
+  // A thread that migrates from node 1 to node 0 with blocks in hand and
+  // allocates more there, then frees old and new blocks alternately: every
+  // magazine it fills mixes both nodes' objects, and still every object
+  // ends up on its own node.
+  std::vector<void*> before, after;
+  on_node(1, [&] {
+    for (int i = 0; i < 3000; ++i) before.push_back(magslab_malloc(128));
+    fake::set_thread_node(0);
+    for (int i = 0; i < 3000; ++i) after.push_back(magslab_malloc(128));
+    size_t on0 = 0;
+    for (void* p : after) on0 += chunk_node(p) == 0;
+    EXPECT_GT(on0, 2000u);  // the rest: node 1's leftovers in its magazines
+    for (int i = 0; i < 3000; ++i) {
+      magslab_free(before[i]);
+      magslab_free(after[i]);
+    }
+  });
+  magslab_trim_all();
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+  EXPECT_EQ(slab::counts_on(cls, 0).carved_objects, 0u);
+  EXPECT_EQ(slab::counts_on(cls, 1).carved_objects, 0u);
+}
+
+}  // namespace
