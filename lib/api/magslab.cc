@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "api/check.h"
 #include "api/report.h"
 #include "chunks/chunk_map.h"
 #include "large/large.h"
@@ -97,11 +98,24 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   large::free(p);
 }
 
-void* alloc_aligned(size_t align, size_t n) {
+// The release malloc and free: the C entry points inline them, check mode
+// calls them through raw::alloc and raw::free (api/check.h).
+[[gnu::always_inline]] inline void* malloc_release(size_t n) {
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) return alloc_small(kSmallLookup[(n + 7) >> 3], n);
+  return malloc_big(n);
+}
+
+[[gnu::always_inline]] inline void free_release(void* p) {
+  Slab* s = checked_slab(p, Misuse::kInvalidFree);
+  if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
+  free_small(p, s);
+}
+
+void* alloc_aligned_release(size_t align, size_t n) {
   if (align <= 16) {
     // Every class above 8 B is a multiple of 16 and slabs start on a page.
     if (align == 16 && n < 16) return alloc_small(kSmallLookup[(16 + 7) >> 3], n);
-    return magslab_malloc(n);
+    return malloc_release(n);
   }
   if (n > kMaxRequest || align > kMaxRequest) return fail(ENOMEM);
   if (align <= kPageSize) {
@@ -113,22 +127,30 @@ void* alloc_aligned(size_t align, size_t n) {
   return p != nullptr ? p : fail(ENOMEM);
 }
 
+void* alloc_aligned(size_t align, size_t n) {
+  if constexpr (kCheckMode) return check::aligned(align, n);
+  return alloc_aligned_release(align, n);
+}
+
 }  // namespace
+
+void* raw::alloc(size_t n, size_t align) { return alloc_aligned_release(align, n); }
+void raw::free(void* p) { free_release(p); }
 
 extern "C" {
 
 void* magslab_malloc(size_t n) {
-  if (MAGSLAB_LIKELY(n <= kLookupMax)) return alloc_small(kSmallLookup[(n + 7) >> 3], n);
-  return malloc_big(n);
+  if constexpr (kCheckMode) return check::malloc(n);
+  return malloc_release(n);
 }
 
 void magslab_free(void* p) {
-  Slab* s = checked_slab(p, Misuse::kInvalidFree);
-  if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
-  free_small(p, s);
+  if constexpr (kCheckMode) return check::free(p);
+  free_release(p);
 }
 
 void magslab_free_sized(void* p, size_t size) {
+  if constexpr (kCheckMode) return check::free_sized(p, size);
   Slab* s = checked_slab(p, Misuse::kInvalidFree);
   if (MAGSLAB_UNLIKELY(s == nullptr)) return free_not_in_slab(p);
   if (MAGSLAB_UNLIKELY(size > kClasses[s->cls].size)) invalid(p, Misuse::kWrongSizedFree, s);
@@ -136,6 +158,7 @@ void magslab_free_sized(void* p, size_t size) {
 }
 
 void* magslab_calloc(size_t count, size_t size) {
+  if constexpr (kCheckMode) return check::calloc(count, size);
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
   // Up to the largest class, from the magazines and cleared here: a block
@@ -155,6 +178,7 @@ void* magslab_calloc(size_t count, size_t size) {
 }
 
 void* magslab_realloc(void* p, size_t n) {
+  if constexpr (kCheckMode) return check::realloc(p, n);
   if (p == nullptr) return magslab_malloc(n);
   if (n == 0) {  // glibc: free and return NULL
     magslab_free(p);
@@ -200,12 +224,14 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
 }
 
 size_t magslab_usable_size(const void* p) {
+  if constexpr (kCheckMode) return check::usable_size(p);
   if (p == nullptr) return 0;
   if (Slab* s = checked_slab(p, Misuse::kInvalidUsableSize)) return kClasses[s->cls].size;
   return large::usable_size(p);
 }
 
 size_t magslab_trim(void) {
+  if constexpr (kCheckMode) check::drain();
   cache::flush_current();
   depot::drain();
   size_t bytes = slab::trim();

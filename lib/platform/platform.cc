@@ -70,6 +70,10 @@ void* map_sparse(size_t size) {
 void unmap_sparse(void* addr, size_t size) { munmap(addr, size); }
 void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
 bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
+
+bool protect(void* addr, size_t size, bool accessible) {
+  return mprotect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+}
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
   return ops().remap(old_addr, old_size, new_size, new_addr);
 }
@@ -219,8 +223,14 @@ void misuse(Misuse kind, const void* addr, const BlockInfo& info) {
     case BlockInfo::kUnknown:
       break;
   }
+  bool any = info.kind != BlockInfo::kUnknown;
+  if (info.requested != kUnknownRequest) {
+    l.str(sep).str("requested ").num(info.requested).str(" B");
+    sep = "; ";
+    any = true;
+  }
   if (info.note != nullptr) l.str(sep).str(info.note);
-  if (info.kind != BlockInfo::kUnknown || info.note != nullptr) l.str(")");
+  if (any || info.note != nullptr) l.str(")");
   l.end();
   die(l);
 }

@@ -40,6 +40,9 @@ void unmap_sparse(void* addr, size_t size);
 void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
 bool decommit(void* addr, size_t size);
+// mprotect: read-write, or no access at all (check mode's quarantine of large
+// blocks). Not part of the test seam. false if the OS refuses.
+bool protect(void* addr, size_t size, bool accessible);
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
 
 size_t page_size();
