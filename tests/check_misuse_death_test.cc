@@ -139,16 +139,6 @@ TEST_F(CheckMisuseDeathTest, OverflowPageRunFreedByAnotherThread) {
       Overflow(big_info("large", 8192)));
 }
 
-TEST_F(CheckMisuseDeathTest, WriteThroughZeroSizeBlock) {
-  EXPECT_DEATH(
-      {
-        char* p = alloc(0);
-        p[0] = 1;
-        ANNOUNCE_AND_FREE(p);
-      },
-      Overflow(small_info(0)));
-}
-
 // --- Write after free (fill pattern, checked when the block leaves quarantine) ---
 
 TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFoundByTrim) {
@@ -214,6 +204,18 @@ TEST_F(CheckMisuseDeathTest, WriteAfterFreePageRunFaults) {
   });
 }
 
+// A zero-size block is an address nobody may touch.
+TEST_F(CheckMisuseDeathTest, ReadOrWriteThroughZeroSizeBlockFaults) {
+  expect_fault([] {
+    char* volatile p = alloc(0);
+    std::fprintf(stderr, "read %d\n", p[0]);
+  });
+  expect_fault([] {
+    char* volatile p = static_cast<char*>(magslab_calloc(0, 16));
+    on_other_thread([p] { p[3] = 1; });
+  });
+}
+
 // --- Double free (per-object state), wherever the first free left the block ---
 
 TEST_F(CheckMisuseDeathTest, DoubleFreeSmallInQuarantine) {
@@ -275,6 +277,22 @@ TEST_F(CheckMisuseDeathTest, DoubleFreeSmallInTheDepot) {
         magslab_free(v[300]);
       },
       DoubleFree(small_info_freed(24)));
+}
+
+TEST_F(CheckMisuseDeathTest, DoubleFreeZeroSizeBlock) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        on_other_thread([p] { magslab_free(p); });
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(R"( \(zero-size block; requested 0 B; already freed\))"));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        ANNOUNCE_AND_FREE(p + 16);  // the next zero-size address, never handed out
+      },
+      InvalidFree(R"( \(zero-size block; never handed out\))"));
 }
 
 TEST_F(CheckMisuseDeathTest, DoubleFreeHugeInQuarantine) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -134,6 +135,36 @@ TEST(CheckWorksTest, ImpossibleSizesFailWithEnomem) {
   void* m = nullptr;
   EXPECT_EQ(magslab_posix_memalign(&m, 64, SIZE_MAX - 100), ENOMEM);
   magslab_free(p);
+}
+
+[[gnu::noinline]] void leak_three() {
+  for (int i = 0; i < 3; ++i) {
+    void* volatile p = magslab_malloc(100);
+    (void)p;
+  }
+}
+
+// Option leak_report: at exit, the blocks allocated since it was set and still
+// live, by allocation site (the caller of magslab_malloc), largest first.
+TEST(CheckWorksTest, LeakReportAtExit) {
+  testing::GTEST_FLAG(death_test_style) = "threadsafe";
+  EXPECT_EXIT(
+      {
+        void* before = magslab_malloc(64);  // allocated before: not reported
+        (void)before;
+        ASSERT_EQ(magslab_option_set("leak_report", 1), 0);
+        magslab_free(magslab_malloc(5000));  // freed: not reported
+        leak_three();
+        void* volatile big = magslab_malloc(size_t{3} << 20);
+        (void)big;
+        std::exit(0);
+      },
+      testing::ExitedWithCode(0),
+      "magslab: leak report: 3146028 B in 4 blocks still live at exit, by allocation site, "
+      "largest first:\n"
+      "magslab:   3145728 B in 1 block from 0x[0-9a-f]+ \\(0x[0-9a-f]+ in "
+      "[^)]*check_works_test\\)\n"
+      "magslab:   300 B in 3 blocks from 0x[0-9a-f]+ \\(0x[0-9a-f]+ in [^)]*check_works_test\\)\n");
 }
 
 TEST(CheckWorksTest, ForkWithBlocksInQuarantine) {

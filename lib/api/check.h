@@ -21,16 +21,20 @@
 
 namespace magslab::check {
 
-void* malloc(size_t n);
-void* calloc(size_t count, size_t size);
+// site: the caller's return address, for the leak report.
+void* malloc(size_t n, const void* site);
+void* calloc(size_t count, size_t size, const void* site);
 // align: a power of two, validated by the caller.
-void* aligned(size_t align, size_t n);
-void* realloc(void* p, size_t n);
+void* aligned(size_t align, size_t n, const void* site);
+void* realloc(void* p, size_t n, const void* site);
 void free(void* p);
 void free_sized(void* p, size_t n);
 size_t usable_size(const void* p);
 // Verify and release everything in quarantine (magslab_trim).
 void drain();
+// Option leak_report: write the blocks still live, by allocation site, to fd
+// (at exit: api/report.cc).
+void report_leaks(int fd);
 // fork(): the quarantine lock, a leaf (nothing else is taken under it).
 void lock_for_fork();
 void unlock_after_fork();

@@ -111,7 +111,7 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   free_small(p, s);
 }
 
-void* alloc_aligned_release(size_t align, size_t n) {
+void* alloc_aligned(size_t align, size_t n) {
   if (align <= 16) {
     // Every class above 8 B is a multiple of 16 and slabs start on a page.
     if (align == 16 && n < 16) return alloc_small(kSmallLookup[(16 + 7) >> 3], n);
@@ -127,20 +127,16 @@ void* alloc_aligned_release(size_t align, size_t n) {
   return p != nullptr ? p : fail(ENOMEM);
 }
 
-void* alloc_aligned(size_t align, size_t n) {
-  if constexpr (kCheckMode) return check::aligned(align, n);
-  return alloc_aligned_release(align, n);
-}
-
 }  // namespace
 
-void* raw::alloc(size_t n, size_t align) { return alloc_aligned_release(align, n); }
+void* raw::alloc(size_t n, size_t align) { return alloc_aligned(align, n); }
 void raw::free(void* p) { free_release(p); }
 
 extern "C" {
 
 void* magslab_malloc(size_t n) {
-  if constexpr (kCheckMode) return check::malloc(n);
+  // Check mode: the caller's address names the allocation site in the leak report.
+  if constexpr (kCheckMode) return check::malloc(n, __builtin_return_address(0));
   return malloc_release(n);
 }
 
@@ -158,7 +154,7 @@ void magslab_free_sized(void* p, size_t size) {
 }
 
 void* magslab_calloc(size_t count, size_t size) {
-  if constexpr (kCheckMode) return check::calloc(count, size);
+  if constexpr (kCheckMode) return check::calloc(count, size, __builtin_return_address(0));
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
   // Up to the largest class, from the magazines and cleared here: a block
@@ -178,7 +174,7 @@ void* magslab_calloc(size_t count, size_t size) {
 }
 
 void* magslab_realloc(void* p, size_t n) {
-  if constexpr (kCheckMode) return check::realloc(p, n);
+  if constexpr (kCheckMode) return check::realloc(p, n, __builtin_return_address(0));
   if (p == nullptr) return magslab_malloc(n);
   if (n == 0) {  // glibc: free and return NULL
     magslab_free(p);
@@ -210,13 +206,18 @@ void* magslab_realloc(void* p, size_t n) {
 
 void* magslab_aligned_alloc(size_t alignment, size_t size) {
   if (!is_pow2(alignment)) return fail(EINVAL);
+  if constexpr (kCheckMode) return check::aligned(alignment, size, __builtin_return_address(0));
   return alloc_aligned(alignment, size);
 }
 
 int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
   if (!is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
   int saved = errno;
-  void* p = alloc_aligned(alignment, size);
+  void* p;
+  if constexpr (kCheckMode)
+    p = check::aligned(alignment, size, __builtin_return_address(0));
+  else
+    p = alloc_aligned(alignment, size);
   errno = saved;
   if (p == nullptr) return ENOMEM;
   *memptr = p;

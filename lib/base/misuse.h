@@ -44,7 +44,8 @@ inline constexpr size_t kUnknownRequest = ~size_t{0};
 
 // What is known about the block the address points into, for the message.
 struct BlockInfo {
-  enum Kind : uint8_t { kUnknown, kSmall, kLarge, kHuge } kind = kUnknown;
+  // kZero: check mode's zero-size blocks (api/check.cc).
+  enum Kind : uint8_t { kUnknown, kSmall, kLarge, kHuge, kZero } kind = kUnknown;
   unsigned cls = 0;                    // kSmall: the size class
   size_t size = 0;                     // the block's usable size (0: not known)
   const char* note = nullptr;          // e.g. "already in this thread's magazine"
