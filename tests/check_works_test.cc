@@ -91,7 +91,7 @@ TEST(CheckWorksTest, ReallocKeepsContents) {
   for (size_t next : {size_t{100}, size_t{5000}, size_t{200000}, size_t{3} << 20, size_t{50}}) {
     auto* q = static_cast<unsigned char*>(magslab_realloc(p, next));
     ASSERT_NE(q, nullptr);
-    EXPECT_NE(q, p) << "check mode always moves";
+    EXPECT_NE(q, p) << "none of these sizes fits the block in place";
     size_t keep = n < next ? n : next;
     for (size_t i = 0; i < keep; ++i) ASSERT_EQ(q[i], static_cast<unsigned char>(i * 7)) << i;
     for (size_t i = keep; i < next; ++i) q[i] = static_cast<unsigned char>(i * 7);
@@ -99,6 +99,14 @@ TEST(CheckWorksTest, ReallocKeepsContents) {
     n = next;
   }
   EXPECT_EQ(magslab_realloc(p, 0), nullptr);  // glibc: frees
+  // Within the block's slack, in place: the canary follows the new size.
+  auto* r = static_cast<unsigned char*>(magslab_malloc(1000));
+  std::memset(r, 5, 1000);
+  auto* r2 = static_cast<unsigned char*>(magslab_realloc(r, 1001));
+  EXPECT_EQ(magslab_usable_size(r2), 1001u);
+  EXPECT_TRUE(all_bytes(r2, 1000, 5));
+  r2[1000] = 6;
+  magslab_free(r2);  // no overflow reported: byte 1000 is inside now
 }
 
 TEST(CheckWorksTest, MallocZeroPointersAreDistinct) {

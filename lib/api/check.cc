@@ -4,6 +4,7 @@
 
 #include <errno.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "small/requested.h"
 #include "small/size_classes.h"
 #include "small/slab.h"
+#include "small/thread_cache.h"
 
 namespace magslab::check {
 namespace {
@@ -177,20 +179,31 @@ struct Entry {
   bool huge;
   bool locked;  // large: made inaccessible (mprotect succeeded)
 };
-constexpr size_t kRing = size_t{1} << 16;  // slab objects (so, 4 MiB of 64-byte ones)
+// Slab objects wait in kStripes rings, each with its own lock and an equal
+// share of the budget, picked by the freeing thread (so threads rarely wait
+// for each other, and each ring is FIFO); large blocks in one ring.
+constexpr size_t kStripes = 8;
+constexpr size_t kRing = size_t{1} << 13;  // per stripe (so, 4 MiB of 64-byte objects in all)
 constexpr size_t kLargeRing = 64;          // large blocks (each a mapping split while held)
 constexpr size_t kBatch = 16;              // evicted per call, checked outside the lock
+static_assert(is_pow2(kRing) && is_pow2(kLargeRing), "ring indices wrap with a mask");
 
 struct Ring {
-  size_t head = 0, count = 0, bytes = 0;
-  Entry* at(size_t i, Entry* slots, size_t cap) { return &slots[(head + i) % cap]; }
+  Lock lock;
+  size_t head = 0, count = 0, bytes = 0;  // under lock
+  // cap: a power of two (kRing, kLargeRing).
+  Entry* at(size_t i, Entry* slots, size_t cap) { return &slots[(head + i) & (cap - 1)]; }
 };
 
-Lock g_lock;
-// bss, touched as the rings fill; one entry in builds without check mode.
-Entry g_small[kCheckMode ? kRing : 1];
+// bss, touched as the rings fill; one entry each in builds without check mode.
+Entry g_small[kStripes][kCheckMode ? kRing : 1];
 Entry g_large[kCheckMode ? kLargeRing : 1];
-Ring g_small_ring, g_large_ring;
+Ring g_small_ring[kStripes], g_large_ring;
+
+// The calling thread's stripe: a hash of its cache's address.
+size_t stripe() {
+  return static_cast<size_t>((reinterpret_cast<uintptr_t>(t_cache) * kTrailerKey) >> 61) % kStripes;
+}
 
 void push(Ring& r, Entry* slots, size_t cap, const Entry& e) {
   *r.at(r.count, slots, cap) = e;
@@ -200,13 +213,13 @@ void push(Ring& r, Entry* slots, size_t cap, const Entry& e) {
 
 Entry pop(Ring& r, Entry* slots, size_t cap) {
   Entry e = *r.at(0, slots, cap);
-  r.head = (r.head + 1) % cap;
+  r.head = (r.head + 1) & (cap - 1);
   --r.count;
   r.bytes -= e.bytes;
   return e;
 }
 
-// Under g_lock: the large quarantine's entry for p, or nullptr.
+// Under g_large_ring.lock: the large quarantine's entry for p, or nullptr.
 const Entry* find_large_locked(const void* p) {
   for (size_t i = 0; i < g_large_ring.count; ++i) {
     const Entry* e = g_large_ring.at(i, g_large, kLargeRing);
@@ -222,14 +235,21 @@ const Entry* find_large_locked(const void* p) {
 
 // A slab object leaves quarantine: its fill must be intact.
 void release_small(const Entry& e) {
-  const auto* w = static_cast<const uint64_t*>(e.p);
-  constexpr uint64_t kFreedWord = 0x0101010101010101ull * kFreedByte;
-  uint64_t diff = 0;
-  for (size_t i = 0; i < e.bytes / sizeof(uint64_t); ++i) diff |= w[i] ^ kFreedWord;
-  if (MAGSLAB_UNLIKELY(diff != 0)) {
+  static constexpr auto kFreedBytes = [] {
+    std::array<uint8_t, 1024> a{};
+    a.fill(kFreedByte);
+    return a;
+  }();
+  const auto* c = static_cast<const uint8_t*>(e.p);
+  bool changed = false;
+  for (size_t i = 0; i < e.bytes && !changed; i += kFreedBytes.size()) {
+    size_t len = e.bytes - i < kFreedBytes.size() ? e.bytes - i : kFreedBytes.size();
+    changed = memcmp(c + i, kFreedBytes.data(), len) != 0;  // vectorised
+  }
+  if (MAGSLAB_UNLIKELY(changed)) {
     Slab* s = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(e.p));
     BlockInfo info = BlockInfo::small(s->cls, kClasses[s->cls].size);
-    // relaxed: see state(); the freeing thread's store is ordered by g_lock.
+    // relaxed: see state(); the freeing thread's store is ordered by the ring's lock.
     info.requested = (state(s, e.p).load(std::memory_order_relaxed) & kSizeMask) - 1;
     platform::misuse(Misuse::kWriteAfterFree, e.p, info);
   }
@@ -248,14 +268,15 @@ void release_all(const Entry* out, size_t n, bool large) {
 
 // Queue e (a freed block), then release what falls out past the budget.
 void quarantine(const Entry& e, bool large) {
-  uint64_t budget = opt::get(opt::kQuarantine);
-  Ring& r = large ? g_large_ring : g_small_ring;
-  Entry* slots = large ? g_large : g_small;
+  uint64_t budget = opt::get(opt::kQuarantine) / (large ? 1 : kStripes);
+  size_t i = large ? 0 : stripe();
+  Ring& r = large ? g_large_ring : g_small_ring[i];
+  Entry* slots = large ? g_large : g_small[i];
   size_t cap = large ? kLargeRing : kRing;
   Entry out[kBatch];
   size_t nout = 0;
   {
-    LockGuard g(g_lock);
+    LockGuard g(r.lock);
     // Two racing frees of one large block both passed live_block(): one
     // finds the other's entry here.
     if (large && find_large_locked(e.p) != nullptr) {
@@ -307,7 +328,7 @@ Live live_block(const void* p, Misuse invalid) {
     return Live{q, s, size, (st & kSizeMask) - 1, (st & ~kFreedBit) >> kSiteShift, false, false};
   }
   {
-    LockGuard g(g_lock);
+    LockGuard g(g_large_ring.lock);
     if (const Entry* e = find_large_locked(p)) {
       BlockInfo info = e->huge ? BlockInfo::huge(e->bytes) : BlockInfo::large(e->bytes);
       info.requested = e->n;
@@ -333,12 +354,22 @@ Live live_block(const void* p, Misuse invalid) {
   return b;
 }
 
+// kCanaryMax canary bytes, to compare the slack with (memcmp is vectorised).
+constexpr auto kCanaryBytes = [] {
+  std::array<uint8_t, kCanaryMax> a{};
+  a.fill(kCanaryByte);
+  return a;
+}();
+
+// The canary's extent: [n, canary_end(b.usable, n)).
+size_t canary_end(size_t usable, size_t n) {
+  return usable < n + kCanaryMax ? usable : n + kCanaryMax;
+}
+
 void check_canary(const Live& b) {
   const auto* c = static_cast<const uint8_t*>(b.p);
-  size_t end = b.usable < b.n + kCanaryMax ? b.usable : b.n + kCanaryMax;
-  uint8_t diff = 0;
-  for (size_t i = b.n; i < end; ++i) diff |= static_cast<uint8_t>(c[i] ^ kCanaryByte);
-  if (MAGSLAB_UNLIKELY(diff != 0)) platform::misuse(Misuse::kOverflow, b.p, b.info());
+  if (MAGSLAB_UNLIKELY(memcmp(c + b.n, kCanaryBytes.data(), canary_end(b.usable, b.n) - b.n) != 0))
+    platform::misuse(Misuse::kOverflow, b.p, b.info());
 }
 
 // The program gives b up (checked live, canary intact).
@@ -404,7 +435,7 @@ void* alloc(size_t n, size_t align, bool fill, const void* site) {
     memcpy(static_cast<char*>(p) + end, &t, sizeof t);
   }
   if (fill && opt::get(opt::kFill) != 0) memset(p, kFreshByte, n);
-  memset(static_cast<char*>(p) + n, kCanaryByte, (end < n + kCanaryMax ? end : n + kCanaryMax) - n);
+  memset(static_cast<char*>(p) + n, kCanaryByte, canary_end(end, n) - n);
   return p;
 }
 
@@ -422,8 +453,34 @@ void* calloc(size_t count, size_t size, const void* site) {
 
 void* aligned(size_t align, size_t n, const void* site) { return alloc(n, align, true, site); }
 
-// Always moves: the old block goes to quarantine, so a stale pointer to it is
-// caught like any use after free.
+namespace {
+
+// In place while n (and its canary byte) fits the block and is more than half
+// of it, as release does; otherwise the block moves and the old one goes to
+// quarantine, where a stale pointer to it is caught like any use after free.
+bool realloc_in_place(const Live& b, size_t n) {
+  if (b.zero || n >= b.usable || n <= b.usable / 2) return false;
+  if (kCheckMode && b.site != 0) {  // the leak report's byte count follows the block
+    g_sites[b.site].bytes.fetch_add(static_cast<int64_t>(n) - static_cast<int64_t>(b.n),
+                                    std::memory_order_relaxed);  // relaxed: see Site
+  }
+  auto* c = static_cast<char*>(b.p);
+  if (b.slab != nullptr) {
+    // relaxed: see state(); the block is the caller's.
+    state(b.slab, b.p)
+        .store(static_cast<uint32_t>(n + 1) | (b.site << kSiteShift), std::memory_order_relaxed);
+  } else {
+    uint64_t t =
+        (static_cast<uint64_t>(n) | uint64_t{b.site} << kTrailerSiteShift) ^ trailer_key(b.p);
+    memcpy(c + b.usable, &t, sizeof t);
+  }
+  if (n > b.n && opt::get(opt::kFill) != 0) memset(c + b.n, kFreshByte, n - b.n);
+  memset(c + n, kCanaryByte, canary_end(b.usable, n) - n);
+  return true;
+}
+
+}  // namespace
+
 void* realloc(void* p, size_t n, const void* site) {
   if (p == nullptr) return malloc(n, site);
   if (n == 0) {  // glibc: free and return NULL
@@ -432,6 +489,8 @@ void* realloc(void* p, size_t n, const void* site) {
   }
   Live b = live_block(p, Misuse::kInvalidRealloc);
   check_canary(b);
+  if (n > kMaxRequest) return fail_nomem();  // p is untouched
+  if (realloc_in_place(b, n)) return p;
   void* q = alloc(n, 1, true, site);
   if (q == nullptr) return nullptr;  // errno is ENOMEM; p is untouched
   memcpy(q, p, n < b.n ? n : b.n);
@@ -460,15 +519,16 @@ size_t usable_size(const void* p) {
 }
 
 void drain() {
-  for (bool large : {false, true}) {
-    Ring& r = large ? g_large_ring : g_small_ring;
-    Entry* slots = large ? g_large : g_small;
+  for (size_t i = 0; i <= kStripes; ++i) {
+    bool large = i == kStripes;
+    Ring& r = large ? g_large_ring : g_small_ring[i];
+    Entry* slots = large ? g_large : g_small[i];
     size_t cap = large ? kLargeRing : kRing;
     for (;;) {
       Entry out[kBatch];
       size_t nout = 0;
       {
-        LockGuard g(g_lock);
+        LockGuard g(r.lock);
         while (r.count != 0 && nout < kBatch) out[nout++] = pop(r, slots, cap);
       }
       if (nout == 0) break;
@@ -524,7 +584,13 @@ void report_leaks(int fd) {
   }
 }
 
-void lock_for_fork() { g_lock.lock(); }
-void unlock_after_fork() { g_lock.unlock(); }
+void lock_for_fork() {
+  for (Ring& r : g_small_ring) r.lock.lock();
+  g_large_ring.lock.lock();
+}
+void unlock_after_fork() {
+  g_large_ring.lock.unlock();
+  for (Ring& r : g_small_ring) r.lock.unlock();
+}
 
 }  // namespace magslab::check

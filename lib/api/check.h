@@ -35,7 +35,7 @@ void drain();
 // Option leak_report: write the blocks still live, by allocation site, to fd
 // (at exit: api/report.cc).
 void report_leaks(int fd);
-// fork(): the quarantine lock, a leaf (nothing else is taken under it).
+// fork(): the quarantine locks, leaves (nothing else is taken under them).
 void lock_for_fork();
 void unlock_after_fork();
 

@@ -33,7 +33,7 @@ void prepare() {
   heap::g_lock.lock();
   large::lock_for_fork();
   meta::lock_for_fork();
-  if constexpr (kCheckMode) check::lock_for_fork();  // a leaf lock: last
+  if constexpr (kCheckMode) check::lock_for_fork();  // leaf locks: last
 }
 
 void parent() {
