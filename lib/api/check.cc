@@ -171,7 +171,7 @@ struct Live {
   }
 };
 
-// --- The quarantine: FIFO rings under one leaf lock ---
+// --- The quarantine: FIFO rings, each under a leaf lock of its own ---
 struct Entry {
   void* p;
   size_t bytes;  // usable bytes (large: including the trailer)

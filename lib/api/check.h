@@ -3,18 +3,20 @@
 // with MAGSLAB_CHECK_MODE=1; release builds compile none of those calls in.
 //
 // Per block the checks keep:
-//  * its state and requested size: for a slab object, its entry in the slab's
-//    side array (Slab::requested): 0 never handed out, n + 1 live with n bytes
-//    requested, kFreedBit | (n + 1) freed (in quarantine or back in a
-//    magazine); for a large block (not in a slab), a trailer word at the end of
-//    its usable bytes while it is live, and its presence in the large
-//    quarantine while it is freed;
+//  * its state, requested size and allocation site: for a slab object, its
+//    entry in the slab's side array (Slab::requested): 0 never handed out,
+//    n + 1 (and the site) live with n bytes requested, with kFreedBit set once
+//    freed (in quarantine or back in a magazine); for a large block (not in a
+//    slab), a trailer word at the end of its usable bytes while it is live,
+//    and its presence in the large quarantine while it is freed; for a
+//    zero-size block, a state byte per address of a no-access range;
 //  * a canary: the bytes between the requested size and the usable size (at
 //    least one: one is added to every request) read kCanaryByte, checked when
 //    the block is freed or reallocated;
 //  * a quarantine: a freed slab object is filled with kFreedByte and queued
-//    (FIFO, MAGSLAB_QUARANTINE bytes); it goes back to its magazine only after
-//    its fill is verified. A freed large block is made inaccessible instead.
+//    (FIFO per stripe of threads, MAGSLAB_QUARANTINE bytes in all); it goes
+//    back to its magazine only after its fill is verified. A freed large block
+//    is decommitted and made inaccessible instead (the last 64).
 #pragma once
 
 #include <cstddef>
