@@ -29,6 +29,7 @@ struct AllocatorSignature {
 
 inline constexpr AllocatorSignature kSignatures[] = {
     {"magslab", "magslab_malloc", "magslab-override"},
+    {"magslab-check", "magslab_malloc", "magslab-check"},  // check mode (docs/check.md)
     {"mimalloc", "mi_malloc", "mimalloc"},
     {"tbb", "scalable_malloc", "tbbmalloc_proxy"},
     {"jemalloc", "mallctl", "jemalloc"},

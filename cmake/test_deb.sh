@@ -4,8 +4,8 @@
 # Builds the Debian packages of the build tree with `cpack -G DEB` into a temporary
 # directory and checks them with dpkg-deb (CTest `debian_packages`):
 #   - libmagslab<soversion>: Package, Version, Section libs, Architecture, a Depends on
-#     libc6 (from dpkg-shlibdeps), a shlibs file and the ldconfig trigger; exactly the two
-#     shared libraries and their soname links, nothing for development;
+#     libc6 (from dpkg-shlibdeps), a shlibs file and the ldconfig trigger; exactly the four
+#     shared libraries (release and check mode) and their soname links, nothing for development;
 #   - libmagslab-dev: Section libdevel, Depends on exactly that runtime version; the header,
 #     the .so links, libmagslab.a, the override objects, the CMake package and both
 #     pkg-config files;
@@ -57,7 +57,11 @@ list "$rt_deb" >"$tmp/rt.txt"
 list "$dev_deb" >"$tmp/dev.txt"
 libdir=$(dirname "$(grep -m1 "/libmagslab.so.$ver\$" "$tmp/rt.txt")")
 [[ $libdir == usr/lib* ]] || fail "runtime libdir '$libdir'"
-cat >"$tmp/rt.want" <<EOT
+sort >"$tmp/rt.want" <<EOT
+$libdir/libmagslab-check-api.so.$so
+$libdir/libmagslab-check-api.so.$ver
+$libdir/libmagslab-check.so.$so
+$libdir/libmagslab-check.so.$ver
 $libdir/libmagslab-override.so.$so
 $libdir/libmagslab-override.so.$ver
 $libdir/libmagslab.so.$so

@@ -105,6 +105,16 @@ step "running consumer_cxx_shared"
 "$tmp/consumer-build/consumer_cxx_shared"
 step "running consumer_cxx_static"
 "$tmp/consumer-build/consumer_cxx_static"
+step "running consumer_check (magslab::check)"
+readelf -d "$tmp/consumer-build/consumer_check" | grep -q 'NEEDED.*libmagslab-check-api\.so' ||
+  { echo "test_install: consumer_check does not need libmagslab-check-api.so" >&2; exit 1; }
+"$tmp/consumer-build/consumer_check"
+if [[ "$cflags $ldflags" != *-fsanitize=* ]]; then
+  step "running consumer_override_check (magslab::override_check)"
+  readelf -d "$tmp/consumer-build/consumer_override_check" | grep -q 'NEEDED.*libmagslab-check\.so' ||
+    { echo "test_install: consumer_override_check does not need libmagslab-check.so" >&2; exit 1; }
+  "$tmp/consumer-build/consumer_override_check"
+fi
 
 step "building consumer with pkg-config ($pcfile)"
 pc_dir=$(dirname "$pcfile")

@@ -7,12 +7,7 @@
 // and for a double free where it was found ("; already in this thread's
 // magazine", "; already free in its slab"); nothing for a foreign pointer.
 //
-// The death tests use the "threadsafe" style, which re-executes the test
-// binary for every death test. With ASLR the child's heap/stack addresses
-// differ from the parent's, so an address formatted in the parent could not
-// match. Instead the child announces the pointer it is about to free on stderr
-// ("magslab-test: freeing <%p>") right before the bad free, and the matcher
-// below checks that the magslab line names exactly that address.
+// The matcher and the announcement protocol: testing/misuse_line.h.
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -29,88 +24,9 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/misuse_line.h"
 
 namespace {
-
-// Child side: print the pointer, then free it.
-#define ANNOUNCE_AND_FREE(ptr)                                        \
-  do {                                                                \
-    void* volatile ms_p_ = (ptr);                                     \
-    std::fprintf(stderr, "magslab-test: freeing %p\n", (void*)ms_p_); \
-    std::fflush(stderr);                                              \
-    magslab_free(ms_p_);                                              \
-  } while (0)
-
-class MisuseLine : public testing::MatcherInterface<const std::string&> {
- public:
-  // suffix: a regular expression for what follows the address; the line
-  // must be exactly "magslab: <kind> of 0x<addr><suffix>".
-  MisuseLine(std::string kind, std::string suffix)
-      : kind_(std::move(kind)), suffix_(std::move(suffix)) {}
-
-  bool MatchAndExplain(const std::string& err,
-                       testing::MatchResultListener* listener) const override {
-    // The announced address (%p: 0x-prefixed lowercase hex on glibc).
-    static const std::regex ann_re("magslab-test: freeing 0x([0-9a-f]+)");
-    // The whole magslab line: kind, address and what is known of the block.
-    const std::regex line_re("magslab: " + kind_ + " of 0x([0-9a-f]+)" + suffix_);
-    std::vector<std::string> lines;
-    std::istringstream in(err);
-    for (std::string l; std::getline(in, l);) {
-      if (!l.empty() && l.back() == '\r') l.pop_back();
-      lines.push_back(l);
-    }
-    unsigned long long announced = 0;
-    bool have_ann = false;
-    for (const auto& l : lines) {
-      std::smatch m;
-      if (std::regex_match(l, m, ann_re)) {
-        announced = std::strtoull(m[1].str().c_str(), nullptr, 16);
-        have_ann = true;
-      }
-    }
-    if (!have_ann) {
-      *listener << "the child never reached the bad free (no announcement line)";
-      return false;
-    }
-    int magslab_lines = 0;
-    bool found = false;
-    unsigned long long reported = 0;
-    for (const auto& l : lines) {
-      if (l.rfind("magslab:", 0) == 0) ++magslab_lines;
-      std::smatch m;
-      if (std::regex_match(l, m, line_re)) {
-        reported = std::strtoull(m[1].str().c_str(), nullptr, 16);
-        found = true;
-      }
-    }
-    if (!found) {
-      *listener << "no line of the form \"magslab: " << kind_ << " of 0x..." << suffix_ << "\"";
-      return false;
-    }
-    if (magslab_lines != 1) {
-      *listener << "expected exactly one magslab line, got " << magslab_lines;
-      return false;
-    }
-    if (reported != announced) {
-      *listener << "reported address 0x" << std::hex << reported
-                << " differs from the freed pointer 0x" << announced;
-      return false;
-    }
-    return true;
-  }
-  void DescribeTo(std::ostream* os) const override {
-    *os << "has exactly one stderr line \"magslab: " << kind_ << " of 0x<the freed address>"
-        << suffix_ << "\"";
-  }
-  void DescribeNegationTo(std::ostream* os) const override {
-    *os << "does not have the line \"magslab: " << kind_ << " of 0x<addr>\"";
-  }
-
- private:
-  std::string kind_;
-  std::string suffix_;
-};
 
 // What the line says about the block (platform::misuse).
 const std::string kNothing = "";
@@ -121,13 +37,11 @@ const std::string kInMagazine = R"( \(class [0-9]+, [0-9]+ B; already in this th
 const std::string kInSlab = R"( \(class [0-9]+, [0-9]+ B; already free in its slab\))";
 
 testing::Matcher<const std::string&> InvalidFreeOf(const std::string& suffix = kNothing) {
-  return testing::MakeMatcher(new MisuseLine("invalid free", suffix));
+  return MisuseLineOf("invalid free of", suffix);
 }
 testing::Matcher<const std::string&> DoubleFreeOf(const std::string& suffix) {
-  return testing::MakeMatcher(new MisuseLine("double free", suffix));
+  return MisuseLineOf("double free of", suffix);
 }
-
-void use_threadsafe_style() { testing::GTEST_FLAG(death_test_style) = "threadsafe"; }
 
 alignas(64) char g_static_array[4096];
 

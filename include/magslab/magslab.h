@@ -44,7 +44,8 @@ MAGSLAB_API void* magslab_aligned_alloc(size_t alignment, size_t size);
 /* POSIX: alignment must be a power of two multiple of sizeof(void*), else EINVAL.
  * Returns 0 or an error number; *memptr is untouched on error. */
 MAGSLAB_API int magslab_posix_memalign(void** memptr, size_t alignment, size_t size);
-/* Bytes usable at ptr (>= the size requested); 0 for NULL. */
+/* Bytes usable at ptr (>= the size requested; check mode, docs/check.md:
+ * exactly the size requested); 0 for NULL. */
 MAGSLAB_API size_t magslab_usable_size(const void* ptr);
 
 /* The version of the library in use, as MAGSLAB_VERSION (e.g. 200 for 0.2.0).

@@ -12,6 +12,7 @@
 // is simply not reachable in the child.
 #include <pthread.h>
 
+#include "api/check.h"
 #include "api/object_cache.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
@@ -32,9 +33,11 @@ void prepare() {
   heap::g_lock.lock();
   large::lock_for_fork();
   meta::lock_for_fork();
+  if constexpr (kCheckMode) check::lock_for_fork();  // leaf locks: last
 }
 
 void parent() {
+  if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
   large::unlock_after_fork();
   heap::g_lock.unlock();
@@ -46,6 +49,7 @@ void parent() {
 
 void child() {
   // The forking thread is the child's only thread, and it holds every lock.
+  if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
   large::unlock_after_fork();
   heap::g_lock.unlock();

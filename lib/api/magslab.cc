@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "api/check.h"
 #include "api/report.h"
 #include "chunks/chunk_map.h"
 #include "large/large.h"
@@ -111,11 +112,29 @@ void free_not_valid(void* p, uint64_t w, Misuse kind) {
   free_not_in_slab(p);
 }
 
+// The release malloc and free: the C entry points inline them, check mode
+// calls them through raw::alloc and raw::free (api/check.h).
+[[gnu::always_inline]] inline void* malloc_release(size_t n) {
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) {
+    void* p = cache::alloc_at(cache::kSmallPairOffsets[(n + 7) >> 3]);
+    if constexpr (kExactRequested) note_alloc(p, n);
+    return p;
+  }
+  return malloc_big(n);
+}
+
+[[gnu::always_inline]] inline void free_release(void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint64_t w = pagemap::lookup_word(a);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
+  free_small(p, w);
+}
+
 void* alloc_aligned(size_t align, size_t n) {
   if (align <= 16) {
     // Every class above 8 B is a multiple of 16 and slabs start on a page.
     if (align == 16 && n < 16) return alloc_small(kSmallLookup[(16 + 7) >> 3], n);
-    return magslab_malloc(n);
+    return malloc_release(n);
   }
   if (n > kMaxRequest || align > kMaxRequest) return fail(ENOMEM);
   if (align <= kPageSize) {
@@ -129,25 +148,24 @@ void* alloc_aligned(size_t align, size_t n) {
 
 }  // namespace
 
+void* raw::alloc(size_t n, size_t align) { return alloc_aligned(align, n); }
+void raw::free(void* p) { free_release(p); }
+
 extern "C" {
 
 void* magslab_malloc(size_t n) {
-  if (MAGSLAB_LIKELY(n <= kLookupMax)) {
-    void* p = cache::alloc_at(cache::kSmallPairOffsets[(n + 7) >> 3]);
-    if constexpr (kExactRequested) note_alloc(p, n);
-    return p;
-  }
-  return malloc_big(n);
+  // Check mode: the caller's address names the allocation site in the leak report.
+  if constexpr (kCheckMode) return check::malloc(n, __builtin_return_address(0));
+  return malloc_release(n);
 }
 
 void magslab_free(void* p) {
-  auto a = reinterpret_cast<uintptr_t>(p);
-  uint64_t w = pagemap::lookup_word(a);
-  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
-  free_small(p, w);
+  if constexpr (kCheckMode) return check::free(p);
+  free_release(p);
 }
 
 void magslab_free_sized(void* p, size_t size) {
+  if constexpr (kCheckMode) return check::free_sized(p, size);
   uint64_t w = checked_word(p, Misuse::kInvalidFree);
   if (MAGSLAB_UNLIKELY(w == 0)) return free_not_in_slab(p);
   unsigned cls = word_class(w);
@@ -156,6 +174,7 @@ void magslab_free_sized(void* p, size_t size) {
 }
 
 void* magslab_calloc(size_t count, size_t size) {
+  if constexpr (kCheckMode) return check::calloc(count, size, __builtin_return_address(0));
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
   // Up to the largest class, from the magazines and cleared here: a block
@@ -175,6 +194,7 @@ void* magslab_calloc(size_t count, size_t size) {
 }
 
 void* magslab_realloc(void* p, size_t n) {
+  if constexpr (kCheckMode) return check::realloc(p, n, __builtin_return_address(0));
   if (p == nullptr) return magslab_malloc(n);
   if (n == 0) {  // glibc: free and return NULL
     magslab_free(p);
@@ -207,13 +227,18 @@ void* magslab_realloc(void* p, size_t n) {
 
 void* magslab_aligned_alloc(size_t alignment, size_t size) {
   if (!is_pow2(alignment)) return fail(EINVAL);
+  if constexpr (kCheckMode) return check::aligned(alignment, size, __builtin_return_address(0));
   return alloc_aligned(alignment, size);
 }
 
 int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
   if (!is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
   int saved = errno;
-  void* p = alloc_aligned(alignment, size);
+  void* p;
+  if constexpr (kCheckMode)
+    p = check::aligned(alignment, size, __builtin_return_address(0));
+  else
+    p = alloc_aligned(alignment, size);
   errno = saved;
   if (p == nullptr) return ENOMEM;
   *memptr = p;
@@ -221,12 +246,14 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
 }
 
 size_t magslab_usable_size(const void* p) {
+  if constexpr (kCheckMode) return check::usable_size(p);
   if (p == nullptr) return 0;
   if (uint64_t w = checked_word(p, Misuse::kInvalidUsableSize)) return kClasses[word_class(w)].size;
   return large::usable_size(p);
 }
 
 size_t magslab_trim(void) {
+  if constexpr (kCheckMode) check::drain();
   cache::flush_current();
   depot::drain();
   size_t bytes = slab::trim();

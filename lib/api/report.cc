@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "api/check.h"
 #include "base/config.h"
 #include "base/format.h"
 #include "magslab/magslab.h"
@@ -284,7 +285,9 @@ void write_json(Out& out) {
 void load_options() {
   opt::load();
   // show_stats=1/text/json, or a stats_file alone (text): a report at exit.
-  if (opt::get(opt::kShowStats) != 0 && opt::get(opt::kStatsFile) == 0)
+  // Check mode's leak report (api/check.h) goes there too.
+  if ((opt::get(opt::kShowStats) != 0 && opt::get(opt::kStatsFile) == 0) ||
+      (kCheckMode && opt::get(opt::kLeakReport) != 0))
     g_report_fd = platform::dup_stderr();
   if (opt::get(opt::kVerbose) != 0) print_verbose();
 }
@@ -292,6 +295,7 @@ void load_options() {
 namespace {
 
 [[gnu::destructor]] void on_unload() {
+  if constexpr (kCheckMode) check::report_leaks(g_report_fd >= 0 ? g_report_fd : 2);
   uint64_t format = opt::get(opt::kShowStats);
   bool to_file = opt::get(opt::kStatsFile) != 0;
   if (format == 0 && !to_file) return;

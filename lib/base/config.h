@@ -52,6 +52,16 @@ static_assert(kMaxSmallSize < kMaxClassSize && kMaxClassSize <= kHugeThreshold,
 #endif
 inline constexpr bool kDebugChecks = MAGSLAB_DEBUG_CHECKS != 0;
 
+// Check mode (issue #15, docs/check.md): the same sources with heap-misuse
+// checks compiled in — canaries, quarantine, fill patterns, per-object state
+// (lib/api/check.cc). Defined to 1 only for the check variants
+// (libmagslab-check.so, libmagslab-check-api.so); every other build leaves
+// each `if constexpr (kCheckMode)` out, so its fast path is unchanged.
+#ifndef MAGSLAB_CHECK_MODE
+#define MAGSLAB_CHECK_MODE 0
+#endif
+inline constexpr bool kCheckMode = MAGSLAB_CHECK_MODE != 0;
+
 // The TLS model of the thread-cache pointer (small/thread_cache.h). initial-exec
 // is a fixed offset from %fs, no call, but a shared library using it can be
 // dlopen()ed only while glibc's static TLS surplus has room. libmagslab.so is

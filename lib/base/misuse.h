@@ -15,6 +15,9 @@ enum class Misuse : uint8_t {
   kInvalidRealloc,     // realloc of such a pointer
   kInvalidUsableSize,  // malloc_usable_size of such a pointer
   kWrongSizedFree,     // free_sized / sized delete with a size the block cannot have
+  // Check mode only (kCheckMode, lib/api/check.cc):
+  kOverflow,        // bytes past the requested size changed (the canary in the slack)
+  kWriteAfterFree,  // a freed block's fill pattern changed while it sat in quarantine
 };
 
 inline const char* misuse_message(Misuse k) {
@@ -29,16 +32,24 @@ inline const char* misuse_message(Misuse k) {
       return "invalid pointer passed to usable_size:";
     case Misuse::kWrongSizedFree:
       return "free_sized with a wrong size of";
+    case Misuse::kOverflow:
+      return "overflow past the requested size of";
+    case Misuse::kWriteAfterFree:
+      return "write after free of";
   }
   return "misuse of";
 }
 
+inline constexpr size_t kUnknownRequest = ~size_t{0};
+
 // What is known about the block the address points into, for the message.
 struct BlockInfo {
-  enum Kind : uint8_t { kUnknown, kSmall, kLarge, kHuge } kind = kUnknown;
-  unsigned cls = 0;            // kSmall: the size class
-  size_t size = 0;             // the block's usable size (0: not known)
-  const char* note = nullptr;  // e.g. "already in this thread's magazine"
+  // kZero: check mode's zero-size blocks (api/check.cc).
+  enum Kind : uint8_t { kUnknown, kSmall, kLarge, kHuge, kZero } kind = kUnknown;
+  unsigned cls = 0;                    // kSmall: the size class
+  size_t size = 0;                     // the block's usable size (0: not known)
+  const char* note = nullptr;          // e.g. "already in this thread's magazine"
+  size_t requested = kUnknownRequest;  // check mode: the size the program asked for
 
   static BlockInfo small(unsigned c, size_t object_size, const char* note = nullptr) {
     return BlockInfo{kSmall, c, object_size, note};

@@ -422,17 +422,19 @@ void free(void* p) {
   if (purge) heap::purge_excess();
 }
 
-size_t usable_size(const void* p) {
+size_t usable_size(const void* p, Misuse what, bool* huge) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  const Misuse what = Misuse::kInvalidUsableSize;
   Block b = lock_and_classify(a);
   size_t usable;
+  if (huge != nullptr) *huge = b.huge != nullptr;
   if (Extent* h = b.huge) {
     if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
     usable = h->size;
   } else {
     ChunkMeta* c = b.chunk;
     if (c == nullptr) bad_pointer(p, what);
+    if (what == Misuse::kInvalidFree && a % kPageSize == 0 && c->tag[b.page] == kTagFreedStart)
+      bad_pointer(p, Misuse::kDoubleFree, BlockInfo::large(0));
     if (a % kPageSize != 0 || c->tag[b.page] != kTagStart)
       bad_pointer(p, what, page_info(c, b.page));
     usable = size_t{c->run_record->pages[b.page]} << kPageShift;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/misuse.h"
 #include "chunks/chunk_map.h"
 
 namespace magslab {
@@ -42,8 +43,10 @@ void* alloc(size_t n, size_t align, bool* zeroed);
 // a block magslab handed out (or is already free).
 void free(void* p);
 
-// Usable bytes of a large or huge block; aborts if p is not one.
-size_t usable_size(const void* p);
+// Usable bytes of a large or huge block; aborts if p is not one, naming the
+// misuse `what` (kInvalidFree: a freed page run's start is a double free).
+// *huge (if given) tells which kind it is.
+size_t usable_size(const void* p, Misuse what = Misuse::kInvalidUsableSize, bool* huge = nullptr);
 
 // Resize in place when possible (shrink, or grow into the free pages after a
 // run, or mremap a huge block, moving it without copying). Returns the block

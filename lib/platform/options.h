@@ -64,7 +64,13 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
   X(kStatsFile, "stats_file", kPath, 0, 0, 1, false, nullptr,                                     \
     "write the exit statistics to this file (created or truncated) instead of stderr")           \
   X(kVerbose, "verbose", kCount, 0, 0, 1, false, nullptr,                                         \
-    "1: print the version and the options in effect to stderr at start")
+    "1: print the version and the options in effect to stderr at start")                        \
+  X(kQuarantine, "quarantine", kBytes, 4 * kMiB, 0, kTiB, true, nullptr,                          \
+    "check mode: bytes of freed blocks held back (filled, or inaccessible) before reuse")         \
+  X(kFill, "fill", kCount, 1, 0, 1, true, nullptr,                                                \
+    "check mode: 1 fills new blocks (not calloc's) with 0xbe bytes")                              \
+  X(kLeakReport, "leak_report", kCount, 0, 0, 1, true, nullptr,                                   \
+    "check mode: 1 prints at exit the blocks allocated since then still live, by allocation site")
 // clang-format on
 
 enum Id : unsigned {

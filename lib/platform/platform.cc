@@ -1,6 +1,7 @@
 // platform/platform: system calls and the test seam over them.
 #include "platform/platform.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -70,6 +71,26 @@ void* map_sparse(size_t size) {
 void unmap_sparse(void* addr, size_t size) { munmap(addr, size); }
 void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
 bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
+
+bool protect(void* addr, size_t size, bool accessible) {
+  return mprotect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+}
+
+void* reserve_inaccessible(size_t size) {
+  void* p = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+bool describe_address(const void* pc, const char** file, const char** symbol, uintptr_t* offset) {
+  Dl_info info{};
+  if (dladdr(pc, &info) == 0) return false;
+  *file = info.dli_fname;
+  *symbol = info.dli_sname;
+  auto base =
+      reinterpret_cast<uintptr_t>(info.dli_sname != nullptr ? info.dli_saddr : info.dli_fbase);
+  *offset = reinterpret_cast<uintptr_t>(pc) - base;
+  return true;
+}
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
   return ops().remap(old_addr, old_size, new_size, new_addr);
 }
@@ -216,11 +237,21 @@ void misuse(Misuse kind, const void* addr, const BlockInfo& info) {
       if (info.size != 0) l.str(", ").num(info.size).str(" B");
       sep = "; ";
       break;
+    case BlockInfo::kZero:
+      l.str(" (zero-size block");
+      sep = "; ";
+      break;
     case BlockInfo::kUnknown:
       break;
   }
+  bool any = info.kind != BlockInfo::kUnknown;
+  if (info.requested != kUnknownRequest) {
+    l.str(sep).str("requested ").num(info.requested).str(" B");
+    sep = "; ";
+    any = true;
+  }
   if (info.note != nullptr) l.str(sep).str(info.note);
-  if (info.kind != BlockInfo::kUnknown || info.note != nullptr) l.str(")");
+  if (any || info.note != nullptr) l.str(")");
   l.end();
   die(l);
 }

@@ -40,6 +40,15 @@ void unmap_sparse(void* addr, size_t size);
 void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
 bool decommit(void* addr, size_t size);
+// mprotect: read-write, or no access at all (check mode's quarantine of large
+// blocks). Not part of the test seam. false if the OS refuses.
+bool protect(void* addr, size_t size, bool accessible);
+// Address space nobody may read or write (PROT_NONE, not counted against
+// overcommit): check mode's zero-size blocks. nullptr if the OS refuses.
+void* reserve_inaccessible(size_t size);
+// dladdr: the file and (if exported) the symbol containing pc, and pc's offset
+// from the symbol (or from the file's load address). false if none.
+bool describe_address(const void* pc, const char** file, const char** symbol, uintptr_t* offset);
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
 
 size_t page_size();

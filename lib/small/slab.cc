@@ -208,7 +208,8 @@ Slab* carve(unsigned cls, unsigned node) {
   const ClassInfo& ci = kClasses[cls];
   Slab* s = new_slab_record();
   if (s == nullptr) return nullptr;
-  if constexpr (kExactRequested) {
+  // Check mode keeps each object's state in the same side array (api/check.cc).
+  if constexpr (kExactRequested || kCheckMode) {
     if (s->requested == nullptr) {
       s->requested = static_cast<uint32_t*>(meta::alloc(kMaxSlabObjects * sizeof(uint32_t)));
       if (s->requested == nullptr) {
@@ -216,6 +217,9 @@ Slab* carve(unsigned cls, unsigned node) {
         return nullptr;
       }
     }
+    // A recycled record's entries describe another slab's objects: none of
+    // this one's has been handed out yet.
+    if constexpr (kCheckMode) memset(s->requested, 0, ci.objects * sizeof(uint32_t));
   }
   heap::Run run;
   if (!heap::alloc_slab_run(ci.slab_pages, node, &run)) {

@@ -1,0 +1,53 @@
+// api/check: check mode (kCheckMode, base/config.h; docs/check.md). The C API's
+// entry points hand every call to these functions when the library is built
+// with MAGSLAB_CHECK_MODE=1; release builds compile none of those calls in.
+//
+// Per block the checks keep:
+//  * its state, requested size and allocation site: for a slab object, its
+//    entry in the slab's side array (Slab::requested): 0 never handed out,
+//    n + 1 (and the site) live with n bytes requested, with kFreedBit set once
+//    freed (in quarantine or back in a magazine); for a large block (not in a
+//    slab), a trailer word at the end of its usable bytes while it is live,
+//    and its presence in the large quarantine while it is freed; for a
+//    zero-size block, a state byte per address of a no-access range;
+//  * a canary: the bytes between the requested size and the usable size (at
+//    least one: one is added to every request) read kCanaryByte, checked when
+//    the block is freed or reallocated;
+//  * a quarantine: a freed slab object is filled with kFreedByte and queued
+//    (FIFO per stripe of threads, MAGSLAB_QUARANTINE bytes in all); it goes
+//    back to its magazine only after its fill is verified. A freed large block
+//    is decommitted and made inaccessible instead (the last 64).
+#pragma once
+
+#include <cstddef>
+
+namespace magslab::check {
+
+// site: the caller's return address, for the leak report.
+void* malloc(size_t n, const void* site);
+void* calloc(size_t count, size_t size, const void* site);
+// align: a power of two, validated by the caller.
+void* aligned(size_t align, size_t n, const void* site);
+void* realloc(void* p, size_t n, const void* site);
+void free(void* p);
+void free_sized(void* p, size_t n);
+size_t usable_size(const void* p);
+// Verify and release everything in quarantine (magslab_trim).
+void drain();
+// Option leak_report: write the blocks still live, by allocation site, to fd
+// (at exit: api/report.cc).
+void report_leaks(int fd);
+// fork(): the quarantine locks, leaves (nothing else is taken under them).
+void lock_for_fork();
+void unlock_after_fork();
+
+}  // namespace magslab::check
+
+namespace magslab::raw {
+// The release paths (api/magslab.cc), for check mode to allocate and free
+// through. alloc: a block of at least n >= 1 bytes aligned to align (a power
+// of two), nullptr without setting errno when memory runs out. free: p is a
+// block alloc returned, already checked.
+void* alloc(size_t n, size_t align);
+void free(void* p);
+}  // namespace magslab::raw

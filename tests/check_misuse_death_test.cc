@@ -1,0 +1,439 @@
+// Check mode (docs/check.md), linked against magslab::check: every kind of
+// heap misuse prints exactly one line naming the kind, the address, the
+// block's size class (or large/huge block and its size) and the requested
+// size, then aborts. Small and large blocks, freed by the allocating thread
+// and by another one. Built against the release library, none of these die
+// as expected (overflows and writes after free go unseen; double frees and
+// invalid pointers are named without the requested size).
+//
+// The matcher and the announcement protocol: testing/misuse_line.h.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "magslab/magslab.h"
+#include "testing/misuse_line.h"
+#include "testing/sanitizers.h"
+
+namespace {
+
+constexpr size_t kHugeRequest = size_t{3} << 20;  // a huge block: a mapping of its own
+
+// " (class C, S B; requested n B[; note])" for a block malloc(n) returned:
+// check mode serves it from the smallest class above n (one byte of canary).
+std::string small_info(size_t n, const std::string& note = "") {
+  static struct magslab_stats st;
+  magslab_stats(&st);
+  for (size_t c = 0; c < st.class_count; ++c) {
+    if (st.classes[c].object_size >= n + 1) {
+      return R"( \(class )" + std::to_string(c) + ", " + std::to_string(st.classes[c].object_size) +
+             " B; requested " + std::to_string(n) + " B" + (note.empty() ? "" : "; " + note) +
+             R"(\))";
+    }
+  }
+  return "no class for " + std::to_string(n);
+}
+std::string small_info_freed(size_t n) { return small_info(n, "already freed"); }
+// A large or huge block: its size is the mapping's or page run's.
+std::string big_info(const char* kind, size_t n, const std::string& note = "") {
+  return R"( \()" + std::string(kind) + " block, [0-9]+ B; requested " + std::to_string(n) + " B" +
+         (note.empty() ? "" : "; " + note) + R"(\))";
+}
+const std::string kSmallNoRequest = R"( \(class [0-9]+, [0-9]+ B\))";
+
+testing::Matcher<const std::string&> Overflow(const std::string& info) {
+  return MisuseLineOf("overflow past the requested size of", info);
+}
+testing::Matcher<const std::string&> WriteAfterFree(const std::string& info) {
+  return MisuseLineOf("write after free of", info);
+}
+testing::Matcher<const std::string&> DoubleFree(const std::string& info) {
+  return MisuseLineOf("double free of", info);
+}
+testing::Matcher<const std::string&> InvalidFree(const std::string& info) {
+  return MisuseLineOf("invalid free of", info);
+}
+
+char* alloc(size_t n) { return static_cast<char*>(magslab_malloc(n)); }
+
+// Run f on another thread and wait for it.
+template <class F>
+void on_other_thread(F f) {
+  std::thread t(f);
+  t.join();
+}
+
+class CheckMisuseDeathTest : public testing::Test {
+ protected:
+  void SetUp() override { use_threadsafe_style(); }
+};
+
+// --- Overflow past the requested size (the canary in the slack) ---
+
+TEST_F(CheckMisuseDeathTest, OverflowSmallByOneNulAtFree) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(20);
+        std::memset(p, 'a', 20);
+        p[20] = '\0';  // strcpy of a 20-character string into 20 bytes
+        ANNOUNCE_AND_FREE(p);
+      },
+      Overflow(small_info(20)));
+}
+
+TEST_F(CheckMisuseDeathTest, OverflowSmallCaughtByRealloc) {
+  EXPECT_DEATH(
+      {
+        char* volatile p = alloc(100);
+        p[101] = 1;
+        ANNOUNCE(p);
+        magslab_realloc(p, 500);
+      },
+      Overflow(small_info(100)));
+}
+
+TEST_F(CheckMisuseDeathTest, OverflowSmallFreedByAnotherThread) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(40);
+        p[40] = 7;
+        on_other_thread([p] { ANNOUNCE_AND_FREE(p); });
+      },
+      Overflow(small_info(40)));
+}
+
+TEST_F(CheckMisuseDeathTest, OverflowOfLargeClassBlock) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(100000);  // a large class: one object per slab
+        p[100000] = 0;
+        ANNOUNCE_AND_FREE(p);
+      },
+      Overflow(small_info(100000)));
+}
+
+TEST_F(CheckMisuseDeathTest, OverflowHugeBlock) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(kHugeRequest);
+        p[kHugeRequest + 3] = 0;
+        ANNOUNCE_AND_FREE(p);
+      },
+      Overflow(big_info("huge", kHugeRequest)));
+}
+
+TEST_F(CheckMisuseDeathTest, OverflowPageRunFreedByAnotherThread) {
+  EXPECT_DEATH(
+      {
+        // Aligned beyond a page: a page run (large/). 8192 requested leaves no
+        // slack, so check mode asks for more.
+        char* p = static_cast<char*>(magslab_aligned_alloc(8192, 8192));
+        p[8192] = 0;
+        on_other_thread([p] { ANNOUNCE_AND_FREE(p); });
+      },
+      Overflow(big_info("large", 8192)));
+}
+
+// --- Write after free (fill pattern, checked when the block leaves quarantine) ---
+
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFoundByTrim) {
+  EXPECT_DEATH(
+      {
+        char* volatile p = alloc(48);
+        magslab_free(p);
+        p[10] = 1;
+        ANNOUNCE(p);
+        magslab_trim();  // empties the quarantine, checking every block
+      },
+      WriteAfterFree(small_info(48)));
+}
+
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFoundByEviction) {
+  EXPECT_DEATH(
+      {
+        ASSERT_EQ(magslab_option_set("quarantine", 64 << 10), 0);
+        char* volatile p = alloc(200);
+        magslab_free(p);
+        p[199] = 1;
+        ANNOUNCE(p);
+        for (int i = 0; i < 1000; ++i) magslab_free(alloc(256));  // 256 KiB through the quarantine
+      },
+      WriteAfterFree(small_info(200)));
+}
+
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFreedByAnotherThread) {
+  EXPECT_DEATH(
+      {
+        char* volatile p = alloc(64);
+        on_other_thread([p] { magslab_free(p); });
+        p[0] = 1;
+        ANNOUNCE(p);
+        on_other_thread([] { magslab_trim(); });
+      },
+      WriteAfterFree(small_info(64)));
+}
+
+// Freed large blocks are inaccessible while in quarantine: a read faults.
+void expect_fault(void (*f)()) {
+#if defined(__SANITIZE_ADDRESS__)
+  EXPECT_DEATH(f(), "SEGV");  // ASan's handler reports the fault and exits
+#else
+  EXPECT_EXIT(f(), testing::KilledBySignal(SIGSEGV), "");
+#endif
+}
+
+TEST_F(CheckMisuseDeathTest, ReadAfterFreeHugeFaults) {
+  expect_fault([] {
+    char* volatile p = alloc(kHugeRequest);
+    p[5] = 1;
+    magslab_free(p);
+    std::fprintf(stderr, "read %d\n", p[5]);
+  });
+}
+
+TEST_F(CheckMisuseDeathTest, WriteAfterFreePageRunFaults) {
+  expect_fault([] {
+    char* volatile p = static_cast<char*>(magslab_aligned_alloc(8192, 100));
+    on_other_thread([p] { magslab_free(p); });
+    p[0] = 1;
+  });
+}
+
+// A zero-size block is an address nobody may touch.
+TEST_F(CheckMisuseDeathTest, ReadOrWriteThroughZeroSizeBlockFaults) {
+  expect_fault([] {
+    char* volatile p = alloc(0);
+    std::fprintf(stderr, "read %d\n", p[0]);
+  });
+  expect_fault([] {
+    char* volatile p = static_cast<char*>(magslab_calloc(0, 16));
+    on_other_thread([p] { p[3] = 1; });
+  });
+}
+
+// --- Double free (per-object state), wherever the first free left the block ---
+
+TEST_F(CheckMisuseDeathTest, DoubleFreeSmallInQuarantine) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(48);
+        magslab_free(p);
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(small_info_freed(48)));
+}
+
+TEST_F(CheckMisuseDeathTest, DoubleFreeSmallAfterQuarantine) {
+  EXPECT_DEATH(
+      {
+        char* keep = alloc(48);  // keeps the slab carved: its objects keep their state
+        char* p = alloc(48);
+        magslab_free(p);
+        magslab_trim();  // out of quarantine, and free in its slab
+        ANNOUNCE_AND_FREE(p);
+        magslab_free(keep);
+      },
+      DoubleFree(small_info_freed(48)));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(48);
+        magslab_free(p);
+        ASSERT_EQ(magslab_option_set("quarantine", 0), 0);
+        magslab_free(alloc(16));  // evicts p into this thread's magazine
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(small_info_freed(48)));
+}
+
+// No quarantine: the first free puts the object straight into the other
+// thread's magazine; the second, here, must still be caught.
+TEST_F(CheckMisuseDeathTest, DoubleFreeSmallInAnotherThreadsMagazine) {
+  EXPECT_DEATH(
+      {
+        ASSERT_EQ(magslab_option_set("quarantine", 0), 0);
+        char* p = alloc(32);
+        on_other_thread([p] { magslab_free(p); });
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(small_info_freed(32)));
+}
+
+// The other thread exits: its magazines go to the depot (or the slabs).
+TEST_F(CheckMisuseDeathTest, DoubleFreeSmallInTheDepot) {
+  EXPECT_DEATH(
+      {
+        ASSERT_EQ(magslab_option_set("quarantine", 0), 0);
+        std::vector<char*> v;
+        for (int i = 0; i < 600; ++i) v.push_back(alloc(24));
+        on_other_thread([&v] {
+          for (char* p : v) magslab_free(p);
+        });
+        ANNOUNCE(v[300]);
+        magslab_free(v[300]);
+      },
+      DoubleFree(small_info_freed(24)));
+}
+
+TEST_F(CheckMisuseDeathTest, DoubleFreeZeroSizeBlock) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        on_other_thread([p] { magslab_free(p); });
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(R"( \(zero-size block; requested 0 B; already freed\))"));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        ANNOUNCE_AND_FREE(p + 16);  // the next zero-size address, never handed out
+      },
+      InvalidFree(R"( \(zero-size block; never handed out\))"));
+}
+
+TEST_F(CheckMisuseDeathTest, DoubleFreeHugeInQuarantine) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(kHugeRequest);
+        on_other_thread([p] { magslab_free(p); });
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(big_info("huge", kHugeRequest, "already freed")));
+}
+
+TEST_F(CheckMisuseDeathTest, DoubleFreePageRunAfterQuarantine) {
+  EXPECT_DEATH(
+      {
+        void* keep = magslab_aligned_alloc(8192, 100);  // keeps the chunk mapped
+        char* p = static_cast<char*>(magslab_aligned_alloc(8192, 100));
+        magslab_free(p);
+        magslab_trim();  // really freed now: the page heap knows it as a freed block
+        ANNOUNCE_AND_FREE(p);
+        magslab_free(keep);
+      },
+      DoubleFree(R"( \(large block\))"));
+}
+
+// --- Invalid pointers to free, realloc and malloc_usable_size ---
+
+TEST_F(CheckMisuseDeathTest, InteriorAndUnalignedPointers) {
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(alloc(64) + 16), InvalidFree(kSmallNoRequest));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(alloc(64) + 1), InvalidFree(kSmallNoRequest));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(alloc(kHugeRequest) + 4096),
+               InvalidFree(R"( \(huge block, [0-9]+ B\))"));
+  EXPECT_DEATH(
+      {
+        char* q = alloc(64) + 8;
+        ANNOUNCE(q);
+        magslab_realloc(q, 10);
+      },
+      MisuseLineOf("invalid realloc of", kSmallNoRequest));
+}
+
+TEST_F(CheckMisuseDeathTest, ForeignPointer) {
+  EXPECT_DEATH(
+      {
+        alignas(16) static char not_heap[64];
+        magslab_free(alloc(16));
+        ANNOUNCE_AND_FREE(not_heap);
+      },
+      InvalidFree(""));
+}
+
+// Consecutive objects of a fresh class: the one after the last handed out
+// sits in a magazine, never handed out.
+TEST_F(CheckMisuseDeathTest, PointerNeverHandedOut) {
+  EXPECT_DEATH(
+      {
+        char* a = alloc(3000);
+        char* b = alloc(3000);
+        char* c = b + (b - a);
+        ANNOUNCE_AND_FREE(c);
+      },
+      InvalidFree(R"( \(class [0-9]+, [0-9]+ B; never handed out\))"));
+}
+
+TEST_F(CheckMisuseDeathTest, UsableSizeAndReallocOfFreedBlock) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(48);
+        magslab_free(p);
+        ANNOUNCE(p);
+        magslab_usable_size(p);
+      },
+      MisuseLineOf("invalid pointer passed to usable_size:", small_info_freed(48)));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(48);
+        on_other_thread([p] { magslab_free(p); });
+        ANNOUNCE(p);
+        magslab_realloc(p, 100);
+      },
+      MisuseLineOf("invalid realloc of", small_info_freed(48)));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(kHugeRequest);
+        magslab_free(p);
+        ANNOUNCE(p);
+        magslab_usable_size(p);
+      },
+      MisuseLineOf("invalid pointer passed to usable_size:",
+                   big_info("huge", kHugeRequest, "already freed")));
+}
+
+// --- Sized deallocation (operator delete(p, n), free_sized) ---
+
+TEST_F(CheckMisuseDeathTest, WrongSizedFreeSmall) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(40);
+        ANNOUNCE(p);
+        magslab_free_sized(p, 48);  // within the block, but not the size asked for
+      },
+      MisuseLineOf("free_sized with a wrong size of", small_info(40)));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(40);
+        on_other_thread([p] {
+          ANNOUNCE(p);
+          magslab_free_sized(p, 39);
+        });
+      },
+      MisuseLineOf("free_sized with a wrong size of", small_info(40)));
+}
+
+TEST_F(CheckMisuseDeathTest, WrongSizedFreeLarge) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(kHugeRequest);
+        ANNOUNCE(p);
+        magslab_free_sized(p, kHugeRequest + 1);
+      },
+      MisuseLineOf("free_sized with a wrong size of", big_info("huge", kHugeRequest)));
+}
+
+// Control: the same shapes used correctly do not die.
+TEST_F(CheckMisuseDeathTest, ControlCorrectUse) {
+  EXPECT_EXIT(
+      {
+        for (size_t n : {size_t{0}, size_t{20}, size_t{48}, size_t{100000}, kHugeRequest}) {
+          char* p = alloc(n);
+          std::memset(p, 1, n);
+          char* q = static_cast<char*>(magslab_realloc(p, n + 100));
+          magslab_free_sized(q, n + 100);
+        }
+        char* r = static_cast<char*>(magslab_aligned_alloc(8192, 8192));
+        std::memset(r, 2, 8192);
+        on_other_thread([r] { magslab_free(r); });
+        magslab_trim();
+        std::fprintf(stderr, "control ok\n");
+        std::exit(0);
+      },
+      testing::ExitedWithCode(0), "control ok");
+}
+
+}  // namespace
