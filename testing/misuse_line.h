@@ -55,31 +55,15 @@ class MisuseLine : public testing::MatcherInterface<const std::string&> {
       if (!l.empty() && l.back() == '\r') l.pop_back();
       lines.push_back(l);
     }
-    unsigned long long announced = 0;
-    bool have_ann = false;
-    for (const auto& l : lines) {
-      std::smatch m;
-      if (std::regex_match(l, m, ann_re)) {
-        announced = std::strtoull(m[1].str().c_str(), nullptr, 16);
-        have_ann = true;
-      }
-    }
-    if (!have_ann) {
+    unsigned long long announced = 0, reported = 0;
+    if (!last_address(lines, ann_re, &announced)) {
       *listener << "the child never reached the bad free (no announcement line)";
       return false;
     }
     int magslab_lines = 0;
-    bool found = false;
-    unsigned long long reported = 0;
-    for (const auto& l : lines) {
+    for (const auto& l : lines)
       if (l.rfind("magslab:", 0) == 0) ++magslab_lines;
-      std::smatch m;
-      if (std::regex_match(l, m, line_re)) {
-        reported = std::strtoull(m[1].str().c_str(), nullptr, 16);
-        found = true;
-      }
-    }
-    if (!found) {
+    if (!last_address(lines, line_re, &reported)) {
       *listener << "no line of the form \"magslab: " << message_ << " 0x..." << suffix_ << "\"";
       return false;
     }
@@ -103,6 +87,20 @@ class MisuseLine : public testing::MatcherInterface<const std::string&> {
   }
 
  private:
+  // The address (group 1, hex) of the last line matching re; false if none does.
+  static bool last_address(const std::vector<std::string>& lines, const std::regex& re,
+                           unsigned long long* address) {
+    bool found = false;
+    for (const auto& l : lines) {
+      std::smatch m;
+      if (std::regex_match(l, m, re)) {
+        *address = std::strtoull(m[1].str().c_str(), nullptr, 16);
+        found = true;
+      }
+    }
+    return found;
+  }
+
   std::string message_;
   std::string suffix_;
 };
