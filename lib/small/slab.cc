@@ -503,24 +503,19 @@ size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending) {
   return bytes + release_record_pages(record_cutoff, pending);
 }
 
-namespace {
-// The node pools whose locks the fork handlers hold: numa::nodes() may grow
-// between prepare and the unlocks (a first allocation reading the topology).
-// Written and read by the forking thread, with every class lock held.
-unsigned g_fork_nodes = 1;
-}  // namespace
-
+// Every pool's class locks, not just those of the nodes() in use: a first
+// allocation in another thread may raise nodes() (reading the topology) just
+// before the fork, and a node-1 lock it then took must not reach the child
+// held. 8 x 97 uncontended locks: microseconds, against a fork's milliseconds.
 void lock_all_for_fork() {
-  unsigned nodes = numa::nodes();
-  for (unsigned node = 0; node < nodes; ++node)
-    for (SlabClass& sc : g_classes[node]) sc.lock.lock();
-  g_fork_nodes = nodes;
+  for (auto& node : g_classes)
+    for (SlabClass& sc : node) sc.lock.lock();
   g_record_lock.lock();  // inside the class locks, as everywhere
 }
 
 void unlock_all_after_fork() {
   g_record_lock.unlock();
-  for (unsigned node = g_fork_nodes; node-- > 0;)
+  for (unsigned node = numa::kMaxNodes; node-- > 0;)
     for (unsigned c = kNumClasses; c-- > 0;) g_classes[node][c].lock.unlock();
 }
 

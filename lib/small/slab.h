@@ -174,8 +174,8 @@ size_t trim();
 // set when something cached may decay later.
 size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending);
 
-// fork(): take / release every class lock of every node (node by node, in
-// class order).
+// fork(): take / release every class lock of every node pool (node by node,
+// in class order), whether the pool is in use or not.
 void lock_all_for_fork();
 void unlock_all_after_fork();
 
