@@ -31,6 +31,50 @@ size_t cached(unsigned cls) {
   return c.objects[cls];
 }
 
+// Slab refills start small and double up to a whole magazine (slow start,
+// thread_cache.cc). Runs the calling thread's refills of the class of `size`
+// up to whole magazines and gives everything back to the slabs, so that the
+// tests below see whole-magazine refills.
+void refill_whole_magazines(size_t size) {
+  const unsigned cls = class_of(size);
+  std::vector<void*> v;
+  while (t_cache->cls[cls].refilled < kClasses[cls].mag_cap) v.push_back(magslab_malloc(size));
+  for (void* p : v) magslab_free(p);
+  cache::flush_current();
+}
+
+TEST(ThreadCache, SlabRefillsStartSmallAndDoubleUpToAWholeMagazine) {
+  const size_t kSize = 48;
+  const unsigned cls = class_of(kSize);
+  const uint32_t cap = kClasses[cls].mag_cap;
+  std::vector<size_t> expected;
+  for (uint32_t n = cap / 16 > 0 ? cap / 16 : 1; n < cap; n *= 2) expected.push_back(n);
+  expected.push_back(cap);
+  ASSERT_GE(expected.size(), 3u);
+  auto refills_of_a_new_thread = [&] {
+    std::vector<size_t> refills;
+    std::vector<void*> v;
+    size_t carved = slab::counts(cls).carved_objects;
+    while (refills.size() < expected.size() + 1) {
+      v.push_back(magslab_malloc(kSize));
+      size_t now = slab::counts(cls).carved_objects;
+      if (now != carved) refills.push_back(now - carved);
+      carved = now;
+    }
+    for (void* p : v) magslab_free(p);
+    cache::flush_current();
+    return refills;
+  };
+  std::vector<size_t> whole = expected;
+  whole.push_back(cap);  // and whole magazines from then on
+  std::vector<size_t> first, second;
+  std::thread([&] { first = refills_of_a_new_thread(); }).join();
+  // The second thread gets the first one's cache, recycled: it starts small again.
+  std::thread([&] { second = refills_of_a_new_thread(); }).join();
+  EXPECT_EQ(first, whole);
+  EXPECT_EQ(second, whole);
+}
+
 TEST(ThreadCache, LiveWhileItsThreadLives) {
   const size_t base = cache::live_caches();
   size_t inside = 0;
@@ -48,6 +92,7 @@ TEST(ThreadCache, FlushCurrentEmptiesTheCallersMagazines) {
   const unsigned cls = class_of(kSize);
   const uint32_t cap = kClasses[cls].mag_cap;
   std::thread t([&] {
+    refill_whole_magazines(kSize);
     std::vector<void*> v;
     for (uint32_t i = 0; i < cap / 2; ++i) v.push_back(magslab_malloc(kSize));
     // The first miss filled the loaded magazine from the slabs.
@@ -70,6 +115,7 @@ TEST(ThreadCache, MagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
   const uint32_t cap = kClasses[cls].mag_cap;
   ASSERT_GE(depot::cached_objects(cls), 0u);
   std::thread t([&] {
+    refill_whole_magazines(kSize);
     // Three magazines' worth: three refills of the loaded magazine.
     std::vector<void*> v;
     for (uint32_t i = 0; i < 3 * cap; ++i) v.push_back(magslab_malloc(kSize));
@@ -104,6 +150,7 @@ TEST(ThreadCache, OtherThreadsObjectsGoToTheRemoteMagazineThenTheDepot) {
   // The allocating thread stays alive while the other frees, so that the
   // freeing thread cannot be given its (recycled) cache.
   std::thread producer([&] {
+    refill_whole_magazines(kSize);
     for (uint32_t i = 0; i < cap + 1; ++i) objs.push_back(magslab_malloc(kSize));
     phase.set(1);
     phase.wait_for(2);

@@ -31,6 +31,11 @@ struct alignas(kCacheLine) ThreadCache {
     Magazine* loaded;        // alloc pops from / free of an own object pushes to this one
     Magazine* previous;      // the one before: full or empty, swapped in on a miss
     Magazine* remote;        // frees of other threads' objects; only ever goes to the depot
+    // Objects the last slab refill of this class asked for; 0 before the first.
+    // Refills start small and double up to the magazine's capacity (slow
+    // start, thread_cache.cc), so a thread that uses a few objects of a class
+    // does not take a whole magazine of them. Owner only; in the padding.
+    uint32_t refilled = 0;
   };
   // This cache's tag in the page words of the slabs it refills from (slab.h),
   // new each time the cache is given to a thread; 0 in the two sentinels.
@@ -50,7 +55,7 @@ struct alignas(kCacheLine) ThreadCache {
   uint64_t flush_epoch = 0;
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
-    for (Pair& p : cls) p = Pair{empty, empty, empty};
+    for (Pair& p : cls) p = Pair{empty, empty, empty, 0};
   }
 };
 
