@@ -48,7 +48,7 @@ void free_during_descriptor_reuse() {
   auto a = reinterpret_cast<uintptr_t>(big);
   ChunkMeta* c = pagemap::lookup(a).chunk();
   if (c == nullptr) std::abort();
-  const uintptr_t old_base = c->base;
+  const uintptr_t old_base = c->base();
   const uint32_t page = static_cast<uint32_t>((a - old_base) >> kPageShift);
   magslab_free(big);  // `big` is now a dangling pointer: freeing it again is misuse
 
@@ -73,7 +73,7 @@ void free_during_descriptor_reuse() {
   // The chunk goes away and its descriptor now describes new_base, where the
   // page with the same index is the first page of a live one-page block.
   pagemap::clear(old_base);
-  c->base = new_base;
+  c->set_base(new_base);
   pagemap::set(new_base, c);
   c->tag[page] = large::kTagStart;
   c->run_record->pages[page] = 1;  // the record exists: the chunk held `big`
@@ -112,7 +112,7 @@ void free_during_chunk_to_huge_swap() {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
 
   // The chunk's slot now names the huge block (as if it had been mapped there).
-  pagemap::set(c->base, h);
+  pagemap::set(c->base(), h);
   heap::g_lock.unlock();
   misuser.join();
   fprintf(stderr, "magslab-test: the stale free returned without a report\n");

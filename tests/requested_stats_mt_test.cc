@@ -69,12 +69,12 @@ TEST(RequestedStats, SideArrayIndexIsTheObjectIndex) {
   static uint32_t side[magslab::kMaxSlabObjects];
   magslab::Slab s;
   s.requested = side;
-  s.start = uintptr_t{1} << 40;
+  s.set_start(uintptr_t{1} << 40);
   for (unsigned c = 0; c < magslab::kNumClasses; ++c) {
     const magslab::ClassInfo& ci = magslab::kClasses[c];
     s.cls = c;
     for (uint32_t k = 0; k < ci.objects; ++k) {
-      void* p = reinterpret_cast<void*>(s.start + uint64_t{k} * ci.size);
+      void* p = reinterpret_cast<void*>(s.start() + uint64_t{k} * ci.size);
       ASSERT_EQ(&magslab::requested::slot(&s, p), &side[k]) << "class " << c << " size " << ci.size;
     }
   }

@@ -35,12 +35,12 @@ TEST(Slab, RefillHandsOutDistinctObjectsInAddressOrderAndRecordsTheOwner) {
     ASSERT_NE(s, nullptr);
     EXPECT_EQ(s->cls, cls);
     EXPECT_EQ(s->owner, owner);
-    EXPECT_EQ((addr(out[i]) - s->start) % ci.size, 0u);
+    EXPECT_EQ((addr(out[i]) - s->start()) % ci.size, 0u);
     // The page word says the same, for free (slab.h).
     const uint64_t w = pagemap::lookup_word(addr(out[i]));
     EXPECT_EQ(word_class(w), cls);
     EXPECT_EQ(word_owner(w), owner);
-    EXPECT_EQ(word_offset(w, addr(out[i])), addr(out[i]) - s->start);
+    EXPECT_EQ(word_offset(w, addr(out[i])), addr(out[i]) - s->start());
     EXPECT_TRUE(valid_word(w, addr(out[i])));
     EXPECT_FALSE(slab::is_free_in_slab(cls, out[i]));
     // Popped from the end, they come out in increasing address order.
@@ -65,11 +65,11 @@ TEST(Slab, CarvesExactlyTheClassObjectCountPerSlab) {
   // of ci.slab_pages pages; the last one opens a second slab.
   Slab* first = slab_of(out[ci.objects]);
   ASSERT_NE(first, nullptr);
-  EXPECT_EQ(first->start % kPageSize, 0u);
+  EXPECT_EQ(first->start() % kPageSize, 0u);
   std::set<uintptr_t> distinct;
   for (uint32_t i = 1; i <= ci.objects; ++i) {
     EXPECT_EQ(slab_of(out[i]), first);
-    EXPECT_LT(addr(out[i]) + ci.size, first->start + uintptr_t{ci.slab_pages} * kPageSize + 1);
+    EXPECT_LT(addr(out[i]) + ci.size, first->start() + uintptr_t{ci.slab_pages} * kPageSize + 1);
     distinct.insert(addr(out[i]));
   }
   EXPECT_EQ(distinct.size(), ci.objects);
@@ -128,17 +128,17 @@ TEST(Slab, PageWordsDescribeEveryPageAndFollowTheOwner) {
   ASSERT_NE(s, nullptr);
   for (void* p : objs) ASSERT_EQ(slab_of(p), s) << "one fresh slab";
   for (uint32_t k = 0; k < ci.slab_pages; ++k) {
-    const uintptr_t page = s->start + uintptr_t{k} * kPageSize;
+    const uintptr_t page = s->start() + uintptr_t{k} * kPageSize;
     const uint64_t w = pagemap::lookup_word(page + 8);
     EXPECT_EQ(word_class(w), cls);
     EXPECT_EQ(word_owner(w), owner_a);
     EXPECT_EQ((w & pagemap::kPageIndexMask) >> pagemap::kPageIndexShift, k);
   }
-  for (uintptr_t a = s->start; a < s->start + uintptr_t{ci.slab_pages} * kPageSize; a += 16) {
+  for (uintptr_t a = s->start(); a < s->start() + uintptr_t{ci.slab_pages} * kPageSize; a += 16) {
     const uint64_t w = pagemap::lookup_word(a);
-    ASSERT_EQ(word_offset(w, a), a - s->start);
-    const bool object = (a - s->start) % ci.size == 0 && (a - s->start) / ci.size < ci.objects;
-    ASSERT_EQ(valid_word(w, a), object) << "offset " << a - s->start;
+    ASSERT_EQ(word_offset(w, a), a - s->start());
+    const bool object = (a - s->start()) % ci.size == 0 && (a - s->start()) / ci.size < ci.objects;
+    ASSERT_EQ(valid_word(w, a), object) << "offset " << a - s->start();
   }
   // Another owner refills from the slab: every page's word follows.
   slab::release(cls, objs.data(), 1);
@@ -147,14 +147,14 @@ TEST(Slab, PageWordsDescribeEveryPageAndFollowTheOwner) {
   ASSERT_EQ(again, objs[0]);
   EXPECT_EQ(s->owner, owner_b);
   for (uint32_t k = 0; k < ci.slab_pages; ++k)
-    EXPECT_EQ(word_owner(pagemap::lookup_word(s->start + uintptr_t{k} * kPageSize)), owner_b);
+    EXPECT_EQ(word_owner(pagemap::lookup_word(s->start() + uintptr_t{k} * kPageSize)), owner_b);
   // Given back (released whole while another empty slab is cached, or by
   // trim), the slab's pages have no word: a late free is taken for no slab's.
   objs[0] = again;
   slab::release(cls, objs.data(), ci.objects);
   slab::trim();
   for (uint32_t k = 0; k < ci.slab_pages; ++k) {
-    const uintptr_t page = s->start + uintptr_t{k} * kPageSize;
+    const uintptr_t page = s->start() + uintptr_t{k} * kPageSize;
     EXPECT_EQ(pagemap::lookup_word(page), 0u);
     EXPECT_FALSE(valid_word(0, page)) << "a page in no slab holds no object";
   }

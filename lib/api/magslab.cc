@@ -11,6 +11,7 @@
 #include "chunks/chunk_map.h"
 #include "large/large.h"
 #include "platform/platform.h"
+#include "platform/valgrind.h"
 #include "small/decay.h"
 #include "small/depot.h"
 #include "small/requested.h"
@@ -146,25 +147,21 @@ void* alloc_aligned(size_t align, size_t n) {
   return p != nullptr ? p : fail(ENOMEM);
 }
 
-}  // namespace
-
-void* raw::alloc(size_t n, size_t align) { return alloc_aligned(align, n); }
-void raw::free(void* p) { free_release(p); }
-
-extern "C" {
-
-void* magslab_malloc(size_t n) {
-  // Check mode: the caller's address names the allocation site in the leak report.
-  if constexpr (kCheckMode) return check::malloc(n, __builtin_return_address(0));
+// What the entry points below run (check mode's or release's), without the
+// Valgrind requests around it. site: the caller of the entry point, for check
+// mode's leak report.
+[[gnu::always_inline]] inline void* inner_malloc(size_t n, void* site) {
+  if constexpr (kCheckMode) return check::malloc(n, site);
+  (void)site;
   return malloc_release(n);
 }
 
-void magslab_free(void* p) {
+[[gnu::always_inline]] inline void inner_free(void* p) {
   if constexpr (kCheckMode) return check::free(p);
   free_release(p);
 }
 
-void magslab_free_sized(void* p, size_t size) {
+void inner_free_sized(void* p, size_t size) {
   if constexpr (kCheckMode) return check::free_sized(p, size);
   uint64_t w = checked_word(p, Misuse::kInvalidFree);
   if (MAGSLAB_UNLIKELY(w == 0)) return free_not_in_slab(p);
@@ -173,7 +170,140 @@ void magslab_free_sized(void* p, size_t size) {
   free_small(p, w);
 }
 
+void* inner_aligned(size_t alignment, size_t size, void* site) {
+  if constexpr (kCheckMode) return check::aligned(alignment, size, site);
+  (void)site;
+  return alloc_aligned(alignment, size);
+}
+
+// The usable size of p's block as magslab carved it (in check mode too, where
+// the bytes past the requested size hold the canary).
+size_t raw_usable_size(const void* p) {
+  if (p == nullptr) return 0;
+  if (uint64_t w = checked_word(p, Misuse::kInvalidUsableSize)) return kClasses[word_class(w)].size;
+  return large::usable_size(p);
+}
+
+size_t inner_usable_size(const void* p) {
+  if constexpr (kCheckMode) return check::usable_size(p);
+  return raw_usable_size(p);
+}
+
+// Under Valgrind (platform/valgrind.h; compiled into the check variants and
+// Debug builds only): each entry point runs the inner one with memcheck's
+// reports off, then tells memcheck what the program now holds — the requested
+// bytes as a block, the slack after them unaddressable — or no longer holds.
+// Nothing here calls another entry point, so no block is announced twice.
+namespace vgapi {
+
+template <class F>
+auto quiet(F f) {
+  [[maybe_unused]] vg::ErrorsOff off;
+  return f();
+}
+
+// memcheck's leak check counts a block reachable while any word of magslab's
+// own memory points at it. The magazine slot a small block was just popped
+// from still does (mag_pop leaves it): cleared here.
+void forget_slot(void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint64_t w = pagemap::lookup_word(a);
+  if (!valid_word(w, a) || !is_owned_cache(t_cache)) return;
+  Magazine* m = cache::pair_of_word(t_cache, w).loaded;
+  if (m->count < m->cap && m->objs[m->count] == p) m->objs[m->count] = nullptr;
+}
+
+void* allocated(void* p, size_t n, bool zeroed) {
+  if (p == nullptr) return nullptr;
+  size_t usable = quiet([&] {
+    forget_slot(p);
+    return raw_usable_size(p);
+  });
+  vg::malloc_like(p, n, zeroed);
+  if (usable > n) vg::no_access(static_cast<char*>(p) + n, usable - n);
+  return p;
+}
+
+void* malloc(size_t n, void* site) {
+  return allocated(quiet([&] { return inner_malloc(n, site); }), n, false);
+}
+
+// memcheck first: it names a bad or second free with where the block was
+// allocated and freed; magslab then aborts with its own line.
+template <class F>
+void free(void* p, F inner) {
+  if (p == nullptr) return;
+  vg::free_like(p);
+  quiet([&] {
+    inner();
+    return 0;
+  });
+}
+
+// The requested size as memcheck knows it (0 for a block it holds freed).
+size_t requested(const void* p) {
+  return quiet([&] { return vg::addressable(p, inner_usable_size(p)); });
+}
+
+void* calloc(size_t count, size_t size, void* site) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
+  void* p = quiet([&] {
+    void* q = inner_malloc(total, site);
+    if (q != nullptr) memset(q, 0, total);
+    return q;
+  });
+  return allocated(p, total, true);
+}
+
+// Always a new block, as memcheck's own realloc: memcheck then sees the old
+// one freed and the new one's bytes past the old size undefined.
+void* realloc(void* p, size_t n, void* site) {
+  if (p == nullptr) return malloc(n, site);
+  if (n == 0) {
+    free(p, [&] { inner_free(p); });
+    return nullptr;
+  }
+  if (n > kMaxRequest) return fail(ENOMEM);
+  size_t old = requested(p);
+  void* q = malloc(n, site);
+  if (q == nullptr) return nullptr;
+  memcpy(q, p, n < old ? n : old);
+  free(p, [&] { inner_free(p); });
+  return q;
+}
+
+}  // namespace vgapi
+
+}  // namespace
+
+void* raw::alloc(size_t n, size_t align) { return alloc_aligned(align, n); }
+void raw::free(void* p) { free_release(p); }
+
+extern "C" {
+
+// Each entry point: under Valgrind (never in release builds: vg::kCompiled),
+// the vgapi wrapper; else check mode's or release's code, inline.
+#define MAGSLAB_UNDER_VALGRIND (vg::kCompiled && MAGSLAB_UNLIKELY(vg::running()))
+
+void* magslab_malloc(size_t n) {
+  // Check mode: the caller's address names the allocation site in the leak report.
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::malloc(n, __builtin_return_address(0));
+  return inner_malloc(n, __builtin_return_address(0));
+}
+
+void magslab_free(void* p) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::free(p, [&] { inner_free(p); });
+  inner_free(p);
+}
+
+void magslab_free_sized(void* p, size_t size) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::free(p, [&] { inner_free_sized(p, size); });
+  inner_free_sized(p, size);
+}
+
 void* magslab_calloc(size_t count, size_t size) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::calloc(count, size, __builtin_return_address(0));
   if constexpr (kCheckMode) return check::calloc(count, size, __builtin_return_address(0));
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
@@ -181,7 +311,7 @@ void* magslab_calloc(size_t count, size_t size) {
   // reused from a cache is dirty anyway, and a steady calloc/free then takes
   // no lock. Above, the page heap or the OS knows which pages read as zero.
   if (total <= kMaxClassSize) {
-    void* p = magslab_malloc(total);
+    void* p = malloc_release(total);
     if (p != nullptr) memset(p, 0, total);
     return p;
   }
@@ -194,10 +324,11 @@ void* magslab_calloc(size_t count, size_t size) {
 }
 
 void* magslab_realloc(void* p, size_t n) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::realloc(p, n, __builtin_return_address(0));
   if constexpr (kCheckMode) return check::realloc(p, n, __builtin_return_address(0));
-  if (p == nullptr) return magslab_malloc(n);
+  if (p == nullptr) return malloc_release(n);
   if (n == 0) {  // glibc: free and return NULL
-    magslab_free(p);
+    free_release(p);
     return nullptr;
   }
   if (n > kMaxRequest) return fail(ENOMEM);
@@ -218,27 +349,32 @@ void* magslab_realloc(void* p, size_t n) {
     if (void* q = large::resize(p, n)) return q;
     old_usable = large::usable_size(p);
   }
-  void* q = magslab_malloc(n);
+  void* q = malloc_release(n);
   if (q == nullptr) return nullptr;  // errno is ENOMEM; p is untouched
   memcpy(q, p, n < old_usable ? n : old_usable);
-  magslab_free(p);
+  free_release(p);
   return q;
 }
 
 void* magslab_aligned_alloc(size_t alignment, size_t size) {
   if (!is_pow2(alignment)) return fail(EINVAL);
-  if constexpr (kCheckMode) return check::aligned(alignment, size, __builtin_return_address(0));
-  return alloc_aligned(alignment, size);
+  void* site = __builtin_return_address(0);
+  if (MAGSLAB_UNDER_VALGRIND)
+    return vgapi::allocated(vgapi::quiet([&] { return inner_aligned(alignment, size, site); }),
+                            size, false);
+  return inner_aligned(alignment, size, site);
 }
 
 int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
   if (!is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
   int saved = errno;
+  void* site = __builtin_return_address(0);
   void* p;
-  if constexpr (kCheckMode)
-    p = check::aligned(alignment, size, __builtin_return_address(0));
+  if (MAGSLAB_UNDER_VALGRIND)
+    p = vgapi::allocated(vgapi::quiet([&] { return inner_aligned(alignment, size, site); }), size,
+                         false);
   else
-    p = alloc_aligned(alignment, size);
+    p = inner_aligned(alignment, size, site);
   errno = saved;
   if (p == nullptr) return ENOMEM;
   *memptr = p;
@@ -246,13 +382,13 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
 }
 
 size_t magslab_usable_size(const void* p) {
-  if constexpr (kCheckMode) return check::usable_size(p);
-  if (p == nullptr) return 0;
-  if (uint64_t w = checked_word(p, Misuse::kInvalidUsableSize)) return kClasses[word_class(w)].size;
-  return large::usable_size(p);
+  // Under Valgrind, the requested size (what memcheck lets the program touch).
+  if (MAGSLAB_UNDER_VALGRIND) return p == nullptr ? 0 : vgapi::requested(p);
+  return inner_usable_size(p);
 }
 
 size_t magslab_trim(void) {
+  [[maybe_unused]] vg::ErrorsOff quiet;  // check mode's drain reads freed objects
   if constexpr (kCheckMode) check::drain();
   cache::flush_current();
   depot::drain();
@@ -271,6 +407,9 @@ size_t magslab_trim_all(void) {
   return bytes;
 }
 
-void magslab_thread_idle(void) { cache::retire_current(); }
+void magslab_thread_idle(void) {
+  [[maybe_unused]] vg::ErrorsOff quiet;
+  cache::retire_current();
+}
 
 }  // extern "C"

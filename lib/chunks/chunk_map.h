@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "base/config.h"
+#include "platform/valgrind.h"
 
 namespace magslab {
 
@@ -24,7 +25,11 @@ struct Extent;
 // never inside the chunk: a foreign pointer in an unmapped part of the
 // address space is classified without touching it.
 struct alignas(kCacheLine) ChunkMeta {
-  uintptr_t base = 0;
+  // The chunk's address, as vg::hide() stores it (its first page may be a
+  // block): base(), set_base().
+  uintptr_t hidden_base = 0;
+  uintptr_t base() const { return vg::unhide(hidden_base); }
+  void set_base(uintptr_t a) { hidden_base = vg::hide(a); }
   ChunkMeta* next = nullptr;  // list of chunks / recycled descriptors
   ChunkMeta* prev = nullptr;
   uint32_t free_pages = 0;  // pages in free runs (under the heap lock)

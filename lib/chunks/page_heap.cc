@@ -198,14 +198,14 @@ bool map_chunk(unsigned node) {
     }
     new (m) ChunkMeta();
   }
-  m->base = reinterpret_cast<uintptr_t>(mem);
+  m->set_base(reinterpret_cast<uintptr_t>(mem));
   m->free_pages = kPagesPerChunk;
   m->node = node;  // before add_free: the run goes to this node's bins
   // tag[] and free_run[] are all zero/null, and so are the page map's slab
   // entries: fresh memory, or reset by the time a chunk is recycled (every page
   // was free then, and unmap_chunk() cleared the tags).
-  if (!pagemap::set(m->base, m) || !add_free(m, 0, kPagesPerChunk, /*dirty=*/false)) {
-    pagemap::clear(m->base);
+  if (!pagemap::set(m->base(), m) || !add_free(m, 0, kPagesPerChunk, /*dirty=*/false)) {
+    pagemap::clear(m->base());
     platform::unmap(mem, kChunkSize);
     m->next = g_chunk_pool;
     g_chunk_pool = m;
@@ -231,8 +231,8 @@ void unmap_chunk(ChunkMeta* m) {
   else
     h.chunks = m->next;
   if (m->next != nullptr) m->next->prev = m->prev;
-  pagemap::clear(m->base);
-  platform::unmap(reinterpret_cast<void*>(m->base), kChunkSize);
+  pagemap::clear(m->base());
+  platform::unmap(reinterpret_cast<void*>(m->base()), kChunkSize);
   memset(m->tag, 0, sizeof m->tag);  // what the pages' last owners left
   m->next = g_chunk_pool;
   g_chunk_pool = m;
@@ -448,7 +448,7 @@ size_t purge_while(size_t keep_pages, uint64_t cutoff) {
     if (n == 0) return purged;
     for (size_t i = 0; i < n; ++i) {
       FreeRun* r = batch[i];
-      decommit(reinterpret_cast<void*>(r->chunk->base + (uintptr_t{r->page} << kPageShift)),
+      decommit(reinterpret_cast<void*>(r->chunk->base() + (uintptr_t{r->page} << kPageShift)),
                size_t{r->npages} << kPageShift);
       purged += size_t{r->npages} << kPageShift;
     }

@@ -39,7 +39,7 @@ struct Run {
   uint32_t page;
   uint32_t npages;
   void* addr() const {
-    return reinterpret_cast<void*>(chunk->base + (uintptr_t{page} << kPageShift));
+    return reinterpret_cast<void*>(chunk->base() + (uintptr_t{page} << kPageShift));
   }
 };
 

@@ -20,7 +20,10 @@ namespace magslab {
 // for every chunk slot its mapping covers. From the metadata arena, recycled
 // through g_extent_pool, never freed: a stale pointer reads a descriptor.
 struct alignas(kCacheLine) Extent {
-  uintptr_t base = 0;
+  // The block's address, as vg::hide() stores it: base(), set_base().
+  uintptr_t hidden_base = 0;
+  uintptr_t base() const { return vg::unhide(hidden_base); }
+  void set_base(uintptr_t a) { hidden_base = vg::hide(a); }
   size_t size = 0;         // bytes mapped
   size_t request = 0;      // bytes asked
   Extent* next = nullptr;  // the pool of recycled descriptors
@@ -198,7 +201,7 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
     LockGuard g(g_huge_lock);
     Extent* e = new_extent_locked();
     if (e != nullptr) {
-      e->base = base;
+      e->set_base(base);
       e->size = size;
       e->request = n;
       if (map_huge_slots(base, size, e)) {
@@ -253,9 +256,9 @@ Block lock_and_classify(uintptr_t a) {
     if (e.empty()) return Block{nullptr, nullptr, 0, l};
     if (huge && e.extent() != nullptr) return Block{nullptr, e.extent(), 0, l};
     if (ChunkMeta* c = e.chunk(); !huge && c != nullptr) {
-      if (a < c->base || a - c->base >= kChunkSize)
+      if (a < c->base() || a - c->base() >= kChunkSize)
         return Block{nullptr, nullptr, 0, l};  // cannot happen
-      return Block{c, nullptr, static_cast<uint32_t>((a - c->base) >> kPageShift), l};
+      return Block{c, nullptr, static_cast<uint32_t>((a - c->base()) >> kPageShift), l};
     }
     l->unlock();
     huge = !huge;
@@ -348,7 +351,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
   }
   LockGuard g(g_huge_lock);
   if (b == a) map_huge_slots(a, want, h);  // grown in place; leaves prepared above
-  h->base = b;
+  h->set_base(b);
   set_huge_size_locked(h, want, n);
   return reinterpret_cast<void*>(b);
 }
@@ -386,7 +389,7 @@ void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
-    if (h->base != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(h->size));
+    if (h->base() != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(h->size));
     size_t size = h->size;
     // Out of the page map before the mapping is cached or unmapped: a second
     // free of p is reported, and a thread that maps this range next can
@@ -428,7 +431,7 @@ size_t usable_size(const void* p, Misuse what, bool* huge) {
   size_t usable;
   if (huge != nullptr) *huge = b.huge != nullptr;
   if (Extent* h = b.huge) {
-    if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
+    if (h->base() != a) bad_pointer(p, what, BlockInfo::huge(h->size));
     usable = h->size;
   } else {
     ChunkMeta* c = b.chunk;
@@ -505,7 +508,7 @@ void* resize(void* p, size_t n) {
   const Misuse what = Misuse::kInvalidRealloc;
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
-    if (h->base != a) bad_pointer(p, what, BlockInfo::huge(h->size));
+    if (h->base() != a) bad_pointer(p, what, BlockInfo::huge(h->size));
     return resize_huge_locked(h, p, n);
   }
   ChunkMeta* c = b.chunk;

@@ -1,5 +1,6 @@
 // platform/platform: system calls and the test seam over them.
 #include "platform/platform.h"
+#include "platform/valgrind.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -223,6 +224,7 @@ void invariant_failed(const char* file, int line, const char* what) {
 }
 
 void misuse(Misuse kind, const void* addr, const BlockInfo& info) {
+  vg::errors_back_on();  // found inside an entry point, with memcheck's reports off
   LineBuf l;
   l.str("magslab: ").str(misuse_message(kind)).str(" ").hex(reinterpret_cast<uintptr_t>(addr));
   const char* sep = " (";

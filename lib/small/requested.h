@@ -32,7 +32,7 @@ extern std::atomic<int64_t> g_folded;
 // (2^64 + e) / size with 0 <= e < size, off * magic = k * 2^64 + k * e and
 // k * e < 2^27, so the high word of the product is k (slab.h, OffsetCheck).
 inline uint32_t& slot(const Slab* s, const void* p) {
-  uint64_t off = reinterpret_cast<uintptr_t>(p) - s->start;
+  uint64_t off = reinterpret_cast<uintptr_t>(p) - s->start();
   uint64_t magic = kClasses[s->cls].magic;
   return s->requested[static_cast<uint64_t>((static_cast<unsigned __int128>(off) * magic) >> 64)];
 }

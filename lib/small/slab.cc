@@ -226,7 +226,7 @@ Slab* carve(unsigned cls, unsigned node) {
     free_slab_record(s);
     return nullptr;
   }
-  s->start = reinterpret_cast<uintptr_t>(run.addr());
+  s->set_start(reinterpret_cast<uintptr_t>(run.addr()));
   s->cls = cls;
   s->owner = 0;
   s->nfree = ci.objects;
@@ -240,7 +240,7 @@ Slab* carve(unsigned cls, unsigned node) {
   for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
   if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
   // The fields above are visible to a free that finds the slab (release stores).
-  pagemap::set_slab(s->start, ci.slab_pages, s, slab_word(cls, 0));
+  pagemap::set_slab(s->start(), ci.slab_pages, s, slab_word(cls, 0));
   stats::count(cls, stats::kSlabCarved);
   return s;
 }
@@ -249,7 +249,7 @@ Slab* carve(unsigned cls, unsigned node) {
 // back by give_back() after the lock is dropped (it may purge: system calls).
 void unpublish(Slab* s) {
   // A later free of an object of this slab finds no slab and is reported.
-  pagemap::set_slab(s->start, kClasses[s->cls].slab_pages, nullptr, 0);
+  pagemap::set_slab(s->start(), kClasses[s->cls].slab_pages, nullptr, 0);
 }
 
 // The pages go back dirty (no system call here); the page heap purges them
@@ -308,7 +308,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
       // change, so a thread refilling from its own slab writes nothing there.
       if (s->owner != owner) {
         s->owner = owner;
-        pagemap::set_slab_words(s->start, ci.slab_pages, slab_word(cls, owner));
+        pagemap::set_slab_words(s->start(), ci.slab_pages, slab_word(cls, owner));
       }
       uint32_t words = (ci.objects + 63) / 64;
       for (uint32_t w = s->hint; w < words && got < n; ++w) {
@@ -316,7 +316,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
         while (bits != 0 && got < n) {
           uint32_t b = static_cast<uint32_t>(__builtin_ctzll(bits));
           bits &= bits - 1;
-          out[got++] = reinterpret_cast<void*>(s->start + (uintptr_t{w} * 64 + b) * ci.size);
+          out[got++] = reinterpret_cast<void*>(s->start() + (uintptr_t{w} * 64 + b) * ci.size);
           --s->nfree;
           ++sc.carved;  // per object, as in release()
         }
@@ -368,7 +368,7 @@ int release_pass(unsigned cls, unsigned node, void* const* objs, uint32_t n, con
         out[i / 64] |= uint64_t{1} << (i % 64);
         continue;
       }
-      uint32_t idx = static_cast<uint32_t>((p - s->start) / ci.size);
+      uint32_t idx = static_cast<uint32_t>((p - s->start()) / ci.size);
       uint64_t bit = uint64_t{1} << (idx % 64);
       if (s->free_bits[idx / 64] & bit)
         platform::misuse(Misuse::kDoubleFree, objs[i],
@@ -451,7 +451,7 @@ bool is_free_in_slab(unsigned cls, void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
   Slab* s = slab_of(sc, a);
   if (s == nullptr || s->cls != cls) return false;
-  uint32_t idx = static_cast<uint32_t>((a - s->start) / ci.size);
+  uint32_t idx = static_cast<uint32_t>((a - s->start()) / ci.size);
   return (s->free_bits[idx / 64] >> (idx % 64)) & 1;
 }
 

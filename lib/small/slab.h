@@ -17,6 +17,7 @@
 #include "base/config.h"
 #include "chunks/chunk_map.h"
 #include "ds/tagged_stack.h"
+#include "platform/valgrind.h"
 #include "small/size_classes.h"
 
 namespace magslab {
@@ -27,7 +28,8 @@ struct alignas(kCacheLine) Slab {
   // First line: constant while the slab is carved; set before the slab is
   // entered in the page map (pagemap::set_slab). Free does not read the record
   // at all (its page word says what it needs, below); slow paths do.
-  uintptr_t start = 0;  // address of object 0 (the first page)
+  // Address of object 0 (the first page), as vg::hide() stores it: start().
+  uintptr_t hidden_start = 0;
   uint32_t cls = 0;
   uint32_t first_page = 0;  // constant while carved, like chunk
   ChunkMeta* chunk = nullptr;
@@ -55,6 +57,9 @@ struct alignas(kCacheLine) Slab {
   uint64_t owner = 0;
   RecordPage* home = nullptr;                // the record page holding this record (slab.cc)
   uint64_t free_bits[kMaxSlabObjects / 64];  // bit i set: object i is free in the slab
+
+  uintptr_t start() const { return vg::unhide(hidden_start); }
+  void set_start(uintptr_t a) { hidden_start = vg::hide(a); }
 };
 static_assert(offsetof(Slab, nfree) == kCacheLine, "the constant fields fill the first line alone");
 static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
