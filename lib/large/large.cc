@@ -114,7 +114,8 @@ void unmap_huge_slots(uintptr_t from, uintptr_t to) {
 // request reuses one it fills at least 3/4 of. Entries nobody reuses must not
 // hold the cache for good: a new mapping pushes the oldest ones out when it
 // needs room, and an entry unused for huge_cache_ms (1 s) is unmapped at the
-// next huge operation. magslab_trim() unmaps them all. The options may change
+// next huge free or decay pass (not at a malloc: a cache hit then reads no
+// clock). magslab_trim() unmaps them all. The options may change
 // at run time; a smaller limit takes effect at the next insertion.
 constexpr size_t kHugeCacheSlots = opt::kMaxOf[opt::kHugeCacheEntries];
 
@@ -178,41 +179,50 @@ bool cache_huge_locked(void* base, size_t size, uint64_t now, Evicted* out) {
   return true;
 }
 
+// Register mem (size bytes mapped, n asked) as a live huge block: a descriptor
+// and its page-map slots. false when metadata runs out (nothing registered).
+// Locked.
+bool register_huge_locked(void* mem, size_t size, size_t n) {
+  Extent* e = new_extent_locked();
+  if (e == nullptr) return false;
+  auto base = reinterpret_cast<uintptr_t>(mem);
+  e->set_base(base);
+  e->size = size;
+  e->request = n;
+  if (!map_huge_slots(base, size, e)) {
+    recycle_extent_locked(e);
+    return false;
+  }
+  ++g_huge_blocks;
+  g_huge_bytes += size;
+  g_huge_requested += n;
+  stats::add_in_use(size);
+  return true;
+}
+
 void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   size_t size = align_up(n, kPageSize);
   size_t map_align = align > kChunkSize ? align : kChunkSize;
-  HugeCacheEntry cached;
-  Evicted evicted;
+  void* mem;
   {
+    // A cached mapping is taken and registered in one critical section, so a
+    // steady malloc/free of one huge size takes the lock once each way (and
+    // no clock: entries age out at frees and decay passes).
     LockGuard g(g_huge_lock);
-    expire_cached_locked(platform::now_ns(), &evicted);
-    cached = take_cached_huge_locked(size, map_align);
-  }
-  evicted.unmap_all();
-  void* mem = cached.base;
-  *zeroed = mem == nullptr;
-  if (mem != nullptr)
-    size = cached.size;
-  else
-    mem = platform::map_aligned(size, map_align);
-  if (mem == nullptr) return nullptr;
-  auto base = reinterpret_cast<uintptr_t>(mem);
-  {
-    LockGuard g(g_huge_lock);
-    Extent* e = new_extent_locked();
-    if (e != nullptr) {
-      e->set_base(base);
-      e->size = size;
-      e->request = n;
-      if (map_huge_slots(base, size, e)) {
-        ++g_huge_blocks;
-        g_huge_bytes += size;
-        g_huge_requested += n;
-        stats::add_in_use(size);
-        return mem;
-      }
-      recycle_extent_locked(e);
+    HugeCacheEntry cached = take_cached_huge_locked(size, map_align);
+    mem = cached.base;
+    if (mem != nullptr) {
+      size = cached.size;
+      *zeroed = false;
+      if (register_huge_locked(mem, size, n)) return mem;
     }
+  }
+  if (mem == nullptr) {
+    mem = platform::map_aligned(size, map_align);
+    if (mem == nullptr) return nullptr;
+    *zeroed = true;
+    LockGuard g(g_huge_lock);
+    if (register_huge_locked(mem, size, n)) return mem;
   }
   platform::unmap(mem, size);
   return nullptr;
