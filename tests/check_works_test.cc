@@ -7,6 +7,7 @@
 // release library.
 #include <errno.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -173,6 +175,63 @@ TEST(CheckWorksTest, LeakReportAtExit) {
       "magslab:   3145728 B in 1 block from 0x[0-9a-f]+ \\(0x[0-9a-f]+ in "
       "[^)]*check_works_test\\)\n"
       "magslab:   300 B in 3 blocks from 0x[0-9a-f]+ \\(0x[0-9a-f]+ in [^)]*check_works_test\\)\n");
+}
+
+// Quarantine hands a slab's objects out in turn, not the one just freed: every
+// block of malloc, calloc and a moving realloc is still 16-aligned, as glibc's
+// (operator new's default alignment), also for requests of 1-8 bytes.
+TEST(CheckWorksTest, BlocksAreSixteenByteAligned) {
+  for (size_t n : {size_t{1}, size_t{7}, size_t{8}, size_t{9}}) {
+    for (int i = 0; i < 64; ++i) {
+      void* p = magslab_malloc(n);
+      void* c = magslab_calloc(1, n);
+      void* r = magslab_realloc(magslab_malloc(200), n);  // moves: n is under half of 200
+      for (void* q : {p, c, r}) {
+        ASSERT_NE(q, nullptr);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(q) % 16, 0u) << n << " bytes: " << q;
+        magslab_free(q);
+      }
+    }
+  }
+}
+
+size_t vm_size_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  long pages = 0;
+  if (f == nullptr) return 0;
+  if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+  std::fclose(f);
+  return static_cast<size_t>(pages) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// A freed large block keeps its address space while in quarantine. Under an
+// address-space limit, an allocation that finds none gives the quarantine back
+// and tries again, instead of failing where release would not.
+TEST(CheckWorksTest, AllocationShortOfAddressSpaceEmptiesTheQuarantine) {
+#if MS_SANITIZED
+  GTEST_SKIP() << "the sanitizer's runtime maps memory of its own under the limit";
+#else
+  constexpr size_t kBig = size_t{96} << 20;
+  void* a = magslab_malloc(kBig);
+  ASSERT_NE(a, nullptr);
+  std::memset(a, 1, 4096);
+  magslab_free(a);  // quarantined: still mapped
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &old), 0);
+  rlimit lim = old;
+  lim.rlim_cur = static_cast<rlim_t>(vm_size_bytes() + (size_t{64} << 20));
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &lim), 0);
+  void* b = magslab_malloc(kBig);  // 96 MiB more do not fit: only after the quarantine's go
+  int err = errno;
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &old), 0);
+  EXPECT_NE(b, nullptr) << "errno " << err;
+  if (b != nullptr) {
+    std::memset(b, 2, kBig);
+    EXPECT_TRUE(all_bytes(b, kBig, 2));
+  }
+  magslab_free(b);
+  magslab_trim();
+#endif
 }
 
 TEST(CheckWorksTest, ForkWithBlocksInQuarantine) {
