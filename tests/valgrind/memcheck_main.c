@@ -73,6 +73,12 @@ static int clean(void) {
   if (PM(&a, 4096, 5000) != 0) return 1;
   memset(a, 1, 5000);
   F(a);
+  /* malloc(0): distinct pointers, freed like any block. */
+  void* z0 = M(0);
+  void* z1 = M(0);
+  if (z0 == NULL || z1 == NULL || z0 == z1) return 1;
+  F(z0);
+  F(z1);
   /* The usable size is what memcheck lets the program touch. */
   unsigned char* u = M(20);
   size_t n = U(u);
