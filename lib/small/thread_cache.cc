@@ -263,8 +263,9 @@ inline void bound_if_large(ThreadCache* tc, unsigned cls, unsigned node) {
 // magazine of each — up to 32 KiB per small class, ~0.8 MiB for the classes of
 // 1-512 bytes alone — and 50 such threads alive at once held ~60 MiB they
 // never used (tests/override/thread_exit.cc). A long-lived thread reaches the
-// full refill after four more refills per class; depot trades, which move no
-// new memory out of the slabs, stay whole magazines.
+// full refill after four or five more refills per class (two for a capacity
+// of 4); depot trades, which move no new memory out of the slabs, stay whole
+// magazines.
 inline uint32_t refill_count(const ThreadCache::Pair& p, uint32_t cap) {
   uint32_t first = cap / 16 > 0 ? cap / 16 : 1;
   uint32_t want = p.refilled == 0 ? first : 2 * p.refilled;
