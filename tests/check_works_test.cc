@@ -195,7 +195,7 @@ TEST(CheckWorksTest, BlocksAreSixteenByteAligned) {
   }
 }
 
-size_t vm_size_bytes() {
+[[maybe_unused]] size_t vm_size_bytes() {
   FILE* f = std::fopen("/proc/self/statm", "r");
   long pages = 0;
   if (f == nullptr) return 0;

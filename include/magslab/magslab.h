@@ -141,10 +141,11 @@ MAGSLAB_API int magslab_option_set(const char* name, size_t value);
 MAGSLAB_API size_t magslab_trim(void);
 
 /* magslab_trim() for the whole process: also the pages of unused slab
- * records, and every other thread flushes its magazines at its next
- * allocation or free that leaves its fast path (a thread that makes no more
- * calls keeps what its magazines hold: at most a few hundred KiB per size class
- * it used; see magslab_thread_idle). Returns bytes given back now. malloc_trim()
+ * records and every thread's "previous" magazines, now; every other thread
+ * flushes the rest of its magazines at its next allocation or free that
+ * leaves its fast path (a thread that makes no more calls keeps what its
+ * loaded and remote magazines hold: at most a few dozen KiB per size class it
+ * used; see magslab_thread_idle). Returns bytes given back now. malloc_trim()
  * of the override calls it. Idle memory also goes back by itself within about
  * a second in a multithreaded process (docs/design.md, Decay). */
 MAGSLAB_API size_t magslab_trim_all(void);

@@ -403,6 +403,7 @@ size_t magslab_trim(void) {
 
 size_t magslab_trim_all(void) {
   cache::request_flush_all();
+  cache::take_previous_all();  // idle threads' previous magazines too, now
   size_t bytes = magslab_trim();
   // Pages of unused slab records too, whatever their age (and any empty slab
   // cached since the trim above).

@@ -58,6 +58,18 @@ Magazine* read_loaded(ThreadCache::Pair& p) {
 Magazine* read_previous(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_acquire);
 }
+// The previous magazine is the one slot another thread may empty: a
+// process-wide trim takes idle threads' previous magazines (take_previous_all).
+// Neither fast path touches it, and every slow path of the owner takes it with
+// this exchange before it looks inside, and puts it back (set_previous) or
+// installs another; whoever's exchange returns a real magazine owns it. So a
+// magazine is never used by two threads, and a thread that finds the empty
+// sentinel there owns nothing. acquire: the owner's put (release) ordered its
+// count and objects before; release: not needed by anyone, part of the RMW.
+Magazine* take_previous(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.previous)
+      .exchange(&g_empty_magazine, std::memory_order_acq_rel);
+}
 Magazine* read_remote(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
 }
@@ -156,14 +168,13 @@ void flush(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
     if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
-    for (Magazine* m : {p.loaded, p.previous, p.remote}) {
+    for (Magazine* m : {p.loaded, take_previous(p), p.remote}) {
       if (!is_real(m)) continue;
       if (m->count != 0) slab::release(c, m->objs, m->count);
       set_mag_count(m, 0);
       depot::push_empty(c, m, node);
     }
     set_loaded(p, &g_empty_magazine);
-    set_previous(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
   }
 }
@@ -175,11 +186,10 @@ void retire_all(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
     retire(c, p.loaded, node);
-    retire(c, p.previous, node);
+    retire(c, take_previous(p), node);
     if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
     retire(c, p.remote, node);
     set_loaded(p, &g_empty_magazine);
-    set_previous(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
   }
 }
@@ -234,15 +244,25 @@ void bound_large_classes(ThreadCache* tc, unsigned cur, unsigned node) {
   size_t bytes = 0;
   for (unsigned c = kNumSmallClasses; c < kNumClasses; ++c) {
     if (c == cur) continue;
-    const ThreadCache::Pair& p = tc->cls[c];
-    bytes += size_t{p.loaded->count + p.previous->count + p.remote->count} * kClasses[c].size;
+    ThreadCache::Pair& p = tc->cls[c];
+    // previous: read as stats do (a trim may take it meanwhile: then the
+    // count is stale, and only this estimate is off).
+    bytes +=
+        size_t{p.loaded->count + mag_count(read_previous(p)) + p.remote->count} * kClasses[c].size;
   }
   if (bytes <= cap) return;
   for (unsigned c = kNumClasses; c-- > kNumSmallClasses && bytes > cap / 2;) {
     if (c == cur) continue;
     ThreadCache::Pair& p = tc->cls[c];
+    Magazine* prev = take_previous(p);
+    if (prev->count == 0) {
+      set_previous(p, prev);  // nothing in it (or the sentinel): back in place
+    } else {
+      bytes -= size_t{prev->count} * kClasses[c].size;
+      retire(c, prev, node);
+    }
     for (Magazine* ThreadCache::Pair::*slot :
-         {&ThreadCache::Pair::previous, &ThreadCache::Pair::remote, &ThreadCache::Pair::loaded}) {
+         {&ThreadCache::Pair::remote, &ThreadCache::Pair::loaded}) {
       Magazine* m = p.*slot;
       if (m->count == 0) continue;
       bytes -= size_t{m->count} * kClasses[c].size;
@@ -288,24 +308,26 @@ void* alloc_slow(unsigned cls) {
   if (tc == nullptr) return alloc_uncached(cls);
   honour_flush_request(tc);
   ThreadCache::Pair& p = tc->cls[cls];
-  // 1. The previous magazine has objects: swap it in.
-  if (p.previous->count != 0) {
-    Magazine* m = p.previous;
+  // 1. The previous magazine has objects: swap it in. (Taken out of its slot
+  //    first, as every slow path does: take_previous.)
+  Magazine* prev = take_previous(p);
+  if (prev->count != 0) {
     set_previous(p, p.loaded);
-    set_loaded(p, m);
-    return pop(m);
+    set_loaded(p, prev);
+    return pop(prev);
   }
   // 2. Trade at the depot of the node the thread runs on: loaded and previous
   //    are both empty. The empty previous goes back, loaded becomes
   //    previous, the full one is loaded.
   const unsigned node = node_now();
   if (Magazine* full = depot::pop_full(cls, node)) {
-    if (is_real(p.previous)) depot::push_empty(cls, p.previous, node);
+    if (is_real(prev)) depot::push_empty(cls, prev, node);
     set_previous(p, p.loaded);
     set_loaded(p, full);
     bound_if_large(tc, cls, node);
     return pop(full);
   }
+  set_previous(p, prev);  // empty, or the sentinel: back in its slot
   // 3. Fill the loaded magazine from the slabs (a single-threaded process
   //    runs its decay passes here and in free_slow's depot trips).
   decay::maybe_tick();
@@ -364,7 +386,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
-  Magazine* prev = pr.previous;
+  Magazine* prev = take_previous(pr);
   // 1. The previous magazine is empty: swap it in.
   if (is_real(prev) && prev->count == 0) {
     set_previous(pr, loaded);
@@ -377,6 +399,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   const unsigned node = node_now();
   Magazine* e = depot::get_empty(cls, node);
   if (e == nullptr) {
+    set_previous(pr, prev);
     slab::release(cls, &p, 1);
     return;
   }
@@ -392,12 +415,14 @@ void free_key_match(void* p, unsigned cls, uint64_t owner) {
   ThreadCache* tc = current();
   if (tc != nullptr) {
     ThreadCache::Pair& pr = tc->cls[cls];
-    for (Magazine* m : {pr.loaded, pr.previous, pr.remote})
+    Magazine* prev = take_previous(pr);
+    for (Magazine* m : {pr.loaded, prev, pr.remote})
       for (uint32_t i = 0; i < m->count; ++i)
         if (m->objs[i] == p)
           platform::misuse(
               Misuse::kDoubleFree, p,
               BlockInfo::small(cls, kClasses[cls].size, "already in this thread's magazine"));
+    set_previous(pr, prev);
   }
   if (slab::is_free_in_slab(cls, p))
     platform::misuse(Misuse::kDoubleFree, p,
@@ -419,6 +444,25 @@ void retire_current() {
 }
 
 void request_flush_all() { g_flush_epoch.fetch_add(1, std::memory_order_relaxed); }
+
+size_t take_previous_all() {
+  const unsigned node = node_now();
+  size_t moved = 0;
+  // Under the registry lock, so no cache leaves it meanwhile (an exiting
+  // thread's retire_all may take the same slots first: whoever exchanges
+  // first owns the magazine). Then class locks (retire -> slab::release):
+  // the order of docs/design.md and api/fork.cc.
+  LockGuard g(g_registry_lock);
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      Magazine* m = take_previous(tc->cls[c]);
+      if (!is_real(m)) continue;
+      moved += m->count;
+      retire(c, m, node);
+    }
+  }
+  return moved;
+}
 
 void lock_for_fork() { g_registry_lock.lock(); }
 void unlock_after_fork_parent() { g_registry_lock.unlock(); }

@@ -140,8 +140,13 @@ void flush_current();
 // magslab_thread_idle().
 void retire_current();
 // Every thread with a cache flushes it (to the slabs) at its next slow path:
-// magslab_trim_all(). A thread that makes no more calls keeps its magazines.
+// magslab_trim_all(). A thread that makes no more calls keeps its loaded and
+// remote magazines (its fast paths use them without a lock or an atomic) ...
 void request_flush_all();
+// ... but not its previous magazines: these every thread's cache gives up
+// here, at once, to the depot (or the slabs, past its limit), whatever the
+// owner is doing (thread_cache.cc, take_previous). Returns objects moved.
+size_t take_previous_all();
 
 // fork(): the registry lock is held across fork(); in the child only the
 // forking thread exists, so the other threads' caches leave the registry
