@@ -232,6 +232,10 @@ void* malloc(size_t n, void* site) {
   return allocated(quiet([&] { return inner_malloc(n, site); }), n, false);
 }
 
+void* aligned(size_t alignment, size_t size, void* site) {
+  return allocated(quiet([&] { return inner_aligned(alignment, size, site); }), size, false);
+}
+
 // memcheck first: it names a bad or second free with where the block was
 // allocated and freed; magslab then aborts with its own line.
 template <class F>
@@ -363,9 +367,7 @@ void* magslab_realloc(void* p, size_t n) {
 void* magslab_aligned_alloc(size_t alignment, size_t size) {
   if (!is_pow2(alignment)) return fail(EINVAL);
   void* site = __builtin_return_address(0);
-  if (MAGSLAB_UNDER_VALGRIND)
-    return vgapi::allocated(vgapi::quiet([&] { return inner_aligned(alignment, size, site); }),
-                            size, false);
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
   return inner_aligned(alignment, size, site);
 }
 
@@ -375,8 +377,7 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
   void* site = __builtin_return_address(0);
   void* p;
   if (MAGSLAB_UNDER_VALGRIND)
-    p = vgapi::allocated(vgapi::quiet([&] { return inner_aligned(alignment, size, site); }), size,
-                         false);
+    p = vgapi::aligned(alignment, size, site);
   else
     p = inner_aligned(alignment, size, site);
   errno = saved;
@@ -412,9 +413,6 @@ size_t magslab_trim_all(void) {
   return bytes;
 }
 
-void magslab_thread_idle(void) {
-  [[maybe_unused]] vg::ErrorsOff quiet;
-  cache::retire_current();
-}
+void magslab_thread_idle(void) { cache::retire_current(); }
 
 }  // extern "C"

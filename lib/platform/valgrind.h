@@ -6,9 +6,9 @@
 // Compiled in where Debian's valgrind headers are found, for the check
 // variants and Debug builds (and any build configured with MAGSLAB_VALGRIND=ON:
 // CMakeLists.txt); elsewhere every function here is an empty inline and the
-// API's `if constexpr (vg::kCompiled)` leaves the fast path unchanged. Where
-// compiled in, running() costs a load and a branch per call when not under
-// Valgrind.
+// API's test (MAGSLAB_UNDER_VALGRIND, lib/api/magslab.cc: vg::kCompiled first)
+// folds away, leaving the fast path unchanged. Where compiled in, running()
+// costs a load and a branch per call when not under memcheck.
 #pragma once
 
 #include <atomic>
