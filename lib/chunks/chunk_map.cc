@@ -80,6 +80,21 @@ bool set(uintptr_t chunk_addr, Extent* extent) {
 
 void clear(uintptr_t chunk_addr) { store(chunk_addr, 0); }
 
+void release_slot_pages(uintptr_t chunk_addr) {
+  static_assert(kPagesPerChunk * sizeof(uint64_t) % kPageSize == 0 &&
+                    kPagesPerChunk * sizeof(Slab*) % kPageSize == 0,
+                "a chunk slot's words and slab pointers are whole pages of the leaf");
+  if (chunk_addr >> kAddressBits) return;
+  Leaf* leaf = leaf_of(chunk_addr);
+  if (leaf == nullptr) return;
+  // A multiple of kPagesPerChunk (chunk slots are chunk-aligned), so both
+  // ranges start on a page boundary of the (page-aligned) leaf.
+  size_t i = (chunk_addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1);
+  // Refused: the words stay resident, and zero, as they were.
+  platform::decommit(&leaf->word[i], kPagesPerChunk * sizeof(uint64_t));
+  platform::decommit(&leaf->page[i], kPagesPerChunk * sizeof(Slab*));
+}
+
 void set_slab_words(uintptr_t first_page_addr, uint32_t npages, uint64_t word) {
   MAGSLAB_CHECK(npages <= kMaxSlabPages && (word & kPageIndexMask) == 0, "page map: bad slab word");
   Leaf* leaf = leaf_of(first_page_addr);

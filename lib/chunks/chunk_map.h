@@ -42,15 +42,21 @@ struct alignas(kCacheLine) ChunkMeta {
   // reads it and keeps it when the descriptor is recycled for another chunk.
   RunRecord* run_record = nullptr;
 
-  // Under the heap lock:
+  // Two per-page tables, under the heap lock. They live in pages of their own
+  // (kTablesBytes, allocated with the descriptor and kept with it when it is
+  // recycled), so that an unmapped chunk's descriptor waiting in the pool
+  // keeps one cache line resident, not 9 KiB (page_heap.cc gives the tables'
+  // pages back; they read as zero again).
   // An owner tag per page, for the owner of the page's run to classify it
   // (large/: which pages start or continue its blocks, which started a freed
   // one). The page heap never reads it. It hands pages out with tag 0 (so
   // does a new chunk), and a free page keeps the tag its last owner left —
   // through coalescing and purging — until the page is handed out again or
   // its chunk is unmapped.
-  uint8_t tag[kPagesPerChunk];
-  FreeRun* free_run[kPagesPerChunk];  // at the first and last page of a free run
+  uint8_t* tag = nullptr;        // [kPagesPerChunk]
+  FreeRun** free_run = nullptr;  // [kPagesPerChunk]: at the first and last page of a free run
+  static constexpr size_t kTablesBytes =
+      kPagesPerChunk * (sizeof(FreeRun*) + sizeof(uint8_t));  // free_run[], then tag[]
 };
 
 namespace pagemap {
@@ -161,6 +167,15 @@ inline uint64_t lookup_word(uintptr_t addr) {
 bool set(uintptr_t chunk_addr, ChunkMeta* chunk);
 bool set(uintptr_t chunk_addr, Extent* extent);
 void clear(uintptr_t chunk_addr);
+
+// Give back to the OS the page words and slab pointers of the chunk slot at
+// `chunk_addr` (16 KiB of the leaf per slot; they read as zero afterwards, as
+// before they were first touched). For a chunk about to be unmapped: its pages
+// are in no slab, so every word is already 0 and nobody stores one (words are
+// stored only for pages of slabs), and a concurrent lookup reads 0 either way.
+// Without this, a burst that once needed N chunks would keep 16 KiB × N of
+// page map resident for good.
+void release_slot_pages(uintptr_t chunk_addr);
 
 // Make sure the leaves covering [from, to) exist, so that set() on any slot
 // in that range cannot fail afterwards. Safe under any lock (leaves are

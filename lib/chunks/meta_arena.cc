@@ -21,23 +21,39 @@ std::atomic<size_t> g_mapped{0};
 
 }  // namespace
 
-void* alloc(size_t size) {
-  size = align_up(size, kCacheLine);
-  LockGuard guard(g_lock);
-  if (g_cursor == nullptr || static_cast<size_t>(g_end - g_cursor) < size) {
+namespace {
+
+// `size` bytes aligned to `align` (<= kPageSize) from the current region, or a
+// new one. g_lock held.
+void* take(size_t size, size_t align) {
+  char* p = g_cursor == nullptr
+                ? nullptr
+                : reinterpret_cast<char*>(align_up(reinterpret_cast<uintptr_t>(g_cursor), align));
+  if (p == nullptr || p > g_end || static_cast<size_t>(g_end - p) < size) {
     size_t region = size > kRegionSize ? align_up(size, kPageSize) : kRegionSize;
-    auto* r = static_cast<char*>(platform::map(region));
+    auto* r = static_cast<char*>(platform::map(region));  // page-aligned
     if (r == nullptr) return nullptr;
     g_mapped.fetch_add(region, std::memory_order_relaxed);
     // A region bigger than the standard size serves this request only; the
     // rest of the current region stays available.
     if (region > kRegionSize) return r;
-    g_cursor = r;
     g_end = r + region;
+    p = r;
   }
-  void* p = g_cursor;
-  g_cursor += size;
+  g_cursor = p + size;
   return p;  // fresh anonymous memory: already zero
+}
+
+}  // namespace
+
+void* alloc(size_t size) {
+  LockGuard guard(g_lock);
+  return take(align_up(size, kCacheLine), kCacheLine);
+}
+
+void* alloc_pages(size_t size) {
+  LockGuard guard(g_lock);
+  return take(align_up(size, kPageSize), kPageSize);
 }
 
 size_t mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }

@@ -10,6 +10,10 @@ namespace magslab::meta {
 
 // Zeroed memory, 64-byte aligned. nullptr when the OS refuses memory.
 void* alloc(size_t size);
+// Zeroed memory, page-aligned and a whole number of pages, for descriptors
+// whose unused parts are decommitted while they wait to be recycled (the
+// pages then read as zero again, as fresh ones do).
+void* alloc_pages(size_t size);
 // Bytes mapped for metadata so far (address space; committed as touched).
 size_t mapped_bytes();
 // Account for metadata mapped elsewhere (page-map leaves).

@@ -192,11 +192,14 @@ bool map_chunk(unsigned node) {
     g_chunk_pool = m->next;
   } else {
     m = static_cast<ChunkMeta*>(meta::alloc(sizeof(ChunkMeta)));
-    if (m == nullptr) {
+    void* tables = meta::alloc_pages(ChunkMeta::kTablesBytes);
+    if (m == nullptr || tables == nullptr) {  // (a bounded leak of metadata)
       platform::unmap(mem, kChunkSize);
       return false;
     }
     new (m) ChunkMeta();
+    m->free_run = static_cast<FreeRun**>(tables);
+    m->tag = reinterpret_cast<uint8_t*>(m->free_run + kPagesPerChunk);
   }
   m->set_base(reinterpret_cast<uintptr_t>(mem));
   m->free_pages = kPagesPerChunk;
@@ -221,6 +224,13 @@ bool map_chunk(unsigned node) {
   return true;
 }
 
+// Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
+// purged run always reads as zero. Purges call it without g_lock (a system call);
+// unmap_chunk() with it, for a pooled descriptor's tables.
+void decommit(void* addr, size_t bytes) {
+  if (!platform::decommit(addr, bytes)) memset(addr, 0, bytes);
+}
+
 void unmap_chunk(ChunkMeta* m) {
   NodeHeap& h = heap_of(m);
   FreeRun* r = m->free_run[0];
@@ -232,18 +242,17 @@ void unmap_chunk(ChunkMeta* m) {
     h.chunks = m->next;
   if (m->next != nullptr) m->next->prev = m->prev;
   pagemap::clear(m->base());
+  pagemap::release_slot_pages(m->base());  // before the range can be mapped again
   platform::unmap(reinterpret_cast<void*>(m->base()), kChunkSize);
-  memset(m->tag, 0, sizeof m->tag);  // what the pages' last owners left
+  // Pooled, the descriptor keeps its tables (free_run[] all null now: the
+  // chunk was one free run, removed) but not their pages: they go back, the
+  // tags the pages' last owners left with them, and read as zero when the
+  // descriptor is recycled. Refused: zeroed here instead.
+  decommit(m->free_run, align_up(ChunkMeta::kTablesBytes, kPageSize));
   m->next = g_chunk_pool;
   g_chunk_pool = m;
   --h.chunk_count;
   h.free_pages -= kPagesPerChunk;
-}
-
-// Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
-// purged run always reads as zero. Called without g_lock (a system call).
-void decommit(void* addr, size_t bytes) {
-  if (!platform::decommit(addr, bytes)) memset(addr, 0, bytes);
 }
 
 // First run of heap h that fits `need` pages, or nullptr.

@@ -99,9 +99,9 @@ void list_remove(RecordPage* pg) {
 // purged page). false when out of metadata memory. g_record_lock held.
 bool grow_records() {
   void* headers = meta::alloc(sizeof(RecordPage) * kRecordPagesPerGroup);
-  void* mem = meta::alloc((kRecordPagesPerGroup + 1) * kPageSize);
+  void* mem = meta::alloc_pages(kRecordPagesPerGroup * kPageSize);
   if (headers == nullptr || mem == nullptr) return false;  // (a bounded leak of metadata)
-  auto* pages = reinterpret_cast<Slab*>(align_up(reinterpret_cast<uintptr_t>(mem), kPageSize));
+  auto* pages = static_cast<Slab*>(mem);
   for (unsigned i = 0; i < kRecordPagesPerGroup * kRecordsPerPage; ++i) new (&pages[i]) Slab();
   auto* hs = static_cast<RecordPage*>(headers);
   for (unsigned i = 0; i < kRecordPagesPerGroup; ++i) {
