@@ -26,8 +26,11 @@
 // burst runs for as long as it takes (--seconds is ignored; its seconds and
 // ops_per_sec include 3 s of idling, so they are no throughput figure) and adds
 // "burst_mib", "burst_bytes", "burst_blocks", "burst_seconds" and the RSS
-// samples "rss_pre_mib", "rss_after_mib", "rss_1s_mib", "rss_3s_mib".
+// samples "rss_pre_mib", "rss_after_mib", "rss_1s_mib", "rss_3s_mib";
+// burst-trim the same but "rss_idle_mib", "rss_trim_mib" and "trim_ms" for the
+// three RSS samples.
 #include <getopt.h>
+#include <malloc.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -42,6 +45,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <latch>
 #include <map>
 #include <mutex>
 #include <string>
@@ -645,7 +649,13 @@ inline uint64_t burst_tag(uint64_t key) { return mstest::mix64(key) | 1; }
 
 inline double kib_to_mib(long kib) { return static_cast<double>(kib) / 1024.0; }
 
-void burst() {
+// burst-trim: the same burst, but the threads stay alive and idle once they
+// have freed their blocks (issue #17: a process-wide trim must reach memory that
+// idle threads' caches hold). The main thread samples VmRSS then
+// ("rss_idle_mib"), calls malloc_trim(0) (glibc's, or the preloaded
+// allocator's if it defines one), and samples again ("rss_trim_mib",
+// "trim_ms"); then the threads exit. No +1 s / +3 s samples.
+void burst_run(bool trim_idle) {
   using clock = std::chrono::steady_clock;
   const int T = g_opt.threads;
   const uint64_t total = g_opt.burst_mib << 20;
@@ -661,6 +671,10 @@ void burst() {
   }
   auto** ptrs = static_cast<void**>(map);  // thread t's blocks: ptrs[t * per + k]
   const auto t0 = clock::now();
+  std::barrier freed(T + 1);  // trim_idle: the threads have freed (the main thread too)
+  std::latch go(1);           // trim_idle: the threads may exit
+  long rss_idle = 0, rss_trim = 0;
+  double trim_ms = 0;
   {
     std::barrier built(T);
     std::vector<std::thread> ts;
@@ -693,10 +707,38 @@ void burst() {
           }
         }
         tl.flush();
+        if (trim_idle) {
+          freed.arrive_and_wait();
+          go.wait();  // alive and idle
+        }
       });
+    if (trim_idle) {
+      freed.arrive_and_wait();
+      munmap(map, map_bytes);
+      rss_idle = bench::current_rss_kib();
+      const auto t_trim = clock::now();
+      malloc_trim(0);
+      trim_ms = std::chrono::duration<double, std::milli>(clock::now() - t_trim).count();
+      rss_trim = bench::current_rss_kib();
+      go.count_down();
+    }
     for (auto& t : ts) t.join();
   }
   const auto t_join = clock::now();
+  char buf[512];
+  if (trim_idle) {
+    std::snprintf(buf, sizeof buf,
+                  ",\"burst_mib\":%llu,\"burst_bytes\":%llu,\"burst_blocks\":%llu,"
+                  "\"burst_seconds\":%.3f,\"rss_pre_mib\":%.1f,\"rss_idle_mib\":%.1f,"
+                  "\"rss_trim_mib\":%.1f,\"trim_ms\":%.2f",
+                  static_cast<unsigned long long>(g_opt.burst_mib),
+                  static_cast<unsigned long long>(bytes.load()),
+                  static_cast<unsigned long long>(per * static_cast<size_t>(T)),
+                  std::chrono::duration<double>(t_join - t0).count(), kib_to_mib(rss_pre),
+                  kib_to_mib(rss_idle), kib_to_mib(rss_trim), trim_ms);
+    g_extra_json = buf;
+    return;
+  }
   munmap(map, map_bytes);
   const long rss_after = bench::current_rss_kib();
   std::this_thread::sleep_until(t_join + std::chrono::seconds(1));
@@ -704,7 +746,6 @@ void burst() {
   std::this_thread::sleep_until(t_join + std::chrono::seconds(3));
   const long rss_3s = bench::current_rss_kib();
 
-  char buf[512];
   std::snprintf(buf, sizeof buf,
                 ",\"burst_mib\":%llu,\"burst_bytes\":%llu,\"burst_blocks\":%llu,"
                 "\"burst_seconds\":%.3f,\"rss_pre_mib\":%.1f,\"rss_after_mib\":%.1f,"
@@ -723,6 +764,9 @@ struct Workload {
   const char* what;
 };
 
+void burst() { burst_run(false); }
+void burst_trim() { burst_run(true); }
+
 void cache_scratch() { cache_probe(true); }
 void cache_thrash() { cache_probe(false); }
 
@@ -735,6 +779,8 @@ const Workload kWorkloads[] = {
     {"realloc", realloc_builder, "string/vector builders growing by realloc"},
     {"map", maps, "std::map + std::unordered_map insert/erase churn"},
     {"burst", burst, "~1 GiB of small blocks, half freed cross-thread; RSS after, +1 s, +3 s"},
+    {"burst-trim", burst_trim,
+     "the burst, threads then idle; RSS before and after malloc_trim(0) from main"},
     {"phases", phases, "live set rising and falling, every small class, 1/8 frees cross-thread"},
 };
 
