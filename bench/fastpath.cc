@@ -14,6 +14,9 @@
 //          (xorshift64 from a constant seed, computed before the warm-up, so
 //          the RNG runs outside the measured function; the loop loads the size
 //          instead of using a constant).
+//   new-delete: iterations x { p = ::operator new(16); escape(p);
+//          ::operator delete(p, 16); } — C++'s allocation path (sized delete,
+//          as g++ emits it for a complete type). Preload build only.
 // A warm-up (10,000 pairs, then 10 batches, of the same flavour; batch-mixed:
 // 10,000 pairs of 16 B, then 10 mixed batches) runs first so first touch and
 // initialisation are excluded. The measured loop is in its own
@@ -36,6 +39,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <string>
 
 #ifdef FASTPATH_MAGSLAB_DIRECT
@@ -115,6 +119,18 @@ inline void batch_mixed_body(size_t rounds) {
   }
 }
 
+#ifndef FASTPATH_MAGSLAB_DIRECT
+template <bool Touch>
+inline void new_delete_body(size_t n) {
+  static_assert(!Touch, "new-delete has no touch flavour");
+  for (size_t i = 0; i < n; ++i) {
+    void* p = ::operator new(kSize);
+    escape(p);
+    ::operator delete(p, kSize);
+  }
+}
+#endif
+
 }  // namespace
 
 #define FASTPATH_DEFINE(FN, BODY, TOUCH)                   \
@@ -132,6 +148,10 @@ FASTPATH_DEFINE(warm_batch, batch_body, false)
 FASTPATH_DEFINE(warm_pairs_touch, pairs_body, true)
 FASTPATH_DEFINE(warm_batch_touch, batch_body, true)
 FASTPATH_DEFINE(warm_batch_mixed, batch_mixed_body, false)
+#ifndef FASTPATH_MAGSLAB_DIRECT
+FASTPATH_DEFINE(measure_new_delete, new_delete_body, false)
+FASTPATH_DEFINE(warm_new_delete, new_delete_body, false)
+#endif
 
 namespace {
 
@@ -148,6 +168,9 @@ const Mode kModes[] = {
     {"pairs-touch", measure_pairs_touch, warm_pairs_touch, warm_batch_touch, false},
     {"batch-touch", measure_batch_touch, warm_pairs_touch, warm_batch_touch, true},
     {"batch-mixed", measure_batch_mixed, warm_pairs, warm_batch_mixed, true},
+#ifndef FASTPATH_MAGSLAB_DIRECT
+    {"new-delete", measure_new_delete, warm_new_delete, warm_new_delete, false},
+#endif
 };
 
 int usage() {
@@ -158,7 +181,11 @@ int usage() {
                "usage: LD_PRELOAD=<library> fastpath "
                "<magslab|mimalloc|tbb|jemalloc|tcmalloc|glibc|any>"
 #endif
-               " <pairs|batch|pairs-touch|batch-touch|batch-mixed> <iterations>\n"
+               " <pairs|batch|pairs-touch|batch-touch|batch-mixed"
+#ifndef FASTPATH_MAGSLAB_DIRECT
+               "|new-delete"
+#endif
+               "> <iterations>\n"
                "  batch iterations are malloc+free pairs; must be a multiple of %zu\n",
                kBatch);
   return 2;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "api/check.h"
+#include "api/new_entry.h"
 #include "api/report.h"
 #include "chunks/chunk_map.h"
 #include "large/large.h"
@@ -106,6 +107,13 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   large::free(p);
 }
 
+// A sized free (free_sized, operator delete(p, n)) of a valid object whose
+// class is smaller than the size given. A function of its own, reached by a
+// jump (MAGSLAB_OPAQUE): the sized free's fast path then needs no stack frame.
+MAGSLAB_OPAQUE void wrong_sized_free(void* p, uint64_t w) {
+  invalid(p, Misuse::kWrongSizedFree, word_class(w));
+}
+
 // p is not an object start of a slab: in none (w == 0: large, NULL or foreign),
 // or an interior or misaligned pointer into the slab of page word w.
 void free_not_valid(void* p, uint64_t w, Misuse kind) {
@@ -163,10 +171,11 @@ void* alloc_aligned(size_t align, size_t n) {
 
 void inner_free_sized(void* p, size_t size) {
   if constexpr (kCheckMode) return check::free_sized(p, size);
-  uint64_t w = checked_word(p, Misuse::kInvalidFree);
-  if (MAGSLAB_UNLIKELY(w == 0)) return free_not_in_slab(p);
-  unsigned cls = word_class(w);
-  if (MAGSLAB_UNLIKELY(size > kClasses[cls].size)) invalid(p, Misuse::kWrongSizedFree, cls);
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint64_t w = pagemap::lookup_word(a);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
+  // The class size from the offset check's line, not kClasses (another line).
+  if (MAGSLAB_UNLIKELY(size > word_size(w))) return wrong_sized_free(p, w);
   free_small(p, w);
 }
 
@@ -416,3 +425,34 @@ size_t magslab_trim_all(void) {
 void magslab_thread_idle(void) { cache::retire_current(); }
 
 }  // extern "C"
+
+namespace magslab::api {
+namespace {
+
+// malloc_or's slow paths, out of line so that its fast path keeps no frame.
+MAGSLAB_NOINLINE void* small_slow_or(unsigned cls, size_t n, void* (*fail)(size_t)) {
+  void* p = cache::alloc_slow(cls);
+  return p != nullptr ? p : fail(n);
+}
+MAGSLAB_NOINLINE void* big_or(size_t n, void* (*fail)(size_t)) {
+  void* p = malloc_big(n);
+  return p != nullptr ? p : fail(n);
+}
+
+}  // namespace
+
+void* malloc_or(size_t n, void* (*fail)(size_t)) {
+  if (!kCheckMode && !kExactRequested && !MAGSLAB_UNDER_VALGRIND) {  // malloc_release's code
+    if (MAGSLAB_LIKELY(n <= kLookupMax))
+      return cache::alloc_at(cache::kSmallPairOffsets[(n + 7) >> 3],
+                             [&](unsigned cls) { return small_slow_or(cls, n, fail); });
+    return big_or(n, fail);
+  }
+  // Check mode: reached by a jump from operator new, so the caller's address
+  // is the allocation site, as for magslab_malloc.
+  void* p = MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, __builtin_return_address(0))
+                                   : inner_malloc(n, __builtin_return_address(0));
+  return p != nullptr ? p : fail(n);
+}
+
+}  // namespace magslab::api

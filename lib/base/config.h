@@ -84,6 +84,15 @@ inline constexpr bool kCheckMode = MAGSLAB_CHECK_MODE != 0;
 #define MAGSLAB_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MAGSLAB_NOINLINE [[gnu::noinline]]
 #define MAGSLAB_COLD [[gnu::noinline, gnu::cold]]
+// Out of line and opaque to interprocedural analysis (GCC's noipa; clang's
+// noinline already is enough): for a misuse report reached by a jump from a
+// fast path, which GCC would otherwise find never returns and call from a
+// stack frame it then sets up on the fast path too.
+#if defined(__clang__)
+#define MAGSLAB_OPAQUE [[gnu::noinline]]
+#else
+#define MAGSLAB_OPAQUE [[gnu::noipa]]
+#endif
 
 inline constexpr size_t align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
 inline constexpr bool is_pow2(size_t n) { return n != 0 && (n & (n - 1)) == 0; }

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "api/new_entry.h"
 #include "magslab/magslab.h"
 
 namespace {
@@ -82,13 +83,25 @@ void* alloc(std::size_t n, std::size_t align) {
   abort();
 }
 
-void* new_or_throw(std::size_t n, std::size_t align) {
+// After an allocation failed: call the new_handler until one succeeds.
+void* handler_loop(std::size_t n, std::size_t align) {
   for (;;) {
-    if (void* p = alloc(n, align)) return p;
     std::new_handler h = current_handler();
     if (h == nullptr) throw_bad_alloc();
     h();  // may free memory, throw, or abort
+    if (void* p = alloc(n, align)) return p;
   }
+}
+
+void* handler_loop_default(std::size_t n) { return handler_loop(n, 1); }
+
+// The default alignment, the common case, is a jump to the allocation itself,
+// which calls handler_loop_default only if it fails.
+inline void* new_or_throw(std::size_t n, std::size_t align) {
+  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+    return magslab::api::malloc_or(n, handler_loop_default);
+  if (void* p = alloc(n, align)) return p;
+  return handler_loop(n, align);
 }
 
 // Ours: std::nothrow itself lives in the runtime.

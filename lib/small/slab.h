@@ -114,18 +114,21 @@ inline uint64_t word_offset(uint64_t w, uintptr_t a) {
 //    their bound is magic.
 // 32 bytes an entry, indexed by class + 1 (word & kWordSlotMask is the byte
 // offset); entry 0, for a page in no slab, has bound 0 and rejects everything.
+// The class's object size rides along, for the sized free's check: it is on
+// the line the offset check has just read.
 struct alignas(32) OffsetCheck {
   uint64_t magic;
   uint64_t bound;
+  uint64_t size;
 };
 constexpr OffsetCheck offset_check(const ClassInfo& ci) {
   uint64_t e = uint64_t{ci.size} * ci.magic;
   uint64_t tail = uint64_t{ci.slab_pages} * kPageSize - uint64_t{ci.objects} * ci.size;
-  return {ci.magic, tail == 0 ? ci.magic : uint64_t{ci.objects - 1} * e + 1};
+  return {ci.magic, tail == 0 ? ci.magic : uint64_t{ci.objects - 1} * e + 1, ci.size};
 }
 inline constexpr std::array<OffsetCheck, kNumClasses + 1> kOffsetChecks = [] {
   std::array<OffsetCheck, kNumClasses + 1> t{};
-  t[0] = {0, 0};
+  t[0] = {0, 0, 0};
   for (unsigned c = 0; c < kNumClasses; ++c) t[c + 1] = offset_check(kClasses[c]);
   return t;
 }();
@@ -137,13 +140,18 @@ static_assert(
     }(),
     "a slab's page index fits its page words");
 
+inline const OffsetCheck& word_check(uint64_t w) {
+  return *reinterpret_cast<const OffsetCheck*>(reinterpret_cast<const char*>(kOffsetChecks.data()) +
+                                               (w & kWordSlotMask));
+}
 // Is a (an address in a page whose word is w) the start of an object of the
 // page's slab? False for every address of a page in no slab (w == 0).
 inline bool valid_word(uint64_t w, uintptr_t a) {
-  const auto& oc = *reinterpret_cast<const OffsetCheck*>(
-      reinterpret_cast<const char*>(kOffsetChecks.data()) + (w & kWordSlotMask));
+  const OffsetCheck& oc = word_check(w);
   return word_offset(w, a) * oc.magic < oc.bound;
 }
+// The object size of the class of a page with word w (0 for a page in no slab).
+inline uint64_t word_size(uint64_t w) { return word_check(w).size; }
 
 namespace slab {
 

@@ -91,13 +91,19 @@ MAGSLAB_NOINLINE void free_slow(void* p, unsigned cls, uint64_t owner);
 MAGSLAB_NOINLINE void free_key_match(void* p, unsigned cls, uint64_t owner);
 
 // An object of the class whose Pair lies `off` bytes into a ThreadCache
-// (32 × (class + 1): kSmallPairOffsets for malloc, which then needs no shift).
-inline void* alloc_at(uint32_t off) {
+// (32 × (class + 1): kSmallPairOffsets for malloc, which then needs no shift);
+// when the loaded magazine is empty, slow(class) (alloc_slow, or a caller's
+// variant of it: operator new's).
+template <class Slow>
+[[gnu::always_inline]] inline void* alloc_at(uint32_t off, Slow slow) {
   Magazine* m =
       reinterpret_cast<ThreadCache::Pair*>(reinterpret_cast<char*>(t_cache) + off)->loaded;
   uint32_t n = m->count;
-  if (MAGSLAB_UNLIKELY(n == 0)) return alloc_slow(off / sizeof(ThreadCache::Pair) - 1);
+  if (MAGSLAB_UNLIKELY(n == 0)) return slow(off / sizeof(ThreadCache::Pair) - 1);
   return mag_pop(m, n);
+}
+inline void* alloc_at(uint32_t off) {
+  return alloc_at(off, [](unsigned cls) { return alloc_slow(cls); });
 }
 inline void* alloc(unsigned cls) {
   return alloc_at(static_cast<uint32_t>((cls + 1) * sizeof(ThreadCache::Pair)));

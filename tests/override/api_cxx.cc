@@ -322,6 +322,48 @@ void with_reserve(const char* label, const std::function<void*()>& attempt) {
   g_reserve = p;
 }
 
+// Small blocks until the address space runs out: operator new(64)'s own
+// failure path (magslab: the class's refill cannot map a chunk) must reach the
+// new_handler, which frees the reserve; the allocation then succeeds and so do
+// those after it.
+void small_news_until_the_handler_runs() {
+  constexpr std::size_t kMax = std::size_t{4} << 20;  // 256 MiB of 64 B blocks at most
+  std::vector<void*> blocks;
+  blocks.reserve(kMax + 1000);
+  g_reserve_size = std::size_t{192} << 20;
+  g_reserve = std::malloc(g_reserve_size);
+  touch(g_reserve, 4096, 1);
+  rlimit old{};
+  getrlimit(RLIMIT_AS, &old);
+  rlimit lim = old;
+  lim.rlim_cur = static_cast<rlim_t>(vm_size_bytes()) + (std::size_t{32} << 20);
+  if (setrlimit(RLIMIT_AS, &lim) != 0) {
+    std::printf("small news: setrlimit failed\n");
+    ++g_failures;
+    return;
+  }
+  g_handler_calls = 0;
+  std::set_new_handler(free_reserve_once);
+  const char* what = "returned memory";
+  try {
+    while (blocks.size() < kMax && g_handler_calls == 0)
+      blocks.push_back(::operator new(opaque<std::size_t>(64)));
+    for (int i = 0; i < 1000; ++i) blocks.push_back(::operator new(opaque<std::size_t>(64)));
+  } catch (const std::bad_alloc&) {
+    what = "threw std::bad_alloc";
+  }
+  std::set_new_handler(nullptr);
+  setrlimit(RLIMIT_AS, &old);
+  std::printf(
+      "operator new(64) until the address space runs out, handler frees reserve: %s, "
+      "handler calls %d, reserve freed: %s\n",
+      what, g_handler_calls, g_reserve == nullptr ? "yes" : "no");
+  CHECK(std::strcmp(what, "returned memory") == 0 && g_handler_calls == 1 && g_reserve == nullptr);
+  for (void* p : blocks) ::operator delete(p, 64);
+  std::free(g_reserve);
+  g_reserve = nullptr;
+}
+
 void test_failures_and_handler() {
   std::printf("== bad_alloc, nothrow, new_handler\n");
   std::set_new_handler(nullptr);
@@ -402,6 +444,7 @@ void test_failures_and_handler() {
                [&] { return static_cast<void*>(new char[n]); });
   delete[] static_cast<char*>(g_reserve);
   g_reserve = nullptr;
+  small_news_until_the_handler_runs();
 
   // The heap is usable after all of that.
   void* after = ::operator new(opaque<std::size_t>(1000));
