@@ -96,14 +96,13 @@ void release_slot_pages(uintptr_t chunk_addr) {
 }
 
 void set_slab_words(uintptr_t first_page_addr, uint32_t npages, uint64_t word) {
-  MAGSLAB_CHECK(npages <= kMaxSlabPages && (word & kPageIndexMask) == 0, "page map: bad slab word");
+  MAGSLAB_CHECK(npages <= kMaxSlabPages, "page map: slab too long");
   Leaf* leaf = leaf_of(first_page_addr);
   size_t i = (first_page_addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1);
   for (uint32_t k = 0; k < npages; ++k)
     // release: a free that finds this word and then the page's slab (slow
     // paths) sees the slab entered, and its fields set, before.
-    leaf->word[i + k].store(word == 0 ? 0 : word | uint64_t{k} << kPageIndexShift,
-                            std::memory_order_release);
+    leaf->word[i + k].store(word, std::memory_order_release);
 }
 
 void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s, uint64_t word) {

@@ -95,14 +95,12 @@ class Entry {
 // lazily and never unmapped; only the entries of chunks in use are touched
 // (8 KiB per chunk, as much as a per-chunk array would cost).
 // A page's word: what free needs of the slab holding the page, in one load, so
-// free never reads the slab's record. Bits 12..19 hold the page's index in its
-// slab (so at most kMaxSlabPages pages a slab; word & kPageIndexMask is the
-// page's offset in the slab), stored by set_slab() and set_slab_words(); the
-// other bits belong to the layer that carves slabs (small/slab.h: the slab's
-// class and owner). 0: the page is in no slab.
-inline constexpr unsigned kPageIndexShift = kPageShift;
+// free never reads the slab's record. Its bits belong to the layer that carves
+// slabs (small/slab.h: where the slab starts, its class and owner), which
+// stores the same word in every page of a slab with set_slab() and
+// set_slab_words(); 0: the page is in no slab. A slab has at most
+// kMaxSlabPages pages (1 MiB: slab.h's word keeps the start modulo that).
 inline constexpr uint32_t kMaxSlabPages = 256;
-inline constexpr uint64_t kPageIndexMask = uint64_t{kMaxSlabPages - 1} << kPageIndexShift;
 
 struct Leaf {
   // Each page's word (above), or 0. Stored with release after the page's slab
@@ -184,8 +182,7 @@ bool prepare(uintptr_t from, uintptr_t to);
 
 // Record `s` as the owner of npages (<= kMaxSlabPages) pages from
 // `first_page_addr`, which lie in a registered chunk (so the leaf exists), with
-// `word` (nonzero, no bit of kPageIndexMask set) as their words: page k gets
-// word | k << kPageIndexShift. s == nullptr (and word 0) clears them.
+// `word` (nonzero) as the word of each. s == nullptr (and word 0) clears them.
 void set_slab(uintptr_t first_page_addr, uint32_t npages, Slab* s, uint64_t word);
 // Change the words of a slab's pages (as set_slab(), keeping the slab).
 void set_slab_words(uintptr_t first_page_addr, uint32_t npages, uint64_t word);

@@ -240,7 +240,7 @@ Slab* carve(unsigned cls, unsigned node) {
   for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
   if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
   // The fields above are visible to a free that finds the slab (release stores).
-  pagemap::set_slab(s->start(), ci.slab_pages, s, slab_word(cls, 0));
+  pagemap::set_slab(s->start(), ci.slab_pages, s, slab_word(cls, 0, s->start()));
   stats::count(cls, stats::kSlabCarved);
   return s;
 }
@@ -308,7 +308,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
       // change, so a thread refilling from its own slab writes nothing there.
       if (s->owner != owner) {
         s->owner = owner;
-        pagemap::set_slab_words(s->start(), ci.slab_pages, slab_word(cls, owner));
+        pagemap::set_slab_words(s->start(), ci.slab_pages, slab_word(cls, owner, s->start()));
       }
       uint32_t words = (ci.objects + 63) / 64;
       for (uint32_t w = s->hint; w < words && got < n; ++w) {

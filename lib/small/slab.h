@@ -64,44 +64,52 @@ struct alignas(kCacheLine) Slab {
 static_assert(offsetof(Slab, nfree) == kCacheLine, "the constant fields fill the first line alone");
 static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 
-// The page word of a slab's pages (pagemap::lookup_word): everything free
-// needs, in one load, so that it never reads the slab's record. Laid out so
-// that free decodes it with a mask or two:
-//   bits  5..11  class + 1 (0: the page is in no slab), so that
-//                word & kWordSlotMask is 32 × (class + 1): the byte offset of the
-//                class's entry in kOffsetChecks and of its Pair in a ThreadCache
-//   bits 12..19  the page's index in its slab (pagemap: kPageIndexMask), so that
-//                word & kPageIndexMask is the page's offset in the slab
-//   bits 20..63  owner tag: ThreadCache::owner_tag of the thread that last
+// The page word of a slab's pages (pagemap::lookup_word), the same in every
+// page of the slab: everything free needs, in one load, so that it never reads
+// the slab's record. Laid out so that free decodes it with an add, a shift and
+// masks:
+//   bits  0..19  minus the slab's start, modulo 2^20 (kWordBaseMask), so that
+//                (a + word) & kWordBaseMask is the offset of address a from the
+//                slab's object 0 for any a in the slab (at most kMaxSlabPages
+//                pages, 2^20 bytes): one add and one mask
+//   bits 20..26  class + 1 (0: the page is in no slab), so that word_slot(word)
+//                is 32 × (class + 1): the byte offset of the class's entry in
+//                kOffsetChecks and of its Pair in a ThreadCache
+//   bits 27..63  owner tag: ThreadCache::owner_tag of the thread that last
 //                refilled a magazine from the slab (Slab::owner), 0 for none.
 //                Only a hint for where free() puts an object (thread_cache.h: own
 //                objects go to the loaded magazine, others' to the remote one);
 //                correctness never depends on it.
 // Written under the class lock when the slab is entered, when its owner
 // changes, and (cleared) when it goes back; read by free with one acquire load.
-inline constexpr unsigned kWordSlotShift = 5;
-inline constexpr uint64_t kWordSlotMask = uint64_t{127} << kWordSlotShift;
-inline constexpr unsigned kOwnerTagShift = 20;
+inline constexpr uint64_t kWordBaseMask = (uint64_t{1} << 20) - 1;
+inline constexpr unsigned kWordClassShift = 20;
+inline constexpr unsigned kWordSlotScale = 5;  // log2 of 32, the size of a slot (entry, Pair)
+inline constexpr uint64_t kWordSlotMask = uint64_t{127} << kWordSlotScale;
+inline constexpr unsigned kOwnerTagShift = 27;
 inline constexpr uint64_t kOwnerTagMask = ~((uint64_t{1} << kOwnerTagShift) - 1);
 static_assert(kNumClasses + 1 <= 128, "class + 1 fits the word's 7 bits");
-static_assert(pagemap::kPageIndexShift + 8 == kOwnerTagShift &&
-                  (pagemap::kPageIndexMask & (kWordSlotMask | kOwnerTagMask)) == 0,
-              "the page index sits between the class and the owner tag");
+static_assert(uint64_t{pagemap::kMaxSlabPages} * kPageSize == kWordBaseMask + 1,
+              "an offset in a slab fits the word's low bits");
+static_assert(kWordClassShift + 7 == kOwnerTagShift, "the class sits between base and owner");
 
-// The n-th owner tag (n ≥ 1; 44 bits: never wraps in practice, and a repeat
+// The n-th owner tag (n ≥ 1; 37 bits: never wraps in practice, and a repeat
 // would only route some frees differently).
 inline uint64_t owner_tag(uint64_t n) { return n << kOwnerTagShift; }
-inline uint64_t slab_word(unsigned cls, uint64_t owner) {
-  return owner | uint64_t{cls + 1} << kWordSlotShift;
+// The word of the pages of a slab of class cls starting at `start`.
+inline uint64_t slab_word(unsigned cls, uint64_t owner, uintptr_t start) {
+  return owner | uint64_t{cls + 1} << kWordClassShift | ((uint64_t{0} - start) & kWordBaseMask);
+}
+// 32 × (class + 1), or 0 for w == 0.
+inline uint64_t word_slot(uint64_t w) {
+  return (w >> (kWordClassShift - kWordSlotScale)) & kWordSlotMask;
 }
 inline unsigned word_class(uint64_t w) {
-  return static_cast<unsigned>((w & kWordSlotMask) >> kWordSlotShift) - 1;
+  return static_cast<unsigned>(word_slot(w) >> kWordSlotScale) - 1;
 }
 inline uint64_t word_owner(uint64_t w) { return w & kOwnerTagMask; }
 // Offset of address a from its slab's object 0, for a in a page with word w.
-inline uint64_t word_offset(uint64_t w, uintptr_t a) {
-  return (a & (kPageSize - 1)) | (w & pagemap::kPageIndexMask);
-}
+inline uint64_t word_offset(uint64_t w, uintptr_t a) { return (a + w) & kWordBaseMask; }
 
 // Is `off` (from object 0 of a slab of class cls, for an address in one of the
 // slab's pages) the start of one of its objects? One multiply and one compare:
@@ -112,7 +120,7 @@ inline uint64_t word_offset(uint64_t w, uintptr_t a) {
 //    so bound = (objects − 1) * e + 1 also rejects k ≥ objects (the slab's tail).
 //    Power-of-two classes have no tail (static_assert in size_classes.h), so
 //    their bound is magic.
-// 32 bytes an entry, indexed by class + 1 (word & kWordSlotMask is the byte
+// 32 bytes an entry, indexed by class + 1 (word_slot(word) is the byte
 // offset); entry 0, for a page in no slab, has bound 0 and rejects everything.
 // The class's object size rides along, for the sized free's check: it is on
 // the line the offset check has just read.
@@ -142,7 +150,7 @@ static_assert(
 
 inline const OffsetCheck& word_check(uint64_t w) {
   return *reinterpret_cast<const OffsetCheck*>(reinterpret_cast<const char*>(kOffsetChecks.data()) +
-                                               (w & kWordSlotMask));
+                                               word_slot(w));
 }
 // Is a (an address in a page whose word is w) the start of an object of the
 // page's slab? False for every address of a page in no slab (w == 0).

@@ -60,7 +60,7 @@ struct alignas(kCacheLine) ThreadCache {
 };
 
 static_assert(offsetof(ThreadCache, cls) == sizeof(ThreadCache::Pair) &&
-                  sizeof(ThreadCache::Pair) == (size_t{1} << kWordSlotShift),
+                  sizeof(ThreadCache::Pair) == (size_t{1} << kWordSlotScale),
               "cls[c] lies at the byte offset 32 x (c + 1) that page words hold (slab.h)");
 
 extern ThreadCache g_sentinel_cache;
@@ -120,7 +120,7 @@ inline constexpr std::array<uint16_t, kSmallLookup.size()> kSmallPairOffsets = [
 // The Pair of the class in page word w (slab.h): its class bits are the
 // Pair's byte offset in the cache.
 inline ThreadCache::Pair& pair_of_word(ThreadCache* tc, uint64_t w) {
-  return *reinterpret_cast<ThreadCache::Pair*>(reinterpret_cast<char*>(tc) + (w & kWordSlotMask));
+  return *reinterpret_cast<ThreadCache::Pair*>(reinterpret_cast<char*>(tc) + word_slot(w));
 }
 
 // Free p, an object (validated by the caller) of a slab whose page word
