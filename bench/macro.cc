@@ -726,15 +726,18 @@ void burst_run(bool trim_idle) {
   }
   const auto t_join = clock::now();
   char buf[512];
+  const int n =
+      std::snprintf(buf, sizeof buf,
+                    ",\"burst_mib\":%llu,\"burst_bytes\":%llu,\"burst_blocks\":%llu,"
+                    "\"burst_seconds\":%.3f,\"rss_pre_mib\":%.1f",
+                    static_cast<unsigned long long>(g_opt.burst_mib),
+                    static_cast<unsigned long long>(bytes.load()),
+                    static_cast<unsigned long long>(per * static_cast<size_t>(T)),
+                    std::chrono::duration<double>(t_join - t0).count(), kib_to_mib(rss_pre));
+  char* rest = buf + n;
+  const size_t room = sizeof buf - static_cast<size_t>(n);
   if (trim_idle) {
-    std::snprintf(buf, sizeof buf,
-                  ",\"burst_mib\":%llu,\"burst_bytes\":%llu,\"burst_blocks\":%llu,"
-                  "\"burst_seconds\":%.3f,\"rss_pre_mib\":%.1f,\"rss_idle_mib\":%.1f,"
-                  "\"rss_trim_mib\":%.1f,\"trim_ms\":%.2f",
-                  static_cast<unsigned long long>(g_opt.burst_mib),
-                  static_cast<unsigned long long>(bytes.load()),
-                  static_cast<unsigned long long>(per * static_cast<size_t>(T)),
-                  std::chrono::duration<double>(t_join - t0).count(), kib_to_mib(rss_pre),
+    std::snprintf(rest, room, ",\"rss_idle_mib\":%.1f,\"rss_trim_mib\":%.1f,\"trim_ms\":%.2f",
                   kib_to_mib(rss_idle), kib_to_mib(rss_trim), trim_ms);
     g_extra_json = buf;
     return;
@@ -745,15 +748,7 @@ void burst_run(bool trim_idle) {
   const long rss_1s = bench::current_rss_kib();
   std::this_thread::sleep_until(t_join + std::chrono::seconds(3));
   const long rss_3s = bench::current_rss_kib();
-
-  std::snprintf(buf, sizeof buf,
-                ",\"burst_mib\":%llu,\"burst_bytes\":%llu,\"burst_blocks\":%llu,"
-                "\"burst_seconds\":%.3f,\"rss_pre_mib\":%.1f,\"rss_after_mib\":%.1f,"
-                "\"rss_1s_mib\":%.1f,\"rss_3s_mib\":%.1f",
-                static_cast<unsigned long long>(g_opt.burst_mib),
-                static_cast<unsigned long long>(bytes.load()),
-                static_cast<unsigned long long>(per * static_cast<size_t>(T)),
-                std::chrono::duration<double>(t_join - t0).count(), kib_to_mib(rss_pre),
+  std::snprintf(rest, room, ",\"rss_after_mib\":%.1f,\"rss_1s_mib\":%.1f,\"rss_3s_mib\":%.1f",
                 kib_to_mib(rss_after), kib_to_mib(rss_1s), kib_to_mib(rss_3s));
   g_extra_json = buf;
 }

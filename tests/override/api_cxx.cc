@@ -284,22 +284,30 @@ long vm_size_bytes() {
   return pages * 4096;
 }
 
+// Takes a 192 MiB reserve (g_reserve) and limits the address space to what is
+// mapped now plus `headroom`; *old gets the limit to restore. false (a failure
+// counted) if the limit cannot be set.
+bool hold_reserve_and_limit(const char* label, std::size_t headroom, rlimit* old) {
+  g_reserve_size = std::size_t{192} << 20;
+  g_reserve = std::malloc(g_reserve_size);
+  touch(g_reserve, 4096, 1);
+  getrlimit(RLIMIT_AS, old);
+  rlimit lim = *old;
+  lim.rlim_cur = static_cast<rlim_t>(vm_size_bytes()) + headroom;
+  if (setrlimit(RLIMIT_AS, &lim) != 0) {
+    std::printf("%s: setrlimit failed\n", label);
+    ++g_failures;
+    return false;
+  }
+  return true;
+}
+
 // Runs `attempt` with the address space limited so that a block of
 // g_reserve_size cannot be mapped while the reserve (of the same size) is
 // held; the handler frees the reserve once and the retry must succeed.
 void with_reserve(const char* label, const std::function<void*()>& attempt) {
-  g_reserve_size = std::size_t{192} << 20;
-  g_reserve = std::malloc(g_reserve_size);
-  touch(g_reserve, 4096, 1);
   rlimit old{};
-  getrlimit(RLIMIT_AS, &old);
-  rlimit lim = old;
-  lim.rlim_cur = static_cast<rlim_t>(vm_size_bytes()) + (std::size_t{64} << 20);
-  if (setrlimit(RLIMIT_AS, &lim) != 0) {
-    std::printf("%s: setrlimit failed\n", label);
-    ++g_failures;
-    return;
-  }
+  if (!hold_reserve_and_limit(label, std::size_t{64} << 20, &old)) return;
   g_handler_calls = 0;
   std::set_new_handler(free_reserve_once);
   void* p = nullptr;
@@ -330,18 +338,8 @@ void small_news_until_the_handler_runs() {
   constexpr std::size_t kMax = std::size_t{4} << 20;  // 256 MiB of 64 B blocks at most
   std::vector<void*> blocks;
   blocks.reserve(kMax + 1000);
-  g_reserve_size = std::size_t{192} << 20;
-  g_reserve = std::malloc(g_reserve_size);
-  touch(g_reserve, 4096, 1);
   rlimit old{};
-  getrlimit(RLIMIT_AS, &old);
-  rlimit lim = old;
-  lim.rlim_cur = static_cast<rlim_t>(vm_size_bytes()) + (std::size_t{32} << 20);
-  if (setrlimit(RLIMIT_AS, &lim) != 0) {
-    std::printf("small news: setrlimit failed\n");
-    ++g_failures;
-    return;
-  }
+  if (!hold_reserve_and_limit("small news", std::size_t{32} << 20, &old)) return;
   g_handler_calls = 0;
   std::set_new_handler(free_reserve_once);
   const char* what = "returned memory";
