@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <iterator>
 #include <thread>
 #include <vector>
 
@@ -51,22 +52,24 @@ void churn(std::atomic<bool>& stop, std::vector<std::atomic<void*>>& slots, int 
 // The child: a fresh burst of allocations that must all succeed and verify.
 [[noreturn]] void child_body() {
   alarm(kChildSeconds);
-  std::vector<void*> v;
-  v.reserve(1000);
+  // No std::vector: the child may use no allocator but magslab (the system
+  // one — ASan's in that preset — is not fork-safe; numa_fork_mt_test.cc).
+  static void* v[1000];
+  size_t nv = 0;
   for (int i = 0; i < kChildObjects; ++i) {
     size_t n = 1 + (i * 37) % 3000;
     void* p = magslab_malloc(n);
     if (p == nullptr) _exit(2);
     memset(p, i & 0xff, n);
-    v.push_back(p);
-    if (v.size() == 1000) {
-      for (size_t k = 0; k < v.size(); ++k) {
+    v[nv++] = p;
+    if (nv == std::size(v)) {
+      for (size_t k = 0; k < nv; ++k) {
         size_t m = 1 + ((i - 999 + static_cast<int>(k)) * 37) % 3000;
         auto* b = static_cast<unsigned char*>(v[k]);
         if (b[0] != static_cast<unsigned char>((i - 999 + k) & 0xff) || b[m - 1] != b[0]) _exit(3);
         magslab_free(v[k]);
       }
-      v.clear();
+      nv = 0;
     }
   }
   void* big = magslab_malloc(size_t{8} << 20);  // a huge block: the page heap and mmap work too

@@ -57,11 +57,14 @@ TEST(NumaForkMt, ForkWhileThreadsAllocateOnBothNodes) {
     }
     if (pid == 0) {
       alarm(20);  // a lock inherited held would hang here: fail instead
+      // No std::vector here: the child may use no allocator but magslab. The
+      // system one (ASan's, in that preset) is not fork-safe: a lock another
+      // thread held at the fork hung this child in operator new now and then.
+      static void* v[3000];
       for (unsigned node : {0u, 1u, 0u}) {
         magslab_trim();  // a migrating thread keeps its magazines: empty them
         fake::set_thread_node(node);
-        std::vector<void*> v;
-        for (int i = 0; i < 3000; ++i) v.push_back(magslab_malloc(8 + (i % 512) * 8));
+        for (int i = 0; i < 3000; ++i) v[i] = magslab_malloc(8 + (i % 512) * 8);
         for (void* p : v)
           if (chunk_node(p) != node) _exit(3);
         for (void* p : v) magslab_free(p);
