@@ -8,7 +8,9 @@
 //
 // The matcher and the announcement protocol: testing/misuse_line.h.
 #include <gtest/gtest.h>
+
 #include <signal.h>
+#include <algorithm>
 
 #include <cstdint>
 #include <cstring>
@@ -245,6 +247,41 @@ TEST_F(CheckMisuseDeathTest, DoubleFreeSmallAfterQuarantine) {
         magslab_free(p);
         ASSERT_EQ(magslab_option_set("quarantine", 0), 0);
         magslab_free(alloc(16));  // evicts p into this thread's magazine
+        ANNOUNCE_AND_FREE(p);
+      },
+      DoubleFree(small_info_freed(48)));
+}
+
+// magslab_trim_all() gives back the pages of slabs in use that only free
+// objects overlap (their page words go: slab::hollow); a block there is still
+// known as freed.
+TEST_F(CheckMisuseDeathTest, DoubleFreeSmallOnAPageTrimAllGaveBack) {
+  EXPECT_DEATH(
+      {
+        constexpr uintptr_t kPage = 4096;
+        std::vector<char*> objs(1000);
+        for (auto& o : objs) o = alloc(48);
+        std::vector<char*> sorted = objs;
+        std::sort(sorted.begin(), sorted.end());
+        const auto at = [&](size_t i) { return reinterpret_cast<uintptr_t>(sorted[i]); };
+        const uintptr_t u = at(1) - at(0);  // the class size, if the first two touch
+        // A page that objects of ours, back to back, overlap entirely; only
+        // they are freed: the page holds nothing else, its slab stays in use.
+        uintptr_t page = 0;
+        for (size_t i = 0, j = 0; i < sorted.size() && page == 0; i = j + 1) {
+          for (j = i; j + 1 < sorted.size() && at(j + 1) == at(j) + u; ++j) {
+          }
+          uintptr_t first = (at(i) + u + kPage - 1) / kPage * kPage;  // after object i
+          if (first + kPage + u <= at(j)) page = first;
+        }
+        char* p = nullptr;
+        for (char* o : objs) {
+          auto a = reinterpret_cast<uintptr_t>(o);
+          if (a + u <= page || a >= page + kPage) continue;
+          if (p == nullptr && a >= page) p = o;
+          magslab_free(o);
+        }
+        magslab_trim_all();  // out of quarantine and free in its slab, the page given back
         ANNOUNCE_AND_FREE(p);
       },
       DoubleFree(small_info_freed(48)));

@@ -256,6 +256,72 @@ TEST(MisuseDeathTest, DoubleFreeOfObjectFreeInItsSlab) {
   magslab_free(neighbour);
 }
 
+// A 48-byte object p, free in its slab, on a page that magslab_trim_all()
+// gave back (slab::hollow: every object on it is free; another, `keep`, keeps
+// the slab in use). The page's word is gone, and with it the free key in p.
+struct OnHollowPage {
+  char* p = nullptr;
+  char* keep = nullptr;
+};
+OnHollowPage free_on_hollow_page() {
+  constexpr size_t kN = 2000, kPage = 4096;
+  std::vector<char*> objs(kN);
+  for (auto& o : objs) o = static_cast<char*>(magslab_malloc(48));
+  std::vector<char*> sorted = objs;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t u = magslab_usable_size(sorted[0]);
+  // keep, then objects of ours back to back (one slab: its tail breaks the
+  // run) past the end of the page after next: p starts on that page, which
+  // only they overlap.
+  OnHollowPage h;
+  for (size_t i = 0, j = 0; i < kN && h.p == nullptr; i = j + 1) {
+    for (j = i; j + 1 < kN && sorted[j + 1] == sorted[j] + u; ++j) {
+    }
+    auto page = (reinterpret_cast<uintptr_t>(sorted[i]) / kPage + 2) * kPage;
+    if (reinterpret_cast<uintptr_t>(sorted[j]) < page + kPage) continue;
+    for (size_t k = i; k <= j && h.p == nullptr; ++k)
+      if (reinterpret_cast<uintptr_t>(sorted[k]) >= page) {
+        h.keep = sorted[i];
+        h.p = sorted[k];
+      }
+  }
+  if (h.p == nullptr) return h;
+  for (char* o : objs)
+    if (o != h.keep) magslab_free(o);
+  magslab_trim_all();
+  return h;
+}
+
+TEST(MisuseDeathTest, DoubleFreeOfObjectOnAPageTrimAllGaveBack) {
+  use_threadsafe_style();
+  OnHollowPage h = free_on_hollow_page();
+  ASSERT_NE(h.p, nullptr) << "no run of 48-byte objects over 3 pages";
+  unsigned char in_core = 1;
+  void* page = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(h.p) & ~uintptr_t{4095});
+  ASSERT_EQ(mincore(page, 4096, &in_core), 0);
+  EXPECT_EQ(in_core & 1, 0) << "p's page is given back";
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(h.p), DoubleFreeOf(kInSlab));
+  EXPECT_DEATH(
+      {
+        ANNOUNCE(h.p);
+        (void)magslab_realloc(h.p, 100);
+      },
+      MisuseLineOf("invalid realloc of", kInSlab));
+  EXPECT_DEATH(
+      {
+        ANNOUNCE(h.p);
+        (void)magslab_usable_size(h.p);
+      },
+      MisuseLineOf("invalid pointer passed to usable_size:", kInSlab));
+  EXPECT_DEATH(ANNOUNCE_AND_FREE(h.p + 16), InvalidFreeOf(kSmall));
+  // The heap goes on: the page comes back whole when its objects are used.
+  std::vector<void*> again;
+  for (int i = 0; i < 2000; ++i) again.push_back(magslab_malloc(48));
+  for (void* q : again) memset(q, 1, 48);
+  for (void* q : again) magslab_free(q);
+  magslab_free(h.keep);
+}
+
 // Control: without misuse the heap keeps working normally (the same shapes of
 // allocations as above, with correct frees, do not abort and stay consistent).
 TEST(MisuseDeathTest, ControlCorrectUseDoesNotAbort) {

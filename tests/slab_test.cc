@@ -6,13 +6,17 @@
 #include "small/slab.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <set>
 #include <vector>
 
 #include "chunks/chunk_map.h"
+#include "magslab/magslab.h"
+#include "small/magazine.h"
 #include "small/size_classes.h"
 
 namespace {
@@ -158,6 +162,74 @@ TEST(Slab, PageWordsDescribeEveryPageAndFollowTheOwner) {
     EXPECT_EQ(pagemap::lookup_word(page), 0u);
     EXPECT_FALSE(valid_word(0, page)) << "a page in no slab holds no object";
   }
+}
+
+// Resident pages of [a, a + n pages).
+std::vector<bool> resident(uintptr_t a, uint32_t n) {
+  std::vector<unsigned char> v(n);
+  EXPECT_EQ(mincore(reinterpret_cast<void*>(a), size_t{n} * kPageSize, v.data()), 0);
+  std::vector<bool> r(n);
+  for (uint32_t k = 0; k < n; ++k) r[k] = v[k] & 1;
+  return r;
+}
+
+uint64_t first_word(uintptr_t a) { return *reinterpret_cast<const uint64_t*>(a); }
+
+// slab::hollow (magslab_trim_all): a slab that one object keeps in use gives
+// back its other pages; they read as in no slab (word 0) until a refill hands
+// out an object on one, which restores its word and writes the free key into
+// the free objects starting on it (so free's key check catches a double free
+// of them again).
+TEST(Slab, HollowDecommitsPagesOfFreeObjectsUntilARefillHandsOneOut) {
+  magslab_free(magslab_malloc(16));  // a thread cache: the free key is set
+  const uint64_t key = g_free_key.load();
+  ASSERT_NE(key, 0u);
+  const unsigned cls = class_of(1500);  // 1536 B: objects straddle pages
+  const ClassInfo& ci = kClasses[cls];
+  ASSERT_EQ(ci.slab_pages, 4u);
+  ASSERT_EQ(ci.objects, 10u);  // page 0: objects 0-2, 1: 2-5, 2: 5-7, 3: 8-9 and the tail
+  std::vector<void*> objs(ci.objects);
+  ASSERT_EQ(slab::refill(cls, objs.data(), ci.objects, owner_tag(1)), ci.objects);
+  std::sort(objs.begin(), objs.end());
+  Slab* s = slab_of(objs[0]);
+  ASSERT_NE(s, nullptr);
+  ASSERT_EQ(addr(objs[0]), s->start()) << "one fresh slab";
+  for (void* p : objs) memset(p, 0xab, ci.size);        // every page resident
+  slab::release(cls, objs.data() + 1, ci.objects - 1);  // object 0 keeps the slab in use
+  const size_t before = slab::hollow_bytes();
+
+  // (The slab the thread cache above refilled from has free objects too.)
+  EXPECT_GE(slab::hollow(), 3 * kPageSize);
+  EXPECT_EQ(s->hollow, 3u);
+  const size_t hollow = slab::hollow_bytes();
+  EXPECT_GE(hollow, before + 3 * kPageSize);
+  EXPECT_EQ(resident(s->start(), 4), (std::vector<bool>{true, false, false, false}));
+  EXPECT_EQ(word_class(pagemap::lookup_word(s->start())), cls);
+  for (uint32_t k = 1; k < 4; ++k)
+    EXPECT_EQ(pagemap::lookup_word(s->start() + uintptr_t{k} * kPageSize), 0u) << "page " << k;
+  EXPECT_EQ(slab::hollow(), 0u) << "nothing more to do in this slab (or any other)";
+
+  // Another owner takes objects 1 and 2; object 2 reaches into page 1.
+  void* got[2];
+  ASSERT_EQ(slab::refill(cls, got, 2, owner_tag(2)), 2u);
+  EXPECT_EQ(std::set<void*>(got, got + 2), (std::set<void*>{objs[1], objs[2]}));
+  EXPECT_EQ(s->hollow, 2u);
+  EXPECT_EQ(slab::hollow_bytes(), hollow - kPageSize);
+  for (uint32_t k : {0u, 1u}) {
+    const uint64_t w = pagemap::lookup_word(s->start() + uintptr_t{k} * kPageSize);
+    EXPECT_EQ(word_class(w), cls) << "page " << k;
+    EXPECT_EQ(word_owner(w), owner_tag(2)) << "page " << k;
+  }
+  for (uint32_t k : {2u, 3u})
+    EXPECT_EQ(pagemap::lookup_word(s->start() + uintptr_t{k} * kPageSize), 0u) << "page " << k;
+  for (int i : {3, 4, 5}) EXPECT_EQ(first_word(addr(objs[i])), key) << "object " << i;
+  EXPECT_EQ(resident(s->start(), 4), (std::vector<bool>{true, true, false, false}));
+
+  // Released whole and given back, the slab has no hollow pages left.
+  void* rest[3] = {objs[0], got[0], got[1]};
+  slab::release(cls, rest, 3);
+  slab::trim();
+  EXPECT_EQ(slab::hollow_bytes(), hollow - 3 * kPageSize);
 }
 
 TEST(SlabDeathTest, ReleaseReportsADoubleFree) {

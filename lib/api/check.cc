@@ -315,7 +315,9 @@ Live live_block(const void* p, Misuse invalid) {
   }
   if (Slab* s = pagemap::lookup_slab(a)) {
     size_t size = kClasses[s->cls].size;
-    if (MAGSLAB_UNLIKELY(!valid_word(pagemap::lookup_word(a), a)))
+    // A hollow page (slab::hollow) has word 0: the record says the same.
+    uint64_t w = pagemap::lookup_word(a);
+    if (MAGSLAB_UNLIKELY(w != 0 ? !valid_word(w, a) : !slab::object_start(s, a)))
       platform::misuse(invalid, p, BlockInfo::small(s->cls, size));
     uint32_t st = state(s, p).load(std::memory_order_relaxed);  // relaxed: see state()
     if (MAGSLAB_UNLIKELY(st == 0))

@@ -89,6 +89,14 @@ MAGSLAB_NOINLINE void* malloc_big(size_t n) {
   platform::misuse(kind, p, BlockInfo::small(cls, kClasses[cls].size));
 }
 
+// p's page word is 0: p is in no slab, unless its page is a hollow page of
+// one (slab::hollow), whose objects are all free: then the misuse is
+// reported here. Otherwise p is for the large-block layer (or NULL).
+inline void check_not_hollow(const void* p, Misuse kind) {
+  if (MAGSLAB_UNLIKELY(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)) != nullptr))
+    slab::report_hollow(p, kind);
+}
+
 // The page word (slab.h) of p's page, after checking that p is the start of an
 // object of its slab; 0 if p is in no slab at all. Aborts on interior or
 // misaligned pointers. One load from the page map; the slab's record is not read.
@@ -97,6 +105,7 @@ inline uint64_t checked_word(const void* p, Misuse kind) {
   uint64_t w = pagemap::lookup_word(a);
   if (MAGSLAB_UNLIKELY(!valid_word(w, a))) {  // also for w == 0: in no slab
     if (w != 0) invalid(p, kind, word_class(w));
+    check_not_hollow(p, kind);
     return 0;
   }
   return w;
@@ -104,6 +113,7 @@ inline uint64_t checked_word(const void* p, Misuse kind) {
 
 MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   if (p == nullptr) return;
+  check_not_hollow(p, Misuse::kInvalidFree);
   large::free(p);
 }
 
@@ -419,6 +429,8 @@ size_t magslab_trim_all(void) {
   // cached since the trim above).
   bool pending = false;
   bytes += slab::decay(UINT64_MAX, UINT64_MAX, &pending);
+  // And the pages of slabs in use that only free objects overlap.
+  bytes += slab::hollow();
   return bytes;
 }
 

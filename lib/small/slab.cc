@@ -13,6 +13,7 @@
 #include "platform/check.h"
 #include "platform/numa.h"
 #include "platform/platform.h"
+#include "small/magazine.h"
 #include "stats/counters.h"
 #include "stats/events.h"
 
@@ -52,6 +53,10 @@ struct alignas(kCacheLine) SlabClass {
 // [node][class] (platform/numa.h); with one node, g_classes[0] alone is used.
 // A slab is on the lists of its own node (Slab::node) only.
 SlabClass g_classes[numa::kMaxNodes][kNumClasses];
+
+// Hollow pages of all slabs (the sum of Slab::hollow). relaxed: a statistic,
+// changed under class locks.
+std::atomic<size_t> g_hollow_pages{0};
 
 constexpr unsigned kRecordsPerPage = kPageSize / sizeof(Slab);
 constexpr unsigned kRecordPagesPerGroup = 16;
@@ -236,6 +241,7 @@ Slab* carve(unsigned cls, unsigned node) {
   s->first_page = run.page;
   s->next = s->prev = nullptr;
   s->in_partial = false;
+  s->hollow = 0;
   uint32_t words = (ci.objects + 63) / 64;
   for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
   if (ci.objects % 64 != 0) s->free_bits[words - 1] = (uint64_t{1} << (ci.objects % 64)) - 1;
@@ -250,6 +256,71 @@ Slab* carve(unsigned cls, unsigned node) {
 void unpublish(Slab* s) {
   // A later free of an object of this slab finds no slab and is reported.
   pagemap::set_slab(s->start(), kClasses[s->cls].slab_pages, nullptr, 0);
+  if (s->hollow != 0) {  // its hollow pages go back to the page heap as dirty ones
+    g_hollow_pages.fetch_sub(s->hollow, std::memory_order_relaxed);
+    s->hollow = 0;
+  }
+}
+
+// Are bits lo..hi (inclusive) of `bits` all set?
+bool all_set(const uint64_t* bits, uint32_t lo, uint32_t hi) {
+  for (uint32_t i = lo; i <= hi;) {
+    uint32_t w = i / 64, last = hi - w * 64 < 63 ? hi - w * 64 : 63;
+    uint64_t mask =
+        (last == 63 ? ~uint64_t{0} : (uint64_t{2} << last) - 1) & (~uint64_t{0} << (i % 64));
+    if ((bits[w] & mask) != mask) return false;
+    i = w * 64 + last + 1;
+  }
+  return true;
+}
+
+// The objects of slab s that overlap its page pg: [*lo, *hi]; false if none
+// does (a page of the slab's tail).
+bool page_objects(const ClassInfo& ci, uint32_t pg, uint32_t* lo, uint32_t* hi) {
+  uint64_t first = uint64_t{pg} * kPageSize;
+  *lo = static_cast<uint32_t>(first / ci.size);
+  *hi = static_cast<uint32_t>((first + kPageSize - 1) / ci.size);
+  if (*hi >= ci.objects) *hi = ci.objects - 1;
+  return *lo <= *hi;
+}
+
+uintptr_t page_addr(const Slab* s, uint32_t pg) { return s->start() + uintptr_t{pg} * kPageSize; }
+
+// Write word w into the page words of s: all of them, or with hollow pages
+// only the others (a hollow page keeps 0 until a refill restores it).
+void write_words(const Slab* s, const ClassInfo& ci, uint64_t w) {
+  if (s->hollow == 0) return pagemap::set_slab_words(s->start(), ci.slab_pages, w);
+  for (uint32_t pg = 0; pg < ci.slab_pages; ++pg)
+    if (pagemap::lookup_word(page_addr(s, pg)) != 0)
+      pagemap::set_slab_words(page_addr(s, pg), 1, w);
+}
+
+// A refill just took objs[0..n) (in address order) out of slab s, which has
+// hollow pages: every hollow page one of them overlaps gets its word back,
+// and the objects that start on it and are still free in the slab the free
+// key, as if they had come back through a magazine (a double free of one is
+// then caught by free's key check again). Class lock held. The page faults
+// in here, as it would when the program writes the objects.
+void restore_pages(Slab* s, const ClassInfo& ci, void* const* objs, uint32_t n) {
+  uint64_t w = slab_word(s->cls, s->owner, s->start());
+  uint64_t key = g_free_key.load(std::memory_order_relaxed);
+  for (uint32_t i = 0; i < n && s->hollow != 0; ++i) {
+    uintptr_t off = reinterpret_cast<uintptr_t>(objs[i]) - s->start();
+    auto first = static_cast<uint32_t>(off >> kPageShift);
+    auto last = static_cast<uint32_t>((off + ci.size - 1) >> kPageShift);
+    for (uint32_t pg = first; pg <= last; ++pg) {
+      if (pagemap::lookup_word(page_addr(s, pg)) != 0) continue;
+      uintptr_t begin = uintptr_t{pg} * kPageSize;
+      for (uintptr_t k = (begin + ci.size - 1) / ci.size;
+           k < ci.objects && k * ci.size < begin + kPageSize; ++k)
+        if (s->free_bits[k / 64] >> (k % 64) & 1)
+          *reinterpret_cast<uint64_t*>(s->start() + k * ci.size) = key;
+      // release (set_slab_words): a free that finds this word finds the keys.
+      pagemap::set_slab_words(page_addr(s, pg), 1, w);
+      --s->hollow;
+      g_hollow_pages.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
 }
 
 // The pages go back dirty (no system call here); the page heap purges them
@@ -279,6 +350,16 @@ void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
     MAGSLAB_CHECK(sc.carved <= sc.slabs * size_t{ci.objects},
                   "class: more objects out than its slabs hold");
     MAGSLAB_CHECK(sc.slabs != 0 || sc.carved == 0, "class: objects out but no slab in use");
+    // Hollow pages: exactly those with word 0, and only free objects on them.
+    uint32_t zero = 0;
+    for (uint32_t pg = 0; s->hollow != 0 && pg < ci.slab_pages; ++pg) {
+      if (pagemap::lookup_word(page_addr(s, pg)) != 0) continue;
+      ++zero;
+      uint32_t lo, hi;
+      MAGSLAB_CHECK(page_objects(ci, pg, &lo, &hi) && all_set(s->free_bits, lo, hi),
+                    "slab: an object out on a hollow page");
+    }
+    MAGSLAB_CHECK(zero == s->hollow, "slab: hollow count differs from its zero page words");
   }
 }
 
@@ -308,8 +389,9 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
       // change, so a thread refilling from its own slab writes nothing there.
       if (s->owner != owner) {
         s->owner = owner;
-        pagemap::set_slab_words(s->start(), ci.slab_pages, slab_word(cls, owner, s->start()));
+        write_words(s, ci, slab_word(cls, owner, s->start()));
       }
+      uint32_t taken = got;
       uint32_t words = (ci.objects + 63) / 64;
       for (uint32_t w = s->hint; w < words && got < n; ++w) {
         uint64_t bits = s->free_bits[w];
@@ -323,6 +405,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
         s->free_bits[w] = bits;
         if (bits == 0) s->hint = w + 1;
       }
+      if (MAGSLAB_UNLIKELY(s->hollow != 0)) restore_pages(s, ci, out + taken, got - taken);
       if (s->nfree == 0) partial_remove(sc, s);
       check_slab(sc, s, ci);
     }
@@ -474,6 +557,75 @@ size_t trim() {
     }
   }
   return bytes;
+}
+
+namespace {
+
+// Decommit the pages of s that only free objects overlap (and that are not
+// hollow already); class lock held. Returns pages decommitted.
+uint32_t hollow_slab(Slab* s, const ClassInfo& ci) {
+  uint32_t done = 0, run = 0, len = 0;
+  for (uint32_t pg = 0; pg <= ci.slab_pages; ++pg) {
+    uint32_t lo, hi;
+    bool free = pg < ci.slab_pages && page_objects(ci, pg, &lo, &hi) &&
+                all_set(s->free_bits, lo, hi) && pagemap::lookup_word(page_addr(s, pg)) != 0;
+    if (free) {
+      if (len++ == 0) run = pg;
+      continue;
+    }
+    if (len == 0) continue;
+    // Words first: from here a free of one of these objects (a misuse) takes
+    // the slow path, which reports it, and a refill restores the page.
+    for (uint32_t k = run; k < run + len; ++k) pagemap::set_slab_words(page_addr(s, k), 1, 0);
+    // Refused: the pages stay committed, and hollow all the same.
+    platform::decommit(reinterpret_cast<void*>(page_addr(s, run)), size_t{len} * kPageSize);
+    done += len;
+    len = 0;
+  }
+  s->hollow = static_cast<uint16_t>(s->hollow + done);
+  return done;
+}
+
+}  // namespace
+
+size_t hollow() {
+  size_t pages = 0;
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
+    for (unsigned c = 0; c < kNumSmallClasses; ++c) {  // larger classes: one object a slab
+      SlabClass& sc = g_classes[node][c];
+      LockGuard g(sc.lock);
+      for (Slab* s = sc.partial; s != nullptr; s = s->next) {
+        uint32_t n = hollow_slab(s, kClasses[c]);
+        g_hollow_pages.fetch_add(n, std::memory_order_relaxed);
+        pages += n;
+        check_slab(sc, s, kClasses[c]);
+      }
+    }
+  }
+  return pages * kPageSize;
+}
+
+size_t hollow_bytes() { return g_hollow_pages.load(std::memory_order_relaxed) * kPageSize; }
+
+void report_hollow(const void* p, Misuse kind) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  Slab* s = pagemap::lookup_slab(a);
+  MAGSLAB_CHECK(s != nullptr, "slab: report_hollow outside every slab");
+  unsigned cls = s->cls < kNumClasses ? s->cls : 0;
+  const ClassInfo& ci = kClasses[cls];
+  bool start, free = false;
+  {
+    LockGuard g(g_classes[s->node < numa::kMaxNodes ? s->node : 0][cls].lock);
+    start = object_start(s, a);
+    if (start) {
+      uintptr_t k = (a - s->start()) / ci.size;
+      free = s->free_bits[k / 64] >> (k % 64) & 1;
+    }
+  }
+  if (free)
+    platform::misuse(kind == Misuse::kInvalidFree ? Misuse::kDoubleFree : kind, p,
+                     BlockInfo::small(cls, ci.size, "already free in its slab"));
+  platform::misuse(kind, p, BlockInfo::small(cls, ci.size));
 }
 
 size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "base/config.h"
+#include "base/misuse.h"
 #include "chunks/chunk_map.h"
 #include "ds/tagged_stack.h"
 #include "platform/valgrind.h"
@@ -52,6 +53,10 @@ struct alignas(kCacheLine) Slab {
   Slab* next = nullptr;                    // partial list of the class
   Slab* prev = nullptr;
   bool in_partial = false;
+  // Pages of this slab that slab::hollow() decommitted and that no object
+  // handed out since has touched: their page words are 0 (below). 0 while
+  // the slab is unpublished.
+  uint16_t hollow = 0;
   // The owner tag of the thread cache that last refilled a magazine from this
   // slab, also in the slab's page words (slab_word()), rewritten when it changes.
   uint64_t owner = 0;
@@ -65,9 +70,9 @@ static_assert(offsetof(Slab, nfree) == kCacheLine, "the constant fields fill the
 static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 
 // The page word of a slab's pages (pagemap::lookup_word), the same in every
-// page of the slab: everything free needs, in one load, so that it never reads
-// the slab's record. Laid out so that free decodes it with an add, a shift and
-// masks:
+// page of the slab (except hollow pages: 0, slab::hollow()): everything free
+// needs, in one load, so that it never reads the slab's record. Laid out so that free decodes it
+// with an add, a shift and masks:
 //   bits  0..19  minus the slab's start, modulo 2^20 (kWordBaseMask), so that
 //                (a + word) & kWordBaseMask is the offset of address a from the
 //                slab's object 0 for any a in the slab (at most kMaxSlabPages
@@ -189,6 +194,29 @@ bool is_free_in_slab(unsigned cls, void* p);
 // Give back the cached empty slab of every class and node (to the page heap,
 // dirty); returns its bytes.
 size_t trim();
+// Decommit, in every slab in use, the pages that only free objects overlap
+// (magslab_trim_all: the slabs that objects in idle threads' magazines keep
+// in use). A hollow page's word becomes 0, as for a page in no slab, until a
+// refill hands out an object on it: so a free of one of its objects (each is
+// free in its slab: a double or invalid free) misses free's fast path and is
+// reported (report_hollow), although the free key in the object's first word
+// is gone. A refill that makes a page whole again writes the key back into
+// the page's free objects. Runs each class's slabs under its lock, with
+// madvise() calls: for an explicit trim only. Returns bytes decommitted.
+size_t hollow();
+// Bytes of hollow pages (decommitted by hollow(), untouched since).
+size_t hollow_bytes();
+// p is in a hollow page of slab s (its word is 0 and pagemap::lookup_slab
+// finds s): report the misuse `kind` (a free's, a realloc's, a
+// malloc_usable_size's) — for a free of an object start, a double free.
+[[noreturn]] void report_hollow(const void* p, Misuse kind);
+// Is a the start of one of slab s's objects? (The page word's check, from
+// the record: for a hollow page.)
+inline bool object_start(const Slab* s, uintptr_t a) {
+  const ClassInfo& ci = kClasses[s->cls];
+  uintptr_t off = a - s->start();
+  return a >= s->start() && off % ci.size == 0 && off / ci.size < ci.objects;
+}
 // Decay (small/decay.h): give back each class's cached empty slab that has
 // been cached since before `cutoff`, and decommit the pages of Slab records
 // unused since before `record_cutoff`. Returns bytes given back; *pending is
