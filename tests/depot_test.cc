@@ -6,9 +6,11 @@
 #include "small/depot.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "chunks/chunk_map.h"
@@ -153,6 +155,80 @@ TEST(Depot, DrainReturnsEveryObjectToItsSlab) {
   EXPECT_EQ(e, m);
   EXPECT_EQ(e->count, 0u);
   depot::push_empty(cls, e);
+}
+
+// magslab_trim_all(): the pages that only empty magazines in the depot occupy
+// go back to the OS; a magazine that is not in the depot (a thread's) keeps
+// its pages and contents; every magazine comes back whole from get_empty().
+TEST(Depot, HollowEmptyGivesBackPagesOnlyEmptyMagazinesOccupy) {
+  const unsigned cls = class_of(40);  // 256 slots: 2,112 bytes a magazine
+  constexpr size_t kMags = 32;
+  std::vector<Magazine*> mags;
+  for (size_t i = 0; i < kMags; ++i) mags.push_back(depot::get_empty(cls));
+  std::vector<Magazine*> sorted = mags;
+  std::sort(sorted.begin(), sorted.end());
+  // The longest run of them back to back (fresh ones are carved in a row).
+  const size_t bytes = (sizeof(Magazine) + kClasses[cls].mag_cap * sizeof(void*) + 63) / 64 * 64;
+  size_t best = 0, len = 1, best_len = 0;
+  for (size_t i = 1; i <= kMags; ++i) {
+    if (i < kMags && reinterpret_cast<uintptr_t>(sorted[i]) ==
+                         reinterpret_cast<uintptr_t>(sorted[i - 1]) + bytes) {
+      ++len;
+      continue;
+    }
+    if (len > best_len) {
+      best_len = len;
+      best = i - len;
+    }
+    len = 1;
+  }
+  ASSERT_GE(best_len, 16u) << "fresh magazines are made back to back";
+  // One in the middle of the run stays out of the depot, holding objects.
+  Magazine* held = sorted[best + best_len / 2];
+  for (Magazine* m : mags)
+    for (uint32_t k = 0; k < m->cap; ++k) m->objs[k] = m;  // every page resident
+  for (Magazine* m : mags)
+    if (m != held) depot::push_empty(cls, m);
+
+  EXPECT_GT(depot::hollow_empty(), 0u);
+  const auto first = reinterpret_cast<uintptr_t>(sorted[best]);
+  const uintptr_t last_end = reinterpret_cast<uintptr_t>(sorted[best + best_len - 1]) + bytes;
+  const uintptr_t held_begin = reinterpret_cast<uintptr_t>(held), held_end = held_begin + bytes;
+  size_t gone = 0, pages = 0;
+  for (uintptr_t pg = (first + 4095) & ~uintptr_t{4095}; pg + 4096 <= last_end; pg += 4096) {
+    unsigned char v = 1;
+    ASSERT_EQ(mincore(reinterpret_cast<void*>(pg), 4096, &v), 0);
+    const bool touches_held = pg < held_end && pg + 4096 > held_begin;
+    if (touches_held) {
+      EXPECT_EQ(v & 1, 1) << "a page of the held magazine stays";
+    } else {
+      ++pages;
+      gone += (v & 1) == 0;
+    }
+  }
+  std::printf("run of %zu magazines: %zu pages besides the held one's, %zu given back\n", best_len,
+              pages, gone);
+  EXPECT_GE(pages, best_len / 2 - 3);
+  // Pages whose empty magazines straddle into the held one's pages stay too.
+  EXPECT_GE(gone + 2, pages) << "the other pages of the run are given back";
+  for (uint32_t k = 0; k < held->cap; ++k) ASSERT_EQ(held->objs[k], held) << "slot " << k;
+
+  // All come back, whole, from the depot or the hollow list.
+  std::vector<Magazine*> again;
+  for (size_t i = 0; i + 1 < kMags; ++i) {
+    Magazine* m = depot::get_empty(cls);
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->cap, kClasses[cls].mag_cap);
+    EXPECT_EQ(m->cls, cls);
+    EXPECT_EQ(m->count, 0u);
+    EXPECT_EQ(m->free_key, g_free_key.load());
+    m->objs[m->cap - 1] = m;  // usable
+    again.push_back(m);
+  }
+  again.push_back(held);
+  std::sort(again.begin(), again.end());
+  EXPECT_EQ(again, sorted) << "no magazine lost, none new";
+  for (Magazine* m : mags) depot::push_empty(cls, m);
 }
 
 }  // namespace

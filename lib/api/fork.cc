@@ -3,7 +3,8 @@
 // their slab locks (api/object_cache.cc: they call into the heap while held,
 // never the reverse), the decay pass (a slow path may run one), then the
 // heap's: registry, slab classes (node pool by node pool, each by index),
-// page heap, huge blocks (large/), metadata arena; the same order the slow
+// page heap, huge blocks (large/), the depot's hollow magazines, metadata
+// arena; the same order the slow
 // paths nest them in (the page heap's and the huge blocks' are never held
 // together) — so the child never inherits a lock held by a thread that does
 // not exist there.
@@ -19,6 +20,7 @@
 #include "large/large.h"
 #include "platform/platform.h"
 #include "small/decay.h"
+#include "small/depot.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
 
@@ -32,6 +34,7 @@ void prepare() {
   slab::lock_all_for_fork();
   heap::g_lock.lock();
   large::lock_for_fork();
+  depot::lock_for_fork();
   meta::lock_for_fork();
   if constexpr (kCheckMode) check::lock_for_fork();  // leaf locks: last
 }
@@ -39,6 +42,7 @@ void prepare() {
 void parent() {
   if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
+  depot::unlock_after_fork();
   large::unlock_after_fork();
   heap::g_lock.unlock();
   slab::unlock_all_after_fork();
@@ -51,6 +55,7 @@ void child() {
   // The forking thread is the child's only thread, and it holds every lock.
   if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
+  depot::unlock_after_fork();
   large::unlock_after_fork();
   heap::g_lock.unlock();
   slab::unlock_all_after_fork();

@@ -429,8 +429,10 @@ size_t magslab_trim_all(void) {
   // cached since the trim above).
   bool pending = false;
   bytes += slab::decay(UINT64_MAX, UINT64_MAX, &pending);
-  // And the pages of slabs in use that only free objects overlap.
+  // And the pages of slabs in use that only free objects overlap, and of
+  // empty magazines.
   bytes += slab::hollow();
+  bytes += depot::hollow_empty();
   return bytes;
 }
 

@@ -3,11 +3,13 @@
 
 #include <new>
 
+#include "base/lock.h"
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/check.h"
 #include "platform/numa.h"
 #include "platform/options.h"
+#include "platform/platform.h"
 #include "small/slab.h"
 #include "stats/events.h"
 
@@ -62,6 +64,52 @@ int home_of(const Magazine* m) {
 
 Magazine* as_magazine(StackLink* l) { return reinterpret_cast<Magazine*>(l); }
 
+// Bytes of metadata a magazine of capacity cap takes (meta::alloc rounds up
+// to a cache line: the next magazine made may start right there).
+size_t magazine_bytes(uint32_t cap) {
+  return align_up(sizeof(Magazine) + size_t{cap} * sizeof(void*), kCacheLine);
+}
+
+// Hollow magazines: empty magazines whose first page hollow_empty() gave
+// back. They are on no depot stack (pushing one would write its link into
+// that page again); get_empty() takes them before making new ones. The list
+// lives apart from them, in nodes of the metadata arena, recycled here.
+struct HollowNode {
+  Magazine* mag;
+  uint32_t cap;
+  HollowNode* next;
+};
+Lock g_hollow_lock;                      // the lists below; one hollow_empty() at a time
+HollowNode* g_hollow[kNumClasses] = {};  // under g_hollow_lock
+HollowNode* g_spare_nodes = nullptr;     // under g_hollow_lock
+// Hollow magazines on the lists. relaxed: lets get_empty() skip the lock when
+// there are none; a stale 0 only makes a new magazine instead.
+std::atomic<size_t> g_hollow_count{0};
+
+// A hollow magazine of class cls made whole again (count 0), or nullptr.
+Magazine* take_hollow(unsigned cls) {
+  if (g_hollow_count.load(std::memory_order_relaxed) == 0) return nullptr;
+  HollowNode* h;
+  {
+    LockGuard g(g_hollow_lock);
+    h = g_hollow[cls];
+    if (h == nullptr) return nullptr;
+    g_hollow[cls] = h->next;
+    h->next = g_spare_nodes;
+    g_spare_nodes = h;
+    g_hollow_count.fetch_sub(1, std::memory_order_relaxed);
+  }
+  // Fields by stores, not a constructor: a pop that read this magazine off a
+  // stack long ago may still load its link (ds/tagged_stack.h).
+  Magazine* m = h->mag;
+  m->link.next.store(nullptr, std::memory_order_relaxed);
+  set_mag_count(m, 0);
+  m->cap = h->cap;
+  m->cls = cls;
+  m->free_key = g_free_key.load(std::memory_order_relaxed);
+  return m;
+}
+
 }  // namespace
 
 Magazine* pop_full(unsigned cls, unsigned node) {
@@ -97,8 +145,9 @@ bool push_full(unsigned cls, Magazine* m) {
 
 Magazine* get_empty(unsigned cls, unsigned node) {
   if (StackLink* l = g_depot[node][cls].empty.pop()) return as_magazine(l);
+  if (Magazine* m = take_hollow(cls)) return m;
   uint32_t cap = mag_cap(cls);
-  void* mem = meta::alloc(sizeof(Magazine) + cap * sizeof(void*));
+  void* mem = meta::alloc(magazine_bytes(cap));
   if (mem == nullptr) return nullptr;
   auto* m = new (mem) Magazine();
   m->cap = cap;
@@ -153,6 +202,121 @@ size_t decay(bool* pending) {
   }
   return moved;
 }
+
+namespace {
+
+// Singly linked lists of magazines through their links, while hollow_empty()
+// owns them (off every stack).
+Magazine* next_of(Magazine* m) { return as_magazine(m->link.next.load(std::memory_order_relaxed)); }
+void set_next(Magazine* m, Magazine* n) {
+  m->link.next.store(n == nullptr ? nullptr : &n->link, std::memory_order_relaxed);
+}
+
+// Sort list l by address (merge sort: no memory needed).
+Magazine* sort_by_address(Magazine* l) {
+  if (l == nullptr || next_of(l) == nullptr) return l;
+  Magazine* mid = l;
+  for (Magazine* fast = next_of(l); fast != nullptr && next_of(fast) != nullptr;
+       fast = next_of(next_of(fast)))
+    mid = next_of(mid);
+  Magazine* b = next_of(mid);
+  set_next(mid, nullptr);
+  Magazine* a = sort_by_address(l);
+  b = sort_by_address(b);
+  Magazine* head = nullptr;
+  Magazine* tail = nullptr;
+  while (a != nullptr || b != nullptr) {
+    Magazine*& from = b == nullptr || (a != nullptr && a < b) ? a : b;
+    Magazine* m = from;
+    from = next_of(m);
+    if (tail == nullptr)
+      head = m;
+    else
+      set_next(tail, m);
+    tail = m;
+  }
+  set_next(tail, nullptr);
+  return head;
+}
+
+// A node for the hollow lists; g_hollow_lock held. nullptr when out of metadata.
+HollowNode* new_hollow_node() {
+  if (g_spare_nodes == nullptr) {
+    constexpr size_t kBatch = kPageSize / sizeof(HollowNode);
+    auto* nodes = static_cast<HollowNode*>(meta::alloc(kBatch * sizeof(HollowNode)));
+    if (nodes == nullptr) return nullptr;
+    for (size_t i = 0; i < kBatch; ++i) {
+      nodes[i].next = g_spare_nodes;
+      g_spare_nodes = &nodes[i];
+    }
+  }
+  HollowNode* h = g_spare_nodes;
+  g_spare_nodes = h->next;
+  return h;
+}
+
+}  // namespace
+
+size_t hollow_empty() {
+  LockGuard g(g_hollow_lock);
+  // Every empty magazine of every depot, ours until pushed back; pad holds
+  // the node each came from meanwhile.
+  Magazine* all = nullptr;
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node)
+    for (unsigned c = 0; c < kNumClasses; ++c)
+      while (StackLink* l = g_depot[node][c].empty.pop()) {
+        Magazine* m = as_magazine(l);
+        m->pad = node;
+        set_next(m, all);
+        all = m;
+      }
+  size_t bytes = 0;
+  // Runs of magazines back to back in memory: the whole pages inside a run
+  // hold nothing else.
+  for (Magazine* m = sort_by_address(all); m != nullptr;) {
+    Magazine* last = m;
+    uintptr_t begin = reinterpret_cast<uintptr_t>(m), end = begin + magazine_bytes(m->cap);
+    while (next_of(last) != nullptr && reinterpret_cast<uintptr_t>(next_of(last)) == end) {
+      last = next_of(last);
+      end += magazine_bytes(last->cap);
+    }
+    Magazine* after = next_of(last);
+    uintptr_t lo = align_up(begin, kPageSize), hi = end & ~(uintptr_t{kPageSize} - 1);
+    // A magazine whose first line is in a page given back goes on the hollow
+    // lists (read before the page is gone), the others back to their depot
+    // (after: someone may take one and use its objs at once).
+    Magazine* keep = nullptr;
+    for (Magazine* x = m; x != after;) {
+      Magazine* next = next_of(x);
+      auto at = reinterpret_cast<uintptr_t>(x);
+      HollowNode* h = lo < hi && at >= lo && at < hi ? new_hollow_node() : nullptr;
+      if (h != nullptr) {
+        *h = HollowNode{x, x->cap, g_hollow[x->cls]};
+        g_hollow[x->cls] = h;
+        g_hollow_count.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        set_next(x, keep);
+        keep = x;
+        if (lo < hi && at >= lo && at < hi) hi = lo;  // no node for it: give back nothing here
+      }
+      x = next;
+    }
+    if (lo < hi) {
+      platform::decommit(reinterpret_cast<void*>(lo), hi - lo);  // refused: they stay resident
+      bytes += hi - lo;
+    }
+    while (keep != nullptr) {
+      Magazine* next = next_of(keep);
+      g_depot[keep->pad][keep->cls].empty.push(&keep->link);
+      keep = next;
+    }
+    m = after;
+  }
+  return bytes;
+}
+
+void lock_for_fork() { g_hollow_lock.lock(); }
+void unlock_after_fork() { g_hollow_lock.unlock(); }
 
 size_t drain() {
   size_t moved = 0;

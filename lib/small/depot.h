@@ -40,6 +40,15 @@ size_t cached_objects_on(unsigned cls, unsigned node);
 // Flush every full magazine of every class and node to the slabs; returns
 // objects moved.
 size_t drain();
+// magslab_trim_all(): give back the pages that only empty magazines in the
+// depots occupy (runs of them back to back in the metadata arena). Those
+// whose first page went become hollow: off the depot, get_empty() makes them
+// whole again before it makes new ones. Returns bytes decommitted.
+size_t hollow_empty();
+// fork(): the hollow lists' lock (taken inside the heap's, before the
+// metadata arena's: hollow_empty() allocates list nodes under it).
+void lock_for_fork();
+void unlock_after_fork();
 // Decay (small/decay.h), once per tick: per node and class, the fewest full
 // magazines the depot held since the last call were not needed by anyone
 // during that time (Bonwick & Adams' working set); half of them (at least

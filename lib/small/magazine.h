@@ -23,7 +23,7 @@ struct Magazine {
                        // stores so magslab_stats may read it from another thread
   uint32_t cap = 0;    // capacity; 0 only for the shared empty sentinel
   uint32_t cls = 0;
-  uint32_t pad = 0;
+  uint32_t pad = 0;       // depot::hollow_empty() keeps the node here while it owns the magazine
   uint64_t free_key = 0;  // g_free_key, copied here: free reads it from the line it
                           // already loaded (count, cap) instead of a global
   void* objs[];           // objs[0..count) are free objects of class cls
