@@ -145,8 +145,11 @@ MAGSLAB_API size_t magslab_trim(void);
  * flushes the rest of its magazines at its next allocation or free that
  * leaves its fast path (a thread that makes no more calls keeps what its
  * loaded and remote magazines hold: at most a few dozen KiB per size class it
- * used; see magslab_thread_idle). Returns bytes given back now. malloc_trim()
- * of the override calls it. Idle memory also goes back by itself within about
+ * used; see magslab_thread_idle). The pages of slabs in use that only free
+ * objects overlap, and of empty magazines, go back too. It holds each size
+ * class's lock while it walks that class's slabs: for an explicit trim, not a
+ * periodic call. Returns bytes given back now. malloc_trim() of the override
+ * calls it. Idle memory also goes back by itself within about
  * a second in a multithreaded process (docs/design.md, Decay). */
 MAGSLAB_API size_t magslab_trim_all(void);
 
