@@ -27,10 +27,12 @@ namespace magslab {
 // read under its class lock, or (release's and the depot's node lookups) for
 // objects carved from its slab, which keeps the slab and its record in use;
 // free reads the page word (slab.h), cleared before the slab leaves the page
-// map. So a decommitted page is never taken for a slab. In exact mode a
-// record owns its `requested` array, so its page is never decommitted.
+// map. So a decommitted page is never taken for a slab. In exact and check
+// mode each record has a side array (Slab::requested); the page's 16 are one
+// block that the header holds, decommitted with the page.
 struct RecordPage {
   Slab* recs;            // the page: 16 records
+  uint32_t* side;        // exact and check mode: recs[i]'s side array at i * kMaxSlabObjects
   uint16_t free_mask;    // bit i: recs[i] is unused
   uint8_t list;          // kOnNone (all in use), kOnPartial, kOnEmpty, kOnPurged
   uint64_t empty_since;  // kOnEmpty: when its last record came back
@@ -110,11 +112,14 @@ bool grow_records() {
   for (unsigned i = 0; i < kRecordPagesPerGroup * kRecordsPerPage; ++i) new (&pages[i]) Slab();
   auto* hs = static_cast<RecordPage*>(headers);
   for (unsigned i = 0; i < kRecordPagesPerGroup; ++i) {
-    hs[i] = RecordPage{pages + i * kRecordsPerPage, kAllFree, kOnNone, 0, nullptr, nullptr};
+    hs[i] =
+        RecordPage{pages + i * kRecordsPerPage, nullptr, kAllFree, kOnNone, 0, nullptr, nullptr};
     list_push(&hs[i], kOnPurged);
   }
   return true;
 }
+
+constexpr size_t kSideBytes = kRecordsPerPage * kMaxSlabObjects * sizeof(uint32_t);
 
 Slab* new_slab_record() {
   LockGuard g(g_record_lock);
@@ -123,6 +128,11 @@ Slab* new_slab_record() {
   if (pg == nullptr) {
     if (g_rec_lists[kOnPurged].head == nullptr && !grow_records()) return nullptr;
     pg = g_rec_lists[kOnPurged].head;
+  }
+  if constexpr (kExactRequested || kCheckMode) {
+    // Mapped with the page's first use (address space; committed as touched).
+    if (pg->side == nullptr) pg->side = static_cast<uint32_t*>(meta::alloc_pages(kSideBytes));
+    if (pg->side == nullptr) return nullptr;
   }
   if (pg->list != kOnPartial) {
     list_remove(pg);
@@ -135,7 +145,8 @@ Slab* new_slab_record() {
     ++g_full_record_pages;
   }
   Slab* s = &pg->recs[i];
-  s->home = pg;  // (lost if the page was purged: set again each time)
+  s->home = pg;  // (lost if the page was purged: set again each time, as is the next)
+  if constexpr (kExactRequested || kCheckMode) s->requested = pg->side + i * kMaxSlabObjects;
   return s;
 }
 
@@ -159,7 +170,6 @@ void free_slab_record(Slab* s) {
 // Decommit record pages all of whose records have been unused since before
 // cutoff. Returns bytes decommitted; *left: unused resident pages remain.
 size_t release_record_pages(uint64_t cutoff, bool* left) {
-  if constexpr (kExactRequested) return 0;  // records own their side arrays
   size_t released = 0;
   for (;;) {
     RecordPage* batch[32];
@@ -181,6 +191,9 @@ size_t release_record_pages(uint64_t cutoff, bool* left) {
       if (!platform::decommit(batch[k]->recs, kPageSize))
         memset(static_cast<void*>(batch[k]->recs), 0, kPageSize);
       released += kPageSize;
+      // Side arrays: not counted (mostly never touched); refused, they stay
+      // resident (carve clears what check mode needs).
+      if (batch[k]->side != nullptr) platform::decommit(batch[k]->side, kSideBytes);
     }
     LockGuard g(g_record_lock);
     for (size_t k = 0; k < n; ++k) list_push(batch[k], kOnPurged);
@@ -214,18 +227,9 @@ Slab* carve(unsigned cls, unsigned node) {
   Slab* s = new_slab_record();
   if (s == nullptr) return nullptr;
   // Check mode keeps each object's state in the same side array (api/check.cc).
-  if constexpr (kExactRequested || kCheckMode) {
-    if (s->requested == nullptr) {
-      s->requested = static_cast<uint32_t*>(meta::alloc(kMaxSlabObjects * sizeof(uint32_t)));
-      if (s->requested == nullptr) {
-        free_slab_record(s);
-        return nullptr;
-      }
-    }
-    // A recycled record's entries describe another slab's objects: none of
-    // this one's has been handed out yet.
-    if constexpr (kCheckMode) memset(s->requested, 0, ci.objects * sizeof(uint32_t));
-  }
+  // A recycled record's entries describe another slab's objects: none of
+  // this one's has been handed out yet.
+  if constexpr (kCheckMode) memset(s->requested, 0, ci.objects * sizeof(uint32_t));
   heap::Run run;
   if (!heap::alloc_slab_run(ci.slab_pages, node, &run)) {
     free_slab_record(s);

@@ -40,11 +40,11 @@ struct alignas(kCacheLine) Slab {
   uint32_t node = 0;
   // Exact mode only (kExactRequested): the size requested for object i, written
   // by whoever takes the object out of a magazine for the program and read by
-  // its free (the program's hand-over of the pointer orders the two). Mapped
-  // once per record (kMaxSlabObjects entries; pages are touched as used) and
-  // kept when the record is recycled. Check mode keeps each object's state
-  // here instead (lib/api/check.cc; cleared when the slab is carved). nullptr
-  // otherwise.
+  // its free (the program's hand-over of the pointer orders the two).
+  // kMaxSlabObjects entries in its record page's side block (slab.cc; set
+  // whenever the record is taken, decommitted with the page). Check mode
+  // keeps each object's state here instead (lib/api/check.cc; cleared when
+  // the slab is carved). nullptr otherwise.
   uint32_t* requested = nullptr;
 
   // Second line on: under the class lock.
