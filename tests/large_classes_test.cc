@@ -138,10 +138,10 @@ TEST(LargeClasses, WhatTheCachesHoldIsBoundedAndTrimmed) {
 }
 
 // A thread that walks through every large class (as a buffer grown by
-// realloc does) keeps at most 2 MiB of the other large classes' blocks in its
-// magazines (plus those of the class it uses now); the rest goes to the depot,
-// where any thread finds it. Before the cap it kept two blocks of each class,
-// 17 MiB.
+// realloc does) keeps at most thread_large_bytes (512 KiB) of the other large
+// classes' blocks in its magazines (plus those of the class it uses now); the
+// rest goes to the depot, where any thread finds it. Before the cap it kept
+// two blocks of each class, 17 MiB.
 TEST(LargeClasses, AThreadKeepsABoundedNumberOfBytesOfOtherLargeClasses) {
   magslab_trim();
   const struct magslab_stats base = stats();
@@ -160,7 +160,10 @@ TEST(LargeClasses, AThreadKeepsABoundedNumberOfBytesOfOtherLargeClasses) {
     size_t b = mine.objects[c] * kClasses[c].size;
     (c + 1 == magslab::kNumClasses ? last : bytes) += b;
   }
-  EXPECT_LE(bytes, 2 * MiB) << "other large classes";
+  size_t cap = 0;
+  ASSERT_EQ(magslab_option_get("thread_large_bytes", &cap), 0);
+  EXPECT_EQ(cap, 512 * 1024u) << "the default";
+  EXPECT_LE(bytes, cap) << "other large classes";
   EXPECT_LE(last, 3 * MiB) << "the class in use: up to three magazines";
   const struct magslab_stats st = stats();
   size_t cached = 0;

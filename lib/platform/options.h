@@ -39,7 +39,7 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
     "a dirty page run or an unused page of slab records untouched this long is decommitted")      \
   X(kBackgroundThread, "background_thread", kCount, 1, 0, 1, true, nullptr,                       \
     "1: a multithreaded process runs decay passes in a thread of its own (read when it would start); 0: slow paths do") \
-  X(kThreadLargeBytes, "thread_large_bytes", kBytes, 2 * kMiB, 0, kTiB, true, nullptr,           \
+  X(kThreadLargeBytes, "thread_large_bytes", kBytes, 512 * kKiB, 0, kTiB, true, nullptr,         \
     "bytes of other large classes' blocks one thread keeps in its magazines")                    \
   X(kFreeChunks, "free_chunks", kCount, 2, 0, 4096, true, nullptr,                                \
     "fully free 4 MiB chunks kept mapped; more are unmapped")                                     \

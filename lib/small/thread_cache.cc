@@ -237,10 +237,12 @@ void on_thread_exit(void* arg) {
 // class first, to the depot (where other threads find them, and decay takes
 // what nobody does) until half the cap is left. The fast path is unchanged: a
 // large class's magazines hold one or two blocks, so its slow path runs every
-// other operation anyway.
+// other operation anyway. Default 512 KiB (2 MiB until stop 17): realloc at
+// 16 threads peaked at 86 MiB with 2 MiB, 72 with 512 KiB, 67 with none
+// (mimalloc 52); docs/benchmarks.md, stop 17.
 
 void bound_large_classes(ThreadCache* tc, unsigned cur, unsigned node) {
-  const size_t cap = opt::get(opt::kThreadLargeBytes);  // option thread_large_bytes, 2 MiB
+  const size_t cap = opt::get(opt::kThreadLargeBytes);  // option thread_large_bytes, 512 KiB
   size_t bytes = 0;
   for (unsigned c = kNumSmallClasses; c < kNumClasses; ++c) {
     if (c == cur) continue;
