@@ -98,26 +98,37 @@ TEST(TrimAll, TakingPreviousMagazinesWhileThreadsChurnLosesNothing) {
   for (int t = 0; t < kThreads; ++t)
     ts.emplace_back([&, t] {
       mstest::Rng r(static_cast<uint64_t>(t) + 101);
-      std::vector<std::pair<uint64_t*, uint64_t>> live;
+      // Each block's first and last words carry its stamp: trim_all gives
+      // back pages of slabs in use (slab::hollow), never one a live block is on.
+      struct Block {
+        uint64_t* p;
+        size_t words;
+        uint64_t stamp;
+      };
+      std::vector<Block> live;
+      auto intact = [](const Block& b) {
+        return b.p[0] == b.stamp && b.p[b.words - 1] == ~b.stamp;
+      };
       for (int round = 0; round < 200 && !stop.load(std::memory_order_relaxed); ++round) {
         for (int k = 0; k < 300; ++k) {
-          size_t n = r.chance(16) ? 65536 + r.below(200000) : 8 + r.below(2000);
+          size_t n = r.chance(16) ? 65536 + r.below(200000) : 16 + r.below(2000);
           auto* p = static_cast<uint64_t*>(magslab_malloc(n));
           uint64_t stamp = (uint64_t{static_cast<unsigned>(t)} << 56) ^ r.next();
           p[0] = stamp;
-          live.emplace_back(p, stamp);
+          p[n / 8 - 1] = ~stamp;
+          live.push_back(Block{p, n / 8, stamp});
         }
         while (live.size() > 100) {
           size_t i = r.below(live.size());
-          if (live[i].first[0] != live[i].second) bad.fetch_add(1);
-          magslab_free(live[i].first);
+          if (!intact(live[i])) bad.fetch_add(1);
+          magslab_free(live[i].p);
           live[i] = live.back();
           live.pop_back();
         }
       }
-      for (auto& [p, stamp] : live) {
-        if (p[0] != stamp) bad.fetch_add(1);
-        magslab_free(p);
+      for (const Block& b : live) {
+        if (!intact(b)) bad.fetch_add(1);
+        magslab_free(b.p);
       }
     });
   for (int i = 0; i < 200; ++i) {
