@@ -4,10 +4,9 @@
 // never the reverse), the decay pass (a slow path may run one), then the
 // heap's: registry, slab classes (node pool by node pool, each by index),
 // page heap, huge blocks (large/), the depot's hollow magazines, metadata
-// arena; the same order the slow
-// paths nest them in (the page heap's and the huge blocks' are never held
-// together) — so the child never inherits a lock held by a thread that does
-// not exist there.
+// arena; the same order the slow paths nest them in (the page heap's and the
+// huge blocks' are never held together) — so the child never inherits a lock
+// held by a thread that does not exist there.
 // Lock-free parts need nothing: the depot stacks are consistent at every
 // instant (one CAS per operation); a magazine another thread held at the fork
 // is simply not reachable in the child.

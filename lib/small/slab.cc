@@ -617,16 +617,7 @@ void report_hollow(const void* p, Misuse kind) {
   MAGSLAB_CHECK(s != nullptr, "slab: report_hollow outside every slab");
   unsigned cls = s->cls < kNumClasses ? s->cls : 0;
   const ClassInfo& ci = kClasses[cls];
-  bool start, free = false;
-  {
-    LockGuard g(g_classes[s->node < numa::kMaxNodes ? s->node : 0][cls].lock);
-    start = object_start(s, a);
-    if (start) {
-      uintptr_t k = (a - s->start()) / ci.size;
-      free = s->free_bits[k / 64] >> (k % 64) & 1;
-    }
-  }
-  if (free)
+  if (object_start(s, a) && is_free_in_slab(cls, const_cast<void*>(p)))
     platform::misuse(kind == Misuse::kInvalidFree ? Misuse::kDoubleFree : kind, p,
                      BlockInfo::small(cls, ci.size, "already free in its slab"));
   platform::misuse(kind, p, BlockInfo::small(cls, ci.size));

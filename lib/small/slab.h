@@ -71,8 +71,8 @@ static_assert(sizeof(Slab) == 256, "16 records per page of records (slab.cc)");
 
 // The page word of a slab's pages (pagemap::lookup_word), the same in every
 // page of the slab (except hollow pages: 0, slab::hollow()): everything free
-// needs, in one load, so that it never reads the slab's record. Laid out so that free decodes it
-// with an add, a shift and masks:
+// needs, in one load, so that it never reads the slab's record. Laid out so
+// that free decodes it with an add, a shift and masks:
 //   bits  0..19  minus the slab's start, modulo 2^20 (kWordBaseMask), so that
 //                (a + word) & kWordBaseMask is the offset of address a from the
 //                slab's object 0 for any a in the slab (at most kMaxSlabPages
