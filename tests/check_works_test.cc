@@ -196,23 +196,25 @@ TEST(CheckWorksTest, BlocksAreSixteenByteAligned) {
   }
 }
 
-[[maybe_unused]] size_t vm_size_bytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  long pages = 0;
-  if (f == nullptr) return 0;
-  if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
-  std::fclose(f);
-  return static_cast<size_t>(pages) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
-
-size_t rss_bytes() {
+// /proc/self/statm in bytes: the address space (VmSize) and the resident part.
+struct Statm {
+  size_t size = 0, resident = 0;
+};
+Statm statm() {
+  Statm m;
   FILE* f = std::fopen("/proc/self/statm", "r");
   long pages = 0, resident = 0;
-  if (f == nullptr) return 0;
-  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+  if (f == nullptr) return m;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) == 2) {
+    const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    m.size = static_cast<size_t>(pages) * page;
+    m.resident = static_cast<size_t>(resident) * page;
+  }
   std::fclose(f);
-  return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return m;
 }
+[[maybe_unused]] size_t vm_size_bytes() { return statm().size; }
+size_t rss_bytes() { return statm().resident; }
 
 // Check mode keeps each slab object's state in a side array of its slab's
 // record. After a burst, trim_all gives back the records' pages and their side
