@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "ds/tagged_stack.h"
 #include "magslab/magslab.h"
 #include "testing/rng.h"
 #include "testing/sanitizers.h"
@@ -108,6 +109,51 @@ TEST(ForkMt, ChildOfBusyThreadsAllocatesAtOnce) {
   for (auto& t : threads) t.join();
   for (auto& s : slots)
     if (void* p = s.exchange(nullptr)) magslab_free(p);
+  EXPECT_EQ(failures, 0);
+}
+
+// The depot's tagged stacks swap 16 bytes with one CAS. GCC's ThreadSanitizer
+// runtime performs every 16-byte atomic under one global mutex that it does not
+// take across fork(): a child forked while another thread was inside such a CAS
+// inherited that mutex held and hung at its first depot operation (seen once in
+// ~20 runs of the test above). Threads that do nothing but CAS a stack make the
+// window wide; each child must then use a stack of its own at once.
+TEST(ForkMt, ChildUsesATaggedStackWhileParentThreadsSwapOne) {
+  static magslab::StackLink nodes[64];
+  magslab::TaggedStack shared;
+  for (auto& n : nodes) shared.push(&n);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed))
+        if (magslab::StackLink* n = shared.pop()) shared.push(n);
+    });
+  int failures = 0;
+  for (int f = 0; f < kForks; ++f) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      alarm(kChildSeconds);
+      static magslab::StackLink mine[4];
+      magslab::TaggedStack own;
+      for (int i = 0; i < 1000; ++i) {
+        own.push(&mine[i % 4]);
+        if (own.pop() != &mine[i % 4]) _exit(2);
+      }
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ++failures;
+      ADD_FAILURE() << "fork " << f << ": child "
+                    << (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? "hung (alarm fired)"
+                                                                           : "failed");
+    }
+  }
+  stop.store(true);
+  for (auto& t : threads) t.join();
   EXPECT_EQ(failures, 0);
 }
 

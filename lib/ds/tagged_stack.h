@@ -19,6 +19,10 @@
 #include <atomic>
 #include <cstdint>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #if !defined(__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16)
 #error "magslab needs the 16-byte compare-and-swap (cmpxchg16b): compile with -mcx16"
 #endif
@@ -100,10 +104,33 @@ class TaggedStackT {
     auto pack = [](Pair p) {
       return (static_cast<unsigned __int128>(p.tag) << 64) | reinterpret_cast<uintptr_t>(p.top);
     };
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer's runtime does every 16-byte atomic under one global mutex
+    // that it does not take across fork(): a child forked while another thread
+    // held it hung at its first depot operation. So the same instruction as
+    // below in inline assembly, which TSan does not see, and its ordering told
+    // to TSan by hand: release on both halves before (the loads in read_head()
+    // acquire them), acquire after (a pop then reads what the pusher wrote).
+    __tsan_release(&half(head_)[0]);
+    __tsan_release(&half(head_)[1]);
+    unsigned __int128 want = pack(expected);
+    unsigned __int128 put = pack(desired);
+    auto lo = static_cast<uint64_t>(want);
+    auto hi = static_cast<uint64_t>(want >> 64);
+    bool ok;
+    __asm__ __volatile__("lock cmpxchg16b %1"
+                         : "=@ccz"(ok), "+m"(head_), "+a"(lo), "+d"(hi)
+                         : "b"(static_cast<uint64_t>(put)), "c"(static_cast<uint64_t>(put >> 64))
+                         : "memory");
+    __tsan_acquire(&half(head_)[0]);
+    __tsan_acquire(&half(head_)[1]);
+    return ok;
+#else
     // __sync CAS: sequentially consistent (lock cmpxchg16b is a full barrier on
     // x86, there is no weaker form); g++ inlines it with -mcx16, unlike
     // std::atomic<__int128>, which calls libatomic.
     return __sync_bool_compare_and_swap(&head_, pack(expected), pack(desired));
+#endif
   }
 
   // Low half: top of stack; high half: tag.
