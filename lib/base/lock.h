@@ -11,6 +11,11 @@ namespace magslab {
 class Lock {
  public:
   constexpr Lock() = default;
+  // glibc's adaptive mutex: a waiter spins a bounded, self-tuning number of
+  // times before it sleeps. For a lock whose critical sections are short and
+  // which two threads take at every operation (large/'s huge lock).
+  struct Adaptive {};
+  explicit constexpr Lock(Adaptive) : m_(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP) {}
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
   void lock() { pthread_mutex_lock(&m_); }
