@@ -175,4 +175,32 @@ TEST(LargeClasses, AThreadKeepsABoundedNumberOfBytesOfOtherLargeClasses) {
   magslab_trim();
 }
 
+// The cap also counts blocks that reach a class's magazines by the fast path
+// only: one block of every other large class, freed into a loaded magazine a
+// slow path emptied earlier, makes no slow path of that class, so only the
+// bound walk over classes whose slots hold a real magazine sees them (and a
+// walk that forgot a class once its magazines were empty would not).
+TEST(LargeClasses, BlocksFreedIntoEmptiedMagazinesStillCountTowardTheCap) {
+  magslab_trim();
+  const unsigned x = kNumSmallClasses;  // the class "in use"
+  auto slow_paths_of_x = [&] {  // more than its three magazines hold: refills and depot trades
+    void* v[16];
+    for (auto& p : v) ASSERT_NE(p = magslab_malloc(kClasses[x].size), nullptr);
+    for (void* p : v) magslab_free(p);
+  };
+  std::vector<void*> held;
+  for (unsigned c = x + 1; c < magslab::kNumClasses; ++c)
+    held.push_back(magslab_malloc(kClasses[c].size));  // a slow path each: refill, pop
+  slow_paths_of_x();                                   // their magazines are real and empty
+  for (void* p : held) magslab_free(p);                // fast path: into those magazines
+  slow_paths_of_x();
+  magslab::cache::CachedCounts mine;
+  magslab::cache::cached_objects(&mine);
+  size_t bytes = 0;
+  for (unsigned c = x + 1; c < magslab::kNumClasses; ++c)
+    bytes += mine.objects[c] * kClasses[c].size;
+  EXPECT_LE(bytes, 512 * KiB) << "blocks of other large classes this thread keeps";
+  magslab_trim();
+}
+
 }  // namespace

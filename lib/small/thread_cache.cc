@@ -113,6 +113,7 @@ ThreadCache* current() {
   // that slabs its previous thread refilled from are not taken for this one's.
   tc->owner_tag = owner_tag(g_owner_tags.fetch_add(1, std::memory_order_relaxed) + 1);
   for (ThreadCache::Pair& p : tc->cls) p.refilled = 0;  // a new thread starts slow
+  tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   bool multithreaded;
   {
     LockGuard g(g_registry_lock);
@@ -241,20 +242,31 @@ void on_thread_exit(void* arg) {
 // 16 threads peaked at 86 MiB with 2 MiB, 72 with 512 KiB, 67 with none
 // (mimalloc 52); docs/benchmarks.md, stop 17.
 
+static_assert(kNumClasses - kNumSmallClasses <= 32, "ThreadCache::large_held has a bit per class");
+
 void bound_large_classes(ThreadCache* tc, unsigned cur, unsigned node) {
   const size_t cap = opt::get(opt::kThreadLargeBytes);  // option thread_large_bytes, 512 KiB
+  const uint32_t cur_bit = uint32_t{1} << (cur - kNumSmallClasses);
+  tc->large_held |= cur_bit;
   size_t bytes = 0;
-  for (unsigned c = kNumSmallClasses; c < kNumClasses; ++c) {
-    if (c == cur) continue;
+  // Only the classes whose slots may hold a magazine: a thread that uses one
+  // large class (a producer or consumer of 256 KiB buffers, which trades at
+  // the depot every operation) reads no other class's magazines.
+  for (uint32_t bits = tc->large_held & ~cur_bit; bits != 0; bits &= bits - 1) {
+    unsigned c = kNumSmallClasses + static_cast<unsigned>(__builtin_ctz(bits));
     ThreadCache::Pair& p = tc->cls[c];
     // previous: read as stats do (a trim may take it meanwhile: then the
     // count is stale, and only this estimate is off).
-    bytes +=
-        size_t{p.loaded->count + mag_count(read_previous(p)) + p.remote->count} * kClasses[c].size;
+    Magazine* prev = read_previous(p);
+    if (!is_real(p.loaded) && !is_real(prev) && !is_real(p.remote)) {
+      tc->large_held &= ~(bits & -bits);  // a slow path of c sets it again
+      continue;
+    }
+    bytes += size_t{p.loaded->count + mag_count(prev) + p.remote->count} * kClasses[c].size;
   }
   if (bytes <= cap) return;
   for (unsigned c = kNumClasses; c-- > kNumSmallClasses && bytes > cap / 2;) {
-    if (c == cur) continue;
+    if (c == cur || !(tc->large_held >> (c - kNumSmallClasses) & 1)) continue;
     ThreadCache::Pair& p = tc->cls[c];
     Magazine* prev = take_previous(p);
     if (prev->count == 0) {

@@ -53,6 +53,12 @@ struct alignas(kCacheLine) ThreadCache {
   // The flush request (cache::request_flush_all) this thread last honoured.
   // Owner only.
   uint64_t flush_epoch = 0;
+  // Large classes whose slots may hold a real magazine: bit c - kNumSmallClasses.
+  // Set by every large-class slow path that installs one, cleared only when all
+  // three slots hold the empty sentinel (cache::bound_large_classes), so the
+  // walk over the thread's large classes skips the ones it never used.
+  // Owner only.
+  uint32_t large_held = 0;
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0};
