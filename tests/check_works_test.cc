@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/resident.h"
 #include "testing/sanitizers.h"
 
 namespace {
@@ -196,25 +197,8 @@ TEST(CheckWorksTest, BlocksAreSixteenByteAligned) {
   }
 }
 
-// /proc/self/statm in bytes: the address space (VmSize) and the resident part.
-struct Statm {
-  size_t size = 0, resident = 0;
-};
-Statm statm() {
-  Statm m;
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  long pages = 0, resident = 0;
-  if (f == nullptr) return m;
-  if (std::fscanf(f, "%ld %ld", &pages, &resident) == 2) {
-    const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    m.size = static_cast<size_t>(pages) * page;
-    m.resident = static_cast<size_t>(resident) * page;
-  }
-  std::fclose(f);
-  return m;
-}
-[[maybe_unused]] size_t vm_size_bytes() { return statm().size; }
-size_t rss_bytes() { return statm().resident; }
+using mstest::rss_bytes;
+[[maybe_unused]] size_t vm_size_bytes() { return mstest::statm().size; }
 
 // Check mode keeps each slab object's state in a side array of its slab's
 // record. After a burst, trim_all gives back the records' pages and their side

@@ -6,7 +6,6 @@
 #include "small/depot.h"
 
 #include <gtest/gtest.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -19,6 +18,7 @@
 #include "small/slab.h"
 #include "testing/magazines.h"
 #include "testing/no_decay.h"  // exact cache contents
+#include "testing/resident.h"
 
 namespace {
 
@@ -196,14 +196,14 @@ TEST(Depot, HollowEmptyGivesBackPagesOnlyEmptyMagazinesOccupy) {
   const uintptr_t held_begin = reinterpret_cast<uintptr_t>(held), held_end = held_begin + bytes;
   size_t gone = 0, pages = 0;
   for (uintptr_t pg = (first + 4095) & ~uintptr_t{4095}; pg + 4096 <= last_end; pg += 4096) {
-    unsigned char v = 1;
-    ASSERT_EQ(mincore(reinterpret_cast<void*>(pg), 4096, &v), 0);
+    std::optional<bool> in_core = mstest::page_resident(pg);
+    ASSERT_TRUE(in_core.has_value());
     const bool touches_held = pg < held_end && pg + 4096 > held_begin;
     if (touches_held) {
-      EXPECT_EQ(v & 1, 1) << "a page of the held magazine stays";
+      EXPECT_TRUE(*in_core) << "a page of the held magazine stays";
     } else {
       ++pages;
-      gone += (v & 1) == 0;
+      gone += !*in_core;
     }
   }
   std::printf("run of %zu magazines: %zu pages besides the held one's, %zu given back\n", best_len,

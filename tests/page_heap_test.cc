@@ -8,8 +8,6 @@
 
 #include <gtest/gtest.h>
 
-#include <sys/mman.h>
-
 #include <cstring>
 #include <vector>
 
@@ -18,6 +16,7 @@
 #include "testing/fake_os.h"
 #include "testing/no_decay.h"  // exact cache contents
 #include "testing/pattern.h"
+#include "testing/resident.h"
 
 namespace {
 
@@ -159,10 +158,11 @@ TEST(PageHeap, FullyFreeChunksAreKeptUpToTheCacheThenUnmapped) {
 
 // Pages of [addr, addr+bytes) (page-aligned) that are resident.
 size_t resident_pages(const void* addr, size_t bytes) {
-  std::vector<unsigned char> v(bytes / kPageSize);
-  EXPECT_EQ(mincore(const_cast<void*>(addr), bytes, v.data()), 0);
+  std::vector<bool> v =
+      mstest::pages_resident(reinterpret_cast<uintptr_t>(addr), bytes / kPageSize);
+  EXPECT_EQ(v.size(), bytes / kPageSize) << "not mapped";
   size_t n = 0;
-  for (unsigned char c : v) n += c & 1;
+  for (bool r : v) n += r;
   return n;
 }
 

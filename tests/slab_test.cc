@@ -6,7 +6,6 @@
 #include "small/slab.h"
 
 #include <gtest/gtest.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -18,6 +17,7 @@
 #include "magslab/magslab.h"
 #include "small/magazine.h"
 #include "small/size_classes.h"
+#include "testing/resident.h"
 
 namespace {
 
@@ -166,10 +166,9 @@ TEST(Slab, PageWordsDescribeEveryPageAndFollowTheOwner) {
 
 // Resident pages of [a, a + n pages).
 std::vector<bool> resident(uintptr_t a, uint32_t n) {
-  std::vector<unsigned char> v(n);
-  EXPECT_EQ(mincore(reinterpret_cast<void*>(a), size_t{n} * kPageSize, v.data()), 0);
-  std::vector<bool> r(n);
-  for (uint32_t k = 0; k < n; ++k) r[k] = v[k] & 1;
+  std::vector<bool> r = mstest::pages_resident(a, n);
+  EXPECT_EQ(r.size(), n) << "not mapped";
+  r.resize(n);
   return r;
 }
 

@@ -16,6 +16,7 @@
 #include "small/thread_cache.h"
 
 #include "testing/no_decay.h"  // exact cache contents
+#include "testing/resident.h"
 #include "testing/sanitizers.h"
 
 namespace {
@@ -193,15 +194,7 @@ TEST(Depot, BurstOfFreesUpToAMebibyteStaysInMagazines) {
   EXPECT_LE(g_c.classes[cls].cached_objects, g_a.classes[cls].cached_objects);
 }
 
-size_t rss_bytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (!f) return 0;
-  unsigned long size = 0, resident = 0;
-  int n = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  if (n != 2) return 0;
-  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
+using mstest::rss_bytes;
 
 TEST(Trim, RssReturnsAfterBurstOfSmallObjects) {
 #ifdef MS_SANITIZED

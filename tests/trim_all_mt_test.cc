@@ -5,9 +5,6 @@
 // committed memory back to near its pre-burst figure at once.
 #include <gtest/gtest.h>
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -19,6 +16,7 @@
 #include "small/size_classes.h"
 #include "small/thread_cache.h"
 #include "testing/no_decay.h"  // what trim_all does, not what decay would do meanwhile
+#include "testing/resident.h"
 #include "testing/rng.h"
 #include "testing/sanitizers.h"
 #include "testing/threads.h"
@@ -30,15 +28,7 @@ using magslab::kClasses;
 
 constexpr size_t MiB = size_t{1} << 20;
 
-// Resident bytes of the process (/proc/self/statm).
-size_t rss_bytes() {
-  long pages = 0, resident = 0;
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-  std::fclose(f);
-  return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
+using mstest::rss_bytes;
 
 size_t in_thread_magazines(unsigned cls) {
   magslab::cache::CachedCounts c;
@@ -274,10 +264,7 @@ TEST(TrimAll, SlabsThatIdleThreadsMagazinesKeepGiveBackTheirOtherPages) {
   std::sort(pages.begin(), pages.end());
   pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
   size_t resident = 0;
-  for (uintptr_t pg : pages) {
-    unsigned char v = 0;  // a chunk given back whole is unmapped: ENOMEM
-    if (mincore(reinterpret_cast<void*>(pg), 4096, &v) == 0) resident += v & 1;
-  }
+  for (uintptr_t pg : pages) resident += mstest::page_resident(pg).value_or(false);
   std::printf("burst pages %zu, resident after trim_all %zu, objects held by idle threads %zu\n",
               pages.size(), resident, held);
   EXPECT_GT(held, 0u) << "idle threads keep their loaded magazines";
