@@ -89,11 +89,16 @@ std::atomic<size_t> g_hollow_count{0};
 // A hollow magazine of class cls made whole again (count 0), or nullptr.
 Magazine* take_hollow(unsigned cls) {
   if (g_hollow_count.load(std::memory_order_relaxed) == 0) return nullptr;
-  HollowNode* h;
+  Magazine* m;
+  uint32_t cap;
   {
     LockGuard g(g_hollow_lock);
-    h = g_hollow[cls];
+    HollowNode* h = g_hollow[cls];
     if (h == nullptr) return nullptr;
+    // Read before the node goes to the spares: once the lock is dropped, a
+    // hollow_empty() may take it for another magazine.
+    m = h->mag;
+    cap = h->cap;
     g_hollow[cls] = h->next;
     h->next = g_spare_nodes;
     g_spare_nodes = h;
@@ -101,10 +106,9 @@ Magazine* take_hollow(unsigned cls) {
   }
   // Fields by stores, not a constructor: a pop that read this magazine off a
   // stack long ago may still load its link (ds/tagged_stack.h).
-  Magazine* m = h->mag;
   m->link.next.store(nullptr, std::memory_order_relaxed);
   set_mag_count(m, 0);
-  m->cap = h->cap;
+  m->cap = cap;
   m->cls = cls;
   m->free_key = g_free_key.load(std::memory_order_relaxed);
   return m;
