@@ -130,6 +130,79 @@ TEST(Depot, LimitPerClassLargestSmallClass) {
   fill_to_limit(cls, expected_limit(cls));
 }
 
+// A large class's depot grows when it refused a magazine (its blocks went to
+// the slabs) and a thread then found it empty (and carves them again): by one
+// magazine per refusal followed by a miss, and a decay pass halves the extra.
+// Before, a producer and a consumer of 256 KiB blocks overflowed its 8
+// magazines at every burst of frees (docs/benchmarks.md, stop 18).
+TEST(Depot, ALargeClassKeepsMoreAfterARefusalIsFollowedByAMiss) {
+  static uint64_t stand_in[2];  // as fill_to_limit: counted, never drained to a slab
+  const unsigned cls = class_of(256 << 10);
+  ASSERT_GE(cls, magslab::kNumSmallClasses);
+  const size_t limit = expected_limit(cls);
+  auto push_until_refused = [&] {
+    size_t n = 0;
+    for (;;) {
+      Magazine* m = depot::get_empty(cls);
+      m->objs[0] = stand_in;
+      set_mag_count(m, 1);
+      if (!depot::push_full(cls, m)) {
+        set_mag_count(m, 0);
+        depot::push_empty(cls, m);
+        return n;
+      }
+      ++n;
+    }
+  };
+  auto pop_all = [&] {  // ends with a miss
+    size_t n = 0;
+    while (Magazine* m = depot::pop_full(cls)) {
+      set_mag_count(m, 0);
+      depot::push_empty(cls, m);
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(push_until_refused(), limit);
+  EXPECT_EQ(pop_all(), limit);  // the miss after a refusal: one more
+  EXPECT_EQ(push_until_refused(), limit + 1);
+  EXPECT_EQ(pop_all(), limit + 1);
+  EXPECT_EQ(pop_all(), 0u);  // a second miss without a refusal between: no more
+  EXPECT_EQ(push_until_refused(), limit + 2);
+  pop_all();
+  bool pending = false;
+  depot::decay(&pending);  // halves the extra (the depot is empty: nothing flushed)
+  EXPECT_EQ(push_until_refused(), limit + 1);
+  pop_all();
+  depot::decay(&pending);
+  depot::decay(&pending);
+  EXPECT_EQ(push_until_refused(), limit) << "back to the limit";
+  pop_all();
+  // A small class never grows past its limit.
+  const unsigned small = class_of(16);
+  static uint64_t small_stand_in[2];
+  std::vector<Magazine*> in;
+  for (int round = 0; round < 2; ++round) {
+    for (;;) {
+      Magazine* m = depot::get_empty(small);
+      m->objs[0] = small_stand_in;
+      set_mag_count(m, 1);
+      if (!depot::push_full(small, m)) {
+        set_mag_count(m, 0);
+        depot::push_empty(small, m);
+        break;
+      }
+      in.push_back(m);
+    }
+    EXPECT_EQ(in.size(), expected_limit(small)) << "round " << round;
+    while (Magazine* m = depot::pop_full(small)) {
+      set_mag_count(m, 0);
+      depot::push_empty(small, m);
+    }
+    in.clear();
+  }
+}
+
 TEST(Depot, DrainReturnsEveryObjectToItsSlab) {
   const unsigned cls = class_of(512);
   const size_t carved0 = slab::counts(cls).carved_objects;

@@ -29,9 +29,11 @@ namespace {
 // magazines hold one or two blocks, and a producer handing 1 MiB blocks to a
 // consumer through a 16-slot ring overflowed a 2-magazine depot into the
 // slabs and the page heap (madvise and chunk maps: 0.4 M blocks/s; 2.2 with 8,
-// docs/benchmarks.md, "Large blocks"). Worst case, a program that frees blocks
-// of every large class at once leaves about 52 MiB here until magslab_trim().
-// (Option depot_bytes, default 1 MiB: a division per magazine handed over.)
+// docs/benchmarks.md, "Large blocks"). A program that frees blocks of every
+// large class at once leaves about 52 MiB here, which decay gives back over
+// its next passes (decay()); a large class may keep up to 16 MiB for a while
+// (DepotClass::extra, below). (Option depot_bytes, default 1 MiB: a division
+// per magazine handed over.)
 int64_t limit_for(unsigned cls) {
   int64_t per_mag = int64_t{mag_cap(cls)} * kClasses[cls].size;
   int64_t n = static_cast<int64_t>(opt::get(opt::kDepotBytes)) / per_mag;
@@ -50,7 +52,29 @@ struct alignas(kCacheLine) DepotClass {
   // decay). relaxed: a heuristic; a stale value only moves a magazine early
   // or late.
   std::atomic<int64_t> low{0};
+  // Large classes only: magazines this class may keep above limit_for(), and
+  // whether push_full refused one since the last decay pass. A refusal sends
+  // blocks to the slabs (one-block slabs: unpublished, their pages back to
+  // the page heap); when a thread then finds the depot empty, it carves them
+  // again, so the depot was too small for this traffic: each such refusal
+  // followed by a miss allows one magazine more, up to kMaxLargeDepotBytes of
+  // blocks in at most 64 magazines, and every decay pass halves the extra.
+  // A producer handing 256 KiB buffers to a consumer through a 16-slot ring,
+  // the consumer freeing in bursts, overflowed the 8 magazines at every
+  // burst. What the extra keeps and nobody takes goes back with the depot's
+  // decay like the rest. relaxed: heuristics, as low.
+  std::atomic<int64_t> extra{0};
+  std::atomic<bool> refused{false};
 };
+
+// The most blocks' bytes a large class's depot keeps with its extra.
+constexpr int64_t kMaxLargeDepotBytes = int64_t{16} << 20;
+
+int64_t max_extra(unsigned cls) {
+  int64_t most = kMaxLargeDepotBytes / (int64_t{mag_cap(cls)} * kClasses[cls].size);
+  int64_t n = (most < 64 ? most : 64) - limit_for(cls);
+  return n > 0 ? n : 0;
+}
 
 // [node][class]; with one node, g_depot[0] alone is used.
 DepotClass g_depot[numa::kMaxNodes][kNumClasses];
@@ -114,9 +138,8 @@ Magazine* take_hollow(unsigned cls) {
   return m;
 }
 
-}  // namespace
-
-Magazine* pop_full(unsigned cls, unsigned node) {
+// pop_full without the demand signal: for flushes, which pop until a miss.
+Magazine* take_full(unsigned cls, unsigned node) {
   DepotClass& d = g_depot[node][cls];
   Magazine* m = as_magazine(d.full.pop());
   if (m != nullptr) {
@@ -130,13 +153,31 @@ Magazine* pop_full(unsigned cls, unsigned node) {
   return m;
 }
 
+}  // namespace
+
+Magazine* pop_full(unsigned cls, unsigned node) {
+  Magazine* m = take_full(cls, node);
+  if (m == nullptr && cls >= kNumSmallClasses) {
+    DepotClass& d = g_depot[node][cls];
+    // relaxed: see DepotClass::extra. The load first keeps the common miss
+    // (nothing refused) from writing the shared line.
+    if (d.refused.load(std::memory_order_relaxed) &&
+        d.refused.exchange(false, std::memory_order_relaxed) &&
+        d.extra.load(std::memory_order_relaxed) < max_extra(cls))
+      d.extra.fetch_add(1, std::memory_order_relaxed);
+  }
+  return m;
+}
+
 bool push_full(unsigned cls, Magazine* m) {
   MAGSLAB_CHECK(m->count > 0 && m->count <= m->cap && m->cls == cls, "depot: bad full magazine");
   int home = home_of(m);
   if (home < 0) return false;  // mixed nodes: the slabs sort it out, object by object
   DepotClass& d = g_depot[home][cls];
-  if (d.nfull.fetch_add(1, std::memory_order_relaxed) >= limit_for(cls)) {
+  if (d.nfull.fetch_add(1, std::memory_order_relaxed) >=
+      limit_for(cls) + d.extra.load(std::memory_order_relaxed)) {
     d.nfull.fetch_sub(1, std::memory_order_relaxed);
+    if (cls >= kNumSmallClasses) d.refused.store(true, std::memory_order_relaxed);
     stats::count(cls, stats::kDepotOverflow);
     return false;
   }
@@ -180,7 +221,7 @@ size_t cached_objects(unsigned cls) {
 // Flush one full magazine of class c of node `node` to the slabs; false if
 // there was none.
 bool flush_one(unsigned c, unsigned node, size_t* moved) {
-  Magazine* m = pop_full(c, node);
+  Magazine* m = take_full(c, node);
   if (m == nullptr) return false;
   slab::release(c, m->objs, m->count);
   *moved += m->count;
@@ -196,6 +237,10 @@ size_t decay(bool* pending) {
   for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       DepotClass& d = g_depot[node][c];
+      if (int64_t x = d.extra.load(std::memory_order_relaxed); x != 0) {
+        d.extra.store(x / 2, std::memory_order_relaxed);
+        d.refused.store(false, std::memory_order_relaxed);
+      }
       int64_t idle = d.low.load(std::memory_order_relaxed);
       for (int64_t k = (idle + 1) / 2; k > 0 && flush_one(c, node, &moved); --k) {
       }
