@@ -244,10 +244,17 @@ void on_thread_exit(void* arg) {
 
 static_assert(kNumClasses - kNumSmallClasses <= 32, "ThreadCache::large_held has a bit per class");
 
+// Every slow path that installs a real magazine in a slot of large class cls
+// calls this (directly or through bound_if_large) before the fast path can
+// put a block in it.
+inline void mark_large(ThreadCache* tc, unsigned cls) {
+  if (cls >= kNumSmallClasses) tc->large_held |= uint32_t{1} << (cls - kNumSmallClasses);
+}
+
 void bound_large_classes(ThreadCache* tc, unsigned cur, unsigned node) {
   const size_t cap = opt::get(opt::kThreadLargeBytes);  // option thread_large_bytes, 512 KiB
   const uint32_t cur_bit = uint32_t{1} << (cur - kNumSmallClasses);
-  tc->large_held |= cur_bit;
+  mark_large(tc, cur);
   size_t bytes = 0;
   // Only the classes whose slots may hold a magazine: a thread that uses one
   // large class (a producer or consumer of 256 KiB buffers, which trades at
@@ -350,6 +357,7 @@ void* alloc_slow(unsigned cls) {
     m = depot::get_empty(cls, node);
     if (m == nullptr) return out_of_memory();
     set_loaded(p, m);
+    mark_large(tc, cls);  // the refill below may fail and leave m empty in the slot
   }
   const uint32_t want = refill_count(p, m->cap);
   uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node);
