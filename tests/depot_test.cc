@@ -74,33 +74,42 @@ TEST(Depot, FullMagazinesGoInAndOutWholeAndAreCounted) {
 }
 
 // push_full only counts magazines and their objects: one stand-in object each
-// is enough to fill the depot to its limit (they are never drained).
-void fill_to_limit(unsigned cls, size_t want_limit) {
+// is enough to fill the depot to its limit (they are never drained to a slab).
+// Pushes such magazines until the depot refuses one (at most `most`); returns
+// how many it took.
+size_t push_stand_ins_until_refused(unsigned cls, size_t most) {
   static uint64_t stand_in[2];
-  std::vector<Magazine*> in;
-  for (;;) {
+  for (size_t n = 0;; ++n) {
     Magazine* m = depot::get_empty(cls);
-    ASSERT_NE(m, nullptr);
+    if (m == nullptr || n == most) return n;
     m->objs[0] = stand_in;
     set_mag_count(m, 1);
     if (!depot::push_full(cls, m)) {
       set_mag_count(m, 0);
       depot::push_empty(cls, m);
-      break;
+      return n;
     }
-    in.push_back(m);
-    ASSERT_LE(in.size(), want_limit) << "the depot took more than its limit";
   }
-  EXPECT_EQ(in.size(), want_limit);
+}
+
+// Pops every full magazine of stand-ins (a demand miss at the end); returns how many.
+size_t pop_stand_ins(unsigned cls) {
+  size_t n = 0;
+  for (; Magazine* m = depot::pop_full(cls); ++n) {
+    set_mag_count(m, 0);
+    depot::push_empty(cls, m);
+  }
+  return n;
+}
+
+void fill_to_limit(unsigned cls, size_t want_limit) {
+  EXPECT_EQ(push_stand_ins_until_refused(cls, want_limit + 1), want_limit) << "the depot's limit";
   EXPECT_EQ(depot::cached_objects(cls), want_limit);
   // A slot freed by a pop is taken again.
   Magazine* m = depot::pop_full(cls);
   ASSERT_NE(m, nullptr);
   EXPECT_TRUE(depot::push_full(cls, m));
-  while (Magazine* x = depot::pop_full(cls)) {
-    set_mag_count(x, 0);
-    depot::push_empty(cls, x);
-  }
+  pop_stand_ins(cls);
   EXPECT_EQ(depot::cached_objects(cls), 0u);
 }
 
@@ -136,70 +145,29 @@ TEST(Depot, LimitPerClassLargestSmallClass) {
 // Before, a producer and a consumer of 256 KiB blocks overflowed its 8
 // magazines at every burst of frees (docs/benchmarks.md, stop 18).
 TEST(Depot, ALargeClassKeepsMoreAfterARefusalIsFollowedByAMiss) {
-  static uint64_t stand_in[2];  // as fill_to_limit: counted, never drained to a slab
   const unsigned cls = class_of(256 << 10);
   ASSERT_GE(cls, magslab::kNumSmallClasses);
-  const size_t limit = expected_limit(cls);
-  auto push_until_refused = [&] {
-    size_t n = 0;
-    for (;;) {
-      Magazine* m = depot::get_empty(cls);
-      m->objs[0] = stand_in;
-      set_mag_count(m, 1);
-      if (!depot::push_full(cls, m)) {
-        set_mag_count(m, 0);
-        depot::push_empty(cls, m);
-        return n;
-      }
-      ++n;
-    }
-  };
-  auto pop_all = [&] {  // ends with a miss
-    size_t n = 0;
-    while (Magazine* m = depot::pop_full(cls)) {
-      set_mag_count(m, 0);
-      depot::push_empty(cls, m);
-      ++n;
-    }
-    return n;
-  };
-  EXPECT_EQ(push_until_refused(), limit);
-  EXPECT_EQ(pop_all(), limit);  // the miss after a refusal: one more
-  EXPECT_EQ(push_until_refused(), limit + 1);
-  EXPECT_EQ(pop_all(), limit + 1);
-  EXPECT_EQ(pop_all(), 0u);  // a second miss without a refusal between: no more
-  EXPECT_EQ(push_until_refused(), limit + 2);
-  pop_all();
+  const size_t limit = expected_limit(cls), most = 1000;
+  EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit);
+  EXPECT_EQ(pop_stand_ins(cls), limit);  // the miss after a refusal: one more
+  EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit + 1);
+  EXPECT_EQ(pop_stand_ins(cls), limit + 1);
+  EXPECT_EQ(pop_stand_ins(cls), 0u);  // a second miss without a refusal between: no more
+  EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit + 2);
+  pop_stand_ins(cls);
   bool pending = false;
   depot::decay(&pending);  // halves the extra (the depot is empty: nothing flushed)
-  EXPECT_EQ(push_until_refused(), limit + 1);
-  pop_all();
+  EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit + 1);
+  pop_stand_ins(cls);
   depot::decay(&pending);
   depot::decay(&pending);
-  EXPECT_EQ(push_until_refused(), limit) << "back to the limit";
-  pop_all();
+  EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit) << "back to the limit";
+  pop_stand_ins(cls);
   // A small class never grows past its limit.
   const unsigned small = class_of(16);
-  static uint64_t small_stand_in[2];
-  std::vector<Magazine*> in;
   for (int round = 0; round < 2; ++round) {
-    for (;;) {
-      Magazine* m = depot::get_empty(small);
-      m->objs[0] = small_stand_in;
-      set_mag_count(m, 1);
-      if (!depot::push_full(small, m)) {
-        set_mag_count(m, 0);
-        depot::push_empty(small, m);
-        break;
-      }
-      in.push_back(m);
-    }
-    EXPECT_EQ(in.size(), expected_limit(small)) << "round " << round;
-    while (Magazine* m = depot::pop_full(small)) {
-      set_mag_count(m, 0);
-      depot::push_empty(small, m);
-    }
-    in.clear();
+    EXPECT_EQ(push_stand_ins_until_refused(small, most), expected_limit(small)) << round;
+    pop_stand_ins(small);
   }
 }
 
