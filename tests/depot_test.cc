@@ -120,10 +120,10 @@ TEST(Depot, LimitPerClassSmallObjects) {
 }
 
 TEST(Depot, LimitPerClassLargestMagazines) {
-  // The class with the most bytes per magazine: the fewest magazines.
+  // The (largest) class with the most bytes per magazine: the fewest magazines.
   unsigned cls = 0;
   for (unsigned c = 0; c < kNumClasses; ++c)
-    if (size_t{kClasses[c].mag_cap} * kClasses[c].size >
+    if (size_t{kClasses[c].mag_cap} * kClasses[c].size >=
         size_t{kClasses[cls].mag_cap} * kClasses[cls].size)
       cls = c;
   ASSERT_EQ(kClasses[cls].size, magslab::kMaxClassSize);
