@@ -92,10 +92,11 @@ size_t push_stand_ins_until_refused(unsigned cls, size_t most) {
   }
 }
 
-// Pops every full magazine of stand-ins (a demand miss at the end); returns how many.
-size_t pop_stand_ins(unsigned cls) {
+// Pops full magazines of stand-ins, at most `most` (every one: a demand miss at
+// the end); returns how many.
+size_t pop_stand_ins(unsigned cls, size_t most = SIZE_MAX) {
   size_t n = 0;
-  for (; Magazine* m = depot::pop_full(cls); ++n) {
+  for (Magazine* m; n < most && (m = depot::pop_full(cls)) != nullptr; ++n) {
     set_mag_count(m, 0);
     depot::push_empty(cls, m);
   }
@@ -162,6 +163,11 @@ TEST(Depot, ALargeClassKeepsMoreAfterARefusalIsFollowedByAMiss) {
   depot::decay(&pending);
   depot::decay(&pending);
   EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit) << "back to the limit";
+  // A decay pass between that refusal and the next miss forgets the refusal.
+  EXPECT_EQ(pop_stand_ins(cls, limit), limit);  // all of them, without a miss
+  depot::decay(&pending);
+  pop_stand_ins(cls);  // the miss
+  EXPECT_EQ(push_stand_ins_until_refused(cls, most), limit) << "a refusal before the last pass";
   pop_stand_ins(cls);
   // A small class never grows past its limit.
   const unsigned small = class_of(16);

@@ -237,10 +237,11 @@ size_t decay(bool* pending) {
   for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       DepotClass& d = g_depot[node][c];
-      if (int64_t x = d.extra.load(std::memory_order_relaxed); x != 0) {
+      if (int64_t x = d.extra.load(std::memory_order_relaxed); x != 0)
         d.extra.store(x / 2, std::memory_order_relaxed);
+      // Loaded first: most passes find nothing refused and write no line.
+      if (d.refused.load(std::memory_order_relaxed))
         d.refused.store(false, std::memory_order_relaxed);
-      }
       int64_t idle = d.low.load(std::memory_order_relaxed);
       for (int64_t k = (idle + 1) / 2; k > 0 && flush_one(c, node, &moved); --k) {
       }
