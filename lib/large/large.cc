@@ -1,6 +1,7 @@
 // large/large: page-run blocks, and huge mappings with their cache.
 #include "large/large.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -141,8 +142,8 @@ HugePeak g_peak_cur, g_peak_prev;
 uint64_t g_peak_since = 0;
 
 void note_peak_locked() {
-  g_peak_cur.bytes = g_huge_bytes > g_peak_cur.bytes ? g_huge_bytes : g_peak_cur.bytes;
-  g_peak_cur.blocks = g_huge_blocks > g_peak_cur.blocks ? g_huge_blocks : g_peak_cur.blocks;
+  g_peak_cur.bytes = std::max(g_peak_cur.bytes, g_huge_bytes);
+  g_peak_cur.blocks = std::max(g_peak_cur.blocks, g_huge_blocks);
 }
 
 // Start a new window when the current one is huge_cache_ms old; a window with
@@ -209,12 +210,10 @@ HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
 bool cache_huge_locked(void* base, size_t size, uint64_t now, Evicted* out) {
   size_t entries = opt::get(opt::kHugeCacheEntries), bytes = opt::get(opt::kHugeCacheBytes);
   if (size > opt::get(opt::kHugeCacheBlock) || entries == 0 || bytes == 0) return false;
-  size_t peak_bytes = g_peak_cur.bytes > g_peak_prev.bytes ? g_peak_cur.bytes : g_peak_prev.bytes;
-  size_t peak_blocks =
-      g_peak_cur.blocks > g_peak_prev.blocks ? g_peak_cur.blocks : g_peak_prev.blocks;
-  if (peak_bytes > bytes) bytes = peak_bytes;
-  if (peak_blocks > entries)
-    entries = peak_blocks < kHugeCacheSlots ? peak_blocks : kHugeCacheSlots;
+  // At least the options; up to the recent peak (the entries as many as there are slots).
+  bytes = std::max({bytes, g_peak_cur.bytes, g_peak_prev.bytes});
+  entries =
+      std::max(entries, std::min(std::max(g_peak_cur.blocks, g_peak_prev.blocks), kHugeCacheSlots));
   if (size > bytes) return false;
   while (g_huge_cache_count >= entries || g_huge_cache_bytes + size > bytes)
     out->e[out->n++] = remove_cached_locked(0);
