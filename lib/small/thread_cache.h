@@ -136,7 +136,11 @@ inline ThreadCache::Pair& pair_of_word(ThreadCache* tc, uint64_t w) {
 inline void free(void* p, uint64_t w) {
   ThreadCache* tc = t_cache;
   ThreadCache::Pair& pr = pair_of_word(tc, w);
-  Magazine* m = word_owner(w) == tc->owner_tag ? pr.loaded : pr.remote;
+  // Branch-free: which magazine a free goes to depends on data, not on a
+  // pattern the predictor can learn (a thread that took over another's
+  // objects frees a mix of both), and a mispredict costs more than the select.
+  size_t sel = word_owner(w) == tc->owner_tag ? 0 : offsetof(ThreadCache::Pair, remote);
+  Magazine* m = *reinterpret_cast<Magazine**>(reinterpret_cast<char*>(&pr) + sel);
   uint32_t n = m->count;
   if (MAGSLAB_UNLIKELY(n == m->cap)) return free_slow(p, word_class(w), word_owner(w));
   if (MAGSLAB_UNLIKELY(*static_cast<uint64_t*>(p) == m->free_key))
