@@ -72,6 +72,42 @@ TEST(StatsEvents, ProducerConsumerCountsRemoteFreesAndDepotTrades) {
   EXPECT_GT(class_stats(c).depot_gets, after.depot_gets);
 }
 
+// A thread exits and another goes on freeing and reusing the objects it left
+// (larson's generations; a pool thread taking over a dead one's work). No
+// thread is left to share those slabs' cache lines with, so the first full
+// remote magazine adopts the slabs of its objects: from then on the same
+// objects are the freeing thread's own, and circulate through its loaded
+// magazine instead of the remote one and the depot. (While the thread that
+// refilled from a slab runs, its objects stay remote for everyone else:
+// ProducerConsumerCountsRemoteFreesAndDepotTrades.)
+TEST(StatsEvents, ObjectsOfAnExitedThreadBecomeTheFreeingThreadsOwn) {
+  const size_t kSize = 96;
+  const unsigned c = class_of(kSize);
+  const size_t cap = mag_cap(c), n = 8 * cap;
+  std::vector<void*> blocks(n);
+  std::thread([&] {
+    for (void*& p : blocks) p = magslab_malloc(kSize);
+  }).join();
+  size_t first = 0, again[3] = {};
+  std::thread taker([&] {
+    uint64_t before = class_stats(c).remote_frees;
+    for (void* p : blocks) magslab_free(p);
+    first = class_stats(c).remote_frees - before;
+    for (size_t& remote : again) {
+      before = class_stats(c).remote_frees;
+      for (void*& p : blocks) p = magslab_malloc(kSize);
+      for (void* p : blocks) magslab_free(p);
+      remote = class_stats(c).remote_frees - before;
+    }
+  });
+  taker.join();
+  // The first time, at least a magazine of them went remote (later ones may
+  // already lie in slabs an earlier full remote magazine adopted).
+  EXPECT_GE(first, cap);
+  // At most the last remote magazine of the first round is left to adopt.
+  for (size_t remote : again) EXPECT_LE(remote, cap);
+}
+
 TEST(StatsEvents, DepotOverflowsGoToTheSlabsAndTrimReturnsSlabs) {
   const size_t kSize = 256;
   const unsigned c = class_of(kSize);

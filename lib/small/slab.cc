@@ -517,6 +517,31 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
   stats::sub_in_use(static_cast<size_t>(n) * kClasses[cls].size);
 }
 
+uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
+               bool (*gone)(uint64_t tag)) {
+  const ClassInfo& ci = kClasses[cls];
+  uint32_t adopted = 0;
+  uint64_t running = owner;  // the last tag found running: a magazine's objects share few owners
+  for (uint32_t i = 0; i < n; ++i) {
+    auto a = reinterpret_cast<uintptr_t>(objs[i]);
+    uint64_t w = pagemap::lookup_word(a);  // never 0: an object handed out is on no hollow page
+    uint64_t was = word_owner(w);
+    if (w == 0 || was == owner || was == running) continue;
+    if (!gone(was)) {
+      running = was;
+      continue;
+    }
+    Slab* s = pagemap::lookup_slab(a);
+    SlabClass& sc = g_classes[s->node][cls];
+    LockGuard g(sc.lock);
+    if (s->owner != was) continue;
+    s->owner = owner;
+    write_words(s, ci, slab_word(cls, owner, s->start()));
+    ++adopted;
+  }
+  return adopted;
+}
+
 int home_node(void* const* objs, uint32_t n) {
   int home = -1;
   for (uint32_t i = 0; i < n; ++i) {

@@ -179,6 +179,15 @@ namespace slab {
 // 0) as its owner.
 uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node = 0);
 
+// Of the slabs of objs[0..n) (objects of class cls in the caller's magazine,
+// so their slabs stay in use), give those whose owner tag gone(tag) says no
+// running thread holds to `owner`: their page words then send the caller's
+// frees of their objects to its loaded magazine (thread_cache.h). Each slab
+// under its class lock, rechecked there (a refill may have taken it first).
+// Returns the slabs adopted.
+uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
+               bool (*gone)(uint64_t tag));
+
 // Return n objects of class cls to their slabs, each to its own node's lists
 // whoever calls. Aborts with "magslab: double free of 0x…" if one is already
 // free in its slab.
