@@ -108,6 +108,45 @@ TEST(StatsEvents, ObjectsOfAnExitedThreadBecomeTheFreeingThreadsOwn) {
   for (size_t remote : again) EXPECT_LE(remote, cap);
 }
 
+// The same when the thread exits only after the other has freed its objects
+// once: while it ran they were remote (and a full remote magazine found
+// nothing to adopt, so the freeing thread stopped looking), its exit makes
+// the freeing thread look again.
+TEST(StatsEvents, ObjectsOfAThreadThatExitsLaterBecomeTheFreeingThreadsOwn) {
+  const size_t kSize = 112;
+  const unsigned c = class_of(kSize);
+  const size_t cap = mag_cap(c), n = 8 * cap;
+  std::vector<void*> blocks(n);
+  std::atomic<int> phase{0};
+  std::thread producer([&] {
+    for (void*& p : blocks) p = magslab_malloc(kSize);
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::yield();
+  });
+  size_t remote[4] = {};
+  std::thread taker([&] {
+    while (phase.load() != 1) std::this_thread::yield();
+    for (size_t round = 0; round < 4; ++round) {
+      if (round == 1) {
+        phase.store(2);
+        while (phase.load() != 3) std::this_thread::yield();  // the producer has exited
+      }
+      uint64_t before = class_stats(c).remote_frees;
+      if (round > 0)
+        for (void*& p : blocks) p = magslab_malloc(kSize);
+      for (void* p : blocks) magslab_free(p);
+      remote[round] = class_stats(c).remote_frees - before;
+    }
+  });
+  while (phase.load() != 2) std::this_thread::yield();
+  producer.join();
+  phase.store(3);
+  taker.join();
+  EXPECT_EQ(remote[0], n);  // its owner runs: none is adopted
+  EXPECT_LE(remote[2], cap);
+  EXPECT_LE(remote[3], cap);
+}
+
 TEST(StatsEvents, DepotOverflowsGoToTheSlabsAndTrimReturnsSlabs) {
   const size_t kSize = 256;
   const unsigned c = class_of(kSize);

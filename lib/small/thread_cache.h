@@ -59,6 +59,10 @@ struct alignas(kCacheLine) ThreadCache {
   // walk over the thread's large classes skips the ones it never used.
   // Owner only.
   uint32_t large_held = 0;
+  // g_tags_ended (thread_cache.cc) when a full remote magazine last held no
+  // object of an exited thread's slab: until another thread exits, no later
+  // one is searched (slab::adopt). Owner only.
+  uint64_t adopt_quiet = ~uint64_t{0};
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0};
