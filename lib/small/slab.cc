@@ -524,7 +524,7 @@ uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
   uint64_t running = owner;  // the last tag found running: a magazine's objects share few owners
   for (uint32_t i = 0; i < n; ++i) {
     auto a = reinterpret_cast<uintptr_t>(objs[i]);
-    uint64_t w = pagemap::lookup_word(a);  // never 0: an object handed out is on no hollow page
+    uint64_t w = pagemap::lookup_word(a);  // 0 only if a were on a hollow page: skipped
     uint64_t was = word_owner(w);
     if (w == 0 || was == owner || was == running) continue;
     if (!gone(was)) {

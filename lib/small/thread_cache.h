@@ -69,6 +69,8 @@ struct alignas(kCacheLine) ThreadCache {
   }
 };
 
+static_assert(offsetof(ThreadCache::Pair, loaded) == 0,
+              "free's select adds 0 to a Pair for loaded, offsetof(remote) for remote");
 static_assert(offsetof(ThreadCache, cls) == sizeof(ThreadCache::Pair) &&
                   sizeof(ThreadCache::Pair) == (size_t{1} << kWordSlotScale),
               "cls[c] lies at the byte offset 32 x (c + 1) that page words hold (slab.h)");
