@@ -76,7 +76,7 @@ inline void free_small(void* p, uint64_t w) {
 }
 
 MAGSLAB_NOINLINE void* malloc_big(size_t n) {
-  if (n <= kMaxClassSize) return alloc_small(detail::compute_class(n), n);
+  if (n <= kMaxClassSize) return alloc_small(class_of_big(n), n);
   if (n > kMaxRequest) return fail(ENOMEM);
   bool zeroed;
   void* p = large::alloc(n, 1, &zeroed);
