@@ -111,11 +111,11 @@ TEST(SizeClasses, SlabGeometry) {
 TEST(SizeClasses, MagazineCapacity) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     SCOPED_TRACE(testing::Message() << "class " << c << " size " << kClasses[c].size);
-    // docs/design.md: [4, 256] up to 32 KiB, 4 up to 128 KiB, 2 up to 512 KiB, 1 above.
+    // docs/design.md: [4, 256] up to 32 KiB, 4 up to 128 KiB, 2 above.
     size_t size = kClasses[c].size;
-    EXPECT_GE(kClasses[c].mag_cap, size > 524288 ? 1u : size > 131072 ? 2u : 4u);
+    EXPECT_GE(kClasses[c].mag_cap, size > 131072 ? 2u : 4u);
     if (size > 32768) {
-      EXPECT_EQ(kClasses[c].mag_cap, size > 524288 ? 1u : size > 131072 ? 2u : 4u);
+      EXPECT_EQ(kClasses[c].mag_cap, size > 131072 ? 2u : 4u);
     }
     EXPECT_LE(kClasses[c].mag_cap, 256u);
   }

@@ -59,20 +59,17 @@ constexpr ClassInfo make_class(unsigned c) {
     // One object per slab (every class above 32 KiB is whole pages): the
     // thread that refilled a slab is the only one that allocated from it, so
     // its own frees always go to its loaded magazine (Slab::owner). Magazines
-    // hold 4 objects up to 128 KiB, 2 up to 512 KiB and 1 above, so a thread
-    // caches at most twelve blocks of a large class (loaded, previous,
-    // remote) — a pair loop needs one, the byte cap thread_large_bytes bounds
-    // all large classes together, and an exiting thread gives them back.
-    // Larger magazines mean fewer depot trades between a producer and a
-    // consumer (two contended compare-exchanges each way per trade):
-    // BM_cross_thread_large/262144 at 2 threads 3.9 -> 8.4 M/s with 2 instead
-    // of 1 (stop 18), /65536 7.9 -> 14.0 M/s with 4 instead of 2 (stop 20).
+    // hold 4 objects up to 128 KiB and 2 above, so a thread caches at most
+    // twelve blocks of a large class (loaded, previous, remote) — a pair loop
+    // needs one, the byte cap thread_large_bytes bounds all large classes
+    // together, and an exiting thread gives them back. Larger magazines mean
+    // fewer depot trades between a producer and a consumer (two contended
+    // compare-exchanges each way per trade), BM_cross_thread_large at 2
+    // threads: /262144 3.9 -> 8.4 M/s with 2 instead of 1 (stop 18); /65536
+    // 7.9 -> 14.0 with 4 instead of 2, /1048576 4.1 -> 8.8 with 2 instead of
+    // 1 (stop 20).
     uint32_t pages = static_cast<uint32_t>(size / kPageSize);
-    return ClassInfo{size, pages, 1,
-                     size <= 131072   ? 4u
-                     : size <= 524288 ? 2u
-                                      : 1u,
-                     ~uint64_t{0} / size + 1};
+    return ClassInfo{size, pages, 1, size <= 131072 ? 4u : 2u, ~uint64_t{0} / size + 1};
   }
   // At least 16 KiB and 8 objects, then grow (≤ 64 pages) until the unusable
   // tail of the slab is ≤ 1/16 of it; at most kMaxSlabObjects objects (8-byte
@@ -131,7 +128,7 @@ inline constexpr size_t kLookupMax = detail::kLookupMax;
 // Capacity of the magazines of class cls made from now on. kClasses[cls].mag_cap
 // is the default; the options mag_bytes and mag_max (fixed at start) set it for
 // the small classes the way make_class() does: mag_bytes / size, at most mag_max,
-// at least 4. Large classes keep theirs (2, or 1 above 512 KiB). Only read when
+// at least 4. Large classes keep theirs (4 up to 128 KiB, else 2). Only read when
 // a magazine is made and by the depot's limit, never on the fast path (a
 // magazine carries its capacity).
 inline uint32_t mag_cap(unsigned cls) {
