@@ -23,7 +23,7 @@ CLASS_FIELDS = ["class", "object_size", "slab_size", "live_objects", "cached_obj
                 "slab_releases", "slabs_carved", "slabs_returned"]
 OPTIONS = ["dirty_max", "decay_ms", "background_thread", "thread_large_bytes", "free_chunks",
            "depot_bytes", "mag_bytes", "mag_max",
-           "huge_cache_entries", "huge_cache_bytes", "huge_cache_block", "huge_cache_ms",
+           "huge_cache_entries", "huge_cache_bytes", "huge_cache_block", "huge_cache_ms", "huge_park",
            "numa", "show_stats", "stats_file", "verbose", "quarantine", "fill", "leak_report"]
 
 

@@ -22,9 +22,18 @@ constexpr size_t MiB = size_t{1} << 20;
 // The fake OS counting map() calls and a test clock (testing/fake_os.h), with
 // the huge cache emptied before and after.
 namespace fake_os = mstest::fake_os;
+// These tests are about the shared cache: the per-thread slot that keeps a
+// thread's last freed huge block in front of it (option huge_park,
+// tests/huge_park_test.cc) is turned off, so every free reaches the cache.
 struct Trimmed {
-  Trimmed() { magslab_trim(); }
-  ~Trimmed() { magslab_trim(); }
+  Trimmed() {
+    magslab_trim();
+    magslab_option_set("huge_park", 0);
+  }
+  ~Trimmed() {
+    magslab_option_set("huge_park", 1);
+    magslab_trim();
+  }
 };
 class Guard : Trimmed, public fake_os::Guard, public fake_os::ClockGuard {
  public:

@@ -2,6 +2,7 @@
 #include "large/large.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <new>
 
@@ -21,13 +22,39 @@ namespace magslab {
 // for every chunk slot its mapping covers. From the metadata arena, recycled
 // through g_extent_pool, never freed: a stale pointer reads a descriptor.
 struct alignas(kCacheLine) Extent {
-  // The block's address, as vg::hide() stores it: base(), set_base().
-  uintptr_t hidden_base = 0;
-  uintptr_t base() const { return vg::unhide(hidden_base); }
-  void set_base(uintptr_t a) { hidden_base = vg::hide(a); }
-  size_t size = 0;         // bytes mapped
-  size_t request = 0;      // bytes asked
-  Extent* next = nullptr;  // the pool of recycled descriptors
+  // What the block is: handed out, parked by a thread that freed it (still
+  // registered and mapped, see "Parked huge blocks" in large.cc), or neither
+  // (freed, or a descriptor in the pool). The transitions that hand a block
+  // over are compare-exchanges: of a free and a racing free, or a free and a
+  // reclaim, exactly one wins.
+  enum State : uint8_t { kGone = 0, kLive = 1, kParked = 2 };
+  std::atomic<uint8_t> state{kGone};
+  // base, size and request are written under g_huge_lock (request also by the
+  // thread that takes a parked block) and read without it by park() and the
+  // statistics: relaxed atomic accesses (plain moves), so such a read of a
+  // recycled descriptor is a stale value, not a data race.
+  uintptr_t base() const { return vg::unhide(load(hidden_base_)); }
+  void set_base(uintptr_t a) { store(hidden_base_, vg::hide(a)); }
+  size_t size() const { return load(size_); }  // bytes mapped
+  void set_size(size_t n) { store(size_, n); }
+  size_t request() const { return load(request_); }  // bytes asked
+  void set_request(size_t n) { store(request_, n); }
+  Extent* next = nullptr;  // the pool of recycled descriptors (under g_huge_lock)
+  // When it was parked, on large.cc's coarse clock: written before the slot
+  // publishes the block (release), read after the exchange that takes it.
+  uint64_t parked_at = 0;
+
+ private:
+  static uintptr_t load(const uintptr_t& f) {
+    // relaxed: see above (atomic_ref<const T> is C++26).
+    return std::atomic_ref<uintptr_t>(const_cast<uintptr_t&>(f)).load(std::memory_order_relaxed);
+  }
+  static void store(uintptr_t& f, uintptr_t v) {
+    std::atomic_ref<uintptr_t>(f).store(v, std::memory_order_relaxed);  // relaxed: above
+  }
+  uintptr_t hidden_base_ = 0;  // the block's address, as vg::hide() stores it
+  size_t size_ = 0;
+  size_t request_ = 0;
 };
 
 namespace large {
@@ -51,7 +78,10 @@ size_t g_live_blocks = 0, g_live_pages = 0, g_live_requested = 0;
 // every operation: an adaptive mutex spins briefly before it sleeps, which
 // took BM_cross_thread_large/4194304 at 2 threads from ~2.1 to ~3.6 M/s.
 Lock g_huge_lock{Lock::Adaptive{}};
-size_t g_huge_blocks = 0, g_huge_bytes = 0, g_huge_requested = 0;
+size_t g_huge_blocks = 0, g_huge_bytes = 0;
+// Also changed by a thread that takes a parked block for another request
+// (relaxed: a statistic; exact when no thread allocates or frees).
+std::atomic<size_t> g_huge_requested{0};
 Extent* g_extent_pool = nullptr;
 
 Extent* new_extent_locked() {
@@ -207,17 +237,18 @@ HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
 
 // Keep a freed mapping, evicting the oldest entries (to `out`) to make room.
 // false: too big to cache; the caller unmaps it.
-bool cache_huge_locked(void* base, size_t size, uint64_t now, Evicted* out) {
+// freed_at: when the program freed it (now, or when it was parked).
+bool cache_huge_locked(void* base, size_t size, uint64_t now, uint64_t freed_at, Evicted* out) {
   size_t entries = opt::get(opt::kHugeCacheEntries), bytes = opt::get(opt::kHugeCacheBytes);
   if (size > opt::get(opt::kHugeCacheBlock) || entries == 0 || bytes == 0) return false;
   // At least the options; up to the recent peak (the entries as many as there are slots).
   bytes = std::max({bytes, g_peak_cur.bytes, g_peak_prev.bytes});
   entries =
       std::max(entries, std::min(std::max(g_peak_cur.blocks, g_peak_prev.blocks), kHugeCacheSlots));
-  if (size > bytes) return false;
+  if (size > bytes || now - freed_at > opt::get(opt::kHugeCacheMs) * 1000000) return false;
   while (g_huge_cache_count >= entries || g_huge_cache_bytes + size > bytes)
     out->e[out->n++] = remove_cached_locked(0);
-  g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size, now};
+  g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, size, freed_at};
   g_huge_cache_bytes += size;
   decay_event::note();
   return true;
@@ -231,23 +262,232 @@ bool register_huge_locked(void* mem, size_t size, size_t n) {
   if (e == nullptr) return false;
   auto base = reinterpret_cast<uintptr_t>(mem);
   e->set_base(base);
-  e->size = size;
-  e->request = n;
+  e->set_size(size);
+  e->set_request(n);
+  // relaxed: published with the descriptor by map_huge_slots' release stores.
+  e->state.store(Extent::kLive, std::memory_order_relaxed);
   if (!map_huge_slots(base, size, e)) {
+    e->state.store(Extent::kGone, std::memory_order_relaxed);  // relaxed: never published
     recycle_extent_locked(e);
     return false;
   }
   ++g_huge_blocks;
   g_huge_bytes += size;
-  g_huge_requested += n;
+  g_huge_requested.fetch_add(n, std::memory_order_relaxed);  // relaxed: a statistic
   note_peak_locked();
   stats::add_in_use(size);
   return true;
 }
 
+[[noreturn]] void bad_pointer(const void* p, Misuse kind = Misuse::kInvalidFree,
+                              const BlockInfo& info = BlockInfo{}) {
+  platform::misuse(kind, p, info);
+}
+
+// The descriptor h of huge block p, found under g_huge_lock: p must be its
+// start and the block handed out (not parked: then `what` is a double free
+// when it is a free). Leaves its state alone.
+void check_huge_locked(const Extent* h, const void* p, Misuse what) {
+  if (h->base() != reinterpret_cast<uintptr_t>(p)) bad_pointer(p, what, BlockInfo::huge(h->size()));
+  // acquire: pairs with park()'s compare-exchange (nothing else is read after it).
+  if (MAGSLAB_UNLIKELY(h->state.load(std::memory_order_acquire) != Extent::kLive))
+    bad_pointer(p, what == Misuse::kInvalidFree ? Misuse::kDoubleFree : what,
+                BlockInfo::huge(h->size(), "already freed"));
+}
+
+// The last platform::now_ns() a huge free or decay pass read: a clock for
+// park(), which reads none (relaxed: any recent value will do; it only ages).
+std::atomic<uint64_t> g_coarse_now{0};
+
+// Free huge block h (its state already moved to kGone by the caller), under
+// g_huge_lock, which it releases: out of the page map, then into the huge
+// cache or back to the OS. parked_at: the coarse time it was parked at (ages
+// it in the cache from then), or ~0: freed now.
+void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
+  uintptr_t a = h->base();
+  size_t size = h->size();
+  // Expire (and start a new peak window) while this block still counts as live.
+  Evicted evicted;
+  uint64_t now = platform::now_ns();
+  g_coarse_now.store(now, std::memory_order_relaxed);  // relaxed: see g_coarse_now
+  expire_cached_locked(now, &evicted);
+  // Out of the page map before the mapping is cached or unmapped: a second
+  // free of p is reported, and a thread that maps this range next can
+  // register it.
+  unmap_huge_slots(a, slots_end(a, size));
+  --g_huge_blocks;
+  g_huge_bytes -= size;
+  g_huge_requested.fetch_sub(h->request(), std::memory_order_relaxed);  // relaxed: a statistic
+  recycle_extent_locked(h);
+  stats::sub_in_use(size);
+  void* p = reinterpret_cast<void*>(a);
+  bool cached = cache_huge_locked(p, size, now, std::min(now, parked_at), &evicted);
+  g_huge_lock.unlock();
+  evicted.unmap_all();
+  if (!cached) platform::unmap(p, size);
+}
+
+// ---- Parked huge blocks ----
+// A thread that frees a huge block parks it in a slot of its own (one of
+// kParkSlots, picked by a hash of the thread), still registered and mapped;
+// the next huge malloc of about the same size on that thread takes it back.
+// Neither takes g_huge_lock, reads the clock or touches the page map, so a
+// loop of 4 MiB malloc/free pairs on many threads does not meet on the lock
+// (it took ~700 instructions and the lock twice per pair).
+//
+// Ownership: a block is parked by its state's compare-exchange kLive ->
+// kParked (a racing second free of it, parked or not, then fails and reports
+// a double free under the lock) and then a compare-exchange of the empty slot
+// to it (else it is handed back to kLive and freed normally); it is taken
+// back by whoever exchanges the slot to empty: the slot's thread for a malloc,
+// or a reclaim (decay pass, magslab_trim), which frees it normally. So each
+// parked block has one owner at a time, and a descriptor whose slot was
+// exchanged cannot be taken twice. park() reads the page map and the
+// descriptor without the lock, so it checks them again after its
+// compare-exchange: a descriptor freed and registered for another block in
+// between (only when p is freed twice at once) gets its state back. ABA: a slot holds a descriptor
+// pointer; a descriptor can go back to the pool and be registered again while a thread still holds
+// a stale copy read from the slot, but only the exchange hands it over, and it returns what the
+// slot holds now.
+//
+// A parked block counts as free for the live statistics (counts() subtracts
+// what the slots hold, and reports it as cached) but as in use for
+// peak_in_use_bytes and as live for the huge cache's peak, which it was a
+// moment ago: a global counter updated at every park and take would be a
+// cache line all threads write (2 threads ran 4 MiB pairs at 25 M/s with it,
+// 124 M/s without).
+//
+// What slots hold is outside huge_cache_bytes and huge_cache_entries: one
+// block per slot, at most huge_cache_block bytes, and parking is off when the
+// huge cache is (or option huge_park is 0). It is bounded in time instead:
+// every decay pass reclaims all of it into the huge cache, and a thread's next
+// huge malloc that the parked block does not fit sends it there too; it then
+// ages from when it was parked (g_coarse_now), so a block parked and
+// forgotten is unmapped like a cache entry nobody reused.
+//
+// fork(): a park or take racing the fork may leave its block in neither the
+// slot nor the program in the child (a leak of that block there), never
+// twice.
+constexpr size_t kParkSlots = 64;
+struct alignas(kCacheLine) ParkSlot {
+  std::atomic<Extent*> e{nullptr};
+};
+ParkSlot g_park[kParkSlots];
+
+constinit thread_local char t_park_anchor MAGSLAB_TLS_MODEL = 0;
+ParkSlot& my_park_slot() {
+  auto t = reinterpret_cast<uintptr_t>(&t_park_anchor);
+  return g_park[((t >> 6) * 0x9e3779b97f4a7c15u) >> 58];  // 64 slots: the top 6 bits
+}
+static_assert(kParkSlots == 64, "my_park_slot() takes 6 bits");
+
+// A huge mapping of `size` bytes serves a request of `want` bytes (page
+// multiples): the huge cache's rule (at least 3/4 used).
+bool huge_fits(size_t size, size_t want) { return size >= want && want >= size - size / 4; }
+
+// Options huge_park, and the huge cache's (off: nothing is kept, parked or not).
+bool parking_on() {
+  return opt::get(opt::kHugePark) != 0 && opt::get(opt::kHugeCacheEntries) != 0 &&
+         opt::get(opt::kHugeCacheBytes) != 0;
+}
+
+// Free huge block p by parking it. false: not parked (the slot is taken, the
+// block is too big, or p is not a live huge block's start: the caller frees
+// it under the lock, which reports what p is).
+bool park(uintptr_t a) {
+  Extent* h = pagemap::lookup(a).extent();
+  if (h == nullptr || h->base() != a) return false;
+  size_t size = h->size();
+  ParkSlot& slot = my_park_slot();
+  // relaxed: a hint; the compare-exchange below decides.
+  if (slot.e.load(std::memory_order_relaxed) != nullptr || size > opt::get(opt::kHugeCacheBlock) ||
+      !parking_on())
+    return false;
+  uint8_t live = Extent::kLive;
+  // acq_rel: acquires the descriptor's fields as the allocating thread (or
+  // the take) left them; releases this thread's writes to the block to the
+  // one that takes it next.
+  if (!h->state.compare_exchange_strong(live, Extent::kParked, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed))
+    return false;  // parked or freed already: the locked path reports it
+  if (MAGSLAB_UNLIKELY(h->base() != a || pagemap::lookup(a).extent() != h)) {
+    // Between the checks above and the compare-exchange, p's block was freed
+    // and h registered for another block (p was being freed twice at once):
+    // give that block its state back; the locked path reports p.
+    h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: nothing read after it
+    return false;
+  }
+  uint64_t t = g_coarse_now.load(std::memory_order_relaxed);  // relaxed: see g_coarse_now
+  if (MAGSLAB_UNLIKELY(t == 0)) {  // no huge free or decay pass yet: read the clock once
+    t = platform::now_ns();
+    g_coarse_now.store(t, std::memory_order_relaxed);
+  }
+  h->parked_at = t;
+  Extent* none = nullptr;
+  // release: the slot's next owner reads the descriptor and the block.
+  if (!slot.e.compare_exchange_strong(none, h, std::memory_order_release,
+                                      std::memory_order_relaxed)) {
+    h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
+    return false;
+  }
+  decay_event::note();  // a decay pass will reclaim it if nobody takes it
+  return true;
+}
+
+// Free parked block h, taken from its slot by a reclaim.
+void release_parked(Extent* h) {
+  g_huge_lock.lock();
+  // relaxed: the exchange that took h from its slot acquired it.
+  h->state.store(Extent::kGone, std::memory_order_relaxed);
+  free_huge_locked(h, h->parked_at);
+}
+
+// Every parked block back to the huge cache (decay, trim). true: some were.
+bool reclaim_parked() {
+  bool any = false;
+  for (ParkSlot& slot : g_park) {
+    // relaxed load first: most slots are empty; acquire: see park().
+    if (slot.e.load(std::memory_order_relaxed) == nullptr) continue;
+    if (Extent* h = slot.e.exchange(nullptr, std::memory_order_acquire)) {
+      release_parked(h);
+      any = true;
+    }
+  }
+  return any;
+}
+
+// A parked block of this thread for a request of n bytes (page multiple
+// `size`, alignment at most a chunk), handed out again; nullptr: none fits.
+void* take_parked(size_t n, size_t size) {
+  ParkSlot& slot = my_park_slot();
+  // relaxed: a hint; the exchange decides.
+  if (slot.e.load(std::memory_order_relaxed) == nullptr) return nullptr;
+  Extent* h = slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
+  if (h == nullptr) return nullptr;
+  if (!huge_fits(h->size(), size)) {
+    // This thread went on to other sizes: the block goes to the huge cache,
+    // where others may reuse it and it ages from when it was parked.
+    release_parked(h);
+    return nullptr;
+  }
+  size_t old = h->request();
+  if (old != n) {
+    g_huge_requested.fetch_add(n - old, std::memory_order_relaxed);  // relaxed: a statistic
+    h->set_request(n);
+  }
+  h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: ours since the exchange
+  return reinterpret_cast<void*>(h->base());
+}
+
 void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   size_t size = align_up(n, kPageSize);
   size_t map_align = align > kChunkSize ? align : kChunkSize;
+  if (map_align == kChunkSize) {
+    if (void* p = take_parked(n, size)) {
+      *zeroed = false;
+      return p;
+    }
+  }
   void* mem;
   {
     // A cached mapping is taken and registered in one critical section, so a
@@ -271,11 +511,6 @@ void* alloc_huge(size_t n, size_t align, bool* zeroed) {
   }
   platform::unmap(mem, size);
   return nullptr;
-}
-
-[[noreturn]] void bad_pointer(const void* p, Misuse kind = Misuse::kInvalidFree,
-                              const BlockInfo& info = BlockInfo{}) {
-  platform::misuse(kind, p, info);
 }
 
 // What the message can say about a's page of normal chunk c (under the lock).
@@ -333,17 +568,17 @@ bool free_run_locked(ChunkMeta* c, uint32_t page, uint32_t npages, bool mark_sta
 // Huge block h now maps `size` bytes for a request of n: its descriptor, the
 // huge counters and the in-use statistic follow. Caller holds g_huge_lock.
 void set_huge_size_locked(Extent* h, size_t size, size_t n) {
-  if (size > h->size)
-    stats::add_in_use(size - h->size);
-  else if (size < h->size)
-    stats::sub_in_use(h->size - size);
+  size_t old = h->size();
+  if (size > old)
+    stats::add_in_use(size - old);
+  else if (size < old)
+    stats::sub_in_use(old - size);
   g_huge_bytes += size;
-  g_huge_bytes -= h->size;
+  g_huge_bytes -= old;
   note_peak_locked();
-  h->size = size;
-  g_huge_requested += n;
-  g_huge_requested -= h->request;
-  h->request = n;
+  h->set_size(size);
+  g_huge_requested.fetch_add(n - h->request(), std::memory_order_relaxed);  // relaxed: a statistic
+  h->set_request(n);
 }
 
 // Huge p (descriptor h, checked under the lock by the caller) shrinks to
@@ -443,27 +678,16 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
 
 void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
+  if (park(a)) return;
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
-    if (h->base() != a) bad_pointer(p, Misuse::kInvalidFree, BlockInfo::huge(h->size));
-    size_t size = h->size;
-    // Expire (and start a new peak window) while this block still counts as live.
-    Evicted evicted;
-    uint64_t now = platform::now_ns();
-    expire_cached_locked(now, &evicted);
-    // Out of the page map before the mapping is cached or unmapped: a second
-    // free of p is reported, and a thread that maps this range next can
-    // register it.
-    unmap_huge_slots(a, slots_end(a, size));
-    --g_huge_blocks;
-    g_huge_bytes -= size;
-    g_huge_requested -= h->request;
-    recycle_extent_locked(h);
-    stats::sub_in_use(size);
-    bool cached = cache_huge_locked(p, size, now, &evicted);
-    g_huge_lock.unlock();
-    evicted.unmap_all();
-    if (!cached) platform::unmap(p, size);
+    check_huge_locked(h, p, Misuse::kInvalidFree);
+    uint8_t live = Extent::kLive;
+    // acq_rel: see park(); of this free and a racing one (parking or not), one wins.
+    if (!h->state.compare_exchange_strong(live, Extent::kGone, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+      bad_pointer(p, Misuse::kDoubleFree, BlockInfo::huge(h->size(), "already freed"));
+    free_huge_locked(h);
     return;
   }
   ChunkMeta* c = b.chunk;
@@ -488,8 +712,8 @@ size_t usable_size(const void* p, Misuse what, bool* huge) {
   size_t usable;
   if (huge != nullptr) *huge = b.huge != nullptr;
   if (Extent* h = b.huge) {
-    if (h->base() != a) bad_pointer(p, what, BlockInfo::huge(h->size));
-    usable = h->size;
+    check_huge_locked(h, p, what);
+    usable = h->size();
   } else {
     ChunkMeta* c = b.chunk;
     if (c == nullptr) bad_pointer(p, what);
@@ -509,7 +733,7 @@ namespace {
 // (p checked under it); releases it.
 void* resize_huge_locked(Extent* h, void* p, size_t n) {
   size_t want = align_up(n, kPageSize);
-  size_t old = h->size;
+  size_t old = h->size();
   if (want == old) {
     set_huge_size_locked(h, old, n);
     g_huge_lock.unlock();
@@ -565,7 +789,7 @@ void* resize(void* p, size_t n) {
   const Misuse what = Misuse::kInvalidRealloc;
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
-    if (h->base() != a) bad_pointer(p, what, BlockInfo::huge(h->size));
+    check_huge_locked(h, p, what);
     return resize_huge_locked(h, p, n);
   }
   ChunkMeta* c = b.chunk;
@@ -575,6 +799,7 @@ void* resize(void* p, size_t n) {
 }
 
 size_t trim() {
+  reclaim_parked();
   size_t bytes = heap::purge(0);
   {
     LockGuard g(heap::g_lock);
@@ -591,6 +816,8 @@ size_t trim() {
 }
 
 bool decay(uint64_t now) {
+  g_coarse_now.store(now, std::memory_order_relaxed);  // relaxed: see g_coarse_now
+  reclaim_parked();
   Evicted old;
   bool left;
   {
@@ -611,12 +838,23 @@ Counts counts() {
     c.live_requested = g_live_requested;
   }
   LockGuard g(g_huge_lock);
-  c.live_blocks += g_huge_blocks;
-  c.live_bytes += g_huge_bytes;
-  c.live_requested += g_huge_requested;
-  c.huge_blocks = g_huge_blocks;
-  c.huge_bytes = g_huge_bytes;
-  c.huge_cached_bytes = g_huge_cache_bytes;
+  // Parked blocks are registered but free.
+  size_t blocks = g_huge_blocks, bytes = g_huge_bytes;
+  size_t requested = g_huge_requested.load(std::memory_order_relaxed);  // relaxed: a statistic
+  size_t parked = 0;
+  for (ParkSlot& slot : g_park)
+    if (const Extent* h = slot.e.load(std::memory_order_acquire)) {  // acquire: see park()
+      --blocks;
+      bytes -= h->size();
+      requested -= h->request();
+      parked += h->size();
+    }
+  c.live_blocks += blocks;
+  c.live_bytes += bytes;
+  c.live_requested += requested;
+  c.huge_blocks = blocks;
+  c.huge_bytes = bytes;
+  c.huge_cached_bytes = g_huge_cache_bytes + parked;
   return c;
 }
 

@@ -57,6 +57,8 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
     "largest freed huge mapping kept; larger ones are unmapped at once")                          \
   X(kHugeCacheMs, "huge_cache_ms", kMillis, 1000, 0, 86400000, true, nullptr,                     \
     "a cached huge mapping unused this long is unmapped at the next huge malloc or free")         \
+  X(kHugePark, "huge_park", kCount, 1, 0, 1, true, nullptr,                                      \
+    "1: a thread keeps the last huge block it freed for its next huge malloc of about that size") \
   X(kNuma, "numa", kChoice, 2, 0, 2, false, "off|on|auto",                                       \
     "per-NUMA-node chunks, slabs and depot, memory bound to its node (auto: on a machine of several nodes)") \
   X(kShowStats, "show_stats", kChoice, 0, 0, 2, false, "off|text|json",                           \
