@@ -395,14 +395,11 @@ bool parking_on() {
 // block is too big, or p is not a live huge block's start: the caller frees
 // it under the lock, which reports what p is).
 bool park(uintptr_t a) {
-  Extent* h = pagemap::lookup(a).extent();
-  if (h == nullptr || h->base() != a) return false;
-  size_t size = h->size();
   ParkSlot& slot = my_park_slot();
   // relaxed: a hint; the compare-exchange below decides.
-  if (slot.e.load(std::memory_order_relaxed) != nullptr || size > opt::get(opt::kHugeCacheBlock) ||
-      !parking_on())
-    return false;
+  if (slot.e.load(std::memory_order_relaxed) != nullptr || !parking_on()) return false;
+  Extent* h = pagemap::lookup(a).extent();
+  if (h == nullptr || h->base() != a || h->size() > opt::get(opt::kHugeCacheBlock)) return false;
   uint8_t live = Extent::kLive;
   // acq_rel: acquires the descriptor's fields as the allocating thread (or
   // the take) left them; releases this thread's writes to the block to the
