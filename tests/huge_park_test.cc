@@ -120,14 +120,13 @@ TEST_F(HugePark, AnotherSizeSendsTheParkedBlockToTheCache) {
 }
 
 // huge_park=0: frees go straight to the cache (under the lock), as before.
+// Seen through the page map: a block freed through the locked path is
+// unregistered (its old address names nothing), a parked one stays registered.
 TEST_F(HugePark, OptionOffKeepsNothingInTheSlot) {
   ASSERT_EQ(magslab_option_set("huge_park", 0), 0);
   void* p = magslab_malloc(4 * MiB);
   ASSERT_NE(p, nullptr);
   magslab_free(p);
-  // The lock held: a malloc of that size would now wait for it. Checked
-  // without waiting: the slot is empty, so the block was freed through the
-  // locked path, which unregistered it (the page map no longer names it).
   EXPECT_EQ(magslab::pagemap::lookup(reinterpret_cast<uintptr_t>(p)).extent(), nullptr);
   ASSERT_EQ(magslab_option_set("huge_park", 1), 0);
   void* q = magslab_malloc(4 * MiB);
