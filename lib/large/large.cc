@@ -223,13 +223,17 @@ void expire_cached_locked(uint64_t now, Evicted* out) {
     out->e[out->n++] = remove_cached_locked(0);
 }
 
+// A huge mapping of `size` bytes serves a request of `want` bytes (page
+// multiples): at least 3/4 of it used (the huge cache's rule, and
+// parked blocks').
+bool huge_fits(size_t size, size_t want) { return size >= want && want >= size - size / 4; }
+
 // A cached mapping for `size` bytes aligned to `align` (the newest that
 // fits), or {nullptr}. Locked.
 HugeCacheEntry take_cached_huge_locked(size_t size, size_t align) {
   for (size_t i = g_huge_cache_count; i-- > 0;) {
     const HugeCacheEntry& e = g_huge_cache[i];
-    if (e.size >= size && size >= e.size - e.size / 4 &&
-        reinterpret_cast<uintptr_t>(e.base) % align == 0)
+    if (huge_fits(e.size, size) && reinterpret_cast<uintptr_t>(e.base) % align == 0)
       return remove_cached_locked(i);
   }
   return HugeCacheEntry{nullptr, 0, 0};
@@ -380,10 +384,6 @@ ParkSlot& my_park_slot() {
   return g_park[((t >> 6) * 0x9e3779b97f4a7c15u) >> 58];  // 64 slots: the top 6 bits
 }
 static_assert(kParkSlots == 64, "my_park_slot() takes 6 bits");
-
-// A huge mapping of `size` bytes serves a request of `want` bytes (page
-// multiples): the huge cache's rule (at least 3/4 used).
-bool huge_fits(size_t size, size_t want) { return size >= want && want >= size - size / 4; }
 
 // Options huge_park, and the huge cache's (off: nothing is kept, parked or not).
 bool parking_on() {
