@@ -2,12 +2,15 @@
 // build; only the check variants (kCheckMode) call it.
 #include "api/check.h"
 
+#include <emmintrin.h>
 #include <errno.h>
+#include <sched.h>
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 #include "base/config.h"
 #include "base/format.h"
@@ -101,6 +104,13 @@ void forget_site(unsigned i, size_t n) {
 std::atomic_ref<uint32_t> state(const Slab* s, const void* p) {
   return std::atomic_ref<uint32_t>(requested::slot(s, p));
 }
+// The same for a, an object start (valid_word) of a page pg with its word
+// set: the object's index from the word, without reading the Slab's class.
+std::atomic_ref<uint32_t> state_at(const pagemap::PageInfo& pg, uintptr_t a) {
+  uint64_t k = static_cast<uint64_t>(
+      (static_cast<unsigned __int128>(word_offset(pg.word, a)) * word_check(pg.word).magic) >> 64);
+  return std::atomic_ref<uint32_t>(pg.slab->requested[k]);
+}
 
 // --- Zero-size blocks: distinct addresses in a range nobody may touch ---
 // malloc(0) hands out kZeroStride-spaced addresses of a PROT_NONE
@@ -171,58 +181,201 @@ struct Live {
   }
 };
 
-// --- The quarantine: FIFO rings, each under a leaf lock of its own ---
+// --- Byte patterns, filled and checked inline for short ranges ---
+// Blocks of the small classes are mostly a few words: up to kInlineBytes, a
+// range is filled or checked with at most four 16-byte moves (SSE2, which
+// every x86-64 has; the last ones overlapping), cheaper than a call to memset
+// or memcmp, which take the longer ranges (vectorised). memcpy: moves of any
+// alignment, no aliasing.
+constexpr size_t kInlineBytes = 64;
+
+template <uint8_t B>
+void fill_bytes(void* p, size_t len) {
+  auto* c = static_cast<unsigned char*>(p);
+  if (len >= 16 && len <= kInlineBytes) {
+    const __m128i v = _mm_set1_epi8(static_cast<char>(B));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(c), v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(c + len - 16), v);
+    if (len > 32) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(c + 16), v);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(c + len - 32), v);
+    }
+  } else if (len > kInlineBytes) {
+    memset(c, B, len);
+  } else if (len >= 8) {
+    constexpr uint64_t w = 0x0101010101010101ull * B;
+    memcpy(c, &w, 8);
+    memcpy(c + len - 8, &w, 8);
+  } else {
+    for (size_t i = 0; i < len; ++i) c[i] = B;
+  }
+}
+
+// A run of B, to compare long ranges with (memcmp is vectorised).
+template <uint8_t B>
+constexpr std::array<uint8_t, 1024> kRun = [] {
+  std::array<uint8_t, 1024> a{};
+  a.fill(B);
+  return a;
+}();
+
+// Whether all len bytes at p read B.
+template <uint8_t B>
+bool bytes_are(const void* p, size_t len) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (len >= 16 && len <= kInlineBytes) {
+    const __m128i v = _mm_set1_epi8(static_cast<char>(B));
+    auto eq = [&](size_t at) {
+      return _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + at)), v);
+    };
+    __m128i all = _mm_and_si128(eq(0), eq(len - 16));
+    if (len > 32) all = _mm_and_si128(all, _mm_and_si128(eq(16), eq(len - 32)));
+    return _mm_movemask_epi8(all) == 0xffff;
+  }
+  if (len > kInlineBytes) {
+    for (size_t i = 0; i < len; i += kRun<B>.size()) {
+      size_t n = len - i < kRun<B>.size() ? len - i : kRun<B>.size();
+      if (memcmp(c + i, kRun<B>.data(), n) != 0) return false;
+    }
+    return true;
+  }
+  if (len >= 8) {
+    constexpr uint64_t w = 0x0101010101010101ull * B;
+    uint64_t x, y;
+    memcpy(&x, c, 8);
+    memcpy(&y, c + len - 8, 8);
+    return ((x ^ w) | (y ^ w)) == 0;
+  }
+  unsigned diff = 0;
+  for (size_t i = 0; i < len; ++i) diff |= c[i] ^ B;
+  return diff == 0;
+}
+
+// --- The quarantine of slab objects: a FIFO ring per thread ---
+// Each thread cache gets a ring at its first free in check mode
+// (ThreadCache::check_ring) and keeps it across thread exit and recycling:
+// the blocks a thread freed just before it exited wait like any others, and
+// the cache's next thread goes on where it stopped. Threads without a cache
+// of their own (before their first allocation, after their exit destructor)
+// share one ring. Every ring holds quarantine / kRingShare bytes (at most
+// kRing objects): the eldest go back once it holds more.
+//
+// A ring is its thread's but not only its: drain() (magslab_trim, an
+// allocation short of memory) and fork() reach every ring through g_rings.
+// So each has a spin lock — one exchange and one store per free for its
+// owner, whom nobody else keeps waiting but for a batch's pops (drain) or a
+// fork. It is a leaf: nothing else is taken while it is held.
+struct SmallEntry {
+  void* p;
+  size_t bytes;  // the class size
+};
+constexpr size_t kRing = size_t{1} << 13;  // per ring (so, 512 KiB of 64-byte objects)
+constexpr size_t kRingShare = 8;
+constexpr size_t kBatch = 16;  // released per call, checked outside the lock
+static_assert(is_pow2(kRing), "ring indices wrap with a mask");
+
+struct ThreadRing {
+  std::atomic<bool> busy{false};
+  size_t head = 0, count = 0, bytes = 0;  // under busy
+  ThreadRing* all_next = nullptr;         // g_rings; set before the ring is published
+  SmallEntry slots[kRing];
+
+  void lock() {
+    // acquire: pairs with unlock(); the ring's fields as its last holder left them.
+    while (busy.exchange(true, std::memory_order_acquire)) {
+      for (unsigned spins = 0; busy.load(std::memory_order_relaxed); ++spins) {  // relaxed: a hint
+        if (spins < 64)
+          __builtin_ia32_pause();
+        else
+          sched_yield();  // a holder that is forking, or preempted
+      }
+    }
+  }
+  // release: publishes the ring's fields to its next holder.
+  void unlock() { busy.store(false, std::memory_order_release); }
+
+  void push(const SmallEntry& e) {
+    slots[(head + count) & (kRing - 1)] = e;
+    ++count;
+    bytes += e.bytes;
+  }
+  SmallEntry pop() {
+    SmallEntry e = slots[head];
+    head = (head + 1) & (kRing - 1);
+    --count;
+    bytes -= e.bytes;
+    return e;
+  }
+};
+
+// Every ring ever made (they are never unmapped), newest first; pushed under
+// g_rings_lock, which fork() holds while it takes every ring's lock, so no
+// ring appears (locked by a thread the child will not have) meanwhile.
+// acquire/release: a reader that finds a ring finds it initialised.
+std::atomic<ThreadRing*> g_rings{nullptr};
+Lock g_rings_lock;
+
+ThreadRing* new_ring() {
+  void* mem = platform::map_sparse(sizeof(ThreadRing));
+  if (mem == nullptr) return nullptr;
+  auto* r = new (mem) ThreadRing;  // default-initialised: the slots stay untouched (zero pages)
+  LockGuard g(g_rings_lock);
+  r->all_next = g_rings.load(std::memory_order_relaxed);  // relaxed: under the lock
+  g_rings.store(r, std::memory_order_release);
+  return r;
+}
+
+// The calling thread's ring; nullptr when none can be mapped (its blocks then
+// skip the quarantine).
+ThreadRing* my_ring() {
+  ThreadCache* tc = t_cache;
+  if (MAGSLAB_LIKELY(is_owned_cache(tc))) {
+    if (MAGSLAB_LIKELY(tc->check_ring != nullptr)) return static_cast<ThreadRing*>(tc->check_ring);
+    return static_cast<ThreadRing*>(tc->check_ring = new_ring());
+  }
+  static std::atomic<ThreadRing*> shared{nullptr};
+  // acquire: pairs with the release below; the ring is initialised.
+  if (ThreadRing* r = shared.load(std::memory_order_acquire)) return r;
+  ThreadRing* r = new_ring();
+  ThreadRing* expected = nullptr;
+  // acq_rel: publish ours, or (acquire) take the winner's and leave ours in g_rings, empty.
+  if (r != nullptr && !shared.compare_exchange_strong(expected, r, std::memory_order_acq_rel))
+    return expected;
+  return r;
+}
+
+// --- The quarantine of large blocks: one ring under a leaf lock ---
 struct Entry {
   void* p;
-  size_t bytes;  // usable bytes (large: including the trailer)
-  size_t n;      // requested (large only; a slab object's state word keeps it)
+  size_t bytes;  // usable bytes, including the trailer
+  size_t n;      // requested
   bool huge;
-  bool locked;  // large: made inaccessible (mprotect succeeded)
+  bool locked;  // made inaccessible (mprotect succeeded)
 };
-// Slab objects wait in kStripes rings, each with its own lock and an equal
-// share of the budget, picked by the freeing thread (so threads rarely wait
-// for each other, and each ring is FIFO); large blocks in one ring.
-constexpr size_t kStripes = 8;
-constexpr size_t kRing = size_t{1} << 13;  // per stripe (so, 4 MiB of 64-byte objects in all)
-constexpr size_t kLargeRing = 64;          // large blocks (each a mapping split while held)
-constexpr size_t kBatch = 16;              // evicted per call, checked outside the lock
-static_assert(is_pow2(kRing) && is_pow2(kLargeRing), "ring indices wrap with a mask");
+constexpr size_t kLargeRing = 64;  // large blocks (each a mapping split while held)
+static_assert(is_pow2(kLargeRing), "ring indices wrap with a mask");
 
 struct Ring {
   Lock lock;
-  size_t head = 0, count = 0, bytes = 0;  // under lock
-  // cap: a power of two (kRing, kLargeRing).
-  Entry* at(size_t i, Entry* slots, size_t cap) { return &slots[(head + i) & (cap - 1)]; }
+  size_t head = 0, count = 0;  // under lock
+  Entry* at(size_t i, Entry* slots) { return &slots[(head + i) & (kLargeRing - 1)]; }
 };
 
-// bss, touched as the rings fill; one entry each in builds without check mode.
-Entry g_small[kStripes][kCheckMode ? kRing : 1];
+// bss; one entry in builds without check mode.
 Entry g_large[kCheckMode ? kLargeRing : 1];
-Ring g_small_ring[kStripes], g_large_ring;
+Ring g_large_ring;
 
-// The calling thread's stripe: a hash of its cache's address.
-size_t stripe() {
-  return static_cast<size_t>((reinterpret_cast<uintptr_t>(t_cache) * kTrailerKey) >> 61) % kStripes;
-}
-
-void push(Ring& r, Entry* slots, size_t cap, const Entry& e) {
-  *r.at(r.count, slots, cap) = e;
-  ++r.count;
-  r.bytes += e.bytes;
-}
-
-Entry pop(Ring& r, Entry* slots, size_t cap) {
-  Entry e = *r.at(0, slots, cap);
-  r.head = (r.head + 1) & (cap - 1);
-  --r.count;
-  r.bytes -= e.bytes;
+Entry pop_large() {
+  Entry e = *g_large_ring.at(0, g_large);
+  g_large_ring.head = (g_large_ring.head + 1) & (kLargeRing - 1);
+  --g_large_ring.count;
   return e;
 }
 
 // Under g_large_ring.lock: the large quarantine's entry for p, or nullptr.
 const Entry* find_large_locked(const void* p) {
   for (size_t i = 0; i < g_large_ring.count; ++i) {
-    const Entry* e = g_large_ring.at(i, g_large, kLargeRing);
+    const Entry* e = g_large_ring.at(i, g_large);
     if (e->p == p) return e;
   }
   return nullptr;
@@ -233,26 +386,17 @@ const Entry* find_large_locked(const void* p) {
   platform::misuse(kind == Misuse::kInvalidFree ? Misuse::kDoubleFree : kind, p, info);
 }
 
+[[noreturn]] MAGSLAB_COLD MAGSLAB_NOINLINE void write_after_free(const SmallEntry& e) {
+  Slab* s = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(e.p));
+  BlockInfo info = BlockInfo::small(s->cls, kClasses[s->cls].size);
+  // relaxed: see state(); the freeing thread's store is ordered by the ring's lock.
+  info.requested = (state(s, e.p).load(std::memory_order_relaxed) & kSizeMask) - 1;
+  platform::misuse(Misuse::kWriteAfterFree, e.p, info);
+}
+
 // A slab object leaves quarantine: its fill must be intact.
-void release_small(const Entry& e) {
-  static constexpr auto kFreedBytes = [] {
-    std::array<uint8_t, 1024> a{};
-    a.fill(kFreedByte);
-    return a;
-  }();
-  const auto* c = static_cast<const uint8_t*>(e.p);
-  bool changed = false;
-  for (size_t i = 0; i < e.bytes && !changed; i += kFreedBytes.size()) {
-    size_t len = e.bytes - i < kFreedBytes.size() ? e.bytes - i : kFreedBytes.size();
-    changed = memcmp(c + i, kFreedBytes.data(), len) != 0;  // vectorised
-  }
-  if (MAGSLAB_UNLIKELY(changed)) {
-    Slab* s = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(e.p));
-    BlockInfo info = BlockInfo::small(s->cls, kClasses[s->cls].size);
-    // relaxed: see state(); the freeing thread's store is ordered by the ring's lock.
-    info.requested = (state(s, e.p).load(std::memory_order_relaxed) & kSizeMask) - 1;
-    platform::misuse(Misuse::kWriteAfterFree, e.p, info);
-  }
+void release_small(const SmallEntry& e) {
+  if (MAGSLAB_UNLIKELY(!bytes_are<kFreedByte>(e.p, e.bytes))) write_after_free(e);
   raw::free(e.p);
 }
 
@@ -262,36 +406,43 @@ void release_large(const Entry& e) {
   raw::free(e.p);
 }
 
-void release_all(const Entry* out, size_t n, bool large) {
-  for (size_t i = 0; i < n; ++i) large ? release_large(out[i]) : release_small(out[i]);
+// Queue the freed slab object e, then release what falls out past the budget.
+void quarantine_small(const SmallEntry& e) {
+  ThreadRing* r = my_ring();
+  if (MAGSLAB_UNLIKELY(r == nullptr)) return release_small(e);
+  const uint64_t budget = opt::get(opt::kQuarantine) / kRingShare;
+  SmallEntry out[kBatch];
+  size_t nout = 0;
+  r->lock();
+  if (r->count == kRing) out[nout++] = r->pop();
+  r->push(e);
+  while (r->bytes > budget && nout < kBatch && r->count != 0) out[nout++] = r->pop();
+  r->unlock();
+  for (size_t i = 0; i < nout; ++i) release_small(out[i]);
 }
 
-// Queue e (a freed block), then release what falls out past the budget.
-void quarantine(const Entry& e, bool large) {
-  uint64_t budget = opt::get(opt::kQuarantine) / (large ? 1 : kStripes);
-  size_t i = large ? 0 : stripe();
-  Ring& r = large ? g_large_ring : g_small_ring[i];
-  Entry* slots = large ? g_large : g_small[i];
-  size_t cap = large ? kLargeRing : kRing;
+// Queue the freed large block e; past kLargeRing blocks (or with the
+// quarantine off) the eldest go back. Large blocks are decommitted while they
+// wait: only their number is bounded.
+void quarantine_large(const Entry& e) {
+  const bool off = opt::get(opt::kQuarantine) == 0;
   Entry out[kBatch];
   size_t nout = 0;
   {
-    LockGuard g(r.lock);
+    LockGuard g(g_large_ring.lock);
     // Two racing frees of one large block both passed live_block(): one
     // finds the other's entry here.
-    if (large && find_large_locked(e.p) != nullptr) {
+    if (find_large_locked(e.p) != nullptr) {
       BlockInfo info = e.huge ? BlockInfo::huge(e.bytes) : BlockInfo::large(e.bytes);
       info.requested = e.n;
       freed_misuse(e.p, Misuse::kInvalidFree, info);
     }
-    if (r.count == cap) out[nout++] = pop(r, slots, cap);
-    push(r, slots, cap, e);
-    // Large blocks are decommitted while they wait: only their number is
-    // bounded (kLargeRing), and quarantine=0 turns both rings off.
-    while ((large ? budget == 0 : r.bytes > budget) && nout < kBatch && r.count != 0)
-      out[nout++] = pop(r, slots, cap);
+    if (g_large_ring.count == kLargeRing) out[nout++] = pop_large();
+    *g_large_ring.at(g_large_ring.count, g_large) = e;
+    ++g_large_ring.count;
+    while (off && nout < kBatch && g_large_ring.count != 0) out[nout++] = pop_large();
   }
-  release_all(out, nout, large);
+  for (size_t i = 0; i < nout; ++i) release_large(out[i]);
 }
 
 // The block p, checked to be live (aborts otherwise, naming `invalid`, or a
@@ -356,13 +507,6 @@ Live live_block(const void* p, Misuse invalid) {
   return b;
 }
 
-// kCanaryMax canary bytes, to compare the slack with (memcmp is vectorised).
-constexpr auto kCanaryBytes = [] {
-  std::array<uint8_t, kCanaryMax> a{};
-  a.fill(kCanaryByte);
-  return a;
-}();
-
 // The canary's extent: [n, canary_end(b.usable, n)).
 size_t canary_end(size_t usable, size_t n) {
   return usable < n + kCanaryMax ? usable : n + kCanaryMax;
@@ -370,7 +514,7 @@ size_t canary_end(size_t usable, size_t n) {
 
 void check_canary(const Live& b) {
   const auto* c = static_cast<const uint8_t*>(b.p);
-  if (MAGSLAB_UNLIKELY(memcmp(c + b.n, kCanaryBytes.data(), canary_end(b.usable, b.n) - b.n) != 0))
+  if (MAGSLAB_UNLIKELY(!bytes_are<kCanaryByte>(c + b.n, canary_end(b.usable, b.n) - b.n)))
     platform::misuse(Misuse::kOverflow, b.p, b.info());
 }
 
@@ -393,14 +537,14 @@ void release(const Live& b) {
             !state(b.slab, b.p)
                  .compare_exchange_strong(live, kFreedBit | live, std::memory_order_relaxed)))
       freed_misuse(b.p, Misuse::kInvalidFree, b.info());
-    memset(b.p, kFreedByte, b.usable);
-    quarantine(Entry{b.p, b.usable, 0, false, false}, false);
+    fill_bytes<kFreedByte>(b.p, b.usable);
+    quarantine_small(SmallEntry{b.p, b.usable});
     return;
   }
   size_t total = b.usable + kTrailer;  // a page run or a mapping: whole pages
   platform::decommit(b.p, total);      // its pages need no memory while it waits
   bool locked = platform::protect(b.p, total, false);
-  quarantine(Entry{b.p, total, b.n, b.huge, locked}, true);
+  quarantine_large(Entry{b.p, total, b.n, b.huge, locked});
 }
 
 void* fail_nomem() {
@@ -432,11 +576,14 @@ void* alloc(size_t n, size_t align, bool fill, const void* site) {
   void* p = raw_alloc(n + 1, align);  // at least one byte of canary
   if (p == nullptr) return fail_nomem();
   size_t end;
-  if (Slab* s = pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p))) {
-    end = kClasses[s->cls].size;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (pagemap::PageInfo pg = pagemap::lookup_page(a); pg.slab != nullptr) {
+    // (A refill restores the words of the pages it hands objects out on: word 0 is not expected.)
+    end = pg.word != 0 ? word_size(pg.word) : kClasses[pg.slab->cls].size;
     // relaxed: see state(); p is this thread's alone until the program hands it on.
-    state(s, p).store(static_cast<uint32_t>(n + 1) | (note_site(site, n) << kSiteShift),
-                      std::memory_order_relaxed);
+    (pg.word != 0 ? state_at(pg, a) : state(pg.slab, p))
+        .store(static_cast<uint32_t>(n + 1) | (note_site(site, n) << kSiteShift),
+               std::memory_order_relaxed);
   } else {
     size_t total = large::usable_size(p);
     if (total < n + 1 + kTrailer) {  // no room for the trailer: ask for it too
@@ -450,8 +597,8 @@ void* alloc(size_t n, size_t align, bool fill, const void* site) {
                  trailer_key(p);
     memcpy(static_cast<char*>(p) + end, &t, sizeof t);
   }
-  if (fill && opt::get(opt::kFill) != 0) memset(p, kFreshByte, n);
-  memset(static_cast<char*>(p) + n, kCanaryByte, canary_end(end, n) - n);
+  if (fill && opt::get(opt::kFill) != 0) fill_bytes<kFreshByte>(p, n);
+  fill_bytes<kCanaryByte>(static_cast<char*>(p) + n, canary_end(end, n) - n);
   return p;
 }
 
@@ -498,8 +645,8 @@ bool realloc_in_place(const Live& b, size_t n) {
         (static_cast<uint64_t>(n) | uint64_t{b.site} << kTrailerSiteShift) ^ trailer_key(b.p);
     memcpy(c + b.usable, &t, sizeof t);
   }
-  if (n > b.n && opt::get(opt::kFill) != 0) memset(c + b.n, kFreshByte, n - b.n);
-  memset(c + n, kCanaryByte, canary_end(b.usable, n) - n);
+  if (n > b.n && opt::get(opt::kFill) != 0) fill_bytes<kFreshByte>(c + b.n, n - b.n);
+  fill_bytes<kCanaryByte>(c + n, canary_end(b.usable, n) - n);
   return true;
 }
 
@@ -524,6 +671,27 @@ void* realloc(void* p, size_t n, const void* site) {
 
 void free(void* p) {
   if (p == nullptr) return;
+  // The common case straight through: a live slab object, its canary intact.
+  // Anything else (and any misuse) takes the general path, which finds and
+  // reports what this one only tested for.
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (pagemap::PageInfo pg = pagemap::lookup_page(a);
+      MAGSLAB_LIKELY(pg.word != 0 && valid_word(pg.word, a))) {
+    std::atomic_ref<uint32_t> st = state_at(pg, a);
+    uint32_t live = st.load(std::memory_order_relaxed);  // relaxed: see state()
+    const size_t usable = word_size(pg.word);
+    const size_t n = (live & kSizeMask) - 1;
+    // relaxed: see state(); of two racing frees one wins, the other reports.
+    if (MAGSLAB_LIKELY(
+            (live & kSizeMask) != 0 && (live & kFreedBit) == 0 &&
+            bytes_are<kCanaryByte>(static_cast<char*>(p) + n, canary_end(usable, n) - n) &&
+            st.compare_exchange_strong(live, live | kFreedBit, std::memory_order_relaxed))) {
+      forget_site(live >> kSiteShift, n);
+      fill_bytes<kFreedByte>(p, usable);
+      quarantine_small(SmallEntry{p, usable});
+      return;
+    }
+  }
   Live b = live_block(p, Misuse::kInvalidFree);
   check_canary(b);
   release(b);
@@ -543,21 +711,27 @@ size_t usable_size(const void* p) {
 }
 
 void drain() {
-  for (size_t i = 0; i <= kStripes; ++i) {
-    bool large = i == kStripes;
-    Ring& r = large ? g_large_ring : g_small_ring[i];
-    Entry* slots = large ? g_large : g_small[i];
-    size_t cap = large ? kLargeRing : kRing;
+  // acquire: pairs with new_ring(); every ring on the list is initialised.
+  for (ThreadRing* r = g_rings.load(std::memory_order_acquire); r != nullptr; r = r->all_next) {
     for (;;) {
-      Entry out[kBatch];
+      SmallEntry out[kBatch];
       size_t nout = 0;
-      {
-        LockGuard g(r.lock);
-        while (r.count != 0 && nout < kBatch) out[nout++] = pop(r, slots, cap);
-      }
+      r->lock();
+      while (r->count != 0 && nout < kBatch) out[nout++] = r->pop();
+      r->unlock();
       if (nout == 0) break;
-      release_all(out, nout, large);
+      for (size_t i = 0; i < nout; ++i) release_small(out[i]);
     }
+  }
+  for (;;) {
+    Entry out[kBatch];
+    size_t nout = 0;
+    {
+      LockGuard g(g_large_ring.lock);
+      while (g_large_ring.count != 0 && nout < kBatch) out[nout++] = pop_large();
+    }
+    if (nout == 0) break;
+    for (size_t i = 0; i < nout; ++i) release_large(out[i]);
   }
 }
 
@@ -609,12 +783,20 @@ void report_leaks(int fd) {
 }
 
 void lock_for_fork() {
-  for (Ring& r : g_small_ring) r.lock.lock();
+  g_rings_lock.lock();  // no ring appears until every one is unlocked
+  // relaxed: under g_rings_lock, which new_ring() publishes under.
+  for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next)
+    r->lock();
   g_large_ring.lock.lock();
 }
 void unlock_after_fork() {
+  // In the child, the rings of the parent's other threads' caches stay on
+  // g_rings, their blocks quarantined: drain() still checks and releases them.
   g_large_ring.lock.unlock();
-  for (Ring& r : g_small_ring) r.lock.unlock();
+  // relaxed: under g_rings_lock.
+  for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next)
+    r->unlock();
+  g_rings_lock.unlock();
 }
 
 }  // namespace magslab::check

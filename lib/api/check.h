@@ -14,8 +14,8 @@
 //    least one: one is added to every request) read kCanaryByte, checked when
 //    the block is freed or reallocated;
 //  * a quarantine: a freed slab object is filled with kFreedByte and queued
-//    (FIFO per stripe of threads, MAGSLAB_QUARANTINE bytes in all); it goes
-//    back to its magazine only after its fill is verified. A freed large block
+//    (FIFO in the freeing thread's ring, MAGSLAB_QUARANTINE / 8 bytes per
+//    ring); it goes back to its magazine only after its fill is verified. A freed large block
 //    is decommitted and made inaccessible instead (the last 64).
 #pragma once
 

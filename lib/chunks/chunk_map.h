@@ -156,6 +156,25 @@ inline uint64_t lookup_word(uintptr_t addr) {
       std::memory_order_acquire);
 }
 
+// The word and the slab of the page of `addr` from one walk (check mode's
+// paths, which need both): {0, nullptr} for foreign, large, huge and free
+// pages; word 0 with a slab for a hollow page.
+struct PageInfo {
+  uint64_t word;
+  Slab* slab;
+};
+inline PageInfo lookup_page(uintptr_t addr) {
+  size_t root = addr >> (kChunkShift + kLeafBits);
+  if (MAGSLAB_UNLIKELY(root >= std::size(g_root))) return {0, nullptr};
+  // acquire: as in lookup_word() and lookup_slab().
+  Leaf* leaf = g_root[root].load(std::memory_order_acquire);
+  if (MAGSLAB_UNLIKELY(leaf == nullptr)) return {0, nullptr};
+  size_t i = (addr >> kPageShift) & ((size_t{1} << kLeafPageBits) - 1);
+  // acquire (both): pair with the releases in set_slab() / set_slab_words().
+  return {leaf->word[i].load(std::memory_order_acquire),
+          leaf->page[i].load(std::memory_order_acquire)};
+}
+
 // Map the chunk-sized slot at `chunk_addr` to a chunk or an extent (not
 // nullptr), or clear it. The caller owns the slot: it has the slot's range
 // mapped for that descriptor, and writes it under the lock that owns the

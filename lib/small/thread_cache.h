@@ -63,6 +63,10 @@ struct alignas(kCacheLine) ThreadCache {
   // object of an exited thread's slab: until another thread exits, no later
   // one is searched (slab::adopt). Owner only.
   uint64_t adopt_quiet = ~uint64_t{0};
+  // Check mode's quarantine ring of this cache's threads (api/check.cc); nullptr
+  // until the first free in check mode, and always in release builds. It stays
+  // with the cache across thread exit and recycling. Owner only.
+  void* check_ring = nullptr;
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0};
