@@ -80,6 +80,20 @@ inline constexpr bool kCheckMode = MAGSLAB_CHECK_MODE != 0;
 #define MAGSLAB_TLS_MODEL __attribute__((tls_model("initial-exec")))
 #endif
 
+// 1 in ThreadSanitizer builds, which some lock-free code tells what it cannot
+// see (ds/tagged_stack.h, chunks/decay_event.h). GCC defines
+// __SANITIZE_THREAD__; clang only answers __has_feature(thread_sanitizer).
+#if defined(__SANITIZE_THREAD__)
+#define MAGSLAB_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MAGSLAB_TSAN 1
+#endif
+#endif
+#ifndef MAGSLAB_TSAN
+#define MAGSLAB_TSAN 0
+#endif
+
 #define MAGSLAB_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MAGSLAB_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MAGSLAB_NOINLINE [[gnu::noinline]]

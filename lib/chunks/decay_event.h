@@ -25,7 +25,7 @@ inline void note() {
   // seq_cst fence: orders the caller's caching before its load of g_parked,
   // and pairs with the decay thread's seq_cst store of g_parked before its last
   // look for work (Dekker): either it sees the new work or we see it parked.
-#if defined(__SANITIZE_THREAD__)
+#if MAGSLAB_TSAN
   // ThreadSanitizer does not model fences: the same ordering by a seq_cst RMW
   // (which makes every caller write the word's line: sanitizer builds only).
   if (MAGSLAB_UNLIKELY(g_parked.fetch_add(0, std::memory_order_seq_cst) != 0)) wake_parked();

@@ -19,7 +19,9 @@
 #include <atomic>
 #include <cstdint>
 
-#if defined(__SANITIZE_THREAD__)
+#include "base/config.h"
+
+#if MAGSLAB_TSAN
 #include <sanitizer/tsan_interface.h>
 #endif
 
@@ -104,7 +106,7 @@ class TaggedStackT {
     auto pack = [](Pair p) {
       return (static_cast<unsigned __int128>(p.tag) << 64) | reinterpret_cast<uintptr_t>(p.top);
     };
-#if defined(__SANITIZE_THREAD__)
+#if MAGSLAB_TSAN
     // ThreadSanitizer's runtime does every 16-byte atomic under one global mutex
     // that it does not take across fork(): a child forked while another thread
     // held it hung at its first depot operation. So the same instruction as
