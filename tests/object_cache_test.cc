@@ -501,6 +501,29 @@ TEST(CacheMisuseDeathTest, ReleaseAfterReapIsReported) {
   magslab_free(heap);
 }
 
+// A thread remembers the slab it last released into (only the offset check
+// for the next release there); giving up a slab forgets it. Here the slab
+// outlives its cache (a live object keeps it) and the next cache, of the same
+// geometry, may take the destroyed one's id, hence the thread's slot: the
+// stale pointer must still be reported.
+TEST(CacheMisuseDeathTest, ReleaseIntoADestroyedCachesSlabToItsSuccessor) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab_cache* old_cache = magslab_cache_create("old", 64, 8, nullptr, nullptr, nullptr);
+  ASSERT_NE(old_cache, nullptr);
+  void* p = magslab_cache_alloc(old_cache);
+  void* q = magslab_cache_alloc(old_cache);
+  magslab_cache_free(old_cache, q);  // this thread now remembers p's slab
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(magslab_cache_destroy(old_cache), 1u);  // p is live: its slab stays
+  testing::internal::GetCapturedStderr();
+  magslab_cache* next = magslab_cache_create("next", 64, 8, nullptr, nullptr, nullptr);
+  ASSERT_NE(next, nullptr);
+  EXPECT_DEATH(magslab_cache_free(next, p),
+               only_line("invalid release of " + hex(p) +
+                         " to cache \"next\" \\(not an object of any cache\\)"));
+  magslab_cache_destroy(next);
+}
+
 TEST(CacheMisuseDeathTest, DoubleReleaseFoundInItsSlab) {
   GTEST_FLAG_SET(death_test_style, "fast");
   magslab::ObjectCache<Counted> cache("widgets");

@@ -130,10 +130,14 @@ struct magslab_cache {
 namespace magslab::objcache {
 namespace {
 
-// A thread's magazines of one cache.
+// A thread's magazines of one cache, and the slab this thread last found to
+// be the cache's (check_release()). Owner only but for the magazines, which
+// destroy() and stats read under g_lock.
 struct Slot {
-  Magazine* loaded;    // acquire pops from / release pushes to this one
-  Magazine* previous;  // the one before: full or empty, swapped in on a miss
+  Magazine* loaded;            // acquire pops from / release pushes to this one
+  Magazine* previous;          // the one before: full or empty, swapped in on a miss
+  uintptr_t checked_slab = 0;  // a slab of this cache as of g_slab_epoch == checked_epoch
+  uint64_t checked_epoch = 0;  // 0: nothing checked (g_slab_epoch starts at 1)
 };
 
 // Per thread: a slot per cache id below cap. Grown (replaced) under g_lock.
@@ -165,6 +169,11 @@ TaggedStack g_mag_pool[kNumMagBuckets];  // empty magazines, by capacity
 // reader obtained its cache handle, hence the key, through the program's own
 // synchronisation with the creating thread.
 std::atomic<uint64_t> g_slab_key{0};
+// Bumped whenever any cache gives up a slab (reap, destroy), after its magic
+// is cleared: a thread's memory of which slab it found to be its cache's
+// (Slot::checked_slab) holds only while this has not moved. Starts at 1, so
+// a slot's 0 never matches.
+std::atomic<uint64_t> g_slab_epoch{1};
 pthread_key_t g_exit_key;
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 bool g_key_ok = false;
@@ -267,6 +276,12 @@ void name_into(LineBuf& l, const magslab_cache* c) { l.str("\"").str(c->name).st
   die(l);
 }
 
+// Whether a, an address in c's slab at base, is the start of an object.
+inline bool object_start(const magslab_cache* c, uintptr_t a, uintptr_t base) {
+  uint64_t off = a - base - c->first_off;  // wraps for a pointer into the header
+  return off < c->span && off * c->div_magic <= c->div_magic - 1;
+}
+
 // p must be the start of an object of one of c's slabs. O(1), and it reads no
 // memory of ours it cannot read: the slab base is read only if the page map
 // says the heap has that address mapped (a chunk — whole 4 MiB mapped — or a
@@ -278,9 +293,7 @@ inline void check_release(const magslab_cache* c, const void* p) {
   if (MAGSLAB_UNLIKELY(pagemap::lookup(base).empty())) bad_release(c, p, nullptr, false);
   const auto* s = reinterpret_cast<const CacheSlab*>(base);
   bool key_ok = s->magic == (g_slab_key.load(std::memory_order_relaxed) ^ base);
-  uint64_t off = a - base - c->first_off;  // wraps for a pointer into the header
-  if (MAGSLAB_UNLIKELY(!key_ok || s->cache != c || off >= c->span ||
-                       off * c->div_magic > c->div_magic - 1))
+  if (MAGSLAB_UNLIKELY(!key_ok || s->cache != c || !object_start(c, a, base)))
     bad_release(c, p, s, key_ok);
 }
 
@@ -348,6 +361,9 @@ void unlink_slab(magslab_cache* c, CacheSlab* s) {
   if (s->next != nullptr) s->next->prev = s->prev;
   --c->nslabs;
   s->magic = 0;  // from now on a release of its objects is reported
+  // release: a thread that reads the new epoch and checks the slab again
+  // reads its magic as 0.
+  g_slab_epoch.fetch_add(1, std::memory_order_release);
 }
 
 // Up to n free objects out of the slabs into out[0..); caller holds c->lock.
@@ -467,7 +483,7 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   if (nt == nullptr) return nullptr;
   new (nt) CacheTable();
   nt->cap = cap;
-  for (uint32_t i = 0; i < cap; ++i) nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine};
+  for (uint32_t i = 0; i < cap; ++i) nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0};
   {
     // Under g_lock: destroy() and stats read and write the slots of tables in
     // the registry, so the old table is copied and replaced in one step.
@@ -688,6 +704,26 @@ void report_live(const magslab_cache* c, size_t live) {
   platform::write_stderr(l.data(), l.size());
 }
 
+// Release p to c, checked in full, for a thread whose slot sl (nullptr: it
+// has none yet) does not remember p's slab as c's: the slab it finds to be
+// c's is remembered (Slot::checked_slab), so the thread's next releases into
+// it need only the offset check (magslab_cache_free). A slab given up since
+// (reap, destroy) moves g_slab_epoch, so a stale pointer into it comes back
+// here, and is reported.
+MAGSLAB_NOINLINE void release_checked(magslab_cache* c, Slot* sl, void* p) {
+  // acquire: pairs with the release in unlink_slab()/destroy(): a slab given
+  // up before this read has magic 0 for the check below.
+  uint64_t e = g_slab_epoch.load(std::memory_order_acquire);
+  check_release(c, p);
+  if (sl != nullptr) {
+    sl->checked_slab = reinterpret_cast<uintptr_t>(p) & c->slab_mask;
+    sl->checked_epoch = e;
+    Magazine* m = sl->loaded;
+    if (m->count < m->cap) return put(m, m->count, p);
+  }
+  free_slow(c, p);
+}
+
 }  // namespace
 
 void die(const LineBuf& l) {
@@ -717,6 +753,7 @@ size_t destroy(magslab_cache* c, bool free_live) {
     bool has_live = s->nfree != c->nobj;
     destruct_objects(c, s, free_live);
     s->magic = 0;
+    g_slab_epoch.fetch_add(1, std::memory_order_release);  // release: as in unlink_slab()
     // A slab with live objects stays allocated: the program still holds them.
     if (!has_live || free_live) magslab_free(s);
     s = next;
@@ -794,14 +831,23 @@ void* magslab_cache_alloc(magslab_cache* c) {
 
 void magslab_cache_free(magslab_cache* c, void* p) {
   if (MAGSLAB_UNLIKELY(p == nullptr)) return;
-  check_release(c, p);
   CacheTable* t = t_table;
   uint32_t id = c->id;
-  if (MAGSLAB_LIKELY(id < t->cap)) {
-    Magazine* m = t->slot[id].loaded;
-    uint32_t n = m->count;
-    if (MAGSLAB_LIKELY(n < m->cap)) return put(m, n, p);
-  }
+  if (MAGSLAB_UNLIKELY(id >= t->cap)) return release_checked(c, nullptr, p);
+  Slot& s = t->slot[id];
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uintptr_t base = a & c->slab_mask;
+  // The slab this thread last found to be c's, and no slab given up since:
+  // only the offset check. relaxed: a newer epoch than this read only sends
+  // the release to the full check (release_checked's acquire).
+  if (MAGSLAB_UNLIKELY(base != s.checked_slab ||
+                       s.checked_epoch != g_slab_epoch.load(std::memory_order_relaxed)))
+    return release_checked(c, &s, p);
+  if (MAGSLAB_UNLIKELY(!object_start(c, a, base)))
+    bad_release(c, p, reinterpret_cast<const CacheSlab*>(base), true);
+  Magazine* m = s.loaded;
+  uint32_t n = m->count;
+  if (MAGSLAB_LIKELY(n < m->cap)) return put(m, n, p);
   free_slow(c, p);
 }
 
