@@ -6,17 +6,16 @@
 // run under TSan (label mt).
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/fork.h"
 #include "testing/rng.h"
 #include "testing/sanitizers.h"
 
@@ -44,29 +43,50 @@ size_t live_objects() {
   return st.live_objects;
 }
 
-// Allocates, stamps, checks and frees small blocks until told to stop; every
-// free goes through this thread's ring. Counts blocks whose stamp changed.
-void churn(std::atomic<bool>& stop, std::atomic<int>& bad, std::atomic<long>& frees, unsigned id) {
-  mstest::Rng rng(id + 1);
-  unsigned char* held[kSlots] = {};
-  size_t sizes[kSlots] = {};
-  while (!stop.load(std::memory_order_relaxed)) {  // relaxed: a flag, no data
-    unsigned k = static_cast<unsigned>(rng() % kSlots);
-    if (held[k] != nullptr) {
-      for (size_t i = 0; i < sizes[k]; ++i)
-        if (held[k][i] != static_cast<unsigned char>(k + sizes[k])) {
-          bad.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after join
-          break;
-        }
-      magslab_free(held[k]);
-      frees.fetch_add(1, std::memory_order_relaxed);  // relaxed: a progress count
-    }
-    sizes[k] = 1 + rng() % 600;
-    held[k] = static_cast<unsigned char*>(magslab_malloc(sizes[k]));
-    if (held[k] != nullptr) std::memset(held[k], static_cast<int>(k + sizes[k]), sizes[k]);
+// Threads that allocate, stamp, check and free small blocks until stopped;
+// every free goes through the freeing thread's ring. bad counts blocks whose
+// stamp changed, frees the frees (relaxed throughout: counts read after join,
+// a flag that publishes nothing).
+struct Churners {
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::atomic<long> frees{0};
+  std::vector<std::thread> threads;
+
+  Churners() {
+    for (unsigned t = 0; t < kThreads; ++t) threads.emplace_back([this, t] { churn(t); });
   }
-  for (unsigned char* p : held) magslab_free(p);
-}
+  void join() {
+    stop.store(true, std::memory_order_relaxed);
+    for (auto& th : threads) th.join();
+    threads.clear();
+  }
+  ~Churners() {
+    if (!threads.empty()) join();
+  }
+
+  void churn(unsigned id) {
+    mstest::Rng rng(id + 1);
+    unsigned char* held[kSlots] = {};
+    size_t sizes[kSlots] = {};
+    while (!stop.load(std::memory_order_relaxed)) {
+      unsigned k = static_cast<unsigned>(rng() % kSlots);
+      if (held[k] != nullptr) {
+        for (size_t i = 0; i < sizes[k]; ++i)
+          if (held[k][i] != static_cast<unsigned char>(k + sizes[k])) {
+            bad.fetch_add(1, std::memory_order_relaxed);
+            break;
+          }
+        magslab_free(held[k]);
+        frees.fetch_add(1, std::memory_order_relaxed);
+      }
+      sizes[k] = 1 + rng() % 600;
+      held[k] = static_cast<unsigned char*>(magslab_malloc(sizes[k]));
+      if (held[k] != nullptr) std::memset(held[k], static_cast<int>(k + sizes[k]), sizes[k]);
+    }
+    for (unsigned char* p : held) magslab_free(p);
+  }
+};
 
 // magslab_trim() from the main thread drains every ring, again and again,
 // while the threads free into theirs; afterwards (the threads gone, their
@@ -75,20 +95,14 @@ void churn(std::atomic<bool>& stop, std::atomic<int>& bad, std::atomic<long>& fr
 TEST(CheckRingsMt, TrimDrainsEveryRingWhileThreadsFree) {
   magslab_trim();
   const size_t before = live_objects();
-  std::atomic<bool> stop{false};
-  std::atomic<int> bad{0};
-  std::atomic<long> frees{0};
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < kThreads; ++t)
-    threads.emplace_back(churn, std::ref(stop), std::ref(bad), std::ref(frees), t);
+  Churners c;
   int trims = 0;
-  while (frees.load(std::memory_order_relaxed) < kFrees) {  // relaxed: a progress count
+  while (c.frees.load(std::memory_order_relaxed) < kFrees) {  // relaxed: a progress count
     magslab_trim();
     ++trims;
   }
-  stop.store(true);
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(bad.load(), 0);
+  c.join();
+  EXPECT_EQ(c.bad.load(), 0);
   EXPECT_GT(trims, 1);
   EXPECT_GT(live_objects(), before) << "the exited threads' last frees wait in their rings";
   magslab_trim();
@@ -110,31 +124,12 @@ TEST(CheckRingsMt, TrimDrainsEveryRingWhileThreadsFree) {
 }
 
 TEST(CheckRingsMt, ChildOfFreeingThreadsTrims) {
-  std::atomic<bool> stop{false};
-  std::atomic<int> bad{0};
-  std::atomic<long> frees{0};
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < kThreads; ++t)
-    threads.emplace_back(churn, std::ref(stop), std::ref(bad), std::ref(frees), t);
+  Churners c;
   int failures = 0;
-  for (int f = 0; f < kForks; ++f) {
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) child_trims();
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      ++failures;
-      ADD_FAILURE() << "fork " << f << ": "
-                    << (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM
-                            ? "child hung (alarm fired)"
-                            : "child failed");
-    }
-  }
-  stop.store(true);
-  for (auto& t : threads) t.join();
+  mstest::fork_children(kForks, child_trims, &failures);
+  c.join();
   EXPECT_EQ(failures, 0);
-  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(c.bad.load(), 0);
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 // once (no lock inherited in a held state), and exit 0. A deadlock in the child
 // is turned into a failure by alarm(): the child dies of SIGALRM.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +12,7 @@
 
 #include "ds/tagged_stack.h"
 #include "magslab/magslab.h"
+#include "testing/fork.h"
 #include "testing/rng.h"
 #include "testing/sanitizers.h"
 
@@ -81,26 +81,6 @@ void churn(std::atomic<bool>& stop, std::vector<std::atomic<void*>>& slots, int 
   _exit(0);
 }
 
-// Forks n children, one at a time, each running child(), which must _exit(0);
-// adds a failure naming each child that did not, and counts them.
-void fork_children(int n, void (*child)(), int* failures) {
-  for (int f = 0; f < n; ++f) {
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) child();
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      ++*failures;
-      if (WIFSIGNALED(status))
-        ADD_FAILURE() << "fork " << f << ": child killed by signal " << WTERMSIG(status)
-                      << (WTERMSIG(status) == SIGALRM ? " (deadlock: alarm fired)" : "");
-      else
-        ADD_FAILURE() << "fork " << f << ": child exited with " << WEXITSTATUS(status);
-    }
-  }
-}
-
 TEST(ForkMt, ChildOfBusyThreadsAllocatesAtOnce) {
   std::atomic<bool> stop{false};
   std::vector<std::atomic<void*>> slots(kThreads);
@@ -110,7 +90,7 @@ TEST(ForkMt, ChildOfBusyThreadsAllocatesAtOnce) {
     threads.emplace_back(churn, std::ref(stop), std::ref(slots), t);
 
   int failures = 0;
-  fork_children(kForks, child_body, &failures);
+  mstest::fork_children(kForks, child_body, &failures);
   stop.store(true);
   for (auto& t : threads) t.join();
   for (auto& s : slots)
@@ -149,7 +129,7 @@ TEST(ForkMt, ChildUsesATaggedStackWhileParentThreadsSwapOne) {
   // A child costs milliseconds here (no heap work), and before the fix only
   // some forks caught a swap in flight: 20 forks hung a child in 3 of 6 runs.
   int failures = 0;
-  fork_children(100, stack_child, &failures);
+  mstest::fork_children(100, stack_child, &failures);
   stop.store(true);
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures, 0);
