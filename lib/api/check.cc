@@ -272,13 +272,33 @@ struct SmallEntry {
 constexpr size_t kRing = size_t{1} << 13;  // per ring (so, 512 KiB of 64-byte objects)
 constexpr size_t kRingShare = 8;
 constexpr size_t kBatch = 16;  // released per call, checked outside the lock
-static_assert(is_pow2(kRing), "ring indices wrap with a mask");
+
+// First in, first out: at most Cap entries (a power of two) in a ring buffer.
+template <class E, size_t Cap>
+struct Fifo {
+  static_assert(is_pow2(Cap), "indices wrap with a mask");
+  size_t head = 0, count = 0;
+  E slots[Cap];  // left uninitialised: a mapped ring's pages stay untouched until used
+
+  bool full() const { return count == Cap; }
+  E& at(size_t i) { return slots[(head + i) & (Cap - 1)]; }  // i-th eldest
+  void push(const E& e) {
+    at(count) = e;
+    ++count;
+  }
+  E pop() {
+    E e = slots[head];
+    head = (head + 1) & (Cap - 1);
+    --count;
+    return e;
+  }
+};
 
 struct ThreadRing {
   std::atomic<bool> busy{false};
-  size_t head = 0, count = 0, bytes = 0;  // under busy
-  ThreadRing* all_next = nullptr;         // g_rings; set before the ring is published
-  SmallEntry slots[kRing];
+  ThreadRing* all_next = nullptr;  // g_rings; set before the ring is published
+  size_t bytes = 0;                // under busy, as q: the bytes of its entries
+  Fifo<SmallEntry, kRing> q;
 
   void lock() {
     // acquire: pairs with unlock(); the ring's fields as its last holder left them.
@@ -295,14 +315,11 @@ struct ThreadRing {
   void unlock() { busy.store(false, std::memory_order_release); }
 
   void push(const SmallEntry& e) {
-    slots[(head + count) & (kRing - 1)] = e;
-    ++count;
+    q.push(e);
     bytes += e.bytes;
   }
   SmallEntry pop() {
-    SmallEntry e = slots[head];
-    head = (head + 1) & (kRing - 1);
-    --count;
+    SmallEntry e = q.pop();
     bytes -= e.bytes;
     return e;
   }
@@ -353,29 +370,17 @@ struct Entry {
   bool locked;  // made inaccessible (mprotect succeeded)
 };
 constexpr size_t kLargeRing = 64;  // large blocks (each a mapping split while held)
-static_assert(is_pow2(kLargeRing), "ring indices wrap with a mask");
-
-struct Ring {
-  Lock lock;
-  size_t head = 0, count = 0;  // under lock
-  Entry* at(size_t i, Entry* slots) { return &slots[(head + i) & (kLargeRing - 1)]; }
-};
 
 // bss; one entry in builds without check mode.
-Entry g_large[kCheckMode ? kLargeRing : 1];
-Ring g_large_ring;
-
-Entry pop_large() {
-  Entry e = *g_large_ring.at(0, g_large);
-  g_large_ring.head = (g_large_ring.head + 1) & (kLargeRing - 1);
-  --g_large_ring.count;
-  return e;
-}
+struct LargeRing {
+  Lock lock;
+  Fifo<Entry, kCheckMode ? kLargeRing : 1> q;  // under lock
+} g_large_ring;
 
 // Under g_large_ring.lock: the large quarantine's entry for p, or nullptr.
 const Entry* find_large_locked(const void* p) {
-  for (size_t i = 0; i < g_large_ring.count; ++i) {
-    const Entry* e = g_large_ring.at(i, g_large);
+  for (size_t i = 0; i < g_large_ring.q.count; ++i) {
+    const Entry* e = &g_large_ring.q.at(i);
     if (e->p == p) return e;
   }
   return nullptr;
@@ -414,9 +419,9 @@ void quarantine_small(const SmallEntry& e) {
   SmallEntry out[kBatch];
   size_t nout = 0;
   r->lock();
-  if (r->count == kRing) out[nout++] = r->pop();
+  if (r->q.full()) out[nout++] = r->pop();
   r->push(e);
-  while (r->bytes > budget && nout < kBatch && r->count != 0) out[nout++] = r->pop();
+  while (r->bytes > budget && nout < kBatch && r->q.count != 0) out[nout++] = r->pop();
   r->unlock();
   for (size_t i = 0; i < nout; ++i) release_small(out[i]);
 }
@@ -437,10 +442,10 @@ void quarantine_large(const Entry& e) {
       info.requested = e.n;
       freed_misuse(e.p, Misuse::kInvalidFree, info);
     }
-    if (g_large_ring.count == kLargeRing) out[nout++] = pop_large();
-    *g_large_ring.at(g_large_ring.count, g_large) = e;
-    ++g_large_ring.count;
-    while (off && nout < kBatch && g_large_ring.count != 0) out[nout++] = pop_large();
+    auto& q = g_large_ring.q;
+    if (q.full()) out[nout++] = q.pop();
+    q.push(e);
+    while (off && nout < kBatch && q.count != 0) out[nout++] = q.pop();
   }
   for (size_t i = 0; i < nout; ++i) release_large(out[i]);
 }
@@ -464,10 +469,11 @@ Live live_block(const void* p, Misuse invalid) {
     if (MAGSLAB_UNLIKELY(st == kZeroFreed)) freed_misuse(p, invalid, b.info());
     return b;
   }
-  if (Slab* s = pagemap::lookup_slab(a)) {
+  if (pagemap::PageInfo pg = pagemap::lookup_page(a); pg.slab != nullptr) {
+    Slab* s = pg.slab;
     size_t size = kClasses[s->cls].size;
     // A hollow page (slab::hollow) has word 0: the record says the same.
-    uint64_t w = pagemap::lookup_word(a);
+    uint64_t w = pg.word;
     if (MAGSLAB_UNLIKELY(w != 0 ? !valid_word(w, a) : !slab::object_start(s, a)))
       platform::misuse(invalid, p, BlockInfo::small(s->cls, size));
     uint32_t st = state(s, p).load(std::memory_order_relaxed);  // relaxed: see state()
@@ -717,7 +723,7 @@ void drain() {
       SmallEntry out[kBatch];
       size_t nout = 0;
       r->lock();
-      while (r->count != 0 && nout < kBatch) out[nout++] = r->pop();
+      while (r->q.count != 0 && nout < kBatch) out[nout++] = r->pop();
       r->unlock();
       if (nout == 0) break;
       for (size_t i = 0; i < nout; ++i) release_small(out[i]);
@@ -728,7 +734,7 @@ void drain() {
     size_t nout = 0;
     {
       LockGuard g(g_large_ring.lock);
-      while (g_large_ring.count != 0 && nout < kBatch) out[nout++] = pop_large();
+      while (g_large_ring.q.count != 0 && nout < kBatch) out[nout++] = g_large_ring.q.pop();
     }
     if (nout == 0) break;
     for (size_t i = 0; i < nout; ++i) release_large(out[i]);
