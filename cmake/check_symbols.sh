@@ -2,7 +2,8 @@
 # Usage: cmake/check_symbols.sh <magslab.h> <libmagslab.so> <libmagslab-override.so>
 #
 # CTest `exported_symbols` (issue #17, docs/design.md "Versions and symbols"):
-#   - libmagslab.so exports exactly the functions magslab.h declares MAGSLAB_API;
+#   - libmagslab.so exports exactly the functions magslab.h declares MAGSLAB_API and the
+#     variables magslab.hpp declares MAGSLAB_API (ObjectCache's inline fast paths read them);
 #   - libmagslab-override.so exports those, the C library's allocation functions and
 #     the C++ operators new and delete, and nothing else;
 #   - both sonames carry 0.MINOR while the major version is 0 (MAJOR from 1.0 on).
@@ -15,6 +16,11 @@ trap 'rm -rf "$tmp"' EXIT
 grep -o 'MAGSLAB_API [^(]*[^a-z0-9_]magslab_[a-z0-9_]*(' "$header" |
   sed 's/.*\(magslab_[a-z0-9_]*\)(/\1/' | sort -u >"$tmp/api"
 [[ $(wc -l <"$tmp/api") -ge 15 ]] || fail "too few API functions parsed from $header"
+hpp=${header%.h}.hpp
+grep -o 'MAGSLAB_API [^(;]*[^a-z0-9_]magslab_[a-z0-9_]*;' "$hpp" |
+  sed 's/.*\(magslab_[a-z0-9_]*\);/\1/' >"$tmp/vars"
+[[ $(wc -l <"$tmp/vars") -ge 2 ]] || fail "no exported variables parsed from $hpp"
+sort -u "$tmp/api" "$tmp/vars" -o "$tmp/api"
 exports() { nm -D --defined-only "$1" | awk '{print $3}' | sed 's/@.*//' | sort -u; }
 
 exports "$lib" >"$tmp/lib"
@@ -39,4 +45,4 @@ for l in "$lib" "$override"; do
   name=${name%%.so*}.so.$so
   readelf -d "$l" | grep -q "SONAME.*\[$name\]" || fail "$l: soname is not $name"
 done
-echo "check_symbols: OK ($(wc -l <"$tmp/api") API functions; sonames .so.$so)"
+echo "check_symbols: OK ($(wc -l <"$tmp/api") API functions and variables; sonames .so.$so)"

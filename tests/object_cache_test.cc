@@ -341,6 +341,38 @@ TEST(CacheCApi, CreateAllocFreeReapStatsDestroy) {
   EXPECT_EQ(magslab_cache_destroy(nullptr), 0u);
 }
 
+// ObjectCache's acquire/release run inline (magslab.hpp, detail::cache_abi)
+// over the same magazines as magslab_cache_alloc/free: objects released one way
+// are handed out the other, LIFO, and the statistics (which read the
+// magazines' counts) see every move.
+TEST(ObjectCache, InlineFastPathsShareTheCApisMagazines) {
+  magslab::ObjectCache<Counted> cache("shared");
+  magslab_cache* c = cache.native_handle();
+  std::vector<Counted*> v;
+  for (int i = 0; i < 10; ++i) v.push_back(cache.acquire());
+  cache.release(v[0]);  // this thread now checks v's slab inline
+  const auto before = cache.stats();
+  for (int i = 1; i < 10; ++i) {
+    if (i % 2 != 0)
+      cache.release(v[i]);
+    else
+      magslab_cache_free(c, v[i]);
+  }
+  auto st = cache.stats();
+  EXPECT_EQ(st.live, 0u);
+  EXPECT_EQ(st.in_magazines, before.in_magazines + 9);
+  // LIFO across both: the last released first, whichever way it went in.
+  for (int i = 9; i >= 0; --i) {
+    Counted* p = (i % 2 != 0) ? static_cast<Counted*>(magslab_cache_alloc(c)) : cache.acquire();
+    EXPECT_EQ(p, v[i]) << i;
+  }
+  st = cache.stats();
+  EXPECT_EQ(st.live, 10u);
+  EXPECT_EQ(st.in_magazines, before.in_magazines - 1);
+  for (Counted* p : v) cache.release(p);
+  EXPECT_EQ(cache.stats().live, 0u);
+}
+
 TEST(CacheCApi, NoConstructorAndSmallAlignments) {
   for (size_t align : {size_t{0}, size_t{1}, size_t{2}, size_t{8}, size_t{32}, size_t{4096}}) {
     magslab_cache* c = magslab_cache_create("plain", 3, align, nullptr, nullptr, nullptr);
@@ -488,6 +520,28 @@ TEST(CacheMisuseDeathTest, InteriorPointer) {
   cache.release(p);
 }
 
+// The same once the thread has released into that slab, so release() checks
+// it inline (only the offset): the interior pointer must still be refused.
+TEST(CacheMisuseDeathTest, InteriorPointerInTheSlabLastReleasedInto) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* p = cache.acquire();
+  Counted* q = cache.acquire();
+  cache.release(q);  // the slab of p and q is this thread's checked slab
+  const size_t slab = cache.stats().slab_size;
+  auto* start = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(p) & ~(slab - 1));
+  for (void* inside : {static_cast<void*>(reinterpret_cast<char*>(p) + 8),
+                       static_cast<void*>(reinterpret_cast<char*>(p) + 63),
+                       static_cast<void*>(start), static_cast<void*>(start + slab - 8)}) {
+    const std::string why = "inside an object of 64 B";
+    EXPECT_DEATH(
+        cache.release(static_cast<Counted*>(inside)),
+        only_line("invalid release of " + hex(inside) + " to cache \"widgets\" \\(" + why + "\\)"))
+        << hex(inside);
+  }
+  cache.release(p);
+}
+
 TEST(CacheMisuseDeathTest, ReleaseAfterReapIsReported) {
   GTEST_FLAG_SET(death_test_style, "fast");
   magslab::ObjectCache<Counted> cache("widgets");
@@ -522,6 +576,50 @@ TEST(CacheMisuseDeathTest, ReleaseIntoADestroyedCachesSlabToItsSuccessor) {
                only_line("invalid release of " + hex(p) +
                          " to cache \"next\" \\(not an object of any cache\\)"));
   magslab_cache_destroy(next);
+}
+
+// As above, through ObjectCache's inline release: the destroyed cache's slab
+// was this thread's checked slab under the id the successor reuses.
+TEST(CacheMisuseDeathTest, InlineReleaseIntoADestroyedCachesSlabToItsSuccessor) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  auto* old_cache = new magslab::ObjectCache<Counted>("old");
+  Counted* p = old_cache->acquire();
+  old_cache->release(old_cache->acquire());  // this thread now remembers p's slab
+  testing::internal::CaptureStderr();
+  delete old_cache;  // p is live: its slab stays (reported, leaked)
+  testing::internal::GetCapturedStderr();
+  magslab::ObjectCache<Counted> next("next");
+  Counted* r = next.acquire();  // a magazine in the slot again: release() may take the fast path
+  EXPECT_DEATH(next.release(p), only_line("invalid release of " + hex(p) +
+                                          " to cache \"next\" \\(not an object of any cache\\)"));
+  next.release(r);
+}
+
+// The slab a thread remembers is given up (reap) and its memory becomes a heap
+// block; a stale pointer into it, released once the thread's slot has a
+// magazine again, must be reported, not pushed into the magazine.
+TEST(CacheMisuseDeathTest, InlineReleaseIntoAReapedSlab) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* p = cache.acquire();
+  cache.release(p);  // this thread remembers p's slab
+  const size_t slab = cache.stats().slab_size;
+  ASSERT_GT(cache.reap(), 0u);
+  // Hold heap blocks of the slab's size until one covers p: the reaped slab
+  // is not reused for the cache's next one.
+  std::vector<void*> blocks;
+  for (int i = 0; i < 64; ++i) {
+    void* b = magslab_malloc(slab);
+    blocks.push_back(b);
+    if (b <= static_cast<void*>(p) && static_cast<void*>(p) < static_cast<char*>(b) + slab) break;
+  }
+  Counted* r = cache.acquire();  // a new slab, and a magazine in the slot
+  ASSERT_NE(r, p);
+  EXPECT_DEATH(cache.release(p),
+               only_line("invalid release of " + hex(p) +
+                         " to cache \"widgets\" \\(not an object of any cache\\)"));
+  cache.release(r);
+  for (void* b : blocks) magslab_free(b);
 }
 
 TEST(CacheMisuseDeathTest, DoubleReleaseFoundInItsSlab) {

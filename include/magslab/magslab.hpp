@@ -1,5 +1,7 @@
 // magslab: the C++ API (C++20), header only over the C API of magslab.h, so
-// libmagslab.so itself needs no C++ runtime (docs/cpp.md).
+// libmagslab.so itself needs no C++ runtime (docs/cpp.md). ObjectCache's
+// acquire/release are inline and read two variables the library exports
+// (detail::cache_abi): this header goes with the library of the same version.
 //
 //   magslab::ObjectCache<T>        typed cache of constructed objects (kmem_cache)
 //   magslab::Arena                 bump allocation with reset (not thread safe)
@@ -44,6 +46,91 @@ inline thread_local std::exception_ptr t_ctor_error;
 #endif
 
 inline bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
+
+// ---- ObjectCache's fast paths, inline ----
+// acquire() and release() take from / put into the calling thread's magazine of
+// the cache without a call into the library: they read the library's
+// structures at the offsets below, which lib/api/object_cache.cc asserts
+// against its own, and hand anything but a plain hit (no table or magazine
+// yet, an empty or full magazine, a pointer not in the slab last checked, a
+// misuse) to magslab_cache_alloc/magslab_cache_free, which do everything.
+// "_v1" names this layout: a library built with another exports other names,
+// so a mismatched header and library fail to link instead of misreading.
+namespace cache_abi {
+// The calling thread's table (struct CacheTable), and the count of slabs
+// given up by any cache so far (read relaxed; the library's full check reads
+// it with acquire).
+extern "C" MAGSLAB_API __thread void* magslab_objcache_table_v1;
+extern "C" MAGSLAB_API std::uint64_t magslab_objcache_epoch_v1;
+// magslab_cache: id, slab mask, first object's offset, objects * stride, and
+// ceil(2^64 / stride); all constant after creation.
+inline constexpr std::size_t kCacheId = 0, kCacheSlabMask = 8, kCacheFirstOff = 16, kCacheSpan = 24,
+                             kCacheDivMagic = 32;
+// CacheTable: slot count, then slots of (loaded magazine, previous magazine,
+// slab last checked, the epoch it was checked at).
+inline constexpr std::size_t kTableCap = 0, kTableSlots = 24, kSlotSize = 32, kSlotLoaded = 0,
+                             kSlotCheckedSlab = 16, kSlotCheckedEpoch = 24;
+// Magazine: count (written with relaxed atomic stores: statistics read it
+// from other threads), capacity, objects.
+inline constexpr std::size_t kMagCount = 8, kMagCap = 12, kMagObjs = 32;
+
+// A plain load at a byte offset, without type punning.
+template <class V>
+inline V load(const void* base, std::size_t off) noexcept {
+  V v;
+  __builtin_memcpy(&v, static_cast<const char*>(base) + off, sizeof v);
+  return v;
+}
+inline std::uint32_t* count_of(char* mag) noexcept {
+  return reinterpret_cast<std::uint32_t*>(mag + kMagCount);
+}
+inline char* slot_of(const char* table, std::uint32_t id) noexcept {
+  return const_cast<char*>(table) + kTableSlots + std::size_t{id} * kSlotSize;
+}
+
+// An object from the loaded magazine, or nullptr (not a failure: call
+// magslab_cache_alloc).
+inline void* take(magslab_cache* c) noexcept {
+  const char* t = static_cast<const char*>(magslab_objcache_table_v1);
+  const auto id = load<std::uint32_t>(c, kCacheId);
+  if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return nullptr;
+  char* m = load<char*>(slot_of(t, id), kSlotLoaded);
+  std::uint32_t n = load<std::uint32_t>(m, kMagCount);
+  if (__builtin_expect(n == 0, 0)) return nullptr;
+  // relaxed: only other threads' statistics read it; the owner alone writes.
+  std::atomic_ref<std::uint32_t>(*count_of(m)).store(n - 1, std::memory_order_relaxed);
+  return load<void*>(m, kMagObjs + (n - 1) * sizeof(void*));
+}
+
+// true: p (an object of c, in the slab this thread last checked) is in the
+// loaded magazine; false: nothing done (call magslab_cache_free).
+inline bool put(magslab_cache* c, void* p) noexcept {
+  const char* t = static_cast<const char*>(magslab_objcache_table_v1);
+  const auto id = load<std::uint32_t>(c, kCacheId);
+  if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return false;
+  char* s = slot_of(t, id);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t base = a & load<std::uintptr_t>(c, kCacheSlabMask);
+  // relaxed: a newer epoch than this read only sends p to the full check.
+  const std::uint64_t epoch =
+      std::atomic_ref<std::uint64_t>(magslab_objcache_epoch_v1).load(std::memory_order_relaxed);
+  if (__builtin_expect(base != load<std::uintptr_t>(s, kSlotCheckedSlab) ||
+                           epoch != load<std::uint64_t>(s, kSlotCheckedEpoch),
+                       0))
+    return false;
+  // At an object's start: off a multiple of the stride (one multiply).
+  const std::uint64_t off = a - base - load<std::uint64_t>(c, kCacheFirstOff);
+  const auto magic = load<std::uint64_t>(c, kCacheDivMagic);
+  if (__builtin_expect(off >= load<std::uint64_t>(c, kCacheSpan) || off * magic >= magic, 0))
+    return false;
+  char* m = load<char*>(s, kSlotLoaded);
+  std::uint32_t n = load<std::uint32_t>(m, kMagCount);
+  if (__builtin_expect(n >= load<std::uint32_t>(m, kMagCap), 0)) return false;
+  __builtin_memcpy(m + kMagObjs + n * sizeof(void*), &p, sizeof p);
+  std::atomic_ref<std::uint32_t>(*count_of(m)).store(n + 1, std::memory_order_relaxed);
+  return true;
+}
+}  // namespace cache_abi
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -94,23 +181,18 @@ class ObjectCache {
   // A constructed object. Throws what T() threw while populating a slab, or
   // std::bad_alloc without memory.
   T* acquire() {
-    if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
-#if defined(__cpp_exceptions)
-    std::exception_ptr e = std::exchange(detail::t_ctor_error, nullptr);
-    if (e) std::rethrow_exception(e);
-#endif
-    MAGSLAB_THROW(std::bad_alloc());
+    if (void* p = detail::cache_abi::take(c_)) return static_cast<T*>(p);
+    return acquire_slow();
   }
   // nullptr instead of an exception.
   T* try_acquire() noexcept {
-    void* p = magslab_cache_alloc(c_);
-#if defined(__cpp_exceptions)
-    if (p == nullptr) detail::t_ctor_error = nullptr;
-#endif
-    return static_cast<T*>(p);
+    if (void* p = detail::cache_abi::take(c_)) return static_cast<T*>(p);
+    return try_acquire_slow();
   }
   // Give p (constructed, from this cache) back; nullptr is ignored.
-  void release(T* p) noexcept { magslab_cache_free(c_, p); }
+  void release(T* p) noexcept {
+    if (p != nullptr && !detail::cache_abi::put(c_, p)) magslab_cache_free(c_, p);
+  }
   // An object that releases itself to this cache.
   unique_ptr acquire_unique() { return unique_ptr(acquire(), Deleter{this}); }
 
@@ -144,6 +226,22 @@ class ObjectCache {
 #endif
   }
   static void destruct(void* p, void*) noexcept { static_cast<T*>(p)->~T(); }
+  // The library's way: the slow paths, and the exception T() threw.
+  [[gnu::noinline]] T* acquire_slow() {
+    if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
+#if defined(__cpp_exceptions)
+    std::exception_ptr e = std::exchange(detail::t_ctor_error, nullptr);
+    if (e) std::rethrow_exception(e);
+#endif
+    MAGSLAB_THROW(std::bad_alloc());
+  }
+  [[gnu::noinline]] T* try_acquire_slow() noexcept {
+    void* p = magslab_cache_alloc(c_);
+#if defined(__cpp_exceptions)
+    if (p == nullptr) detail::t_ctor_error = nullptr;
+#endif
+    return static_cast<T*>(p);
+  }
   static constexpr magslab_cache_dtor destructor() noexcept {
     return std::is_trivially_destructible_v<T> ? nullptr : &destruct;
   }

@@ -13,7 +13,7 @@
 //  - magslab_cache: its geometry is constant after creation (read by the fast
 //    paths of any thread); the slab lists and counts are under its `lock`; the
 //    depot is lock-free.
-//  - CacheTable: one per thread, reached through t_table; slot[id] holds the
+//  - CacheTable: one per thread, reached through magslab_objcache_table_v1; slot[id] holds the
 //    thread's loaded and previous magazine of the cache with that id. Written
 //    by its thread (fast and slow paths), and by destroy() and a thread's exit
 //    under g_lock. The registry of tables and the id -> cache table are under
@@ -30,6 +30,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -40,6 +41,7 @@
 #include "chunks/chunk_map.h"
 #include "chunks/meta_arena.h"
 #include "ds/tagged_stack.h"
+#include "magslab/magslab.hpp"
 #include "platform/check.h"
 #include "platform/platform.h"
 #include "small/magazine.h"
@@ -136,8 +138,8 @@ namespace {
 struct Slot {
   Magazine* loaded;            // acquire pops from / release pushes to this one
   Magazine* previous;          // the one before: full or empty, swapped in on a miss
-  uintptr_t checked_slab = 0;  // a slab of this cache as of g_slab_epoch == checked_epoch
-  uint64_t checked_epoch = 0;  // 0: nothing checked (g_slab_epoch starts at 1)
+  uintptr_t checked_slab = 0;  // a slab of this cache as of slab_epoch() == checked_epoch
+  uint64_t checked_epoch = 0;  // 0: nothing checked (the epoch starts at 1)
 };
 
 // Per thread: a slot per cache id below cap. Grown (replaced) under g_lock.
@@ -156,9 +158,43 @@ struct CacheTable {
 // after ours; such late calls go to the slabs directly).
 CacheTable g_no_table;
 CacheTable g_exited_table;
-// constinit, and initial-exec (an %fs-relative load) except in libmagslab.so,
-// which uses TLS descriptors to load with dlopen: MAGSLAB_TLS_MODEL, as t_cache.
-constinit thread_local CacheTable* t_table MAGSLAB_TLS_MODEL = &g_no_table;
+}  // namespace
+}  // namespace magslab::objcache
+
+// The calling thread's table, and the slab epoch (below): exported, for the
+// inline fast paths of magslab.hpp. constinit, and initial-exec (an
+// %fs-relative load) except in libmagslab.so, which uses TLS descriptors to
+// load with dlopen: MAGSLAB_TLS_MODEL, as t_cache.
+namespace magslab::detail::cache_abi {
+constinit __thread void* magslab_objcache_table_v1 MAGSLAB_TLS_MODEL = &objcache::g_no_table;
+uint64_t magslab_objcache_epoch_v1 = 1;
+}  // namespace magslab::detail::cache_abi
+
+namespace magslab::objcache {
+namespace {
+
+using detail::cache_abi::magslab_objcache_epoch_v1;
+using detail::cache_abi::magslab_objcache_table_v1;
+
+// What the inline fast paths read (magslab.hpp, detail::cache_abi).
+namespace abi = detail::cache_abi;
+static_assert(offsetof(magslab_cache, id) == abi::kCacheId);
+static_assert(offsetof(magslab_cache, slab_mask) == abi::kCacheSlabMask);
+static_assert(offsetof(magslab_cache, first_off) == abi::kCacheFirstOff);
+static_assert(offsetof(magslab_cache, span) == abi::kCacheSpan);
+static_assert(offsetof(magslab_cache, div_magic) == abi::kCacheDivMagic);
+static_assert(offsetof(CacheTable, cap) == abi::kTableCap);
+static_assert(offsetof(CacheTable, slot) == abi::kTableSlots);
+static_assert(sizeof(Slot) == abi::kSlotSize);
+static_assert(offsetof(Slot, loaded) == abi::kSlotLoaded);
+static_assert(offsetof(Slot, checked_slab) == abi::kSlotCheckedSlab);
+static_assert(offsetof(Slot, checked_epoch) == abi::kSlotCheckedEpoch);
+static_assert(offsetof(Magazine, count) == abi::kMagCount);
+static_assert(offsetof(Magazine, cap) == abi::kMagCap);
+static_assert(offsetof(Magazine, objs) == abi::kMagObjs);
+
+CacheTable* my_table() { return static_cast<CacheTable*>(magslab_objcache_table_v1); }
+void set_my_table(CacheTable* t) { magslab_objcache_table_v1 = t; }
 
 Lock g_lock;
 CacheTable* g_tables = nullptr;          // live threads' tables, under g_lock
@@ -169,11 +205,14 @@ TaggedStack g_mag_pool[kNumMagBuckets];  // empty magazines, by capacity
 // reader obtained its cache handle, hence the key, through the program's own
 // synchronisation with the creating thread.
 std::atomic<uint64_t> g_slab_key{0};
-// Bumped whenever any cache gives up a slab (reap, destroy), after its magic
-// is cleared: a thread's memory of which slab it found to be its cache's
-// (Slot::checked_slab) holds only while this has not moved. Starts at 1, so
-// a slot's 0 never matches.
-std::atomic<uint64_t> g_slab_epoch{1};
+// magslab_objcache_epoch_v1 (below), all accesses atomic: bumped whenever any
+// cache gives up a slab (reap, destroy), after its magic is cleared: a
+// thread's memory of which slab it found to be its cache's
+// (Slot::checked_slab) holds only while this has not moved. Starts at 1, so a
+// slot's 0 never matches.
+std::atomic_ref<uint64_t> slab_epoch() {
+  return std::atomic_ref<uint64_t>(magslab_objcache_epoch_v1);
+}
 pthread_key_t g_exit_key;
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 bool g_key_ok = false;
@@ -363,7 +402,7 @@ void unlink_slab(magslab_cache* c, CacheSlab* s) {
   s->magic = 0;  // from now on a release of its objects is reported
   // release: a thread that reads the new epoch and checks the slab again
   // reads its magic as 0.
-  g_slab_epoch.fetch_add(1, std::memory_order_release);
+  slab_epoch().fetch_add(1, std::memory_order_release);
 }
 
 // Up to n free objects out of the slabs into out[0..); caller holds c->lock.
@@ -473,7 +512,7 @@ void registry_remove(CacheTable* t) {
 // The calling thread's slot for c, making or growing its table; nullptr after
 // the thread's exit flush, or without memory.
 MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
-  CacheTable* t = t_table;
+  CacheTable* t = my_table();
   if (c->id < t->cap) return &t->slot[c->id];
   if (t == &g_exited_table) return nullptr;
   pthread_once(&g_once, init_once);
@@ -497,7 +536,7 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
     if (g_tables != nullptr) g_tables->reg_prev = nt;
     g_tables = nt;
     // Set before setspecific: for a key past glibc's first 32 it allocates.
-    t_table = nt;
+    set_my_table(nt);
   }
   if (t != &g_no_table) magslab_free(t);
   if (g_key_ok) pthread_setspecific(g_exit_key, nt);
@@ -522,7 +561,7 @@ void on_thread_exit(void* arg) {
       set_previous(s, &g_empty_magazine);
     }
     registry_remove(t);
-    t_table = &g_exited_table;
+    set_my_table(&g_exited_table);
   }
   magslab_free(t);
 }
@@ -708,12 +747,12 @@ void report_live(const magslab_cache* c, size_t live) {
 // has none yet) does not remember p's slab as c's: the slab it finds to be
 // c's is remembered (Slot::checked_slab), so the thread's next releases into
 // it need only the offset check (magslab_cache_free). A slab given up since
-// (reap, destroy) moves g_slab_epoch, so a stale pointer into it comes back
+// (reap, destroy) moves the epoch, so a stale pointer into it comes back
 // here, and is reported.
 MAGSLAB_NOINLINE void release_checked(magslab_cache* c, Slot* sl, void* p) {
   // acquire: pairs with the release in unlink_slab()/destroy(): a slab given
   // up before this read has magic 0 for the check below.
-  uint64_t e = g_slab_epoch.load(std::memory_order_acquire);
+  uint64_t e = slab_epoch().load(std::memory_order_acquire);
   check_release(c, p);
   if (sl != nullptr) {
     sl->checked_slab = reinterpret_cast<uintptr_t>(p) & c->slab_mask;
@@ -753,7 +792,7 @@ size_t destroy(magslab_cache* c, bool free_live) {
     bool has_live = s->nfree != c->nobj;
     destruct_objects(c, s, free_live);
     s->magic = 0;
-    g_slab_epoch.fetch_add(1, std::memory_order_release);  // release: as in unlink_slab()
+    slab_epoch().fetch_add(1, std::memory_order_release);  // release: as in unlink_slab()
     // A slab with live objects stays allocated: the program still holds them.
     if (!has_live || free_live) magslab_free(s);
     s = next;
@@ -819,7 +858,7 @@ magslab_cache* magslab_cache_create(const char* name, size_t size, size_t align,
 // The fast paths: the calling thread's loaded magazine of c, reached through
 // one TLS load and the cache's id. No lock, no atomic read-modify-write.
 void* magslab_cache_alloc(magslab_cache* c) {
-  CacheTable* t = t_table;
+  CacheTable* t = my_table();
   uint32_t id = c->id;
   if (MAGSLAB_LIKELY(id < t->cap)) {
     Magazine* m = t->slot[id].loaded;
@@ -831,7 +870,7 @@ void* magslab_cache_alloc(magslab_cache* c) {
 
 void magslab_cache_free(magslab_cache* c, void* p) {
   if (MAGSLAB_UNLIKELY(p == nullptr)) return;
-  CacheTable* t = t_table;
+  CacheTable* t = my_table();
   uint32_t id = c->id;
   if (MAGSLAB_UNLIKELY(id >= t->cap)) return release_checked(c, nullptr, p);
   Slot& s = t->slot[id];
@@ -841,7 +880,7 @@ void magslab_cache_free(magslab_cache* c, void* p) {
   // only the offset check. relaxed: a newer epoch than this read only sends
   // the release to the full check (release_checked's acquire).
   if (MAGSLAB_UNLIKELY(base != s.checked_slab ||
-                       s.checked_epoch != g_slab_epoch.load(std::memory_order_relaxed)))
+                       s.checked_epoch != slab_epoch().load(std::memory_order_relaxed)))
     return release_checked(c, &s, p);
   if (MAGSLAB_UNLIKELY(!object_start(c, a, base)))
     bad_release(c, p, reinterpret_cast<const CacheSlab*>(base), true);
@@ -853,7 +892,7 @@ void magslab_cache_free(magslab_cache* c, void* p) {
 
 size_t magslab_cache_reap(magslab_cache* c) {
   // The calling thread's magazines and the depot, into the slabs.
-  CacheTable* t = t_table;
+  CacheTable* t = my_table();
   if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
   while (Magazine* m = pop_full(c)) flush(c, m);
   // Unlink the slabs with no object out under the lock; destruct and free them
