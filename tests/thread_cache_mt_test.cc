@@ -141,7 +141,9 @@ TEST(ThreadCache, MagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
   t.join();
 }
 
-TEST(ThreadCache, OtherThreadsObjectsGoToTheRemoteMagazineThenTheDepot) {
+// ... and a full remote magazine of a running thread's objects to that
+// thread's inbox (thread_cache.cc, send_to_owner), not the depot.
+TEST(ThreadCache, OtherThreadsObjectsGoToTheRemoteMagazineThenTheirOwner) {
   const size_t kSize = 160;
   const unsigned cls = class_of(kSize);
   const uint32_t cap = kClasses[cls].mag_cap;
@@ -162,8 +164,9 @@ TEST(ThreadCache, OtherThreadsObjectsGoToTheRemoteMagazineThenTheDepot) {
     // All in the remote magazine: counted as cached, not in the depot yet.
     EXPECT_EQ(cached(cls), size_t{cap} + (2 * cap - (cap + 1)));  // + the producer's loaded rest
     EXPECT_EQ(depot::cached_objects(cls), depot0);
-    magslab_free(objs[cap]);  // remote full: it goes to the depot whole
-    EXPECT_EQ(depot::cached_objects(cls), depot0 + cap);
+    magslab_free(objs[cap]);  // remote full: it goes to the producer whole
+    EXPECT_EQ(depot::cached_objects(cls), depot0);
+    EXPECT_EQ(cached(cls), size_t{cap} + (cap - 1) + 1);  // inbox, loaded rest, new remote
   });
   consumer.join();
   phase.set(2);

@@ -141,7 +141,8 @@ MAGSLAB_API int magslab_option_set(const char* name, size_t value);
 MAGSLAB_API size_t magslab_trim(void);
 
 /* magslab_trim() for the whole process: also the pages of unused slab
- * records and every thread's "previous" magazines, now; every other thread
+ * records and every thread's "previous" magazines and inboxes (objects other
+ * threads freed, waiting for it), now; every other thread
  * flushes the rest of its magazines at its next allocation or free that
  * leaves its fast path (a thread that makes no more calls keeps what its
  * loaded and remote magazines hold: at most a few dozen KiB per size class it

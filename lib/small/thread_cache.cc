@@ -43,14 +43,26 @@ TaggedStack g_cache_pool;               // caches of exited threads, for reuse
 constexpr size_t kRunningSlots = 4096;
 std::atomic<uint64_t> g_running[kRunningSlots];
 std::atomic<uint64_t> g_tags_ended{0};  // tags whose thread has exited so far
+// Beside g_running: the cache of the slot's tag (send_to_owner), set before
+// the tag is published there; a stale pointer (the slot's tag changed between
+// the two reads) only sends a magazine to another live or pooled cache.
+// relaxed: as g_running; caches are never unmapped.
+std::atomic<ThreadCache*> g_running_cache[kRunningSlots];
 
 std::atomic<uint64_t>& running_slot(uint64_t tag) {
   return g_running[(tag >> kOwnerTagShift) % kRunningSlots];
 }
+std::atomic<ThreadCache*>& running_cache(uint64_t tag) {
+  return g_running_cache[(tag >> kOwnerTagShift) % kRunningSlots];
+}
 bool tag_gone(uint64_t tag) { return running_slot(tag).load(std::memory_order_relaxed) != tag; }
 void tag_ended(uint64_t tag) {
   uint64_t expected = tag;  // unless a later tag has taken the slot
-  running_slot(tag).compare_exchange_strong(expected, 0, std::memory_order_relaxed);
+  // seq_cst: with the exit's inbox drain after it and send_to_owner's
+  // exchange and recheck (all seq_cst), a magazine sent to an exiting thread
+  // is taken by one of the two (send_to_owner).
+  running_slot(tag).compare_exchange_strong(expected, 0, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed);
   g_tags_ended.fetch_add(1, std::memory_order_relaxed);
 }
 pthread_key_t g_exit_key;
@@ -90,6 +102,14 @@ Magazine* read_previous(ThreadCache::Pair& p) {
 Magazine* take_previous(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.previous)
       .exchange(&g_empty_magazine, std::memory_order_acq_rel);
+}
+// The magazine in tc's inbox for class c, now the caller's; nullptr if none.
+// The load first: most misses find none, and a plain read keeps the line
+// shared. acquire: pairs with send_to_owner's release (the objects, the count).
+Magazine* take_inbox(ThreadCache* tc, unsigned c) {
+  std::atomic_ref<Magazine*> in(tc->inbox[c]);
+  if (in.load(std::memory_order_relaxed) == nullptr) return nullptr;
+  return in.exchange(nullptr, std::memory_order_acquire);
 }
 Magazine* read_remote(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
@@ -133,7 +153,9 @@ ThreadCache* current() {
   // relaxed: only makes tags unique; a new one also for a recycled cache, so
   // that slabs its previous thread refilled from are not taken for this one's.
   tc->owner_tag = owner_tag(g_owner_tags.fetch_add(1, std::memory_order_relaxed) + 1);
-  running_slot(tc->owner_tag).store(tc->owner_tag, std::memory_order_relaxed);
+  running_cache(tc->owner_tag).store(tc, std::memory_order_relaxed);
+  // release: a sender that reads this tag (acquire) reads this cache above.
+  running_slot(tc->owner_tag).store(tc->owner_tag, std::memory_order_release);
   for (ThreadCache::Pair& p : tc->cls) p.refilled = 0;  // a new thread starts slow
   tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   tc->adopt_quiet = ~uint64_t{0};
@@ -200,6 +222,11 @@ void flush(ThreadCache* tc) {
     }
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
+    if (Magazine* m = take_inbox(tc, c)) {
+      slab::release(c, m->objs, m->count);
+      set_mag_count(m, 0);
+      depot::push_empty(c, m, node);
+    }
   }
 }
 
@@ -215,6 +242,7 @@ void retire_all(ThreadCache* tc) {
     retire(c, p.remote, node);
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
+    if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
   }
 }
 
@@ -249,6 +277,12 @@ void on_thread_exit(void* arg) {
   // cache made now might never be flushed.
   t_cache = &g_exited_cache;
   tag_ended(tc->owner_tag);
+  // Again, now that senders see the tag gone: what one sent between the
+  // drain in retire_all and tag_ended. seq_cst, unconditional: see
+  // send_to_owner.
+  for (unsigned c = 0; c < kNumSmallClasses; ++c)
+    if (Magazine* m = std::atomic_ref<Magazine*>(tc->inbox[c]).exchange(nullptr))
+      retire(c, m, node_now());
   g_cache_pool.push(&tc->recycle);
 }
 
@@ -361,11 +395,14 @@ void* alloc_slow(unsigned cls) {
     set_loaded(p, prev);
     return pop(prev);
   }
-  // 2. Trade at the depot of the node the thread runs on: loaded and previous
-  //    are both empty. The empty previous goes back, loaded becomes
-  //    previous, the full one is loaded.
+  // 2. Take the inbox's magazine (own objects other threads freed), or trade
+  //    at the depot of the node the thread runs on: loaded and previous are
+  //    both empty. The empty previous goes back, loaded becomes previous, the
+  //    full one is loaded.
   const unsigned node = node_now();
-  if (Magazine* full = depot::pop_full(cls, node)) {
+  Magazine* full = take_inbox(tc, cls);
+  if (full == nullptr) full = depot::pop_full(cls, node);
+  if (full != nullptr) {
     if (is_real(prev)) depot::push_empty(cls, prev, node);
     set_previous(p, p.loaded);
     set_loaded(p, full);
@@ -394,8 +431,53 @@ void* alloc_slow(unsigned cls) {
 
 namespace {
 
+// A full remote magazine whose first and last objects come from slabs of one
+// running thread (the same owner tag in their page words) goes to that
+// thread's inbox for the class instead of the depot: the objects go back to
+// the thread that refills from their slabs, which hands them out again as its
+// own, rather than to whichever thread misses next — usually the freeing
+// thread itself, which then hands them out and frees them as remote again,
+// for good (larson at 2 threads: 24 % of all frees; docs/benchmarks.md). A
+// magazine already in the inbox is displaced to the depot (the newest stays:
+// its objects are the most recently touched). Small classes only: large
+// blocks keep the depot, whose per-thread byte bound (bound_large_classes)
+// the inbox would escape. The tag is a hint as everywhere: a stale cache
+// pointer only gives another thread objects that are not its own. But an
+// owner that exits must not keep a magazine in the inbox of its pooled cache
+// (nobody would count or take it): the exit ends the tag, then drains its
+// inboxes; a sender exchanges, then reads the tag again and takes back
+// whatever is in the inbox if the tag has ended. All four are seq_cst, so
+// one of the two sees the other's write.
+// One NUMA node only: a magazine can hold objects of several owners (only
+// the first and last are looked at), which on several nodes could hand the
+// owner memory of another node; there the depot sorts magazines by node
+// (depot.cc, home_of) as before.
+bool send_to_owner(ThreadCache* tc, unsigned cls, Magazine* r, unsigned node) {
+  if (cls >= kNumSmallClasses || r->count == 0 || numa::nodes() != 1) return false;
+  const uint64_t owner = word_owner(pagemap::lookup_word(reinterpret_cast<uintptr_t>(r->objs[0])));
+  // acquire: pairs with current()'s release; the cache read below is the tag's.
+  if (owner == 0 || owner == tc->owner_tag ||
+      running_slot(owner).load(std::memory_order_acquire) != owner)
+    return false;
+  if (word_owner(pagemap::lookup_word(reinterpret_cast<uintptr_t>(r->objs[r->count - 1]))) != owner)
+    return false;
+  ThreadCache* dst = running_cache(owner).load(std::memory_order_relaxed);
+  if (dst == nullptr || dst == tc) return false;
+  std::atomic_ref<Magazine*> in(dst->inbox[cls]);
+  // seq_cst (and so release: r's objects and count to the taker; acquire:
+  // the displaced magazine's, from another sender).
+  Magazine* old = in.exchange(r, std::memory_order_seq_cst);
+  if (old != nullptr) retire(cls, old, node);
+  if (running_slot(owner).load(std::memory_order_seq_cst) != owner) {
+    // The owner is exiting (or gone): take back what its drain may miss.
+    if (Magazine* m = in.exchange(nullptr, std::memory_order_seq_cst)) retire(cls, m, node);
+  }
+  return true;
+}
+
 // Free of another thread's object: to the remote magazine; a full one goes to
-// the depot (or, past its limit, to the slabs) and an empty one takes its place.
+// its objects' owner (send_to_owner), else to the depot (or, past its limit,
+// to the slabs), and an empty one takes its place.
 void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) {
   Magazine* r = pr.remote;
   if (r->count < r->cap) return push(r, p);
@@ -414,6 +496,11 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
   // finds none is not repeated until another thread exits: a pool of threads
   // that live on pays for one (mstress at 2 threads: 1.2% of the time in
   // slab::adopt when every full remote magazine was searched).
+  if (send_to_owner(tc, cls, r, node)) {
+    set_remote(pr, e);
+    push(e, p);
+    return;
+  }
   uint64_t ended = g_tags_ended.load(std::memory_order_relaxed);
   // (r->count == 0: the sentinel, at the thread's first remote free.)
   if (ended != tc->adopt_quiet && r->count != 0 &&
@@ -518,6 +605,12 @@ size_t take_previous_all() {
       moved += m->count;
       retire(c, m, node);
     }
+    for (unsigned c = 0; c < kNumSmallClasses; ++c) {
+      Magazine* m = take_inbox(tc, c);  // the inbox, as the previous magazine
+      if (m == nullptr) continue;
+      moved += m->count;
+      retire(c, m, node);
+    }
   }
   return moved;
 }
@@ -553,6 +646,12 @@ void cached_objects(CachedCounts* out) {
       uint32_t remote = mag_count(read_remote(tc->cls[c]));
       out->objects[c] += remote;
       out->remote[c] += remote;
+    }
+    for (unsigned c = 0; c < kNumSmallClasses; ++c) {
+      // acquire: as take_inbox; the magazine may be taken meanwhile (its
+      // count is then read as the thread pops it, like loaded's).
+      Magazine* m = std::atomic_ref<Magazine*>(tc->inbox[c]).load(std::memory_order_acquire);
+      if (m != nullptr) out->objects[c] += mag_count(m);
     }
   }
 }

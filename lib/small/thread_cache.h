@@ -21,9 +21,10 @@ namespace magslab {
 
 // Objects the thread frees that came from slabs another thread refilled from
 // (the owner tag in their page words, slab.h) go to the `remote` magazine, never to `loaded`: this
-// thread does not hand them out again itself. A full remote magazine goes to the depot, whence it
-// reaches whichever thread runs out next — producer/consumer traffic still circulates as whole
-// magazines — but a thread that frees an object it was handed does not keep reusing that object
+// thread does not hand them out again itself. A full remote magazine goes to its objects' owner
+// (ThreadCache::inbox) or to the depot, whence it reaches whichever thread runs out next —
+// producer/consumer traffic still circulates as whole magazines — but a thread that frees an
+// object it was handed does not keep reusing that object
 // next to the cache lines its allocating thread still works on (passive false sharing: Hoard's
 // cache-scratch).
 struct alignas(kCacheLine) ThreadCache {
@@ -67,6 +68,12 @@ struct alignas(kCacheLine) ThreadCache {
   // until the first free in check mode, and always in release builds. It stays
   // with the cache across thread exit and recycling. Owner only.
   void* check_ring = nullptr;
+  // Per small class, at most one full magazine of this thread's own objects
+  // that another thread freed (send_to_owner in thread_cache.cc hands it here
+  // instead of to the depot), taken by this thread's next alloc miss of the
+  // class. nullptr: none. Only ever exchanged (by senders, the owner, trim,
+  // the exit); on lines of their own, away from the Pairs.
+  alignas(kCacheLine) Magazine* inbox[kNumClasses] = {};
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0};
@@ -171,7 +178,8 @@ void retire_current();
 void request_flush_all();
 // ... but not its previous magazines: these every thread's cache gives up
 // here, at once, to the depot (or the slabs, past its limit), whatever the
-// owner is doing (thread_cache.cc, take_previous). Returns objects moved.
+// owner is doing (thread_cache.cc, take_previous), and so do its inboxes
+// (ThreadCache::inbox). Returns objects moved.
 size_t take_previous_all();
 
 // fork(): the registry lock is held across fork(); in the child only the
