@@ -15,6 +15,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
@@ -370,6 +371,13 @@ TEST(ObjectCache, InlineFastPathsShareTheCApisMagazines) {
   EXPECT_EQ(st.live, 10u);
   EXPECT_EQ(st.in_magazines, before.in_magazines - 1);
   for (Counted* p : v) cache.release(p);
+  EXPECT_EQ(cache.stats().live, 0u);
+  // nullptr is ignored inline too (no test of its own there: see put()),
+  // with a slab remembered and in a thread with no table yet.
+  const auto st0 = cache.stats();
+  cache.release(nullptr);
+  std::thread([&] { cache.release(nullptr); }).join();
+  EXPECT_EQ(cache.stats().in_magazines, st0.in_magazines);
   EXPECT_EQ(cache.stats().live, 0u);
 }
 

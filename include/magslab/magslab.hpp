@@ -88,22 +88,26 @@ inline char* slot_of(const char* table, std::uint32_t id) noexcept {
   return const_cast<char*>(table) + kTableSlots + std::size_t{id} * kSlotSize;
 }
 
-// An object from the loaded magazine, or nullptr (not a failure: call
-// magslab_cache_alloc).
-inline void* take(magslab_cache* c) noexcept {
+// An object from the loaded magazine, or miss()'s (magslab_cache_alloc's
+// way) when there is none: called from the two tests that find out, so the
+// caller does not test the object again.
+template <class Miss>
+inline void* take(magslab_cache* c, Miss miss) {
   const char* t = static_cast<const char*>(magslab_objcache_table_v1);
   const auto id = load<std::uint32_t>(c, kCacheId);
-  if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return nullptr;
+  if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return miss();
   char* m = load<char*>(slot_of(t, id), kSlotLoaded);
   std::uint32_t n = load<std::uint32_t>(m, kMagCount);
-  if (__builtin_expect(n == 0, 0)) return nullptr;
+  if (__builtin_expect(n == 0, 0)) return miss();
   // relaxed: only other threads' statistics read it; the owner alone writes.
   std::atomic_ref<std::uint32_t>(*count_of(m)).store(n - 1, std::memory_order_relaxed);
   return load<void*>(m, kMagObjs + (n - 1) * sizeof(void*));
 }
 
 // true: p (an object of c, in the slab this thread last checked) is in the
-// loaded magazine; false: nothing done (call magslab_cache_free).
+// loaded magazine; false: nothing done (call magslab_cache_free). nullptr is
+// false without a test of its own: its "slab" 0 is never a checked slab (a
+// slot's initial 0 has epoch 0, which never matches).
 inline bool put(magslab_cache* c, void* p) noexcept {
   const char* t = static_cast<const char*>(magslab_objcache_table_v1);
   const auto id = load<std::uint32_t>(c, kCacheId);
@@ -181,17 +185,15 @@ class ObjectCache {
   // A constructed object. Throws what T() threw while populating a slab, or
   // std::bad_alloc without memory.
   T* acquire() {
-    if (void* p = detail::cache_abi::take(c_)) return static_cast<T*>(p);
-    return acquire_slow();
+    return static_cast<T*>(detail::cache_abi::take(c_, [this] { return acquire_slow(); }));
   }
   // nullptr instead of an exception.
   T* try_acquire() noexcept {
-    if (void* p = detail::cache_abi::take(c_)) return static_cast<T*>(p);
-    return try_acquire_slow();
+    return static_cast<T*>(detail::cache_abi::take(c_, [this] { return try_acquire_slow(); }));
   }
   // Give p (constructed, from this cache) back; nullptr is ignored.
   void release(T* p) noexcept {
-    if (p != nullptr && !detail::cache_abi::put(c_, p)) magslab_cache_free(c_, p);
+    if (!detail::cache_abi::put(c_, p)) magslab_cache_free(c_, p);  // (nullptr: put says no)
   }
   // An object that releases itself to this cache.
   unique_ptr acquire_unique() { return unique_ptr(acquire(), Deleter{this}); }
