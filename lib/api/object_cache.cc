@@ -13,10 +13,11 @@
 //  - magslab_cache: its geometry is constant after creation (read by the fast
 //    paths of any thread); the slab lists and counts are under its `lock`; the
 //    depot is lock-free.
-//  - CacheTable: one per thread, reached through magslab_objcache_table_v1; slot[id] holds the
-//    thread's loaded and previous magazine of the cache with that id. Written
-//    by its thread (fast and slow paths), and by destroy() and a thread's exit
-//    under g_lock. The registry of tables and the id -> cache table are under
+//  - CacheTable: one per thread, reached through magslab_objcache_table_v1;
+//    slot[id] holds the thread's loaded and previous magazine of the cache
+//    with that id. Written by its thread (fast and slow paths, the inline ones
+//    of magslab.hpp included), and by destroy() and a thread's exit under
+//    g_lock. The registry of tables and the id -> cache table are under
 //    g_lock.
 //  - Magazines live in the metadata arena (never unmapped) and are recycled
 //    through g_mag_pool (one TaggedStack per capacity), never freed.
@@ -161,7 +162,7 @@ CacheTable g_exited_table;
 }  // namespace
 }  // namespace magslab::objcache
 
-// The calling thread's table, and the slab epoch (below): exported, for the
+// The calling thread's table, and the slab epoch (slab_epoch()): exported, for the
 // inline fast paths of magslab.hpp. constinit, and initial-exec (an
 // %fs-relative load) except in libmagslab.so, which uses TLS descriptors to
 // load with dlopen: MAGSLAB_TLS_MODEL, as t_cache.
@@ -205,7 +206,7 @@ TaggedStack g_mag_pool[kNumMagBuckets];  // empty magazines, by capacity
 // reader obtained its cache handle, hence the key, through the program's own
 // synchronisation with the creating thread.
 std::atomic<uint64_t> g_slab_key{0};
-// magslab_objcache_epoch_v1 (below), all accesses atomic: bumped whenever any
+// magslab_objcache_epoch_v1 (above), all accesses atomic: bumped whenever any
 // cache gives up a slab (reap, destroy), after its magic is cleared: a
 // thread's memory of which slab it found to be its cache's
 // (Slot::checked_slab) holds only while this has not moved. Starts at 1, so a
