@@ -108,14 +108,16 @@ TEST(RemoteFreeMt, StatsCountObjectsHeldInRemoteMagazines) {
   for (size_t i = 3; i < mine.size(); ++i) magslab_free(mine[i]);
 }
 
-// Objects of slabs the calling thread owns (the depot may have handed it
-// others' objects, left by earlier tests of this process).
+// Is p from a slab the calling thread owns? (The depot may have handed it
+// others' objects, left by earlier tests of this process.)
+bool is_own(void* p) {
+  return magslab::word_owner(magslab::pagemap::lookup_word(reinterpret_cast<uintptr_t>(p))) ==
+         magslab::t_cache->owner_tag;
+}
 std::vector<void*> own_objects(const std::vector<void*>& v) {
   std::vector<void*> own;
   for (void* p : v)
-    if (magslab::word_owner(magslab::pagemap::lookup_word(reinterpret_cast<uintptr_t>(p))) ==
-        magslab::t_cache->owner_tag)
-      own.push_back(p);
+    if (is_own(p)) own.push_back(p);
   return own;
 }
 
@@ -173,7 +175,7 @@ TEST(RemoteFreeMt, TrimAllTakesAnIdleThreadsInbox) {
     std::vector<void*> mine;
     for (size_t i = 0; i < 100000 && own.size() < 4 * kCap; ++i) {
       mine.push_back(magslab_malloc(kSize));
-      if (!own_objects({mine.back()}).empty()) own.push_back(mine.back());
+      if (is_own(mine.back())) own.push_back(mine.back());
     }
     owner = magslab::t_cache;
     phase.set(1);

@@ -84,8 +84,8 @@ inline V load(const void* base, std::size_t off) noexcept {
 inline std::uint32_t* count_of(char* mag) noexcept {
   return reinterpret_cast<std::uint32_t*>(mag + kMagCount);
 }
-inline char* slot_of(const char* table, std::uint32_t id) noexcept {
-  return const_cast<char*>(table) + kTableSlots + std::size_t{id} * kSlotSize;
+inline const char* slot_of(const char* table, std::uint32_t id) noexcept {
+  return table + kTableSlots + std::size_t{id} * kSlotSize;
 }
 
 // An object from the loaded magazine, or miss()'s (magslab_cache_alloc's
@@ -112,7 +112,7 @@ inline bool put(magslab_cache* c, void* p) noexcept {
   const char* t = static_cast<const char*>(magslab_objcache_table_v1);
   const auto id = load<std::uint32_t>(c, kCacheId);
   if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return false;
-  char* s = slot_of(t, id);
+  const char* s = slot_of(t, id);
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   const std::uintptr_t base = a & load<std::uintptr_t>(c, kCacheSlabMask);
   // relaxed: a newer epoch than this read only sends p to the full check.

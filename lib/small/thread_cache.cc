@@ -214,19 +214,14 @@ void flush(ThreadCache* tc) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
     if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
-    for (Magazine* m : {p.loaded, take_previous(p), p.remote}) {
-      if (!is_real(m)) continue;
+    for (Magazine* m : {p.loaded, take_previous(p), p.remote, take_inbox(tc, c)}) {
+      if (m == nullptr || !is_real(m)) continue;  // (nullptr: no inbox magazine)
       if (m->count != 0) slab::release(c, m->objs, m->count);
       set_mag_count(m, 0);
       depot::push_empty(c, m, node);
     }
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
-    if (Magazine* m = take_inbox(tc, c)) {
-      slab::release(c, m->objs, m->count);
-      set_mag_count(m, 0);
-      depot::push_empty(c, m, node);
-    }
   }
 }
 
@@ -489,6 +484,11 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
     return;
   }
   stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
+  if (send_to_owner(tc, cls, r, node)) {
+    set_remote(pr, e);
+    push(e, p);
+    return;
+  }
   // Slabs whose refilling thread has exited: nobody is left to share their
   // lines with, so they become this thread's, and these objects, when it
   // frees them again, its own (larson's generations: 35-46% of all frees were
@@ -496,11 +496,6 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
   // finds none is not repeated until another thread exits: a pool of threads
   // that live on pays for one (mstress at 2 threads: 1.2% of the time in
   // slab::adopt when every full remote magazine was searched).
-  if (send_to_owner(tc, cls, r, node)) {
-    set_remote(pr, e);
-    push(e, p);
-    return;
-  }
   uint64_t ended = g_tags_ended.load(std::memory_order_relaxed);
   // (r->count == 0: the sentinel, at the thread's first remote free.)
   if (ended != tc->adopt_quiet && r->count != 0 &&
@@ -600,16 +595,12 @@ size_t take_previous_all() {
   LockGuard g(g_registry_lock);
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
-      Magazine* m = take_previous(tc->cls[c]);
-      if (!is_real(m)) continue;
-      moved += m->count;
-      retire(c, m, node);
-    }
-    for (unsigned c = 0; c < kNumSmallClasses; ++c) {
-      Magazine* m = take_inbox(tc, c);  // the inbox, as the previous magazine
-      if (m == nullptr) continue;
-      moved += m->count;
-      retire(c, m, node);
+      // The previous magazine, and the inbox's (nullptr: none).
+      for (Magazine* m : {take_previous(tc->cls[c]), take_inbox(tc, c)}) {
+        if (m == nullptr || !is_real(m)) continue;
+        moved += m->count;
+        retire(c, m, node);
+      }
     }
   }
   return moved;
@@ -646,12 +637,10 @@ void cached_objects(CachedCounts* out) {
       uint32_t remote = mag_count(read_remote(tc->cls[c]));
       out->objects[c] += remote;
       out->remote[c] += remote;
-    }
-    for (unsigned c = 0; c < kNumSmallClasses; ++c) {
       // acquire: as take_inbox; the magazine may be taken meanwhile (its
       // count is then read as the thread pops it, like loaded's).
-      Magazine* m = std::atomic_ref<Magazine*>(tc->inbox[c]).load(std::memory_order_acquire);
-      if (m != nullptr) out->objects[c] += mag_count(m);
+      if (Magazine* in = std::atomic_ref<Magazine*>(tc->inbox[c]).load(std::memory_order_acquire))
+        out->objects[c] += mag_count(in);
     }
   }
 }
