@@ -147,6 +147,64 @@ TEST(StatsEvents, ObjectsOfAThreadThatExitsLaterBecomeTheFreeingThreadsOwn) {
   EXPECT_LE(remote[3], cap);
 }
 
+// A full remote magazine that neither goes home nor holds anything to adopt
+// (here: its first and last objects belong to two different running threads)
+// makes the freeing thread stop searching until another thread exits. That
+// must not stop a later magazine whose first object's owner has already
+// exited: its slab, at least, is there to adopt (larson's generations, where
+// such magazines alternate: 29% of full remote magazines found their owner
+// gone and went to the depot unsearched).
+TEST(StatsEvents, AMagazineOfRunningOwnersDoesNotStopAdoptingAnExitedOnes) {
+  const size_t kSize = 144;
+  const unsigned c = class_of(kSize);
+  const size_t cap = mag_cap(c), n = 16 * cap;
+  // A thread that allocates and exits; what it left in the depot goes back to
+  // its slabs.
+  std::vector<void*> dead(n);
+  std::thread([&] {
+    for (void*& p : dead) p = magslab_malloc(kSize);
+  }).join();
+  magslab_trim();
+  // Then two threads that stay alive while the taker frees their blocks: the
+  // first takes three slabs' worth and keeps its first block (whose slab it
+  // emptied, so the second's refills do not take that slab and make the
+  // block the second's); the second keeps cap - 1 blocks.
+  std::vector<void*> first_owner(3 * magslab::kClasses[c].objects), second_owner(cap - 1);
+  std::atomic<int> phase{0};
+  auto owner = [&](std::vector<void*>& blocks, size_t keep) {
+    for (void*& p : blocks) p = magslab_malloc(kSize);
+    for (size_t i = keep; i < blocks.size(); ++i) magslab_free(blocks[i]);
+    phase.fetch_add(1);
+    while (phase.load() != 3) std::this_thread::yield();
+  };
+  std::thread a([&] { owner(first_owner, 1); });
+  while (phase.load() != 1) std::this_thread::yield();
+  std::thread b([&] { owner(second_owner, second_owner.size()); });
+  while (phase.load() != 2) std::this_thread::yield();
+  size_t remote[3] = {};
+  std::thread taker([&] {
+    // One full remote magazine: first object a's, the rest b's. It leaves
+    // (neither home nor adopted) at the next remote free, the first below.
+    magslab_free(first_owner[0]);
+    for (void* p : second_owner) magslab_free(p);
+    for (size_t& r : remote) {
+      uint64_t before = class_stats(c).remote_frees;
+      if (&r != remote)
+        for (void*& p : dead) p = magslab_malloc(kSize);
+      for (void* p : dead) magslab_free(p);
+      r = class_stats(c).remote_frees - before;
+    }
+  });
+  taker.join();
+  phase.store(3);
+  a.join();
+  b.join();
+  EXPECT_GE(remote[0], cap);  // the first time they are remote
+  // Adopted as their magazines fill: at most the last one is left.
+  EXPECT_LE(remote[1], cap);
+  EXPECT_LE(remote[2], cap);
+}
+
 TEST(StatsEvents, DepotOverflowsGoToTheSlabsAndTrimReturnsSlabs) {
   const size_t kSize = 256;
   const unsigned c = class_of(kSize);
