@@ -248,6 +248,60 @@ TEST(PoolCApi, SizesAlignmentsAndErrors) {
   magslab_pool_destroy(nullptr);
 }
 
+// PoolResource serves requests up to 1 KiB inline from a table of the pool's
+// caches, one entry per 8 bytes (magslab.hpp): every request an entry takes
+// must be one the library serves from that very cache, or an object would be
+// freed through magslab_pool_free into a cache that refuses it.
+TEST(PoolCApi, EveryRequestOfAnInlineEntryIsServedByItsCache) {
+  using Pool = magslab::pmr::PoolResource;
+  magslab_pool* p = magslab_pool_create();
+  ASSERT_NE(p, nullptr);
+  std::vector<magslab_cache*> entry(Pool::kInlineEntries, nullptr);
+  size_t inline_requests = 0;
+  for (size_t align = 1; align <= 64; align *= 2) {
+    for (size_t size = 0; size <= 4097; ++size) {
+      const size_t e = Pool::inline_entry(size, align);
+      magslab_cache* c = magslab_pool_cache(p, size, align);
+      if (size > 4096) {
+        EXPECT_EQ(c, nullptr) << size;
+      }
+      if (e == Pool::kInlineEntries) continue;
+      ++inline_requests;
+      ASSERT_NE(c, nullptr) << size << "@" << align;
+      if (entry[e] == nullptr) entry[e] = c;
+      EXPECT_EQ(c, entry[e]) << size << "@" << align;
+      // The cache's objects are the pool's blocks of that request, both ways.
+      void* x = magslab_cache_alloc(c);
+      ASSERT_EQ(reinterpret_cast<uintptr_t>(x) % align, 0u);
+      magslab_pool_free(p, x, size, align);
+      x = magslab_pool_alloc(p, size, align);
+      magslab_cache_free(c, x);
+    }
+  }
+  EXPECT_EQ(inline_requests, 5 * 1025u - 9u);  // align 1..16 up to 1 KiB, but 0..8 B at 16
+  EXPECT_EQ(Pool::inline_entry(24, 3), Pool::kInlineEntries);
+  EXPECT_EQ(magslab_pool_cache(p, 24, 3), nullptr);
+  magslab_pool_destroy(p);
+}
+
+TEST(PoolMisuseDeathTest, InlineReleaseIntoTheSlabLastChecked) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::pmr::PoolResource pool;
+  void* a = pool.allocate(24, 8);    // the 32-byte class
+  void* b = pool.allocate(100, 8);   // the 112-byte class; the entry is known now
+  void* b2 = pool.allocate(100, 8);  // inline
+  pool.deallocate(b2, 100, 8);       // b's slab is this thread's checked slab
+  void* inside = static_cast<char*>(b) + 8;
+  EXPECT_DEATH(pool.deallocate(inside, 100, 8),
+               "^magslab: invalid release of " + hex(inside) +
+                   " to cache \"pool 112 B\" \\(inside an object of 112 B\\)\n$");
+  EXPECT_DEATH(pool.deallocate(a, 100, 8),
+               "^magslab: invalid release of " + hex(a) +
+                   " to cache \"pool 112 B\" \\(an object of cache \"pool 32 B\"\\)\n$");
+  pool.deallocate(a, 24, 8);
+  pool.deallocate(b, 100, 8);
+}
+
 TEST(PoolMisuseDeathTest, WrongSizeOrForeignPointer) {
   GTEST_FLAG_SET(death_test_style, "fast");
   magslab::pmr::PoolResource pool;

@@ -279,6 +279,13 @@ MAGSLAB_API void* magslab_pool_alloc(magslab_pool* pool, size_t size, size_t ali
 /* size and align as passed to magslab_pool_alloc. */
 MAGSLAB_API void magslab_pool_free(magslab_pool* pool, void* ptr, size_t size, size_t align);
 MAGSLAB_API void magslab_pool_destroy(magslab_pool* pool);
+/* The object cache from which the pool serves requests of (size, align),
+ * created if it was not yet; NULL when no cache serves them (above 4 KiB, an
+ * alignment that is not a power of two) or without memory. It belongs to the
+ * pool (destroyed with it; never pass it to magslab_cache_destroy), and
+ * magslab_cache_alloc/magslab_cache_free on it are magslab_pool_alloc/_free
+ * of those sizes: magslab.hpp's PoolResource uses it for its inline paths. */
+MAGSLAB_API magslab_cache* magslab_pool_cache(magslab_pool* pool, size_t size, size_t align);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -462,6 +462,8 @@ class ArenaResource final : public std::pmr::memory_resource {
 // come from an object cache per size class (per-thread magazines, lock-free
 // depot; any thread may free what another allocated), larger ones from the
 // heap. Thread safe. release() and destruction free everything it handed out.
+// Requests up to 1 KiB take and put in the calling thread's magazine of their
+// cache inline (ObjectCache's paths), the cache found in a table kept here.
 class PoolResource final : public std::pmr::memory_resource {
  public:
   PoolResource() : p_(magslab_pool_create()) {
@@ -473,24 +475,59 @@ class PoolResource final : public std::pmr::memory_resource {
 
   // Free everything at once (not concurrently with any other use).
   void release() {
+    for (auto& c : caches_) c.store(nullptr, std::memory_order_relaxed);
     magslab_pool_destroy(std::exchange(p_, magslab_pool_create()));
     if (p_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
   }
 
+  // The inline table: one entry per 8 bytes up to kInlineMax, at alignments up
+  // to 8 (and 16 above 8 bytes) — the steps of the library's own class lookup
+  // for these sizes, so every request of an entry goes to the one cache that
+  // magslab_pool_cache names for it (lib/api/pool.cc asserts the steps; a test
+  // checks every size). kInlineEntries for any other request.
+  static constexpr std::size_t kInlineMax = 1024, kInlineStep = 8,
+                               kInlineEntries = kInlineMax / kInlineStep + 1;
+  static constexpr std::size_t inline_entry(std::size_t bytes, std::size_t align) noexcept {
+    if (bytes > kInlineMax || !detail::is_pow2(align) || align > 16 || (align == 16 && bytes <= 8))
+      return kInlineEntries;
+    return (bytes + kInlineStep - 1) / kInlineStep;
+  }
+
  private:
   void* do_allocate(std::size_t bytes, std::size_t align) override {
-    void* p = magslab_pool_alloc(p_, bytes, align);
-    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
-    return p;
+    const std::size_t e = inline_entry(bytes, align);
+    // acquire: the cache's fields, initialised before magslab_pool_cache
+    // returned it to the thread that stored it (allocate_slow's release).
+    if (e < kInlineEntries)
+      if (magslab_cache* c = caches_[e].load(std::memory_order_acquire))
+        return detail::cache_abi::take(c, [&] { return allocate_slow(bytes, align, e); });
+    return allocate_slow(bytes, align, e);
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
+    const std::size_t e = inline_entry(bytes, align);
+    // acquire: as in do_allocate. A pointer that is not an object of this
+    // entry's cache (a wrong size, another pool) fails put's slab check and
+    // goes to magslab_pool_free, which reports it.
+    if (e < kInlineEntries)
+      if (magslab_cache* c = caches_[e].load(std::memory_order_acquire))
+        if (detail::cache_abi::put(c, p)) return;
     magslab_pool_free(p_, p, bytes, align);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
     return this == &o;
   }
 
+  void* allocate_slow(std::size_t bytes, std::size_t align, std::size_t e) {
+    void* p = magslab_pool_alloc(p_, bytes, align);
+    if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
+    // release: pairs with the acquire loads above.
+    if (e < kInlineEntries && caches_[e].load(std::memory_order_relaxed) == nullptr)
+      caches_[e].store(magslab_pool_cache(p_, bytes, align), std::memory_order_release);
+    return p;
+  }
+
   magslab_pool* p_;
+  std::atomic<magslab_cache*> caches_[kInlineEntries] = {};
 };
 
 }  // namespace pmr

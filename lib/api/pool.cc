@@ -17,6 +17,7 @@
 #include "base/lock.h"
 #include "chunks/chunk_map.h"
 #include "magslab/magslab.h"
+#include "magslab/magslab.hpp"
 #include "platform/platform.h"
 #include "small/size_classes.h"
 
@@ -27,6 +28,13 @@ using namespace magslab;
 // Node sizes up to 4 KiB come from caches; its class is the last one pooled.
 constexpr size_t kPoolMax = 4096;
 constexpr unsigned kPoolClasses = detail::compute_class(kPoolMax) + 1;
+
+// PoolResource (magslab.hpp) keeps one cache per kInlineStep bytes up to
+// kInlineMax: pool_class must map every size of such a step to one class,
+// which kSmallLookup (indexed by (size + 7) / 8 up to kLookupMax) does.
+using Pool = magslab::pmr::PoolResource;
+static_assert(Pool::kInlineStep == 8 && Pool::kInlineMax <= kLookupMax &&
+              kSmallLookup.size() == kLookupMax / 8 + 1);
 
 // In front of every block above kPoolMax; the block's alignment (at least
 // 64) is the header's size, so the header is found again from the pointer,
@@ -139,6 +147,14 @@ magslab_pool* magslab_pool_create(void) {
   return mem == nullptr ? nullptr : new (mem) magslab_pool();
 }
 
+magslab_cache* magslab_pool_cache(magslab_pool* pool, size_t size, size_t align) {
+  unsigned cls = is_pow2(align) ? pool_class(size, align) : kPoolClasses;
+  if (cls == kPoolClasses) return nullptr;
+  // acquire: pairs with the CAS in create_cache(); the cache is initialised.
+  magslab_cache* c = pool->caches[cls].load(std::memory_order_acquire);
+  return c != nullptr ? c : create_cache(pool, cls);
+}
+
 void* magslab_pool_alloc(magslab_pool* pool, size_t size, size_t align) {
   if (!is_pow2(align)) {
     errno = EINVAL;
@@ -146,7 +162,7 @@ void* magslab_pool_alloc(magslab_pool* pool, size_t size, size_t align) {
   }
   unsigned cls = pool_class(size, align);
   if (MAGSLAB_UNLIKELY(cls == kPoolClasses)) return alloc_big(pool, size, align);
-  // acquire: pairs with the CAS in create_cache(); the cache is initialised.
+  // acquire: as in magslab_pool_cache.
   magslab_cache* c = pool->caches[cls].load(std::memory_order_acquire);
   if (MAGSLAB_UNLIKELY(c == nullptr)) {
     c = create_cache(pool, cls);
