@@ -66,6 +66,7 @@ struct Site {
 Site g_sites[kCheckMode ? kSites : 1];
 
 unsigned site_index(const void* site) {
+  if constexpr (!kCheckMode) return 0;  // (g_sites: one entry, never used)
   auto pc = reinterpret_cast<uintptr_t>(site);
   if (pc == 0) return kOtherSite;
   unsigned h = static_cast<unsigned>((pc * kTrailerKey) >> 54);
@@ -84,7 +85,8 @@ unsigned site_index(const void* site) {
 // A block of n bytes handed out from `site`: its site index (0 when the leak
 // report is off).
 unsigned note_site(const void* site, size_t n) {
-  if (!kCheckMode || opt::get(opt::kLeakReport) == 0) return 0;  // (g_sites: one entry)
+  if constexpr (!kCheckMode) return 0;  // (g_sites: one entry, never used)
+  if (opt::get(opt::kLeakReport) == 0) return 0;
   unsigned i = site_index(site);
   g_sites[i].blocks.fetch_add(1, std::memory_order_relaxed);  // relaxed: see above
   g_sites[i].bytes.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
@@ -92,7 +94,8 @@ unsigned note_site(const void* site, size_t n) {
 }
 
 void forget_site(unsigned i, size_t n) {
-  if (!kCheckMode || i == 0) return;
+  if constexpr (!kCheckMode) return;
+  if (i == 0) return;
   g_sites[i].blocks.fetch_sub(1, std::memory_order_relaxed);  // relaxed: see above
   g_sites[i].bytes.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
