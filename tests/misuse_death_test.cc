@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "platform/numa.h"
+#include "small/size_classes.h"
 #include "testing/misuse_line.h"
 #include "testing/resident.h"
 
@@ -35,6 +37,7 @@ const std::string kSmall = R"( \(class [0-9]+, [0-9]+ B\))";
 const std::string kLarge = R"( \(large block(, [0-9]+ B)?\))";
 const std::string kHuge = R"( \(huge block, [0-9]+ B\))";
 const std::string kInMagazine = R"( \(class [0-9]+, [0-9]+ B; already in this thread's magazine\))";
+const std::string kInInbox = R"( \(class [0-9]+, [0-9]+ B; already in this thread's inbox\))";
 const std::string kInSlab = R"( \(class [0-9]+, [0-9]+ B; already free in its slab\))";
 
 testing::Matcher<const std::string&> InvalidFreeOf(const std::string& suffix = kNothing) {
@@ -223,6 +226,27 @@ TEST(MisuseDeathTest, DoubleFreeOfAnotherThreadsObject) {
         t.join();
       },
       DoubleFreeOf(kInMagazine));
+}
+
+// Another thread frees a full magazine of this thread's objects: it goes to
+// this thread's inbox (docs/design.md, "Sending remote magazines home"), and a
+// second free here of one of them must be found there.
+TEST(MisuseDeathTest, DoubleFreeOfAnObjectWaitingInThisThreadsInbox) {
+  if (magslab::numa::nodes() != 1) GTEST_SKIP() << "inboxes are used on one NUMA node only";
+  use_threadsafe_style();
+  const size_t cap = magslab::mag_cap(magslab::class_of(64));
+  EXPECT_DEATH(
+      {
+        // A new process (threadsafe style): this thread's objects are its own.
+        std::vector<void*> v;
+        for (size_t i = 0; i <= cap; ++i) v.push_back(magslab_malloc(64));
+        // cap objects fill its remote magazine, the last one sends it here.
+        std::thread([&] {
+          for (void* p : v) magslab_free(p);
+        }).join();
+        ANNOUNCE_AND_FREE(v.front());
+      },
+      DoubleFreeOf(kInInbox));
 }
 
 // The case the design guarantees even without debug mode: the object is

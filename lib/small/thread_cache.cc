@@ -578,6 +578,19 @@ void free_key_match(void* p, unsigned cls, uint64_t owner) {
               Misuse::kDoubleFree, p,
               BlockInfo::small(cls, kClasses[cls].size, "already in this thread's magazine"));
     set_previous(pr, prev);
+    // Its inbox: taken to be searched (senders exchange it), then put back;
+    // one sent meanwhile is displaced to the depot, as a sender would.
+    if (Magazine* in = take_inbox(tc, cls)) {
+      bool found = false;
+      for (uint32_t i = 0; i < in->count; ++i) found |= in->objs[i] == p;
+      // seq_cst: as send_to_owner's exchange (release: in's objects to a later taker).
+      if (Magazine* sent = std::atomic_ref<Magazine*>(tc->inbox[cls]).exchange(in))
+        retire(cls, sent, node_now());
+      if (found)
+        platform::misuse(
+            Misuse::kDoubleFree, p,
+            BlockInfo::small(cls, kClasses[cls].size, "already in this thread's inbox"));
+    }
   }
   if (slab::is_free_in_slab(cls, p))
     platform::misuse(Misuse::kDoubleFree, p,
