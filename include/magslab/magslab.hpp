@@ -1,7 +1,8 @@
 // magslab: the C++ API (C++20), header only over the C API of magslab.h, so
 // libmagslab.so itself needs no C++ runtime (docs/cpp.md). ObjectCache's
-// acquire/release are inline and read two variables the library exports
-// (detail::cache_abi): this header goes with the library of the same version.
+// acquire/release, and PoolResource's requests up to 1 KiB, are inline and
+// read two variables the library exports (detail::cache_abi): this header
+// goes with the library of the same version.
 //
 //   magslab::ObjectCache<T>        typed cache of constructed objects (kmem_cache)
 //   magslab::Arena                 bump allocation with reset (not thread safe)
