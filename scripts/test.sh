@@ -2,7 +2,8 @@
 # Builds and tests magslab under each CMake preset in turn:
 #   release  - every test (unit + mt + install_consumer)
 #   debug    - -O0 with magslab's invariant checks compiled in, every test
-#   tsan     - ThreadSanitizer build, tests labelled `mt`
+#   tsan     - ThreadSanitizer build of what the tests labelled `mt` run (the
+#              build preset's target magslab_mt_tests), and those tests
 #   asan     - AddressSanitizer + UBSan build, every test
 # Choose stages with MAGSLAB_TEST_PRESETS (default: "release debug tsan asan").
 # Stops at the first failing stage with a non-zero exit status.
