@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <new>
 
 #include "base/lock.h"
@@ -567,34 +568,30 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
 }
 
 void free_key_match(void* p, unsigned cls, uint64_t owner) {
+  auto holds = [p](const Magazine* m) {
+    return std::find(m->objs, m->objs + m->count, p) != m->objs + m->count;
+  };
+  auto double_free = [&](const char* where) {
+    platform::misuse(Misuse::kDoubleFree, p, BlockInfo::small(cls, kClasses[cls].size, where));
+  };
   ThreadCache* tc = current();
   if (tc != nullptr) {
     ThreadCache::Pair& pr = tc->cls[cls];
     Magazine* prev = take_previous(pr);
     for (Magazine* m : {pr.loaded, prev, pr.remote})
-      for (uint32_t i = 0; i < m->count; ++i)
-        if (m->objs[i] == p)
-          platform::misuse(
-              Misuse::kDoubleFree, p,
-              BlockInfo::small(cls, kClasses[cls].size, "already in this thread's magazine"));
+      if (holds(m)) double_free("already in this thread's magazine");
     set_previous(pr, prev);
     // Its inbox: taken to be searched (senders exchange it), then put back;
     // one sent meanwhile is displaced to the depot, as a sender would.
     if (Magazine* in = take_inbox(tc, cls)) {
-      bool found = false;
-      for (uint32_t i = 0; i < in->count; ++i) found |= in->objs[i] == p;
+      const bool found = holds(in);
       // seq_cst: as send_to_owner's exchange (release: in's objects to a later taker).
       if (Magazine* sent = std::atomic_ref<Magazine*>(tc->inbox[cls]).exchange(in))
         retire(cls, sent, node_now());
-      if (found)
-        platform::misuse(
-            Misuse::kDoubleFree, p,
-            BlockInfo::small(cls, kClasses[cls].size, "already in this thread's inbox"));
+      if (found) double_free("already in this thread's inbox");
     }
   }
-  if (slab::is_free_in_slab(cls, p))
-    platform::misuse(Misuse::kDoubleFree, p,
-                     BlockInfo::small(cls, kClasses[cls].size, "already free in its slab"));
+  if (slab::is_free_in_slab(cls, p)) double_free("already free in its slab");
   // The program's data happened to equal the key: a legitimate free. Clear the
   // word so the next check does not take this path, then free normally.
   *static_cast<uint64_t*>(p) = 0;
