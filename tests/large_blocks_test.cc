@@ -292,6 +292,41 @@ TEST(LargeBlocks, DirtyFreeRunsStayWithinTheBudgetAndTrimPurgesThem) {
   EXPECT_LE(st.committed_bytes, base.committed_bytes);
 }
 
+// A huge block's mapping is a whole number of chunks (issue #14), so realloc
+// growth up to the end of its last chunk is in place with no system call; past
+// it, the mapping grows (mremap) to a whole number of chunks again.
+TEST(LargeBlocks, HugeReallocGrowsWithinItsLastChunkWithoutASystemCall) {
+  magslab_trim();
+  auto* p = static_cast<unsigned char*>(magslab_malloc(MiB + MiB / 2));
+  ASSERT_NE(p, nullptr);
+  p[0] = 0x11;
+  p[MiB + MiB / 2 - 1] = 0x22;
+  {
+    fake_os::Guard counting;
+    auto* q = static_cast<unsigned char*>(magslab_realloc(p, 4 * MiB - 100));
+    ASSERT_EQ(q, p) << "grown in place";
+    EXPECT_EQ(fake_os::counts().maps + fake_os::counts().remaps + fake_os::counts().unmaps, 0u)
+        << "growth within the block's chunk made a system call";
+    EXPECT_GE(magslab_usable_size(q), 4 * MiB - 100);
+    q[4 * MiB - 101] = 0x33;
+    auto* r = static_cast<unsigned char*>(magslab_realloc(q, 6 * MiB));
+    ASSERT_NE(r, nullptr);
+    // In place, or moved when the address space after it is taken (a second mremap).
+    const uint64_t remaps = fake_os::counts().remaps;
+    EXPECT_GE(remaps, 1u) << "past its chunk: mremap";
+    EXPECT_EQ(r[0], 0x11);
+    EXPECT_EQ(r[MiB + MiB / 2 - 1], 0x22);
+    EXPECT_EQ(r[4 * MiB - 101], 0x33);
+    r[6 * MiB - 1] = 0x44;
+    auto* s = static_cast<unsigned char*>(magslab_realloc(r, 7 * MiB + MiB / 2));
+    ASSERT_EQ(s, r) << "6 MiB maps two chunks: 7.5 MiB fits in them";
+    EXPECT_EQ(fake_os::counts().remaps, remaps);
+    p = s;
+  }
+  magslab_free(p);
+  magslab_trim();
+}
+
 // A freed huge mapping is kept (bounded) and reused by the next request it
 // fits, without a new mmap; trim unmaps it.
 TEST(LargeBlocks, FreedHugeMappingIsReusedAndTrimmed) {

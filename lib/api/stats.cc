@@ -77,11 +77,11 @@ void fill(struct magslab_stats* out) {
   }
   out->cached_bytes += t.dirty_pages * kPageSize;  // free runs not purged yet
   out->cached_bytes += lc.huge_cached_bytes;
-  out->mapped_bytes = t.chunks * kChunkSize + lc.huge_bytes + lc.huge_cached_bytes;
-  // Purged free pages and hollow pages of slabs in use are not committed;
-  // dirty ones may be.
-  out->committed_bytes =
-      out->mapped_bytes - (t.free_pages - t.dirty_pages) * kPageSize - slab::hollow_bytes();
+  out->mapped_bytes = t.chunks * kChunkSize + lc.huge_mapped_bytes;
+  // Purged free pages, hollow pages of slabs in use and huge mappings' pages
+  // never touched are not committed; dirty ones may be.
+  out->committed_bytes = out->mapped_bytes - (t.free_pages - t.dirty_pages) * kPageSize -
+                         slab::hollow_bytes() - lc.huge_untouched_bytes;
   out->metadata_bytes = meta::mapped_bytes();
   out->peak_in_use_bytes = stats::peak_in_use();
 }

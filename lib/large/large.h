@@ -1,8 +1,9 @@
 // large/large: blocks no size class serves. Above kHugeThreshold (the largest
-// class) each block is a mapping of its own, moved by mremap on realloc rather
-// than copied. Up to it, what comes here is aligned beyond a page: a page run
-// inside a chunk (freed runs coalesce and stay committed, within the page
-// heap's bounded dirty budget, for reuse).
+// class) each block is a mapping of its own, a whole number of chunks long
+// (reused for any request up to that length, grown in place up to it, moved
+// by mremap on realloc beyond it rather than copied). Up to it, what comes here is aligned beyond a
+// page: a page run inside a chunk (freed runs coalesce and stay committed, within the page heap's
+// bounded dirty budget, for reuse).
 #pragma once
 
 #include <cstddef>
@@ -63,6 +64,9 @@ struct Counts {
   size_t live_blocks, live_bytes, live_requested;
   size_t huge_blocks, huge_bytes;
   size_t huge_cached_bytes;  // freed huge mappings kept for reuse (still mapped)
+  // Every huge mapping's length (live, parked, cached), and how much of that
+  // has not been touched since it was mapped or decommitted.
+  size_t huge_mapped_bytes, huge_untouched_bytes;
 };
 // Under the page-heap lock for page runs and the large layer's own lock for
 // huge blocks, one after the other: exact when no thread allocates or frees.
