@@ -273,18 +273,25 @@ size_t dirty_kept_locked(size_t dirty, size_t want) {
 }
 
 // A cached mapping for `want` bytes aligned to `align`, or {nullptr}: of those
-// that fit, the one whose touched pages come closest to `want` (fewest page
-// faults or pages to give back), the newest of equals. Locked.
+// that fit, one whose touched pages cover `want` (no page faults) with the
+// fewest past it, else the one with the most touched pages (the fewest
+// faults: a fresh page costs about as much as a hundred bytes of memset); the
+// newest of equals. Locked.
 HugeCacheEntry take_cached_huge_locked(size_t want, size_t align) {
-  size_t best = g_huge_cache_count, best_gap = ~size_t{0};
+  // Rank: 0 for an exact fit; touched pages past `want`; untouched ones below
+  // it, ranked after every entry that covers it.
+  auto rank = [want](const HugeCacheEntry& e) {
+    constexpr size_t kShort = size_t{1} << 62;  // above any excess (kMaxRequest is 2^44)
+    return e.dirty >= want ? e.dirty - want : kShort + (want - e.dirty);
+  };
+  size_t best = g_huge_cache_count, best_rank = ~size_t{0};
   for (size_t i = g_huge_cache_count; i-- > 0;) {
     const HugeCacheEntry& e = g_huge_cache[i];
     if (!mapping_fits(e.mapped, want) || reinterpret_cast<uintptr_t>(e.base) % align != 0) continue;
-    size_t gap = e.dirty > want ? e.dirty - want : want - e.dirty;
-    if (gap < best_gap) {
+    if (size_t r = rank(e); r < best_rank) {
       best = i;
-      best_gap = gap;
-      if (gap == 0) break;  // the common case of one size: no scan of the rest
+      best_rank = r;
+      if (r == 0) break;  // the common case of one size: no scan of the rest
     }
   }
   if (best == g_huge_cache_count) return HugeCacheEntry{nullptr, 0, 0, 0};
