@@ -215,4 +215,57 @@ TEST(HugeCache, AReusedMappingKeepsItsTouchedPagesWithinABudget) {
   ASSERT_EQ(magslab_option_set("huge_cache_bytes", cache_bytes), 0);
 }
 
+// Review of the whole-chunk mappings (stop 24): only blocks that are huge by
+// size get a mapping rounded up to whole chunks. A small request aligned
+// beyond what a page run can give (here 2 MiB) still maps its own pages, not
+// 4 MiB each (256 of them had mapped 1 GiB for 2 MiB of blocks).
+TEST(HugeCache, ASmallOverAlignedBlockMapsOnlyItsPages) {
+  Guard g;
+  const size_t before = huge_cached_mapped();
+  void* v[16];
+  for (auto& p : v) {
+    p = magslab_aligned_alloc(2 * MiB, 8192);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (2 * MiB), 0u);
+  }
+  struct magslab_stats st;
+  magslab_stats(&st);
+  EXPECT_EQ(st.huge_live_bytes, 16 * 8192u) << "each block maps its two pages";
+  EXPECT_LE(huge_cached_mapped() - before, 16 * 8192u);
+  for (void* p : v) magslab_free(p);
+}
+
+// huge_live_bytes is what the live huge blocks map (magslab.h): a 1.1 MiB
+// block's whole 4 MiB chunk.
+TEST(HugeCache, HugeLiveBytesAreTheMappingsOfLiveBlocks) {
+  Guard g;
+  struct magslab_stats base, st;
+  magslab_stats(&base);
+  void* p = magslab_malloc(MiB + MiB / 10);
+  ASSERT_NE(p, nullptr);
+  magslab_stats(&st);
+  EXPECT_EQ(st.huge_live_bytes - base.huge_live_bytes, 4 * MiB);
+  EXPECT_EQ(st.live_bytes - base.live_bytes, MiB + MiB / 10 + 4096 - (MiB + MiB / 10) % 4096)
+      << "live bytes stay the block's usable bytes";
+  magslab_free(p);
+}
+
+// With huge_cache_block (or huge_cache_bytes) below a chunk, a block that its
+// whole-chunk mapping would keep out of the cache maps only its pages, so the
+// option still caches the blocks it allows (it cached none after the change).
+TEST(HugeCache, ACacheLimitBelowAChunkStillCachesTheBlocksItAllows) {
+  Guard g;
+  ASSERT_EQ(magslab_option_set("huge_cache_block", 2 * MiB), 0);
+  magslab_free(magslab_malloc(MiB + MiB / 2));
+  const uint64_t maps0 = g.maps();
+  for (int i = 0; i < 50; ++i) {
+    auto* p = static_cast<char*>(magslab_malloc(MiB + MiB / 2));
+    ASSERT_NE(p, nullptr);
+    p[MiB] = 1;
+    magslab_free(p);
+  }
+  EXPECT_EQ(g.maps(), maps0) << "a 1.5 MiB block under a 2 MiB huge_cache_block was not reused";
+  ASSERT_EQ(magslab_option_set("huge_cache_block", 16 * MiB), 0);
+}
+
 }  // namespace

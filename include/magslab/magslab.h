@@ -93,7 +93,10 @@ struct magslab_stats {
                                         and free page runs not purged yet: reusable
                                         without a syscall, given back by magslab_trim() */
   size_t mapped_bytes;               /* address space mapped from the OS for user memory */
-  size_t committed_bytes;            /* of that, not decommitted (upper bound of RSS) */
+  size_t committed_bytes;            /* of that, not decommitted: an upper bound of RSS,
+                                        unless transparent huge pages are "always" (the
+                                        kernel may then back a whole 2 MiB region of a
+                                        chunk or huge mapping at its first touch) */
   size_t metadata_bytes;             /* mapped for magslab's own metadata (never unmapped) */
   size_t large_live_blocks;          /* live blocks in no size class: above 1 MiB, or aligned
                                         beyond a page (page runs) */

@@ -236,10 +236,21 @@ void expire_cached_locked(uint64_t now, Evicted* out) {
     out->e[out->n++] = remove_cached_locked(0);
 }
 
-// The length of a new mapping for a huge block of `size` bytes: whole chunks
-// (the block's base is chunk-aligned, so the rest of its last chunk is
-// address space nothing else of magslab's can use anyway).
-size_t mapping_for(size_t size) { return align_up(size, kChunkSize); }
+// The length of a new mapping for a huge block of `size` bytes (a page
+// multiple): whole chunks (the block's base is chunk-aligned, so the rest of
+// its last chunk is address space nothing else of magslab's can use anyway).
+// But its own pages for a block huge only by its alignment (at most
+// kHugeThreshold bytes: 4 MiB for an 8 KiB block aligned to 2 MiB would be
+// 512x its size), and for one whose whole chunks the huge cache would not
+// keep (huge_cache_block or huge_cache_bytes below them: rounding up would
+// only cost address space and commit charge).
+size_t mapping_for(size_t size) {
+  size_t whole = align_up(size, kChunkSize);
+  if (size <= kHugeThreshold || whole > opt::get(opt::kHugeCacheBlock) ||
+      whole > opt::get(opt::kHugeCacheBytes))
+    return size;
+  return whole;
+}
 
 // A cached mapping of `mapped` bytes serves a request of `want` bytes (page
 // multiples) when it is no longer than a new mapping for it would be, or uses
@@ -937,7 +948,7 @@ Counts counts() {
   c.live_bytes += bytes;
   c.live_requested += requested;
   c.huge_blocks = blocks;
-  c.huge_bytes = bytes;
+  c.huge_bytes = g_huge_mapped - parked;
   c.huge_cached_bytes = g_huge_cache_bytes + parked;
   c.huge_mapped_bytes = g_huge_mapped + g_huge_cache_bytes;
   c.huge_untouched_bytes = g_huge_mapped - g_huge_dirty;

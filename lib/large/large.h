@@ -62,8 +62,8 @@ bool decay(uint64_t now);
 
 struct Counts {
   size_t live_blocks, live_bytes, live_requested;
-  size_t huge_blocks, huge_bytes;
-  size_t huge_cached_bytes;  // freed huge mappings kept for reuse (still mapped)
+  size_t huge_blocks, huge_bytes;  // live huge blocks and their mapped bytes
+  size_t huge_cached_bytes;        // freed huge mappings kept for reuse (still mapped)
   // Every huge mapping's length (live, parked, cached), and how much of that
   // has not been touched since it was mapped or decommitted.
   size_t huge_mapped_bytes, huge_untouched_bytes;
