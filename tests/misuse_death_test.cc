@@ -24,6 +24,7 @@
 
 #include "magslab/magslab.h"
 #include "platform/numa.h"
+#include "platform/platform.h"
 #include "small/size_classes.h"
 #include "testing/misuse_line.h"
 #include "testing/resident.h"
@@ -153,6 +154,40 @@ TEST(MisuseDeathTest, FreeOfInteriorPointerHuge) {
   EXPECT_DEATH(ANNOUNCE_AND_FREE(p + 4096), InvalidFreeOf(kHuge));
   EXPECT_DEATH(ANNOUNCE_AND_FREE(p + (size_t{4} << 20)), InvalidFreeOf(kHuge));
   magslab_free(p);
+}
+
+// A huge realloc that resizes the mapping drops the huge lock around its
+// mremap. A free of the same block from another thread in that window (a race
+// in the program) used to succeed: the descriptor went back to the pool, the
+// realloc then wrote its new size and base into it — another block's, once
+// reused — and the counters drifted; nothing was reported. Now the block is
+// "being reallocated" until the realloc returns, and such a free is reported.
+// Deterministic: the fake OS frees the block from inside the mremap.
+void* g_resizing = nullptr;
+void* free_during_remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
+  void* r = magslab::platform::os_ops().remap(old_addr, old_size, new_size, new_addr);
+  ANNOUNCE_AND_FREE(g_resizing);
+  return r;
+}
+void* os_map(size_t n) { return magslab::platform::os_ops().map(n); }
+void os_unmap(void* a, size_t n) { magslab::platform::os_ops().unmap(a, n); }
+bool os_decommit(void* a, size_t n) { return magslab::platform::os_ops().decommit(a, n); }
+const magslab::platform::PlatformOps kFreeDuringRemap{os_map, os_unmap, os_decommit,
+                                                      free_during_remap};
+const std::string kBeingReallocated = R"( \(huge block, [0-9]+ B; being reallocated\))";
+
+TEST(MisuseDeathTest, FreeOfAHugeBlockBeingReallocated) {
+  use_threadsafe_style();
+  for (size_t to : {size_t{2} << 20, size_t{9} << 20}) {  // shrink, grow past its mapping
+    EXPECT_DEATH(
+        {
+          g_resizing = magslab_malloc(size_t{5} << 20);
+          magslab::platform::set_ops_for_testing(&kFreeDuringRemap);
+          magslab_realloc(g_resizing, to);
+        },
+        InvalidFreeOf(kBeingReallocated))
+        << "to " << to;
+  }
 }
 
 TEST(MisuseDeathTest, FreeOfMisalignedPointer) {

@@ -23,11 +23,13 @@ namespace magslab {
 // through g_extent_pool, never freed: a stale pointer reads a descriptor.
 struct alignas(kCacheLine) Extent {
   // What the block is: handed out, parked by a thread that freed it (still
-  // registered and mapped, see "Parked huge blocks" in large.cc), or neither
-  // (freed, or a descriptor in the pool). The transitions that hand a block
-  // over are compare-exchanges: of a free and a racing free, or a free and a
-  // reclaim, exactly one wins.
-  enum State : uint8_t { kGone = 0, kLive = 1, kParked = 2 };
+  // registered and mapped, see "Parked huge blocks" in large.cc), handed out
+  // and being resized by a realloc that dropped the lock around its mremap
+  // (resize_huge_locked), or none of these (freed, or a descriptor in the
+  // pool). The transitions that hand a block over are compare-exchanges: of a
+  // free and a racing free, a free and a reclaim, or a free and a realloc,
+  // exactly one wins.
+  enum State : uint8_t { kGone = 0, kLive = 1, kParked = 2, kResizing = 3 };
   std::atomic<uint8_t> state{kGone};
   // base, size, mapped, dirty and request are written under g_huge_lock
   // (request also by the thread that takes a parked block) and read without it
@@ -371,7 +373,10 @@ bool register_huge_locked(void* mem, size_t mapped, size_t dirty, size_t size, s
 void check_huge_locked(const Extent* h, const void* p, Misuse what) {
   if (h->base() != reinterpret_cast<uintptr_t>(p)) bad_pointer(p, what, BlockInfo::huge(h->size()));
   // acquire: pairs with park()'s compare-exchange (nothing else is read after it).
-  if (MAGSLAB_UNLIKELY(h->state.load(std::memory_order_acquire) != Extent::kLive))
+  uint8_t state = h->state.load(std::memory_order_acquire);
+  if (MAGSLAB_UNLIKELY(state == Extent::kResizing))
+    bad_pointer(p, what, BlockInfo::huge(h->size(), "being reallocated"));
+  if (MAGSLAB_UNLIKELY(state != Extent::kLive))
     bad_pointer(p, what == Misuse::kInvalidFree ? Misuse::kDoubleFree : what,
                 BlockInfo::huge(h->size(), "already freed"));
 }
@@ -834,10 +839,23 @@ void* resize_huge_locked(Extent* h, void* p, size_t n) {
     g_huge_lock.unlock();
     return p;
   }
+  if (n <= kHugeThreshold / 2) {
+    g_huge_lock.unlock();
+    return nullptr;  // much smaller: the caller moves it into a run
+  }
+  // The lock is dropped around the mremap: until the block is resized, it is
+  // kResizing, so a racing free, realloc or usable_size of p (a race in the
+  // program) is reported (check_huge_locked) instead of freeing h under this
+  // realloc, and park() cannot take it. acquire/release: as park()'s.
+  uint8_t live = Extent::kLive;
+  if (!h->state.compare_exchange_strong(live, Extent::kResizing, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed))
+    bad_pointer(p, Misuse::kInvalidRealloc, BlockInfo::huge(old, "already freed"));  // parked
   g_huge_lock.unlock();
-  if (n <= kHugeThreshold / 2) return nullptr;  // much smaller: the caller moves it into a run
-  // Only the owner of p resizes it, so h stays p's descriptor meanwhile.
-  return want < old ? shrink_huge(h, p, mapped, want, n) : grow_huge(h, p, mapped, want, n);
+  void* r = want < old ? shrink_huge(h, p, mapped, want, n) : grow_huge(h, p, mapped, want, n);
+  // release: the resized descriptor, to whoever frees or parks the block next.
+  h->state.store(Extent::kLive, std::memory_order_release);
+  return r;
 }
 
 // Resize the page run of p (first page `page` of chunk c, checked under the
