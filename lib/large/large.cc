@@ -254,18 +254,21 @@ size_t mapping_for(size_t size) {
   return whole;
 }
 
-// A cached mapping of `mapped` bytes serves a request of `want` bytes (page
-// multiples) when it is no longer than a new mapping for it would be, or uses
-// at least 3/4 of it: so each size between 1 and 4 MiB reuses whatever 4 MiB
-// mapping is cached, and a small request does not take a big one.
-bool mapping_fits(size_t mapped, size_t want) {
-  return mapped >= want && (mapped <= mapping_for(want) || want >= mapped - mapped / 4);
+// A request of `want` bytes (page multiples) uses at least 3/4 of `size`. A
+// parked block serves a request it fits this way (it keeps its size: the
+// taking thread changes no counter); others go to the huge cache.
+bool fills_three_quarters(size_t size, size_t want) {
+  return size >= want && want >= size - size / 4;
 }
 
-// A parked block of `size` usable bytes serves a request of `want` bytes
-// (page multiples) when it uses 3/4 of it (it keeps its size: the taking
-// thread changes no counter). Others go to the huge cache.
-bool parked_fits(size_t size, size_t want) { return size >= want && want >= size - size / 4; }
+// A cached mapping of `mapped` bytes serves a request of `want` bytes when it
+// is no longer than a new mapping for it would be (`fresh`: mapping_for(want),
+// computed once per lookup, as it reads two options), or the request fills
+// 3/4 of it: so each size between 1 and 4 MiB reuses whatever 4 MiB mapping is
+// cached, and a small request does not take a big one.
+bool mapping_fits(size_t mapped, size_t want, size_t fresh) {
+  return (mapped >= want && mapped <= fresh) || fills_three_quarters(mapped, want);
+}
 
 // Dirty bytes a mapping keeps when a request of `want` bytes reuses it with
 // `dirty` touched: all of them, unless that is more than a third over `want`
@@ -298,9 +301,11 @@ HugeCacheEntry take_cached_huge_locked(size_t want, size_t align) {
     return e.dirty >= want ? e.dirty - want : kShort + (want - e.dirty);
   };
   size_t best = g_huge_cache_count, best_rank = ~size_t{0};
+  const size_t fresh = mapping_for(want);
   for (size_t i = g_huge_cache_count; i-- > 0;) {
     const HugeCacheEntry& e = g_huge_cache[i];
-    if (!mapping_fits(e.mapped, want) || reinterpret_cast<uintptr_t>(e.base) % align != 0) continue;
+    if (!mapping_fits(e.mapped, want, fresh) || reinterpret_cast<uintptr_t>(e.base) % align != 0)
+      continue;
     if (size_t r = rank(e); r < best_rank) {
       best = i;
       best_rank = r;
@@ -545,7 +550,7 @@ void* take_parked(size_t n, size_t size) {
   if (slot.e.load(std::memory_order_relaxed) == nullptr) return nullptr;
   Extent* h = slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
   if (h == nullptr) return nullptr;
-  if (!parked_fits(h->size(), size)) {
+  if (!fills_three_quarters(h->size(), size)) {
     // This thread went on to other sizes: the block goes to the huge cache,
     // where others may reuse it and it ages from when it was parked.
     release_parked(h);

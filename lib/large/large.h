@@ -1,9 +1,10 @@
 // large/large: blocks no size class serves. Above kHugeThreshold (the largest
 // class) each block is a mapping of its own, a whole number of chunks long
 // (reused for any request up to that length, grown in place up to it, moved
-// by mremap on realloc beyond it rather than copied). Up to it, what comes here is aligned beyond a
-// page: a page run inside a chunk (freed runs coalesce and stay committed, within the page heap's
-// bounded dirty budget, for reuse).
+// by mremap on realloc beyond it rather than copied). Up to it, what comes
+// here is aligned beyond a page: a page run inside a chunk (freed runs
+// coalesce and stay committed, within the page heap's bounded dirty budget,
+// for reuse).
 #pragma once
 
 #include <cstddef>
