@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -229,6 +231,26 @@ TEST(Slab, HollowDecommitsPagesOfFreeObjectsUntilARefillHandsOneOut) {
   slab::release(cls, rest, 3);
   slab::trim();
   EXPECT_EQ(slab::hollow_bytes(), hollow - 3 * kPageSize);
+}
+
+// A group of slab records is 16 pages of metadata (slab.cc); a process that
+// has carved one slab must not have the other 15 resident — a trivial
+// program's RSS (issue #14 target 5). In a fresh process (the threadsafe
+// style re-runs this test alone), so the first slab's record opens the group.
+TEST(SlabRecordsTest, UnusedRecordPagesOfAGroupStayUntouched) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        void* p = magslab_malloc(16);
+        const uintptr_t rec = reinterpret_cast<uintptr_t>(slab_of(p)) & ~uintptr_t{4095};
+        int touched = 0;
+        for (uintptr_t k = 1; k < 16; ++k)
+          if (mstest::page_resident(rec + k * 4096).value_or(true)) ++touched;
+        magslab_free(p);
+        std::fprintf(stderr, "record pages touched beyond the first: %d\n", touched);
+        std::exit(touched == 0 ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "record pages touched beyond the first: 0");
 }
 
 TEST(SlabDeathTest, ReleaseReportsADoubleFree) {

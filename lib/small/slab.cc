@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <new>
+#include <type_traits>
 
 #include "base/lock.h"
 #include "chunks/decay_event.h"
@@ -102,16 +102,22 @@ void list_remove(RecordPage* pg) {
   pg->list = kOnNone;
 }
 
-// A new group of record pages, all unused (fresh memory reads as zero, like a
-// purged page). false when out of metadata memory. g_record_lock held.
+// A Slab whose bytes are all zero is an unused record: fresh metadata pages
+// and purged ones (release_record_pages) read as zero and are used as records
+// without being written first — a group's pages become resident one by one,
+// as their records are taken, not all 16 when the group is mapped.
+static_assert(std::is_trivially_copyable_v<Slab> && std::is_trivially_destructible_v<Slab>,
+              "records come to life in zeroed memory (an implicit-lifetime type)");
+
+// A new group of record pages, all unused. Pushed last page first, so the
+// first page is taken first. false when out of metadata memory. g_record_lock held.
 bool grow_records() {
   void* headers = meta::alloc(sizeof(RecordPage) * kRecordPagesPerGroup);
   void* mem = meta::alloc_pages(kRecordPagesPerGroup * kPageSize);
   if (headers == nullptr || mem == nullptr) return false;  // (a bounded leak of metadata)
   auto* pages = static_cast<Slab*>(mem);
-  for (unsigned i = 0; i < kRecordPagesPerGroup * kRecordsPerPage; ++i) new (&pages[i]) Slab();
   auto* hs = static_cast<RecordPage*>(headers);
-  for (unsigned i = 0; i < kRecordPagesPerGroup; ++i) {
+  for (unsigned i = kRecordPagesPerGroup; i-- > 0;) {
     hs[i] =
         RecordPage{pages + i * kRecordsPerPage, nullptr, kAllFree, kOnNone, 0, nullptr, nullptr};
     list_push(&hs[i], kOnPurged);
