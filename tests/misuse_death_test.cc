@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include "platform/numa.h"
 #include "platform/platform.h"
 #include "small/size_classes.h"
+#include "small/thread_cache.h"
 #include "testing/misuse_line.h"
 #include "testing/resident.h"
 
@@ -268,15 +270,22 @@ TEST(MisuseDeathTest, DoubleFreeOfAnotherThreadsObject) {
 TEST(MisuseDeathTest, DoubleFreeOfAnObjectWaitingInThisThreadsInbox) {
   if (magslab::numa::nodes() != 1) GTEST_SKIP() << "inboxes are used on one NUMA node only";
   use_threadsafe_style();
-  const size_t cap = magslab::mag_cap(magslab::class_of(64));
+  const unsigned cls = magslab::class_of(64);
+  const size_t cap = magslab::mag_cap(cls);
   EXPECT_DEATH(
       {
         // A new process (threadsafe style): this thread's objects are its own.
         std::vector<void*> v;
         for (size_t i = 0; i <= cap; ++i) v.push_back(magslab_malloc(64));
-        // cap objects fill its remote magazine, the last one sends it here.
+        magslab::ThreadCache* self = magslab::t_cache;
+        // Freed by another thread, they fill its remote magazine (at most cap
+        // objects: its capacity follows the traffic), which, full, comes here
+        // with the first of them.
         std::thread([&] {
-          for (void* p : v) magslab_free(p);
+          for (void* p : v) {
+            magslab_free(p);
+            if (std::atomic_ref<magslab::Magazine*>(self->inbox[cls]).load() != nullptr) break;
+          }
         }).join();
         ANNOUNCE_AND_FREE(v.front());
       },

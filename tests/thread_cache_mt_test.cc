@@ -160,17 +160,129 @@ TEST(ThreadCache, OtherThreadsObjectsGoToTheRemoteMagazineThenTheirOwner) {
   phase.wait_for(1);
   const size_t depot0 = depot::cached_objects(cls);
   std::thread consumer([&] {
-    for (uint32_t i = 0; i < cap; ++i) magslab_free(objs[i]);
+    magslab_free(objs[0]);
+    // The thread's first remote magazine: a quarter of the slots (its
+    // capacity follows the traffic, thread_cache.cc "Magazine limits").
+    const uint32_t rcap = t_cache->cls[cls].remote->cap;
+    EXPECT_EQ(rcap, cap / 4);
+    for (uint32_t i = 1; i < rcap; ++i) magslab_free(objs[i]);
     // All in the remote magazine: counted as cached, not in the depot yet.
-    EXPECT_EQ(cached(cls), size_t{cap} + (2 * cap - (cap + 1)));  // + the producer's loaded rest
+    EXPECT_EQ(cached(cls), size_t{rcap} + (2 * cap - (cap + 1)));  // + the producer's loaded rest
     EXPECT_EQ(depot::cached_objects(cls), depot0);
-    magslab_free(objs[cap]);  // remote full: it goes to the producer whole
+    magslab_free(objs[rcap]);  // remote full: it goes to the producer whole
     EXPECT_EQ(depot::cached_objects(cls), depot0);
-    EXPECT_EQ(cached(cls), size_t{cap} + (cap - 1) + 1);  // inbox, loaded rest, new remote
+    EXPECT_EQ(cached(cls), size_t{rcap} + (cap - 1) + 1);  // inbox, loaded rest, new remote
+    // Nothing but remote frees since: the new remote magazine has twice the room.
+    EXPECT_EQ(t_cache->cls[cls].remote->cap, 2 * rcap);
   });
   consumer.join();
   phase.set(2);
   producer.join();
+}
+
+// Magazine limits (thread_cache.cc): a thread sets the capacity of the
+// magazines it installs by their traffic. A class whose use goes up and down
+// keeps a quarter of the slots: objects sitting in a thread's magazines are
+// memory nobody else can use.
+TEST(ThreadCache, MagazinesOfAClassUsedUpAndDownStaySmall) {
+  const size_t kSize = 256;
+  const unsigned cls = class_of(kSize);
+  const uint32_t cap = mag_cap(cls);
+  ASSERT_GE(cap, 64u);
+  double sum = 0;
+  size_t samples = 0;
+  uint32_t limit = 0;
+  std::thread([&] {
+    // A server's pattern (larson): random slots, each freed if it holds a
+    // block and filled if not, so the blocks live go up and down around 500.
+    std::vector<void*> slots(1000, nullptr);
+    uint64_t x = 0x9e3779b97f4a7c15;  // xorshift64: the same walk every run
+    for (int i = 0; i < 200000; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      void*& s = slots[x % slots.size()];
+      if (s == nullptr) {
+        s = magslab_malloc(kSize);
+      } else {
+        magslab_free(s);
+        s = nullptr;
+      }
+      if (i % 64 == 0) {
+        sum += t_cache->cls[cls].loaded->cap;
+        ++samples;
+      }
+    }
+    limit = t_cache->cls[cls].limit;
+    for (void* p : slots) magslab_free(p);
+    cache::flush_current();
+  }).join();
+  // Filling the slots, the thread allocated one way and its magazines grew;
+  // the swaps of the up and down traffic since brought the limit back down.
+  EXPECT_EQ(limit, cap / 4);
+  // Magazines still holding more keep their capacity until they are loaded
+  // again (before magazine limits: every one had all the slots).
+  const double mean = sum / static_cast<double>(samples);
+  EXPECT_LE(mean, cap * 0.75) << "mean capacity of the loaded magazine, of " << cap << " slots";
+}
+
+// ... but one that only allocates or only frees a class trades whole
+// magazines at the depot, every capacity operations: its magazines grow to all
+// their slots.
+TEST(ThreadCache, OneWayTrafficGrowsMagazinesToAllTheirSlots) {
+  const size_t kSize = 272;
+  const unsigned cls = class_of(kSize);
+  const uint32_t cap = mag_cap(cls);
+  ASSERT_GE(cap, 64u);
+  std::thread([&] {
+    std::vector<void*> v;
+    for (uint32_t i = 0; i < 6 * cap; ++i) v.push_back(magslab_malloc(kSize));
+    EXPECT_EQ(t_cache->cls[cls].loaded->cap, cap) << "after allocating";
+    for (void* p : v) magslab_free(p);
+    EXPECT_EQ(t_cache->cls[cls].loaded->cap, cap) << "after freeing";
+    cache::flush_current();
+  }).join();
+}
+
+// A thread that frees an occasional object of another thread's, among its
+// own traffic of the class, keeps its remote magazine at a quarter of the
+// slots; a consumer's grows (OtherThreadsObjectsGoToTheRemoteMagazineThenTheirOwner).
+TEST(ThreadCache, AnOccasionalRemoteFreeKeepsTheRemoteMagazineSmall) {
+  const size_t kSize = 112;
+  const unsigned cls = class_of(kSize);
+  const uint32_t cap = mag_cap(cls);
+  ASSERT_GE(cap, 64u);
+  std::vector<void*> theirs;
+  mstest::Phase phase;
+  std::thread producer([&] {
+    for (uint32_t i = 0; i < 8 * cap; ++i) theirs.push_back(magslab_malloc(kSize));
+    phase.set(1);
+    phase.wait_for(2);
+  });
+  phase.wait_for(1);
+  uint32_t remote_cap = 0;
+  std::thread([&] {
+    std::vector<void*> live;
+    uint64_t x = 0x2545f4914f6cdd1d;
+    size_t next = 0;
+    while (next < theirs.size()) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      if ((x & 15) == 0) {
+        magslab_free(theirs[next++]);
+      } else if (live.empty() || (x & 16) != 0) {
+        live.push_back(magslab_malloc(kSize));
+      } else {
+        size_t k = (x >> 8) % live.size();
+        magslab_free(live[k]);
+        live[k] = live.back();
+        live.pop_back();
+      }
+    }
+    remote_cap = t_cache->cls[cls].remote->cap;
+    for (void* p : live) magslab_free(p);
+    cache::flush_current();
+  }).join();
+  phase.set(2);
+  producer.join();
+  EXPECT_EQ(remote_cap, cap / 4);
 }
 
 }  // namespace

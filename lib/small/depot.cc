@@ -203,6 +203,9 @@ Magazine* get_empty(unsigned cls, unsigned node) {
 
 void push_empty(unsigned cls, Magazine* m, unsigned node) {
   MAGSLAB_CHECK(m->count == 0 && m->cap != 0 && m->cls == cls, "depot: bad empty magazine");
+  // All its slots again (a thread may have installed it with fewer,
+  // thread_cache.cc "Magazine limits"): hollow_empty() measures it by cap.
+  m->cap = mag_cap(cls);
   g_depot[node][cls].empty.push(&m->link);
 }
 

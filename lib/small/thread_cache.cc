@@ -69,6 +69,11 @@ void tag_ended(uint64_t tag) {
 pthread_key_t g_exit_key;
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 bool g_key_ok = false;
+// mag_cap() per class, set once the options are loaded (init_once, which
+// every thread passes through before its first slow path): the slow paths
+// read it at every swap ("Magazine limits").
+uint16_t g_slots[kNumClasses];
+inline uint32_t slots_of(unsigned cls) { return g_slots[cls]; }
 
 bool is_real(const Magazine* m) { return m != &g_empty_magazine; }
 
@@ -128,6 +133,7 @@ void fold_requested(ThreadCache* tc) {
 
 void init_once() {
   opt::ensure_loaded();  // options before the first small block is served (the first cache)
+  for (unsigned c = 0; c < kNumClasses; ++c) g_slots[c] = static_cast<uint16_t>(mag_cap(c));
   // pthread_key_create does not allocate; keys below PTHREAD_KEYS_MAX live in
   // the thread descriptor, so setspecific for an early key does not either.
   g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
@@ -157,7 +163,11 @@ ThreadCache* current() {
   running_cache(tc->owner_tag).store(tc, std::memory_order_relaxed);
   // release: a sender that reads this tag (acquire) reads this cache above.
   running_slot(tc->owner_tag).store(tc->owner_tag, std::memory_order_release);
-  for (ThreadCache::Pair& p : tc->cls) p.refilled = 0;  // a new thread starts slow
+  for (ThreadCache::Pair& p : tc->cls) {  // a new thread starts slow, with small magazines
+    p.refilled = 0;
+    p.limit = p.rlimit = 0;
+    p.swaps = p.seen = 0;
+  }
   tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   tc->adopt_quiet = ~uint64_t{0};
   bool multithreaded;
@@ -352,20 +362,106 @@ inline void bound_if_large(ThreadCache* tc, unsigned cls, unsigned node) {
 }
 
 // Slow start: a thread's first slab refill of a class takes a sixteenth of a
-// magazine (at least one object), each later one twice the last, up to the
-// whole magazine. A short-lived thread that uses a handful of objects of many
-// classes (a request handler, a pool task) would otherwise take a full
-// magazine of each — up to 32 KiB per small class, ~0.8 MiB for the classes of
-// 1-512 bytes alone — and 50 such threads alive at once held ~60 MiB they
-// never used (tests/override/thread_exit.cc). A long-lived thread reaches the
-// full refill after four or five more refills per class (two for a capacity
-// of 4); depot trades, which move no new memory out of the slabs, stay whole
-// magazines.
-inline uint32_t refill_count(const ThreadCache::Pair& p, uint32_t cap) {
-  uint32_t first = cap / 16 > 0 ? cap / 16 : 1;
-  uint32_t want = p.refilled == 0 ? first : 2 * p.refilled;
+// magazine's slots (at least one object), each later one twice the last, up
+// to the magazine's capacity (cap: at most its slots, "Magazine limits" below). A short-lived
+// thread that uses a handful of objects of many classes (a request handler, a pool task) would
+// otherwise take a full magazine of each — up to 32 KiB per small class, ~0.8 MiB for the classes
+// of 1-512 bytes alone — and 50 such threads alive at once held ~60 MiB they never used
+// (tests/override/thread_exit.cc). A long-lived thread reaches the full refill after four or five
+// more refills per class (two for a capacity of 4); depot trades, which move no new memory out of
+// the slabs, stay whole magazines.
+inline uint32_t refill_count(const ThreadCache::Pair& p, uint32_t slots, uint32_t cap) {
+  uint32_t first = slots / 16 > 0 ? slots / 16 : 1;
+  uint32_t want = p.refilled == 0 ? first : 2 * uint32_t{p.refilled};
   return want < cap ? want : cap;
 }
+
+// Magazine limits. Objects a thread holds in its magazines are memory nobody
+// else can use: with every magazine at its full capacity (mag_bytes, 32 KiB of
+// objects), a thread whose use of a class goes up and down (larson, a server's
+// requests) keeps up to two magazines' worth per class it uses — larson's peak
+// RSS at 2 threads was 1.2x mimalloc's, and 8 KiB magazines made it 0.91x
+// (docs/benchmarks.md, stop 25). But a thread that only allocates or only
+// frees a class (a producer, a consumer, a batch) trades a magazine at the
+// depot every `capacity` operations, and there whole magazines are what make
+// it cheap (xmalloc 2-2.7x mimalloc). So each thread sets the capacity of the
+// magazines it loads, per class, by their traffic (Bonwick & Adams size
+// magazines by depot contention; this counts swaps, which needs no clock). It
+// starts at a quarter of the slots (kMinAdaptSlots or more slots; fewer keep
+// them all), and
+//  - at a trade with the depot or the slabs, doubles if the loaded and previous
+//    magazines swapped at most once since the last trade: one-way traffic
+//    empties (or fills) both in turn, while traffic that goes up and down
+//    crosses between them many times first;
+//  - at the kShrinkSwaps-th swap since the last trade, and every second one
+//    after it, halves (down to the initial quarter): a thread whose use of a
+//    class settles after a one-way phase (a server's start, a program filling
+//    a table) stops holding whole magazines without ever trading again.
+// The remote magazine, which only fills, doubles at its trade when the thread
+// has had no traffic of its own in the class since the last one (a consumer:
+// its loaded magazine still holds what it did, and no own-side slow path
+// ran), and halves otherwise (a thread that frees an occasional object of
+// another thread's among its own: larson, whose remote magazines otherwise
+// grew at each generation's start and held 0.6 MiB more at 2 threads). A
+// magazine keeps the capacity it was given as it became the loaded one until
+// it is loaded again (a swap) or leaves the thread (fit: never below what it
+// holds); its slots stay, and the depot's empty magazines have all of them
+// again (depot::push_empty).
+constexpr uint32_t kMinAdaptSlots = 16;
+constexpr uint8_t kShrinkSwaps = 4;
+// Pair::seen: the loaded magazine's count at the last remote trade (low 7
+// bits), and this bit once an own-side slow path ran since.
+constexpr uint8_t kSeenSlowPath = 0x80;
+
+inline uint32_t initial_limit(uint32_t slots) {
+  return slots >= kMinAdaptSlots ? slots / 4 : slots;
+}
+// The limit stored (0: initial), within [initial_limit(slots), slots].
+inline uint32_t limit_of(uint16_t stored, uint32_t slots) {
+  uint32_t lo = initial_limit(slots);
+  return stored < lo ? lo : stored > slots ? slots : stored;
+}
+// The next limit: doubled on `grow`, halved on `shrink`.
+inline uint16_t adapt(uint16_t stored, uint32_t slots, bool grow, bool shrink) {
+  uint32_t l = limit_of(stored, slots);
+  if (grow)
+    l = 2 * l < slots ? 2 * l : slots;
+  else if (shrink)
+    l = limit_of(static_cast<uint16_t>(l / 2), slots);
+  return static_cast<uint16_t>(l);
+}
+// An own-side swap of loaded and previous. Returns the limit.
+inline uint32_t note_swap(ThreadCache::Pair& p, uint32_t slots) {
+  p.seen |= kSeenSlowPath;
+  if (p.swaps < kShrinkSwaps) ++p.swaps;
+  if (p.swaps == kShrinkSwaps) {
+    p.limit = adapt(p.limit, slots, false, true);
+    p.swaps = kShrinkSwaps - 2;  // and again at the second swap from here
+  }
+  return limit_of(p.limit, slots);
+}
+// An own-side trade with the depot or the slabs (`first`: the loaded slot
+// still holds the empty sentinel, which says nothing of the traffic).
+// Returns the limit.
+inline uint32_t note_trade(ThreadCache::Pair& p, uint32_t slots, bool first) {
+  p.seen |= kSeenSlowPath;
+  if (!first && p.swaps <= 1) p.limit = adapt(p.limit, slots, true, false);
+  p.swaps = 0;
+  return limit_of(p.limit, slots);
+}
+// A remote magazine's trade (`first`: the thread's first remote free of the
+// class, which replaces the empty sentinel). Returns the remote limit.
+inline uint32_t note_remote_trade(ThreadCache::Pair& p, uint32_t slots, bool first) {
+  const uint8_t count = static_cast<uint8_t>(p.loaded->count & 0x7f);
+  const bool own_traffic = p.seen != count;  // a slow path ran, or the count moved
+  if (!first) p.rlimit = adapt(p.rlimit, slots, !own_traffic, own_traffic);
+  p.seen = count;
+  return limit_of(p.rlimit, slots);
+}
+// The capacity of m, a real magazine this thread owns, as it becomes the
+// loaded one (installed, or swapped in): the limit, never below what m holds
+// (free's fast path misses at count == cap).
+inline void fit(Magazine* m, uint32_t limit) { m->cap = limit > m->count ? limit : m->count; }
 
 // One object straight from the slabs, for a thread without a cache (exited,
 // or out of metadata memory).
@@ -387,10 +483,13 @@ void* alloc_slow(unsigned cls) {
   //    first, as every slow path does: take_previous.)
   Magazine* prev = take_previous(p);
   if (prev->count != 0) {
+    fit(prev, note_swap(p, slots_of(cls)));
     set_previous(p, p.loaded);
     set_loaded(p, prev);
     return pop(prev);
   }
+  const uint32_t slots = slots_of(cls);
+  const uint32_t limit = note_trade(p, slots, !is_real(p.loaded));
   // 2. Take the inbox's magazine (own objects other threads freed), or trade
   //    at the depot of the node the thread runs on: loaded and previous are
   //    both empty. The empty previous goes back, loaded becomes previous, the
@@ -400,6 +499,7 @@ void* alloc_slow(unsigned cls) {
   if (full == nullptr) full = depot::pop_full(cls, node);
   if (full != nullptr) {
     if (is_real(prev)) depot::push_empty(cls, prev, node);
+    fit(full, limit);
     set_previous(p, p.loaded);
     set_loaded(p, full);
     bound_if_large(tc, cls, node);
@@ -416,7 +516,8 @@ void* alloc_slow(unsigned cls) {
     set_loaded(p, m);
     mark_large(tc, cls);  // the refill below may fail and leave m empty in the slot
   }
-  const uint32_t want = refill_count(p, m->cap);
+  fit(m, limit);
+  const uint32_t want = refill_count(p, slots, m->cap);
   uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node);
   if (n == 0) return out_of_memory();
   p.refilled = want;
@@ -483,6 +584,7 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
     slab::release(cls, &p, 1);
     return;
   }
+  fit(e, note_remote_trade(pr, slots_of(cls), !is_real(r)));
   stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
   // (r->count == 0: the sentinel, at the thread's first remote free.)
   auto owner_of = [](void* o) {
@@ -545,6 +647,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   Magazine* prev = take_previous(pr);
   // 1. The previous magazine is empty: swap it in.
   if (is_real(prev) && prev->count == 0) {
+    fit(prev, note_swap(pr, slots_of(cls)));
     set_previous(pr, loaded);
     set_loaded(pr, prev);
     return push(prev, p);
@@ -561,6 +664,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   }
   decay::maybe_tick();
   if (is_real(prev)) retire(cls, prev, node);
+  fit(e, note_trade(pr, slots_of(cls), !is_real(loaded)));
   set_previous(pr, loaded);
   set_loaded(pr, e);
   push(e, p);

@@ -36,7 +36,17 @@ struct alignas(kCacheLine) ThreadCache {
     // Refills start small and double up to the magazine's capacity (slow
     // start, thread_cache.cc), so a thread that uses a few objects of a class
     // does not take a whole magazine of them. Owner only; in the padding.
-    uint32_t refilled = 0;
+    uint16_t refilled = 0;
+    // The capacity this thread gives the magazines it loads (limit) and its
+    // remote magazines (rlimit), at most a magazine's slots; 0: not set yet,
+    // the initial limit. They follow the traffic (thread_cache.cc, "Magazine
+    // limits"): `swaps` counts loaded/previous swaps since the last trade with
+    // the depot or the slabs (up to 4), `seen` notes the own-side traffic
+    // since the last remote trade. Owner only; in the padding.
+    uint16_t limit = 0;
+    uint16_t rlimit = 0;
+    uint8_t swaps = 0;
+    uint8_t seen = 0;
   };
   // This cache's tag in the page words of the slabs it refills from (slab.h),
   // new each time the cache is given to a thread; 0 in the two sentinels.
@@ -76,10 +86,11 @@ struct alignas(kCacheLine) ThreadCache {
   alignas(kCacheLine) Magazine* inbox[kNumClasses] = {};
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
-    for (Pair& p : cls) p = Pair{empty, empty, empty, 0};
+    for (Pair& p : cls) p = Pair{empty, empty, empty, 0, 0, 0, 0, 0};
   }
 };
 
+static_assert(sizeof(ThreadCache::Pair) == 32, "the adaptive limits fit the Pair's padding");
 static_assert(offsetof(ThreadCache::Pair, loaded) == 0,
               "free's select adds 0 to a Pair for loaded, offsetof(remote) for remote");
 static_assert(offsetof(ThreadCache, cls) == sizeof(ThreadCache::Pair) &&
