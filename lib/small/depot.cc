@@ -100,7 +100,7 @@ size_t magazine_bytes(uint32_t cap) {
 // lives apart from them, in nodes of the metadata arena, recycled here.
 struct HollowNode {
   Magazine* mag;
-  uint32_t cap;
+  uint32_t slots;
   HollowNode* next;
 };
 Lock g_hollow_lock;                      // the lists below; one hollow_empty() at a time
@@ -114,7 +114,7 @@ std::atomic<size_t> g_hollow_count{0};
 Magazine* take_hollow(unsigned cls) {
   if (g_hollow_count.load(std::memory_order_relaxed) == 0) return nullptr;
   Magazine* m;
-  uint32_t cap;
+  uint32_t slots;
   {
     LockGuard g(g_hollow_lock);
     HollowNode* h = g_hollow[cls];
@@ -122,7 +122,7 @@ Magazine* take_hollow(unsigned cls) {
     // Read before the node goes to the spares: once the lock is dropped, a
     // hollow_empty() may take it for another magazine.
     m = h->mag;
-    cap = h->cap;
+    slots = h->slots;
     g_hollow[cls] = h->next;
     h->next = g_spare_nodes;
     g_spare_nodes = h;
@@ -132,8 +132,9 @@ Magazine* take_hollow(unsigned cls) {
   // stack long ago may still load its link (ds/tagged_stack.h).
   m->link.next.store(nullptr, std::memory_order_relaxed);
   set_mag_count(m, 0);
-  m->cap = cap;
-  m->cls = cls;
+  m->cap = slots;
+  m->cls = static_cast<uint16_t>(cls);
+  m->slots = static_cast<uint16_t>(slots);
   m->free_key = g_free_key.load(std::memory_order_relaxed);
   return m;
 }
@@ -196,16 +197,17 @@ Magazine* get_empty(unsigned cls, unsigned node) {
   if (mem == nullptr) return nullptr;
   auto* m = new (mem) Magazine();
   m->cap = cap;
-  m->cls = cls;
+  m->cls = static_cast<uint16_t>(cls);
+  m->slots = static_cast<uint16_t>(cap);
   m->free_key = g_free_key.load(std::memory_order_relaxed);
   return m;
 }
 
 void push_empty(unsigned cls, Magazine* m, unsigned node) {
   MAGSLAB_CHECK(m->count == 0 && m->cap != 0 && m->cls == cls, "depot: bad empty magazine");
-  // All its slots again (a thread may have installed it with fewer,
-  // thread_cache.cc "Magazine limits"): hollow_empty() measures it by cap.
-  m->cap = mag_cap(cls);
+  // All its slots again (a thread may have loaded it with fewer,
+  // thread_cache.cc "Magazine limits").
+  m->cap = m->slots;
   g_depot[node][cls].empty.push(&m->link);
 }
 
@@ -328,10 +330,10 @@ size_t hollow_empty() {
   // hold nothing else.
   for (Magazine* m = sort_by_address(all); m != nullptr;) {
     Magazine* last = m;
-    uintptr_t begin = reinterpret_cast<uintptr_t>(m), end = begin + magazine_bytes(m->cap);
+    uintptr_t begin = reinterpret_cast<uintptr_t>(m), end = begin + magazine_bytes(m->slots);
     while (next_of(last) != nullptr && reinterpret_cast<uintptr_t>(next_of(last)) == end) {
       last = next_of(last);
-      end += magazine_bytes(last->cap);
+      end += magazine_bytes(last->slots);
     }
     Magazine* after = next_of(last);
     uintptr_t lo = align_up(begin, kPageSize), hi = end & ~(uintptr_t{kPageSize} - 1);
@@ -344,7 +346,7 @@ size_t hollow_empty() {
       auto at = reinterpret_cast<uintptr_t>(x);
       HollowNode* h = lo < hi && at >= lo && at < hi ? new_hollow_node() : nullptr;
       if (h != nullptr) {
-        *h = HollowNode{x, x->cap, g_hollow[x->cls]};
+        *h = HollowNode{x, x->slots, g_hollow[x->cls]};
         g_hollow[x->cls] = h;
         g_hollow_count.fetch_add(1, std::memory_order_relaxed);
       } else {

@@ -21,8 +21,11 @@ struct Magazine {
   StackLink link;      // depot stack link; must stay first
   uint32_t count = 0;  // objects held; written by the owner with relaxed atomic_ref
                        // stores so magslab_stats may read it from another thread
-  uint32_t cap = 0;    // capacity; 0 only for the shared empty sentinel
-  uint32_t cls = 0;
+  uint32_t cap = 0;    // capacity; 0 only for the shared empty sentinel. At most
+                       // slots: the owning thread may set it lower (thread_cache.cc,
+                       // "Magazine limits"); free's fast path misses at count == cap.
+  uint16_t cls = 0;
+  uint16_t slots = 0;     // objs[]'s length, fixed when the magazine is made (depot.cc)
   uint32_t pad = 0;       // depot::hollow_empty() keeps the node here while it owns the magazine
   uint64_t free_key = 0;  // g_free_key, copied here: free reads it from the line it
                           // already loaded (count, cap) instead of a global

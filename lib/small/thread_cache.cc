@@ -69,9 +69,11 @@ void tag_ended(uint64_t tag) {
 pthread_key_t g_exit_key;
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
 bool g_key_ok = false;
-// mag_cap() per class, set once the options are loaded (init_once, which
-// every thread passes through before its first slow path): the slow paths
-// read it at every swap ("Magazine limits").
+// mag_cap() per class as init_once (which every thread passes through before
+// its first slow path) found it: what "Magazine limits" measure limits in.
+// The options are normally loaded by then; if not (no environment yet, a
+// static program's very first allocation), a magazine made later may have
+// other slots, and fit() keeps each within its own.
 uint16_t g_slots[kNumClasses];
 inline uint32_t slots_of(unsigned cls) { return g_slots[cls]; }
 
@@ -396,17 +398,23 @@ inline uint32_t refill_count(const ThreadCache::Pair& p, uint32_t slots, uint32_
 //  - at the kShrinkSwaps-th swap since the last trade, and every second one
 //    after it, halves (down to the initial quarter): a thread whose use of a
 //    class settles after a one-way phase (a server's start, a program filling
-//    a table) stops holding whole magazines without ever trading again.
+//    a table) lowers its limit without ever trading again.
+// A magazine keeps the capacity it was given as it became the loaded one
+// until it is loaded again (a swap) or leaves the thread; that capacity is
+// never below what it holds (fit), so a magazine filled whole in a one-way
+// phase keeps all its slots for as long as it never runs empty — frees fill
+// it whole again (a known limit: handing its excess to the depot instead,
+// tried in stop 25, made the trades that follow look one-way and the limit
+// grow back). Its slots stay, and the depot's empty magazines have all of
+// them again (depot::push_empty).
 // The remote magazine, which only fills, doubles at its trade when the thread
-// has had no traffic of its own in the class since the last one (a consumer:
-// its loaded magazine still holds what it did, and no own-side slow path
-// ran), and halves otherwise (a thread that frees an occasional object of
-// another thread's among its own: larson, whose remote magazines otherwise
-// grew at each generation's start and held 0.6 MiB more at 2 threads). A
-// magazine keeps the capacity it was given as it became the loaded one until
-// it is loaded again (a swap) or leaves the thread (fit: never below what it
-// holds); its slots stay, and the depot's empty magazines have all of them
-// again (depot::push_empty).
+// shows no traffic of its own in the class since the last one — no own-side
+// slow path ran, and its loaded magazine's count is the same modulo 128 (a
+// consumer; a thread whose own mallocs and frees of the class happen to cancel
+// out is taken for one too) — and halves otherwise (a thread that frees an
+// occasional object of another thread's among its own: larson, whose remote
+// magazines otherwise grew at each generation's start and held 0.6 MiB more
+// at 2 threads).
 constexpr uint32_t kMinAdaptSlots = 16;
 constexpr uint8_t kShrinkSwaps = 4;
 // Pair::seen: the loaded magazine's count at the last remote trade (low 7
@@ -460,8 +468,13 @@ inline uint32_t note_remote_trade(ThreadCache::Pair& p, uint32_t slots, bool fir
 }
 // The capacity of m, a real magazine this thread owns, as it becomes the
 // loaded one (installed, or swapped in): the limit, never below what m holds
-// (free's fast path misses at count == cap).
-inline void fit(Magazine* m, uint32_t limit) { m->cap = limit > m->count ? limit : m->count; }
+// (free's fast path misses at count == cap) nor above its slots (the limit
+// follows mag_cap() as the options were when the first cache was made; a
+// magazine made after a late options load may have fewer).
+inline void fit(Magazine* m, uint32_t limit) {
+  uint32_t cap = limit < m->slots ? limit : m->slots;
+  m->cap = cap > m->count ? cap : m->count;
+}
 
 // One object straight from the slabs, for a thread without a cache (exited,
 // or out of metadata memory).
@@ -644,10 +657,11 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
+  const uint32_t slots = slots_of(cls);
   Magazine* prev = take_previous(pr);
   // 1. The previous magazine is empty: swap it in.
   if (is_real(prev) && prev->count == 0) {
-    fit(prev, note_swap(pr, slots_of(cls)));
+    fit(prev, note_swap(pr, slots));
     set_previous(pr, loaded);
     set_loaded(pr, prev);
     return push(prev, p);
@@ -664,7 +678,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   }
   decay::maybe_tick();
   if (is_real(prev)) retire(cls, prev, node);
-  fit(e, note_trade(pr, slots_of(cls), !is_real(loaded)));
+  fit(e, note_trade(pr, slots, !is_real(loaded)));
   set_previous(pr, loaded);
   set_loaded(pr, e);
   push(e, p);

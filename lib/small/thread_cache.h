@@ -31,7 +31,7 @@ struct alignas(kCacheLine) ThreadCache {
   struct alignas(32) Pair {  // 32 bytes: indexing by class is a shift
     Magazine* loaded;        // alloc pops from / free of an own object pushes to this one
     Magazine* previous;      // the one before: full or empty, swapped in on a miss
-    Magazine* remote;        // frees of other threads' objects; only ever goes to the depot
+    Magazine* remote;        // frees of other threads' objects; full, to their owner or the depot
     // Objects the last slab refill of this class asked for; 0 before the first.
     // Refills start small and double up to the magazine's capacity (slow
     // start, thread_cache.cc), so a thread that uses a few objects of a class
