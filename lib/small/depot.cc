@@ -110,6 +110,15 @@ HollowNode* g_spare_nodes = nullptr;     // under g_hollow_lock
 // there are none; a stale 0 only makes a new magazine instead.
 std::atomic<size_t> g_hollow_count{0};
 
+// The fields of a magazine of class cls with `slots` slots that get_empty()
+// hands out (made, or hollow made whole): all its slots usable, the free key.
+void set_identity(Magazine* m, unsigned cls, uint32_t slots) {
+  m->cap = slots;
+  m->cls = static_cast<uint16_t>(cls);
+  m->slots = static_cast<uint16_t>(slots);
+  m->free_key = g_free_key.load(std::memory_order_relaxed);
+}
+
 // A hollow magazine of class cls made whole again (count 0), or nullptr.
 Magazine* take_hollow(unsigned cls) {
   if (g_hollow_count.load(std::memory_order_relaxed) == 0) return nullptr;
@@ -132,10 +141,7 @@ Magazine* take_hollow(unsigned cls) {
   // stack long ago may still load its link (ds/tagged_stack.h).
   m->link.next.store(nullptr, std::memory_order_relaxed);
   set_mag_count(m, 0);
-  m->cap = slots;
-  m->cls = static_cast<uint16_t>(cls);
-  m->slots = static_cast<uint16_t>(slots);
-  m->free_key = g_free_key.load(std::memory_order_relaxed);
+  set_identity(m, cls, slots);
   return m;
 }
 
@@ -196,10 +202,7 @@ Magazine* get_empty(unsigned cls, unsigned node) {
   void* mem = meta::alloc(magazine_bytes(cap));
   if (mem == nullptr) return nullptr;
   auto* m = new (mem) Magazine();
-  m->cap = cap;
-  m->cls = static_cast<uint16_t>(cls);
-  m->slots = static_cast<uint16_t>(cap);
-  m->free_key = g_free_key.load(std::memory_order_relaxed);
+  set_identity(m, cls, cap);
   return m;
 }
 

@@ -494,14 +494,14 @@ void* alloc_slow(unsigned cls) {
   ThreadCache::Pair& p = tc->cls[cls];
   // 1. The previous magazine has objects: swap it in. (Taken out of its slot
   //    first, as every slow path does: take_previous.)
+  const uint32_t slots = slots_of(cls);
   Magazine* prev = take_previous(p);
   if (prev->count != 0) {
-    fit(prev, note_swap(p, slots_of(cls)));
+    fit(prev, note_swap(p, slots));
     set_previous(p, p.loaded);
     set_loaded(p, prev);
     return pop(prev);
   }
-  const uint32_t slots = slots_of(cls);
   const uint32_t limit = note_trade(p, slots, !is_real(p.loaded));
   // 2. Take the inbox's magazine (own objects other threads freed), or trade
   //    at the depot of the node the thread runs on: loaded and previous are
