@@ -28,7 +28,8 @@
 // "burst_mib", "burst_bytes", "burst_blocks", "burst_seconds" and the RSS
 // samples "rss_pre_mib", "rss_after_mib", "rss_1s_mib", "rss_3s_mib";
 // burst-trim the same but "rss_idle_mib", "rss_trim_mib" and "trim_ms" for the
-// three RSS samples.
+// three RSS samples. xmalloc with 2 or more threads adds "queue_max_batches"
+// and "program_peak_live_kib" (how far its producers ran ahead).
 #include <getopt.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -254,15 +255,35 @@ void xmalloc_pipeline() {
   std::deque<Batch*> queue;
   int producers_left = producers;
   const size_t kCap = 64;
+  // How far producers ran ahead: the deepest the queue got, and the peak of
+  // the bytes the program itself held in batches (produced, not yet freed:
+  // requested sizes, the Batch structs included). A faster allocator fills
+  // the queue further, so its peak RSS includes more of the program's data;
+  // these make the RSS cells comparable (docs/benchmarks.md).
+  size_t queue_max = 0;
+  std::atomic<int64_t> live{0}, live_max{0};
+  auto batch_bytes = [](const Batch* b) {
+    int64_t n = sizeof(Batch);
+    for (int k = 0; k < b->count; ++k) n += b->items[k].n;
+    return n;
+  };
   run_threads(T, g_opt.seconds, [&](int i) {
     Tally tl;
     if (i < producers) {
       Rng r(g_opt.seed + 7919ull * (i + 1));
       while (!stopping()) {
         Batch* b = produce(r, tl);
+        // relaxed: a statistic; the max is a CAS loop on its own word.
+        const int64_t bytes = batch_bytes(b);
+        int64_t now = live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+        int64_t seen = live_max.load(std::memory_order_relaxed);
+        while (now > seen &&
+               !live_max.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+        }
         std::unique_lock<std::mutex> lk(mu);
         not_full.wait(lk, [&] { return queue.size() < kCap; });
         queue.push_back(b);
+        queue_max = std::max(queue_max, queue.size());
         not_empty.notify_one();
       }
       std::lock_guard<std::mutex> lk(mu);
@@ -276,7 +297,9 @@ void xmalloc_pipeline() {
         queue.pop_front();
         not_full.notify_one();
         lk.unlock();
+        const int64_t bytes = batch_bytes(b);
         consume(b, tl);
+        live.fetch_sub(bytes, std::memory_order_relaxed);
       }
     }
     tl.flush();
@@ -285,6 +308,10 @@ void xmalloc_pipeline() {
   for (Batch* b : queue) consume(b, rest);
   rest.ops = 0;
   rest.flush();
+  char buf[128];
+  std::snprintf(buf, sizeof buf, ",\"queue_max_batches\":%zu,\"program_peak_live_kib\":%lld",
+                queue_max, static_cast<long long>(live_max.load(std::memory_order_relaxed) / 1024));
+  g_extra_json = buf;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Check bench/macro's JSON line (stdin) for its workload's own fields: used by ctest.
+
+xmalloc with 2 or more threads must report how far its producers ran ahead: a queue depth
+between 1 and 64 batches and a peak of live program data above 0 and below the peak RSS.
+"""
+import json
+import sys
+
+
+def main():
+    lines = [l for l in sys.stdin.read().splitlines() if l.startswith("{")]
+    if len(lines) != 1:
+        sys.exit("check_macro_json: expected one JSON line, got %d" % len(lines))
+    d = json.loads(lines[0])
+    if not d.get("verified"):
+        sys.exit("check_macro_json: run not verified")
+    if d["workload"] == "xmalloc" and d["threads"] > 1:
+        q, live = d.get("queue_max_batches"), d.get("program_peak_live_kib")
+        if q is None or live is None:
+            sys.exit("check_macro_json: xmalloc lacks queue_max_batches / program_peak_live_kib")
+        if not 1 <= q <= 64:
+            sys.exit("check_macro_json: queue_max_batches %d outside 1..64" % q)
+        if not 0 < live < d["peak_rss_kib"]:
+            sys.exit("check_macro_json: program_peak_live_kib %d not in (0, peak RSS %d)" %
+                     (live, d["peak_rss_kib"]))
+    print("check_macro_json: ok")
+
+
+if __name__ == "__main__":
+    main()
