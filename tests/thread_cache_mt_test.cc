@@ -250,6 +250,12 @@ TEST(ThreadCache, OneWayTrafficGrowsMagazinesToAllTheirSlots) {
 // A thread that frees an occasional object of another thread's, among its
 // own traffic of the class, keeps its remote magazine at a quarter of the
 // slots; a consumer's grows (OtherThreadsObjectsGoToTheRemoteMagazineThenTheirOwner).
+// Sampled at every remote free once a quarter of them are done, not read
+// once at the end: "no own traffic since the last remote trade" is "no own
+// slow path, and the loaded count the same modulo 128", and a walk whose
+// count happens to come back between two trades doubles the limit until the
+// next trade halves it (thread_cache.cc, "Magazine limits"), which the end of
+// one walk may or may not catch.
 TEST(ThreadCache, AnOccasionalRemoteFreeKeepsTheRemoteMagazineSmall) {
   const size_t kSize = 112;
   const unsigned cls = class_of(kSize);
@@ -263,7 +269,7 @@ TEST(ThreadCache, AnOccasionalRemoteFreeKeepsTheRemoteMagazineSmall) {
     phase.wait_for(2);
   });
   phase.wait_for(1);
-  uint32_t remote_cap = 0;
+  size_t samples = 0, at_quarter = 0;
   std::thread([&] {
     std::vector<void*> live;
     uint64_t x = 0x2545f4914f6cdd1d;
@@ -272,6 +278,10 @@ TEST(ThreadCache, AnOccasionalRemoteFreeKeepsTheRemoteMagazineSmall) {
       x ^= x << 13, x ^= x >> 7, x ^= x << 17;
       if ((x & 15) == 0) {
         magslab_free(theirs[next++]);
+        if (next > theirs.size() / 4) {
+          ++samples;
+          at_quarter += t_cache->cls[cls].remote->cap == cap / 4;
+        }
       } else if (live.empty() || (x & 16) != 0) {
         live.push_back(magslab_malloc(kSize));
       } else {
@@ -281,13 +291,13 @@ TEST(ThreadCache, AnOccasionalRemoteFreeKeepsTheRemoteMagazineSmall) {
         live.pop_back();
       }
     }
-    remote_cap = t_cache->cls[cls].remote->cap;
     for (void* p : live) magslab_free(p);
     cache::flush_current();
   }).join();
   phase.set(2);
   producer.join();
-  EXPECT_EQ(remote_cap, cap / 4);
+  // With remote magazines at all their slots (before magazine limits): none.
+  EXPECT_GE(at_quarter, samples * 9 / 10) << at_quarter << " of " << samples << " samples";
 }
 
 // The limits are measured in mag_cap() as the first cache found it; a

@@ -119,6 +119,13 @@ Magazine* take_inbox(ThreadCache* tc, unsigned c) {
   if (in.load(std::memory_order_relaxed) == nullptr) return nullptr;
   return in.exchange(nullptr, std::memory_order_acquire);
 }
+// tc's owner took a magazine from its inbox for class c to allocate from:
+// senders start counting unclaimed magazines afresh (send_to_owner). relaxed:
+// a hint, as the count is; the load first, so the line stays shared while 0.
+void claimed_inbox(ThreadCache* tc, unsigned c) {
+  std::atomic_ref<uint8_t> n(tc->inbox_unclaimed[c]);
+  if (n.load(std::memory_order_relaxed) != 0) n.store(0, std::memory_order_relaxed);
+}
 Magazine* read_remote(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
 }
@@ -170,6 +177,7 @@ ThreadCache* current() {
     p.limit = p.rlimit = 0;
     p.swaps = p.seen = 0;
   }
+  for (uint8_t& n : tc->inbox_unclaimed) n = 0;  // counted for the cache's last thread
   tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   tc->adopt_quiet = ~uint64_t{0};
   bool multithreaded;
@@ -209,17 +217,21 @@ void* out_of_memory() {
 // magazine to its objects' node, slab::release each object to its slab's.
 inline unsigned node_now() { return numa::current_node(); }
 
-// Empty m into the slabs (or the depot of its objects' node) and give m back
-// to node `node`'s empty stack. Once pushed, m belongs to the depot: it must
-// not be read again here.
+// Return m's objects (if any) to their slabs and m, empty, to node `node`'s
+// empty stack, where it belongs to the depot: it must not be read again here.
+void release_to_slabs(unsigned cls, Magazine* m, unsigned node) {
+  if (m->count != 0) slab::release(cls, m->objs, m->count);
+  set_mag_count(m, 0);
+  depot::push_empty(cls, m, node);
+}
+
+// Empty m into the depot of its objects' node (or, past its limit, the
+// slabs) and give m back to node `node`'s empty stack. Once pushed, m belongs
+// to the depot: it must not be read again here.
 void retire(unsigned cls, Magazine* m, unsigned node) {
   if (!is_real(m)) return;
-  if (m->count != 0) {
-    if (depot::push_full(cls, m)) return;
-    slab::release(cls, m->objs, m->count);
-    set_mag_count(m, 0);
-  }
-  depot::push_empty(cls, m, node);
+  if (m->count != 0 && depot::push_full(cls, m)) return;
+  release_to_slabs(cls, m, node);
 }
 
 void flush(ThreadCache* tc) {
@@ -229,9 +241,7 @@ void flush(ThreadCache* tc) {
     if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
     for (Magazine* m : {p.loaded, take_previous(p), p.remote, take_inbox(tc, c)}) {
       if (m == nullptr || !is_real(m)) continue;  // (nullptr: no inbox magazine)
-      if (m->count != 0) slab::release(c, m->objs, m->count);
-      set_mag_count(m, 0);
-      depot::push_empty(c, m, node);
+      release_to_slabs(c, m, node);
     }
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
@@ -509,7 +519,10 @@ void* alloc_slow(unsigned cls) {
   //    full one is loaded.
   const unsigned node = node_now();
   Magazine* full = take_inbox(tc, cls);
-  if (full == nullptr) full = depot::pop_full(cls, node);
+  if (full != nullptr)
+    claimed_inbox(tc, cls);
+  else
+    full = depot::pop_full(cls, node);
   if (full != nullptr) {
     if (is_real(prev)) depot::push_empty(cls, prev, node);
     fit(full, limit);
@@ -548,8 +561,20 @@ namespace {
 // own, rather than to whichever thread misses next — usually the freeing
 // thread itself, which then hands them out and frees them as remote again,
 // for good (larson at 2 threads: 24 % of all frees; docs/benchmarks.md). A
-// magazine already in the inbox is displaced to the depot (the newest stays:
-// its objects are the most recently touched). Small classes only: large
+// magazine already in the inbox is displaced (the newest stays: its objects
+// are the most recently touched): to the depot while the owner takes its
+// inbox now and then, but back to its slabs once kUnclaimedSends magazines
+// were displaced since the owner last took one. An owner that does not take
+// them has objects enough of its own in the class (or is idle: a main thread
+// waiting in pthread_join whose blocks the workers free); from the depot they
+// would go to whichever thread misses next — usually the sender, which would
+// free them as remote again, and send them here again: larson at 2 threads
+// kept 15 % of all its frees remote that way, each displaced magazine coming
+// back through the depot, 99.97 % of the inbox magazines never taken
+// (docs/benchmarks.md, stop 27). In their slabs they are taken by the next
+// refill, with the slab, which becomes the refilling thread's own. A
+// consumer's magazines to a producer still go through the depot: the
+// producer takes its inbox at nearly every miss. Small classes only: large
 // blocks keep the depot, whose per-thread byte bound (bound_large_classes)
 // the inbox would escape. The tag is a hint as everywhere: a stale cache
 // pointer only gives another thread objects that are not its own. But an
@@ -563,6 +588,7 @@ namespace {
 // owner memory of another node; there the depot sorts magazines by node
 // (depot.cc, home_of) as before.
 // `ends`: the owner tags of r's first and last objects (0 for none).
+constexpr uint8_t kUnclaimedSends = 3;
 bool send_to_owner(ThreadCache* tc, unsigned cls, Magazine* r, const uint64_t (&ends)[2],
                    unsigned node) {
   const uint64_t owner = ends[0];
@@ -576,7 +602,17 @@ bool send_to_owner(ThreadCache* tc, unsigned cls, Magazine* r, const uint64_t (&
   // seq_cst (and so release: r's objects and count to the taker; acquire:
   // the displaced magazine's, from another sender).
   Magazine* old = in.exchange(r, std::memory_order_seq_cst);
-  if (old != nullptr) retire(cls, old, node);
+  if (old != nullptr) {
+    // relaxed: a hint (claimed_inbox); concurrent senders may lose a count.
+    std::atomic_ref<uint8_t> unclaimed(dst->inbox_unclaimed[cls]);
+    uint8_t n = unclaimed.load(std::memory_order_relaxed);
+    if (n < kUnclaimedSends) {
+      unclaimed.store(static_cast<uint8_t>(n + 1), std::memory_order_relaxed);
+      retire(cls, old, node);
+    } else {
+      release_to_slabs(cls, old, node);
+    }
+  }
   if (running_slot(owner).load(std::memory_order_seq_cst) != owner) {
     // The owner is exiting (or gone): take back what its drain may miss.
     if (Magazine* m = in.exchange(nullptr, std::memory_order_seq_cst)) retire(cls, m, node);
