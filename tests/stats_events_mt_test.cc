@@ -9,6 +9,7 @@
 
 #include "magslab/magslab.h"
 #include "small/size_classes.h"
+#include "small/thread_cache.h"
 
 namespace {
 
@@ -212,17 +213,20 @@ TEST(StatsEvents, AMagazineOfRunningOwnersDoesNotStopAdoptingAnExitedOnes) {
 // displaced ones would come back to the freeing thread's next misses, to be
 // freed as remote again, round after round (larson: 15 % of all frees). Past
 // a few unclaimed ones they go back to their slabs, whose next refill makes
-// them the freeing thread's own.
+// them the freeing thread's own — and so does the magazine left waiting in
+// the idle thread's inbox, which it would keep for as long as it lives.
 TEST(StatsEvents, ObjectsOfAnIdleRunningThreadStopComingBackAsRemote) {
   const size_t kSize = 208;
   const unsigned c = class_of(kSize);
   const size_t cap = mag_cap(c), n = 16 * cap;
   std::vector<void*> blocks(n);
   std::atomic<int> phase{0};
+  bool inbox_empty = false;
   std::thread owner([&] {
     for (void*& p : blocks) p = magslab_malloc(kSize);
     phase.store(1);
     while (phase.load() != 2) std::this_thread::yield();
+    inbox_empty = std::atomic_ref<magslab::Magazine*>(magslab::t_cache->inbox[c]).load() == nullptr;
   });
   size_t remote[5] = {};
   std::thread taker([&] {
@@ -242,6 +246,7 @@ TEST(StatsEvents, ObjectsOfAnIdleRunningThreadStopComingBackAsRemote) {
   // By then the few that went through the depot have come back once more.
   EXPECT_LE(remote[3], cap);
   EXPECT_LE(remote[4], cap);
+  EXPECT_TRUE(inbox_empty);
 }
 
 TEST(StatsEvents, DepotOverflowsGoToTheSlabsAndTrimReturnsSlabs) {

@@ -119,9 +119,9 @@ Magazine* take_inbox(ThreadCache* tc, unsigned c) {
   if (in.load(std::memory_order_relaxed) == nullptr) return nullptr;
   return in.exchange(nullptr, std::memory_order_acquire);
 }
-// tc's owner took a magazine from its inbox for class c to allocate from:
-// senders start counting unclaimed magazines afresh (send_to_owner). relaxed:
-// a hint, as the count is; the load first, so the line stays shared while 0.
+// tc's owner missed in class c and looked at its inbox for objects: senders
+// start counting unclaimed magazines afresh (send_to_owner). relaxed: a hint,
+// as the count is; the load first, so the line stays shared while 0.
 void claimed_inbox(ThreadCache* tc, unsigned c) {
   std::atomic_ref<uint8_t> n(tc->inbox_unclaimed[c]);
   if (n.load(std::memory_order_relaxed) != 0) n.store(0, std::memory_order_relaxed);
@@ -519,10 +519,8 @@ void* alloc_slow(unsigned cls) {
   //    full one is loaded.
   const unsigned node = node_now();
   Magazine* full = take_inbox(tc, cls);
-  if (full != nullptr)
-    claimed_inbox(tc, cls);
-  else
-    full = depot::pop_full(cls, node);
+  claimed_inbox(tc, cls);
+  if (full == nullptr) full = depot::pop_full(cls, node);
   if (full != nullptr) {
     if (is_real(prev)) depot::push_empty(cls, prev, node);
     fit(full, limit);
@@ -561,20 +559,21 @@ namespace {
 // own, rather than to whichever thread misses next — usually the freeing
 // thread itself, which then hands them out and frees them as remote again,
 // for good (larson at 2 threads: 24 % of all frees; docs/benchmarks.md). A
-// magazine already in the inbox is displaced (the newest stays: its objects
-// are the most recently touched): to the depot while the owner takes its
-// inbox now and then, but back to its slabs once kUnclaimedSends magazines
-// were displaced since the owner last took one. An owner that does not take
-// them has objects enough of its own in the class (or is idle: a main thread
-// waiting in pthread_join whose blocks the workers free); from the depot they
-// would go to whichever thread misses next — usually the sender, which would
-// free them as remote again, and send them here again: larson at 2 threads
-// kept 15 % of all its frees remote that way, each displaced magazine coming
-// back through the depot, 99.97 % of the inbox magazines never taken
-// (docs/benchmarks.md, stop 27). In their slabs they are taken by the next
-// refill, with the slab, which becomes the refilling thread's own. A
-// consumer's magazines to a producer still go through the depot: the
-// producer takes its inbox at nearly every miss. Small classes only: large
+// magazine already in the inbox is displaced to the depot (the newest stays:
+// its objects are the most recently touched) — until kUnclaimedSends were
+// displaced since the owner last missed in the class (and looked at its
+// inbox). Then the owner does not need its objects back: it has enough of its
+// own in the class, or is idle (a main thread waiting in pthread_join whose
+// blocks the workers free). From the depot they would go to whichever thread
+// misses next — usually the sender, which would free them as remote again,
+// and send them here again: larson at 2 threads kept 15 % of all its frees
+// remote that way, 99.97 % of the inbox magazines never taken
+// (docs/benchmarks.md, stop 27). So from then on, until the owner misses, a
+// full remote magazine goes back to its slabs, and so does what waits in the
+// inbox; the next refill takes the objects with their slab, which becomes the
+// refilling thread's own. A consumer's magazines to a producer still go to
+// its inbox or the depot: a producer misses each time it empties a magazine,
+// which starts the count afresh. Small classes only: large
 // blocks keep the depot, whose per-thread byte bound (bound_large_classes)
 // the inbox would escape. The tag is a hint as everywhere: a stale cache
 // pointer only gives another thread objects that are not its own. But an
@@ -599,19 +598,24 @@ bool send_to_owner(ThreadCache* tc, unsigned cls, Magazine* r, const uint64_t (&
   ThreadCache* dst = running_cache(owner).load(std::memory_order_relaxed);
   if (dst == nullptr || dst == tc) return false;
   std::atomic_ref<Magazine*> in(dst->inbox[cls]);
+  // relaxed: a hint (claimed_inbox); concurrent senders may lose a count.
+  std::atomic_ref<uint8_t> unclaimed(dst->inbox_unclaimed[cls]);
+  const uint8_t n = unclaimed.load(std::memory_order_relaxed);
+  if (n >= kUnclaimedSends) {
+    release_to_slabs(cls, r, node);
+    // acquire (the exchange): the waiting magazine's objects and count, from its sender.
+    if (in.load(std::memory_order_relaxed) != nullptr) {
+      if (Magazine* old = in.exchange(nullptr, std::memory_order_acquire))
+        release_to_slabs(cls, old, node);
+    }
+    return true;
+  }
   // seq_cst (and so release: r's objects and count to the taker; acquire:
   // the displaced magazine's, from another sender).
   Magazine* old = in.exchange(r, std::memory_order_seq_cst);
   if (old != nullptr) {
-    // relaxed: a hint (claimed_inbox); concurrent senders may lose a count.
-    std::atomic_ref<uint8_t> unclaimed(dst->inbox_unclaimed[cls]);
-    uint8_t n = unclaimed.load(std::memory_order_relaxed);
-    if (n < kUnclaimedSends) {
-      unclaimed.store(static_cast<uint8_t>(n + 1), std::memory_order_relaxed);
-      retire(cls, old, node);
-    } else {
-      release_to_slabs(cls, old, node);
-    }
+    unclaimed.store(static_cast<uint8_t>(n + 1), std::memory_order_relaxed);
+    retire(cls, old, node);
   }
   if (running_slot(owner).load(std::memory_order_seq_cst) != owner) {
     // The owner is exiting (or gone): take back what its drain may miss.

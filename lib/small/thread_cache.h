@@ -85,11 +85,12 @@ struct alignas(kCacheLine) ThreadCache {
   // the exit); on lines of their own, away from the Pairs.
   alignas(kCacheLine) Magazine* inbox[kNumClasses] = {};
   // Per small class, how many magazines senders displaced from the inbox
-  // since this thread last took one (send_to_owner: past a few, a displaced
-  // magazine goes back to its slabs, not to the depot). Senders count it up,
-  // the owner's alloc_slow clears it as it takes the inbox's magazine; a lost
-  // update only moves the count by one. Relaxed atomic_ref accesses; next to
-  // the inboxes, which senders write anyway.
+  // since this thread last missed in the class and looked there
+  // (send_to_owner: past a few, full remote magazines and what waits in the
+  // inbox go back to their slabs, not to the inbox and the depot). Senders
+  // count it up, the owner's alloc_slow clears it; a lost update only moves
+  // the count by one. Relaxed atomic_ref accesses; next to the inboxes, which
+  // senders write anyway.
   uint8_t inbox_unclaimed[kNumClasses] = {};
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
