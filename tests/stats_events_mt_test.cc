@@ -22,6 +22,20 @@ magslab_class_stats class_stats(unsigned c) {
   return st.classes[c];
 }
 
+// Round 0 frees `blocks` (objects of class c, `size` bytes); each later
+// round allocates them again and frees them all. remote[i]: the remote frees
+// class c counted during round i.
+template <size_t N>
+void free_then_reuse(std::vector<void*>& blocks, size_t size, unsigned c, size_t (&remote)[N]) {
+  for (size_t& r : remote) {
+    uint64_t before = class_stats(c).remote_frees;
+    if (&r != remote)
+      for (void*& p : blocks) p = magslab_malloc(size);
+    for (void* p : blocks) magslab_free(p);
+    r = class_stats(c).remote_frees - before;
+  }
+}
+
 // A producer thread allocates `blocks` of `size`; a consumer frees them all
 // (another thread's objects: remote frees). The producer stays alive until the
 // end: an exited thread's cache would be recycled for the next thread, whose
@@ -89,24 +103,13 @@ TEST(StatsEvents, ObjectsOfAnExitedThreadBecomeTheFreeingThreadsOwn) {
   std::thread([&] {
     for (void*& p : blocks) p = magslab_malloc(kSize);
   }).join();
-  size_t first = 0, again[3] = {};
-  std::thread taker([&] {
-    uint64_t before = class_stats(c).remote_frees;
-    for (void* p : blocks) magslab_free(p);
-    first = class_stats(c).remote_frees - before;
-    for (size_t& remote : again) {
-      before = class_stats(c).remote_frees;
-      for (void*& p : blocks) p = magslab_malloc(kSize);
-      for (void* p : blocks) magslab_free(p);
-      remote = class_stats(c).remote_frees - before;
-    }
-  });
-  taker.join();
+  size_t remote[4] = {};
+  std::thread([&] { free_then_reuse(blocks, kSize, c, remote); }).join();
   // The first time, at least a magazine of them went remote (later ones may
   // already lie in slabs an earlier full remote magazine adopted).
-  EXPECT_GE(first, cap);
+  EXPECT_GE(remote[0], cap);
   // At most the last remote magazine of the first round is left to adopt.
-  for (size_t remote : again) EXPECT_LE(remote, cap);
+  for (size_t i = 1; i < 4; ++i) EXPECT_LE(remote[i], cap);
 }
 
 // The same when the thread exits only after the other has freed its objects
@@ -188,13 +191,7 @@ TEST(StatsEvents, AMagazineOfRunningOwnersDoesNotStopAdoptingAnExitedOnes) {
     // (neither home nor adopted) at the next remote free, the first below.
     magslab_free(first_owner[0]);
     for (void* p : second_owner) magslab_free(p);
-    for (size_t& r : remote) {
-      uint64_t before = class_stats(c).remote_frees;
-      if (&r != remote)
-        for (void*& p : dead) p = magslab_malloc(kSize);
-      for (void* p : dead) magslab_free(p);
-      r = class_stats(c).remote_frees - before;
-    }
+    free_then_reuse(dead, kSize, c, remote);
   });
   taker.join();
   phase.store(3);
@@ -231,13 +228,7 @@ TEST(StatsEvents, ObjectsOfAnIdleRunningThreadStopComingBackAsRemote) {
   size_t remote[5] = {};
   std::thread taker([&] {
     while (phase.load() != 1) std::this_thread::yield();
-    for (size_t& r : remote) {
-      uint64_t before = class_stats(c).remote_frees;
-      if (&r != remote)
-        for (void*& p : blocks) p = magslab_malloc(kSize);
-      for (void* p : blocks) magslab_free(p);
-      r = class_stats(c).remote_frees - before;
-    }
+    free_then_reuse(blocks, kSize, c, remote);
   });
   taker.join();
   phase.store(2);
