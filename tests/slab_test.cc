@@ -84,6 +84,72 @@ TEST(Slab, CarvesExactlyTheClassObjectCountPerSlab) {
   slab::release(cls, out.data(), static_cast<uint32_t>(out.size()));
 }
 
+// A refill that asks to keep the slab it leaves partly free (a thread whose
+// refills have grown to whole magazines, thread_cache.cc) keeps it for its
+// owner: the owner's next refill takes it again, another owner's refill does
+// not (it carves), until disown() (the owner's thread exited or idles) puts
+// it on the shared list. A refill that does not ask leaves its slab shared.
+TEST(Slab, APartlyUsedSlabKeptForItsOwnerGoesToNoOtherRefillUntilDisowned) {
+  const unsigned cls = class_of(208);
+  const ClassInfo& ci = kClasses[cls];
+  ASSERT_GT(ci.objects, 32u);
+  const uint64_t a = owner_tag(101), b = owner_tag(102), c = owner_tag(103);
+  void* oa[8];
+  void* ob[8];
+  void* oc[8];
+  void* od[8];
+  ASSERT_EQ(slab::refill(cls, oa, 8, a, 0, true), 8u);
+  Slab* kept = slab_of(oa[0]);
+  ASSERT_EQ(slab::counts(cls).slabs, 1u);
+  // Another owner's refill carves a slab of its own; a's stays a's.
+  ASSERT_EQ(slab::refill(cls, ob, 8, b, 0, true), 8u);
+  EXPECT_NE(slab_of(ob[0]), kept);
+  EXPECT_EQ(kept->owner, a);
+  EXPECT_EQ(word_owner(pagemap::lookup_word(addr(oa[0]))), a);
+  // a's next refill: its kept slab again.
+  ASSERT_EQ(slab::refill(cls, oa, 8, a, 0, true), 8u);
+  EXPECT_EQ(slab_of(oa[0]), kept);
+  // A refill that does not keep: carves (no shared slab yet) and shares.
+  ASSERT_EQ(slab::refill(cls, oc, 8, c, 0, false), 8u);
+  Slab* shared = slab_of(oc[0]);
+  EXPECT_NE(shared, kept);
+  EXPECT_NE(shared, slab_of(ob[0]));
+  ASSERT_EQ(slab::refill(cls, od, 8, owner_tag(104), 0, false), 8u);
+  EXPECT_EQ(slab_of(od[0]), shared) << "a slab left by a refill that does not keep is shared";
+  // a is gone: its slab is anyone's.
+  const size_t slabs = slab::counts(cls).slabs;
+  slab::disown(a);
+  ASSERT_EQ(slab::refill(cls, oc, 8, c, 0, false), 8u);
+  EXPECT_EQ(slab_of(oc[0]), kept) << "the newest on the shared list";
+  EXPECT_EQ(slab::counts(cls).slabs, slabs) << "nothing carved";
+}
+
+// A running thread keeps at most kKeptFreeBytes (64 KiB) of free objects in
+// its kept slabs of a class: a refill that would leave more in its slab
+// shares the slab, and a kept slab that objects come back to past the bound
+// goes to the shared list.
+TEST(Slab, KeptSlabsHoldAtMost64KiBOfFreeObjects) {
+  const unsigned cls = class_of(16384);
+  const ClassInfo& ci = kClasses[cls];
+  ASSERT_EQ(ci.objects, 8u);  // a 128 KiB slab: 4 free objects are the bound
+  const uint64_t a = owner_tag(201), b = owner_tag(202), c = owner_tag(203);
+  // 5 taken, 3 left free: kept.
+  void* oa[5];
+  ASSERT_EQ(slab::refill(cls, oa, 5, a, 0, true), 5u);
+  Slab* s = slab_of(oa[0]);
+  void* ob = nullptr;
+  ASSERT_EQ(slab::refill(cls, &ob, 1, b, 0, true), 1u);  // 7 would be left free: shared
+  Slab* t = slab_of(ob);
+  EXPECT_NE(t, s);
+  void* oc = nullptr;
+  ASSERT_EQ(slab::refill(cls, &oc, 1, c, 0, false), 1u);
+  EXPECT_EQ(slab_of(oc), t) << "b's slab, with 7 objects free, was not kept";
+  // Two of a's come back: 5 free in its kept slab, past the bound: shared.
+  slab::release(cls, oa, 2);
+  ASSERT_EQ(slab::refill(cls, &oc, 1, c, 0, false), 1u);
+  EXPECT_EQ(slab_of(oc), s) << "the newest on the shared list";
+}
+
 TEST(Slab, OneEmptySlabIsCachedAndTrimGivesItBack) {
   const unsigned cls = class_of(4096);
   const ClassInfo& ci = kClasses[cls];

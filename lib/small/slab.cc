@@ -43,13 +43,44 @@ struct RecordPage {
 namespace slab {
 namespace {
 
+// Partial slabs kept for their owner. A refill that leaves a slab partly
+// free keeps the slab for the refilling thread: its next refills take their
+// own kept slabs first and, while it runs, no other thread's refill takes
+// them, so the objects of a slab go to one thread — their frees go to its
+// loaded magazine, not the remote one, and no two threads write one cache
+// line — as in allocators whose pages belong to a thread. Before, every
+// refill took the head of one shared list, so the slab a thread had just
+// refilled from became the next refiller's, and the first thread's frees of
+// its objects remote: map at 4 threads, each thread freeing only what it
+// allocated, counted 11 % of its frees remote (docs/benchmarks.md, stop 28).
+// Objects coming back (a depot overflow, a flush) make a full slab partial
+// on the shared list, where any refill takes it. The free objects of the
+// slabs kept in a bucket (one owner, but for rare collisions) are bounded by
+// kKeptFreeBytes: past it, a kept slab that
+// objects come back to goes to the shared list. So a running thread keeps at
+// most that much free memory in a class's slabs for itself; its exit (and
+// magslab_thread_idle) shares it (disown). Lists by bucket of the owner tag,
+// walked comparing the owner: running threads rarely share a bucket.
+enum : uint8_t { kListNone, kListShared, kListKept };
+constexpr unsigned kKeptBuckets = 16;
+constexpr size_t kKeptFreeBytes = size_t{64} << 10;
+inline unsigned kept_bucket(uint64_t owner) {
+  return static_cast<unsigned>((owner >> kOwnerTagShift) % kKeptBuckets);
+}
+// Free objects a bucket of class cls may keep.
+inline uint32_t kept_free_max(unsigned cls) {
+  return static_cast<uint32_t>(kKeptFreeBytes / kClasses[cls].size);
+}
+
 struct alignas(kCacheLine) SlabClass {
   Lock lock;
-  Slab* partial = nullptr;   // slabs with 0 < nfree < objects (and a fresh one)
+  Slab* partial = nullptr;   // shared: slabs with 0 < nfree < objects that any refill takes
   Slab* empty = nullptr;     // one fully free slab kept committed, to absorb churn
   uint64_t empty_since = 0;  // when `empty` was cached (platform::now_ns())
   size_t carved = 0;         // objects out of slabs: handed out or in magazines
   size_t slabs = 0;          // slabs with objects out (partial or full); `empty` is not counted
+  Slab* kept[kKeptBuckets] = {};  // partial slabs kept for their owner, by kept_bucket(owner)
+  uint32_t kept_free[kKeptBuckets] = {};  // free objects in them (the sum of their nfree)
 };
 
 // [node][class] (platform/numa.h); with one node, g_classes[0] alone is used.
@@ -208,22 +239,56 @@ size_t release_record_pages(uint64_t cutoff, bool* left) {
 
 Slab* slab_of(const SlabClass&, uintptr_t p) { return pagemap::lookup_slab(p); }
 
-void partial_push(SlabClass& sc, Slab* s) {
+// The head of list `list` (kListShared or kListKept) for slab s; a kept slab's
+// bucket follows from its owner, which changes only while it is on no list.
+Slab*& head_of(SlabClass& sc, const Slab* s, uint8_t list) {
+  return list == kListKept ? sc.kept[kept_bucket(s->owner)] : sc.partial;
+}
+
+void partial_push(SlabClass& sc, Slab* s, uint8_t list = kListShared) {
+  if (list == kListKept) sc.kept_free[kept_bucket(s->owner)] += s->nfree;
+  Slab*& head = head_of(sc, s, list);
   s->prev = nullptr;
-  s->next = sc.partial;
+  s->next = head;
   if (s->next != nullptr) s->next->prev = s;
-  sc.partial = s;
-  s->in_partial = true;
+  head = s;
+  s->list = list;
 }
 
 void partial_remove(SlabClass& sc, Slab* s) {
+  if (s->list == kListNone) return;
+  if (s->list == kListKept) sc.kept_free[kept_bucket(s->owner)] -= s->nfree;
+  Slab*& head = head_of(sc, s, s->list);
   if (s->prev != nullptr)
     s->prev->next = s->next;
   else
-    sc.partial = s->next;
+    head = s->next;
   if (s->next != nullptr) s->next->prev = s->prev;
   s->next = s->prev = nullptr;
-  s->in_partial = false;
+  s->list = kListNone;
+}
+
+// A partial slab s, on no kept list, that a refill left: kept for its owner
+// (the refilling thread's tag; 0 for none) if the refill asked to `keep` it
+// and its free objects fit the bucket's bound, else on the shared list (where
+// it stays if it is there).
+void keep_or_share(SlabClass& sc, Slab* s, bool keep) {
+  if (keep && s->owner != 0 &&
+      sc.kept_free[kept_bucket(s->owner)] + s->nfree <= kept_free_max(s->cls)) {
+    partial_remove(sc, s);
+    partial_push(sc, s, kListKept);
+  } else if (s->list == kListNone) {
+    partial_push(sc, s);
+  }
+}
+
+// The slab the next refill of `owner` takes from: its own kept one, else the
+// shared list's head; nullptr if neither.
+Slab* refill_slab(SlabClass& sc, uint64_t owner) {
+  if (owner != 0)
+    for (Slab* k = sc.kept[kept_bucket(owner)]; k != nullptr; k = k->next)
+      if (k->owner == owner) return k;
+  return sc.partial;
 }
 
 // Carve a new slab of class cls from node `node`'s chunks; caller holds the
@@ -250,7 +315,7 @@ Slab* carve(unsigned cls, unsigned node) {
   s->node = run.chunk->node;  // == node
   s->first_page = run.page;
   s->next = s->prev = nullptr;
-  s->in_partial = false;
+  s->list = kListNone;
   s->hollow = 0;
   uint32_t words = (ci.objects + 63) / 64;
   for (uint32_t w = 0; w < words; ++w) s->free_bits[w] = ~uint64_t{0};
@@ -355,8 +420,17 @@ void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
     MAGSLAB_CHECK(bits == s->nfree, "slab: nfree differs from its free bitmap");
     MAGSLAB_CHECK(ci.objects % 64 == 0 || (s->free_bits[words - 1] >> (ci.objects % 64)) == 0,
                   "slab: a free bit past the last object");
-    MAGSLAB_CHECK(s == sc.empty || s->in_partial == (s->nfree > 0 && s->nfree < ci.objects),
-                  "slab: on the partial list exactly when partly used");
+    MAGSLAB_CHECK(
+        s == sc.empty || (s->list != kListNone) == (s->nfree > 0 && s->nfree < ci.objects),
+        "slab: on a partial list exactly when partly used");
+    MAGSLAB_CHECK(s->list != kListKept || s->owner != 0, "slab: kept for no owner");
+    if (s->list == kListKept) {
+      uint32_t kept_free = 0;
+      for (const Slab* k = sc.kept[kept_bucket(s->owner)]; k != nullptr; k = k->next)
+        kept_free += k->nfree;
+      MAGSLAB_CHECK(kept_free == sc.kept_free[kept_bucket(s->owner)],
+                    "slab: a kept list's free count differs from its slabs'");
+    }
     MAGSLAB_CHECK(sc.carved <= sc.slabs * size_t{ci.objects},
                   "class: more objects out than its slabs hold");
     MAGSLAB_CHECK(sc.slabs != 0 || sc.carved == 0, "class: objects out but no slab in use");
@@ -375,7 +449,7 @@ void check_slab(const SlabClass& sc, const Slab* s, const ClassInfo& ci) {
 
 }  // namespace
 
-uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node) {
+uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node, bool keep) {
   const ClassInfo& ci = kClasses[cls];
   if (node >= numa::kMaxNodes) node = 0;
   SlabClass& sc = g_classes[node][cls];
@@ -383,7 +457,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
   {
     LockGuard g(sc.lock);
     while (got < n) {
-      Slab* s = sc.partial;
+      Slab* s = refill_slab(sc, owner);
       if (s == nullptr) {
         s = sc.empty;
         if (s != nullptr) {
@@ -393,11 +467,11 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
           if (s == nullptr) break;
         }
         ++sc.slabs;
-        partial_push(sc, s);
       }
       // The page words carry the owner to free (slab.h); rewritten only on a
       // change, so a thread refilling from its own slab writes nothing there.
       if (s->owner != owner) {
+        partial_remove(sc, s);  // (shared: back below; never another owner's kept one)
         s->owner = owner;
         write_words(s, ci, slab_word(cls, owner, s->start()));
       }
@@ -411,12 +485,16 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
           out[got++] = reinterpret_cast<void*>(s->start() + (uintptr_t{w} * 64 + b) * ci.size);
           --s->nfree;
           ++sc.carved;  // per object, as in release()
+          if (s->list == kListKept) --sc.kept_free[kept_bucket(s->owner)];
         }
         s->free_bits[w] = bits;
         if (bits == 0) s->hint = w + 1;
       }
       if (MAGSLAB_UNLIKELY(s->hollow != 0)) restore_pages(s, ci, out + taken, got - taken);
-      if (s->nfree == 0) partial_remove(sc, s);
+      if (s->nfree == 0)
+        partial_remove(sc, s);
+      else if (s->list != kListKept)
+        keep_or_share(sc, s, keep);
       check_slab(sc, s, ci);
     }
   }
@@ -470,7 +548,11 @@ int release_pass(unsigned cls, unsigned node, void* const* objs, uint32_t n, con
       if (idx / 64 < s->hint) s->hint = idx / 64;
       ++s->nfree;
       --sc.carved;  // per object: the class equation holds whenever the lock is free
-      if (s->nfree == 1 && !s->in_partial) partial_push(sc, s);
+      if (s->list == kListKept && ++sc.kept_free[kept_bucket(s->owner)] > kept_free_max(cls)) {
+        partial_remove(sc, s);  // past the bound: for every refill
+        partial_push(sc, s);
+      }
+      if (s->nfree == 1 && s->list == kListNone) partial_push(sc, s);
       if (s->nfree == ci.objects) {
         partial_remove(sc, s);
         --sc.slabs;
@@ -541,7 +623,11 @@ uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
     SlabClass& sc = g_classes[s->node][cls];
     LockGuard g(sc.lock);
     if (s->owner != was) continue;
+    // Kept for its exited owner (before disown got to it): to the shared list.
+    bool kept = s->list == kListKept;
+    if (kept) partial_remove(sc, s);
     s->owner = owner;
+    if (kept) partial_push(sc, s);
     write_words(s, ci, slab_word(cls, owner, s->start()));
     ++adopted;
   }
@@ -629,15 +715,35 @@ size_t hollow() {
     for (unsigned c = 0; c < kNumSmallClasses; ++c) {  // larger classes: one object a slab
       SlabClass& sc = g_classes[node][c];
       LockGuard g(sc.lock);
-      for (Slab* s = sc.partial; s != nullptr; s = s->next) {
-        uint32_t n = hollow_slab(s, kClasses[c]);
-        g_hollow_pages.fetch_add(n, std::memory_order_relaxed);
-        pages += n;
-        check_slab(sc, s, kClasses[c]);
-      }
+      auto hollow_list = [&](Slab* head) {
+        for (Slab* s = head; s != nullptr; s = s->next) {
+          uint32_t n = hollow_slab(s, kClasses[c]);
+          g_hollow_pages.fetch_add(n, std::memory_order_relaxed);
+          pages += n;
+          check_slab(sc, s, kClasses[c]);
+        }
+      };
+      hollow_list(sc.partial);
+      for (Slab* head : sc.kept) hollow_list(head);
     }
   }
   return pages * kPageSize;
+}
+
+void disown(uint64_t owner) {
+  if (owner == 0) return;
+  for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
+    for (unsigned c = 0; c < kNumSmallClasses; ++c) {  // larger classes: never partial
+      SlabClass& sc = g_classes[node][c];
+      LockGuard g(sc.lock);
+      for (Slab *s = sc.kept[kept_bucket(owner)], *next; s != nullptr; s = next) {
+        next = s->next;
+        if (s->owner != owner) continue;
+        partial_remove(sc, s);
+        partial_push(sc, s);
+      }
+    }
+  }
 }
 
 size_t hollow_bytes() { return g_hollow_pages.load(std::memory_order_relaxed) * kPageSize; }

@@ -50,9 +50,12 @@ struct alignas(kCacheLine) Slab {
   // Second line on: under the class lock.
   alignas(kCacheLine) uint32_t nfree = 0;  // bits set in free_bits
   uint32_t hint = 0;                       // no free bits in words below this one
-  Slab* next = nullptr;                    // partial list of the class
+  Slab* next = nullptr;                    // the list of the class it is on (`list`)
   Slab* prev = nullptr;
-  bool in_partial = false;
+  // Which list of its class the slab is on: none (full, or the cached empty
+  // one), the shared partial list, or the list of partial slabs kept for its
+  // owner (slab.cc, SlabClass::kept; the bucket follows from `owner`).
+  uint8_t list = 0;
   // Pages of this slab that slab::hollow() decommitted and that no object
   // handed out since has touched: their page words are 0 (below). 0 while
   // the slab is unpublished.
@@ -176,8 +179,11 @@ namespace slab {
 // returns how many (0 only when the OS refuses memory). out is filled so that
 // popping from the end hands objects out in increasing address order. Each
 // slab taken from records `owner` (the refilling thread cache's owner tag, or
-// 0) as its owner.
-uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node = 0);
+// 0) as its owner. `keep`: a slab the refill leaves partly free is kept for
+// `owner`'s next refills (slab.cc, "Partial slabs kept for their owner");
+// else it goes on the shared list.
+uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned node = 0,
+                bool keep = false);
 
 // Of the slabs of objs[0..n) (objects of class cls in the caller's magazine,
 // so their slabs stay in use), give those whose owner tag gone(tag) says no
@@ -190,8 +196,12 @@ uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
 
 // Return n objects of class cls to their slabs, each to its own node's lists
 // whoever calls. Aborts with "magslab: double free of 0x…" if one is already
-// free in its slab.
+// free in its slab. A full slab made partial here goes on the shared list.
 void release(unsigned cls, void* const* objs, uint32_t n);
+
+// The partial slabs kept for `owner` go to the shared lists: its thread
+// exited (or, in a forked child, does not exist) or will idle.
+void disown(uint64_t owner);
 
 // The node all n objects (n > 0, valid objects of this allocator) belong to,
 // or -1 if they belong to several (or one is not a slab object).

@@ -295,6 +295,7 @@ void on_thread_exit(void* arg) {
   // cache made now might never be flushed.
   t_cache = &g_exited_cache;
   tag_ended(tc->owner_tag);
+  slab::disown(tc->owner_tag);  // its kept partial slabs: anyone's now
   // Again, now that senders see the tag gone: what one sent between the
   // drain in retire_all and tag_ended. seq_cst, unconditional: see
   // send_to_owner.
@@ -542,7 +543,12 @@ void* alloc_slow(unsigned cls) {
   }
   fit(m, limit);
   const uint32_t want = refill_count(p, slots, m->cap);
-  uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node);
+  // A slab is kept for this thread (slab.cc) once its refills of the class
+  // have grown to whole magazines (slow start, refill_count): a thread that
+  // takes a few objects of many classes (fifty threads at once,
+  // tests/override/thread_exit.cc) would otherwise keep a partly used slab of
+  // each from the others: 108 MiB mapped there against 72-88.
+  uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node, want == m->cap);
   if (n == 0) return out_of_memory();
   p.refilled = want;
   set_mag_count(m, n);
@@ -763,7 +769,9 @@ void flush_current() {
 
 void retire_current() {
   ThreadCache* tc = t_cache;
-  if (is_owned_cache(tc)) retire_all(tc);
+  if (!is_owned_cache(tc)) return;
+  retire_all(tc);
+  slab::disown(tc->owner_tag);  // an idle thread's partial slabs: for the others
 }
 
 void request_flush_all() { g_flush_epoch.fetch_add(1, std::memory_order_relaxed); }
@@ -800,6 +808,7 @@ void reset_after_fork_child() {
     if (tc == self) continue;
     fold_requested(tc);
     tag_ended(tc->owner_tag);  // its thread does not exist here
+    slab::disown(tc->owner_tag);
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {
