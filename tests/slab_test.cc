@@ -124,6 +124,28 @@ TEST(Slab, APartlyUsedSlabKeptForItsOwnerGoesToNoOtherRefillUntilDisowned) {
   EXPECT_EQ(slab::counts(cls).slabs, slabs) << "nothing carved";
 }
 
+// A kept slab whose owner has gone is adopted (slab::adopt: a thread freeing
+// the objects of an exited thread takes their slabs over) before disown gets
+// to it: it leaves the gone owner's kept list for the shared one — its kept
+// list is found by its owner, which adopt changes.
+TEST(Slab, AKeptSlabAdoptedFromAGoneOwnerIsShared) {
+  const unsigned cls = class_of(272);
+  const uint64_t a = owner_tag(301), b = owner_tag(302), c = owner_tag(303);
+  void* oa[8];
+  ASSERT_EQ(slab::refill(cls, oa, 8, a, 0, true), 8u);
+  Slab* kept = slab_of(oa[0]);
+  ASSERT_EQ(slab::adopt(cls, oa, 8, b, [](uint64_t tag) { return tag == owner_tag(301); }), 1u);
+  EXPECT_EQ(kept->owner, b);
+  EXPECT_EQ(word_owner(pagemap::lookup_word(addr(oa[0]))), b);
+  void* oc[8];
+  ASSERT_EQ(slab::refill(cls, oc, 8, c, 0, false), 8u);
+  EXPECT_EQ(slab_of(oc[0]), kept) << "on the shared list";
+  slab::disown(a);  // nothing of a's left to move
+  slab::release(cls, oa, 8);
+  slab::release(cls, oc, 8);
+  EXPECT_EQ(slab::counts(cls).carved_objects, 0u);
+}
+
 // A running thread keeps at most kKeptFreeBytes (64 KiB) of free objects in
 // its kept slabs of a class: a refill that would leave more in its slab
 // shares the slab, and a kept slab that objects come back to past the bound
