@@ -44,19 +44,20 @@ namespace slab {
 namespace {
 
 // Partial slabs kept for their owner. A refill that leaves a slab partly
-// free keeps the slab for the refilling thread: its next refills take their
-// own kept slabs first and, while it runs, no other thread's refill takes
-// them, so the objects of a slab go to one thread — their frees go to its
-// loaded magazine, not the remote one, and no two threads write one cache
-// line — as in allocators whose pages belong to a thread. Before, every
-// refill took the head of one shared list, so the slab a thread had just
-// refilled from became the next refiller's, and the first thread's frees of
-// its objects remote: map at 4 threads, each thread freeing only what it
-// allocated, counted 11 % of its frees remote (docs/benchmarks.md, stop 28).
-// Objects coming back (a depot overflow, a flush) make a full slab partial
-// on the shared list, where any refill takes it. The free objects of the
-// slabs kept in a bucket (one owner, but for rare collisions) are bounded by
-// kKeptFreeBytes: past it, a kept slab that
+// free keeps the slab for the refilling thread (if the caller asks: once the
+// thread's refills of the class are whole magazines, thread_cache.cc): its
+// next refills take their own kept slabs first and, while it runs, no other
+// thread's refill takes them, so the objects of a slab go to one thread —
+// their frees go to its loaded magazine, not the remote one, and no two
+// threads write one cache line — as in allocators whose pages belong to a
+// thread. Before, every refill took the head of one shared list, so the slab
+// a thread had just refilled from became the next refiller's, and the first
+// thread's frees of its objects remote: map at 4 threads, each thread freeing
+// only what it allocated, counted 11 % of its frees remote
+// (docs/benchmarks.md, stop 28). Objects coming back (a depot overflow, a
+// flush) make a full slab partial on the shared list, where any refill takes
+// it. The free objects of the slabs kept in a bucket (one owner, but for rare
+// collisions) are bounded by kKeptFreeBytes: past it, a kept slab that
 // objects come back to goes to the shared list. So a running thread keeps at
 // most that much free memory in a class's slabs for itself; its exit (and
 // magslab_thread_idle) shares it (disown). Lists by bucket of the owner tag,

@@ -547,7 +547,7 @@ void* alloc_slow(unsigned cls) {
   // have grown to whole magazines (slow start, refill_count): a thread that
   // takes a few objects of many classes (fifty threads at once,
   // tests/override/thread_exit.cc) would otherwise keep a partly used slab of
-  // each from the others: 108 MiB mapped there against 72-88.
+  // each from the others: 108-113 MiB mapped there against 88-92.
   uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node, want == m->cap);
   if (n == 0) return out_of_memory();
   p.refilled = want;
