@@ -241,7 +241,7 @@ size_t release_record_pages(uint64_t cutoff, bool* left) {
 Slab* slab_of(const SlabClass&, uintptr_t p) { return pagemap::lookup_slab(p); }
 
 // The head of list `list` (kListShared or kListKept) for slab s; a kept slab's
-// bucket follows from its owner, which changes only while it is on no list.
+// bucket follows from its owner, which changes only while it is on no kept list.
 Slab*& head_of(SlabClass& sc, const Slab* s, uint8_t list) {
   return list == kListKept ? sc.kept[kept_bucket(s->owner)] : sc.partial;
 }
@@ -267,6 +267,12 @@ void partial_remove(SlabClass& sc, Slab* s) {
   if (s->next != nullptr) s->next->prev = s->prev;
   s->next = s->prev = nullptr;
   s->list = kListNone;
+}
+
+// A kept slab goes to the shared list (past the bound, its owner gone or idle).
+void share(SlabClass& sc, Slab* s) {
+  partial_remove(sc, s);
+  partial_push(sc, s);
 }
 
 // A partial slab s, on no kept list, that a refill left: kept for its owner
@@ -471,8 +477,7 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
       }
       // The page words carry the owner to free (slab.h); rewritten only on a
       // change, so a thread refilling from its own slab writes nothing there.
-      if (s->owner != owner) {
-        partial_remove(sc, s);  // (shared: back below; never another owner's kept one)
+      if (s->owner != owner) {  // (a shared slab: refill_slab gives no other owner's kept one)
         s->owner = owner;
         write_words(s, ci, slab_word(cls, owner, s->start()));
       }
@@ -549,10 +554,8 @@ int release_pass(unsigned cls, unsigned node, void* const* objs, uint32_t n, con
       if (idx / 64 < s->hint) s->hint = idx / 64;
       ++s->nfree;
       --sc.carved;  // per object: the class equation holds whenever the lock is free
-      if (s->list == kListKept && ++sc.kept_free[kept_bucket(s->owner)] > kept_free_max(cls)) {
-        partial_remove(sc, s);  // past the bound: for every refill
-        partial_push(sc, s);
-      }
+      if (s->list == kListKept && ++sc.kept_free[kept_bucket(s->owner)] > kept_free_max(cls))
+        share(sc, s);  // past the bound: for every refill
       if (s->nfree == 1 && s->list == kListNone) partial_push(sc, s);
       if (s->nfree == ci.objects) {
         partial_remove(sc, s);
@@ -624,11 +627,10 @@ uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
     SlabClass& sc = g_classes[s->node][cls];
     LockGuard g(sc.lock);
     if (s->owner != was) continue;
-    // Kept for its exited owner (before disown got to it): to the shared list.
-    bool kept = s->list == kListKept;
-    if (kept) partial_remove(sc, s);
+    // Kept for its exited owner (before disown got to it): to the shared list,
+    // while its kept bucket still follows from its owner.
+    if (s->list == kListKept) share(sc, s);
     s->owner = owner;
-    if (kept) partial_push(sc, s);
     write_words(s, ci, slab_word(cls, owner, s->start()));
     ++adopted;
   }
@@ -739,9 +741,7 @@ void disown(uint64_t owner) {
       LockGuard g(sc.lock);
       for (Slab *s = sc.kept[kept_bucket(owner)], *next; s != nullptr; s = next) {
         next = s->next;
-        if (s->owner != owner) continue;
-        partial_remove(sc, s);
-        partial_push(sc, s);
+        if (s->owner == owner) share(sc, s);
       }
     }
   }
