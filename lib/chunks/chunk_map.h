@@ -91,9 +91,11 @@ class Entry {
 
 // A leaf covers 16 GiB (2^34 bytes): an Entry per 4 MiB chunk slot and, for
 // the free fast path, the owning slab of every page — so free reaches the
-// slab in two dependent loads (root, leaf). 32 MiB of address space, mapped
-// lazily and never unmapped; only the entries of chunks in use are touched
-// (8 KiB per chunk, as much as a per-chunk array would cost).
+// slab in two dependent loads (root, leaf). 64 MiB of address space (a word
+// and a slab pointer per page), mapped lazily and never unmapped; only the
+// entries of chunks in use are touched (16 KiB per chunk). Untouched, but
+// counted by RLIMIT_AS: a program under an address-space limit pays 64 MiB of
+// it for each 16 GiB region its heap reaches (tests/check_works_test.cc).
 // A page's word: what free needs of the slab holding the page, in one load, so
 // free never reads the slab's record. Its bits belong to the layer that carves
 // slabs (small/slab.h: where the slab starts, its class and owner), which
