@@ -375,3 +375,94 @@ TEST(SlabDeathTest, ReleaseReportsAPointerOutsideEverySlab) {
 }
 
 }  // namespace
+
+// Random refills (keep or not, owners colliding in one kept bucket),
+// releases, adopts, disowns, hollows and trims of three classes: the debug
+// build's invariants (check_slab) run on every slab touched, and here, after
+// every step: no refill hands out a slab kept for another owner, a disowned
+// (exited) owner has no kept slab, and every partly used slab is on a list.
+TEST(Slab, RandomKeptListOperationsKeepTheInvariants) {
+  for (size_t size : {size_t{8192}, size_t{96}, size_t{2816}}) {
+    const unsigned cls = class_of(size);
+    const ClassInfo& ci = kClasses[cls];
+    constexpr int kOwners = 6;
+    // Tags 16 apart share a bucket; two more in another one.
+    uint64_t tags[kOwners];
+    for (int i = 0; i < kOwners; ++i)
+      tags[i] = owner_tag(i < 4 ? 5000 + 16 * i + size : 5001 + 16 * i + size);
+    bool gone[kOwners] = {};
+    std::vector<void*> held[kOwners];
+    static uint64_t g_gone_tags[kOwners];
+    unsigned seed = 12345;
+    size_t kept_seen = 0;
+    auto rnd = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 8); };
+    for (int step = 0; step < 20000; ++step) {
+      const int o = static_cast<int>(rnd() % kOwners);
+      const unsigned op = rnd() % 100;
+      if (op < 40 && !gone[o]) {
+        uint32_t n = 1 + rnd() % (ci.objects * 2);
+        std::vector<void*> out(n);
+        // Which slabs are kept for others before.
+        std::set<Slab*> others_kept;
+        for (int k = 0; k < kOwners; ++k)
+          for (void* p : held[k]) {
+            Slab* s = slab_of(p);
+            if (s->list == kListKept && s->owner != tags[o]) others_kept.insert(s);
+          }
+        uint32_t got = slab::refill(cls, out.data(), n, tags[o], 0, rnd() % 2);
+        ASSERT_EQ(got, n);
+        for (void* p : out) {
+          ASSERT_EQ(others_kept.count(slab_of(p)), 0u) << "another owner's kept slab refilled";
+          held[o].push_back(p);
+        }
+      } else if (op < 75 && !held[o].empty()) {
+        uint32_t n = 1 + rnd() % static_cast<uint32_t>(held[o].size());
+        std::vector<void*> back;
+        for (uint32_t i = 0; i < n; ++i) {
+          size_t j = rnd() % held[o].size();
+          back.push_back(held[o][j]);
+          held[o][j] = held[o].back();
+          held[o].pop_back();
+        }
+        slab::release(cls, back.data(), static_cast<uint32_t>(back.size()));
+      } else if (op < 82 && !held[o].empty()) {
+        // Another (running) owner adopts o's objects' slabs if o is gone.
+        int to = static_cast<int>(rnd() % kOwners);
+        if (gone[to]) continue;
+        for (int k = 0; k < kOwners; ++k) g_gone_tags[k] = gone[k] ? tags[k] : 0;
+        slab::adopt(cls, held[o].data(), static_cast<uint32_t>(held[o].size()), tags[to],
+                    [](uint64_t t) {
+                      for (uint64_t g : g_gone_tags)
+                        if (g == t) return true;
+                      return false;
+                    });
+      } else if (op < 86 && !gone[o]) {
+        slab::disown(tags[o]);
+        if (rnd() % 2) gone[o] = true;  // exited; else idle (refills again later)
+      } else if (op < 88) {
+        slab::hollow();
+      } else if (op < 89) {
+        slab::trim();
+      }
+      // Invariants over the slabs of held objects.
+      for (int k = 0; k < kOwners; ++k)
+        for (void* p : held[k]) {
+          Slab* s = slab_of(p);
+          ASSERT_NE(s, nullptr);
+          ASSERT_EQ(s->list != kListNone, s->nfree > 0 && s->nfree < ci.objects);
+          if (s->list != kListKept) continue;
+          ++kept_seen;
+          for (int g = 0; g < kOwners; ++g) {
+            ASSERT_FALSE(gone[g] && s->owner == tags[g]) << "a gone owner's slab still kept";
+          }
+        }
+    }
+    for (int k = 0; k < kOwners; ++k) {
+      slab::release(cls, held[k].data(), static_cast<uint32_t>(held[k].size()));
+      slab::disown(tags[k]);
+    }
+    EXPECT_EQ(slab::counts(cls).slabs, 0u);
+    EXPECT_EQ(slab::counts(cls).carved_objects, 0u);
+    EXPECT_GT(kept_seen, 100u);
+  }
+}

@@ -62,7 +62,6 @@ namespace {
 // most that much free memory in a class's slabs for itself; its exit (and
 // magslab_thread_idle) shares it (disown). Lists by bucket of the owner tag,
 // walked comparing the owner: running threads rarely share a bucket.
-enum : uint8_t { kListNone, kListShared, kListKept };
 constexpr unsigned kKeptBuckets = 16;
 constexpr size_t kKeptFreeBytes = size_t{64} << 10;
 inline unsigned kept_bucket(uint64_t owner) {

@@ -25,6 +25,9 @@ namespace magslab {
 
 struct RecordPage;  // slab.cc
 
+// Slab::list: the list of its class a slab is on.
+enum SlabList : uint8_t { kListNone, kListShared, kListKept };
+
 struct alignas(kCacheLine) Slab {
   // First line: constant while the slab is carved; set before the slab is
   // entered in the page map (pagemap::set_slab). Free does not read the record
@@ -52,9 +55,9 @@ struct alignas(kCacheLine) Slab {
   uint32_t hint = 0;                       // no free bits in words below this one
   Slab* next = nullptr;                    // the list of the class it is on (`list`)
   Slab* prev = nullptr;
-  // Which list of its class the slab is on: none (full, or the cached empty
-  // one), the shared partial list, or the list of partial slabs kept for its
-  // owner (slab.cc, SlabClass::kept; the bucket follows from `owner`).
+  // Which list of its class the slab is on (SlabList): none (full, or the
+  // cached empty one), the shared partial list, or the list of partial slabs
+  // kept for its owner (slab.cc, SlabClass::kept; the bucket follows from `owner`).
   uint8_t list = 0;
   // Pages of this slab that slab::hollow() decommitted and that no object
   // handed out since has touched: their page words are 0 (below). 0 while
