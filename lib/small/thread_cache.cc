@@ -281,6 +281,10 @@ void on_thread_exit(void* arg) {
   auto* tc = static_cast<ThreadCache*>(arg);
   // Exited threads hold nothing.
   retire_all(tc);
+  // Its kept partial slabs: anyone's now. Before it leaves the registry, so
+  // that a fork() child that no longer has it in the registry has them shared
+  // (reset_after_fork_child disowns the registry's threads).
+  slab::disown(tc->owner_tag);
   {
     LockGuard g(g_registry_lock);
     fold_requested(tc);  // under the lock: requested_sum() sees it exactly once
@@ -295,7 +299,6 @@ void on_thread_exit(void* arg) {
   // cache made now might never be flushed.
   t_cache = &g_exited_cache;
   tag_ended(tc->owner_tag);
-  slab::disown(tc->owner_tag);  // its kept partial slabs: anyone's now
   // Again, now that senders see the tag gone: what one sent between the
   // drain in retire_all and tag_ended. seq_cst, unconditional: see
   // send_to_owner.
