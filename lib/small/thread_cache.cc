@@ -281,9 +281,10 @@ void on_thread_exit(void* arg) {
   auto* tc = static_cast<ThreadCache*>(arg);
   // Exited threads hold nothing.
   retire_all(tc);
-  // Its kept partial slabs: anyone's now. Before it leaves the registry, so
-  // that a fork() child that no longer has it in the registry has them shared
-  // (reset_after_fork_child disowns the registry's threads).
+  // Its kept partial slabs: anyone's now. Before it leaves the registry: a
+  // fork() meanwhile either finds it there, and the child disowns it
+  // (reset_after_fork_child), or finds nothing kept for it. (Only its own
+  // refills keep slabs for it, and it makes none after retire_all.)
   slab::disown(tc->owner_tag);
   {
     LockGuard g(g_registry_lock);
