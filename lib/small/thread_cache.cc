@@ -248,8 +248,10 @@ void flush(ThreadCache* tc) {
   }
 }
 
-// Objects go to the depot while it has room (the next thread reuses them
-// warm), the rest to the slabs.
+// The thread gives up everything it holds (its exit, magslab_thread_idle):
+// objects go to the depot while it has room (the next thread reuses them
+// warm), the rest to the slabs, and the partial slabs kept for its refills
+// become anyone's. Only its own refills keep slabs for it.
 void retire_all(ThreadCache* tc) {
   const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -262,6 +264,7 @@ void retire_all(ThreadCache* tc) {
     set_remote(p, &g_empty_magazine);
     if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
   }
+  slab::disown(tc->owner_tag);
 }
 
 // Raised by request_flush_all(). relaxed: a request, honoured at the next slow
@@ -279,13 +282,11 @@ inline void honour_flush_request(ThreadCache* tc) {
 
 void on_thread_exit(void* arg) {
   auto* tc = static_cast<ThreadCache*>(arg);
-  // Exited threads hold nothing.
+  // Exited threads hold nothing. Before it leaves the registry: a fork()
+  // meanwhile either finds it there, and the child disowns its kept slabs
+  // (reset_after_fork_child), or finds nothing kept for it (it makes no
+  // refill after retire_all).
   retire_all(tc);
-  // Its kept partial slabs: anyone's now. Before it leaves the registry: a
-  // fork() meanwhile either finds it there, and the child disowns it
-  // (reset_after_fork_child), or finds nothing kept for it. (Only its own
-  // refills keep slabs for it, and it makes none after retire_all.)
-  slab::disown(tc->owner_tag);
   {
     LockGuard g(g_registry_lock);
     fold_requested(tc);  // under the lock: requested_sum() sees it exactly once
@@ -773,9 +774,7 @@ void flush_current() {
 
 void retire_current() {
   ThreadCache* tc = t_cache;
-  if (!is_owned_cache(tc)) return;
-  retire_all(tc);
-  slab::disown(tc->owner_tag);  // an idle thread's partial slabs: for the others
+  if (is_owned_cache(tc)) retire_all(tc);
 }
 
 void request_flush_all() { g_flush_epoch.fetch_add(1, std::memory_order_relaxed); }

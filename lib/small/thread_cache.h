@@ -188,8 +188,8 @@ inline void free(void* p, uint64_t w) {
 // at thread exit.
 void flush_current();
 // The calling thread's magazines go to the depot while it has room (warm for
-// other threads; decay takes what nobody takes), the rest to the slabs:
-// magslab_thread_idle().
+// other threads; decay takes what nobody takes), the rest to the slabs, and
+// the slabs kept for it to every thread: magslab_thread_idle().
 void retire_current();
 // Every thread with a cache flushes it (to the slabs) at its next slow path:
 // magslab_trim_all(). A thread that makes no more calls keeps its loaded and
