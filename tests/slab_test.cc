@@ -374,8 +374,6 @@ TEST(SlabDeathTest, ReleaseReportsAPointerOutsideEverySlab) {
       "invalid free");
 }
 
-}  // namespace
-
 // Random refills (keep or not, owners colliding in one kept bucket),
 // releases, adopts, disowns, hollows and trims of three classes: the debug
 // build's invariants (check_slab) run on every slab touched, and here, after
@@ -466,3 +464,5 @@ TEST(Slab, RandomKeptListOperationsKeepTheInvariants) {
     EXPECT_GT(kept_seen, 100u);
   }
 }
+
+}  // namespace
