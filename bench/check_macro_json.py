@@ -3,6 +3,8 @@
 
 xmalloc with 2 or more threads must report how far its producers ran ahead: a queue depth
 between 1 and 64 batches and a peak of live program data above 0 and below the peak RSS.
+With --line-census (argument "census"), mstress and phases must report their census: blocks
+and lines above 0, at most two lines per block, shared lines at most the lines.
 """
 import json
 import sys
@@ -24,6 +26,12 @@ def main():
         if not 0 < live < d["peak_rss_kib"]:
             sys.exit("check_macro_json: program_peak_live_kib %d not in (0, peak RSS %d)" %
                      (live, d["peak_rss_kib"]))
+    if len(sys.argv) > 1 and sys.argv[1] == "census":
+        b, n, sh = (d.get(k) for k in ("census_blocks", "census_lines", "census_shared_lines"))
+        if None in (b, n, sh):
+            sys.exit("check_macro_json: --line-census without census_* fields")
+        if not (0 < b and 0 < n <= 2 * b and 0 <= sh <= n):
+            sys.exit("check_macro_json: census blocks %d, lines %d, shared %d inconsistent" % (b, n, sh))
     print("check_macro_json: ok")
 
 

@@ -1,7 +1,7 @@
 // bench/macro: allocator macro workloads, one binary, workload chosen by name.
 //
 //   macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]
-//         [--seed N] [--corrupt] [--burst-mib N]
+//         [--seed N] [--corrupt] [--burst-mib N] [--line-census]
 //   macro --list
 //
 // The binary calls plain malloc/free/realloc/new; the allocator is chosen by
@@ -30,6 +30,14 @@
 // burst-trim the same but "rss_idle_mib", "rss_trim_mib" and "trim_ms" for the
 // three RSS samples. xmalloc with 2 or more threads adds "queue_max_batches"
 // and "program_peak_live_kib" (how far its producers ran ahead).
+// --line-census (mstress and phases; a diagnostic, not for throughput or RSS
+// figures): when the run stops, every thread records the cache lines its
+// program writes in each of its live blocks (the first and the last: where
+// stamp() writes), and the result adds "census_blocks", "census_lines" and
+// "census_shared_lines": lines written for live blocks of two or more threads,
+// whose writes take the line from one core to another (sharing the allocator
+// made: the program shares no block). Its buffer is mapped outside the
+// allocator, but its pages count in peak RSS.
 #include <getopt.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -73,6 +81,7 @@ struct Options {
   uint64_t seed = 42;
   bool corrupt = false;
   uint64_t burst_mib = 1024;  // burst only
+  bool line_census = false;   // mstress, phases
 };
 
 Options g_opt;
@@ -356,6 +365,69 @@ void cache_probe(bool scratch) {
 }
 
 // ---------------------------------------------------------------------------
+// --line-census: which cache lines the live blocks of more than one thread
+// share when the run stops. Entries (line << 16 | thread) go to a buffer
+// mapped here, not allocated, reserved whole (untouched pages cost nothing)
+// and claimed by a fetch-add; sorted after the threads are joined.
+// ---------------------------------------------------------------------------
+class LineCensus {
+ public:
+  static constexpr size_t kMaxEntries = size_t{1} << 27;  // 1 GiB of address space
+
+  // Thread i's live blocks (first and last written lines of each).
+  template <class Slots>
+  void add(int i, const Slots& live) {
+    if (!g_opt.line_census || live.empty() || !map()) return;
+    const size_t at = used_.fetch_add(2 * live.size(), std::memory_order_relaxed);
+    if (at + 2 * live.size() > kMaxEntries) return;  // past the buffer: left out (reported)
+    size_t k = at;
+    for (const auto& s : live) {
+      const auto a = reinterpret_cast<uintptr_t>(s.p);
+      buf_[k++] = (a >> 6) << 16 | static_cast<uint64_t>(i);
+      buf_[k++] = ((a + s.n - 1) >> 6) << 16 | static_cast<uint64_t>(i);
+    }
+    blocks_.fetch_add(live.size(), std::memory_order_relaxed);
+  }
+
+  // After the threads joined: the result fields.
+  void report() {
+    if (!g_opt.line_census) return;
+    size_t n = std::min(used_.load(), kMaxEntries), lines = 0, shared = 0;
+    if (buf_ != nullptr) {
+      std::sort(buf_, buf_ + n);
+      n = static_cast<size_t>(std::unique(buf_, buf_ + n) -
+                              buf_);  // a line written twice by one thread
+      for (size_t k = 0; k < n;) {
+        size_t e = k + 1;
+        while (e < n && buf_[e] >> 16 == buf_[k] >> 16) ++e;
+        ++lines;
+        shared += e - k > 1;
+        k = e;
+      }
+    }
+    char b[160];
+    std::snprintf(b, sizeof b,
+                  ",\"census_blocks\":%zu,\"census_lines\":%zu,\"census_shared_lines\":%zu%s",
+                  blocks_.load(), lines, shared,
+                  used_.load() > kMaxEntries ? ",\"census_truncated\":true" : "");
+    g_extra_json += b;
+  }
+
+ private:
+  bool map() {
+    std::call_once(once_, [this] {
+      void* m = mmap(nullptr, kMaxEntries * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (m != MAP_FAILED) buf_ = static_cast<uint64_t*>(m);
+    });
+    return buf_ != nullptr;
+  }
+  std::once_flag once_;
+  uint64_t* buf_ = nullptr;
+  std::atomic<size_t> used_{0}, blocks_{0};
+};
+
+// ---------------------------------------------------------------------------
 // mstress: many live objects, allocated in bursts. Each thread keeps up to
 // kLive live blocks (sizes mostly small, rare up to 64 KiB); each round it
 // allocates a burst of 1..2048 blocks, then frees half a burst's worth at
@@ -404,6 +476,7 @@ void mstress() {
   const int T = g_opt.threads;
   const size_t kLive = 20000;
   std::vector<Mailbox> boxes(T);
+  LineCensus census;
   run_threads(T, g_opt.seconds, [&](int i) {
     Rng r(g_opt.seed + 104729ull * (i + 1));
     Tally tl;
@@ -443,10 +516,12 @@ void mstress() {
         exchange_mail(boxes, i, mail, tl);
       }
     }
+    census.add(i, live);
     for (auto& s : live) free_slot(s, tl);
     tl.flush();
   });
   drain_mail(boxes);
+  census.report();
 }
 
 // ---------------------------------------------------------------------------
@@ -464,6 +539,7 @@ void phases() {
   constexpr size_t kLow = 1000, kHigh = 12000, kChurn = 512;
   constexpr unsigned kRounds = 32;
   std::vector<Mailbox> boxes(T);
+  LineCensus census;
   run_threads(T, g_opt.seconds, [&](int i) {
     Rng r(g_opt.seed + 7919ull * (i + 1));
     Tally tl;
@@ -498,11 +574,13 @@ void phases() {
       }
       if (T > 1) exchange_mail(boxes, i, mail, tl);
     }
+    census.add(i, live);
     for (auto& s : live) free_slot(s, tl);
     for (auto& s : mail) free_slot(s, tl);
     tl.flush();
   });
   drain_mail(boxes);
+  census.report();
 }
 
 // ---------------------------------------------------------------------------
@@ -811,7 +889,7 @@ const Workload kWorkloads[] = {
   if (msg != nullptr) std::fprintf(stderr, "macro: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
   std::fprintf(stderr,
                "usage: macro --workload NAME [--threads N] [--seconds S] [--allocator NAME|any]\n"
-               "             [--seed N] [--corrupt] [--burst-mib N]\n"
+               "             [--seed N] [--corrupt] [--burst-mib N] [--line-census]\n"
                "       macro --list\n");
   std::exit(2);
 }
@@ -829,6 +907,7 @@ int main(int argc, char** argv) {
                                     {"seed", required_argument, nullptr, 'r'},
                                     {"corrupt", no_argument, nullptr, 'c'},
                                     {"burst-mib", required_argument, nullptr, 'b'},
+                                    {"line-census", no_argument, nullptr, 'L'},
                                     {"list", no_argument, nullptr, 'l'},
                                     {"help", no_argument, nullptr, 'h'},
                                     {nullptr, 0, nullptr, 0}};
@@ -858,6 +937,9 @@ int main(int argc, char** argv) {
       case 'b':
         if (!parse_long(optarg, 1, 65536, &n)) usage("bad --burst-mib (1..65536)", optarg);
         g_opt.burst_mib = static_cast<uint64_t>(n);
+        break;
+      case 'L':
+        g_opt.line_census = true;
         break;
       case 'l':
         for (const auto& w : kWorkloads) std::printf("%s\t%s\n", w.name, w.what);
