@@ -21,8 +21,8 @@ SCALARS = ["live_bytes", "live_objects", "live_large_requested_bytes", "live_req
 CLASS_FIELDS = ["class", "object_size", "slab_size", "live_objects", "cached_objects", "slabs",
                 "depot_gets", "depot_puts", "depot_overflows", "remote_frees", "slab_refills",
                 "slab_releases", "slabs_carved", "slabs_returned"]
-OPTIONS = ["dirty_max", "decay_ms", "background_thread", "thread_large_bytes", "free_chunks",
-           "depot_bytes", "mag_bytes", "mag_max",
+OPTIONS = ["dirty_max", "decay_ms", "background_thread", "thread_large_bytes", "stash_bytes",
+           "free_chunks", "depot_bytes", "mag_bytes", "mag_max",
            "huge_cache_entries", "huge_cache_bytes", "huge_cache_block", "huge_cache_ms", "huge_park",
            "numa", "show_stats", "stats_file", "verbose", "quarantine", "fill", "leak_report"]
 

@@ -23,6 +23,9 @@
 #include "chunks/decay_event.h"
 #include "magslab/magslab.h"
 #include "platform/platform.h"
+#include "small/size_classes.h"
+#include "small/thread_cache.h"
+#include "testing/magazines.h"
 #include "testing/pattern.h"
 #include "testing/rng.h"
 
@@ -129,6 +132,45 @@ TEST(DecayMt, SleepsWhenNothingIsLeftAndWakesForTheNextBurst) {
   EXPECT_TRUE(parked);
   burst(2, 32 * MiB);
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "woken by what the second burst cached";
+}
+
+// A thread's stash (small/thread_cache.cc, "The stash") that it stops using
+// while it lives on, blocked, goes back: the decay thread, parked with nothing
+// left to decay, wakes for it, moves it to the depot and decays it there.
+TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
+  burst(2, 8 * MiB);
+  ASSERT_TRUE(cached_falls_to(MiB, 10));
+  bool parked = false;
+  for (int i = 0; i < 100 && !parked; ++i) {
+    parked = decay_event::g_parked.load() != 0;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(parked);
+  const unsigned cls = class_of(336);
+  std::atomic<int> phase{0};
+  ThreadCache* tc = nullptr;
+  size_t stashed = 0;
+  std::thread owner([&] {
+    std::vector<void*> v(8 * size_t{kClasses[cls].mag_cap});
+    for (void*& p : v) p = magslab_malloc(kClasses[cls].size);
+    for (void* p : v) magslab_free(p);
+    tc = t_cache;
+    stashed = mstest::stash_objects(tc, cls).size();
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::sleep_for(10ms);  // alive, makes no call
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  EXPECT_GT(stashed, 0u);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    std::this_thread::sleep_for(50ms);
+    // acquire: a pass's drain is an exchange; a null head is the whole answer.
+    gone = std::atomic_ref<Magazine*>(tc->stash[cls]).load(std::memory_order_acquire) == nullptr;
+  }
+  EXPECT_TRUE(gone) << "the stash of a thread that makes no call stayed";
+  EXPECT_TRUE(cached_falls_to(MiB, 10)) << "and decayed from the depot";
+  phase.store(2);
+  owner.join();
 }
 
 TEST(DecayMt, BackgroundThreadCanBeDisabled) {

@@ -7,6 +7,8 @@
 //   * a cached empty slab goes back after a pass;
 //   * pages of unused Slab records are decommitted, and the page words of
 //     their slabs' pages are cleared (free never reads a record);
+//   * a thread's stash of a class it did not use since the previous pass goes
+//     to the depot, and one in use stays;
 //   * a single-threaded program's own slow paths run the passes.
 #include "small/decay.h"
 
@@ -188,6 +190,50 @@ TEST_F(Decay, PagesOfUnusedSlabRecordsAreDecommitted) {
   // cleared with the slab, so the pointer is taken for no slab's (and reported).
   EXPECT_EQ(pagemap::lookup_word(first), 0u);
   EXPECT_EQ(pagemap::lookup_slab(first), nullptr);
+}
+
+// This thread frees four magazines' worth of objects of cls: the full
+// magazines past its loaded and previous ones go to its stash. Returns how many
+// objects the stash holds.
+size_t fill_stash(unsigned cls, std::vector<void*>& objs) {
+  const size_t n = 4 * size_t{kClasses[cls].mag_cap};
+  objs.resize(n);
+  for (void*& p : objs) p = magslab_malloc(kClasses[cls].size);
+  for (void* p : objs) magslab_free(p);
+  return mstest::stash_objects(t_cache, cls).size();
+}
+
+TEST_F(Decay, AStashItsThreadDidNotUseSinceThePreviousPassGoesToTheDepot) {
+  const unsigned cls = class_of(272);
+  std::vector<void*> objs;
+  const size_t stashed = fill_stash(cls, objs);
+  ASSERT_GT(stashed, 0u);
+  const size_t depot_before = depot::cached_objects(cls);
+  decay::tick(now());
+  EXPECT_EQ(mstest::stash_objects(t_cache, cls).size(), stashed) << "used during this interval";
+  EXPECT_EQ(depot::cached_objects(cls), depot_before);
+  advance(decay::kTickNs);
+  decay::tick(now());
+  EXPECT_EQ(mstest::stash_objects(t_cache, cls).size(), 0u);
+  EXPECT_EQ(depot::cached_objects(cls), depot_before + stashed) << "to the depot, which decays it";
+  for (int i = 0; i < 8; ++i) decay::tick(now());
+  EXPECT_EQ(depot::cached_objects(cls), 0u);
+}
+
+TEST_F(Decay, AStashInUseStays) {
+  const unsigned cls = class_of(304);
+  std::vector<void*> objs;
+  ASSERT_GT(fill_stash(cls, objs), 0u);
+  for (int round = 0; round < 6; ++round) {
+    // Between two passes the thread takes its objects back (the stash's
+    // magazines among them) and overflows again.
+    for (void*& p : objs) p = magslab_malloc(kClasses[cls].size);
+    for (void* p : objs) magslab_free(p);
+    advance(decay::kTickNs);
+    decay::tick(now());
+    EXPECT_GT(mstest::stash_objects(t_cache, cls).size(), 0u) << "round " << round;
+  }
+  magslab_trim();
 }
 
 // Without the background thread (one thread here), the program's own slow

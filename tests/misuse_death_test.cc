@@ -292,6 +292,26 @@ TEST(MisuseDeathTest, DoubleFreeOfAnObjectWaitingInThisThreadsInbox) {
       DoubleFreeOf(kInInbox));
 }
 
+// A thread whose frees overflow its magazines keeps the full ones in its
+// stash (thread_cache.cc, "The stash"); a second free of an object waiting
+// there must be found there, not taken for a first one (the free key matches,
+// and neither the magazines in the slots nor the slab hold it).
+TEST(MisuseDeathTest, DoubleFreeOfAnObjectInThisThreadsStash) {
+  use_threadsafe_style();
+  const unsigned cls = magslab::class_of(400);
+  const size_t n = 8 * magslab::mag_cap(cls);
+  EXPECT_DEATH(
+      {
+        std::vector<void*> v(n);
+        for (void*& p : v) p = magslab_malloc(400);
+        for (void* p : v) magslab_free(p);
+        magslab::Magazine* m =
+            std::atomic_ref<magslab::Magazine*>(magslab::t_cache->stash[cls]).load();
+        if (m != nullptr) ANNOUNCE_AND_FREE(m->objs[0]);
+      },
+      DoubleFreeOf(kInMagazine));
+}
+
 // The case the design guarantees even without debug mode: the object is
 // already free in its slab (magazines flushed by magslab_trim).
 TEST(MisuseDeathTest, DoubleFreeOfObjectFreeInItsSlab) {

@@ -57,6 +57,7 @@ TEST_F(Options, DefaultsAreTheFormerConstants) {
   EXPECT_EQ(heap::dirty_decay_ns(), 500'000'000u);
   EXPECT_EQ(opt::get(opt::kBackgroundThread), 1u);
   EXPECT_EQ(opt::get(opt::kThreadLargeBytes), 512u << 10);
+  EXPECT_EQ(opt::get(opt::kStashBytes), 8u << 20);
   EXPECT_EQ(heap::free_chunks_kept(), 2u);
   EXPECT_EQ(opt::get(opt::kDepotBytes), 1u << 20);
   EXPECT_EQ(opt::get(opt::kHugeCacheEntries), 8u);

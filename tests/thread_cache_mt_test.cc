@@ -111,10 +111,17 @@ TEST(ThreadCache, FlushCurrentEmptiesTheCallersMagazines) {
   t.join();
 }
 
-TEST(ThreadCache, MagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
+// A thread frees three magazines' worth of its own objects and allocates as
+// many again: the third full magazine goes to its stash (stash_bytes > 0) or
+// to the depot (stash_bytes = 0), and either way the same objects come back
+// without a slab refill.
+void overflow_and_take_back(bool stash) {
   const size_t kSize = 96;
   const unsigned cls = class_of(kSize);
   const uint32_t cap = kClasses[cls].mag_cap;
+  uint64_t was = 0;
+  ASSERT_EQ(magslab_option_get("stash_bytes", &was), 0);
+  ASSERT_EQ(magslab_option_set("stash_bytes", stash ? was : 0), 0);
   ASSERT_GE(depot::cached_objects(cls), 0u);
   std::thread t([&] {
     refill_whole_magazines(kSize);
@@ -124,13 +131,14 @@ TEST(ThreadCache, MagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
     EXPECT_EQ(slab::counts(cls).carved_objects, 3 * cap);
     EXPECT_EQ(cached(cls), 0u);
     // Freed: loaded fills, becomes previous (an empty one is loaded), and
-    // when both are full the previous goes to the depot whole.
+    // when both are full the previous goes whole to the thread's stash (kept
+    // for its own misses), or without one to the depot.
     for (void* p : v) magslab_free(p);
-    EXPECT_EQ(cached(cls), 2 * cap);
-    EXPECT_EQ(depot::cached_objects(cls), cap);
+    EXPECT_EQ(cached(cls), stash ? 3 * cap : 2 * cap);
+    EXPECT_EQ(depot::cached_objects(cls), stash ? 0u : cap);
     EXPECT_EQ(slab::counts(cls).carved_objects, 3 * cap) << "nothing went back to the slabs";
-    // Allocated again: loaded, then the previous swapped in, then the depot's
-    // magazine — the same objects, and no slab refill.
+    // Allocated again: loaded, then the previous swapped in, then the
+    // stash's or the depot's magazine — the same objects, and no slab refill.
     std::vector<void*> w;
     for (uint32_t i = 0; i < 3 * cap; ++i) w.push_back(magslab_malloc(kSize));
     EXPECT_EQ(slab::counts(cls).carved_objects, 3 * cap);
@@ -141,6 +149,15 @@ TEST(ThreadCache, MagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
     cache::flush_current();
   });
   t.join();
+  ASSERT_EQ(magslab_option_set("stash_bytes", was), 0);
+}
+
+TEST(ThreadCache, MagazinesOverflowIntoTheThreadsStashBeforeObjectsReachTheSlabs) {
+  overflow_and_take_back(true);
+}
+
+TEST(ThreadCache, WithoutAStashMagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
+  overflow_and_take_back(false);
 }
 
 // ... and a full remote magazine of a running thread's objects to that

@@ -41,6 +41,8 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
     "1: a multithreaded process runs decay passes in a thread of its own (read when it would start); 0: slow paths do") \
   X(kThreadLargeBytes, "thread_large_bytes", kBytes, 512 * kKiB, 0, kTiB, true, nullptr,         \
     "bytes of other large classes' blocks one thread keeps in its magazines")                    \
+  X(kStashBytes, "stash_bytes", kBytes, 8 * kMiB, 0, kTiB, true, nullptr,                         \
+    "bytes of objects one thread keeps in full magazines of its own frees, for its own next misses") \
   X(kFreeChunks, "free_chunks", kCount, 2, 0, 4096, true, nullptr,                                \
     "fully free 4 MiB chunks kept mapped; more are unmapped")                                     \
   X(kDepotBytes, "depot_bytes", kBytes, 1 * kMiB, 0, kTiB, true, nullptr,                         \

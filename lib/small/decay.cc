@@ -10,6 +10,7 @@
 #include "platform/platform.h"
 #include "small/depot.h"
 #include "small/slab.h"
+#include "small/thread_cache.h"
 
 namespace magslab::decay {
 namespace {
@@ -55,6 +56,8 @@ bool tick(uint64_t now) {
   LockGuard g(g_pass_lock);
   if (decay_event::paused()) return true;
   bool pending = false;
+  // Threads' stashes first: what they give up decays in the depot from the next pass.
+  if (cache::decay_stashes()) pending = true;
   depot::decay(&pending);
   uint64_t aged = now > heap::dirty_decay_ns() ? now - heap::dirty_decay_ns() : 0;
   slab::decay(now > kTickNs ? now - kTickNs : 0, aged, &pending);

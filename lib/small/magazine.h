@@ -26,7 +26,8 @@ struct Magazine {
                        // "Magazine limits"); free's fast path misses at count == cap.
   uint16_t cls = 0;
   uint16_t slots = 0;     // objs[]'s length, fixed when the magazine is made (depot.cc)
-  uint32_t pad = 0;       // depot::hollow_empty() keeps the node here while it owns the magazine
+  uint32_t pad = 0;       // depot::hollow_empty() keeps the node here while it owns the
+                          // magazine; a thread's stash, the list's length at its head
   uint64_t free_key = 0;  // g_free_key, copied here: free reads it from the line it
                           // already loaded (count, cap) instead of a global
   void* objs[];           // objs[0..count) are free objects of class cls

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "base/lock.h"
+#include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
 #include "platform/numa.h"
 #include "platform/options.h"
@@ -178,6 +179,9 @@ ThreadCache* current() {
     p.swaps = p.seen = 0;
   }
   for (uint8_t& n : tc->inbox_unclaimed) n = 0;  // counted for the cache's last thread
+  // retire_all emptied the stash; no trim_all reaches a cache outside the registry.
+  tc->stash_bytes = tc->stash_taken = 0;
+  for (uint8_t& u : tc->stash_used) u = 0;
   tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   tc->adopt_quiet = ~uint64_t{0};
   bool multithreaded;
@@ -234,6 +238,119 @@ void retire(unsigned cls, Magazine* m, unsigned node) {
   release_to_slabs(cls, m, node);
 }
 
+// The stash (ThreadCache::stash). A thread whose frees of a class overflow
+// its loaded and previous magazines used to hand the full previous one — the
+// objects it had just freed, of its own slabs — to the depot, where whichever
+// thread missed next took it and handed the objects out: lines of one slab
+// then held live blocks of two threads, each write to one of them taking the
+// line from the other thread's core, and the taker's frees of them were
+// remote. mstress at 2 threads: 41 % of the magazines alloc misses took from
+// the depot were another thread's own overflow (counted with
+// bench/results/2026-12-04/stop29-tried/own-magazine-stash.patch), and 2-5 %
+// of the lines of its live blocks were shared with another thread's, against
+// none under mimalloc (docs/benchmarks.md, stop 30). Now up to kStashMags such
+// magazines per small class, and `stash_bytes` (option, 8 MiB) of objects in
+// all, stay with the thread; its next alloc miss of the class takes the newest
+// before its inbox and the depot. Large classes keep the depot and the
+// per-thread byte cap (bound_large_classes). The stash goes back to the depot
+// (or, past its limit, the slabs) at the thread's exit and
+// magslab_thread_idle (retire_all), to the slabs at a flush (magslab_trim),
+// and to the depot at magslab_trim_all, which takes every thread's
+// (take_previous_all) — and by decay: a class's stash its owner neither took
+// from nor added to since the previous decay pass goes to the depot
+// (decay_stashes), whose own decay then gives it back. So a thread that
+// stopped freeing or allocating a class, running or blocked, holds its stash
+// for at most two passes (100-200 ms).
+constexpr uint32_t kStashMags = 8;
+
+// The owner notes a use of its stash of class c (decay_stashes clears it).
+// relaxed: a hint; a use the decay pass misses only makes it drain a stash
+// that was in use, which the owner refills from its next overflow. Read
+// first, so that a busy owner does not write the line at every miss.
+inline void note_stash_use(ThreadCache* tc, unsigned c) {
+  std::atomic_ref<uint8_t> used(tc->stash_used[c]);
+  if (used.load(std::memory_order_relaxed) == 0) used.store(1, std::memory_order_relaxed);
+}
+
+// The magazine after m in a stash list. relaxed: the list's head was
+// published (put_stash, release) after its links were set.
+inline Magazine* stash_next(const Magazine* m) {
+  return reinterpret_cast<Magazine*>(m->link.next.load(std::memory_order_relaxed));
+}
+// The whole stash list of class c, now the caller's; nullptr if empty. The
+// load first: most misses find none, and a plain read keeps the line shared.
+// acquire: pairs with put_stash's release (links, counts, objects).
+Magazine* take_stash(ThreadCache* tc, unsigned c) {
+  std::atomic_ref<Magazine*> s(tc->stash[c]);
+  if (s.load(std::memory_order_relaxed) == nullptr) return nullptr;
+  return s.exchange(nullptr, std::memory_order_acquire);
+}
+// The owner puts back a list it took (or built on one it took). Nobody else
+// stores here: a taker in between found nullptr. release: see take_stash.
+void put_stash(ThreadCache* tc, unsigned c, Magazine* list) {
+  std::atomic_ref<Magazine*>(tc->stash[c]).store(list, std::memory_order_release);
+}
+inline size_t stash_bytes_of(unsigned c, const Magazine* m) {
+  return size_t{m->count} * kClasses[c].size;
+}
+// The owner's count of its stash's bytes, less what magslab_trim_all took
+// since (never below 0: a take that raced with the owner's own drain may be
+// counted twice, which only lets the stash hold a little more for a while).
+size_t stash_bytes(ThreadCache* tc) {
+  std::atomic_ref<size_t> taken(tc->stash_taken);
+  if (taken.load(std::memory_order_relaxed) != 0) {  // relaxed: a byte count, no data
+    size_t t = taken.exchange(0, std::memory_order_relaxed);
+    tc->stash_bytes = t < tc->stash_bytes ? tc->stash_bytes - t : 0;
+  }
+  return tc->stash_bytes;
+}
+// The owner: m, a real magazine its frees filled (count > 0), into the stash
+// of class c if there is room. false: not taken.
+bool stash_put(ThreadCache* tc, unsigned c, Magazine* m) {
+  if (c >= kNumSmallClasses || m->count == 0) return false;
+  const size_t bytes = stash_bytes_of(c, m);
+  // option stash_bytes, 8 MiB
+  if (stash_bytes(tc) + bytes > opt::get(opt::kStashBytes)) return false;
+  Magazine* list = take_stash(tc, c);
+  const uint32_t depth = list != nullptr ? list->pad : 0;
+  if (depth >= kStashMags) {
+    put_stash(tc, c, list);
+    return false;
+  }
+  m->link.next.store(reinterpret_cast<StackLink*>(list), std::memory_order_relaxed);
+  m->pad = depth + 1;  // the list's length while m is its head
+  put_stash(tc, c, m);
+  tc->stash_bytes += bytes;
+  note_stash_use(tc, c);
+  decay_event::note();  // a parked decay thread wakes to watch the stash
+  return true;
+}
+// The owner: the newest magazine of class c's stash, or nullptr.
+Magazine* stash_take(ThreadCache* tc, unsigned c) {
+  if (c >= kNumSmallClasses) return nullptr;
+  Magazine* list = take_stash(tc, c);
+  if (list == nullptr) return nullptr;
+  put_stash(tc, c, stash_next(list));  // whose `pad` still holds its length
+  note_stash_use(tc, c);
+  const size_t bytes = stash_bytes_of(c, list), held = stash_bytes(tc);
+  tc->stash_bytes = bytes < held ? held - bytes : 0;
+  return list;
+}
+// Every magazine of tc's stash of class c (none for a large class) to
+// sink(m), which may hand it on (m's link is read first). Returns their bytes.
+template <class Sink>
+size_t drain_stash(ThreadCache* tc, unsigned c, Sink sink) {
+  if (c >= kNumSmallClasses) return 0;
+  size_t bytes = 0;
+  for (Magazine* m = take_stash(tc, c); m != nullptr;) {
+    Magazine* next = stash_next(m);
+    bytes += stash_bytes_of(c, m);
+    sink(m);
+    m = next;
+  }
+  return bytes;
+}
+
 void flush(ThreadCache* tc) {
   const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -245,7 +362,9 @@ void flush(ThreadCache* tc) {
     }
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
+    drain_stash(tc, c, [&](Magazine* m) { release_to_slabs(c, m, node); });
   }
+  tc->stash_bytes = 0;
 }
 
 // The thread gives up everything it holds (its exit, magslab_thread_idle):
@@ -263,7 +382,9 @@ void retire_all(ThreadCache* tc) {
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
     if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
+    drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node); });
   }
+  tc->stash_bytes = 0;
   slab::disown(tc->owner_tag);
 }
 
@@ -524,8 +645,11 @@ void* alloc_slow(unsigned cls) {
   //    both empty. The empty previous goes back, loaded becomes previous, the
   //    full one is loaded.
   const unsigned node = node_now();
-  Magazine* full = take_inbox(tc, cls);
-  claimed_inbox(tc, cls);
+  Magazine* full = stash_take(tc, cls);
+  if (full == nullptr) {
+    full = take_inbox(tc, cls);
+    claimed_inbox(tc, cls);
+  }
   if (full == nullptr) full = depot::pop_full(cls, node);
   if (full != nullptr) {
     if (is_real(prev)) depot::push_empty(cls, prev, node);
@@ -728,7 +852,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
     return;
   }
   decay::maybe_tick();
-  if (is_real(prev)) retire(cls, prev, node);
+  if (is_real(prev) && !stash_put(tc, cls, prev)) retire(cls, prev, node);
   fit(e, note_trade(pr, slots, !is_real(loaded)));
   set_previous(pr, loaded);
   set_loaded(pr, e);
@@ -758,6 +882,13 @@ void free_key_match(void* p, unsigned cls, uint64_t owner) {
       if (Magazine* sent = std::atomic_ref<Magazine*>(tc->inbox[cls]).exchange(in))
         retire(cls, sent, node_now());
       if (found) double_free("already in this thread's inbox");
+    }
+    // Its stash: taken to be searched, then put back (a trim_all meanwhile finds none).
+    if (Magazine* list = take_stash(tc, cls)) {
+      bool found = false;
+      for (Magazine* m = list; m != nullptr && !found; m = stash_next(m)) found = holds(m);
+      put_stash(tc, cls, list);
+      if (found) double_free("already in this thread's magazine");
     }
   }
   if (slab::is_free_in_slab(cls, p)) double_free("already free in its slab");
@@ -795,9 +926,44 @@ size_t take_previous_all() {
         moved += m->count;
         retire(c, m, node);
       }
+      // And its stash; the owner subtracts the bytes from its count.
+      size_t bytes = drain_stash(tc, c, [&](Magazine* m) {
+        moved += m->count;
+        retire(c, m, node);
+      });
+      // relaxed: see stash_bytes().
+      if (bytes != 0)
+        std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
     }
   }
   return moved;
+}
+
+bool decay_stashes() {
+  const unsigned node = node_now();
+  bool held = false;
+  // Under the registry lock, then class locks (retire -> slab::release), as
+  // take_previous_all; the pass lock before both (small/decay.cc, api/fork.cc).
+  LockGuard g(g_registry_lock);
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
+    for (unsigned c = 0; c < kNumSmallClasses; ++c) {
+      std::atomic_ref<Magazine*> s(tc->stash[c]);
+      if (s.load(std::memory_order_relaxed) == nullptr)
+        continue;  // relaxed: a look; the drain exchanges
+      std::atomic_ref<uint8_t> used(tc->stash_used[c]);
+      // relaxed: see note_stash_use.
+      if (used.load(std::memory_order_relaxed) != 0) {
+        used.store(0, std::memory_order_relaxed);
+        held = true;
+        continue;
+      }
+      size_t bytes = drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node); });
+      // relaxed: see stash_bytes().
+      if (bytes != 0)
+        std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
+    }
+  }
+  return held;
 }
 
 void lock_for_fork() { g_registry_lock.lock(); }
@@ -836,6 +1002,15 @@ void cached_objects(CachedCounts* out) {
       // count is then read as the thread pops it, like loaded's).
       if (Magazine* in = std::atomic_ref<Magazine*>(tc->inbox[c]).load(std::memory_order_acquire))
         out->objects[c] += mag_count(in);
+      // Its stash (acquire: as take_stash). Exact while its owner makes no
+      // call; otherwise the owner may take the head meanwhile and the walk
+      // read magazines since handed on (type-stable: only counts are off),
+      // bounded by the stash's length.
+      if (c < kNumSmallClasses) {
+        Magazine* m = std::atomic_ref<Magazine*>(tc->stash[c]).load(std::memory_order_acquire);
+        for (uint32_t i = 0; m != nullptr && i < kStashMags; ++i, m = stash_next(m))
+          out->objects[c] += mag_count(m);
+      }
     }
   }
 }

@@ -92,6 +92,23 @@ struct alignas(kCacheLine) ThreadCache {
   // the count by one. Relaxed atomic_ref accesses; next to the inboxes, which
   // senders write anyway.
   uint8_t inbox_unclaimed[kNumClasses] = {};
+  // Per small class, this thread's own full magazines that its frees
+  // overflowed, which would otherwise go to the depot, where whichever thread
+  // misses next takes them (thread_cache.cc, "The stash"): a list through
+  // Magazine::link, newest first, whose head's `pad` holds the list's length;
+  // nullptr: empty. Taken whole by an exchange, by the owner (which puts back
+  // what it leaves) and by magslab_trim_all (take_previous_all).
+  Magazine* stash[kNumSmallClasses] = {};
+  // Bytes of objects the owner put in its stash and has not taken out (owner
+  // only), less stash_taken: those magslab_trim_all took meanwhile (added by
+  // it with relaxed atomic_ref accesses, subtracted by the owner).
+  size_t stash_bytes = 0;
+  size_t stash_taken = 0;
+  // Per small class, 1 once the owner took from or added to its stash since
+  // the last decay pass, which clears it; a pass that finds it 0 moves the
+  // stash to the depot (thread_cache.cc, decay_stashes). Relaxed atomic_ref
+  // accesses, by the owner and the decay pass.
+  uint8_t stash_used[kNumSmallClasses] = {};
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0, 0, 0, 0, 0};
@@ -200,6 +217,9 @@ void request_flush_all();
 // owner is doing (thread_cache.cc, take_previous), and so do its inboxes
 // (ThreadCache::inbox). Returns objects moved.
 size_t take_previous_all();
+// A decay pass: every running thread's stash of a class its owner has not
+// used since the previous call goes to the depot. true: stashes in use remain.
+bool decay_stashes();
 
 // fork(): the registry lock is held across fork(); in the child only the
 // forking thread exists, so the other threads' caches leave the registry
