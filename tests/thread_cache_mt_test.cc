@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <thread>
 #include <vector>
@@ -158,6 +159,34 @@ TEST(ThreadCache, MagazinesOverflowIntoTheThreadsStashBeforeObjectsReachTheSlabs
 
 TEST(ThreadCache, WithoutAStashMagazinesSwapThroughTheDepotBeforeObjectsReachTheSlabs) {
   overflow_and_take_back(false);
+}
+
+// A block of a large class whose first word happens to hold the free key (the
+// program's data, not a double free) is freed like any other, also while the
+// thread has a stash of a small class: the double-free search looks at no
+// stash for a large class (stash[] has none; reading past it took the stash's
+// byte count for a magazine and crashed — found in review, stop 30).
+TEST(ThreadCache, AFreeKeyInALargeClassBlockIsAFreeWhileTheThreadHasAStash) {
+  const unsigned small = class_of(400), large = kNumSmallClasses;
+  const size_t large_size = kClasses[large].size;
+  std::thread t([&] {
+    std::vector<void*> v(4 * size_t{mag_cap(small)});
+    for (void*& p : v) p = magslab_malloc(400);
+    for (void* p : v) magslab_free(p);
+    ASSERT_NE(t_cache->stash_bytes, 0u);
+    void* b = magslab_malloc(large_size);  // the large class's loaded magazine is real now
+    void* c = magslab_malloc(large_size);
+    ASSERT_NE(b, nullptr);
+    const uint64_t key = g_free_key.load();
+    ASSERT_NE(key, 0u);
+    std::memcpy(b, &key, sizeof key);
+    magslab_free(b);
+    EXPECT_EQ(magslab_malloc(large_size), b) << "freed to the loaded magazine, handed out next";
+    magslab_free(b);
+    magslab_free(c);
+    cache::flush_current();
+  });
+  t.join();
 }
 
 // ... and a full remote magazine of a running thread's objects to that

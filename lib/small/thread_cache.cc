@@ -277,25 +277,31 @@ inline void note_stash_use(ThreadCache* tc, unsigned c) {
 inline Magazine* stash_next(const Magazine* m) {
   return reinterpret_cast<Magazine*>(m->link.next.load(std::memory_order_relaxed));
 }
-// The whole stash list of class c, now the caller's; nullptr if empty. The
+// The whole stash list of class c, now the caller's; nullptr if empty (and
+// for a large class, which has none: stash[] has kNumSmallClasses entries). The
 // load first: most misses find none, and a plain read keeps the line shared.
 // acquire: pairs with put_stash's release (links, counts, objects).
 Magazine* take_stash(ThreadCache* tc, unsigned c) {
+  if (c >= kNumSmallClasses) return nullptr;
   std::atomic_ref<Magazine*> s(tc->stash[c]);
   if (s.load(std::memory_order_relaxed) == nullptr) return nullptr;
   return s.exchange(nullptr, std::memory_order_acquire);
 }
 // The owner puts back a list it took (or built on one it took). Nobody else
 // stores here: a taker in between found nullptr. release: see take_stash.
+// A decay pass that looked while the owner held the list found none, and may
+// have parked meanwhile: a non-empty list put back wakes it.
 void put_stash(ThreadCache* tc, unsigned c, Magazine* list) {
   std::atomic_ref<Magazine*>(tc->stash[c]).store(list, std::memory_order_release);
+  if (list != nullptr) decay_event::note();
 }
 inline size_t stash_bytes_of(unsigned c, const Magazine* m) {
   return size_t{m->count} * kClasses[c].size;
 }
-// The owner's count of its stash's bytes, less what magslab_trim_all took
-// since (never below 0: a take that raced with the owner's own drain may be
-// counted twice, which only lets the stash hold a little more for a while).
+// The owner's count of its stash's bytes, less what magslab_trim_all and the
+// decay passes took since (never below 0: a take that raced with the owner's
+// own drain may be counted twice, which only lets the stash hold a little
+// more until it is empty again).
 size_t stash_bytes(ThreadCache* tc) {
   std::atomic_ref<size_t> taken(tc->stash_taken);
   if (taken.load(std::memory_order_relaxed) != 0) {  // relaxed: a byte count, no data
@@ -322,7 +328,6 @@ bool stash_put(ThreadCache* tc, unsigned c, Magazine* m) {
   put_stash(tc, c, m);
   tc->stash_bytes += bytes;
   note_stash_use(tc, c);
-  decay_event::note();  // a parked decay thread wakes to watch the stash
   return true;
 }
 // The owner: the newest magazine of class c's stash, or nullptr.
@@ -335,6 +340,14 @@ Magazine* stash_take(ThreadCache* tc, unsigned c) {
   const size_t bytes = stash_bytes_of(c, list), held = stash_bytes(tc);
   tc->stash_bytes = bytes < held ? held - bytes : 0;
   return list;
+}
+// The owner emptied its whole stash: nothing is counted, and what takers
+// added for lists they took before is settled. (A take that raced with the
+// drain may still add afterwards: see stash_bytes() for what that costs.)
+// relaxed: see stash_bytes().
+inline void clear_stash_bytes(ThreadCache* tc) {
+  tc->stash_bytes = 0;
+  std::atomic_ref<size_t>(tc->stash_taken).store(0, std::memory_order_relaxed);
 }
 // Every magazine of tc's stash of class c (none for a large class) to
 // sink(m), which may hand it on (m's link is read first). Returns their bytes.
@@ -364,7 +377,7 @@ void flush(ThreadCache* tc) {
     set_remote(p, &g_empty_magazine);
     drain_stash(tc, c, [&](Magazine* m) { release_to_slabs(c, m, node); });
   }
-  tc->stash_bytes = 0;
+  clear_stash_bytes(tc);
 }
 
 // The thread gives up everything it holds (its exit, magslab_thread_idle):
@@ -384,7 +397,7 @@ void retire_all(ThreadCache* tc) {
     if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
     drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node); });
   }
-  tc->stash_bytes = 0;
+  clear_stash_bytes(tc);
   slab::disown(tc->owner_tag);
 }
 
@@ -978,6 +991,12 @@ void reset_after_fork_child() {
     fold_requested(tc);
     tag_ended(tc->owner_tag);  // its thread does not exist here
     slab::disown(tc->owner_tag);
+    // Its stash: consistent here (a list is published whole; one its thread
+    // held at the fork reads as empty), and only reachable now — unlike its
+    // loaded and previous magazines, which the child loses (a bounded leak).
+    // The slab and depot locks are free again; the registry's order holds.
+    for (unsigned c = 0; c < kNumSmallClasses; ++c)
+      drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node_now()); });
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {

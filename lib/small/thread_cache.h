@@ -97,11 +97,12 @@ struct alignas(kCacheLine) ThreadCache {
   // misses next takes them (thread_cache.cc, "The stash"): a list through
   // Magazine::link, newest first, whose head's `pad` holds the list's length;
   // nullptr: empty. Taken whole by an exchange, by the owner (which puts back
-  // what it leaves) and by magslab_trim_all (take_previous_all).
+  // what it leaves), by magslab_trim_all (take_previous_all), by decay
+  // passes (decay_stashes) and, in a fork child, by the forking thread.
   Magazine* stash[kNumSmallClasses] = {};
   // Bytes of objects the owner put in its stash and has not taken out (owner
-  // only), less stash_taken: those magslab_trim_all took meanwhile (added by
-  // it with relaxed atomic_ref accesses, subtracted by the owner).
+  // only), less stash_taken: those magslab_trim_all and decay took meanwhile
+  // (added by them with relaxed atomic_ref accesses, subtracted by the owner).
   size_t stash_bytes = 0;
   size_t stash_taken = 0;
   // Per small class, 1 once the owner took from or added to its stash since
