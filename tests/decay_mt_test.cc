@@ -108,6 +108,15 @@ bool cached_falls_to(size_t limit, int seconds) {
   return cached_bytes() <= limit;
 }
 
+// Polls until the decay thread parks (nothing left to decay), for up to 2 s.
+bool decay_thread_parks() {
+  for (int i = 0; i < 100; ++i) {
+    if (decay_event::g_parked.load() != 0) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
 TEST(DecayMt, BackgroundThreadGivesABurstBackWhileTheProcessIdles) {
   burst(4, 96 * MiB);
   EXPECT_TRUE(decay::background_running());
@@ -124,12 +133,7 @@ TEST(DecayMt, SleepsWhenNothingIsLeftAndWakesForTheNextBurst) {
   burst(2, 32 * MiB);
   ASSERT_TRUE(cached_falls_to(MiB, 10));
   // Nothing left to decay: the thread parks (no timed wake-ups while idle).
-  bool parked = false;
-  for (int i = 0; i < 100 && !parked; ++i) {
-    parked = decay_event::g_parked.load() != 0;
-    std::this_thread::sleep_for(20ms);
-  }
-  EXPECT_TRUE(parked);
+  EXPECT_TRUE(decay_thread_parks());
   burst(2, 32 * MiB);
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "woken by what the second burst cached";
 }
@@ -140,12 +144,7 @@ TEST(DecayMt, SleepsWhenNothingIsLeftAndWakesForTheNextBurst) {
 TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
   burst(2, 8 * MiB);
   ASSERT_TRUE(cached_falls_to(MiB, 10));
-  bool parked = false;
-  for (int i = 0; i < 100 && !parked; ++i) {
-    parked = decay_event::g_parked.load() != 0;
-    std::this_thread::sleep_for(20ms);
-  }
-  ASSERT_TRUE(parked);
+  ASSERT_TRUE(decay_thread_parks());
   const unsigned cls = class_of(336);
   std::atomic<int> phase{0};
   ThreadCache* tc = nullptr;

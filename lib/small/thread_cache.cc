@@ -332,7 +332,6 @@ bool stash_put(ThreadCache* tc, unsigned c, Magazine* m) {
 }
 // The owner: the newest magazine of class c's stash, or nullptr.
 Magazine* stash_take(ThreadCache* tc, unsigned c) {
-  if (c >= kNumSmallClasses) return nullptr;
   Magazine* list = take_stash(tc, c);
   if (list == nullptr) return nullptr;
   put_stash(tc, c, stash_next(list));  // whose `pad` still holds its length
@@ -353,7 +352,6 @@ inline void clear_stash_bytes(ThreadCache* tc) {
 // sink(m), which may hand it on (m's link is read first). Returns their bytes.
 template <class Sink>
 size_t drain_stash(ThreadCache* tc, unsigned c, Sink sink) {
-  if (c >= kNumSmallClasses) return 0;
   size_t bytes = 0;
   for (Magazine* m = take_stash(tc, c); m != nullptr;) {
     Magazine* next = stash_next(m);
@@ -362,6 +360,20 @@ size_t drain_stash(ThreadCache* tc, unsigned c, Sink sink) {
     m = next;
   }
   return bytes;
+}
+// Another thread than tc's (magslab_trim_all, a decay pass, a fork child's
+// reset) takes tc's stash of class c to the depot (or, past its limit, the
+// slabs); the owner subtracts the bytes from its count. Returns the objects.
+size_t retire_stash_of(ThreadCache* tc, unsigned c, unsigned node) {
+  size_t moved = 0;
+  const size_t bytes = drain_stash(tc, c, [&](Magazine* m) {
+    moved += m->count;
+    retire(c, m, node);
+  });
+  // relaxed: see stash_bytes().
+  if (bytes != 0)
+    std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
+  return moved;
 }
 
 void flush(ThreadCache* tc) {
@@ -939,14 +951,7 @@ size_t take_previous_all() {
         moved += m->count;
         retire(c, m, node);
       }
-      // And its stash; the owner subtracts the bytes from its count.
-      size_t bytes = drain_stash(tc, c, [&](Magazine* m) {
-        moved += m->count;
-        retire(c, m, node);
-      });
-      // relaxed: see stash_bytes().
-      if (bytes != 0)
-        std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
+      moved += retire_stash_of(tc, c, node);  // and its stash
     }
   }
   return moved;
@@ -970,10 +975,7 @@ bool decay_stashes() {
         held = true;
         continue;
       }
-      size_t bytes = drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node); });
-      // relaxed: see stash_bytes().
-      if (bytes != 0)
-        std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
+      retire_stash_of(tc, c, node);
     }
   }
   return held;
@@ -995,8 +997,7 @@ void reset_after_fork_child() {
     // held at the fork reads as empty), and only reachable now — unlike its
     // loaded and previous magazines, which the child loses (a bounded leak).
     // The slab and depot locks are free again; the registry's order holds.
-    for (unsigned c = 0; c < kNumSmallClasses; ++c)
-      drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node_now()); });
+    for (unsigned c = 0; c < kNumSmallClasses; ++c) retire_stash_of(tc, c, node_now());
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {
