@@ -30,7 +30,7 @@
 // burst-trim the same but "rss_idle_mib", "rss_trim_mib" and "trim_ms" for the
 // three RSS samples. xmalloc with 2 or more threads adds "queue_max_batches"
 // and "program_peak_live_kib" (how far its producers ran ahead).
-// --line-census (mstress and phases; a diagnostic, not for throughput or RSS
+// --line-census (larson, mstress and phases; a diagnostic, not for throughput or RSS
 // figures): when the run stops, every thread records the cache lines its
 // program writes in each of its live blocks (the first and the last: where
 // stamp() writes), and the result adds "census_blocks", "census_lines" and
@@ -81,7 +81,7 @@ struct Options {
   uint64_t seed = 42;
   bool corrupt = false;
   uint64_t burst_mib = 1024;  // burst only
-  bool line_census = false;   // mstress, phases
+  bool line_census = false;   // larson, mstress, phases
 };
 
 Options g_opt;
@@ -158,6 +158,69 @@ void run_threads(int threads, double seconds, const std::function<void(int)>& bo
 }
 
 // ---------------------------------------------------------------------------
+// --line-census: which cache lines the live blocks of more than one thread
+// share when the run stops. Entries (line << 16 | thread) go to a buffer
+// mapped here, not allocated, reserved whole (untouched pages cost nothing)
+// and claimed by a fetch-add; sorted after the threads are joined.
+// ---------------------------------------------------------------------------
+class LineCensus {
+ public:
+  static constexpr size_t kMaxEntries = size_t{1} << 27;  // 1 GiB of address space
+
+  // Thread i's live blocks (first and last written lines of each).
+  template <class Slots>
+  void add(int i, const Slots& live) {
+    if (!g_opt.line_census || live.empty() || !map()) return;
+    const size_t at = used_.fetch_add(2 * live.size(), std::memory_order_relaxed);
+    if (at + 2 * live.size() > kMaxEntries) return;  // past the buffer: left out (reported)
+    size_t k = at;
+    for (const auto& s : live) {
+      const auto a = reinterpret_cast<uintptr_t>(s.p);
+      buf_[k++] = (a >> 6) << 16 | static_cast<uint64_t>(i);
+      buf_[k++] = ((a + s.n - 1) >> 6) << 16 | static_cast<uint64_t>(i);
+    }
+    blocks_.fetch_add(live.size(), std::memory_order_relaxed);
+  }
+
+  // After the threads joined: the result fields.
+  void report() {
+    if (!g_opt.line_census) return;
+    size_t n = std::min(used_.load(), kMaxEntries), lines = 0, shared = 0;
+    if (buf_ != nullptr) {
+      std::sort(buf_, buf_ + n);
+      n = static_cast<size_t>(std::unique(buf_, buf_ + n) -
+                              buf_);  // a line written twice by one thread
+      for (size_t k = 0; k < n;) {
+        size_t e = k + 1;
+        while (e < n && buf_[e] >> 16 == buf_[k] >> 16) ++e;
+        ++lines;
+        shared += e - k > 1;
+        k = e;
+      }
+    }
+    char b[160];
+    std::snprintf(b, sizeof b,
+                  ",\"census_blocks\":%zu,\"census_lines\":%zu,\"census_shared_lines\":%zu%s",
+                  blocks_.load(), lines, shared,
+                  used_.load() > kMaxEntries ? ",\"census_truncated\":true" : "");
+    g_extra_json += b;
+  }
+
+ private:
+  bool map() {
+    std::call_once(once_, [this] {
+      void* m = mmap(nullptr, kMaxEntries * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (m != MAP_FAILED) buf_ = static_cast<uint64_t*>(m);
+    });
+    return buf_ != nullptr;
+  }
+  std::once_flag once_;
+  uint64_t* buf_ = nullptr;
+  std::atomic<size_t> used_{0}, blocks_{0};
+};
+
+// ---------------------------------------------------------------------------
 // larson: server churn. Each thread owns an array of slots and replaces random
 // slots (check + free the old block, allocate + stamp a new one). The run is
 // cut into generations; each generation's threads exit and the next ones take
@@ -175,6 +238,7 @@ void larson() {
   const int kSlots = 1000, kGens = 4;
   std::vector<std::vector<Slot>> arrays(T, std::vector<Slot>(kSlots));
   Tally main_tally;
+  LineCensus census;
   Rng r0(g_opt.seed);
   for (int t = 0; t < T; ++t)
     for (auto& s : arrays[t]) {
@@ -200,9 +264,11 @@ void larson() {
         }
         tl.ops += 64;
       }
+      if (g == kGens - 1) census.add(i, slots);
       tl.flush();
     });
   }
+  census.report();
   for (auto& a : arrays)
     for (auto& s : a) {
       check(s.p, s.n, s.tag, main_tally.verified);
@@ -363,69 +429,6 @@ void cache_probe(bool scratch) {
     tl.flush();
   });
 }
-
-// ---------------------------------------------------------------------------
-// --line-census: which cache lines the live blocks of more than one thread
-// share when the run stops. Entries (line << 16 | thread) go to a buffer
-// mapped here, not allocated, reserved whole (untouched pages cost nothing)
-// and claimed by a fetch-add; sorted after the threads are joined.
-// ---------------------------------------------------------------------------
-class LineCensus {
- public:
-  static constexpr size_t kMaxEntries = size_t{1} << 27;  // 1 GiB of address space
-
-  // Thread i's live blocks (first and last written lines of each).
-  template <class Slots>
-  void add(int i, const Slots& live) {
-    if (!g_opt.line_census || live.empty() || !map()) return;
-    const size_t at = used_.fetch_add(2 * live.size(), std::memory_order_relaxed);
-    if (at + 2 * live.size() > kMaxEntries) return;  // past the buffer: left out (reported)
-    size_t k = at;
-    for (const auto& s : live) {
-      const auto a = reinterpret_cast<uintptr_t>(s.p);
-      buf_[k++] = (a >> 6) << 16 | static_cast<uint64_t>(i);
-      buf_[k++] = ((a + s.n - 1) >> 6) << 16 | static_cast<uint64_t>(i);
-    }
-    blocks_.fetch_add(live.size(), std::memory_order_relaxed);
-  }
-
-  // After the threads joined: the result fields.
-  void report() {
-    if (!g_opt.line_census) return;
-    size_t n = std::min(used_.load(), kMaxEntries), lines = 0, shared = 0;
-    if (buf_ != nullptr) {
-      std::sort(buf_, buf_ + n);
-      n = static_cast<size_t>(std::unique(buf_, buf_ + n) -
-                              buf_);  // a line written twice by one thread
-      for (size_t k = 0; k < n;) {
-        size_t e = k + 1;
-        while (e < n && buf_[e] >> 16 == buf_[k] >> 16) ++e;
-        ++lines;
-        shared += e - k > 1;
-        k = e;
-      }
-    }
-    char b[160];
-    std::snprintf(b, sizeof b,
-                  ",\"census_blocks\":%zu,\"census_lines\":%zu,\"census_shared_lines\":%zu%s",
-                  blocks_.load(), lines, shared,
-                  used_.load() > kMaxEntries ? ",\"census_truncated\":true" : "");
-    g_extra_json += b;
-  }
-
- private:
-  bool map() {
-    std::call_once(once_, [this] {
-      void* m = mmap(nullptr, kMaxEntries * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (m != MAP_FAILED) buf_ = static_cast<uint64_t*>(m);
-    });
-    return buf_ != nullptr;
-  }
-  std::once_flag once_;
-  uint64_t* buf_ = nullptr;
-  std::atomic<size_t> used_{0}, blocks_{0};
-};
 
 // ---------------------------------------------------------------------------
 // mstress: many live objects, allocated in bursts. Each thread keeps up to
