@@ -58,6 +58,8 @@ bool tick(uint64_t now) {
   bool pending = false;
   // Threads' stashes first: what they give up decays in the depot from the next pass.
   if (cache::decay_stashes()) pending = true;
+  // Caches of threads gone without their exit destructor: objects to the depot.
+  if (cache::reap_exited()) pending = true;
   depot::decay(&pending);
   uint64_t aged = now > heap::dirty_decay_ns() ? now - heap::dirty_decay_ns() : 0;
   slab::decay(now > kTickNs ? now - kTickNs : 0, aged, &pending);

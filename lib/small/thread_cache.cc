@@ -45,6 +45,9 @@ TaggedStack g_cache_pool;               // caches of exited threads, for reuse
 constexpr size_t kRunningSlots = 4096;
 std::atomic<uint64_t> g_running[kRunningSlots];
 std::atomic<uint64_t> g_tags_ended{0};  // tags whose thread has exited so far
+// Caches given to a thread so far (current): a new one asks for a sweep of the
+// registry for caches whose thread is gone (reap_exited).
+constinit std::atomic<uint64_t> g_caches_made{0};
 // Beside g_running: the cache of the slot's tag (send_to_owner), set before
 // the tag is published there; a stale pointer (the slot's tag changed between
 // the two reads) only sends a magazine to another live or pooled cache.
@@ -153,6 +156,21 @@ void init_once() {
   g_free_key.compare_exchange_strong(expected, platform::random_u64(), std::memory_order_relaxed);
 }
 
+// The calling thread takes tc's `alive` mutex (ThreadCache::alive): robust,
+// so that the kernel marks it when the thread ends, whether or not its exit
+// destructor runs. Made robust once, when the cache is made (a recycled cache
+// comes back unlocked); a cache whose mutex cannot be is never reaped.
+void hold_alive(ThreadCache* tc) {
+  if (!tc->alive_ready) {
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a) != 0) return;
+    tc->alive_ready = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0 &&
+                      pthread_mutex_init(&tc->alive, &a) == 0;
+    pthread_mutexattr_destroy(&a);
+  }
+  tc->alive_held = tc->alive_ready && pthread_mutex_lock(&tc->alive) == 0;
+}
+
 // The calling thread's real cache, created on first use. nullptr when out of
 // memory, and after the thread's exit destructor ran (no cache ever again).
 ThreadCache* current() {
@@ -184,6 +202,7 @@ ThreadCache* current() {
   for (uint8_t& u : tc->stash_used) u = 0;
   tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   tc->adopt_quiet = ~uint64_t{0};
+  hold_alive(tc);
   bool multithreaded;
   {
     LockGuard g(g_registry_lock);
@@ -198,6 +217,10 @@ ThreadCache* current() {
   // this cache rather than create another one (and recurse).
   t_cache = tc;
   if (g_key_ok) pthread_setspecific(g_exit_key, tc);
+  // A sweep for caches whose thread is gone is due (reap_exited); a parked
+  // decay thread wakes for it. relaxed: a count, read by decay passes.
+  g_caches_made.fetch_add(1, std::memory_order_relaxed);
+  decay_event::note();
   // With no lock held and this cache in place: pthread_create allocates.
   if (multithreaded) decay::on_multithreaded();
   return tc;
@@ -426,8 +449,11 @@ inline void honour_flush_request(ThreadCache* tc) {
   }
 }
 
-void on_thread_exit(void* arg) {
-  auto* tc = static_cast<ThreadCache*>(arg);
+// tc's thread holds nothing any more: its objects go back, the cache leaves
+// the registry for the pool. Run by the thread itself in its exit destructor
+// (`own`: it also stops using the cache), or by a decay pass for a thread that
+// is gone without one (reap_exited).
+void give_back(ThreadCache* tc, bool own) {
   // Exited threads hold nothing. Before it leaves the registry: a fork()
   // meanwhile either finds it there, and the child disowns its kept slabs
   // (reset_after_fork_child), or finds nothing kept for it (it makes no
@@ -442,10 +468,14 @@ void on_thread_exit(void* arg) {
       g_registry = tc->reg_next;
     if (tc->reg_next != nullptr) tc->reg_next->reg_prev = tc->reg_prev;
   }
+  // Out of the registry, no pass looks at it: the next thread locks it again.
+  // A reaped cache's mutex was made consistent and unlocked by the pass.
+  if (own && tc->alive_held) pthread_mutex_unlock(&tc->alive);
+  tc->alive_held = false;
   // Whatever this thread allocates or frees from now on (another key's
   // destructor, glibc's per-thread cleanup) goes to the slabs directly: a
   // cache made now might never be flushed.
-  t_cache = &g_exited_cache;
+  if (own) t_cache = &g_exited_cache;
   tag_ended(tc->owner_tag);
   // Again, now that senders see the tag gone: what one sent between the
   // drain in retire_all and tag_ended. seq_cst, unconditional: see
@@ -455,6 +485,8 @@ void on_thread_exit(void* arg) {
       retire(c, m, node_now());
   g_cache_pool.push(&tc->recycle);
 }
+
+void on_thread_exit(void* arg) { give_back(static_cast<ThreadCache*>(arg), true); }
 
 // Large classes (above kMaxSmallSize, up to 1 MiB) keep their blocks in
 // magazines like every class, so a thread could hold three magazines of each
@@ -981,6 +1013,48 @@ bool decay_stashes() {
   return held;
 }
 
+namespace {
+// g_caches_made when the last sweep began (reap_exited; decay passes only,
+// one at a time: decay's pass lock).
+uint64_t g_reap_swept = 0;
+
+// Whether tc's thread ended without its exit destructor: the kernel marked
+// its `alive` mutex (EOWNERDEAD), which this call then makes usable again for
+// the cache's next thread. A live owner's mutex is busy: a failed CAS in user
+// space, no system call.
+bool owner_gone(ThreadCache* tc) {
+  if (!tc->alive_held) return false;
+  int r = pthread_mutex_trylock(&tc->alive);
+  if (r == 0) pthread_mutex_unlock(&tc->alive);  // not held: cannot happen; never reaped
+  if (r != EOWNERDEAD) return false;
+  pthread_mutex_consistent(&tc->alive);
+  pthread_mutex_unlock(&tc->alive);
+  return true;
+}
+}  // namespace
+
+bool reap_exited() {
+  // relaxed: see g_caches_made.
+  const uint64_t made = g_caches_made.load(std::memory_order_relaxed);
+  if (made == g_reap_swept) return false;  // every cache was looked at since it was made
+  g_reap_swept = made;
+  for (;;) {
+    ThreadCache* gone = nullptr;
+    {
+      LockGuard g(g_registry_lock);
+      for (ThreadCache* tc = g_registry; tc != nullptr && gone == nullptr; tc = tc->reg_next)
+        if (owner_gone(tc)) gone = tc;
+    }
+    if (gone == nullptr) break;
+    // Its thread runs no code any more, and its exit destructor never will:
+    // nothing but this pass reads or writes the cache (a fork() waits for the
+    // pass; take_previous_all and stats use the exchanges and relaxed reads
+    // they use on a live thread's cache).
+    give_back(gone, false);
+  }
+  return g_caches_made.load(std::memory_order_relaxed) != g_reap_swept;
+}
+
 void lock_for_fork() { g_registry_lock.lock(); }
 void unlock_after_fork_parent() { g_registry_lock.unlock(); }
 
@@ -1001,6 +1075,10 @@ void reset_after_fork_child() {
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {
+    // The parent's thread holds its `alive` mutex; this one is a new thread
+    // (another id, an empty robust list): it takes a fresh one.
+    self->alive_ready = false;
+    hold_alive(self);
     self->reg_prev = self->reg_next = nullptr;
     g_registry = self;
   }

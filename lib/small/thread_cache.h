@@ -6,6 +6,8 @@
 // magazine, so its first call misses into the slow path, which sets it up.
 #pragma once
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -64,6 +66,10 @@ struct alignas(kCacheLine) ThreadCache {
   // The flush request (cache::request_flush_all) this thread last honoured.
   // Owner only.
   uint64_t flush_epoch = 0;
+  // true while the thread the cache was given to holds `alive` (below).
+  // Written by that thread before the cache enters the registry and after it
+  // leaves; read under g_registry_lock.
+  bool alive_held = false;
   // Large classes whose slots may hold a real magazine: bit c - kNumSmallClasses.
   // Set by every large-class slow path that installs one, cleared only when all
   // three slots hold the empty sentinel (cache::bound_large_classes), so the
@@ -110,6 +116,14 @@ struct alignas(kCacheLine) ThreadCache {
   // stash to the depot (thread_cache.cc, decay_stashes). Relaxed atomic_ref
   // accesses, by the owner and the decay pass.
   uint8_t stash_used[kNumSmallClasses] = {};
+  // A robust mutex its thread locks when it is given the cache and unlocks in
+  // its exit destructor. Should the thread end without that destructor (its
+  // first allocation came in the last round of pthread key destructors, after
+  // which glibc runs none), the kernel marks the mutex's owner dead, and a
+  // decay pass that finds it so retires the cache (cache::reap_exited). On a
+  // line of its own: only those passes touch it while its thread runs.
+  alignas(kCacheLine) pthread_mutex_t alive = PTHREAD_MUTEX_INITIALIZER;
+  bool alive_ready = false;  // `alive` is initialised as a robust mutex
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0, 0, 0, 0, 0};
@@ -221,6 +235,13 @@ size_t take_previous_all();
 // A decay pass: every running thread's stash of a class its owner has not
 // used since the previous call goes to the depot. true: stashes in use remain.
 bool decay_stashes();
+// A decay pass: caches whose thread is gone without running its exit
+// destructor (its first allocation came in the last round of pthread key
+// destructors, after which glibc runs none) are retired as that destructor
+// would have: objects to the depot, the cache out of the registry and back to
+// the pool. One sweep of the registry after each new cache (a trylock per
+// cache, no system call). true: a new cache is waiting for its sweep.
+bool reap_exited();
 
 // fork(): the registry lock is held across fork(); in the child only the
 // forking thread exists, so the other threads' caches leave the registry
