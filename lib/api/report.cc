@@ -106,6 +106,17 @@ class Out {
 // coreutils (sort, ls, …) close stderr in an atexit handler, before library
 // destructors run. A stats_file is opened at exit.
 int g_report_fd = -1;
+// The file it was a duplicate of: a program that closes every fd above 2 (a
+// daemon) may open one of its own files at the same number before it exits.
+platform::FileId g_report_file;
+
+// Where the exit report goes: the duplicate while it is still the stderr it
+// was made of, else fd 2 as it is now.
+int report_fd() {
+  if (g_report_fd < 0) return 2;
+  const platform::FileId now = platform::file_id(g_report_fd);
+  return now == g_report_file && now != platform::FileId{} ? g_report_fd : 2;
+}
 
 void version_string(LineBuf& l) {
   l.num(MAGSLAB_VERSION_MAJOR)
@@ -287,20 +298,21 @@ void load_options() {
   // show_stats=1/text/json, or a stats_file alone (text): a report at exit.
   // Check mode's leak report (api/check.h) goes there too.
   if ((opt::get(opt::kShowStats) != 0 && opt::get(opt::kStatsFile) == 0) ||
-      (kCheckMode && opt::get(opt::kLeakReport) != 0))
+      (kCheckMode && opt::get(opt::kLeakReport) != 0)) {
     g_report_fd = platform::dup_stderr();
+    if (g_report_fd >= 0) g_report_file = platform::file_id(g_report_fd);
+  }
   if (opt::get(opt::kVerbose) != 0) print_verbose();
 }
 
 namespace {
 
 [[gnu::destructor]] void on_unload() {
-  if constexpr (kCheckMode) check::report_leaks(g_report_fd >= 0 ? g_report_fd : 2);
+  if constexpr (kCheckMode) check::report_leaks(report_fd());
   uint64_t format = opt::get(opt::kShowStats);
   bool to_file = opt::get(opt::kStatsFile) != 0;
   if (format == 0 && !to_file) return;
-  int fd = to_file ? platform::open_for_writing(opt::path(opt::kStatsFile))
-                   : (g_report_fd >= 0 ? g_report_fd : 2);
+  int fd = to_file ? platform::open_for_writing(opt::path(opt::kStatsFile)) : report_fd();
   if (fd < 0) {
     LineBuf l;
     l.str("magslab: cannot open stats_file ").str(opt::path(opt::kStatsFile)).end();

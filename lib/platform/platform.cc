@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,6 +171,12 @@ bool start_thread(const char* name, void* (*fn)(void*), void* arg) {
 void write_stderr(const char* s, size_t n) { write_fd(STDERR_FILENO, s, n); }
 
 int dup_stderr() { return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 100); }
+
+FileId file_id(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return {};
+  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
 
 int write_fd(int fd, const char* s, size_t n) {
   while (n > 0) {

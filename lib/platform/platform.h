@@ -76,6 +76,12 @@ void close_fd(int fd);
 // A close-on-exec duplicate of stderr (>= 100, clear of the fds programs use),
 // or -1: for a report written at exit, after the program may have closed fd 2.
 int dup_stderr();
+// Which open file fd refers to (its device and inode); {0, 0} when fd is not open.
+struct FileId {
+  uint64_t dev = 0, ino = 0;
+  bool operator==(const FileId&) const = default;
+};
+FileId file_id(int fd);
 
 // One line "magslab: <what> 0x<addr><detail>\n" on stderr, then abort().
 // Never allocates: the heap may be the thing that is broken.
