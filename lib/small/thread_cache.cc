@@ -1038,19 +1038,22 @@ bool reap_exited() {
   const uint64_t made = g_caches_made.load(std::memory_order_relaxed);
   if (made == g_reap_swept) return false;  // every cache was looked at since it was made
   g_reap_swept = made;
-  for (;;) {
-    ThreadCache* gone = nullptr;
+  // Gone caches are given back outside the registry lock (give_back takes
+  // it), a batch at a time; a walk that fills the batch is followed by another.
+  constexpr unsigned kBatch = 32;
+  for (unsigned n = kBatch; n == kBatch;) {
+    ThreadCache* gone[kBatch];
+    n = 0;
     {
       LockGuard g(g_registry_lock);
-      for (ThreadCache* tc = g_registry; tc != nullptr && gone == nullptr; tc = tc->reg_next)
-        if (owner_gone(tc)) gone = tc;
+      for (ThreadCache* tc = g_registry; tc != nullptr && n < kBatch; tc = tc->reg_next)
+        if (owner_gone(tc)) gone[n++] = tc;
     }
-    if (gone == nullptr) break;
-    // Its thread runs no code any more, and its exit destructor never will:
-    // nothing but this pass reads or writes the cache (a fork() waits for the
-    // pass; take_previous_all and stats use the exchanges and relaxed reads
-    // they use on a live thread's cache).
-    give_back(gone, false);
+    // Their threads run no code any more, and their exit destructors never
+    // will: nothing but this pass reads or writes those caches (a fork()
+    // waits for the pass; take_previous_all and stats use the exchanges and
+    // relaxed reads they use on a live thread's cache).
+    for (unsigned k = 0; k < n; ++k) give_back(gone[k], false);
   }
   return g_caches_made.load(std::memory_order_relaxed) != g_reap_swept;
 }
