@@ -7,6 +7,7 @@
 // parent's addresses, so the expected line, address included, is built here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdint>
@@ -460,6 +461,94 @@ TEST(CacheCApi, ConstructorFailureReturnsNullAndDestructsTheSlab) {
   magslab_cache_free(c, p);
   magslab_cache_destroy(c);
   EXPECT_EQ(args.ctors, args.dtors);
+}
+
+// A constructor may use its own cache (magslab.h). Review finding (stop 31):
+// the refill whose populate ran the constructors filled the thread's loaded
+// magazine in place, so a nested acquire or release of the same cache in a
+// constructor filled or pushed into that magazine too, and the outer refill
+// then overwrote its slots and count: the nested refill's objects were lost
+// (254 live after everything was released; destroy reported them).
+struct Reentrant {
+  magslab_cache* cache = nullptr;
+  int ctors = 0, dtors = 0, nested = 0;
+};
+int reentrant_ctor(void* obj, void* arg) {
+  auto* r = static_cast<Reentrant*>(arg);
+  ++r->ctors;
+  std::memset(obj, 0x5a, 64);
+  if (r->nested++ < 2) {  // the first constructors borrow an object of this cache
+    void* other = magslab_cache_alloc(r->cache);
+    if (other == nullptr) return 1;
+    magslab_cache_free(r->cache, other);
+  }
+  return 0;
+}
+void reentrant_dtor(void*, void* arg) { ++static_cast<Reentrant*>(arg)->dtors; }
+
+TEST(CacheCApi, AConstructorThatUsesItsOwnCacheLosesNoObject) {
+  Reentrant r;
+  r.cache = magslab_cache_create("reentrant", 64, 16, reentrant_ctor, reentrant_dtor, &r);
+  ASSERT_NE(r.cache, nullptr);
+  std::vector<void*> held;
+  for (int i = 0; i < 600; ++i) {
+    void* p = magslab_cache_alloc(r.cache);
+    ASSERT_NE(p, nullptr);
+    held.push_back(p);
+  }
+  std::sort(held.begin(), held.end());
+  EXPECT_EQ(std::adjacent_find(held.begin(), held.end()), held.end())
+      << "an object handed out twice";
+  for (void* p : held) magslab_cache_free(r.cache, p);
+  struct magslab_cache_stats st;
+  magslab_cache_stats(r.cache, &st);
+  EXPECT_EQ(st.live, 0u);
+  EXPECT_EQ(st.cached, st.slabs * st.objects_per_slab);
+  EXPECT_EQ(magslab_cache_destroy(r.cache), 0u) << "objects reported live";
+  EXPECT_EQ(r.ctors, r.dtors);
+}
+
+// The same with a constructor that uses another cache, new to the thread: the
+// thread's table of slots grows (a new one, the old freed) under the refill.
+struct Grower {
+  magslab_cache* other = nullptr;
+  int ctors = 0, dtors = 0;
+};
+int grower_ctor(void*, void* arg) {
+  auto* g = static_cast<Grower*>(arg);
+  ++g->ctors;
+  void* o = magslab_cache_alloc(g->other);
+  if (o == nullptr) return 1;
+  magslab_cache_free(g->other, o);
+  return 0;
+}
+void grower_dtor(void*, void* arg) { ++static_cast<Grower*>(arg)->dtors; }
+
+TEST(CacheCApi, AConstructorThatUsesACacheNewToTheThreadLosesNoObject) {
+  Grower g;
+  magslab_cache* a = magslab_cache_create("grower", 64, 16, grower_ctor, grower_dtor, &g);
+  ASSERT_NE(a, nullptr);
+  std::vector<magslab_cache*> fillers;  // ids between a's and the other's
+  for (int i = 0; i < 64; ++i)
+    fillers.push_back(magslab_cache_create("filler", 32, 16, nullptr, nullptr, nullptr));
+  g.other = magslab_cache_create("other", 32, 16, nullptr, nullptr, nullptr);
+  ASSERT_NE(g.other, nullptr);
+  std::thread([&] {  // a thread whose table knows neither cache yet
+    std::vector<void*> held;
+    for (int i = 0; i < 300; ++i) held.push_back(magslab_cache_alloc(a));
+    for (void* p : held) {
+      EXPECT_NE(p, nullptr);
+      magslab_cache_free(a, p);
+    }
+  })
+      .join();
+  struct magslab_cache_stats st;
+  magslab_cache_stats(a, &st);
+  EXPECT_EQ(st.live, 0u);
+  EXPECT_EQ(magslab_cache_destroy(a), 0u);
+  EXPECT_EQ(g.ctors, g.dtors);
+  for (magslab_cache* f : fillers) magslab_cache_destroy(f);
+  magslab_cache_destroy(g.other);
 }
 
 // Destroying a cache with objects out reports them in one line, returns their

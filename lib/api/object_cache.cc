@@ -599,17 +599,33 @@ MAGSLAB_NOINLINE void* alloc_slow(magslab_cache* c) {
     set_loaded(s, full);
     return take(full, full->count);
   }
-  // 3. Fill the loaded magazine from the slabs.
+  // 3. Fill an empty magazine from the slabs, out of the slot while it fills:
+  //    the refill may populate a slab, whose constructors may acquire and
+  //    release objects of this very cache on this thread (allowed), and those
+  //    nested calls must find their own magazines, not this one half filled.
   Magazine* m = s.loaded;
-  if (!is_real(m)) {
-    m = get_empty(c->bucket);
-    if (m == nullptr) return alloc_uncached(c);
-    set_loaded(s, m);
-  }
+  if (is_real(m))
+    set_loaded(s, &g_empty_magazine);  // empty (else step 1 or the fast path had served)
+  else if ((m = get_empty(c->bucket)) == nullptr)
+    return alloc_uncached(c);
   uint32_t n = refill(c, m->objs, m->cap);
-  if (n == 0) return nullptr;
+  if (n == 0) {
+    put_empty(m);
+    return nullptr;
+  }
   set_mag_count(m, n);
-  return take(m, n);
+  void* p = take(m, n);
+  // The slot again: a constructor that used a cache new to this thread moved
+  // its table (my_slot). Install m unless a nested call loaded a magazine
+  // meanwhile: then m goes to the depot (or the slabs) as a full previous would.
+  Slot* now = my_slot(c);
+  if (now != nullptr && !is_real(now->loaded))
+    set_loaded(*now, m);
+  else if (m->count == 0)
+    put_empty(m);
+  else
+    retire(c, m);
+  return p;
 }
 
 MAGSLAB_NOINLINE void free_slow(magslab_cache* c, void* p) {
