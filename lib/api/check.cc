@@ -261,7 +261,8 @@ bool bytes_are(const void* p, size_t len) {
 // the cache's next thread goes on where it stopped. Threads without a cache
 // of their own (before their first allocation, after their exit destructor)
 // share one ring. Every ring holds quarantine / kRingShare bytes (at most
-// kRing objects): the eldest go back once it holds more.
+// kRing objects): the eldest go back once it holds more, but never the block
+// just freed (which may be larger than the share on its own).
 //
 // A ring is its thread's but not only its: drain() (magslab_trim, an
 // allocation short of memory) and fork() reach every ring through g_rings.
@@ -424,7 +425,12 @@ void quarantine_small(const SmallEntry& e) {
   r->lock();
   if (r->q.full()) out[nout++] = r->pop();
   r->push(e);
-  while (r->bytes > budget && nout < kBatch && r->q.count != 0) out[nout++] = r->pop();
+  // Never the block just pushed (count > 1), unless the quarantine is off: one
+  // larger than the budget (a slab class up to 1 MiB against 512 KiB by
+  // default) would be checked and handed back at once, before the program
+  // could write to it; it waits, past the budget, until this thread's next free.
+  while (r->bytes > budget && nout < kBatch && (r->q.count > 1 || budget == 0))
+    out[nout++] = r->pop();
   r->unlock();
   for (size_t i = 0; i < nout; ++i) release_small(out[i]);
 }
