@@ -128,6 +128,30 @@ void test_operator_forms() {
   std::printf("operator forms x sizes x alignments: %d of %d ok\n", ok, total);
   CHECK(ok == total);
 
+  // An explicit alignment of 16 (the default new alignment) for fewer than 16
+  // bytes: every block 16-aligned (review, stop 31: magslab served them from
+  // its 8-byte class, half of them 8-aligned), many alive at once.
+  int al16 = 0, al16_total = 0;
+  for (std::size_t n : {std::size_t{1}, std::size_t{8}}) {
+    void* held[3][64];
+    const auto al = static_cast<std::align_val_t>(opaque<std::size_t>(16));
+    for (int i = 0; i < 64; ++i) {
+      held[0][i] = ::operator new(opaque(n), al);
+      held[1][i] = ::operator new[](opaque(n), al);
+      held[2][i] = ::operator new(opaque(n), al, std::nothrow);
+    }
+    for (auto& form : held)
+      for (void* q : form) al16 += q != nullptr && aligned_to(q, 16), ++al16_total;
+    for (int i = 0; i < 64; ++i) {
+      ::operator delete(held[0][i], n, al);
+      ::operator delete[](held[1][i], al);
+      ::operator delete(held[2][i], al, std::nothrow);
+    }
+  }
+  std::printf("align_val_t(16) for 1 and 8 bytes, 64 alive per form: %d of %d aligned\n", al16,
+              al16_total);
+  CHECK(al16 == al16_total);
+
   void* a = ::operator new(opaque<std::size_t>(0));
   void* b = ::operator new(opaque<std::size_t>(0));
   std::printf("operator new(0) twice: %s\n", a && b && a != b ? "unique non-null" : "BAD");
