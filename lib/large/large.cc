@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <new>
 
@@ -718,7 +719,11 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
     LockGuard g(g_huge_lock);
     if (!pagemap::prepare(a, a + want)) return nullptr;
   }
+  const int saved_errno = errno;
   if (platform::remap(p, old, want, nullptr) == nullptr) {
+    // Not in place (something is mapped after it): the move below decides.
+    // The failed attempt's ENOMEM must not outlive a realloc that succeeds.
+    errno = saved_errno;
     void* target = platform::map_aligned(want, kChunkSize);
     if (target == nullptr) return nullptr;
     b = reinterpret_cast<uintptr_t>(target);
