@@ -798,6 +798,10 @@ void report_leaks(int fd) {
 }
 
 void lock_for_fork() {
+  // A leaf, held across the zero-size range's two mmaps: a child forked
+  // meanwhile would have it held by a thread it does not have, and its first
+  // malloc(0) would block for ever.
+  g_zero_lock.lock();
   g_rings_lock.lock();  // no ring appears until every one is unlocked
   // relaxed: under g_rings_lock, which new_ring() publishes under.
   for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next)
@@ -812,6 +816,7 @@ void unlock_after_fork() {
   for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next)
     r->unlock();
   g_rings_lock.unlock();
+  g_zero_lock.unlock();
 }
 
 }  // namespace magslab::check
