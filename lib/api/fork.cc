@@ -4,12 +4,11 @@
 // never the reverse), the decay pass (a slow path may run one), then the
 // heap's: registry, slab classes (node pool by node pool, each by index),
 // page heap, huge blocks (large/), the depot's hollow magazines, metadata
-// arena; the same order the slow paths nest them in (the page heap's and the
-// huge blocks' are never held together) — so the child never inherits a lock
-// held by a thread that does not exist there.
-// Lock-free parts need nothing: the depot stacks are consistent at every
-// instant (one CAS per operation); a magazine another thread held at the fork
-// is simply not reachable in the child.
+// arena, and last the leaf locks (check mode's, the pools' big blocks); the same order the slow
+// paths nest them in (the page heap's and the huge blocks' are never held together) — so the child
+// never inherits a lock held by a thread that does not exist there. Lock-free parts need nothing:
+// the depot stacks are consistent at every instant (one CAS per operation); a magazine another
+// thread held at the fork is simply not reachable in the child.
 #include <pthread.h>
 
 #include "api/check.h"
@@ -36,9 +35,11 @@ void prepare() {
   depot::lock_for_fork();
   meta::lock_for_fork();
   if constexpr (kCheckMode) check::lock_for_fork();  // leaf locks: last
+  objcache::lock_pools_for_fork();
 }
 
 void parent() {
+  objcache::unlock_pools_after_fork();
   if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
   depot::unlock_after_fork();
@@ -52,6 +53,7 @@ void parent() {
 
 void child() {
   // The forking thread is the child's only thread, and it holds every lock.
+  objcache::unlock_pools_after_fork();
   if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
   depot::unlock_after_fork();

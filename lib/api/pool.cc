@@ -4,7 +4,8 @@
 // for it, created on first use: per-thread magazines, a lock-free depot, and
 // slabs the pool owns, so destroying the pool frees all of it at once (as
 // std::pmr pool resources release everything). Larger requests are heap
-// blocks behind a header that links them into the pool's list (under its lock).
+// blocks behind a header that links them into the pool's list (under a lock
+// all pools share, which the fork handlers take).
 #include <errno.h>
 
 #include <atomic>
@@ -53,11 +54,17 @@ size_t big_align(size_t align) { return align < kCacheLine ? kCacheLine : align;
 struct magslab_pool {
   // acquire/release: a cache is published with its fields set (create_cache).
   std::atomic<magslab_cache*> caches[kPoolClasses] = {};
-  Lock lock;
-  BigHeader* big = nullptr;  // under lock
+  BigHeader* big = nullptr;  // under g_big_lock
 };
 
 namespace {
+
+// Every pool's list of big blocks. One lock for all of them, so that the
+// fork handlers can take it (api/fork.cc; a pool's own lock, which they did
+// not know of, left a child forked while another thread held it unable to
+// allocate a big block from that pool). A leaf: nothing else is taken, no
+// allocation is made, while it is held; big blocks are rare (above 4 KiB).
+Lock g_big_lock;
 
 // The class of a request, or kPoolClasses for a big one.
 unsigned pool_class(size_t size, size_t align) {
@@ -111,7 +118,7 @@ void* alloc_big(magslab_pool* pool, size_t size, size_t align) {
   auto* h = static_cast<BigHeader*>(magslab_aligned_alloc(hdr, hdr + size));
   if (h == nullptr) return nullptr;
   h->magic = kBigMagic ^ reinterpret_cast<uintptr_t>(h);
-  LockGuard g(pool->lock);
+  LockGuard g(g_big_lock);
   h->prev = nullptr;
   h->next = pool->big;
   if (pool->big != nullptr) pool->big->prev = h;
@@ -126,7 +133,7 @@ void free_big(magslab_pool* pool, void* p, size_t size, size_t align) {
   if (a < hdr || pagemap::lookup(a - hdr).empty()) bad_free(p, size, align);
   auto* h = reinterpret_cast<BigHeader*>(a - hdr);
   {
-    LockGuard g(pool->lock);
+    LockGuard g(g_big_lock);
     if (h->magic != (kBigMagic ^ reinterpret_cast<uintptr_t>(h))) bad_free(p, size, align);
     h->magic = 0;
     if (h->prev != nullptr)
@@ -139,6 +146,11 @@ void free_big(magslab_pool* pool, void* p, size_t size, size_t align) {
 }
 
 }  // namespace
+
+namespace magslab::objcache {
+void lock_pools_for_fork() { g_big_lock.lock(); }
+void unlock_pools_after_fork() { g_big_lock.unlock(); }
+}  // namespace magslab::objcache
 
 extern "C" {
 
