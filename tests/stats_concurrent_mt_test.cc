@@ -40,9 +40,14 @@ TEST(StatsConcurrent, StatsTrimUsableSizeDuringChurn) {
   // Blocks handed from one worker to the next, so that frees are cross-thread too.
   std::atomic<void*> handoff[kWorkers] = {};
 
+  // The workers start once the stats observer has taken its first sample: on a
+  // loaded 2-core machine they could otherwise all be done before it ran at
+  // all (samples == 0: seen once under AddressSanitizer in CI, stop 31).
+  std::atomic<bool> observing{false};
   std::vector<std::thread> workers;
   for (int w = 0; w < kWorkers; ++w) {
     workers.emplace_back([&, w] {
+      while (!observing.load()) std::this_thread::yield();
       mstest::Rng rng(static_cast<uint64_t>(w + 1));
       std::vector<void*> mine;
       mine.reserve(256);
@@ -77,14 +82,15 @@ TEST(StatsConcurrent, StatsTrimUsableSizeDuringChurn) {
   std::atomic<long> samples{0};
   observers.emplace_back([&] {
     struct magslab_stats st;
-    while (running.load() > 0) {
+    do {
       magslab_stats(&st);
       if (st.live_bytes > st.mapped_bytes + (size_t{1} << 30)) bad.fetch_add(1);
       size_t per_class = 0;
       for (size_t c = 0; c < st.class_count; ++c) per_class += st.classes[c].live_objects;
       if (per_class > st.live_objects) bad.fetch_add(1);
       samples.fetch_add(1);
-    }
+      observing.store(true);
+    } while (running.load() > 0);
   });
   observers.emplace_back([&] {
     while (running.load() > 0) magslab_trim();
