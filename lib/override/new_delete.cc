@@ -8,9 +8,10 @@
 // the runtime can do — read the new_handler, throw std::bad_alloc, catch what
 // a handler throws in a nothrow new — is looked up in it with dlsym, once at
 // load (the program's libstdc++ is mapped before any constructor runs) and
-// again on an out-of-memory path if it was loaded later (dlopen). Without a
-// runtime there is no handler; a throwing new that cannot throw aborts with
-// one line.
+// again on an out-of-memory path if it was loaded later (dlopen), in the
+// global scope or, failing that, in a runtime loaded only in a plugin's local
+// scope (loaded_runtime). Without a runtime there is no handler; a throwing
+// new that cannot throw aborts with one line.
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -35,11 +36,25 @@ std::atomic<Thrower> g_throw_bad_alloc{nullptr};
 std::atomic<NothrowNew> g_runtime_nothrow_new{nullptr};
 std::atomic<NothrowAlignedNew> g_runtime_nothrow_aligned_new{nullptr};
 
+// A C++ runtime that is loaded but not in the global scope — a C program
+// that dlopen()ed a C++ plugin with RTLD_LOCAL, as Python loads extensions —
+// is found by its soname (RTLD_NOLOAD: only if it is already mapped; the
+// reference it takes is kept, the runtime being one this process uses).
+// Without this, such a plugin's new_handler was never called and a throwing
+// new aborted instead of throwing std::bad_alloc (review, stop 31).
+void* loaded_runtime() {
+  for (const char* so : {"libstdc++.so.6", "libc++abi.so.1", "libc++.so.1"})
+    if (void* h = dlopen(so, RTLD_LAZY | RTLD_NOLOAD)) return h;
+  return nullptr;
+}
+
 template <class F>
 F lookup(std::atomic<F>& slot, void* handle, const char* name) {
   F f = slot.load(std::memory_order_relaxed);
   if (f == nullptr) {
     f = reinterpret_cast<F>(dlsym(handle, name));
+    if (f == nullptr)
+      if (void* rt = loaded_runtime()) f = reinterpret_cast<F>(dlsym(rt, name));
     slot.store(f, std::memory_order_relaxed);
   }
   return f;
