@@ -85,9 +85,18 @@ std::new_handler current_handler() {
   return get != nullptr ? get() : nullptr;  // no C++ runtime: nobody can have set one
 }
 
+// Whether a request takes malloc's path: the default alignment or less, but
+// not an explicit std::align_val_t of 16 for fewer bytes, whose malloc class
+// (8 B) is only 8-aligned — that one takes the aligned path, which serves it
+// from the 16-byte class and still records the size asked for (check mode's
+// sized delete compares it). Plain new passes align 1.
+inline bool plain_path(std::size_t n, std::size_t align) {
+  return align < __STDCPP_DEFAULT_NEW_ALIGNMENT__ ||
+         (align == __STDCPP_DEFAULT_NEW_ALIGNMENT__ && n >= align);
+}
+
 void* alloc(std::size_t n, std::size_t align) {
-  return align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__ ? magslab_malloc(n)
-                                                   : magslab_aligned_alloc(align, n);
+  return plain_path(n, align) ? magslab_malloc(n) : magslab_aligned_alloc(align, n);
 }
 
 [[noreturn]] void throw_bad_alloc() {
@@ -110,20 +119,10 @@ void* handler_loop(std::size_t n, std::size_t align) {
 
 void* handler_loop_default(std::size_t n) { return handler_loop(n, 1); }
 
-// An explicit std::align_val_t of the default alignment (16) for fewer bytes:
-// the request is rounded up to 16, whose class (like every class above 8 B) is
-// 16-aligned — the 8-byte class is not. Plain new passes align 1: it may get
-// an 8-aligned block for 8 bytes or fewer, as the standard allows.
-inline std::size_t aligned_request(std::size_t n, std::size_t align) {
-  return align == __STDCPP_DEFAULT_NEW_ALIGNMENT__ && n < align ? align : n;
-}
-
 // The default alignment, the common case, is a jump to the allocation itself,
 // which calls handler_loop_default only if it fails.
 inline void* new_or_throw(std::size_t n, std::size_t align) {
-  n = aligned_request(n, align);
-  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__)
-    return magslab::api::malloc_or(n, handler_loop_default);
+  if (plain_path(n, align)) return magslab::api::malloc_or(n, handler_loop_default);
   if (void* p = alloc(n, align)) return p;
   return handler_loop(n, align);
 }
@@ -132,12 +131,11 @@ inline void* new_or_throw(std::size_t n, std::size_t align) {
 constexpr std::nothrow_t kNothrow{};
 
 void* new_nothrow(std::size_t n, std::size_t align) noexcept {
-  n = aligned_request(n, align);
   if (void* p = alloc(n, align)) return p;
   if (current_handler() == nullptr) return nullptr;
   // A handler may throw: let the runtime's nothrow new (which catches) run the
   // loop through our throwing new.
-  if (align <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+  if (plain_path(n, align)) {
     if (NothrowNew f = runtime_nothrow_new()) return f(n, kNothrow);
   } else if (NothrowAlignedNew f = runtime_nothrow_aligned_new()) {
     return f(n, std::align_val_t{align}, kNothrow);
