@@ -2,6 +2,7 @@
 // the magslab API, with glibc's semantics. Built only into
 // libmagslab-override.so (LD_PRELOAD it, or link magslab::override).
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,33 @@ MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
   mi.keepcost = st.cached_bytes;  // free bytes magslab_trim() could give back
   return mi;
 }
+
+// The older form (int fields; deprecated in glibc, still called): the same
+// figures, clamped to INT_MAX.
+MAGSLAB_EXPORT struct mallinfo mallinfo(void) {
+  struct mallinfo2 m2 = mallinfo2();
+  auto clamp = [](size_t v) { return v > INT_MAX ? INT_MAX : static_cast<int>(v); };
+  struct mallinfo mi;
+  memset(&mi, 0, sizeof mi);
+  mi.arena = clamp(m2.arena);
+  mi.ordblks = clamp(m2.ordblks);
+  mi.hblks = clamp(m2.hblks);
+  mi.uordblks = clamp(m2.uordblks);
+  mi.fordblks = clamp(m2.fordblks);
+  mi.keepcost = clamp(m2.keepcost);
+  return mi;
+}
+
+// glibc's own names for the malloc family (exported, undeclared), which some
+// programs and hook libraries call: without these, their blocks were glibc's
+// and free() of one aborted as an invalid free.
+MAGSLAB_EXPORT void* __libc_malloc(size_t n) { return magslab_malloc(n); }
+MAGSLAB_EXPORT void __libc_free(void* p) { magslab_free(p); }
+MAGSLAB_EXPORT void* __libc_calloc(size_t n, size_t m) { return magslab_calloc(n, m); }
+MAGSLAB_EXPORT void* __libc_realloc(void* p, size_t n) { return magslab_realloc(p, n); }
+MAGSLAB_EXPORT void* __libc_memalign(size_t align, size_t n) { return memalign(align, n); }
+MAGSLAB_EXPORT void* __libc_valloc(size_t n) { return valloc(n); }
+MAGSLAB_EXPORT void* __libc_pvalloc(size_t n) { return pvalloc(n); }
 
 // Accepted and ignored: magslab has no glibc-style knobs. Returns what glibc
 // 2.36 returns: 1, also for an unknown parameter (man mallopt, BUGS), and 0 for
