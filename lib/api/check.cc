@@ -124,7 +124,12 @@ constexpr size_t kZeroStride = 16;
 enum ZeroState : uint8_t { kZeroNever = 0, kZeroLive = 1, kZeroFreed = 2 };
 // acquire/release: a thread that finds the base set also finds g_zero_state.
 std::atomic<uintptr_t> g_zero_base{0};
-uint8_t* g_zero_state = nullptr;         // set before g_zero_base
+uint8_t* g_zero_state = nullptr;  // set before g_zero_base
+// The allocation site of each live zero-size block (leak report; 0: not
+// recorded), as the state word's site bits for a slab object. Written by the
+// allocating thread, read by the freeing one: relaxed, ordered by the
+// program's own hand-over of the pointer, as the state byte.
+uint16_t* g_zero_site = nullptr;         // set before g_zero_base
 std::atomic<uint64_t> g_zero_next{0};    // relaxed: only spreads the addresses
 std::atomic<bool> g_zero_failed{false};  // relaxed: a hint to stop retrying
 Lock g_zero_lock;                        // creating the range
@@ -136,30 +141,39 @@ bool zero_range_ready() {
   if (g_zero_base.load(std::memory_order_relaxed) != 0) return true;  // relaxed: under the lock
   void* range = platform::reserve_inaccessible(kZeroSlots * kZeroStride);
   void* states = platform::map_sparse(kZeroSlots);
-  if (range == nullptr || states == nullptr) {
+  void* sites = platform::map_sparse(kZeroSlots * sizeof(uint16_t));
+  if (range == nullptr || states == nullptr || sites == nullptr) {
     if (range != nullptr) platform::unmap(range, kZeroSlots * kZeroStride);
     if (states != nullptr) platform::unmap_sparse(states, kZeroSlots);
+    if (sites != nullptr) platform::unmap_sparse(sites, kZeroSlots * sizeof(uint16_t));
     g_zero_failed.store(true, std::memory_order_relaxed);  // relaxed: a hint
     return false;
   }
   g_zero_state = static_cast<uint8_t*>(states);
+  g_zero_site = static_cast<uint16_t*>(sites);
   g_zero_base.store(reinterpret_cast<uintptr_t>(range), std::memory_order_release);
   return true;
 }
 
 std::atomic_ref<uint8_t> zero_state(size_t i) { return std::atomic_ref<uint8_t>(g_zero_state[i]); }
+std::atomic_ref<uint16_t> zero_site(size_t i) { return std::atomic_ref<uint16_t>(g_zero_site[i]); }
 
-// A zero-size block, or nullptr (then malloc(0) gets an ordinary 8-byte block).
-void* alloc_zero() {
+// A zero-size block allocated from `site`, or nullptr (then malloc(0) gets an
+// ordinary 8-byte block).
+void* alloc_zero(const void* site) {
   if (!zero_range_ready()) return nullptr;
   for (int tries = 0; tries < 64; ++tries) {
     size_t i = g_zero_next.fetch_add(1, std::memory_order_relaxed) % kZeroSlots;  // relaxed
     uint8_t st = zero_state(i).load(std::memory_order_relaxed);  // relaxed: see below
     // relaxed: the state byte publishes no memory (the block has none).
     if (st != kZeroLive &&
-        zero_state(i).compare_exchange_strong(st, kZeroLive, std::memory_order_relaxed))
+        zero_state(i).compare_exchange_strong(st, kZeroLive, std::memory_order_relaxed)) {
+      // relaxed: see g_zero_site. Until stop 31 zero-size blocks kept no
+      // site, and the leak report never counted them.
+      zero_site(i).store(static_cast<uint16_t>(note_site(site, 0)), std::memory_order_relaxed);
       return reinterpret_cast<void*>(g_zero_base.load(std::memory_order_relaxed) +
                                      i * kZeroStride);  // relaxed: read above with acquire
+    }
   }
   return nullptr;
 }
@@ -476,6 +490,7 @@ Live live_block(const void* p, Misuse invalid) {
                        b.info((a - z) % kZeroStride == 0 ? "never handed out" : nullptr));
     }
     if (MAGSLAB_UNLIKELY(st == kZeroFreed)) freed_misuse(p, invalid, b.info());
+    b.site = zero_site(i).load(std::memory_order_relaxed);  // relaxed: see g_zero_site
     return b;
   }
   if (pagemap::PageInfo pg = pagemap::lookup_page(a); pg.slab != nullptr) {
@@ -542,6 +557,7 @@ void release(const Live& b) {
     // relaxed: see alloc_zero(); of two racing frees one wins, the other reports.
     if (!zero_state(i).compare_exchange_strong(live, kZeroFreed, std::memory_order_relaxed))
       freed_misuse(b.p, Misuse::kInvalidFree, b.info());
+    forget_site(b.site, 0);
     return;
   }
   forget_site(b.site, b.n);
@@ -586,7 +602,7 @@ void* raw_alloc(size_t n, size_t align) {
 void* alloc(size_t n, size_t align, bool fill, const void* site) {
   if (n > kMaxRequest || align > kMaxRequest) return fail_nomem();
   if (n == 0 && align <= kZeroStride) {
-    if (void* z = alloc_zero()) return z;
+    if (void* z = alloc_zero(site)) return z;
   }
   void* p = raw_alloc(n + 1, align);  // at least one byte of canary
   if (p == nullptr) return fail_nomem();
