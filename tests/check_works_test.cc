@@ -149,9 +149,10 @@ TEST(CheckWorksTest, ImpossibleSizesFailWithEnomem) {
   magslab_free(p);
 }
 
-[[gnu::noinline]] void leak_three() {
-  for (int i = 0; i < 3; ++i) {
-    void* volatile p = magslab_malloc(100);
+// count blocks of n bytes left live, all from one allocation site (here).
+[[gnu::noinline]] void leak(size_t n, int count) {
+  for (int i = 0; i < count; ++i) {
+    void* volatile p = magslab_malloc(n);
     (void)p;
   }
 }
@@ -166,7 +167,7 @@ TEST(CheckWorksTest, LeakReportAtExit) {
         (void)before;
         ASSERT_EQ(magslab_option_set("leak_report", 1), 0);
         magslab_free(magslab_malloc(5000));  // freed: not reported
-        leak_three();
+        leak(100, 3);
         void* volatile big = magslab_malloc(size_t{3} << 20);
         (void)big;
         std::exit(0);
@@ -179,13 +180,6 @@ TEST(CheckWorksTest, LeakReportAtExit) {
       "magslab:   300 B in 3 blocks from 0x[0-9a-f]+ \\(0x[0-9a-f]+ in [^)]*check_works_test\\)\n");
 }
 
-[[gnu::noinline]] void leak_zero_sized() {
-  for (int i = 0; i < 5; ++i) {
-    void* volatile p = magslab_malloc(0);
-    (void)p;
-  }
-}
-
 // Zero-size blocks (the no-access range) are in the report too (review, stop
 // 31: they kept no site, and the report never counted them); freed ones not.
 TEST(CheckWorksTest, LeakReportCountsZeroSizeBlocks) {
@@ -194,7 +188,7 @@ TEST(CheckWorksTest, LeakReportCountsZeroSizeBlocks) {
       {
         ASSERT_EQ(magslab_option_set("leak_report", 1), 0);
         magslab_free(magslab_malloc(0));  // freed: not reported
-        leak_zero_sized();
+        leak(0, 5);
         std::exit(0);
       },
       testing::ExitedWithCode(0),

@@ -463,76 +463,68 @@ TEST(CacheCApi, ConstructorFailureReturnsNullAndDestructsTheSlab) {
   EXPECT_EQ(args.ctors, args.dtors);
 }
 
+// A constructor that borrows an object of `borrow` and gives it back, in its
+// first `borrows` calls (-1: in every one); the destructor counts.
+struct Borrower {
+  magslab_cache* borrow = nullptr;
+  int borrows = -1;
+  int ctors = 0, dtors = 0;
+};
+int borrowing_ctor(void* obj, void* arg) {
+  auto* b = static_cast<Borrower*>(arg);
+  ++b->ctors;
+  std::memset(obj, 0x5a, 64);
+  if (b->borrows != 0) {
+    if (b->borrows > 0) --b->borrows;
+    void* other = magslab_cache_alloc(b->borrow);
+    if (other == nullptr) return 1;
+    magslab_cache_free(b->borrow, other);
+  }
+  return 0;
+}
+void borrower_dtor(void*, void* arg) { ++static_cast<Borrower*>(arg)->dtors; }
+
 // A constructor may use its own cache (magslab.h). Review finding (stop 31):
 // the refill whose populate ran the constructors filled the thread's loaded
 // magazine in place, so a nested acquire or release of the same cache in a
 // constructor filled or pushed into that magazine too, and the outer refill
 // then overwrote its slots and count: the nested refill's objects were lost
 // (254 live after everything was released; destroy reported them).
-struct Reentrant {
-  magslab_cache* cache = nullptr;
-  int ctors = 0, dtors = 0, nested = 0;
-};
-int reentrant_ctor(void* obj, void* arg) {
-  auto* r = static_cast<Reentrant*>(arg);
-  ++r->ctors;
-  std::memset(obj, 0x5a, 64);
-  if (r->nested++ < 2) {  // the first constructors borrow an object of this cache
-    void* other = magslab_cache_alloc(r->cache);
-    if (other == nullptr) return 1;
-    magslab_cache_free(r->cache, other);
-  }
-  return 0;
-}
-void reentrant_dtor(void*, void* arg) { ++static_cast<Reentrant*>(arg)->dtors; }
-
 TEST(CacheCApi, AConstructorThatUsesItsOwnCacheLosesNoObject) {
-  Reentrant r;
-  r.cache = magslab_cache_create("reentrant", 64, 16, reentrant_ctor, reentrant_dtor, &r);
-  ASSERT_NE(r.cache, nullptr);
+  Borrower r;
+  r.borrows = 2;  // the first constructors borrow an object of this very cache
+  magslab_cache* c = magslab_cache_create("reentrant", 64, 16, borrowing_ctor, borrower_dtor, &r);
+  ASSERT_NE(c, nullptr);
+  r.borrow = c;
   std::vector<void*> held;
   for (int i = 0; i < 600; ++i) {
-    void* p = magslab_cache_alloc(r.cache);
+    void* p = magslab_cache_alloc(c);
     ASSERT_NE(p, nullptr);
     held.push_back(p);
   }
   std::sort(held.begin(), held.end());
   EXPECT_EQ(std::adjacent_find(held.begin(), held.end()), held.end())
       << "an object handed out twice";
-  for (void* p : held) magslab_cache_free(r.cache, p);
+  for (void* p : held) magslab_cache_free(c, p);
   struct magslab_cache_stats st;
-  magslab_cache_stats(r.cache, &st);
+  magslab_cache_stats(c, &st);
   EXPECT_EQ(st.live, 0u);
   EXPECT_EQ(st.cached, st.slabs * st.objects_per_slab);
-  EXPECT_EQ(magslab_cache_destroy(r.cache), 0u) << "objects reported live";
+  EXPECT_EQ(magslab_cache_destroy(c), 0u) << "objects reported live";
   EXPECT_EQ(r.ctors, r.dtors);
 }
 
 // The same with a constructor that uses another cache, new to the thread: the
 // thread's table of slots grows (a new one, the old freed) under the refill.
-struct Grower {
-  magslab_cache* other = nullptr;
-  int ctors = 0, dtors = 0;
-};
-int grower_ctor(void*, void* arg) {
-  auto* g = static_cast<Grower*>(arg);
-  ++g->ctors;
-  void* o = magslab_cache_alloc(g->other);
-  if (o == nullptr) return 1;
-  magslab_cache_free(g->other, o);
-  return 0;
-}
-void grower_dtor(void*, void* arg) { ++static_cast<Grower*>(arg)->dtors; }
-
 TEST(CacheCApi, AConstructorThatUsesACacheNewToTheThreadLosesNoObject) {
-  Grower g;
-  magslab_cache* a = magslab_cache_create("grower", 64, 16, grower_ctor, grower_dtor, &g);
+  Borrower g;  // every constructor borrows an object of g.borrow, made below
+  magslab_cache* a = magslab_cache_create("grower", 64, 16, borrowing_ctor, borrower_dtor, &g);
   ASSERT_NE(a, nullptr);
   std::vector<magslab_cache*> fillers;  // ids between a's and the other's
   for (int i = 0; i < 64; ++i)
     fillers.push_back(magslab_cache_create("filler", 32, 16, nullptr, nullptr, nullptr));
-  g.other = magslab_cache_create("other", 32, 16, nullptr, nullptr, nullptr);
-  ASSERT_NE(g.other, nullptr);
+  g.borrow = magslab_cache_create("other", 32, 16, nullptr, nullptr, nullptr);
+  ASSERT_NE(g.borrow, nullptr);
   std::thread([&] {  // a thread whose table knows neither cache yet
     std::vector<void*> held;
     for (int i = 0; i < 300; ++i) held.push_back(magslab_cache_alloc(a));
@@ -548,7 +540,7 @@ TEST(CacheCApi, AConstructorThatUsesACacheNewToTheThreadLosesNoObject) {
   EXPECT_EQ(magslab_cache_destroy(a), 0u);
   EXPECT_EQ(g.ctors, g.dtors);
   for (magslab_cache* f : fillers) magslab_cache_destroy(f);
-  magslab_cache_destroy(g.other);
+  magslab_cache_destroy(g.borrow);
 }
 
 // Destroying a cache with objects out reports them in one line, returns their
