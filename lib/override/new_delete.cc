@@ -48,36 +48,40 @@ void* loaded_runtime() {
   return nullptr;
 }
 
+// `local`: also in a runtime outside the global scope (loaded_runtime). Not
+// at load, where none can be yet (plugins are dlopen()ed later), so that a C
+// program under the preload makes no dlopen() calls at start.
 template <class F>
-F lookup(std::atomic<F>& slot, void* handle, const char* name) {
+F lookup(std::atomic<F>& slot, void* handle, const char* name, bool local = true) {
   F f = slot.load(std::memory_order_relaxed);
   if (f == nullptr) {
     f = reinterpret_cast<F>(dlsym(handle, name));
-    if (f == nullptr)
+    if (f == nullptr && local)
       if (void* rt = loaded_runtime()) f = reinterpret_cast<F>(dlsym(rt, name));
     slot.store(f, std::memory_order_relaxed);
   }
   return f;
 }
 
-GetHandler get_handler_fn() {
-  return lookup(g_get_handler, RTLD_DEFAULT, "_ZSt15get_new_handlerv");
-}
+constexpr const char kGetHandler[] = "_ZSt15get_new_handlerv";
+constexpr const char kThrowBadAlloc[] = "_ZSt17__throw_bad_allocv";
+constexpr const char kNothrowNew[] = "_ZnwmRKSt9nothrow_t";
+constexpr const char kNothrowAlignedNew[] = "_ZnwmSt11align_val_tRKSt9nothrow_t";
+
+GetHandler get_handler_fn() { return lookup(g_get_handler, RTLD_DEFAULT, kGetHandler); }
 // The runtime's own nothrow operator new (the next definition after ours): it
 // calls ::operator new — ours — inside a try block and returns nullptr for
 // whatever a new_handler throws.
-NothrowNew runtime_nothrow_new() {
-  return lookup(g_runtime_nothrow_new, RTLD_NEXT, "_ZnwmRKSt9nothrow_t");
-}
+NothrowNew runtime_nothrow_new() { return lookup(g_runtime_nothrow_new, RTLD_NEXT, kNothrowNew); }
 NothrowAlignedNew runtime_nothrow_aligned_new() {
-  return lookup(g_runtime_nothrow_aligned_new, RTLD_NEXT, "_ZnwmSt11align_val_tRKSt9nothrow_t");
+  return lookup(g_runtime_nothrow_aligned_new, RTLD_NEXT, kNothrowAlignedNew);
 }
 
 [[gnu::constructor]] void resolve_runtime() {
-  get_handler_fn();
-  lookup(g_throw_bad_alloc, RTLD_DEFAULT, "_ZSt17__throw_bad_allocv");
-  runtime_nothrow_new();
-  runtime_nothrow_aligned_new();
+  lookup(g_get_handler, RTLD_DEFAULT, kGetHandler, false);
+  lookup(g_throw_bad_alloc, RTLD_DEFAULT, kThrowBadAlloc, false);
+  lookup(g_runtime_nothrow_new, RTLD_NEXT, kNothrowNew, false);
+  lookup(g_runtime_nothrow_aligned_new, RTLD_NEXT, kNothrowAlignedNew, false);
 }
 
 std::new_handler current_handler() {
@@ -100,7 +104,7 @@ void* alloc(std::size_t n, std::size_t align) {
 }
 
 [[noreturn]] void throw_bad_alloc() {
-  if (Thrower t = lookup(g_throw_bad_alloc, RTLD_DEFAULT, "_ZSt17__throw_bad_allocv")) t();
+  if (Thrower t = lookup(g_throw_bad_alloc, RTLD_DEFAULT, kThrowBadAlloc)) t();
   static const char kMsg[] = "magslab: operator new: out of memory, and no C++ runtime to throw\n";
   ssize_t ignored = write(2, kMsg, sizeof kMsg - 1);
   (void)ignored;
