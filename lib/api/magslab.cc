@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "api/check.h"
-#include "api/new_entry.h"
+#include "api/entry.h"
 #include "api/report.h"
 #include "chunks/chunk_map.h"
 #include "large/large.h"
@@ -21,6 +21,7 @@
 #include "small/thread_cache.h"
 
 using namespace magslab;
+using namespace magslab::api;  // the release paths (api/entry.h)
 
 namespace magslab {
 void register_fork_handlers();  // api/fork.cc
@@ -43,44 +44,11 @@ void* fail(int err) {
   return nullptr;
 }
 
-// Exact mode: p's entry in its slab's side array.
-inline uint32_t& requested_slot(void* p) {
-  return requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p);
-}
-
-// Exact mode (requested.h): record n as the size asked for p, a slab object
-// just handed out (nullptr: nothing to record).
-[[maybe_unused]] MAGSLAB_NOINLINE void note_alloc(void* p, size_t n) {
-  if (p == nullptr) return;
-  requested_slot(p) = static_cast<uint32_t>(n);
-  requested::note(static_cast<int64_t>(n));
-}
-
 // An object of class cls for a request of n bytes (n fits the class).
 inline void* alloc_small(unsigned cls, size_t n) {
   void* p = cache::alloc(cls);
-  if constexpr (kExactRequested) note_alloc(p, n);
+  if constexpr (kExactRequested) api::note_alloc(p, n);
   return p;
-}
-
-// Free p, an object of a slab whose page word is w (checked: valid_word()).
-inline void free_small(void* p, uint64_t w) {
-  if constexpr (kExactRequested) {
-    // Read before the free: once freed, another thread may hand p out again.
-    uint32_t n = requested_slot(p);
-    cache::free(p, w);
-    requested::note(-static_cast<int64_t>(n));  // after: a first free creates the cache
-  } else {
-    cache::free(p, w);
-  }
-}
-
-MAGSLAB_NOINLINE void* malloc_big(size_t n) {
-  if (n <= kMaxClassSize) return alloc_small(class_of_big(n), n);
-  if (n > kMaxRequest) return fail(ENOMEM);
-  bool zeroed;
-  void* p = large::alloc(n, 1, &zeroed);
-  return p != nullptr ? p : fail(ENOMEM);
 }
 
 // p is not the start of an object of a slab of class cls (or, for
@@ -117,37 +85,37 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   large::free(p);
 }
 
-// A sized free (free_sized, operator delete(p, n)) of a valid object whose
-// class is smaller than the size given. A function of its own, reached by a
-// jump (MAGSLAB_OPAQUE): the sized free's fast path then needs no stack frame.
-MAGSLAB_OPAQUE void wrong_sized_free(void* p, uint64_t w) {
+}  // namespace
+
+// A function of its own, reached by a jump (MAGSLAB_OPAQUE): the sized free's
+// fast path then needs no stack frame.
+MAGSLAB_OPAQUE void api::wrong_sized_free(void* p, uint64_t w) {
   invalid(p, Misuse::kWrongSizedFree, word_class(w));
 }
 
-// p is not an object start of a slab: in none (w == 0: large, NULL or foreign),
-// or an interior or misaligned pointer into the slab of page word w.
-void free_not_valid(void* p, uint64_t w, Misuse kind) {
+// The out-of-line halves of api/entry.h's release paths.
+MAGSLAB_NOINLINE void* api::note_alloc(void* p, size_t n) {
+  if (p != nullptr) {
+    requested_slot(p) = static_cast<uint32_t>(n);
+    requested::note(static_cast<int64_t>(n));
+  }
+  return p;
+}
+
+MAGSLAB_NOINLINE void* api::malloc_big(size_t n) {
+  if (n <= kMaxClassSize) return alloc_small(class_of_big(n), n);
+  if (n > kMaxRequest) return fail(ENOMEM);
+  bool zeroed;
+  void* p = large::alloc(n, 1, &zeroed);
+  return p != nullptr ? p : fail(ENOMEM);
+}
+
+MAGSLAB_NOINLINE void api::free_not_valid(void* p, uint64_t w, Misuse kind) {
   if (w != 0) invalid(p, kind, word_class(w));
   free_not_in_slab(p);
 }
 
-// The release malloc and free: the C entry points inline them, check mode
-// calls them through raw::alloc and raw::free (api/check.h).
-[[gnu::always_inline]] inline void* malloc_release(size_t n) {
-  if (MAGSLAB_LIKELY(n <= kLookupMax)) {
-    void* p = cache::alloc_at(cache::kSmallPairOffsets[(n + 7) >> 3]);
-    if constexpr (kExactRequested) note_alloc(p, n);
-    return p;
-  }
-  return malloc_big(n);
-}
-
-[[gnu::always_inline]] inline void free_release(void* p) {
-  auto a = reinterpret_cast<uintptr_t>(p);
-  uint64_t w = pagemap::lookup_word(a);
-  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
-  free_small(p, w);
-}
+namespace {
 
 void* alloc_aligned(size_t align, size_t n) {
   if (align <= 16) {
@@ -181,12 +149,7 @@ void* alloc_aligned(size_t align, size_t n) {
 
 void inner_free_sized(void* p, size_t size) {
   if constexpr (kCheckMode) return check::free_sized(p, size);
-  auto a = reinterpret_cast<uintptr_t>(p);
-  uint64_t w = pagemap::lookup_word(a);
-  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
-  // The class size from the offset check's line, not kClasses (another line).
-  if (MAGSLAB_UNLIKELY(size > word_size(w))) return wrong_sized_free(p, w);
-  free_small(p, w);
+  free_sized_release(p, size);
 }
 
 void* inner_aligned(size_t alignment, size_t size, void* site) {
@@ -441,7 +404,6 @@ void magslab_thread_idle(void) { cache::retire_current(); }
 }  // extern "C"
 
 namespace magslab::api {
-namespace {
 
 // malloc_or's slow paths, out of line so that its fast path keeps no frame.
 MAGSLAB_NOINLINE void* small_slow_or(unsigned cls, size_t n, void* (*fail)(size_t)) {
@@ -453,15 +415,8 @@ MAGSLAB_NOINLINE void* big_or(size_t n, void* (*fail)(size_t)) {
   return p != nullptr ? p : fail(n);
 }
 
-}  // namespace
-
 void* malloc_or(size_t n, void* (*fail)(size_t)) {
-  if (!kCheckMode && !kExactRequested && !MAGSLAB_UNDER_VALGRIND) {  // malloc_release's code
-    if (MAGSLAB_LIKELY(n <= kLookupMax))
-      return cache::alloc_at(cache::kSmallPairOffsets[(n + 7) >> 3],
-                             [&](unsigned cls) { return small_slow_or(cls, n, fail); });
-    return big_or(n, fail);
-  }
+  if (kInlineNew) return malloc_or_release(n, fail);
   // Check mode: reached by a jump from operator new, so the caller's address
   // is the allocation site, as for magslab_malloc.
   void* p = MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, __builtin_return_address(0))

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "api/entry.h"
 #include "api/report.h"
 #include "base/config.h"
 #include "base/format.h"
@@ -19,8 +20,16 @@ using namespace magslab;
 
 #define MAGSLAB_EXPORT extern "C" __attribute__((visibility("default")))
 
-MAGSLAB_EXPORT void* malloc(size_t n) { return magslab_malloc(n); }
-MAGSLAB_EXPORT void free(void* p) { magslab_free(p); }
+// The two hot ones run the release paths here, inline (api/entry.h): a call
+// of malloc or free is then one jump (the caller's PLT) away from them, not two.
+MAGSLAB_EXPORT void* malloc(size_t n) {
+  if constexpr (api::kInlineEntries) return api::malloc_release(n);
+  return magslab_malloc(n);
+}
+MAGSLAB_EXPORT void free(void* p) {
+  if constexpr (api::kInlineEntries) return api::free_release(p);
+  magslab_free(p);
+}
 MAGSLAB_EXPORT void* calloc(size_t n, size_t m) { return magslab_calloc(n, m); }
 MAGSLAB_EXPORT void* realloc(void* p, size_t n) { return magslab_realloc(p, n); }
 MAGSLAB_EXPORT size_t malloc_usable_size(void* p) { return magslab_usable_size(p); }

@@ -19,7 +19,7 @@
 #include <cstdlib>
 #include <new>
 
-#include "api/new_entry.h"
+#include "api/entry.h"
 #include "magslab/magslab.h"
 
 namespace {
@@ -126,7 +126,11 @@ void* handler_loop_default(std::size_t n) { return handler_loop(n, 1); }
 // The default alignment, the common case, is a jump to the allocation itself,
 // which calls handler_loop_default only if it fails.
 inline void* new_or_throw(std::size_t n, std::size_t align) {
-  if (plain_path(n, align)) return magslab::api::malloc_or(n, handler_loop_default);
+  if (plain_path(n, align)) {
+    if constexpr (magslab::api::kInlineNew)
+      return magslab::api::malloc_or_release(n, handler_loop_default);
+    return magslab::api::malloc_or(n, handler_loop_default);
+  }
   if (void* p = alloc(n, align)) return p;
   return handler_loop(n, align);
 }
@@ -179,11 +183,19 @@ MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a,
   return new_nothrow(n, static_cast<std::size_t>(a));
 }
 
-MAGSLAB_EXPORT void operator delete(void* p) noexcept { magslab_free(p); }
+// The two hot deletes run the release paths here, inline (api/entry.h), as
+// override/malloc.cc's free does.
+MAGSLAB_EXPORT void operator delete(void* p) noexcept {
+  if constexpr (magslab::api::kInlineEntries) return magslab::api::free_release(p);
+  magslab_free(p);
+}
 MAGSLAB_EXPORT void operator delete[](void* p) noexcept { magslab_free(p); }
 MAGSLAB_EXPORT void operator delete(void* p, const std::nothrow_t&) noexcept { magslab_free(p); }
 MAGSLAB_EXPORT void operator delete[](void* p, const std::nothrow_t&) noexcept { magslab_free(p); }
-MAGSLAB_EXPORT void operator delete(void* p, std::size_t n) noexcept { magslab_free_sized(p, n); }
+MAGSLAB_EXPORT void operator delete(void* p, std::size_t n) noexcept {
+  if constexpr (magslab::api::kInlineEntries) return magslab::api::free_sized_release(p, n);
+  magslab_free_sized(p, n);
+}
 MAGSLAB_EXPORT void operator delete[](void* p, std::size_t n) noexcept { magslab_free_sized(p, n); }
 MAGSLAB_EXPORT void operator delete(void* p, std::align_val_t) noexcept { magslab_free(p); }
 MAGSLAB_EXPORT void operator delete[](void* p, std::align_val_t) noexcept { magslab_free(p); }

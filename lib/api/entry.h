@@ -1,0 +1,113 @@
+// api/entry: the release malloc, free, sized free and operator new, inline.
+// magslab_malloc and magslab_free (api/magslab.cc) are these; so are the
+// override's malloc, free, operator new and the two hot operator deletes
+// (lib/override/), which inline them instead of jumping to the magslab_*
+// entry points (one instruction less per call); check mode calls them through
+// raw::alloc and raw::free (api/check.h). Their slow halves are out of line,
+// in api/magslab.cc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/config.h"
+#include "base/misuse.h"
+#include "chunks/chunk_map.h"
+#include "platform/valgrind.h"
+#include "small/requested.h"
+#include "small/size_classes.h"
+#include "small/slab.h"
+#include "small/thread_cache.h"
+
+namespace magslab::api {
+
+// The entry points may run these inline: not in check mode, nor in a build
+// that carries Valgrind's client requests (their entry points wrap them).
+inline constexpr bool kInlineEntries = !kCheckMode && !vg::kCompiled;
+// Nor, for operator new, in exact mode (malloc_or_release records no size).
+inline constexpr bool kInlineNew = kInlineEntries && !kExactRequested;
+
+// magslab_malloc(n), except that a failure ends in fail(n) (the new_handler
+// loop, which returns a block or does not return) instead of nullptr: operator
+// new where it cannot inline malloc_or_release (below), a jump away.
+void* malloc_or(size_t n, void* (*fail)(size_t));
+
+// A request of n bytes above the lookup table (kLookupMax): a larger class, a
+// large block, or nullptr with errno = ENOMEM.
+void* malloc_big(size_t n);
+// Exact mode (requested.h): record n as the size asked for p, a slab object
+// just handed out (nullptr: nothing to record). Returns p.
+void* note_alloc(void* p, size_t n);
+// p is not an object start of a slab: in none (w == 0: large, NULL or
+// foreign), or an interior or misaligned pointer into the slab of page word
+// w (reported as `kind`, and the process ends).
+void free_not_valid(void* p, uint64_t w, Misuse kind);
+
+// A sized free of p, a valid object of a slab whose page word is w, naming
+// more bytes than its class holds: reported, and the process ends.
+void wrong_sized_free(void* p, uint64_t w);
+// malloc_or_release's slow halves: a block of class cls (n bytes asked) from
+// the slow path, or of n bytes above the lookup table; fail(n) if none.
+void* small_slow_or(unsigned cls, size_t n, void* (*fail)(size_t));
+void* big_or(size_t n, void* (*fail)(size_t));
+
+// Exact mode: p's entry in its slab's side array.
+inline uint32_t& requested_slot(void* p) {
+  return requested::slot(pagemap::lookup_slab(reinterpret_cast<uintptr_t>(p)), p);
+}
+
+// Free p, an object of a slab whose page word is w (checked: valid_word()).
+inline void free_small(void* p, uint64_t w) {
+  if constexpr (kExactRequested) {
+    // Read before the free: once freed, another thread may hand p out again.
+    uint32_t n = requested_slot(p);
+    cache::free(p, w);
+    requested::note(-static_cast<int64_t>(n));  // after: a first free creates the cache
+  } else {
+    cache::free(p, w);
+  }
+}
+
+[[gnu::always_inline]] inline void* malloc_release(size_t n) {
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) {
+    size_t i = (n + 7) >> 3;
+    // The slow path looks the class up again from i (still in its register)
+    // rather than keep the Pair's offset alive across the count's load.
+    void* p = cache::alloc_at(cache::kSmallPairOffsets[i],
+                              [i](unsigned) { return cache::alloc_slow(kSmallLookup[i]); });
+    if constexpr (kExactRequested) note_alloc(p, n);
+    return p;
+  }
+  return malloc_big(n);
+}
+
+[[gnu::always_inline]] inline void free_release(void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint64_t w = pagemap::lookup_word(a);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
+  free_small(p, w);
+}
+
+// free_sized and operator delete(p, n): as free_release, and n must fit p's class.
+[[gnu::always_inline]] inline void free_sized_release(void* p, size_t n) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  uint64_t w = pagemap::lookup_word(a);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
+  // The class size from the offset check's line, not kClasses (another line).
+  if (MAGSLAB_UNLIKELY(n > word_size(w))) return wrong_sized_free(p, w);
+  free_small(p, w);
+}
+
+// operator new, where kInlineNew: malloc_release, except that a failure ends in fail(n) (the
+// new_handler loop, which returns a block or does not return) instead of
+// nullptr. Both failures are out of line, so the fast path keeps no frame.
+[[gnu::always_inline]] inline void* malloc_or_release(size_t n, void* (*fail)(size_t)) {
+  if (MAGSLAB_LIKELY(n <= kLookupMax)) {
+    size_t i = (n + 7) >> 3;  // the class again from i on a miss, as in malloc_release
+    return cache::alloc_at(cache::kSmallPairOffsets[i],
+                           [&](unsigned) { return small_slow_or(kSmallLookup[i], n, fail); });
+  }
+  return big_or(n, fail);
+}
+
+}  // namespace magslab::api
