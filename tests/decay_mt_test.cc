@@ -172,6 +172,45 @@ TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
   owner.join();
 }
 
+// Own objects another thread freed wait in the owner's inbox for its next
+// miss in their class (small/thread_cache.cc, send_to_owner). An owner that
+// makes no call any more must not keep them, nor their slabs, for good: decay
+// takes an inbox its owner has not claimed for a pass and gives it back.
+TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
+  burst(2, 8 * MiB);
+  ASSERT_TRUE(cached_falls_to(MiB, 10));
+  ASSERT_TRUE(decay_thread_parks());
+  const unsigned cls = class_of(336);
+  std::atomic<int> phase{0};
+  ThreadCache* tc = nullptr;
+  // Two magazines' worth: past a few unclaimed sends (kUnclaimedSends), the
+  // senders themselves would give the inbox back to the slabs.
+  std::vector<void*> v(2 * size_t{kClasses[cls].mag_cap});
+  std::thread owner([&] {
+    for (void*& p : v) p = magslab_malloc(kClasses[cls].size);
+    tc = t_cache;
+    phase.store(1);
+    while (phase.load() != 3) std::this_thread::sleep_for(10ms);  // alive, makes no call
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  std::thread freer([&] {
+    for (void* p : v) magslab_free(p);  // remote frees: full magazines to the owner's inbox
+  });
+  freer.join();
+  // acquire: as in the decay pass's exchange.
+  EXPECT_NE(std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire), nullptr)
+      << "the freer sent nothing to the owner's inbox: the test tests nothing";
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    std::this_thread::sleep_for(50ms);
+    gone = std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire) == nullptr;
+  }
+  EXPECT_TRUE(gone) << "the inbox of a thread that makes no call stayed";
+  EXPECT_TRUE(cached_falls_to(MiB, 10)) << "and decayed from the depot";
+  phase.store(3);
+  owner.join();
+}
+
 TEST(DecayMt, BackgroundThreadCanBeDisabled) {
   // Before the process's second thread (each test runs in its own process);
   // what MAGSLAB_BACKGROUND_THREAD=0 sets at start (tests/options_test.cc

@@ -129,6 +129,9 @@ Magazine* take_inbox(ThreadCache* tc, unsigned c) {
 void claimed_inbox(ThreadCache* tc, unsigned c) {
   std::atomic_ref<uint8_t> n(tc->inbox_unclaimed[c]);
   if (n.load(std::memory_order_relaxed) != 0) n.store(0, std::memory_order_relaxed);
+  // relaxed: a hint for decay_stashes, as the count is for the senders.
+  std::atomic_ref<uint8_t> aged(tc->inbox_aged[c]);
+  if (aged.load(std::memory_order_relaxed) != 0) aged.store(0, std::memory_order_relaxed);
 }
 Magazine* read_remote(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
@@ -197,6 +200,7 @@ ThreadCache* current() {
     p.swaps = p.seen = 0;
   }
   for (uint8_t& n : tc->inbox_unclaimed) n = 0;  // counted for the cache's last thread
+  for (uint8_t& a : tc->inbox_aged) a = 0;
   // retire_all emptied the stash; no trim_all reaches a cache outside the registry.
   tc->stash_bytes = tc->stash_taken = 0;
   for (uint8_t& u : tc->stash_used) u = 0;
@@ -997,6 +1001,22 @@ bool decay_stashes() {
   LockGuard g(g_registry_lock);
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
     for (unsigned c = 0; c < kNumSmallClasses; ++c) {
+      // The inbox: a magazine there two passes running that its owner did not
+      // look for in between is taken (whoever exchanges first owns it; a
+      // sender's newer one taken early only reaches the depot sooner). A
+      // magazine there keeps the passes coming until it is gone.
+      std::atomic_ref<Magazine*> in(tc->inbox[c]);
+      if (in.load(std::memory_order_relaxed) != nullptr) {  // relaxed: a look, as below
+        std::atomic_ref<uint8_t> aged(tc->inbox_aged[c]);
+        held = true;
+        // relaxed: see claimed_inbox.
+        if (aged.load(std::memory_order_relaxed) == 0) {
+          aged.store(1, std::memory_order_relaxed);
+        } else if (Magazine* m = take_inbox(tc, c)) {
+          aged.store(0, std::memory_order_relaxed);
+          retire(c, m, node);
+        }
+      }
       std::atomic_ref<Magazine*> s(tc->stash[c]);
       if (s.load(std::memory_order_relaxed) == nullptr)
         continue;  // relaxed: a look; the drain exchanges

@@ -98,6 +98,12 @@ struct alignas(kCacheLine) ThreadCache {
   // the count by one. Relaxed atomic_ref accesses; next to the inboxes, which
   // senders write anyway.
   uint8_t inbox_unclaimed[kNumClasses] = {};
+  // Per small class, 1 once a decay pass found a magazine in the inbox; the
+  // owner clears it when it looks at its inbox (claimed_inbox). A pass that
+  // finds it still 1 and a magazine there takes that magazine to the depot:
+  // an owner that makes no call any more does not keep what others freed for
+  // it (thread_cache.cc, decay_stashes). Relaxed atomic_ref accesses.
+  uint8_t inbox_aged[kNumSmallClasses] = {};
   // Per small class, this thread's own full magazines that its frees
   // overflowed, which would otherwise go to the depot, where whichever thread
   // misses next takes them (thread_cache.cc, "The stash"): a list through
@@ -237,7 +243,9 @@ void request_flush_all();
 // (ThreadCache::inbox). Returns objects moved.
 size_t take_previous_all();
 // A decay pass: every running thread's stash of a class its owner has not
-// used since the previous call goes to the depot. true: stashes in use remain.
+// used since the previous call goes to the depot, and so does a magazine
+// waiting in its inbox since the previous call that the owner has not looked
+// at. true: stashes in use, or inbox magazines, remain.
 bool decay_stashes();
 // A decay pass: caches whose thread is gone without running its exit
 // destructor (its first allocation came in the last round of pthread key
