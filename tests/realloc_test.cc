@@ -254,3 +254,46 @@ TEST(Realloc, HugeGrowthThatMovesLeavesErrnoAlone) {
   magslab_free(q);
   if (mine) munmap(guard, 4 * kMiB);
 }
+
+// Review finding (stop 32): realloc of a page-run block (aligned beyond a page,
+// so not a slab class) to a size within a page of kMaxRequest (2^44) computed
+// the new page count as 2^32 in 32 bits — 0 — took that for a shrink, gave
+// every page of the block back and returned p as if resized: the next block
+// was carved over it. Such a size cannot be had: NULL and ENOMEM, the block
+// untouched. Huge blocks failed cleanly already; both are checked.
+TEST(Realloc, APageRunAskedForNearlyTheLargestRequestFailsAndKeepsItsBlock) {
+  const size_t kFar = size_t{1} << 44;
+  for (size_t n : {kFar, kFar - 1, kFar - 4095}) {
+    for (size_t align : {size_t{65536}, size_t{4096}}) {
+      auto* p = static_cast<unsigned char*>(magslab_aligned_alloc(align, 200000));
+      ASSERT_NE(p, nullptr);
+      fill_pattern_range(p, 0, 200000, n + align);
+      const size_t usable = magslab_usable_size(p);
+      errno = 0;
+      auto* q = static_cast<unsigned char*>(magslab_realloc(p, n));
+      const int e = errno;
+      if (q != nullptr) {  // a machine that maps 16 TiB (overcommit 1): a moved block
+        EXPECT_NE(q, p);
+        EXPECT_EQ(first_bad(q, 200000, n + align), mstest::kNoMismatch);
+        magslab_free(q);
+        continue;
+      }
+      EXPECT_EQ(e, ENOMEM);
+      // The block is still the program's: nothing else is carved over it.
+      auto* r = static_cast<unsigned char*>(magslab_aligned_alloc(align, 200000));
+      ASSERT_NE(r, nullptr);
+      EXPECT_NE(r, p);
+      std::memset(r, 0x11, 200000);
+      EXPECT_EQ(first_bad(p, 200000, n + align), mstest::kNoMismatch);
+      EXPECT_EQ(magslab_usable_size(p), usable);
+      magslab_free(r);
+      magslab_free(p);
+    }
+  }
+  void* h = magslab_malloc(size_t{8} << 20);
+  ASSERT_NE(h, nullptr);
+  errno = 0;
+  EXPECT_EQ(magslab_realloc(h, kFar), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  magslab_free(h);
+}

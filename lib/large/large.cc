@@ -872,11 +872,17 @@ void* resize_huge_locked(Extent* h, void* p, size_t n) {
 // lock) to n bytes in place: grow into free pages after it, or give its tail
 // back. Called with heap::g_lock held; releases it. nullptr: the caller moves it.
 void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
-  uint32_t new_pages = static_cast<uint32_t>(align_up(n, kPageSize) >> kPageShift);
+  // A huge block now: the caller moves it. (Its page count may not even fit
+  // the 32 bits below: kMaxRequest, 2^44 bytes, is 2^32 pages.)
+  if (n > kHugeThreshold) {
+    heap::g_lock.unlock();
+    return nullptr;
+  }
+  const auto new_pages = static_cast<uint32_t>(align_up(n, kPageSize) >> kPageShift);
   RunRecord* rec = c->run_record;
   uint32_t old_pages = rec->pages[page];
-  bool in_place = n <= kHugeThreshold;
-  if (new_pages > old_pages && in_place) {
+  bool in_place = true;
+  if (new_pages > old_pages) {
     in_place = heap::try_grow_locked(c, page, old_pages, new_pages);
     if (in_place) {
       for (uint32_t i = old_pages; i < new_pages; ++i) c->tag[page + i] = kTagBody;
