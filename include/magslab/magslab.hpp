@@ -48,6 +48,15 @@ inline thread_local std::exception_ptr t_ctor_error;
 
 inline bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
 
+// A block of `bytes` aligned to `align` (a power of two), or nullptr.
+// magslab_malloc's blocks are 16-aligned from 16 bytes up but its 8-byte
+// class only 8-aligned, so smaller requests that need 16 take the aligned
+// path (which serves them from the 16-byte class), as larger alignments do.
+inline void* alloc_aligned_to(std::size_t bytes, std::size_t align) noexcept {
+  return align < 16 || (align == 16 && bytes >= 16) ? magslab_malloc(bytes)
+                                                    : magslab_aligned_alloc(align, bytes);
+}
+
 // ---- ObjectCache's fast paths, inline ----
 // acquire() and release() take from / put into the calling thread's magazine of
 // the cache without a call into the library: they read the library's
@@ -381,8 +390,7 @@ struct allocator {
   [[nodiscard]] T* allocate(std::size_t n) {
     if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
       MAGSLAB_THROW(std::bad_array_new_length());
-    void* p = alignof(T) > 16 ? magslab_aligned_alloc(alignof(T), n * sizeof(T))
-                              : magslab_malloc(n * sizeof(T));
+    void* p = detail::alloc_aligned_to(n * sizeof(T), alignof(T));
     if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
     return static_cast<T*>(p);
   }
@@ -406,7 +414,7 @@ class HeapResource final : public std::pmr::memory_resource {
   friend std::pmr::memory_resource* resource() noexcept;
 
   void* do_allocate(std::size_t bytes, std::size_t align) override {
-    void* p = align <= 16 ? magslab_malloc(bytes) : magslab_aligned_alloc(align, bytes);
+    void* p = detail::alloc_aligned_to(bytes, align);
     if (p == nullptr) MAGSLAB_THROW(std::bad_alloc());
     return p;
   }
