@@ -1,6 +1,8 @@
 // testing/fake_os.cc: see fake_os.h.
 #include "testing/fake_os.h"
 
+#include <errno.h>
+
 #include <atomic>
 
 #include "platform/platform.h"
@@ -12,7 +14,7 @@ namespace {
 
 namespace platform = magslab::platform;
 
-std::atomic<bool> g_refuse_maps{false}, g_refuse_remap_growth{false};
+std::atomic<bool> g_refuse_maps{false}, g_refuse_remap_growth{false}, g_refuse_remaps{false};
 // A call is refused at random when its 32-bit draw is below this; 0: never.
 std::atomic<uint64_t> g_threshold{0};
 std::atomic<uint64_t> g_seed{1};
@@ -36,6 +38,7 @@ void* fake_map(size_t size) {
   bump(g_maps);
   if (g_refuse_maps.load(std::memory_order_relaxed) || random_refusal()) {
     bump(g_refused_maps);
+    errno = ENOMEM;  // as the kernel's mmap
     return nullptr;
   }
   return platform::os_ops().map(size);
@@ -54,8 +57,10 @@ bool fake_decommit(void* a, size_t n) {
 }
 void* fake_remap(void* a, size_t o, size_t n, void* to) {
   bump(g_remaps);
-  if ((n > o && g_refuse_remap_growth.load(std::memory_order_relaxed)) || random_refusal()) {
+  if ((n > o && g_refuse_remap_growth.load(std::memory_order_relaxed)) ||
+      g_refuse_remaps.load(std::memory_order_relaxed) || random_refusal()) {
     bump(g_refused_remaps);
+    errno = ENOMEM;  // as the kernel's mremap
     return nullptr;
   }
   return platform::os_ops().remap(a, o, n, to);
@@ -85,6 +90,7 @@ void uninstall() {
 
 void refuse_maps(bool on) { g_refuse_maps.store(on); }
 void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
+void refuse_remaps(bool on) { g_refuse_remaps.store(on); }
 void set_fault_rate(double rate, uint64_t seed) {
   double th = rate * 4294967296.0;
   if (!(th > 0)) th = 0;
@@ -95,6 +101,7 @@ void set_fault_rate(double rate, uint64_t seed) {
 void refuse_nothing() {
   g_refuse_maps.store(false);
   g_refuse_remap_growth.store(false);
+  g_refuse_remaps.store(false);
   g_threshold.store(0);
 }
 

@@ -3,7 +3,7 @@
 // to the real OS and counts it, unless told to refuse: map() always (OOM),
 // remap() when it would grow a mapping, or map/remap/decommit at random at a
 // given rate (the stress harness's fault mode). A refused map or remap
-// returns nullptr (the kernel's ENOMEM), a refused decommit false (magslab
+// returns nullptr and sets errno to ENOMEM, as the kernel does, a refused decommit false (magslab
 // then zero-fills the pages instead). Never allocates; callable from any
 // thread. One fake exists per process (the seam is a plain function table).
 //
@@ -27,6 +27,8 @@ void uninstall();
 
 void refuse_maps(bool on);
 void refuse_remap_growth(bool on);
+// Refuse every remap: growth, shrink and move alike.
+void refuse_remaps(bool on);
 // Refuse this fraction of map, remap and decommit calls (0: none); each
 // thread draws from its own stream seeded from `seed`.
 void set_fault_rate(double rate, uint64_t seed = 1);

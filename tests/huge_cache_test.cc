@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "large/large.h"
 #include "magslab/magslab.h"
 #include "testing/fake_os.h"
 #include "testing/no_decay.h"  // exact cache contents
@@ -268,4 +269,25 @@ TEST(HugeCache, ACacheLimitBelowAChunkStillCachesTheBlocksItAllows) {
   ASSERT_EQ(magslab_option_set("huge_cache_block", 16 * MiB), 0);
 }
 
+}  // namespace
+
+namespace {
+// Review finding (stop 32): a decay pass hands large::decay the time it read
+// when it began (small/decay.cc), and a huge block freed by another thread
+// meanwhile enters the cache with a later time. now - freed_at wrapped to
+// about 2^64 in unsigned arithmetic, so that entry, a moment old, was taken
+// for one past huge_cache_ms and unmapped at once (and the peak windows that
+// size the cache were thrown away the same way).
+TEST(HugeCache, AnEntryFreedAfterADecayPassBeganIsNotTakenForAnOldOne) {
+  Guard g;
+  const size_t base = huge_cached_mapped();
+  const uint64_t pass_began = g.now();
+  g.advance(1000 * 1000);  // 1 ms later, a free
+  void* p = magslab_malloc(4 * MiB);
+  ASSERT_NE(p, nullptr);
+  magslab_free(p);
+  ASSERT_EQ(huge_cached_mapped() - base, 4 * MiB);
+  magslab::large::decay(pass_began);  // the pass reaches the huge cache
+  EXPECT_EQ(huge_cached_mapped() - base, 4 * MiB) << "a 1 ms old entry was unmapped";
+}
 }  // namespace

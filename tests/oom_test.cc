@@ -237,6 +237,57 @@ TEST(OutOfMemory, HugeReallocFailureKeepsBlock) {
   EXPECT_EQ(live_objects(), baseline);
 }
 
+// Review findings (stop 32). A huge realloc that fails must leave nothing
+// behind: it prepared page-map leaves (64 MiB of address space per 16 GiB,
+// never unmapped) for the whole range it tried to grow into before knowing
+// whether the memory could be had — 512 MiB of address space, counted by
+// RLIMIT_AS, kept for good by one failed realloc(p, 128 GiB).
+TEST(OutOfMemory, AFailedHugeGrowthLeavesNoPageMapBehind) {
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
+  ASSERT_NE(p, nullptr);
+  p[0] = 0x5A;
+  magslab_stats(&g_st);
+  const size_t meta = g_st.metadata_bytes;
+  {
+    FakeOsGuard os;
+    os.arm_map();
+    os.arm_remap();
+    errno = 0;
+    EXPECT_EQ(magslab_realloc(p, size_t{128} << 30), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+  }
+  magslab_stats(&g_st);
+  EXPECT_EQ(g_st.metadata_bytes, meta) << "leaves mapped for a growth that failed";
+  EXPECT_EQ(p[0], 0x5A);
+  magslab_free(p);
+}
+
+// A huge realloc that succeeds leaves errno alone, also when the OS refused
+// the remap it tried first: a shrink the kernel would not split (the block
+// keeps its mapping), or a move (the block is copied instead).
+TEST(OutOfMemory, AHugeReallocThatSucceedsAfterARefusedRemapLeavesErrnoAlone) {
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
+  ASSERT_NE(p, nullptr);
+  p[0] = 0x5A;
+  {
+    FakeOsGuard os;
+    fake_os::refuse_remaps(true);
+    errno = 0;
+    auto* q = static_cast<unsigned char*>(magslab_realloc(p, kHuge - (2 << 20)));
+    EXPECT_EQ(q, p) << "a refused shrink keeps the block where it is";
+    EXPECT_EQ(errno, 0) << "after a shrink that succeeded";
+    p = q != nullptr ? q : p;
+    errno = 0;
+    q = static_cast<unsigned char*>(magslab_realloc(p, 4 * kHuge));  // in place, else a move
+    ASSERT_NE(q, nullptr);
+    EXPECT_EQ(errno, 0) << "after a growth that succeeded by a copy";
+    EXPECT_EQ(q[0], 0x5A);
+    p = q;
+    EXPECT_GT(fake_os::counts().refused_remaps, 0u);
+  }
+  magslab_free(p);
+}
+
 // The thread that meets OOM first, in a brand-new thread (no cache yet).
 TEST(OutOfMemory, NewThreadUnderOom) {
   const size_t baseline = live_objects();

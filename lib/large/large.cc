@@ -192,12 +192,17 @@ void note_peak_locked() {
   g_peak_cur.blocks = std::max(g_peak_cur.blocks, g_huge_blocks);
 }
 
+// now - then, or 0 when `then` is later: times come from different clock
+// reads (a decay pass passes the time it began; a huge free on another thread
+// may stamp an entry after that), and unsigned subtraction would wrap.
+uint64_t since(uint64_t now, uint64_t then) { return now > then ? now - then : 0; }
+
 // Start a new window when the current one is huge_cache_ms old; a window with
 // no huge free or decay pass in it left no peak to remember.
 void roll_peak_locked(uint64_t now) {
   uint64_t window = opt::get(opt::kHugeCacheMs) * 1000000;
   if (g_peak_since == 0) g_peak_since = now;  // the first window runs from the first call
-  if (now - g_peak_since <= window) return;
+  if (since(now, g_peak_since) <= window) return;
   g_peak_prev = now - g_peak_since <= 2 * window ? g_peak_cur : HugePeak{};
   g_peak_cur = HugePeak{g_huge_mapped, g_huge_blocks};
   g_peak_since = now;
@@ -235,7 +240,7 @@ HugeCacheEntry remove_cached_locked(size_t i) {
 void expire_cached_locked(uint64_t now, Evicted* out) {
   roll_peak_locked(now);
   while (g_huge_cache_count != 0 &&
-         now - g_huge_cache[0].freed_at > opt::get(opt::kHugeCacheMs) * 1000000)
+         since(now, g_huge_cache[0].freed_at) > opt::get(opt::kHugeCacheMs) * 1000000)
     out->e[out->n++] = remove_cached_locked(0);
 }
 
@@ -329,7 +334,7 @@ bool cache_huge_locked(void* base, size_t mapped, size_t dirty, uint64_t now, ui
   bytes = std::max({bytes, g_peak_cur.bytes, g_peak_prev.bytes});
   entries =
       std::max(entries, std::min(std::max(g_peak_cur.blocks, g_peak_prev.blocks), kHugeCacheSlots));
-  if (mapped > bytes || now - freed_at > opt::get(opt::kHugeCacheMs) * 1000000) return false;
+  if (mapped > bytes || since(now, freed_at) > opt::get(opt::kHugeCacheMs) * 1000000) return false;
   while (g_huge_cache_count >= entries || g_huge_cache_bytes + mapped > bytes)
     out->e[out->n++] = remove_cached_locked(0);
   g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, mapped, dirty, freed_at};
@@ -713,44 +718,49 @@ void* shrink_huge(Extent* h, void* p, size_t old, size_t want, size_t n) {
 void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
   const size_t want = mapping_for(size);
   auto a = reinterpret_cast<uintptr_t>(p);
-  uintptr_t b = a;
-  {
-    // Leaves for the grown range, so registering it afterwards cannot fail.
-    LockGuard g(g_huge_lock);
-    if (!pagemap::prepare(a, a + want)) return nullptr;
-  }
-  const int saved_errno = errno;
-  if (platform::remap(p, old, want, nullptr) == nullptr) {
-    // Not in place (something is mapped after it): the move below decides.
-    // The failed attempt's ENOMEM must not outlive a realloc that succeeds.
-    errno = saved_errno;
-    void* target = platform::map_aligned(want, kChunkSize);
-    if (target == nullptr) return nullptr;
-    b = reinterpret_cast<uintptr_t>(target);
+  if (platform::remap(p, old, want, nullptr) != nullptr) {
+    // Grown in place. The grown range's slots are registered only now that
+    // it is ours: leaves (64 MiB of address space each, never unmapped) made
+    // for a growth that then failed would stay for good.
     bool registered;
     {
-      // The target is ours: register it. The old range is about to go back
-      // to the OS with the move: unregister it first.
       LockGuard g(g_huge_lock);
-      registered = map_huge_slots(b, want, h);
-      if (registered) unmap_huge_slots(a, slots_end(a, old));
+      registered = map_huge_slots(a, want, h);
+      if (registered) set_huge_size_locked(h, size, want, n);
     }
-    if (!registered) {
-      platform::unmap(target, want);
-      return nullptr;
+    if (registered) return p;
+    // No leaf to be had (out of memory): back to the old length, a shrink
+    // in place the kernel does not refuse. Should it, the tail stays mapped
+    // and unregistered until the block is freed (its `old` bytes unmapped).
+    platform::remap(p, want, old, nullptr);
+    return nullptr;
+  }
+  // Not in place (something is mapped after it): moved, if it can be.
+  void* target = platform::map_aligned(want, kChunkSize);
+  if (target == nullptr) return nullptr;
+  const auto b = reinterpret_cast<uintptr_t>(target);
+  bool registered;
+  {
+    // The target is ours: register it. The old range is about to go back
+    // to the OS with the move: unregister it first.
+    LockGuard g(g_huge_lock);
+    registered = map_huge_slots(b, want, h);
+    if (registered) unmap_huge_slots(a, slots_end(a, old));
+  }
+  if (!registered) {
+    platform::unmap(target, want);
+    return nullptr;
+  }
+  if (platform::remap(p, old, want, target) == nullptr) {
+    {
+      LockGuard g(g_huge_lock);
+      unmap_huge_slots(b, slots_end(b, want));
+      map_huge_slots(a, old, h);  // its leaves exist: cannot fail
     }
-    if (platform::remap(p, old, want, target) == nullptr) {
-      {
-        LockGuard g(g_huge_lock);
-        unmap_huge_slots(b, slots_end(b, want));
-        map_huge_slots(a, old, h);  // its leaves exist: cannot fail
-      }
-      platform::unmap(target, want);
-      return nullptr;
-    }
+    platform::unmap(target, want);
+    return nullptr;
   }
   LockGuard g(g_huge_lock);
-  if (b == a) map_huge_slots(a, want, h);  // grown in place; leaves prepared above
   h->set_base(b);
   set_huge_size_locked(h, size, want, n);
   return reinterpret_cast<void*>(b);
@@ -862,7 +872,12 @@ void* resize_huge_locked(Extent* h, void* p, size_t n) {
                                         std::memory_order_relaxed))
     bad_pointer(p, Misuse::kInvalidRealloc, BlockInfo::huge(old, "already freed"));  // parked
   g_huge_lock.unlock();
+  // The OS may refuse a remap here that a copy by the caller then makes up
+  // for: its ENOMEM must not outlive a realloc that succeeds (one that fails
+  // sets ENOMEM itself).
+  const int saved_errno = errno;
   void* r = want < old ? shrink_huge(h, p, mapped, want, n) : grow_huge(h, p, mapped, want, n);
+  errno = saved_errno;
   // release: the resized descriptor, to whoever frees or parks the block next.
   h->state.store(Extent::kLive, std::memory_order_release);
   return r;
@@ -945,7 +960,11 @@ size_t trim() {
 }
 
 bool decay(uint64_t now) {
-  g_coarse_now.store(now, std::memory_order_relaxed);  // relaxed: see g_coarse_now
+  // Never backwards: a huge free may have stored a later reading since the
+  // pass read `now`. relaxed: see g_coarse_now.
+  uint64_t seen = g_coarse_now.load(std::memory_order_relaxed);
+  while (seen < now && !g_coarse_now.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+  }
   reclaim_parked();
   Evicted old;
   bool left;
