@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""check_stats_json.py <stats_json_main>: runs it three ways and parses each JSON
+"""check_stats_json.py <stats_json_main>: runs it four ways and parses each JSON
 document with python3's json module (issue #17):
   1. magslab_stats_print(1, MAGSLAB_STATS_JSON) on stdout;
   2. MAGSLAB_SHOW_STATS=json: the exit report on stderr;
-  3. MAGSLAB_STATS_FILE=<tmp>/stats.json (with show_stats=json in MAGSLAB_OPTIONS): the file.
+  3. MAGSLAB_STATS_FILE=<tmp>/stats.json (with show_stats=json in MAGSLAB_OPTIONS): the file;
+  4. the same with a file name that is not UTF-8: the report still is.
 Checks the schema (every field of struct magslab_stats and magslab_class_stats, all
 numbers; the options table), the arithmetic (live_bytes over the classes plus the
 large blocks), the traffic the program made (remote frees, depot trades, refills)
@@ -89,7 +90,29 @@ def main():
             fail("MAGSLAB_STATS_FILE: rc %d, stderr %r" % (r.returncode, r.stderr))
         with open(path) as f:
             check(f.read(), "MAGSLAB_STATS_FILE", "json")
-    print("OK: three JSON documents parsed and checked")
+    # 4. A stats_file path that is not UTF-8 (a review finding, stop 32: its
+    # bytes went into the JSON raw, which then did not parse as UTF-8, as RFC
+    # 8259 requires). Invalid bytes read as U+FFFD; valid UTF-8 stays as is.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.fsencode(tmp) + b"/s\xff\x01\"\xc3\xa9\xe0\x80y.json"
+        envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+        envb[b"MAGSLAB_STATS_FILE"] = path
+        envb[b"MAGSLAB_OPTIONS"] = b"show_stats=json"
+        r = subprocess.run([prog], env=envb, capture_output=True, timeout=300)
+        if r.returncode != 0:
+            fail("non-UTF-8 MAGSLAB_STATS_FILE: rc %d" % r.returncode)
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            doc = raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as e:
+            fail("non-UTF-8 MAGSLAB_STATS_FILE: the report is not UTF-8: %s" % e)
+        check(doc, "non-UTF-8 MAGSLAB_STATS_FILE", "json")
+        want = os.fsdecode(tmp) + "/s\ufffd\x01\"\u00e9\ufffd\ufffdy.json"
+        got = json.loads(doc)["options"]["stats_file"]
+        if got != want:
+            fail("non-UTF-8 MAGSLAB_STATS_FILE: stats_file %r, expected %r" % (got, want))
+    print("OK: four JSON documents parsed and checked")
 
 
 main()

@@ -51,22 +51,50 @@ class Out {
     return put(b.data(), b.size());
   }
   Out& line(const LineBuf& l) { return put(l.data(), l.size()); }
-  // A JSON string literal, escaped.
+  // A JSON string literal, escaped. JSON text is UTF-8 (RFC 8259): a byte
+  // that does not start a well-formed UTF-8 sequence (a file name may hold
+  // any) is written as U+FFFD, the replacement character.
   Out& json_str(const char* s) {
     put("\"", 1);
-    for (; *s != '\0'; ++s) {
+    while (*s != '\0') {
       unsigned char c = static_cast<unsigned char>(*s);
       if (c == '"' || c == '\\') {
         char e[2] = {'\\', *s};
         put(e, 2);
+        ++s;
       } else if (c < 0x20) {
         char e[6] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]};
         put(e, 6);
+        ++s;
+      } else if (size_t n = utf8_length(s)) {
+        put(s, n);
+        s += n;
       } else {
-        put(s, 1);
+        put("\\ufffd", 6);
+        ++s;
       }
     }
     return put("\"", 1);
+  }
+  // The length of the well-formed UTF-8 sequence at s (1 for ASCII), or 0
+  // (Unicode's table 3-7: no overlong form, no surrogate, nothing past U+10FFFF).
+  static size_t utf8_length(const char* s) {
+    auto b = [s](int i) { return static_cast<unsigned char>(s[i]); };
+    auto cont = [&](int i, unsigned lo = 0x80, unsigned hi = 0xBF) {
+      return b(i) >= lo && b(i) <= hi;  // the terminating 0 is never one
+    };
+    unsigned c = b(0);
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+      bool second = c == 0xE0 ? cont(1, 0xA0) : c == 0xED ? cont(1, 0x80, 0x9F) : cont(1);
+      return second && cont(2) ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+      bool second = c == 0xF0 ? cont(1, 0x90) : c == 0xF4 ? cont(1, 0x80, 0x8F) : cont(1);
+      return second && cont(2) && cont(3) ? 4 : 0;
+    }
+    return 0;
   }
   // "name":value with a leading comma unless first.
   Out& field(const char* name, uint64_t v, bool first = false) {
