@@ -13,6 +13,7 @@
 
 #include "api/check.h"
 #include "api/object_cache.h"
+#include "api/report.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "large/large.h"
@@ -65,6 +66,7 @@ void child() {
   // The other threads' cache tables stay registered: their magazines' objects
   // are free, and a later destroy() in the child takes them back.
   objcache::unlock_after_fork();
+  report::after_fork_child();
 }
 
 }  // namespace

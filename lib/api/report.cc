@@ -333,6 +333,17 @@ void load_options() {
   if (opt::get(opt::kVerbose) != 0) print_verbose();
 }
 
+void after_fork_child() {
+  // A forked child reports through its fd 2 as it is at exit, not through the
+  // parent's duplicate: a child that closes 0-2 (a daemon) must not keep the
+  // caller's stderr open (a shell reading it would wait for the daemon's
+  // exit). Closed only while it still is that duplicate.
+  if (g_report_fd < 0) return;
+  const platform::FileId now = platform::file_id(g_report_fd);
+  if (now == g_report_file && now != platform::FileId{}) platform::close_fd(g_report_fd);
+  g_report_fd = -1;
+}
+
 namespace {
 
 [[gnu::destructor]] void on_unload() {

@@ -10,6 +10,10 @@ namespace magslab::report {
 // report at exit if asked for.
 void load_options();
 
+// fork(), in the child: the exit report goes to the child's own fd 2, and
+// the duplicate of the parent's stderr taken at load is closed.
+void after_fork_child();
+
 // Write the text stats summary (magslab_stats_print's MAGSLAB_STATS_TEXT) to fd.
 void print_stats(int fd = 2);
 
