@@ -126,6 +126,9 @@ Magazine* take_inbox(ThreadCache* tc, unsigned c) {
 // tc's owner missed in class c and looked at its inbox for objects: senders
 // start counting unclaimed magazines afresh (send_to_owner). relaxed: a hint,
 // as the count is; the load first, so the line stays shared while 0.
+static_assert(sizeof(ThreadCache::inbox_aged) == kNumClasses &&
+                  sizeof(ThreadCache::inbox_unclaimed) == kNumClasses,
+              "alloc_slow calls claimed_inbox for every class, large ones too");
 void claimed_inbox(ThreadCache* tc, unsigned c) {
   std::atomic_ref<uint8_t> n(tc->inbox_unclaimed[c]);
   if (n.load(std::memory_order_relaxed) != 0) n.store(0, std::memory_order_relaxed);

@@ -103,7 +103,7 @@ struct alignas(kCacheLine) ThreadCache {
   // finds it still 1 and a magazine there takes that magazine to the depot:
   // an owner that makes no call any more does not keep what others freed for
   // it (thread_cache.cc, decay_stashes). Relaxed atomic_ref accesses.
-  uint8_t inbox_aged[kNumSmallClasses] = {};
+  uint8_t inbox_aged[kNumClasses] = {};  // as inbox_unclaimed: claimed_inbox runs for every class
   // Per small class, this thread's own full magazines that its frees
   // overflowed, which would otherwise go to the depot, where whichever thread
   // misses next takes them (thread_cache.cc, "The stash"): a list through
