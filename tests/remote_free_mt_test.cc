@@ -16,10 +16,8 @@
 
 #include "magslab/magslab.h"
 #include "small/slab.h"
-// Exact inbox contents: a decay pass takes an inbox its owner leaves alone
-// for a pass (tests/decay_mt_test.cc), which an idle owner here does.
-#include "testing/no_decay.h"
 #include "small/thread_cache.h"
+#include "testing/no_decay.h"  // exact inboxes: decay takes one its owner leaves alone
 #include "testing/threads.h"
 
 namespace {
