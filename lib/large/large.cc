@@ -395,6 +395,14 @@ void check_huge_locked(const Extent* h, const void* p, Misuse what) {
 // The last platform::now_ns() a huge free or decay pass read: a clock for
 // park(), which reads none (relaxed: any recent value will do; it only ages).
 std::atomic<uint64_t> g_coarse_now{0};
+// Move g_coarse_now up to t, never back: readings taken at different moments
+// (a decay pass's, from when it began; a huge free's, under the lock) arrive
+// in any order. relaxed: see g_coarse_now.
+void advance_coarse_now(uint64_t t) {
+  uint64_t seen = g_coarse_now.load(std::memory_order_relaxed);
+  while (seen < t && !g_coarse_now.compare_exchange_weak(seen, t, std::memory_order_relaxed)) {
+  }
+}
 
 // Free huge block h (its state already moved to kGone by the caller), under
 // g_huge_lock, which it releases: out of the page map, then into the huge
@@ -406,7 +414,7 @@ void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
   // Expire (and start a new peak window) while this block still counts as live.
   Evicted evicted;
   uint64_t now = platform::now_ns();
-  g_coarse_now.store(now, std::memory_order_relaxed);  // relaxed: see g_coarse_now
+  advance_coarse_now(now);
   expire_cached_locked(now, &evicted);
   // Out of the page map before the mapping is cached or unmapped: a second
   // free of p is reported, and a thread that maps this range next can
@@ -512,7 +520,7 @@ bool park(uintptr_t a) {
   uint64_t t = g_coarse_now.load(std::memory_order_relaxed);  // relaxed: see g_coarse_now
   if (MAGSLAB_UNLIKELY(t == 0)) {  // no huge free or decay pass yet: read the clock once
     t = platform::now_ns();
-    g_coarse_now.store(t, std::memory_order_relaxed);
+    advance_coarse_now(t);
   }
   h->parked_at = t;
   Extent* none = nullptr;
@@ -960,11 +968,7 @@ size_t trim() {
 }
 
 bool decay(uint64_t now) {
-  // Never backwards: a huge free may have stored a later reading since the
-  // pass read `now`. relaxed: see g_coarse_now.
-  uint64_t seen = g_coarse_now.load(std::memory_order_relaxed);
-  while (seen < now && !g_coarse_now.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
-  }
+  advance_coarse_now(now);  // a huge free may have stored a later reading already
   reclaim_parked();
   Evicted old;
   bool left;
