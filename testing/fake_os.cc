@@ -2,6 +2,7 @@
 #include "testing/fake_os.h"
 
 #include <errno.h>
+#include <sys/mman.h>
 
 #include <atomic>
 
@@ -15,6 +16,10 @@ namespace {
 namespace platform = magslab::platform;
 
 std::atomic<bool> g_refuse_maps{false}, g_refuse_remap_growth{false}, g_refuse_remaps{false};
+std::atomic<bool> g_squat_on_refused_moves{false};
+std::atomic<void*> g_squatter{nullptr};
+std::atomic<bool> g_refuse_moves_early{false};
+std::atomic<void*> g_refused_target{nullptr};
 // A call is refused at random when its 32-bit draw is below this; 0: never.
 std::atomic<uint64_t> g_threshold{0};
 std::atomic<uint64_t> g_seed{1};
@@ -60,6 +65,19 @@ void* fake_remap(void* a, size_t o, size_t n, void* to) {
   if ((n > o && g_refuse_remap_growth.load(std::memory_order_relaxed)) ||
       g_refuse_remaps.load(std::memory_order_relaxed) || random_refusal()) {
     bump(g_refused_remaps);
+    g_refused_target.store(to, std::memory_order_relaxed);
+    if (to != nullptr && !g_refuse_moves_early.load(std::memory_order_relaxed)) {
+      // A move to a fixed address: the kernel unmaps the target before the
+      // checks that can still fail (mremap_to: do_munmap first), so a refused
+      // move leaves it unmapped — and another thread may map there at once.
+      munmap(to, n);
+      if (g_squat_on_refused_moves.load(std::memory_order_relaxed)) {
+        void* s = mmap(to, 4096, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (s != MAP_FAILED) *static_cast<uint64_t*>(s) = kSquatterMark;
+        g_squatter.store(s == MAP_FAILED ? nullptr : s, std::memory_order_relaxed);
+      }
+    }
     errno = ENOMEM;  // as the kernel's mremap
     return nullptr;
   }
@@ -91,6 +109,10 @@ void uninstall() {
 void refuse_maps(bool on) { g_refuse_maps.store(on); }
 void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
 void refuse_remaps(bool on) { g_refuse_remaps.store(on); }
+void squat_on_refused_moves(bool on) { g_squat_on_refused_moves.store(on); }
+void* squatter() { return g_squatter.load(); }
+void refuse_moves_early(bool on) { g_refuse_moves_early.store(on); }
+void* refused_target() { return g_refused_target.load(); }
 void set_fault_rate(double rate, uint64_t seed) {
   double th = rate * 4294967296.0;
   if (!(th > 0)) th = 0;
@@ -102,6 +124,8 @@ void refuse_nothing() {
   g_refuse_maps.store(false);
   g_refuse_remap_growth.store(false);
   g_refuse_remaps.store(false);
+  g_squat_on_refused_moves.store(false);
+  g_refuse_moves_early.store(false);
   g_threshold.store(0);
 }
 

@@ -27,8 +27,21 @@ void uninstall();
 
 void refuse_maps(bool on);
 void refuse_remap_growth(bool on);
-// Refuse every remap: growth, shrink and move alike.
+// Refuse every remap: growth, shrink and move alike. A refused move to a
+// fixed address unmaps that address range first, as the kernel's does.
 void refuse_remaps(bool on);
+// After that unmapping, map one page at the start of the range, as another
+// thread's mmap might in that moment, its first word kSquatterMark;
+// squatter() is its address (nullptr: none yet). The page is the test's to
+// unmap.
+void squat_on_refused_moves(bool on);
+inline constexpr uint64_t kSquatterMark = 0x5175a77e5175a77eull;
+// Refuse moves as the kernel's map count check does, before it unmaps the
+// target (which then stays mapped, the caller's).
+void refuse_moves_early(bool on);
+// The target of the last refused remap (nullptr: not a move, or none yet).
+void* refused_target();
+void* squatter();
 // Refuse this fraction of map, remap and decommit calls (0: none); each
 // thread draws from its own stream seeded from `seed`.
 void set_fault_rate(double rate, uint64_t seed = 1);

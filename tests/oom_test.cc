@@ -7,6 +7,7 @@
 // counters return exactly to their baseline.
 #include <errno.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <atomic>
 #include <cstdint>
@@ -285,6 +286,75 @@ TEST(OutOfMemory, AHugeReallocThatSucceedsAfterARefusedRemapLeavesErrnoAlone) {
     p = q;
     EXPECT_GT(fake_os::counts().refused_remaps, 0u);
   }
+  magslab_free(p);
+}
+
+// A huge block that cannot grow in place moves by mremap to a chunk-aligned
+// target it mapped first. When the kernel refuses the move it has already
+// unmapped the target (mremap_to unmaps it before the checks that fail), and
+// another thread may map something there at once: the failed move must not
+// unmap the target again (review, stop 32), or that mapping goes with it.
+TEST(OutOfMemory, ARefusedHugeMoveLeavesWhateverIsMappedAtItsTargetAlone) {
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
+  ASSERT_NE(p, nullptr);
+  p[0] = 0x5A;
+  void* squat = nullptr;
+  {
+    FakeOsGuard os;
+    fake_os::refuse_remaps(true);
+    fake_os::squat_on_refused_moves(true);
+    // Something right after the block, so that it cannot grow in place.
+    auto* after = static_cast<unsigned char*>(p) + magslab_usable_size(p);
+    const auto end =
+        (reinterpret_cast<uintptr_t>(after) + (4 << 20) - 1) & ~uintptr_t{(4 << 20) - 1};
+    void* guard = mmap(reinterpret_cast<void*>(end), 4 << 20, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    auto* q = static_cast<unsigned char*>(magslab_realloc(p, 4 * kHuge));
+    ASSERT_NE(q, nullptr) << "the copy makes up for the refused move";
+    EXPECT_EQ(q[0], 0x5A);
+    p = q;
+    squat = fake_os::squatter();
+    if (guard != MAP_FAILED) munmap(guard, 4 << 20);
+  }
+  ASSERT_NE(squat, nullptr) << "no move was refused: the test tests nothing";
+  // Still mapped, and still the squatter's page (not a mapping of magslab's
+  // that took its place after it was unmapped).
+  ASSERT_EQ(msync(squat, 4096, MS_ASYNC), 0) << "the page mapped at the target was unmapped";
+  EXPECT_EQ(*static_cast<uint64_t*>(squat), fake_os::kSquatterMark)
+      << "the page mapped at the target was unmapped, and the range mapped again";
+  const auto s = reinterpret_cast<uintptr_t>(squat), q = reinterpret_cast<uintptr_t>(p);
+  EXPECT_FALSE(s >= q && s < q + magslab_usable_size(p)) << "the new block covers it";
+  munmap(squat, 4096);
+  magslab_free(p);
+}
+
+// The same move refused before the kernel unmapped the target (its map count
+// check comes first): the target, still mapped whole, is magslab's and goes
+// back — the new block may be mapped there again, but nothing else is.
+TEST(OutOfMemory, AHugeMoveRefusedEarlyGivesItsTargetBack) {
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
+  ASSERT_NE(p, nullptr);
+  void* target = nullptr;
+  {
+    FakeOsGuard os;
+    fake_os::refuse_remaps(true);
+    fake_os::refuse_moves_early(true);
+    auto* after = static_cast<unsigned char*>(p) + magslab_usable_size(p);
+    const auto end =
+        (reinterpret_cast<uintptr_t>(after) + (4 << 20) - 1) & ~uintptr_t{(4 << 20) - 1};
+    void* guard = mmap(reinterpret_cast<void*>(end), 4 << 20, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    auto* q = static_cast<unsigned char*>(magslab_realloc(p, 4 * kHuge));
+    ASSERT_NE(q, nullptr);
+    p = q;
+    target = fake_os::refused_target();
+    if (guard != MAP_FAILED) munmap(guard, 4 << 20);
+  }
+  ASSERT_NE(target, nullptr) << "no move was refused: the test tests nothing";
+  const auto t = reinterpret_cast<uintptr_t>(target), q = reinterpret_cast<uintptr_t>(p);
+  const bool reused = t >= q && t < q + magslab_usable_size(p);
+  EXPECT_TRUE(reused || msync(target, 4096, MS_ASYNC) != 0)
+      << "the refused move's target is still mapped: leaked";
   magslab_free(p);
 }
 

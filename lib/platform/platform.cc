@@ -78,6 +78,13 @@ bool protect(void* addr, size_t size, bool accessible) {
   return mprotect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
 }
 
+bool fully_mapped(void* addr, size_t size) {
+  const int saved = errno;  // ENOMEM for a hole: an answer, not an error to report
+  const bool mapped = msync(addr, size, MS_ASYNC) == 0;
+  errno = saved;
+  return mapped;
+}
+
 void* reserve_inaccessible(size_t size) {
   void* p = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? nullptr : p;

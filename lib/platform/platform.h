@@ -43,6 +43,9 @@ bool decommit(void* addr, size_t size);
 // mprotect: read-write, or no access at all (check mode's quarantine of large
 // blocks). Not part of the test seam. false if the OS refuses.
 bool protect(void* addr, size_t size, bool accessible);
+// Whether every page of [addr, addr + size) is mapped (msync(MS_ASYNC): no
+// side effect on anonymous memory). Not part of the test seam.
+bool fully_mapped(void* addr, size_t size);
 // Address space nobody may read or write (PROT_NONE, not counted against
 // overcommit): check mode's zero-size blocks. nullptr if the OS refuses.
 void* reserve_inaccessible(size_t size);
