@@ -163,50 +163,83 @@ TEST(RemoteFreeMt, FullRemoteMagazineGoesBackToItsOwner) {
       magslab_free(p);
 }
 
+// An idle thread (it makes no call) with one full magazine of its own objects,
+// which another thread freed, waiting in its inbox; the thread ends with the
+// fixture.
+class IdleOwnerWithInbox {
+ public:
+  const unsigned cls = magslab::class_of(kSize);
+  magslab::ThreadCache* owner = nullptr;
+
+  // false: the setup failed (the test reports it).
+  bool start() {
+    t_ = std::thread([this] {
+      // A new thread gets the depot's magazines (earlier tests') first:
+      // allocate until it has objects of its own slabs.
+      std::vector<void*> mine;
+      for (size_t i = 0; i < 100000 && own_.size() < 4 * kCap; ++i) {
+        mine.push_back(magslab_malloc(kSize));
+        if (is_own(mine.back())) own_.push_back(mine.back());
+      }
+      owner = magslab::t_cache;
+      phase_.set(1);
+      phase_.wait_for(2);  // idle
+      for (void* p : mine)
+        if (std::find(own_.begin(), own_.begin() + kCap + 1, p) == own_.begin() + kCap + 1)
+          magslab_free(p);
+    });
+    phase_.wait_for(1);
+    if (own_.size() < kCap + 1) return false;
+    // From a new thread, whose remote magazine holds nothing else yet: one
+    // magazine to the owner's inbox.
+    std::thread([&] {
+      for (size_t i = 0; i <= kCap; ++i) magslab_free(own_[i]);
+    }).join();
+    return true;
+  }
+  magslab::Magazine* inbox() const {
+    return std::atomic_ref<magslab::Magazine*>(owner->inbox[cls]).load(std::memory_order_acquire);
+  }
+  ~IdleOwnerWithInbox() {
+    phase_.set(2);
+    if (t_.joinable()) t_.join();
+  }
+
+ private:
+  mstest::Phase phase_;
+  std::vector<void*> own_;
+  std::thread t_;
+};
+
 // A trim of the whole process takes an idle thread's inbox (as its previous
 // magazine): it makes no call that would take it itself.
 TEST(RemoteFreeMt, TrimAllTakesAnIdleThreadsInbox) {
-  const unsigned cls = magslab::class_of(kSize);
-  mstest::Phase phase;
-  std::vector<void*> own;
-  magslab::ThreadCache* owner = nullptr;
-  std::thread t([&] {
-    // A new thread gets the depot's magazines (earlier tests') first: allocate
-    // until it has objects of its own slabs.
-    std::vector<void*> mine;
-    for (size_t i = 0; i < 100000 && own.size() < 4 * kCap; ++i) {
-      mine.push_back(magslab_malloc(kSize));
-      if (is_own(mine.back())) own.push_back(mine.back());
-    }
-    owner = magslab::t_cache;
-    phase.set(1);
-    phase.wait_for(2);  // idle
-    for (void* p : mine)
-      if (std::find(own.begin(), own.begin() + kCap + 1, p) == own.begin() + kCap + 1)
-        magslab_free(p);
-  });
-  phase.wait_for(1);
-  struct Release {  // the owner's end, also when an assertion returns early
-    mstest::Phase& phase;
-    std::thread& t;
-    ~Release() {
-      phase.set(2);
-      t.join();
-    }
-  } release{phase, t};
-  ASSERT_GE(own.size(), kCap + 1);
-  // From a new thread, whose remote magazine holds nothing else yet: one
-  // magazine to the owner's inbox.
-  std::thread([&] {
-    for (size_t i = 0; i <= kCap; ++i) magslab_free(own[i]);
-  }).join();
-  auto inbox = [&] {
-    return std::atomic_ref<magslab::Magazine*>(owner->inbox[cls]).load(std::memory_order_acquire);
-  };
-  ASSERT_NE(inbox(), nullptr) << "the full remote magazine did not go to its owner";
-  EXPECT_EQ(inbox()->count, kCap);
+  IdleOwnerWithInbox idle;
+  ASSERT_TRUE(idle.start()) << "the thread got too few objects of its own slabs";
+  ASSERT_NE(idle.inbox(), nullptr) << "the full remote magazine did not go to its owner";
+  EXPECT_EQ(idle.inbox()->count, kCap);
   magslab_trim_all();
-  EXPECT_EQ(inbox(), nullptr) << "trim left the idle thread's inbox";
+  EXPECT_EQ(idle.inbox(), nullptr) << "trim left the idle thread's inbox";
+}
+
+// Decay takes it too, but only a whole tick after a pass first found it:
+// passes may run back to back (the background thread looks once more before
+// it parks, and runs at once when woken), and counting passes took the
+// inbox within a millisecond of its arrival — a double free of one of its
+// objects was then reported as "free in its slab" instead of "in this
+// thread's inbox" (a fresh-clone CI run, stop 32).
+TEST(RemoteFreeMt, DecayTakesAnIdleThreadsInboxAWholeTickAfterFindingIt) {
+  IdleOwnerWithInbox idle;
+  ASSERT_TRUE(idle.start()) << "the thread got too few objects of its own slabs";
+  ASSERT_NE(idle.inbox(), nullptr) << "the full remote magazine did not go to its owner";
+  constexpr uint64_t kTick = magslab::decay::kTickNs;
+  const uint64_t t0 = 1000 * kTick + 1;  // early in a tick
+  magslab::cache::decay_stashes(t0);
+  magslab::cache::decay_stashes(t0 + 1000);
+  magslab::cache::decay_stashes(t0 + kTick / 2);
+  EXPECT_NE(idle.inbox(), nullptr) << "passes less than a tick apart took the inbox";
+  magslab::cache::decay_stashes(t0 + 2 * kTick);
+  EXPECT_EQ(idle.inbox(), nullptr) << "a pass two ticks later left it";
 }
 
 // Inboxes under churn: threads in generations pass blocks round a ring (each

@@ -57,7 +57,7 @@ bool tick(uint64_t now) {
   if (decay_event::paused()) return true;
   bool pending = false;
   // Threads' stashes first: what they give up decays in the depot from the next pass.
-  if (cache::decay_stashes()) pending = true;
+  if (cache::decay_stashes(now)) pending = true;
   // Caches of threads gone without their exit destructor: objects to the depot.
   if (cache::reap_exited()) pending = true;
   depot::decay(&pending);

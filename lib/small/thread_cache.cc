@@ -996,28 +996,40 @@ size_t take_previous_all() {
   return moved;
 }
 
-bool decay_stashes() {
+bool decay_stashes(uint64_t now) {
   const unsigned node = node_now();
   bool held = false;
+  // Inbox marks are tick numbers (1..255, 0: none), not pass counts: passes
+  // may run back to back (the background thread's look before it parks, a
+  // wake-up for new work), and an inbox must wait a whole tick (100-300 ms)
+  // after a pass first found it before one takes it.
+  const auto tick_mark = [](uint64_t t) {
+    return static_cast<uint8_t>(t / decay::kTickNs % 255 + 1);
+  };
+  const uint8_t cur = tick_mark(now),
+                prev = tick_mark(now >= decay::kTickNs ? now - decay::kTickNs : 0);
   // Under the registry lock, then class locks (retire -> slab::release), as
   // take_previous_all; the pass lock before both (small/decay.cc, api/fork.cc).
   LockGuard g(g_registry_lock);
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
     for (unsigned c = 0; c < kNumSmallClasses; ++c) {
-      // The inbox: a magazine there two passes running that its owner did not
-      // look for in between is taken (whoever exchanges first owns it; a
-      // sender's newer one taken early only reaches the depot sooner). A
-      // magazine there keeps the passes coming until it is gone.
+      // The inbox: a magazine there at passes a whole tick apart that its
+      // owner did not look for in between is taken (whoever exchanges first
+      // owns it; a sender's newer one taken early only reaches the depot
+      // sooner). A magazine there keeps the passes coming until it is gone.
       std::atomic_ref<Magazine*> in(tc->inbox[c]);
       if (in.load(std::memory_order_relaxed) != nullptr) {  // relaxed: a look, as below
         std::atomic_ref<uint8_t> aged(tc->inbox_aged[c]);
         held = true;
         // relaxed: see claimed_inbox.
-        if (aged.load(std::memory_order_relaxed) == 0) {
-          aged.store(1, std::memory_order_relaxed);
-        } else if (Magazine* m = take_inbox(tc, c)) {
-          aged.store(0, std::memory_order_relaxed);
-          retire(c, m, node);
+        const uint8_t mark = aged.load(std::memory_order_relaxed);
+        if (mark == 0) {
+          aged.store(cur, std::memory_order_relaxed);
+        } else if (mark != cur && mark != prev) {
+          if (Magazine* m = take_inbox(tc, c)) {
+            aged.store(0, std::memory_order_relaxed);
+            retire(c, m, node);
+          }
         }
       }
       std::atomic_ref<Magazine*> s(tc->stash[c]);

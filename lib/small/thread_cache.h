@@ -98,11 +98,12 @@ struct alignas(kCacheLine) ThreadCache {
   // the count by one. Relaxed atomic_ref accesses; next to the inboxes, which
   // senders write anyway.
   uint8_t inbox_unclaimed[kNumClasses] = {};
-  // Per small class, 1 once a decay pass found a magazine in the inbox; the
-  // owner clears it when it looks at its inbox (claimed_inbox). A pass that
-  // finds it still 1 and a magazine there takes that magazine to the depot:
-  // an owner that makes no call any more does not keep what others freed for
-  // it (thread_cache.cc, decay_stashes). Relaxed atomic_ref accesses.
+  // Per class, the decay tick (1..255) at which a pass found a magazine in
+  // the inbox, 0: none; the owner clears it when it looks at its inbox
+  // (claimed_inbox). A pass at least a tick later that finds it still set and
+  // a magazine there takes that magazine to the depot: an owner that makes no
+  // call any more does not keep what others freed for it (thread_cache.cc,
+  // decay_stashes). Relaxed atomic_ref accesses.
   uint8_t inbox_aged[kNumClasses] = {};  // as inbox_unclaimed: claimed_inbox runs for every class
   // Per small class, this thread's own full magazines that its frees
   // overflowed, which would otherwise go to the depot, where whichever thread
@@ -246,7 +247,7 @@ size_t take_previous_all();
 // used since the previous call goes to the depot, and so does a magazine
 // waiting in its inbox since the previous call that the owner has not looked
 // at. true: stashes in use, or inbox magazines, remain.
-bool decay_stashes();
+bool decay_stashes(uint64_t now);
 // A decay pass: caches whose thread is gone without running its exit
 // destructor (its first allocation came in the last round of pthread key
 // destructors, after which glibc runs none) are retired as that destructor
