@@ -24,6 +24,14 @@ void* sys_realloc(void* p, size_t n) { return ::realloc(p, n); }
 int sys_posix_memalign(void** out, size_t a, size_t n) { return ::posix_memalign(out, a, n); }
 void* sys_aligned_alloc(size_t a, size_t n) { return ::aligned_alloc(a, n); }
 size_t sys_usable(void* p) { return ::malloc_usable_size(p); }
+void ms_trim(bool everywhere) {
+  if (everywhere)
+    magslab_trim_all();
+  else
+    magslab_trim();
+}
+void sys_trim(bool) { ::malloc_trim(0); }
+void no_idle() {}
 }  // namespace
 
 const Api& magslab_api() {
@@ -35,12 +43,15 @@ const Api& magslab_api() {
                        magslab_posix_memalign,
                        magslab_aligned_alloc,
                        ms_usable,
+                       ms_trim,
+                       magslab_thread_idle,
                        true};
   return api;
 }
 const Api& system_api() {
-  static const Api api{"system",           sys_malloc,        sys_free,   sys_calloc, sys_realloc,
-                       sys_posix_memalign, sys_aligned_alloc, sys_usable, false};
+  static const Api api{
+      "system",          sys_malloc, sys_free, sys_calloc, sys_realloc, sys_posix_memalign,
+      sys_aligned_alloc, sys_usable, sys_trim, no_idle,    false};
   return api;
 }
 
@@ -95,8 +106,13 @@ void check_block(int thread, const Block& b, const char* op) {
   check_key(thread, b.p, b.size, key_of(b), op, "block contents changed while it was live");
 }
 
+size_t indexed_length(const void* p, size_t size) {
+  size_t usable = g.api->usable_size(const_cast<void*>(p));
+  return usable > size ? usable : size;
+}
+
 void unindex_block(int thread, const Block& b) {
-  if (!g.index->erase(b.p, b.size)) {
+  if (!g.index->erase(b.p, indexed_length(b.p, b.size))) {
     Failure f;
     f.op = "index-erase";
     f.thread = thread;
@@ -109,7 +125,7 @@ void unindex_block(int thread, const Block& b) {
 
 void index_block(int thread, const void* p, size_t size, const char* op) {
   OverlapIndex::Conflict c;
-  if (!g.index->insert(p, size, &c)) {
+  if (!g.index->insert(p, indexed_length(p, size), &c)) {
     Failure f;
     f.op = "overlap";
     f.thread = thread;

@@ -26,6 +26,11 @@ struct Api {
   int (*posix_memalign)(void**, size_t, size_t);
   void* (*aligned_alloc)(size_t, size_t);
   size_t (*usable_size)(void*);
+  // Give memory back while blocks are live: everywhere (true) or the calling
+  // thread's caches (false); magslab_trim_all / magslab_trim, malloc_trim(0).
+  void (*trim)(bool everywhere);
+  // The calling thread will be idle for a while: magslab_thread_idle, or nothing.
+  void (*idle)();
   bool is_magslab;
 };
 const Api& magslab_api();
@@ -43,6 +48,7 @@ struct Options {
   bool quiet = false;
   bool progress = false;  // stderr is a terminal and not --quiet
   double fault_rate = 0;  // --fault-rate: fraction of map/remap/decommit refused (magslab only)
+  double watchdog = 60;   // --watchdog: seconds past its time before a workload counts as hung
 };
 
 // Per-thread counters, written by their owner, summed by the main thread.
@@ -116,6 +122,10 @@ void check_block(int thread, const Block& b, const char* op);
 // Removes b from the overlap index (reported as a harness bug if absent).
 void unindex_block(int thread, const Block& b);
 // Enters [p, p+size) in the overlap index, or reports an overlap (op names the check).
+// A live block's extent in the overlap index: up to its usable size, which the
+// program may use as well, so a usable size that reaches into another live
+// block is an overlap too (not only a usable size below the request).
+size_t indexed_length(const void* p, size_t size);
 void index_block(int thread, const void* p, size_t size, const char* op);
 // The result of a NULL allocation (errno/return code err): counted and
 // tolerated in fault mode when err is ENOMEM, otherwise a failure report.

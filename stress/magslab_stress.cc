@@ -68,19 +68,24 @@ struct Result {
           "  --fault-rate P     refuse a fraction P (0 < P <= 1) of magslab's map/remap/\n"
           "                     decommit calls (fake OS); NULL+ENOMEM then tolerated\n"
           "                     (--allocator magslab only)\n"
+          "  --watchdog S       fail when a workload runs S seconds past its time (default\n"
+          "                     60): a hang in the allocator is reported, not waited out\n"
           "  --allocator A      magslab (the C API) | system (malloc of this process,\n"
           "                     e.g. an LD_PRELOADed allocator)\n"
           "  --smoke            every workload briefly (~15 s in total)\n"
           "  --json             summary as JSON on stdout\n"
           "  --quiet            no progress line and no summary table\n"
           "  --help             this text\n"
-          "exit status: 0 clean, 1 a check failed (one FAILURE line on stderr), 2 usage\n",
+          "exit status: 0 clean, 1 a check failed (one FAILURE line on stderr; also a\n"
+          "  hang, after --watchdog), 2 usage; an abort or crash of the allocator itself\n"
+          "  ends the run by its signal (no FAILURE line)\n",
           kMaxThreads);
   exit(0);
 }
 
 bool parse_u64(const char* s, uint64_t* out, bool suffixes) {
-  if (s == nullptr || *s == '\0' || *s == '-') return false;
+  // Digits first: strtoull would skip leading spaces and then take "-1" as 2^64 - 1.
+  if (s == nullptr || *s < '0' || *s > '9') return false;
   errno = 0;
   char* end = nullptr;
   unsigned long long v = strtoull(s, &end, 0);
@@ -258,6 +263,20 @@ Result run_workload(const Workload& w, size_t wi, double seconds, uint64_t ops) 
     if (rss > r.peak_rss) r.peak_rss = rss;
     if (seconds > 0 && el >= seconds) g.stop.store(true);
     if (done.load()) break;
+    // A workload that has not stopped long after its time is hung (a deadlock
+    // or livelock in the allocator, which the threads' own checks cannot see):
+    // a FAILURE line, not a run that never ends.
+    // (Default 60 s: the fork workload's children have 20 s of their own, alarm().)
+    if (seconds > 0 && el >= seconds + g.opt.watchdog) {
+      Failure f;
+      f.op = "watchdog";
+      f.thread = -1;
+      static char msg[128];
+      snprintf(msg, sizeof msg, "workload still running %.0f s after its %.1f s: hung",
+               el - seconds, seconds);
+      f.detail = msg;
+      fail(f);
+    }
     if (g.opt.progress && el - last_print >= 1.0) {
       fprintf(stderr, "\r\033[K[%s] %5.1fs  %7.3f Mops/s  live %8.1f MiB  rss %8.1f MiB", w.name,
               el, static_cast<double>(o - last_ops) / (el - last_print) / 1e6,
@@ -300,6 +319,7 @@ int main(int argc, char** argv) {
     kMaxSize,
     kWorkload,
     kFaultRate,
+    kWatchdog,
     kAllocator,
     kSmoke,
     kJson,
@@ -313,6 +333,7 @@ int main(int argc, char** argv) {
                                     {"max-size", required_argument, nullptr, kMaxSize},
                                     {"workload", required_argument, nullptr, kWorkload},
                                     {"fault-rate", required_argument, nullptr, kFaultRate},
+                                    {"watchdog", required_argument, nullptr, kWatchdog},
                                     {"allocator", required_argument, nullptr, kAllocator},
                                     {"smoke", no_argument, nullptr, kSmoke},
                                     {"json", no_argument, nullptr, kJson},
@@ -354,6 +375,10 @@ int main(int argc, char** argv) {
       case kFaultRate:
         if (!parse_double(optarg, 0, 1, &o.fault_rate))
           usage("bad --fault-rate (0 < P <= 1)", optarg);
+        break;
+      case kWatchdog:
+        if (!parse_double(optarg, 0, 1e7, &o.watchdog) || o.watchdog <= 0)
+          usage("bad --watchdog", optarg);
         break;
       case kAllocator:
         allocator = optarg;
@@ -493,6 +518,21 @@ int main(int argc, char** argv) {
       f.op = "fault-count";
       f.detail =
           "fault mode injected no fault (the seam was never consulted or the rate is too low)";
+      fail(f);
+    }
+    // Every NULL must come from a refusal: an allocation that failed needed
+    // memory the OS refused (a refused decommit never fails one: the pages
+    // are zeroed instead). More NULLs than refused maps and remaps are
+    // failures of the allocator's own.
+    if (g.enomem.load() > fc.refused_maps + fc.refused_remaps) {
+      Failure f;
+      f.op = "fault-count";
+      static char msg[160];
+      snprintf(msg, sizeof msg,
+               "%" PRIu64 " NULL/ENOMEM results but only %" PRIu64
+               " refused map and remap calls: spurious allocation failures",
+               g.enomem.load(), fc.refused_maps + fc.refused_remaps);
+      f.detail = msg;
       fail(f);
     }
   }

@@ -107,6 +107,9 @@ static __attribute__((unused)) atomic_ulong shim_calls;
 #ifndef SHIM_ON_FREE
 #define SHIM_ON_FREE(p) 0
 #endif
+#ifndef SHIM_USABLE
+#define SHIM_USABLE(p, usable) (usable)
+#endif
 
 void* malloc(size_t n) { return SHIM_MALLOC(n); }
 
@@ -125,7 +128,7 @@ void* calloc(size_t n, size_t m) { return __libc_calloc(n, m); }
 size_t malloc_usable_size(void* p) {
   size_t s;
   if (fake_size(p, &s)) return s;
-  return glibc_usable(p);
+  return SHIM_USABLE(p, glibc_usable(p));
 }
 
 void* realloc(void* p, size_t n) {
