@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -86,6 +87,17 @@ TEST_F(Options, ListAndVariablesWithSuffixes) {
   EXPECT_EQ(mag_cap(1), 256u);
   EXPECT_EQ(mag_cap(class_of(1024)), 4u);
   EXPECT_EQ(mag_cap(kNumClasses - 1), 2u);
+}
+
+// A relative stats_file is taken relative to the directory the process was in
+// when the options were read, not where it is at exit (review, stop 32: a
+// program that chdir()ed wrote its report elsewhere, or nowhere).
+TEST_F(Options, ARelativeStatsFileIsAnchoredWhereTheOptionsWereRead) {
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof cwd), nullptr);
+  setenv("MAGSLAB_STATS_FILE", "sub/stats.json", 1);
+  EXPECT_EQ(reload(), "");
+  EXPECT_EQ(std::string(opt::path(opt::kStatsFile)), std::string(cwd) + "/sub/stats.json");
 }
 
 TEST_F(Options, VariableOverridesTheList) {

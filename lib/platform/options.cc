@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "base/format.h"
@@ -169,8 +170,21 @@ void apply(Id id, const char* env, const char* entry, size_t entry_len, const ch
   Parse r = parse(id, s, n, &v);
   if (r == Parse::kOk) {
     if (o.kind == Kind::kPath) {
-      for (size_t i = 0; i < n; ++i) g_paths[id][i] = s[i];
-      g_paths[id][n] = '\0';
+      // A relative path is anchored here, at the directory the process is in
+      // now: it is opened at exit, when the program may have chdir()ed
+      // anywhere. getcwd takes the caller's buffer (no allocation); should the
+      // directory not fit with the path, it stays relative.
+      char* out = g_paths[id];
+      size_t at = 0;
+      if (n != 0 && s[0] != '/' && getcwd(out, kMaxPath) != nullptr) {
+        at = strlen(out);
+        if (at + 1 + n < kMaxPath)
+          out[at++] = '/';
+        else
+          at = 0;
+      }
+      for (size_t i = 0; i < n; ++i) out[at + i] = s[i];
+      out[at + n] = '\0';
     }
     // relaxed: published by load()'s release of g_load_state.
     g_values[id].store(v, std::memory_order_relaxed);
