@@ -117,6 +117,25 @@ bool decay_thread_parks() {
   return false;
 }
 
+// A quiet start for the tests that watch one thing go back: an earlier burst
+// decayed, the decay thread parked with nothing left.
+void decay_thread_parked_after_a_burst() {
+  burst(2, 8 * MiB);
+  ASSERT_TRUE(cached_falls_to(MiB, 10));
+  ASSERT_TRUE(decay_thread_parks());
+}
+
+// Polls (for up to 10 s) until the magazine slot of another thread reads
+// nullptr: a decay pass took what was there (acquire: its take is an
+// exchange; a null slot is the whole answer).
+bool slot_empties(Magazine*& slot) {
+  for (int i = 0; i < 200; ++i) {
+    std::this_thread::sleep_for(50ms);
+    if (std::atomic_ref<Magazine*>(slot).load(std::memory_order_acquire) == nullptr) return true;
+  }
+  return false;
+}
+
 TEST(DecayMt, BackgroundThreadGivesABurstBackWhileTheProcessIdles) {
   burst(4, 96 * MiB);
   EXPECT_TRUE(decay::background_running());
@@ -142,9 +161,7 @@ TEST(DecayMt, SleepsWhenNothingIsLeftAndWakesForTheNextBurst) {
 // while it lives on, blocked, goes back: the decay thread, parked with nothing
 // left to decay, wakes for it, moves it to the depot and decays it there.
 TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
-  burst(2, 8 * MiB);
-  ASSERT_TRUE(cached_falls_to(MiB, 10));
-  ASSERT_TRUE(decay_thread_parks());
+  ASSERT_NO_FATAL_FAILURE(decay_thread_parked_after_a_burst());
   const unsigned cls = class_of(336);
   std::atomic<int> phase{0};
   ThreadCache* tc = nullptr;
@@ -160,13 +177,7 @@ TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
   });
   while (phase.load() != 1) std::this_thread::yield();
   EXPECT_GT(stashed, 0u);
-  bool gone = false;
-  for (int i = 0; i < 200 && !gone; ++i) {
-    std::this_thread::sleep_for(50ms);
-    // acquire: a pass's drain is an exchange; a null head is the whole answer.
-    gone = std::atomic_ref<Magazine*>(tc->stash[cls]).load(std::memory_order_acquire) == nullptr;
-  }
-  EXPECT_TRUE(gone) << "the stash of a thread that makes no call stayed";
+  EXPECT_TRUE(slot_empties(tc->stash[cls])) << "the stash of a thread that makes no call stayed";
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "and decayed from the depot";
   phase.store(2);
   owner.join();
@@ -175,11 +186,9 @@ TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
 // Own objects another thread freed wait in the owner's inbox for its next
 // miss in their class (small/thread_cache.cc, send_to_owner). An owner that
 // makes no call any more must not keep them, nor their slabs, for good: decay
-// takes an inbox its owner has not claimed for a pass and gives it back.
+// takes an inbox its owner has not claimed for a tick and gives it back.
 TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
-  burst(2, 8 * MiB);
-  ASSERT_TRUE(cached_falls_to(MiB, 10));
-  ASSERT_TRUE(decay_thread_parks());
+  ASSERT_NO_FATAL_FAILURE(decay_thread_parked_after_a_burst());
   const unsigned cls = class_of(336);
   std::atomic<int> phase{0};
   ThreadCache* tc = nullptr;
@@ -200,12 +209,7 @@ TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
   // acquire: as in the decay pass's exchange.
   EXPECT_NE(std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire), nullptr)
       << "the freer sent nothing to the owner's inbox: the test tests nothing";
-  bool gone = false;
-  for (int i = 0; i < 200 && !gone; ++i) {
-    std::this_thread::sleep_for(50ms);
-    gone = std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire) == nullptr;
-  }
-  EXPECT_TRUE(gone) << "the inbox of a thread that makes no call stayed";
+  EXPECT_TRUE(slot_empties(tc->inbox[cls])) << "the inbox of a thread that makes no call stayed";
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "and decayed from the depot";
   phase.store(3);
   owner.join();

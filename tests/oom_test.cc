@@ -289,6 +289,18 @@ TEST(OutOfMemory, AHugeReallocThatSucceedsAfterARefusedRemapLeavesErrnoAlone) {
   magslab_free(p);
 }
 
+// realloc(p, n) of huge block p with the chunk after its mapping taken, so
+// that it cannot grow in place (if that chunk is mapped already: as good).
+void* realloc_not_in_place(void* p, size_t n) {
+  constexpr uintptr_t kChunk = 4 << 20;
+  const uintptr_t after = reinterpret_cast<uintptr_t>(p) + magslab_usable_size(p);
+  void* guard = mmap(reinterpret_cast<void*>((after + kChunk - 1) & ~(kChunk - 1)), kChunk,
+                     PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  void* q = magslab_realloc(p, n);
+  if (guard != MAP_FAILED) munmap(guard, kChunk);
+  return q;
+}
+
 // A huge block that cannot grow in place moves by mremap to a chunk-aligned
 // target it mapped first. When the kernel refuses the move it has already
 // unmapped the target (mremap_to unmaps it before the checks that fail), and
@@ -303,18 +315,11 @@ TEST(OutOfMemory, ARefusedHugeMoveLeavesWhateverIsMappedAtItsTargetAlone) {
     FakeOsGuard os;
     fake_os::refuse_remaps(true);
     fake_os::squat_on_refused_moves(true);
-    // Something right after the block, so that it cannot grow in place.
-    auto* after = static_cast<unsigned char*>(p) + magslab_usable_size(p);
-    const auto end =
-        (reinterpret_cast<uintptr_t>(after) + (4 << 20) - 1) & ~uintptr_t{(4 << 20) - 1};
-    void* guard = mmap(reinterpret_cast<void*>(end), 4 << 20, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    auto* q = static_cast<unsigned char*>(magslab_realloc(p, 4 * kHuge));
+    auto* q = static_cast<unsigned char*>(realloc_not_in_place(p, 4 * kHuge));
     ASSERT_NE(q, nullptr) << "the copy makes up for the refused move";
     EXPECT_EQ(q[0], 0x5A);
     p = q;
     squat = fake_os::squatter();
-    if (guard != MAP_FAILED) munmap(guard, 4 << 20);
   }
   ASSERT_NE(squat, nullptr) << "no move was refused: the test tests nothing";
   // Still mapped, and still the squatter's page (not a mapping of magslab's
@@ -339,16 +344,10 @@ TEST(OutOfMemory, AHugeMoveRefusedEarlyGivesItsTargetBack) {
     FakeOsGuard os;
     fake_os::refuse_remaps(true);
     fake_os::refuse_moves_early(true);
-    auto* after = static_cast<unsigned char*>(p) + magslab_usable_size(p);
-    const auto end =
-        (reinterpret_cast<uintptr_t>(after) + (4 << 20) - 1) & ~uintptr_t{(4 << 20) - 1};
-    void* guard = mmap(reinterpret_cast<void*>(end), 4 << 20, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    auto* q = static_cast<unsigned char*>(magslab_realloc(p, 4 * kHuge));
+    auto* q = static_cast<unsigned char*>(realloc_not_in_place(p, 4 * kHuge));
     ASSERT_NE(q, nullptr);
     p = q;
     target = fake_os::refused_target();
-    if (guard != MAP_FAILED) munmap(guard, 4 << 20);
   }
   ASSERT_NE(target, nullptr) << "no move was refused: the test tests nothing";
   const auto t = reinterpret_cast<uintptr_t>(target), q = reinterpret_cast<uintptr_t>(p);
