@@ -202,6 +202,31 @@ class OverlapIndex {
     return ok;
   }
 
+  // In a forked child (its only thread, before any other use): a shard whose
+  // lock is free was between updates at the fork, so its map holds exactly
+  // blocks that were live then — all still allocated in the child, which the
+  // child's own allocations must not overlap — and stays. A shard locked at
+  // the fork belonged to a thread that does not exist here, mid-update: it
+  // starts again empty (its intervals are not checked in the child; its
+  // nodes are left behind). Every interval a thread entered before the fork
+  // was live at the fork (a block is entered after it is allocated and taken
+  // out before it is freed), so the child reports only real overlaps.
+  // Returns the number of shards started again.
+  unsigned after_fork_child() {
+    unsigned reset = 0;
+    for (Shard& s : shards_) {
+      if (s.mu.try_lock()) {
+        s.mu.unlock();
+        continue;
+      }
+      new (&s.mu) std::mutex();
+      new (&s.pool) NodePool();
+      s.map = new (&s.storage) Map(std::less<uintptr_t>(), Alloc(&s.pool));
+      ++reset;
+    }
+    return reset;
+  }
+
   // Number of distinct intervals (quiescent use only).
   size_t size() {
     size_t n = 0;

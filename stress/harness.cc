@@ -182,7 +182,7 @@ void check_key(int thread, const void* p, size_t len, uint64_t key, const char* 
   check_key_range(thread, p, len, 0, len, key, op, detail);
 }
 
-Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index) {
+Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align) {
   (void)r;
   const Api& a = *g.api;
   void* p = nullptr;
@@ -251,15 +251,15 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool
       fail(f);
     }
   }
-  if (index) index_block(thread, p, size, "new");
+  index_block(thread, p, size, "new");
   Block b{p, size, align};
   fill_pattern(p, size, key_of(b));
   return b;
 }
 
-void free_block(int thread, const Block& b, bool index) {
+void free_block(int thread, const Block& b) {
   check_key(thread, b.p, b.size, key_of(b), "free-check", "block contents changed before free");
-  if (index) unindex_block(thread, b);
+  unindex_block(thread, b);
   g.api->free(b.p);
 }
 

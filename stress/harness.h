@@ -110,13 +110,13 @@ enum class Kind { Malloc, Calloc, PosixMemalign, AlignedAlloc };
 
 // Allocates through the API, verifies (not NULL, alignment, usable size, zero
 // for calloc, no overlap with any live block), fills the pattern, records it.
-// `index` false: no overlap index (forked child). In fault mode (g.null_ok) a
+// In fault mode (g.null_ok) a
 // NULL with ENOMEM (posix_memalign: the ENOMEM return) is counted and returned
 // as a Block with p == nullptr, which the caller skips; NULL without ENOMEM is
 // a failure in every mode.
-Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align, bool index = true);
+Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align);
 // Verifies the whole pattern, removes from the index, frees.
-void free_block(int thread, const Block& b, bool index = true);
+void free_block(int thread, const Block& b);
 // Verifies the whole pattern of a live block.
 void check_block(int thread, const Block& b, const char* op);
 // Removes b from the overlap index (reported as a harness bug if absent).

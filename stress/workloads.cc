@@ -429,7 +429,10 @@ void churn_spawner(unsigned t, void* arg) {
 // ---------------------------------------------------------------------------
 // fork: one thread forks while the others allocate. The child checks the
 // forking thread's blocks, allocates and frees a burst of its own, frees the
-// inherited blocks, and exits 0; alarm() turns a hang into SIGALRM.
+// inherited blocks, and exits 0; alarm() turns a hang into SIGALRM. Its
+// blocks go through the overlap index, which still holds what the other
+// threads had live at the fork (OverlapIndex::after_fork_child): a child
+// handed a block the parent's threads held fails as an overlap.
 // ---------------------------------------------------------------------------
 #ifdef MS_SANITIZED
 constexpr unsigned kChildSeconds = 60;
@@ -441,8 +444,14 @@ constexpr int kChildOps = 20000;
 
 [[noreturn]] void fork_child(Block* held, size_t nheld, Rng r) {
   alarm(kChildSeconds);
-  for (size_t i = 0; i < nheld; ++i)
-    if (held[i].p != nullptr) check_block(-2, held[i], "fork-child-inherited");
+  g.index->after_fork_child();
+  for (size_t i = 0; i < nheld; ++i) {
+    if (held[i].p == nullptr) continue;
+    check_block(-2, held[i], "fork-child-inherited");
+    // Entered again whole: part of it may lie in a shard started again.
+    g.index->erase(held[i].p, indexed_length(held[i].p, held[i].size));
+    index_block(-2, held[i].p, held[i].size, "fork-child-inherited");
+  }
   Block live[64];
   size_t n = 0;
   size_t max = std::min<size_t>(g.opt.max_size, 1 << 20);
@@ -451,16 +460,16 @@ constexpr int kChildOps = 20000;
       size_t k = r.below(n);
       Block b = live[k];
       live[k] = live[--n];
-      free_block(-2, b, false);
+      free_block(-2, b);
     } else {
-      Block b = alloc_block(-2, r, random_size(r, max), r.chance(8) ? Kind::Calloc : Kind::Malloc,
-                            0, false);
+      Block b =
+          alloc_block(-2, r, random_size(r, max), r.chance(8) ? Kind::Calloc : Kind::Malloc, 0);
       if (b.p != nullptr) live[n++] = b;  // NULL: fault mode
     }
   }
-  while (n > 0) free_block(-2, live[--n], false);
+  while (n > 0) free_block(-2, live[--n]);
   for (size_t i = 0; i < nheld; ++i)
-    if (held[i].p != nullptr) free_block(-2, held[i], false);
+    if (held[i].p != nullptr) free_block(-2, held[i]);
   _exit(0);
 }
 
