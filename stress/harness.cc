@@ -1,10 +1,12 @@
 // stress/harness.cc: the allocator tables, failure reports and block checks.
 #include "harness.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +34,11 @@ void ms_trim(bool everywhere) {
 }
 void sys_trim(bool) { ::malloc_trim(0); }
 void no_idle() {}
+void ms_free_aligned_sized(void* p, size_t, size_t n) { magslab_free_sized(p, n); }
+template <class F>
+F* process_symbol(const char* name) {
+  return reinterpret_cast<F*>(dlsym(RTLD_DEFAULT, name));
+}
 }  // namespace
 
 const Api& magslab_api() {
@@ -45,13 +52,25 @@ const Api& magslab_api() {
                        ms_usable,
                        ms_trim,
                        magslab_thread_idle,
-                       true};
+                       true,
+                       magslab_free_sized,
+                       ms_free_aligned_sized};
   return api;
 }
 const Api& system_api() {
-  static const Api api{
-      "system",          sys_malloc, sys_free, sys_calloc, sys_realloc, sys_posix_memalign,
-      sys_aligned_alloc, sys_usable, sys_trim, no_idle,    false};
+  static const Api api{"system",
+                       sys_malloc,
+                       sys_free,
+                       sys_calloc,
+                       sys_realloc,
+                       sys_posix_memalign,
+                       sys_aligned_alloc,
+                       sys_usable,
+                       sys_trim,
+                       no_idle,
+                       false,
+                       process_symbol<void(void*, size_t)>("free_sized"),
+                       process_symbol<void(void*, size_t, size_t)>("free_aligned_sized")};
   return api;
 }
 
@@ -213,6 +232,10 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align) {
       op = "aligned_alloc";
       p = a.aligned_alloc(align, size);
       break;
+    case Kind::ReallocNull:
+      op = "realloc-null";
+      p = a.realloc(nullptr, size);
+      break;
   }
   if (p == nullptr) {
     if (kind != Kind::PosixMemalign) err = errno;
@@ -225,7 +248,7 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align) {
   f.addr = p;
   f.size = size;
   size_t need = align;
-  if (kind == Kind::Malloc || kind == Kind::Calloc) need = size >= 16 ? 16 : 8;
+  if (align == 0) need = size >= 16 ? 16 : 8;  // malloc, calloc, realloc(NULL, n)
   if (reinterpret_cast<uintptr_t>(p) % need != 0) {
     char msg[64];  // fail() does not return
     snprintf(msg, sizeof msg, "pointer not aligned to %zu", need);
@@ -257,10 +280,68 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align) {
   return b;
 }
 
-void free_block(int thread, const Block& b) {
+void free_block(int thread, const Block& b, bool sized) {
   check_key(thread, b.p, b.size, key_of(b), "free-check", "block contents changed before free");
   unindex_block(thread, b);
-  g.api->free(b.p);
+  const Api& a = *g.api;
+  if (sized && b.align == 0 && a.free_sized != nullptr)
+    a.free_sized(b.p, b.size);
+  else if (sized && b.align != 0 && a.free_aligned_sized != nullptr)
+    a.free_aligned_sized(b.p, b.align, b.size);
+  else
+    a.free(b.p);
+}
+
+bool realloc_block(int thread, Block& b, size_t size) {
+  check_block(thread, b, "realloc-precheck");
+  unindex_block(thread, b);
+  uint64_t old_key = key_of(b);
+  errno = 0;
+  void* q = g.api->realloc(b.p, size);
+  Failure f;
+  f.op = "realloc";
+  f.thread = thread;
+  f.addr = q;
+  f.size = size;
+  if (q == nullptr) {
+    if (size == 0) {  // freed (glibc's and magslab's realloc(p, 0))
+      b = Block{};
+      return false;
+    }
+    // Fault mode: the old block must be untouched and still ours.
+    null_result(thread, "realloc", size, errno);
+    check_key(thread, b.p, b.size, old_key, "realloc-failed",
+              "a failed realloc changed the old block");
+    index_block(thread, b.p, b.size, "failed realloc's old");
+    return true;
+  }
+  size_t need = size >= 16 ? 16 : 8;
+  if (reinterpret_cast<uintptr_t>(q) % need != 0) {
+    f.offset = reinterpret_cast<uintptr_t>(q) % need;
+    f.detail = "realloc pointer misaligned";
+    fail(f);
+  }
+  if (g.api->usable_size(q) < size) {
+    f.detail = "usable_size < realloc size";
+    fail(f);
+  }
+  size_t keep = std::min(b.size, size);
+  size_t off = check_pattern(q, keep, old_key);
+  if (off != kNoMismatch) {
+    f.op = "realloc-prefix";
+    f.offset = off;
+    f.expected = pattern_byte(old_key, off);
+    f.found = static_cast<unsigned char*>(q)[off];
+    static char msg[96];
+    snprintf(msg, sizeof msg, "realloc from %p size %zu did not preserve the old contents", b.p,
+             b.size);
+    f.detail = msg;
+    fail(f);
+  }
+  index_block(thread, q, size, "realloc");
+  b = Block{q, size, 0};
+  fill_pattern(q, size, key_of(b));
+  return true;
 }
 
 namespace {

@@ -32,6 +32,11 @@ struct Api {
   // The calling thread will be idle for a while: magslab_thread_idle, or nothing.
   void (*idle)();
   bool is_magslab;
+  // C23's sized frees: magslab_free_sized (for aligned blocks too); for
+  // system, the process's free_sized / free_aligned_sized where it has them
+  // (a preloaded magslab does; glibc 2.36 does not), else nullptr.
+  void (*free_sized)(void*, size_t);
+  void (*free_aligned_sized)(void*, size_t, size_t);
 };
 const Api& magslab_api();
 const Api& system_api();
@@ -106,7 +111,7 @@ struct Block {
 };
 
 // Allocation kinds for alloc_block().
-enum class Kind { Malloc, Calloc, PosixMemalign, AlignedAlloc };
+enum class Kind { Malloc, Calloc, PosixMemalign, AlignedAlloc, ReallocNull };
 
 // Allocates through the API, verifies (not NULL, alignment, usable size, zero
 // for calloc, no overlap with any live block), fills the pattern, records it.
@@ -115,8 +120,14 @@ enum class Kind { Malloc, Calloc, PosixMemalign, AlignedAlloc };
 // as a Block with p == nullptr, which the caller skips; NULL without ENOMEM is
 // a failure in every mode.
 Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align);
-// Verifies the whole pattern, removes from the index, frees.
-void free_block(int thread, const Block& b);
+// Verifies the whole pattern, removes from the index, frees; `sized`: with
+// free_sized (free_aligned_sized for an aligned block) where the API has it.
+void free_block(int thread, const Block& b, bool sized = false);
+// realloc(b.p, size), verified like alloc_block (alignment 16 or 8, usable
+// size, no overlap) and the kept prefix's pattern checked; b then describes
+// the new block. In fault mode a NULL with ENOMEM leaves b as it was (checked).
+// false: size 0 and NULL returned — the block was freed and b is gone.
+bool realloc_block(int thread, Block& b, size_t size);
 // Verifies the whole pattern of a live block.
 void check_block(int thread, const Block& b, const char* op);
 // Removes b from the overlap index (reported as a harness bug if absent).

@@ -54,6 +54,7 @@ Block random_alloc(unsigned t, Rng& r, Mode mode) {
       uint64_t y = r.below(100);
       if (y < 5) return alloc_block(t, r, sz, Kind::Calloc, 0);
       if (y < 8) return alloc_block(t, r, sz, Kind::PosixMemalign, size_t{8} << r.below(7));
+      if (y < 9) return alloc_block(t, r, sz, Kind::ReallocNull, 0);
       return alloc_block(t, r, sz, Kind::Malloc, 0);
     }
     case Mode::Aligned: {
@@ -80,8 +81,21 @@ void random_ops(unsigned t, Mode mode) {
       size_t i = r.below(n);
       Block b = live[i];
       live[i] = live[--n];
-      free_block(static_cast<int>(t), b);
+      // Mixed: a quarter of the frees sized (free_sized / free_aligned_sized).
+      free_block(static_cast<int>(t), b, mode == Mode::Mixed && r.chance(4));
       count(t, 1, -static_cast<int64_t>(b.size));
+    } else if (mode == Mode::Mixed && n > 0 && r.chance(16)) {
+      // realloc of a live block of any kind (calloc's and the aligned ones'
+      // too), to any size; 1 in 64 to size 0, which frees it.
+      size_t i = r.below(n);
+      size_t old = live[i].size;
+      size_t ns = r.chance(64) ? 0 : random_size(r, g.opt.max_size);
+      if (realloc_block(static_cast<int>(t), live[i], ns)) {
+        count(t, 1, static_cast<int64_t>(live[i].size) - static_cast<int64_t>(old));
+      } else {
+        live[i] = live[--n];
+        count(t, 1, -static_cast<int64_t>(old));
+      }
     } else {
       Block b = random_alloc(t, r, mode);
       if (b.p != nullptr) {  // NULL only in fault mode (ENOMEM): skipped
@@ -299,58 +313,9 @@ void realloc_thread(unsigned t, void*) {
     else
       ns = random_size(r, max);
     ns = std::clamp<size_t>(ns, 1, max);
-    check_block(ti, b, "realloc-precheck");
-    unindex_block(ti, b);
-    uint64_t old_key = key_of(b);
-    errno = 0;
-    void* q = g.api->realloc(b.p, ns);
-    Failure f;
-    f.op = "realloc";
-    f.thread = ti;
-    f.addr = q;
-    f.size = ns;
-    if (q == nullptr) {
-      // Fault mode: the old block must be untouched and still ours.
-      null_result(ti, "realloc", ns, errno);
-      check_key(ti, b.p, b.size, old_key, "realloc-failed",
-                "a failed realloc changed the old block");
-      index_block(ti, b.p, b.size, "failed realloc's old");
-      continue;
-    }
-    size_t need = ns >= 16 ? 16 : 8;
-    if (reinterpret_cast<uintptr_t>(q) % need != 0) {
-      f.offset = reinterpret_cast<uintptr_t>(q) % need;
-      f.detail = "realloc pointer misaligned";
-      fail(f);
-    }
-    if (g.api->usable_size(q) < ns) {
-      f.detail = "usable_size < realloc size";
-      fail(f);
-    }
-    size_t keep = std::min(b.size, ns);
-    size_t off = check_pattern(q, keep, old_key);
-    if (off != kNoMismatch) {
-      f.op = "realloc-prefix";
-      f.offset = off;
-      f.expected = pattern_byte(old_key, off);
-      f.found = static_cast<unsigned char*>(q)[off];
-      static char msg[96];
-      snprintf(msg, sizeof msg, "realloc from %p size %zu did not preserve the old contents", b.p,
-               b.size);
-      f.detail = msg;
-      fail(f);
-    }
-    OverlapIndex::Conflict c;
-    if (!g.index->insert(q, indexed_length(q, ns), &c)) {
-      f.op = "overlap";
-      f.other_addr = c.addr;
-      f.other_size = c.len;
-      f.detail = "realloc'd block overlaps a live block";
-      fail(f);
-    }
-    count(t, 1, static_cast<int64_t>(ns) - static_cast<int64_t>(b.size));
-    b = Block{q, ns, 0};
-    fill_pattern(q, ns, key_of(b));
+    size_t old = b.size;
+    realloc_block(ti, b, ns);  // ns >= 1: b stays a block
+    count(t, 1, static_cast<int64_t>(b.size) - static_cast<int64_t>(old));
   }
   for (auto& b : chain)
     if (b.p != nullptr) {
