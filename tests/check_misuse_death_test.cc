@@ -200,6 +200,42 @@ TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFreedByAnotherThread) {
       WriteAfterFree(small_info(64)));
 }
 
+// Review finding (stop 33): a thread whose first call was a free (no cache yet)
+// put the block in the ring shared by cache-less threads, and once it had a
+// cache its frees went to its own ring: nothing evicted the shared ring's
+// entries (only trim checked them). They now leave as the rings around them
+// turn over.
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeByAThreadsFirstCallFoundByEviction) {
+  EXPECT_DEATH(
+      {
+        ASSERT_EQ(magslab_option_set("quarantine", 64 << 10), 0);
+        char* volatile p = alloc(100);
+        on_other_thread([p] {
+          magslab_free(p);  // this thread's first call into magslab
+          p[3] = 1;
+          ANNOUNCE(p);
+          for (int i = 0; i < 1000; ++i)
+            magslab_free(alloc(256));  // 256 KiB through the quarantine
+        });
+      },
+      WriteAfterFree(small_info(100)));
+}
+
+// Review finding (stop 33): blocks still in quarantine when the process ended
+// were never checked — the last ~512 KiB a thread freed in a short program or
+// a test binary. They are checked at exit now.
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeStillInQuarantineAtExit) {
+  EXPECT_DEATH(
+      {
+        char* volatile p = alloc(100);
+        magslab_free(p);
+        p[50] = 0;
+        ANNOUNCE(p);
+        std::exit(0);
+      },
+      WriteAfterFree(small_info(100)));
+}
+
 // Freed large blocks are inaccessible while in quarantine: a read faults.
 void expect_fault(void (*f)()) {
 #if defined(__SANITIZE_ADDRESS__)

@@ -278,6 +278,14 @@ bool bytes_are(const void* p, size_t len) {
 // kRing objects): the eldest go back once it holds more, but never the block
 // just freed (which may be larger than the share on its own).
 //
+// The shared ring's frees are few and may stop for good (a thread whose first
+// call freed a block it was handed, then allocated: its later frees go to its
+// own ring), so its entries also leave as the other rings turn over: every
+// time a ring has released another share's worth of bytes, the turnover count
+// g_turnover goes up by one, and an entry of the shared ring goes back once
+// the count has gone up twice since it came in (so at least one ring took in
+// and let go of a whole share after it).
+//
 // A ring is its thread's but not only its: drain() (magslab_trim, an
 // allocation short of memory) and fork() reach every ring through g_rings.
 // So each has a spin lock — one exchange and one store per free for its
@@ -285,7 +293,8 @@ bool bytes_are(const void* p, size_t len) {
 // fork. It is a leaf: nothing else is taken while it is held.
 struct SmallEntry {
   void* p;
-  size_t bytes;  // the class size
+  size_t bytes;        // the class size
+  uint64_t stamp = 0;  // g_turnover when it came in (quarantine_small)
 };
 constexpr size_t kRing = size_t{1} << 13;  // per ring (so, 512 KiB of 64-byte objects)
 constexpr size_t kRingShare = 8;
@@ -316,6 +325,7 @@ struct ThreadRing {
   std::atomic<bool> busy{false};
   ThreadRing* all_next = nullptr;  // g_rings; set before the ring is published
   size_t bytes = 0;                // under busy, as q: the bytes of its entries
+  size_t released = 0;             // under busy: bytes let go since g_turnover last went up for it
   Fifo<SmallEntry, kRing> q;
 
   void lock() {
@@ -360,6 +370,12 @@ ThreadRing* new_ring() {
   return r;
 }
 
+// The ring of threads without a cache; nullptr until one frees.
+std::atomic<ThreadRing*> g_shared_ring{nullptr};
+// How many times a ring has released another share of the quarantine (above).
+// relaxed: a count that orders nothing; it goes up once per share released.
+std::atomic<uint64_t> g_turnover{0};
+
 // The calling thread's ring; nullptr when none can be mapped (its blocks then
 // skip the quarantine).
 ThreadRing* my_ring() {
@@ -368,13 +384,13 @@ ThreadRing* my_ring() {
     if (MAGSLAB_LIKELY(tc->check_ring != nullptr)) return static_cast<ThreadRing*>(tc->check_ring);
     return static_cast<ThreadRing*>(tc->check_ring = new_ring());
   }
-  static std::atomic<ThreadRing*> shared{nullptr};
   // acquire: pairs with the release below; the ring is initialised.
-  if (ThreadRing* r = shared.load(std::memory_order_acquire)) return r;
+  if (ThreadRing* r = g_shared_ring.load(std::memory_order_acquire)) return r;
   ThreadRing* r = new_ring();
   ThreadRing* expected = nullptr;
   // acq_rel: publish ours, or (acquire) take the winner's and leave ours in g_rings, empty.
-  if (r != nullptr && !shared.compare_exchange_strong(expected, r, std::memory_order_acq_rel))
+  if (r != nullptr &&
+      !g_shared_ring.compare_exchange_strong(expected, r, std::memory_order_acq_rel))
     return expected;
   return r;
 }
@@ -429,13 +445,33 @@ void release_large(const Entry& e) {
   raw::free(e.p);
 }
 
+// The shared ring's entries that came in two turnovers ago or earlier go back.
+void turn_over_shared() {
+  // acquire: as in my_ring().
+  ThreadRing* s = g_shared_ring.load(std::memory_order_acquire);
+  if (s == nullptr) return;
+  const uint64_t now = g_turnover.load(std::memory_order_relaxed);  // relaxed: see g_turnover
+  for (;;) {
+    SmallEntry out[kBatch];
+    size_t nout = 0;
+    s->lock();
+    while (s->q.count != 0 && nout < kBatch && s->q.at(0).stamp + 2 <= now) out[nout++] = s->pop();
+    s->unlock();
+    for (size_t i = 0; i < nout; ++i) release_small(out[i]);
+    if (nout < kBatch) return;
+  }
+}
+
 // Queue the freed slab object e, then release what falls out past the budget.
-void quarantine_small(const SmallEntry& e) {
+void quarantine_small(const SmallEntry& freed) {
   ThreadRing* r = my_ring();
-  if (MAGSLAB_UNLIKELY(r == nullptr)) return release_small(e);
+  if (MAGSLAB_UNLIKELY(r == nullptr)) return release_small(freed);
   const uint64_t budget = opt::get(opt::kQuarantine) / kRingShare;
+  SmallEntry e = freed;
+  e.stamp = g_turnover.load(std::memory_order_relaxed);  // relaxed: see g_turnover
   SmallEntry out[kBatch];
   size_t nout = 0;
+  bool turned = false;
   r->lock();
   if (r->q.full()) out[nout++] = r->pop();
   r->push(e);
@@ -445,8 +481,19 @@ void quarantine_small(const SmallEntry& e) {
   // could write to it; it waits, past the budget, until this thread's next free.
   while (r->bytes > budget && nout < kBatch && (r->q.count > 1 || budget == 0))
     out[nout++] = r->pop();
+  if (budget != 0) {  // (off: the shared ring's own frees empty it)
+    for (size_t i = 0; i < nout; ++i) r->released += out[i].bytes;
+    if (r->released >= budget) {
+      r->released = 0;
+      turned = true;
+    }
+  }
   r->unlock();
   for (size_t i = 0; i < nout; ++i) release_small(out[i]);
+  if (turned) {
+    g_turnover.fetch_add(1, std::memory_order_relaxed);  // relaxed: see g_turnover
+    turn_over_shared();
+  }
 }
 
 // Queue the freed large block e; past kLargeRing blocks (or with the
@@ -763,6 +810,21 @@ void drain() {
     }
     if (nout == 0) break;
     for (size_t i = 0; i < nout; ++i) release_large(out[i]);
+  }
+}
+
+void check_quarantine_at_exit() {
+  // acquire: pairs with new_ring(); every ring on the list is initialised.
+  for (ThreadRing* r = g_rings.load(std::memory_order_acquire); r != nullptr; r = r->all_next) {
+    r->lock();
+    for (size_t i = 0; i < r->q.count; ++i) {
+      const SmallEntry e = r->q.at(i);
+      if (MAGSLAB_UNLIKELY(!bytes_are<kFreedByte>(e.p, e.bytes))) {
+        r->unlock();
+        write_after_free(e);
+      }
+    }
+    r->unlock();
   }
 }
 

@@ -37,6 +37,10 @@ void drain();
 // Option leak_report: write the blocks still live, by allocation site, to fd
 // (at exit: api/report.cc).
 void report_leaks(int fd);
+// At exit: the slab objects still in quarantine are checked where they wait
+// (a write after free among the last blocks each thread freed is reported
+// and the process aborts), and stay there.
+void check_quarantine_at_exit();
 // fork(): the quarantine locks, leaves (nothing else is taken under them).
 void lock_for_fork();
 void unlock_after_fork();

@@ -347,6 +347,7 @@ void after_fork_child() {
 namespace {
 
 [[gnu::destructor]] void on_unload() {
+  if constexpr (kCheckMode) check::check_quarantine_at_exit();
   if constexpr (kCheckMode) check::report_leaks(report_fd());
   uint64_t format = opt::get(opt::kShowStats);
   bool to_file = opt::get(opt::kStatsFile) != 0;
