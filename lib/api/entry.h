@@ -32,6 +32,12 @@ inline constexpr bool kInlineNew = kInlineEntries && !kExactRequested;
 // new where it cannot inline malloc_or_release (below), a jump away.
 void* malloc_or(size_t n, void* (*fail)(size_t));
 
+// magslab_malloc and magslab_aligned_alloc for a caller that names the
+// allocation site itself (check mode's leak report): operator new's forms that
+// cannot reach them by a jump (override/new_delete.cc).
+void* malloc_from(size_t n, void* site);
+void* aligned_from(size_t alignment, size_t size, void* site);
+
 // A request of n bytes above the lookup table (kLookupMax): a larger class, a
 // large block, or nullptr with errno = ENOMEM.
 void* malloc_big(size_t n);

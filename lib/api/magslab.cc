@@ -415,6 +415,16 @@ MAGSLAB_NOINLINE void* big_or(size_t n, void* (*fail)(size_t)) {
   return p != nullptr ? p : fail(n);
 }
 
+void* malloc_from(size_t n, void* site) {
+  return MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, site) : inner_malloc(n, site);
+}
+
+void* aligned_from(size_t alignment, size_t size, void* site) {
+  if (!is_pow2(alignment)) return fail(EINVAL);
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
+  return inner_aligned(alignment, size, site);
+}
+
 void* malloc_or(size_t n, void* (*fail)(size_t)) {
   if (kInlineNew) return malloc_or_release(n, fail);
   // Check mode: reached by a jump from operator new, so the caller's address

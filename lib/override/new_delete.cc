@@ -99,8 +99,12 @@ inline bool plain_path(std::size_t n, std::size_t align) {
          (align == __STDCPP_DEFAULT_NEW_ALIGNMENT__ && n >= align);
 }
 
-void* alloc(std::size_t n, std::size_t align) {
-  return plain_path(n, align) ? magslab_malloc(n) : magslab_aligned_alloc(align, n);
+// site: the program's call of the operator (check mode's leak report names
+// it): each exported operator passes its own return address, as these calls
+// are not jumps and magslab_malloc's would be an address in this library.
+void* alloc(std::size_t n, std::size_t align, void* site) {
+  return plain_path(n, align) ? magslab::api::malloc_from(n, site)
+                              : magslab::api::aligned_from(align, n, site);
 }
 
 [[noreturn]] void throw_bad_alloc() {
@@ -112,34 +116,36 @@ void* alloc(std::size_t n, std::size_t align) {
 }
 
 // After an allocation failed: call the new_handler until one succeeds.
-void* handler_loop(std::size_t n, std::size_t align) {
+void* handler_loop(std::size_t n, std::size_t align, void* site) {
   for (;;) {
     std::new_handler h = current_handler();
     if (h == nullptr) throw_bad_alloc();
     h();  // may free memory, throw, or abort
-    if (void* p = alloc(n, align)) return p;
+    if (void* p = alloc(n, align, site)) return p;
   }
 }
 
-void* handler_loop_default(std::size_t n) { return handler_loop(n, 1); }
+// (The first try was a jump from operator new; the site of a block the
+// handler's retry makes is not recorded.)
+void* handler_loop_default(std::size_t n) { return handler_loop(n, 1, nullptr); }
 
 // The default alignment, the common case, is a jump to the allocation itself,
 // which calls handler_loop_default only if it fails.
-inline void* new_or_throw(std::size_t n, std::size_t align) {
+inline void* new_or_throw(std::size_t n, std::size_t align, void* site) {
   if (plain_path(n, align)) {
     if constexpr (magslab::api::kInlineNew)
       return magslab::api::malloc_or_release(n, handler_loop_default);
     return magslab::api::malloc_or(n, handler_loop_default);
   }
-  if (void* p = alloc(n, align)) return p;
-  return handler_loop(n, align);
+  if (void* p = alloc(n, align, site)) return p;
+  return handler_loop(n, align, site);
 }
 
 // Ours: std::nothrow itself lives in the runtime.
 constexpr std::nothrow_t kNothrow{};
 
-void* new_nothrow(std::size_t n, std::size_t align) noexcept {
-  if (void* p = alloc(n, align)) return p;
+void* new_nothrow(std::size_t n, std::size_t align, void* site) noexcept {
+  if (void* p = alloc(n, align, site)) return p;
   if (current_handler() == nullptr) return nullptr;
   // A handler may throw: let the runtime's nothrow new (which catches) run the
   // loop through our throwing new.
@@ -152,7 +158,7 @@ void* new_nothrow(std::size_t n, std::size_t align) noexcept {
     std::new_handler h = current_handler();
     if (h == nullptr) return nullptr;
     h();
-    if (void* p = alloc(n, align)) return p;
+    if (void* p = alloc(n, align, site)) return p;
   }
 }
 
@@ -160,27 +166,31 @@ void* new_nothrow(std::size_t n, std::size_t align) noexcept {
 
 #define MAGSLAB_EXPORT __attribute__((visibility("default")))
 
-MAGSLAB_EXPORT void* operator new(std::size_t n) { return new_or_throw(n, 1); }
-MAGSLAB_EXPORT void* operator new[](std::size_t n) { return new_or_throw(n, 1); }
+MAGSLAB_EXPORT void* operator new(std::size_t n) {
+  return new_or_throw(n, 1, __builtin_return_address(0));
+}
+MAGSLAB_EXPORT void* operator new[](std::size_t n) {
+  return new_or_throw(n, 1, __builtin_return_address(0));
+}
 MAGSLAB_EXPORT void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return new_nothrow(n, 1);
+  return new_nothrow(n, 1, __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  return new_nothrow(n, 1);
+  return new_nothrow(n, 1, __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a) {
-  return new_or_throw(n, static_cast<std::size_t>(a));
+  return new_or_throw(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a) {
-  return new_or_throw(n, static_cast<std::size_t>(a));
+  return new_or_throw(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a,
                                   const std::nothrow_t&) noexcept {
-  return new_nothrow(n, static_cast<std::size_t>(a));
+  return new_nothrow(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a,
                                     const std::nothrow_t&) noexcept {
-  return new_nothrow(n, static_cast<std::size_t>(a));
+  return new_nothrow(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 
 // The two hot deletes run the release paths here, inline (api/entry.h), as
