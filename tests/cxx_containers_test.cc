@@ -353,4 +353,28 @@ TEST(PoolMisuseDeathTest, WrongSizeOrForeignPointer) {
   pool.deallocate(b, 100, 8);
 }
 
+// Review finding (stop 33): a big block (above the pool's classes: a heap block
+// with a header) was taken back by any pool whose deallocate saw a header —
+// unlinked from the wrong pool's list, which then lost its own blocks, while
+// the owner's list kept the freed one (a later allocation there wrote into
+// whatever reused it). And its size was not compared.
+TEST(PoolMisuseDeathTest, ABigBlockGivenToAnotherPoolOrWithAnotherSize) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::pmr::PoolResource pool, other;
+  void* big = pool.allocate(5000, 8);
+  void* kept = pool.allocate(6000, 8);  // so that the lists have more than one block
+  void* theirs = other.allocate(7000, 8);
+  EXPECT_DEATH(
+      other.deallocate(big, 5000, 8),
+      "^magslab: invalid release of " + hex(big) +
+          " to a pool \\(5000 B, alignment 8: not a block of this pool of that size\\)\n$");
+  EXPECT_DEATH(
+      pool.deallocate(big, 5100, 8),
+      "^magslab: invalid release of " + hex(big) +
+          " to a pool \\(5100 B, alignment 8: not a block of this pool of that size\\)\n$");
+  pool.deallocate(big, 5000, 8);
+  pool.deallocate(kept, 6000, 8);
+  other.deallocate(theirs, 7000, 8);
+}
+
 }  // namespace

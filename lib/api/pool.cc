@@ -44,10 +44,13 @@ struct BigHeader {
   uint64_t magic;  // kBigMagic ^ the header's address while the block is live
   BigHeader* next;
   BigHeader* prev;
+  magslab_pool* pool;  // whose list it is on: deallocate through another pool is refused
+  size_t size;         // requested: deallocate with another size is refused
 };
 constexpr uint64_t kBigMagic = 0x6d61677362696721;  // "magsbig!"
 
 size_t big_align(size_t align) { return align < kCacheLine ? kCacheLine : align; }
+static_assert(sizeof(BigHeader) <= kCacheLine, "the header fits the smallest space before a block");
 
 }  // namespace
 
@@ -118,6 +121,8 @@ void* alloc_big(magslab_pool* pool, size_t size, size_t align) {
   auto* h = static_cast<BigHeader*>(magslab_aligned_alloc(hdr, hdr + size));
   if (h == nullptr) return nullptr;
   h->magic = kBigMagic ^ reinterpret_cast<uintptr_t>(h);
+  h->pool = pool;
+  h->size = size;
   LockGuard g(g_big_lock);
   h->prev = nullptr;
   h->next = pool->big;
@@ -134,7 +139,9 @@ void free_big(magslab_pool* pool, void* p, size_t size, size_t align) {
   auto* h = reinterpret_cast<BigHeader*>(a - hdr);
   {
     LockGuard g(g_big_lock);
-    if (h->magic != (kBigMagic ^ reinterpret_cast<uintptr_t>(h))) bad_free(p, size, align);
+    if (h->magic != (kBigMagic ^ reinterpret_cast<uintptr_t>(h)) || h->pool != pool ||
+        h->size != size)
+      bad_free(p, size, align);
     h->magic = 0;
     if (h->prev != nullptr)
       h->prev->next = h->next;
