@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "magslab/magslab.h"
@@ -151,6 +152,33 @@ TEST(Arena, GrowthByChunks) {
   EXPECT_EQ(a.allocate(100), p2);
   EXPECT_EQ(a.allocate(100 * kPage, 4096), big);
   EXPECT_EQ(a.capacity(), cap);
+}
+
+// Review finding (stop 33): after a reset, a refused request (overflowing
+// rounding, a size or alignment past the largest request) entered the next
+// kept region before it was refused — used() jumped by a region, the next
+// request landed there, and the same sequence as before the reset got other
+// addresses and mapped more.
+TEST(Arena, ARefusedRequestAfterAResetChangesNothing) {
+  magslab::Arena a(kPage, kPage);
+  void* p1 = a.allocate(kPage);
+  void* p2 = a.allocate(kPage);  // a second region
+  ASSERT_NE(p1, nullptr);
+  ASSERT_NE(p2, nullptr);
+  const size_t cap = a.capacity();
+  for (auto [size, align] : {std::pair<size_t, size_t>{SIZE_MAX, 1},
+                             {SIZE_MAX - kPage + 1, kPage},
+                             {size_t{1} << 50, 8},
+                             {8, size_t{1} << 50}}) {
+    a.reset();
+    EXPECT_EQ(a.allocate(size, align), nullptr) << size << " aligned " << align;
+    EXPECT_EQ(a.used(), 0u) << size << " aligned " << align;
+    EXPECT_EQ(magslab_arena_alloc_aligned(a.native_handle(), size, align), nullptr);
+    EXPECT_EQ(a.used(), 0u) << size << " aligned " << align;
+    EXPECT_EQ(a.allocate(kPage), p1);
+    EXPECT_EQ(a.allocate(kPage), p2);
+    EXPECT_EQ(a.capacity(), cap);
+  }
 }
 
 TEST(Arena, GrowingFromZero) {

@@ -99,8 +99,12 @@ magslab_arena* create(size_t capacity, size_t grow) {
 }
 
 // The current region cannot hold the request: go on to the next region
-// (kept from before a reset), or reserve a new one if the arena grows.
+// (kept from before a reset), or reserve a new one if the arena grows. A
+// request no region could hold is refused first, before a kept region is
+// entered: the arena stays as it was, as it did before the reset (where no
+// region followed), so the same requests get the same addresses after it.
 bool advance(magslab_arena* a, size_t size, size_t align) {
+  if (size > kMaxRequest || align > kMaxRequest) return false;
   if (a->current != nullptr && a->current->next != nullptr) {
     a->before_current += a->current->size;
     a->enter(a->current->next);
@@ -109,7 +113,6 @@ bool advance(magslab_arena* a, size_t size, size_t align) {
   if (a->grow == 0) return false;
   // Room for the request at any alignment: size + align - 1 (no overflow:
   // both are at most kMaxRequest here).
-  if (size > kMaxRequest || align > kMaxRequest) return false;
   size_t need = size + align - 1;
   Region* r = map_region(need > a->grow ? need : a->grow);
   if (r == nullptr) return false;
@@ -133,6 +136,11 @@ magslab_arena* magslab_arena_create_growing(size_t capacity, size_t chunk) {
 
 void* magslab_arena_alloc_aligned(magslab_arena* a, size_t size, size_t align) {
   if (size == 0 || !magslab::is_pow2(align)) return nullptr;
+  // A request refused after it went on to kept regions (none of them holds
+  // it, and no new one can be mapped) leaves the arena where it was.
+  Region* const was_current = a->current;
+  const magslab_arena_cursor was_bump = a->bump;
+  const size_t was_before = a->before_current;
   for (;;) {
     if (a->current != nullptr) {
       // Padding and room computed by subtraction only: no overflow for any
@@ -145,7 +153,12 @@ void* magslab_arena_alloc_aligned(magslab_arena* a, size_t size, size_t align) {
         return p;
       }
     }
-    if (!advance(a, size, align)) return nullptr;
+    if (!advance(a, size, align)) {
+      a->current = was_current;
+      a->bump = was_bump;
+      a->before_current = was_before;
+      return nullptr;
+    }
   }
 }
 
