@@ -199,6 +199,16 @@ TEST(Arena, MoveAndTypedArrays) {
   EXPECT_EQ(a.allocate_array<double>(0), nullptr);
   magslab::Arena b(std::move(a));
   EXPECT_EQ(b.used(), 80u);
+  // The moved-from arena is an empty fixed one (until stop 33 every call on
+  // it dereferenced NULL), and can be assigned to.
+  EXPECT_EQ(a.allocate(16), nullptr);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(a.allocate_array<double>(4), nullptr);
+  EXPECT_EQ(a.used(), 0u);
+  EXPECT_EQ(a.remaining(), 0u);
+  EXPECT_EQ(a.capacity(), 0u);
+  a.reset();
+  a = magslab::Arena(kPage);
+  EXPECT_NE(a.allocate(16), nullptr);
   b = magslab::Arena(2 * kPage);
   EXPECT_EQ(b.used(), 0u);
   EXPECT_EQ(b.capacity(), 2 * kPage);

@@ -334,6 +334,7 @@ TEST(CacheCApi, CreateAllocFreeReapStatsDestroy) {
   EXPECT_EQ(args.ctors, static_cast<long>(st.slabs * st.objects_per_slab));
   for (void* p : v) magslab_cache_free(c, p);
   magslab_cache_free(c, nullptr);  // ignored
+  magslab_cache_stats(c, nullptr);  // ignored, as magslab_stats(NULL) (crashed until stop 33)
   magslab_cache_stats(c, &st);
   EXPECT_EQ(st.live, 0u);
   EXPECT_GT(magslab_cache_reap(c), 0u);
@@ -596,6 +597,38 @@ TEST(CacheMisuseDeathTest, PointerOfAnotherCache) {
                only_line("invalid release of " + hex(g) +
                          " to cache \"widgets\" \\(an object of cache \"gadgets\"\\)"));
   gadgets.release(g);
+}
+
+// Review finding (stop 33): an object of a cache with larger slabs, lying past
+// the first slab-size-of-the-target into its slab, was reported as "not an
+// object of any cache" (the target's mask found no slab header there).
+TEST(CacheMisuseDeathTest, PointerOfACacheWithLargerSlabs) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  struct Big {
+    char bytes[4000];
+  };
+  magslab::ObjectCache<Counted> widgets("widgets");
+  magslab::ObjectCache<Big> bigs("bigs");
+  ASSERT_GT(bigs.stats().slab_size, widgets.stats().slab_size);
+  std::vector<Big*> held;
+  Big* deep = nullptr;  // an object past the first widgets-slab's worth of its slab
+  while (deep == nullptr && held.size() < 1000) {
+    Big* b = bigs.acquire();
+    held.push_back(b);
+    if ((reinterpret_cast<uintptr_t>(b) & (bigs.stats().slab_size - 1)) >=
+        widgets.stats().slab_size)
+      deep = b;
+  }
+  ASSERT_NE(deep, nullptr);
+  EXPECT_DEATH(widgets.release(reinterpret_cast<Counted*>(deep)),
+               only_line("invalid release of " + hex(deep) +
+                         " to cache \"widgets\" \\(an object of cache \"bigs\"\\)"));
+  Counted* w = widgets.acquire();  // and the other way round
+  EXPECT_DEATH(bigs.release(reinterpret_cast<Big*>(w)),
+               only_line("invalid release of " + hex(w) +
+                         " to cache \"bigs\" \\(an object of cache \"widgets\"\\)"));
+  widgets.release(w);
+  for (Big* b : held) bigs.release(b);
 }
 
 TEST(CacheMisuseDeathTest, InteriorPointer) {

@@ -184,6 +184,10 @@ MAGSLAB_API void magslab_thread_idle(void);
  * A double release is detected when the object is already free in its slab
  * (not while its first release still sits in a magazine). */
 typedef struct magslab_cache magslab_cache;
+/* (Every call takes a cache magslab_cache_create returned and that has not been
+ * destroyed; only magslab_cache_destroy and magslab_cache_free's object accept
+ * NULL. Likewise for pools below; every arena call takes NULL as an empty fixed
+ * arena: nothing allocated, 0 used, remaining and capacity.) */
 
 /* Constructor: initialise obj (size bytes at the cache's alignment); return 0,
  * or non-zero on failure (the slab being populated is then given up, its
@@ -227,7 +231,8 @@ struct magslab_cache_stats {
   size_t ctor_calls;       /* constructor calls since creation */
   size_t dtor_calls;       /* destructor calls since creation */
 };
-/* Fills *out. Exact when no thread is using the cache. Never allocates. */
+/* Fills *out (NULL: nothing). Exact when no thread is using the cache. Never
+ * allocates. */
 MAGSLAB_API void magslab_cache_stats(const magslab_cache* cache, struct magslab_cache_stats* out);
 
 /* ---- Arenas (bump allocation with reset; docs/cpp.md) ----

@@ -268,7 +268,8 @@ class ObjectCache {
 // that is not a power of two, a size/alignment whose rounding overflows, or
 // more than remains (fixed arena) return nullptr and allocate nothing. reset()
 // forgets every allocation at once and reuses the memory (no destructors run);
-// destruction gives the memory back to the OS.
+// destruction gives the memory back to the OS. A moved-from Arena is an empty
+// fixed one (capacity 0: every request refused) until it is assigned to.
 class Arena {
  public:
   // A fixed arena of `capacity` bytes (rounded up to pages), or, with
@@ -294,7 +295,10 @@ class Arena {
   // The common case inline (the arena's cursor, magslab.h); anything else —
   // a refused request, the next region, growth — in the library.
   void* allocate(std::size_t size, std::size_t align = alignof(std::max_align_t)) noexcept {
-    auto* c = reinterpret_cast<magslab_arena_cursor*>(a_);
+    // A moved-from Arena (a_ == nullptr) is an empty one: no room here, and
+    // the library refuses every request of the NULL arena.
+    static constinit magslab_arena_cursor empty{nullptr, nullptr};
+    auto* c = a_ != nullptr ? reinterpret_cast<magslab_arena_cursor*>(a_) : &empty;
     std::size_t room = static_cast<std::size_t>(c->end - c->cur);
     std::size_t pad = (0 - reinterpret_cast<std::uintptr_t>(c->cur)) & (align - 1);
     if (size - 1 < room && pad <= room - size && detail::is_pow2(align)) {

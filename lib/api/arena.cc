@@ -135,7 +135,8 @@ magslab_arena* magslab_arena_create_growing(size_t capacity, size_t chunk) {
 }
 
 void* magslab_arena_alloc_aligned(magslab_arena* a, size_t size, size_t align) {
-  if (size == 0 || !magslab::is_pow2(align)) return nullptr;
+  // NULL: the empty arena (magslab.h; a moved-from magslab::Arena).
+  if (a == nullptr || size == 0 || !magslab::is_pow2(align)) return nullptr;
   // A request refused after it went on to kept regions (none of them holds
   // it, and no new one can be mapped) leaves the arena where it was.
   Region* const was_current = a->current;
@@ -167,17 +168,18 @@ void* magslab_arena_alloc(magslab_arena* a, size_t size) {
 }
 
 size_t magslab_arena_used(const magslab_arena* a) {
-  if (a->current == nullptr) return 0;
+  if (a == nullptr || a->current == nullptr) return 0;
   return a->before_current + static_cast<size_t>(a->bump.cur - a->current->base);
 }
 
 size_t magslab_arena_remaining(const magslab_arena* a) {
-  return a->capacity - magslab_arena_used(a);
+  return a == nullptr ? 0 : a->capacity - magslab_arena_used(a);
 }
 
-size_t magslab_arena_capacity(const magslab_arena* a) { return a->capacity; }
+size_t magslab_arena_capacity(const magslab_arena* a) { return a == nullptr ? 0 : a->capacity; }
 
 void magslab_arena_reset(magslab_arena* a) {
+  if (a == nullptr) return;
   a->before_current = 0;
   if (a->first != nullptr) a->enter(a->first);
 }

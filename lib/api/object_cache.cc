@@ -298,18 +298,35 @@ inline char* object(const magslab_cache* c, CacheSlab* s, uint32_t i) {
 
 void name_into(LineBuf& l, const magslab_cache* c) { l.str("\"").str(c->name).str("\""); }
 
+// The cache whose slab holds p, or nullptr. Every slab size a cache can have
+// (geometry(): powers of two from kMinSlab), smallest first: the first
+// aligned base whose header is a live slab of that size is p's slab (the page
+// map says the base is mapped before it is read, as in check_release()).
+// Cold: for the report only — c's own mask finds no slab of c's where the
+// owner's slabs are larger or smaller than c's.
+const magslab_cache* owner_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const uint64_t key = g_slab_key.load(std::memory_order_relaxed);  // relaxed: as check_release()
+  for (size_t slab = kMinSlab; slab != 0 && slab <= (size_t{1} << 30); slab *= 2) {
+    uintptr_t base = a & ~(slab - 1);
+    if (pagemap::lookup(base).empty()) continue;
+    const auto* s = reinterpret_cast<const CacheSlab*>(base);
+    if (s->magic == (key ^ base) && s->cache->slab_bytes == slab) return s->cache;
+  }
+  return nullptr;
+}
+
 // A release that check_release() refused: one line naming why, then abort.
-// s: the slab p would be in if it belonged to c (nullptr: not our memory).
-[[noreturn]] MAGSLAB_COLD void bad_release(const magslab_cache* c, const void* p,
-                                           const CacheSlab* s, bool key_ok) {
+[[noreturn]] MAGSLAB_COLD void bad_release(const magslab_cache* c, const void* p) {
   LineBuf l;
   l.str("invalid release of ").hex(reinterpret_cast<uintptr_t>(p)).str(" to cache ");
   name_into(l, c);
-  if (s == nullptr || !key_ok)
+  const magslab_cache* owner = owner_of(p);
+  if (owner == nullptr)
     l.str(" (not an object of any cache)");
-  else if (s->cache != c) {
+  else if (owner != c) {
     l.str(" (an object of cache ");
-    name_into(l, s->cache);
+    name_into(l, owner);
     l.str(")");
   } else
     l.str(" (inside an object of ").num(c->size).str(" B)");
@@ -330,11 +347,10 @@ inline bool object_start(const magslab_cache* c, uintptr_t a, uintptr_t base) {
 inline void check_release(const magslab_cache* c, const void* p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   uintptr_t base = a & c->slab_mask;
-  if (MAGSLAB_UNLIKELY(pagemap::lookup(base).empty())) bad_release(c, p, nullptr, false);
+  if (MAGSLAB_UNLIKELY(pagemap::lookup(base).empty())) bad_release(c, p);
   const auto* s = reinterpret_cast<const CacheSlab*>(base);
   bool key_ok = s->magic == (g_slab_key.load(std::memory_order_relaxed) ^ base);
-  if (MAGSLAB_UNLIKELY(!key_ok || s->cache != c || !object_start(c, a, base)))
-    bad_release(c, p, s, key_ok);
+  if (MAGSLAB_UNLIKELY(!key_ok || s->cache != c || !object_start(c, a, base))) bad_release(c, p);
 }
 
 // Populate a new slab: memory from the heap, every object constructed. No lock
@@ -671,10 +687,10 @@ uint32_t objects_fitting(size_t slab, size_t stride, size_t align, size_t* first
   return 0;
 }
 
-// Slab geometry: a power of two, at least kMinSlab, holding at least 8 objects
-// while that fits 1 MiB (a page run in a chunk), else the smallest size from
-// 4 MiB up that holds one (a huge block aligned to a page-map slot: see
-// check_release()).
+// Slab geometry: a power of two, at least kMinSlab: the smallest holding at
+// least 8 objects up to 512 KiB, else 1 MiB (a page run in a chunk) if it
+// holds one, else the smallest size from 4 MiB up that holds one (a huge block
+// aligned to a page-map slot: see check_release()).
 bool geometry(magslab_cache* c) {
   size_t first_off = 0;
   for (size_t slab = kMinSlab; slab <= (size_t{1} << 30); slab *= 2) {
@@ -899,8 +915,7 @@ void magslab_cache_free(magslab_cache* c, void* p) {
   if (MAGSLAB_UNLIKELY(base != s.checked_slab ||
                        s.checked_epoch != slab_epoch().load(std::memory_order_relaxed)))
     return release_checked(c, &s, p);
-  if (MAGSLAB_UNLIKELY(!object_start(c, a, base)))
-    bad_release(c, p, reinterpret_cast<const CacheSlab*>(base), true);
+  if (MAGSLAB_UNLIKELY(!object_start(c, a, base))) bad_release(c, p);
   Magazine* m = s.loaded;
   uint32_t n = m->count;
   if (MAGSLAB_LIKELY(n < m->cap)) return put(m, n, p);
@@ -941,6 +956,7 @@ size_t magslab_cache_reap(magslab_cache* c) {
 size_t magslab_cache_destroy(magslab_cache* c) { return objcache::destroy(c, false); }
 
 void magslab_cache_stats(const magslab_cache* cc, struct magslab_cache_stats* out) {
+  if (out == nullptr) return;
   auto* c = const_cast<magslab_cache*>(cc);
   size_t in_threads = 0, carved = 0, slabs = 0;
   {
