@@ -333,7 +333,7 @@ TEST(CacheCApi, CreateAllocFreeReapStatsDestroy) {
   EXPECT_EQ(static_cast<long>(st.ctor_calls), args.ctors);
   EXPECT_EQ(args.ctors, static_cast<long>(st.slabs * st.objects_per_slab));
   for (void* p : v) magslab_cache_free(c, p);
-  magslab_cache_free(c, nullptr);  // ignored
+  magslab_cache_free(c, nullptr);   // ignored
   magslab_cache_stats(c, nullptr);  // ignored, as magslab_stats(NULL) (crashed until stop 33)
   magslab_cache_stats(c, &st);
   EXPECT_EQ(st.live, 0u);
