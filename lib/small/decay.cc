@@ -84,6 +84,12 @@ void maybe_tick() {
 
 void set_hook(bool (*hook)(uint64_t)) { g_hook.store(hook, std::memory_order_relaxed); }
 
+// relaxed: set by a test before the thread it concerns exists.
+constinit std::atomic<void (*)()> g_start_hook{nullptr};
+void set_start_hook_for_testing(void (*hook)()) {
+  g_start_hook.store(hook, std::memory_order_relaxed);
+}
+
 void on_multithreaded() {
   uint32_t s = g_state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
   if (s != kNone) return;
@@ -92,6 +98,7 @@ void on_multithreaded() {
     g_state.store(kDisabled, std::memory_order_relaxed);
     return;
   }
+  if (auto hook = g_start_hook.load(std::memory_order_relaxed)) hook();
   bool ok = platform::start_thread("magslab-decay", run, nullptr);
   // release: a slow path that sees kRunning stops running passes itself.
   g_state.store(ok ? kRunning : kDisabled, std::memory_order_release);
@@ -111,9 +118,13 @@ void lock_for_fork() { g_pass_lock.lock(); }
 void unlock_after_fork_parent() { g_pass_lock.unlock(); }
 
 void reset_after_fork_child() {
-  // relaxed: the child has one thread.
-  if (g_state.load(std::memory_order_relaxed) == kRunning)
-    g_state.store(kNone, std::memory_order_relaxed);
+  // The decay thread, or the thread that was starting it, is not in the child:
+  // its next second thread starts one. (Until stop 33 only kRunning was reset:
+  // a child forked mid-start kept kStarting, and no decay thread, for good.)
+  // kDisabled stays (the option, or a start that failed). relaxed: the child
+  // has one thread.
+  uint32_t s = g_state.load(std::memory_order_relaxed);
+  if (s == kRunning || s == kStarting) g_state.store(kNone, std::memory_order_relaxed);
   g_next_tick.store(0, std::memory_order_relaxed);
   decay_event::g_parked.store(0, std::memory_order_relaxed);
   g_pass_lock.unlock();

@@ -38,6 +38,10 @@ void set_hook(bool (*hook)(uint64_t now));
 void on_multithreaded();
 // Whether the background thread runs (tests, stats).
 bool background_running();
+// Tests: hook() runs in the thread that starts the background thread, after it
+// claimed the start and before it creates the thread (a fork() there is a fork
+// in the middle of the start). nullptr: none.
+void set_start_hook_for_testing(void (*hook)());
 // While one exists, no pass runs (one in progress finishes first): a pass moves
 // objects from the depot to the slabs in two steps, and magslab_stats, which
 // adds both up, must not see them in between ("exact when no thread allocates
