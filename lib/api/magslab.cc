@@ -33,10 +33,14 @@ namespace {
 // library). Nothing else needs a constructor: all state is constant-initialised.
 // Calling into api/report.cc from here also pulls it (and its exit report)
 // into programs that link the static library.
-[[gnu::constructor]] void on_load() {
+// The loader passes (argc, argv, envp) to ELF constructors; this one runs
+// before the C library's (-z initfirst: api/fork.cc), which sets `environ`.
+// The options first: pthread_atfork allocates, and the first allocation's
+// slow path would otherwise set this thread up before they are read.
+[[gnu::constructor]] void on_load(int /*argc*/, char** /*argv*/, char** envp) {
+  report::load_options(envp);
   register_fork_handlers();
   decay::set_hook(&large::decay);
-  report::load_options();
 }
 
 void* fail(int err) {

@@ -321,8 +321,8 @@ void write_json(Out& out) {
 
 }  // namespace
 
-void load_options() {
-  opt::load();
+void load_options(char* const* envp) {
+  opt::load(envp);
   // show_stats=1/text/json, or a stats_file alone (text): a report at exit.
   // Check mode's leak report (api/check.h) goes there too.
   if ((opt::get(opt::kShowStats) != 0 && opt::get(opt::kStatsFile) == 0) ||

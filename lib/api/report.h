@@ -8,7 +8,7 @@ namespace magslab::report {
 // Read the options (once, from the library's constructor, unless an earlier
 // allocation already did) and act on them: the verbose table now, a stats
 // report at exit if asked for.
-void load_options();
+void load_options(char* const* envp = nullptr);
 
 // fork(), in the child: the exit report goes to the child's own fd 2, and
 // the duplicate of the parent's stderr taken at load is closed.

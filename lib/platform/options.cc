@@ -1,5 +1,5 @@
-// platform/options: parsing the MAGSLAB_* options (options.h). getenv() reads
-// the environment in place, values are parsed from the string without copying
+// platform/options: parsing the MAGSLAB_* options (options.h). The environment
+// is read in place, values are parsed from the string without copying
 // (a path is copied into static storage), and warnings are built in a stack
 // LineBuf and written with write(2): nothing here allocates, so it may run
 // inside the first malloc of a program whose malloc is magslab.
@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "base/format.h"
@@ -223,6 +224,31 @@ void parse_options_list(const char* list) {
   }
 }
 
+// The value of `name` in env (a NULL-terminated array of "NAME=value"), or nullptr.
+const char* env_value(char* const* env, const char* name) {
+  size_t len = strlen(name);
+  for (; *env != nullptr; ++env)
+    if (strncmp(*env, name, len) == 0 && (*env)[len] == '=') return *env + len + 1;
+  return nullptr;
+}
+
+// Every MAGSLAB_* variable of `environment`: the list first, then each option's own.
+void read_environment(char* const* environment) {
+  if (const char* list = env_value(environment, "MAGSLAB_OPTIONS")) parse_options_list(list);
+  for (unsigned i = 0; i < kNumOptions; ++i) {
+    char env[64] = "MAGSLAB_";
+    size_t k = 8;
+    for (const char* n = kOptions[i].name; *n != '\0' && k + 1 < sizeof env; ++n)
+      env[k++] = (*n >= 'a' && *n <= 'z') ? static_cast<char>(*n - 'a' + 'A') : *n;
+    env[k] = '\0';
+    const char* v = env_value(environment, env);
+    if (v == nullptr || v[0] == '\0') continue;  // set but empty: as unset
+    size_t n = 0;
+    while (v[n] != '\0') ++n;
+    apply(static_cast<Id>(i), env, v, n, v, n);
+  }
+}
+
 }  // namespace
 
 unsigned find(const char* name, size_t len) {
@@ -231,7 +257,7 @@ unsigned find(const char* name, size_t len) {
   return kNumOptions;
 }
 
-void load() {
+void load(char* const* envp) {
   int state = 0;
   // acquire on failure: a finished load's values are visible to the caller.
   if (!g_load_state.compare_exchange_strong(state, 1, std::memory_order_acquire,
@@ -244,26 +270,23 @@ void load() {
     }
     return;
   }
-  if (environ == nullptr) {
-    // Too early: the C library has not set up the environment. Keep the
-    // defaults for now and read it at the next call.
+  // The C library's environment, or before the C library has set it up (the
+  // library's constructor runs first: -z initfirst) the one the loader passed
+  // to that constructor.
+  char* const* environment = environ != nullptr ? environ : envp;
+  if (environment == nullptr) {
+    // Too early (an allocation inside the dynamic loader): keep the defaults
+    // for now and read the environment at the next call.
     // release: nothing was written; pairs with the waiters' acquire.
     g_load_state.store(0, std::memory_order_release);
     return;
   }
-  if (const char* list = getenv("MAGSLAB_OPTIONS")) parse_options_list(list);
-  for (unsigned i = 0; i < kNumOptions; ++i) {
-    char env[64] = "MAGSLAB_";
-    size_t k = 8;
-    for (const char* n = kOptions[i].name; *n != '\0' && k + 1 < sizeof env; ++n)
-      env[k++] = (*n >= 'a' && *n <= 'z') ? static_cast<char>(*n - 'a' + 'A') : *n;
-    env[k] = '\0';
-    const char* v = getenv(env);
-    if (v == nullptr || v[0] == '\0') continue;  // set but empty: as unset
-    size_t n = 0;
-    while (v[n] != '\0') ++n;
-    apply(static_cast<Id>(i), env, v, n, v, n);
-  }
+  // Secure execution (a setuid or setgid program, or one with file
+  // capabilities, run by another user: AT_SECURE): no MAGSLAB_* variable is
+  // read, as glibc reads no MALLOC_* one there. They would let the caller make
+  // the program create or truncate a file of its choosing with the program's
+  // rights (stats_file), or print its heap's addresses (verbose, show_stats).
+  if (getauxval(AT_SECURE) == 0) read_environment(environment);
   numa::init();  // the node pools, as MAGSLAB_NUMA says, before the first allocation is served
   // release: every value stored above is visible to a thread that sees 2.
   g_load_state.store(2, std::memory_order_release);

@@ -117,8 +117,11 @@ inline uint64_t get(Id id) { return g_values[id].load(std::memory_order_relaxed)
 // by the library's constructor, whichever comes first. Never allocates; a bad
 // entry gets one line on stderr and keeps the default. Returns at once without
 // marking the options read while the C library has no environment yet (an
-// allocation inside the dynamic loader): the next call reads it.
-void load();
+// allocation inside the dynamic loader): the next call reads it. envp: the
+// environment the loader passed to the library's constructor, read when the C
+// library has not set its own yet (the constructor runs before the C
+// library's: -z initfirst, api/fork.cc).
+void load(char* const* envp = nullptr);
 extern std::atomic<int> g_load_state;  // 0 not read, 1 being read, 2 read
 inline void ensure_loaded() {
   // acquire: pairs with load()'s release; the values it parsed are visible.
