@@ -11,6 +11,7 @@
 
 #include <signal.h>
 #include <algorithm>
+#include <atomic>
 
 #include <cstdint>
 #include <cstring>
@@ -219,6 +220,67 @@ TEST_F(CheckMisuseDeathTest, WriteAfterFreeByAThreadsFirstCallFoundByEviction) {
         });
       },
       WriteAfterFree(small_info(100)));
+}
+
+// Review finding on the fix above (stop 33): a shared-ring entry left after two
+// turnovers counted by any rings, and a ring's count carried what it had let go
+// before the entry came in — two rings one block short of a share each let it
+// go after two more frees. It now waits until some ring has let go of a whole
+// share after it (more turnovers than there are rings).
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeInTheSharedRingOutlastsRingsNearlyTurnedOver) {
+  EXPECT_DEATH(
+      {
+        ASSERT_EQ(magslab_option_set("quarantine", 8192), 0);  // a ring's share: 1 KiB
+        std::atomic<int> phase{0};
+        std::atomic<int> ready{0};
+        auto worker = [&] {
+          // 63 B + the canary byte: the 64-byte class. 16 fill the share, 15
+          // more let go of 15 × 64 = 960 B: one block short of a turnover.
+          for (int i = 0; i < 31; ++i) magslab_free(alloc(63));
+          ready.fetch_add(1);
+          while (phase.load() == 0) std::this_thread::yield();
+          magslab_free(alloc(63));  // this ring's turnover
+          ready.fetch_add(1);
+        };
+        std::thread a(worker);
+        std::thread b(worker);
+        while (ready.load() != 2) std::this_thread::yield();
+        char* volatile x = alloc(63);
+        on_other_thread([x] { magslab_free(x); });  // that thread's first call: the shared ring
+        phase.store(1);
+        while (ready.load() != 4) std::this_thread::yield();
+        a.join();
+        b.join();
+        x[5] = 1;
+        ANNOUNCE(x);
+        std::exit(0);  // the exit check finds x if it is still in quarantine
+      },
+      WriteAfterFree(small_info(63)));
+}
+
+// Review finding (stop 33): an invalid release to an object cache read the
+// candidate slab headers of larger slab sizes to name the owner, and one lay in
+// a freed huge block, PROT_NONE in quarantine: SIGSEGV instead of the line.
+TEST_F(CheckMisuseDeathTest, ReleaseOfAFreedHugeBlockToACacheIsReported) {
+  EXPECT_DEATH(
+      {
+        // 9 MiB objects: 16 MiB slabs, so the owner search reads a 4 MiB-aligned base.
+        magslab_cache* c =
+            magslab_cache_create("big", size_t{9} << 20, 0, nullptr, nullptr, nullptr);
+        ASSERT_NE(c, nullptr);
+        void* o = magslab_cache_alloc(c);
+        ASSERT_NE(o, nullptr);
+        void* p = nullptr;
+        for (int i = 0; i < 64 && p == nullptr; ++i) {
+          void* q = magslab_malloc((size_t{3} << 19) + size_t(i) * 4096);  // a huge block
+          if ((reinterpret_cast<uintptr_t>(q) & ((size_t{16} << 20) - 1)) != 0) p = q;
+        }
+        ASSERT_NE(p, nullptr);
+        magslab_free(p);  // quarantined: no access
+        magslab_cache_free(c, p);
+      },
+      "^magslab: invalid release of 0x[0-9a-f]+ to cache \"big\" \\(not an object of any "
+      "cache\\)\n");
 }
 
 // Review finding (stop 33): blocks still in quarantine when the process ended

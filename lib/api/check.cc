@@ -283,8 +283,10 @@ bool bytes_are(const void* p, size_t len) {
 // own ring), so its entries also leave as the other rings turn over: every
 // time a ring has released another share's worth of bytes, the turnover count
 // g_turnover goes up by one, and an entry of the shared ring goes back once
-// the count has gone up twice since it came in (so at least one ring took in
-// and let go of a whole share after it).
+// the count has gone up more times since it came in than there are rings — so
+// some ring turned over twice meanwhile, and let go of a whole share entirely
+// after it (two turnovers were not enough: two rings each a block short of
+// their next one let it go after two frees).
 //
 // A ring is its thread's but not only its: drain() (magslab_trim, an
 // allocation short of memory) and fork() reach every ring through g_rings.
@@ -293,9 +295,10 @@ bool bytes_are(const void* p, size_t len) {
 // fork. It is a leaf: nothing else is taken while it is held.
 struct SmallEntry {
   void* p;
-  size_t bytes;        // the class size
-  uint64_t stamp = 0;  // g_turnover when it came in (quarantine_small)
+  uint32_t bytes;  // the class size (at most 1 MiB)
+  uint32_t stamp;  // g_turnover when it came in, modulo 2^32 (quarantine_small sets it)
 };
+static_assert(sizeof(SmallEntry) == 16 && kMaxClassSize <= UINT32_MAX, "an entry is two words");
 constexpr size_t kRing = size_t{1} << 13;  // per ring (so, 512 KiB of 64-byte objects)
 constexpr size_t kRingShare = 8;
 constexpr size_t kBatch = 16;  // released per call, checked outside the lock
@@ -339,6 +342,8 @@ struct ThreadRing {
       }
     }
   }
+  // acquire: as lock(). true: taken.
+  bool try_lock() { return !busy.exchange(true, std::memory_order_acquire); }
   // release: publishes the ring's fields to its next holder.
   void unlock() { busy.store(false, std::memory_order_release); }
 
@@ -360,11 +365,18 @@ struct ThreadRing {
 std::atomic<ThreadRing*> g_rings{nullptr};
 Lock g_rings_lock;
 
+// How many times a ring has released another share of the quarantine (above).
+// relaxed: a count that orders nothing; it goes up once per share released.
+std::atomic<uint32_t> g_turnover{0};
+// Rings made so far (new_ring); relaxed: a count, read as a bound.
+std::atomic<uint32_t> g_ring_count{0};
+
 ThreadRing* new_ring() {
   void* mem = platform::map_sparse(sizeof(ThreadRing));
   if (mem == nullptr) return nullptr;
   auto* r = new (mem) ThreadRing;  // default-initialised: the slots stay untouched (zero pages)
   LockGuard g(g_rings_lock);
+  g_ring_count.fetch_add(1, std::memory_order_relaxed);   // relaxed: see g_ring_count
   r->all_next = g_rings.load(std::memory_order_relaxed);  // relaxed: under the lock
   g_rings.store(r, std::memory_order_release);
   return r;
@@ -372,9 +384,6 @@ ThreadRing* new_ring() {
 
 // The ring of threads without a cache; nullptr until one frees.
 std::atomic<ThreadRing*> g_shared_ring{nullptr};
-// How many times a ring has released another share of the quarantine (above).
-// relaxed: a count that orders nothing; it goes up once per share released.
-std::atomic<uint64_t> g_turnover{0};
 
 // The calling thread's ring; nullptr when none can be mapped (its blocks then
 // skip the quarantine).
@@ -445,17 +454,21 @@ void release_large(const Entry& e) {
   raw::free(e.p);
 }
 
-// The shared ring's entries that came in two turnovers ago or earlier go back.
+// The shared ring's entries that came in more turnovers ago than there are
+// rings go back.
 void turn_over_shared() {
   // acquire: as in my_ring().
   ThreadRing* s = g_shared_ring.load(std::memory_order_acquire);
   if (s == nullptr) return;
-  const uint64_t now = g_turnover.load(std::memory_order_relaxed);  // relaxed: see g_turnover
+  const uint32_t now = g_turnover.load(std::memory_order_relaxed);      // relaxed: see g_turnover
+  const uint32_t rings = g_ring_count.load(std::memory_order_relaxed);  // relaxed: see there
   for (;;) {
     SmallEntry out[kBatch];
     size_t nout = 0;
     s->lock();
-    while (s->q.count != 0 && nout < kBatch && s->q.at(0).stamp + 2 <= now) out[nout++] = s->pop();
+    // Turnovers since it came in: unsigned, so right across the count's wrap.
+    while (s->q.count != 0 && nout < kBatch && uint32_t(now - s->q.at(0).stamp) > rings)
+      out[nout++] = s->pop();
     s->unlock();
     for (size_t i = 0; i < nout; ++i) release_small(out[i]);
     if (nout < kBatch) return;
@@ -475,14 +488,15 @@ void quarantine_small(const SmallEntry& freed) {
   r->lock();
   if (r->q.full()) out[nout++] = r->pop();
   r->push(e);
+  const size_t held = r->bytes;
   // Never the block just pushed (count > 1), unless the quarantine is off: one
   // larger than the budget (a slab class up to 1 MiB against 512 KiB by
   // default) would be checked and handed back at once, before the program
   // could write to it; it waits, past the budget, until this thread's next free.
   while (r->bytes > budget && nout < kBatch && (r->q.count > 1 || budget == 0))
     out[nout++] = r->pop();
-  if (budget != 0) {  // (off: the shared ring's own frees empty it)
-    for (size_t i = 0; i < nout; ++i) r->released += out[i].bytes;
+  if (budget != 0) {                 // (off: the shared ring's own frees empty it)
+    r->released += held - r->bytes;  // (a full ring's pop before the push is not counted)
     if (r->released >= budget) {
       r->released = 0;
       turned = true;
@@ -616,7 +630,7 @@ void release(const Live& b) {
                  .compare_exchange_strong(live, kFreedBit | live, std::memory_order_relaxed)))
       freed_misuse(b.p, Misuse::kInvalidFree, b.info());
     fill_bytes<kFreedByte>(b.p, b.usable);
-    quarantine_small(SmallEntry{b.p, b.usable});
+    quarantine_small(SmallEntry{b.p, static_cast<uint32_t>(b.usable), 0});
     return;
   }
   size_t total = b.usable + kTrailer;  // a page run or a mapping: whole pages
@@ -766,7 +780,7 @@ void free(void* p) {
             st.compare_exchange_strong(live, live | kFreedBit, std::memory_order_relaxed))) {
       forget_site(live >> kSiteShift, n);
       fill_bytes<kFreedByte>(p, usable);
-      quarantine_small(SmallEntry{p, usable});
+      quarantine_small(SmallEntry{p, static_cast<uint32_t>(usable), 0});
       return;
     }
   }
@@ -816,7 +830,20 @@ void drain() {
 void check_quarantine_at_exit() {
   // acquire: pairs with new_ring(); every ring on the list is initialised.
   for (ThreadRing* r = g_rings.load(std::memory_order_acquire); r != nullptr; r = r->all_next) {
-    r->lock();
+    // A ring still busy after a while is skipped, not waited for: exit() may
+    // run in a signal handler that interrupted this very thread's free inside
+    // the ring's lock (found by a review: it then spun for ever), or another
+    // thread may be stopped inside it.
+    bool taken = false;
+    for (unsigned spins = 0; spins < 2000; ++spins) {
+      taken = r->try_lock();
+      if (taken) break;
+      if (spins < 64)
+        __builtin_ia32_pause();
+      else
+        sched_yield();
+    }
+    if (!taken) continue;
     for (size_t i = 0; i < r->q.count; ++i) {
       const SmallEntry e = r->q.at(i);
       if (MAGSLAB_UNLIKELY(!bytes_are<kFreedByte>(e.p, e.bytes))) {

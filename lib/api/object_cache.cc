@@ -310,8 +310,16 @@ const magslab_cache* owner_of(const void* p) {
   for (size_t slab = kMinSlab; slab != 0 && slab <= (size_t{1} << 30); slab *= 2) {
     uintptr_t base = a & ~(slab - 1);
     if (pagemap::lookup(base).empty()) continue;
-    const auto* s = reinterpret_cast<const CacheSlab*>(base);
-    if (s->magic == (key ^ base) && s->cache->slab_bytes == slab) return s->cache;
+    // A heap address may still be unreadable (check mode keeps a freed huge
+    // block PROT_NONE in quarantine): read the header without a fault (a
+    // review found a SIGSEGV here instead of the report).
+    struct {
+      uint64_t magic;
+      magslab_cache* cache;
+    } h;
+    static_assert(offsetof(CacheSlab, magic) == 0 && offsetof(CacheSlab, cache) == 8);
+    if (!platform::read_if_readable(reinterpret_cast<const void*>(base), &h, sizeof h)) continue;
+    if (h.magic == (key ^ base) && h.cache->slab_bytes == slab) return h.cache;
   }
   return nullptr;
 }

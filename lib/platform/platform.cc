@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,6 +84,15 @@ bool fully_mapped(void* addr, size_t size) {
   const bool mapped = msync(addr, size, MS_ASYNC) == 0;
   errno = saved;
   return mapped;
+}
+
+bool read_if_readable(const void* addr, void* out, size_t n) {
+  const int saved = errno;  // EFAULT for an unreadable range: an answer
+  iovec local{out, n};
+  iovec remote{const_cast<void*>(addr), n};
+  const bool ok = process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
+  errno = saved;
+  return ok;
 }
 
 void* reserve_inaccessible(size_t size) {

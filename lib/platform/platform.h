@@ -46,6 +46,11 @@ bool protect(void* addr, size_t size, bool accessible);
 // Whether every page of [addr, addr + size) is mapped (msync(MS_ASYNC): no
 // side effect on anonymous memory). Not part of the test seam.
 bool fully_mapped(void* addr, size_t size);
+// Copy n bytes at addr into out if the process may read them all (not
+// unmapped, not PROT_NONE), without a fault: process_vm_readv on itself. For
+// cold paths that must look at memory a bad pointer names. Not part of the
+// test seam.
+bool read_if_readable(const void* addr, void* out, size_t n);
 // Address space nobody may read or write (PROT_NONE, not counted against
 // overcommit): check mode's zero-size blocks. nullptr if the OS refuses.
 void* reserve_inaccessible(size_t size);
