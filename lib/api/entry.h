@@ -27,16 +27,16 @@ inline constexpr bool kInlineEntries = !kCheckMode && !vg::kCompiled;
 // Nor, for operator new, in exact mode (malloc_or_release records no size).
 inline constexpr bool kInlineNew = kInlineEntries && !kExactRequested;
 
-// magslab_malloc(n), except that a failure ends in fail(n) (the new_handler
-// loop, which returns a block or does not return) instead of nullptr: operator
-// new where it cannot inline malloc_or_release (below), a jump away.
-void* malloc_or(size_t n, void* (*fail)(size_t));
-
-// magslab_malloc and magslab_aligned_alloc for a caller that names the
-// allocation site itself (check mode's leak report): operator new's forms that
-// cannot reach them by a jump (override/new_delete.cc).
+// magslab_malloc, magslab_aligned_alloc, magslab_calloc, magslab_realloc and
+// magslab_posix_memalign for a caller that names the allocation site itself
+// (check mode's leak report): the override's replacements pass their own
+// return address (lib/override/), which is the program's call whether or not
+// the compiler turns theirs into a jump.
 void* malloc_from(size_t n, void* site);
 void* aligned_from(size_t alignment, size_t size, void* site);
+void* calloc_from(size_t count, size_t size, void* site);
+void* realloc_from(void* p, size_t n, void* site);
+int posix_memalign_from(void** out, size_t alignment, size_t size, void* site);
 
 // A request of n bytes above the lookup table (kLookupMax): a larger class, a
 // large block, or nullptr with errno = ENOMEM.

@@ -274,31 +274,17 @@ void* realloc(void* p, size_t n, void* site) {
 void* raw::alloc(size_t n, size_t align) { return alloc_aligned(align, n); }
 void raw::free(void* p) { free_release(p); }
 
-extern "C" {
-
-// Each entry point: under Valgrind (never in release builds: vg::kCompiled),
-// the vgapi wrapper; else check mode's or release's code, inline.
 #define MAGSLAB_UNDER_VALGRIND (vg::kCompiled && MAGSLAB_UNLIKELY(vg::running()))
 
-void* magslab_malloc(size_t n) {
-  // Check mode: the caller's address names the allocation site in the leak report.
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::malloc(n, __builtin_return_address(0));
-  return inner_malloc(n, __builtin_return_address(0));
-}
-
-void magslab_free(void* p) {
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::free(p, [&] { inner_free(p); });
-  inner_free(p);
-}
-
-void magslab_free_sized(void* p, size_t size) {
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::free(p, [&] { inner_free_sized(p, size); });
-  inner_free_sized(p, size);
-}
-
-void* magslab_calloc(size_t count, size_t size) {
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::calloc(count, size, __builtin_return_address(0));
-  if constexpr (kCheckMode) return check::calloc(count, size, __builtin_return_address(0));
+// The bodies of magslab_calloc, magslab_realloc and magslab_posix_memalign,
+// for a caller named by `site` (check mode's leak report; Valgrind's
+// records): the entry points pass their return address, the override's
+// replacements their own (api::*_from), so that the site is the program's
+// call also where the compiler makes no tail call (a Debug build).
+namespace magslab::api {
+[[gnu::always_inline]] inline void* calloc_at(size_t count, size_t size, void* site) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::calloc(count, size, site);
+  if constexpr (kCheckMode) return check::calloc(count, size, site);
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail(ENOMEM);
   // Up to the largest class, from the magazines and cleared here: a block
@@ -317,9 +303,9 @@ void* magslab_calloc(size_t count, size_t size) {
   return p;
 }
 
-void* magslab_realloc(void* p, size_t n) {
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::realloc(p, n, __builtin_return_address(0));
-  if constexpr (kCheckMode) return check::realloc(p, n, __builtin_return_address(0));
+[[gnu::always_inline]] inline void* realloc_at(void* p, size_t n, void* site) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::realloc(p, n, site);
+  if constexpr (kCheckMode) return check::realloc(p, n, site);
   if (p == nullptr) return malloc_release(n);
   if (n == 0) {  // glibc: free and return NULL
     free_release(p);
@@ -350,17 +336,10 @@ void* magslab_realloc(void* p, size_t n) {
   return q;
 }
 
-void* magslab_aligned_alloc(size_t alignment, size_t size) {
-  if (!is_pow2(alignment)) return fail(EINVAL);
-  void* site = __builtin_return_address(0);
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
-  return inner_aligned(alignment, size, site);
-}
-
-int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
+[[gnu::always_inline]] inline int posix_memalign_at(void** memptr, size_t alignment, size_t size,
+                                                    void* site) {
   if (!is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
   int saved = errno;
-  void* site = __builtin_return_address(0);
   void* p;
   if (MAGSLAB_UNDER_VALGRIND)
     p = vgapi::aligned(alignment, size, site);
@@ -370,6 +349,49 @@ int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
   if (p == nullptr) return ENOMEM;
   *memptr = p;
   return 0;
+}
+
+}  // namespace magslab::api
+
+extern "C" {
+
+// Each entry point: under Valgrind (never in release builds: vg::kCompiled),
+// the vgapi wrapper; else check mode's or release's code, inline
+// (MAGSLAB_UNDER_VALGRIND: above).
+
+void* magslab_malloc(size_t n) {
+  // Check mode: the caller's address names the allocation site in the leak report.
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::malloc(n, __builtin_return_address(0));
+  return inner_malloc(n, __builtin_return_address(0));
+}
+
+void magslab_free(void* p) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::free(p, [&] { inner_free(p); });
+  inner_free(p);
+}
+
+void magslab_free_sized(void* p, size_t size) {
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::free(p, [&] { inner_free_sized(p, size); });
+  inner_free_sized(p, size);
+}
+
+void* magslab_calloc(size_t count, size_t size) {
+  return magslab::api::calloc_at(count, size, __builtin_return_address(0));
+}
+
+void* magslab_realloc(void* p, size_t n) {
+  return magslab::api::realloc_at(p, n, __builtin_return_address(0));
+}
+
+void* magslab_aligned_alloc(size_t alignment, size_t size) {
+  if (!is_pow2(alignment)) return fail(EINVAL);
+  void* site = __builtin_return_address(0);
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
+  return inner_aligned(alignment, size, site);
+}
+
+int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
+  return magslab::api::posix_memalign_at(memptr, alignment, size, __builtin_return_address(0));
 }
 
 size_t magslab_usable_size(const void* p) {
@@ -419,6 +441,12 @@ MAGSLAB_NOINLINE void* big_or(size_t n, void* (*fail)(size_t)) {
   return p != nullptr ? p : fail(n);
 }
 
+void* calloc_from(size_t count, size_t size, void* site) { return calloc_at(count, size, site); }
+void* realloc_from(void* p, size_t n, void* site) { return realloc_at(p, n, site); }
+int posix_memalign_from(void** out, size_t alignment, size_t size, void* site) {
+  return posix_memalign_at(out, alignment, size, site);
+}
+
 void* malloc_from(size_t n, void* site) {
   return MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, site) : inner_malloc(n, site);
 }
@@ -427,15 +455,6 @@ void* aligned_from(size_t alignment, size_t size, void* site) {
   if (!is_pow2(alignment)) return fail(EINVAL);
   if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
   return inner_aligned(alignment, size, site);
-}
-
-void* malloc_or(size_t n, void* (*fail)(size_t)) {
-  if (kInlineNew) return malloc_or_release(n, fail);
-  // Check mode: reached by a jump from operator new, so the caller's address
-  // is the allocation site, as for magslab_malloc.
-  void* p = MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, __builtin_return_address(0))
-                                   : inner_malloc(n, __builtin_return_address(0));
-  return p != nullptr ? p : fail(n);
 }
 
 }  // namespace magslab::api

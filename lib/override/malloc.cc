@@ -22,16 +22,20 @@ using namespace magslab;
 
 // The two hot ones run the release paths here, inline (api/entry.h): a call
 // of malloc or free is then one jump (the caller's PLT) away from them, not two.
+// The others pass their return address, the program's call, as the allocation
+// site (check mode's leak report), a jump or not (api/entry.h).
+#define MAGSLAB_SITE __builtin_return_address(0)
+
 MAGSLAB_EXPORT void* malloc(size_t n) {
   if constexpr (api::kInlineEntries) return api::malloc_release(n);
-  return magslab_malloc(n);
+  return api::malloc_from(n, MAGSLAB_SITE);
 }
 MAGSLAB_EXPORT void free(void* p) {
   if constexpr (api::kInlineEntries) return api::free_release(p);
   magslab_free(p);
 }
-MAGSLAB_EXPORT void* calloc(size_t n, size_t m) { return magslab_calloc(n, m); }
-MAGSLAB_EXPORT void* realloc(void* p, size_t n) { return magslab_realloc(p, n); }
+MAGSLAB_EXPORT void* calloc(size_t n, size_t m) { return api::calloc_from(n, m, MAGSLAB_SITE); }
+MAGSLAB_EXPORT void* realloc(void* p, size_t n) { return api::realloc_from(p, n, MAGSLAB_SITE); }
 MAGSLAB_EXPORT size_t malloc_usable_size(void* p) { return magslab_usable_size(p); }
 MAGSLAB_EXPORT void free_sized(void* p, size_t n) { magslab_free_sized(p, n); }
 MAGSLAB_EXPORT void free_aligned_sized(void* p, size_t /*align*/, size_t n) {
@@ -44,15 +48,15 @@ MAGSLAB_EXPORT void* reallocarray(void* p, size_t n, size_t m) {
     errno = ENOMEM;
     return nullptr;
   }
-  return magslab_realloc(p, total);
+  return api::realloc_from(p, total, MAGSLAB_SITE);
 }
 
 MAGSLAB_EXPORT int posix_memalign(void** out, size_t align, size_t n) {
-  return magslab_posix_memalign(out, align, n);
+  return api::posix_memalign_from(out, align, n, MAGSLAB_SITE);
 }
 
 MAGSLAB_EXPORT void* aligned_alloc(size_t align, size_t n) {
-  return magslab_aligned_alloc(align, n);
+  return api::aligned_from(align, n, MAGSLAB_SITE);
 }
 
 // glibc: an alignment that is not a power of two is rounded up to one; one
@@ -64,17 +68,17 @@ MAGSLAB_EXPORT void* memalign(size_t align, size_t n) {
   }
   if (align == 0) align = 1;
   if (!is_pow2(align)) align = size_t{1} << (64 - __builtin_clzll(align));
-  return magslab_aligned_alloc(align, n);
+  return api::aligned_from(align, n, MAGSLAB_SITE);
 }
 
-MAGSLAB_EXPORT void* valloc(size_t n) { return magslab_aligned_alloc(kPageSize, n); }
+MAGSLAB_EXPORT void* valloc(size_t n) { return api::aligned_from(kPageSize, n, MAGSLAB_SITE); }
 
 MAGSLAB_EXPORT void* pvalloc(size_t n) {
   if (n > SIZE_MAX - kPageSize) {
     errno = ENOMEM;
     return nullptr;
   }
-  return magslab_aligned_alloc(kPageSize, n == 0 ? kPageSize : align_up(n, kPageSize));
+  return api::aligned_from(kPageSize, n == 0 ? kPageSize : align_up(n, kPageSize), MAGSLAB_SITE);
 }
 
 // glibc returns 1 if memory was released.

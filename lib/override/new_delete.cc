@@ -127,16 +127,13 @@ void* handler_loop(std::size_t n, std::size_t align, void* site) {
 
 // (The first try was a jump from operator new; the site of a block the
 // handler's retry makes is not recorded.)
-void* handler_loop_default(std::size_t n) { return handler_loop(n, 1, nullptr); }
+[[maybe_unused]] void* handler_loop_default(std::size_t n) { return handler_loop(n, 1, nullptr); }
 
 // The default alignment, the common case, is a jump to the allocation itself,
 // which calls handler_loop_default only if it fails.
 inline void* new_or_throw(std::size_t n, std::size_t align, void* site) {
-  if (plain_path(n, align)) {
-    if constexpr (magslab::api::kInlineNew)
-      return magslab::api::malloc_or_release(n, handler_loop_default);
-    return magslab::api::malloc_or(n, handler_loop_default);
-  }
+  if constexpr (magslab::api::kInlineNew)
+    if (plain_path(n, align)) return magslab::api::malloc_or_release(n, handler_loop_default);
   if (void* p = alloc(n, align, site)) return p;
   return handler_loop(n, align, site);
 }
