@@ -123,6 +123,19 @@ void free(void* p) {
   __libc_free(p);
 }
 
+/* The sized frees go through free() above: the harness calls the process's
+ * free_sized where there is one (a C library from glibc 2.39 on has its own,
+ * which must not see a fake pointer). */
+void free_sized(void* p, size_t n) {
+  (void)n;
+  free(p);
+}
+void free_aligned_sized(void* p, size_t a, size_t n) {
+  (void)a;
+  (void)n;
+  free(p);
+}
+
 void* calloc(size_t n, size_t m) { return __libc_calloc(n, m); }
 
 size_t malloc_usable_size(void* p) {
