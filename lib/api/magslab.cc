@@ -276,12 +276,22 @@ void raw::free(void* p) { free_release(p); }
 
 #define MAGSLAB_UNDER_VALGRIND (vg::kCompiled && MAGSLAB_UNLIKELY(vg::running()))
 
-// The bodies of magslab_calloc, magslab_realloc and magslab_posix_memalign,
-// for a caller named by `site` (check mode's leak report; Valgrind's
-// records): the entry points pass their return address, the override's
-// replacements their own (api::*_from), so that the site is the program's
-// call also where the compiler makes no tail call (a Debug build).
+// The bodies of the allocating entry points, for a caller named by `site`
+// (check mode's leak report; Valgrind's records): the entry points pass their
+// return address, the override's replacements their own (api::*_from), so that
+// the site is the program's call also where the compiler makes no tail call (a
+// Debug build).
 namespace magslab::api {
+[[gnu::always_inline]] inline void* malloc_at(size_t n, void* site) {
+  return MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, site) : inner_malloc(n, site);
+}
+
+[[gnu::always_inline]] inline void* aligned_at(size_t alignment, size_t size, void* site) {
+  if (!is_pow2(alignment)) return fail(EINVAL);
+  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
+  return inner_aligned(alignment, size, site);
+}
+
 [[gnu::always_inline]] inline void* calloc_at(size_t count, size_t size, void* site) {
   if (MAGSLAB_UNDER_VALGRIND) return vgapi::calloc(count, size, site);
   if constexpr (kCheckMode) return check::calloc(count, size, site);
@@ -340,11 +350,7 @@ namespace magslab::api {
                                                     void* site) {
   if (!is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
   int saved = errno;
-  void* p;
-  if (MAGSLAB_UNDER_VALGRIND)
-    p = vgapi::aligned(alignment, size, site);
-  else
-    p = inner_aligned(alignment, size, site);
+  void* p = aligned_at(alignment, size, site);
   errno = saved;
   if (p == nullptr) return ENOMEM;
   *memptr = p;
@@ -361,8 +367,7 @@ extern "C" {
 
 void* magslab_malloc(size_t n) {
   // Check mode: the caller's address names the allocation site in the leak report.
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::malloc(n, __builtin_return_address(0));
-  return inner_malloc(n, __builtin_return_address(0));
+  return magslab::api::malloc_at(n, __builtin_return_address(0));
 }
 
 void magslab_free(void* p) {
@@ -384,10 +389,7 @@ void* magslab_realloc(void* p, size_t n) {
 }
 
 void* magslab_aligned_alloc(size_t alignment, size_t size) {
-  if (!is_pow2(alignment)) return fail(EINVAL);
-  void* site = __builtin_return_address(0);
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
-  return inner_aligned(alignment, size, site);
+  return magslab::api::aligned_at(alignment, size, __builtin_return_address(0));
 }
 
 int magslab_posix_memalign(void** memptr, size_t alignment, size_t size) {
@@ -447,14 +449,9 @@ int posix_memalign_from(void** out, size_t alignment, size_t size, void* site) {
   return posix_memalign_at(out, alignment, size, site);
 }
 
-void* malloc_from(size_t n, void* site) {
-  return MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, site) : inner_malloc(n, site);
-}
-
+void* malloc_from(size_t n, void* site) { return malloc_at(n, site); }
 void* aligned_from(size_t alignment, size_t size, void* site) {
-  if (!is_pow2(alignment)) return fail(EINVAL);
-  if (MAGSLAB_UNDER_VALGRIND) return vgapi::aligned(alignment, size, site);
-  return inner_aligned(alignment, size, site);
+  return aligned_at(alignment, size, site);
 }
 
 }  // namespace magslab::api
