@@ -292,17 +292,31 @@ void free_block(int thread, const Block& b, bool sized) {
     a.free(b.p);
 }
 
+// Alignment and usable size of a fresh or realloc'd block.
+void check_result(int ti, const char* op, void* p, size_t n) {
+  Failure f;
+  f.op = op;
+  f.thread = ti;
+  f.addr = p;
+  f.size = n;
+  size_t need = n >= 16 ? 16 : 8;
+  if (reinterpret_cast<uintptr_t>(p) % need != 0) {
+    f.offset = reinterpret_cast<uintptr_t>(p) % need;
+    f.detail = "pointer misaligned";
+    fail(f);
+  }
+  if (g.api->usable_size(p) < n) {
+    f.detail = "usable_size < requested";
+    fail(f);
+  }
+}
+
 bool realloc_block(int thread, Block& b, size_t size) {
   check_block(thread, b, "realloc-precheck");
   unindex_block(thread, b);
   uint64_t old_key = key_of(b);
   errno = 0;
   void* q = g.api->realloc(b.p, size);
-  Failure f;
-  f.op = "realloc";
-  f.thread = thread;
-  f.addr = q;
-  f.size = size;
   if (q == nullptr) {
     if (size == 0) {  // freed (glibc's and magslab's realloc(p, 0))
       b = Block{};
@@ -315,20 +329,15 @@ bool realloc_block(int thread, Block& b, size_t size) {
     index_block(thread, b.p, b.size, "failed realloc's old");
     return true;
   }
-  size_t need = size >= 16 ? 16 : 8;
-  if (reinterpret_cast<uintptr_t>(q) % need != 0) {
-    f.offset = reinterpret_cast<uintptr_t>(q) % need;
-    f.detail = "realloc pointer misaligned";
-    fail(f);
-  }
-  if (g.api->usable_size(q) < size) {
-    f.detail = "usable_size < realloc size";
-    fail(f);
-  }
+  check_result(thread, "realloc", q, size);
   size_t keep = std::min(b.size, size);
   size_t off = check_pattern(q, keep, old_key);
   if (off != kNoMismatch) {
+    Failure f;
     f.op = "realloc-prefix";
+    f.thread = thread;
+    f.addr = q;
+    f.size = size;
     f.offset = off;
     f.expected = pattern_byte(old_key, off);
     f.found = static_cast<unsigned char*>(q)[off];

@@ -128,6 +128,9 @@ void free_block(int thread, const Block& b, bool sized = false);
 // the new block. In fault mode a NULL with ENOMEM leaves b as it was (checked).
 // false: size 0 and NULL returned — the block was freed and b is gone.
 bool realloc_block(int thread, Block& b, size_t size);
+// A fresh or realloc'd block p of n bytes (default alignment): aligned to 16
+// (8 below 16 bytes), and usable_size(p) >= n; else a failure report for op.
+void check_result(int thread, const char* op, void* p, size_t n);
 // Verifies the whole pattern of a live block.
 void check_block(int thread, const Block& b, const char* op);
 // Removes b from the overlap index (reported as a harness bug if absent).

@@ -59,25 +59,6 @@ void check_range(int ti, const Chain& c, size_t from, size_t to, const char* op,
   check_key_range(ti, c.p, c.size, from, to, c.key, op, detail);
 }
 
-// Alignment and usable size of a fresh or realloc'd block.
-void check_result(int ti, const char* op, void* p, size_t n) {
-  Failure f;
-  f.op = op;
-  f.thread = ti;
-  f.addr = p;
-  f.size = n;
-  size_t need = n >= 16 ? 16 : 8;
-  if (reinterpret_cast<uintptr_t>(p) % need != 0) {
-    f.offset = reinterpret_cast<uintptr_t>(p) % need;
-    f.detail = "pointer misaligned";
-    fail(f);
-  }
-  if (g.api->usable_size(p) < n) {
-    f.detail = "usable_size < requested";
-    fail(f);
-  }
-}
-
 void chain_alloc(unsigned t, Rng& r, Chain& c, size_t n) {
   int ti = static_cast<int>(t);
   errno = 0;
