@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <sched.h>
 
+#include <climits>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -331,19 +333,26 @@ struct ThreadRing {
   size_t released = 0;             // under busy: bytes let go since g_turnover last went up for it
   Fifo<SmallEntry, kRing> q;
 
-  void lock() {
+  // Take the lock, waiting at most max_waits rounds (spinning, then
+  // yielding); false: still busy then.
+  bool lock_within(unsigned max_waits) {
+    unsigned waits = 0;
     // acquire: pairs with unlock(); the ring's fields as its last holder left them.
     while (busy.exchange(true, std::memory_order_acquire)) {
       for (unsigned spins = 0; busy.load(std::memory_order_relaxed); ++spins) {  // relaxed: a hint
+        if (++waits > max_waits) return false;
         if (spins < 64)
           __builtin_ia32_pause();
         else
           sched_yield();  // a holder that is forking, or preempted
       }
     }
+    return true;
   }
-  // acquire: as lock(). true: taken.
-  bool try_lock() { return !busy.exchange(true, std::memory_order_acquire); }
+  void lock() {
+    while (!lock_within(UINT_MAX)) {
+    }
+  }
   // release: publishes the ring's fields to its next holder.
   void unlock() { busy.store(false, std::memory_order_release); }
 
@@ -834,16 +843,7 @@ void check_quarantine_at_exit() {
     // run in a signal handler that interrupted this very thread's free inside
     // the ring's lock (found by a review: it then spun for ever), or another
     // thread may be stopped inside it.
-    bool taken = false;
-    for (unsigned spins = 0; spins < 2000; ++spins) {
-      taken = r->try_lock();
-      if (taken) break;
-      if (spins < 64)
-        __builtin_ia32_pause();
-      else
-        sched_yield();
-    }
-    if (!taken) continue;
+    if (!r->lock_within(2000)) continue;
     for (size_t i = 0; i < r->q.count; ++i) {
       const SmallEntry e = r->q.at(i);
       if (MAGSLAB_UNLIKELY(!bytes_are<kFreedByte>(e.p, e.bytes))) {
