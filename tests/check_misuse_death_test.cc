@@ -283,6 +283,30 @@ TEST_F(CheckMisuseDeathTest, ReleaseOfAFreedHugeBlockToACacheIsReported) {
       "cache\\)\n");
 }
 
+// Stop 34: the release itself (not only the owner search) read the header at
+// the pointer's slab base, and for a pointer into a freed large or huge block
+// that base lay in the block, PROT_NONE in quarantine: SIGSEGV instead of the
+// line. Blocks above the slab classes (1 MiB): a page run in a chunk, and one
+// that needs a mapping of its own.
+TEST_F(CheckMisuseDeathTest, ReleaseIntoAFreedLargeBlockToACacheIsReported) {
+  for (size_t size : {size_t{3} << 19, size_t{8} << 20}) {
+    EXPECT_DEATH(
+        {
+          magslab_cache* c = magslab_cache_create("small", 64, 0, nullptr, nullptr, nullptr);
+          ASSERT_NE(c, nullptr);
+          void* o = magslab_cache_alloc(c);  // the cache has a slab
+          ASSERT_NE(o, nullptr);
+          auto* p = static_cast<char*>(magslab_malloc(size));
+          ASSERT_NE(p, nullptr);
+          magslab_free(p);  // quarantined: no access
+          magslab_cache_free(c, p + size / 2);
+        },
+        "^magslab: invalid release of 0x[0-9a-f]+ to cache \"small\" \\(not an object of any "
+        "cache\\)\n")
+        << size;
+  }
+}
+
 // Review finding (stop 33): blocks still in quarantine when the process ended
 // were never checked — the last ~512 KiB a thread freed in a short program or
 // a test binary. They are checked at exit now.

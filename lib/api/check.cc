@@ -438,6 +438,23 @@ const Entry* find_large_locked(const void* p) {
   return nullptr;
 }
 
+}  // namespace
+
+bool readable(const void* p, size_t n) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  // Slab pages are never made inaccessible (their quarantine fills objects).
+  if (pagemap::lookup_slab(a) != nullptr) return true;
+  LockGuard g(g_large_ring.lock);
+  for (size_t i = 0; i < g_large_ring.q.count; ++i) {
+    const Entry& e = g_large_ring.q.at(i);
+    const auto b = reinterpret_cast<uintptr_t>(e.p);
+    if (e.locked && a < b + e.bytes && b < a + n) return false;
+  }
+  return true;
+}
+
+namespace {
+
 [[noreturn]] MAGSLAB_COLD void freed_misuse(const void* p, Misuse kind, BlockInfo info) {
   info.note = "already freed";
   platform::misuse(kind == Misuse::kInvalidFree ? Misuse::kDoubleFree : kind, p, info);

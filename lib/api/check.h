@@ -41,6 +41,13 @@ void report_leaks(int fd);
 // (a write after free among the last blocks each thread freed is reported
 // and the process aborts), and stay there.
 void check_quarantine_at_exit();
+// Whether n bytes at p, where the page map says the heap has memory mapped,
+// may be read: false where they meet a freed large block waiting in quarantine
+// (made inaccessible). For a check that reads a header at an address derived
+// from the program's pointer (object caches' release, api/object_cache.cc). A
+// block entering or leaving quarantine meanwhile is a misuse race (the
+// program's pointer is into freed memory), and may still fault.
+bool readable(const void* p, size_t n);
 // fork(): the quarantine locks, leaves (nothing else is taken under them).
 void lock_for_fork();
 void unlock_after_fork();
