@@ -353,6 +353,22 @@ TEST(PoolMisuseDeathTest, WrongSizeOrForeignPointer) {
   pool.deallocate(b, 100, 8);
 }
 
+// Review finding (stop 34): a pointer into the unmapped rest of a huge block's
+// last chunk slot (a 17 MiB block is mapped to the page) made deallocate read a
+// big block's header there: SIGSEGV instead of the line.
+TEST(PoolMisuseDeathTest, APointerPastTheEndOfAHugeMapping) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::pmr::PoolResource pool;
+  auto* big = static_cast<char*>(magslab_malloc(size_t{17} << 20));
+  ASSERT_NE(big, nullptr);
+  void* p = big + (size_t{18} << 20);
+  EXPECT_DEATH(
+      pool.deallocate(p, 100000, 8),
+      "^magslab: invalid release of " + hex(p) +
+          " to a pool \\(100000 B, alignment 8: not a block of this pool of that size\\)\n$");
+  magslab_free(big);
+}
+
 // Review finding (stop 33): a big block (above the pool's classes: a heap block
 // with a header) was taken back by any pool whose deallocate saw a header —
 // unlinked from the wrong pool's list, which then lost its own blocks, while

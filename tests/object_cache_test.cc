@@ -588,6 +588,31 @@ TEST(CacheMisuseDeathTest, ForeignPointers) {
   cache.release(keep);
 }
 
+// Review finding (stop 34): a huge block whose mapping is not a whole number
+// of chunks (17 MiB: above the huge cache's block size, mapped to the page;
+// 8 KiB aligned to 2 MiB: a mapping of its own for its alignment) leaves the
+// rest of its last chunk slot unmapped, but the page map names the slot the
+// block's: the release read a slab header there and died of SIGSEGV.
+TEST(CacheMisuseDeathTest, PointersPastTheEndOfAHugeMapping) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  Counted* keep = cache.acquire();
+  auto* big = static_cast<char*>(magslab_malloc(size_t{17} << 20));
+  auto* aligned = static_cast<char*>(magslab_aligned_alloc(size_t{2} << 20, 8192));
+  ASSERT_NE(big, nullptr);
+  ASSERT_NE(aligned, nullptr);
+  for (void* p : {static_cast<void*>(big + (size_t{18} << 20)),
+                  static_cast<void*>(aligned + (size_t{1} << 20))}) {
+    EXPECT_DEATH(cache.release(static_cast<Counted*>(p)),
+                 only_line("invalid release of " + hex(p) +
+                           " to cache \"widgets\" \\(not an object of any cache\\)"))
+        << hex(p);
+  }
+  magslab_free(big);
+  magslab_free(aligned);
+  cache.release(keep);
+}
+
 TEST(CacheMisuseDeathTest, PointerOfAnotherCache) {
   GTEST_FLAG_SET(death_test_style, "fast");
   magslab::ObjectCache<Counted> widgets("widgets");

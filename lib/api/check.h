@@ -20,6 +20,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+
+#include "base/config.h"
+#include "large/large.h"
 
 namespace magslab::check {
 
@@ -53,6 +57,19 @@ void lock_for_fork();
 void unlock_after_fork();
 
 }  // namespace magslab::check
+
+namespace magslab::api {
+// Whether n bytes (at most a page) at p, an address derived from the
+// program's pointer, may be read before it is trusted: the heap has them
+// mapped (large::mapped) and, in check mode, no quarantined large block made
+// them inaccessible (check::readable). For object caches' and pools' release
+// checks, which read a header there.
+inline bool heap_readable(const void* p, size_t n) {
+  if (!large::mapped(reinterpret_cast<uintptr_t>(p), n)) return false;
+  if constexpr (kCheckMode) return check::readable(p, n);
+  return true;
+}
+}  // namespace magslab::api
 
 namespace magslab::raw {
 // The release paths (api/magslab.cc), for check mode to allocate and free

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <new>
 
+#include "api/check.h"
 #include "api/object_cache.h"
 #include "base/config.h"
 #include "base/format.h"
@@ -134,8 +135,9 @@ void* alloc_big(magslab_pool* pool, size_t size, size_t align) {
 void free_big(magslab_pool* pool, void* p, size_t size, size_t align) {
   size_t hdr = big_align(align);
   auto a = reinterpret_cast<uintptr_t>(p);
-  // Read the header only if the heap has that address mapped (chunk_map.h).
-  if (a < hdr || pagemap::lookup(a - hdr).empty()) bad_free(p, size, align);
+  // Read the header only if the heap has that address mapped, readable (api/check.h).
+  if (a < hdr || !api::heap_readable(reinterpret_cast<const void*>(a - hdr), sizeof(BigHeader)))
+    bad_free(p, size, align);
   auto* h = reinterpret_cast<BigHeader*>(a - hdr);
   {
     LockGuard g(g_big_lock);

@@ -840,6 +840,12 @@ void free(void* p) {
   if (purge) heap::purge_excess();
 }
 
+bool extent_covers(const Extent* h, uintptr_t a, size_t n) {
+  const uintptr_t base = h->base();
+  const size_t mapped = h->mapped();
+  return a >= base && a - base <= mapped && n <= mapped - (a - base);
+}
+
 size_t usable_size(const void* p, Misuse what, bool* huge) {
   auto a = reinterpret_cast<uintptr_t>(p);
   Block b = lock_and_classify(a);

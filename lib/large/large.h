@@ -55,6 +55,21 @@ size_t usable_size(const void* p, Misuse what = Misuse::kInvalidUsableSize, bool
 // (possibly moved, for huge ones) or nullptr if the caller must move it.
 void* resize(void* p, size_t n);
 
+// Whether the n bytes at a (n at most a page) lie in memory the heap has
+// mapped: in a page-heap chunk (mapped whole while the page map names it) or
+// within a huge block's mapping, whose last chunk slot may be mapped only in
+// part (a mapping to the page: a block above the huge cache's block size, or
+// one huge for its alignment). For code that reads a header at an address
+// derived from the program's pointer before it trusts it (object caches,
+// pools). No lock: a free or resize of that block racing with the read is a
+// race in the program.
+bool extent_covers(const Extent* h, uintptr_t a, size_t n);
+inline bool mapped(uintptr_t a, size_t n) {
+  pagemap::Entry e = pagemap::lookup(a);
+  if (e.chunk() != nullptr) return (a & (kChunkSize - 1)) + n <= kChunkSize;
+  return e.extent() != nullptr && extent_covers(e.extent(), a, n);
+}
+
 // Purge every dirty free run and unmap every free chunk; returns bytes given back.
 size_t trim();
 // Decay pass (small/decay.h's hook): unmap cached huge mappings unused for
