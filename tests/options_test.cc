@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <string>
@@ -100,6 +101,30 @@ TEST_F(Options, ARelativeStatsFileIsAnchoredWhereTheOptionsWereRead) {
   EXPECT_EQ(std::string(opt::path(opt::kStatsFile)), std::string(cwd) + "/sub/stats.json");
 }
 
+// Review finding (stop 34): when the working directory did not fit before a
+// relative stats_file, the name was kept relative without a word, to be opened
+// wherever the program was at exit. Now the option is refused, in one line.
+TEST_F(Options, ARelativeStatsFileThatDoesNotFitAfterTheDirectoryIsRefused) {
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof cwd), nullptr);
+  const std::string name(1023 - strlen(cwd), 'x');  // fits alone, not after "<cwd>/"
+  setenv("MAGSLAB_STATS_FILE", name.c_str(), 1);
+  std::string err = reload();
+  // (The value is cut to its first 80 bytes, so that the reason fits the line.)
+  EXPECT_EQ(err, "magslab: ignoring MAGSLAB_STATS_FILE=" + name.substr(0, 80) +
+                     "...: longer than 1023 bytes with the working directory before it; keeping "
+                     "stats_file=\n");
+  EXPECT_EQ(opt::get(opt::kStatsFile), 0u);
+}
+
+TEST_F(Options, AStatsFileNameTooLongIsRefusedInOneLine) {
+  const std::string name = "/" + std::string(1100, 'y');
+  setenv("MAGSLAB_STATS_FILE", name.c_str(), 1);
+  EXPECT_EQ(reload(), "magslab: ignoring MAGSLAB_STATS_FILE=" + name.substr(0, 80) +
+                          "...: longer than 1023 bytes; keeping stats_file=\n");
+  EXPECT_EQ(opt::get(opt::kStatsFile), 0u);
+}
+
 TEST_F(Options, VariableOverridesTheList) {
   setenv("MAGSLAB_OPTIONS", "mag_max=16,show_stats=1", 1);
   setenv("MAGSLAB_MAG_MAX", "32", 1);
@@ -138,7 +163,12 @@ TEST_F(Options, EachBadEntryIsOneLineNamingItAndKeepsTheValue) {
                   "magslab: ignoring MAGSLAB_SHOW_STATS=xml: expected off|text|json; keeping "
                   "show_stats=off\n"))
       << err;
-  EXPECT_TRUE(has(err, "MAGSLAB_DEPOT_BYTES=99999999999999999999999: expected")) << err;
+  // Digits past 2^64 - 1 are a number out of range, as an overflow with a
+  // suffix is (review, stop 34: it said "expected a size in bytes").
+  EXPECT_TRUE(has(err,
+                  "magslab: ignoring MAGSLAB_DEPOT_BYTES=99999999999999999999999: out of range "
+                  "[0, "))
+      << err;
   EXPECT_TRUE(has(err, "MAGSLAB_MAG_BYTES=-1: expected")) << err;
   EXPECT_TRUE(has(err, "MAGSLAB_HUGE_CACHE_MS=3h: expected milliseconds")) << err;
   EXPECT_EQ(opt::get(opt::kDirtyMax), 64u << 20);

@@ -51,12 +51,15 @@ bool equals(const char* s, size_t n, const char* w) {
   return w[i] == '\0';
 }
 
-// Decimal digits at s[0..n) into *v; returns how many were read (0: none, or overflow).
-size_t digits(const char* s, size_t n, uint64_t* v) {
+// Decimal digits at s[0..n) into *v; returns how many were read (0: none).
+// *overflow: they stand for a number past 2^64 - 1.
+size_t digits(const char* s, size_t n, uint64_t* v, bool* overflow) {
   uint64_t x = 0;
   size_t i = 0;
+  *overflow = false;
   for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i) {
-    if (__builtin_mul_overflow(x, 10, &x) || __builtin_add_overflow(x, s[i] - '0', &x)) return 0;
+    if (__builtin_mul_overflow(x, 10, &x) || __builtin_add_overflow(x, s[i] - '0', &x))
+      *overflow = true;
   }
   *v = x;
   return i;
@@ -115,11 +118,12 @@ Parse parse(Id id, const char* s, size_t n, uint64_t* out) {
     }
   }
   uint64_t v;
-  size_t d = digits(s, n, &v);
+  bool overflow;
+  size_t d = digits(s, n, &v, &overflow);
   if (d == 0) return Parse::kMalformed;
   uint64_t mul = suffix(o.kind, s + d, n - d);
   if (mul == 0) return Parse::kMalformed;
-  if (__builtin_mul_overflow(v, mul, &v)) return Parse::kRange;
+  if (overflow || __builtin_mul_overflow(v, mul, &v)) return Parse::kRange;
   if (v < o.min || v > o.max) return Parse::kRange;
   *out = v;
   return Parse::kOk;
@@ -148,7 +152,10 @@ const char* expected(const Option& o) {
 void begin(LineBuf& l, const char* env, const char* v, size_t n) {
   l.str("magslab: ignoring ");
   if (env != nullptr) l.str(env).str("=");
-  l.str(v, n);
+  // A long value (a path) is cut short, so that the reason fits the line.
+  constexpr size_t kEcho = 80;
+  l.str(v, n < kEcho ? n : kEcho);
+  if (n > kEcho) l.str("...");
   if (env == nullptr) l.str(" in MAGSLAB_OPTIONS");
   l.str(": ");
 }
@@ -169,24 +176,40 @@ void apply(Id id, const char* env, const char* entry, size_t entry_len, const ch
   const Option& o = kOptions[id];
   uint64_t v = 0;
   Parse r = parse(id, s, n, &v);
-  if (r == Parse::kOk) {
-    if (o.kind == Kind::kPath) {
-      // A relative path is anchored here, at the directory the process is in
-      // now: it is opened at exit, when the program may have chdir()ed
-      // anywhere. getcwd takes the caller's buffer (no allocation); should the
-      // directory not fit with the path, it stays relative.
-      char* out = g_paths[id];
-      size_t at = 0;
-      if (n != 0 && s[0] != '/' && getcwd(out, kMaxPath) != nullptr) {
-        at = strlen(out);
+  bool dir_too_long = false;
+  if (r == Parse::kOk && o.kind == Kind::kPath) {
+    // A relative path is anchored here, at the directory the process is in
+    // now: it is opened at exit, when the program may have chdir()ed
+    // anywhere. getcwd takes the caller's buffer (no allocation). Should the
+    // directory not fit with the path, the option is refused (one line, the
+    // value kept) rather than left relative to wherever the program ends; a
+    // directory getcwd cannot name for another reason (removed) leaves it
+    // relative.
+    char dir[kMaxPath];
+    size_t at = 0;
+    if (s[0] != '/') {
+      const int saved = errno;  // options load inside a malloc, which keeps errno
+      if (getcwd(dir, sizeof dir) != nullptr) {
+        at = strlen(dir);
         if (at + 1 + n < kMaxPath)
-          out[at++] = '/';
+          dir[at++] = '/';
         else
-          at = 0;
+          dir_too_long = true;
+      } else if (errno == ERANGE) {
+        dir_too_long = true;
       }
+      errno = saved;
+    }
+    if (dir_too_long) {
+      r = Parse::kRange;
+    } else {
+      char* out = g_paths[id];
+      memcpy(out, dir, at);
       for (size_t i = 0; i < n; ++i) out[at + i] = s[i];
       out[at + n] = '\0';
     }
+  }
+  if (r == Parse::kOk) {
     // relaxed: published by load()'s release of g_load_state.
     g_values[id].store(v, std::memory_order_relaxed);
     return;
@@ -195,6 +218,8 @@ void apply(Id id, const char* env, const char* entry, size_t entry_len, const ch
   begin(l, env, entry, entry_len);
   if (r == Parse::kMalformed)
     l.str("expected ").str(expected(o));
+  else if (dir_too_long)
+    l.str("longer than ").num(kMaxPath - 1).str(" bytes with the working directory before it");
   else if (o.kind == Kind::kPath)
     l.str("longer than ").num(kMaxPath - 1).str(" bytes");
   else
