@@ -199,8 +199,7 @@ void print_verbose() {
 }
 
 void write_text(Out& out) {
-  struct magslab_stats st;
-  magslab_stats_get(&st, sizeof st);
+  StatsSnapshot snap;
   LineBuf l;
   auto emit = [&]() {
     l.end();
@@ -211,6 +210,12 @@ void write_text(Out& out) {
   version_string(l);
   l.str(")");
   emit();
+  if (snap.get() == nullptr) {
+    l.str("  (none: the OS refused the memory to take them in)");
+    emit();
+    return;
+  }
+  const struct magslab_stats& st = *snap.get();
   l.str("  live        ").bytes(st.live_bytes).str(" in ").num(st.live_objects).str(" blocks");
   emit();
   l.str("  requested   ")
@@ -258,11 +263,15 @@ void write_text(Out& out) {
 }
 
 void write_json(Out& out) {
-  struct magslab_stats st;
-  magslab_stats_get(&st, sizeof st);
+  StatsSnapshot snap;
   LineBuf v;
   version_string(v);
   out.str("{\"version\":\"").put(v.data(), v.size()).str("\"");
+  if (snap.get() == nullptr) {
+    out.str(",\"error\":\"the OS refused the memory to take the statistics in\"}");
+    return;
+  }
+  const struct magslab_stats& st = *snap.get();
   out.field("live_bytes", st.live_bytes);
   out.field("live_objects", st.live_objects);
   out.field("live_large_requested_bytes", st.live_large_requested_bytes);

@@ -3,7 +3,26 @@
 // written without allocating. The options themselves: platform/options.h.
 #pragma once
 
+struct magslab_stats;
+
 namespace magslab::report {
+
+// A snapshot of the statistics in a mapping of its own, not on the caller's
+// stack: struct magslab_stats is 13 KiB (128 classes), and the caller may be a
+// thread with a stack of PTHREAD_STACK_MIN (16 KiB), or exit() there running
+// the exit report (a review found SIGSEGVs in both); nor in the heap, which the
+// reports never use. get() is nullptr when the mapping was refused.
+class StatsSnapshot {
+ public:
+  StatsSnapshot();
+  ~StatsSnapshot();
+  StatsSnapshot(const StatsSnapshot&) = delete;
+  StatsSnapshot& operator=(const StatsSnapshot&) = delete;
+  const struct magslab_stats* get() const { return st_; }
+
+ private:
+  struct magslab_stats* st_;
+};
 
 // Read the options (once, from the library's constructor, unless an earlier
 // allocation already did) and act on them: the verbose table now, a stats

@@ -6,10 +6,13 @@
 // passes, which move objects from the depot to the slabs, wait meanwhile).
 #include <cstring>
 
+#include "api/report.h"
+#include "base/config.h"
 #include "chunks/meta_arena.h"
 #include "chunks/page_heap.h"
 #include "large/large.h"
 #include "magslab/magslab.h"
+#include "platform/platform.h"
 #include "small/decay.h"
 #include "small/depot.h"
 #include "small/slab.h"
@@ -88,13 +91,36 @@ void fill(struct magslab_stats* out) {
 
 }  // namespace
 
-// The struct is filled whole on the stack, then the caller's part copied: one
-// code path whatever size the caller was compiled with.
+namespace magslab::report {
+
+namespace {
+constexpr size_t kSnapshotBytes = align_up(sizeof(struct magslab_stats), kPageSize);
+}
+
+StatsSnapshot::StatsSnapshot()
+    : st_(static_cast<struct magslab_stats*>(platform::map(kSnapshotBytes))) {
+  if (st_ != nullptr) fill(st_);
+}
+
+StatsSnapshot::~StatsSnapshot() {
+  if (st_ != nullptr) platform::unmap(st_, kSnapshotBytes);
+}
+
+}  // namespace magslab::report
+
+// A caller compiled with this header (or a later one, whose struct is longer)
+// gets the struct filled in place; one compiled with an earlier, shorter one
+// gets its part of a snapshot (never a 13 KiB copy on its stack). 0 and its
+// bytes zeroed: that snapshot could not be mapped.
 extern "C" size_t magslab_stats_get(struct magslab_stats* out, size_t size) {
-  struct magslab_stats st;
-  fill(&st);
-  size_t n = size < sizeof st ? size : sizeof st;
-  memcpy(out, &st, n);
+  size_t n = sizeof(struct magslab_stats);
+  if (size >= n) {
+    fill(out);
+  } else {
+    report::StatsSnapshot snap;
+    n = snap.get() != nullptr ? size : 0;
+    if (n != 0) memcpy(out, snap.get(), n);
+  }
   if (size > n) memset(reinterpret_cast<char*>(out) + n, 0, size - n);
   return n;
 }

@@ -99,8 +99,12 @@ MAGSLAB_EXPORT int malloc_info(int options, FILE* fp) {
     errno = EINVAL;
     return EINVAL;
   }
-  struct magslab_stats st;
-  magslab_stats_get(&st, sizeof st);
+  report::StatsSnapshot snap;  // not on the stack: api/report.h
+  if (snap.get() == nullptr) {
+    errno = ENOMEM;
+    return ENOMEM;
+  }
+  const struct magslab_stats& st = *snap.get();
   size_t cached_count = 0, cached_total = 0;
   for (size_t c = 0; c < st.class_count; ++c) {
     cached_count += st.classes[c].cached_objects;
@@ -163,10 +167,11 @@ MAGSLAB_EXPORT int malloc_info(int options, FILE* fp) {
 }
 
 MAGSLAB_EXPORT struct mallinfo2 mallinfo2(void) {
-  struct magslab_stats st;
-  magslab_stats(&st);
   struct mallinfo2 mi;
   memset(&mi, 0, sizeof mi);
+  report::StatsSnapshot snap;            // not on the stack: api/report.h
+  if (snap.get() == nullptr) return mi;  // zeros: the OS refused the snapshot's memory
+  const struct magslab_stats& st = *snap.get();
   mi.arena = st.mapped_bytes;      // address space mapped for blocks
   mi.ordblks = st.class_count;     // (number of size classes)
   mi.hblks = st.huge_live_blocks;  // blocks in mappings of their own
