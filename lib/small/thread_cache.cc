@@ -1106,10 +1106,20 @@ void reset_after_fork_child() {
     tag_ended(tc->owner_tag);  // its thread does not exist here
     slab::disown(tc->owner_tag);
     // Its stash: consistent here (a list is published whole; one its thread
-    // held at the fork reads as empty), and only reachable now — unlike its
-    // loaded and previous magazines, which the child loses (a bounded leak).
-    // The slab and depot locks are free again; the registry's order holds.
-    for (unsigned c = 0; c < kNumSmallClasses; ++c) retire_stash_of(tc, c, node_now());
+    // held at the fork reads as empty), and only reachable now. So are its
+    // previous magazines and its inbox's: each slot is exchanged whole
+    // (take_previous, take_inbox — magslab_trim_all takes them from a running
+    // thread the same way), and one its thread had taken out at the fork
+    // reads as empty. Its loaded and remote magazines, which its fast paths
+    // change without atomics (one may have been mid-push), the child loses:
+    // a bounded leak. The slab and depot locks are free again; the
+    // registry's order holds.
+    const unsigned node = node_now();
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      if (c < kNumSmallClasses) retire_stash_of(tc, c, node);
+      retire(c, take_previous(tc->cls[c]), node);
+      if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
+    }
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {
