@@ -16,7 +16,7 @@ namespace {
 namespace platform = magslab::platform;
 
 std::atomic<bool> g_refuse_maps{false}, g_refuse_remap_growth{false}, g_refuse_remaps{false};
-std::atomic<bool> g_squat_on_refused_moves{false};
+std::atomic<bool> g_squat_on_refused_moves{false}, g_squat_whole{false};
 std::atomic<void*> g_squatter{nullptr};
 std::atomic<bool> g_refuse_moves_early{false};
 std::atomic<void*> g_refused_target{nullptr};
@@ -72,7 +72,8 @@ void* fake_remap(void* a, size_t o, size_t n, void* to) {
       // move leaves it unmapped — and another thread may map there at once.
       munmap(to, n);
       if (g_squat_on_refused_moves.load(std::memory_order_relaxed)) {
-        void* s = mmap(to, 4096, PROT_READ | PROT_WRITE,
+        const size_t len = g_squat_whole.load(std::memory_order_relaxed) ? n : 4096;
+        void* s = mmap(to, len, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
         if (s != MAP_FAILED) *static_cast<uint64_t*>(s) = kSquatterMark;
         g_squatter.store(s == MAP_FAILED ? nullptr : s, std::memory_order_relaxed);
@@ -110,6 +111,7 @@ void refuse_maps(bool on) { g_refuse_maps.store(on); }
 void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
 void refuse_remaps(bool on) { g_refuse_remaps.store(on); }
 void squat_on_refused_moves(bool on) { g_squat_on_refused_moves.store(on); }
+void squat_whole_target(bool on) { g_squat_whole.store(on); }
 void* squatter() { return g_squatter.load(); }
 void refuse_moves_early(bool on) { g_refuse_moves_early.store(on); }
 void* refused_target() { return g_refused_target.load(); }
@@ -125,6 +127,7 @@ void refuse_nothing() {
   g_refuse_remap_growth.store(false);
   g_refuse_remaps.store(false);
   g_squat_on_refused_moves.store(false);
+  g_squat_whole.store(false);
   g_refuse_moves_early.store(false);
   g_threshold.store(0);
 }

@@ -35,6 +35,9 @@ void refuse_remaps(bool on);
 // squatter() is its address (nullptr: none yet). The page is the test's to
 // unmap.
 void squat_on_refused_moves(bool on);
+// The squatter maps the whole target range instead of its first page (as a
+// huge block of the same size, mapped by another thread, might).
+void squat_whole_target(bool on);
 inline constexpr uint64_t kSquatterMark = 0x5175a77e5175a77eull;
 // Refuse moves as the kernel's map count check does, before it unmaps the
 // target (which then stays mapped, the caller's).

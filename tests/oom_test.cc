@@ -333,6 +333,39 @@ TEST(OutOfMemory, ARefusedHugeMoveLeavesWhateverIsMappedAtItsTargetAlone) {
   magslab_free(p);
 }
 
+// The same, with the squatter's mapping covering the whole target (another
+// thread's huge block of that size may land exactly there): the target is
+// mapped whole again, but it is not magslab's, and must be left alone
+// (review, stop 34: the check was only "still mapped whole").
+TEST(OutOfMemory, ARefusedHugeMoveLeavesAMappingOfTheWholeTargetAlone) {
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
+  ASSERT_NE(p, nullptr);
+  p[0] = 0x5A;
+  void* squat = nullptr;
+  void* target = nullptr;
+  {
+    FakeOsGuard os;
+    fake_os::refuse_remaps(true);
+    fake_os::squat_on_refused_moves(true);
+    fake_os::squat_whole_target(true);
+    auto* q = static_cast<unsigned char*>(realloc_not_in_place(p, 4 * kHuge));
+    ASSERT_NE(q, nullptr) << "the copy makes up for the refused move";
+    EXPECT_EQ(q[0], 0x5A);
+    p = q;
+    squat = fake_os::squatter();
+    target = fake_os::refused_target();
+  }
+  ASSERT_NE(squat, nullptr) << "no move was refused: the test tests nothing";
+  ASSERT_EQ(squat, target);
+  ASSERT_EQ(msync(squat, 4096, MS_ASYNC), 0) << "the mapping at the target was unmapped";
+  EXPECT_EQ(*static_cast<uint64_t*>(squat), fake_os::kSquatterMark)
+      << "the mapping at the target was unmapped, and the range mapped again";
+  const auto s = reinterpret_cast<uintptr_t>(squat), q = reinterpret_cast<uintptr_t>(p);
+  EXPECT_FALSE(s >= q && s < q + magslab_usable_size(p)) << "the new block covers it";
+  munmap(squat, 4 * kHuge);
+  magslab_free(p);
+}
+
 // The same move refused before the kernel unmapped the target (its map count
 // check comes first): the target, still mapped whole, is magslab's and goes
 // back — the new block may be mapped there again, but nothing else is.

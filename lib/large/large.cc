@@ -746,6 +746,9 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
   // Not in place (something is mapped after it): moved, if it can be.
   void* target = platform::map_aligned(want, kChunkSize);
   if (target == nullptr) return nullptr;
+  // No access until the move fills it: after a refused move, a target still
+  // mapped whole and still inaccessible is this one (below).
+  const bool marked = platform::protect(target, want, false);
   const auto b = reinterpret_cast<uintptr_t>(target);
   bool registered;
   {
@@ -769,10 +772,16 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
     // that can refuse the move (mremap_to: do_munmap first), and another
     // thread may have mapped something there since: a target with a hole in
     // it is no longer ours and is left alone (review, stop 32:
-    // `OutOfMemory.ARefusedHugeMoveLeavesWhateverIsMappedAtItsTargetAlone`).
-    // One still mapped whole was refused before that (the map count check
-    // comes first) and is ours to give back.
-    if (platform::fully_mapped(target, want)) platform::unmap(target, want);
+    // `OutOfMemory.ARefusedHugeMoveLeavesWhateverIsMappedAtItsTargetAlone`),
+    // and so is one mapped whole but readable — another thread's mapping of
+    // exactly that range, as a huge block of the same size would be (review,
+    // stop 34: `...LeavesAMappingOfTheWholeTargetAlone`). One still mapped
+    // whole and inaccessible was refused before the unmapping (the map count
+    // check comes first) and is ours to give back; without the mark (its
+    // mprotect refused) it stays mapped: untouched address space, not a
+    // mapping of someone else's unmapped.
+    if (marked && platform::fully_mapped(target, want) && !platform::readable(target))
+      platform::unmap(target, want);
     return nullptr;
   }
   LockGuard g(g_huge_lock);

@@ -95,6 +95,11 @@ bool read_if_readable(const void* addr, void* out, size_t n) {
   return ok;
 }
 
+bool readable(const void* addr) {
+  unsigned char byte;
+  return read_if_readable(addr, &byte, 1);
+}
+
 void* reserve_inaccessible(size_t size) {
   void* p = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
