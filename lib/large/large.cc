@@ -778,9 +778,14 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
     // stop 34: `...LeavesAMappingOfTheWholeTargetAlone`). One still mapped
     // whole and inaccessible was refused before the unmapping (the map count
     // check comes first) and is ours to give back; without the mark (its
-    // mprotect refused) it stays mapped: untouched address space, not a
-    // mapping of someone else's unmapped.
-    if (marked && platform::fully_mapped(target, want) && !platform::readable(target))
+    // mprotect refused), or where the kernel will not say whether it is
+    // accessible (process_vm_readv refused: seccomp, sandboxes), it stays
+    // mapped: untouched address space, not a mapping of someone else's
+    // unmapped. (Left: another thread's PROT_NONE mapping of exactly this
+    // range in that moment — a reservation of the same size — is taken for
+    // ours.)
+    if (marked && platform::fully_mapped(target, want) &&
+        platform::probe_readable(target) == platform::Readable::kNo)
       platform::unmap(target, want);
     return nullptr;
   }

@@ -95,9 +95,17 @@ bool read_if_readable(const void* addr, void* out, size_t n) {
   return ok;
 }
 
-bool readable(const void* addr) {
+Readable probe_readable(const void* addr) {
+  const int saved = errno;
   unsigned char byte;
-  return read_if_readable(addr, &byte, 1);
+  iovec local{&byte, 1};
+  iovec remote{const_cast<void*>(addr), 1};
+  const ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  const Readable r = got == 1          ? Readable::kYes
+                     : errno == EFAULT ? Readable::kNo
+                                       : Readable::kUnknown;
+  errno = saved;
+  return r;
 }
 
 void* reserve_inaccessible(size_t size) {

@@ -46,9 +46,12 @@ bool protect(void* addr, size_t size, bool accessible);
 // Whether every page of [addr, addr + size) is mapped (msync(MS_ASYNC): no
 // side effect on anonymous memory). Not part of the test seam.
 bool fully_mapped(void* addr, size_t size);
-// Whether the byte at addr can be read (read_if_readable): false for an
-// unmapped or PROT_NONE page — or where process_vm_readv is not allowed.
-bool readable(const void* addr);
+// Whether the byte at addr can be read, as far as the kernel says
+// (process_vm_readv on this process): kNo only for a definite EFAULT (an
+// unmapped or PROT_NONE page); kUnknown where the call itself is refused
+// (seccomp, some sandboxes: EPERM, ENOSYS), so that no caller acts on a guess.
+enum class Readable { kYes, kNo, kUnknown };
+Readable probe_readable(const void* addr);
 // Copy n bytes at addr into out if the process may read them all (not
 // unmapped, not PROT_NONE), without a fault: process_vm_readv on itself. For
 // cold paths that must look at memory a bad pointer names. Not part of the
