@@ -100,9 +100,9 @@ void random_ops(unsigned t, Mode mode) {
       size_t old = live[i].size;
       size_t ns = r.chance(64) ? 0 : random_size(r, g.opt.max_size);
       if (mode == Mode::Aligned && ns != 0) {
-        ns = r.chance(2) ? old - old / 4 + r.below(old / 2 + 1)
-                         : random_size(r, std::min<size_t>(g.opt.max_size, 256 << 10));
-        if (ns == 0) ns = 1;
+        const size_t cap = std::min<size_t>(g.opt.max_size, 256 << 10);
+        ns = r.chance(2) ? old - old / 4 + r.below(old / 2 + 1) : random_size(r, cap);
+        ns = std::clamp<size_t>(ns, 1, cap);  // repeated growth must not walk past the cap
       }
       if (realloc_block(static_cast<int>(t), live[i], ns)) {
         count(t, 1, static_cast<int64_t>(live[i].size) - static_cast<int64_t>(old));

@@ -112,7 +112,9 @@ struct magslab_stats {
  * bytes it filled: min(size, the library's sizeof(struct magslab_stats)).
  * Bytes past that are zeroed, so a program built against a newer header reads
  * 0 in fields an older library does not know. Exact when no thread is
- * allocating or freeing. Never allocates. */
+ * allocating or freeing. Never allocates from the heap; a caller built with an
+ * older, shorter struct gets its part of a copy the library maps for the call
+ * (0 returned and *out zeroed if the OS refuses that page mapping). */
 MAGSLAB_API size_t magslab_stats_get(struct magslab_stats* out, size_t size);
 /* magslab_stats_get(out, sizeof *out). */
 MAGSLAB_API void magslab_stats(struct magslab_stats* out);

@@ -185,7 +185,9 @@ void apply(Id id, const char* env, const char* entry, size_t entry_len, const ch
     // value kept) rather than left relative to wherever the program ends; a
     // directory getcwd cannot name for another reason (removed) leaves it
     // relative.
-    char dir[kMaxPath];
+    // (A buffer of its own, not 1 KiB more on a stack that may be a small
+    // thread's first malloc: options are read once, by one thread.)
+    static char dir[kMaxPath];
     size_t at = 0;
     if (s[0] != '/') {
       const int saved = errno;  // options load inside a malloc, which keeps errno
