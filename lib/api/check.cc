@@ -427,6 +427,11 @@ constexpr size_t kLargeRing = 64;  // large blocks (each a mapping split while h
 struct LargeRing {
   Lock lock;
   Fifo<Entry, kCheckMode ? kLargeRing : 1> q;  // under lock
+  // q.count as it was when the lock was last released, for readable() to
+  // skip the lock while the ring is empty. relaxed: a block entering or
+  // leaving quarantine meanwhile is a misuse race either way (check.h).
+  std::atomic<size_t> held{0};
+  void note_count() { held.store(q.count, std::memory_order_relaxed); }
 } g_large_ring;
 
 // Under g_large_ring.lock: the large quarantine's entry for p, or nullptr.
@@ -444,6 +449,7 @@ bool readable(const void* p, size_t n) {
   const auto a = reinterpret_cast<uintptr_t>(p);
   // Slab pages are never made inaccessible (their quarantine fills objects).
   if (pagemap::lookup_slab(a) != nullptr) return true;
+  if (g_large_ring.held.load(std::memory_order_relaxed) == 0) return true;  // relaxed: see held
   LockGuard g(g_large_ring.lock);
   for (size_t i = 0; i < g_large_ring.q.count; ++i) {
     const Entry& e = g_large_ring.q.at(i);
@@ -556,6 +562,7 @@ void quarantine_large(const Entry& e) {
     if (q.full()) out[nout++] = q.pop();
     q.push(e);
     while (off && nout < kBatch && q.count != 0) out[nout++] = q.pop();
+    g_large_ring.note_count();
   }
   for (size_t i = 0; i < nout; ++i) release_large(out[i]);
 }
@@ -847,6 +854,7 @@ void drain() {
     {
       LockGuard g(g_large_ring.lock);
       while (g_large_ring.q.count != 0 && nout < kBatch) out[nout++] = g_large_ring.q.pop();
+      g_large_ring.note_count();
     }
     if (nout == 0) break;
     for (size_t i = 0; i < nout; ++i) release_large(out[i]);
