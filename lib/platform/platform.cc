@@ -86,26 +86,31 @@ bool fully_mapped(void* addr, size_t size) {
   return mapped;
 }
 
-bool read_if_readable(const void* addr, void* out, size_t n) {
-  const int saved = errno;  // EFAULT for an unreadable range: an answer
+namespace {
+// n bytes at addr into out by process_vm_readv on this process, errno kept:
+// kNo for the kernel's EFAULT (unmapped or PROT_NONE), kUnknown when the call
+// itself is refused (seccomp, sandboxes).
+Readable read_self(const void* addr, void* out, size_t n) {
+  const int saved = errno;
+  errno = 0;  // a short read sets none: then neither EFAULT nor refused
   iovec local{out, n};
   iovec remote{const_cast<void*>(addr), n};
-  const bool ok = process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
+  const ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  const Readable r = got == static_cast<ssize_t>(n) ? Readable::kYes
+                     : errno == EFAULT              ? Readable::kNo
+                                                    : Readable::kUnknown;
   errno = saved;
-  return ok;
+  return r;
+}
+}  // namespace
+
+bool read_if_readable(const void* addr, void* out, size_t n) {
+  return read_self(addr, out, n) == Readable::kYes;
 }
 
 Readable probe_readable(const void* addr) {
-  const int saved = errno;
   unsigned char byte;
-  iovec local{&byte, 1};
-  iovec remote{const_cast<void*>(addr), 1};
-  const ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-  const Readable r = got == 1          ? Readable::kYes
-                     : errno == EFAULT ? Readable::kNo
-                                       : Readable::kUnknown;
-  errno = saved;
-  return r;
+  return read_self(addr, &byte, 1);
 }
 
 void* reserve_inaccessible(size_t size) {
