@@ -974,6 +974,23 @@ void retire_current() {
 
 void request_flush_all() { g_flush_epoch.fetch_add(1, std::memory_order_relaxed); }
 
+namespace {
+// tc's magazines of class c that another thread may take while tc's own runs
+// — its previous one and its inbox's (each slot exchanged whole; nullptr or
+// the empty sentinel: none) and its stash (a list published whole) — retired
+// to the depot (or the slabs). Returns the objects moved. For
+// take_previous_all, and for a fork child's caches of threads it does not have.
+size_t retire_shared_of(ThreadCache* tc, unsigned c, unsigned node) {
+  size_t moved = 0;
+  for (Magazine* m : {take_previous(tc->cls[c]), take_inbox(tc, c)}) {
+    if (m == nullptr || !is_real(m)) continue;
+    moved += m->count;
+    retire(c, m, node);
+  }
+  return moved + retire_stash_of(tc, c, node);
+}
+}  // namespace
+
 size_t take_previous_all() {
   const unsigned node = node_now();
   size_t moved = 0;
@@ -982,17 +999,8 @@ size_t take_previous_all() {
   // first owns the magazine). Then class locks (retire -> slab::release):
   // the order of docs/design.md and api/fork.cc.
   LockGuard g(g_registry_lock);
-  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
-    for (unsigned c = 0; c < kNumClasses; ++c) {
-      // The previous magazine, and the inbox's (nullptr: none).
-      for (Magazine* m : {take_previous(tc->cls[c]), take_inbox(tc, c)}) {
-        if (m == nullptr || !is_real(m)) continue;
-        moved += m->count;
-        retire(c, m, node);
-      }
-      moved += retire_stash_of(tc, c, node);  // and its stash
-    }
-  }
+  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next)
+    for (unsigned c = 0; c < kNumClasses; ++c) moved += retire_shared_of(tc, c, node);
   return moved;
 }
 
@@ -1115,11 +1123,7 @@ void reset_after_fork_child() {
     // a bounded leak. The slab and depot locks are free again; the
     // registry's order holds.
     const unsigned node = node_now();
-    for (unsigned c = 0; c < kNumClasses; ++c) {
-      if (c < kNumSmallClasses) retire_stash_of(tc, c, node);
-      retire(c, take_previous(tc->cls[c]), node);
-      if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
-    }
+    for (unsigned c = 0; c < kNumClasses; ++c) retire_shared_of(tc, c, node);
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {
