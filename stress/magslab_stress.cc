@@ -153,9 +153,15 @@ void sum_counters(unsigned n, uint64_t* ops, int64_t* live) {
 struct Live {
   size_t objects, bytes;
 };
-Live magslab_live() {
-  static struct magslab_stats st;  // large; not on the stack
+// magslab's statistics now, in one static struct (large; not on the stack):
+// valid until the next call. Main thread only.
+const struct magslab_stats& magslab_stats_now() {
+  static struct magslab_stats st;
   magslab_stats(&st);
+  return st;
+}
+Live magslab_live() {
+  const struct magslab_stats& st = magslab_stats_now();
   return Live{st.live_objects, st.live_bytes};
 }
 
@@ -187,8 +193,7 @@ void check_magslab_mapped(const char* when) {
   if (!g.api->is_magslab) return;
   magslab_trim_all();
   magslab_trim();
-  static struct magslab_stats st;  // large; not on the stack
-  magslab_stats(&st);
+  const struct magslab_stats& st = magslab_stats_now();
   if (st.mapped_bytes > kMappedSlack || st.committed_bytes > kMappedSlack) {
     Failure f;
     f.op = "mapped-bytes";
@@ -208,8 +213,7 @@ void check_heap_usable() {
   if (!g.api->is_magslab) return;
   g.workload = "heap-check";
   g.wseed = mix64(g.opt.seed ^ 0x4eab5c4ecULL);
-  static struct magslab_stats st;
-  magslab_stats(&st);
+  const struct magslab_stats& st = magslab_stats_now();
   constexpr size_t kPerClass = 8;
 #ifdef MS_SANITIZED  // keep it short: every byte is instrumented
   const size_t big[] = {(64 << 10) + 1, 100 << 10, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20};

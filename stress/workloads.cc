@@ -46,6 +46,9 @@ Block unpack(uint64_t v) {
 // ---------------------------------------------------------------------------
 enum class Mode { Mixed, Aligned, Calloc };
 
+// The largest request of the aligned workload.
+size_t aligned_max() { return std::min<size_t>(g.opt.max_size, 256 << 10); }
+
 Block random_alloc(unsigned t, Rng& r, Mode mode) {
   size_t max = g.opt.max_size;
   switch (mode) {
@@ -58,7 +61,7 @@ Block random_alloc(unsigned t, Rng& r, Mode mode) {
       return alloc_block(t, r, sz, Kind::Malloc, 0);
     }
     case Mode::Aligned: {
-      size_t sz = random_size(r, std::min<size_t>(max, 256 << 10));
+      size_t sz = random_size(r, aligned_max());
       // 1 in 256: an alignment of 4–32 MiB, past the chunk's (a huge block
       // mapped for its alignment: a mutation review, stop 34, found nothing
       // asked for more than 2 MiB).
@@ -98,11 +101,14 @@ void random_ops(unsigned t, Mode mode) {
       // shrink of page runs went unnoticed).
       size_t i = r.below(n);
       size_t old = live[i].size;
-      size_t ns = r.chance(64) ? 0 : random_size(r, g.opt.max_size);
-      if (mode == Mode::Aligned && ns != 0) {
-        const size_t cap = std::min<size_t>(g.opt.max_size, 256 << 10);
-        ns = r.chance(2) ? old - old / 4 + r.below(old / 2 + 1) : random_size(r, cap);
-        ns = std::clamp<size_t>(ns, 1, cap);  // repeated growth must not walk past the cap
+      size_t ns = 0;  // 1 in 64
+      if (!r.chance(64)) {
+        if (mode == Mode::Aligned) {
+          ns = r.chance(2) ? old - old / 4 + r.below(old / 2 + 1) : random_size(r, aligned_max());
+          ns = std::clamp<size_t>(ns, 1, aligned_max());  // repeated growth stays within the cap
+        } else {
+          ns = random_size(r, g.opt.max_size);
+        }
       }
       if (realloc_block(static_cast<int>(t), live[i], ns)) {
         count(t, 1, static_cast<int64_t>(live[i].size) - static_cast<int64_t>(old));
