@@ -786,4 +786,99 @@ TEST(CacheMisuseDeathTest, DoubleReleaseFoundInItsSlab) {
   cache.release(keep);
 }
 
+// A thread remembers the two slabs it last released into (stop 35): objects
+// of one cache and thread straddle two slabs as soon as other threads refill
+// from the same slabs. Both must keep every check the first one has.
+struct TwoSlabs {
+  std::vector<Counted*> in_a, in_b;  // objects of two different slabs
+  uintptr_t a = 0, b = 0;            // their slabs' addresses
+};
+TwoSlabs acquire_two_slabs(magslab::ObjectCache<Counted>& cache, std::vector<Counted*>& all) {
+  const size_t slab = cache.stats().slab_size;
+  TwoSlabs t;
+  while (t.in_b.size() < 2) {
+    Counted* p = cache.acquire();
+    all.push_back(p);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{slab - 1};
+    if (t.a == 0) t.a = base;
+    if (base == t.a) {
+      t.in_a.push_back(p);
+    } else if (t.b == 0 || base == t.b) {
+      t.b = base;
+      t.in_b.push_back(p);
+    }
+  }
+  return t;
+}
+
+TEST(CacheMisuseDeathTest, BothSlabsLastReleasedIntoKeepTheOffsetCheck) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  std::vector<Counted*> all;
+  TwoSlabs t = acquire_two_slabs(cache, all);
+  ASSERT_GE(t.in_a.size(), 2u);
+  cache.release(t.in_a.back());  // remembered: a
+  cache.release(t.in_b.back());  // remembered: b, then a
+  const size_t slab = cache.stats().slab_size;
+  const std::string inside = " to cache \"widgets\" \\(inside an object of 64 B\\)";
+  for (uintptr_t base : {t.a, t.b}) {
+    for (void* p : {reinterpret_cast<void*>(base), reinterpret_cast<void*>(base + slab - 8)}) {
+      EXPECT_DEATH(cache.release(static_cast<Counted*>(p)),
+                   only_line("invalid release of " + hex(p) + inside))
+          << hex(p);
+      EXPECT_DEATH(magslab_cache_free(cache.native_handle(), p),
+                   only_line("invalid release of " + hex(p) + inside))
+          << hex(p);
+    }
+  }
+  // An address in "slab 0" at an object's offset: an unused entry must not
+  // stand for the slab at 0.
+  void* low = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(t.in_a.front()) - t.a);
+  const std::string foreign = " to cache \"widgets\" \\(not an object of any cache\\)";
+  magslab::ObjectCache<Counted> fresh("widgets");
+  Counted* f = fresh.acquire();
+  fresh.release(fresh.acquire());  // one slab remembered, the second entry unused
+  EXPECT_DEATH(fresh.release(static_cast<Counted*>(low)),
+               only_line("invalid release of " + hex(low) + foreign));
+  fresh.release(f);
+  all.pop_back();  // t.in_b.back(), released above
+  all.erase(std::find(all.begin(), all.end(), t.in_a.back()));
+  for (Counted* p : all) cache.release(p);
+}
+
+// The older of the two remembered slabs is given up (reap) and its memory
+// becomes heap blocks; the next full check (a release into the other slab)
+// must not carry the given-up slab over into the new epoch.
+TEST(CacheMisuseDeathTest, InlineReleaseIntoAReapedSlabRememberedSecond) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  magslab::ObjectCache<Counted> cache("widgets");
+  std::vector<Counted*> all;
+  TwoSlabs t = acquire_two_slabs(cache, all);
+  const size_t slab = cache.stats().slab_size;
+  Counted* keep = t.in_b[0];   // keeps b
+  Counted* keep2 = t.in_b[1];  // released after the reap
+  Counted* p = t.in_a[0];      // stale once a is reaped
+  auto slab_of = [&](Counted* q) { return reinterpret_cast<uintptr_t>(q) & ~uintptr_t{slab - 1}; };
+  // Any other slab's objects, then b's, then a's: remembered a, then b.
+  for (Counted* q : all)
+    if (slab_of(q) != t.a && slab_of(q) != t.b) cache.release(q);
+  for (Counted* q : t.in_b)
+    if (q != keep && q != keep2) cache.release(q);
+  for (Counted* q : t.in_a) cache.release(q);
+  ASSERT_GT(cache.reap(), 0u);  // a (and any other slab with nothing out) is given up
+  std::vector<void*> blocks;    // heap blocks over a's memory, as in InlineReleaseIntoAReapedSlab
+  for (int i = 0; i < 64; ++i) {
+    void* blk = magslab_malloc(slab);
+    blocks.push_back(blk);
+    if (blk <= static_cast<void*>(p) && static_cast<void*>(p) < static_cast<char*>(blk) + slab)
+      break;
+  }
+  cache.release(keep2);  // a full check in the new epoch: remembered b only
+  EXPECT_DEATH(cache.release(p),
+               only_line("invalid release of " + hex(p) +
+                         " to cache \"widgets\" \\(not an object of any cache\\)"));
+  cache.release(keep);
+  for (void* blk : blocks) magslab_free(blk);
+}
+
 }  // namespace

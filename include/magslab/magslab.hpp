@@ -62,24 +62,24 @@ inline void* alloc_aligned_to(std::size_t bytes, std::size_t align) noexcept {
 // the cache without a call into the library: they read the library's
 // structures at the offsets below, which lib/api/object_cache.cc asserts
 // against its own, and hand anything but a plain hit (no table or magazine
-// yet, an empty or full magazine, a pointer not in the slab last checked, a
-// misuse) to magslab_cache_alloc/magslab_cache_free, which do everything.
-// "_v1" names this layout: a library built with another exports other names,
+// yet, an empty or full magazine, a pointer not in the two slabs last checked,
+// a misuse) to magslab_cache_alloc/magslab_cache_free, which do everything.
+// "_v2" names this layout: a library built with another exports other names,
 // so a mismatched header and library fail to link instead of misreading.
 namespace cache_abi {
 // The calling thread's table (struct CacheTable), and the count of slabs
 // given up by any cache so far (read relaxed; the library's full check reads
 // it with acquire).
-extern "C" MAGSLAB_API __thread void* magslab_objcache_table_v1;
-extern "C" MAGSLAB_API std::uint64_t magslab_objcache_epoch_v1;
+extern "C" MAGSLAB_API __thread void* magslab_objcache_table_v2;
+extern "C" MAGSLAB_API std::uint64_t magslab_objcache_epoch_v2;
 // magslab_cache: id, slab mask, first object's offset, objects * stride, and
 // ceil(2^64 / stride); all constant after creation.
 inline constexpr std::size_t kCacheId = 0, kCacheSlabMask = 8, kCacheFirstOff = 16, kCacheSpan = 24,
                              kCacheDivMagic = 32;
 // CacheTable: slot count, then slots of (loaded magazine, previous magazine,
-// slab last checked, the epoch it was checked at).
-inline constexpr std::size_t kTableCap = 0, kTableSlots = 24, kSlotSize = 32, kSlotLoaded = 0,
-                             kSlotCheckedSlab = 16, kSlotCheckedEpoch = 24;
+// slab last checked, the epoch both were checked at, the slab checked before).
+inline constexpr std::size_t kTableCap = 0, kTableSlots = 24, kSlotSize = 40, kSlotLoaded = 0,
+                             kSlotCheckedSlab = 16, kSlotCheckedEpoch = 24, kSlotCheckedSlab2 = 32;
 // Magazine: count (written with relaxed atomic stores: statistics read it
 // from other threads), capacity, objects.
 inline constexpr std::size_t kMagCount = 8, kMagCap = 12, kMagObjs = 32;
@@ -103,7 +103,7 @@ inline const char* slot_of(const char* table, std::uint32_t id) noexcept {
 // caller does not test the object again.
 template <class Miss>
 inline void* take(magslab_cache* c, Miss miss) {
-  const char* t = static_cast<const char*>(magslab_objcache_table_v1);
+  const char* t = static_cast<const char*>(magslab_objcache_table_v2);
   const auto id = load<std::uint32_t>(c, kCacheId);
   if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return miss();
   char* m = load<char*>(slot_of(t, id), kSlotLoaded);
@@ -114,12 +114,13 @@ inline void* take(magslab_cache* c, Miss miss) {
   return load<void*>(m, kMagObjs + (n - 1) * sizeof(void*));
 }
 
-// true: p (an object of c, in the slab this thread last checked) is in the
-// loaded magazine; false: nothing done (call magslab_cache_free). nullptr is
-// false without a test of its own: its "slab" 0 is never a checked slab (a
-// slot's initial 0 has epoch 0, which never matches).
+// true: p (an object of c, in one of the two slabs this thread last checked)
+// is in the loaded magazine; false: nothing done (call magslab_cache_free).
+// nullptr is false without a test of its own: its "slab" 0 is never a checked
+// slab (a slot's initial 0 has epoch 0, which never matches; an unused second
+// entry holds 1, which no slab address is).
 inline bool put(magslab_cache* c, void* p) noexcept {
-  const char* t = static_cast<const char*>(magslab_objcache_table_v1);
+  const char* t = static_cast<const char*>(magslab_objcache_table_v2);
   const auto id = load<std::uint32_t>(c, kCacheId);
   if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return false;
   const char* s = slot_of(t, id);
@@ -127,9 +128,10 @@ inline bool put(magslab_cache* c, void* p) noexcept {
   const std::uintptr_t base = a & load<std::uintptr_t>(c, kCacheSlabMask);
   // relaxed: a newer epoch than this read only sends p to the full check.
   const std::uint64_t epoch =
-      std::atomic_ref<std::uint64_t>(magslab_objcache_epoch_v1).load(std::memory_order_relaxed);
-  if (__builtin_expect(base != load<std::uintptr_t>(s, kSlotCheckedSlab) ||
-                           epoch != load<std::uint64_t>(s, kSlotCheckedEpoch),
+      std::atomic_ref<std::uint64_t>(magslab_objcache_epoch_v2).load(std::memory_order_relaxed);
+  if (__builtin_expect(epoch != load<std::uint64_t>(s, kSlotCheckedEpoch) ||
+                           (base != load<std::uintptr_t>(s, kSlotCheckedSlab) &&
+                            base != load<std::uintptr_t>(s, kSlotCheckedSlab2)),
                        0))
     return false;
   // At an object's start: off a multiple of the stride (one multiply).

@@ -13,7 +13,7 @@
 //  - magslab_cache: its geometry is constant after creation (read by the fast
 //    paths of any thread); the slab lists and counts are under its `lock`; the
 //    depot is lock-free.
-//  - CacheTable: one per thread, reached through magslab_objcache_table_v1;
+//  - CacheTable: one per thread, reached through magslab_objcache_table_v2;
 //    slot[id] holds the thread's loaded and previous magazine of the cache
 //    with that id. Written by its thread (fast and slow paths, the inline ones
 //    of magslab.hpp included), and by destroy() and a thread's exit under
@@ -134,14 +134,21 @@ struct magslab_cache {
 namespace magslab::objcache {
 namespace {
 
-// A thread's magazines of one cache, and the slab this thread last found to
-// be the cache's (check_release()). Owner only but for the magazines, which
-// destroy() and stats read under g_lock.
+// No slab: slab addresses are aligned to the slab size, so never 1.
+constexpr uintptr_t kNoSlab = 1;
+
+// A thread's magazines of one cache, and the two slabs this thread last found
+// to be the cache's (check_release()): a thread's objects straddle a slab
+// boundary as soon as other threads refill from the same slabs, and one entry
+// then missed on every other release (pmr::map churn at 4 threads: 1 release in
+// 7). Owner only but for the magazines, which destroy() and stats read under
+// g_lock.
 struct Slot {
-  Magazine* loaded;            // acquire pops from / release pushes to this one
-  Magazine* previous;          // the one before: full or empty, swapped in on a miss
-  uintptr_t checked_slab = 0;  // a slab of this cache as of slab_epoch() == checked_epoch
-  uint64_t checked_epoch = 0;  // 0: nothing checked (the epoch starts at 1)
+  Magazine* loaded;                   // acquire pops from / release pushes to this one
+  Magazine* previous;                 // the one before: full or empty, swapped in on a miss
+  uintptr_t checked_slab = 0;         // a slab of this cache as of slab_epoch() == checked_epoch
+  uint64_t checked_epoch = 0;         // 0: nothing checked (the epoch starts at 1)
+  uintptr_t checked_slab2 = kNoSlab;  // the slab checked before, as of the same epoch
 };
 
 // Per thread: a slot per cache id below cap. Grown (replaced) under g_lock.
@@ -168,15 +175,15 @@ CacheTable g_exited_table;
 // %fs-relative load) except in libmagslab.so, which uses TLS descriptors to
 // load with dlopen: MAGSLAB_TLS_MODEL, as t_cache.
 namespace magslab::detail::cache_abi {
-constinit __thread void* magslab_objcache_table_v1 MAGSLAB_TLS_MODEL = &objcache::g_no_table;
-uint64_t magslab_objcache_epoch_v1 = 1;
+constinit __thread void* magslab_objcache_table_v2 MAGSLAB_TLS_MODEL = &objcache::g_no_table;
+uint64_t magslab_objcache_epoch_v2 = 1;
 }  // namespace magslab::detail::cache_abi
 
 namespace magslab::objcache {
 namespace {
 
-using detail::cache_abi::magslab_objcache_epoch_v1;
-using detail::cache_abi::magslab_objcache_table_v1;
+using detail::cache_abi::magslab_objcache_epoch_v2;
+using detail::cache_abi::magslab_objcache_table_v2;
 
 // What the inline fast paths read (magslab.hpp, detail::cache_abi).
 namespace abi = detail::cache_abi;
@@ -191,12 +198,13 @@ static_assert(sizeof(Slot) == abi::kSlotSize);
 static_assert(offsetof(Slot, loaded) == abi::kSlotLoaded);
 static_assert(offsetof(Slot, checked_slab) == abi::kSlotCheckedSlab);
 static_assert(offsetof(Slot, checked_epoch) == abi::kSlotCheckedEpoch);
+static_assert(offsetof(Slot, checked_slab2) == abi::kSlotCheckedSlab2);
 static_assert(offsetof(Magazine, count) == abi::kMagCount);
 static_assert(offsetof(Magazine, cap) == abi::kMagCap);
 static_assert(offsetof(Magazine, objs) == abi::kMagObjs);
 
-CacheTable* my_table() { return static_cast<CacheTable*>(magslab_objcache_table_v1); }
-void set_my_table(CacheTable* t) { magslab_objcache_table_v1 = t; }
+CacheTable* my_table() { return static_cast<CacheTable*>(magslab_objcache_table_v2); }
+void set_my_table(CacheTable* t) { magslab_objcache_table_v2 = t; }
 
 Lock g_lock;
 CacheTable* g_tables = nullptr;          // live threads' tables, under g_lock
@@ -207,13 +215,13 @@ TaggedStack g_mag_pool[kNumMagBuckets];  // empty magazines, by capacity
 // reader obtained its cache handle, hence the key, through the program's own
 // synchronisation with the creating thread.
 std::atomic<uint64_t> g_slab_key{0};
-// magslab_objcache_epoch_v1 (above), all accesses atomic: bumped whenever any
+// magslab_objcache_epoch_v2 (above), all accesses atomic: bumped whenever any
 // cache gives up a slab (reap, destroy), after its magic is cleared: a
 // thread's memory of which slab it found to be its cache's
 // (Slot::checked_slab) holds only while this has not moved. Starts at 1, so a
 // slot's 0 never matches.
 std::atomic_ref<uint64_t> slab_epoch() {
-  return std::atomic_ref<uint64_t>(magslab_objcache_epoch_v1);
+  return std::atomic_ref<uint64_t>(magslab_objcache_epoch_v2);
 }
 pthread_key_t g_exit_key;
 pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -552,7 +560,8 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   if (nt == nullptr) return nullptr;
   new (nt) CacheTable();
   nt->cap = cap;
-  for (uint32_t i = 0; i < cap; ++i) nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0};
+  for (uint32_t i = 0; i < cap; ++i)
+    nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0, kNoSlab};
   {
     // Under g_lock: destroy() and stats read and write the slots of tables in
     // the registry, so the old table is copied and replaced in one step.
@@ -801,6 +810,8 @@ MAGSLAB_NOINLINE void release_checked(magslab_cache* c, Slot* sl, void* p) {
   uint64_t e = slab_epoch().load(std::memory_order_acquire);
   check_release(c, p);
   if (sl != nullptr) {
+    // Both entries hold for one epoch: a new one forgets the older slab.
+    sl->checked_slab2 = sl->checked_epoch == e ? sl->checked_slab : kNoSlab;
     sl->checked_slab = reinterpret_cast<uintptr_t>(p) & c->slab_mask;
     sl->checked_epoch = e;
     Magazine* m = sl->loaded;
@@ -922,11 +933,11 @@ void magslab_cache_free(magslab_cache* c, void* p) {
   Slot& s = t->slot[id];
   auto a = reinterpret_cast<uintptr_t>(p);
   uintptr_t base = a & c->slab_mask;
-  // The slab this thread last found to be c's, and no slab given up since:
+  // A slab this thread last found to be c's, and no slab given up since:
   // only the offset check. relaxed: a newer epoch than this read only sends
   // the release to the full check (release_checked's acquire).
-  if (MAGSLAB_UNLIKELY(base != s.checked_slab ||
-                       s.checked_epoch != slab_epoch().load(std::memory_order_relaxed)))
+  if (MAGSLAB_UNLIKELY(s.checked_epoch != slab_epoch().load(std::memory_order_relaxed) ||
+                       (base != s.checked_slab && base != s.checked_slab2)))
     return release_checked(c, &s, p);
   if (MAGSLAB_UNLIKELY(!object_start(c, a, base))) bad_release(c, p);
   Magazine* m = s.loaded;
