@@ -593,9 +593,14 @@ void on_thread_exit(void* arg) {
       if (!is_real(s.loaded) && !is_real(s.previous)) continue;
       magslab_cache* c = g_caches[id];
       MAGSLAB_CHECK(c != nullptr, "cache table: a slot of a destroyed cache");
-      // To the depot while it has room: the next thread reuses them warm.
-      retire(c, s.loaded);
-      retire(c, s.previous);
+      // To the slabs, not the depot (until stop 35): a magazine holds the
+      // objects in the order the thread freed them, so the next threads each
+      // popping one got objects interleaved with each other's, cache line by
+      // cache line (pmr::map churn with threads made and ended, as Google
+      // Benchmark does: 444 of 979 lines shared, 1.9x the time). From the
+      // slabs, refills hand out runs in address order.
+      flush(c, s.loaded);
+      flush(c, s.previous);
       set_loaded(s, &g_empty_magazine);
       set_previous(s, &g_empty_magazine);
     }
