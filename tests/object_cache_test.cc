@@ -831,15 +831,17 @@ TEST(CacheMisuseDeathTest, BothSlabsLastReleasedIntoKeepTheOffsetCheck) {
           << hex(p);
     }
   }
-  // An address in "slab 0" at an object's offset: an unused entry must not
-  // stand for the slab at 0.
-  void* low = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(t.in_a.front()) - t.a);
+  // Low addresses at an object's offset from a slab at 0, or from 0 itself:
+  // an unused entry must not stand for a slab at 0.
   const std::string foreign = " to cache \"widgets\" \\(not an object of any cache\\)";
   magslab::ObjectCache<Counted> fresh("widgets");
   Counted* f = fresh.acquire();
   fresh.release(fresh.acquire());  // one slab remembered, the second entry unused
-  EXPECT_DEATH(fresh.release(static_cast<Counted*>(low)),
-               only_line("invalid release of " + hex(low) + foreign));
+  for (uintptr_t low : {reinterpret_cast<uintptr_t>(t.in_a.front()) - t.a, uintptr_t{2 * 64}}) {
+    void* q = reinterpret_cast<void*>(low);
+    EXPECT_DEATH(fresh.release(static_cast<Counted*>(q)),
+                 only_line("invalid release of " + hex(q) + foreign));
+  }
   fresh.release(f);
   all.pop_back();  // t.in_b.back(), released above
   all.erase(std::find(all.begin(), all.end(), t.in_a.back()));

@@ -77,9 +77,11 @@ extern "C" MAGSLAB_API std::uint64_t magslab_objcache_epoch_v2;
 inline constexpr std::size_t kCacheId = 0, kCacheSlabMask = 8, kCacheFirstOff = 16, kCacheSpan = 24,
                              kCacheDivMagic = 32;
 // CacheTable: slot count, then slots of (loaded magazine, previous magazine,
-// slab last checked, the epoch both were checked at, the slab checked before).
+// first object of the slab last checked, the epoch both were checked at, first
+// object of the slab checked before).
 inline constexpr std::size_t kTableCap = 0, kTableSlots = 24, kSlotSize = 40, kSlotLoaded = 0,
-                             kSlotCheckedSlab = 16, kSlotCheckedEpoch = 24, kSlotCheckedSlab2 = 32;
+                             kSlotCheckedFirst = 16, kSlotCheckedEpoch = 24,
+                             kSlotCheckedFirst2 = 32;
 // Magazine: count (written with relaxed atomic stores: statistics read it
 // from other threads), capacity, objects.
 inline constexpr std::size_t kMagCount = 8, kMagCap = 12, kMagObjs = 32;
@@ -116,28 +118,27 @@ inline void* take(magslab_cache* c, Miss miss) {
 
 // true: p (an object of c, in one of the two slabs this thread last checked)
 // is in the loaded magazine; false: nothing done (call magslab_cache_free).
-// nullptr is false without a test of its own: its "slab" 0 is never a checked
-// slab (a slot's initial 0 has epoch 0, which never matches; an unused second
-// entry holds 1, which no slab address is).
+// One subtraction places p in a remembered slab and at an object's start: its
+// offset from the slab's first object is below the slab's span of objects and
+// a multiple of the stride (one multiply). nullptr is false without a test of
+// its own: a slot's first objects are 0 only while its epoch is 0, which never
+// matches; an unused second entry repeats the first.
 inline bool put(magslab_cache* c, void* p) noexcept {
   const char* t = static_cast<const char*>(magslab_objcache_table_v2);
   const auto id = load<std::uint32_t>(c, kCacheId);
   if (__builtin_expect(id >= load<std::uint32_t>(t, kTableCap), 0)) return false;
   const char* s = slot_of(t, id);
   const auto a = reinterpret_cast<std::uintptr_t>(p);
-  const std::uintptr_t base = a & load<std::uintptr_t>(c, kCacheSlabMask);
   // relaxed: a newer epoch than this read only sends p to the full check.
   const std::uint64_t epoch =
       std::atomic_ref<std::uint64_t>(magslab_objcache_epoch_v2).load(std::memory_order_relaxed);
-  if (__builtin_expect(epoch != load<std::uint64_t>(s, kSlotCheckedEpoch) ||
-                           (base != load<std::uintptr_t>(s, kSlotCheckedSlab) &&
-                            base != load<std::uintptr_t>(s, kSlotCheckedSlab2)),
-                       0))
-    return false;
-  // At an object's start: off a multiple of the stride (one multiply).
-  const std::uint64_t off = a - base - load<std::uint64_t>(c, kCacheFirstOff);
+  const auto span = load<std::uint64_t>(c, kCacheSpan);
+  std::uint64_t off = a - load<std::uintptr_t>(s, kSlotCheckedFirst);
+  if (off >= span) off = a - load<std::uintptr_t>(s, kSlotCheckedFirst2);
   const auto magic = load<std::uint64_t>(c, kCacheDivMagic);
-  if (__builtin_expect(off >= load<std::uint64_t>(c, kCacheSpan) || off * magic >= magic, 0))
+  if (__builtin_expect(
+          epoch != load<std::uint64_t>(s, kSlotCheckedEpoch) || off >= span || off * magic >= magic,
+          0))
     return false;
   char* m = load<char*>(s, kSlotLoaded);
   std::uint32_t n = load<std::uint32_t>(m, kMagCount);

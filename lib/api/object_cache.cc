@@ -134,21 +134,18 @@ struct magslab_cache {
 namespace magslab::objcache {
 namespace {
 
-// No slab: slab addresses are aligned to the slab size, so never 1.
-constexpr uintptr_t kNoSlab = 1;
-
 // A thread's magazines of one cache, and the two slabs this thread last found
-// to be the cache's (check_release()): a thread's objects straddle a slab
-// boundary as soon as other threads refill from the same slabs, and one entry
-// then missed on every other release (pmr::map churn at 4 threads: 1 release in
-// 7). Owner only but for the magazines, which destroy() and stats read under
-// g_lock.
+// to be the cache's (check_release()), as the address of their first object:
+// a thread's objects straddle a slab boundary as soon as other threads refill
+// from the same slabs, and one entry then missed on every other release
+// (pmr::map churn at 4 threads: 1 release in 7). Owner only but for the
+// magazines, which destroy() and stats read under g_lock.
 struct Slot {
-  Magazine* loaded;                   // acquire pops from / release pushes to this one
-  Magazine* previous;                 // the one before: full or empty, swapped in on a miss
-  uintptr_t checked_slab = 0;         // a slab of this cache as of slab_epoch() == checked_epoch
-  uint64_t checked_epoch = 0;         // 0: nothing checked (the epoch starts at 1)
-  uintptr_t checked_slab2 = kNoSlab;  // the slab checked before, as of the same epoch
+  Magazine* loaded;              // acquire pops from / release pushes to this one
+  Magazine* previous;            // the one before: full or empty, swapped in on a miss
+  uintptr_t checked_first = 0;   // a slab of this cache as of slab_epoch() == checked_epoch
+  uint64_t checked_epoch = 0;    // 0: nothing checked (the epoch starts at 1)
+  uintptr_t checked_first2 = 0;  // the slab checked before, as of the same epoch; or checked_first
 };
 
 // Per thread: a slot per cache id below cap. Grown (replaced) under g_lock.
@@ -196,9 +193,9 @@ static_assert(offsetof(CacheTable, cap) == abi::kTableCap);
 static_assert(offsetof(CacheTable, slot) == abi::kTableSlots);
 static_assert(sizeof(Slot) == abi::kSlotSize);
 static_assert(offsetof(Slot, loaded) == abi::kSlotLoaded);
-static_assert(offsetof(Slot, checked_slab) == abi::kSlotCheckedSlab);
+static_assert(offsetof(Slot, checked_first) == abi::kSlotCheckedFirst);
 static_assert(offsetof(Slot, checked_epoch) == abi::kSlotCheckedEpoch);
-static_assert(offsetof(Slot, checked_slab2) == abi::kSlotCheckedSlab2);
+static_assert(offsetof(Slot, checked_first2) == abi::kSlotCheckedFirst2);
 static_assert(offsetof(Magazine, count) == abi::kMagCount);
 static_assert(offsetof(Magazine, cap) == abi::kMagCap);
 static_assert(offsetof(Magazine, objs) == abi::kMagObjs);
@@ -218,7 +215,7 @@ std::atomic<uint64_t> g_slab_key{0};
 // magslab_objcache_epoch_v2 (above), all accesses atomic: bumped whenever any
 // cache gives up a slab (reap, destroy), after its magic is cleared: a
 // thread's memory of which slab it found to be its cache's
-// (Slot::checked_slab) holds only while this has not moved. Starts at 1, so a
+// (Slot::checked_first) holds only while this has not moved. Starts at 1, so a
 // slot's 0 never matches.
 std::atomic_ref<uint64_t> slab_epoch() {
   return std::atomic_ref<uint64_t>(magslab_objcache_epoch_v2);
@@ -561,7 +558,7 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   new (nt) CacheTable();
   nt->cap = cap;
   for (uint32_t i = 0; i < cap; ++i)
-    nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0, kNoSlab};
+    nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0, 0};
   {
     // Under g_lock: destroy() and stats read and write the slots of tables in
     // the registry, so the old table is copied and replaced in one step.
@@ -805,7 +802,7 @@ void report_live(const magslab_cache* c, size_t live) {
 
 // Release p to c, checked in full, for a thread whose slot sl (nullptr: it
 // has none yet) does not remember p's slab as c's: the slab it finds to be
-// c's is remembered (Slot::checked_slab), so the thread's next releases into
+// c's is remembered (Slot::checked_first), so the thread's next releases into
 // it need only the offset check (magslab_cache_free). A slab given up since
 // (reap, destroy) moves the epoch, so a stale pointer into it comes back
 // here, and is reported.
@@ -816,8 +813,9 @@ MAGSLAB_NOINLINE void release_checked(magslab_cache* c, Slot* sl, void* p) {
   check_release(c, p);
   if (sl != nullptr) {
     // Both entries hold for one epoch: a new one forgets the older slab.
-    sl->checked_slab2 = sl->checked_epoch == e ? sl->checked_slab : kNoSlab;
-    sl->checked_slab = reinterpret_cast<uintptr_t>(p) & c->slab_mask;
+    const uintptr_t first = (reinterpret_cast<uintptr_t>(p) & c->slab_mask) + c->first_off;
+    sl->checked_first2 = sl->checked_epoch == e ? sl->checked_first : first;
+    sl->checked_first = first;
     sl->checked_epoch = e;
     Magazine* m = sl->loaded;
     if (m->count < m->cap) return put(m, m->count, p);
@@ -937,14 +935,16 @@ void magslab_cache_free(magslab_cache* c, void* p) {
   if (MAGSLAB_UNLIKELY(id >= t->cap)) return release_checked(c, nullptr, p);
   Slot& s = t->slot[id];
   auto a = reinterpret_cast<uintptr_t>(p);
-  uintptr_t base = a & c->slab_mask;
-  // A slab this thread last found to be c's, and no slab given up since:
-  // only the offset check. relaxed: a newer epoch than this read only sends
-  // the release to the full check (release_checked's acquire).
+  // A slab this thread last found to be c's (the offset from its first
+  // object within its span), and no slab given up since: only the stride
+  // check. relaxed: a newer epoch than this read only sends the release to
+  // the full check (release_checked's acquire).
+  uint64_t off = a - s.checked_first;
+  if (off >= c->span) off = a - s.checked_first2;
   if (MAGSLAB_UNLIKELY(s.checked_epoch != slab_epoch().load(std::memory_order_relaxed) ||
-                       (base != s.checked_slab && base != s.checked_slab2)))
+                       off >= c->span))
     return release_checked(c, &s, p);
-  if (MAGSLAB_UNLIKELY(!object_start(c, a, base))) bad_release(c, p);
+  if (MAGSLAB_UNLIKELY(off * c->div_magic >= c->div_magic)) bad_release(c, p);
   Magazine* m = s.loaded;
   uint32_t n = m->count;
   if (MAGSLAB_LIKELY(n < m->cap)) return put(m, n, p);
