@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdint>
@@ -881,6 +882,42 @@ TEST(CacheMisuseDeathTest, InlineReleaseIntoAReapedSlabRememberedSecond) {
                          " to cache \"widgets\" \\(not an object of any cache\\)"));
   cache.release(keep);
   for (void* blk : blocks) magslab_free(blk);
+}
+
+// Review finding (stop 35): destroy() gave up the id before it cleared its
+// slabs' magic and moved the epoch (it ran the destructors first), so a cache
+// made meanwhile took the id while the thread's remembered slabs still held:
+// its first full check kept the destroyed cache's slab as the second entry,
+// and a stale object of the destroyed cache went into the new cache's magazine.
+std::atomic<int> g_destroy_phase{0};
+void blocking_dtor(void*, void*) {
+  if (g_destroy_phase.load() == 1) {
+    g_destroy_phase.store(2);
+    while (g_destroy_phase.load() != 3) std::this_thread::yield();
+  }
+}
+
+TEST(CacheMisuseDeathTest, AnObjectOfACacheBeingDestroyedIsNotTakenByItsSuccessor) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  EXPECT_DEATH(
+      {
+        magslab_cache* a = magslab_cache_create("A", 64, 16, nullptr, blocking_dtor, nullptr);
+        void* p = magslab_cache_alloc(a);
+        void* q = magslab_cache_alloc(a);
+        magslab_cache_free(a, p);  // remembers a's slab
+        g_destroy_phase.store(1);
+        std::thread d([&] { magslab_cache_destroy(a); });               // q is live: reported
+        while (g_destroy_phase.load() != 2) std::this_thread::yield();  // in a's destructors
+        magslab_cache* b = magslab_cache_create("B", 64, 16, nullptr, nullptr, nullptr);
+        void* o = magslab_cache_alloc(b);
+        magslab_cache_free(b, o);  // a full check in b's slab
+        magslab_cache_free(b, q);
+        g_destroy_phase.store(3);
+        d.join();
+        std::fprintf(stderr, "accepted\n");
+        std::_Exit(0);
+      },
+      "invalid release of 0x[0-9a-f]+ to cache \"B\" \\(not an object of any cache\\)\n$");
 }
 
 }  // namespace

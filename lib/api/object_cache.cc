@@ -841,6 +841,13 @@ size_t destroy(magslab_cache* c, bool free_live) {
     for (CacheTable* t = g_tables; t != nullptr; t = t->reg_next)
       if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
     while (Magazine* m = pop_full(c)) flush(c, m);
+    // Every slab given up before the id is: a cache that takes the id next
+    // must find no thread remembering a slab of c (a review finding, stop 35:
+    // the magic was cleared and the epoch moved only after the destructors,
+    // and a thread's first full check into the new cache meanwhile kept c's
+    // slab as its second entry). release: as in unlink_slab().
+    for (CacheSlab* s = c->slabs; s != nullptr; s = s->next) s->magic = 0;
+    slab_epoch().fetch_add(1, std::memory_order_release);
     g_caches[c->id] = nullptr;  // the id may be reused from now on
   }
   // Nothing else may use c now (the caller's contract): no lock needed.
@@ -851,8 +858,6 @@ size_t destroy(magslab_cache* c, bool free_live) {
     CacheSlab* next = s->next;
     bool has_live = s->nfree != c->nobj;
     destruct_objects(c, s, free_live);
-    s->magic = 0;
-    slab_epoch().fetch_add(1, std::memory_order_release);  // release: as in unlink_slab()
     // A slab with live objects stays allocated: the program still holds them.
     if (!has_live || free_live) magslab_free(s);
     s = next;
