@@ -9,7 +9,9 @@
 #   - libmagslab-dev: Section libdevel, Depends on exactly that runtime version; the header,
 #     the .so links, libmagslab.a, the override objects, the CMake package and both
 #     pkg-config files;
-# then unpacks both and builds the consumer against the unpacked tree with pkg-config
+#   - magslab-tools: Section devel, a Depends on libc6 and none on libmagslab; exactly
+#     usr/bin/magslab-stress, which runs from the unpacked tree;
+# then unpacks the library packages and builds the consumer against the unpacked tree with pkg-config
 # (magslab and magslab-override) and runs it.
 set -euo pipefail
 src_dir=$(cd "$1" && pwd)
@@ -30,7 +32,9 @@ rt=libmagslab$so
   { cat "$tmp/cpack.log"; fail "cpack failed"; }
 rt_deb=$tmp/out/${rt}_${ver}_$arch.deb
 dev_deb=$tmp/out/libmagslab-dev_${ver}_$arch.deb
-[[ -f $rt_deb && -f $dev_deb ]] || { ls "$tmp/out"; fail "expected $rt_deb and $dev_deb"; }
+tools_deb=$tmp/out/magslab-tools_${ver}_$arch.deb
+[[ -f $rt_deb && -f $dev_deb && -f $tools_deb ]] ||
+  { ls "$tmp/out"; fail "expected $rt_deb, $dev_deb and $tools_deb"; }
 
 field() { dpkg-deb -f "$1" "$2"; }
 expect_field() {  # deb field regex
@@ -47,6 +51,13 @@ expect_field "$dev_deb" Package '^libmagslab-dev$'
 expect_field "$dev_deb" Version "^$ver\$"
 expect_field "$dev_deb" Section '^libdevel$'
 expect_field "$dev_deb" Depends "(^|, )$rt \\(= $ver\\)"
+expect_field "$tools_deb" Package '^magslab-tools$'
+expect_field "$tools_deb" Version "^$ver\$"
+expect_field "$tools_deb" Section '^devel$'
+expect_field "$tools_deb" Depends '(^|, )libc6 \(>= [0-9.]+\)'
+if [[ $(field "$tools_deb" Depends) == *libmagslab* ]]; then
+  fail "magslab-tools depends on libmagslab: $(field "$tools_deb" Depends)"
+fi
 dpkg-deb -I "$rt_deb" shlibs | grep -qx "libmagslab $so $rt (= $ver)" ||
   fail "shlibs: $(dpkg-deb -I "$rt_deb" shlibs)"
 dpkg-deb -I "$rt_deb" triggers | grep -q 'activate-noawait ldconfig' || fail "no ldconfig trigger"
@@ -79,6 +90,9 @@ grep -q "^$libdir/magslab/override-objects/.*malloc.cc.o\$" "$tmp/dev.txt" ||
   fail "libmagslab-dev lacks the override objects"
 if grep -q "\.so\.$so\$\|\.so\.$ver\$" "$tmp/dev.txt"; then fail "shared libraries in libmagslab-dev"; fi
 if grep -q '^usr/include\|\.a$\|\.pc$' "$tmp/rt.txt"; then fail "development files in $rt"; fi
+list "$tools_deb" | grep -v '^usr/share/doc/' | diff -u <(echo usr/bin/magslab-stress) - ||
+  fail "magslab-tools contents"
+if grep -q magslab-stress "$tmp/rt.txt" "$tmp/dev.txt"; then fail "magslab-stress in a library package"; fi
 
 # Unpack both and build against them, as an installed system would (pkg-config files are
 # relocatable: their prefix is found from their own place).
@@ -93,4 +107,9 @@ for pc in magslab magslab-override; do
   readelf -d "$tmp/consumer-$pc" | grep -q "NEEDED.*lib$pc.so.$so" ||
     fail "consumer ($pc) does not need lib$pc.so.$so"
 done
-echo "test_deb: OK ($(basename "$rt_deb"), $(basename "$dev_deb"))"
+# The harness from its package, with no library path: a short run of one workload.
+tools_root=$tmp/tools
+dpkg-deb -x "$tools_deb" "$tools_root"
+"$tools_root/usr/bin/magslab-stress" --workload mixed --threads 2 --seconds 1 --quiet \
+  >"$tmp/stress.log" 2>&1 || { cat "$tmp/stress.log"; fail "magslab-stress from magslab-tools failed"; }
+echo "test_deb: OK ($(basename "$rt_deb"), $(basename "$dev_deb"), $(basename "$tools_deb"))"
