@@ -121,6 +121,34 @@ TEST_F(HugePark, AnotherSizeSendsTheParkedBlockToTheCache) {
   magslab_free(q);
 }
 
+// Noticed at stop 34, confirmed here (stop 35): a parked block reclaimed into
+// the cache ages from when it was parked, so it can be older than entries
+// already there; it was appended behind them, and expiry, which stops at the
+// first young entry, left it mapped past huge_cache_ms.
+TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
+  constexpr uint64_t kMs = 1000 * 1000;
+  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+  // Past every reading of the real clock, which the coarse clock may hold.
+  fake_os::ClockGuard clock(real_now + uint64_t{1000} * 1000 * kMs);
+  const struct magslab_stats base = stats();
+  void* x = magslab_malloc(4 * MiB);
+  void* y = magslab_malloc(8 * MiB);
+  ASSERT_NE(x, nullptr);
+  ASSERT_NE(y, nullptr);
+  magslab::large::decay(clock.now());  // the coarse clock reads now: t0
+  magslab_free(x);                     // parked at t0
+  clock.advance(600 * kMs);
+  magslab_free(y);  // the slot is taken: into the cache at t0 + 600 ms
+  clock.advance(1 * kMs);
+  magslab::large::decay(clock.now());  // reclaims x into the cache, aged from t0
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 12 * MiB);
+  clock.advance(500 * kMs);            // x: 1101 ms old, y: 501 ms
+  magslab::large::decay(clock.now());  // huge_cache_ms is 1000
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 8 * MiB) << "the older entry stayed mapped";
+}
+
 // huge_park=0: frees go straight to the cache (under the lock), as before.
 // Seen through the page map: a block freed through the locked path is
 // unregistered (its old address names nothing), a parked one stays registered.

@@ -337,7 +337,14 @@ bool cache_huge_locked(void* base, size_t mapped, size_t dirty, uint64_t now, ui
   if (mapped > bytes || since(now, freed_at) > opt::get(opt::kHugeCacheMs) * 1000000) return false;
   while (g_huge_cache_count >= entries || g_huge_cache_bytes + mapped > bytes)
     out->e[out->n++] = remove_cached_locked(0);
-  g_huge_cache[g_huge_cache_count++] = HugeCacheEntry{base, mapped, dirty, freed_at};
+  // In age order: a parked block reclaimed now ages from when it was parked,
+  // which can be before entries already here, and expiry stops at the first
+  // young entry (until stop 35 it was appended, and outlived huge_cache_ms).
+  size_t i = g_huge_cache_count;
+  for (; i > 0 && g_huge_cache[i - 1].freed_at > freed_at; --i)
+    g_huge_cache[i] = g_huge_cache[i - 1];
+  g_huge_cache[i] = HugeCacheEntry{base, mapped, dirty, freed_at};
+  ++g_huge_cache_count;
   g_huge_cache_bytes += mapped;
   decay_event::note();
   return true;
