@@ -347,10 +347,14 @@ const magslab_cache* owner_of(const void* p) {
   die(l);
 }
 
+// off (from a slab's first object) a multiple of the stride: one multiply.
+inline bool on_stride(const magslab_cache* c, uint64_t off) {
+  return off * c->div_magic < c->div_magic;
+}
 // Whether a, an address in c's slab at base, is the start of an object.
 inline bool object_start(const magslab_cache* c, uintptr_t a, uintptr_t base) {
   uint64_t off = a - base - c->first_off;  // wraps for a pointer into the header
-  return off < c->span && off * c->div_magic <= c->div_magic - 1;
+  return off < c->span && on_stride(c, off);
 }
 
 // p must be the start of an object of one of c's slabs. O(1), and it reads no
@@ -949,7 +953,7 @@ void magslab_cache_free(magslab_cache* c, void* p) {
   if (MAGSLAB_UNLIKELY(s.checked_epoch != slab_epoch().load(std::memory_order_relaxed) ||
                        off >= c->span))
     return release_checked(c, &s, p);
-  if (MAGSLAB_UNLIKELY(off * c->div_magic >= c->div_magic)) bad_release(c, p);
+  if (MAGSLAB_UNLIKELY(!on_stride(c, off))) bad_release(c, p);
   Magazine* m = s.loaded;
   uint32_t n = m->count;
   if (MAGSLAB_LIKELY(n < m->cap)) return put(m, n, p);
