@@ -157,6 +157,23 @@ TEST(DecayMt, SleepsWhenNothingIsLeftAndWakesForTheNextBurst) {
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "woken by what the second burst cached";
 }
 
+// A huge block parked in a slot (lib/large/large.cc, "Parked huge blocks")
+// while the decay thread sleeps with nothing left wakes it: the block goes to
+// the huge cache and is unmapped after huge_cache_ms (1 s), not at the decay
+// thread's 10 s bounded sleep. Since stop 36 park() wakes it without a fence
+// (decay_event::note_after_seq_cst_rmw).
+TEST(DecayMt, AParkedHugeBlockWakesTheSleepingDecayThread) {
+  ASSERT_NO_FATAL_FAILURE(decay_thread_parked_after_a_burst());
+  const size_t before = cached_bytes();
+  std::thread([] {
+    void* p = magslab_malloc(4 * MiB);
+    ASSERT_NE(p, nullptr);
+    magslab_free(p);  // parked in this thread's slot
+  }).join();
+  EXPECT_GE(cached_bytes(), before + 4 * MiB) << "the parked block counts as cached";
+  EXPECT_TRUE(cached_falls_to(before, 5)) << "still cached: " << cached_bytes() << " B";
+}
+
 // A thread's stash (small/thread_cache.cc, "The stash") that it stops using
 // while it lives on, blocked, goes back: the decay thread, parked with nothing
 // left to decay, wakes for it, moves it to the depot and decays it there.

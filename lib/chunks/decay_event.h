@@ -36,4 +36,18 @@ inline void note() {
 #endif
 }
 
+// note() for a caller whose caching was a seq_cst read-modify-write (a
+// parked huge block's slot): that RMW orders it before the seq_cst load below
+// as note()'s fence would, with the decay thread's fence after its store of
+// g_parked (decay.cc). On x86 the fence is an mfence: 4.5 ns of the 23 a 4 MiB
+// malloc+free pair took on one thread (stop 36).
+inline void note_after_seq_cst_rmw() {
+#if MAGSLAB_TSAN
+  if (MAGSLAB_UNLIKELY(g_parked.fetch_add(0, std::memory_order_seq_cst) != 0)) wake_parked();
+#else
+  // seq_cst: see above.
+  if (MAGSLAB_UNLIKELY(g_parked.load(std::memory_order_seq_cst) != 0)) wake_parked();
+#endif
+}
+
 }  // namespace magslab::decay_event

@@ -558,8 +558,9 @@ bool park(uintptr_t a) {
   for (int tries = 0; slot != nullptr;
        slot = ++tries <= int{kHandOverSlots} ? empty_park_slot() : nullptr) {
     Extent* none = nullptr;
-    // release: the slot's next owner reads the descriptor and the block.
-    if (slot->e.compare_exchange_strong(none, h, std::memory_order_release,
+    // release: the slot's next owner reads the descriptor and the block;
+    // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
+    if (slot->e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
                                         std::memory_order_relaxed))
       break;
   }
@@ -567,7 +568,7 @@ bool park(uintptr_t a) {
     h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
     return false;
   }
-  decay_event::note();  // a decay pass will reclaim it if nobody takes it
+  decay_event::note_after_seq_cst_rmw();  // a decay pass will reclaim it if nobody takes it
   return true;
 }
 
