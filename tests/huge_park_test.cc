@@ -211,8 +211,9 @@ TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
   magslab::large::decay(clock.now());  // the coarse clock reads now: t0
   magslab_free(x);                     // parked at t0
   clock.advance(600 * kMs);
-  // Into the cache at t0 + 600 ms (parking off: since stop 36 a thread whose
-  // slot is taken parks in a hand-over slot).
+  // Into the cache at t0 + 600 ms, before x is reclaimed behind it (parking
+  // off: since stop 36 a thread whose own slot is taken parks in a hand-over
+  // slot, and the decay pass would reclaim y after x, in age order anyway).
   ASSERT_EQ(magslab_option_set("huge_park", 0), 0);
   magslab_free(y);
   ASSERT_EQ(magslab_option_set("huge_park", 1), 0);
@@ -222,6 +223,33 @@ TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
   clock.advance(500 * kMs);            // x: 1101 ms old, y: 501 ms
   magslab::large::decay(clock.now());  // huge_cache_ms is 1000
   EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 8 * MiB) << "the older entry stayed mapped";
+}
+
+// A block parked in a hand-over slot ages from its free. Found by a review at
+// stop 36: it was stamped with the coarse clock, which only locked huge frees
+// and decay passes move, and a stream of hand-overs takes no lock; y, freed
+// 401 ms before the pass, was unmapped as if freed 1001 ms before.
+TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
+  constexpr uint64_t kMs = 1000 * 1000;
+  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+  // Past every reading of the real clock, which the coarse clock may hold
+  // (and past the test above's).
+  fake_os::ClockGuard clock(real_now + uint64_t{2000} * 1000 * kMs);
+  const struct magslab_stats base = stats();
+  void* x = magslab_malloc(4 * MiB);
+  void* y = magslab_malloc(8 * MiB);
+  ASSERT_NE(x, nullptr);
+  ASSERT_NE(y, nullptr);
+  magslab::large::decay(clock.now());  // the coarse clock reads now: t0
+  magslab_free(x);                     // this thread's slot, at t0
+  clock.advance(600 * kMs);
+  magslab_free(y);  // a hand-over slot, at t0 + 600 ms
+  clock.advance(401 * kMs);
+  magslab::large::decay(clock.now());  // x is 1001 ms old, y 401 (huge_cache_ms is 1000)
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 8 * MiB)
+      << "y went with x, as if freed when the coarse clock last moved";
 }
 
 // huge_park=0: frees go straight to the cache (under the lock), as before.

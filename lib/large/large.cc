@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <new>
 
 #include "base/config.h"
@@ -552,11 +553,21 @@ bool park(uintptr_t a) {
     t = platform::now_ns();
     advance_coarse_now(t);
   }
-  h->parked_at = t;
+  bool real_time = false;
   // Into the slot picked, else (another thread filled it meanwhile) another
   // empty one: a few tries, then the lock.
   for (int tries = 0; slot != nullptr;
        slot = ++tries <= int{kHandOverSlots} ? empty_park_slot() : nullptr) {
+    // A hand-over slot's block is stamped with the real time: a stream of
+    // them parks without the lock, so no huge free moves the coarse clock,
+    // and a block stamped by it could age out as soon as the next decay
+    // pass reclaims it (found by a review at stop 36). A thread's own slot
+    // keeps the coarse clock: its block ages from at most a pass too early.
+    if (slot >= g_hand_over && !real_time) {
+      t = platform::now_ns();
+      real_time = true;
+    }
+    h->parked_at = t;
     Extent* none = nullptr;
     // release: the slot's next owner reads the descriptor and the block;
     // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
@@ -609,9 +620,12 @@ Extent* take_hand_over(size_t size) {
     if (fills_three_quarters(h->size(), size)) return h;
     // Not the block seen: back into the slot, or to the cache if it was filled meanwhile.
     Extent* none = nullptr;
-    // release: as park()'s.
-    if (!slot.e.compare_exchange_strong(none, h, std::memory_order_release,
-                                        std::memory_order_relaxed))
+    // release: as park()'s; seq_cst: for note_after_seq_cst_rmw(), as there
+    // (a decay pass may have gone past the slot while it was empty).
+    if (slot.e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
+                                       std::memory_order_relaxed))
+      decay_event::note_after_seq_cst_rmw();
+    else
       release_parked(h);
   }
   return nullptr;
@@ -1085,14 +1099,25 @@ Counts counts() {
   // Parked blocks are registered but free.
   size_t blocks = g_huge_blocks, bytes = g_huge_bytes;
   size_t requested = g_huge_requested.load(std::memory_order_relaxed);  // relaxed: a statistic
-  size_t parked = 0;
-  for (ParkSlot& slot : g_park)
-    if (const Extent* h = slot.e.load(std::memory_order_acquire)) {  // acquire: see park()
-      --blocks;
-      bytes -= h->size();
-      requested -= h->request();
-      parked += h->mapped();
-    }
+  // Each parked block once: parks and takes run without the lock, so a block
+  // seen in one slot may be taken, freed and parked in a later one before the
+  // scan gets there; counted twice, the subtractions below wrapped (a review
+  // at stop 36 saw huge_live_blocks read 2^64 - 1). A descriptor is neither
+  // registered nor recycled without the lock held here, so the blocks seen
+  // are distinct registered ones: no more than the counters hold.
+  const Extent* seen[std::size(g_park)];
+  size_t nseen = 0, parked = 0, parked_requested = 0;
+  for (ParkSlot& slot : g_park) {
+    const Extent* h = slot.e.load(std::memory_order_acquire);  // acquire: see park()
+    if (h == nullptr || std::find(seen, seen + nseen, h) != seen + nseen) continue;
+    seen[nseen++] = h;
+    --blocks;
+    bytes -= h->size();
+    parked += h->mapped();
+    parked_requested += h->request();
+  }
+  // A take changes a block's request and the total without the lock.
+  requested -= std::min(requested, parked_requested);
   c.live_blocks += blocks;
   c.live_bytes += bytes;
   c.live_requested += requested;
