@@ -252,6 +252,55 @@ TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
       << "y went with x, as if freed when the coarse clock last moved";
 }
 
+// Noticed at stop 35, reproduced at stop 36: a parked block reclaimed into a
+// full cache is older than what is there, yet the cache made room for it by
+// evicting its oldest entry, younger than the block; the block then expired
+// first and the cache was left with less than it could have kept. Now the
+// reclaimed block itself is what goes. The cache is full at 2 entries: the
+// option says 2 and the most huge blocks live at once was 2 (x, parked,
+// counts as live, and each of y and z in turn).
+TEST_F(HugePark, AFullCacheKeepsItsYoungerEntriesOverAnOlderReclaimedBlock) {
+  constexpr uint64_t kMs = 1000 * 1000;
+  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+  // Past the fake times of the tests above (which the coarse clock may hold),
+  // so both peak windows start afresh.
+  fake_os::ClockGuard clock(real_now + uint64_t{3000} * 1000 * kMs);
+  struct Options {  // the defaults back, however the test ends
+    ~Options() {
+      magslab_option_set("huge_cache_entries", 8);
+      magslab_option_set("huge_park", 1);
+    }
+  } restore;
+  ASSERT_EQ(magslab_option_set("huge_cache_entries", 2), 0);
+  const struct magslab_stats base = stats();
+  magslab::large::decay(clock.now());  // t0: the coarse clock, and new peak windows
+  void* x = magslab_malloc(4 * MiB);
+  ASSERT_NE(x, nullptr);
+  magslab_free(x);  // parked in this thread's slot at t0
+  // Another thread (its slot is empty, but it finds nothing that fits), with
+  // parking off: y and z go to the cache when freed.
+  ASSERT_EQ(magslab_option_set("huge_park", 0), 0);
+  std::thread([&] {
+    clock.advance(200 * kMs);
+    void* y = magslab_malloc(4 * MiB);  // x is in the other thread's slot: mapped afresh
+    ASSERT_NE(y, nullptr);
+    magslab_free(y);  // cached at t0 + 200 ms
+    clock.advance(100 * kMs);
+    void* z = magslab_malloc(8 * MiB);  // does not fit y's mapping: mapped afresh
+    ASSERT_NE(z, nullptr);
+    magslab_free(z);  // cached at t0 + 300 ms
+  }).join();
+  ASSERT_EQ(magslab_option_set("huge_park", 1), 0);
+  clock.advance(200 * kMs);
+  magslab::large::decay(clock.now());  // t0 + 500 ms: reclaims x into the full cache
+  clock.advance(550 * kMs);
+  magslab::large::decay(clock.now());  // t0 + 1050 ms: x would be 1050 ms old, y 850, z 750
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 12 * MiB)
+      << "y was evicted for x, which then expired";
+}
+
 // huge_park=0: frees go straight to the cache (under the lock), as before.
 // Seen through the page map: a block freed through the locked path is
 // unregistered (its old address names nothing), a parked one stays registered.

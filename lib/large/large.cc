@@ -336,8 +336,14 @@ bool cache_huge_locked(void* base, size_t mapped, size_t dirty, uint64_t now, ui
   entries =
       std::max(entries, std::min(std::max(g_peak_cur.blocks, g_peak_prev.blocks), kHugeCacheSlots));
   if (mapped > bytes || since(now, freed_at) > opt::get(opt::kHugeCacheMs) * 1000000) return false;
-  while (g_huge_cache_count >= entries || g_huge_cache_bytes + mapped > bytes)
+  // Room by evicting the oldest entries; but a reclaimed parked block older
+  // than the oldest of them goes itself (evicting a younger entry for it left
+  // the cache with less, once it expired first: reproduced at stop 36). The
+  // loop runs only with an entry there: `mapped` fits `bytes` alone.
+  while (g_huge_cache_count >= entries || g_huge_cache_bytes + mapped > bytes) {
+    if (g_huge_cache[0].freed_at > freed_at) return false;
     out->e[out->n++] = remove_cached_locked(0);
+  }
   // In age order: a parked block reclaimed now ages from when it was parked,
   // which can be before entries already here, and expiry stops at the first
   // young entry (until stop 35 it was appended, and outlived huge_cache_ms).
