@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "chunks/chunk_map.h"
+#include "chunks/decay_event.h"
 #include "large/large.h"
 #include "magslab/magslab.h"
 #include "testing/fake_os.h"
@@ -299,6 +300,34 @@ TEST_F(HugePark, AFullCacheKeepsItsYoungerEntriesOverAnOlderReclaimedBlock) {
   magslab::large::decay(clock.now());  // t0 + 1050 ms: x would be 1050 ms old, y 850, z 750
   EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 12 * MiB)
       << "y was evicted for x, which then expired";
+}
+
+// Found at stop 36: while the decay thread sleeps (it found nothing left to
+// decay), no pass moves the coarse clock, so a block freed after an idle
+// spell was stamped with the time of the last pass, seconds back, and the
+// pass its park woke unmapped it at once instead of keeping it for
+// huge_cache_ms (a server idle for a while mapped its next 4 MiB buffer
+// afresh). The decay thread's sleep is simulated: passes are paused here.
+TEST_F(HugePark, ABlockParkedAfterAnIdleSpellAgesFromItsFree) {
+  constexpr uint64_t kMs = 1000 * 1000;
+  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+  // Past the fake times of the tests above (which the coarse clock may hold).
+  fake_os::ClockGuard clock(real_now + uint64_t{4000} * 1000 * kMs);
+  const struct magslab_stats base = stats();
+  magslab::large::decay(clock.now());       // the last pass: the coarse clock reads t0
+  clock.advance(5000 * kMs);                // idle
+  magslab::decay_event::g_parked.store(1);  // the decay thread sleeps
+  void* x = magslab_malloc(4 * MiB);
+  ASSERT_NE(x, nullptr);
+  magslab_free(x);  // parked at t0 + 5 s; its park wakes the decay thread
+  EXPECT_EQ(magslab::decay_event::g_parked.load(), 0u) << "the park woke nobody";
+  magslab::decay_event::g_parked.store(0);
+  clock.advance(100 * kMs);
+  magslab::large::decay(clock.now());  // the pass: x into the cache, 100 ms old
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 4 * MiB)
+      << "x was unmapped as if freed when the last pass ran";
 }
 
 // huge_park=0: frees go straight to the cache (under the lock), as before.

@@ -555,7 +555,12 @@ bool park(uintptr_t a) {
     return false;
   }
   uint64_t t = g_coarse_now.load(std::memory_order_relaxed);  // relaxed: see g_coarse_now
-  if (MAGSLAB_UNLIKELY(t == 0)) {  // no huge free or decay pass yet: read the clock once
+  // The real clock when the coarse one may be far behind: no huge free or
+  // decay pass yet, or the decay thread asleep, so no pass moves it (a block
+  // parked after an idle spell was stamped seconds back and unmapped by the
+  // pass its park woke: found at stop 36). relaxed: a hint; a stale read costs
+  // one clock read or a stamp one pass old.
+  if (MAGSLAB_UNLIKELY(t == 0 || decay_event::g_parked.load(std::memory_order_relaxed) != 0)) {
     t = platform::now_ns();
     advance_coarse_now(t);
   }
@@ -568,7 +573,8 @@ bool park(uintptr_t a) {
     // them parks without the lock, so no huge free moves the coarse clock,
     // and a block stamped by it could age out as soon as the next decay
     // pass reclaims it (found by a review at stop 36). A thread's own slot
-    // keeps the coarse clock: its block ages from at most a pass too early.
+    // keeps the coarse clock, which passes move every tick while the decay
+    // thread is awake: its block ages from at most a pass too early.
     if (slot >= g_hand_over && !real_time) {
       t = platform::now_ns();
       real_time = true;
