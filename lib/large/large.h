@@ -7,6 +7,7 @@
 // for reuse).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -87,6 +88,11 @@ struct Counts {
 // Under the page-heap lock for page runs and the large layer's own lock for
 // huge blocks, one after the other: exact when no thread allocates or frees.
 Counts counts();
+// Tests only (nullptr otherwise): called by counts() after it reads park slot
+// i (of 68: the threads' 64, then the 4 hand-over slots), with the huge lock
+// held, so a test can move a parked block during the scan. It must not take
+// that lock: only parks and takes (lock-free while a slot fits) are safe.
+extern std::atomic<void (*)(size_t)> g_counts_scan_hook;
 
 // fork(): the large layer's own lock (huge blocks), held across the fork;
 // api/fork.cc takes it after the page-heap lock and before the metadata
