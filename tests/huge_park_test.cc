@@ -32,6 +32,15 @@ struct magslab_stats stats() {
   return st;
 }
 
+// The options these tests change back to their defaults, however a test ends.
+struct Options {
+  ~Options() {
+    magslab_option_set("huge_cache_entries", 8);
+    magslab_option_set("huge_cache_bytes", 32 * MiB);
+    magslab_option_set("huge_park", 1);
+  }
+};
+
 // Every test starts and ends with nothing parked or cached.
 class HugePark : public testing::Test {
  protected:
@@ -236,14 +245,15 @@ TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
   const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                          std::chrono::steady_clock::now().time_since_epoch())
                                          .count());
-  // Past every reading of the real clock, which the coarse clock may hold.
+  // Past every reading of the real clock, which the cache's times and peak
+  // windows may hold.
   fake_os::ClockGuard clock(real_now + uint64_t{1000} * 1000 * kMs);
   const struct magslab_stats base = stats();
   void* x = magslab_malloc(4 * MiB);
   void* y = magslab_malloc(8 * MiB);
   ASSERT_NE(x, nullptr);
   ASSERT_NE(y, nullptr);
-  magslab::large::decay(clock.now());  // the coarse clock reads now: t0
+  magslab::large::decay(clock.now());  // t0
   magslab_free(x);                     // parked at t0
   clock.advance(600 * kMs);
   // Into the cache at t0 + 600 ms, before x is reclaimed behind it (parking
@@ -261,7 +271,7 @@ TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
 }
 
 // A block parked in a hand-over slot ages from its free. Found by a review at
-// stop 36: it was stamped with the coarse clock, which only locked huge frees
+// stop 36: it was stamped with a coarse copy of the clock, which only locked huge frees
 // and decay passes move, and a stream of hand-overs takes no lock; y, freed
 // 401 ms before the pass, was unmapped as if freed 1001 ms before.
 TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
@@ -269,22 +279,21 @@ TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
   const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                          std::chrono::steady_clock::now().time_since_epoch())
                                          .count());
-  // Past every reading of the real clock, which the coarse clock may hold
-  // (and past the test above's).
+  // Past the fake times of the test above.
   fake_os::ClockGuard clock(real_now + uint64_t{2000} * 1000 * kMs);
   const struct magslab_stats base = stats();
   void* x = magslab_malloc(4 * MiB);
   void* y = magslab_malloc(8 * MiB);
   ASSERT_NE(x, nullptr);
   ASSERT_NE(y, nullptr);
-  magslab::large::decay(clock.now());  // the coarse clock reads now: t0
+  magslab::large::decay(clock.now());  // the last pass, at t0
   magslab_free(x);                     // this thread's slot, at t0
   clock.advance(600 * kMs);
   magslab_free(y);  // a hand-over slot, at t0 + 600 ms
   clock.advance(401 * kMs);
   magslab::large::decay(clock.now());  // x is 1001 ms old, y 401 (huge_cache_ms is 1000)
   EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 8 * MiB)
-      << "y went with x, as if freed when the coarse clock last moved";
+      << "y went with x, as if freed when the last pass ran";
 }
 
 // Noticed at stop 35, reproduced at stop 36: a parked block reclaimed into a
@@ -293,40 +302,31 @@ TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
 // first and the cache was left with less than it could have kept. Now the
 // reclaimed block itself is what goes. The cache is full at 2 entries: the
 // option says 2 and the most huge blocks live at once was 2 (x, parked,
-// counts as live, and each of y and z in turn).
+// counts as live, and each of y and z in turn). y and z are aligned beyond a
+// chunk, so their mallocs do not look at the park slots (where x waits).
 TEST_F(HugePark, AFullCacheKeepsItsYoungerEntriesOverAnOlderReclaimedBlock) {
   constexpr uint64_t kMs = 1000 * 1000;
   const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                          std::chrono::steady_clock::now().time_since_epoch())
                                          .count());
-  // Past the fake times of the tests above (which the coarse clock may hold),
-  // so both peak windows start afresh.
+  // Past the fake times of the tests above, so both peak windows start afresh.
   fake_os::ClockGuard clock(real_now + uint64_t{3000} * 1000 * kMs);
-  struct Options {  // the defaults back, however the test ends
-    ~Options() {
-      magslab_option_set("huge_cache_entries", 8);
-      magslab_option_set("huge_park", 1);
-    }
-  } restore;
+  Options restore;
   ASSERT_EQ(magslab_option_set("huge_cache_entries", 2), 0);
   const struct magslab_stats base = stats();
-  magslab::large::decay(clock.now());  // t0: the coarse clock, and new peak windows
+  magslab::large::decay(clock.now());  // t0: new peak windows
   void* x = magslab_malloc(4 * MiB);
   ASSERT_NE(x, nullptr);
-  magslab_free(x);  // parked in this thread's slot at t0
-  // Another thread (its slot is empty, but it finds nothing that fits), with
-  // parking off: y and z go to the cache when freed.
-  ASSERT_EQ(magslab_option_set("huge_park", 0), 0);
-  std::thread([&] {
-    clock.advance(200 * kMs);
-    void* y = magslab_malloc(4 * MiB);  // x is in the other thread's slot: mapped afresh
-    ASSERT_NE(y, nullptr);
-    magslab_free(y);  // cached at t0 + 200 ms
-    clock.advance(100 * kMs);
-    void* z = magslab_malloc(8 * MiB);  // does not fit y's mapping: mapped afresh
-    ASSERT_NE(z, nullptr);
-    magslab_free(z);  // cached at t0 + 300 ms
-  }).join();
+  magslab_free(x);                                   // parked in this thread's slot at t0
+  ASSERT_EQ(magslab_option_set("huge_park", 0), 0);  // y and z go to the cache
+  clock.advance(200 * kMs);
+  void* y = magslab_aligned_alloc(8 * MiB, 4 * MiB);  // mapped afresh
+  ASSERT_NE(y, nullptr);
+  magslab_free(y);  // cached at t0 + 200 ms
+  clock.advance(100 * kMs);
+  void* z = magslab_aligned_alloc(8 * MiB, 8 * MiB);  // does not fit y's mapping: afresh
+  ASSERT_NE(z, nullptr);
+  magslab_free(z);  // cached at t0 + 300 ms
   ASSERT_EQ(magslab_option_set("huge_park", 1), 0);
   clock.advance(200 * kMs);
   magslab::large::decay(clock.now());  // t0 + 500 ms: reclaims x into the full cache
@@ -336,21 +336,64 @@ TEST_F(HugePark, AFullCacheKeepsItsYoungerEntriesOverAnOlderReclaimedBlock) {
       << "y was evicted for x, which then expired";
 }
 
+// Found by a review at stop 36, in the first version of the fix above: to
+// make room for a reclaimed block, the cache evicted its entries as old as
+// the block, then met a younger one and dropped the block as well — a lost
+// for nothing. The cache is full by bytes: a (4 MiB, cached at t0), b (8 MiB)
+// and c (12 MiB) after it, 24 MiB in all, the limit (the most huge bytes live
+// at once: x and c). x (12 MiB, parked at t0) needs a and b to go: it goes
+// itself, and a stays.
+TEST_F(HugePark, AnOlderReclaimedBlockThatIsNotCachedEvictsNothing) {
+  constexpr uint64_t kMs = 1000 * 1000;
+  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+  fake_os::ClockGuard clock(real_now + uint64_t{3500} * 1000 * kMs);
+  Options restore;
+  ASSERT_EQ(magslab_option_set("huge_cache_bytes", 16 * MiB), 0);
+  const struct magslab_stats base = stats();
+  magslab::large::decay(clock.now());  // t0: new peak windows
+  ASSERT_EQ(magslab_option_set("huge_park", 0), 0);
+  void* a = magslab_malloc(4 * MiB);
+  ASSERT_NE(a, nullptr);
+  magslab_free(a);  // cached at t0
+  ASSERT_EQ(magslab_option_set("huge_park", 1), 0);
+  void* x = magslab_malloc(12 * MiB);  // a's mapping is too small: afresh
+  ASSERT_NE(x, nullptr);
+  magslab_free(x);  // parked at t0
+  ASSERT_EQ(magslab_option_set("huge_park", 0), 0);
+  clock.advance(100 * kMs);
+  void* b = magslab_aligned_alloc(8 * MiB, 8 * MiB);  // live with x: 20 MiB
+  ASSERT_NE(b, nullptr);
+  magslab_free(b);  // cached at t0 + 100 ms
+  clock.advance(100 * kMs);
+  void* c = magslab_aligned_alloc(8 * MiB, 12 * MiB);  // live with x: 24 MiB
+  ASSERT_NE(c, nullptr);
+  magslab_free(c);  // cached at t0 + 200 ms: a + b + c = 24 MiB, the limit
+  ASSERT_EQ(magslab_option_set("huge_park", 1), 0);
+  ASSERT_EQ(stats().mapped_bytes - base.mapped_bytes, 36 * MiB);
+  clock.advance(100 * kMs);
+  magslab::large::decay(clock.now());  // reclaims x: older than b and c, it goes
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 24 * MiB)
+      << "a was evicted for x, which was then not cached either";
+}
+
 // Found at stop 36: while the decay thread sleeps (it found nothing left to
-// decay), no pass moves the coarse clock, so a block freed after an idle
-// spell was stamped with the time of the last pass, seconds back, and the
-// pass its park woke unmapped it at once instead of keeping it for
-// huge_cache_ms (a server idle for a while mapped its next 4 MiB buffer
-// afresh). The decay thread's sleep is simulated: passes are paused here.
+// decay), no pass ran to move the copy of the clock a park read, so a block
+// freed after an idle spell was stamped with the time of the last pass,
+// seconds back, and the pass its park woke unmapped it at once instead of
+// keeping it for huge_cache_ms (a server idle for a while mapped its next
+// 4 MiB buffer afresh). The decay thread's sleep is simulated: passes are
+// paused here.
 TEST_F(HugePark, ABlockParkedAfterAnIdleSpellAgesFromItsFree) {
   constexpr uint64_t kMs = 1000 * 1000;
   const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                          std::chrono::steady_clock::now().time_since_epoch())
                                          .count());
-  // Past the fake times of the tests above (which the coarse clock may hold).
+  // Past the fake times of the tests above.
   fake_os::ClockGuard clock(real_now + uint64_t{4000} * 1000 * kMs);
   const struct magslab_stats base = stats();
-  magslab::large::decay(clock.now());       // the last pass: the coarse clock reads t0
+  magslab::large::decay(clock.now());       // the last pass, at t0
   clock.advance(5000 * kMs);                // idle
   magslab::decay_event::g_parked.store(1);  // the decay thread sleeps
   void* x = magslab_malloc(4 * MiB);
@@ -360,6 +403,32 @@ TEST_F(HugePark, ABlockParkedAfterAnIdleSpellAgesFromItsFree) {
   magslab::decay_event::g_parked.store(0);
   clock.advance(100 * kMs);
   magslab::large::decay(clock.now());  // the pass: x into the cache, 100 ms old
+  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 4 * MiB)
+      << "x was unmapped as if freed when the last pass ran";
+}
+
+// Found by a review at stop 36, in the first fix of the test above (a park
+// read the real clock while the decay thread slept): another layer's note()
+// wakes the thread, which clears its word at once, but its pass has not run
+// yet, so a park in between was stamped seconds back all the same. A park
+// now always reads the clock.
+TEST_F(HugePark, ABlockParkedAfterAnotherLayerWokeTheDecayThreadAgesFromItsFree) {
+  constexpr uint64_t kMs = 1000 * 1000;
+  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+  fake_os::ClockGuard clock(real_now + uint64_t{5000} * 1000 * kMs);
+  const struct magslab_stats base = stats();
+  magslab::large::decay(clock.now());       // the last pass, at t0
+  clock.advance(5000 * kMs);                // idle
+  magslab::decay_event::g_parked.store(1);  // the decay thread sleeps
+  magslab::decay_event::note();             // a small free cached something: woken
+  ASSERT_EQ(magslab::decay_event::g_parked.load(), 0u);
+  void* x = magslab_malloc(4 * MiB);
+  ASSERT_NE(x, nullptr);
+  magslab_free(x);  // parked before the woken thread's pass runs
+  clock.advance(100 * kMs);
+  magslab::large::decay(clock.now());  // that pass: x into the cache, 100 ms old
   EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 4 * MiB)
       << "x was unmapped as if freed when the last pass ran";
 }

@@ -52,7 +52,7 @@ struct alignas(kCacheLine) Extent {
   size_t request() const { return load(request_); }  // bytes asked
   void set_request(size_t n) { store(request_, n); }
   Extent* next = nullptr;  // the pool of recycled descriptors (under g_huge_lock)
-  // When it was parked, on large.cc's coarse clock: written before the slot
+  // When it was parked (platform::now_ns()): written before the slot
   // publishes the block (release), read after the exchange that takes it.
   uint64_t parked_at = 0;
 
@@ -336,14 +336,19 @@ bool cache_huge_locked(void* base, size_t mapped, size_t dirty, uint64_t now, ui
   entries =
       std::max(entries, std::min(std::max(g_peak_cur.blocks, g_peak_prev.blocks), kHugeCacheSlots));
   if (mapped > bytes || since(now, freed_at) > opt::get(opt::kHugeCacheMs) * 1000000) return false;
-  // Room by evicting the oldest entries; but a reclaimed parked block older
-  // than the oldest of them goes itself (evicting a younger entry for it left
-  // the cache with less, once it expired first: reproduced at stop 36). The
-  // loop runs only with an entry there: `mapped` fits `bytes` alone.
-  while (g_huge_cache_count >= entries || g_huge_cache_bytes + mapped > bytes) {
-    if (g_huge_cache[0].freed_at > freed_at) return false;
-    out->e[out->n++] = remove_cached_locked(0);
+  // Room by evicting the oldest entries; but if one of those is younger than
+  // a reclaimed parked block, the block goes itself and nothing is evicted
+  // (evicting a younger entry for it left the cache with less once it expired
+  // first: reproduced at stop 36; and a review found the first version of
+  // this evicting the older ones before it gave up). Counted first, then
+  // evicted. n stays below the count: with every entry gone, `mapped` fits
+  // `bytes` and one entry fits `entries` (neither is 0 here).
+  size_t n = 0, room = 0;
+  while (g_huge_cache_count - n >= entries || g_huge_cache_bytes - room + mapped > bytes) {
+    if (g_huge_cache[n].freed_at > freed_at) return false;
+    room += g_huge_cache[n++].mapped;
   }
+  while (n-- > 0) out->e[out->n++] = remove_cached_locked(0);
   // In age order: a parked block reclaimed now ages from when it was parked,
   // which can be before entries already here, and expiry stops at the first
   // young entry (until stop 35 it was appended, and outlived huge_cache_ms).
@@ -406,29 +411,16 @@ void check_huge_locked(const Extent* h, const void* p, Misuse what) {
                 BlockInfo::huge(h->size(), "already freed"));
 }
 
-// The last platform::now_ns() a huge free or decay pass read: a clock for
-// park(), which reads none (relaxed: any recent value will do; it only ages).
-std::atomic<uint64_t> g_coarse_now{0};
-// Move g_coarse_now up to t, never back: readings taken at different moments
-// (a decay pass's, from when it began; a huge free's, under the lock) arrive
-// in any order. relaxed: see g_coarse_now.
-void advance_coarse_now(uint64_t t) {
-  uint64_t seen = g_coarse_now.load(std::memory_order_relaxed);
-  while (seen < t && !g_coarse_now.compare_exchange_weak(seen, t, std::memory_order_relaxed)) {
-  }
-}
-
 // Free huge block h (its state already moved to kGone by the caller), under
 // g_huge_lock, which it releases: out of the page map, then into the huge
-// cache or back to the OS. parked_at: the coarse time it was parked at (ages
-// it in the cache from then), or ~0: freed now.
+// cache or back to the OS. parked_at: when it was parked (it ages in the
+// cache from then), or ~0: freed now.
 void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
   uintptr_t a = h->base();
   size_t size = h->size(), mapped = h->mapped(), dirty = h->dirty();
   // Expire (and start a new peak window) while this block still counts as live.
   Evicted evicted;
   uint64_t now = platform::now_ns();
-  advance_coarse_now(now);
   expire_cached_locked(now, &evicted);
   // Out of the page map before the mapping is cached or unmapped: a second
   // free of p is reported, and a thread that maps this range next can
@@ -452,9 +444,10 @@ void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
 // A thread that frees a huge block parks it in a slot of its own (one of
 // kParkSlots, picked by a hash of the thread), still registered and mapped;
 // the next huge malloc of about the same size on that thread takes it back.
-// Neither takes g_huge_lock, reads the clock or touches the page map, so a
-// loop of 4 MiB malloc/free pairs on many threads does not meet on the lock
-// (it took ~700 instructions and the lock twice per pair).
+// Neither takes g_huge_lock nor writes the page map (a park reads it, and
+// CLOCK_MONOTONIC_COARSE), so a loop of 4 MiB malloc/free pairs on many
+// threads does not meet on the lock (it took ~700 instructions and the lock
+// twice per pair).
 //
 // Ownership: a block is parked by its state's compare-exchange kLive ->
 // kParked (a racing second free of it, parked or not, then fails and reports
@@ -483,8 +476,8 @@ void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
 // huge cache is (or option huge_park is 0). It is bounded in time instead:
 // every decay pass reclaims all of it into the huge cache, and a thread's next
 // huge malloc that the parked block does not fit sends it there too; it then
-// ages from when it was parked (g_coarse_now), so a block parked and
-// forgotten is unmapped like a cache entry nobody reused.
+// ages from when it was parked, so a block parked and forgotten is unmapped
+// like a cache entry nobody reused.
 //
 // Hand-over slots: a few more slots that belong to no thread. A thread whose
 // own slot is taken parks there, and a thread whose own slot holds nothing
@@ -554,32 +547,18 @@ bool park(uintptr_t a) {
     h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: nothing read after it
     return false;
   }
-  uint64_t t = g_coarse_now.load(std::memory_order_relaxed);  // relaxed: see g_coarse_now
-  // The real clock when the coarse one may be far behind: no huge free or
-  // decay pass yet, or the decay thread asleep, so no pass moves it (a block
-  // parked after an idle spell was stamped seconds back and unmapped by the
-  // pass its park woke: found at stop 36). relaxed: a hint; a stale read costs
-  // one clock read or a stamp one pass old.
-  if (MAGSLAB_UNLIKELY(t == 0 || decay_event::g_parked.load(std::memory_order_relaxed) != 0)) {
-    t = platform::now_ns();
-    advance_coarse_now(t);
-  }
-  bool real_time = false;
+  // When it was parked, from the real clock (CLOCK_MONOTONIC_COARSE through
+  // the vDSO: ~2 ns of a 4 MiB pair's ~20). Until stop 36 park() read a
+  // coarse copy that only locked huge frees and decay passes moved, and a
+  // review found it seconds stale wherever no pass ran for a while — after
+  // the decay thread slept, when another layer had just woken it, in a stream
+  // of hand-overs, without a background thread — so the pass that reclaimed
+  // the block unmapped it at once as older than huge_cache_ms.
+  h->parked_at = platform::now_ns();
   // Into the slot picked, else (another thread filled it meanwhile) another
   // empty one: a few tries, then the lock.
   for (int tries = 0; slot != nullptr;
        slot = ++tries <= int{kHandOverSlots} ? empty_park_slot() : nullptr) {
-    // A hand-over slot's block is stamped with the real time: a stream of
-    // them parks without the lock, so no huge free moves the coarse clock,
-    // and a block stamped by it could age out as soon as the next decay
-    // pass reclaims it (found by a review at stop 36). A thread's own slot
-    // keeps the coarse clock, which passes move every tick while the decay
-    // thread is awake: its block ages from at most a pass too early.
-    if (slot >= g_hand_over && !real_time) {
-      t = platform::now_ns();
-      real_time = true;
-    }
-    h->parked_at = t;
     Extent* none = nullptr;
     // release: the slot's next owner reads the descriptor and the block;
     // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
@@ -1086,7 +1065,6 @@ size_t trim() {
 }
 
 bool decay(uint64_t now) {
-  advance_coarse_now(now);  // a huge free may have stored a later reading already
   reclaim_parked();
   Evicted old;
   bool left;
