@@ -32,6 +32,17 @@ struct magslab_stats stats() {
   return st;
 }
 
+constexpr uint64_t kMs = 1000 * 1000;
+
+// A fake clock's start, this many seconds past the real monotonic clock:
+// later than any reading a test before it left in the huge cache's times and
+// peak windows (each fake-clock test below starts past the one before it).
+uint64_t seconds_ahead(uint64_t s) {
+  const auto now = std::chrono::steady_clock::now().time_since_epoch();
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()) +
+         s * 1000 * kMs;
+}
+
 // The options these tests change back to their defaults, however a test ends.
 struct Options {
   ~Options() {
@@ -241,13 +252,7 @@ TEST_F(HugePark, AnotherSizeSendsTheParkedBlockToTheCache) {
 // already there; it was appended behind them, and expiry, which stops at the
 // first young entry, left it mapped past huge_cache_ms.
 TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
-  constexpr uint64_t kMs = 1000 * 1000;
-  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-  // Past every reading of the real clock, which the cache's times and peak
-  // windows may hold.
-  fake_os::ClockGuard clock(real_now + uint64_t{1000} * 1000 * kMs);
+  fake_os::ClockGuard clock(seconds_ahead(1000));
   const struct magslab_stats base = stats();
   void* x = magslab_malloc(4 * MiB);
   void* y = magslab_malloc(8 * MiB);
@@ -271,16 +276,11 @@ TEST_F(HugePark, AReclaimedBlockOlderThanTheCachedOnesStillAgesOut) {
 }
 
 // A block parked in a hand-over slot ages from its free. Found by a review at
-// stop 36: it was stamped with a coarse copy of the clock, which only locked huge frees
-// and decay passes move, and a stream of hand-overs takes no lock; y, freed
-// 401 ms before the pass, was unmapped as if freed 1001 ms before.
+// stop 36: it was stamped with a coarse copy of the clock, which only locked
+// huge frees and decay passes moved, and a stream of hand-overs takes no lock;
+// y, freed 401 ms before the pass, was unmapped as if freed 1001 ms before.
 TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
-  constexpr uint64_t kMs = 1000 * 1000;
-  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-  // Past the fake times of the test above.
-  fake_os::ClockGuard clock(real_now + uint64_t{2000} * 1000 * kMs);
+  fake_os::ClockGuard clock(seconds_ahead(2000));
   const struct magslab_stats base = stats();
   void* x = magslab_malloc(4 * MiB);
   void* y = magslab_malloc(8 * MiB);
@@ -305,12 +305,7 @@ TEST_F(HugePark, AHandedOverBlockAgesFromItsFree) {
 // counts as live, and each of y and z in turn). y and z are aligned beyond a
 // chunk, so their mallocs do not look at the park slots (where x waits).
 TEST_F(HugePark, AFullCacheKeepsItsYoungerEntriesOverAnOlderReclaimedBlock) {
-  constexpr uint64_t kMs = 1000 * 1000;
-  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-  // Past the fake times of the tests above, so both peak windows start afresh.
-  fake_os::ClockGuard clock(real_now + uint64_t{3000} * 1000 * kMs);
+  fake_os::ClockGuard clock(seconds_ahead(3000));
   Options restore;
   ASSERT_EQ(magslab_option_set("huge_cache_entries", 2), 0);
   const struct magslab_stats base = stats();
@@ -344,11 +339,7 @@ TEST_F(HugePark, AFullCacheKeepsItsYoungerEntriesOverAnOlderReclaimedBlock) {
 // at once: x and c). x (12 MiB, parked at t0) needs a and b to go: it goes
 // itself, and a stays.
 TEST_F(HugePark, AnOlderReclaimedBlockThatIsNotCachedEvictsNothing) {
-  constexpr uint64_t kMs = 1000 * 1000;
-  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-  fake_os::ClockGuard clock(real_now + uint64_t{3500} * 1000 * kMs);
+  fake_os::ClockGuard clock(seconds_ahead(3500));
   Options restore;
   ASSERT_EQ(magslab_option_set("huge_cache_bytes", 16 * MiB), 0);
   const struct magslab_stats base = stats();
@@ -378,27 +369,21 @@ TEST_F(HugePark, AnOlderReclaimedBlockThatIsNotCachedEvictsNothing) {
       << "a was evicted for x, which was then not cached either";
 }
 
-// Found at stop 36: while the decay thread sleeps (it found nothing left to
-// decay), no pass ran to move the copy of the clock a park read, so a block
-// freed after an idle spell was stamped with the time of the last pass,
-// seconds back, and the pass its park woke unmapped it at once instead of
-// keeping it for huge_cache_ms (a server idle for a while mapped its next
-// 4 MiB buffer afresh). The decay thread's sleep is simulated: passes are
-// paused here.
-TEST_F(HugePark, ABlockParkedAfterAnIdleSpellAgesFromItsFree) {
-  constexpr uint64_t kMs = 1000 * 1000;
-  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-  // Past the fake times of the tests above.
-  fake_os::ClockGuard clock(real_now + uint64_t{4000} * 1000 * kMs);
+// A block freed after an idle spell, parked: the pass it wakes (or another
+// layer woke) must cache it, 100 ms old, with the clock `ahead` seconds on.
+void expect_parked_after_idle_to_age_from_its_free(uint64_t ahead, bool woken_by_another_layer) {
+  fake_os::ClockGuard clock(seconds_ahead(ahead));
   const struct magslab_stats base = stats();
   magslab::large::decay(clock.now());       // the last pass, at t0
   clock.advance(5000 * kMs);                // idle
   magslab::decay_event::g_parked.store(1);  // the decay thread sleeps
+  if (woken_by_another_layer) {
+    magslab::decay_event::note();  // a small free cached something
+    ASSERT_EQ(magslab::decay_event::g_parked.load(), 0u);
+  }
   void* x = magslab_malloc(4 * MiB);
   ASSERT_NE(x, nullptr);
-  magslab_free(x);  // parked at t0 + 5 s; its park wakes the decay thread
+  magslab_free(x);  // parked at t0 + 5 s, before the woken thread's pass
   EXPECT_EQ(magslab::decay_event::g_parked.load(), 0u) << "the park woke nobody";
   magslab::decay_event::g_parked.store(0);
   clock.advance(100 * kMs);
@@ -407,30 +392,24 @@ TEST_F(HugePark, ABlockParkedAfterAnIdleSpellAgesFromItsFree) {
       << "x was unmapped as if freed when the last pass ran";
 }
 
+// Found at stop 36: while the decay thread sleeps (it found nothing left to
+// decay), no pass ran to move the copy of the clock a park read, so a block
+// freed after an idle spell was stamped with the time of the last pass,
+// seconds back, and the pass its park woke unmapped it at once instead of
+// keeping it for huge_cache_ms (a server idle for a while mapped its next
+// 4 MiB buffer afresh). The decay thread's sleep is simulated: passes are
+// paused here.
+TEST_F(HugePark, ABlockParkedAfterAnIdleSpellAgesFromItsFree) {
+  expect_parked_after_idle_to_age_from_its_free(4000, false);
+}
+
 // Found by a review at stop 36, in the first fix of the test above (a park
 // read the real clock while the decay thread slept): another layer's note()
 // wakes the thread, which clears its word at once, but its pass has not run
 // yet, so a park in between was stamped seconds back all the same. A park
 // now always reads the clock.
 TEST_F(HugePark, ABlockParkedAfterAnotherLayerWokeTheDecayThreadAgesFromItsFree) {
-  constexpr uint64_t kMs = 1000 * 1000;
-  const uint64_t real_now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                         .count());
-  fake_os::ClockGuard clock(real_now + uint64_t{5000} * 1000 * kMs);
-  const struct magslab_stats base = stats();
-  magslab::large::decay(clock.now());       // the last pass, at t0
-  clock.advance(5000 * kMs);                // idle
-  magslab::decay_event::g_parked.store(1);  // the decay thread sleeps
-  magslab::decay_event::note();             // a small free cached something: woken
-  ASSERT_EQ(magslab::decay_event::g_parked.load(), 0u);
-  void* x = magslab_malloc(4 * MiB);
-  ASSERT_NE(x, nullptr);
-  magslab_free(x);  // parked before the woken thread's pass runs
-  clock.advance(100 * kMs);
-  magslab::large::decay(clock.now());  // that pass: x into the cache, 100 ms old
-  EXPECT_EQ(stats().mapped_bytes - base.mapped_bytes, 4 * MiB)
-      << "x was unmapped as if freed when the last pass ran";
+  expect_parked_after_idle_to_age_from_its_free(5000, true);
 }
 
 // huge_park=0: frees go straight to the cache (under the lock), as before.

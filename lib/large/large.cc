@@ -35,7 +35,7 @@ struct alignas(kCacheLine) Extent {
   std::atomic<uint8_t> state{kGone};
   // base, size, mapped, dirty and request are written under g_huge_lock
   // (request also by the thread that takes a parked block) and read without it
-  // by park() and the statistics: relaxed atomic accesses (plain moves), so
+  // by park(), take_hand_over() and the statistics: relaxed atomic accesses (plain moves), so
   // such a read of a recycled descriptor is a stale value, not a data race.
   uintptr_t base() const { return vg::unhide(load(hidden_base_)); }
   void set_base(uintptr_t a) { store(hidden_base_, vg::hide(a)); }

@@ -35,7 +35,8 @@ void* run(void*) {
       continue;
     }
     // Nothing left: sleep until something is cached. Announce it first, then
-    // look once more (decay_event.h: the caching side fences, then loads).
+    // look once more (decay_event.h: the caching side fences, or caches with a
+    // seq_cst RMW, then loads).
     decay_event::g_parked.store(1, std::memory_order_seq_cst);
     // seq_cst fence: the look below then sees what a cacher published with a
     // seq_cst RMW before its load of g_parked (note_after_seq_cst_rmw).
