@@ -384,7 +384,9 @@ void expect_parked_after_idle_to_age_from_its_free(uint64_t ahead, bool woken_by
   void* x = magslab_malloc(4 * MiB);
   ASSERT_NE(x, nullptr);
   magslab_free(x);  // parked at t0 + 5 s, before the woken thread's pass
-  EXPECT_EQ(magslab::decay_event::g_parked.load(), 0u) << "the park woke nobody";
+  if (!woken_by_another_layer) {
+    EXPECT_EQ(magslab::decay_event::g_parked.load(), 0u) << "the park woke nobody";
+  }
   magslab::decay_event::g_parked.store(0);
   clock.advance(100 * kMs);
   magslab::large::decay(clock.now());  // the pass: x into the cache, 100 ms old
