@@ -43,13 +43,22 @@ uint64_t seconds_ahead(uint64_t s) {
          s * 1000 * kMs;
 }
 
-// The options these tests change back to their defaults, however a test ends.
-struct Options {
-  ~Options() {
-    magslab_option_set("huge_cache_entries", 8);
-    magslab_option_set("huge_cache_bytes", 32 * MiB);
-    magslab_option_set("huge_park", 1);
+// The options these tests change, back to what they were, however a test ends.
+class Options {
+ public:
+  Options() {
+    for (Saved& o : saved_) magslab_option_get(o.name, &o.value);
   }
+  ~Options() {
+    for (const Saved& o : saved_) magslab_option_set(o.name, o.value);
+  }
+
+ private:
+  struct Saved {
+    const char* name;
+    size_t value;
+  };
+  Saved saved_[3] = {{"huge_cache_entries", 0}, {"huge_cache_bytes", 0}, {"huge_park", 0}};
 };
 
 // Every test starts and ends with nothing parked or cached.

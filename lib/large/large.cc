@@ -525,6 +525,19 @@ ParkSlot* empty_park_slot() {
   return nullptr;
 }
 
+// Put parked block h into slot if the slot is empty; true: done, and a
+// sleeping decay thread woken to reclaim it if nobody takes it.
+bool fill_slot(ParkSlot& slot, Extent* h) {
+  Extent* none = nullptr;
+  // release: the slot's next owner reads the descriptor and the block;
+  // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
+  if (!slot.e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
+                                      std::memory_order_relaxed))
+    return false;
+  decay_event::note_after_seq_cst_rmw();
+  return true;
+}
+
 // Free huge block p by parking it. false: not parked (every slot it may use
 // is taken, the block is too big, or p is not a live huge block's start: the
 // caller frees it under the lock, which reports what p is).
@@ -557,21 +570,12 @@ bool park(uintptr_t a) {
   h->parked_at = platform::now_ns();
   // Into the slot picked, else (another thread filled it meanwhile) another
   // empty one: a few tries, then the lock.
-  for (int tries = 0; slot != nullptr;
-       slot = ++tries <= int{kHandOverSlots} ? empty_park_slot() : nullptr) {
-    Extent* none = nullptr;
-    // release: the slot's next owner reads the descriptor and the block;
-    // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
-    if (slot->e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
-                                        std::memory_order_relaxed))
-      break;
+  for (size_t tries = 0; slot != nullptr; slot = empty_park_slot()) {
+    if (fill_slot(*slot, h)) return true;
+    if (++tries > kHandOverSlots) break;
   }
-  if (slot == nullptr) {
-    h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
-    return false;
-  }
-  decay_event::note_after_seq_cst_rmw();  // a decay pass will reclaim it if nobody takes it
-  return true;
+  h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
+  return false;
 }
 
 // Free parked block h, taken from its slot by a reclaim.
@@ -609,15 +613,9 @@ Extent* take_hand_over(size_t size) {
     Extent* h = slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
     if (h == nullptr) continue;
     if (fills_three_quarters(h->size(), size)) return h;
-    // Not the block seen: back into the slot, or to the cache if it was filled meanwhile.
-    Extent* none = nullptr;
-    // release: as park()'s; seq_cst: for note_after_seq_cst_rmw(), as there
-    // (a decay pass may have gone past the slot while it was empty).
-    if (slot.e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
-                                       std::memory_order_relaxed))
-      decay_event::note_after_seq_cst_rmw();
-    else
-      release_parked(h);
+    // Not the block seen: back into the slot (waking a decay thread that went
+    // past it while it was empty), or to the cache if it was filled meanwhile.
+    if (!fill_slot(slot, h)) release_parked(h);
   }
   return nullptr;
 }
