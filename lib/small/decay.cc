@@ -37,10 +37,17 @@ void* run(void*) {
     // Nothing left: sleep until something is cached. Announce it first, then
     // look once more (decay_event.h: the caching side fences, or caches with a
     // seq_cst RMW, then loads).
+#if MAGSLAB_TSAN
+    // ThreadSanitizer does not model fences (and gcc warns of one): the
+    // cachers' variants are RMWs of g_parked, and this exchange reads the last
+    // of them before it, so what that cacher cached is seen below.
+    decay_event::g_parked.exchange(1, std::memory_order_seq_cst);
+#else
     decay_event::g_parked.store(1, std::memory_order_seq_cst);
     // seq_cst fence: the look below then sees what a cacher published with a
     // seq_cst RMW before its load of g_parked (note_after_seq_cst_rmw).
     std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
     if (tick(platform::now_ns())) {
       decay_event::g_parked.store(0, std::memory_order_relaxed);  // relaxed: only ours
       continue;
