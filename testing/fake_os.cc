@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <time.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include "platform/platform.h"
@@ -144,8 +146,17 @@ Counts counts() {
   return c;
 }
 
+// A monotonic clock never goes back, and magslab keeps what it read (the huge
+// cache's stamps and peak windows, decay's): a fake clock starts no earlier
+// than the last reading of the fake clock before it, nor than the real one.
+// (Two tests of one binary run one after the other in a process when run by
+// hand; a second fake clock that started behind the first left the huge
+// cache's peak window of the first test in its future, never rolled.)
 ClockGuard::ClockGuard(uint64_t start_ns) {
-  g_now.store(start_ns);
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const uint64_t real = uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+  g_now.store(std::max({start_ns, g_now.load(), real}));
   platform::set_clock_for_testing(fake_now);
 }
 ClockGuard::~ClockGuard() { platform::set_clock_for_testing(nullptr); }

@@ -64,6 +64,8 @@ class Guard {
 };
 
 // A test clock behind platform::set_clock_for_testing, for the same scope.
+// It starts at start_ns, or later: never before the last reading of an
+// earlier fake clock in this process, nor before the real monotonic clock.
 class ClockGuard {
  public:
   explicit ClockGuard(uint64_t start_ns = uint64_t{1} << 40);
