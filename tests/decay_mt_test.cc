@@ -235,7 +235,8 @@ TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
 }
 
 TEST(DecayMt, BackgroundThreadCanBeDisabled) {
-  // Before the process's second thread (each test runs in its own process);
+  // Before the process's second thread (each test runs in its own process:
+  // testing/own_process_main.cc);
   // what MAGSLAB_BACKGROUND_THREAD=0 sets at start (tests/options_test.cc
   // covers the environment).
   ASSERT_EQ(magslab_option_set("background_thread", 0), 0);

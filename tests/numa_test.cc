@@ -4,8 +4,9 @@
 // magazine goes to the depot of its objects' node and a released object to
 // its own node's slab, whoever does it; trim and decay reach every node; the
 // option turns it all off; and a one-node machine asks the OS nothing.
-// Each test runs in a process of its own (gtest_discover_tests), so the fake
-// is installed before anything is allocated.
+// Each test runs in a process of its own (gtest_discover_tests under CTest;
+// testing/own_process_main.cc when the binary is run whole), so the fake is
+// installed before anything is allocated.
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
