@@ -4,7 +4,9 @@
 xmalloc with 2 or more threads must report how far its producers ran ahead: a queue depth
 between 1 and 64 batches and a peak of live program data above 0 and below the peak RSS.
 With --line-census (argument "census"), mstress and phases must report their census: blocks
-and lines above 0, at most two lines per block, shared lines at most the lines.
+and lines above 0, at most two lines per block, shared lines at most the lines; pages above 0 and
+at most the lines; pages counted per thread at least the pages, at most the pages × threads and
+two a block.
 """
 import json
 import sys
@@ -32,6 +34,12 @@ def main():
             sys.exit("check_macro_json: --line-census without census_* fields")
         if not (0 < b and 0 < n <= 2 * b and 0 <= sh <= n):
             sys.exit("check_macro_json: census blocks %d, lines %d, shared %d inconsistent" % (b, n, sh))
+        pg, tpg = d.get("census_pages"), d.get("census_thread_pages")
+        if pg is None or tpg is None:
+            sys.exit("check_macro_json: --line-census without census_pages / census_thread_pages")
+        if not (0 < pg <= min(n, tpg) and tpg <= min(2 * b, pg * d["threads"])):
+            sys.exit("check_macro_json: census pages %d, per thread %d inconsistent (lines %d)" %
+                     (pg, tpg, n))
     print("check_macro_json: ok")
 
 

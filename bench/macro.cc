@@ -36,8 +36,11 @@
 // stamp() writes), and the result adds "census_blocks", "census_lines" and
 // "census_shared_lines": lines written for live blocks of two or more threads,
 // whose writes take the line from one core to another (sharing the allocator
-// made: the program shares no block). Its buffer is mapped outside the
-// allocator, but its pages count in peak RSS.
+// made: the program shares no block), "census_pages" (the 4 KiB pages those
+// lines lie in) and "census_thread_pages" (the same, a page counted once for
+// each thread with a written line in it: the pages each thread's own accesses
+// need, summed; equal to census_pages when no page holds two threads' blocks).
+// Its buffer is mapped outside the allocator, but its pages count in peak RSS.
 #include <getopt.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -198,10 +201,22 @@ class LineCensus {
         k = e;
       }
     }
-    char b[160];
+    // Pages (4 KiB) the written lines lie in: in all, and summed over the
+    // threads (a page counted once per thread with a line there) — what each
+    // thread's accesses need of the TLB.
+    size_t pages = 0, thread_pages = 0;
+    if (buf_ != nullptr) {
+      for (size_t k = 0; k < n; ++k) buf_[k] = (buf_[k] >> 22) << 16 | (buf_[k] & 0xffff);
+      std::sort(buf_, buf_ + n);  // by page, but a page's threads are in their lines' order
+      n = static_cast<size_t>(std::unique(buf_, buf_ + n) - buf_);
+      thread_pages = n;
+      for (size_t k = 0; k < n; ++k) pages += k == 0 || buf_[k] >> 16 != buf_[k - 1] >> 16;
+    }
+    char b[240];
     std::snprintf(b, sizeof b,
-                  ",\"census_blocks\":%zu,\"census_lines\":%zu,\"census_shared_lines\":%zu%s",
-                  blocks_.load(), lines, shared,
+                  ",\"census_blocks\":%zu,\"census_lines\":%zu,\"census_shared_lines\":%zu,"
+                  "\"census_pages\":%zu,\"census_thread_pages\":%zu%s",
+                  blocks_.load(), lines, shared, pages, thread_pages,
                   used_.load() > kMaxEntries ? ",\"census_truncated\":true" : "");
     g_extra_json += b;
   }
