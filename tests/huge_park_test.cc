@@ -175,6 +175,52 @@ TEST_F(HugePark, BlocksFreedByAnotherThreadComeBackWithoutTheLock) {
   EXPECT_EQ(maps_during.get_future().get(), 0u) << "a block was mapped afresh";
 }
 
+// A huge malloc sees, in a hand-over slot, a block its request fits, and by
+// the time it takes the slot's block another thread has put one there that it
+// does not fit: that block goes back into the slot (where other threads' huge
+// mallocs of its size take it without the lock), not lost, not into the
+// cache. Here the change happens at a set point (g_hand_over_take_hook): this
+// thread takes the block it saw (a), parks c in its own slot and then b,
+// which goes to the hand-over slot a left. Afterwards another thread's malloc
+// of b's size gets b while this thread holds the huge lock.
+TEST_F(HugePark, ABlockThatReplacedTheOneSeenInAHandOverSlotStaysThere) {
+  static void* s_a;
+  static void* s_b;
+  static void* s_c;
+  static std::atomic<bool> s_ran;
+  s_a = magslab_malloc(4 * MiB);
+  s_b = magslab_malloc(12 * MiB);
+  s_c = magslab_malloc(8 * MiB);
+  ASSERT_NE(s_a, nullptr);
+  ASSERT_NE(s_b, nullptr);
+  ASSERT_NE(s_c, nullptr);
+  magslab_free(s_c);                        // this thread's slot
+  magslab_free(s_a);                        // a hand-over slot
+  ASSERT_EQ(magslab_malloc(8 * MiB), s_c);  // this thread's slot is empty again
+  s_ran = false;
+  magslab::large::g_hand_over_take_hook = [](size_t) {
+    magslab::large::g_hand_over_take_hook = nullptr;
+    if (magslab_malloc(4 * MiB) != s_a) std::abort();  // the block seen, taken first
+    magslab_free(s_c);                                 // into this thread's empty slot
+    magslab_free(s_b);  // this thread's slot is taken: the hand-over slot a left
+    s_ran = true;
+  };
+  void* d = magslab_malloc(4 * MiB);  // b does not fit it: mapped afresh
+  magslab::large::g_hand_over_take_hook = nullptr;
+  ASSERT_TRUE(s_ran) << "the malloc saw no block in a hand-over slot";
+  ASSERT_NE(d, nullptr);
+  EXPECT_NE(d, s_b);
+  ASSERT_EQ(magslab_malloc(8 * MiB), s_c);  // this thread's slot empty (another may share it)
+  magslab::large::lock_for_fork();
+  auto other = std::async(std::launch::async, [] { return magslab_malloc(12 * MiB); });
+  const bool finished = other.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  magslab::large::unlock_after_fork();
+  ASSERT_TRUE(finished) << "b was not in a hand-over slot: the malloc waited for the huge lock";
+  void* b = other.get();
+  EXPECT_EQ(b, s_b) << "b was not put back where the malloc found it";
+  for (void* p : {b, d, s_a, s_c}) magslab_free(p);
+}
+
 // Found by a review at stop 36: the statistics scan the slots while parks and
 // takes go on, and a block seen in its thread's slot that moves to a hand-over
 // slot before the scan gets there was subtracted twice; live bytes wrapped to

@@ -600,6 +600,13 @@ bool reclaim_parked() {
   return any;
 }
 
+}  // namespace
+
+std::atomic<void (*)(size_t)> g_counts_scan_hook{nullptr};
+std::atomic<void (*)(size_t)> g_hand_over_take_hook{nullptr};
+
+namespace {
+
 // A hand-over slot's block that a request of `size` bytes fills 3/4 of, taken
 // out; nullptr: none.
 Extent* take_hand_over(size_t size) {
@@ -610,6 +617,9 @@ Extent* take_hand_over(size_t size) {
     // its size is a guess until the exchange below hands it over.
     Extent* seen = slot.e.load(std::memory_order_acquire);
     if (seen == nullptr || !fills_three_quarters(seen->size(), size)) continue;
+    // relaxed: set by a test before its malloc, on the same thread.
+    if (auto hook = g_hand_over_take_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook))
+      hook(i);
     Extent* h = slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
     if (h == nullptr) continue;
     if (fills_three_quarters(h->size(), size)) return h;
@@ -1074,8 +1084,6 @@ bool decay(uint64_t now) {
   old.unmap_all();
   return left;
 }
-
-std::atomic<void (*)(size_t)> g_counts_scan_hook{nullptr};
 
 Counts counts() {
   Counts c{};

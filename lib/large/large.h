@@ -93,6 +93,12 @@ Counts counts();
 // held, so a test can move a parked block during the scan. It must not take
 // that lock: only parks and takes (lock-free while a slot fits) are safe.
 extern std::atomic<void (*)(size_t)> g_counts_scan_hook;
+// Tests only (nullptr otherwise): called by a huge malloc after it saw, in
+// hand-over slot i (0-3), a block its request fits and before it takes that
+// slot's block, so a test can change the block in between (which another
+// thread may do at any time). It may park and take huge blocks; it must
+// clear itself first, or it runs again for each of those takes.
+extern std::atomic<void (*)(size_t)> g_hand_over_take_hook;
 
 // fork(): the large layer's own lock (huge blocks), held across the fork;
 // api/fork.cc takes it after the page-heap lock and before the metadata
