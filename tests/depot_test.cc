@@ -1,7 +1,7 @@
 // small/depot as a unit: empty magazines are made on demand and recycled;
 // full ones are pushed and popped whole (LIFO), counted in cached_objects,
 // refused past the per-class limit (about 1 MiB of objects, at least 4
-// magazines), and drained back to the slabs. Calls depot:: and slab::
+// magazines, at most 32 for a small class), and drained back to the slabs. Calls depot:: and slab::
 // directly: no thread cache is involved. Each test uses its own class.
 #include "small/depot.h"
 
@@ -28,7 +28,9 @@ using namespace magslab;
 size_t expected_limit(unsigned cls) {
   size_t per_mag = size_t{kClasses[cls].mag_cap} * kClasses[cls].size;
   size_t min = cls >= magslab::kNumSmallClasses ? 8 : 4;  // large classes: 8 magazines
-  return std::max<size_t>(min, (size_t{1} << 20) / per_mag);
+  size_t n = (size_t{1} << 20) / per_mag;
+  if (cls < magslab::kNumSmallClasses) n = std::min<size_t>(n, 32);  // 2 KiB of metadata each
+  return std::max<size_t>(min, n);
 }
 
 using mstest::full_magazine;
@@ -115,8 +117,17 @@ void fill_to_limit(unsigned cls, size_t want_limit) {
 }
 
 TEST(Depot, LimitPerClassSmallObjects) {
+  // 1 MiB of 16 B objects is 256 magazines (512 KiB of them): 32 (stop 37).
   const unsigned cls = class_of(16);
-  ASSERT_GT(expected_limit(cls), 4u);
+  ASSERT_EQ(expected_limit(cls), 32u);
+  fill_to_limit(cls, expected_limit(cls));
+}
+
+TEST(Depot, LimitPerClassTheFirstClassOfAMebibyteInMagazines) {
+  // 128 B: 256 a magazine, 32 KiB: 32 magazines are 1 MiB, as before stop 37.
+  const unsigned cls = class_of(128);
+  ASSERT_EQ(size_t{kClasses[cls].mag_cap} * kClasses[cls].size, size_t{32} << 10);
+  ASSERT_EQ(expected_limit(cls), 32u);
   fill_to_limit(cls, expected_limit(cls));
 }
 

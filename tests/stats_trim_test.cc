@@ -196,6 +196,29 @@ TEST(Depot, BurstOfFreesUpToAMebibyteStaysInMagazines) {
 
 using mstest::rss_bytes;
 
+// Freeing a program's many tiny objects at once (a large std::map at its end)
+// fills magazines for the depot, and each magazine the depot holds is 2 KiB of
+// metadata made for it: with 1 MiB of 16 B objects (256 magazines) allowed,
+// freeing 200,000 of them grew RSS by 676 KiB here (a C program under the
+// preload: 548 KiB; mimalloc's 64 KiB). The depot now keeps at most 32
+// magazines of a small class (stop 37): 212 KiB here (the C program: 88 KiB).
+TEST(Depot, FreeingManyTinyObjectsAtOnceMakesFewMagazines) {
+  magslab_trim();
+  constexpr size_t kN = 200000;
+  std::vector<void*> v(kN);  // not magslab's: its pages are resident before the frees
+  for (void*& p : v) {
+    p = magslab_malloc(16);
+    ASSERT_NE(p, nullptr);
+  }
+  const size_t before = rss_bytes();
+  for (void* p : v) magslab_free(p);
+  const size_t after = rss_bytes();
+  magslab_trim();
+  ASSERT_GT(before, 0u);
+  EXPECT_LE(after, before + (size_t{320} << 10))
+      << "freeing grew RSS by " << (after - before) / 1024 << " KiB";
+}
+
 TEST(Trim, RssReturnsAfterBurstOfSmallObjects) {
 #ifdef MS_SANITIZED
   // Sanitizer builds: 128 MiB instead of 1 GiB (shadow memory and speed).

@@ -34,9 +34,21 @@ namespace {
 // its next passes (decay()); a large class may keep up to 16 MiB for a while
 // (DepotClass::extra, below). (Option depot_bytes, default 1 MiB: a division
 // per magazine handed over.)
+//
+// And at most kMaxSmallDepotMagazines for a small class. A magazine is 2 KiB
+// of metadata (256 slots), made when a free needs an empty one and none is
+// free, and kept for good; 1 MiB of the tiny classes' objects fills 64-256 of
+// them (16 B: 4 KiB of objects a magazine). A program that frees a large
+// structure at its end (a std::map of 200,000 nodes) made ~85 magazines of its
+// nodes' class for the depot, and its peak RSS rose by 256 KiB while it freed
+// (docs/benchmarks.md, stop 37). 32 magazines are 8,192 objects of a tiny
+// class, 64 KiB of metadata; the classes of 128 B and up reach 1 MiB first.
+constexpr int64_t kMaxSmallDepotMagazines = 32;
+
 int64_t limit_for(unsigned cls) {
   int64_t per_mag = int64_t{mag_cap(cls)} * kClasses[cls].size;
   int64_t n = static_cast<int64_t>(opt::get(opt::kDepotBytes)) / per_mag;
+  if (cls < kNumSmallClasses && n > kMaxSmallDepotMagazines) n = kMaxSmallDepotMagazines;
   int64_t min = cls >= kNumSmallClasses ? 8 : 4;
   return n < min ? min : n;
 }
