@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -17,6 +18,7 @@
 #include "chunks/decay_event.h"
 #include "large/large.h"
 #include "magslab/magslab.h"
+#include "platform/platform.h"
 #include "testing/fake_os.h"
 #include "testing/misuse_line.h"
 #include "testing/no_decay.h"  // a pass would reclaim the parked block at any moment
@@ -486,12 +488,71 @@ TEST_F(HugePark, OptionOffKeepsNothingInTheSlot) {
       << "parked: still registered";
 }
 
+// A process of one thread parks and takes with plain loads and stores
+// (lib/large/large.cc, "Single-threaded"; glibc's __libc_single_threaded).
+// Here, in a new process of this binary (a death test's, which has no other
+// thread; a fork child of a process that had threads is not single-threaded
+// for glibc 2.36): a take empties the slot
+// (the next malloc is another block), a park into a taken slot goes to a
+// hand-over slot (nothing overwritten), and a thread started afterwards, whose
+// parks and takes are atomic again, takes the handed-over block while this
+// thread keeps the other: every block has one owner throughout.
+void single_threaded_parks_and_takes() {
+  auto fail = [](const char* what) {
+    std::fprintf(stderr, "single-threaded park/take: %s\n", what);
+    _exit(1);
+  };
+  if (!magslab::platform::single_threaded()) fail("the new process is not single-threaded");
+  magslab_trim();  // nothing parked
+  void* a = magslab_malloc(4 * MiB);
+  void* b = magslab_malloc(4 * MiB);
+  if (a == nullptr || b == nullptr || a == b) fail("malloc");
+  magslab_free(a);  // this thread's slot
+  void* a2 = magslab_malloc(4 * MiB);
+  void* c = magslab_malloc(4 * MiB);
+  if (a2 != a) fail("the parked block was not taken back");
+  if (c == nullptr || c == a2 || c == b) fail("the take left the block in the slot");
+  magslab_free(c);                    // this thread's slot
+  magslab_free(a);                    // taken: a hand-over slot
+  void* x = magslab_malloc(4 * MiB);  // c, from this thread's slot
+  if (x != c) fail("the block in this thread's slot was overwritten");
+  void* from_other = nullptr;
+  std::thread([&] { from_other = magslab_malloc(4 * MiB); }).join();
+  if (magslab::platform::single_threaded()) fail("single-threaded after a thread started");
+  if (from_other != a) fail("the other thread did not get the handed-over block");
+  void* y = magslab_malloc(4 * MiB);
+  if (y == a || y == c || y == b) fail("a block with two owners");
+  for (void* p : {b, c, from_other, y}) magslab_free(p);
+  _exit(0);
+}
+
+TEST(HugeParkDeathTest, ASingleThreadedProcessParksAndTakesWithOneOwnerPerBlock) {
+  use_threadsafe_style();
+  EXPECT_EXIT(single_threaded_parks_and_takes(), testing::ExitedWithCode(0), "");
+}
+
 // A second free of a parked block is a double free, named as one (a block
 // in the shared cache is no longer registered: "invalid free").
 TEST(HugeParkDeathTest, DoubleFreeOfAParkedBlock) {
   use_threadsafe_style();
   EXPECT_DEATH(
       {
+        void* p = magslab_malloc(4 * MiB);
+        magslab_free(p);
+        ANNOUNCE_AND_FREE(p);
+      },
+      MisuseLineOf("double free of", R"( \(huge block, 4194304 B; already freed\))"));
+}
+
+// The test above runs in a new process of one thread, where parks and takes
+// use their single-threaded steps (platform::single_threaded(), stop 37); the
+// same with another thread started first, which makes them atomic.
+TEST(HugeParkDeathTest, DoubleFreeOfAParkedBlockInAProcessWithThreads) {
+  use_threadsafe_style();
+  EXPECT_DEATH(
+      {
+        std::thread([] {}).join();
+        if (magslab::platform::single_threaded()) std::abort();
         void* p = magslab_malloc(4 * MiB);
         magslab_free(p);
         ANNOUNCE_AND_FREE(p);

@@ -462,7 +462,8 @@ void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
 // between (only when p is freed twice at once) gets its state back. ABA: a slot holds a descriptor
 // pointer; a descriptor can go back to the pool and be registered again while a thread still holds
 // a stale copy read from the slot, but only the exchange hands it over, and it returns what the
-// slot holds now.
+// slot holds now. A process with one thread does each of these steps with a
+// load and a store instead (fill_slot, "Single-threaded").
 //
 // A parked block counts as free for the live statistics (counts() subtracts
 // what the slots hold, and reports it as cached) but as in use for
@@ -525,17 +526,44 @@ ParkSlot* empty_park_slot() {
   return nullptr;
 }
 
+// Single-threaded (`alone`: platform::single_threaded(), read once by each
+// park and take at its start): no other thread exists to race for a slot or a
+// block's state, and none can start before the caller returns, so a load and
+// a store do what the read-modify-writes do, without their locked
+// instructions — three in a 4 MiB malloc+free pair, which took 21 ns on one
+// thread against glibc's 11 (glibc's single-threaded path takes no lock
+// either); 13 ns without them (stop 37). A thread created later sees these
+// stores (pthread_create orders them) and, like every park and take after
+// it, uses the atomic forms.
+
 // Put parked block h into slot if the slot is empty; true: done, and a
 // sleeping decay thread woken to reclaim it if nobody takes it.
-bool fill_slot(ParkSlot& slot, Extent* h) {
-  Extent* none = nullptr;
-  // release: the slot's next owner reads the descriptor and the block;
-  // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
-  if (!slot.e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
-                                      std::memory_order_relaxed))
-    return false;
+bool fill_slot(ParkSlot& slot, Extent* h, bool alone) {
+  if (alone) {  // relaxed: no other thread (above)
+    if (slot.e.load(std::memory_order_relaxed) != nullptr) return false;
+    slot.e.store(h, std::memory_order_relaxed);
+  } else {
+    Extent* none = nullptr;
+    // release: the slot's next owner reads the descriptor and the block;
+    // seq_cst: for decay_event::note_after_seq_cst_rmw() below.
+    if (!slot.e.compare_exchange_strong(none, h, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed))
+      return false;
+  }
+  // Alone, no decay thread sleeps on the word (a fork child clears it) and
+  // nothing needs ordering; the look is one load all the same.
   decay_event::note_after_seq_cst_rmw();
   return true;
+}
+
+// The block in slot, taken out (nullptr: none); see fill_slot for `alone`.
+Extent* take_slot(ParkSlot& slot, bool alone) {
+  if (alone) {  // relaxed: no other thread
+    Extent* h = slot.e.load(std::memory_order_relaxed);
+    slot.e.store(nullptr, std::memory_order_relaxed);
+    return h;
+  }
+  return slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
 }
 
 // Free huge block p by parking it. false: not parked (every slot it may use
@@ -546,14 +574,21 @@ bool park(uintptr_t a) {
   if (slot == nullptr || !parking_on()) return false;
   Extent* h = pagemap::lookup(a).extent();
   if (h == nullptr || h->base() != a || h->mapped() > opt::get(opt::kHugeCacheBlock)) return false;
-  uint8_t live = Extent::kLive;
-  // acq_rel: acquires the descriptor's fields as the allocating thread (or
-  // the take) left them; releases this thread's writes to the block to the
-  // one that takes it next.
-  if (!h->state.compare_exchange_strong(live, Extent::kParked, std::memory_order_acq_rel,
-                                        std::memory_order_relaxed))
-    return false;  // parked or freed already: the locked path reports it
-  if (MAGSLAB_UNLIKELY(h->base() != a || pagemap::lookup(a).extent() != h)) {
+  const bool alone = platform::single_threaded();
+  if (alone) {
+    // relaxed: no other thread. Parked or freed already: the locked path reports it.
+    if (h->state.load(std::memory_order_relaxed) != Extent::kLive) return false;
+    h->state.store(Extent::kParked, std::memory_order_relaxed);
+  } else {
+    uint8_t live = Extent::kLive;
+    // acq_rel: acquires the descriptor's fields as the allocating thread (or
+    // the take) left them; releases this thread's writes to the block to the
+    // one that takes it next.
+    if (!h->state.compare_exchange_strong(live, Extent::kParked, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+      return false;  // parked or freed already: the locked path reports it
+  }
+  if (!alone && MAGSLAB_UNLIKELY(h->base() != a || pagemap::lookup(a).extent() != h)) {
     // Between the checks above and the compare-exchange, p's block was freed
     // and h registered for another block (p was being freed twice at once):
     // give that block its state back; the locked path reports p.
@@ -571,7 +606,7 @@ bool park(uintptr_t a) {
   // Into the slot picked, else (another thread filled it meanwhile) another
   // empty one: a few tries, then the lock.
   for (size_t tries = 0; slot != nullptr; slot = empty_park_slot()) {
-    if (fill_slot(*slot, h)) return true;
+    if (fill_slot(*slot, h, alone)) return true;
     if (++tries > kHandOverSlots) break;
   }
   h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
@@ -609,7 +644,7 @@ namespace {
 
 // A hand-over slot's block that a request of `size` bytes fills 3/4 of, taken
 // out; nullptr: none.
-Extent* take_hand_over(size_t size) {
+Extent* take_hand_over(size_t size, bool alone) {
   for (size_t i = 0; i < kHandOverSlots; ++i) {
     ParkSlot& slot = g_hand_over[i];
     // acquire: the descriptor's construction (park()'s release orders it)
@@ -620,12 +655,12 @@ Extent* take_hand_over(size_t size) {
     // relaxed: set by a test before its malloc, on the same thread.
     if (auto hook = g_hand_over_take_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook))
       hook(i);
-    Extent* h = slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
+    Extent* h = take_slot(slot, alone);
     if (h == nullptr) continue;
     if (fills_three_quarters(h->size(), size)) return h;
     // Not the block seen: back into the slot (waking a decay thread that went
     // past it while it was empty), or to the cache if it was filled meanwhile.
-    if (!fill_slot(slot, h)) release_parked(h);
+    if (!fill_slot(slot, h, alone)) release_parked(h);
   }
   return nullptr;
 }
@@ -635,10 +670,11 @@ Extent* take_hand_over(size_t size) {
 // nullptr: none fits.
 void* take_parked(size_t n, size_t size) {
   ParkSlot& slot = my_park_slot();
+  const bool alone = platform::single_threaded();
   Extent* h = nullptr;
   // relaxed: a hint; the exchange decides.
   if (slot.e.load(std::memory_order_relaxed) != nullptr) {
-    h = slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
+    h = take_slot(slot, alone);
     if (h != nullptr && !fills_three_quarters(h->size(), size)) {
       // This thread went on to other sizes: the block goes to the huge cache,
       // where others may reuse it and it ages from when it was parked.
@@ -646,7 +682,7 @@ void* take_parked(size_t n, size_t size) {
       h = nullptr;
     }
   }
-  if (h == nullptr) h = take_hand_over(size);
+  if (h == nullptr) h = take_hand_over(size, alone);
   if (h == nullptr) return nullptr;
   size_t old = h->request();
   if (old != n) {

@@ -97,7 +97,8 @@ extern std::atomic<void (*)(size_t)> g_counts_scan_hook;
 // hand-over slot i (0-3), a block its request fits and before it takes that
 // slot's block, so a test can change the block in between (which another
 // thread may do at any time). It may park and take huge blocks; it must
-// clear itself first, or it runs again for each of those takes.
+// clear itself first, or it runs again for each of those takes, and it must
+// not start a thread (the malloc may be using its single-threaded steps).
 extern std::atomic<void (*)(size_t)> g_hand_over_take_hook;
 
 // fork(): the large layer's own lock (huge blocks), held across the fork;

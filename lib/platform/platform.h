@@ -5,6 +5,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#if __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>  // glibc 2.32 and later
+#define MAGSLAB_HAVE_SINGLE_THREADED 1
+#else
+#define MAGSLAB_HAVE_SINGLE_THREADED 0
+#endif
+
 #include "base/misuse.h"
 
 namespace magslab::platform {
@@ -72,6 +79,25 @@ uint64_t now_ns();
 // Install `clock` (tests only); nullptr goes back to the OS clock.
 void set_clock_for_testing(uint64_t (*clock)());
 uint64_t random_u64();
+
+// true: the calling thread is the only thread of the process (glibc's
+// __libc_single_threaded, which pthread_create clears in the creating thread
+// before the new thread exists; a process that had threads stays false for
+// good, its fork children too, as of glibc 2.36; false where the C library
+// does not say). While it is true no other thread can start
+// until the caller itself creates one, so code that reads it true at its start
+// may use plain loads and stores where other threads would need
+// read-modify-writes; a thread created afterwards sees those stores
+// (pthread_create orders them). magslab's own decay thread is such a thread:
+// none runs while this is true. A thread made with clone() directly is not
+// counted, as for glibc's own malloc, which skips its locks the same way.
+inline bool single_threaded() {
+#if MAGSLAB_HAVE_SINGLE_THREADED
+  return __libc_single_threaded != 0;
+#else
+  return false;
+#endif
+}
 
 // Sleep while *word == expected, at most timeout_ns (0: no limit), or until
 // wake(word). May return early (spurious wake-up, signal): callers re-check.
