@@ -207,7 +207,7 @@ class LineCensus {
     size_t pages = 0, thread_pages = 0;
     if (buf_ != nullptr) {
       for (size_t k = 0; k < n; ++k) buf_[k] = (buf_[k] >> 22) << 16 | (buf_[k] & 0xffff);
-      std::sort(buf_, buf_ + n);  // by page, but a page's threads are in their lines' order
+      std::sort(buf_, buf_ + n);  // the map above left a page's threads in their lines' order
       n = static_cast<size_t>(std::unique(buf_, buf_ + n) - buf_);
       thread_pages = n;
       for (size_t k = 0; k < n; ++k) pages += k == 0 || buf_[k] >> 16 != buf_[k - 1] >> 16;

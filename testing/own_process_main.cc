@@ -6,7 +6,10 @@
 // when the binary is run by hand: it lists the tests the filter selects and
 // runs each in a new process of this binary, then prints which failed. Before,
 // `build/release/decay_mt_test` run whole failed two tests that pass alone.
-// A run that selects one test, lists tests, or is such a child runs in
+// A shard (GTEST_TOTAL_SHARDS, GTEST_SHARD_INDEX) runs its share of the tests
+// so, test i of the listing for shard i % total, as GoogleTest deals them. A
+// run that selects one test, lists tests, asks for help, writes a report
+// (--gtest_output: each child would overwrite it), or is such a child runs in
 // process, as gtest_main does.
 #include <gtest/gtest.h>
 
@@ -15,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -44,6 +48,8 @@ std::vector<std::string> selected_tests(const std::string& self,
   if (f == nullptr) return tests;
   std::string suite;
   char line[1024];
+  const bool disabled_too =
+      std::find(args.begin(), args.end(), "--gtest_also_run_disabled_tests") != args.end();
   while (fgets(line, sizeof line, f) != nullptr) {
     std::string s(line);
     // "Suite." or "  Name", either perhaps followed by "  # GetParam() = ...".
@@ -53,7 +59,11 @@ std::vector<std::string> selected_tests(const std::string& self,
     if (s[0] != ' ') {
       suite = s;  // "Suite."
     } else {
-      tests.push_back(suite + s.substr(s.find_first_not_of(' ')));
+      const std::string name = s.substr(s.find_first_not_of(' '));
+      // Listed, but not run unless asked for (they would count as passed).
+      if (!disabled_too && (suite.rfind("DISABLED_", 0) == 0 || name.rfind("DISABLED_", 0) == 0))
+        continue;
+      tests.push_back(suite + name);
     }
   }
   pclose(f);
@@ -82,15 +92,41 @@ bool run_in_own_process(const std::string& self, const std::vector<std::string>&
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+// Arguments and environment under which the whole run belongs in one process.
+bool run_in_process(const std::vector<std::string>& args) {
+  if (getenv("GTEST_OUTPUT") != nullptr) return true;
+  for (const std::string& a : args)
+    if (a == "--help" || a == "-h" || a == "-?" || a == "/?" || a.rfind("--gtest_output", 0) == 0)
+      return true;
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv, argv + argc);  // before gtest takes its flags out
+  const bool child = getenv(kChildEnv) != nullptr;
+  unsetenv(kChildEnv);  // not for the processes the tests start themselves
   testing::InitGoogleTest(&argc, argv);
-  if (getenv(kChildEnv) != nullptr || GTEST_FLAG_GET(list_tests)) return RUN_ALL_TESTS();
+  if (child || GTEST_FLAG_GET(list_tests) || run_in_process(args)) return RUN_ALL_TESTS();
   const std::string self = self_path();
-  const std::vector<std::string> tests = selected_tests(self, args);
-  if (tests.size() <= 1) return RUN_ALL_TESTS();
+  std::vector<std::string> tests = selected_tests(self, args);
+  bool sharded = false;  // then even one test (or none) is this main's to run
+  if (const char* total = getenv("GTEST_TOTAL_SHARDS")) {
+    sharded = true;
+    const char* index = getenv("GTEST_SHARD_INDEX");
+    const long n = atol(total), i = index != nullptr ? atol(index) : 0;
+    if (n > 1 && i >= 0 && i < n) {
+      std::vector<std::string> mine;
+      for (size_t k = 0; k < tests.size(); ++k)
+        if (static_cast<long>(k % static_cast<size_t>(n)) == i) mine.push_back(tests[k]);
+      tests.swap(mine);
+    }
+    // The children run their one test whole (the listing above saw every test).
+    unsetenv("GTEST_TOTAL_SHARDS");
+    unsetenv("GTEST_SHARD_INDEX");
+  }
+  if (tests.size() <= 1 && !sharded) return RUN_ALL_TESTS();
   std::vector<std::string> failed;
   for (const std::string& t : tests)
     if (!run_in_own_process(self, args, t)) failed.push_back(t);

@@ -1,7 +1,8 @@
 // small/depot as a unit: empty magazines are made on demand and recycled;
 // full ones are pushed and popped whole (LIFO), counted in cached_objects,
 // refused past the per-class limit (about 1 MiB of objects, at least 4
-// magazines, at most 32 for a small class), and drained back to the slabs. Calls depot:: and slab::
+// magazines; a small class's at most 128 KiB of metadata), and drained back
+// to the slabs. Calls depot:: and slab::
 // directly: no thread cache is involved. Each test uses its own class.
 #include "small/depot.h"
 
@@ -29,7 +30,10 @@ size_t expected_limit(unsigned cls) {
   size_t per_mag = size_t{kClasses[cls].mag_cap} * kClasses[cls].size;
   size_t min = cls >= magslab::kNumSmallClasses ? 8 : 4;  // large classes: 8 magazines
   size_t n = (size_t{1} << 20) / per_mag;
-  if (cls < magslab::kNumSmallClasses) n = std::min<size_t>(n, 32);  // 2 KiB of metadata each
+  if (cls < magslab::kNumSmallClasses) {  // an eighth of 1 MiB in magazines
+    size_t mag = (sizeof(Magazine) + size_t{kClasses[cls].mag_cap} * sizeof(void*) + 63) / 64 * 64;
+    n = std::min<size_t>(n, (size_t{1} << 17) / mag);
+  }
   return std::max<size_t>(min, n);
 }
 
@@ -117,9 +121,11 @@ void fill_to_limit(unsigned cls, size_t want_limit) {
 }
 
 TEST(Depot, LimitPerClassSmallObjects) {
-  // 1 MiB of 16 B objects is 256 magazines (512 KiB of them): 32 (stop 37).
+  // 1 MiB of 16 B objects is 256 magazines of 2,112 bytes (528 KiB of
+  // metadata): 62, 128 KiB (stop 37).
   const unsigned cls = class_of(16);
-  ASSERT_EQ(expected_limit(cls), 32u);
+  ASSERT_EQ(kClasses[cls].mag_cap, 256u);
+  ASSERT_EQ(expected_limit(cls), 62u);
   fill_to_limit(cls, expected_limit(cls));
 }
 

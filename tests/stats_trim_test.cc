@@ -173,8 +173,10 @@ TEST(Stats, CachedObjectsAfterFreeAndTrim) {
 TEST(Depot, BurstOfFreesUpToAMebibyteStaysInMagazines) {
   // 10,000 × 64 B (640 KiB) freed at once must stay cached in magazines (the
   // thread's and the depot's), ready for the next burst, rather than go back
-  // to the slabs: the depot keeps up to ~1 MiB per class (depot.cc). With a
-  // 256 KiB limit only 16 magazines of 256 fit and ~5,400 objects go back.
+  // to the slabs: the depot keeps up to ~1 MiB per class (depot.cc; for 64 B,
+  // 62 magazines of 256 within its metadata share). With a 256 KiB limit only
+  // 16 magazines of 256 fit and ~5,400 objects go back. (This thread's stash
+  // takes some of them first; MAGSLAB_STASH_BYTES=0 passes too.)
   magslab_trim();  // this thread's magazines and the depot start empty
   magslab_stats(&g_a);
   size_t cls = 0;
@@ -200,9 +202,18 @@ using mstest::rss_bytes;
 // fills magazines for the depot, and each magazine the depot holds is 2 KiB of
 // metadata made for it: with 1 MiB of 16 B objects (256 magazines) allowed,
 // freeing 200,000 of them grew RSS by 676 KiB here (a C program under the
-// preload: 548 KiB; mimalloc's 64 KiB). The depot now keeps at most 32
-// magazines of a small class (stop 37): 212 KiB here (the C program: 88 KiB).
+// preload: 548 KiB; mimalloc's 0-64 KiB). A small class's magazines in the
+// depot now take at most an eighth of depot_bytes (stop 37): 276 KiB here
+// (the C program: 148 KiB).
 TEST(Depot, FreeingManyTinyObjectsAtOnceMakesFewMagazines) {
+  // Transparent huge pages "always": one fault may make 2 MiB resident.
+  if (FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r")) {
+    char mode[128] = {};
+    const bool always =
+        std::fgets(mode, sizeof mode, f) != nullptr && std::strstr(mode, "[always]") != nullptr;
+    std::fclose(f);
+    if (always) GTEST_SKIP() << "transparent huge pages: always";
+  }
   magslab_trim();
   constexpr size_t kN = 200000;
   std::vector<void*> v(kN);  // not magslab's: its pages are resident before the frees
@@ -215,7 +226,7 @@ TEST(Depot, FreeingManyTinyObjectsAtOnceMakesFewMagazines) {
   const size_t after = rss_bytes();
   magslab_trim();
   ASSERT_GT(before, 0u);
-  EXPECT_LE(after, before + (size_t{320} << 10))
+  EXPECT_LE(after, before + (size_t{400} << 10))
       << "freeing grew RSS by " << (after - before) / 1024 << " KiB";
 }
 

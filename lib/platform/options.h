@@ -46,7 +46,7 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
   X(kFreeChunks, "free_chunks", kCount, 2, 0, 4096, true, nullptr,                                \
     "fully free 4 MiB chunks kept mapped; more are unmapped")                                     \
   X(kDepotBytes, "depot_bytes", kBytes, 1 * kMiB, 0, kTiB, true, nullptr,                         \
-    "objects per class the depot keeps in full magazines (at least 4 magazines, 8 for large classes)") \
+    "objects per class the depot keeps in full magazines (at least 4 magazines, 8 for large classes; small classes' magazines at most an eighth of it in metadata)") \
   X(kMagBytes, "mag_bytes", kBytes, 32 * kKiB, 1 * kKiB, 1 * kMiB, false, nullptr,                \
     "bytes of objects per magazine of a small class (capacity = mag_bytes / size, at least 4)")   \
   X(kMagMax, "mag_max", kCount, 256, 4, 1024, false, nullptr,                                     \

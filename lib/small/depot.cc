@@ -35,20 +35,31 @@ namespace {
 // (DepotClass::extra, below). (Option depot_bytes, default 1 MiB: a division
 // per magazine handed over.)
 //
-// And at most kMaxSmallDepotMagazines for a small class. A magazine is 2 KiB
-// of metadata (256 slots), made when a free needs an empty one and none is
-// free, and kept for good; 1 MiB of the tiny classes' objects fills 64-256 of
-// them (16 B: 4 KiB of objects a magazine). A program that frees a large
-// structure at its end (a std::map of 200,000 nodes) made ~85 magazines of its
-// nodes' class for the depot, and its peak RSS rose by 256 KiB while it freed
-// (docs/benchmarks.md, stop 37). 32 magazines are 8,192 objects of a tiny
-// class, 64 KiB of metadata; the classes of 128 B and up reach 1 MiB first.
-constexpr int64_t kMaxSmallDepotMagazines = 32;
+// And a small class's magazines there take at most an eighth of depot_bytes
+// in metadata (kDepotMetadataShare). A magazine is 2 KiB of metadata (256
+// slots), made when a free needs an empty one and none is free, and kept for
+// good; 1 MiB of objects fills 256 of them for 16 B objects (512 KiB), 128 for
+// 32 B. A program that frees a large structure at its end (200,000 nodes of
+// one class) made them for the depot: its RSS rose by 152-548 KiB while it
+// freed (16-64 B objects; docs/benchmarks.md, stop 37). Now ~62 magazines of
+// the classes of 16-64 B (the 64 B burst above still fits: 15,872 objects);
+// from 128 B (256 slots are 32 KiB) the objects' limit comes first.
+constexpr int64_t kDepotMetadataShare = 8;
+
+// Bytes of metadata a magazine of capacity cap takes (meta::alloc rounds up
+// to a cache line: the next magazine made may start right there).
+size_t magazine_bytes(uint32_t cap) {
+  return align_up(sizeof(Magazine) + size_t{cap} * sizeof(void*), kCacheLine);
+}
 
 int64_t limit_for(unsigned cls) {
-  int64_t per_mag = int64_t{mag_cap(cls)} * kClasses[cls].size;
-  int64_t n = static_cast<int64_t>(opt::get(opt::kDepotBytes)) / per_mag;
-  if (cls < kNumSmallClasses && n > kMaxSmallDepotMagazines) n = kMaxSmallDepotMagazines;
+  const uint32_t cap = mag_cap(cls);
+  const auto bytes = static_cast<int64_t>(opt::get(opt::kDepotBytes));
+  int64_t n = bytes / (int64_t{cap} * kClasses[cls].size);
+  if (cls < kNumSmallClasses) {
+    int64_t most = bytes / kDepotMetadataShare / static_cast<int64_t>(magazine_bytes(cap));
+    if (n > most) n = most;
+  }
   int64_t min = cls >= kNumSmallClasses ? 8 : 4;
   return n < min ? min : n;
 }
@@ -99,12 +110,6 @@ int home_of(const Magazine* m) {
 }
 
 Magazine* as_magazine(StackLink* l) { return reinterpret_cast<Magazine*>(l); }
-
-// Bytes of metadata a magazine of capacity cap takes (meta::alloc rounds up
-// to a cache line: the next magazine made may start right there).
-size_t magazine_bytes(uint32_t cap) {
-  return align_up(sizeof(Magazine) + size_t{cap} * sizeof(void*), kCacheLine);
-}
 
 // Hollow magazines: empty magazines whose first page hollow_empty() gave
 // back. They are on no depot stack (pushing one would write its link into
