@@ -938,6 +938,8 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   return nullptr;
 }
 
+bool free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }
+
 void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
   if (park(a)) return;
