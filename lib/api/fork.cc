@@ -63,8 +63,10 @@ void child() {
   slab::unlock_all_after_fork();
   cache::reset_after_fork_child();
   decay::reset_after_fork_child();
-  // The other threads' cache tables stay registered: their magazines' objects
-  // are free, and a later destroy() in the child takes them back.
+  // The other threads' cache tables leave the registry: a thread the fork
+  // caught in a slow path may have left its slot inconsistent (their
+  // magazines' objects are leaked in the child, as the heap's).
+  objcache::forget_other_threads_after_fork();
   objcache::unlock_after_fork();
   report::after_fork_child();
 }

@@ -883,6 +883,24 @@ void unlock_after_fork() {
   g_lock.unlock();
 }
 
+void forget_other_threads_after_fork() {
+  // The other threads' tables leave the registry, with what their magazines
+  // hold (a bounded leak in the child, as the heap's thread caches). A thread
+  // the fork caught inside a slow path left its slot naming one magazine
+  // twice, or one it had already given to the pool or a depot (slot updates
+  // are plain stores, made after the hand-over); a destroy() in the child
+  // that flushed such a slot put a magazine in the pool twice, and magazines
+  // were then shared between caches (found at stop 37:
+  // ObjectCacheMt.AForkChildDestroysACacheOtherThreadsWereUsing). g_lock is
+  // held (lock_for_fork) and this thread is the only one.
+  CacheTable* mine = my_table();
+  for (CacheTable* t = g_tables; t != nullptr;) {
+    CacheTable* next = t->reg_next;
+    if (t != mine) registry_remove(t);
+    t = next;
+  }
+}
+
 }  // namespace magslab::objcache
 
 using namespace magslab;

@@ -21,6 +21,9 @@ size_t destroy(magslab_cache* c, bool free_live);
 // before the heap's locks and released after them (api/fork.cc).
 void lock_for_fork();
 void unlock_after_fork();
+// In the child, with those locks still held: only the forking thread's table
+// stays registered (the others' magazines are leaked there).
+void forget_other_threads_after_fork();
 // ... and the lock of every pool's big blocks (api/pool.cc), a leaf: last.
 void lock_pools_for_fork();
 void unlock_pools_after_fork();
