@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -33,6 +34,18 @@ inline Statm statm() {
   return m;
 }
 inline size_t rss_bytes() { return statm().resident; }
+
+// Transparent huge pages set to "always": the kernel may back a 2 MiB region
+// at its first touch, so a test of a few pages' RSS cannot hold.
+inline bool thp_always() {
+  FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (f == nullptr) return false;
+  char mode[128] = {};
+  const bool always =
+      std::fgets(mode, sizeof mode, f) != nullptr && std::strstr(mode, "[always]") != nullptr;
+  std::fclose(f);
+  return always;
+}
 
 // Whether the 4 KiB page at `page` (page-aligned) is resident; nullopt if it
 // is not mapped at all (mincore fails with ENOMEM: a chunk given back whole).

@@ -328,13 +328,7 @@ TEST(Slab, HollowDecommitsPagesOfFreeObjectsUntilARefillHandsOneOut) {
 TEST(SlabRecordsTest, UnusedRecordPagesOfAGroupStayUntouched) {
   // Transparent huge pages "always": the kernel may back the metadata region
   // with a 2 MiB page at the first touch, making every record page resident.
-  if (FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r")) {
-    char mode[128] = {};
-    const bool always =
-        std::fgets(mode, sizeof mode, f) != nullptr && std::strstr(mode, "[always]") != nullptr;
-    std::fclose(f);
-    if (always) GTEST_SKIP() << "transparent huge pages: always";
-  }
+  if (mstest::thp_always()) GTEST_SKIP() << "transparent huge pages: always";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {

@@ -206,14 +206,7 @@ using mstest::rss_bytes;
 // depot now take at most an eighth of depot_bytes (stop 37): 276 KiB here
 // (the C program: 148 KiB).
 TEST(Depot, FreeingManyTinyObjectsAtOnceMakesFewMagazines) {
-  // Transparent huge pages "always": one fault may make 2 MiB resident.
-  if (FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r")) {
-    char mode[128] = {};
-    const bool always =
-        std::fgets(mode, sizeof mode, f) != nullptr && std::strstr(mode, "[always]") != nullptr;
-    std::fclose(f);
-    if (always) GTEST_SKIP() << "transparent huge pages: always";
-  }
+  if (mstest::thp_always()) GTEST_SKIP() << "transparent huge pages: always";
   magslab_trim();
   constexpr size_t kN = 200000;
   std::vector<void*> v(kN);  // not magslab's: its pages are resident before the frees
