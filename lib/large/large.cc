@@ -550,7 +550,7 @@ bool fill_slot(ParkSlot& slot, Extent* h, bool alone) {
                                         std::memory_order_relaxed))
       return false;
   }
-  // Alone, no decay thread sleeps on the word (a fork child clears it) and
+  // Alone, no decay thread exists to wake (it would be a second thread) and
   // nothing needs ordering; the look is one load all the same.
   decay_event::note_after_seq_cst_rmw();
   return true;
