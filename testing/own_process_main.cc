@@ -33,23 +33,27 @@ std::string self_path() {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
-// The tests `args` select, as "Suite.Name", from this binary's own listing
-// (none if it cannot be listed: the caller then runs them in process).
-std::vector<std::string> selected_tests(const std::string& self,
-                                        const std::vector<std::string>& args) {
-  if (self.empty() || self.find('\'') != std::string::npos) return {};
+// GoogleTest's rule for a disabled suite or test name ("DISABLED_*:*/DISABLED_*").
+bool disabled(const std::string& name) {
+  return name.rfind("DISABLED_", 0) == 0 || name.find("/DISABLED_") != std::string::npos;
+}
+
+// The tests `args` select, as "Suite.Name", from this binary's own listing;
+// false if it cannot be listed (the caller then runs them in process, where
+// GoogleTest reports what is wrong).
+bool selected_tests(const std::string& self, const std::vector<std::string>& args,
+                    std::vector<std::string>* tests) {
+  if (self.empty() || self.find('\'') != std::string::npos) return false;
   std::string cmd = "'" + self + "' --gtest_list_tests";
   for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i].find('\'') != std::string::npos) return {};  // could not be quoted as below
+    if (args[i].find('\'') != std::string::npos) return false;  // could not be quoted as below
     cmd += " '" + args[i] + "'";
   }
-  std::vector<std::string> tests;
   FILE* f = popen(cmd.c_str(), "r");
-  if (f == nullptr) return tests;
+  if (f == nullptr) return false;
   std::string suite;
   char line[1024];
-  const bool disabled_too =
-      std::find(args.begin(), args.end(), "--gtest_also_run_disabled_tests") != args.end();
+  const bool disabled_too = GTEST_FLAG_GET(also_run_disabled_tests);
   while (fgets(line, sizeof line, f) != nullptr) {
     std::string s(line);
     // "Suite." or "  Name", either perhaps followed by "  # GetParam() = ...".
@@ -61,13 +65,26 @@ std::vector<std::string> selected_tests(const std::string& self,
     } else {
       const std::string name = s.substr(s.find_first_not_of(' '));
       // Listed, but not run unless asked for (they would count as passed).
-      if (!disabled_too && (suite.rfind("DISABLED_", 0) == 0 || name.rfind("DISABLED_", 0) == 0))
-        continue;
-      tests.push_back(suite + name);
+      if (!disabled_too && (disabled(suite) || disabled(name))) continue;
+      tests->push_back(suite + name);
     }
   }
-  pclose(f);
-  return tests;
+  return pclose(f) == 0;
+}
+
+// GTEST_TOTAL_SHARDS and GTEST_SHARD_INDEX: false if neither is set; else
+// true with *total and *index, or with *total = 0 if they are not valid (for
+// GoogleTest to report, in process).
+bool shard_of(long* total, long* index) {
+  const char* t = getenv("GTEST_TOTAL_SHARDS");
+  const char* i = getenv("GTEST_SHARD_INDEX");
+  if (t == nullptr && i == nullptr) return false;
+  char* end = nullptr;
+  *total = t != nullptr ? strtol(t, &end, 10) : 0;
+  if (t == nullptr || *end != '\0' || i == nullptr) return *total = 0, true;
+  *index = strtol(i, &end, 10);
+  if (*end != '\0' || *total < 1 || *index < 0 || *index >= *total) *total = 0;
+  return true;
 }
 
 // Runs `test` in a new process of this binary; true if it passed.
@@ -109,22 +126,23 @@ int main(int argc, char** argv) {
   unsetenv(kChildEnv);  // not for the processes the tests start themselves
   testing::InitGoogleTest(&argc, argv);
   if (child || GTEST_FLAG_GET(list_tests) || run_in_process(args)) return RUN_ALL_TESTS();
+  long total = 0, index = 0;
+  const bool sharded = shard_of(&total, &index);  // then even one test (or none) is ours
+  if (sharded && total == 0) return RUN_ALL_TESTS();
   const std::string self = self_path();
-  std::vector<std::string> tests = selected_tests(self, args);
-  bool sharded = false;  // then even one test (or none) is this main's to run
-  if (const char* total = getenv("GTEST_TOTAL_SHARDS")) {
-    sharded = true;
-    const char* index = getenv("GTEST_SHARD_INDEX");
-    const long n = atol(total), i = index != nullptr ? atol(index) : 0;
-    if (n > 1 && i >= 0 && i < n) {
-      std::vector<std::string> mine;
-      for (size_t k = 0; k < tests.size(); ++k)
-        if (static_cast<long>(k % static_cast<size_t>(n)) == i) mine.push_back(tests[k]);
-      tests.swap(mine);
-    }
+  std::vector<std::string> tests;
+  if (!selected_tests(self, args, &tests)) return RUN_ALL_TESTS();
+  if (sharded) {
+    std::vector<std::string> mine;
+    for (size_t k = 0; k < tests.size(); ++k)
+      if (static_cast<long>(k % static_cast<size_t>(total)) == index) mine.push_back(tests[k]);
+    tests.swap(mine);
     // The children run their one test whole (the listing above saw every test).
     unsetenv("GTEST_TOTAL_SHARDS");
     unsetenv("GTEST_SHARD_INDEX");
+    // As GoogleTest does when it shards: the file says sharding is understood.
+    if (const char* status = getenv("GTEST_SHARD_STATUS_FILE"))
+      if (FILE* sf = fopen(status, "w")) fclose(sf);
   }
   if (tests.size() <= 1 && !sharded) return RUN_ALL_TESTS();
   std::vector<std::string> failed;

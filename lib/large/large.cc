@@ -616,7 +616,7 @@ bool park(uintptr_t a) {
 // Free parked block h, taken from its slot by a reclaim.
 void release_parked(Extent* h) {
   g_huge_lock.lock();
-  // relaxed: the exchange that took h from its slot acquired it.
+  // relaxed: the take from its slot (take_slot) acquired it, or no other thread exists.
   h->state.store(Extent::kGone, std::memory_order_relaxed);
   free_huge_locked(h, h->parked_at);
 }
@@ -672,7 +672,7 @@ void* take_parked(size_t n, size_t size) {
   ParkSlot& slot = my_park_slot();
   const bool alone = platform::single_threaded();
   Extent* h = nullptr;
-  // relaxed: a hint; the exchange decides.
+  // relaxed: a hint; the take (take_slot) decides.
   if (slot.e.load(std::memory_order_relaxed) != nullptr) {
     h = take_slot(slot, alone);
     if (h != nullptr && !fills_three_quarters(h->size(), size)) {
@@ -689,7 +689,7 @@ void* take_parked(size_t n, size_t size) {
     g_huge_requested.fetch_add(n - old, std::memory_order_relaxed);  // relaxed: a statistic
     h->set_request(n);
   }
-  h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: ours since the exchange
+  h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: ours since the take
   return reinterpret_cast<void*>(h->base());
 }
 

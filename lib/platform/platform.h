@@ -89,8 +89,10 @@ uint64_t random_u64();
 // may use plain loads and stores where other threads would need
 // read-modify-writes; a thread created afterwards sees those stores
 // (pthread_create orders them). magslab's own decay thread is such a thread:
-// none runs while this is true. A thread made with clone() directly is not
-// counted, as for glibc's own malloc, which skips its locks the same way.
+// none runs while this is true. A thread made with clone() directly (or in
+// another link namespace, dlmopen) is not counted, as for glibc's own
+// pthread_mutex_lock and malloc, which skip their locked instructions on the
+// same flag (magslab's Lock, a pthread mutex, already relied on it).
 inline bool single_threaded() {
 #if MAGSLAB_HAVE_SINGLE_THREADED
   return __libc_single_threaded != 0;

@@ -38,11 +38,11 @@ namespace {
 // And a small class's magazines there take at most an eighth of depot_bytes
 // in metadata (kDepotMetadataShare). A magazine is 2 KiB of metadata (256
 // slots), made when a free needs an empty one and none is free, and kept for
-// good; 1 MiB of objects fills 256 of them for 16 B objects (512 KiB), 128 for
+// good; 1 MiB of objects fills 256 of them for 16 B objects (528 KiB), 128 for
 // 32 B. A program that frees a large structure at its end (200,000 nodes of
 // one class) made them for the depot: its RSS rose by 152-612 KiB while it
-// freed (16-64 B objects; docs/benchmarks.md, stop 37). Now ~62 magazines of
-// the classes of 16-64 B (the 64 B burst above still fits: 15,872 objects);
+// freed (16-64 B objects; docs/benchmarks.md, stop 37). Now 62 magazines of
+// the classes of 8-64 B (the 64 B burst above still fits: 15,872 objects);
 // from 128 B (256 slots are 32 KiB) the objects' limit comes first.
 constexpr int64_t kDepotMetadataShare = 8;
 
