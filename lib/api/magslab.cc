@@ -88,7 +88,7 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   // A huge block parks first: the park checks that p starts a live huge block
   // (no slab, hollow or not, is one), so the hollow-slab check, a walk of
   // another array of the page map, is for what it leaves (a 4 MiB pair: 267
-  // -> 256 instructions, stop 37).
+  // -> 256 instructions, stop 37), and large::free for what that leaves.
   if (large::free_parked(p)) return;
   check_not_hollow(p, Misuse::kInvalidFree);
   large::free(p);

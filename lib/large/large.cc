@@ -942,7 +942,6 @@ bool free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }
 
 void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  if (park(a)) return;
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
     check_huge_locked(h, p, Misuse::kInvalidFree);

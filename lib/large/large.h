@@ -42,12 +42,14 @@ enum RunTag : uint8_t {
 // as zero. nullptr (errno untouched) when the OS refuses memory.
 void* alloc(size_t n, size_t align, bool* zeroed);
 
-// p is not in a slab. Frees it, or aborts with one line naming p if it is not
-// a block magslab handed out (or is already free).
-void free(void* p);
-// free(p) if p is a live huge block that can be parked (without the lock);
-// false: nothing done (p may be anything), the caller goes on to free(p).
+// p is not in a slab. Frees it if it is a live huge block that can be parked
+// (without the lock); false: nothing done (p may be anything), and the caller
+// goes on to free(p).
 bool free_parked(void* p);
+// p is not in a slab and free_parked(p) declined it. Frees it under the lock,
+// or aborts with one line naming p if it is not a block magslab handed out
+// (or is already free).
+void free(void* p);
 
 // Usable bytes of a large or huge block; aborts if p is not one, naming the
 // misuse `what` (kInvalidFree: a freed page run's start is a double free).
