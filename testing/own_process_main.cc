@@ -79,11 +79,11 @@ bool shard_of(long* total, long* index) {
   const char* t = getenv("GTEST_TOTAL_SHARDS");
   const char* i = getenv("GTEST_SHARD_INDEX");
   if (t == nullptr && i == nullptr) return false;
-  char* end = nullptr;
-  *total = t != nullptr ? strtol(t, &end, 10) : 0;
-  if (t == nullptr || *end != '\0' || i == nullptr) return *total = 0, true;
-  *index = strtol(i, &end, 10);
-  if (*end != '\0' || *total < 1 || *index < 0 || *index >= *total) *total = 0;
+  *total = 0;
+  if (t == nullptr || i == nullptr) return true;  // one without the other
+  char *t_end = nullptr, *i_end = nullptr;
+  const long n = strtol(t, &t_end, 10), k = strtol(i, &i_end, 10);
+  if (*t_end == '\0' && *i_end == '\0' && n >= 1 && k >= 0 && k < n) *total = n, *index = k;
   return true;
 }
 
