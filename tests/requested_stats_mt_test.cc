@@ -121,6 +121,12 @@ TEST(RequestedStats, EveryEntryPoint) {
   r2 = magslab_realloc(r2, 5000);
   ASSERT_NE(r2, nullptr);
   EXPECT_EQ(requested(), base + 3126 + 5000);
+  // Out of its class by a byte: the block moves to a class a quarter larger,
+  // the program asked for 5121 bytes.
+  r2 = magslab_realloc(r2, 5121);
+  ASSERT_NE(r2, nullptr);
+  ASSERT_GE(magslab_usable_size(r2), 6400u);
+  EXPECT_EQ(requested(), base + 3126 + 5121);
   r2 = magslab_realloc(r2, 200000);  // large: counted by the page-run layer
   ASSERT_NE(r2, nullptr);
   EXPECT_EQ(requested(), base + 3126 + 200000);

@@ -344,7 +344,25 @@ namespace magslab::api {
     if (void* q = large::resize(p, n)) return q;
     old_usable = large::usable_size(p);
   }
-  void* q = malloc_release(n);
+  void* q = nullptr;
+  // A block that grows out of its class moves to one at least a quarter
+  // larger, not to the next (an eighth apart up to 32 KiB): a buffer grown
+  // by small appends then moves half as often, and leaves blocks in half as
+  // many classes — each of which its thread's magazines keep (the realloc
+  // workload's peak RSS at 16 threads 90 -> 70 MiB, docs/benchmarks.md,
+  // stop 38). Blocks larger than that class start at the next ones anyway.
+  if (n > old_usable && old_usable + old_usable / 4 > n &&
+      old_usable + old_usable / 4 <= kMaxClassSize) {
+    q = malloc_release(old_usable + old_usable / 4);
+    if constexpr (kExactRequested) {
+      if (q != nullptr) {  // the program asked for n
+        uint32_t& r = requested_slot(q);
+        requested::note(static_cast<int64_t>(n) - r);
+        r = static_cast<uint32_t>(n);
+      }
+    }
+  }
+  if (q == nullptr) q = malloc_release(n);
   if (q == nullptr) return nullptr;  // errno is ENOMEM; p is untouched
   memcpy(q, p, n < old_usable ? n : old_usable);
   free_release(p);
