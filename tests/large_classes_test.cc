@@ -137,6 +137,24 @@ TEST(LargeClasses, WhatTheCachesHoldIsBoundedAndTrimmed) {
   EXPECT_LE(t.committed_bytes, base.committed_bytes);
 }
 
+// A refill of a large class takes one block (a page run of its own), not a
+// slow start of 1, 2, 4: a thread holding a few blocks of the class keeps no
+// block it did not ask for (before: after the second malloc, one).
+TEST(LargeClasses, ARefillTakesOneBlock) {
+  magslab_trim();  // this thread's magazines and the depot empty
+  const unsigned cls = class_of(96 * KiB);
+  ASSERT_GE(cls, kNumSmallClasses);
+  void* v[6];
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_NE(v[i] = magslab_malloc(96 * KiB), nullptr);
+    magslab::cache::CachedCounts mine;
+    magslab::cache::cached_objects(&mine);
+    EXPECT_EQ(mine.objects[cls], 0u) << "after malloc " << i;
+  }
+  for (void* p : v) magslab_free(p);
+  magslab_trim();
+}
+
 // A thread that walks through every large class (as a buffer grown by
 // realloc does) keeps at most thread_large_bytes (512 KiB) of the other large
 // classes' blocks in its magazines (plus those of the class it uses now); the
