@@ -276,6 +276,37 @@ TEST(PoolCApi, SizesAlignmentsAndErrors) {
   magslab_pool_destroy(nullptr);
 }
 
+// A request of 0 bytes is served as 1 byte (magslab.h), also with an
+// alignment above a page, which takes the pool's big path: its block held the
+// header and no byte, and the pointer was the block's end — another block's
+// start (the next aligned_alloc's, every time), which the promised byte
+// overwrote.
+TEST(PoolCApi, AZeroByteRequestAlignedBeyondAPageOwnsItsByte) {
+  magslab_pool* p = magslab_pool_create();
+  ASSERT_NE(p, nullptr);
+  for (size_t align = 4096; align <= 65536; align *= 2) {
+    SCOPED_TRACE(testing::Message() << "align " << align);
+    auto* x = static_cast<unsigned char*>(magslab_pool_alloc(p, 0, align));
+    ASSERT_NE(x, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(x) % align, 0u);
+    std::vector<unsigned char*> others;
+    for (int i = 0; i < 8; ++i) {
+      auto* q = static_cast<unsigned char*>(magslab_aligned_alloc(align, align));
+      ASSERT_NE(q, nullptr);
+      EXPECT_NE(q, x);
+      *q = 0x11;
+      others.push_back(q);
+    }
+    *x = 0x7e;  // the byte it is served as
+    for (unsigned char* q : others) {
+      EXPECT_EQ(*q, 0x11);
+      magslab_free(q);
+    }
+    magslab_pool_free(p, x, 0, align);
+  }
+  magslab_pool_destroy(p);
+}
+
 // PoolResource serves requests up to 1 KiB inline from a table of the pool's
 // caches, one entry per 8 bytes (magslab.hpp): every request an entry takes
 // must be one the library serves from that very cache, or an object would be

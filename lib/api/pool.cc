@@ -119,7 +119,10 @@ void* alloc_big(magslab_pool* pool, size_t size, size_t align) {
     errno = ENOMEM;
     return nullptr;
   }
-  auto* h = static_cast<BigHeader*>(magslab_aligned_alloc(hdr, hdr + size));
+  // Size 0 is served as 1 byte (magslab.h): a block of the header alone
+  // would end where the pointer starts (another block's start). h->size
+  // keeps what was asked, which free_big compares.
+  auto* h = static_cast<BigHeader*>(magslab_aligned_alloc(hdr, hdr + (size == 0 ? 1 : size)));
   if (h == nullptr) return nullptr;
   h->magic = kBigMagic ^ reinterpret_cast<uintptr_t>(h);
   h->pool = pool;
