@@ -275,6 +275,41 @@ TEST(ThreadCache, MagazinesOfAClassUsedUpAndDownStaySmall) {
   EXPECT_LE(mean, cap * 0.75) << "mean capacity of the loaded magazine, of " << cap << " slots";
 }
 
+// A small class above 16 KiB refills one block at a time and starts its
+// magazines at a capacity of one (thread_cache.cc, refill_count and
+// initial_limit): a thread whose use of the class peaks at two blocks (a
+// buffer grown by realloc passing through) takes two from the slabs and
+// keeps two, in magazines of a capacity of one or two. Before: it took three
+// (a slow start of 1, then 2) and kept them, in magazines of all four slots.
+TEST(ThreadCache, AClassAbove16KiBUsedTwoAtATimeKeepsTwoBlocks) {
+  const size_t kSize = 24 * 1024;
+  const unsigned cls = class_of(kSize);
+  ASSERT_LT(cls, kNumSmallClasses);
+  ASSERT_LT(mag_cap(cls), 16u) << "the classes whose magazines all start with every slot";
+  size_t carved = 0, kept = 0;
+  uint32_t first_cap = 0, last_cap = 0;
+  std::thread([&] {
+    const size_t before = slab::counts(cls).carved_objects;
+    for (int i = 0; i < 100; ++i) {
+      void* a = magslab_malloc(kSize);
+      if (i == 0) first_cap = t_cache->cls[cls].loaded->cap;
+      void* b = magslab_malloc(kSize);
+      ASSERT_TRUE(a && b);
+      std::memset(a, 1, kSize);
+      magslab_free(a);
+      magslab_free(b);
+    }
+    carved = slab::counts(cls).carved_objects - before;
+    kept = cached(cls);
+    last_cap = t_cache->cls[cls].loaded->cap;
+    cache::flush_current();
+  }).join();
+  EXPECT_EQ(carved, 2u) << "blocks taken from the slabs";
+  EXPECT_LE(kept, 2u) << "blocks kept in the thread's magazines";
+  EXPECT_EQ(first_cap, 1u) << "the first magazine's capacity";
+  EXPECT_LE(last_cap, 2u) << "the loaded magazine's capacity at the end (of 4 slots)";
+}
+
 // ... but one that only allocates or only frees a class trades whole
 // magazines at the depot, every capacity operations: its magazines grow to all
 // their slots.

@@ -573,15 +573,19 @@ inline void bound_if_large(ThreadCache* tc, unsigned cls, unsigned node) {
 // (tests/override/thread_exit.cc). A long-lived thread reaches the full refill after four or five
 // more refills per class (two for a capacity of 4); depot trades, which move no new memory out of
 // the slabs, stay whole magazines.
-// A large class (above 32 KiB: a slab is one block, carved from the page heap
+// A class of blocks above kOneBlockAbove (16 KiB: the small classes of 18-32
+// KiB and the large ones, whose slab is one block carved from the page heap
 // at the refill) takes one block a refill, whatever came before: a block more
-// is a page run the thread then keeps in its magazine, and a thread whose use
-// of such classes peaks at two blocks kept a third of each (the realloc
+// is memory the thread then keeps in its magazine, and a thread whose use of
+// such classes peaks at two blocks kept a third of each (the realloc
 // workload, which walks up through them: peak RSS at one thread 11.2 -> 10.0
-// MiB, stop 38), while a lock trip costs little next to a block this size.
+// MiB for the large classes, stop 38), while a lock trip costs little next to
+// a block this size. (From 8 KiB on, phases — blocks of 16 B-16 KiB — ran 6 %
+// more instructions an operation.)
+constexpr size_t kOneBlockAbove = 16 * 1024;
 inline uint32_t refill_count(unsigned cls, const ThreadCache::Pair& p, uint32_t slots,
                              uint32_t cap) {
-  if (cls >= kNumSmallClasses) return 1;
+  if (kClasses[cls].size > kOneBlockAbove) return 1;
   uint32_t first = slots / 16 > 0 ? slots / 16 : 1;
   uint32_t want = p.refilled == 0 ? first : 2 * uint32_t{p.refilled};
   return want < cap ? want : cap;
@@ -599,7 +603,8 @@ inline uint32_t refill_count(unsigned cls, const ThreadCache::Pair& p, uint32_t 
 // magazines it loads, per class, by their traffic (Bonwick & Adams size
 // magazines by depot contention; this counts swaps, which needs no clock). It
 // starts at a quarter of the slots (kMinAdaptSlots or more slots; fewer keep
-// them all), and
+// them all, but those of the small classes above 16 KiB start at one:
+// initial_limit), and
 //  - at a trade with the depot or the slabs, doubles if the loaded and previous
 //    magazines swapped at most once since the last trade: one-way traffic
 //    empties (or fills) both in turn, while traffic that goes up and down
@@ -630,50 +635,58 @@ constexpr uint8_t kShrinkSwaps = 4;
 // bits), and this bit once an own-side slow path ran since.
 constexpr uint8_t kSeenSlowPath = 0x80;
 
-inline uint32_t initial_limit(uint32_t slots) {
-  return slots >= kMinAdaptSlots ? slots / 4 : slots;
+// The small classes above kOneBlockAbove (4 slots) start at one: a thread
+// that walks up through them (a buffer grown by realloc) kept up to eight
+// blocks of each (realloc's peak RSS at 16 threads 76 -> 66.5 MiB with the
+// one-block refills, mimalloc 60.6; stop 38).
+inline uint32_t initial_limit(unsigned cls) {
+  const uint32_t slots = slots_of(cls);
+  if (slots >= kMinAdaptSlots) return slots / 4;
+  return cls < kNumSmallClasses && kClasses[cls].size > kOneBlockAbove ? 1 : slots;
 }
-// The limit stored (0: initial), within [initial_limit(slots), slots].
-inline uint32_t limit_of(uint16_t stored, uint32_t slots) {
-  uint32_t lo = initial_limit(slots);
+// The limit stored (0: initial), within [initial_limit(cls), slots_of(cls)].
+inline uint32_t limit_of(uint16_t stored, unsigned cls) {
+  uint32_t slots = slots_of(cls);
+  uint32_t lo = initial_limit(cls);
   return stored < lo ? lo : stored > slots ? slots : stored;
 }
 // The next limit: doubled on `grow`, halved on `shrink`.
-inline uint16_t adapt(uint16_t stored, uint32_t slots, bool grow, bool shrink) {
-  uint32_t l = limit_of(stored, slots);
+inline uint16_t adapt(uint16_t stored, unsigned cls, bool grow, bool shrink) {
+  uint32_t slots = slots_of(cls);
+  uint32_t l = limit_of(stored, cls);
   if (grow)
     l = 2 * l < slots ? 2 * l : slots;
   else if (shrink)
-    l = limit_of(static_cast<uint16_t>(l / 2), slots);
+    l = limit_of(static_cast<uint16_t>(l / 2), cls);
   return static_cast<uint16_t>(l);
 }
 // An own-side swap of loaded and previous. Returns the limit.
-inline uint32_t note_swap(ThreadCache::Pair& p, uint32_t slots) {
+inline uint32_t note_swap(ThreadCache::Pair& p, unsigned cls) {
   p.seen |= kSeenSlowPath;
   if (p.swaps < kShrinkSwaps) ++p.swaps;
   if (p.swaps == kShrinkSwaps) {
-    p.limit = adapt(p.limit, slots, false, true);
+    p.limit = adapt(p.limit, cls, false, true);
     p.swaps = kShrinkSwaps - 2;  // and again at the second swap from here
   }
-  return limit_of(p.limit, slots);
+  return limit_of(p.limit, cls);
 }
 // An own-side trade with the depot or the slabs (`first`: the loaded slot
 // still holds the empty sentinel, which says nothing of the traffic).
 // Returns the limit.
-inline uint32_t note_trade(ThreadCache::Pair& p, uint32_t slots, bool first) {
+inline uint32_t note_trade(ThreadCache::Pair& p, unsigned cls, bool first) {
   p.seen |= kSeenSlowPath;
-  if (!first && p.swaps <= 1) p.limit = adapt(p.limit, slots, true, false);
+  if (!first && p.swaps <= 1) p.limit = adapt(p.limit, cls, true, false);
   p.swaps = 0;
-  return limit_of(p.limit, slots);
+  return limit_of(p.limit, cls);
 }
 // A remote magazine's trade (`first`: the thread's first remote free of the
 // class, which replaces the empty sentinel). Returns the remote limit.
-inline uint32_t note_remote_trade(ThreadCache::Pair& p, uint32_t slots, bool first) {
+inline uint32_t note_remote_trade(ThreadCache::Pair& p, unsigned cls, bool first) {
   const uint8_t count = static_cast<uint8_t>(p.loaded->count & 0x7f);
   const bool own_traffic = p.seen != count;  // a slow path ran, or the count moved
-  if (!first) p.rlimit = adapt(p.rlimit, slots, !own_traffic, own_traffic);
+  if (!first) p.rlimit = adapt(p.rlimit, cls, !own_traffic, own_traffic);
   p.seen = count;
-  return limit_of(p.rlimit, slots);
+  return limit_of(p.rlimit, cls);
 }
 // The capacity of m, a real magazine this thread owns, as it becomes the
 // loaded one (installed, or swapped in): the limit, never below what m holds
@@ -706,12 +719,12 @@ void* alloc_slow(unsigned cls) {
   const uint32_t slots = slots_of(cls);
   Magazine* prev = take_previous(p);
   if (prev->count != 0) {
-    fit(prev, note_swap(p, slots));
+    fit(prev, note_swap(p, cls));
     set_previous(p, p.loaded);
     set_loaded(p, prev);
     return pop(prev);
   }
-  const uint32_t limit = note_trade(p, slots, !is_real(p.loaded));
+  const uint32_t limit = note_trade(p, cls, !is_real(p.loaded));
   // 2. Take the inbox's magazine (own objects other threads freed), or trade
   //    at the depot of the node the thread runs on: loaded and previous are
   //    both empty. The empty previous goes back, loaded becomes previous, the
@@ -844,7 +857,7 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
     slab::release(cls, &p, 1);
     return;
   }
-  fit(e, note_remote_trade(pr, slots_of(cls), !is_real(r)));
+  fit(e, note_remote_trade(pr, cls, !is_real(r)));
   stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
   // (r->count == 0: the sentinel, at the thread's first remote free.)
   auto owner_of = [](void* o) {
@@ -904,11 +917,10 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
-  const uint32_t slots = slots_of(cls);
   Magazine* prev = take_previous(pr);
   // 1. The previous magazine is empty: swap it in.
   if (is_real(prev) && prev->count == 0) {
-    fit(prev, note_swap(pr, slots));
+    fit(prev, note_swap(pr, cls));
     set_previous(pr, loaded);
     set_loaded(pr, prev);
     return push(prev, p);
@@ -925,7 +937,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   }
   decay::maybe_tick();
   if (is_real(prev) && !stash_put(tc, cls, prev)) retire(cls, prev, node);
-  fit(e, note_trade(pr, slots, !is_real(loaded)));
+  fit(e, note_trade(pr, cls, !is_real(loaded)));
   set_previous(pr, loaded);
   set_loaded(pr, e);
   push(e, p);
