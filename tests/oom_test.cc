@@ -289,6 +289,37 @@ TEST(OutOfMemory, AHugeReallocThatSucceedsAfterARefusedRemapLeavesErrnoAlone) {
   magslab_free(p);
 }
 
+// A small block that grows past its class tries a class a quarter larger
+// first (api/magslab.cc, realloc_at); when that fails and the class of the
+// size asked serves it (here from the thread's magazine), the realloc
+// succeeds — and errno must not keep the failed try's ENOMEM (it did).
+TEST(OutOfMemory, AReallocThatFallsBackToTheSizeAskedLeavesErrnoAlone) {
+  constexpr size_t kOld = 10240, kAsked = kOld + 1,
+                   kNext = 11264;  // classes nothing else here uses
+  const size_t kQuarter = magslab::kClasses[magslab::class_of(kOld + kOld / 4)].size;
+  ASSERT_GT(kQuarter, kNext);
+  auto* p = static_cast<unsigned char*>(magslab_malloc(kOld));
+  ASSERT_NE(p, nullptr);
+  ASSERT_EQ(magslab_usable_size(p), kOld);
+  memset(p, 0x6b, kOld);
+  magslab_free(magslab_malloc(kNext));  // one block of the next class in this thread's magazine
+  Owned keep;
+  {
+    FakeOsGuard os;
+    os.arm_map();
+    size_t n = 0;  // the quarter-larger class: until no slab, page or chunk is left for it
+    ASSERT_EQ(exhaust(kQuarter, keep, 1 << 16, &n), ENOMEM) << "after " << n << " blocks";
+    errno = 0;
+    auto* q = static_cast<unsigned char*>(magslab_realloc(p, kAsked));
+    ASSERT_NE(q, nullptr);
+    EXPECT_EQ(errno, 0) << "after a realloc that succeeded";
+    EXPECT_EQ(magslab_usable_size(q), kNext) << "the class of the size asked";
+    for (size_t i = 0; i < kOld; ++i) ASSERT_EQ(q[i], 0x6b) << i;
+    p = q;
+  }
+  magslab_free(p);
+}
+
 // realloc(p, n) of huge block p with the chunk after its mapping taken, so
 // that it cannot grow in place (if that chunk is mapped already: as good).
 void* realloc_not_in_place(void* p, size_t n) {

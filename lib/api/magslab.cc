@@ -345,15 +345,17 @@ namespace magslab::api {
     old_usable = large::usable_size(p);
   }
   void* q = nullptr;
-  // A block that grows out of its class moves to one at least a quarter
-  // larger, not to the next (an eighth apart up to 32 KiB): a buffer grown
-  // by small appends then moves half as often, and leaves blocks in half as
-  // many classes — each of which its thread's magazines keep (the realloc
-  // workload's peak RSS at 16 threads 90 -> 70 MiB, docs/benchmarks.md,
-  // stop 38). Blocks larger than that class start at the next ones anyway.
-  if (n > old_usable && old_usable + old_usable / 4 > n &&
-      old_usable + old_usable / 4 <= kMaxClassSize) {
+  // A block of a class below 64 KiB (classes an eighth apart) that grows
+  // past it moves to one at least a quarter larger, not to the next: a buffer
+  // grown by small appends then moves half as often, and leaves blocks in
+  // half as many classes — each of which its thread's magazines keep (the
+  // realloc workload's peak RSS at 16 threads 82-93 -> 69-77 MiB,
+  // docs/benchmarks.md, stop 38). The price: up to ~40 % more than asked
+  // for such a block. From 64 KiB on the classes are a quarter apart already.
+  if (n > old_usable && old_usable < kMaxSmallSize && old_usable + old_usable / 4 > n) {
+    const int saved = errno;  // a failure here must not outlive a realloc that succeeds
     q = malloc_release(old_usable + old_usable / 4);
+    if (q == nullptr) errno = saved;
     if constexpr (kExactRequested) {
       if (q != nullptr) {  // the program asked for n
         uint32_t& r = requested_slot(q);

@@ -574,8 +574,9 @@ inline void bound_if_large(ThreadCache* tc, unsigned cls, unsigned node) {
 // more refills per class (two for a capacity of 4); depot trades, which move no new memory out of
 // the slabs, stay whole magazines.
 // A class of blocks above kOneBlockAbove (16 KiB: the small classes of 18-32
-// KiB and the large ones, whose slab is one block carved from the page heap
-// at the refill) takes one block a refill, whatever came before: a block more
+// KiB, whose slabs hold 8 blocks, and the classes from 36 KiB, whose slab is
+// one block carved from the page heap at the refill) takes one block a refill,
+// whatever came before — it never reaches the full refill: a block more
 // is memory the thread then keeps in its magazine, and a thread whose use of
 // such classes peaks at two blocks kept a third of each (the realloc
 // workload, which walks up through them: peak RSS at one thread 11.2 -> 10.0
@@ -610,7 +611,7 @@ inline uint32_t refill_count(unsigned cls, const ThreadCache::Pair& p, uint32_t 
 //    empties (or fills) both in turn, while traffic that goes up and down
 //    crosses between them many times first;
 //  - at the kShrinkSwaps-th swap since the last trade, and every second one
-//    after it, halves (down to the initial quarter): a thread whose use of a
+//    after it, halves (down to the initial limit): a thread whose use of a
 //    class settles after a one-way phase (a server's start, a program filling
 //    a table) lowers its limit without ever trading again.
 // A magazine keeps the capacity it was given as it became the loaded one
@@ -635,29 +636,31 @@ constexpr uint8_t kShrinkSwaps = 4;
 // bits), and this bit once an own-side slow path ran since.
 constexpr uint8_t kSeenSlowPath = 0x80;
 
-// The small classes above kOneBlockAbove (4 slots) start at one: a thread
-// that walks up through them (a buffer grown by realloc) kept up to eight
-// blocks of each (realloc's peak RSS at 16 threads 76 -> 66.5 MiB with the
-// one-block refills, mimalloc 60.6; stop 38).
-inline uint32_t initial_limit(unsigned cls) {
+// The own magazines of the small classes above kOneBlockAbove (4 slots)
+// start at one: a thread that walks up through them (a buffer grown by
+// realloc) kept up to eight blocks of each (realloc's peak RSS at 16 threads
+// 76 -> 66.5 MiB with the one-block refills, mimalloc 60.6; stop 38). The
+// remote magazine keeps the quarter rule (`remote`): nothing measured asks
+// for a trade at each remote free of these classes.
+inline uint32_t initial_limit(unsigned cls, bool remote) {
   const uint32_t slots = slots_of(cls);
   if (slots >= kMinAdaptSlots) return slots / 4;
-  return cls < kNumSmallClasses && kClasses[cls].size > kOneBlockAbove ? 1 : slots;
+  return !remote && cls < kNumSmallClasses && kClasses[cls].size > kOneBlockAbove ? 1 : slots;
 }
-// The limit stored (0: initial), within [initial_limit(cls), slots_of(cls)].
-inline uint32_t limit_of(uint16_t stored, unsigned cls) {
+// The limit stored (0: initial), within [initial_limit(cls, remote), slots_of(cls)].
+inline uint32_t limit_of(uint16_t stored, unsigned cls, bool remote = false) {
   uint32_t slots = slots_of(cls);
-  uint32_t lo = initial_limit(cls);
+  uint32_t lo = initial_limit(cls, remote);
   return stored < lo ? lo : stored > slots ? slots : stored;
 }
 // The next limit: doubled on `grow`, halved on `shrink`.
-inline uint16_t adapt(uint16_t stored, unsigned cls, bool grow, bool shrink) {
+inline uint16_t adapt(uint16_t stored, unsigned cls, bool grow, bool shrink, bool remote = false) {
   uint32_t slots = slots_of(cls);
-  uint32_t l = limit_of(stored, cls);
+  uint32_t l = limit_of(stored, cls, remote);
   if (grow)
     l = 2 * l < slots ? 2 * l : slots;
   else if (shrink)
-    l = limit_of(static_cast<uint16_t>(l / 2), cls);
+    l = limit_of(static_cast<uint16_t>(l / 2), cls, remote);
   return static_cast<uint16_t>(l);
 }
 // An own-side swap of loaded and previous. Returns the limit.
@@ -684,9 +687,9 @@ inline uint32_t note_trade(ThreadCache::Pair& p, unsigned cls, bool first) {
 inline uint32_t note_remote_trade(ThreadCache::Pair& p, unsigned cls, bool first) {
   const uint8_t count = static_cast<uint8_t>(p.loaded->count & 0x7f);
   const bool own_traffic = p.seen != count;  // a slow path ran, or the count moved
-  if (!first) p.rlimit = adapt(p.rlimit, cls, !own_traffic, own_traffic);
+  if (!first) p.rlimit = adapt(p.rlimit, cls, !own_traffic, own_traffic, /*remote=*/true);
   p.seen = count;
-  return limit_of(p.rlimit, cls);
+  return limit_of(p.rlimit, cls, /*remote=*/true);
 }
 // The capacity of m, a real magazine this thread owns, as it becomes the
 // loaded one (installed, or swapped in): the limit, never below what m holds
@@ -761,8 +764,11 @@ void* alloc_slow(unsigned cls) {
   // have grown to whole magazines (slow start, refill_count): a thread that
   // takes a few objects of many classes (fifty threads at once,
   // tests/override/thread_exit.cc) would otherwise keep a partly used slab of
-  // each from the others: 108-113 MiB mapped there against 88-92.
-  uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node, want == m->cap);
+  // each from the others: 108-113 MiB mapped there against 88-92. Never by a
+  // refill of one block (the classes above kOneBlockAbove, whose magazine of
+  // a capacity of one it fills: a light user of the class, not a grown one).
+  const bool keep = want > 1 && want == m->cap;
+  uint32_t n = slab::refill(cls, m->objs, want, tc->owner_tag, node, keep);
   if (n == 0) return out_of_memory();
   p.refilled = want;
   set_mag_count(m, n);
