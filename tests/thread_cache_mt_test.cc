@@ -308,6 +308,28 @@ TEST(ThreadCache, AClassAbove16KiBUsedTwoAtATimeKeepsTwoBlocks) {
   EXPECT_LE(kept, 2u) << "blocks kept in the thread's magazines";
   EXPECT_EQ(first_cap, 1u) << "the first magazine's capacity";
   EXPECT_LE(last_cap, 2u) << "the loaded magazine's capacity at the end (of 4 slots)";
+  // Its remote magazine starts at one too: a block of another thread's
+  // (blocks a thread took from the depot are remote when it frees them).
+  // (The allocating thread stays alive meanwhile, so that the freeing one
+  // cannot be given its recycled cache.)
+  void* other = nullptr;
+  mstest::Phase phase;
+  std::thread producer([&] {
+    other = magslab_malloc(kSize);
+    phase.set(1);
+    phase.wait_for(2);
+  });
+  phase.wait_for(1);
+  ASSERT_NE(other, nullptr);
+  uint32_t remote_cap = 0;
+  std::thread([&] {
+    magslab_free(other);
+    remote_cap = t_cache->cls[cls].remote->cap;
+    cache::flush_current();
+  }).join();
+  phase.set(2);
+  producer.join();
+  EXPECT_EQ(remote_cap, 1u) << "the first remote magazine's capacity";
 }
 
 // ... but one that only allocates or only frees a class trades whole

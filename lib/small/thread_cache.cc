@@ -636,31 +636,32 @@ constexpr uint8_t kShrinkSwaps = 4;
 // bits), and this bit once an own-side slow path ran since.
 constexpr uint8_t kSeenSlowPath = 0x80;
 
-// The own magazines of the small classes above kOneBlockAbove (4 slots)
-// start at one: a thread that walks up through them (a buffer grown by
-// realloc) kept up to eight blocks of each (realloc's peak RSS at 16 threads
-// 76 -> 66.5 MiB with the one-block refills, mimalloc 60.6; stop 38). The
-// remote magazine keeps the quarter rule (`remote`): nothing measured asks
-// for a trade at each remote free of these classes.
-inline uint32_t initial_limit(unsigned cls, bool remote) {
+// The magazines of the small classes above kOneBlockAbove (4 slots) start
+// at one: a thread that walks up through them (a buffer grown by realloc)
+// kept up to eight blocks of each (realloc's peak RSS at 16 threads 76 ->
+// 66.5 MiB with the one-block refills, mimalloc 60.6; stop 38). Its remote
+// magazine too (blocks a thread got from the depot are remote when it frees
+// them: 67 MiB against 74 with the quarter rule there; mstress, whose blocks
+// reach 64 KiB, and BM_cross_thread_large/65536 ran as fast either way).
+inline uint32_t initial_limit(unsigned cls) {
   const uint32_t slots = slots_of(cls);
   if (slots >= kMinAdaptSlots) return slots / 4;
-  return !remote && cls < kNumSmallClasses && kClasses[cls].size > kOneBlockAbove ? 1 : slots;
+  return cls < kNumSmallClasses && kClasses[cls].size > kOneBlockAbove ? 1 : slots;
 }
-// The limit stored (0: initial), within [initial_limit(cls, remote), slots_of(cls)].
-inline uint32_t limit_of(uint16_t stored, unsigned cls, bool remote = false) {
+// The limit stored (0: initial), within [initial_limit(cls), slots_of(cls)].
+inline uint32_t limit_of(uint16_t stored, unsigned cls) {
   uint32_t slots = slots_of(cls);
-  uint32_t lo = initial_limit(cls, remote);
+  uint32_t lo = initial_limit(cls);
   return stored < lo ? lo : stored > slots ? slots : stored;
 }
 // The next limit: doubled on `grow`, halved on `shrink`.
-inline uint16_t adapt(uint16_t stored, unsigned cls, bool grow, bool shrink, bool remote = false) {
+inline uint16_t adapt(uint16_t stored, unsigned cls, bool grow, bool shrink) {
   uint32_t slots = slots_of(cls);
-  uint32_t l = limit_of(stored, cls, remote);
+  uint32_t l = limit_of(stored, cls);
   if (grow)
     l = 2 * l < slots ? 2 * l : slots;
   else if (shrink)
-    l = limit_of(static_cast<uint16_t>(l / 2), cls, remote);
+    l = limit_of(static_cast<uint16_t>(l / 2), cls);
   return static_cast<uint16_t>(l);
 }
 // An own-side swap of loaded and previous. Returns the limit.
@@ -687,9 +688,9 @@ inline uint32_t note_trade(ThreadCache::Pair& p, unsigned cls, bool first) {
 inline uint32_t note_remote_trade(ThreadCache::Pair& p, unsigned cls, bool first) {
   const uint8_t count = static_cast<uint8_t>(p.loaded->count & 0x7f);
   const bool own_traffic = p.seen != count;  // a slow path ran, or the count moved
-  if (!first) p.rlimit = adapt(p.rlimit, cls, !own_traffic, own_traffic, /*remote=*/true);
+  if (!first) p.rlimit = adapt(p.rlimit, cls, !own_traffic, own_traffic);
   p.seen = count;
-  return limit_of(p.rlimit, cls, /*remote=*/true);
+  return limit_of(p.rlimit, cls);
 }
 // The capacity of m, a real magazine this thread owns, as it becomes the
 // loaded one (installed, or swapped in): the limit, never below what m holds
