@@ -126,6 +126,14 @@ MAGSLAB_NOINLINE void api::free_not_valid(void* p, uint64_t w, Misuse kind) {
 
 namespace {
 
+// Exact mode: p, a slab block whose requested size is recorded, now stands
+// for n bytes asked (a realloc that keeps it, or gave a larger class).
+[[maybe_unused]] void note_requested_again(void* p, size_t n) {
+  uint32_t& r = requested_slot(p);
+  requested::note(static_cast<int64_t>(n) - r);
+  r = static_cast<uint32_t>(n);
+}
+
 void* alloc_aligned(size_t align, size_t n) {
   if (align <= 16) {
     // Every class above 8 B is a multiple of 16 and slabs start on a page.
@@ -333,11 +341,7 @@ namespace magslab::api {
     old_usable = kClasses[cls].size;
     // Keep the block if n still fits and would not fit a class half the size.
     if (n <= old_usable && (n > old_usable / 2 || cls == 0)) {
-      if constexpr (kExactRequested) {
-        uint32_t& r = requested_slot(p);
-        requested::note(static_cast<int64_t>(n) - r);
-        r = static_cast<uint32_t>(n);
-      }
+      if constexpr (kExactRequested) note_requested_again(p, n);
       return p;
     }
   } else {
@@ -357,11 +361,7 @@ namespace magslab::api {
     q = malloc_release(old_usable + old_usable / 4);
     if (q == nullptr) errno = saved;
     if constexpr (kExactRequested) {
-      if (q != nullptr) {  // the program asked for n
-        uint32_t& r = requested_slot(q);
-        requested::note(static_cast<int64_t>(n) - r);
-        r = static_cast<uint32_t>(n);
-      }
+      if (q != nullptr) note_requested_again(q, n);  // the program asked for n
     }
   }
   if (q == nullptr) q = malloc_release(n);
