@@ -10,6 +10,7 @@
 
 #include "chunks/chunk_map.h"
 #include "magslab/magslab.h"
+#include "small/decay.h"
 #include "small/size_classes.h"
 #include "small/thread_cache.h"
 #include "testing/magazines.h"
@@ -241,6 +242,50 @@ TEST(StatsEvents, ObjectsOfAnIdleRunningThreadStopComingBackAsRemote) {
   EXPECT_LE(remote[3], cap);
   EXPECT_LE(remote[4], cap);
   EXPECT_TRUE(inbox_empty);
+}
+
+// A producer waits (its queue is full) while a consumer, which allocates
+// nothing of the class, frees what it made: the consumer's full remote
+// magazines displace one another in the producer's inbox, and the displaced
+// ones go to the depot, where the producer's next misses take them back. Not
+// to the slabs, as they did past a few unclaimed ones (the test above): that
+// cost the consumer's free a trip under the class lock (a whole magazine's
+// objects, emptied slabs back to the page heap) and the producer's next
+// refills another — xmalloc at 2 threads made 71,000 of each a second, and
+// its frees' p99.9 was 751 ns against mimalloc's 184. The slab route is for a
+// sender that allocates the class itself: from the depot its own misses would
+// take the objects and free them as remote again.
+TEST(StatsEvents, AConsumersMagazinesForAWaitingProducerGoThroughTheDepot) {
+  const size_t kSize = 448;
+  const unsigned c = class_of(kSize);
+  const size_t n = 8 * mag_cap(c);
+  magslab::decay::pause(true);  // no pass moves the depot's magazines to the slabs meanwhile
+  std::vector<void*> blocks(n);
+  std::atomic<int> phase{0};
+  std::thread producer([&] {
+    for (void*& p : blocks) p = magslab_malloc(kSize);
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::yield();
+    for (void*& p : blocks) p = magslab_malloc(kSize);
+    phase.store(3);
+    while (phase.load() != 4) std::this_thread::yield();
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  const magslab_class_stats before = class_stats(c);
+  std::thread([&] {
+    for (void* p : blocks) magslab_free(p);
+  }).join();
+  const magslab_class_stats freed = class_stats(c);
+  phase.store(2);
+  while (phase.load() != 3) std::this_thread::yield();
+  const magslab_class_stats after = class_stats(c);
+  phase.store(4);
+  producer.join();
+  magslab::decay::pause(false);
+  EXPECT_EQ(freed.slab_releases, before.slab_releases);
+  EXPECT_GE(freed.depot_puts - before.depot_puts, 4u);
+  EXPECT_EQ(after.slab_refills, freed.slab_refills);  // all of them back through the depot
+  for (void* p : blocks) magslab_free(p);
 }
 
 // Two running threads allocate one class in turn: the second one's refills
