@@ -302,6 +302,13 @@ inline void note_stash_use(ThreadCache* tc, unsigned c) {
   if (used.load(std::memory_order_relaxed) == 0) used.store(1, std::memory_order_relaxed);
 }
 
+// The owner notes a slow path of class c (decay_stashes clears it): the
+// class is in use, its previous magazine stays. relaxed: a hint, as above.
+inline void note_class_use(ThreadCache* tc, unsigned c) {
+  std::atomic_ref<uint8_t> used(tc->class_used[c]);
+  if (used.load(std::memory_order_relaxed) == 0) used.store(1, std::memory_order_relaxed);
+}
+
 // The magazine after m in a stash list. relaxed: the list's head was
 // published (put_stash, release) after its links were set.
 inline Magazine* stash_next(const Magazine* m) {
@@ -717,6 +724,7 @@ void* alloc_slow(unsigned cls) {
   ThreadCache* tc = current();
   if (tc == nullptr) return alloc_uncached(cls);
   honour_flush_request(tc);
+  note_class_use(tc, cls);
   ThreadCache::Pair& p = tc->cls[cls];
   // 1. The previous magazine has objects: swap it in. (Taken out of its slot
   //    first, as every slow path does: take_previous.)
@@ -931,6 +939,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
   if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
+  note_class_use(tc, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
   Magazine* prev = take_previous(pr);
@@ -1056,6 +1065,26 @@ bool decay_stashes(uint64_t now) {
   // take_previous_all; the pass lock before both (small/decay.cc, api/fork.cc).
   LockGuard g(g_registry_lock);
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
+    // The previous magazine of a class whose slow paths the owner did not run
+    // since the last pass goes to the depot (a thread that stopped using the
+    // class: a pool's worker blocked for its next job, a program past a
+    // phase), whose own decay gives it back. 8 such threads that had each
+    // used every class up to 8 KiB held 36 MiB a second after they stopped
+    // (mimalloc 6.5): two magazines of each class (stop 39). Whoever
+    // exchanges first owns it (take_previous); a class in use that misses
+    // later trades with the depot instead of swapping, once a pass at most.
+    // The loaded magazine stays: the owner's fast paths use it unlocked.
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      std::atomic_ref<uint8_t> used(tc->class_used[c]);
+      ThreadCache::Pair& p = tc->cls[c];
+      const bool real = is_real(read_previous(p));      // a look: the exchange decides
+      if (used.load(std::memory_order_relaxed) != 0) {  // relaxed: see note_class_use
+        used.store(0, std::memory_order_relaxed);
+        held |= real;
+      } else if (real) {
+        retire(c, take_previous(p), node);
+      }
+    }
     for (unsigned c = 0; c < kNumSmallClasses; ++c) {
       // The inbox: a magazine there at passes a whole tick apart that its
       // owner did not look for in between is taken (whoever exchanges first

@@ -123,6 +123,12 @@ struct alignas(kCacheLine) ThreadCache {
   // stash to the depot (thread_cache.cc, decay_stashes). Relaxed atomic_ref
   // accesses, by the owner and the decay pass.
   uint8_t stash_used[kNumSmallClasses] = {};
+  // Per class, 1 once an own slow path of the owner (alloc_slow, free_slow)
+  // ran for the class since the last decay pass, which clears it; a pass that
+  // finds it 0 takes the class's previous magazine to the depot
+  // (thread_cache.cc, decay_stashes). Relaxed atomic_ref accesses, by the
+  // owner and the decay pass.
+  uint8_t class_used[kNumClasses] = {};
   // A robust mutex its thread locks when it is given the cache and unlocks in
   // its exit destructor. Should the thread end without that destructor (its
   // first allocation came in the last round of pthread key destructors, after
