@@ -18,6 +18,9 @@
 #include "platform/platform.h"
 #include "small/size_classes.h"
 
+// The C++ ABI's exit-handler registration (libc), declared here: no header has it.
+extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
+
 namespace magslab::report {
 namespace {
 
@@ -355,7 +358,7 @@ void after_fork_child() {
 
 namespace {
 
-[[gnu::destructor]] void on_unload() {
+void report_at_exit() {
   if constexpr (kCheckMode) check::check_quarantine_at_exit();
   if constexpr (kCheckMode) check::report_leaks(report_fd());
   uint64_t format = opt::get(opt::kShowStats);
@@ -370,6 +373,22 @@ namespace {
   }
   magslab_stats_print(fd, format == 2 ? MAGSLAB_STATS_JSON : MAGSLAB_STATS_TEXT);
   if (to_file) platform::close_fd(fd);
+}
+
+// At exit the dynamic loader runs the libraries' destructors in the reverse
+// order of their constructors, and a preloaded magslab's may come before
+// those of libraries the program links: blocks those destructors still free
+// were reported as leaks (a C++ library's static std::vector<std::string>;
+// found by a bug-hunt helper, stop 39), and the statistics counted them live.
+// So the destructor, which runs inside the loader's exit handler, registers
+// the report as an exit handler of its own: exit() runs handlers registered
+// while it runs them after the one running, so the report comes after every
+// library's destructor. Registered for no shared object (__cxa_atexit's third
+// argument): atexit() would name this library, whose own finalisation, right
+// after this destructor, runs what was registered for it. (If the
+// registration is refused, the report comes at once.)
+[[gnu::destructor]] void on_unload() {
+  if (__cxa_atexit([](void*) { report_at_exit(); }, nullptr, nullptr) != 0) report_at_exit();
 }
 
 }  // namespace
