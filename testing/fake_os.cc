@@ -21,6 +21,8 @@ std::atomic<bool> g_refuse_maps{false}, g_refuse_remap_growth{false}, g_refuse_r
 std::atomic<bool> g_squat_on_refused_moves{false}, g_squat_whole{false};
 std::atomic<void*> g_squatter{nullptr};
 std::atomic<bool> g_refuse_moves_early{false};
+// refuse_maps_until_unmap: maps are refused while this is set; an unmap clears it.
+std::atomic<bool> g_refuse_until_unmap{false};
 std::atomic<void*> g_refused_target{nullptr};
 // A call is refused at random when its 32-bit draw is below this; 0: never.
 std::atomic<uint64_t> g_threshold{0};
@@ -43,7 +45,8 @@ void bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed);
 
 void* fake_map(size_t size) {
   bump(g_maps);
-  if (g_refuse_maps.load(std::memory_order_relaxed) || random_refusal()) {
+  if (g_refuse_maps.load(std::memory_order_relaxed) ||
+      g_refuse_until_unmap.load(std::memory_order_relaxed) || random_refusal()) {
     bump(g_refused_maps);
     errno = ENOMEM;  // as the kernel's mmap
     return nullptr;
@@ -52,6 +55,7 @@ void* fake_map(size_t size) {
 }
 void fake_unmap(void* a, size_t n) {
   bump(g_unmaps);
+  g_refuse_until_unmap.store(false, std::memory_order_relaxed);
   platform::os_ops().unmap(a, n);
 }
 bool fake_decommit(void* a, size_t n) {
@@ -110,6 +114,7 @@ void uninstall() {
 }
 
 void refuse_maps(bool on) { g_refuse_maps.store(on); }
+void refuse_maps_until_unmap(bool on) { g_refuse_until_unmap.store(on); }
 void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
 void refuse_remaps(bool on) { g_refuse_remaps.store(on); }
 void squat_on_refused_moves(bool on) { g_squat_on_refused_moves.store(on); }
@@ -131,6 +136,7 @@ void refuse_nothing() {
   g_squat_on_refused_moves.store(false);
   g_squat_whole.store(false);
   g_refuse_moves_early.store(false);
+  g_refuse_until_unmap.store(false);
   g_threshold.store(0);
 }
 

@@ -26,6 +26,9 @@ void install();
 void uninstall();
 
 void refuse_maps(bool on);
+// Refuse every map until the next unmap (an address-space limit that the
+// allocator's own cached mappings fill: giving one back makes room).
+void refuse_maps_until_unmap(bool on);
 void refuse_remap_growth(bool on);
 // Refuse every remap: growth, shrink and move alike. A refused move to a
 // fixed address unmaps that address range first, as the kernel's does.

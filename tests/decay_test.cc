@@ -209,13 +209,19 @@ TEST_F(Decay, AStashItsThreadDidNotUseSinceThePreviousPassGoesToTheDepot) {
   const size_t stashed = fill_stash(cls, objs);
   ASSERT_GT(stashed, 0u);
   const size_t depot_before = depot::cached_objects(cls);
+  // The previous magazine of the class goes too, at the same pass (since stop
+  // 39: a class without a slow path since the pass before).
+  const size_t previous = t_cache->cls[cls].previous->count;
   decay::tick(now());
   EXPECT_EQ(mstest::stash_objects(t_cache, cls).size(), stashed) << "used during this interval";
   EXPECT_EQ(depot::cached_objects(cls), depot_before);
+  EXPECT_EQ(t_cache->cls[cls].previous->count, previous) << "used during this interval";
   advance(decay::kTickNs);
   decay::tick(now());
   EXPECT_EQ(mstest::stash_objects(t_cache, cls).size(), 0u);
-  EXPECT_EQ(depot::cached_objects(cls), depot_before + stashed) << "to the depot, which decays it";
+  EXPECT_EQ(depot::cached_objects(cls), depot_before + stashed + previous)
+      << "to the depot, which decays it";
+  EXPECT_EQ(t_cache->cls[cls].previous, &g_empty_magazine);
   for (int i = 0; i < 8; ++i) decay::tick(now());
   EXPECT_EQ(depot::cached_objects(cls), 0u);
 }

@@ -422,6 +422,46 @@ TEST(OutOfMemory, AHugeMoveRefusedEarlyGivesItsTargetBack) {
 }
 
 // The thread that meets OOM first, in a brand-new thread (no cache yet).
+// A refused mapping is tried once more after magslab gives back what it holds
+// cached (magslab_trim: cached objects, empty slabs, free chunks, cached huge
+// mappings): what is refused is often the address space magslab's own cached
+// mappings fill (RLIMIT_AS). Found by a bug-hunt helper: under `ulimit -v`, a
+// program that freed every 3 MB block it could get then got 63 blocks of 64
+// KiB (1791 after a magslab_trim; glibc 2957). Here the fake OS refuses
+// every map until something is unmapped: a huge block's cached mapping fills
+// the address space. The huge path and the slab path (a new chunk for slabs).
+TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
+  FakeOsGuard os;
+  void* h = magslab_malloc(kHuge);
+  ASSERT_NE(h, nullptr);
+  magslab_free(h);  // its mapping stays cached for the next huge block
+  fake_os::refuse_maps_until_unmap(true);
+  errno = 0;
+  void* big = magslab_malloc(4 * kHuge);  // too big for the cached mapping: a mapping of its own
+  EXPECT_NE(big, nullptr);
+  EXPECT_EQ(errno, 0);
+  EXPECT_GE(fake_os::counts().refused_maps, 1u) << "nothing was refused: the test tests nothing";
+  magslab_free(big);
+
+  h = magslab_malloc(kHuge);
+  ASSERT_NE(h, nullptr);
+  magslab_free(h);
+  fake_os::refuse_maps_until_unmap(true);
+  const uint64_t refused = fake_os::counts().refused_maps;
+  Owned keep;
+  // Blocks of a small class of one block a slab until the page heap needs a
+  // new chunk (at most 256 of them: 15 MiB).
+  for (int i = 0; i < 256 && fake_os::counts().refused_maps == refused; ++i) {
+    errno = 0;
+    void* p = magslab_malloc(60 * 1024);
+    ASSERT_NE(p, nullptr) << "block " << i;
+    EXPECT_EQ(errno, 0);
+    keep.ptrs.push_back(p);
+  }
+  EXPECT_GT(fake_os::counts().refused_maps, refused)
+      << "no chunk was mapped: the test tests nothing";
+}
+
 TEST(OutOfMemory, NewThreadUnderOom) {
   const size_t baseline = live_objects();
   void* got_large = reinterpret_cast<void*>(1);

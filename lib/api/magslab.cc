@@ -10,6 +10,7 @@
 #include "api/entry.h"
 #include "api/report.h"
 #include "chunks/chunk_map.h"
+#include "chunks/page_heap.h"
 #include "large/large.h"
 #include "platform/platform.h"
 #include "platform/valgrind.h"
@@ -41,6 +42,8 @@ namespace {
   report::load_options(envp);
   register_fork_handlers();
   decay::set_hook(&large::decay);
+  // What a refused mapping gives back before it is tried again (chunks/page_heap.h).
+  heap::set_reclaim([] { magslab_trim(); });
 }
 
 void* fail(int err) {

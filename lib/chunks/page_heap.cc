@@ -519,5 +519,16 @@ size_t node_chunks_locked(unsigned node) {
   return node < numa::kMaxNodes ? g_heaps[node].chunk_count : 0;
 }
 
+namespace {
+// relaxed: set once at load, before any allocation could be refused.
+constinit std::atomic<void (*)()> g_reclaim{nullptr};
+}  // namespace
+
+void set_reclaim(void (*reclaim)()) { g_reclaim.store(reclaim, std::memory_order_relaxed); }
+
+void reclaim_for_retry() {
+  if (auto reclaim = g_reclaim.load(std::memory_order_relaxed)) reclaim();
+}
+
 }  // namespace heap
 }  // namespace magslab

@@ -96,4 +96,12 @@ Totals totals_locked();
 // Chunks mapped for node pool `node` (tests, stats).
 size_t node_chunks_locked(unsigned node);
 
+// An allocation the OS refused memory for (a mapping: the address space may
+// be full of magslab's own cached mappings, RLIMIT_AS) gives back what
+// magslab holds cached and is tried once more: the slab and large layers call
+// reclaim_for_retry() with no lock held, and it runs what the layer above set
+// (api: magslab_trim) once at load; nothing before. Never from a fast path.
+void set_reclaim(void (*reclaim)());
+void reclaim_for_retry();
+
 }  // namespace magslab::heap

@@ -911,8 +911,9 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
 
 }  // namespace
 
-void* alloc(size_t n, size_t align, bool* zeroed) {
-  opt::ensure_loaded();  // a process's first allocation may be a large one
+namespace {
+
+void* alloc_once(size_t n, size_t align, bool* zeroed) {
   size_t npages = pages_for(n);
   size_t align_pages = align > kPageSize ? align >> kPageShift : 1;
   if (n > kHugeThreshold || npages + align_pages - 1 > (kHugeThreshold >> kPageShift)) {
@@ -936,6 +937,20 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   }
   if (purge) heap::purge_excess();
   return nullptr;
+}
+
+}  // namespace
+
+void* alloc(size_t n, size_t align, bool* zeroed) {
+  opt::ensure_loaded();  // a process's first allocation may be a large one
+  const int saved = errno;
+  if (void* p = alloc_once(n, align, zeroed)) return p;
+  // Refused: once more after magslab gives back what it holds cached
+  // (heap::reclaim_for_retry); errno as it was if that one succeeds.
+  heap::reclaim_for_retry();
+  void* p = alloc_once(n, align, zeroed);
+  if (p != nullptr) errno = saved;
+  return p;
 }
 
 bool free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }

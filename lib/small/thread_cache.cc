@@ -11,6 +11,7 @@
 #include "base/lock.h"
 #include "chunks/decay_event.h"
 #include "chunks/meta_arena.h"
+#include "chunks/page_heap.h"
 #include "platform/numa.h"
 #include "platform/options.h"
 #include "platform/platform.h"
@@ -718,9 +719,7 @@ void* alloc_uncached(unsigned cls) {
   return p;
 }
 
-}  // namespace
-
-void* alloc_slow(unsigned cls) {
+void* alloc_slow_once(unsigned cls) {
   ThreadCache* tc = current();
   if (tc == nullptr) return alloc_uncached(cls);
   honour_flush_request(tc);
@@ -783,6 +782,21 @@ void* alloc_slow(unsigned cls) {
   set_mag_count(m, n);
   bound_if_large(tc, cls, node);
   return pop(m);
+}
+
+}  // namespace
+
+void* alloc_slow(unsigned cls) {
+  const int saved = errno;
+  if (void* p = alloc_slow_once(cls)) return p;
+  // Refused (a slab needed memory the OS would not map): once more after
+  // magslab gives back what it holds cached (heap::reclaim_for_retry; this
+  // thread's magazines too, so the retry starts from the top), errno as it
+  // was if that one succeeds.
+  heap::reclaim_for_retry();
+  void* p = alloc_slow_once(cls);
+  if (p != nullptr) errno = saved;
+  return p;
 }
 
 namespace {
