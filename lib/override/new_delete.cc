@@ -36,12 +36,6 @@ std::atomic<Thrower> g_throw_bad_alloc{nullptr};
 std::atomic<NothrowNew> g_runtime_nothrow_new{nullptr};
 std::atomic<NothrowAlignedNew> g_runtime_nothrow_aligned_new{nullptr};
 
-// A C++ runtime that is loaded but not in the global scope — a C program
-// that dlopen()ed a C++ plugin with RTLD_LOCAL, as Python loads extensions —
-// is found by its soname (RTLD_NOLOAD: only if it is already mapped; the
-// reference it takes is kept, the runtime being one this process uses).
-// Without this, such a plugin's new_handler was never called and a throwing
-// new aborted instead of throwing std::bad_alloc (review, stop 31).
 // A failed dlsym or dlopen leaves its message with the calling thread,
 // allocated, for dlerror(): the first dlerror() takes it, the second lets it
 // go. Without this a C program under the preload (no C++ runtime: the
@@ -51,6 +45,12 @@ void forget_dl_error() {
   if (dlerror() != nullptr) (void)dlerror();
 }
 
+// A C++ runtime that is loaded but not in the global scope — a C program
+// that dlopen()ed a C++ plugin with RTLD_LOCAL, as Python loads extensions —
+// is found by its soname (RTLD_NOLOAD: only if it is already mapped; the
+// reference it takes is kept, the runtime being one this process uses).
+// Without this, such a plugin's new_handler was never called and a throwing
+// new aborted instead of throwing std::bad_alloc (review, stop 31).
 void* loaded_runtime() {
   for (const char* so : {"libstdc++.so.6", "libc++abi.so.1", "libc++.so.1"}) {
     if (void* h = dlopen(so, RTLD_LAZY | RTLD_NOLOAD)) return h;
