@@ -23,6 +23,7 @@
 #include "small/size_classes.h"
 #include "small/slab.h"
 #include "testing/fake_numa.h"
+#include "testing/fake_os.h"
 #include "testing/no_decay.h"  // exact depot and slab contents
 
 namespace {
@@ -176,6 +177,45 @@ TEST(Numa, TrimAndDecayReachEveryNode) {
   ASSERT_GT(node_chunks(1), 0u);
   magslab_trim_all();
   EXPECT_EQ(node_chunks(1), 0u);
+}
+
+// A node whose chunks are used up, and for which the OS refuses a new one,
+// takes a free run of another node's chunks (its memory is farther: locality,
+// not correctness) instead of failing while that node's heap has free pages:
+// a page run, and a slab, which stays in the class lists of the node it was
+// carved for; both go back to their chunk's heap. Found by a bug-hunt helper
+// (stop 39): NULL and ENOMEM before.
+TEST(Numa, ANodeTheOsRefusesAChunkTakesAnotherNodesFreeRun) {
+  fake::install(2);
+  const unsigned cls = class_of(3500);  // a class nothing here used before
+  fake::set_thread_node(0);
+  // Node 0: page runs taken and given back (its chunks stay mapped, free),
+  // and a slab of another class (so that slab records exist: metadata is
+  // mapped too, and the fake OS below refuses every map).
+  std::vector<void*> v;
+  for (int i = 0; i < 14; ++i) v.push_back(magslab_aligned_alloc(8192, 512 * 1024));
+  v.push_back(magslab_malloc(3000));
+  for (void* p : v) {
+    ASSERT_NE(p, nullptr);
+    magslab_free(p);
+  }
+  ASSERT_EQ(node_chunks(1), 0u);
+  mstest::fake_os::Guard os;
+  mstest::fake_os::refuse_maps(true);
+  fake::set_thread_node(1);
+  void* run = magslab_aligned_alloc(8192, 512 * 1024);
+  ASSERT_NE(run, nullptr) << "node 1 got nothing while node 0's heap had free pages";
+  EXPECT_EQ(chunk_node(run), 0u);
+  void* obj = magslab_malloc(3500);
+  ASSERT_NE(obj, nullptr);
+  EXPECT_EQ(chunk_node(obj), 0u);
+  EXPECT_GT(slab::counts_on(cls, 1).slabs, 0u) << "the slab is node 1's";
+  EXPECT_EQ(node_chunks(1), 0u);
+  magslab_free(obj);
+  magslab_free(run);
+  mstest::fake_os::refuse_maps(false);
+  magslab_trim_all();
+  EXPECT_EQ(slab::counts_on(cls, 1).carved_objects, 0u);
 }
 
 TEST(Numa, OptionOffKeepsOnePoolOnATwoNodeMachine) {

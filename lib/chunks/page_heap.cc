@@ -312,6 +312,20 @@ void coalesce_insert(FreeRun* r) {
   }
 }
 
+// A free run of h for npages aligned to align_pages pages (slack: align_pages
+// - 1, or 0): one of npages + slack, else one that fits aligned as it is.
+FreeRun* find_fit(const NodeHeap& h, size_t npages, size_t slack, size_t align_pages) {
+  FreeRun* r = find(h, npages + slack);
+  if (r != nullptr || slack == 0) return r;
+  // An exactly-fitting run may already be aligned.
+  for (unsigned b = bin_of(npages); b < kNumBins; ++b)
+    for (FreeRun* c = h.bins[b]; c != nullptr; c = c->next) {
+      uint32_t start = static_cast<uint32_t>(align_up(c->page, align_pages));
+      if (start + npages <= c->page + c->npages) return c;
+    }
+  return nullptr;
+}
+
 }  // namespace
 
 bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, unsigned node) {
@@ -321,23 +335,17 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, uns
   if (node >= numa::kMaxNodes) node = 0;
   NodeHeap& h = g_heaps[node];
   stamp_now();
-  FreeRun* r = find(h, npages + slack);
-  if (r == nullptr && slack != 0) {
-    // An exactly-fitting run may already be aligned.
-    for (unsigned b = bin_of(npages); r == nullptr && b < kNumBins; ++b)
-      for (FreeRun* c = h.bins[b]; c != nullptr; c = c->next) {
-        uint32_t start = static_cast<uint32_t>(align_up(c->page, align_pages));
-        if (start + npages <= c->page + c->npages) {
-          r = c;
-          break;
-        }
-      }
-  }
-  if (r == nullptr) {
-    if (!map_chunk(node)) return false;
-    r = find(h, npages + slack);
-    if (r == nullptr) return false;
-  }
+  FreeRun* r = find_fit(h, npages, slack, align_pages);
+  if (r == nullptr && map_chunk(node)) r = find(h, npages + slack);
+  // The OS refused this node a chunk: a free run of another node's chunks
+  // rather than none (its memory is farther, which costs locality, not
+  // correctness: the run goes back to its chunk's heap, and a slab carved
+  // from it stays in the class lists of the node it was carved for, slab.cc).
+  // Until stop 39 the allocation failed while another node's heap had free
+  // pages (found by a bug-hunt helper).
+  for (unsigned o = 0; r == nullptr && o < numa::nodes(); ++o)
+    if (o != node) r = find_fit(g_heaps[o], npages, slack, align_pages);
+  if (r == nullptr) return false;
   ChunkMeta* chunk = r->chunk;
   uint32_t run_page = r->page;
   uint32_t run_len = r->npages;
@@ -371,7 +379,7 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, uns
   if (r != nullptr) recycle(r);
   memset(chunk->tag + start, 0, npages);  // handed out: the new owner's tags
   chunk->free_pages -= static_cast<uint32_t>(npages);
-  h.free_pages -= npages;
+  heap_of(chunk).free_pages -= npages;
   *out = Run{chunk, start, static_cast<uint32_t>(npages)};
   *zeroed = !dirty;
   check_counts();

@@ -318,7 +318,10 @@ Slab* carve(unsigned cls, unsigned node) {
   s->nfree = ci.objects;
   s->hint = 0;
   s->chunk = run.chunk;
-  s->node = run.chunk->node;  // == node
+  // The node it is carved for, whose class lists hold it: its chunk's, unless
+  // that node's chunks ran out and the OS refused it one (heap::alloc_locked
+  // then takes another node's run: its pages go back to their chunk's heap).
+  s->node = node;
   s->first_page = run.page;
   s->next = s->prev = nullptr;
   s->list = kListNone;

@@ -37,9 +37,10 @@ struct alignas(kCacheLine) Slab {
   uint32_t cls = 0;
   uint32_t first_page = 0;  // constant while carved, like chunk
   ChunkMeta* chunk = nullptr;
-  // The NUMA node pool (platform/numa.h) of its chunk, whose class lists hold
-  // it: chunk->node, here on the line release already reads. Constant while
-  // carved.
+  // The NUMA node pool (platform/numa.h) whose class lists hold it, here on
+  // the line release already reads: the one it was carved for, which is its
+  // chunk's (chunk->node) unless the OS refused that node a chunk (slab.cc,
+  // carve). Constant while carved.
   uint32_t node = 0;
   // Exact mode only (kExactRequested): the size requested for object i, written
   // by whoever takes the object out of a magazine for the program and read by
