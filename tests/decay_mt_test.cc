@@ -125,11 +125,11 @@ void decay_thread_parked_after_a_burst() {
   ASSERT_TRUE(decay_thread_parks());
 }
 
-// Polls (for up to 10 s) until the magazine slot of another thread reads
+// Polls (for up to 10 s, or `seconds`) until the magazine slot of another thread reads
 // nullptr: a decay pass took what was there (acquire: its take is an
 // exchange; a null slot is the whole answer).
-bool slot_empties(Magazine*& slot) {
-  for (int i = 0; i < 200; ++i) {
+bool slot_empties(Magazine*& slot, int seconds = 10) {
+  for (int i = 0; i < seconds * 20; ++i) {
     std::this_thread::sleep_for(50ms);
     if (std::atomic_ref<Magazine*>(slot).load(std::memory_order_acquire) == nullptr) return true;
   }
@@ -204,13 +204,37 @@ TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
 
 // A thread's previous magazine of a class it stopped using goes back while
 // the thread lives on, blocked (a pool's worker waiting for work): 8 such
-// threads that had each used every class up to 8 KiB held 36 MiB a second
-// after they stopped (mimalloc 6.5 MiB), two magazines of each class; a
-// decay pass now takes the previous one of each class their slow paths did
+// threads that had each used every class up to 8 KiB held 36 MiB three
+// seconds after they stopped (mimalloc 6.5 MiB), two magazines of each class;
+// a decay pass now takes the previous one of each class their slow paths did
 // not use since the pass before. (The loaded one stays: the owner's fast
-// paths use it without an atomic.) For a small class and a large one.
+// paths use it without an atomic.) For a small class and a large one; then,
+// once the decay thread has parked with nothing left, a previous magazine the
+// worker fills on waking for one more job goes back too: its slow path wakes
+// the parked thread (a review found it left to the parked thread's 10 s
+// bounded sleep: taken after 9.8 s).
 TEST(DecayMt, ThePreviousMagazineOfAClassABlockedThreadStoppedUsingGoesBack) {
   ASSERT_NO_FATAL_FAILURE(decay_thread_parked_after_a_burst());
+  // acquire: the pass takes the slot with an exchange.
+  auto previous = [](ThreadCache* tc, unsigned cls) {
+    return std::atomic_ref<Magazine*>(tc->cls[cls].previous).load(std::memory_order_acquire);
+  };
+  // The owner looks inside as its slow paths do: it takes the magazine out of
+  // the slot, reads it, and puts it back (a pass may take it at any moment).
+  auto held_in_previous = [](ThreadCache* tc, unsigned cls) {
+    std::atomic_ref<Magazine*> slot(tc->cls[cls].previous);
+    Magazine* m = slot.exchange(&g_empty_magazine, std::memory_order_acq_rel);
+    const uint32_t n = m->count;
+    slot.store(m, std::memory_order_release);
+    return n;
+  };
+  auto taken_within = [&](ThreadCache* tc, unsigned cls, int seconds) {
+    for (int i = 0; i < seconds * 20; ++i) {
+      std::this_thread::sleep_for(50ms);
+      if (previous(tc, cls) == &g_empty_magazine) return true;
+    }
+    return false;
+  };
   for (size_t size : {size_t{336}, size_t{96} * 1024}) {
     const unsigned cls = class_of(size);
     std::atomic<int> phase{0};
@@ -223,21 +247,29 @@ TEST(DecayMt, ThePreviousMagazineOfAClassABlockedThreadStoppedUsingGoesBack) {
       for (void*& p : v) p = magslab_malloc(size);
       for (void* p : v) magslab_free(p);
       tc = t_cache;
-      held = tc->cls[cls].previous->count;
+      held = held_in_previous(tc, cls);
       phase.store(1);
       while (phase.load() != 2) std::this_thread::sleep_for(10ms);  // alive, makes no call
+      // One more job: the loaded magazine runs empty and one more comes from
+      // the slabs, and all go back: loaded fills, and becomes the previous.
+      std::vector<void*> u(std::atomic_ref<Magazine*>(tc->cls[cls].loaded).load()->count + 1);
+      for (void*& p : u) p = magslab_malloc(size);
+      for (void* p : u) magslab_free(p);
+      held = held_in_previous(tc, cls);
+      phase.store(3);
+      while (phase.load() != 4) std::this_thread::sleep_for(10ms);
     });
     while (phase.load() != 1) std::this_thread::yield();
     EXPECT_GT(held, 0u) << size << " B: nothing in the previous magazine: the test tests nothing";
-    bool taken = false;
-    for (int i = 0; i < 200 && !taken; ++i) {
-      std::this_thread::sleep_for(50ms);
-      // acquire: the pass takes it with an exchange.
-      taken = std::atomic_ref<Magazine*>(tc->cls[cls].previous).load(std::memory_order_acquire) ==
-              &g_empty_magazine;
-    }
-    EXPECT_TRUE(taken) << size << " B: the previous magazine of a thread that makes no call stayed";
+    EXPECT_TRUE(taken_within(tc, cls, 10))
+        << size << " B: the previous magazine of a thread that makes no call stayed";
+    EXPECT_TRUE(decay_thread_parks()) << size << " B: the decay thread did not park";
     phase.store(2);
+    while (phase.load() != 3) std::this_thread::yield();
+    EXPECT_GT(held, 0u) << size << " B: nothing in the previous magazine the second time";
+    EXPECT_TRUE(taken_within(tc, cls, 5))
+        << size << " B: the parked decay thread was not woken for the previous magazine";
+    phase.store(4);
     owner.join();
   }
 }
@@ -272,6 +304,49 @@ TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "and decayed from the depot";
   phase.store(3);
   owner.join();
+}
+
+// The same for a single magazine sent into an empty inbox while the decay
+// thread was parked with nothing left, by a sender that then blocks too: no
+// depot put wakes the decay thread then (a displaced magazine's would), so
+// the send itself does (a review found it left to the parked thread's 10 s
+// bounded sleep: taken after 9.9 s).
+TEST(DecayMt, AMagazineSentToAnIdleInboxWhileTheDecayThreadSleepsGoesBack) {
+  ASSERT_NO_FATAL_FAILURE(decay_thread_parked_after_a_burst());
+  const unsigned cls = class_of(336);
+  std::atomic<int> phase{0};
+  ThreadCache* tc = nullptr;
+  // One remote magazine at its first capacity (a quarter of the slots) and
+  // one object more: the free of that one sends the full magazine.
+  std::vector<void*> v(size_t{kClasses[cls].mag_cap} / 4 + 1);
+  std::thread owner([&] {
+    for (void*& p : v) p = magslab_malloc(kClasses[cls].size);
+    tc = t_cache;
+    phase.store(1);
+    while (phase.load() != 5) std::this_thread::sleep_for(10ms);  // alive, makes no call
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  std::thread freer([&] {
+    // Its cache, before the decay thread parks (another class: a refill of
+    // this one could take the owner's slab, and its objects with it).
+    magslab_free(magslab_malloc(16));
+    phase.store(2);
+    while (phase.load() != 3) std::this_thread::sleep_for(1ms);
+    for (void* p : v) magslab_free(p);
+    phase.store(4);
+    while (phase.load() != 5) std::this_thread::sleep_for(10ms);  // alive, makes no call
+  });
+  while (phase.load() != 2) std::this_thread::yield();
+  ASSERT_TRUE(decay_thread_parks());
+  phase.store(3);
+  while (phase.load() != 4) std::this_thread::yield();
+  // acquire: as in the decay pass's exchange.
+  EXPECT_NE(std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire), nullptr)
+      << "the freer sent nothing to the owner's inbox: the test tests nothing";
+  EXPECT_TRUE(slot_empties(tc->inbox[cls], 5)) << "the parked decay thread was not woken";
+  phase.store(5);
+  owner.join();
+  freer.join();
 }
 
 TEST(DecayMt, BackgroundThreadCanBeDisabled) {

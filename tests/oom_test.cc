@@ -421,7 +421,6 @@ TEST(OutOfMemory, AHugeMoveRefusedEarlyGivesItsTargetBack) {
   magslab_free(p);
 }
 
-// The thread that meets OOM first, in a brand-new thread (no cache yet).
 // A refused mapping is tried once more after magslab gives back what it holds
 // cached (magslab_trim: cached objects, empty slabs, free chunks, cached huge
 // mappings): what is refused is often the address space magslab's own cached
@@ -462,6 +461,7 @@ TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
       << "no chunk was mapped: the test tests nothing";
 }
 
+// The thread that meets OOM first, in a brand-new thread (no cache yet).
 TEST(OutOfMemory, NewThreadUnderOom) {
   const size_t baseline = live_objects();
   void* got_large = reinterpret_cast<void*>(1);

@@ -50,4 +50,13 @@ inline void note_after_seq_cst_rmw() {
 #endif
 }
 
+// For what a pass finds by looking rather than being handed (a thread's
+// previous magazine, an inbox): a relaxed look, no fence. A slow path that
+// races with the decay thread parking at that moment leaves what it cached to
+// the thread's bounded sleep (10 s), as before this call existed (stop 39).
+inline void note_hint() {
+  // relaxed: a hint (above).
+  if (MAGSLAB_UNLIKELY(g_parked.load(std::memory_order_relaxed) != 0)) wake_parked();
+}
+
 }  // namespace magslab::decay_event

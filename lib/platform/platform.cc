@@ -8,6 +8,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -138,6 +139,16 @@ bool describe_address(const void* pc, const char** file, const char** symbol, ui
   *offset = reinterpret_cast<uintptr_t>(pc) - base;
   return true;
 }
+bool never_unloaded(const void* pc) {
+  Dl_info self{}, program{};
+  if (dladdr(pc, &self) == 0) return true;  // no dynamic loader's record: a static program
+  const auto* phdr = reinterpret_cast<const void*>(getauxval(AT_PHDR));  // the program's headers
+  if (dladdr(phdr, &program) != 0 && program.dli_fbase == self.dli_fbase) return true;
+  const char* name = self.dli_fname != nullptr ? self.dli_fname : "";
+  const char* base = std::strrchr(name, '/');
+  return std::strncmp(base != nullptr ? base + 1 : name, "libmagslab", 10) == 0;
+}
+
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
   return ops().remap(old_addr, old_size, new_size, new_addr);
 }

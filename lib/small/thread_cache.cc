@@ -105,7 +105,8 @@ Magazine* read_previous(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_acquire);
 }
 // The previous magazine is the one slot another thread may empty: a
-// process-wide trim takes idle threads' previous magazines (take_previous_all).
+// process-wide trim takes idle threads' previous magazines (take_previous_all),
+// and a decay pass those of classes their owner stopped using (decay_stashes).
 // Neither fast path touches it, and every slow path of the owner takes it with
 // this exchange before it looks inside, and puts it back (set_previous) or
 // installs another; whoever's exchange returns a real magazine owns it. So a
@@ -305,9 +306,14 @@ inline void note_stash_use(ThreadCache* tc, unsigned c) {
 
 // The owner notes a slow path of class c (decay_stashes clears it): the
 // class is in use, its previous magazine stays. relaxed: a hint, as above.
+// And a decay thread parked with nothing left wakes: the previous magazine
+// this path may leave is for a pass to look at (decay_stashes), and the
+// owner may block right after (a review found it left to the parked thread's
+// 10 s bounded sleep).
 inline void note_class_use(ThreadCache* tc, unsigned c) {
   std::atomic_ref<uint8_t> used(tc->class_used[c]);
   if (used.load(std::memory_order_relaxed) == 0) used.store(1, std::memory_order_relaxed);
+  decay_event::note_hint();
 }
 
 // The magazine after m in a stash list. relaxed: the list's head was
@@ -868,6 +874,11 @@ bool send_to_owner(ThreadCache* tc, unsigned cls, Magazine* r, const uint64_t (&
   // seq_cst (and so release: r's objects and count to the taker; acquire:
   // the displaced magazine's, from another sender).
   Magazine* old = in.exchange(r, std::memory_order_seq_cst);
+  // A decay thread parked with nothing left looks at the inbox again (a
+  // displaced magazine's depot put below would wake it too; a first one does
+  // not, and the sender may block right after: a review found it left to the
+  // parked thread's 10 s bounded sleep).
+  decay_event::note_hint();
   if (old != nullptr) {
     // Counted up to the threshold only (a consumer's sends go on past it).
     if (n < kUnclaimedSends)
@@ -1083,8 +1094,8 @@ bool decay_stashes(uint64_t now) {
     // since the last pass goes to the depot (a thread that stopped using the
     // class: a pool's worker blocked for its next job, a program past a
     // phase), whose own decay gives it back. 8 such threads that had each
-    // used every class up to 8 KiB held 36 MiB a second after they stopped
-    // (mimalloc 6.5): two magazines of each class (stop 39). Whoever
+    // used every class up to 8 KiB held 36 MiB three seconds after they
+    // stopped (mimalloc 6.5): two magazines of each class (stop 39). Whoever
     // exchanges first owns it (take_previous); a class in use that misses
     // later trades with the depot instead of swapping, once a pass at most.
     // The loaded magazine stays: the owner's fast paths use it unlocked.

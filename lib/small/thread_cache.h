@@ -92,8 +92,9 @@ struct alignas(kCacheLine) ThreadCache {
   alignas(kCacheLine) Magazine* inbox[kNumClasses] = {};
   // Per small class, how many magazines senders displaced from the inbox
   // since this thread last missed in the class and looked there
-  // (send_to_owner: past a few, full remote magazines and what waits in the
-  // inbox go back to their slabs, not to the inbox and the depot). Senders
+  // (send_to_owner: past a few, a sender that allocates the class itself
+  // sends its full remote magazines, and what waits in the inbox, back to
+  // their slabs, not to the inbox and the depot). Senders
   // count it up, the owner's alloc_slow clears it; a lost update only moves
   // the count by one. Relaxed atomic_ref accesses; next to the inboxes, which
   // senders write anyway.
@@ -250,9 +251,11 @@ void request_flush_all();
 // (ThreadCache::inbox). Returns objects moved.
 size_t take_previous_all();
 // A decay pass: every running thread's stash of a class its owner has not
-// used since the previous call goes to the depot, and so does a magazine
-// waiting in its inbox since the previous call that the owner has not looked
-// at. true: stashes in use, or inbox magazines, remain.
+// used since the previous call goes to the depot, and so do its previous
+// magazine of a class whose slow paths it has not run since the previous
+// call, and a magazine waiting in its inbox since the previous call that the
+// owner has not looked at. true: stashes in use, previous magazines of
+// classes in use, or inbox magazines remain.
 bool decay_stashes(uint64_t now);
 // A decay pass: caches whose thread is gone without running its exit
 // destructor (its first allocation came in the last round of pthread key
