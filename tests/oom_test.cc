@@ -431,6 +431,9 @@ TEST(OutOfMemory, AHugeMoveRefusedEarlyGivesItsTargetBack) {
 // the address space. The huge path and the slab path (a new chunk for slabs).
 TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
   FakeOsGuard os;
+  fake_os::ClockGuard clock;  // the retries' rate limit (100 ms) counts on it
+  clock.advance(uint64_t{1} << 30);
+  magslab_trim();  // nothing cached by earlier tests is left to age out (and be unmapped) below
   void* h = magslab_malloc(kHuge);
   ASSERT_NE(h, nullptr);
   magslab_free(h);  // its mapping stays cached for the next huge block
@@ -442,6 +445,22 @@ TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
   EXPECT_GE(fake_os::counts().refused_maps, 1u) << "nothing was refused: the test tests nothing";
   magslab_free(big);
 
+  // Within 100 ms of that one, a refusal is final: a program that keeps
+  // asking for what cannot be had does not drain every depot at each try.
+  h = magslab_malloc(kHuge);
+  ASSERT_NE(h, nullptr);
+  magslab_free(h);
+  fake_os::refuse_maps_until_unmap(true);
+  errno = 0;
+  EXPECT_EQ(magslab_malloc(4 * kHuge), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  clock.advance(uint64_t{1} << 27);  // 134 ms: the cached mapping (kept 1 s) is still there
+  big = magslab_malloc(4 * kHuge);
+  EXPECT_NE(big, nullptr) << "a second later it is tried again";
+  magslab_free(big);
+
+  clock.advance(uint64_t{1} << 30);
+  magslab_trim();
   h = magslab_malloc(kHuge);
   ASSERT_NE(h, nullptr);
   magslab_free(h);

@@ -101,7 +101,10 @@ size_t node_chunks_locked(unsigned node);
 // magslab holds cached and is tried once more: the slab and large layers call
 // reclaim_for_retry() with no lock held, and it runs what the layer above set
 // (api: magslab_trim) once at load; nothing before. Never from a fast path.
+// At most once per 100 ms in the process: a program that keeps asking for
+// what cannot be had (probing for the largest block it can get) must not
+// drain every thread's depot at each try. true: it ran (try again).
 void set_reclaim(void (*reclaim)());
-void reclaim_for_retry();
+bool reclaim_for_retry();
 
 }  // namespace magslab::heap
