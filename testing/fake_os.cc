@@ -23,6 +23,8 @@ std::atomic<void*> g_squatter{nullptr};
 std::atomic<bool> g_refuse_moves_early{false};
 // refuse_maps_until_unmap: maps are refused while this is set; an unmap clears it.
 std::atomic<bool> g_refuse_until_unmap{false};
+// refuse_next_maps: how many more maps to refuse.
+std::atomic<uint64_t> g_refuse_next{0};
 std::atomic<void*> g_refused_target{nullptr};
 // A call is refused at random when its 32-bit draw is below this; 0: never.
 std::atomic<uint64_t> g_threshold{0};
@@ -45,8 +47,11 @@ void bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed);
 
 void* fake_map(size_t size) {
   bump(g_maps);
+  uint64_t next = g_refuse_next.load(std::memory_order_relaxed);
+  const bool one_of_next =
+      next != 0 && g_refuse_next.compare_exchange_strong(next, next - 1, std::memory_order_relaxed);
   if (g_refuse_maps.load(std::memory_order_relaxed) ||
-      g_refuse_until_unmap.load(std::memory_order_relaxed) || random_refusal()) {
+      g_refuse_until_unmap.load(std::memory_order_relaxed) || one_of_next || random_refusal()) {
     bump(g_refused_maps);
     errno = ENOMEM;  // as the kernel's mmap
     return nullptr;
@@ -115,6 +120,7 @@ void uninstall() {
 
 void refuse_maps(bool on) { g_refuse_maps.store(on); }
 void refuse_maps_until_unmap(bool on) { g_refuse_until_unmap.store(on); }
+void refuse_next_maps(uint64_t n) { g_refuse_next.store(n); }
 void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
 void refuse_remaps(bool on) { g_refuse_remaps.store(on); }
 void squat_on_refused_moves(bool on) { g_squat_on_refused_moves.store(on); }
@@ -137,6 +143,7 @@ void refuse_nothing() {
   g_squat_whole.store(false);
   g_refuse_moves_early.store(false);
   g_refuse_until_unmap.store(false);
+  g_refuse_next.store(0);
   g_threshold.store(0);
 }
 

@@ -29,6 +29,8 @@ void refuse_maps(bool on);
 // Refuse every map until the next unmap (an address-space limit that the
 // allocator's own cached mappings fill: giving one back makes room).
 void refuse_maps_until_unmap(bool on);
+// Refuse the next n maps (whichever threads make them).
+void refuse_next_maps(uint64_t n);
 void refuse_remap_growth(bool on);
 // Refuse every remap: growth, shrink and move alike. A refused move to a
 // fixed address unmaps that address range first, as the kernel's does.

@@ -454,9 +454,21 @@ TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
   errno = 0;
   EXPECT_EQ(magslab_malloc(4 * kHuge), nullptr);
   EXPECT_EQ(errno, ENOMEM);
-  clock.advance(uint64_t{1} << 27);  // 134 ms: the cached mapping (kept 1 s) is still there
+  // But the allocation is still tried a second time: another thread's
+  // reclaim may just have made room (here: the OS refuses one map only).
+  fake_os::refuse_nothing();
+  fake_os::refuse_next_maps(1);
+  const uint64_t refused_before = fake_os::counts().refused_maps;
   big = magslab_malloc(4 * kHuge);
-  EXPECT_NE(big, nullptr) << "a second later it is tried again";
+  EXPECT_NE(big, nullptr) << "a refusal within 100 ms of a reclaim was not tried again";
+  EXPECT_EQ(fake_os::counts().refused_maps, refused_before + 1);
+  magslab_free(big);
+  // Past the 100 ms, a refusal reclaims again (the huge block's mapping,
+  // kept 1 s, is still cached).
+  clock.advance(uint64_t{1} << 27);  // 134 ms
+  fake_os::refuse_maps_until_unmap(true);
+  big = magslab_malloc(4 * kHuge);
+  EXPECT_NE(big, nullptr) << "134 ms later it was not reclaimed for";
   magslab_free(big);
 
   clock.advance(uint64_t{1} << 30);

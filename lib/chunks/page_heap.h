@@ -103,8 +103,9 @@ size_t node_chunks_locked(unsigned node);
 // (api: magslab_trim) once at load; nothing before. Never from a fast path.
 // At most once per 100 ms in the process: a program that keeps asking for
 // what cannot be had (probing for the largest block it can get) must not
-// drain every thread's depot at each try. true: it ran (try again).
+// drain every thread's depot at each try. The caller tries again either way
+// (another thread's reclaim may just have made room).
 void set_reclaim(void (*reclaim)());
-bool reclaim_for_retry();
+void reclaim_for_retry();
 
 }  // namespace magslab::heap

@@ -947,7 +947,7 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   if (void* p = alloc_once(n, align, zeroed)) return p;
   // Refused: once more after magslab gives back what it holds cached
   // (heap::reclaim_for_retry); errno as it was if that one succeeds.
-  if (!heap::reclaim_for_retry()) return nullptr;
+  heap::reclaim_for_retry();
   void* p = alloc_once(n, align, zeroed);
   if (p != nullptr) errno = saved;
   return p;

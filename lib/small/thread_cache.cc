@@ -799,7 +799,7 @@ void* alloc_slow(unsigned cls) {
   // magslab gives back what it holds cached (heap::reclaim_for_retry; this
   // thread's magazines too, so the retry starts from the top), errno as it
   // was if that one succeeds.
-  if (!heap::reclaim_for_retry()) return nullptr;
+  heap::reclaim_for_retry();
   void* p = alloc_slow_once(cls);
   if (p != nullptr) errno = saved;
   return p;
