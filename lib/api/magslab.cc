@@ -42,8 +42,17 @@ namespace {
   report::load_options(envp);
   register_fork_handlers();
   decay::set_hook(&large::decay);
-  // What a refused mapping gives back before it is tried again (chunks/page_heap.h).
-  heap::set_reclaim([] { magslab_trim(); });
+  // What a refused mapping gives back before it is tried again
+  // (chunks/page_heap.h): what holds address space — cached empty slabs (their
+  // chunks may become free), free chunks, parked and cached huge mappings.
+  // Not magslab_trim's flush of this thread's magazines and of the depot
+  // (every thread's), nor its purge: a program that keeps asking for what it
+  // cannot have would drain them at each try (a review measured a failing
+  // malloc at 11.7 us against 4.5 with them).
+  heap::set_reclaim([] {
+    slab::trim();
+    large::release_mappings();
+  });
 }
 
 void* fail(int err) {

@@ -386,10 +386,11 @@ void report_at_exit() {
 // library's destructor. Registered for no shared object (__cxa_atexit's third
 // argument): atexit() would name this library, whose own finalisation, right
 // after this destructor, runs what was registered for it. So only where this
-// code stays mapped until exit (platform::never_unloaded): libmagslab.a in a
-// plugin that is dlclose()d reports at once, as before — a handler left
-// behind there crashed the program at its exit (found by a review). (If the
-// registration is refused, the report comes at once too.)
+// code stays mapped until exit (platform::never_unloaded: the program, or a
+// -z nodelete library): libmagslab.a in a plugin that is dlclose()d reports
+// at once, as before — a handler left behind there crashed the program at
+// its exit (found by a review). (If the registration is refused, the report
+// comes at once too.)
 [[gnu::destructor]] void on_unload() {
   if (!platform::never_unloaded(reinterpret_cast<const void*>(&report_at_exit)) ||
       __cxa_atexit([](void*) { report_at_exit(); }, nullptr, nullptr) != 0)

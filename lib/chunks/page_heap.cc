@@ -535,15 +535,7 @@ constinit std::atomic<void (*)()> g_reclaim{nullptr};
 void set_reclaim(void (*reclaim)()) { g_reclaim.store(reclaim, std::memory_order_relaxed); }
 
 void reclaim_for_retry() {
-  auto reclaim = g_reclaim.load(std::memory_order_relaxed);
-  if (reclaim == nullptr) return;
-  // relaxed: a rate limit; two threads that both pass only trim twice. A
-  // clock behind the last reclaim (a test's) counts as past the window.
-  static constinit std::atomic<uint64_t> last{0};
-  const uint64_t now = platform::now_ns(), was = last.load(std::memory_order_relaxed);
-  if (was != 0 && now >= was && now - was < 100'000'000) return;
-  last.store(now, std::memory_order_relaxed);
-  reclaim();
+  if (auto reclaim = g_reclaim.load(std::memory_order_relaxed)) reclaim();
 }
 
 }  // namespace heap

@@ -97,14 +97,11 @@ Totals totals_locked();
 size_t node_chunks_locked(unsigned node);
 
 // An allocation the OS refused memory for (a mapping: the address space may
-// be full of magslab's own cached mappings, RLIMIT_AS) gives back what
-// magslab holds cached and is tried once more: the slab and large layers call
+// be full of magslab's own cached mappings, RLIMIT_AS) gives back what holds
+// address space and is tried once more: the slab and large layers call
 // reclaim_for_retry() with no lock held, and it runs what the layer above set
-// (api: magslab_trim) once at load; nothing before. Never from a fast path.
-// At most once per 100 ms in the process: a program that keeps asking for
-// what cannot be had (probing for the largest block it can get) must not
-// drain every thread's depot at each try. The caller tries again either way
-// (another thread's reclaim may just have made room).
+// once at load (api: cached empty slabs, free chunks, huge mappings); nothing
+// before. Never from a fast path.
 void set_reclaim(void (*reclaim)());
 void reclaim_for_retry();
 

@@ -1107,9 +1107,9 @@ void* resize(void* p, size_t n) {
   return resize_run_locked(c, b.page, p, n);
 }
 
-size_t trim() {
+size_t release_mappings() {
   reclaim_parked();
-  size_t bytes = heap::purge(0);
+  size_t bytes = 0;
   {
     LockGuard g(heap::g_lock);
     bytes += heap::release_free_chunks_locked(0);
@@ -1122,6 +1122,11 @@ size_t trim() {
   for (size_t i = 0; i < cached.n; ++i) bytes += cached.e[i].mapped;
   cached.unmap_all();
   return bytes;
+}
+
+size_t trim() {
+  size_t bytes = heap::purge(0);
+  return bytes + release_mappings();
 }
 
 bool decay(uint64_t now) {

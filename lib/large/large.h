@@ -78,6 +78,11 @@ inline bool mapped(uintptr_t a, size_t n) {
 
 // Purge every dirty free run and unmap every free chunk; returns bytes given back.
 size_t trim();
+// What holds address space and nothing else: parked huge blocks and the huge
+// cache unmapped, entirely free chunks unmapped (no purge: decommitting gives
+// back memory, not address space). For a refused mapping's retry
+// (heap::reclaim_for_retry); cheap once nothing is left. Returns bytes unmapped.
+size_t release_mappings();
 // Decay pass (small/decay.h's hook): unmap cached huge mappings unused for
 // their age limit. true: some remain cached.
 bool decay(uint64_t now);

@@ -5,10 +5,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -139,14 +139,41 @@ bool describe_address(const void* pc, const char** file, const char** symbol, ui
   *offset = reinterpret_cast<uintptr_t>(pc) - base;
   return true;
 }
+namespace {
+struct Unloadable {
+  uintptr_t pc;
+  int visited = 0;
+  bool never = true;  // not found in any object: keep the safe answer of a static program
+};
+// dl_iterate_phdr's visitor: the object whose loaded segments hold pc is
+// never unloaded if it is the program (visited first) or was linked
+// -z nodelete (DF_1_NODELETE in its DT_FLAGS_1). Stops there (returns 1).
+int find_unloadable(dl_phdr_info* info, size_t, void* data) {
+  auto* u = static_cast<Unloadable*>(data);
+  const bool program = u->visited++ == 0;
+  bool holds = false;
+  for (int i = 0; i < info->dlpi_phnum && !holds; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+    holds = ph.p_type == PT_LOAD && u->pc >= lo && u->pc - lo < ph.p_memsz;
+  }
+  if (!holds) return 0;
+  u->never = program;
+  for (int i = 0; i < info->dlpi_phnum && !u->never; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_DYNAMIC) continue;
+    for (auto* d = reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + ph.p_vaddr);
+         d->d_tag != DT_NULL; ++d)
+      if (d->d_tag == DT_FLAGS_1 && (d->d_un.d_val & DF_1_NODELETE) != 0) u->never = true;
+  }
+  return 1;
+}
+}  // namespace
+
 bool never_unloaded(const void* pc) {
-  Dl_info self{}, program{};
-  if (dladdr(pc, &self) == 0) return true;  // no dynamic loader's record: a static program
-  const auto* phdr = reinterpret_cast<const void*>(getauxval(AT_PHDR));  // the program's headers
-  if (dladdr(phdr, &program) != 0 && program.dli_fbase == self.dli_fbase) return true;
-  const char* name = self.dli_fname != nullptr ? self.dli_fname : "";
-  const char* base = std::strrchr(name, '/');
-  return std::strncmp(base != nullptr ? base + 1 : name, "libmagslab", 10) == 0;
+  Unloadable u{reinterpret_cast<uintptr_t>(pc)};
+  dl_iterate_phdr(find_unloadable, &u);
+  return u.never;
 }
 
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {

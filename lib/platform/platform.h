@@ -71,9 +71,9 @@ void* reserve_inaccessible(size_t size);
 // from the symbol (or from the file's load address). false if none.
 bool describe_address(const void* pc, const char** file, const char** symbol, uintptr_t* offset);
 // Whether the code at pc is in an object that is never unmapped before exit:
-// the program itself (or a static one), or one of magslab's own shared
-// libraries (libmagslab*.so, linked -z nodelete). false for libmagslab.a
-// linked into a plugin the program may dlclose().
+// the program itself (or a static one), or a shared library linked -z
+// nodelete (DF_1_NODELETE: magslab's own are). false for libmagslab.a linked
+// into a plugin the program may dlclose().
 bool never_unloaded(const void* pc);
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
 
