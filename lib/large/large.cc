@@ -945,7 +945,7 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   opt::ensure_loaded();  // a process's first allocation may be a large one
   const int saved = errno;
   if (void* p = alloc_once(n, align, zeroed)) return p;
-  // Refused: once more after magslab gives back what it holds cached
+  // Refused: once more after magslab gives back what holds address space
   // (heap::reclaim_for_retry); errno as it was if that one succeeds.
   heap::reclaim_for_retry();
   void* p = alloc_once(n, align, zeroed);

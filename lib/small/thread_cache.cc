@@ -800,10 +800,9 @@ void* alloc_slow_once(unsigned cls) {
 void* alloc_slow(unsigned cls) {
   const int saved = errno;
   if (void* p = alloc_slow_once(cls)) return p;
-  // Refused (a slab needed memory the OS would not map): once more after
-  // magslab gives back what it holds cached (heap::reclaim_for_retry; this
-  // thread's magazines too, so the retry starts from the top), errno as it
-  // was if that one succeeds.
+  // Refused (a slab needed memory the OS would not map): once more, from the
+  // top, after magslab gives back what holds address space
+  // (heap::reclaim_for_retry), errno as it was if that one succeeds.
   heap::reclaim_for_retry();
   void* p = alloc_slow_once(cls);
   if (p != nullptr) errno = saved;
