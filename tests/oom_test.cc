@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "small/decay.h"
 #include "small/depot.h"
 #include "small/size_classes.h"
 #include "testing/fake_os.h"
@@ -436,6 +437,11 @@ TEST(OutOfMemory, AHugeMoveRefusedEarlyGivesItsTargetBack) {
 TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
   FakeOsGuard os;
   magslab_trim();  // nothing cached by earlier tests is left to age out (and be unmapped) below
+  // No decay pass halves the depot below (the decay thread runs: tests made threads).
+  magslab::decay::pause(true);
+  struct Resume {
+    ~Resume() { magslab::decay::pause(false); }
+  } resume;
   // Full magazines of a class in the depot: a thread's frees, left at its exit.
   const unsigned cls = magslab::class_of(256);
   std::thread([] {
