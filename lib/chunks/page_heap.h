@@ -10,6 +10,7 @@
 // is kept in a small cache (free_chunks_kept(), an option) and unmapped beyond it.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
@@ -98,11 +99,22 @@ size_t node_chunks_locked(unsigned node);
 
 // An allocation the OS refused memory for (a mapping: the address space may
 // be full of magslab's own cached mappings, RLIMIT_AS) gives back what holds
-// address space and is tried once more: the slab and large layers call
-// reclaim_for_retry() with no lock held, and it runs what the layer above set
-// once at load (api: cached empty slabs, free chunks, huge mappings); nothing
-// before. Never from a fast path.
+// address space and is tried once more: the slab and large layers wrap their
+// allocations in or_after_reclaim() with no lock held, and the reclaim runs
+// what the layer above set once at load (api: cached empty slabs, free
+// chunks, huge mappings); nothing before. Never from a fast path.
 void set_reclaim(void (*reclaim)());
 void reclaim_for_retry();
+// attempt() (a pointer, nullptr: refused), and if refused, once more after
+// reclaim_for_retry(); errno as it was before if the second one succeeds.
+template <class Attempt>
+void* or_after_reclaim(Attempt attempt) {
+  const int saved = errno;
+  if (void* p = attempt()) return p;
+  reclaim_for_retry();
+  void* p = attempt();
+  if (p != nullptr) errno = saved;
+  return p;
+}
 
 }  // namespace magslab::heap

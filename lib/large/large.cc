@@ -943,14 +943,8 @@ void* alloc_once(size_t n, size_t align, bool* zeroed) {
 
 void* alloc(size_t n, size_t align, bool* zeroed) {
   opt::ensure_loaded();  // a process's first allocation may be a large one
-  const int saved = errno;
-  if (void* p = alloc_once(n, align, zeroed)) return p;
-  // Refused: once more after magslab gives back what holds address space
-  // (heap::reclaim_for_retry); errno as it was if that one succeeds.
-  heap::reclaim_for_retry();
-  void* p = alloc_once(n, align, zeroed);
-  if (p != nullptr) errno = saved;
-  return p;
+  // Refused: once more after magslab gives back what holds address space.
+  return heap::or_after_reclaim([&] { return alloc_once(n, align, zeroed); });
 }
 
 bool free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }

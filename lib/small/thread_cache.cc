@@ -299,19 +299,17 @@ constexpr uint32_t kStashMags = 8;
 // relaxed: a hint; a use the decay pass misses only makes it drain a stash
 // that was in use, which the owner refills from its next overflow. Read
 // first, so that a busy owner does not write the line at every miss.
-inline void note_stash_use(ThreadCache* tc, unsigned c) {
-  std::atomic_ref<uint8_t> used(tc->stash_used[c]);
+inline void mark_used(uint8_t& mark) {
+  std::atomic_ref<uint8_t> used(mark);
   if (used.load(std::memory_order_relaxed) == 0) used.store(1, std::memory_order_relaxed);
 }
+inline void note_stash_use(ThreadCache* tc, unsigned c) { mark_used(tc->stash_used[c]); }
 
 // The owner notes a slow path of class c (decay_stashes clears it): the
 // class is in use, its previous magazine stays. relaxed: a hint, as above.
-inline void note_class_use(ThreadCache* tc, unsigned c) {
-  std::atomic_ref<uint8_t> used(tc->class_used[c]);
-  if (used.load(std::memory_order_relaxed) == 0) used.store(1, std::memory_order_relaxed);
-}
+inline void note_class_use(ThreadCache* tc, unsigned c) { mark_used(tc->class_used[c]); }
 
-// The owner has just put m, full, in the previous slot: a decay thread parked
+// The owner has just put a full magazine in the previous slot: a decay thread parked
 // with nothing left must look again (decay_stashes takes it once the class
 // goes unused), or it waits for the parked thread's 10 s bounded sleep (a
 // review measured 9.8 s). After the store, not before: a pass woken earlier
@@ -798,15 +796,9 @@ void* alloc_slow_once(unsigned cls) {
 }  // namespace
 
 void* alloc_slow(unsigned cls) {
-  const int saved = errno;
-  if (void* p = alloc_slow_once(cls)) return p;
   // Refused (a slab needed memory the OS would not map): once more, from the
-  // top, after magslab gives back what holds address space
-  // (heap::reclaim_for_retry), errno as it was if that one succeeds.
-  heap::reclaim_for_retry();
-  void* p = alloc_slow_once(cls);
-  if (p != nullptr) errno = saved;
-  return p;
+  // top, after magslab gives back what holds address space.
+  return heap::or_after_reclaim([cls] { return alloc_slow_once(cls); });
 }
 
 namespace {
