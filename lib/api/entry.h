@@ -38,6 +38,22 @@ void* calloc_from(size_t count, size_t size, void* site);
 void* realloc_from(void* p, size_t n, void* site);
 int posix_memalign_from(void** out, size_t alignment, size_t size, void* site);
 
+// While an instance lives, the blocks this thread allocates are kept from
+// memcheck until they are freed or the outermost instance ends (then it is
+// told of those still held): the override's runtime lookups (dlsym, dlopen),
+// which fail in a C program and leave glibc's messages allocated and freed in
+// magslab's heap. memcheck keeps what it knows of a freed block by address and
+// magslab hands the address out again at once, so told of them, memcheck named
+// the program's first blocks of those classes with the messages' sizes and
+// stacks. Nothing unless running under memcheck (vg::running()).
+class HiddenFromMemcheck {
+ public:
+  HiddenFromMemcheck();
+  ~HiddenFromMemcheck();
+  HiddenFromMemcheck(const HiddenFromMemcheck&) = delete;
+  HiddenFromMemcheck& operator=(const HiddenFromMemcheck&) = delete;
+};
+
 // A request of n bytes above the lookup table (kLookupMax): a larger class, a
 // large block, or nullptr with errno = ENOMEM.
 void* malloc_big(size_t n);

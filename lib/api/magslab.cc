@@ -224,19 +224,57 @@ void forget_slot(void* p) {
   if (m->count < m->cap && m->objs[m->count] == p) m->objs[m->count] = nullptr;
 }
 
-void* allocated(void* p, size_t n, bool zeroed) {
-  if (p == nullptr) return nullptr;
+// memcheck is told p now holds a block of n bytes for the program.
+void announce(void* p, size_t n, bool zeroed) {
   if (kCheckMode && n == 0) {  // check mode's malloc(0): an address in no block at all
     vg::malloc_like(p, 0, zeroed);
-    return p;
+    return;
   }
-  size_t usable = quiet([&] {
-    forget_slot(p);
-    return raw_usable_size(p);
-  });
+  size_t usable = quiet([&] { return raw_usable_size(p); });
   vg::malloc_like(p, n, zeroed);
   if (usable > n) vg::no_access(static_cast<char*>(p) + n, usable - n);
+}
+
+// The blocks a HiddenFromMemcheck scope keeps from memcheck (api/entry.h): a
+// failed lookup allocates one or two; past kMax, blocks are announced as usual.
+struct Hidden {
+  static constexpr int kMax = 8;
+  int depth = 0;
+  int count = 0;
+  struct {
+    void* p = nullptr;
+    size_t n = 0;
+    bool zeroed = false;
+  } blocks[kMax];
+};
+thread_local constinit Hidden t_hidden;
+
+void* allocated(void* p, size_t n, bool zeroed) {
+  if (p == nullptr) return nullptr;
+  if (!(kCheckMode && n == 0)) quiet([&] { forget_slot(p); });
+  Hidden& h = t_hidden;
+  if (h.depth > 0 && h.count < Hidden::kMax) {
+    // Freed before, the address is unaddressable to memcheck; the loader writes its message there.
+    vg::usable_unknown_block(p, n, zeroed);
+    h.blocks[h.count++] = {p, n, zeroed};
+    return p;
+  }
+  announce(p, n, zeroed);
   return p;
+}
+
+// Whether p is a block a HiddenFromMemcheck scope kept from memcheck; if so,
+// forgotten (it is being freed) and unaddressable again, as memcheck leaves a
+// block it knew.
+bool take_hidden(void* p) {
+  Hidden& h = t_hidden;
+  for (int i = 0; i < h.count; ++i)
+    if (h.blocks[i].p == p) {
+      vg::no_access(p, h.blocks[i].n);
+      h.blocks[i] = h.blocks[--h.count];
+      return true;
+    }
+  return false;
 }
 
 void* malloc(size_t n, void* site) {
@@ -252,7 +290,7 @@ void* aligned(size_t alignment, size_t size, void* site) {
 template <class F>
 void free(void* p, F inner) {
   if (p == nullptr) return;
-  vg::free_like(p);
+  if (!take_hidden(p)) vg::free_like(p);
   quiet([&] {
     inner();
     return 0;
@@ -301,12 +339,27 @@ void raw::free(void* p) { free_release(p); }
 
 #define MAGSLAB_UNDER_VALGRIND (vg::kCompiled && MAGSLAB_UNLIKELY(vg::running()))
 
+api::HiddenFromMemcheck::HiddenFromMemcheck() {
+  if (MAGSLAB_UNDER_VALGRIND) ++vgapi::t_hidden.depth;
+}
+
+api::HiddenFromMemcheck::~HiddenFromMemcheck() {
+  if (!MAGSLAB_UNDER_VALGRIND) return;
+  vgapi::Hidden& h = vgapi::t_hidden;
+  if (--h.depth > 0) return;
+  // Still held (none seen yet): the program may free them, so memcheck learns of them now.
+  for (int i = 0; i < h.count; ++i)
+    vgapi::announce(h.blocks[i].p, h.blocks[i].n, h.blocks[i].zeroed);
+  h.count = 0;
+}
+
 // The bodies of the allocating entry points, for a caller named by `site`
 // (check mode's leak report; Valgrind's records): the entry points pass their
 // return address, the override's replacements their own (api::*_from), so that
 // the site is the program's call also where the compiler makes no tail call (a
 // Debug build).
 namespace magslab::api {
+
 [[gnu::always_inline]] inline void* malloc_at(size_t n, void* site) {
   return MAGSLAB_UNDER_VALGRIND ? vgapi::malloc(n, site) : inner_malloc(n, site);
 }

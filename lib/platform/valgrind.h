@@ -89,6 +89,14 @@ inline void malloc_like(void* p, size_t n, bool zeroed) {
 // block there, with where it was freed before).
 inline void free_like(void* p) { VALGRIND_FREELIKE_BLOCK(p, 0); }
 inline void no_access(void* p, size_t n) { VALGRIND_MAKE_MEM_NOACCESS(p, n); }
+// n bytes from p the program may use as memcheck sees them, in no block it
+// knows: their contents defined (calloc's zeroes) or not.
+inline void usable_unknown_block(void* p, size_t n, bool defined) {
+  if (defined)
+    VALGRIND_MAKE_MEM_DEFINED(p, n);
+  else
+    VALGRIND_MAKE_MEM_UNDEFINED(p, n);
+}
 // How many of the n bytes from p the program may touch: up to the first byte
 // memcheck holds unaddressable (the slack past a block's requested size).
 // Call with errors off: the probe reports what it finds otherwise.
@@ -105,6 +113,7 @@ inline void errors_back_on() {}
 inline void malloc_like(void*, size_t, bool) {}
 inline void free_like(void*) {}
 inline void no_access(void*, size_t) {}
+inline void usable_unknown_block(void*, size_t, bool) {}
 inline size_t addressable(const void*, size_t n) { return n; }
 #endif
 
