@@ -24,10 +24,14 @@
 #include "base/config.h"
 #include "magslab/magslab.h"
 #include "platform/platform.h"
+#include "testing/map_count.h"
 
 namespace {
 
-constexpr size_t kPage = 4096;
+using mstest::kMostMappings;
+using mstest::max_map_count;
+using mstest::use_up_map_count;
+constexpr size_t kPage = mstest::kMapCountPage;
 
 bool sanitized() {
 #if MAGSLAB_TSAN || defined(__SANITIZE_ADDRESS__)
@@ -35,28 +39,6 @@ bool sanitized() {
 #else
   return false;
 #endif
-}
-
-long max_map_count() {
-  long n = 65530;
-  if (FILE* f = fopen("/proc/sys/vm/max_map_count", "r")) {
-    if (fscanf(f, "%ld", &n) != 1) n = 65530;
-    fclose(f);
-  }
-  return n;
-}
-
-// Uses up the map count: one region of every other page PROT_NONE. Returns
-// the region (its size in *bytes) for the program to give back.
-char* use_up_map_count(size_t* bytes) {
-  const size_t pages = 2 * static_cast<size_t>(max_map_count()) + 1000;
-  *bytes = pages * kPage;
-  auto* big = static_cast<char*>(
-      mmap(nullptr, *bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
-  if (big == MAP_FAILED) return nullptr;
-  for (size_t i = 0; i < pages; i += 2)
-    if (mprotect(big + i * kPage, kPage, PROT_NONE) != 0) break;  // the limit: ENOMEM
-  return big;
 }
 
 // In the child: `fail` prints what went wrong and exits 1.
@@ -111,10 +93,6 @@ void unmap_the_middle_of_a_mapping() {
   munmap(big, bytes);
   _exit(0);
 }
-
-// Using up a limit of millions of mappings (some distributions raise it so)
-// would take millions of mprotect calls: those machines skip these tests.
-constexpr long kMostMappings = 4 << 20;
 
 TEST(MapCount, PageRunsNearTheLimitAreRefusedNotFatal) {
   if (sanitized()) GTEST_SKIP() << "a sanitizer's runtime maps at every allocation";

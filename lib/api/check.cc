@@ -426,7 +426,9 @@ constexpr size_t kLargeRing = 64;  // large blocks (each a mapping split while h
 // bss; one entry in builds without check mode.
 struct LargeRing {
   Lock lock;
-  Fifo<Entry, kCheckMode ? kLargeRing : 1> q;  // under lock
+  // Up to kLargeRing blocks wait; the room past them is for blocks mprotect
+  // would not make accessible again (release_large), which wait once more.
+  Fifo<Entry, kCheckMode ? 2 * kLargeRing : 1> q;  // under lock
   // q.count as it was when the lock was last released, for readable() to
   // skip the lock while the ring is empty. relaxed: a block entering or
   // leaving quarantine meanwhile is a misuse race either way (check.h).
@@ -480,9 +482,21 @@ void release_small(const SmallEntry& e) {
   raw::free(e.p);
 }
 
+// mprotect may refuse to make the block accessible again: ENOMEM where that
+// needs one mapping more than vm.max_map_count allows (a block between
+// quarantined neighbours the kernel merged into one inaccessible mapping).
+// That aborted a correct program until stop 40; now the block waits in the
+// ring once more, still inaccessible and still known (a second free of it is
+// reported, readable() says no), and is tried again when it is the eldest. With
+// the ring's spare room used up too it stays inaccessible and out of use for
+// good: address space and a page run's metadata, no more.
 void release_large(const Entry& e) {
-  if (e.locked && !platform::protect(e.p, e.bytes, true))
-    platform::fatal("check mode: mprotect failed on a quarantined block", e.p);
+  if (e.locked && !platform::protect(e.p, e.bytes, true)) {
+    LockGuard g(g_large_ring.lock);
+    if (!g_large_ring.q.full()) g_large_ring.q.push(e);
+    g_large_ring.note_count();
+    return;
+  }
   raw::free(e.p);
 }
 
@@ -559,7 +573,7 @@ void quarantine_large(const Entry& e) {
       freed_misuse(e.p, Misuse::kInvalidFree, info);
     }
     auto& q = g_large_ring.q;
-    if (q.full()) out[nout++] = q.pop();
+    if (q.count >= kLargeRing) out[nout++] = q.pop();  // (more only with blocks waiting again)
     q.push(e);
     while (off && nout < kBatch && q.count != 0) out[nout++] = q.pop();
     g_large_ring.note_count();
@@ -848,15 +862,24 @@ void drain() {
       for (size_t i = 0; i < nout; ++i) release_small(out[i]);
     }
   }
-  for (;;) {
+  // The blocks there now: one that mprotect keeps inaccessible comes back
+  // (release_large) and is not tried twice.
+  size_t left;
+  {
+    LockGuard g(g_large_ring.lock);
+    left = g_large_ring.q.count;
+  }
+  while (left != 0) {
     Entry out[kBatch];
     size_t nout = 0;
     {
       LockGuard g(g_large_ring.lock);
-      while (g_large_ring.q.count != 0 && nout < kBatch) out[nout++] = g_large_ring.q.pop();
+      while (g_large_ring.q.count != 0 && nout < kBatch && nout < left)
+        out[nout++] = g_large_ring.q.pop();
       g_large_ring.note_count();
     }
     if (nout == 0) break;
+    left -= nout;
     for (size_t i = 0; i < nout; ++i) release_large(out[i]);
   }
 }
