@@ -172,6 +172,47 @@ TEST(Slab, KeptSlabsHoldAtMost64KiBOfFreeObjects) {
   EXPECT_EQ(slab_of(oc), s) << "the newest on the shared list";
 }
 
+// Cached empty slabs of every class, as the classes' counts say.
+size_t cached_empty_slabs() {
+  size_t n = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c) n += slab::counts(c).empty_cached_slabs;
+  return n;
+}
+
+// A decay pass looks only at the classes marked as holding an empty slab
+// (one that locked all 97 dirtied the pages of every class's state, 36 KiB of
+// a trivial program's RSS): the marks follow the slot through caching,
+// carving it again, decay and trim.
+TEST(Slab, TheClassesADecayPassLooksAtAreThoseHoldingAnEmptySlab) {
+  const unsigned cls = class_of(2048);
+  const ClassInfo& ci = kClasses[cls];
+  ASSERT_EQ(slab::counts(cls).empty_cached_slabs, 0u);
+  const unsigned before = slab::classes_to_decay();
+  EXPECT_EQ(before, cached_empty_slabs());
+  std::vector<void*> out(ci.objects);
+  ASSERT_EQ(slab::refill(cls, out.data(), ci.objects, 0), ci.objects);
+  slab::release(cls, out.data(), ci.objects);  // cached
+  EXPECT_EQ(slab::classes_to_decay(), before + 1);
+  ASSERT_EQ(slab::refill(cls, out.data(), ci.objects, 0), ci.objects);  // carved again
+  EXPECT_EQ(slab::classes_to_decay(), before);
+  slab::release(cls, out.data(), ci.objects);
+  EXPECT_EQ(slab::classes_to_decay(), before + 1);
+  bool pending = false;
+  slab::decay(0, 0, &pending);  // cached since after 0: stays
+  EXPECT_EQ(slab::classes_to_decay(), before + 1);
+  EXPECT_TRUE(pending);
+  slab::decay(~uint64_t{0}, 0, &pending);  // every cached slab goes
+  EXPECT_EQ(slab::counts(cls).empty_cached_slabs, 0u);
+  EXPECT_EQ(slab::classes_to_decay(), 0u);
+  EXPECT_EQ(cached_empty_slabs(), 0u);
+  ASSERT_EQ(slab::refill(cls, out.data(), ci.objects, 0), ci.objects);
+  slab::release(cls, out.data(), ci.objects);
+  EXPECT_EQ(slab::classes_to_decay(), 1u);
+  slab::trim();
+  EXPECT_EQ(slab::classes_to_decay(), 0u);
+  EXPECT_EQ(cached_empty_slabs(), 0u);
+}
+
 TEST(Slab, OneEmptySlabIsCachedAndTrimGivesItBack) {
   const unsigned cls = class_of(4096);
   const ClassInfo& ci = kClasses[cls];

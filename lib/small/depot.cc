@@ -271,7 +271,9 @@ size_t decay(bool* pending) {
       for (int64_t k = (idle + 1) / 2; k > 0 && flush_one(c, node, &moved); --k) {
       }
       int64_t now = d.nfull.load(std::memory_order_relaxed);
-      d.low.store(now, std::memory_order_relaxed);
+      // Stored only if it changed: a pass then writes no line of a class nobody
+      // used (one that stored each dirtied all of g_depot in every process).
+      if (now != idle) d.low.store(now, std::memory_order_relaxed);
       if (now > 0) *pending = true;
     }
   }

@@ -245,6 +245,9 @@ inline bool object_start(const Slab* s, uintptr_t a) {
 // unused since before `record_cutoff`. Returns bytes given back; *pending is
 // set when something cached may decay later.
 size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending);
+// The classes (of every node pool) a decay pass looks at: those whose empty
+// slab slot holds one, as their marks say (slab.cc: g_has_empty).
+unsigned classes_to_decay();
 
 // fork(): take / release every class lock of every node pool (node by node,
 // in class order), whether the pool is in use or not.
