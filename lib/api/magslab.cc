@@ -247,7 +247,7 @@ struct Hidden {
     bool zeroed = false;
   } blocks[kMax];
 };
-thread_local constinit Hidden t_hidden;
+constinit thread_local Hidden t_hidden MAGSLAB_TLS_MODEL;
 
 void* allocated(void* p, size_t n, bool zeroed) {
   if (p == nullptr) return nullptr;
