@@ -235,6 +235,18 @@ void wake(const uint32_t* word) {
   syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
 }
 
+namespace {
+// glibc's count of the process's threads (__nptl_nthreads: GLIBC_PRIVATE data
+// of libc.so.6): pthread_create adds one, each thread's end takes one, and
+// the thread that takes it to 0 — the last to end, main included when it ended
+// with pthread_exit() — calls exit(0). nullptr where it is not found.
+unsigned* glibc_thread_count() {
+  void* sym = dlsym(RTLD_DEFAULT, "__nptl_nthreads");
+  if (sym == nullptr && dlerror() != nullptr) (void)dlerror();  // its message goes back
+  return static_cast<unsigned*>(sym);
+}
+}  // namespace
+
 bool start_thread(const char* name, void* (*fn)(void*), void* arg) {
   pthread_attr_t attr;
   if (pthread_attr_init(&attr) != 0) return false;
@@ -248,6 +260,14 @@ bool start_thread(const char* name, void* (*fn)(void*), void* arg) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   if (ok) pthread_setname_np(t, name);
+  // The thread (it never ends) does not count among the process's: counted, it
+  // kept alive for good a process whose main() ended with pthread_exit() once
+  // its other threads had ended (a bug hunt, stop 40: atexit handlers never
+  // ran, and SIGTERM stayed pending — the thread blocks every signal). A fork
+  // child's count starts again at 1, without it. relaxed: glibc's own updates
+  // are atomic RMWs too, and the count orders nothing.
+  if (ok)
+    if (unsigned* count = glibc_thread_count()) __atomic_fetch_sub(count, 1u, __ATOMIC_RELAXED);
   return ok;
 }
 

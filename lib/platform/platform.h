@@ -112,7 +112,9 @@ void wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns);
 // Wake every thread waiting on word.
 void wake(const uint32_t* word);
 // Start a detached thread named `name` running fn(arg), with every signal
-// blocked (the program's signals never land on it). false if the OS refuses.
+// blocked (the program's signals never land on it), that never ends and does
+// not keep the process alive: when the program's last thread ends, the
+// process exits as without it. false if the OS refuses.
 bool start_thread(const char* name, void* (*fn)(void*), void* arg);
 void write_stderr(const char* s, size_t n);
 // All n bytes (retrying short writes and EINTR); 0, or the errno of the failure.

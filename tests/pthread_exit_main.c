@@ -1,0 +1,59 @@
+/* main() ends with pthread_exit() while another thread runs; that thread
+ * ends later. The process must then end as glibc ends it: exit(0), atexit
+ * handlers run. Until stop 40 magslab's decay thread, started by the second
+ * thread's first allocation, counted among the process's threads and never
+ * ends: the process stayed, a zombie main and the decay thread, for good
+ * (SIGTERM pending: the decay thread blocks every signal). A bug hunt's
+ * repro. Prints whether the decay thread ran (else the test proves nothing),
+ * then the atexit handler's line. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "magslab/magslab.h"
+
+static void* volatile sink; /* volatile: the compiler keeps each allocation */
+
+static void bye(void) { fprintf(stderr, "atexit ran\n"); }
+
+/* Whether a thread of this process is named magslab-decay. */
+static int decay_thread_runs(void) {
+  DIR* d = opendir("/proc/self/task");
+  if (d == NULL) return 0;
+  int found = 0;
+  struct dirent* e;
+  while (!found && (e = readdir(d)) != NULL) {
+    char path[300], name[64] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE* f = fopen(path, "r");
+    if (f == NULL) continue;
+    if (fgets(name, sizeof name, f) != NULL) found = strncmp(name, "magslab-decay", 13) == 0;
+    fclose(f);
+  }
+  closedir(d);
+  return found;
+}
+
+static void* worker(void* arg) {
+  (void)arg;
+  sink = magslab_malloc(100); /* the second thread's first allocation starts the decay thread */
+  magslab_free(sink);
+  usleep(200 * 1000);
+  return NULL; /* the program's last thread ends here */
+}
+
+int main(void) {
+  atexit(bye);
+  sink = magslab_malloc(100);
+  magslab_free(sink);
+  pthread_t t;
+  if (pthread_create(&t, NULL, worker, NULL) != 0) return 1;
+  pthread_detach(t);
+  for (int i = 0; i < 100 && !decay_thread_runs(); ++i) usleep(1000);
+  fprintf(stderr, decay_thread_runs() ? "decay thread runs\n" : "no decay thread\n");
+  pthread_exit(NULL);
+}
