@@ -38,10 +38,13 @@ static int decay_thread_runs(void) {
   return found;
 }
 
+static volatile int allocated; /* set by the worker after its allocation */
+
 static void* worker(void* arg) {
   (void)arg;
   sink = magslab_malloc(100); /* the second thread's first allocation starts the decay thread */
   magslab_free(sink);
+  __atomic_store_n(&allocated, 1, __ATOMIC_RELEASE);
   usleep(200 * 1000);
   return NULL; /* the program's last thread ends here */
 }
@@ -53,7 +56,10 @@ int main(void) {
   pthread_t t;
   if (pthread_create(&t, NULL, worker, NULL) != 0) return 1;
   pthread_detach(t);
-  for (int i = 0; i < 100 && !decay_thread_runs(); ++i) usleep(1000);
+  /* Up to 10 s: a loaded machine may start the worker late. */
+  for (int i = 0;
+       i < 10000 && !(__atomic_load_n(&allocated, __ATOMIC_ACQUIRE) && decay_thread_runs()); ++i)
+    usleep(1000);
   fprintf(stderr, decay_thread_runs() ? "decay thread runs\n" : "no decay thread\n");
   pthread_exit(NULL);
 }

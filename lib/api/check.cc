@@ -489,7 +489,8 @@ void release_small(const SmallEntry& e) {
 // ring once more, still inaccessible and still known (a second free of it is
 // reported, readable() says no), and is tried again when it is the eldest. With
 // the ring's spare room used up too it stays inaccessible and out of use for
-// good: address space and a page run's metadata, no more.
+// good (address space and a page run's metadata), and known no more: a second
+// free of it then faults reading its trailer instead of being reported.
 void release_large(const Entry& e) {
   if (e.locked && !platform::protect(e.p, e.bytes, true)) {
     LockGuard g(g_large_ring.lock);

@@ -244,7 +244,6 @@ struct Hidden {
   struct {
     void* p = nullptr;
     size_t n = 0;
-    bool zeroed = false;
   } blocks[kMax];
 };
 constinit thread_local Hidden t_hidden MAGSLAB_TLS_MODEL;
@@ -256,7 +255,7 @@ void* allocated(void* p, size_t n, bool zeroed) {
   if (h.depth > 0 && h.count < Hidden::kMax) {
     // Freed before, the address is unaddressable to memcheck; the loader writes its message there.
     vg::usable_unknown_block(p, n, zeroed);
-    h.blocks[h.count++] = {p, n, zeroed};
+    h.blocks[h.count++] = {p, n};
     return p;
   }
   announce(p, n, zeroed);
@@ -347,9 +346,10 @@ api::HiddenFromMemcheck::~HiddenFromMemcheck() {
   if (!MAGSLAB_UNDER_VALGRIND) return;
   vgapi::Hidden& h = vgapi::t_hidden;
   if (--h.depth > 0) return;
-  // Still held (none seen yet): the program may free them, so memcheck learns of them now.
-  for (int i = 0; i < h.count; ++i)
-    vgapi::announce(h.blocks[i].p, h.blocks[i].n, h.blocks[i].zeroed);
+  // Still held (none seen yet): the program may free them, so memcheck learns of them now,
+  // their contents defined (the loader wrote them; announced as undefined, ld.so's later reads
+  // of them were reported: a review, stop 40).
+  for (int i = 0; i < h.count; ++i) vgapi::announce(h.blocks[i].p, h.blocks[i].n, true);
   h.count = 0;
 }
 

@@ -239,11 +239,19 @@ namespace {
 // glibc's count of the process's threads (__nptl_nthreads: GLIBC_PRIVATE data
 // of libc.so.6): pthread_create adds one, each thread's end takes one, and
 // the thread that takes it to 0 — the last to end, main included when it ended
-// with pthread_exit() — calls exit(0). nullptr where it is not found.
-unsigned* glibc_thread_count() {
+// with pthread_exit() — calls exit(0). Looked up once, at load: dlsym takes
+// the loader's lock, which glibc holds while a dlopen()ed library's
+// constructors run, so a lookup in start_thread — inside the allocation of a
+// thread such a constructor started and waits for — deadlocked (a review,
+// stop 40). nullptr where it is not found (or if a thread starts before this
+// constructor ran: the decay thread then counts, as before stop 40).
+// relaxed: set once at load, before the program's threads use it.
+std::atomic<unsigned*> g_thread_count{nullptr};
+
+[[gnu::constructor]] void find_thread_count() {
   void* sym = dlsym(RTLD_DEFAULT, "__nptl_nthreads");
   if (sym == nullptr && dlerror() != nullptr) (void)dlerror();  // its message goes back
-  return static_cast<unsigned*>(sym);
+  g_thread_count.store(static_cast<unsigned*>(sym), std::memory_order_relaxed);
 }
 }  // namespace
 
@@ -267,7 +275,8 @@ bool start_thread(const char* name, void* (*fn)(void*), void* arg) {
   // child's count starts again at 1, without it. relaxed: glibc's own updates
   // are atomic RMWs too, and the count orders nothing.
   if (ok)
-    if (unsigned* count = glibc_thread_count()) __atomic_fetch_sub(count, 1u, __ATOMIC_RELAXED);
+    if (unsigned* count = g_thread_count.load(std::memory_order_relaxed))
+      __atomic_fetch_sub(count, 1u, __ATOMIC_RELAXED);
   return ok;
 }
 

@@ -8,7 +8,7 @@
 # Usage: memcheck_paths.sh VALGRIND LIBRARY PROGRAM
 set -u
 valgrind=$1 lib=$(realpath "$2") prog=$3
-dir=$(mktemp -d) || exit 1
+dir=$(mktemp -d /tmp/mcp.XXXXXX) || exit 1  # 15 characters, whatever TMPDIR says
 trap 'rm -rf "$dir"' EXIT
 failed=0
 for len in $(seq 40 4 84); do
