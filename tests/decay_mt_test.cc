@@ -242,20 +242,28 @@ TEST(DecayMt, ThePreviousMagazineOfAClassABlockedThreadStoppedUsingGoesBack) {
     uint32_t held = 0;
     std::thread owner([&] {
       // Two magazines' worth allocated, then freed: the loaded one fills,
-      // swaps with the empty previous and fills again.
+      // swaps with the empty previous and fills again. No pass meanwhile: a
+      // second one before the look below (the thread descheduled for a tick,
+      // as under ASan in CI) took the magazine, and the look found nothing.
+      decay::pause(true);
       std::vector<void*> v(2 * size_t{kClasses[cls].mag_cap});
       for (void*& p : v) p = magslab_malloc(size);
       for (void* p : v) magslab_free(p);
       tc = t_cache;
       held = held_in_previous(tc, cls);
+      decay::pause(false);
       phase.store(1);
       while (phase.load() != 2) std::this_thread::sleep_for(10ms);  // alive, makes no call
       // One more job: the loaded magazine runs empty and one more comes from
       // the slabs, and all go back: loaded fills, and becomes the previous.
+      // Paused as above; the wake the frees owe the parked thread comes all
+      // the same (it then ticks, paused, until the pause ends).
+      decay::pause(true);
       std::vector<void*> u(std::atomic_ref<Magazine*>(tc->cls[cls].loaded).load()->count + 1);
       for (void*& p : u) p = magslab_malloc(size);
       for (void* p : u) magslab_free(p);
       held = held_in_previous(tc, cls);
+      decay::pause(false);
       phase.store(3);
       while (phase.load() != 4) std::this_thread::sleep_for(10ms);
     });
