@@ -100,11 +100,9 @@ unsigned pool_index(const SlabClass& sc) { return static_cast<unsigned>(&sc - &g
 
 // sc.empty = s (nullptr: none), under sc.lock, with its bit.
 void set_empty(SlabClass& sc, Slab* s) {
-  if ((sc.empty != nullptr) == (s != nullptr)) {
-    sc.empty = s;
-    return;
-  }
+  const bool had = sc.empty != nullptr;
   sc.empty = s;
+  if (had == (s != nullptr)) return;  // the bit stays as it is
   const unsigned i = pool_index(sc);
   const uint64_t bit = uint64_t{1} << (i % 64);
   if (s != nullptr)
