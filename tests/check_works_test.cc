@@ -245,14 +245,15 @@ TEST(CheckWorksTest, SlabSideArraysGoBackAfterABurst) {
 // address-space limit, an allocation that finds none gives the quarantine back
 // and tries again, instead of failing where release would not.
 //
-// The new block may land in a 16 GiB region of the address space whose page-map
-// leaf does not exist yet (chunks/chunk_map.h): registering it then maps a
-// leaf, 64 MiB of address space (untouched, but counted by RLIMIT_AS) — two if
-// the block straddles two regions. With a 96 MiB block and 64 MiB of headroom
-// that failed about once in 50-150 runs, as ASLR placed the second block below
-// a region boundary the first was above (strace: the block's mmap succeeded,
-// the leaf's failed with ENOMEM). So the headroom leaves room for two leaves
-// once the quarantine is gone, and still not for the block before.
+// The new block may land in a region of the address space whose page-map leaf
+// does not exist yet (chunks/chunk_map.h): registering it then maps a leaf
+// (untouched, but counted by RLIMIT_AS) — two if the block straddles two
+// regions. With a 96 MiB block, 64 MiB of headroom and the leaves of stop 40
+// (64 MiB for 16 GiB) that failed about once in 50-150 runs, as ASLR placed the
+// second block below a region boundary the first was above (strace: the
+// block's mmap succeeded, the leaf's failed with ENOMEM). So the headroom
+// leaves room for two such leaves once the quarantine is gone, and still not
+// for the block before (today's leaves take 4 MiB for 1 GiB).
 TEST(CheckWorksTest, AllocationShortOfAddressSpaceEmptiesTheQuarantine) {
 #if MS_SANITIZED
   GTEST_SKIP() << "the sanitizer's runtime maps memory of its own under the limit";

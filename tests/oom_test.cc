@@ -241,10 +241,11 @@ TEST(OutOfMemory, HugeReallocFailureKeepsBlock) {
 }
 
 // Review findings (stop 32). A huge realloc that fails must leave nothing
-// behind: it prepared page-map leaves (64 MiB of address space per 16 GiB,
-// never unmapped) for the whole range it tried to grow into before knowing
-// whether the memory could be had — 512 MiB of address space, counted by
-// RLIMIT_AS, kept for good by one failed realloc(p, 128 GiB).
+// behind: it prepared page-map leaves (then 64 MiB of address space per 16
+// GiB, now 4 MiB per GiB; never unmapped) for the whole range it tried to
+// grow into before knowing whether the memory could be had — 512 MiB of
+// address space, counted by RLIMIT_AS, kept for good by one failed
+// realloc(p, 128 GiB).
 TEST(OutOfMemory, AFailedHugeGrowthLeavesNoPageMapBehind) {
   auto* p = static_cast<unsigned char*>(magslab_malloc(kHuge));
   ASSERT_NE(p, nullptr);

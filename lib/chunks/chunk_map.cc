@@ -19,7 +19,7 @@ Leaf* leaf_for(uintptr_t addr) {
   // acquire: a leaf another thread installed is seen zeroed.
   Leaf* leaf = slot.load(std::memory_order_acquire);
   if (leaf != nullptr) return leaf;
-  // Straight from the OS (64 MiB of lazily committed address space), never
+  // Straight from the OS (4 MiB of lazily committed address space), never
   // unmapped once installed. Counted in the metadata statistic.
   auto* fresh = static_cast<Leaf*>(platform::map_sparse(sizeof(Leaf)));
   if (fresh == nullptr) return nullptr;

@@ -61,11 +61,11 @@ struct alignas(kCacheLine) ChunkMeta {
 
 namespace pagemap {
 
-inline constexpr unsigned kLeafBits = 12;
+inline constexpr unsigned kLeafBits = 8;
 inline constexpr unsigned kRootBits = kAddressBits - kChunkShift - kLeafBits;
-static_assert(kRootBits == 13);
+static_assert(kRootBits == 17);
 
-inline constexpr unsigned kLeafPageBits = kLeafBits + kChunkShift - kPageShift;  // 22
+inline constexpr unsigned kLeafPageBits = kLeafBits + kChunkShift - kPageShift;  // 18
 
 // What a chunk slot holds: nothing, the descriptor of a page-heap chunk, or
 // an Extent. The low bit of the stored word tells the two apart (descriptors
@@ -89,13 +89,17 @@ class Entry {
   uintptr_t word_ = 0;
 };
 
-// A leaf covers 16 GiB (2^34 bytes): an Entry per 4 MiB chunk slot and, for
+// A leaf covers 1 GiB (2^30 bytes): an Entry per 4 MiB chunk slot and, for
 // the free fast path, the owning slab of every page — so free reaches the
-// slab in two dependent loads (root, leaf). 64 MiB of address space (a word
+// slab in two dependent loads (root, leaf). 4 MiB of address space (a word
 // and a slab pointer per page), mapped lazily and never unmapped; only the
 // entries of chunks in use are touched (16 KiB per chunk). Untouched, but
-// counted by RLIMIT_AS: a program under an address-space limit pays 64 MiB of
-// it for each 16 GiB region its heap reaches (tests/check_works_test.cc).
+// counted by RLIMIT_AS and RLIMIT_DATA: a program pays 4 MiB of its limit for
+// each 1 GiB region its heap reaches (0.4 % of the region). Until stop 41 a
+// leaf covered 16 GiB in 64 MiB, and under `ulimit -d 65536` or `ulimit -v
+// 70000` the first allocation's leaf alone failed every allocation, where
+// glibc needs a few hundred KiB (ctests small_limit_*); the root grew from
+// 64 KiB to 1 MiB of .bss for it.
 // A page's word: what free needs of the slab holding the page, in one load, so
 // free never reads the slab's record. Its bits belong to the layer that carves
 // slabs (small/slab.h: where the slab starts, its class and owner), which
@@ -115,7 +119,7 @@ struct Leaf {
   std::atomic<uintptr_t> entry[size_t{1} << kLeafBits];  // Entry words
 };
 
-// The root is in .bss (64 KiB of zero pages until used): no initialisation,
+// The root is in .bss (1 MiB of zero pages, one touched per 512 GiB in use): no initialisation,
 // so lookups work before any constructor and before the first allocation.
 extern std::atomic<Leaf*> g_root[size_t{1} << kRootBits];
 

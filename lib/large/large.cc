@@ -842,7 +842,7 @@ void* grow_huge(Extent* h, void* p, size_t old, size_t size, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
   if (platform::remap(p, old, want, nullptr) != nullptr) {
     // Grown in place. The grown range's slots are registered only now that
-    // it is ours: leaves (64 MiB of address space each, never unmapped) made
+    // it is ours: leaves (4 MiB of address space each, never unmapped) made
     // for a growth that then failed would stay for good.
     bool registered;
     {
