@@ -377,8 +377,14 @@ inline void check_release(const magslab_cache* c, const void* p) {
 
 // Populate a new slab: memory from the heap, every object constructed. No lock
 // held (constructors may use magslab). nullptr, errno ENOMEM: no memory, or a
-// constructor failed (the objects it had constructed are destructed).
+// constructor failed (the objects it had constructed are destructed). No
+// cancellation meanwhile (platform::NoCancel): a constructor that reaches a
+// cancellation point (a connection's open(), a usleep) in a thread with a
+// cancel pending unwound through here, leaking the slab, and through the C++
+// wrapper's noexcept catch(...) (magslab.hpp), which swallowed glibc's forced
+// unwind: "FATAL: exception not rethrown" and abort (stop 41's bug hunt).
 CacheSlab* populate(magslab_cache* c) {
+  const platform::NoCancel no_cancel;
   void* mem = magslab_aligned_alloc(c->slab_bytes, c->slab_bytes);
   if (mem == nullptr) return nullptr;  // errno: ENOMEM
   auto* s = static_cast<CacheSlab*>(mem);
@@ -771,8 +777,10 @@ bool assign_id(magslab_cache* c) {
 }
 
 // Destruct the free objects of s (all of them: every object when all_objects).
+// No cancellation meanwhile, as in populate(): callers may hold a lock.
 void destruct_objects(magslab_cache* c, CacheSlab* s, bool all_objects) {
   if (c->dtor == nullptr) return;
+  const platform::NoCancel no_cancel;
   size_t n = 0;
   for (uint32_t i = 0; i < c->nobj; ++i) {
     if (all_objects || (s->free_bits[i / 64] >> (i % 64) & 1) != 0) {

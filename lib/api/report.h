@@ -3,6 +3,8 @@
 // written without allocating. The options themselves: platform/options.h.
 #pragma once
 
+#include "platform/platform.h"
+
 struct magslab_stats;
 
 namespace magslab::report {
@@ -11,7 +13,9 @@ namespace magslab::report {
 // stack: struct magslab_stats is 13 KiB (128 classes), and the caller may be a
 // thread with a stack of PTHREAD_STACK_MIN (16 KiB), or exit() there running
 // the exit report (a review found SIGSEGVs in both); nor in the heap, which the
-// reports never use. get() is nullptr when the mapping was refused.
+// reports never use. get() is nullptr when the mapping was refused. No
+// cancellation while it lives: its users write it out (write, fwrite:
+// cancellation points), and a thread cancelled there leaked the mapping.
 class StatsSnapshot {
  public:
   StatsSnapshot();
@@ -21,6 +25,7 @@ class StatsSnapshot {
   const struct magslab_stats* get() const { return st_; }
 
  private:
+  platform::NoCancel no_cancel_;  // first: before the mapping, gone after it
   struct magslab_stats* st_;
 };
 

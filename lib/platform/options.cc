@@ -313,6 +313,11 @@ void load(char* const* envp) {
   // read, as glibc reads no MALLOC_* one there. They would let the caller make
   // the program create or truncate a file of its choosing with the program's
   // rights (stats_file), or print its heap's addresses (verbose, show_stats).
+  // No cancellation until the state is 2: the NUMA probe opens and reads a
+  // sysfs file (cancellation points), and a thread cancelled there — the
+  // library's constructor run by a cancelled thread's dlopen() — left the
+  // state at 1 for good and glibc's loader lock held (NoCancel).
+  const platform::NoCancel no_cancel;
   if (getauxval(AT_SECURE) == 0) read_environment(environment);
   numa::init();  // the node pools, as MAGSLAB_NUMA says, before the first allocation is served
   // release: every value stored above is visible to a thread that sees 2.

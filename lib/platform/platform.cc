@@ -90,8 +90,12 @@ bool protect(void* addr, size_t size, bool accessible) {
   return mprotect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
 }
 
+NoCancel::NoCancel() { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old_); }
+NoCancel::~NoCancel() { pthread_setcancelstate(old_, nullptr); }
+
 bool fully_mapped(void* addr, size_t size) {
-  const int saved = errno;  // ENOMEM for a hole: an answer, not an error to report
+  const NoCancel no_cancel;  // msync is a cancellation point
+  const int saved = errno;   // ENOMEM for a hole: an answer, not an error to report
   const bool mapped = msync(addr, size, MS_ASYNC) == 0;
   errno = saved;
   return mapped;
@@ -215,7 +219,11 @@ void set_clock_for_testing(uint64_t (*clock)()) {
 
 uint64_t random_u64() {
   uint64_t v = 0;
-  if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v) {
+  // The system call itself, not glibc's getrandom(), which is a cancellation
+  // point: a thread cancelled in it left magslab_cache_create with the object
+  // caches' lock held, and a process's first magslab_malloc (which makes the
+  // keys) as a cancellation point (stop 41's bug hunt).
+  if (syscall(SYS_getrandom, &v, sizeof v, GRND_NONBLOCK) != static_cast<long>(sizeof v)) {
     // No entropy yet (very early boot): mix the clock with ASLR'd addresses.
     v = __builtin_ia32_rdtsc() ^ reinterpret_cast<uintptr_t>(&v) ^
         (reinterpret_cast<uintptr_t>(&random_u64) << 17);

@@ -53,6 +53,28 @@ bool protect(void* addr, size_t size, bool accessible);
 // Whether every page of [addr, addr + size) is mapped (msync(MS_ASYNC): no
 // side effect on anonymous memory). Not part of the test seam.
 bool fully_mapped(void* addr, size_t size);
+
+// Thread cancellation off for the guard's scope (pthread_setcancelstate), the
+// state before restored after. No magslab function is a cancellation point
+// (POSIX allows none for malloc and free), but a few rare paths call ones
+// that are — open, read and close (the options' NUMA probe, run by the
+// library's constructor, in dlopen()), write (statistics reports), msync
+// (fully_mapped), the constructors and destructors of object caches. A thread
+// with a cancel pending was cancelled there, and, built without exceptions,
+// magslab ran no destructor on the way out: its locks stayed held (fork(),
+// every cache call and the next dlopen() hung; stop 41's bug hunt), its
+// mappings leaked. With the guard, a pending cancel is acted on at the
+// thread's next cancellation point after magslab returns.
+class NoCancel {
+ public:
+  NoCancel();
+  ~NoCancel();
+  NoCancel(const NoCancel&) = delete;
+  NoCancel& operator=(const NoCancel&) = delete;
+
+ private:
+  int old_ = 0;
+};
 // Whether the byte at addr can be read, as far as the kernel says
 // (process_vm_readv on this process): kNo only for a definite EFAULT (an
 // unmapped or PROT_NONE page); kUnknown where the call itself is refused
