@@ -104,6 +104,9 @@ Magazine* read_loaded(ThreadCache::Pair& p) {
 Magazine* read_previous(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.previous).load(std::memory_order_acquire);
 }
+Magazine* read_remote(ThreadCache::Pair& p) {
+  return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
+}
 // The previous magazine is the one slot another thread may empty: a
 // process-wide trim takes idle threads' previous magazines (take_previous_all),
 // and a decay pass those of classes their owner stopped using (decay_stashes).
@@ -137,9 +140,6 @@ void claimed_inbox(ThreadCache* tc, unsigned c) {
   // relaxed: a hint for decay_stashes, as the count is for the senders.
   std::atomic_ref<uint8_t> aged(tc->inbox_aged[c]);
   if (aged.load(std::memory_order_relaxed) != 0) aged.store(0, std::memory_order_relaxed);
-}
-Magazine* read_remote(ThreadCache::Pair& p) {
-  return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
 }
 
 void on_thread_exit(void* arg);
@@ -473,6 +473,53 @@ inline void honour_flush_request(ThreadCache* tc) {
   }
 }
 
+// Loaded and remote magazines of classes the owner stopped using. A decay pass
+// takes the previous magazine of a class whose slow paths the owner did not
+// run since the pass before, but it cannot take these two: the fast paths use
+// them without an atomic. So a thread that moved on to other classes (a
+// working set whose sizes drift, a program past a phase) kept up to two
+// magazines of objects of every class it ever used, each object holding its
+// slab: 4 threads whose 16 MiB working sets drifted from 16 B to 8 KiB and
+// then kept 256 KiB of 16-byte blocks held 147 MiB for good, glibc 81,
+// mimalloc 8 (stop 41's bug hunt). Now a pass marks such a class
+// (ThreadCache::class_idle: the tick it first found it unused, kIdleStale a
+// whole tick later) and raises idle_flush, and the owner's next slow path —
+// of any class: the thread still runs — gives their magazines to the depot
+// (or the slabs, past its limit), whose own decay gives them back. A class in
+// use only through the fast paths (a steady alloc/free pair never misses)
+// looks unused too: it then pays one depot trade a tick or two (a refill
+// takes a magazine back). relaxed: hints; the magazines are the owner's.
+constexpr uint8_t kIdleStale = 255;
+
+MAGSLAB_NOINLINE void flush_idle(ThreadCache* tc, unsigned cur) {
+  std::atomic_ref<uint8_t>(tc->idle_flush).store(0, std::memory_order_relaxed);
+  const unsigned node = node_now();
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    if (c == cur ||
+        std::atomic_ref<uint8_t>(tc->class_idle[c]).load(std::memory_order_relaxed) != kIdleStale ||
+        std::atomic_ref<uint8_t>(tc->class_used[c]).load(std::memory_order_relaxed) != 0)
+      continue;
+    ThreadCache::Pair& p = tc->cls[c];
+    if (is_real(p.loaded)) {
+      retire(c, p.loaded, node);
+      set_loaded(p, &g_empty_magazine);
+    }
+    if (is_real(p.remote)) {
+      if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
+      retire(c, p.remote, node);
+      set_remote(p, &g_empty_magazine);
+    }
+  }
+}
+
+// A slow path's check (any class; `cur`, its own, stays): give back the
+// magazines of the classes a decay pass found stale.
+inline void flush_idle_if_asked(ThreadCache* tc, unsigned cur) {
+  if (MAGSLAB_UNLIKELY(std::atomic_ref<uint8_t>(tc->idle_flush).load(std::memory_order_relaxed) !=
+                       0))
+    flush_idle(tc, cur);
+}
+
 // tc's thread holds nothing any more: its objects go back, the cache leaves
 // the registry for the pool. Run by the thread itself in its exit destructor
 // (`own`: it also stops using the cache), or by a decay pass for a thread that
@@ -733,6 +780,7 @@ void* alloc_slow_once(unsigned cls) {
   if (tc == nullptr) return alloc_uncached(cls);
   honour_flush_request(tc);
   note_class_use(tc, cls);
+  flush_idle_if_asked(tc, cls);
   ThreadCache::Pair& p = tc->cls[cls];
   // 1. The previous magazine has objects: swap it in. (Taken out of its slot
   //    first, as every slow path does: take_previous.)
@@ -957,6 +1005,7 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
     return;
   }
   honour_flush_request(tc);
+  flush_idle_if_asked(tc, cls);
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
   if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
@@ -1084,6 +1133,12 @@ bool decay_stashes(uint64_t now) {
   };
   const uint8_t cur = tick_mark(now),
                 prev = tick_mark(now >= decay::kTickNs ? now - decay::kTickNs : 0);
+  // The same for class_idle, whose marks stop below kIdleStale.
+  const auto idle_mark = [](uint64_t t) {
+    return static_cast<uint8_t>(t / decay::kTickNs % (kIdleStale - 1) + 1);
+  };
+  const uint8_t idle_cur = idle_mark(now),
+                idle_prev = idle_mark(now >= decay::kTickNs ? now - decay::kTickNs : 0);
   // Under the registry lock, then class locks (retire -> slab::release), as
   // take_previous_all; the pass lock before both (small/decay.cc, api/fork.cc).
   LockGuard g(g_registry_lock);
@@ -1096,16 +1151,30 @@ bool decay_stashes(uint64_t now) {
     // stopped (mimalloc 6.5): two magazines of each class (stop 39). Whoever
     // exchanges first owns it (take_previous); a class in use that misses
     // later trades with the depot instead of swapping, once a pass at most.
-    // The loaded magazine stays: the owner's fast paths use it unlocked.
+    // The loaded and remote magazines are the owner's to give back: a class
+    // unused for a whole tick is marked stale for it (flush_idle).
     for (unsigned c = 0; c < kNumClasses; ++c) {
       std::atomic_ref<uint8_t> used(tc->class_used[c]);
+      std::atomic_ref<uint8_t> idle(tc->class_idle[c]);  // relaxed: see flush_idle
       ThreadCache::Pair& p = tc->cls[c];
-      const bool real = is_real(read_previous(p));      // a look: the exchange decides
+      const bool real = is_real(read_previous(p));  // a look: the exchange decides
+      const uint8_t since = idle.load(std::memory_order_relaxed);
       if (used.load(std::memory_order_relaxed) != 0) {  // relaxed: see note_class_use
         used.store(0, std::memory_order_relaxed);
         held |= real;
-      } else if (real) {
-        retire(c, take_previous(p), node);
+        if (since != 0) idle.store(0, std::memory_order_relaxed);
+        continue;
+      }
+      if (real) retire(c, take_previous(p), node);
+      if (since == kIdleStale || (!is_real(read_loaded(p)) && !is_real(read_remote(p)))) continue;
+      if (since == 0) {
+        idle.store(idle_cur, std::memory_order_relaxed);
+        held = true;  // passes go on until it is stale (then it is the owner's)
+      } else if (since != idle_cur && since != idle_prev) {
+        idle.store(kIdleStale, std::memory_order_relaxed);
+        std::atomic_ref<uint8_t>(tc->idle_flush).store(1, std::memory_order_relaxed);
+      } else {
+        held = true;
       }
     }
     for (unsigned c = 0; c < kNumSmallClasses; ++c) {

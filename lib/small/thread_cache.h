@@ -130,6 +130,17 @@ struct alignas(kCacheLine) ThreadCache {
   // (thread_cache.cc, decay_stashes). Relaxed atomic_ref accesses, by the
   // owner and the decay pass.
   uint8_t class_used[kNumClasses] = {};
+  // Per class, how long the owner has not used it, for its loaded and remote
+  // magazines, which no other thread may take (the fast paths use them
+  // without an atomic): 0 while in use (class_used seen set), the decay tick
+  // (1..254) at which a pass first found it unused while one of them held a
+  // magazine, kIdleStale once a pass a whole tick later found it still so.
+  // Written by decay passes, read by the owner. `idle_flush`: set by a pass
+  // that made a class stale, cleared by the owner, whose next slow path (any
+  // class) then gives those magazines back (thread_cache.cc, flush_idle).
+  // Relaxed atomic_ref accesses: hints, as class_used.
+  uint8_t class_idle[kNumClasses] = {};
+  uint8_t idle_flush = 0;
   // A robust mutex its thread locks when it is given the cache and unlocks in
   // its exit destructor. Should the thread end without that destructor (its
   // first allocation came in the last round of pthread key destructors, after
