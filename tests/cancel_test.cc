@@ -27,6 +27,7 @@
 namespace {
 
 [[noreturn]] void fail(const char* what) {
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);  // fprintf is a cancellation point
   fprintf(stderr, "%s\n", what);
   _exit(1);
 }
@@ -127,6 +128,82 @@ TEST(CancelDeathTest, AStatisticsReportIsNoCancellationPoint) {
         _exit(0);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+// A misuse report is a write to stderr: the thread that double-frees aborts the
+// process even with a cancel pending. Before, it was cancelled in the write:
+// no report, no abort (the program went on), and for a huge block with the
+// huge lock held, so the next huge malloc hung (stop 41's review).
+void* g_twice = nullptr;
+TEST(CancelDeathTest, ADoubleFreeIsReportedWithACancelPending) {
+  for (size_t size : {size_t{48}, size_t{8} << 20}) {
+    g_twice = magslab_malloc(size);
+    ASSERT_NE(g_twice, nullptr);
+    EXPECT_DEATH(
+        {
+          alarm(20);
+          run_with_cancel_pending(
+              [] {
+                magslab_free(g_twice);
+                magslab_free(g_twice);
+              },
+              "magslab_free");
+          // Not reached: the report aborts the process.
+          void* p = magslab_malloc(size_t{8} << 20);
+          magslab_free(p);
+          _exit(0);
+        },
+        "magslab: double free of 0x")
+        << size << " B";
+    magslab_free(g_twice);
+  }
+}
+
+// magslab_cache_destroy of a cache with live objects warns (a write) and goes
+// on: the warning was a cancellation point, and the cache and its slabs leaked.
+magslab_cache* g_leaky = nullptr;
+TEST(CancelDeathTest, DestroyingACacheWithLiveObjectsIsNoCancellationPoint) {
+  EXPECT_EXIT(
+      {
+        alarm(20);
+        g_leaky = magslab_cache_create("leaky", 64, 8, nullptr, nullptr, nullptr);
+        if (g_leaky == nullptr || magslab_cache_alloc(g_leaky) == nullptr)
+          fail("magslab_cache_create or _alloc failed");
+        run_with_cancel_pending([] { magslab_cache_destroy(g_leaky); }, "magslab_cache_destroy");
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "live");
+}
+
+// With a report fd open (show_stats without stats_file), fork()'s child
+// handler closes the parent's duplicate of stderr: close was a cancellation
+// point there, and a child forked by a thread with a cancel pending died
+// inside fork() (exit status 0, its own code never ran).
+TEST(CancelDeathTest, ForkByAThreadWithACancelPendingAndAReportFd) {
+  // Read by the death test's child as it starts: a child of its own (threadsafe).
+  testing::GTEST_FLAG(death_test_style) = "threadsafe";
+  setenv("MAGSLAB_SHOW_STATS", "1", 1);
+  EXPECT_EXIT(
+      {
+        alarm(20);
+        run_with_cancel_pending(
+            [] {
+              pid_t pid = fork();
+              if (pid < 0) fail("fork failed");
+              if (pid == 0) _exit(7);  // the child runs its own code
+              int status = 0, old = 0;
+              // waitpid is a cancellation point of its own.
+              pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+              if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 7)
+                fail("the child forked by a thread with a cancel pending died in fork()");
+              pthread_setcancelstate(old, nullptr);
+            },
+            "fork");
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+  unsetenv("MAGSLAB_SHOW_STATS");
+  testing::GTEST_FLAG(death_test_style) = "fast";
 }
 
 // A C constructor and destructor that reach cancellation points.

@@ -20,11 +20,14 @@ namespace {
 // The highest number in a kernel cpulist/nodelist ("0", "0-1", "0,2-3\n"),
 // plus one; 1 when unreadable or empty.
 unsigned os_node_count() {
-  int fd = open("/sys/devices/system/node/online", O_RDONLY | O_CLOEXEC);
+  // The system calls themselves: glibc's open, read and close are
+  // cancellation points (platform.cc, write_fd).
+  int fd = static_cast<int>(
+      syscall(SYS_openat, AT_FDCWD, "/sys/devices/system/node/online", O_RDONLY | O_CLOEXEC));
   if (fd < 0) return 1;  // no sysfs (a container without it): one node
   char buf[256];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
+  ssize_t n = syscall(SYS_read, fd, buf, sizeof buf - 1);
+  syscall(SYS_close, fd);
   if (n <= 0) return 1;
   unsigned highest = 0, cur = 0;
   bool any = false;

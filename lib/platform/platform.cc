@@ -298,9 +298,16 @@ FileId file_id(int fd) {
   return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
+// The file calls below are the system calls themselves (as glibc's own
+// *_nocancel functions), not glibc's write, open and close, which are
+// cancellation points: a thread with a cancel pending was cancelled in a
+// misuse report (no abort: a double free went on unreported, and one of a
+// huge block left the huge lock held — the next huge malloc hung), in
+// magslab_cache_destroy's live-object warning, and, with a report fd open, in
+// fork()'s child handler (the child died inside fork). Stop 41's review.
 int write_fd(int fd, const char* s, size_t n) {
   while (n > 0) {
-    ssize_t w = write(fd, s, n);
+    ssize_t w = syscall(SYS_write, fd, s, n);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) return errno;
     if (w == 0) return EIO;
@@ -311,10 +318,11 @@ int write_fd(int fd, const char* s, size_t n) {
 }
 
 int open_for_writing(const char* path) {
-  return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  return static_cast<int>(
+      syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
 }
 
-void close_fd(int fd) { close(fd); }
+void close_fd(int fd) { syscall(SYS_close, fd); }
 
 namespace {
 // Write a finished fatal line to stderr and abort.
