@@ -206,6 +206,8 @@ ThreadCache* current() {
   }
   for (uint8_t& n : tc->inbox_unclaimed) n = 0;  // counted for the cache's last thread
   for (uint8_t& a : tc->inbox_aged) a = 0;
+  for (uint8_t& i : tc->class_idle) i = 0;  // the last thread's marks: no grace tick for this one
+  tc->idle_flush = 0;
   // retire_all emptied the stash; no trim_all reaches a cache outside the registry.
   tc->stash_bytes = tc->stash_taken = 0;
   for (uint8_t& u : tc->stash_used) u = 0;
@@ -443,16 +445,22 @@ void flush(ThreadCache* tc) {
 // objects go to the depot while it has room (the next thread reuses them
 // warm), the rest to the slabs, and the partial slabs kept for its refills
 // become anyone's. Only its own refills keep slabs for it.
+// The owner's loaded and remote magazines of class c go to the depot (or the
+// slabs, past its limit); the slots get the empty sentinel.
+void retire_loaded_and_remote(unsigned c, ThreadCache::Pair& p, unsigned node) {
+  retire(c, p.loaded, node);
+  if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
+  retire(c, p.remote, node);
+  set_loaded(p, &g_empty_magazine);
+  set_remote(p, &g_empty_magazine);
+}
+
 void retire_all(ThreadCache* tc) {
   const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
-    retire(c, p.loaded, node);
     retire(c, take_previous(p), node);
-    if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
-    retire(c, p.remote, node);
-    set_loaded(p, &g_empty_magazine);
-    set_remote(p, &g_empty_magazine);
+    retire_loaded_and_remote(c, p, node);
     if (Magazine* m = take_inbox(tc, c)) retire(c, m, node);
     drain_stash(tc, c, [&](Magazine* m) { retire(c, m, node); });
   }
@@ -499,16 +507,7 @@ MAGSLAB_NOINLINE void flush_idle(ThreadCache* tc, unsigned cur) {
         std::atomic_ref<uint8_t>(tc->class_idle[c]).load(std::memory_order_relaxed) != kIdleStale ||
         std::atomic_ref<uint8_t>(tc->class_used[c]).load(std::memory_order_relaxed) != 0)
       continue;
-    ThreadCache::Pair& p = tc->cls[c];
-    if (is_real(p.loaded)) {
-      retire(c, p.loaded, node);
-      set_loaded(p, &g_empty_magazine);
-    }
-    if (is_real(p.remote)) {
-      if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
-      retire(c, p.remote, node);
-      set_remote(p, &g_empty_magazine);
-    }
+    retire_loaded_and_remote(c, tc->cls[c], node);
   }
 }
 
@@ -1005,11 +1004,13 @@ void free_slow(void* p, unsigned cls, uint64_t owner) {
     return;
   }
   honour_flush_request(tc);
+  // A remote free's trade too: a consumer's class is in use (its remote
+  // magazine must not go stale, flush_idle), and so is its previous magazine.
+  note_class_use(tc, cls);
   flush_idle_if_asked(tc, cls);
   ThreadCache::Pair& pr = tc->cls[cls];
   // The cache may have just been created: decide again against the real one.
   if (owner != tc->owner_tag) return free_remote(tc, pr, p, cls);
-  note_class_use(tc, cls);
   Magazine* loaded = pr.loaded;
   if (loaded->count < loaded->cap) return push(loaded, p);  // cache just created
   Magazine* prev = take_previous(pr);
@@ -1166,13 +1167,18 @@ bool decay_stashes(uint64_t now) {
         continue;
       }
       if (real) retire(c, take_previous(p), node);
-      if (since == kIdleStale || (!is_real(read_loaded(p)) && !is_real(read_remote(p)))) continue;
+      if (!is_real(read_loaded(p)) && !is_real(read_remote(p))) continue;
       if (since == 0) {
         idle.store(idle_cur, std::memory_order_relaxed);
         held = true;  // passes go on until it is stale (then it is the owner's)
-      } else if (since != idle_cur && since != idle_prev) {
-        idle.store(kIdleStale, std::memory_order_relaxed);
-        std::atomic_ref<uint8_t>(tc->idle_flush).store(1, std::memory_order_relaxed);
+      } else if (since == kIdleStale || (since != idle_cur && since != idle_prev)) {
+        // Raised again at every pass that finds a stale class still holding a
+        // magazine: the owner's clear (flush_idle) may land after this store
+        // while its look at the class came before the mark (relaxed both ways:
+        // store buffering), and the class would wait for its next use.
+        if (since != kIdleStale) idle.store(kIdleStale, std::memory_order_relaxed);
+        std::atomic_ref<uint8_t> flag(tc->idle_flush);
+        if (flag.load(std::memory_order_relaxed) == 0) flag.store(1, std::memory_order_relaxed);
       } else {
         held = true;
       }
