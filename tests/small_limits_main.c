@@ -1,8 +1,9 @@
 // A program run under a small data or address-space limit (`ulimit -d`, `ulimit -v`: CMake's
 // ctests small_limit_*), magslab preloaded: small, large and huge blocks, a realloc across the
-// three, and a thread that allocates. glibc serves all of it in a few MiB; before stop 41 a
-// 64 MiB page-map leaf, mapped at the first allocation, made every allocation fail under
-// `ulimit -d 65536` or `ulimit -v 70000` (chunks/chunk_map.h).
+// three, and a thread that allocates. glibc runs it under `ulimit -d 16384` or `ulimit -v 65536`;
+// before stop 41 a 64 MiB page-map leaf, mapped at the first allocation, made every allocation
+// fail under `ulimit -d 65536` or `ulimit -v 65536` (chunks/chunk_map.h); now it runs under
+// 38-40 MiB of either.
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

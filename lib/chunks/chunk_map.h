@@ -97,9 +97,9 @@ class Entry {
 // counted by RLIMIT_AS and RLIMIT_DATA: a program pays 4 MiB of its limit for
 // each 1 GiB region its heap reaches (0.4 % of the region). Until stop 41 a
 // leaf covered 16 GiB in 64 MiB, and under `ulimit -d 65536` or `ulimit -v
-// 70000` the first allocation's leaf alone failed every allocation, where
-// glibc needs a few hundred KiB (ctests small_limit_*); the root grew from
-// 64 KiB to 1 MiB of .bss for it.
+// 65536` the first allocation's leaf alone failed every allocation, where
+// glibc needs 16 MiB of data (ctests small_limit_*); the root grew from 64 KiB
+// to 1 MiB of .bss for it.
 // A page's word: what free needs of the slab holding the page, in one load, so
 // free never reads the slab's record. Its bits belong to the layer that carves
 // slabs (small/slab.h: where the slab starts, its class and owner), which

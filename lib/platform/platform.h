@@ -56,15 +56,16 @@ bool fully_mapped(void* addr, size_t size);
 
 // Thread cancellation off for the guard's scope (pthread_setcancelstate), the
 // state before restored after. No magslab function is a cancellation point
-// (POSIX allows none for malloc and free), but a few rare paths call ones
-// that are — open, read and close (the options' NUMA probe, run by the
-// library's constructor, in dlopen()), write (statistics reports), msync
-// (fully_mapped), the constructors and destructors of object caches. A thread
-// with a cancel pending was cancelled there, and, built without exceptions,
-// magslab ran no destructor on the way out: its locks stayed held (fork(),
-// every cache call and the next dlopen() hung; stop 41's bug hunt), its
-// mappings leaked. With the guard, a pending cancel is acted on at the
-// thread's next cancellation point after magslab returns.
+// (POSIX allows none for malloc and free): its own file calls and getrandom
+// are the system calls themselves (platform.cc, write_fd), and this guard
+// covers what it calls that is one — msync (fully_mapped), the constructors
+// and destructors of object caches — and, should one be added, the library's
+// constructor, the options' load and statistics reports. A thread with a
+// cancel pending was cancelled there, and, built without exceptions, magslab
+// ran no destructor on the way out: its locks stayed held (fork(), every
+// cache call and the next dlopen() hung; stop 41's bug hunt), its mappings
+// leaked. With the guard, a pending cancel is acted on at the thread's next
+// cancellation point after magslab returns.
 class NoCancel {
  public:
   NoCancel();

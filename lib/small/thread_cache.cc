@@ -441,10 +441,6 @@ void flush(ThreadCache* tc) {
   clear_stash_bytes(tc);
 }
 
-// The thread gives up everything it holds (its exit, magslab_thread_idle):
-// objects go to the depot while it has room (the next thread reuses them
-// warm), the rest to the slabs, and the partial slabs kept for its refills
-// become anyone's. Only its own refills keep slabs for it.
 // The owner's loaded and remote magazines of class c go to the depot (or the
 // slabs, past its limit); the slots get the empty sentinel.
 void retire_loaded_and_remote(unsigned c, ThreadCache::Pair& p, unsigned node) {
@@ -455,6 +451,10 @@ void retire_loaded_and_remote(unsigned c, ThreadCache::Pair& p, unsigned node) {
   set_remote(p, &g_empty_magazine);
 }
 
+// The thread gives up everything it holds (its exit, magslab_thread_idle):
+// objects go to the depot while it has room (the next thread reuses them
+// warm), the rest to the slabs, and the partial slabs kept for its refills
+// become anyone's. Only its own refills keep slabs for it.
 void retire_all(ThreadCache* tc) {
   const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -488,7 +488,7 @@ inline void honour_flush_request(ThreadCache* tc) {
 // working set whose sizes drift, a program past a phase) kept up to two
 // magazines of objects of every class it ever used, each object holding its
 // slab: 4 threads whose 16 MiB working sets drifted from 16 B to 8 KiB and
-// then kept 256 KiB of 16-byte blocks held 147 MiB for good, glibc 81,
+// then kept 256 KiB of 16-byte blocks held 147-149 MiB for good, glibc 81,
 // mimalloc 8 (stop 41's bug hunt). Now a pass marks such a class
 // (ThreadCache::class_idle: the tick it first found it unused, kIdleStale a
 // whole tick later) and raises idle_flush, and the owner's next slow path —
