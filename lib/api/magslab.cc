@@ -39,11 +39,6 @@ namespace {
 // The options first: pthread_atfork allocates, and the first allocation's
 // slow path would otherwise set this thread up before they are read.
 [[gnu::constructor]] void on_load(int /*argc*/, char** /*argv*/, char** envp) {
-  // No cancellation (platform::NoCancel): a dlopen() of the library in a
-  // thread with a cancel pending ran this constructor under glibc's loader
-  // lock, the options' NUMA probe (open, read) cancelled it, and the lock
-  // stayed held — every later dlopen() hung (stop 41's bug hunt).
-  const platform::NoCancel no_cancel;
   report::load_options(envp);
   register_fork_handlers();
   decay::set_hook(&large::decay);

@@ -418,9 +418,6 @@ size_t magslab_stats_json(char* buf, size_t len) {
 
 int magslab_stats_print(int fd, int format) {
   if (format != MAGSLAB_STATS_TEXT && format != MAGSLAB_STATS_JSON) return EINVAL;
-  // No cancellation point (write is one), as no magslab call is: a thread
-  // cancelled here leaked the statistics snapshot's mapping.
-  const platform::NoCancel no_cancel;
   int saved = errno;
   report::Out out = report::Out::to_fd(fd);
   if (format == MAGSLAB_STATS_JSON)

@@ -313,11 +313,10 @@ void load(char* const* envp) {
   // read, as glibc reads no MALLOC_* one there. They would let the caller make
   // the program create or truncate a file of its choosing with the program's
   // rights (stats_file), or print its heap's addresses (verbose, show_stats).
-  // No cancellation until the state is 2: the NUMA probe opens and reads a
-  // sysfs file (cancellation points), and a thread cancelled there — the
-  // library's constructor run by a cancelled thread's dlopen() — left the
-  // state at 1 for good and glibc's loader lock held (NoCancel).
-  const platform::NoCancel no_cancel;
+  // Nothing here is a cancellation point (the NUMA probe's file calls are the
+  // system calls themselves: numa.cc): until stop 41 a dlopen() by a thread
+  // with a cancel pending was cancelled in the probe, under glibc's loader
+  // lock, and the state stayed 1 for good.
   if (getauxval(AT_SECURE) == 0) read_environment(environment);
   numa::init();  // the node pools, as MAGSLAB_NUMA says, before the first allocation is served
   // release: every value stored above is visible to a thread that sees 2.

@@ -59,8 +59,8 @@ bool fully_mapped(void* addr, size_t size);
 // (POSIX allows none for malloc and free): its own file calls and getrandom
 // are the system calls themselves (platform.cc, write_fd), and this guard
 // covers what it calls that is one — msync (fully_mapped), the constructors
-// and destructors of object caches — and, should one be added, the library's
-// constructor, the options' load and statistics reports. A thread with a
+// and destructors of object caches, the caller's stdio that malloc_info
+// writes a statistics snapshot with (api/report.h). A thread with a
 // cancel pending was cancelled there, and, built without exceptions, magslab
 // ran no destructor on the way out: its locks stayed held (fork(), every
 // cache call and the next dlopen() hung; stop 41's bug hunt), its mappings
