@@ -14,6 +14,13 @@
 //          (xorshift64 from a constant seed, computed before the warm-up, so
 //          the RNG runs outside the measured function; the loop loads the size
 //          instead of using a constant).
+//   pairs-rotate: iterations x { p = malloc(kRotate[i % 4]); escape(p);
+//          free(p); } — pairs like `pairs`, but four sizes (16, 48, 96, 160 B:
+//          four classes in every allocator here) in turn, so a malloc never
+//          takes the block the free just before it gave back. Same instruction
+//          count per pair as `pairs` on magslab; the wall time shows what the
+//          dependence of a malloc on the free just before it costs
+//          (docs/benchmarks.md, "What a free-then-malloc of one size waits for").
 //   new-delete: iterations x { p = ::operator new(16); escape(p);
 //          ::operator delete(p, 16); } — C++'s allocation path (sized delete,
 //          as g++ emits it for a complete type). Preload build only.
@@ -53,6 +60,7 @@ namespace {
 constexpr size_t kSize = 16;
 constexpr size_t kBatch = 1000;
 constexpr size_t kMixedMin = 8, kMixedMax = 512;
+constexpr size_t kRotate[4] = {16, 48, 96, 160};
 
 // batch-mixed's sizes, filled by fill_mixed_sizes() before anything is measured.
 size_t g_mixed_sizes[kBatch];
@@ -88,6 +96,16 @@ inline void pairs_body(size_t n) {
     void* p = alloc(kSize);
     escape(p);
     touch<Touch>(p, i);
+    dealloc(p);
+  }
+}
+
+template <bool Touch>
+inline void pairs_rotate_body(size_t n) {
+  static_assert(!Touch, "pairs-rotate has no touch flavour");
+  for (size_t i = 0; i < n; ++i) {
+    void* p = alloc(kRotate[i % 4]);
+    escape(p);
     dealloc(p);
   }
 }
@@ -143,11 +161,13 @@ FASTPATH_DEFINE(measure_batch, batch_body, false)
 FASTPATH_DEFINE(measure_pairs_touch, pairs_body, true)
 FASTPATH_DEFINE(measure_batch_touch, batch_body, true)
 FASTPATH_DEFINE(measure_batch_mixed, batch_mixed_body, false)
+FASTPATH_DEFINE(measure_pairs_rotate, pairs_rotate_body, false)
 FASTPATH_DEFINE(warm_pairs, pairs_body, false)
 FASTPATH_DEFINE(warm_batch, batch_body, false)
 FASTPATH_DEFINE(warm_pairs_touch, pairs_body, true)
 FASTPATH_DEFINE(warm_batch_touch, batch_body, true)
 FASTPATH_DEFINE(warm_batch_mixed, batch_mixed_body, false)
+FASTPATH_DEFINE(warm_pairs_rotate, pairs_rotate_body, false)
 #ifndef FASTPATH_MAGSLAB_DIRECT
 FASTPATH_DEFINE(measure_new_delete, new_delete_body, false)
 FASTPATH_DEFINE(warm_new_delete, new_delete_body, false)
@@ -168,6 +188,7 @@ const Mode kModes[] = {
     {"pairs-touch", measure_pairs_touch, warm_pairs_touch, warm_batch_touch, false},
     {"batch-touch", measure_batch_touch, warm_pairs_touch, warm_batch_touch, true},
     {"batch-mixed", measure_batch_mixed, warm_pairs, warm_batch_mixed, true},
+    {"pairs-rotate", measure_pairs_rotate, warm_pairs_rotate, warm_batch, false},
 #ifndef FASTPATH_MAGSLAB_DIRECT
     {"new-delete", measure_new_delete, warm_new_delete, warm_new_delete, false},
 #endif
@@ -181,7 +202,7 @@ int usage() {
                "usage: LD_PRELOAD=<library> fastpath "
                "<magslab|mimalloc|tbb|jemalloc|tcmalloc|glibc|any>"
 #endif
-               " <pairs|batch|pairs-touch|batch-touch|batch-mixed"
+               " <pairs|batch|pairs-touch|batch-touch|batch-mixed|pairs-rotate"
 #ifndef FASTPATH_MAGSLAB_DIRECT
                "|new-delete"
 #endif
