@@ -180,6 +180,25 @@ bool never_unloaded(const void* pc) {
   return u.never;
 }
 
+// A weak reference: in a static executable (where nothing is ever unloaded)
+// it stays null and pulls no part of the dynamic loader in, nor its link-time
+// warning about dlopen in static programs.
+#pragma weak dlopen
+
+void pin_code() {
+  static constinit std::atomic<bool> g_pinned{false};
+  // relaxed: one caller pins. Another may return before it has (it is in
+  // the plugin's code meanwhile, so the program cannot dlclose it yet).
+  if (g_pinned.exchange(true, std::memory_order_relaxed)) return;
+  const void* pc = reinterpret_cast<const void*>(&pin_code);
+  if (never_unloaded(pc) || &dlopen == nullptr) return;
+  Dl_info info{};
+  if (dladdr(pc, &info) == 0 || info.dli_fname == nullptr) return;
+  // NOLOAD: the object is loaded already (this code runs in it); NODELETE:
+  // dlclose() leaves it mapped. The handle is kept open for good as well.
+  (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
   return ops().remap(old_addr, old_size, new_size, new_addr);
 }
