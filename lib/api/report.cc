@@ -336,8 +336,10 @@ void write_json(Out& out) {
 void load_options(char* const* envp) {
   opt::load(envp);
   // show_stats=1/text/json, or a stats_file alone (text): a report at exit.
-  // Check mode's leak report (api/check.h) goes there too.
-  if ((opt::get(opt::kShowStats) != 0 && opt::get(opt::kStatsFile) == 0) ||
+  // Check mode's leak report (api/check.h) goes there too, and so does the
+  // line saying a stats_file could not be opened (before stop 42 it went to
+  // fd 2 as it was at exit: into a file the program had opened there).
+  if (opt::get(opt::kShowStats) != 0 || opt::get(opt::kStatsFile) != 0 ||
       (kCheckMode && opt::get(opt::kLeakReport) != 0)) {
     g_report_fd = platform::dup_stderr();
     if (g_report_fd >= 0) g_report_file = platform::file_id(g_report_fd);
@@ -368,7 +370,7 @@ void report_at_exit() {
   if (fd < 0) {
     LineBuf l;
     l.str("magslab: cannot open stats_file ").str(opt::path(opt::kStatsFile)).end();
-    platform::write_stderr(l.data(), l.size());
+    platform::write_fd(report_fd(), l.data(), l.size());
     return;
   }
   magslab_stats_print(fd, format == 2 ? MAGSLAB_STATS_JSON : MAGSLAB_STATS_TEXT);
