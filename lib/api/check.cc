@@ -907,20 +907,32 @@ void check_quarantine_at_exit() {
   }
 }
 
+// The sites' counters as report_leaks read them once: other threads may still
+// allocate and free while it runs (exit() from one thread while others work),
+// and the lines must add up to the total above them (before stop 42 each line
+// read its counters again). Only the exit's one report uses it.
+struct SiteSnap {
+  int64_t blocks, bytes;
+};
+SiteSnap g_snap[kCheckMode ? kSites : 1];
+
 void report_leaks(int fd) {
   if (!kCheckMode || opt::get(opt::kLeakReport) == 0) return;
   unsigned order[kSites];
   unsigned n = 0;
   int64_t blocks = 0, bytes = 0;
   for (unsigned i = kOtherSite; i < kSites; ++i) {
-    int64_t b = g_sites[i].blocks.load(std::memory_order_relaxed);  // relaxed: see Site
-    if (b <= 0) continue;
-    blocks += b;
-    bytes += g_sites[i].bytes.load(std::memory_order_relaxed);  // relaxed: see Site
+    // relaxed (both): see Site. Two loads: a line may pair a block count and
+    // a byte count a concurrent update is between; its own sum still holds.
+    const SiteSnap snap{g_sites[i].blocks.load(std::memory_order_relaxed),
+                        g_sites[i].bytes.load(std::memory_order_relaxed)};
+    if (snap.blocks <= 0) continue;
+    g_snap[i] = snap;
+    blocks += snap.blocks;
+    bytes += snap.bytes;
     // Insertion by bytes, largest first.
     unsigned k = n++;
-    auto at = [](unsigned j) { return g_sites[j].bytes.load(std::memory_order_relaxed); };
-    for (; k > 0 && at(order[k - 1]) < at(i); --k) order[k] = order[k - 1];
+    for (; k > 0 && g_snap[order[k - 1]].bytes < snap.bytes; --k) order[k] = order[k - 1];
     order[k] = i;
   }
   LineBuf l;
@@ -932,11 +944,12 @@ void report_leaks(int fd) {
   platform::write_fd(fd, l.data(), l.size());
   for (unsigned k = 0; k < n; ++k) {
     const Site& s = g_sites[order[k]];
+    const SiteSnap& snap = g_snap[order[k]];
     l.clear();
-    // relaxed (both): see Site
-    int64_t b = s.blocks.load(std::memory_order_relaxed);
-    l.str("magslab:   ").num(static_cast<uint64_t>(s.bytes.load(std::memory_order_relaxed)));
-    l.str(" B in ").num(static_cast<uint64_t>(b)).str(b == 1 ? " block from " : " blocks from ");
+    l.str("magslab:   ").num(static_cast<uint64_t>(snap.bytes));
+    l.str(" B in ").num(static_cast<uint64_t>(snap.blocks));
+    l.str(snap.blocks == 1 ? " block from " : " blocks from ");
+    // relaxed: see Site
     const void* pc = reinterpret_cast<const void*>(s.pc.load(std::memory_order_relaxed));
     const char *file, *sym;
     uintptr_t off;
