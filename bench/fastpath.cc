@@ -17,9 +17,10 @@
 //   pairs-rotate: iterations x { p = malloc(kRotate[i % 4]); escape(p);
 //          free(p); } — pairs like `pairs`, but four sizes (16, 48, 96, 160 B:
 //          four classes in every allocator here) in turn, so a malloc never
-//          takes the block the free just before it gave back. Same instruction
-//          count per pair as `pairs` on magslab; the wall time shows what the
-//          dependence of a malloc on the free just before it costs
+//          takes the block the free just before it gave back. Two instructions
+//          a pair more than `pairs` on magslab (the size's load and index);
+//          the wall time shows what the dependence of a malloc on the free
+//          just before it costs
 //          (docs/benchmarks.md, "What a free-then-malloc of one size waits for").
 //   new-delete: iterations x { p = ::operator new(16); escape(p);
 //          ::operator delete(p, 16); } — C++'s allocation path (sized delete,

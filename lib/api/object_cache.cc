@@ -585,7 +585,6 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
     set_my_table(nt);
   }
   if (t != &g_no_table) magslab_free(t);
-  platform::pin_code();  // before the exit destructor is set (thread_cache.cc: likewise)
   if (g_key_ok) pthread_setspecific(g_exit_key, nt);
   return &nt->slot[c->id];
 }

@@ -389,10 +389,12 @@ void report_at_exit() {
 // argument): atexit() would name this library, whose own finalisation, right
 // after this destructor, runs what was registered for it. So only where this
 // code stays mapped until exit (platform::never_unloaded: the program, or a
-// -z nodelete library): libmagslab.a in a plugin that is dlclose()d reports
-// at once, as before — a handler left behind there crashed the program at
-// its exit (found by a review). (If the registration is refused, the report
-// comes at once too.)
+// -z nodelete library): libmagslab.a in a plugin reports at once, as before —
+// a handler left behind by a plugin dlclose()d crashed the program at its
+// exit (found by a review). (Since stop 42 such a plugin is pinned as it
+// loads, platform.cc, and this destructor runs at exit, not at dlclose; its
+// DT_FLAGS_1 still say it may be unloaded. If the registration is refused,
+// the report comes at once too.)
 [[gnu::destructor]] void on_unload() {
   if (!platform::never_unloaded(reinterpret_cast<const void*>(&report_at_exit)) ||
       __cxa_atexit([](void*) { report_at_exit(); }, nullptr, nullptr) != 0)

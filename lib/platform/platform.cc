@@ -180,25 +180,6 @@ bool never_unloaded(const void* pc) {
   return u.never;
 }
 
-// A weak reference: in a static executable (where nothing is ever unloaded)
-// it stays null and pulls no part of the dynamic loader in, nor its link-time
-// warning about dlopen in static programs.
-#pragma weak dlopen
-
-void pin_code() {
-  static constinit std::atomic<bool> g_pinned{false};
-  // relaxed: one caller pins. Another may return before it has (it is in
-  // the plugin's code meanwhile, so the program cannot dlclose it yet).
-  if (g_pinned.exchange(true, std::memory_order_relaxed)) return;
-  const void* pc = reinterpret_cast<const void*>(&pin_code);
-  if (never_unloaded(pc) || &dlopen == nullptr) return;
-  Dl_info info{};
-  if (dladdr(pc, &info) == 0 || info.dli_fname == nullptr) return;
-  // NOLOAD: the object is loaded already (this code runs in it); NODELETE:
-  // dlclose() leaves it mapped. The handle is kept open for good as well.
-  (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-}
-
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
   return ops().remap(old_addr, old_size, new_size, new_addr);
 }
@@ -279,6 +260,32 @@ std::atomic<unsigned*> g_thread_count{nullptr};
   void* sym = dlsym(RTLD_DEFAULT, "__nptl_nthreads");
   if (sym == nullptr && dlerror() != nullptr) (void)dlerror();  // its message goes back
   g_thread_count.store(static_cast<unsigned*>(sym), std::memory_order_relaxed);
+}
+
+// libmagslab.a linked into a plugin the program may dlclose() (never_unloaded
+// false): the plugin is marked RTLD_NODELETE as it loads, so its code stays
+// mapped for what outlives the dlclose — the thread-exit destructors of its
+// pthread keys (a thread that used it ends later), its decay thread, blocks
+// it handed out that the program frees later. Before stop 42 a worker's exit
+// and the decay thread both ran unmapped code (SIGSEGV; a bug hunt). glibc
+// does the same for an object that registered C++ thread_local destructors.
+// A dlopen of itself with RTLD_NOLOAD from its own constructor, on the
+// loading thread, which holds the loader's lock (recursive): a first call
+// made later, by a thread a plugin's constructor starts and waits for,
+// would wait for that lock for ever (a review found pin_code there
+// deadlocked; the lookup above moved here for the same reason in stop 40).
+// dlopen through dlsym: a direct reference makes a static link warn.
+[[gnu::constructor]] void pin_if_unloadable() {
+  const void* pc = reinterpret_cast<const void*>(&pin_if_unloadable);
+  if (never_unloaded(pc)) return;
+  Dl_info info{};
+  if (dladdr(pc, &info) == 0 || info.dli_fname == nullptr) return;
+  using Open = void* (*)(const char*, int);
+  auto open = reinterpret_cast<Open>(dlsym(RTLD_DEFAULT, "dlopen"));
+  // NOLOAD: it is loaded (this code runs in it); NODELETE: dlclose() leaves
+  // it mapped. The handle stays open for good as well.
+  if (open == nullptr || open(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == nullptr)
+    (void)dlerror();  // its message goes back
 }
 }  // namespace
 

@@ -98,13 +98,6 @@ bool describe_address(const void* pc, const char** file, const char** symbol, ui
 // nodelete (DF_1_NODELETE: magslab's own are). false for libmagslab.a linked
 // into a plugin the program may dlclose().
 bool never_unloaded(const void* pc);
-// Keeps the object that holds magslab's code loaded until the process exits,
-// where never_unloaded() is false for it (libmagslab.a linked into a plugin):
-// before magslab leaves anything behind that runs its code later — a pthread
-// key's destructor (a thread's exit), the decay thread — the plugin is marked
-// not to be unmapped at dlclose(). Once per process; takes no magslab lock
-// (it may wait for the dynamic loader's), so callers hold none.
-void pin_code();
 void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
 
 size_t page_size();

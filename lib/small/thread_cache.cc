@@ -223,10 +223,6 @@ ThreadCache* current() {
     if (g_registry != nullptr) g_registry->reg_prev = tc;
     g_registry = tc;
   }
-  // Before this thread's exit destructor is set and the decay thread starts,
-  // with no lock held: libmagslab.a in a plugin stays mapped past a dlclose()
-  // (platform::pin_code).
-  platform::pin_code();
   // Install the cache before pthread_setspecific: for a key past glibc's first
   // 32 it calloc()s a second-level block, and that nested allocation must find
   // this cache rather than create another one (and recurse).
