@@ -24,7 +24,8 @@
 //
 // Lock order: g_lock -> a cache's lock -> the heap's locks (magslab_* calls).
 // Constructors and destructors run with no magslab lock held, so they may use
-// the heap and any cache, this one included.
+// the heap and any cache, this one included — but for the destructors that
+// destroy() runs, which must not use the cache they destroy (reported).
 #include "api/object_cache.h"
 
 #include <errno.h>
@@ -113,6 +114,10 @@ struct magslab_cache {
   void* arg = nullptr;
   int64_t depot_limit = 0;  // most full magazines in the depot
   char name[magslab::objcache::kNameMax + 1] = {};
+  // Set by destroy() before it gives anything up; the slow paths of its
+  // destructors' nested calls on this cache (on the destroying thread: no
+  // other may use the cache then, the caller's contract) read it and stop.
+  bool destroying = false;
 
   // The depot: full magazines, lock-free. relaxed counters: the limit and
   // stats; the stack itself publishes the magazines' contents.
@@ -344,6 +349,18 @@ const magslab_cache* owner_of(const void* p) {
     l.str(")");
   } else
     l.str(" (inside an object of ").num(c->size).str(" B)");
+  die(l);
+}
+
+// A destructor that destroy() runs called magslab_cache_alloc or _free (what)
+// on the cache it destroys, whose id and slabs destroy has given up: one line
+// naming it, then abort (before stop 42, an alloc refilled from a slab about
+// to be freed and a free was reported as "not an object of any cache").
+[[noreturn]] MAGSLAB_COLD void used_while_destroyed(const magslab_cache* c, const char* what) {
+  LineBuf l;
+  l.str("cache ");
+  name_into(l, c);
+  l.str(": ").str(what).str(" from a destructor that magslab_cache_destroy runs for it");
   die(l);
 }
 
@@ -632,6 +649,7 @@ void* alloc_uncached(magslab_cache* c) {
 }
 
 MAGSLAB_NOINLINE void* alloc_slow(magslab_cache* c) {
+  if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_alloc");
   Slot* sl = my_slot(c);
   if (sl == nullptr) return alloc_uncached(c);
   Slot& s = *sl;
@@ -679,6 +697,7 @@ MAGSLAB_NOINLINE void* alloc_slow(magslab_cache* c) {
 }
 
 MAGSLAB_NOINLINE void free_slow(magslab_cache* c, void* p) {
+  if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_free");
   Slot* sl = my_slot(c);
   if (sl == nullptr) return give_back(c, &p, 1);
   Slot& s = *sl;
@@ -819,6 +838,7 @@ void report_live(const magslab_cache* c, size_t live) {
 // (reap, destroy) moves the epoch, so a stale pointer into it comes back
 // here, and is reported.
 MAGSLAB_NOINLINE void release_checked(magslab_cache* c, Slot* sl, void* p) {
+  if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_free");
   // acquire: pairs with the release in unlink_slab()/destroy(): a slab given
   // up before this read has magic 0 for the check below.
   uint64_t e = slab_epoch().load(std::memory_order_acquire);
@@ -849,6 +869,7 @@ size_t destroy(magslab_cache* c, bool free_live) {
   if (c == nullptr) return 0;
   {
     LockGuard g(g_lock);
+    c->destroying = true;  // before the slots are emptied: a nested call misses to a slow path
     // Every thread's magazines of c, then the depot, back into the slabs.
     for (CacheTable* t = g_tables; t != nullptr; t = t->reg_next)
       if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
