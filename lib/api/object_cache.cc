@@ -114,9 +114,11 @@ struct magslab_cache {
   void* arg = nullptr;
   int64_t depot_limit = 0;  // most full magazines in the depot
   char name[magslab::objcache::kNameMax + 1] = {};
-  // Set by destroy() before it gives anything up; the slow paths of its
-  // destructors' nested calls on this cache (on the destroying thread: no
-  // other may use the cache then, the caller's contract) read it and stop.
+  // Set by destroy() before it gives anything up; its destructors' nested
+  // calls on this cache (on the destroying thread: no other may use the cache
+  // then, the caller's contract) read it and stop — an alloc in alloc_slow
+  // (destroy empties the thread's slot first), a release in release_checked
+  // (destroy moves the slab epoch, so every release goes there first).
   bool destroying = false;
 
   // The depot: full magazines, lock-free. relaxed counters: the limit and
@@ -697,7 +699,6 @@ MAGSLAB_NOINLINE void* alloc_slow(magslab_cache* c) {
 }
 
 MAGSLAB_NOINLINE void free_slow(magslab_cache* c, void* p) {
-  if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_free");
   Slot* sl = my_slot(c);
   if (sl == nullptr) return give_back(c, &p, 1);
   Slot& s = *sl;
