@@ -767,10 +767,11 @@ void* aligned(size_t align, size_t n, const void* site) { return alloc(n, align,
 namespace {
 
 // In place while n (and its canary byte) fits the block and is more than half
-// of it, as release does; otherwise the block moves and the old one goes to
+// of it (or, `shrink_anyway`, when there is no memory to move it to), as
+// release does; otherwise the block moves and the old one goes to
 // quarantine, where a stale pointer to it is caught like any use after free.
-bool realloc_in_place(const Live& b, size_t n) {
-  if (b.zero || n >= b.usable || n <= b.usable / 2) return false;
+bool realloc_in_place(const Live& b, size_t n, bool shrink_anyway = false) {
+  if (b.zero || n >= b.usable || (n <= b.usable / 2 && !shrink_anyway)) return false;
   if (kCheckMode && b.site != 0) {  // the leak report's byte count follows the block
     g_sites[b.site].bytes.fetch_add(static_cast<int64_t>(n) - static_cast<int64_t>(b.n),
                                     std::memory_order_relaxed);  // relaxed: see Site
@@ -802,8 +803,14 @@ void* realloc(void* p, size_t n, const void* site) {
   check_canary(b);
   if (n > kMaxRequest) return fail_nomem();  // p is untouched
   if (realloc_in_place(b, n)) return p;
+  const int saved = errno;
   void* q = alloc(n, kMallocAlign, true, site);
-  if (q == nullptr) return nullptr;  // errno is ENOMEM; p is untouched
+  if (q == nullptr) {
+    // A shrink with no memory for the move keeps the block, as release does.
+    if (!realloc_in_place(b, n, true)) return nullptr;  // errno is ENOMEM; p is untouched
+    errno = saved;
+    return p;
+  }
   memcpy(q, p, n < b.n ? n : b.n);
   release(b);
   return q;

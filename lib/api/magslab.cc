@@ -401,7 +401,8 @@ namespace magslab::api {
   }
   if (n > kMaxRequest) return fail(ENOMEM);
   size_t old_usable;
-  if (uint64_t w = checked_word(p, Misuse::kInvalidRealloc)) {
+  const uint64_t w = checked_word(p, Misuse::kInvalidRealloc);
+  if (w != 0) {
     unsigned cls = word_class(w);
     old_usable = kClasses[cls].size;
     // Keep the block if n still fits and would not fit a class half the size.
@@ -413,6 +414,7 @@ namespace magslab::api {
     if (void* q = large::resize(p, n)) return q;
     old_usable = large::usable_size(p);
   }
+  const int saved = errno;  // a failure below must not outlive a realloc that succeeds
   void* q = nullptr;
   // A block of a class below 64 KiB (classes an eighth apart) that grows
   // past it moves to one at least a quarter larger, not to the next: a buffer
@@ -422,7 +424,6 @@ namespace magslab::api {
   // docs/benchmarks.md, stop 38). The price: up to ~40 % more than asked
   // for such a block. From 64 KiB on the classes are a quarter apart already.
   if (n > old_usable && old_usable < kMaxSmallSize && old_usable + old_usable / 4 > n) {
-    const int saved = errno;  // a failure here must not outlive a realloc that succeeds
     q = malloc_release(old_usable + old_usable / 4);
     if (q == nullptr) errno = saved;
     if constexpr (kExactRequested) {
@@ -430,7 +431,17 @@ namespace magslab::api {
     }
   }
   if (q == nullptr) q = malloc_release(n);
-  if (q == nullptr) return nullptr;  // errno is ENOMEM; p is untouched
+  if (q == nullptr) {
+    if (n > old_usable) return nullptr;  // errno is ENOMEM; p is untouched
+    // A shrink with no memory for the move keeps the block, as glibc's does
+    // (C allows a failure, but programs rarely check a shrink; until stop 43
+    // this returned NULL: tests/realloc_shrink_oom_main.c).
+    errno = saved;
+    if constexpr (kExactRequested) {
+      if (w != 0) note_requested_again(p, n);
+    }
+    return p;
+  }
   memcpy(q, p, n < old_usable ? n : old_usable);
   free_release(p);
   return q;
