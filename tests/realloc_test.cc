@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,6 +19,7 @@
 #include "magslab/magslab.h"
 #include "testing/pattern.h"
 #include "testing/rng.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -346,3 +350,76 @@ TEST(Realloc, APageRunAskedForNearlyTheLargestRequestFailsAndKeepsItsBlock) {
   EXPECT_EQ(errno, ENOMEM);
   magslab_free(h);
 }
+
+namespace {
+
+// A shrink that keeps its block because no memory is left for the move
+// (tests/realloc_shrink_oom_main.c) counts the new size in the large blocks'
+// requested bytes, as one done in place does (a review of stop 43's fix: the
+// large and huge blocks kept their old request). In a child under an
+// address-space limit a little above what the process maps now.
+size_t vm_size_kib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  char line[256];
+  size_t kib = 0;
+  while (f != nullptr && std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmSize: %zu", &kib) == 1) break;
+  if (f != nullptr) std::fclose(f);
+  return kib;
+}
+
+TEST(Realloc, AShrinkKeptForWantOfMemoryCountsItsNewSize) {
+#if defined(MS_SANITIZED)
+  GTEST_SKIP() << "an address-space limit: sanitizer runtimes reserve terabytes";
+#endif
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const rlim_t limit = (rlim_t{vm_size_kib()} << 10) + (rlim_t{48} << 20);
+    const struct rlimit rl = {limit, limit};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(2);
+    // Two huge blocks (which keep their pages), then a page run (aligned
+    // beyond a page; it gives its tail back, so it comes last).
+    struct Case {
+      size_t align, from, to;
+      char* p;
+    } cases[] = {
+        {16, 3000000, 100000, nullptr}, {16, 3000000, 8, nullptr}, {8192, 500000, 1000, nullptr}};
+    for (Case& c : cases) {
+      c.p = static_cast<char*>(magslab_aligned_alloc(c.align, c.from));
+      if (c.p == nullptr) _exit(3);
+      std::memset(c.p, 7, c.from);
+    }
+    static void* fill[1 << 20];
+    size_t n = 0;
+    for (size_t s = size_t{16} << 20; s >= 8 && n < std::size(fill); s /= 2)
+      while (n < std::size(fill) && (fill[n] = magslab_malloc(s)) != nullptr) ++n;
+    for (const Case& c : cases) {
+      if (magslab_malloc(c.to) != nullptr) _exit(4);  // the heap is not full: nothing to test
+    }
+    struct magslab_stats st;
+    int bad = 0;
+    for (const Case& c : cases) {
+      magslab_stats(&st);
+      const size_t before = st.live_large_requested_bytes;
+      if (magslab_realloc(c.p, c.to) != c.p) {
+        std::fprintf(stderr, "realloc %zu -> %zu with the heap full: not kept\n", c.from, c.to);
+        bad = 1;
+        continue;
+      }
+      magslab_stats(&st);
+      if (before - st.live_large_requested_bytes != c.from - c.to) {
+        std::fprintf(stderr, "realloc %zu -> %zu kept: large requested bytes %zu -> %zu\n", c.from,
+                     c.to, before, st.live_large_requested_bytes);
+        bad = 1;
+      }
+    }
+    _exit(bad);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: setrlimit failed, 3: no first blocks, 4: heap not full";
+}
+
+}  // namespace

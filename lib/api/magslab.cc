@@ -436,10 +436,12 @@ namespace magslab::api {
     // A shrink with no memory for the move keeps the block, as glibc's does
     // (C allows a failure, but programs rarely check a shrink; until stop 43
     // this returned NULL: tests/realloc_shrink_oom_main.c).
-    errno = saved;
-    if constexpr (kExactRequested) {
-      if (w != 0) note_requested_again(p, n);
+    if (w != 0) {
+      if constexpr (kExactRequested) note_requested_again(p, n);
+    } else {
+      p = large::resize(p, n, /*keep=*/true);  // a run gives its tail back; counts n requested
     }
+    errno = saved;
     return p;
   }
   memcpy(q, p, n < old_usable ? n : old_usable);

@@ -1020,7 +1020,7 @@ namespace {
 
 // Resize huge p (descriptor h) to n bytes. Called with g_huge_lock held
 // (p checked under it); releases it.
-void* resize_huge_locked(Extent* h, void* p, size_t n) {
+void* resize_huge_locked(Extent* h, void* p, size_t n, bool keep) {
   size_t want = align_up(n, kPageSize);
   size_t old = h->size(), mapped = h->mapped();
   if (want == old || (want > old && want <= mapped)) {
@@ -1030,8 +1030,11 @@ void* resize_huge_locked(Extent* h, void* p, size_t n) {
     return p;
   }
   if (n <= kHugeThreshold / 2) {
+    // Much smaller: the caller moves it into a run — or, when it could not
+    // (keep), it keeps its pages and counts n requested.
+    if (keep) set_huge_size_locked(h, old, mapped, n);
     g_huge_lock.unlock();
-    return nullptr;  // much smaller: the caller moves it into a run
+    return keep ? p : nullptr;
   }
   // The lock is dropped around the mremap: until the block is resized, it is
   // kResizing, so a racing free, realloc or usable_size of p (a race in the
@@ -1056,7 +1059,7 @@ void* resize_huge_locked(Extent* h, void* p, size_t n) {
 // Resize the page run of p (first page `page` of chunk c, checked under the
 // lock) to n bytes in place: grow into free pages after it, or give its tail
 // back. Called with heap::g_lock held; releases it. nullptr: the caller moves it.
-void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
+void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n, bool keep) {
   // A huge block now: the caller moves it. (Its page count may not even fit
   // the 32 bits below: kMaxRequest, 2^44 bytes, is 2^32 pages.)
   if (n > kHugeThreshold) {
@@ -1074,7 +1077,7 @@ void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
       stats::add_in_use(size_t{new_pages - old_pages} << kPageShift);
     }
   } else if (new_pages < old_pages) {
-    in_place = n > kMaxSmallSize;  // else a slab class fits better: move
+    in_place = n > kMaxSmallSize || keep;  // else a slab class fits better: move
   }
   if (!in_place) {
     heap::g_lock.unlock();
@@ -1098,18 +1101,18 @@ void* resize_run_locked(ChunkMeta* c, uint32_t page, void* p, size_t n) {
 
 }  // namespace
 
-void* resize(void* p, size_t n) {
+void* resize(void* p, size_t n, bool keep) {
   auto a = reinterpret_cast<uintptr_t>(p);
   const Misuse what = Misuse::kInvalidRealloc;
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
     check_huge_locked(h, p, what);
-    return resize_huge_locked(h, p, n);
+    return resize_huge_locked(h, p, n, keep);
   }
   ChunkMeta* c = b.chunk;
   if (c == nullptr) bad_pointer(p, what);
   if (a % kPageSize != 0 || c->tag[b.page] != kTagStart) bad_pointer(p, what, page_info(c, b.page));
-  return resize_run_locked(c, b.page, p, n);
+  return resize_run_locked(c, b.page, p, n, keep);
 }
 
 size_t release_mappings() {

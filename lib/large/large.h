@@ -59,7 +59,10 @@ size_t usable_size(const void* p, Misuse what = Misuse::kInvalidUsableSize, bool
 // Resize in place when possible (shrink, or grow into the free pages after a
 // run, or mremap a huge block, moving it without copying). Returns the block
 // (possibly moved, for huge ones) or nullptr if the caller must move it.
-void* resize(void* p, size_t n);
+// `keep`: the caller could not move it (no memory) and n is at most its size:
+// it stays where it is, shrunk (a page run) or with its pages (a huge block),
+// counted as n bytes requested.
+void* resize(void* p, size_t n, bool keep = false);
 
 // Whether the n bytes at a (n at most a page) lie in memory the heap has
 // mapped: in a page-heap chunk (mapped whole while the page map names it) or
