@@ -439,7 +439,8 @@ namespace magslab::api {
     if (w != 0) {
       if constexpr (kExactRequested) note_requested_again(p, n);
     } else {
-      p = large::resize(p, n, /*keep=*/true);  // a run gives its tail back; counts n requested
+      // A run gives its tail back; both count n requested. (It cannot refuse.)
+      if (void* r = large::resize(p, n, /*keep=*/true)) p = r;
     }
     errno = saved;
     return p;
