@@ -53,7 +53,11 @@ TEST(Realloc, GrowthChainThenShrinkChain) {
       size_t next = std::min(kMax, size + size * 3 / 10 + 1);
       void* q = magslab_realloc(p, next);
       ASSERT_NE(q, nullptr) << size << " -> " << next;
-      ASSERT_EQ(reinterpret_cast<uintptr_t>(q) % 16, 0u) << "size " << next;
+      // 16-aligned from 9 bytes; the 8-byte class is 8-aligned (docs/override.md).
+      // (Until stop 43 this asked 16 of every size, and held only while the
+      // 8-byte class's next object happened to be 16-aligned: --gtest_shuffle
+      // failed it.)
+      ASSERT_EQ(reinterpret_cast<uintptr_t>(q) % (next > 8 ? 16 : 8), 0u) << "size " << next;
       ASSERT_GE(magslab_usable_size(q), next);
       size_t bad = first_bad(q, size, seed);
       ASSERT_EQ(bad, SIZE_MAX) << "grow " << size << " -> " << next << ": byte " << bad;
@@ -394,6 +398,9 @@ TEST(Realloc, AShrinkKeptForWantOfMemoryCountsItsNewSize) {
     size_t n = 0;
     for (size_t s = size_t{16} << 20; s >= 8 && n < std::size(fill); s /= 2)
       while (n < std::size(fill) && (fill[n] = magslab_malloc(s)) != nullptr) ++n;
+    for (const Case& c :
+         cases)  // and the new sizes' classes (earlier tests left objects free there)
+      while (n < std::size(fill) && (fill[n] = magslab_malloc(c.to)) != nullptr) ++n;
     for (const Case& c : cases) {
       if (magslab_malloc(c.to) != nullptr) _exit(4);  // the heap is not full: nothing to test
     }
