@@ -82,7 +82,13 @@ void test_operator_forms() {
       ok += good;
       return good;
     };
-    const std::size_t dflt = __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+    // The plain forms: storage aligned for any object of the requested size
+    // without new-extended alignment ([basic.stc.dynamic.allocation]) — for
+    // 8 bytes or fewer, 8 (magslab's 8-byte class, as jemalloc's, tcmalloc's
+    // and mimalloc's; glibc gives 16); from 9 bytes, the default new
+    // alignment. (Until stop 43 this asked 16 of every size, and passed only
+    // because each delete's block came back from the next new.)
+    const std::size_t dflt = n > 8 ? __STDCPP_DEFAULT_NEW_ALIGNMENT__ : 8;
     void* p;
     p = ::operator new(n);
     check(p, dflt);
