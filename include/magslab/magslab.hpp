@@ -25,7 +25,6 @@
 #include <new>
 #include <optional>
 #include <type_traits>
-#include <typeinfo>
 #include <utility>
 
 #include "magslab.h"
@@ -45,12 +44,6 @@ namespace detail {
 // The exception a constructor threw while ObjectCache populated a slab on this
 // thread; acquire() rethrows it (the C layer below only sees a failure).
 inline thread_local std::exception_ptr t_ctor_error;
-// This module's t_ctor_error. A shared library built with -fvisibility=hidden
-// or linked -Bsymbolic has a t_ctor_error of its own, so an ObjectCache keeps
-// the slot of the module that made it (whose construct() writes there) for
-// acquire() to read from any module (until stop 43 one used from outside the
-// library that made it threw std::bad_alloc instead of T()'s exception).
-inline std::exception_ptr* ctor_error_slot() noexcept { return &t_ctor_error; }
 #endif
 
 inline bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
@@ -239,7 +232,7 @@ class ObjectCache {
       ::new (p) T();
       return 0;
     } catch (...) {
-      *detail::ctor_error_slot() = std::current_exception();
+      detail::t_ctor_error = std::current_exception();
       return -1;
     }
 #else
@@ -252,7 +245,7 @@ class ObjectCache {
   [[gnu::noinline]] T* acquire_slow() {
     if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
 #if defined(__cpp_exceptions)
-    std::exception_ptr e = std::exchange(*error_slot_(), nullptr);
+    std::exception_ptr e = std::exchange(detail::t_ctor_error, nullptr);
     if (e) std::rethrow_exception(e);
 #endif
     MAGSLAB_THROW(std::bad_alloc());
@@ -260,7 +253,7 @@ class ObjectCache {
   [[gnu::noinline]] T* try_acquire_slow() noexcept {
     void* p = magslab_cache_alloc(c_);
 #if defined(__cpp_exceptions)
-    if (p == nullptr) *error_slot_() = nullptr;
+    if (p == nullptr) detail::t_ctor_error = nullptr;
 #endif
     return static_cast<T*>(p);
   }
@@ -269,10 +262,6 @@ class ObjectCache {
   }
 
   magslab_cache* c_;
-#if defined(__cpp_exceptions)
-  // The slot construct() writes to: that of the module that made the cache.
-  std::exception_ptr* (*error_slot_)() noexcept = &detail::ctor_error_slot;
-#endif
 };
 
 // ---------------------------------------------------------------------------
@@ -425,7 +414,7 @@ namespace pmr {
 inline std::pmr::memory_resource* resource() noexcept;
 
 // The std::pmr::memory_resource over the magslab heap: one object, made by
-// resource() (equality is identity, or with RTTI the type: see do_is_equal).
+// resource() (so equality is identity, and needs no RTTI).
 class HeapResource final : public std::pmr::memory_resource {
  private:
   HeapResource() = default;
@@ -440,21 +429,12 @@ class HeapResource final : public std::pmr::memory_resource {
     magslab_free_sized(p, bytes);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-#if defined(__GXX_RTTI) || defined(__cpp_rtti)
-    // Every module of a program built with -fvisibility=hidden or linked
-    // -Bsymbolic has a resource() of its own; all are the one heap (until
-    // stop 43 they compared unequal, and a std::pmr container swapped between
-    // two modules was undefined behaviour). Type identity by name across
-    // modules, as libstdc++ compares type_info.
-    return this == &o || typeid(o) == typeid(HeapResource);
-#else
-    return this == &o;  // without RTTI: one module's resource only
-#endif
+    return this == &o;
   }
 };
 
-// The heap's resource: one object per module, never destroyed (usable from
-// static destructors), thread safe.
+// The heap's resource: one object, never destroyed (usable from static
+// destructors), thread safe.
 inline std::pmr::memory_resource* resource() noexcept {
   alignas(HeapResource) static unsigned char storage[sizeof(HeapResource)];
   static HeapResource* r = ::new (storage) HeapResource();
