@@ -18,6 +18,7 @@
 
 #include "magslab/magslab.h"
 #include "testing/pattern.h"
+#include "testing/resident.h"
 #include "testing/rng.h"
 #include "testing/sanitizers.h"
 
@@ -362,16 +363,6 @@ namespace {
 // requested bytes, as one done in place does (a review of stop 43's fix: the
 // large and huge blocks kept their old request). In a child under an
 // address-space limit a little above what the process maps now.
-size_t vm_size_kib() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  char line[256];
-  size_t kib = 0;
-  while (f != nullptr && std::fgets(line, sizeof line, f) != nullptr)
-    if (std::sscanf(line, "VmSize: %zu", &kib) == 1) break;
-  if (f != nullptr) std::fclose(f);
-  return kib;
-}
-
 TEST(Realloc, AShrinkKeptForWantOfMemoryCountsItsNewSize) {
 #if defined(MS_SANITIZED)
   GTEST_SKIP() << "an address-space limit: sanitizer runtimes reserve terabytes";
@@ -379,7 +370,7 @@ TEST(Realloc, AShrinkKeptForWantOfMemoryCountsItsNewSize) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    const rlim_t limit = (rlim_t{vm_size_kib()} << 10) + (rlim_t{48} << 20);
+    const rlim_t limit = rlim_t{mstest::statm().size} + (rlim_t{48} << 20);
     const struct rlimit rl = {limit, limit};
     if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(2);
     // Two huge blocks (which keep their pages), then a page run (aligned
