@@ -331,17 +331,18 @@ bool cache_huge_locked(void* base, size_t mapped, size_t dirty, uint64_t now, ui
                        Evicted* out) {
   size_t entries = opt::get(opt::kHugeCacheEntries), bytes = opt::get(opt::kHugeCacheBytes);
   const size_t block = opt::get(opt::kHugeCacheBlock);
+  const bool off = entries == 0 || bytes == 0;
   // What the limits no longer allow goes now: a limit lowered at run time
   // evicts at the next huge block freed (docs/options.md). Until stop 43 (a
   // review) a cache turned off, or given a block limit below the mappings it
   // held, refused only the new one and kept the rest until they aged out.
   for (size_t i = 0; i < g_huge_cache_count;) {
-    if (entries == 0 || bytes == 0 || g_huge_cache[i].mapped > block)
+    if (off || g_huge_cache[i].mapped > block)
       out->e[out->n++] = remove_cached_locked(i);
     else
       ++i;
   }
-  if (mapped > block || entries == 0 || bytes == 0) return false;
+  if (off || mapped > block) return false;
   // At least the options; up to the recent peak (the entries as many as there are slots).
   bytes = std::max({bytes, g_peak_cur.bytes, g_peak_prev.bytes});
   entries =
