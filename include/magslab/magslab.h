@@ -301,6 +301,24 @@ MAGSLAB_API void magslab_pool_destroy(magslab_pool* pool);
  * of those sizes: magslab.hpp's PoolResource uses it for its inline paths. */
 MAGSLAB_API magslab_cache* magslab_pool_cache(magslab_pool* pool, size_t size, size_t align);
 
+/* ---- For magslab.hpp: one heap, many modules ----
+ *
+ * A module that includes magslab.hpp has its own copy of the header's inline
+ * functions and variables when it is built with -fvisibility=hidden or linked
+ * -Bsymbolic. These keep what must be one per heap in the library instead.
+ *
+ * magslab::pmr::resource() is an object of each such module; each registers
+ * its class here (by vtable address and the vtable's first five entries), and
+ * two of them compare equal when the heap that one module calls knows the
+ * other's class: so over the same heap they do, and one of a module that links
+ * a heap of its own (libmagslab.a, its symbols hidden) does not. Registering
+ * a class again does nothing; past 64 classes the rest are not recorded (those
+ * modules' resources then compare equal to themselves only). */
+MAGSLAB_API void magslab_resource_class_add(const void* vtable);
+/* 1 if vtable is a class registered with this heap, else 0. vtable is the
+ * first word of a live std::pmr::memory_resource: five words are read there. */
+MAGSLAB_API int magslab_resource_class_known(const void* vtable);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

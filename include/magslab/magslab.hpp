@@ -1,8 +1,10 @@
 // magslab: the C++ API (C++20), header only over the C API of magslab.h, so
 // libmagslab.so itself needs no C++ runtime (docs/cpp.md). ObjectCache's
 // acquire/release, and PoolResource's requests up to 1 KiB, are inline and
-// read two variables the library exports (detail::cache_abi): this header
-// goes with the library of the same version.
+// read two variables the library exports (detail::cache_abi); what must be one
+// per heap and not one per module (pmr::resource()'s equality, the slot for
+// T()'s exception) is in the library too: this header goes with the library
+// of the same version.
 //
 //   magslab::ObjectCache<T>        typed cache of constructed objects (kmem_cache)
 //   magslab::Arena                 bump allocation with reset (not thread safe)
@@ -40,10 +42,35 @@ namespace detail {
 #define MAGSLAB_THROW(e) std::abort()
 #endif
 
-#if defined(__cpp_exceptions)
 // The exception a constructor threw while ObjectCache populated a slab on this
-// thread; acquire() rethrows it (the C layer below only sees a failure).
-inline thread_local std::exception_ptr t_ctor_error;
+// thread; acquire() rethrows it (the C layer below only sees a failure). The
+// slot is the library's, not an inline variable of this header: a module
+// built with -fvisibility=hidden has its own copy of those, and a cache it
+// made and another module acquires from would set one slot and read the other.
+// It holds a std::exception_ptr constructed in place while one is kept, else
+// nullptr (lib/api/cxx_support.cc). One left there when the thread exits (a C
+// caller of magslab_cache_alloc never takes it) is not freed.
+extern "C" MAGSLAB_API __thread void* magslab_cxx_ctor_error_v1;
+#if defined(__cpp_exceptions)
+static_assert(sizeof(std::exception_ptr) == sizeof(void*) &&
+                  alignof(std::exception_ptr) <= alignof(void*),
+              "the library's slot holds one std::exception_ptr");
+
+// The exception kept, and the slot empty again (an empty pointer if none).
+inline std::exception_ptr take_ctor_error() noexcept {
+  void* raw;
+  __builtin_memcpy(&raw, &magslab_cxx_ctor_error_v1, sizeof raw);
+  if (raw == nullptr) return nullptr;
+  auto* kept = std::launder(reinterpret_cast<std::exception_ptr*>(&magslab_cxx_ctor_error_v1));
+  std::exception_ptr e = std::move(*kept);
+  kept->~exception_ptr();
+  magslab_cxx_ctor_error_v1 = nullptr;
+  return e;
+}
+inline void set_ctor_error(std::exception_ptr e) noexcept {
+  take_ctor_error();  // one not taken before (a C caller's) is dropped
+  ::new (static_cast<void*>(&magslab_cxx_ctor_error_v1)) std::exception_ptr(std::move(e));
+}
 #endif
 
 inline bool is_pow2(std::size_t n) noexcept { return n != 0 && (n & (n - 1)) == 0; }
@@ -232,7 +259,7 @@ class ObjectCache {
       ::new (p) T();
       return 0;
     } catch (...) {
-      detail::t_ctor_error = std::current_exception();
+      detail::set_ctor_error(std::current_exception());
       return -1;
     }
 #else
@@ -245,15 +272,14 @@ class ObjectCache {
   [[gnu::noinline]] T* acquire_slow() {
     if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
 #if defined(__cpp_exceptions)
-    std::exception_ptr e = std::exchange(detail::t_ctor_error, nullptr);
-    if (e) std::rethrow_exception(e);
+    if (std::exception_ptr e = detail::take_ctor_error()) std::rethrow_exception(e);
 #endif
     MAGSLAB_THROW(std::bad_alloc());
   }
   [[gnu::noinline]] T* try_acquire_slow() noexcept {
     void* p = magslab_cache_alloc(c_);
 #if defined(__cpp_exceptions)
-    if (p == nullptr) detail::t_ctor_error = nullptr;
+    if (p == nullptr) detail::take_ctor_error();
 #endif
     return static_cast<T*>(p);
   }
@@ -413,8 +439,15 @@ namespace pmr {
 
 inline std::pmr::memory_resource* resource() noexcept;
 
-// The std::pmr::memory_resource over the magslab heap: one object, made by
-// resource() (so equality is identity, and needs no RTTI).
+// The std::pmr::memory_resource over the magslab heap: one object per module,
+// made by resource(). Two compare equal when they are the same object or
+// serve the same heap: a library built with -fvisibility=hidden or linked
+// -Bsymbolic has its own copy of resource()'s object, which must equal the
+// program's, while one that links a heap of its own (libmagslab.a, symbols
+// hidden) must not. resource() registers its module's class with the heap it
+// calls, and do_is_equal asks the heap this module calls whether it knows the
+// other object's class (magslab_resource_class_known). No RTTI: the first word
+// of a polymorphic object is its vtable pointer (Itanium C++ ABI).
 class HeapResource final : public std::pmr::memory_resource {
  private:
   HeapResource() = default;
@@ -429,15 +462,24 @@ class HeapResource final : public std::pmr::memory_resource {
     magslab_free_sized(p, bytes);
   }
   bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-    return this == &o;
+    return this == &o || magslab_resource_class_known(vtable_of(o)) != 0;
+  }
+  static const void* vtable_of(const std::pmr::memory_resource& o) noexcept {
+    const void* vtable;
+    __builtin_memcpy(&vtable, static_cast<const void*>(&o), sizeof vtable);
+    return vtable;
   }
 };
 
-// The heap's resource: one object, never destroyed (usable from static
-// destructors), thread safe.
+// The heap's resource: one object (per module, above), never destroyed
+// (usable from static destructors), thread safe.
 inline std::pmr::memory_resource* resource() noexcept {
   alignas(HeapResource) static unsigned char storage[sizeof(HeapResource)];
-  static HeapResource* r = ::new (storage) HeapResource();
+  static HeapResource* r = [] {
+    auto* h = ::new (storage) HeapResource();
+    magslab_resource_class_add(HeapResource::vtable_of(*h));
+    return h;
+  }();
   return r;
 }
 
