@@ -308,15 +308,17 @@ MAGSLAB_API magslab_cache* magslab_pool_cache(magslab_pool* pool, size_t size, s
  * -Bsymbolic. These keep what must be one per heap in the library instead.
  *
  * magslab::pmr::resource() is an object of each such module; each registers
- * its class here (by vtable address and the vtable's first five entries), and
- * two of them compare equal when the heap that one module calls knows the
- * other's class: so over the same heap they do, and one of a module that links
- * a heap of its own (libmagslab.a, its symbols hidden) does not. Registering
- * a class again does nothing; past 64 classes the rest are not recorded (those
- * modules' resources then compare equal to themselves only). */
+ * its class (its vtable's address) with the heap it calls while the module is
+ * loaded, and two of them compare equal when the heap that one module calls
+ * knows the other's class: so over the same heap they do, and one of a module
+ * that links a heap of its own (libmagslab.a, its symbols hidden) does not.
+ * Adding a class known already does nothing; at most 128 are known at once
+ * (the rest are not recorded: those modules' resources then compare equal to
+ * themselves only). */
 MAGSLAB_API void magslab_resource_class_add(const void* vtable);
-/* 1 if vtable is a class registered with this heap, else 0. vtable is the
- * first word of a live std::pmr::memory_resource: five words are read there. */
+/* The class added before is known no more (its module is being unloaded). */
+MAGSLAB_API void magslab_resource_class_remove(const void* vtable);
+/* 1 if vtable is a class added to this heap and not removed, else 0. */
 MAGSLAB_API int magslab_resource_class_known(const void* vtable);
 
 #ifdef __cplusplus

@@ -46,30 +46,56 @@ namespace detail {
 // thread; acquire() rethrows it (the C layer below only sees a failure). The
 // slot is the library's, not an inline variable of this header: a module
 // built with -fvisibility=hidden has its own copy of those, and a cache it
-// made and another module acquires from would set one slot and read the other.
-// It holds a std::exception_ptr constructed in place while one is kept, else
-// nullptr (lib/api/cxx_support.cc). One left there when the thread exits (a C
-// caller of magslab_cache_alloc never takes it) is not freed.
+// made and another module acquires from would set one slot and read the other
+// (lib/api/cxx_support.cc). It is nullptr but during alloc_catching's call,
+// which marks it as waiting (kCtorErrorWanted) and takes what T() threw: a
+// std::exception_ptr constructed in place. With nobody waiting (a C caller of
+// magslab_cache_alloc, a module built without exceptions) construct() drops
+// the exception at once, while the code that threw it is still loaded, and
+// nothing is left for a later acquire() to rethrow or for the thread's exit.
 extern "C" MAGSLAB_API __thread void* magslab_cxx_ctor_error_v1;
 #if defined(__cpp_exceptions)
 static_assert(sizeof(std::exception_ptr) == sizeof(void*) &&
                   alignof(std::exception_ptr) <= alignof(void*),
               "the library's slot holds one std::exception_ptr");
+inline constexpr std::uintptr_t kCtorErrorWanted = 1;  // no exception_ptr holds 1
 
-// The exception kept, and the slot empty again (an empty pointer if none).
-inline std::exception_ptr take_ctor_error() noexcept {
-  void* raw;
-  __builtin_memcpy(&raw, &magslab_cxx_ctor_error_v1, sizeof raw);
-  if (raw == nullptr) return nullptr;
-  auto* kept = std::launder(reinterpret_cast<std::exception_ptr*>(&magslab_cxx_ctor_error_v1));
-  std::exception_ptr e = std::move(*kept);
-  kept->~exception_ptr();
-  magslab_cxx_ctor_error_v1 = nullptr;
-  return e;
+inline std::uintptr_t ctor_error_word() noexcept {
+  std::uintptr_t w;
+  __builtin_memcpy(&w, &magslab_cxx_ctor_error_v1, sizeof w);
+  return w;
 }
-inline void set_ctor_error(std::exception_ptr e) noexcept {
-  take_ctor_error();  // one not taken before (a C caller's) is dropped
-  ::new (static_cast<void*>(&magslab_cxx_ctor_error_v1)) std::exception_ptr(std::move(e));
+inline void set_ctor_error_word(std::uintptr_t w) noexcept {
+  __builtin_memcpy(&magslab_cxx_ctor_error_v1, &w, sizeof w);
+}
+inline std::exception_ptr* kept_ctor_error() noexcept {
+  return std::launder(reinterpret_cast<std::exception_ptr*>(&magslab_cxx_ctor_error_v1));
+}
+
+// In ObjectCache's construct(), handling T()'s exception: kept for the call
+// that waits for it (the latest, if T() threw twice), else dropped.
+inline void keep_ctor_error() noexcept {
+  const std::uintptr_t w = ctor_error_word();
+  if (w == 0) return;
+  if (w != kCtorErrorWanted) kept_ctor_error()->~exception_ptr();
+  ::new (static_cast<void*>(&magslab_cxx_ctor_error_v1))
+      std::exception_ptr(std::current_exception());
+}
+
+// magslab_cache_alloc(c), with the exception a T() threw meanwhile in e. The
+// slot's word before goes back after: a T() that acquires from another cache
+// nests a call in an outer one's.
+inline void* alloc_catching(magslab_cache* c, std::exception_ptr& e) noexcept {
+  const std::uintptr_t saved = ctor_error_word();
+  set_ctor_error_word(kCtorErrorWanted);
+  void* p = magslab_cache_alloc(c);
+  if (ctor_error_word() != kCtorErrorWanted) {
+    std::exception_ptr* kept = kept_ctor_error();
+    e = std::move(*kept);
+    kept->~exception_ptr();
+  }
+  set_ctor_error_word(saved);
+  return p;
 }
 #endif
 
@@ -259,7 +285,7 @@ class ObjectCache {
       ::new (p) T();
       return 0;
     } catch (...) {
-      detail::set_ctor_error(std::current_exception());
+      detail::keep_ctor_error();
       return -1;
     }
 #else
@@ -270,18 +296,22 @@ class ObjectCache {
   static void destruct(void* p, void*) noexcept { static_cast<T*>(p)->~T(); }
   // The library's way: the slow paths, and the exception T() threw.
   [[gnu::noinline]] T* acquire_slow() {
-    if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
 #if defined(__cpp_exceptions)
-    if (std::exception_ptr e = detail::take_ctor_error()) std::rethrow_exception(e);
+    std::exception_ptr e;
+    if (void* p = detail::alloc_catching(c_, e)) return static_cast<T*>(p);
+    if (e) std::rethrow_exception(e);
+#else
+    if (void* p = magslab_cache_alloc(c_)) return static_cast<T*>(p);
 #endif
     MAGSLAB_THROW(std::bad_alloc());
   }
   [[gnu::noinline]] T* try_acquire_slow() noexcept {
-    void* p = magslab_cache_alloc(c_);
 #if defined(__cpp_exceptions)
-    if (p == nullptr) detail::take_ctor_error();
+    std::exception_ptr e;  // dropped
+    return static_cast<T*>(detail::alloc_catching(c_, e));
+#else
+    return static_cast<T*>(magslab_cache_alloc(c_));
 #endif
-    return static_cast<T*>(p);
   }
   static constexpr magslab_cache_dtor destructor() noexcept {
     return std::is_trivially_destructible_v<T> ? nullptr : &destruct;
@@ -472,12 +502,20 @@ class HeapResource final : public std::pmr::memory_resource {
 };
 
 // The heap's resource: one object (per module, above), never destroyed
-// (usable from static destructors), thread safe.
+// (usable from static destructors; once the module's own static objects are
+// destroyed, it compares equal to itself only), thread safe.
 inline std::pmr::memory_resource* resource() noexcept {
   alignas(HeapResource) static unsigned char storage[sizeof(HeapResource)];
   static HeapResource* r = [] {
     auto* h = ::new (storage) HeapResource();
-    magslab_resource_class_add(HeapResource::vtable_of(*h));
+    // The module's class is known to the heap while the module is loaded:
+    // this destructor (at dlclose, or at exit) takes it back.
+    struct Registration {
+      const void* vtable;
+      ~Registration() { magslab_resource_class_remove(vtable); }
+    };
+    static const Registration registration{HeapResource::vtable_of(*h)};
+    magslab_resource_class_add(registration.vtable);
     return h;
   }();
   return r;

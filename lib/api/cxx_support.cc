@@ -7,64 +7,73 @@
 // Plain C types only: the library links no C++ runtime (docs/cpp.md).
 #include <atomic>
 #include <cstddef>
-#include <cstring>
 
 #include "base/config.h"
 #include "magslab/magslab.h"
 #include "magslab/magslab.hpp"
 
-// The exception T() threw while an ObjectCache populated a slab on this thread
-// (magslab.hpp, detail::set_ctor_error): a std::exception_ptr constructed in
-// place, or nullptr. constinit, and initial-exec but in libmagslab.so
-// (MAGSLAB_TLS_MODEL, as t_cache).
+// The exception T() threw while an ObjectCache populated a slab on this thread,
+// for the acquire() that waits for it (magslab.hpp, detail::alloc_catching): a
+// std::exception_ptr constructed in place, the marker 1 while a call waits and
+// none came, nullptr when nobody waits. constinit, and initial-exec but in
+// libmagslab.so (MAGSLAB_TLS_MODEL, as t_cache).
 constinit __thread void* magslab::detail::magslab_cxx_ctor_error_v1 MAGSLAB_TLS_MODEL = nullptr;
 
 namespace {
 
-// The classes of every module's magslab::pmr::resource() object over this heap
-// (magslab.hpp, HeapResource::do_is_equal). Append-only and lock-free, so a
-// fork or a signal never finds it locked: an entry is claimed with a
-// fetch_add, filled, and published by the release store of its vtable, which
-// readers load with acquire before they read the words. Entries are never
-// removed, so there is no ABA; a module unloaded leaves its entry, and a class
-// loaded later at that address matches it only if its first five vtable
-// entries (its destructors and do_allocate, do_deallocate, do_is_equal) are
-// the same functions at the same addresses as well: the same class.
-constexpr size_t kResourceClasses = 64;
-constexpr size_t kVtableWords = 5;
-
-struct ResourceClass {
-  std::atomic<const void*> vtable{nullptr};
-  const void* words[kVtableWords];
-};
-ResourceClass g_classes[kResourceClasses];
-// Entries claimed (may pass kResourceClasses: those claims found no room).
-// relaxed would do for the claim itself; readers bound their scan by it and
-// check each entry's vtable with acquire.
-std::atomic<size_t> g_claimed{0};
-
-bool same_class(const ResourceClass& c, const void* vtable) {
-  // acquire: pairs with the release store in magslab_resource_class_add; the words are filled.
-  return c.vtable.load(std::memory_order_acquire) == vtable &&
-         std::memcmp(c.words, vtable, sizeof c.words) == 0;
-}
+// The classes of the magslab::pmr::resource() objects over this heap, one per
+// module that includes magslab.hpp and is loaded now (magslab.hpp,
+// HeapResource::do_is_equal): their vtable addresses. A module registers its
+// class at its first resource() call and takes it back when it is unloaded
+// (or at exit: a static object's destructor), so the slot of a module gone
+// is free again, and no class loaded later at its address (over another heap,
+// by dlmopen) matches what it left. constinit: a module's static constructor
+// may register before this library's own initialisers ran (the override,
+// preloaded, is initialised after the libraries of the program: only one
+// object can be -z initfirst), and nothing must clear the table then.
+//
+// Lock-free, every access one word: a slot goes from nullptr to a class by
+// compare-exchange (add), back by compare-exchange (remove), and is otherwise
+// only read; a reader compares one word with the class it looks for, so a slot
+// reused meanwhile (nullptr -> A -> nullptr -> B) misleads nobody (no ABA).
+// relaxed throughout: whoever compares with an object got it from its
+// module's resource(), whose static initialisation (a guard with
+// acquire/release) came after its registration, so coherence shows that
+// registration (and g_used's raise) to the reader; nothing else is published.
+constexpr size_t kResourceClasses = 128;
+constinit std::atomic<const void*> g_classes[kResourceClasses] = {};
+// One past the highest slot ever used: readers scan below it.
+constinit std::atomic<size_t> g_used{0};
 
 }  // namespace
 
 extern "C" MAGSLAB_API int magslab_resource_class_known(const void* vtable) {
-  // relaxed: a bound; each entry is checked with acquire (same_class).
-  const size_t n = g_claimed.load(std::memory_order_relaxed);
-  for (size_t i = 0; i < n && i < kResourceClasses; ++i)
-    if (same_class(g_classes[i], vtable)) return 1;
+  const size_t n = g_used.load(std::memory_order_relaxed);  // relaxed: see above
+  for (size_t i = 0; i < n; ++i)
+    if (g_classes[i].load(std::memory_order_relaxed) == vtable) return 1;  // relaxed: see above
   return 0;
 }
 
 extern "C" MAGSLAB_API void magslab_resource_class_add(const void* vtable) {
   if (vtable == nullptr || magslab_resource_class_known(vtable)) return;
-  // relaxed: the claim orders nothing; the entry is published by its vtable's store.
-  const size_t i = g_claimed.fetch_add(1, std::memory_order_relaxed);
-  if (i >= kResourceClasses) return;
-  std::memcpy(g_classes[i].words, vtable, sizeof g_classes[i].words);
-  // release: the words above are visible to whoever sees the vtable.
-  g_classes[i].vtable.store(vtable, std::memory_order_release);
+  for (size_t i = 0; i < kResourceClasses; ++i) {
+    const void* none = nullptr;
+    // relaxed: see above.
+    if (g_classes[i].compare_exchange_strong(none, vtable, std::memory_order_relaxed)) {
+      size_t used = g_used.load(std::memory_order_relaxed);  // relaxed: see above
+      while (used <= i && !g_used.compare_exchange_weak(used, i + 1, std::memory_order_relaxed)) {
+      }
+      return;
+    }
+  }
+}
+
+extern "C" MAGSLAB_API void magslab_resource_class_remove(const void* vtable) {
+  if (vtable == nullptr) return;
+  const size_t n = g_used.load(std::memory_order_relaxed);  // relaxed: see above
+  for (size_t i = 0; i < n; ++i) {
+    const void* v = vtable;
+    // relaxed: see above.
+    if (g_classes[i].compare_exchange_strong(v, nullptr, std::memory_order_relaxed)) return;
+  }
 }

@@ -16,3 +16,8 @@ CXX_MODULE_API std::pmr::vector<int>* FN(_vector)(int n) {
   return v;
 }
 CXX_MODULE_API void FN(_delete_vector)(std::pmr::vector<int>* v) { delete v; }
+
+// The library's resource is made (and its class registered) by a static
+// constructor, before the heap of a preloaded override ran its own.
+static std::pmr::memory_resource* const g_made_at_load = magslab::pmr::resource();
+CXX_MODULE_API std::pmr::memory_resource* FN(_resource_at_load)() { return g_made_at_load; }
