@@ -50,7 +50,11 @@ void os_unmap(void* addr, size_t size) {
 bool os_decommit(void* addr, size_t size) {
   // MADV_DONTNEED rather than MADV_FREE: RSS drops at once (observable, and what
   // the trim tests assert), and the pages read back as zero, which calloc uses.
-  return madvise(addr, size, MADV_DONTNEED) == 0;
+  // errno kept, as in protect(): free() may decommit.
+  const int saved = errno;
+  const bool ok = madvise(addr, size, MADV_DONTNEED) == 0;
+  errno = saved;
+  return ok;
 }
 
 void* os_remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
@@ -87,7 +91,14 @@ void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
 bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
 
 bool protect(void* addr, size_t size, bool accessible) {
-  return mprotect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+  // errno kept: the callers answer a refusal themselves (check mode's free
+  // keeps such a block in quarantine or out of it), and free() must leave
+  // errno alone (until stop 47 the ENOMEM of a refusal at vm.max_map_count
+  // came out of a check-mode free; tests/check_map_count_test.cc).
+  const int saved = errno;
+  const bool ok = mprotect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+  errno = saved;
+  return ok;
 }
 
 NoCancel::NoCancel() { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old_); }

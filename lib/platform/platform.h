@@ -48,7 +48,7 @@ void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
 bool decommit(void* addr, size_t size);
 // mprotect: read-write, or no access at all (check mode's quarantine of large
-// blocks). Not part of the test seam. false if the OS refuses.
+// blocks). Not part of the test seam. false if the OS refuses; errno kept.
 bool protect(void* addr, size_t size, bool accessible);
 // Whether every page of [addr, addr + size) is mapped (msync(MS_ASYNC): no
 // side effect on anonymous memory). Not part of the test seam.
