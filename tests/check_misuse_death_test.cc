@@ -89,6 +89,34 @@ TEST_F(CheckMisuseDeathTest, OverflowSmallByOneNulAtFree) {
       Overflow(small_info(20)));
 }
 
+// The first and the last byte of the canary, for requests whose canaries
+// have every length from 1 to 64 bytes and beyond (checked in the window of
+// the block's last 64 bytes, or byte range by byte range) and blocks below 64
+// bytes: a write to either is an overflow.
+TEST_F(CheckMisuseDeathTest, OverflowAtEitherEndOfTheCanary) {
+  struct magslab_stats st;
+  magslab_stats(&st);
+  // (From 16 bytes: malloc's blocks are 16-aligned in check mode, so smaller
+  // requests take the 16-byte class, not the one small_info names.)
+  for (size_t n : {16,  20,  31,  40,  47,  48,  63,  64,  65,  100, 127, 128, 129,
+                   191, 250, 255, 256, 300, 383, 448, 500, 511, 513, 700, 1000}) {
+    size_t usable = 0;
+    for (size_t c = 0; c < st.class_count && usable == 0; ++c)
+      if (st.classes[c].object_size >= n + 1) usable = st.classes[c].object_size;
+    const size_t end = std::min(usable, n + 256);  // the canary is [n, end)
+    for (size_t at : {n, end - 1}) {
+      EXPECT_DEATH(
+          {
+            char* volatile p = alloc(n);
+            p[at] = 0;
+            ANNOUNCE_AND_FREE(p);
+          },
+          Overflow(small_info(n)))
+          << "request " << n << ", byte " << at;
+    }
+  }
+}
+
 TEST_F(CheckMisuseDeathTest, OverflowSmallCaughtByRealloc) {
   EXPECT_DEATH(
       {

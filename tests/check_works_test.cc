@@ -88,6 +88,31 @@ TEST(CheckWorksTest, CallocZeroesRecycledMemory) {
   }
 }
 
+// The canary never touches the program's bytes, and writing all of them
+// never reads as an overflow: for every request of 2-1100 bytes (canaries of
+// every length, in the window of a block's last 64 bytes or not), a block
+// filled to its end, shrunk by one byte and grown back in place (the canary
+// refilled each time, the bytes below it read and written back), keeps its
+// contents and frees without a report.
+TEST(CheckWorksTest, TheCanaryLeavesTheProgramsBytesAlone) {
+  for (size_t n = 2; n <= 1100; ++n) {
+    const auto v = static_cast<unsigned char>(n * 7 + 1);
+    auto* p = static_cast<unsigned char*>(magslab_malloc(n));
+    ASSERT_NE(p, nullptr);
+    std::memset(p, v, n);
+    auto* q = static_cast<unsigned char*>(magslab_realloc(p, n - 1));
+    ASSERT_NE(q, nullptr);
+    ASSERT_TRUE(all_bytes(q, n - 1, v)) << n;
+    q[n - 2] = static_cast<unsigned char>(v + 1);
+    auto* r = static_cast<unsigned char*>(magslab_realloc(q, n));
+    ASSERT_NE(r, nullptr);
+    ASSERT_TRUE(all_bytes(r, n - 2, v)) << n;
+    ASSERT_EQ(r[n - 2], static_cast<unsigned char>(v + 1)) << n;
+    r[n - 1] = v;  // the last byte requested: the program's
+    magslab_free(r);
+  }
+}
+
 TEST(CheckWorksTest, ReallocKeepsContents) {
   size_t n = 10;
   auto* p = static_cast<unsigned char*>(magslab_malloc(n));

@@ -685,9 +685,66 @@ size_t canary_end(size_t usable, size_t n) {
   return usable < n + kCanaryMax ? usable : n + kCanaryMax;
 }
 
+// --- The canary, without branches on its length ---
+// Most canaries are the few bytes up to the class size. One that lies within
+// the last 64 bytes of a block of 64 bytes or more is filled or checked as the
+// window [end - 64, end), its bytes below n kept (filled: read and written
+// back) or ignored (checked) through a mask: four 16-byte moves, no branch on
+// the length. fill_bytes and bytes_are test the length, and loop over short
+// ranges byte by byte: with lengths that vary from one call to the next (a
+// program's requests of many sizes) their branches mispredicted about once a
+// fill and once a check (docs/check.md, "Branch mispredictions").
+constexpr size_t kWindow = 64;
+
+// kWindow bytes 0x00, then kWindow bytes 0xff: the mask of window bytes from k
+// on is the window read at kWindow - k.
+constexpr std::array<uint8_t, 2 * kWindow> kTailMask = [] {
+  std::array<uint8_t, 2 * kWindow> a{};
+  for (size_t i = kWindow; i < a.size(); ++i) a[i] = 0xff;
+  return a;
+}();
+
+bool canary_in_window(size_t n, size_t end) { return end >= kWindow && end - n <= kWindow; }
+
+__m128i window_mask(size_t k, size_t i) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(kTailMask.data() + kWindow - k + 16 * i));
+}
+
+// The canary [n, end) of the block at c filled.
+void fill_canary(void* c, size_t n, size_t end) {
+  auto* b = static_cast<unsigned char*>(c);
+  if (MAGSLAB_LIKELY(canary_in_window(n, end))) {
+    const size_t k = n - (end - kWindow);  // the canary's first byte in the window
+    const __m128i v = _mm_set1_epi8(static_cast<char>(kCanaryByte));
+    auto* w = reinterpret_cast<__m128i*>(b + end - kWindow);
+    for (size_t i = 0; i < kWindow / 16; ++i) {
+      const __m128i m = window_mask(k, i);
+      const __m128i old = _mm_loadu_si128(w + i);
+      _mm_storeu_si128(w + i, _mm_or_si128(_mm_andnot_si128(m, old), _mm_and_si128(m, v)));
+    }
+    return;
+  }
+  fill_bytes<kCanaryByte>(b + n, end - n);
+}
+
+// Whether the canary [n, end) of the block at c is intact.
+bool canary_intact(const void* c, size_t n, size_t end) {
+  const auto* b = static_cast<const unsigned char*>(c);
+  if (MAGSLAB_LIKELY(canary_in_window(n, end))) {
+    const size_t k = n - (end - kWindow);
+    const __m128i v = _mm_set1_epi8(static_cast<char>(kCanaryByte));
+    const auto* w = reinterpret_cast<const __m128i*>(b + end - kWindow);
+    __m128i bad = _mm_setzero_si128();  // 0xff where a canary byte differs
+    for (size_t i = 0; i < kWindow / 16; ++i)
+      bad = _mm_or_si128(
+          bad, _mm_andnot_si128(_mm_cmpeq_epi8(_mm_loadu_si128(w + i), v), window_mask(k, i)));
+    return _mm_movemask_epi8(bad) == 0;
+  }
+  return bytes_are<kCanaryByte>(b + n, end - n);
+}
+
 void check_canary(const Live& b) {
-  const auto* c = static_cast<const uint8_t*>(b.p);
-  if (MAGSLAB_UNLIKELY(!bytes_are<kCanaryByte>(c + b.n, canary_end(b.usable, b.n) - b.n)))
+  if (MAGSLAB_UNLIKELY(!canary_intact(b.p, b.n, canary_end(b.usable, b.n))))
     platform::misuse(Misuse::kOverflow, b.p, b.info());
 }
 
@@ -771,7 +828,7 @@ void* alloc(size_t n, size_t align, bool fill, const void* site) {
     memcpy(static_cast<char*>(p) + end, &t, sizeof t);
   }
   if (fill && opt::get(opt::kFill) != 0) fill_bytes<kFreshByte>(p, n);
-  fill_bytes<kCanaryByte>(static_cast<char*>(p) + n, canary_end(end, n) - n);
+  fill_canary(p, n, canary_end(end, n));
   return p;
 }
 
@@ -820,7 +877,7 @@ bool realloc_in_place(const Live& b, size_t n, bool shrink_anyway = false) {
     memcpy(c + b.usable, &t, sizeof t);
   }
   if (n > b.n && opt::get(opt::kFill) != 0) fill_bytes<kFreshByte>(c + b.n, n - b.n);
-  fill_bytes<kCanaryByte>(c + n, canary_end(b.usable, n) - n);
+  fill_canary(c, n, canary_end(b.usable, n));
   return true;
 }
 
@@ -864,7 +921,7 @@ void free(void* p) {
     // relaxed: see state(); of two racing frees one wins, the other reports.
     if (MAGSLAB_LIKELY(
             (live & kSizeMask) != 0 && (live & kFreedBit) == 0 &&
-            bytes_are<kCanaryByte>(static_cast<char*>(p) + n, canary_end(usable, n) - n) &&
+            canary_intact(p, n, canary_end(usable, n)) &&
             st.compare_exchange_strong(live, live | kFreedBit, std::memory_order_relaxed))) {
       forget_site(live >> kSiteShift, n);
       retire_small(p, usable);
