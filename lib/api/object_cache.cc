@@ -165,6 +165,23 @@ struct CacheTable {
   Slot slot[];
 };
 
+// A real table's thread holds a robust mutex from the table's making to its
+// exit destructor (on_thread_exit), kept in front of the table in the same
+// block (the table's layout is the header's: detail::cache_abi). A thread
+// whose first cache call comes in the last round of pthread key destructors
+// arms g_exit_key after glibc passed it, and glibc runs no further round: its
+// table stayed registered, its magazines full, for good (a bug hunt of stop
+// 47: 2000 such threads kept 2001 tables, 32 MiB of objects). The kernel marks
+// the mutex of a thread that ends holding it (the robust list, walked at
+// thread exit), so a trylock from another thread returns EOWNERDEAD — a CAS in
+// user space — and reap_exited_tables() gives that table back as the exit
+// destructor would have, as the heap does for its thread caches
+// (cache::reap_exited, docs/design.md).
+struct TableAlive {
+  pthread_mutex_t mutex;
+  bool held;  // the table's thread locked it (false: no robust mutex; never reaped)
+};
+
 // A thread's table before its first cache call (cap 0: every call misses into
 // the slow path, which makes a real one), and after its exit flush (cap 0, and
 // the slow path never makes one again: glibc runs other keys' destructors
@@ -565,6 +582,44 @@ void init_once() {
   g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
 }
 
+TableAlive* alive_of(CacheTable* t) {
+  return reinterpret_cast<TableAlive*>(reinterpret_cast<char*>(t) - sizeof(TableAlive));
+}
+static_assert(sizeof(TableAlive) % alignof(CacheTable) == 0, "the table follows, aligned");
+
+// The calling thread takes a's mutex, made robust.
+void hold_alive(TableAlive* a) {
+  pthread_mutexattr_t attr;
+  a->held = pthread_mutexattr_init(&attr) == 0 &&
+            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) == 0 &&
+            pthread_mutex_init(&a->mutex, &attr) == 0 && pthread_mutex_lock(&a->mutex) == 0;
+  pthread_mutexattr_destroy(&attr);
+}
+
+// Whether t's thread ended holding its mutex (EOWNERDEAD); then the mutex is
+// made consistent and unlocked (it goes with the table's block).
+bool table_owner_gone(CacheTable* t) {
+  TableAlive* a = alive_of(t);
+  if (!a->held) return false;
+  const int r = pthread_mutex_trylock(&a->mutex);
+  if (r == 0) pthread_mutex_unlock(&a->mutex);  // not held: cannot happen; never reaped
+  if (r != EOWNERDEAD) return false;
+  pthread_mutex_consistent(&a->mutex);
+  pthread_mutex_unlock(&a->mutex);
+  return true;
+}
+
+// t's block back to the heap; `own`: by its thread, which unlocks its mutex
+// first (a reaped table's was unlocked by table_owner_gone).
+void free_table(CacheTable* t, bool own) {
+  TableAlive* a = alive_of(t);
+  if (a->held) {
+    if (own) pthread_mutex_unlock(&a->mutex);
+    pthread_mutex_destroy(&a->mutex);
+  }
+  magslab_free(a);
+}
+
 void registry_remove(CacheTable* t) {
   if (t->reg_prev != nullptr)
     t->reg_prev->reg_next = t->reg_next;
@@ -573,6 +628,8 @@ void registry_remove(CacheTable* t) {
   if (t->reg_next != nullptr) t->reg_next->reg_prev = t->reg_prev;
 }
 
+void reap_exited_tables();
+
 // The calling thread's slot for c, making or growing its table; nullptr after
 // the thread's exit flush, or without memory.
 MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
@@ -580,11 +637,15 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   if (c->id < t->cap) return &t->slot[c->id];
   if (t == &g_exited_table) return nullptr;
   pthread_once(&g_once, init_once);
+  // A new thread's first table: the tables of threads gone without their exit
+  // destructor go back first (one sweep per new table bounds them).
+  if (t == &g_no_table) reap_exited_tables();
   uint32_t cap = 16;
   while (cap <= c->id) cap *= 2;
-  auto* nt = static_cast<CacheTable*>(magslab_malloc(sizeof(CacheTable) + cap * sizeof(Slot)));
-  if (nt == nullptr) return nullptr;
-  new (nt) CacheTable();
+  void* mem = magslab_malloc(sizeof(TableAlive) + sizeof(CacheTable) + cap * sizeof(Slot));
+  if (mem == nullptr) return nullptr;
+  hold_alive(new (mem) TableAlive);
+  auto* nt = new (static_cast<char*>(mem) + sizeof(TableAlive)) CacheTable();
   nt->cap = cap;
   for (uint32_t i = 0; i < cap; ++i)
     nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0, 0};
@@ -603,37 +664,66 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
     // Set before setspecific: for a key past glibc's first 32 it allocates.
     set_my_table(nt);
   }
-  if (t != &g_no_table) magslab_free(t);
+  if (t != &g_no_table) free_table(t, true);
   if (g_key_ok) pthread_setspecific(g_exit_key, nt);
   return &nt->slot[c->id];
+}
+
+// Under g_lock: t's magazines go back and t leaves the registry; its thread
+// is exiting (on_thread_exit) or gone (reap_exited_tables).
+void give_back_locked(CacheTable* t) {
+  // A non-empty slot's cache is live: destroy() empties a cache's slot in
+  // every registered table before its id is reused.
+  for (uint32_t id = 0; id < t->cap; ++id) {
+    Slot& s = t->slot[id];
+    if (!is_real(s.loaded) && !is_real(s.previous)) continue;
+    magslab_cache* c = g_caches[id];
+    MAGSLAB_CHECK(c != nullptr, "cache table: a slot of a destroyed cache");
+    // To the slabs, not the depot (until stop 35): a magazine holds the
+    // objects in the order the thread freed them, so the next threads each
+    // popping one got objects interleaved with each other's, cache line by
+    // cache line (pmr::map churn with threads made and ended, as Google
+    // Benchmark does: 444 of 979 lines shared, 1.9x the time). From the
+    // slabs, refills hand out runs in address order.
+    flush(c, s.loaded);
+    flush(c, s.previous);
+    set_loaded(s, &g_empty_magazine);
+    set_previous(s, &g_empty_magazine);
+  }
+  registry_remove(t);
 }
 
 void on_thread_exit(void* arg) {
   auto* t = static_cast<CacheTable*>(arg);
   {
     LockGuard g(g_lock);
-    // A non-empty slot's cache is live: destroy() empties a cache's slot in
-    // every registered table before its id is reused.
-    for (uint32_t id = 0; id < t->cap; ++id) {
-      Slot& s = t->slot[id];
-      if (!is_real(s.loaded) && !is_real(s.previous)) continue;
-      magslab_cache* c = g_caches[id];
-      MAGSLAB_CHECK(c != nullptr, "cache table: a slot of a destroyed cache");
-      // To the slabs, not the depot (until stop 35): a magazine holds the
-      // objects in the order the thread freed them, so the next threads each
-      // popping one got objects interleaved with each other's, cache line by
-      // cache line (pmr::map churn with threads made and ended, as Google
-      // Benchmark does: 444 of 979 lines shared, 1.9x the time). From the
-      // slabs, refills hand out runs in address order.
-      flush(c, s.loaded);
-      flush(c, s.previous);
-      set_loaded(s, &g_empty_magazine);
-      set_previous(s, &g_empty_magazine);
-    }
-    registry_remove(t);
+    give_back_locked(t);
     set_my_table(&g_exited_table);
   }
-  magslab_free(t);
+  free_table(t, true);
+}
+
+void reap_exited_tables() {
+  // Given back under g_lock, freed outside it, a batch at a time; a walk that
+  // fills the batch is followed by another. Only a thread that no longer
+  // exists is reaped: nothing else touches its table.
+  constexpr unsigned kBatch = 32;
+  for (unsigned n = kBatch; n == kBatch;) {
+    CacheTable* gone[kBatch];
+    n = 0;
+    {
+      LockGuard g(g_lock);
+      for (CacheTable* t = g_tables; t != nullptr && n < kBatch;) {
+        CacheTable* next = t->reg_next;
+        if (table_owner_gone(t)) {
+          give_back_locked(t);
+          gone[n++] = t;
+        }
+        t = next;
+      }
+    }
+    for (unsigned k = 0; k < n; ++k) free_table(gone[k], false);
+  }
 }
 
 // ---- Slow paths ----
@@ -868,6 +958,7 @@ void die(const LineBuf& l) {
 
 size_t destroy(magslab_cache* c, bool free_live) {
   if (c == nullptr) return 0;
+  reap_exited_tables();  // their magazines of c go back with the rest
   {
     LockGuard g(g_lock);
     c->destroying = true;  // before the slots are emptied: a nested call misses to a slow path
@@ -929,6 +1020,10 @@ void forget_other_threads_after_fork() {
     if (t != mine) registry_remove(t);
     t = next;
   }
+  // The parent's thread holds this table's mutex; this one is a new thread
+  // (another id, an empty robust list): it takes a fresh one, or it would
+  // never be reaped, and its own unlock at exit would fail.
+  if (mine != &g_no_table && mine != &g_exited_table) hold_alive(alive_of(mine));
 }
 
 }  // namespace magslab::objcache
@@ -1009,7 +1104,9 @@ void magslab_cache_free(magslab_cache* c, void* p) {
 }
 
 size_t magslab_cache_reap(magslab_cache* c) {
-  // The calling thread's magazines and the depot, into the slabs.
+  // Exited threads' tables (reap_exited_tables), the calling thread's
+  // magazines and the depot, into the slabs.
+  reap_exited_tables();
   CacheTable* t = my_table();
   if (c->id < t->cap) empty_slot(c, t->slot[c->id]);
   while (Magazine* m = pop_full(c)) flush(c, m);
