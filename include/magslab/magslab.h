@@ -114,7 +114,8 @@ struct magslab_stats {
  * 0 in fields an older library does not know. Exact when no thread is
  * allocating or freeing. Never allocates from the heap; a caller built with an
  * older, shorter struct gets its part of a copy the library maps for the call
- * (0 returned and *out zeroed if the OS refuses that page mapping). */
+ * (0 returned and *out zeroed if the OS refuses that page mapping). NULL:
+ * nothing filled, 0 returned. */
 MAGSLAB_API size_t magslab_stats_get(struct magslab_stats* out, size_t size);
 /* magslab_stats_get(out, sizeof *out). */
 MAGSLAB_API void magslab_stats(struct magslab_stats* out);
@@ -312,9 +313,12 @@ MAGSLAB_API magslab_cache* magslab_pool_cache(magslab_pool* pool, size_t size, s
  * loaded, and two of them compare equal when the heap that one module calls
  * knows the other's class: so over the same heap they do, and one of a module
  * that links a heap of its own (libmagslab.a, its symbols hidden) does not.
- * Adding a class known already does nothing; at most 128 are known at once
- * (the rest are not recorded: those modules' resources then compare equal to
- * themselves only). */
+ * Adding a class known already does nothing (two racing adds may record it
+ * twice: removing takes every copy); at most 128 are known at once (the rest
+ * are not recorded: a resource of such a module is then equal to those of
+ * the classes its heap knows, but they are not equal to it — one-sided, so
+ * containers may not be spliced or swapped across). Classes are not removed
+ * once the process exits (static destructors compare them still). */
 MAGSLAB_API void magslab_resource_class_add(const void* vtable);
 /* The class added before is known no more (its module is being unloaded). */
 MAGSLAB_API void magslab_resource_class_remove(const void* vtable);

@@ -502,14 +502,14 @@ class HeapResource final : public std::pmr::memory_resource {
 };
 
 // The heap's resource: one object (per module, above), never destroyed
-// (usable from static destructors; once the module's own static objects are
-// destroyed, it compares equal to itself only), thread safe.
+// (usable from static destructors, and equal to the heap's other resources
+// there too: classes are not removed at exit), thread safe.
 inline std::pmr::memory_resource* resource() noexcept {
   alignas(HeapResource) static unsigned char storage[sizeof(HeapResource)];
   static HeapResource* r = [] {
     auto* h = ::new (storage) HeapResource();
     // The module's class is known to the heap while the module is loaded:
-    // this destructor (at dlclose, or at exit) takes it back.
+    // this destructor takes it back at dlclose (at exit the heap keeps it).
     struct Registration {
       const void* vtable;
       ~Registration() { magslab_resource_class_remove(vtable); }

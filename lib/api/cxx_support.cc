@@ -7,6 +7,7 @@
 // Plain C types only: the library links no C++ runtime (docs/cpp.md).
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 
 #include "base/config.h"
 #include "magslab/magslab.h"
@@ -45,6 +46,20 @@ constinit std::atomic<const void*> g_classes[kResourceClasses] = {};
 // One past the highest slot ever used: readers scan below it.
 constinit std::atomic<size_t> g_used{0};
 
+// Set when the process exits: classes are no longer removed then. A module's
+// class is removed by a static object's destructor made at its first
+// resource() call — in main(), usually — which exit() runs before the
+// destructors of every static object made earlier, in the program or any
+// library: those then found the resources of one heap unequal, and a
+// std::list::splice between them aborted in libstdc++ (a review of stop 47).
+// Every add registers note_exit with atexit() after the caller's registration
+// object, so at exit it runs first; as the library's own handler (its
+// __dso_handle; libmagslab.so is never unloaded: -z nodelete) it does not
+// run at a plugin's dlclose, where the plugin's class must go.
+// relaxed: a flag read by the same exiting thread, or racing an exit anyway.
+constinit std::atomic<bool> g_exiting{false};
+void note_exit() { g_exiting.store(true, std::memory_order_relaxed); }
+
 }  // namespace
 
 extern "C" MAGSLAB_API int magslab_resource_class_known(const void* vtable) {
@@ -63,17 +78,18 @@ extern "C" MAGSLAB_API void magslab_resource_class_add(const void* vtable) {
       size_t used = g_used.load(std::memory_order_relaxed);  // relaxed: see above
       while (used <= i && !g_used.compare_exchange_weak(used, i + 1, std::memory_order_relaxed)) {
       }
+      atexit(note_exit);  // (if it fails, classes are removed at exit, as before)
       return;
     }
   }
 }
 
 extern "C" MAGSLAB_API void magslab_resource_class_remove(const void* vtable) {
-  if (vtable == nullptr) return;
+  if (vtable == nullptr || g_exiting.load(std::memory_order_relaxed)) return;  // relaxed: see there
+  // Every copy: two racing adds of one class may both have found it unknown.
   const size_t n = g_used.load(std::memory_order_relaxed);  // relaxed: see above
   for (size_t i = 0; i < n; ++i) {
     const void* v = vtable;
-    // relaxed: see above.
-    if (g_classes[i].compare_exchange_strong(v, nullptr, std::memory_order_relaxed)) return;
+    g_classes[i].compare_exchange_strong(v, nullptr, std::memory_order_relaxed);  // relaxed: above
   }
 }

@@ -9,6 +9,8 @@
 // behaviour), and its own slot for T()'s exception, so acquire() threw
 // std::bad_alloc. Prints "OK" on success.
 #include <cstdio>
+#include <cstdlib>
+#include <list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +20,27 @@
 namespace {
 
 int bad = 0;
+
+// Made before main(), destroyed at exit after the program's first
+// resource() call's registration object: the resources of one heap must
+// still compare equal there (until a review of stop 47 the program's class
+// was removed at the start of exit(), and a std::list::splice across aborted).
+struct AtExit {
+  std::pmr::memory_resource* theirs = nullptr;
+  ~AtExit() {
+    if (theirs == nullptr) return;
+    std::pmr::memory_resource* mine = magslab::pmr::resource();
+    if (!(*mine == *theirs) || !(*theirs == *mine)) {
+      std::printf("at exit: the library's heap resource and the program's compare unequal\n");
+      std::fflush(stdout);
+      std::_Exit(1);
+    }
+    std::pmr::list<int> a({1, 2}, mine), b({3}, theirs);
+    a.splice(a.end(), b);  // libstdc++ aborts when the allocators differ
+    b.splice(b.end(), a);
+    if (b.size() != 3) std::_Exit(1);
+  }
+} g_at_exit;
 
 void fail(const char* module, const char* what) {
   std::printf("%s: %s\n", module, what);
@@ -77,6 +100,11 @@ void unequal(const char* m, std::pmr::memory_resource* theirs) {
 }  // namespace
 
 int main() {
+  // The libraries' resources were made by their static constructors.
+  if (hidden_resource_at_load() != hidden_resource() ||
+      bsymbolic_resource_at_load() != bsymbolic_resource() ||
+      isolated_resource_at_load() != isolated_resource())
+    fail("libraries", "resource() at load and later differ");
   same_heap("hidden", hidden_resource(), hidden_vector, hidden_delete_vector);
   same_heap("bsymbolic", bsymbolic_resource(), bsymbolic_vector, bsymbolic_delete_vector);
   cache_rethrows("hidden", hidden_make_cache(), hidden_set_fail);
@@ -93,6 +121,7 @@ int main() {
   unequal("nortti", nortti_resource());
   if (!(*nortti_resource() == *nortti_resource())) fail("nortti", "unequal to itself");
 
+  g_at_exit.theirs = hidden_resource();
   if (!bad) std::printf("OK\n");
   return bad;
 }
