@@ -832,7 +832,8 @@ uint32_t objects_fitting(size_t slab, size_t stride, size_t align, size_t* first
 }
 
 // Slab geometry: a power of two, at least kMinSlab: the smallest holding at
-// least 8 objects up to 512 KiB, else 1 MiB (a page run in a chunk) if it
+// least 8 objects up to 512 KiB, else 1 MiB (a huge block, as the heap serves
+// 1 MiB at 1 MiB alignment: a mapping of its own or the huge cache's) if it
 // holds one, else the smallest size from 4 MiB up that holds one (a huge block
 // aligned to a page-map slot: see check_release()).
 bool geometry(magslab_cache* c) {

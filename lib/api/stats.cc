@@ -115,6 +115,7 @@ StatsSnapshot::~StatsSnapshot() {
 // gets its part of a snapshot (never a 13 KiB copy on its stack). 0 and its
 // bytes zeroed: that snapshot could not be mapped.
 extern "C" size_t magslab_stats_get(struct magslab_stats* out, size_t size) {
+  if (out == nullptr) return 0;  // as magslab_stats(NULL)
   size_t n = sizeof(struct magslab_stats);
   if (size >= n) {
     fill(out);
