@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -176,11 +177,18 @@ struct CacheTable {
 // thread exit), so a trylock from another thread returns EOWNERDEAD — a CAS in
 // user space — and reap_exited_tables() gives that table back as the exit
 // destructor would have, as the heap does for its thread caches
-// (cache::reap_exited, docs/design.md).
+// (cache::reap_exited, docs/design.md). It runs when new threads' tables
+// since the last sweep are half the registered ones (my_slot), and at every
+// magslab_cache_reap and destroy.
 struct TableAlive {
   pthread_mutex_t mutex;
   bool held;  // the table's thread locked it (false: no robust mutex; never reaped)
 };
+// The table starts this far into the block: a sweep's trylock (a locked
+// compare-exchange, which takes the line even when it fails) must not take
+// the line of the table's cap, which every fast path reads (a review).
+constexpr size_t kAliveBytes = 128;
+static_assert(sizeof(TableAlive) + kCacheLine <= kAliveBytes, "a line apart at any alignment");
 
 // A thread's table before its first cache call (cap 0: every call misses into
 // the slow path, which makes a real one), and after its exit flush (cap 0, and
@@ -229,6 +237,9 @@ void set_my_table(CacheTable* t) { magslab_objcache_table_v2 = t; }
 
 Lock g_lock;
 CacheTable* g_tables = nullptr;          // live threads' tables, under g_lock
+size_t g_ntables = 0;                    // in g_tables, under g_lock
+size_t g_new_since_sweep = 0;            // new threads' tables since a sweep, under g_lock
+constexpr size_t kSweepEvery = 32;       // the fewest between sweeps (my_slot)
 magslab_cache** g_caches = nullptr;      // id -> cache (nullptr: free id), under g_lock
 uint32_t g_ncaches = 0;                  // entries of g_caches, under g_lock
 TaggedStack g_mag_pool[kNumMagBuckets];  // empty magazines, by capacity
@@ -583,9 +594,9 @@ void init_once() {
 }
 
 TableAlive* alive_of(CacheTable* t) {
-  return reinterpret_cast<TableAlive*>(reinterpret_cast<char*>(t) - sizeof(TableAlive));
+  return reinterpret_cast<TableAlive*>(reinterpret_cast<char*>(t) - kAliveBytes);
 }
-static_assert(sizeof(TableAlive) % alignof(CacheTable) == 0, "the table follows, aligned");
+static_assert(kAliveBytes % alignof(CacheTable) == 0, "the table follows, aligned");
 
 // The calling thread takes a's mutex, made robust.
 void hold_alive(TableAlive* a) {
@@ -621,6 +632,7 @@ void free_table(CacheTable* t, bool own) {
 }
 
 void registry_remove(CacheTable* t) {
+  --g_ntables;
   if (t->reg_prev != nullptr)
     t->reg_prev->reg_next = t->reg_next;
   else
@@ -637,15 +649,13 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   if (c->id < t->cap) return &t->slot[c->id];
   if (t == &g_exited_table) return nullptr;
   pthread_once(&g_once, init_once);
-  // A new thread's first table: the tables of threads gone without their exit
-  // destructor go back first (one sweep per new table bounds them).
-  if (t == &g_no_table) reap_exited_tables();
   uint32_t cap = 16;
   while (cap <= c->id) cap *= 2;
-  void* mem = magslab_malloc(sizeof(TableAlive) + sizeof(CacheTable) + cap * sizeof(Slot));
+  void* mem = magslab_malloc(kAliveBytes + sizeof(CacheTable) + cap * sizeof(Slot));
   if (mem == nullptr) return nullptr;
   hold_alive(new (mem) TableAlive);
-  auto* nt = new (static_cast<char*>(mem) + sizeof(TableAlive)) CacheTable();
+  auto* nt = new (static_cast<char*>(mem) + kAliveBytes) CacheTable();
+  bool sweep = false;
   nt->cap = cap;
   for (uint32_t i = 0; i < cap; ++i)
     nt->slot[i] = Slot{&g_empty_magazine, &g_empty_magazine, 0, 0, 0};
@@ -661,11 +671,23 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
     nt->reg_next = g_tables;
     if (g_tables != nullptr) g_tables->reg_prev = nt;
     g_tables = nt;
+    ++g_ntables;
+    // A new thread's first table: the tables of threads gone without their
+    // exit destructor go back once the new tables since the last sweep are
+    // as many as half the registered ones (at least kSweepEvery): a sweep's
+    // walk costs one trylock a table, so a thread costs O(1) of them on
+    // average (one sweep per new table made starting N threads O(N^2): a
+    // review), and the tables waiting for one stay below half the live ones.
+    if (t == &g_no_table && ++g_new_since_sweep >= std::max(kSweepEvery, g_ntables / 2)) {
+      g_new_since_sweep = 0;
+      sweep = true;
+    }
     // Set before setspecific: for a key past glibc's first 32 it allocates.
     set_my_table(nt);
   }
   if (t != &g_no_table) free_table(t, true);
   if (g_key_ok) pthread_setspecific(g_exit_key, nt);
+  if (sweep) reap_exited_tables();
   return &nt->slot[c->id];
 }
 
