@@ -318,7 +318,8 @@ MAGSLAB_API magslab_cache* magslab_pool_cache(magslab_pool* pool, size_t size, s
  * are not recorded: a resource of such a module is then equal to those of
  * the classes its heap knows, but they are not equal to it — one-sided, so
  * containers may not be spliced or swapped across). Classes are not removed
- * once the process exits (static destructors compare them still). */
+ * once the process exits (static destructors compare them still; for the
+ * first 64 classes added: an atexit handler each). */
 MAGSLAB_API void magslab_resource_class_add(const void* vtable);
 /* The class added before is known no more (its module is being unloaded). */
 MAGSLAB_API void magslab_resource_class_remove(const void* vtable);

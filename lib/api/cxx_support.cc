@@ -59,10 +59,18 @@ constinit std::atomic<size_t> g_used{0};
 // relaxed: a flag read by the same exiting thread, or racing an exit anyway.
 constinit std::atomic<bool> g_exiting{false};
 void note_exit() { g_exiting.store(true, std::memory_order_relaxed); }
+// Handlers registered so far: at most kExitHandlers, as glibc never frees an
+// atexit entry (a plugin loaded and unloaded a million times grew its list by
+// 33 MB: a review). Past them a module's class is removed at exit again, as
+// before: only a program that loaded more than 64 distinct classes sees that.
+// relaxed: a count, read as a bound.
+constexpr unsigned kExitHandlers = 64;
+constinit std::atomic<unsigned> g_exit_handlers{0};
 
 }  // namespace
 
 extern "C" MAGSLAB_API int magslab_resource_class_known(const void* vtable) {
+  if (vtable == nullptr) return 0;                          // (free slots hold nullptr)
   const size_t n = g_used.load(std::memory_order_relaxed);  // relaxed: see above
   for (size_t i = 0; i < n; ++i)
     if (g_classes[i].load(std::memory_order_relaxed) == vtable) return 1;  // relaxed: see above
@@ -78,7 +86,9 @@ extern "C" MAGSLAB_API void magslab_resource_class_add(const void* vtable) {
       size_t used = g_used.load(std::memory_order_relaxed);  // relaxed: see above
       while (used <= i && !g_used.compare_exchange_weak(used, i + 1, std::memory_order_relaxed)) {
       }
-      atexit(note_exit);  // (if it fails, classes are removed at exit, as before)
+      // (If it fails, or past kExitHandlers, classes are removed at exit, as before.)
+      if (g_exit_handlers.fetch_add(1, std::memory_order_relaxed) < kExitHandlers)
+        atexit(note_exit);
       return;
     }
   }
