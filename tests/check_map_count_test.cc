@@ -106,14 +106,25 @@ void release_a_block_between_guard_pages_at_the_limit() {
   _exit(0);
 }
 
-TEST(CheckMapCount, AQuarantinedBlockMprotectCannotReopenWaitsAndGoesBackLater) {
+// Runs child() (which _exits) in a death test's child; skipped where the
+// map count cannot be used up.
+#define EXPECT_CHILD_AT_THE_LIMIT_EXITS_0(child)                                      \
+  do {                                                                                \
+    if (kSanitized) GTEST_SKIP() << "a sanitizer's runtime maps at every allocation"; \
+    if (mstest::max_map_count() > mstest::kMostMappings)                              \
+      GTEST_SKIP() << "vm.max_map_count is too large to use up";                      \
+    testing::GTEST_FLAG(death_test_style) = "threadsafe";                             \
+    EXPECT_EXIT(child(), testing::ExitedWithCode(0), "");                             \
+  } while (0)
+
 #ifdef MS_SANITIZED
-  GTEST_SKIP() << "a sanitizer's runtime maps at every allocation";
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
 #endif
-  if (mstest::max_map_count() > mstest::kMostMappings)
-    GTEST_SKIP() << "vm.max_map_count is too large to use up";
-  testing::GTEST_FLAG(death_test_style) = "threadsafe";
-  EXPECT_EXIT(release_a_block_between_guard_pages_at_the_limit(), testing::ExitedWithCode(0), "");
+
+TEST(CheckMapCount, AQuarantinedBlockMprotectCannotReopenWaitsAndGoesBackLater) {
+  EXPECT_CHILD_AT_THE_LIMIT_EXITS_0(release_a_block_between_guard_pages_at_the_limit);
 }
 
 // free() leaves errno alone (POSIX.1-2024; docs/override.md) also when the
@@ -143,13 +154,7 @@ void free_large_blocks_at_the_limit_keeps_errno() {
 }
 
 TEST(CheckMapCount, FreeAtTheLimitLeavesErrnoAlone) {
-#ifdef MS_SANITIZED
-  GTEST_SKIP() << "a sanitizer's runtime maps at every allocation";
-#endif
-  if (mstest::max_map_count() > mstest::kMostMappings)
-    GTEST_SKIP() << "vm.max_map_count is too large to use up";
-  testing::GTEST_FLAG(death_test_style) = "threadsafe";
-  EXPECT_EXIT(free_large_blocks_at_the_limit_keeps_errno(), testing::ExitedWithCode(0), "");
+  EXPECT_CHILD_AT_THE_LIMIT_EXITS_0(free_large_blocks_at_the_limit_keeps_errno);
 }
 
 }  // namespace
