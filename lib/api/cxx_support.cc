@@ -26,9 +26,9 @@ namespace {
 // module that includes magslab.hpp and is loaded now (magslab.hpp,
 // HeapResource::do_is_equal): their vtable addresses. A module registers its
 // class at its first resource() call and takes it back when it is unloaded
-// (or at exit: a static object's destructor), so the slot of a module gone
-// is free again, and no class loaded later at its address (over another heap,
-// by dlmopen) matches what it left. constinit: a module's static constructor
+// (a static object's destructor; not at exit: g_exiting below), so the slot
+// of a module gone is free again, and no class loaded later at its address
+// (over another heap, by dlmopen) matches what it left. constinit: a module's static constructor
 // may register before this library's own initialisers ran (the override,
 // preloaded, is initialised after the libraries of the program: only one
 // object can be -z initfirst), and nothing must clear the table then.
@@ -52,8 +52,9 @@ constinit std::atomic<size_t> g_used{0};
 // destructors of every static object made earlier, in the program or any
 // library: those then found the resources of one heap unequal, and a
 // std::list::splice between them aborted in libstdc++ (a review of stop 47).
-// Every add registers note_exit with atexit() after the caller's registration
-// object, so at exit it runs first; as the library's own handler (its
+// Each add (of the first kExitHandlers) registers note_exit with atexit()
+// after the caller's registration object, so at exit it runs first; as the library's own handler
+// (its
 // __dso_handle; libmagslab.so is never unloaded: -z nodelete) it does not
 // run at a plugin's dlclose, where the plugin's class must go.
 // relaxed: a flag read by the same exiting thread, or racing an exit anyway.
