@@ -166,29 +166,25 @@ struct CacheTable {
   Slot slot[];
 };
 
-// A real table's thread holds a robust mutex from the table's making to its
-// exit destructor (on_thread_exit), kept in front of the table in the same
-// block (the table's layout is the header's: detail::cache_abi). A thread
-// whose first cache call comes in the last round of pthread key destructors
-// arms g_exit_key after glibc passed it, and glibc runs no further round: its
-// table stayed registered, its magazines full, for good (a bug hunt of stop
-// 47: 2000 such threads kept 2001 tables, 32 MiB of objects). The kernel marks
-// the mutex of a thread that ends holding it (the robust list, walked at
-// thread exit), so a trylock from another thread returns EOWNERDEAD — a CAS in
-// user space — and reap_exited_tables() gives that table back as the exit
-// destructor would have, as the heap does for its thread caches
+// A real table's thread holds a robust mutex (platform::ThreadAlive) from the
+// table's making to its exit destructor (on_thread_exit), kept in front of the
+// table in the same block (the table's layout is the header's:
+// detail::cache_abi). A thread whose first cache call comes in the last round
+// of pthread key destructors arms g_exit_key after glibc passed it, and glibc
+// runs no further round: its table stayed registered, its magazines full, for
+// good (a bug hunt of stop 47: 2000 such threads kept 2001 tables, 32 MiB of
+// objects). reap_exited_tables() gives the table of a thread found gone back
+// as the exit destructor would have, as the heap does for its thread caches
 // (cache::reap_exited, docs/design.md). It runs when new threads' tables
 // since the last sweep are half the registered ones (my_slot), and at every
 // magslab_cache_reap and destroy.
-struct TableAlive {
-  pthread_mutex_t mutex;
-  bool held;  // the table's thread locked it (false: no robust mutex; never reaped)
-};
+//
 // The table starts this far into the block: a sweep's trylock (a locked
 // compare-exchange, which takes the line even when it fails) must not take
 // the line of the table's cap, which every fast path reads (a review).
 constexpr size_t kAliveBytes = 128;
-static_assert(sizeof(TableAlive) + kCacheLine <= kAliveBytes, "a line apart at any alignment");
+static_assert(sizeof(platform::ThreadAlive) + kCacheLine <= kAliveBytes,
+              "a line apart at any alignment");
 
 // A thread's table before its first cache call (cap 0: every call misses into
 // the slow path, which makes a real one), and after its exit flush (cap 0, and
@@ -593,41 +589,16 @@ void init_once() {
   g_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
 }
 
-TableAlive* alive_of(CacheTable* t) {
-  return reinterpret_cast<TableAlive*>(reinterpret_cast<char*>(t) - kAliveBytes);
+platform::ThreadAlive* alive_of(CacheTable* t) {
+  return reinterpret_cast<platform::ThreadAlive*>(reinterpret_cast<char*>(t) - kAliveBytes);
 }
 static_assert(kAliveBytes % alignof(CacheTable) == 0, "the table follows, aligned");
 
-// The calling thread takes a's mutex, made robust.
-void hold_alive(TableAlive* a) {
-  pthread_mutexattr_t attr;
-  a->held = pthread_mutexattr_init(&attr) == 0 &&
-            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) == 0 &&
-            pthread_mutex_init(&a->mutex, &attr) == 0 && pthread_mutex_lock(&a->mutex) == 0;
-  pthread_mutexattr_destroy(&attr);
-}
-
-// Whether t's thread ended holding its mutex (EOWNERDEAD); then the mutex is
-// made consistent and unlocked (it goes with the table's block).
-bool table_owner_gone(CacheTable* t) {
-  TableAlive* a = alive_of(t);
-  if (!a->held) return false;
-  const int r = pthread_mutex_trylock(&a->mutex);
-  if (r == 0) pthread_mutex_unlock(&a->mutex);  // not held: cannot happen; never reaped
-  if (r != EOWNERDEAD) return false;
-  pthread_mutex_consistent(&a->mutex);
-  pthread_mutex_unlock(&a->mutex);
-  return true;
-}
-
-// t's block back to the heap; `own`: by its thread, which unlocks its mutex
-// first (a reaped table's was unlocked by table_owner_gone).
+// t's block back to the heap; `own`: by its thread, which lets go of its
+// mutex first (a reaped table's was unlocked by owner_gone()).
 void free_table(CacheTable* t, bool own) {
-  TableAlive* a = alive_of(t);
-  if (a->held) {
-    if (own) pthread_mutex_unlock(&a->mutex);
-    pthread_mutex_destroy(&a->mutex);
-  }
+  platform::ThreadAlive* a = alive_of(t);
+  if (own) a->release();
   magslab_free(a);
 }
 
@@ -653,7 +624,7 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   while (cap <= c->id) cap *= 2;
   void* mem = magslab_malloc(kAliveBytes + sizeof(CacheTable) + cap * sizeof(Slot));
   if (mem == nullptr) return nullptr;
-  hold_alive(new (mem) TableAlive);
+  (new (mem) platform::ThreadAlive)->hold();
   auto* nt = new (static_cast<char*>(mem) + kAliveBytes) CacheTable();
   bool sweep = false;
   nt->cap = cap;
@@ -737,7 +708,7 @@ void reap_exited_tables() {
       LockGuard g(g_lock);
       for (CacheTable* t = g_tables; t != nullptr && n < kBatch;) {
         CacheTable* next = t->reg_next;
-        if (table_owner_gone(t)) {
+        if (alive_of(t)->owner_gone()) {
           give_back_locked(t);
           gone[n++] = t;
         }
@@ -1046,7 +1017,7 @@ void forget_other_threads_after_fork() {
   // The parent's thread holds this table's mutex; this one is a new thread
   // (another id, an empty robust list): it takes a fresh one, or it would
   // never be reaped, and its own unlock at exit would fail.
-  if (mine != &g_no_table && mine != &g_exited_table) hold_alive(alive_of(mine));
+  if (mine != &g_no_table && mine != &g_exited_table) alive_of(mine)->hold(/*fresh=*/true);
 }
 
 }  // namespace magslab::objcache

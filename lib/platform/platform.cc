@@ -101,6 +101,33 @@ bool protect(void* addr, size_t size, bool accessible) {
   return ok;
 }
 
+void ThreadAlive::hold(bool fresh) {
+  if (!ready || fresh) {
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a) != 0) return;
+    ready = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0 &&
+            pthread_mutex_init(&mutex, &a) == 0;
+    pthread_mutexattr_destroy(&a);
+  }
+  held = ready && pthread_mutex_lock(&mutex) == 0;
+}
+
+void ThreadAlive::release() {
+  if (held) pthread_mutex_unlock(&mutex);
+  held = false;
+}
+
+bool ThreadAlive::owner_gone() {
+  if (!held) return false;
+  const int r = pthread_mutex_trylock(&mutex);
+  if (r == 0) pthread_mutex_unlock(&mutex);  // not held: cannot happen; never found gone
+  if (r != EOWNERDEAD) return false;
+  pthread_mutex_consistent(&mutex);
+  pthread_mutex_unlock(&mutex);
+  held = false;
+  return true;
+}
+
 NoCancel::NoCancel() { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old_); }
 NoCancel::~NoCancel() { pthread_setcancelstate(old_, nullptr); }
 

@@ -2,6 +2,8 @@
 // mremap, write, getrandom, abort). Everything above calls these functions.
 // Tests replace the OS through PlatformOps (the seam) to inject failures.
 #pragma once
+#include <pthread.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -53,6 +55,31 @@ bool protect(void* addr, size_t size, bool accessible);
 // Whether every page of [addr, addr + size) is mapped (msync(MS_ASYNC): no
 // side effect on anonymous memory). Not part of the test seam.
 bool fully_mapped(void* addr, size_t size);
+
+// A robust mutex a thread holds for as long as it owns something that its
+// exit destructor gives back (a heap thread cache, an object-cache table).
+// A thread whose first call comes in the last round of pthread key
+// destructors arms its key after glibc passed it, and glibc runs no further
+// round: the destructor never runs. The kernel marks the mutex of a thread
+// that ends holding it (the robust list, walked at thread exit), so
+// owner_gone() from another thread finds EOWNERDEAD — a compare-exchange in
+// user space, EBUSY for a live owner — and whoever finds it gives the thing
+// back as the destructor would have. One that cannot be made robust is never
+// found gone.
+struct ThreadAlive {
+  pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+  bool ready = false;  // the mutex is initialised as a robust one
+  bool held = false;   // its thread locked it (hold) and has not released it
+
+  // The calling thread takes it; made robust at the first hold (`fresh`:
+  // again, for a fork child's thread, which the parent's holder is not).
+  void hold(bool fresh = false);
+  // The holder lets go (its exit destructor ran).
+  void release();
+  // Whether the holder ended without releasing it; if so the mutex is made
+  // consistent and unlocked (held no more), ready for the next holder.
+  bool owner_gone();
+};
 
 // Thread cancellation off for the guard's scope (pthread_setcancelstate), the
 // state before restored after. No magslab function is a cancellation point

@@ -164,21 +164,6 @@ void init_once() {
   g_free_key.compare_exchange_strong(expected, platform::random_u64(), std::memory_order_relaxed);
 }
 
-// The calling thread takes tc's `alive` mutex (ThreadCache::alive): robust,
-// so that the kernel marks it when the thread ends, whether or not its exit
-// destructor runs. Made robust once, when the cache is made (a recycled cache
-// comes back unlocked); a cache whose mutex cannot be is never reaped.
-void hold_alive(ThreadCache* tc) {
-  if (!tc->alive_ready) {
-    pthread_mutexattr_t a;
-    if (pthread_mutexattr_init(&a) != 0) return;
-    tc->alive_ready = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0 &&
-                      pthread_mutex_init(&tc->alive, &a) == 0;
-    pthread_mutexattr_destroy(&a);
-  }
-  tc->alive_held = tc->alive_ready && pthread_mutex_lock(&tc->alive) == 0;
-}
-
 // The calling thread's real cache, created on first use. nullptr when out of
 // memory, and after the thread's exit destructor ran (no cache ever again).
 ThreadCache* current() {
@@ -213,7 +198,9 @@ ThreadCache* current() {
   for (uint8_t& u : tc->stash_used) u = 0;
   tc->large_held = 0;  // retire_all left every slot of a recycled cache empty
   tc->adopt_quiet = ~uint64_t{0};
-  hold_alive(tc);
+  // Made robust once, when the cache is made (a recycled cache comes back
+  // unlocked); a cache whose mutex cannot be is never reaped.
+  tc->alive.hold();
   bool multithreaded;
   {
     LockGuard g(g_registry_lock);
@@ -540,8 +527,7 @@ void give_back(ThreadCache* tc, bool own) {
   }
   // Out of the registry, no pass looks at it: the next thread locks it again.
   // A reaped cache's mutex was made consistent and unlocked by the pass.
-  if (own && tc->alive_held) pthread_mutex_unlock(&tc->alive);
-  tc->alive_held = false;
+  if (own) tc->alive.release();
   // Whatever this thread allocates or frees from now on (another key's
   // destructor, glibc's per-thread cleanup) goes to the slabs directly: a
   // cache made now might never be flushed.
@@ -1223,20 +1209,6 @@ namespace {
 // g_caches_made when the last sweep began (reap_exited; decay passes only,
 // one at a time: decay's pass lock).
 uint64_t g_reap_swept = 0;
-
-// Whether tc's thread ended without its exit destructor: the kernel marked
-// its `alive` mutex (EOWNERDEAD), which this call then makes usable again for
-// the cache's next thread. A live owner's mutex is busy: a failed CAS in user
-// space, no system call.
-bool owner_gone(ThreadCache* tc) {
-  if (!tc->alive_held) return false;
-  int r = pthread_mutex_trylock(&tc->alive);
-  if (r == 0) pthread_mutex_unlock(&tc->alive);  // not held: cannot happen; never reaped
-  if (r != EOWNERDEAD) return false;
-  pthread_mutex_consistent(&tc->alive);
-  pthread_mutex_unlock(&tc->alive);
-  return true;
-}
 }  // namespace
 
 bool reap_exited() {
@@ -1253,7 +1225,7 @@ bool reap_exited() {
     {
       LockGuard g(g_registry_lock);
       for (ThreadCache* tc = g_registry; tc != nullptr && n < kBatch; tc = tc->reg_next)
-        if (owner_gone(tc)) gone[n++] = tc;
+        if (tc->alive.owner_gone()) gone[n++] = tc;
     }
     // Their threads run no code any more, and their exit destructors never
     // will: nothing but this pass reads or writes those caches (a fork()
@@ -1292,8 +1264,7 @@ void reset_after_fork_child() {
   if (is_owned_cache(self)) {
     // The parent's thread holds its `alive` mutex; this one is a new thread
     // (another id, an empty robust list): it takes a fresh one.
-    self->alive_ready = false;
-    hold_alive(self);
+    self->alive.hold(/*fresh=*/true);
     self->reg_prev = self->reg_next = nullptr;
     g_registry = self;
   }

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "base/config.h"
+#include "platform/platform.h"
 #include "small/depot.h"
 #include "small/magazine.h"
 #include "small/size_classes.h"
@@ -66,10 +67,6 @@ struct alignas(kCacheLine) ThreadCache {
   // The flush request (cache::request_flush_all) this thread last honoured.
   // Owner only.
   uint64_t flush_epoch = 0;
-  // true while the thread the cache was given to holds `alive` (below).
-  // Written by that thread before the cache enters the registry and after it
-  // leaves; read under g_registry_lock.
-  bool alive_held = false;
   // Large classes whose slots may hold a real magazine: bit c - kNumSmallClasses.
   // Set by every large-class slow path that installs one, cleared only when all
   // three slots hold the empty sentinel (cache::bound_large_classes), so the
@@ -147,8 +144,10 @@ struct alignas(kCacheLine) ThreadCache {
   // which glibc runs none), the kernel marks the mutex's owner dead, and a
   // decay pass that finds it so retires the cache (cache::reap_exited). On a
   // line of its own: only those passes touch it while its thread runs.
-  alignas(kCacheLine) pthread_mutex_t alive = PTHREAD_MUTEX_INITIALIZER;
-  bool alive_ready = false;  // `alive` is initialised as a robust mutex
+  // `held` is written by the thread before the cache enters the registry and
+  // after it leaves, and by a pass that finds the owner gone; read under
+  // g_registry_lock.
+  alignas(kCacheLine) platform::ThreadAlive alive;
 
   constexpr explicit ThreadCache(Magazine* empty) : cls{} {
     for (Pair& p : cls) p = Pair{empty, empty, empty, 0, 0, 0, 0, 0};
