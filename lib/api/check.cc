@@ -403,16 +403,21 @@ ThreadRing* new_ring() {
 // The ring of threads without a cache; nullptr until one frees.
 std::atomic<ThreadRing*> g_shared_ring{nullptr};
 
-// The calling thread's ring; nullptr when none can be mapped (its blocks then
-// skip the quarantine).
-ThreadRing* my_ring() {
+// The calling thread's ring if it has one yet, else nullptr (retire_small
+// asks without making one).
+ThreadRing* existing_ring() {
   ThreadCache* tc = t_cache;
-  if (MAGSLAB_LIKELY(is_owned_cache(tc))) {
-    if (MAGSLAB_LIKELY(tc->check_ring != nullptr)) return static_cast<ThreadRing*>(tc->check_ring);
-    return static_cast<ThreadRing*>(tc->check_ring = new_ring());
-  }
-  // acquire: pairs with the release below; the ring is initialised.
-  if (ThreadRing* r = g_shared_ring.load(std::memory_order_acquire)) return r;
+  if (MAGSLAB_LIKELY(is_owned_cache(tc))) return static_cast<ThreadRing*>(tc->check_ring);
+  // acquire: pairs with my_ring()'s release; the ring is initialised.
+  return g_shared_ring.load(std::memory_order_acquire);
+}
+
+// The calling thread's ring, made at its first free; nullptr when none can be
+// mapped (its blocks then skip the quarantine).
+ThreadRing* my_ring() {
+  if (ThreadRing* r = existing_ring(); MAGSLAB_LIKELY(r != nullptr)) return r;
+  ThreadCache* tc = t_cache;
+  if (is_owned_cache(tc)) return static_cast<ThreadRing*>(tc->check_ring = new_ring());
   ThreadRing* r = new_ring();
   ThreadRing* expected = nullptr;
   // acq_rel: publish ours, or (acquire) take the winner's and leave ours in g_rings, empty.
@@ -564,13 +569,6 @@ void quarantine_small(const SmallEntry& freed) {
     g_turnover.fetch_add(1, std::memory_order_relaxed);  // relaxed: see g_turnover
     turn_over_shared();
   }
-}
-
-// The calling thread's ring (my_ring()'s), or nullptr if it has none yet.
-ThreadRing* existing_ring() {
-  ThreadCache* tc = t_cache;
-  if (MAGSLAB_LIKELY(is_owned_cache(tc))) return static_cast<ThreadRing*>(tc->check_ring);
-  return g_shared_ring.load(std::memory_order_acquire);  // acquire: as in my_ring()
 }
 
 // The slab object p (usable bytes), whose state says freed: filled with the
