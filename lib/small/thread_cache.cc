@@ -189,7 +189,11 @@ ThreadCache* current() {
     p.limit = p.rlimit = 0;
     p.swaps = p.seen = 0;
   }
-  for (uint8_t& n : tc->inbox_unclaimed) n = 0;  // counted for the cache's last thread
+  // Counted for the cache's last thread. relaxed atomic_ref stores, as every
+  // access: a sender that read that thread's tag as running just before it
+  // exited may still be counting here (send_to_owner).
+  for (uint8_t& n : tc->inbox_unclaimed)
+    std::atomic_ref<uint8_t>(n).store(0, std::memory_order_relaxed);
   for (uint8_t& a : tc->inbox_aged) a = 0;
   for (uint8_t& i : tc->class_idle) i = 0;  // the last thread's marks: no grace tick for this one
   tc->idle_flush = 0;
