@@ -118,6 +118,24 @@ TEST_F(Options, ARelativeStatsFileThatDoesNotFitAfterTheDirectoryIsRefused) {
   EXPECT_EQ(opt::get(opt::kStatsFile), 0u);
 }
 
+// A stats_file alone means show_stats=text (docs/options.md), and the report
+// at exit is text; magslab_option_get and the report's own "options" said
+// show_stats=off (noticed at stop 47). Now the option reads as it acts.
+TEST_F(Options, AStatsFileAloneReadsAsShowStatsText) {
+  setenv("MAGSLAB_STATS_FILE", "/tmp/magslab-options-test.txt", 1);
+  EXPECT_EQ(reload(), "");
+  size_t v = 0;
+  EXPECT_EQ(magslab_option_get("show_stats", &v), 0);
+  EXPECT_EQ(v, 1u) << "show_stats reads off while a text report will be written";
+  char line[64];
+  opt::format_value(opt::kShowStats, line, sizeof line);
+  EXPECT_STREQ(line, "show_stats=text");
+  // Given with it, show_stats keeps its word.
+  setenv("MAGSLAB_SHOW_STATS", "json", 1);
+  EXPECT_EQ(reload(), "");
+  EXPECT_EQ(opt::get(opt::kShowStats), 2u);
+}
+
 TEST_F(Options, AStatsFileNameTooLongIsRefusedInOneLine) {
   const std::string name = "/" + std::string(1100, 'y');
   setenv("MAGSLAB_STATS_FILE", name.c_str(), 1);

@@ -318,6 +318,11 @@ void load(char* const* envp) {
   // with a cancel pending was cancelled in the probe, under glibc's loader
   // lock, and the state stayed 1 for good.
   if (getauxval(AT_SECURE) == 0) read_environment(environment);
+  // A stats_file alone means a text report (docs/options.md): say so where
+  // the option is read back (magslab_option_get, the report's "options").
+  // relaxed: see get().
+  if (get(kStatsFile) != 0 && get(kShowStats) == 0)
+    g_values[kShowStats].store(1, std::memory_order_relaxed);
   numa::init();  // the node pools, as MAGSLAB_NUMA says, before the first allocation is served
   // release: every value stored above is visible to a thread that sees 2.
   g_load_state.store(2, std::memory_order_release);
