@@ -8,10 +8,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include "base/config.h"
+#include "chunks/meta_arena.h"
 #include "small/slab.h"  // Slab, only as a pointer type for the page map
 #include "testing/fake_os.h"
 #include "testing/no_decay.h"  // exact cache contents
@@ -219,4 +221,55 @@ TEST(PageHeap, AnUnmappedChunkGivesBackItsPageMapAndDescriptorPages) {
   free_run(again);
 }
 
+// Runs freed while the metadata arena can map no more (an address-space
+// limit) and no free neighbour can lend its record. A bug hunt (stop 48) freed
+// 163,840 runs of 8 KiB at RLIMIT_AS: every free past the pooled records kept
+// its run allocated for good (1.25 GiB mapped and committed after the limit
+// was lifted and the heap trimmed) and set errno to ENOMEM. Now such a run
+// waits and goes in once records can be had again; errno stays.
+TEST(PageHeap, RunsFreedWhileMetadataIsRefusedComeBackOnceItIsNot) {
+  constexpr size_t kPairs = 2000;  // more than the pooled records any earlier test left
+  // Pages handed out (a fully free chunk unmapped meanwhile changes neither side).
+  auto in_use = [] {
+    const heap::Totals t = totals();
+    return t.chunks * kPagesPerChunk - t.free_pages;
+  };
+  std::vector<heap::Run> first, second;
+  // Pairs of one page, each run's neighbours allocated when it is freed.
+  for (size_t i = 0; i < kPairs; ++i) {
+    first.push_back(alloc(1));
+    second.push_back(alloc(1));
+  }
+  const size_t used = in_use();
+  mstest::fake_os::Guard os;
+  mstest::fake_os::refuse_maps(true);
+  // The arena's current region used up: a record now comes from the pool only.
+  size_t taken = 0;
+  while (meta::alloc(64) != nullptr) ++taken;  // (leaked: metadata is never freed)
+  ASSERT_LT(taken, size_t{1} << 17) << "the arena kept mapping";
+  size_t without_record = 0, errno_changed = 0;
+  for (const heap::Run& r : first) {
+    const size_t before = in_use();
+    errno = 4321;
+    free_run(r);
+    errno_changed += errno != 4321;
+    without_record += in_use() == before;
+  }
+  ASSERT_GT(without_record, 0u) << "the pooled records never ran out: the test proves nothing";
+  for (const heap::Run& r : second) {  // their left neighbours waiting or free
+    errno = 4321;
+    free_run(r);
+    errno_changed += errno != 4321;
+  }
+  EXPECT_EQ(errno_changed, 0u) << "a free changed errno";
+  EXPECT_GT(in_use(), used - 2 * kPairs) << "every run went in, records or not";
+  // Metadata again: the next call that takes the lock puts the waiting runs in.
+  mstest::fake_os::refuse_maps(false);
+  {
+    Locked l;
+    heap::release_free_chunks_locked(heap::free_chunks_kept());
+  }
+  EXPECT_EQ(in_use(), used - 2 * kPairs)
+      << "runs freed while metadata was refused stayed allocated";
+}
 }  // namespace

@@ -2,6 +2,7 @@
 // mapping and cache.
 #include "chunks/page_heap.h"
 
+#include <cerrno>
 #include <cstring>
 #include <new>
 
@@ -10,6 +11,7 @@
 #include "platform/check.h"
 #include "platform/numa.h"
 #include "platform/platform.h"
+#include "platform/valgrind.h"
 
 namespace magslab {
 
@@ -326,6 +328,80 @@ FreeRun* find_fit(const NodeHeap& h, size_t npages, size_t slack, size_t align_p
   return nullptr;
 }
 
+// The freed run [page, page + npages) of `chunk`, counted free and made
+// findable: with a record of its own, or, when the metadata arena has none to
+// give, with a free neighbour's, grown over it (coalesce_insert then merges
+// the other side). false: neither — an isolated run while metadata is
+// refused; nothing changed.
+bool insert_freed(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
+  const uint32_t freed = npages;
+  FreeRun* rec = new_run_record();
+  if (rec == nullptr) {
+    FreeRun* left = page > 0 ? chunk->free_run[page - 1] : nullptr;
+    FreeRun* right = page + npages < kPagesPerChunk ? chunk->free_run[page + npages] : nullptr;
+    if (left != nullptr && left->page + left->npages == page) {
+      rec = left;
+      page = left->page;
+    } else if (right != nullptr && right->page == page + npages) {
+      rec = right;
+    } else {
+      return false;
+    }
+    remove(rec);  // its pages stay counted free
+    npages += rec->npages;
+    dirty = dirty || rec->dirty;
+  }
+  chunk->free_pages += freed;
+  heap_of(chunk).free_pages += freed;
+  rec->chunk = chunk;
+  rec->page = page;
+  rec->npages = npages;
+  rec->dirty = dirty;
+  coalesce_insert(rec);
+  return true;
+}
+
+// Runs freed while the metadata arena could give no record and no free
+// neighbour could lend one (an address-space limit, RLIMIT_AS, reached: a
+// bug hunt at stop 48 freed 163,840 runs there and found all 1.25 GiB of
+// them kept for good, mapped and committed, after the limit was lifted).
+// Each waits in a list under g_lock, its node written into the run's own
+// first page (the pages are the heap's again and writable; a run waiting here
+// is neither findable nor purged, and its chunk, not fully free, is not
+// unmapped), and goes in as a free run once a record can be had: at the next
+// free, allocation or release of free chunks. Until then it counts as in use.
+struct PendingRun {
+  PendingRun* next;
+  ChunkMeta* chunk;
+  uint32_t page;
+  uint32_t npages;
+  bool dirty;
+};
+PendingRun* g_pending = nullptr;
+
+PendingRun* pending_node(ChunkMeta* chunk, uint32_t page) {
+  return reinterpret_cast<PendingRun*>(chunk->base() + (uintptr_t{page} << kPageShift));
+}
+
+void add_pending(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
+  vg::ErrorsOff off;  // memcheck holds a freed block's bytes unaddressable
+  PendingRun* n = pending_node(chunk, page);
+  *n = PendingRun{g_pending, chunk, page, npages, dirty};
+  g_pending = n;
+}
+
+// Insert the waiting runs, newest first, until one still finds no record.
+// Every call that fails costs the arena one refused mapping.
+void drain_pending() {
+  vg::ErrorsOff off;
+  while (g_pending != nullptr) {
+    const PendingRun n = *g_pending;
+    if (!insert_freed(n.chunk, n.page, n.npages, n.dirty)) return;
+    if (n.dirty) decay_event::note();
+    g_pending = n.next;
+  }
+}
+
 }  // namespace
 
 bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, unsigned node) {
@@ -335,6 +411,11 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, uns
   if (node >= numa::kMaxNodes) node = 0;
   NodeHeap& h = g_heaps[node];
   stamp_now();
+  if (MAGSLAB_UNLIKELY(g_pending != nullptr)) {
+    const int saved = errno;  // a refusal here is no answer to this allocation
+    drain_pending();
+    errno = saved;
+  }
   FreeRun* r = find_fit(h, npages, slack, align_pages);
   if (r == nullptr && map_chunk(node)) r = find(h, npages + slack);
   // The OS refused this node a chunk: a free run of another node's chunks
@@ -402,17 +483,17 @@ void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
 }
 
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
-  FreeRun* rec = new_run_record();
-  if (rec == nullptr)
-    return false;  // out of metadata: the pages stay allocated (leak, not corruption)
+  // errno kept: a refused metadata mapping is answered here, and free()
+  // leaves errno alone (until stop 48 such a free set ENOMEM).
+  const int saved = errno;
   stamp_now();
-  chunk->free_pages += npages;
-  heap_of(chunk).free_pages += npages;
-  rec->chunk = chunk;
-  rec->page = page;
-  rec->npages = npages;
-  rec->dirty = dirty;
-  coalesce_insert(rec);
+  if (!insert_freed(chunk, page, npages, dirty)) {
+    add_pending(chunk, page, npages, dirty);
+    errno = saved;
+    return false;
+  }
+  if (g_pending != nullptr) drain_pending();
+  errno = saved;
   check_counts();
   if (dirty) decay_event::note();
   return g_dirty_pages > dirty_pages_max() ||
@@ -497,6 +578,11 @@ void purge_excess() {
 }
 
 size_t release_free_chunks_locked(size_t keep) {
+  if (g_pending != nullptr) {
+    const int saved = errno;
+    drain_pending();
+    errno = saved;
+  }
   size_t released = 0;
   for (NodeHeap& h : g_heaps) {  // keep `keep` in each node, as coalesce_insert does
     ChunkMeta* c = h.chunks;

@@ -68,6 +68,9 @@ void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages);
 bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, unsigned node = 0);
 // Give back a run. dirty: its pages may be resident (false only if the caller
 // decommitted them or never touched them). Its owner tags stay as they are.
+// Needs no memory: when the metadata arena can give no record, a free
+// neighbour lends its own, or the run waits (counted in use) until one can be
+// had (page_heap.cc, "Runs freed while..."). errno stays as it was.
 // Returns true when the dirty budget is exceeded or the oldest dirty run is due
 // for decay: the caller should then call purge_excess() after dropping the lock.
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
