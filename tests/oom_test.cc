@@ -485,6 +485,43 @@ TEST(OutOfMemory, ARefusedMappingIsTriedAgainAfterGivingBackWhatIsCached) {
 }
 
 // The thread that meets OOM first, in a brand-new thread (no cache yet).
+// A refill that takes some objects from partly used slabs and then finds the
+// OS refusing a chunk for a new slab still succeeds: the malloc returns a
+// block, and must leave errno as it was (a bug hunt at stop 48: hundreds of
+// successful mallocs a run left ENOMEM; or_after_reclaim restored errno only
+// after its second attempt).
+TEST(OutOfMemory, AMallocServedByAPartialRefillLeavesErrnoAlone) {
+  const size_t sizes[] = {48, 1000, 5000, 16};
+  // Each class in use and its magazines made before the OS refuses.
+  for (size_t size : sizes) magslab_free(magslab_malloc(size));
+  FakeOsGuard os;
+  Owned keep;
+  os.arm_map();
+  size_t changed = 0, served = 0;
+  for (int round = 0; round < 4; ++round) {
+    for (size_t size : sizes) {
+      for (size_t i = 0; i < (size_t{1} << 20); ++i) {
+        errno = 4321;
+        void* p = magslab_malloc(size);
+        if (p == nullptr) break;
+        ++served;
+        changed += errno != 4321;
+        keep.ptrs.push_back(p);
+      }
+    }
+    // Free a third: the slabs they are from become partly used, and the next
+    // round's refills take from them first.
+    for (size_t i = static_cast<size_t>(round); i < keep.ptrs.size(); i += 3) {
+      magslab_free(keep.ptrs[i]);
+      keep.ptrs[i] = keep.ptrs.back();
+      keep.ptrs.pop_back();
+    }
+  }
+  os.disarm();
+  EXPECT_GT(served, 0u);
+  EXPECT_EQ(changed, 0u) << "of " << served << " successful mallocs, these left errno changed";
+}
+
 TEST(OutOfMemory, NewThreadUnderOom) {
   const size_t baseline = live_objects();
   void* got_large = reinterpret_cast<void*>(1);

@@ -109,11 +109,16 @@ size_t node_chunks_locked(unsigned node);
 void set_reclaim(void (*reclaim)());
 void reclaim_for_retry();
 // attempt() (a pointer, nullptr: refused), and if refused, once more after
-// reclaim_for_retry(); errno as it was before if the second one succeeds.
+// reclaim_for_retry(); errno as it was before whenever one succeeds.
 template <class Attempt>
 void* or_after_reclaim(Attempt attempt) {
   const int saved = errno;
-  if (void* p = attempt()) return p;
+  // A first attempt may succeed after a refusal inside it (a refill that got
+  // some objects before a new slab's chunk was refused): errno as before too.
+  if (void* p = attempt()) {
+    errno = saved;
+    return p;
+  }
   reclaim_for_retry();
   void* p = attempt();
   if (p != nullptr) errno = saved;
