@@ -6,11 +6,16 @@
 // what it had cached).
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
+
 #include "magslab/magslab.h"
 #include "small/decay.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -61,6 +66,84 @@ TEST(DecayFork, AChildForkedWhileTheDecayThreadStartsStartsItsOwn) {
   ASSERT_EQ(waitpid(pid, &st, 0), pid);
   ASSERT_TRUE(WIFEXITED(st)) << "signal " << WTERMSIG(st);
   EXPECT_EQ(WEXITSTATUS(st), 0) << "11: the child forked mid-start never started a decay thread";
+}
+
+// The OS refuses the decay thread's start once (no room for its stack under
+// RLIMIT_AS; EAGAIN at a thread limit would do the same): the next thread
+// that makes a cache tries again. A bug hunt (stop 48) found the refusal kept
+// for good — after the limit was lifted an idle multithreaded process never
+// gave back what it cached (15 MiB committed after 3 s, 0 with the thread).
+struct rlimit g_as_before;
+void refuse_address_space() {
+  decay::set_start_hook_for_testing(nullptr);  // once
+  getrlimit(RLIMIT_AS, &g_as_before);
+  long pages = 0;
+  if (FILE* f = fopen("/proc/self/statm", "r")) {
+    if (fscanf(f, "%ld", &pages) != 1) pages = 0;
+    fclose(f);
+  }
+  struct rlimit lim = g_as_before;
+  lim.rlim_cur = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
+  setrlimit(RLIMIT_AS, &lim);  // no new mapping: not the decay thread's stack
+}
+
+TEST(DecayFork, ADecayThreadTheOsRefusedOnceIsStartedByTheNextThread) {
+#ifdef MS_SANITIZED
+  GTEST_SKIP() << "the sanitizers' runtimes map memory of their own under RLIMIT_AS";
+#endif
+  pid_t pid = fork();  // a child: one thread, no decay thread yet
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(20);
+    magslab_free(magslab_malloc(64));
+    if (decay::background_running()) _exit(4);
+    decay::set_start_hook_for_testing(refuse_address_space);
+    run_second_thread();
+    setrlimit(RLIMIT_AS, &g_as_before);
+    if (decay::background_running()) _exit(5);  // the refusal did not happen: proves nothing
+    run_second_thread();                        // memory again: this one starts it
+    _exit(decay::background_running() ? 0 : 1);
+  }
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << "signal " << WTERMSIG(st);
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "1: a refused start was never tried again";
+}
+
+// background_thread is an option of the running process (docs/options.md):
+// set to 1 after a second thread started with it at 0, it starts the decay
+// thread. A bug hunt (stop 48) found it read back 1 and never started one (an
+// idle process kept 16 MiB committed).
+std::atomic<int> g_hold{0};
+void* allocate_and_wait(void*) {
+  magslab_free(magslab_malloc(64));
+  g_hold.store(1);
+  while (g_hold.load() == 1) usleep(1000);
+  return nullptr;
+}
+
+TEST(DecayFork, BackgroundThreadTurnedOnAtRunTimeStartsTheThread) {
+  pid_t pid = fork();  // a child: one thread, no decay thread yet
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(20);
+    magslab_free(magslab_malloc(64));
+    if (magslab_option_set("background_thread", 0) != 0) _exit(6);
+    pthread_t t;
+    if (pthread_create(&t, nullptr, allocate_and_wait, nullptr) != 0) _exit(3);
+    while (g_hold.load() == 0) usleep(1000);
+    if (decay::background_running()) _exit(4);  // the option was ignored: proves nothing
+    if (magslab_option_set("background_thread", 1) != 0) _exit(7);
+    const bool started = decay::background_running();
+    g_hold.store(2);
+    pthread_join(t, nullptr);
+    if (!started) _exit(1);
+    _exit(0);
+  }
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << "signal " << WTERMSIG(st);
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "1: the option turned on at run time started no thread";
 }
 
 }  // namespace

@@ -16,7 +16,9 @@
 #include "magslab/magslab.h"
 #include "platform/options.h"
 #include "platform/platform.h"
+#include "small/decay.h"
 #include "small/size_classes.h"
+#include "small/thread_cache.h"
 
 // The C++ ABI's exit-handler registration (libc), declared here: no header has it.
 extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
@@ -447,7 +449,16 @@ int magslab_option_set(const char* name, size_t value) {
   opt::ensure_loaded();  // a later load() must not overwrite what is set here
   unsigned id = opt::find(name, strlen(name));
   if (id == opt::kNumOptions) return ENOENT;
-  return opt::set(static_cast<opt::Id>(id), value);
+  const int rc = opt::set(static_cast<opt::Id>(id), value);
+  // The decay thread the option kept from starting starts now, in a process
+  // where another thread has a cache (else at a second thread's first
+  // allocation). Until stop 48 it never started once a second thread had
+  // come with the option at 0.
+  if (rc == 0 && id == opt::kBackgroundThread && value != 0) {
+    decay::option_turned_on();
+    if (cache::live_caches() > 1) decay::on_multithreaded();
+  }
+  return rc;
 }
 
 }  // extern "C"

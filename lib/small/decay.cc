@@ -112,7 +112,17 @@ void on_multithreaded() {
   if (auto hook = g_start_hook.load(std::memory_order_relaxed)) hook();
   bool ok = platform::start_thread("magslab-decay", run, nullptr);
   // release: a slow path that sees kRunning stops running passes itself.
-  g_state.store(ok ? kRunning : kDisabled, std::memory_order_release);
+  // A start the OS refused (no memory for its stack under RLIMIT_AS, EAGAIN
+  // at a thread limit) is tried again by the next thread that makes a cache:
+  // the refusal may be transient, and kDisabled would keep an idle process's
+  // cached memory for good (a bug hunt, stop 48; DecayFork.ADecayThreadTheOsRefusedOnce...).
+  g_state.store(ok ? kRunning : kNone, std::memory_order_release);
+}
+
+void option_turned_on() {
+  uint32_t s = kDisabled;
+  // relaxed: as on_multithreaded's claim (the CAS decides; nothing is published).
+  g_state.compare_exchange_strong(s, kNone, std::memory_order_relaxed);
 }
 
 void pause(bool paused) {
@@ -132,8 +142,8 @@ void reset_after_fork_child() {
   // The decay thread, or the thread that was starting it, is not in the child:
   // its next second thread starts one. (Until stop 33 only kRunning was reset:
   // a child forked mid-start kept kStarting, and no decay thread, for good.)
-  // kDisabled stays (the option, or a start that failed). relaxed: the child
-  // has one thread.
+  // kDisabled stays (the option; a refused start leaves kNone since stop 48).
+  // relaxed: the child has one thread.
   uint32_t s = g_state.load(std::memory_order_relaxed);
   if (s == kRunning || s == kStarting) g_state.store(kNone, std::memory_order_relaxed);
   g_next_tick.store(0, std::memory_order_relaxed);
