@@ -786,10 +786,13 @@ void* fail_nomem() {
 // see in release — a new_handler that frees a reserve under an address-space
 // limit, say.
 void* raw_alloc(size_t n, size_t align) {
+  const int saved = errno;
   void* p = raw::alloc(n, align);
   if (p == nullptr) {
+    // The first refusal's ENOMEM must not outlive a retry that succeeds.
     drain();
     p = raw::alloc(n, align);
+    if (p != nullptr) errno = saved;
   }
   return p;
 }
@@ -799,7 +802,9 @@ void* raw_alloc(size_t n, size_t align) {
 void* alloc(size_t n, size_t align, bool fill, const void* site) {
   if (n > kMaxRequest || align > kMaxRequest) return fail_nomem();
   if (n == 0 && align <= kZeroStride) {
+    const int saved = errno;  // a refused reservation of the range: malloc(0) goes on below
     if (void* z = alloc_zero(site)) return z;
+    errno = saved;
   }
   void* p = raw_alloc(n + 1, align);  // at least one byte of canary
   if (p == nullptr) return fail_nomem();
