@@ -411,6 +411,10 @@ TEST(ApiEdge, RequestBeyondRamAndSwapFailsUnderOvercommitHeuristic) {
   EXPECT_EQ(p, nullptr);
   EXPECT_EQ(err, ENOMEM);
   magslab_stats(&after);
-  EXPECT_EQ(after.mapped_bytes, before.mapped_bytes);
+  // Nothing mapped is left behind. (Before its second try the allocation
+  // gives back what the heap caches — free chunks, cached huge mappings —
+  // so after an earlier test cached some, less is mapped: this test failed
+  // whenever the whole binary ran in one process, a bug hunt found at stop 48.)
+  EXPECT_LE(after.mapped_bytes, before.mapped_bytes);
   if (p != nullptr) magslab_free(p);
 }
