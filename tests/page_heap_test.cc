@@ -228,17 +228,23 @@ TEST(PageHeap, AnUnmappedChunkGivesBackItsPageMapAndDescriptorPages) {
 // was lifted and the heap trimmed) and set errno to ENOMEM. Now such a run
 // waits and goes in once records can be had again; errno stays.
 TEST(PageHeap, RunsFreedWhileMetadataIsRefusedComeBackOnceItIsNot) {
-  constexpr size_t kPairs = 2000;  // more than the pooled records any earlier test left
   // Pages handed out (a fully free chunk unmapped meanwhile changes neither side).
   auto in_use = [] {
     const heap::Totals t = totals();
     return t.chunks * kPagesPerChunk - t.free_pages;
   };
-  std::vector<heap::Run> first, second;
-  // Pairs of one page, each run's neighbours allocated when it is freed.
-  for (size_t i = 0; i < kPairs; ++i) {
-    first.push_back(alloc(1));
-    second.push_back(alloc(1));
+  {
+    Locked l;
+    heap::release_free_chunks_locked(0);
+  }
+  // Chunks of their own, never touched: their pages read as zero. Their
+  // first frees use up the records earlier tests left pooled.
+  constexpr size_t kChunks = 4;
+  std::vector<heap::Run> cs;
+  for (size_t i = 0; i < kChunks; ++i) {
+    bool zeroed = false;
+    cs.push_back(alloc(kPagesPerChunk, 1, &zeroed));
+    ASSERT_TRUE(zeroed);
   }
   const size_t used = in_use();
   mstest::fake_os::Guard os;
@@ -247,29 +253,46 @@ TEST(PageHeap, RunsFreedWhileMetadataIsRefusedComeBackOnceItIsNot) {
   size_t taken = 0;
   while (meta::alloc(64) != nullptr) ++taken;  // (leaked: metadata is never freed)
   ASSERT_LT(taken, size_t{1} << 17) << "the arena kept mapping";
-  size_t without_record = 0, errno_changed = 0;
-  for (const heap::Run& r : first) {
+  size_t errno_changed = 0;
+  // Page `page` of chunk run r, untouched (clean); true if it found no record.
+  auto free_page = [&](const heap::Run& r, uint32_t page) {
     const size_t before = in_use();
     errno = 4321;
-    free_run(r);
+    free_run(heap::Run{r.chunk, page, 1}, /*dirty=*/false);
     errno_changed += errno != 4321;
-    without_record += in_use() == before;
-  }
-  ASSERT_GT(without_record, 0u) << "the pooled records never ran out: the test proves nothing";
-  for (const heap::Run& r : second) {  // their left neighbours waiting or free
-    errno = 4321;
-    free_run(r);
-    errno_changed += errno != 4321;
-  }
+    return in_use() == before;
+  };
+  // Every other page first, each between two pages still in use.
+  size_t without_record = 0;
+  for (const heap::Run& r : cs)
+    for (uint32_t page = 0; page < kPagesPerChunk; page += 2) without_record += free_page(r, page);
+  ASSERT_GT(without_record, kPagesPerChunk / 2)
+      << "the pooled records did not run out early: the test proves little";
+  for (const heap::Run& r : cs)
+    for (uint32_t page = 1; page < kPagesPerChunk; page += 2) free_page(r, page);
   EXPECT_EQ(errno_changed, 0u) << "a free changed errno";
-  EXPECT_GT(in_use(), used - 2 * kPairs) << "every run went in, records or not";
+  EXPECT_GT(in_use(), used - kChunks * kPagesPerChunk) << "every page went in, records or not";
   // Metadata again: the next call that takes the lock puts the waiting runs in.
   mstest::fake_os::refuse_maps(false);
   {
     Locked l;
     heap::release_free_chunks_locked(heap::free_chunks_kept());
   }
-  EXPECT_EQ(in_use(), used - 2 * kPairs)
+  EXPECT_EQ(in_use(), used - kChunks * kPagesPerChunk)
       << "runs freed while metadata was refused stayed allocated";
+  // A run that waited held its list node in its first page: handed out again,
+  // a chunk must not pass for one that reads as zero (those kept free, and
+  // fresh ones for those unmapped).
+  size_t said_zero = 0;
+  for (size_t i = 0; i < kChunks; ++i) {
+    bool zeroed = false;
+    cs[i] = alloc(kPagesPerChunk, 1, &zeroed);
+    if (!zeroed) continue;
+    ++said_zero;
+    EXPECT_EQ(mstest::check_zero(cs[i].addr(), kChunkSize), mstest::kNoMismatch)
+        << "a run said to read as zero did not";
+  }
+  EXPECT_GT(said_zero, 0u);
+  for (const heap::Run& r : cs) free_run(r);
 }
 }  // namespace

@@ -383,10 +383,12 @@ PendingRun* pending_node(ChunkMeta* chunk, uint32_t page) {
   return reinterpret_cast<PendingRun*>(chunk->base() + (uintptr_t{page} << kPageShift));
 }
 
-void add_pending(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
+// Dirty whatever the caller said: the node is written into the run, which
+// must not then pass for one that reads as zero (calloc would skip zeroing).
+void add_pending(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
   vg::ErrorsOff off;  // memcheck holds a freed block's bytes unaddressable
   PendingRun* n = pending_node(chunk, page);
-  *n = PendingRun{g_pending, chunk, page, npages, dirty};
+  *n = PendingRun{g_pending, chunk, page, npages, /*dirty=*/true};
   g_pending = n;
 }
 
@@ -488,7 +490,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   const int saved = errno;
   stamp_now();
   if (!insert_freed(chunk, page, npages, dirty)) {
-    add_pending(chunk, page, npages, dirty);
+    add_pending(chunk, page, npages);
     errno = saved;
     return false;
   }
