@@ -186,11 +186,19 @@ TEST(DecayMt, AStashLeftByABlockedThreadGoesBack) {
   ThreadCache* tc = nullptr;
   size_t stashed = 0;
   std::thread owner([&] {
+    // No pass while the stash fills and the owner looks at it: one a tick or
+    // two after its last use (the thread descheduled meanwhile, as on a
+    // loaded CI machine) took the stash first, and the look found nothing
+    // (or raced with the depot's decay of those magazines). The wake the
+    // stash owes the parked thread comes all the same (it then ticks, paused,
+    // until the pause ends), as in the test below.
+    decay::pause(true);
     std::vector<void*> v(8 * size_t{kClasses[cls].mag_cap});
     for (void*& p : v) p = magslab_malloc(kClasses[cls].size);
     for (void* p : v) magslab_free(p);
     tc = t_cache;
     stashed = mstest::stash_objects(tc, cls).size();
+    decay::pause(false);
     phase.store(1);
     while (phase.load() != 2) std::this_thread::sleep_for(10ms);  // alive, makes no call
   });
@@ -352,6 +360,11 @@ TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
     while (phase.load() != 3) std::this_thread::sleep_for(10ms);  // alive, makes no call
   });
   while (phase.load() != 1) std::this_thread::yield();
+  // No pass between the sends and the look below: two ticks after the last
+  // send (this thread descheduled meanwhile) one takes the inbox, and the
+  // look finds nothing. The wake the sends owe the parked decay thread comes
+  // all the same (it then ticks, paused, until the pause ends).
+  decay::pause(true);
   std::thread freer([&] {
     for (void* p : v) magslab_free(p);  // remote frees: full magazines to the owner's inbox
   });
@@ -359,6 +372,7 @@ TEST(DecayMt, AnInboxLeftByAThreadThatStoppedAllocatingGoesBack) {
   // acquire: as in the decay pass's exchange.
   EXPECT_NE(std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire), nullptr)
       << "the freer sent nothing to the owner's inbox: the test tests nothing";
+  decay::pause(false);
   EXPECT_TRUE(slot_empties(tc->inbox[cls])) << "the inbox of a thread that makes no call stayed";
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "and decayed from the depot";
   phase.store(3);
@@ -397,11 +411,16 @@ TEST(DecayMt, AMagazineSentToAnIdleInboxWhileTheDecayThreadSleepsGoesBack) {
   });
   while (phase.load() != 2) std::this_thread::yield();
   ASSERT_TRUE(decay_thread_parks());
+  // No pass between the send and the look below (as in the test above); the
+  // send's wake comes all the same: without it the thread stays parked
+  // after the pause, and the inbox stays.
+  decay::pause(true);
   phase.store(3);
   while (phase.load() != 4) std::this_thread::yield();
   // acquire: as in the decay pass's exchange.
   EXPECT_NE(std::atomic_ref<Magazine*>(tc->inbox[cls]).load(std::memory_order_acquire), nullptr)
       << "the freer sent nothing to the owner's inbox: the test tests nothing";
+  decay::pause(false);
   EXPECT_TRUE(slot_empties(tc->inbox[cls], 5)) << "the parked decay thread was not woken";
   phase.store(5);
   owner.join();
