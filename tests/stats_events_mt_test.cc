@@ -10,10 +10,13 @@
 
 #include "chunks/chunk_map.h"
 #include "magslab/magslab.h"
-#include "small/decay.h"
 #include "small/size_classes.h"
 #include "small/thread_cache.h"
 #include "testing/magazines.h"
+// Exact counts: no decay pass moves a thread's stash, previous magazine or
+// inbox, nor the depot's magazines, while a test looks (one did if a thread
+// was descheduled for a tick or two, as on a loaded CI machine).
+#include "testing/no_decay.h"
 
 namespace {
 
@@ -259,7 +262,6 @@ TEST(StatsEvents, AConsumersMagazinesForAWaitingProducerGoThroughTheDepot) {
   const size_t kSize = 448;
   const unsigned c = class_of(kSize);
   const size_t n = 8 * mag_cap(c);
-  magslab::decay::pause(true);  // no pass moves the depot's magazines to the slabs meanwhile
   std::vector<void*> blocks(n);
   std::atomic<int> phase{0};
   std::thread producer([&] {
@@ -281,7 +283,6 @@ TEST(StatsEvents, AConsumersMagazinesForAWaitingProducerGoThroughTheDepot) {
   const magslab_class_stats after = class_stats(c);
   phase.store(4);
   producer.join();
-  magslab::decay::pause(false);
   EXPECT_EQ(freed.slab_releases, before.slab_releases);
   EXPECT_GE(freed.depot_puts - before.depot_puts, 4u);
   EXPECT_EQ(after.slab_refills, freed.slab_refills);  // all of them back through the depot
