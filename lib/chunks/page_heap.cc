@@ -393,15 +393,18 @@ void add_pending(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
 }
 
 // Insert the waiting runs, newest first, until one still finds no record.
-// Every call that fails costs the arena one refused mapping.
+// Every call that fails costs the arena one refused mapping, and keeps errno:
+// the refusal is no answer to the caller's own operation.
 void drain_pending() {
   vg::ErrorsOff off;
+  const int saved = errno;
   while (g_pending != nullptr) {
     const PendingRun n = *g_pending;
-    if (!insert_freed(n.chunk, n.page, n.npages, n.dirty)) return;
+    if (!insert_freed(n.chunk, n.page, n.npages, n.dirty)) break;
     if (n.dirty) decay_event::note();
     g_pending = n.next;
   }
+  errno = saved;
 }
 
 }  // namespace
@@ -413,11 +416,7 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, uns
   if (node >= numa::kMaxNodes) node = 0;
   NodeHeap& h = g_heaps[node];
   stamp_now();
-  if (MAGSLAB_UNLIKELY(g_pending != nullptr)) {
-    const int saved = errno;  // a refusal here is no answer to this allocation
-    drain_pending();
-    errno = saved;
-  }
+  if (MAGSLAB_UNLIKELY(g_pending != nullptr)) drain_pending();
   FreeRun* r = find_fit(h, npages, slack, align_pages);
   if (r == nullptr && map_chunk(node)) r = find(h, npages + slack);
   // The OS refused this node a chunk: a free run of another node's chunks
@@ -580,11 +579,7 @@ void purge_excess() {
 }
 
 size_t release_free_chunks_locked(size_t keep) {
-  if (g_pending != nullptr) {
-    const int saved = errno;
-    drain_pending();
-    errno = saved;
-  }
+  if (g_pending != nullptr) drain_pending();
   size_t released = 0;
   for (NodeHeap& h : g_heaps) {  // keep `keep` in each node, as coalesce_insert does
     ChunkMeta* c = h.chunks;
