@@ -41,6 +41,9 @@ struct alignas(kCacheLine) ChunkMeta {
   // (large/), set and read by it under the heap lock. The page heap never
   // reads it and keeps it when the descriptor is recycled for another chunk.
   RunRecord* run_record = nullptr;
+  // The page heap's list of chunks holding runs that wait for a free-run
+  // record (page_heap.cc, "Runs freed while..."), under the heap lock.
+  ChunkMeta* waiting_next = nullptr;
 
   // Two per-page tables, under the heap lock. They live in pages of their own
   // (kTablesBytes, allocated with the descriptor and kept with it when it is
@@ -53,8 +56,11 @@ struct alignas(kCacheLine) ChunkMeta {
   // does a new chunk), and a free page keeps the tag its last owner left —
   // through coalescing and purging — until the page is handed out again or
   // its chunk is unmapped.
-  uint8_t* tag = nullptr;        // [kPagesPerChunk]
-  FreeRun** free_run = nullptr;  // [kPagesPerChunk]: at the first and last page of a free run
+  uint8_t* tag = nullptr;  // [kPagesPerChunk]
+  // [kPagesPerChunk]: at the first and last page of a free run its record;
+  // at the first page of a run waiting for one, a value with the low bit set
+  // (page_heap.cc). Read through page_heap.cc's run_at().
+  FreeRun** free_run = nullptr;
   static constexpr size_t kTablesBytes =
       kPagesPerChunk * (sizeof(FreeRun*) + sizeof(uint8_t));  // free_run[], then tag[]
 };

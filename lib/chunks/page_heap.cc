@@ -11,7 +11,6 @@
 #include "platform/check.h"
 #include "platform/numa.h"
 #include "platform/platform.h"
-#include "platform/valgrind.h"
 
 namespace magslab {
 
@@ -69,6 +68,18 @@ FreeRun* g_run_pool = nullptr;  // recycled FreeRun records
 ChunkMeta* g_chunk_pool = nullptr;
 
 NodeHeap& heap_of(const ChunkMeta* c) { return g_heaps[c->node]; }
+
+// A chunk's free_run[] entry is a free run's record (at its first and last
+// page), nullptr, or — its low bit set — a run waiting for a record (at its
+// first page only; "Runs freed while..." below): its length and dirty flag.
+constexpr uintptr_t kWaitingBit = 1, kWaitingDirty = 2;
+constexpr unsigned kWaitingShift = 2;
+bool is_waiting(const FreeRun* e) { return (reinterpret_cast<uintptr_t>(e) & kWaitingBit) != 0; }
+// The free run whose first or last page is `page`, or nullptr.
+FreeRun* run_at(const ChunkMeta* c, uint32_t page) {
+  FreeRun* e = c->free_run[page];
+  return is_waiting(e) ? nullptr : e;
+}
 // platform::now_ns() at the entry of the current operation under g_lock: the
 // dirty_at of what it inserts. Never decreases (the clock is monotonic), so the
 // dirty list, built by pushing at the head, stays sorted by dirty_at.
@@ -94,7 +105,7 @@ void check_counts() {
         MAGSLAB_CHECK(c->node == n, "page heap: a chunk in another node's list");
         free_pages += c->free_pages;
         ++chunks;
-        FreeRun* r = c->free_run[0];
+        FreeRun* r = run_at(c, 0);
         if (r != nullptr && r->page == 0 && r->npages == kPagesPerChunk) ++full;
       }
       MAGSLAB_CHECK(chunks == h.chunk_count, "page heap: chunk count");
@@ -280,7 +291,7 @@ FreeRun* find(const NodeHeap& h, size_t need) {
 void coalesce_insert(FreeRun* r) {
   ChunkMeta* chunk = r->chunk;
   if (r->page > 0) {
-    FreeRun* left = chunk->free_run[r->page - 1];
+    FreeRun* left = run_at(chunk, r->page - 1);
     if (left != nullptr && left->page + left->npages == r->page) {
       remove(left);
       r->page = left->page;
@@ -290,7 +301,7 @@ void coalesce_insert(FreeRun* r) {
     }
   }
   if (r->page + r->npages < kPagesPerChunk) {
-    FreeRun* right = chunk->free_run[r->page + r->npages];
+    FreeRun* right = run_at(chunk, r->page + r->npages);
     if (right != nullptr && right->page == r->page + r->npages) {
       remove(right);
       r->npages += right->npages;
@@ -337,8 +348,8 @@ bool insert_freed(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) 
   const uint32_t freed = npages;
   FreeRun* rec = new_run_record();
   if (rec == nullptr) {
-    FreeRun* left = page > 0 ? chunk->free_run[page - 1] : nullptr;
-    FreeRun* right = page + npages < kPagesPerChunk ? chunk->free_run[page + npages] : nullptr;
+    FreeRun* left = page > 0 ? run_at(chunk, page - 1) : nullptr;
+    FreeRun* right = page + npages < kPagesPerChunk ? run_at(chunk, page + npages) : nullptr;
     if (left != nullptr && left->page + left->npages == page) {
       rec = left;
       page = left->page;
@@ -365,44 +376,52 @@ bool insert_freed(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) 
 // neighbour could lend one (an address-space limit, RLIMIT_AS, reached: a
 // bug hunt at stop 48 freed 163,840 runs there and found all 1.25 GiB of
 // them kept for good, mapped and committed, after the limit was lifted).
-// Each waits in a list under g_lock, its node written into the run's own
-// first page (the pages are the heap's again and writable; a run waiting here
-// is neither findable nor purged, and its chunk, not fully free, is not
-// unmapped), and goes in as a free run once a record can be had: at the next
-// free, allocation or release of free chunks. Until then it counts as in use.
-struct PendingRun {
-  PendingRun* next;
-  ChunkMeta* chunk;
-  uint32_t page;
-  uint32_t npages;
-  bool dirty;
-};
-PendingRun* g_pending = nullptr;
+// Such a run waits, counted in use: marked in its chunk's free_run[] table at
+// its first page (is_waiting), its chunk on a list of chunks with waiting
+// runs, and goes in as a free run once a record can be had — at the next
+// free, allocation or release of free chunks. Nothing is written into the
+// run's own pages (a program writing to a block it freed must not reach the
+// heap's lists through them), and a chunk with a waiting run is not fully
+// free, so it is not unmapped.
+ChunkMeta* g_waiting_chunks = nullptr;
 
-PendingRun* pending_node(ChunkMeta* chunk, uint32_t page) {
-  return reinterpret_cast<PendingRun*>(chunk->base() + (uintptr_t{page} << kPageShift));
+// The first page of chunk c at or after `from` where a run waits, or kPagesPerChunk.
+uint32_t next_waiting(const ChunkMeta* c, uint32_t from) {
+  for (uint32_t p = from; p < kPagesPerChunk; ++p)
+    if (is_waiting(c->free_run[p])) return p;
+  return kPagesPerChunk;
 }
 
-// Dirty whatever the caller said: the node is written into the run, which
-// must not then pass for one that reads as zero (calloc would skip zeroing).
-void add_pending(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
-  vg::ErrorsOff off;  // memcheck holds a freed block's bytes unaddressable
-  PendingRun* n = pending_node(chunk, page);
-  *n = PendingRun{g_pending, chunk, page, npages, /*dirty=*/true};
-  g_pending = n;
+void add_waiting(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
+  // (Already listed if another of its runs waits: looked for before marking this one.)
+  const bool listed = next_waiting(chunk, 0) != kPagesPerChunk;
+  chunk->free_run[page] = reinterpret_cast<FreeRun*>((uintptr_t{npages} << kWaitingShift) |
+                                                     (dirty ? kWaitingDirty : 0) | kWaitingBit);
+  if (!listed) {
+    chunk->waiting_next = g_waiting_chunks;
+    g_waiting_chunks = chunk;
+  }
 }
 
-// Insert the waiting runs, newest first, until one still finds no record.
-// Every call that fails costs the arena one refused mapping, and keeps errno:
-// the refusal is no answer to the caller's own operation.
-void drain_pending() {
-  vg::ErrorsOff off;
+// Insert the waiting runs until one still finds no record. Every call that
+// fails costs the arena one refused mapping, and keeps errno: the refusal is
+// no answer to the caller's own operation.
+void drain_waiting() {
   const int saved = errno;
-  while (g_pending != nullptr) {
-    const PendingRun n = *g_pending;
-    if (!insert_freed(n.chunk, n.page, n.npages, n.dirty)) break;
-    if (n.dirty) decay_event::note();
-    g_pending = n.next;
+  while (ChunkMeta* c = g_waiting_chunks) {
+    const uint32_t page = next_waiting(c, 0);
+    const auto w = reinterpret_cast<uintptr_t>(c->free_run[page]);
+    c->free_run[page] = nullptr;
+    // Its last waiting run: off the list first (the insert may unmap the chunk).
+    const bool last = next_waiting(c, page + 1) == kPagesPerChunk;
+    if (last) g_waiting_chunks = c->waiting_next;
+    const bool dirty = (w & kWaitingDirty) != 0;
+    if (!insert_freed(c, page, static_cast<uint32_t>(w >> kWaitingShift), dirty)) {
+      c->free_run[page] = reinterpret_cast<FreeRun*>(w);
+      if (last) g_waiting_chunks = c;  // (c->waiting_next unchanged)
+      break;
+    }
+    if (dirty) decay_event::note();
   }
   errno = saved;
 }
@@ -416,7 +435,7 @@ bool alloc_locked(size_t npages, size_t align_pages, Run* out, bool* zeroed, uns
   if (node >= numa::kMaxNodes) node = 0;
   NodeHeap& h = g_heaps[node];
   stamp_now();
-  if (MAGSLAB_UNLIKELY(g_pending != nullptr)) drain_pending();
+  if (MAGSLAB_UNLIKELY(g_waiting_chunks != nullptr)) drain_waiting();
   FreeRun* r = find_fit(h, npages, slack, align_pages);
   if (r == nullptr && map_chunk(node)) r = find(h, npages + slack);
   // The OS refused this node a chunk: a free run of another node's chunks
@@ -489,11 +508,11 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   const int saved = errno;
   stamp_now();
   if (!insert_freed(chunk, page, npages, dirty)) {
-    add_pending(chunk, page, npages);
+    add_waiting(chunk, page, npages, dirty);
     errno = saved;
     return false;
   }
-  if (g_pending != nullptr) drain_pending();
+  if (g_waiting_chunks != nullptr) drain_waiting();
   errno = saved;
   check_counts();
   if (dirty) decay_event::note();
@@ -505,7 +524,7 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n) {
   uint32_t next = page + old_n;
   if (next >= kPagesPerChunk || page + new_n > kPagesPerChunk) return false;
-  FreeRun* r = chunk->free_run[next];
+  FreeRun* r = run_at(chunk, next);
   if (r == nullptr || r->page != next || r->npages < new_n - old_n) return false;
   uint32_t take = new_n - old_n;
   stamp_now();
@@ -562,7 +581,13 @@ size_t purge_while(size_t keep_pages, uint64_t cutoff) {
 
 }  // namespace
 
-size_t purge(size_t keep_pages) { return purge_while(keep_pages, 0); }
+size_t purge(size_t keep_pages) {
+  {
+    LockGuard g(g_lock);  // runs waiting for a record go in first, to be purged too
+    if (g_waiting_chunks != nullptr) drain_waiting();
+  }
+  return purge_while(keep_pages, 0);
+}
 
 size_t purge_aged(uint64_t cutoff) {
   size_t keep;
@@ -579,14 +604,14 @@ void purge_excess() {
 }
 
 size_t release_free_chunks_locked(size_t keep) {
-  if (g_pending != nullptr) drain_pending();
+  if (g_waiting_chunks != nullptr) drain_waiting();
   size_t released = 0;
   for (NodeHeap& h : g_heaps) {  // keep `keep` in each node, as coalesce_insert does
     ChunkMeta* c = h.chunks;
     while (c != nullptr && h.free_chunks > keep) {
       ChunkMeta* next = c->next;
-      if (c->free_pages == kPagesPerChunk && c->free_run[0] != nullptr &&
-          c->free_run[0]->npages == kPagesPerChunk) {
+      if (c->free_pages == kPagesPerChunk && run_at(c, 0) != nullptr &&
+          run_at(c, 0)->npages == kPagesPerChunk) {
         unmap_chunk(c);
         released += kChunkSize;
       }
