@@ -18,7 +18,6 @@
 #include "platform/platform.h"
 #include "small/decay.h"
 #include "small/size_classes.h"
-#include "small/thread_cache.h"
 
 // The C++ ABI's exit-handler registration (libc), declared here: no header has it.
 extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
@@ -450,14 +449,13 @@ int magslab_option_set(const char* name, size_t value) {
   unsigned id = opt::find(name, strlen(name));
   if (id == opt::kNumOptions) return ENOENT;
   const int rc = opt::set(static_cast<opt::Id>(id), value);
-  // The decay thread the option kept from starting starts now, in a process
-  // where another thread has a cache (else at a second thread's first
-  // allocation). Until stop 48 it never started once a second thread had
-  // come with the option at 0.
-  if (rc == 0 && id == opt::kBackgroundThread && value != 0) {
-    decay::option_turned_on();
-    if (cache::live_caches() > 1) decay::on_multithreaded();
-  }
+  // The decay thread the option kept from starting starts now (it was kept
+  // from starting only in a process that had a second thread; else a second
+  // thread's first call starts it). Until stop 48 it never started once a
+  // second thread had come with the option at 0. Not async-signal-safe: it
+  // may create a thread.
+  if (rc == 0 && id == opt::kBackgroundThread && value != 0 && decay::option_turned_on())
+    decay::on_multithreaded();
   return rc;
 }
 

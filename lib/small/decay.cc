@@ -2,6 +2,7 @@
 #include "small/decay.h"
 
 #include <atomic>
+#include <cerrno>
 
 #include "base/lock.h"
 #include "chunks/decay_event.h"
@@ -107,10 +108,20 @@ void on_multithreaded() {
   if (!g_state.compare_exchange_strong(s, kStarting, std::memory_order_relaxed)) return;
   if (opt::get(opt::kBackgroundThread) == 0) {  // MAGSLAB_BACKGROUND_THREAD=0
     g_state.store(kDisabled, std::memory_order_relaxed);
-    return;
+    // A magslab_option_set(..., 1) meanwhile found kStarting and left the
+    // start to this call (option_turned_on): look at the option once more.
+    // seq_cst fences here and there: one of the two sees the other's store.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (opt::get(opt::kBackgroundThread) == 0) return;
+    s = kDisabled;
+    if (!g_state.compare_exchange_strong(s, kStarting, std::memory_order_relaxed)) return;
   }
   if (auto hook = g_start_hook.load(std::memory_order_relaxed)) hook();
+  // errno kept: this runs inside the first malloc or free of a thread, and
+  // pthread_create's refusal is no answer to either.
+  const int saved = errno;
   bool ok = platform::start_thread("magslab-decay", run, nullptr);
+  errno = saved;
   // release: a slow path that sees kRunning stops running passes itself.
   // A start the OS refused (no memory for its stack under RLIMIT_AS, EAGAIN
   // at a thread limit) is tried again by the next thread that makes a cache:
@@ -119,10 +130,12 @@ void on_multithreaded() {
   g_state.store(ok ? kRunning : kNone, std::memory_order_release);
 }
 
-void option_turned_on() {
+bool option_turned_on() {
+  // seq_cst fence: pairs with on_multithreaded's (the option was stored before).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   uint32_t s = kDisabled;
   // relaxed: as on_multithreaded's claim (the CAS decides; nothing is published).
-  g_state.compare_exchange_strong(s, kNone, std::memory_order_relaxed);
+  return g_state.compare_exchange_strong(s, kNone, std::memory_order_relaxed);
 }
 
 void pause(bool paused) {

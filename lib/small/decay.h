@@ -37,9 +37,10 @@ void set_hook(bool (*hook)(uint64_t now));
 // is multithreaded): start the background thread if not yet done.
 void on_multithreaded();
 // magslab_option_set("background_thread", 1): a start the option kept off
-// may happen now — at the next thread's first allocation, or at once through
-// on_multithreaded() when the caller knows another thread has a cache.
-void option_turned_on();
+// may happen now. true: it had kept one off — the process has had a second
+// thread — and the caller may start the thread at once (on_multithreaded);
+// else the next thread's first call does.
+bool option_turned_on();
 // Whether the background thread runs (tests, stats).
 bool background_running();
 // Tests: hook() runs in the thread that starts the background thread, after it
