@@ -107,11 +107,13 @@ void on_multithreaded() {
   if (s != kNone) return;
   if (!g_state.compare_exchange_strong(s, kStarting, std::memory_order_relaxed)) return;
   if (opt::get(opt::kBackgroundThread) == 0) {  // MAGSLAB_BACKGROUND_THREAD=0
-    g_state.store(kDisabled, std::memory_order_relaxed);
-    // A magslab_option_set(..., 1) meanwhile found kStarting and left the
-    // start to this call (option_turned_on): look at the option once more.
-    // seq_cst fences here and there: one of the two sees the other's store.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // A magslab_option_set(..., 1) meanwhile may have found kStarting and
+    // left the start to this call (option_turned_on): look at the option once
+    // more. acq_rel read-modify-writes of g_state on both sides (not a store
+    // here, not a failing compare-exchange there): whichever comes second
+    // reads the first's, so either the setter sees kDisabled, or this sees
+    // the option the setter stored before its RMW.
+    g_state.exchange(kDisabled, std::memory_order_acq_rel);
     if (opt::get(opt::kBackgroundThread) == 0) return;
     s = kDisabled;
     if (!g_state.compare_exchange_strong(s, kStarting, std::memory_order_relaxed)) return;
@@ -131,9 +133,10 @@ void on_multithreaded() {
 }
 
 bool option_turned_on() {
-  // seq_cst fence: pairs with on_multithreaded's (the option was stored before).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  uint32_t s = kDisabled;
+  // acq_rel, and always a write: pairs with on_multithreaded's exchange (the
+  // option was stored before this).
+  uint32_t s = g_state.fetch_add(0, std::memory_order_acq_rel);
+  if (s != kDisabled) return false;
   // relaxed: as on_multithreaded's claim (the CAS decides; nothing is published).
   return g_state.compare_exchange_strong(s, kNone, std::memory_order_relaxed);
 }
