@@ -12,10 +12,10 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 
 #include "magslab/magslab.h"
 #include "small/decay.h"
+#include "testing/resident.h"
 #include "testing/sanitizers.h"
 
 namespace {
@@ -78,13 +78,8 @@ struct rlimit g_as_before;
 void refuse_address_space() {
   decay::set_start_hook_for_testing(nullptr);  // once
   getrlimit(RLIMIT_AS, &g_as_before);
-  long pages = 0;
-  if (FILE* f = fopen("/proc/self/statm", "r")) {
-    if (fscanf(f, "%ld", &pages) != 1) pages = 0;
-    fclose(f);
-  }
   struct rlimit lim = g_as_before;
-  lim.rlim_cur = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
+  lim.rlim_cur = static_cast<rlim_t>(mstest::statm().size);
   setrlimit(RLIMIT_AS, &lim);  // no new mapping: not the decay thread's stack
 }
 

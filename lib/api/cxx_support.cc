@@ -53,10 +53,10 @@ constinit std::atomic<size_t> g_used{0};
 // library: those then found the resources of one heap unequal, and a
 // std::list::splice between them aborted in libstdc++ (a review of stop 47).
 // Each add (of the first kExitHandlers) registers note_exit with atexit()
-// after the caller's registration object, so at exit it runs first; as the library's own handler
-// (its
-// __dso_handle; libmagslab.so is never unloaded: -z nodelete) it does not
-// run at a plugin's dlclose, where the plugin's class must go.
+// after the caller's registration object, so at exit it runs first; as the
+// library's own handler (its __dso_handle; libmagslab.so is never unloaded:
+// -z nodelete) it does not run at a plugin's dlclose, where the plugin's
+// class must go.
 // relaxed: a flag read by the same exiting thread, or racing an exit anyway.
 constinit std::atomic<bool> g_exiting{false};
 void note_exit() { g_exiting.store(true, std::memory_order_relaxed); }
