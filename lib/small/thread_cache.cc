@@ -52,7 +52,9 @@ constinit std::atomic<uint64_t> g_caches_made{0};
 // Beside g_running: the cache of the slot's tag (send_to_owner), set before
 // the tag is published there; a stale pointer (the slot's tag changed between
 // the two reads) only sends a magazine to another live or pooled cache.
-// relaxed: as g_running; caches are never unmapped.
+// release/acquire: such a pointer may be to a cache made since (a tag 4096
+// later took the slot), and the sender then exchanges in its inbox, which the
+// constructor wrote; caches are never unmapped.
 std::atomic<ThreadCache*> g_running_cache[kRunningSlots];
 
 std::atomic<uint64_t>& running_slot(uint64_t tag) {
@@ -181,7 +183,8 @@ ThreadCache* current() {
   // relaxed: only makes tags unique; a new one also for a recycled cache, so
   // that slabs its previous thread refilled from are not taken for this one's.
   tc->owner_tag = owner_tag(g_owner_tags.fetch_add(1, std::memory_order_relaxed) + 1);
-  running_cache(tc->owner_tag).store(tc, std::memory_order_relaxed);
+  // release: a sender that reads this pointer (acquire) reads the cache as made.
+  running_cache(tc->owner_tag).store(tc, std::memory_order_release);
   // release: a sender that reads this tag (acquire) reads this cache above.
   running_slot(tc->owner_tag).store(tc->owner_tag, std::memory_order_release);
   for (ThreadCache::Pair& p : tc->cls) {  // a new thread starts slow, with small magazines
@@ -889,7 +892,8 @@ bool send_to_owner(ThreadCache* tc, unsigned cls, Magazine* r, const uint64_t (&
   // acquire: pairs with current()'s release; the cache read below is the tag's.
   if (owner == tc->owner_tag || running_slot(owner).load(std::memory_order_acquire) != owner)
     return false;
-  ThreadCache* dst = running_cache(owner).load(std::memory_order_relaxed);
+  // acquire: the cache may be newer than the tag read above (see g_running_cache).
+  ThreadCache* dst = running_cache(owner).load(std::memory_order_acquire);
   if (dst == nullptr || dst == tc) return false;
   std::atomic_ref<Magazine*> in(dst->inbox[cls]);
   // relaxed: a hint (claimed_inbox); concurrent senders may lose a count.
