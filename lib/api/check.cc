@@ -88,7 +88,7 @@ unsigned site_index(const void* site) {
 // report is off).
 unsigned note_site(const void* site, size_t n) {
   if constexpr (!kCheckMode) return 0;  // (g_sites: one entry, never used)
-  if (opt::get(opt::kLeakReport) == 0) return 0;
+  if (opt::get(opt::kLeakReport) == 0 || site == api::kOwnBlockSite) return 0;  // (check.h)
   unsigned i = site_index(site);
   g_sites[i].blocks.fetch_add(1, std::memory_order_relaxed);  // relaxed: see above
   g_sites[i].bytes.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
