@@ -31,6 +31,10 @@
 
 #include "magslab.h"
 
+#if defined(__cpp_exceptions) && defined(__GLIBCXX__)
+#include <cxxabi.h>  // abi::__forced_unwind: see ObjectCache's construct()
+#endif
+
 namespace magslab {
 
 namespace detail {
@@ -84,17 +88,26 @@ inline void keep_ctor_error() noexcept {
 
 // magslab_cache_alloc(c), with the exception a T() threw meanwhile in e. The
 // slot's word before goes back after: a T() that acquires from another cache
-// nests a call in an outer one's.
-inline void* alloc_catching(magslab_cache* c, std::exception_ptr& e) noexcept {
-  const std::uintptr_t saved = ctor_error_word();
+// nests a call in an outer one's. Not noexcept: a T() that ends its thread
+// (pthread_exit, glibc's forced unwind) unwinds through here, and the word
+// goes back then too.
+inline void* alloc_catching(magslab_cache* c, std::exception_ptr& e) {
+  struct Restore {
+    std::uintptr_t saved;
+    ~Restore() {
+      const std::uintptr_t w = ctor_error_word();
+      if (w != kCtorErrorWanted && w != saved) kept_ctor_error()->~exception_ptr();
+      set_ctor_error_word(saved);
+    }
+  } restore{ctor_error_word()};
   set_ctor_error_word(kCtorErrorWanted);
   void* p = magslab_cache_alloc(c);
   if (ctor_error_word() != kCtorErrorWanted) {
     std::exception_ptr* kept = kept_ctor_error();
     e = std::move(*kept);
     kept->~exception_ptr();
+    set_ctor_error_word(kCtorErrorWanted);
   }
-  set_ctor_error_word(saved);
   return p;
 }
 #endif
@@ -279,12 +292,25 @@ class ObjectCache {
   magslab_cache* native_handle() const noexcept { return c_; }
 
  private:
-  static int construct(void* p, void*) noexcept {
+  // Not noexcept, and glibc's forced unwind passes: a T() that calls
+  // pthread_exit ends its thread, unwinding through the cache's slow path
+  // (which leaks the slab being populated and a magazine: the library is
+  // built without exceptions), acquire() and the program's frames. Until stop
+  // 48 the catch (...) below took it, and glibc ended the process ("FATAL:
+  // exception not rethrown"; a bug hunt). try_acquire() is noexcept: there
+  // such a T() ends the process (std::terminate), as in any noexcept function.
+  static int construct(void* p, void*) {
 #if defined(__cpp_exceptions)
     try {
       ::new (p) T();
       return 0;
-    } catch (...) {
+    }
+#if defined(__GLIBCXX__)
+    catch (abi::__forced_unwind&) {
+      throw;
+    }
+#endif
+    catch (...) {
       detail::keep_ctor_error();
       return -1;
     }
