@@ -266,7 +266,7 @@ TEST(CancelDeathTest, ObjectCacheOfATypeWhoseConstructorIsACancellationPoint) {
 
 // pthread_exit() is glibc's other forced unwind: a T() that ends its thread
 // (a worker that finds it must quit while the cache populates a slab) ends
-// that thread, and the rest of the process goes on. Until stop 48 the
+// that thread, and the rest of the process goes on. Until stop 49 the
 // catch (...) of ObjectCache's construct() took the unwind and glibc ended the
 // process ("FATAL: exception not rethrown"; a bug hunt).
 thread_local bool t_quit_in_constructor = false;

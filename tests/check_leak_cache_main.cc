@@ -3,7 +3,7 @@
 // magslab::check and MAGSLAB_LEAK_REPORT=1): everything it made is destroyed,
 // so nothing is live at exit but magslab's own blocks — the threads' cache
 // tables (this thread's, and a thread's still running at exit) and the table
-// of cache ids — which the report leaves out. Until stop 48 it listed them as
+// of cache ids — which the report leaves out. Until stop 49 it listed them as
 // leaked from libmagslab itself (920 B in 2 blocks for one cache made and
 // destroyed on the main thread).
 #include <chrono>

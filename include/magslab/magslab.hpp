@@ -296,7 +296,7 @@ class ObjectCache {
   // pthread_exit ends its thread, unwinding through the cache's slow path
   // (which leaks the slab being populated and a magazine: the library is
   // built without exceptions), acquire() and the program's frames. Until stop
-  // 48 the catch (...) below took it, and glibc ended the process ("FATAL:
+  // 49 the catch (...) below took it, and glibc ended the process ("FATAL:
   // exception not rethrown"; a bug hunt). try_acquire() is noexcept: there
   // such a T() ends the process (std::terminate), as in any noexcept function.
   static int construct(void* p, void*) {

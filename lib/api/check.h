@@ -62,7 +62,7 @@ namespace magslab::api {
 // The allocation site magslab passes (api::malloc_from, api::calloc_from) for
 // blocks of its own that may stay allocated until exit: the object caches'
 // thread tables and their table of ids. Check mode's leak report does not
-// count them: they are not the program's (until stop 48 a program that made,
+// count them: they are not the program's (until stop 49 a program that made,
 // used and destroyed one object cache was told of 2 blocks, 920 B, leaked
 // from libmagslab itself). Its address is no return address.
 inline constexpr char kOwnBlockSite[1] = {};
