@@ -337,11 +337,15 @@ struct ThreadRing {
   ThreadRing* all_next = nullptr;  // g_rings; set before the ring is published
   size_t bytes = 0;                // under busy, as q: the bytes of its entries
   size_t released = 0;             // under busy: bytes let go since g_turnover last went up for it
+  // Set while a fork's prepare handler holds busy (lock_for_fork): the forking
+  // thread, which reads it (base/lock.h, t_fork_holder), takes busy no more.
+  bool fork_held = false;
   Fifo<SmallEntry, kRing> q;
 
   // Take the lock, waiting at most max_waits rounds (spinning, then
   // yielding); false: still busy then.
   bool lock_within(unsigned max_waits) {
+    if (MAGSLAB_UNLIKELY(t_fork_holder && fork_held)) return true;
     unsigned waits = 0;
     // acquire: pairs with unlock(); the ring's fields as its last holder left them.
     while (busy.exchange(true, std::memory_order_acquire)) {
@@ -361,6 +365,7 @@ struct ThreadRing {
   }
   // release: publishes the ring's fields to its next holder.
   void unlock() {
+    if (MAGSLAB_UNLIKELY(t_fork_holder && fork_held)) return;
     holds.store(q.count != 0, std::memory_order_relaxed);  // relaxed: see holds
     busy.store(false, std::memory_order_release);
   }
@@ -1072,22 +1077,26 @@ void lock_for_fork() {
   // A leaf, held across the zero-size range's two mmaps: a child forked
   // meanwhile would have it held by a thread it does not have, and its first
   // malloc(0) would block for ever.
-  g_zero_lock.lock();
-  g_rings_lock.lock();  // no ring appears until every one is unlocked
+  g_zero_lock.lock_for_fork();
+  g_rings_lock.lock_for_fork();  // no ring appears until every one is unlocked
   // relaxed: under g_rings_lock, which new_ring() publishes under.
-  for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next)
+  for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next) {
     r->lock();
-  g_large_ring.lock.lock();
+    r->fork_held = true;
+  }
+  g_large_ring.lock.lock_for_fork();
 }
 void unlock_after_fork() {
   // In the child, the rings of the parent's other threads' caches stay on
   // g_rings, their blocks quarantined: drain() still checks and releases them.
-  g_large_ring.lock.unlock();
+  g_large_ring.lock.unlock_after_fork();
   // relaxed: under g_rings_lock.
-  for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next)
+  for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next) {
+    r->fork_held = false;
     r->unlock();
-  g_rings_lock.unlock();
-  g_zero_lock.unlock();
+  }
+  g_rings_lock.unlock_after_fork();
+  g_zero_lock.unlock_after_fork();
 }
 
 }  // namespace magslab::check

@@ -31,21 +31,24 @@ void prepare() {
   decay::lock_for_fork();
   cache::lock_for_fork();
   slab::lock_all_for_fork();
-  heap::g_lock.lock();
+  heap::g_lock.lock_for_fork();
   large::lock_for_fork();
   depot::lock_for_fork();
   meta::lock_for_fork();
   if constexpr (kCheckMode) check::lock_for_fork();  // leaf locks: last
   objcache::lock_pools_for_fork();
+  // Handlers registered before these run next, and may call in (base/lock.h).
+  t_fork_holder = true;
 }
 
 void parent() {
+  t_fork_holder = false;
   objcache::unlock_pools_after_fork();
   if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
   depot::unlock_after_fork();
   large::unlock_after_fork();
-  heap::g_lock.unlock();
+  heap::g_lock.unlock_after_fork();
   slab::unlock_all_after_fork();
   cache::unlock_after_fork_parent();
   decay::unlock_after_fork_parent();
@@ -53,13 +56,14 @@ void parent() {
 }
 
 void child() {
+  t_fork_holder = false;
   // The forking thread is the child's only thread, and it holds every lock.
   objcache::unlock_pools_after_fork();
   if constexpr (kCheckMode) check::unlock_after_fork();
   meta::unlock_after_fork();
   depot::unlock_after_fork();
   large::unlock_after_fork();
-  heap::g_lock.unlock();
+  heap::g_lock.unlock_after_fork();
   slab::unlock_all_after_fork();
   cache::reset_after_fork_child();
   decay::reset_after_fork_child();

@@ -992,15 +992,15 @@ size_t destroy(magslab_cache* c, bool free_live) {
 }
 
 void lock_for_fork() {
-  g_lock.lock();
+  g_lock.lock_for_fork();
   for (uint32_t i = 0; i < g_ncaches; ++i)
-    if (g_caches[i] != nullptr) g_caches[i]->lock.lock();
+    if (g_caches[i] != nullptr) g_caches[i]->lock.lock_for_fork();
 }
 
 void unlock_after_fork() {
   for (uint32_t i = g_ncaches; i-- > 0;)
-    if (g_caches[i] != nullptr) g_caches[i]->lock.unlock();
-  g_lock.unlock();
+    if (g_caches[i] != nullptr) g_caches[i]->lock.unlock_after_fork();
+  g_lock.unlock_after_fork();
 }
 
 void forget_other_threads_after_fork() {

@@ -160,8 +160,8 @@ void free_big(magslab_pool* pool, void* p, size_t size, size_t align) {
 }  // namespace
 
 namespace magslab::objcache {
-void lock_pools_for_fork() { g_big_lock.lock(); }
-void unlock_pools_after_fork() { g_big_lock.unlock(); }
+void lock_pools_for_fork() { g_big_lock.lock_for_fork(); }
+void unlock_pools_after_fork() { g_big_lock.unlock_after_fork(); }
 }  // namespace magslab::objcache
 
 extern "C" {

@@ -6,7 +6,21 @@
 #pragma once
 #include <pthread.h>
 
+#include "base/config.h"
+
 namespace magslab {
+
+// fork() (api/fork.cc): magslab's prepare handler takes every Lock of the heap
+// (lock_for_fork), its parent and child handlers release them
+// (unlock_after_fork). pthread_atfork handlers registered before magslab's (a
+// constructor that ran first) run between the two — their prepare after
+// magslab's, their parent and child before magslab's — on the forking thread,
+// and may call into the heap (glibc lets them call malloc). That thread then
+// holds every such Lock already: set here from the end of magslab's prepare
+// handler to the start of its parent or child handler, it takes none of them
+// again (lock and unlock do nothing on a Lock held for the fork). Every other
+// thread reads false.
+inline constinit thread_local bool t_fork_holder MAGSLAB_TLS_MODEL = false;
 
 class Lock {
  public:
@@ -18,11 +32,31 @@ class Lock {
   explicit constexpr Lock(Adaptive) : m_(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP) {}
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
-  void lock() { pthread_mutex_lock(&m_); }
-  void unlock() { pthread_mutex_unlock(&m_); }
+  void lock() {
+    if (MAGSLAB_UNLIKELY(held_for_this_fork())) return;
+    pthread_mutex_lock(&m_);
+  }
+  void unlock() {
+    if (MAGSLAB_UNLIKELY(held_for_this_fork())) return;
+    pthread_mutex_unlock(&m_);
+  }
+  // fork()'s prepare handler, and its parent and child handlers (above).
+  void lock_for_fork() {
+    pthread_mutex_lock(&m_);
+    fork_held_ = true;
+  }
+  void unlock_after_fork() {
+    fork_held_ = false;
+    pthread_mutex_unlock(&m_);
+  }
 
  private:
+  // fork_held_ is written by the forking thread while it holds m_, and read
+  // only by a thread whose t_fork_holder is set: that same thread.
+  bool held_for_this_fork() const { return t_fork_holder && fork_held_; }
+
   pthread_mutex_t m_ = PTHREAD_MUTEX_INITIALIZER;
+  bool fork_held_ = false;
 };
 
 class LockGuard {

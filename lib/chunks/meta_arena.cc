@@ -60,7 +60,7 @@ size_t mapped_bytes() { return g_mapped.load(std::memory_order_relaxed); }
 
 void note_mapped(size_t bytes) { g_mapped.fetch_add(bytes, std::memory_order_relaxed); }
 
-void lock_for_fork() { g_lock.lock(); }
-void unlock_after_fork() { g_lock.unlock(); }
+void lock_for_fork() { g_lock.lock_for_fork(); }
+void unlock_after_fork() { g_lock.unlock_after_fork(); }
 
 }  // namespace magslab::meta

@@ -1198,8 +1198,8 @@ Counts counts() {
   return c;
 }
 
-void lock_for_fork() { g_huge_lock.lock(); }
-void unlock_after_fork() { g_huge_lock.unlock(); }
+void lock_for_fork() { g_huge_lock.lock_for_fork(); }
+void unlock_after_fork() { g_huge_lock.unlock_after_fork(); }
 
 }  // namespace large
 }  // namespace magslab

@@ -151,8 +151,8 @@ bool background_running() { return g_state.load(std::memory_order_acquire) == kR
 NoPassScope::NoPassScope() { g_pass_lock.lock(); }
 NoPassScope::~NoPassScope() { g_pass_lock.unlock(); }
 
-void lock_for_fork() { g_pass_lock.lock(); }
-void unlock_after_fork_parent() { g_pass_lock.unlock(); }
+void lock_for_fork() { g_pass_lock.lock_for_fork(); }
+void unlock_after_fork_parent() { g_pass_lock.unlock_after_fork(); }
 
 void reset_after_fork_child() {
   // The decay thread, or the thread that was starting it, is not in the child:
@@ -164,7 +164,7 @@ void reset_after_fork_child() {
   if (s == kRunning || s == kStarting) g_state.store(kNone, std::memory_order_relaxed);
   g_next_tick.store(0, std::memory_order_relaxed);
   decay_event::g_parked.store(0, std::memory_order_relaxed);
-  g_pass_lock.unlock();
+  g_pass_lock.unlock_after_fork();
 }
 
 }  // namespace magslab::decay

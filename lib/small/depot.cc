@@ -392,8 +392,8 @@ size_t hollow_empty() {
   return bytes;
 }
 
-void lock_for_fork() { g_hollow_lock.lock(); }
-void unlock_after_fork() { g_hollow_lock.unlock(); }
+void lock_for_fork() { g_hollow_lock.lock_for_fork(); }
+void unlock_after_fork() { g_hollow_lock.unlock_after_fork(); }
 
 size_t drain() {
   size_t moved = 0;

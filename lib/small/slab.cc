@@ -832,14 +832,14 @@ size_t decay(uint64_t cutoff, uint64_t record_cutoff, bool* pending) {
 // held. 8 x 97 uncontended locks: microseconds, against a fork's milliseconds.
 void lock_all_for_fork() {
   for (auto& node : g_classes)
-    for (SlabClass& sc : node) sc.lock.lock();
-  g_record_lock.lock();  // inside the class locks, as everywhere
+    for (SlabClass& sc : node) sc.lock.lock_for_fork();
+  g_record_lock.lock_for_fork();  // inside the class locks, as everywhere
 }
 
 void unlock_all_after_fork() {
-  g_record_lock.unlock();
+  g_record_lock.unlock_after_fork();
   for (unsigned node = numa::kMaxNodes; node-- > 0;)
-    for (unsigned c = kNumClasses; c-- > 0;) g_classes[node][c].lock.unlock();
+    for (unsigned c = kNumClasses; c-- > 0;) g_classes[node][c].lock.unlock_after_fork();
 }
 
 RecordCounts record_counts() {

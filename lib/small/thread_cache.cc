@@ -1244,8 +1244,8 @@ bool reap_exited() {
   return g_caches_made.load(std::memory_order_relaxed) != g_reap_swept;
 }
 
-void lock_for_fork() { g_registry_lock.lock(); }
-void unlock_after_fork_parent() { g_registry_lock.unlock(); }
+void lock_for_fork() { g_registry_lock.lock_for_fork(); }
+void unlock_after_fork_parent() { g_registry_lock.unlock_after_fork(); }
 
 void reset_after_fork_child() {
   ThreadCache* self = t_cache;
@@ -1276,7 +1276,7 @@ void reset_after_fork_child() {
     self->reg_prev = self->reg_next = nullptr;
     g_registry = self;
   }
-  g_registry_lock.unlock();
+  g_registry_lock.unlock_after_fork();
 }
 
 void cached_objects(CachedCounts* out) {
