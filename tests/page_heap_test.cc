@@ -14,6 +14,7 @@
 
 #include "base/config.h"
 #include "chunks/meta_arena.h"
+#include "platform/options.h"
 #include "small/slab.h"  // Slab, only as a pointer type for the page map
 #include "testing/fake_os.h"
 #include "testing/no_decay.h"  // exact cache contents
@@ -156,6 +157,31 @@ TEST(PageHeap, FullyFreeChunksAreKeptUpToTheCacheThenUnmapped) {
   }
   EXPECT_EQ(totals().chunks, t0.chunks);
   EXPECT_EQ(totals().free_chunks, 0u);
+}
+
+// A free_chunks lowered at run time applies at the next free of pages
+// (docs/options.md): every fully free chunk above the new limit is unmapped
+// then. Until a bug hunt's fix only one went, when a free made one more chunk
+// fully free, so the chunks above a lowered limit stayed mapped until a trim.
+TEST(PageHeap, AFreeChunksLimitLoweredAtRunTimeAppliesAtTheNextFree) {
+  {
+    Locked l;
+    heap::release_free_chunks_locked(0);
+  }
+  const uint64_t kept = opt::get(opt::kFreeChunks);
+  ASSERT_EQ(opt::set(opt::kFreeChunks, 8), 0);
+  const heap::Totals t0 = totals();
+  std::vector<heap::Run> runs;
+  for (int i = 0; i < 8; ++i) runs.push_back(alloc(kPagesPerChunk));
+  for (const heap::Run& r : runs) free_run(r);
+  EXPECT_EQ(totals().free_chunks, 8u);
+  ASSERT_EQ(opt::set(opt::kFreeChunks, 1), 0);
+  free_run(alloc(1));  // the next free of pages, whichever chunk it is in
+  EXPECT_EQ(totals().free_chunks, 1u);
+  EXPECT_EQ(totals().chunks, t0.chunks + 1);
+  ASSERT_EQ(opt::set(opt::kFreeChunks, kept), 0);
+  Locked l;
+  heap::release_free_chunks_locked(0);
 }
 
 // Pages of [addr, addr+bytes) (page-aligned) that are resident.

@@ -311,16 +311,23 @@ void coalesce_insert(FreeRun* r) {
   }
   insert(r);
   NodeHeap& h = heap_of(chunk);
-  if (r->npages == kPagesPerChunk && h.free_chunks > free_chunks_kept()) {
-    // One fully free chunk too many (each node keeps its own): unmap a purged
-    // one if there is one, and keep the warm (dirty) ones for reuse. The last
-    // bin holds exactly the fully free chunks.
-    FreeRun* victim = r;
+  // Fully free chunks beyond the cache (each node keeps its own): unmap purged
+  // ones first, then r if it is one, and keep the other warm (dirty) ones for
+  // reuse. The last bin holds exactly the fully free chunks. Down to the limit
+  // at any free, not one chunk when r completes one: a free_chunks lowered at
+  // run time applies at the next free of pages (docs/options.md); until now the
+  // chunks above it stayed mapped until magslab_trim (a bug hunt).
+  bool r_mapped = true;
+  while (h.free_chunks > free_chunks_kept()) {
+    FreeRun* victim = nullptr;
     for (FreeRun* c = h.bins[kNumBins - 1]; c != nullptr; c = c->next)
       if (!c->dirty) {
         victim = c;
         break;
       }
+    if (victim == nullptr)
+      victim = r_mapped && r->npages == kPagesPerChunk ? r : h.bins[kNumBins - 1];
+    if (victim == r) r_mapped = false;  // r is not read again: its record is recycled
     unmap_chunk(victim->chunk);
   }
 }
