@@ -197,6 +197,26 @@ TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFoundByEviction) {
       WriteAfterFree(small_info(200)));
 }
 
+// How long a block waits: a ring at work holds between 15/16 of its share of
+// the quarantine and all of it (stop 49: one block goes for each one freed),
+// so a block freed less than 15/16 of a share ago is still there. Here the
+// share is 8 KiB and 6.4 KiB at most follow the written block: only trim finds
+// the write (the address is announced after those frees: a report before it
+// fails the matcher).
+TEST_F(CheckMisuseDeathTest, WriteAfterFreeWaitsWhileLessThanMostOfTheRingsShareFollows) {
+  EXPECT_DEATH(
+      {
+        ASSERT_EQ(magslab_option_set("quarantine", 64 << 10), 0);
+        char* volatile p = alloc(200);
+        magslab_free(p);
+        p[0] = 1;
+        for (int i = 0; i < 20; ++i) magslab_free(alloc(256));  // at most 20 x 320 B
+        ANNOUNCE(p);
+        magslab_trim();
+      },
+      WriteAfterFree(small_info(200)));
+}
+
 // Review finding (stop 31): a slab block larger than a ring's share of the
 // quarantine (quarantine / 8: 512 KiB by default) was pushed and popped again
 // at once — checked and handed back before the program could write to it — so
