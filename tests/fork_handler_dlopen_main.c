@@ -4,7 +4,7 @@
 // before its parent and child handlers: here they allocate and free through
 // the library (check mode: its free takes the thread's quarantine ring's lock,
 // held for the fork too). Until stop 49 fork() never returned
-// (tests/fork_handler_order_test.cc is the same for a static link).
+// (tests/fork_handler_order_mt_test.cc is the same for a static link).
 // Usage: fork_handler_dlopen_main <library>; prints OK.
 #include <dlfcn.h>
 #include <pthread.h>

@@ -1101,6 +1101,7 @@ void unlock_after_fork() {
   g_large_ring.lock.unlock_after_fork();
   // relaxed: under g_rings_lock.
   for (ThreadRing* r = g_rings.load(std::memory_order_relaxed); r != nullptr; r = r->all_next) {
+    if (!r->fork_held) continue;  // made since the prepare handler (base/lock.h)
     r->fork_held = false;
     r->unlock();
   }

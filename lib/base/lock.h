@@ -40,12 +40,15 @@ class Lock {
     if (MAGSLAB_UNLIKELY(held_for_this_fork())) return;
     pthread_mutex_unlock(&m_);
   }
-  // fork()'s prepare handler, and its parent and child handlers (above).
+  // fork()'s prepare handler, and its parent and child handlers (above). A
+  // Lock made meanwhile (an object cache that such a handler created) was not
+  // taken for the fork, and stays as it is.
   void lock_for_fork() {
     pthread_mutex_lock(&m_);
     fork_held_ = true;
   }
   void unlock_after_fork() {
+    if (!fork_held_) return;
     fork_held_ = false;
     pthread_mutex_unlock(&m_);
   }
