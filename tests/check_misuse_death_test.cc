@@ -197,9 +197,9 @@ TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFoundByEviction) {
       WriteAfterFree(small_info(200)));
 }
 
-// How long a block waits: a ring at work holds between 15/16 of its share of
-// the quarantine and all of it (stop 49: one block goes for each one freed),
-// so a block freed less than 15/16 of a share ago is still there. Here the
+// How long a block waits: a ring past 15/16 of its share of the quarantine
+// lets one block go for each one freed (stop 49), so a block freed less than
+// 15/16 of a share ago (less its own size) is still there. Here the
 // share is 8 KiB and 6.4 KiB at most follow the written block: only trim finds
 // the write (the address is announced after those frees: a report before it
 // fails the matcher).

@@ -304,8 +304,10 @@ static_assert(sizeof(SmallEntry) == 16 && kMaxClassSize <= UINT32_MAX, "an entry
 constexpr size_t kRing = size_t{1} << 13;  // per ring (so, 512 KiB of 64-byte objects)
 constexpr size_t kRingShare = 8;
 constexpr size_t kBatch = 16;  // released per call, checked outside the lock
-// A ring at work holds between budget - budget / kSteadyShare and budget bytes
-// (quarantine_small).
+// A ring past budget - budget / kSteadyShare bytes lets one block go per block
+// in (quarantine_small): a block waits until that much, less its own size,
+// follows it. The ring then holds less by the size of the block let go, which
+// may be most of the budget (slab classes up to 1 MiB).
 constexpr uint64_t kSteadyShare = 16;
 
 // First in, first out: at most Cap entries (a power of two) in a ring buffer.
