@@ -29,7 +29,9 @@ namespace magslab::vg {
 inline constexpr bool kCompiled = MAGSLAB_VALGRIND != 0;
 
 // An address of a block kept in magslab's own records (a slab's first object,
-// a chunk's first page, a huge block's base), with its top bit set where the
+// a chunk's first page, a huge block's base, the metadata arena's cursor and
+// end, which may point just past its region at the heap's next mapping), with
+// its top bit set where the
 // client requests are compiled in: memcheck's leak check takes any word of the
 // process that points at a block for a reference to it, so as it is, a record
 // would keep the block it describes "still reachable" when the program lost
