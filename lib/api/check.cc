@@ -803,13 +803,13 @@ void* fail_nomem() {
 // their address space) must not turn into a failure the program would not
 // see in release — a new_handler that frees a reserve under an address-space
 // limit, say.
-void* raw_alloc(size_t n, size_t align) {
+void* raw_alloc(size_t n, size_t align, bool* zeroed = nullptr) {
   const int saved = errno;
-  void* p = raw::alloc(n, align);
+  void* p = raw::alloc(n, align, zeroed);
   if (p == nullptr) {
     // The first refusal's ENOMEM must not outlive a retry that succeeds.
     drain();
-    p = raw::alloc(n, align);
+    p = raw::alloc(n, align, zeroed);
     if (p != nullptr) errno = saved;
   }
   return p;
@@ -818,14 +818,17 @@ void* raw_alloc(size_t n, size_t align) {
 // A block for a request of n bytes aligned to align, its state, canary and
 // (fill) fresh pattern laid out; site: the caller's return address. room: at
 // least that many bytes of block (a growing realloc's headroom), 0: n's.
-void* alloc(size_t n, size_t align, bool fill, const void* site, size_t room = 0) {
+// zeroed (calloc's): set to whether the block's first n bytes read zero.
+void* alloc(size_t n, size_t align, bool fill, const void* site, size_t room = 0,
+            bool* zeroed = nullptr) {
   if (n > kMaxRequest || align > kMaxRequest) return fail_nomem();
   if (n == 0 && align <= kZeroStride) {
     const int saved = errno;  // a refused reservation of the range: malloc(0) goes on below
     if (void* z = alloc_zero(site)) return z;
     errno = saved;
   }
-  void* p = raw_alloc(n + 1 > room ? n + 1 : room, align);  // at least one byte of canary
+  if (zeroed != nullptr) *zeroed = false;
+  void* p = raw_alloc(n + 1 > room ? n + 1 : room, align, zeroed);  // at least one byte of canary
   if (p == nullptr) return fail_nomem();
   size_t end;
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -840,7 +843,7 @@ void* alloc(size_t n, size_t align, bool fill, const void* site, size_t room = 0
     size_t total = large::usable_size(p);
     if (total < n + 1 + kTrailer) {  // no room for the trailer: ask for it too
       raw::free(p);
-      p = raw_alloc(n + 1 + kTrailer, align);
+      p = raw_alloc(n + 1 + kTrailer, align, zeroed);
       if (p == nullptr) return fail_nomem();
       total = large::usable_size(p);
     }
@@ -869,8 +872,12 @@ void* malloc(size_t n, const void* site) { return alloc(n, kMallocAlign, true, s
 void* calloc(size_t count, size_t size, const void* site) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return fail_nomem();
-  void* p = alloc(total, kMallocAlign, false, site);
-  if (p != nullptr) memset(p, 0, total);
+  // Pages the OS just mapped are left alone (a sparse calloc stays sparse,
+  // as in release): until the stop 49 hunt every byte was cleared, and a
+  // 1 GiB calloc was resident whole.
+  bool zeroed = false;
+  void* p = alloc(total, kMallocAlign, false, site, 0, &zeroed);
+  if (p != nullptr && !zeroed) memset(p, 0, total);
   return p;
 }
 

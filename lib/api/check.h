@@ -83,8 +83,10 @@ inline bool heap_readable(const void* p, size_t n) {
 namespace magslab::raw {
 // The release paths (api/magslab.cc), for check mode to allocate and free
 // through. alloc: a block of at least n >= 1 bytes aligned to align (a power
-// of two), nullptr without setting errno when memory runs out. free: p is a
-// block alloc returned, already checked.
-void* alloc(size_t n, size_t align);
+// of two), nullptr without setting errno when memory runs out; zeroed (if not
+// nullptr): set to whether all its bytes are known to read zero (pages the OS
+// just mapped; only blocks above the largest class, aligned to 16 or less,
+// are ever said to). free: p is a block alloc returned, already checked.
+void* alloc(size_t n, size_t align, bool* zeroed = nullptr);
 void free(void* p);
 }  // namespace magslab::raw

@@ -333,7 +333,18 @@ void* realloc(void* p, size_t n, void* site) {
 
 }  // namespace
 
-void* raw::alloc(size_t n, size_t align) { return alloc_aligned(align, n); }
+void* raw::alloc(size_t n, size_t align, bool* zeroed) {
+  if (zeroed == nullptr) return alloc_aligned(align, n);
+  *zeroed = false;
+  // Where malloc_big would go (alloc_aligned, align <= 16): the large heap,
+  // which knows whether the pages are fresh (check mode's calloc).
+  if (align <= 16 && n > kMaxClassSize && n <= kMaxRequest) {
+    void* p = large::alloc(n, 1, zeroed);
+    if (p == nullptr) *zeroed = false;
+    return p;
+  }
+  return alloc_aligned(align, n);
+}
 void raw::free(void* p) { free_release(p); }
 
 #define MAGSLAB_UNDER_VALGRIND (vg::kCompiled && MAGSLAB_UNLIKELY(vg::running()))
