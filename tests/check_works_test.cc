@@ -88,12 +88,6 @@ TEST(CheckWorksTest, CallocZeroesRecycledMemory) {
   }
 }
 
-// The canary never touches the program's bytes, and writing all of them
-// never reads as an overflow: for every request of 2-1100 bytes (canaries of
-// every length, in the window of a block's last 64 bytes or not), a block
-// filled to its end, shrunk by one byte and grown back in place (the canary
-// refilled each time, the bytes below it read and written back), keeps its
-// contents and frees without a report.
 // calloc of a block above the largest class, on pages the OS just mapped,
 // touches only the block's last pages (canary and size record): until the
 // stop 49 hunt check mode cleared every byte, whatever MAGSLAB_FILL says, so a
@@ -114,6 +108,12 @@ TEST(CheckWorksTest, CallocOfFreshPagesLeavesThemUntouched) {
   magslab_free(p);
 }
 
+// The canary never touches the program's bytes, and writing all of them
+// never reads as an overflow: for every request of 2-1100 bytes (canaries of
+// every length, in the window of a block's last 64 bytes or not), a block
+// filled to its end, shrunk by one byte and grown back in place (the canary
+// refilled each time, the bytes below it read and written back), keeps its
+// contents and frees without a report.
 TEST(CheckWorksTest, TheCanaryLeavesTheProgramsBytesAlone) {
   for (size_t n = 2; n <= 1100; ++n) {
     const auto v = static_cast<unsigned char>(n * 7 + 1);
