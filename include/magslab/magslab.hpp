@@ -31,10 +31,6 @@
 
 #include "magslab.h"
 
-#if defined(__cpp_exceptions) && defined(__GLIBCXX__)
-#include <cxxabi.h>  // abi::__forced_unwind: see ObjectCache's construct()
-#endif
-
 namespace magslab {
 
 namespace detail {
@@ -299,18 +295,16 @@ class ObjectCache {
   // 49 the catch (...) below took it, and glibc ended the process ("FATAL:
   // exception not rethrown"; a bug hunt). try_acquire() is noexcept: there
   // such a T() ends the process (std::terminate), as in any noexcept function.
+  // The forced unwind is no C++ exception: std::current_exception() is empty
+  // for it (libstdc++ and libc++ alike; catching abi::__forced_unwind& instead
+  // binds a reference to no object, which UBSan reports).
   static int construct(void* p, void*) {
 #if defined(__cpp_exceptions)
     try {
       ::new (p) T();
       return 0;
-    }
-#if defined(__GLIBCXX__)
-    catch (abi::__forced_unwind&) {
-      throw;
-    }
-#endif
-    catch (...) {
+    } catch (...) {
+      if (!std::current_exception()) throw;
       detail::keep_ctor_error();
       return -1;
     }
