@@ -295,9 +295,9 @@ class ObjectCache {
   // 49 the catch (...) below took it, and glibc ended the process ("FATAL:
   // exception not rethrown"; a bug hunt). try_acquire() is noexcept: there
   // such a T() ends the process (std::terminate), as in any noexcept function.
-  // The forced unwind is no C++ exception: std::current_exception() is empty
-  // for it (libstdc++ and libc++ alike; catching abi::__forced_unwind& instead
-  // binds a reference to no object, which UBSan reports).
+  // The forced unwind is no C++ exception: libstdc++'s std::current_exception()
+  // is empty for it (catching abi::__forced_unwind& instead binds a reference
+  // to no object, which UBSan reports; libc++ is untried).
   static int construct(void* p, void*) {
 #if defined(__cpp_exceptions)
     try {
