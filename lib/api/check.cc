@@ -350,10 +350,12 @@ struct ThreadRing {
   // Take the lock, waiting at most max_waits rounds (spinning, then
   // yielding); false: still busy then.
   bool lock_within(unsigned max_waits) {
-    if (MAGSLAB_UNLIKELY(t_fork_holder && fork_held)) return true;
     unsigned waits = 0;
     // acquire: pairs with unlock(); the ring's fields as its last holder left them.
     while (busy.exchange(true, std::memory_order_acquire)) {
+      // Busy because this thread holds it for a fork (looked at only once
+      // the exchange failed: the free's path pays nothing for it).
+      if (MAGSLAB_UNLIKELY(t_fork_holder && fork_held)) return true;
       for (unsigned spins = 0; busy.load(std::memory_order_relaxed); ++spins) {  // relaxed: a hint
         if (++waits > max_waits) return false;
         if (spins < 64)
@@ -370,7 +372,9 @@ struct ThreadRing {
   }
   // release: publishes the ring's fields to its next holder.
   void unlock() {
-    if (MAGSLAB_UNLIKELY(t_fork_holder && fork_held)) return;
+    // fork_held first: false for every holder but a forking thread's (it is
+    // written under busy), so the thread-local is read only then.
+    if (MAGSLAB_UNLIKELY(fork_held) && t_fork_holder) return;
     holds.store(q.count != 0, std::memory_order_relaxed);  // relaxed: see holds
     busy.store(false, std::memory_order_release);
   }
