@@ -801,6 +801,19 @@ TEST(CacheMisuseDeathTest, InlineReleaseIntoADestroyedCachesSlabToItsSuccessor) 
   next.release(r);
 }
 
+// Take heap blocks into *blocks until one covers p (a given-up slab's
+// memory): of the slab's size and alignment, as a cache takes its slabs
+// (object_cache.cc); those freed earlier come first.
+void hold_heap_blocks_over(const void* p, size_t slab, std::vector<void*>* blocks) {
+  for (int i = 0; i < 4096; ++i) {
+    void* b = magslab_aligned_alloc(slab, slab);
+    ASSERT_NE(b, nullptr);
+    blocks->push_back(b);
+    if (b <= p && p < static_cast<char*>(b) + slab) return;
+  }
+  FAIL() << "no heap block of " << slab << " B took the given-up slab's memory";
+}
+
 // The slab a thread remembers is given up (reap) and its memory becomes a heap
 // block; a stale pointer into it, released once the thread's slot has a
 // magazine again, must be reported, not pushed into the magazine.
@@ -811,14 +824,10 @@ TEST(CacheMisuseDeathTest, InlineReleaseIntoAReapedSlab) {
   cache.release(p);  // this thread remembers p's slab
   const size_t slab = cache.stats().slab_size;
   ASSERT_GT(cache.reap(), 0u);
-  // Hold heap blocks of the slab's size until one covers p: the reaped slab
-  // is not reused for the cache's next one.
+  // Heap blocks over the reaped slab's memory: it is not reused for the
+  // cache's next one.
   std::vector<void*> blocks;
-  for (int i = 0; i < 64; ++i) {
-    void* b = magslab_malloc(slab);
-    blocks.push_back(b);
-    if (b <= static_cast<void*>(p) && static_cast<void*>(p) < static_cast<char*>(b) + slab) break;
-  }
+  ASSERT_NO_FATAL_FAILURE(hold_heap_blocks_over(p, slab, &blocks));
   Counted* r = cache.acquire();  // a new slab, and a magazine in the slot
   ASSERT_NE(r, p);
   EXPECT_DEATH(cache.release(p),
@@ -928,12 +937,7 @@ TEST(CacheMisuseDeathTest, InlineReleaseIntoAReapedSlabRememberedSecond) {
   for (Counted* q : t.in_a) cache.release(q);
   ASSERT_GT(cache.reap(), 0u);  // a (and any other slab with nothing out) is given up
   std::vector<void*> blocks;    // heap blocks over a's memory, as in InlineReleaseIntoAReapedSlab
-  for (int i = 0; i < 64; ++i) {
-    void* blk = magslab_malloc(slab);
-    blocks.push_back(blk);
-    if (blk <= static_cast<void*>(p) && static_cast<void*>(p) < static_cast<char*>(blk) + slab)
-      break;
-  }
+  ASSERT_NO_FATAL_FAILURE(hold_heap_blocks_over(p, slab, &blocks));
   cache.release(keep2);  // a full check in the new epoch: remembered b only
   EXPECT_DEATH(cache.release(p),
                only_line("invalid release of " + hex(p) +

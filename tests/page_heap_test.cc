@@ -55,6 +55,13 @@ heap::Totals totals() {
 }
 
 TEST(PageHeap, RunsAreCarvedFirstFitAndCounted) {
+  // Earlier tests (in a shuffled order) leave fully free chunks kept, their
+  // pages dirty: first fit would carve from those. Unmapped, a chunk mapped
+  // anew serves the runs below.
+  {
+    Locked l;
+    heap::release_free_chunks_locked(0);
+  }
   const heap::Totals t0 = totals();
   bool zeroed = false;
   heap::Run a = alloc(10, 1, &zeroed);
