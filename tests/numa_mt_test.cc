@@ -125,6 +125,36 @@ TEST(NumaMt, PinnedThreadsOnlyGetTheirNodesMemoryWhileFreeingAcrossNodes) {
       ASSERT_EQ(slab::counts_on(c, node).carved_objects, 0u) << "class " << c << " node " << node;
 }
 
+// A thread on node 1 frees an exited node-0 thread's objects: its full
+// remote magazine looks for slabs whose owner is gone to adopt (slab::adopt),
+// and must leave those of another node alone. Adopted, their objects were the
+// freeing thread's own, went to its loaded magazine at their next free, and
+// its mallocs handed node 0's memory out on node 1 (found at stop 50: the
+// test above failed 11 times in 30 when it ran after the first one in one
+// process, which leaves node 0's depot full of an exited thread's objects).
+TEST(NumaMt, AThreadDoesNotAdoptAnotherNodesSlabs) {
+  fake::install(2);
+  const unsigned cls = class_of(96);
+  const uint32_t cap = kClasses[cls].mag_cap;
+  std::vector<void*> blocks;
+  on_node(0, [&] {  // refilled from node 0's slabs, which it owns until it exits
+    for (uint32_t i = 0; i < 6 * cap; ++i) blocks.push_back(magslab_malloc(96));
+  });
+  for (void* p : blocks) ASSERT_EQ(chunk_node(p), 0u);
+  size_t wrong = 0;
+  on_node(1, [&] {
+    // Half of them: a full remote magazine (its owner gone: an adoption
+    // search), and then the rest, which an adopted slab makes this thread's own.
+    for (size_t i = 0; i < blocks.size(); i += 2) magslab_free(blocks[i]);
+    for (size_t i = 1; i < blocks.size(); i += 2) magslab_free(blocks[i]);
+    std::vector<void*> mine;
+    for (uint32_t i = 0; i < 4 * cap; ++i) mine.push_back(magslab_malloc(96));
+    for (void* p : mine) wrong += chunk_node(p) != 1;
+    for (void* p : mine) magslab_free(p);
+  });
+  EXPECT_EQ(wrong, 0u) << "a thread on node 1 got node 0's blocks";
+}
+
 TEST(NumaMt, ThreadExitAndMigrationReturnEverythingToItsNode) {
   fake::install(2);
   const unsigned cls = class_of(128);

@@ -134,7 +134,7 @@ TEST(Slab, AKeptSlabAdoptedFromAGoneOwnerIsShared) {
   void* oa[8];
   ASSERT_EQ(slab::refill(cls, oa, 8, a, 0, true), 8u);
   Slab* kept = slab_of(oa[0]);
-  ASSERT_EQ(slab::adopt(cls, oa, 8, b, [](uint64_t tag) { return tag == owner_tag(301); }), 1u);
+  ASSERT_EQ(slab::adopt(cls, oa, 8, b, 0, [](uint64_t tag) { return tag == owner_tag(301); }), 1u);
   EXPECT_EQ(kept->owner, b);
   EXPECT_EQ(word_owner(pagemap::lookup_word(addr(oa[0]))), b);
   void* oc[8];
@@ -463,7 +463,7 @@ TEST(Slab, RandomKeptListOperationsKeepTheInvariants) {
         int to = static_cast<int>(rnd() % kOwners);
         if (gone[to]) continue;
         for (int k = 0; k < kOwners; ++k) g_gone_tags[k] = gone[k] ? tags[k] : 0;
-        slab::adopt(cls, held[o].data(), static_cast<uint32_t>(held[o].size()), tags[to],
+        slab::adopt(cls, held[o].data(), static_cast<uint32_t>(held[o].size()), tags[to], 0,
                     [](uint64_t t) {
                       for (uint64_t g : g_gone_tags)
                         if (g == t) return true;

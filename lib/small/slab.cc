@@ -635,7 +635,7 @@ void release(unsigned cls, void* const* objs, uint32_t n) {
   stats::sub_in_use(static_cast<size_t>(n) * kClasses[cls].size);
 }
 
-uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
+uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner, unsigned node,
                bool (*gone)(uint64_t tag)) {
   const ClassInfo& ci = kClasses[cls];
   uint32_t adopted = 0;
@@ -650,6 +650,10 @@ uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
       continue;
     }
     Slab* s = pagemap::lookup_slab(a);
+    // Another node's: its objects would become this thread's to hand out
+    // (until stop 50 a thread on node 1 adopted an exited node-0 thread's
+    // slabs and its mallocs returned node 0's memory).
+    if (s->node != node) continue;
     SlabClass& sc = g_classes[s->node][cls];
     LockGuard g(sc.lock);
     if (s->owner != was) continue;

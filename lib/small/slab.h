@@ -190,12 +190,13 @@ uint32_t refill(unsigned cls, void** out, uint32_t n, uint64_t owner, unsigned n
                 bool keep = false);
 
 // Of the slabs of objs[0..n) (objects of class cls in the caller's magazine,
-// so their slabs stay in use), give those whose owner tag gone(tag) says no
-// running thread holds to `owner`: their page words then send the caller's
-// frees of their objects to its loaded magazine (thread_cache.h). Each slab
-// under its class lock, rechecked there (a refill may have taken it first).
-// Returns the slabs adopted.
-uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner,
+// so their slabs stay in use), give those of NUMA node `node` (the caller's)
+// whose owner tag gone(tag) says no running thread holds to `owner`: their
+// page words then send the caller's frees of their objects to its loaded
+// magazine (thread_cache.h), and its mallocs hand them out, so another node's
+// slabs are left alone. Each slab under its class lock, rechecked there (a
+// refill may have taken it first). Returns the slabs adopted.
+uint32_t adopt(unsigned cls, void* const* objs, uint32_t n, uint64_t owner, unsigned node,
                bool (*gone)(uint64_t tag));
 
 // Return n objects of class cls to their slabs, each to its own node's lists

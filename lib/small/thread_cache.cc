@@ -976,7 +976,7 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
   bool end_gone = false;
   for (uint64_t t : ends) end_gone |= t != 0 && t != tc->owner_tag && tag_gone(t);
   if ((end_gone || ended != tc->adopt_quiet) && r->count != 0 &&
-      slab::adopt(cls, r->objs, r->count, tc->owner_tag, tag_gone) == 0)
+      slab::adopt(cls, r->objs, r->count, tc->owner_tag, node, tag_gone) == 0)
     tc->adopt_quiet = ended;
   retire(cls, r, node);  // to its objects' node's depot (or their slabs)
   set_remote(pr, e);
