@@ -522,6 +522,51 @@ TEST(OutOfMemory, AMallocServedByAPartialRefillLeavesErrnoAlone) {
   EXPECT_EQ(changed, 0u) << "of " << served << " successful mallocs, these left errno changed";
 }
 
+// free() leaves errno alone (docs/override.md), also when its slow path
+// asks the metadata arena for a magazine and the OS refuses the arena a new
+// region: the free then goes to the slab, and the refused mapping's ENOMEM
+// must not come out of it (stop 50's bug hunt: it did, as it did from a
+// thread's first call being a free that found no memory for its cache).
+TEST(OutOfMemory, AFreeThatFindsNoMagazineLeavesErrnoAlone) {
+  constexpr size_t kSize = 1536;  // a class no other test here fills
+  const unsigned cls = magslab::class_of(kSize);
+  magslab::decay::pause(true);  // no pass moves magazines meanwhile
+  struct Resume {
+    ~Resume() { magslab::decay::pause(false); }
+  } resume;
+  Owned blocks;
+  const size_t n = 8 * size_t{magslab::mag_cap(cls)};
+  for (size_t i = 0; i < n; ++i) {
+    void* p = magslab_malloc(kSize);
+    ASSERT_NE(p, nullptr);
+    blocks.ptrs.push_back(p);
+  }
+  FakeOsGuard os;
+  os.arm_map();
+  // Every empty magazine of the class, and then the arena's last bytes: the
+  // next magazine needs a region the OS refuses.
+  std::vector<magslab::Magazine*> held;
+  while (held.size() < (size_t{1} << 20)) {
+    magslab::Magazine* m = magslab::depot::get_empty(cls);
+    if (m == nullptr) break;
+    held.push_back(m);
+  }
+  const uint64_t refused = fake_os::counts().refused_maps;
+  ASSERT_GT(refused, 0u) << "the arena never ran out";
+  size_t changed = 0;
+  for (void* p : blocks.ptrs) {
+    errno = 4321;
+    magslab_free(p);
+    changed += errno != 4321;
+  }
+  blocks.ptrs.clear();
+  const uint64_t refused_in_frees = fake_os::counts().refused_maps - refused;
+  os.disarm();
+  for (magslab::Magazine* m : held) magslab::depot::push_empty(cls, m);
+  EXPECT_GT(refused_in_frees, 0u) << "no free asked for a magazine: the test tests nothing";
+  EXPECT_EQ(changed, 0u) << "of " << n << " frees, these changed errno";
+}
+
 TEST(OutOfMemory, NewThreadUnderOom) {
   const size_t baseline = live_objects();
   void* got_large = reinterpret_cast<void*>(1);

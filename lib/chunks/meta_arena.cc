@@ -2,6 +2,7 @@
 #include "chunks/meta_arena.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 
 #include "base/config.h"
@@ -37,8 +38,16 @@ void* take(size_t size, size_t align) {
   char* end = reinterpret_cast<char*>(vg::unhide(g_end));
   if (p == nullptr || p > end || static_cast<size_t>(end - p) < size) {
     size_t region = size > kRegionSize ? align_up(size, kPageSize) : kRegionSize;
+    // errno kept on a refusal: each caller answers it itself (an allocation
+    // sets ENOMEM; a free that found no magazine goes to the slab, and must
+    // leave errno alone: until stop 50's bug hunt the refused mapping's
+    // ENOMEM came out of such frees).
+    const int saved = errno;
     auto* r = static_cast<char*>(platform::map(region));  // page-aligned
-    if (r == nullptr) return nullptr;
+    if (r == nullptr) {
+      errno = saved;
+      return nullptr;
+    }
     g_mapped.fetch_add(region, std::memory_order_relaxed);
     // A region bigger than the standard size serves this request only; the
     // rest of the current region stays available.
