@@ -404,8 +404,14 @@ std::atomic<uint32_t> g_turnover{0};
 std::atomic<uint32_t> g_ring_count{0};
 
 ThreadRing* new_ring() {
+  // errno kept on a refusal: a free makes the ring, and free leaves errno
+  // alone (until stop 50's bug hunt the refused mapping's ENOMEM came out).
+  const int saved = errno;
   void* mem = platform::map_sparse(sizeof(ThreadRing));
-  if (mem == nullptr) return nullptr;
+  if (mem == nullptr) {
+    errno = saved;
+    return nullptr;
+  }
   auto* r = new (mem) ThreadRing;  // default-initialised: the slots stay untouched (zero pages)
   LockGuard g(g_rings_lock);
   g_ring_count.fetch_add(1, std::memory_order_relaxed);   // relaxed: see g_ring_count
