@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <thread>
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "magslab/magslab.hpp"
 #include "small/decay.h"
 #include "small/depot.h"
 #include "small/size_classes.h"
@@ -565,6 +567,45 @@ TEST(OutOfMemory, AFreeThatFindsNoMagazineLeavesErrnoAlone) {
   for (magslab::Magazine* m : held) magslab::depot::push_empty(cls, m);
   EXPECT_GT(refused_in_frees, 0u) << "no free asked for a magazine: the test tests nothing";
   EXPECT_EQ(changed, 0u) << "of " << n << " frees, these changed errno";
+}
+
+// PoolResource::release() needs a new pool (a small block) for the resource
+// to go on with. When none can be had it throws std::bad_alloc — and the
+// resource must stay usable: until stop 50's bug hunt it had destroyed its
+// pool and kept a null one, and the program's next allocate (after catching
+// the exception, with memory back) crashed on it (SIGSEGV).
+TEST(OutOfMemory, APoolResourceWhoseReleaseFindsNoMemoryStaysUsable) {
+  magslab::pmr::PoolResource pool;
+  void* before = pool.allocate(64, 8);
+  ASSERT_NE(before, nullptr);
+  Owned keep;
+  bool threw = false;
+  {
+    FakeOsGuard os;
+    os.arm_map();
+    // Every small class up to a page, until none has a block left.
+    for (size_t size = 16; size <= 4096; size += 16) {
+      for (size_t i = 0; i < (size_t{1} << 20); ++i) {
+        void* p = magslab_aligned_alloc(64, size);
+        if (p == nullptr) break;
+        keep.ptrs.push_back(p);
+      }
+    }
+    try {
+      pool.release();
+    } catch (const std::bad_alloc&) {
+      threw = true;
+    }
+  }
+  ASSERT_TRUE(threw) << "release() found memory: the test tests nothing";
+  // Memory is back: the resource still serves, and releases.
+  void* p = pool.allocate(64, 8);
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, 64);
+  pool.deallocate(p, 64, 8);
+  void* big = pool.allocate(100000, 64);
+  pool.deallocate(big, 100000, 64);
+  pool.release();
 }
 
 TEST(OutOfMemory, NewThreadUnderOom) {

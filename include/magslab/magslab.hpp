@@ -589,11 +589,15 @@ class PoolResource final : public std::pmr::memory_resource {
   PoolResource(const PoolResource&) = delete;
   PoolResource& operator=(const PoolResource&) = delete;
 
-  // Free everything at once (not concurrently with any other use).
+  // Free everything at once (not concurrently with any other use). Throws
+  // std::bad_alloc, changing nothing, without memory for the next pool (a
+  // small block): until stop 50's bug hunt it destroyed the pool first and
+  // kept a null one, and the next allocate crashed on it.
   void release() {
+    magslab_pool* next = magslab_pool_create();
+    if (next == nullptr) MAGSLAB_THROW(std::bad_alloc());
     for (auto& c : caches_) c.store(nullptr, std::memory_order_relaxed);
-    magslab_pool_destroy(std::exchange(p_, magslab_pool_create()));
-    if (p_ == nullptr) MAGSLAB_THROW(std::bad_alloc());
+    magslab_pool_destroy(std::exchange(p_, next));
   }
 
   // The inline table: one entry per 8 bytes up to kInlineMax, at alignments up
