@@ -1056,15 +1056,20 @@ void check_quarantine_at_exit() {
 // The sites' counters as report_leaks read them once: other threads may still
 // allocate and free while it runs (exit() from one thread while others work),
 // and the lines must add up to the total above them (before stop 42 each line
-// read its counters again). Only the exit's one report uses it.
+// read its counters again). Only the exit's one report uses it, and so the
+// order of its lines too: 4 KiB that were on the stack of the thread calling
+// exit(), which may be a thread of PTHREAD_STACK_MIN (16 KiB, glibc's static
+// TLS and thread descriptor taken from it): the leak report needed 8.5 KiB of
+// it, and one called 4 KiB deep died of SIGSEGV (a bug hunt, stop 50).
 struct SiteSnap {
   int64_t blocks, bytes;
 };
 SiteSnap g_snap[kCheckMode ? kSites : 1];
+unsigned g_order[kCheckMode ? kSites : 1];
 
 void report_leaks(int fd) {
   if (!kCheckMode || opt::get(opt::kLeakReport) == 0) return;
-  unsigned order[kSites];
+  unsigned* const order = g_order;
   unsigned n = 0;
   int64_t blocks = 0, bytes = 0;
   for (unsigned i = kOtherSite; i < kSites; ++i) {
