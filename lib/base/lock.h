@@ -22,6 +22,13 @@ namespace magslab {
 // thread reads false.
 inline constinit thread_local bool t_fork_holder MAGSLAB_TLS_MODEL = false;
 
+// How many Locks the calling thread holds or is taking (by lock(), not for a
+// fork). The exit report reads it (api/report.cc): exit() called from a signal
+// handler that interrupted one of this thread's slow paths inside a Lock must
+// not wait for that Lock (stop 50's bug hunt: the show_stats report hung for
+// ever). Slow paths only, a plain thread-local: no other thread reads it.
+inline constinit thread_local unsigned t_locks_held MAGSLAB_TLS_MODEL = 0;
+
 class Lock {
  public:
   constexpr Lock() = default;
@@ -32,13 +39,18 @@ class Lock {
   explicit constexpr Lock(Adaptive) : m_(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP) {}
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
+  // t_locks_held counts from before the mutex is taken to after it is let go
+  // (a handler may interrupt pthread_mutex_lock or _unlock halfway); the calls
+  // are opaque, so the compiler keeps the count's updates on their sides.
   void lock() {
     if (MAGSLAB_UNLIKELY(held_for_this_fork())) return;
+    ++t_locks_held;
     pthread_mutex_lock(&m_);
   }
   void unlock() {
     if (MAGSLAB_UNLIKELY(held_for_this_fork())) return;
     pthread_mutex_unlock(&m_);
+    --t_locks_held;
   }
   // fork()'s prepare handler, and its parent and child handlers (above). A
   // Lock made meanwhile (an object cache that such a handler created) was not
