@@ -9,7 +9,7 @@ trap 'rm -f "$err"' EXIT
 out=$(MAGSLAB_SHOW_STATS=text MAGSLAB_LEAK_REPORT=1 LD_PRELOAD=$lib "$prog" 2>"$err")
 rc=$?
 leaks=ok
-if [[ "$lib" == *check* ]] && ! grep -q '^magslab: leak report: ' "$err"; then leaks=missing; fi
+if [[ "$(basename "$lib")" == *check* ]] && ! grep -q '^magslab: leak report: ' "$err"; then leaks=missing; fi
 if [[ $rc -ne 0 || "$out" != "OK" || $leaks != ok ]] || ! grep -q '^magslab: stats (version' "$err"; then
   echo "FAIL: exit status $rc, stdout '$out'; stderr:"
   head -c 2000 "$err"
