@@ -524,6 +524,100 @@ TEST(OutOfMemory, AMallocServedByAPartialRefillLeavesErrnoAlone) {
   EXPECT_EQ(changed, 0u) << "of " << served << " successful mallocs, these left errno changed";
 }
 
+// An object cache's alloc that succeeds leaves errno as it was, as malloc's
+// does (AMallocServedByAPartialRefillLeavesErrnoAlone), also when the OS
+// refuses some mapping on the way: a cache slab comes from the heap, which may
+// still have room in its chunks, and the cache's magazines from the
+// metadata arena, which may not.
+TEST(OutOfMemory, ACacheAllocThatSucceedsLeavesErrnoAlone) {
+  const size_t sizes[] = {24, 200, 3000, 40000};
+  for (size_t size : sizes) {
+    magslab_cache* c = magslab_cache_create("oom-errno", size, 0, nullptr, nullptr, nullptr);
+    ASSERT_NE(c, nullptr);
+    std::vector<void*> objs;
+    objs.reserve(1 << 16);
+    // A slab before the OS refuses (an earlier test may have left the heap
+    // without room for one).
+    objs.push_back(magslab_cache_alloc(c));
+    ASSERT_NE(objs.back(), nullptr);
+    size_t changed = 0, served = 0;
+    uint64_t refused = 0;
+    {
+      FakeOsGuard os;
+      os.arm_map();
+      // Each round until the heap has no room left for a slab (the OS is
+      // then asked, and refuses).
+      for (int round = 0; round < 3; ++round) {
+        for (size_t i = 0; i < (size_t{1} << 22); ++i) {
+          errno = 4321;
+          void* p = magslab_cache_alloc(c);
+          if (p == nullptr) break;
+          ++served;
+          changed += errno != 4321;
+          objs.push_back(p);
+        }
+        // Give a third back: the next round takes from partly used slabs first.
+        for (size_t i = static_cast<size_t>(round); i < objs.size(); i += 3) {
+          magslab_cache_free(c, objs[i]);
+          objs[i] = objs.back();
+          objs.pop_back();
+        }
+      }
+      refused = fake_os::counts().refused_maps;
+    }
+    for (void* p : objs) magslab_cache_free(c, p);
+    magslab_cache_destroy(c);
+    EXPECT_GT(served, 0u) << size << " B";
+    EXPECT_GT(refused, 0u) << size << " B: the OS was never asked: the test tests nothing";
+    EXPECT_EQ(changed, 0u) << size << " B: of " << served
+                           << " successful cache allocs, these left errno changed";
+  }
+}
+
+// A thread's first call to an object cache makes the thread's table of
+// magazines (a small block from the heap); without memory for it the call
+// goes to the cache's slabs, and an object served from there is a success:
+// errno stays as it was. So for a free of that thread: it leaves errno alone,
+// as free() does.
+TEST(OutOfMemory, ACacheCallInAThreadWithNoMemoryForItsTableLeavesErrnoAlone) {
+  magslab_cache* c = magslab_cache_create("oom-table", 64, 0, nullptr, nullptr, nullptr);
+  ASSERT_NE(c, nullptr);
+  // A slab with free objects in it, not in this thread's magazines: one
+  // object kept out holds the slab through the reap.
+  void* held = magslab_cache_alloc(c);
+  ASSERT_NE(held, nullptr);
+  magslab_cache_reap(c);
+  Owned keep;
+  bool served = false;
+  int alloc_errno = 0, free_errno = 0;
+  {
+    FakeOsGuard os;
+    os.arm_map();
+    // Every small class up to a page, until none has a block left.
+    for (size_t size = 16; size <= 4096; size += 16) {
+      for (size_t i = 0; i < (size_t{1} << 20); ++i) {
+        void* p = magslab_malloc(size);
+        if (p == nullptr) break;
+        keep.ptrs.push_back(p);
+      }
+    }
+    std::thread([&] {
+      errno = 4321;
+      void* p = magslab_cache_alloc(c);
+      alloc_errno = errno;
+      served = p != nullptr;
+      errno = 4321;
+      magslab_cache_free(c, p);
+      free_errno = errno;
+    }).join();
+  }
+  magslab_cache_free(c, held);
+  magslab_cache_destroy(c);
+  ASSERT_TRUE(served) << "the cache's slab had no object left";
+  EXPECT_EQ(alloc_errno, 4321) << "a successful magslab_cache_alloc changed errno";
+  EXPECT_EQ(free_errno, 4321) << "magslab_cache_free changed errno";
+}
+
 // free() leaves errno alone (docs/override.md), also when its slow path
 // asks the metadata arena for a magazine and the OS refuses the arena a new
 // region: the free then goes to the slab, and the refused mapping's ENOMEM

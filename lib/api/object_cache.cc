@@ -623,10 +623,19 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   pthread_once(&g_once, init_once);
   uint32_t cap = 16;
   while (cap <= c->id) cap *= 2;
+  // errno kept, here and around pthread_setspecific (which may allocate):
+  // without a table the caller goes to the slabs, and answers a failure there
+  // itself; a call served that way leaves errno alone (stop 51: a thread's
+  // first cache call with no memory for its table left ENOMEM behind a
+  // successful alloc and a free).
+  const int saved_errno = errno;
   // Not the program's: check mode's leak report leaves it out (api/check.h).
   void* mem = api::malloc_from(kAliveBytes + sizeof(CacheTable) + cap * sizeof(Slot),
                                api::own_block_site());
-  if (mem == nullptr) return nullptr;
+  if (mem == nullptr) {
+    errno = saved_errno;
+    return nullptr;
+  }
   (new (mem) platform::ThreadAlive)->hold();
   auto* nt = new (static_cast<char*>(mem) + kAliveBytes) CacheTable();
   bool sweep = false;
@@ -661,6 +670,7 @@ MAGSLAB_NOINLINE Slot* my_slot(magslab_cache* c) {
   }
   if (t != &g_no_table) free_table(t, true);
   if (g_key_ok) pthread_setspecific(g_exit_key, nt);
+  errno = saved_errno;
   if (sweep) reap_exited_tables();
   return &nt->slot[c->id];
 }
