@@ -55,7 +55,7 @@ bool stamped(const uint64_t* p, uint64_t s) { return p[0] == s && stamped(p); }
 #ifdef MS_SANITIZED
 constexpr int kGenerations = 8, kRounds = 12;
 #else
-constexpr int kGenerations = 16, kRounds = 24;
+constexpr int kGenerations = 10, kRounds = 16;
 #endif
 constexpr int kThreads = 3, kPerRound = 300;
 
