@@ -593,9 +593,13 @@ bool park(uintptr_t a) {
     h->state.store(Extent::kParked, std::memory_order_relaxed);
   } else {
     uint8_t live = Extent::kLive;
-    // acq_rel: acquires the descriptor's fields as the allocating thread (or
-    // the take) left them; releases this thread's writes to the block to the
-    // one that takes it next.
+    // acq_rel: acquire pairs with the release store of kLive that ends a
+    // realloc's resize (resize_huge_locked), whose descriptor fields it then
+    // reads; the other stores of kLive (registration, a take) are relaxed:
+    // what they wrote comes with the page-map lookup above or the program's
+    // own hand-over of p. release pairs with check_huge_locked's acquire. The
+    // block's bytes reach its next owner through fill_slot's compare-exchange
+    // (release) and the take's exchange (acquire), not through this state.
     if (!h->state.compare_exchange_strong(live, Extent::kParked, std::memory_order_acq_rel,
                                           std::memory_order_relaxed))
       return false;  // parked or freed already: the locked path reports it
