@@ -10,8 +10,9 @@
 // loaded and remote magazines. DecayMt.PassesNeverTouchWhatIsInUse runs its
 // passes at one fixed time (an hour ahead), where no inbox or idle mark ever
 // ages; the background thread ages them a tick at a time (100 ms). Beside
-// them: owners that exit and threads that take their pooled caches, and
-// magslab_trim_all. Every block keeps its stamp while live (no magazine is
+// them: owners that exit and threads that take their pooled caches,
+// magslab_trim_all, and magslab_stats, which walks the stash lists and
+// inboxes as they move. Every block keeps its stamp while live (no magazine is
 // used by two threads), and at the end nothing is counted live.
 #include <gtest/gtest.h>
 
@@ -73,6 +74,13 @@ TEST(DecayTakesMt, PassesATickApartTakeSharedMagazinesWhileOwnersUseSendAndExit)
       magslab::decay::tick(now);
       passes.fetch_add(1, std::memory_order_relaxed);
       if (passes.load(std::memory_order_relaxed) % 16 == 0) magslab_trim_all();
+      // The statistics walk every thread's stash lists and inboxes while
+      // their owners and the passes move them (and trim_all hollows empty
+      // magazines): a walk may count a magazine since handed on, but never
+      // more than the threads could hold.
+      struct magslab_stats st;
+      magslab_stats(&st);
+      if (st.thread_caches > 2 * kThreads + 4) bad.fetch_add(1);
       sched_yield();
     }
   });
