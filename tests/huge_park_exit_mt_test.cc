@@ -59,8 +59,10 @@ TEST(HugeParkExitMt, BlocksParkedByExitedThreadsAreTakenOnceByTheNext) {
       magslab_trim();  // every slot emptied, as a decay pass does
       struct magslab_stats st;
       magslab_stats(&st);
-      // A parked block counts as cached, never twice, never as live.
-      if (st.huge_live_blocks > base.huge_live_blocks + 3 * kThreads) bad = true;
+      // A parked block counts as cached, never twice (the subtraction would
+      // wrap). A lane holds up to three blocks, and a block between a slot
+      // and the lock (a park's or a reclaim's) counts as live: a loose bound.
+      if (st.huge_live_blocks > base.huge_live_blocks + 8 * kThreads) bad = true;
       sched_yield();
     }
   });
