@@ -12,6 +12,9 @@
 //  - Nodes live in magslab's metadata arena, which is never unmapped
 //    (type-stable memory): reading node->next of a node that another thread has
 //    already popped reads valid memory, and the tag makes the CAS reject it.
+//    (Its page may have been decommitted since — magslab_trim_all gives back
+//    the pages of empty magazines it took off every stack, depot.cc
+//    hollow_empty — and the read then returns 0: as stale as any other value.)
 //  - node->next is a std::atomic read relaxed: the stale read above is then a
 //    defined (atomic) read, not a data race, and TSan agrees.
 #pragma once
