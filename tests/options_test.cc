@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -270,3 +271,28 @@ TEST_F(Options, DirtyMaxAppliesAtRunTime) {
 }
 
 }  // namespace
+
+// A fork() while another thread reads the options (a dlopen()ed
+// libmagslab.so's constructor, in a process whose other threads fork) leaves
+// the state "being read" in the child, where no thread will finish reading:
+// the child's first allocation reads them itself. Until stop 51 it waited
+// for ever (here: killed by the alarm).
+TEST(OptionsFork, AForkWhileAnotherThreadReadsThemLeavesAChildThatReadsThem) {
+  magslab::opt::ensure_loaded();
+  ASSERT_EQ(magslab::opt::g_load_state.load(), 2);
+  magslab::opt::mark_loading_for_testing();  // as a thread reading them leaves it
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(5);
+    void* p = magslab_malloc(100);
+    _exit(p != nullptr && magslab::opt::g_load_state.load() == 2 ? 0 : 1);
+  }
+  // The parent's reading "finishes".
+  magslab::opt::g_load_state.store(2, std::memory_order_release);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << (WIFSIGNALED(status) ? "the child was killed by signal " : "the child exited with ")
+      << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}

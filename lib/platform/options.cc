@@ -284,18 +284,38 @@ unsigned find(const char* name, size_t len) {
   return kNumOptions;
 }
 
+namespace {
+// g_load_state while a thread of this process reads the options (pids are
+// below 2^22, so the mark fits an int; odd, so it is neither 0 nor 2).
+int loading_mark() { return (static_cast<int>(getpid()) << 2) | 1; }
+}  // namespace
+
 void load(char* const* envp) {
+  // While a thread reads them the state is its process's loading_mark(). A
+  // fork() by another thread meanwhile (a libmagslab.so being dlopen()ed,
+  // whose constructor reads them, in a process whose other threads fork)
+  // leaves the parent's mark in the child, where no thread will finish: the
+  // child reads them itself (stop 51: with a plain "being read" value the
+  // child's first allocation waited for ever). getpid() is a system call;
+  // load() runs until the options are read, once or twice a process.
+  const int mine = loading_mark();
   int state = 0;
   // acquire on failure: a finished load's values are visible to the caller.
-  if (!g_load_state.compare_exchange_strong(state, 1, std::memory_order_acquire,
-                                            std::memory_order_acquire)) {
-    // Another thread is reading them (microseconds, no allocation): wait.
-    while (state == 1) {
-      __builtin_ia32_pause();
-      // acquire: as above.
-      state = g_load_state.load(std::memory_order_acquire);
+  while (!g_load_state.compare_exchange_strong(state, mine, std::memory_order_acquire,
+                                               std::memory_order_acquire)) {
+    if (state == 2) return;
+    if (state == mine) {
+      // Another thread of this process is reading them (microseconds, no
+      // allocation): wait.
+      while (state == mine) {
+        __builtin_ia32_pause();
+        // acquire: as above.
+        state = g_load_state.load(std::memory_order_acquire);
+      }
+      return;
     }
-    return;
+    // Another process's mark (0 cannot fail the exchange): the next exchange
+    // takes it over from `state`.
   }
   // The C library's environment, or before the C library has set it up (the
   // library's constructor runs first: -z initfirst) the one the loader passed
@@ -326,6 +346,11 @@ void load(char* const* envp) {
   numa::init();  // the node pools, as MAGSLAB_NUMA says, before the first allocation is served
   // release: every value stored above is visible to a thread that sees 2.
   g_load_state.store(2, std::memory_order_release);
+}
+
+void mark_loading_for_testing() {
+  // release: as load()'s own stores of the state.
+  g_load_state.store(loading_mark(), std::memory_order_release);
 }
 
 void reset_for_testing() {

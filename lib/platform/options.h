@@ -122,7 +122,8 @@ inline uint64_t get(Id id) { return g_values[id].load(std::memory_order_relaxed)
 // library has not set its own yet (the constructor runs before the C
 // library's: -z initfirst, api/fork.cc).
 void load(char* const* envp = nullptr);
-extern std::atomic<int> g_load_state;  // 0 not read, 1 being read, 2 read
+// 0 not read, 2 read; being read by a thread of process P: (P << 2) | 1.
+extern std::atomic<int> g_load_state;
 inline void ensure_loaded() {
   // acquire: pairs with load()'s release; the values it parsed are visible.
   if (__builtin_expect(g_load_state.load(std::memory_order_acquire) != 2, 0)) load();
@@ -131,6 +132,9 @@ inline void ensure_loaded() {
 // Tests only: every option back to its default and unread, so that the next
 // load() parses the environment again.
 void reset_for_testing();
+// Tests only: the state as a thread of this process leaves it while it reads
+// the options (as a fork() in that moment leaves it in the child).
+void mark_loading_for_testing();
 
 // The option called `name`, or kNumOptions.
 unsigned find(const char* name, size_t len);
