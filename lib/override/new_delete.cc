@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 
@@ -29,10 +30,46 @@ using Thrower = void (*)();
 using NothrowNew = void* (*)(std::size_t, const std::nothrow_t&);
 using NothrowAlignedNew = void* (*)(std::size_t, std::align_val_t, const std::nothrow_t&);
 
+}  // namespace
+
+#if MAGSLAB_OVERRIDE_OBJECTS
+// The object form (magslab::override_static) is linked into the executable,
+// and so may be a C++ runtime linked statically (-static, -static-libstdc++):
+// the executable's dynamic symbol table has none of the runtime's symbols, and
+// dlsym finds nothing. Weak references bind to that runtime when the link has
+// it (a program that sets a handler links get_new_handler with it; any use of
+// std::string or a container links __throw_bad_alloc), and are null in a C
+// program, where the dlsym lookups below still run. Without them a failing new
+// in such a program aborted ('no C++ runtime to throw') where glibc's threw
+// std::bad_alloc, and never called the new_handler (stop 51's bug hunt).
+extern "C" {
+std::new_handler magslab_linked_get_new_handler() noexcept __asm__("_ZSt15get_new_handlerv")
+    __attribute__((weak));
+void magslab_linked_throw_bad_alloc() __asm__("_ZSt17__throw_bad_allocv") __attribute__((weak));
+// A program that catches std::bad_alloc but uses no container may link no
+// __throw_bad_alloc: the exception is then made as the Itanium C++ ABI lays it
+// out (a vtable pointer), from the pieces its catch clause and the runtime's
+// terminate handling link in.
+void* magslab_linked_allocate_exception(std::size_t) __asm__("__cxa_allocate_exception")
+    __attribute__((weak));
+void magslab_linked_cxa_throw(void*, void*, void (*)(void*)) __asm__("__cxa_throw")
+    __attribute__((weak));
+extern void* const magslab_linked_bad_alloc_vtable __asm__("_ZTVSt9bad_alloc")
+    __attribute__((weak));
+extern char magslab_linked_bad_alloc_typeinfo __asm__("_ZTISt9bad_alloc") __attribute__((weak));
+void magslab_linked_bad_alloc_dtor(void*) __asm__("_ZNSt9bad_allocD1Ev") __attribute__((weak));
+}
+#define MAGSLAB_LINKED(f) (&(f))
+#else
+#define MAGSLAB_LINKED(f) nullptr
+#endif
+
+namespace {
+
 // relaxed: each is a pure function of the loaded libraries; a thread that
 // sees nullptr looks it up itself.
-std::atomic<GetHandler> g_get_handler{nullptr};
-std::atomic<Thrower> g_throw_bad_alloc{nullptr};
+std::atomic<GetHandler> g_get_handler{MAGSLAB_LINKED(magslab_linked_get_new_handler)};
+std::atomic<Thrower> g_throw_bad_alloc{MAGSLAB_LINKED(magslab_linked_throw_bad_alloc)};
 std::atomic<NothrowNew> g_runtime_nothrow_new{nullptr};
 std::atomic<NothrowAlignedNew> g_runtime_nothrow_aligned_new{nullptr};
 
@@ -131,6 +168,18 @@ void* alloc(std::size_t n, std::size_t align, void* site) {
 
 [[noreturn]] void throw_bad_alloc() {
   if (Thrower t = lookup(g_throw_bad_alloc, RTLD_DEFAULT, kThrowBadAlloc)) t();
+#if MAGSLAB_OVERRIDE_OBJECTS
+  if (&magslab_linked_allocate_exception != nullptr && &magslab_linked_cxa_throw != nullptr &&
+      &magslab_linked_bad_alloc_vtable != nullptr &&
+      &magslab_linked_bad_alloc_typeinfo != nullptr && &magslab_linked_bad_alloc_dtor != nullptr) {
+    static_assert(sizeof(std::bad_alloc) == sizeof(void*));
+    void* e = magslab_linked_allocate_exception(sizeof(std::bad_alloc));
+    // The vtable's address point: past its offset-to-top and RTTI pointer.
+    *static_cast<std::uintptr_t*>(e) =
+        reinterpret_cast<std::uintptr_t>(&magslab_linked_bad_alloc_vtable) + 2 * sizeof(void*);
+    magslab_linked_cxa_throw(e, &magslab_linked_bad_alloc_typeinfo, magslab_linked_bad_alloc_dtor);
+  }
+#endif
   static const char kMsg[] = "magslab: operator new: out of memory, and no C++ runtime to throw\n";
   ssize_t ignored = write(2, kMsg, sizeof kMsg - 1);
   (void)ignored;
