@@ -16,10 +16,14 @@
 // GCC 12's libstdc++ <regex>, built with -fsanitize=address, warns that a
 // std::function inside its NFA "may be used uninitialized" (a false positive
 // in the library's own code, not in ours).
+#if defined(__clang__)
+#include <regex>
+#else
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <regex>
 #pragma GCC diagnostic pop
+#endif
 #include <sstream>
 #include <string>
 #include <vector>
