@@ -38,7 +38,13 @@ namespace {
 // before the C library's (-z initfirst: api/fork.cc), which sets `environ`.
 // The options first: pthread_atfork allocates, and the first allocation's
 // slow path would otherwise set this thread up before they are read.
-[[gnu::constructor]] void on_load(int /*argc*/, char** /*argv*/, char** envp) {
+// A priority of its own, the first a program may use: GCC's link-time
+// optimisation merges the constructors of a priority shared by two or more into
+// one function that calls them with no arguments, and this one read envp as
+// null (an LTO build ignored mag_max and show_stats: ctest
+// options_env_preload_lto, stop 51's bug hunt). It also runs before the
+// library's other constructors now, whose dlsym calls may allocate.
+[[gnu::constructor(101)]] void on_load(int /*argc*/, char** /*argv*/, char** envp) {
   report::load_options(envp);
   register_fork_handlers();
   decay::set_hook(&large::decay);
