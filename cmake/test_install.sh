@@ -116,6 +116,20 @@ if [[ "$cflags $ldflags" != *-fsanitize=* ]]; then
   "$tmp/consumer-build/consumer_override_check"
 fi
 
+step "configuring a C-only consumer (project LANGUAGES C): every target a C program links"
+cmake -S "$src_dir/tests/consumer_c" -B "$tmp/consumer-c-build" "${generator[@]}" \
+  -DMAGSLAB_EXPECT_VERSION="$major.$minor" \
+  -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_BUILD_TYPE="$build_type" \
+  -DCMAKE_C_COMPILER="$cc" \
+  -DCMAKE_C_FLAGS="$cflags" \
+  -DCMAKE_EXE_LINKER_FLAGS="$ldflags"
+cmake --build "$tmp/consumer-c-build"
+for exe in "$tmp"/consumer-c-build/consumer_c_*; do
+  step "running $(basename "$exe")"
+  "$exe"
+done
+
 step "building consumer with pkg-config ($pcfile)"
 pc_dir=$(dirname "$pcfile")
 # Word splitting of the flag variables and of pkg-config's output is intended.
@@ -124,6 +138,18 @@ pc_dir=$(dirname "$pcfile")
   $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs magslab) $ldflags
 step "running consumer_pkgconfig"
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$tmp/consumer_pkgconfig"
+
+step "building consumer (C) against libmagslab.a with the C compiler and pkg-config --static"
+# No C++ runtime: the static library needs none (README).
+# shellcheck disable=SC2046,SC2086
+"$cc" $cflags -o "$tmp/consumer_c_pkgconfig_static" "$src_dir/tests/consumer/consumer.c" \
+  $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags magslab) "$libdir/libmagslab.a" \
+  $(PKG_CONFIG_PATH="$pc_dir" pkg-config --static --libs-only-other magslab) $ldflags
+if readelf -d "$tmp/consumer_c_pkgconfig_static" | grep -q 'NEEDED.*\(libstdc++\|libmagslab\)'; then
+  echo "test_install: the C program linked with libmagslab.a needs libstdc++ or libmagslab.so" >&2
+  exit 1
+fi
+"$tmp/consumer_c_pkgconfig_static"
 
 step "building consumer_cxx with pkg-config"
 # shellcheck disable=SC2046,SC2086
