@@ -17,6 +17,13 @@
 #endif
 
 #ifdef __cplusplus
+/* magslab_stats and magslab_cache_stats each name a struct and a function, as
+ * C allows: g++'s -Wshadow said that the function hides the struct's
+ * constructor, an error in a program built with -Werror. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#endif
 extern "C" {
 #endif
 
@@ -328,6 +335,9 @@ MAGSLAB_API int magslab_resource_class_known(const void* vtable);
 
 #ifdef __cplusplus
 } /* extern "C" */
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 #endif /* MAGSLAB_MAGSLAB_H */
