@@ -89,8 +89,22 @@ void forget_dl_error() {
 // Without this, such a plugin's new_handler was never called and a throwing
 // new aborted instead of throwing std::bad_alloc (review, stop 31).
 void* loaded_runtime() {
+#if MAGSLAB_OVERRIDE_OBJECTS
+  // The object form may be linked with -static, where a reference to dlopen
+  // links glibc's static one and its linker warning ("Using 'dlopen' in
+  // statically linked applications requires at runtime the shared libraries
+  // ..."): looked up instead, which a static program answers with null (it has
+  // no plugins to find), a dynamic one with libc's.
+  auto open = reinterpret_cast<void* (*)(const char*, int)>(dlsym(RTLD_DEFAULT, "dlopen"));
+  if (open == nullptr) {
+    forget_dl_error();
+    return nullptr;
+  }
+#else
+  auto* open = &dlopen;
+#endif
   for (const char* so : {"libstdc++.so.6", "libc++abi.so.1", "libc++.so.1"}) {
-    if (void* h = dlopen(so, RTLD_LAZY | RTLD_NOLOAD)) return h;
+    if (void* h = open(so, RTLD_LAZY | RTLD_NOLOAD)) return h;
     forget_dl_error();
   }
   return nullptr;
