@@ -19,22 +19,12 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/pattern.h"
 #include "testing/sanitizers.h"
 
 namespace {
 
 constexpr size_t MiB = size_t{1} << 20;
-
-void stamp(char* p, size_t n, uint64_t tag) {
-  memcpy(p, &tag, sizeof tag);
-  memcpy(p + n - sizeof tag, &tag, sizeof tag);
-}
-bool stamped(const char* p, size_t n, uint64_t tag) {
-  uint64_t a, b;
-  memcpy(&a, p, sizeof a);
-  memcpy(&b, p + n - sizeof b, sizeof b);
-  return a == tag && b == tag;
-}
 
 struct Block {
   char* p = nullptr;
@@ -84,9 +74,9 @@ TEST(HugeParkExitMt, BlocksParkedByExitedThreadsAreTakenOnceByTheNext) {
           bad = true;
           return;
         }
-        stamp(a.p, n, a.tag);
+        mstest::stamp_ends(a.p, n, a.tag);
         if (Block* prev = left[static_cast<size_t>(t)].exchange(nullptr)) {
-          if (!stamped(prev->p, prev->n, prev->tag)) bad = true;
+          if (!mstest::ends_stamped(prev->p, prev->n, prev->tag)) bad = true;
           magslab_free(prev->p);  // parks: this thread's slot, else a hand-over slot
           delete prev;
         }
@@ -95,9 +85,10 @@ TEST(HugeParkExitMt, BlocksParkedByExitedThreadsAreTakenOnceByTheNext) {
           bad = true;
           return;
         }
-        stamp(b.p, n, b.tag);
+        mstest::stamp_ends(b.p, n, b.tag);
         sched_yield();
-        if (!stamped(a.p, n, a.tag) || !stamped(b.p, n, b.tag)) bad = true;
+        if (!mstest::ends_stamped(a.p, n, a.tag) || !mstest::ends_stamped(b.p, n, b.tag))
+          bad = true;
         magslab_free(a.p);  // exits with it parked (unless the reclaimer came first)
         left[static_cast<size_t>(t)].store(new Block(b));
       });
@@ -108,7 +99,7 @@ TEST(HugeParkExitMt, BlocksParkedByExitedThreadsAreTakenOnceByTheNext) {
   reclaimer.join();
   for (auto& l : left)
     if (Block* b = l.exchange(nullptr)) {
-      EXPECT_TRUE(stamped(b->p, b->n, b->tag));
+      EXPECT_TRUE(mstest::ends_stamped(b->p, b->n, b->tag));
       magslab_free(b->p);
       delete b;
     }

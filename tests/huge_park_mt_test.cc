@@ -16,23 +16,11 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "testing/pattern.h"
 
 namespace {
 
 constexpr size_t MiB = size_t{1} << 20;
-
-// A block's stamp: its owner's tag at both ends (the whole block would be
-// slow under the sanitizers).
-void stamp(char* p, size_t n, uint64_t tag) {
-  memcpy(p, &tag, sizeof tag);
-  memcpy(p + n - sizeof tag, &tag, sizeof tag);
-}
-bool stamped(const char* p, size_t n, uint64_t tag) {
-  uint64_t a, b;
-  memcpy(&a, p, sizeof a);
-  memcpy(&b, p + n - sizeof b, sizeof b);
-  return a == tag && b == tag;
-}
 
 struct Block {
   char* p = nullptr;
@@ -59,9 +47,9 @@ TEST(HugeParkMt, ParkTakeHandOffAndReclaimRace) {
         bad = true;
         break;
       }
-      stamp(b.p, n, b.tag);
+      mstest::stamp_ends(b.p, n, b.tag);
       std::this_thread::yield();
-      if (!stamped(b.p, n, b.tag)) bad = true;  // handed to someone else too
+      if (!mstest::ends_stamped(b.p, n, b.tag)) bad = true;  // handed to someone else too
       if (r % 4 == 0) {
         std::lock_guard<std::mutex> g(mailbox_lock);
         mailbox.push_back(b);
@@ -77,7 +65,7 @@ TEST(HugeParkMt, ParkTakeHandOffAndReclaimRace) {
         }
       }
       if (other.p != nullptr) {
-        if (!stamped(other.p, other.n, other.tag)) bad = true;
+        if (!mstest::ends_stamped(other.p, other.n, other.tag)) bad = true;
         magslab_free(other.p);  // parks in this thread's slot
       }
     }
@@ -96,7 +84,7 @@ TEST(HugeParkMt, ParkTakeHandOffAndReclaimRace) {
   for (auto& t : workers) t.join();
   reclaimer.join();
   for (const Block& b : mailbox) {
-    EXPECT_TRUE(stamped(b.p, b.n, b.tag));
+    EXPECT_TRUE(mstest::ends_stamped(b.p, b.n, b.tag));
     magslab_free(b.p);
   }
   EXPECT_FALSE(bad.load()) << "a block lost its stamp while live, or a malloc failed";
