@@ -37,7 +37,8 @@ void fill(struct magslab_stats* out) {
     slab::ClassCounts sc = slab::counts(c);
     size_t cached = in_caches.objects[c] + depot::cached_objects(c);
     // Under concurrent traffic the parts are read at different moments.
-    size_t live = sc.carved_objects > cached ? sc.carved_objects - cached : 0;
+    size_t out_of_slabs = cached + in_caches.lost[c];
+    size_t live = sc.carved_objects > out_of_slabs ? sc.carved_objects - out_of_slabs : 0;
     magslab_class_stats& cs = out->classes[c];
     cs.object_size = ci.size;
     cs.slab_size = size_t{ci.slab_pages} * kPageSize;

@@ -34,7 +34,11 @@ namespace {
 Lock g_registry_lock;
 std::atomic<uint64_t> g_owner_tags{0};  // owner tags handed out so far
 ThreadCache* g_registry = nullptr;      // live caches, under g_registry_lock
-TaggedStack g_cache_pool;               // caches of exited threads, for reuse
+// Per class, objects a fork() child lost with the other threads' loaded and
+// remote magazines (reset_after_fork_child): free in the parent, neither live
+// nor reusable here. Under g_registry_lock (the child writes them holding it).
+size_t g_lost_in_fork[kNumClasses] = {};
+TaggedStack g_cache_pool;  // caches of exited threads, for reuse
 
 // The owner tags of running threads: slot n % kRunningSlots holds the n-th tag
 // from its cache's creation to its thread's exit (0: none), so that a free can
@@ -1266,7 +1270,18 @@ void reset_after_fork_child() {
     // a bounded leak. The slab and depot locks are free again; the
     // registry's order holds.
     const unsigned node = node_now();
-    for (unsigned c = 0; c < kNumClasses; ++c) retire_shared_of(tc, c, node);
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      // Its loaded and remote magazines' objects: free, not live (stats
+      // subtract them; until stop 51's bug hunt they read as live for good),
+      // and the frees into the remote one were made (remote_frees keeps
+      // them; it went back). A count read here is within one object of what
+      // its thread's fast path was doing at the fork.
+      ThreadCache::Pair& p = tc->cls[c];
+      const uint32_t remote = mag_count(read_remote(p));
+      g_lost_in_fork[c] += mag_count(read_loaded(p)) + remote;
+      if (remote != 0) stats::count(c, stats::kRemoteFree, remote);
+      retire_shared_of(tc, c, node);
+    }
   }
   g_registry = nullptr;
   if (is_owned_cache(self)) {
@@ -1283,6 +1298,7 @@ void cached_objects(CachedCounts* out) {
   for (size_t& o : out->objects) o = 0;
   for (size_t& o : out->remote) o = 0;
   LockGuard g(g_registry_lock);
+  for (unsigned c = 0; c < kNumClasses; ++c) out->lost[c] = g_lost_in_fork[c];
   for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       out->objects[c] += mag_count(read_loaded(tc->cls[c]));

@@ -285,6 +285,9 @@ void reset_after_fork_child();
 struct CachedCounts {
   size_t objects[kNumClasses];
   size_t remote[kNumClasses];  // of those, in remote magazines (frees not yet in stats events)
+  // Not in `objects`: free objects a fork() child lost with the other threads'
+  // loaded and remote magazines (neither live nor reusable there).
+  size_t lost[kNumClasses];
 };
 // Thread caches in the registry (threads that own one now).
 size_t live_caches();
