@@ -19,6 +19,7 @@
 #include "base/lock.h"
 #include "base/misuse.h"
 #include "chunks/chunk_map.h"
+#include "chunks/meta_arena.h"
 #include "large/large.h"
 #include "platform/options.h"
 #include "platform/platform.h"
@@ -151,6 +152,10 @@ bool zero_range_ready() {
     g_zero_failed.store(true, std::memory_order_relaxed);  // relaxed: a hint
     return false;
   }
+  // The records are metadata (never unmapped; stop 51's bug hunt: not
+  // counted before); the range, no access and never committed, holds the
+  // blocks and is in no statistic.
+  meta::note_mapped(kZeroSlots + kZeroSlots * sizeof(uint16_t));
   g_zero_state = static_cast<uint8_t*>(states);
   g_zero_site = static_cast<uint16_t*>(sites);
   g_zero_base.store(reinterpret_cast<uintptr_t>(range), std::memory_order_release);
@@ -413,6 +418,8 @@ ThreadRing* new_ring() {
     return nullptr;
   }
   auto* r = new (mem) ThreadRing;  // default-initialised: the slots stay untouched (zero pages)
+  // Never unmapped: metadata (not counted until stop 51's bug hunt).
+  meta::note_mapped(align_up(sizeof(ThreadRing), kPageSize));
   LockGuard g(g_rings_lock);
   g_ring_count.fetch_add(1, std::memory_order_relaxed);   // relaxed: see g_ring_count
   r->all_next = g_rings.load(std::memory_order_relaxed);  // relaxed: under the lock
