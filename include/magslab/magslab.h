@@ -62,7 +62,8 @@ MAGSLAB_API int magslab_version(void);
 /* Per size class. The event counters (depot_gets onwards) count since the
  * process started; they are bumped only on slow paths (a depot trade, a trip
  * to the slabs under the class lock), never per malloc or free, and are exact
- * when no thread is allocating or freeing. docs/options.md explains how to
+ * when no thread is allocating or freeing (under traffic they may lag, but
+ * never go back from one read to the next). docs/options.md explains how to
  * read them. */
 struct magslab_class_stats {
   size_t object_size;     /* bytes per object of this class */

@@ -4,6 +4,7 @@
 // their owners (relaxed atomic_ref stores). Nothing is counted on the fast
 // path, and the sum is exact when no thread is allocating or freeing (decay
 // passes, which move objects from the depot to the slabs, wait meanwhile).
+#include <atomic>
 #include <cstring>
 
 #include "api/report.h"
@@ -26,9 +27,34 @@ static_assert(kNumClasses <= stats::kEventClasses && kNumClasses <= MAGSLAB_MAX_
 
 namespace {
 
+// Per class, the highest remote_frees reported so far (relaxed: a counter's
+// floor; it orders nothing).
+std::atomic<size_t> g_remote_frees_seen[kNumClasses];
+
+// remote_frees never goes back between two reads: the events are read before
+// the remote magazines, and a thread counts a magazine's frees as events only
+// once it has left its slot (thread_cache.cc), so a read under traffic may
+// miss a magazine on its way out but never count it twice; what it reports is
+// at least every earlier report (a monitor taking rates reads a decrease as a
+// restart). At quiescence the sum is exact, and so the report.
+size_t remote_frees_floor(unsigned c, size_t now) {
+  size_t seen = g_remote_frees_seen[c].load(std::memory_order_relaxed);
+  while (seen < now && !g_remote_frees_seen[c].compare_exchange_weak(
+                           seen, now, std::memory_order_relaxed, std::memory_order_relaxed)) {
+  }
+  return seen > now ? seen : now;
+}
+
 void fill(struct magslab_stats* out) {
   memset(out, 0, sizeof *out);
   decay::NoPassScope no_pass;
+  uint64_t remote_events[kNumClasses];
+  for (unsigned c = 0; c < kNumClasses; ++c)
+    remote_events[c] = stats::events(c, stats::kRemoteFree);
+  // acquire: pairs with the release fence before a magazine's frees are
+  // counted (thread_cache.cc, count_remote_frees): a count read above comes
+  // with its magazine's leaving its slot, which the walk below then sees.
+  std::atomic_thread_fence(std::memory_order_acquire);
   cache::CachedCounts in_caches;
   cache::cached_objects(&in_caches);
   out->class_count = kNumClasses;
@@ -50,7 +76,7 @@ void fill(struct magslab_stats* out) {
     cs.depot_overflows = stats::events(c, stats::kDepotOverflow);
     // Frees into remote magazines are counted when the magazine leaves its
     // thread; those still there are added here.
-    cs.remote_frees = stats::events(c, stats::kRemoteFree) + in_caches.remote[c];
+    cs.remote_frees = remote_frees_floor(c, remote_events[c] + in_caches.remote[c]);
     cs.slab_refills = stats::events(c, stats::kSlabRefill);
     cs.slab_releases = stats::events(c, stats::kSlabRelease);
     cs.slabs_carved = stats::events(c, stats::kSlabCarved);

@@ -113,6 +113,17 @@ Magazine* read_previous(ThreadCache::Pair& p) {
 Magazine* read_remote(ThreadCache::Pair& p) {
   return std::atomic_ref<Magazine*>(p.remote).load(std::memory_order_acquire);
 }
+// The n frees of a remote magazine that has just left its slot (set_remote
+// came first): magslab_stats reads these events, then the slots, so it never
+// counts a magazine both ways (api/stats.cc, remote_frees_floor; stop 51's bug
+// hunt: counted before it left, remote_frees went back by up to a magazine).
+// release fence: pairs with the acquire fence after stats reads the events, so
+// a reader that sees this count sees the slot's new magazine. Slow paths only.
+void count_remote_frees(unsigned c, uint32_t n) {
+  if (n == 0) return;
+  std::atomic_thread_fence(std::memory_order_release);
+  stats::count(c, stats::kRemoteFree, n);
+}
 // The previous magazine is the one slot another thread may empty: a
 // process-wide trim takes idle threads' previous magazines (take_previous_all),
 // and a decay pass those of classes their owner stopped using (decay_stashes).
@@ -427,13 +438,14 @@ void flush(ThreadCache* tc) {
   const unsigned node = node_now();
   for (unsigned c = 0; c < kNumClasses; ++c) {
     ThreadCache::Pair& p = tc->cls[c];
-    if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
+    const uint32_t remote_frees = p.remote->count;
     for (Magazine* m : {p.loaded, take_previous(p), p.remote, take_inbox(tc, c)}) {
       if (m == nullptr || !is_real(m)) continue;  // (nullptr: no inbox magazine)
       release_to_slabs(c, m, node);
     }
     set_loaded(p, &g_empty_magazine);
     set_remote(p, &g_empty_magazine);
+    count_remote_frees(c, remote_frees);
     drain_stash(tc, c, [&](Magazine* m) { release_to_slabs(c, m, node); });
   }
   clear_stash_bytes(tc);
@@ -443,10 +455,11 @@ void flush(ThreadCache* tc) {
 // slabs, past its limit); the slots get the empty sentinel.
 void retire_loaded_and_remote(unsigned c, ThreadCache::Pair& p, unsigned node) {
   retire(c, p.loaded, node);
-  if (p.remote->count != 0) stats::count(c, stats::kRemoteFree, p.remote->count);
+  const uint32_t remote_frees = p.remote->count;
   retire(c, p.remote, node);
   set_loaded(p, &g_empty_magazine);
   set_remote(p, &g_empty_magazine);
+  count_remote_frees(c, remote_frees);
 }
 
 // The thread gives up everything it holds (its exit, magslab_thread_idle):
@@ -947,8 +960,9 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
     return;
   }
   fit(e, note_remote_trade(pr, cls, !is_real(r)));
-  stats::count(cls, stats::kRemoteFree, r->count);  // counted as the magazine leaves
-  // (r->count == 0: the sentinel, at the thread's first remote free.)
+  // Counted once the magazine has left the slot (count_remote_frees). (0: the
+  // sentinel, at the thread's first remote free.)
+  const uint32_t remote_frees = r->count;
   auto owner_of = [](void* o) {
     return word_owner(pagemap::lookup_word(reinterpret_cast<uintptr_t>(o)));
   };
@@ -960,6 +974,7 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
   // A thread that never loaded a magazine of the class allocates none of it.
   if (send_to_owner(tc, cls, r, ends, node, is_real(pr.loaded))) {
     set_remote(pr, e);
+    count_remote_frees(cls, remote_frees);
     push(e, p);
     return;
   }
@@ -984,6 +999,7 @@ void free_remote(ThreadCache* tc, ThreadCache::Pair& pr, void* p, unsigned cls) 
     tc->adopt_quiet = ended;
   retire(cls, r, node);  // to its objects' node's depot (or their slabs)
   set_remote(pr, e);
+  count_remote_frees(cls, remote_frees);
   push(e, p);
   bound_if_large(tc, cls, node);
 }
