@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "magslab/magslab.h"
+#include "small/size_classes.h"
 #include "testing/no_decay.h"  // exact counts at the end
 
 namespace {
@@ -68,6 +69,44 @@ TEST(StatsMonotonic, EventCountersNeverGoBackUnderTraffic) {
   magslab_stats(&g_before);
   for (size_t c = 0; c < g_now.class_count; ++c)
     EXPECT_EQ(g_before.classes[c].remote_frees, g_now.classes[c].remote_frees) << "class " << c;
+}
+
+// A thread's magazines of large classes (above 64 KiB) are capped
+// (thread_large_bytes): past the cap, a large class's slow path sends the
+// other large classes' magazines away — a remote one too, whose frees were
+// not counted as it left: remote_frees read 1 after another thread's free of
+// a 900 KiB block, 0 after that thread used three other large classes, and 0
+// for good after it exited. (No statistics are read between the free and the
+// end: the floor of what was reported would hide the loss.)
+TEST(StatsMonotonic, ALargeClassRemoteMagazineSentAwayByTheCapKeepsItsFrees) {
+  constexpr size_t kRemoteSize = size_t{900} << 10;
+  const unsigned cls = magslab::class_of(kRemoteSize);
+  magslab_stats(&g_before);
+  const size_t before = g_before.classes[cls].remote_frees;
+  void* block = magslab_malloc(kRemoteSize);  // this thread refills its slab
+  ASSERT_NE(block, nullptr);
+  std::atomic<int> phase{0};
+  std::thread t([&] {
+    magslab_free(block);  // another thread's object: into the remote magazine
+    // Its own blocks of other large classes, past the cap.
+    for (int round = 0; round < 4; ++round) {
+      void* v[4];
+      const size_t sizes[] = {size_t{300} << 10, size_t{400} << 10, size_t{500} << 10,
+                              size_t{200} << 10};
+      for (int i = 0; i < 4; ++i) v[i] = magslab_malloc(sizes[i]);
+      for (void* p : v) magslab_free(p);
+    }
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::yield();
+  });
+  while (phase.load() != 1) std::this_thread::yield();
+  magslab_stats(&g_now);
+  const size_t while_alive = g_now.classes[cls].remote_frees;
+  phase.store(2);
+  t.join();
+  magslab_stats(&g_now);
+  EXPECT_EQ(while_alive, before + 1) << "while the thread lives";
+  EXPECT_EQ(g_now.classes[cls].remote_frees, before + 1) << "after the thread's exit";
 }
 
 }  // namespace

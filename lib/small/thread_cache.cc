@@ -625,10 +625,14 @@ void bound_large_classes(ThreadCache* tc, unsigned cur, unsigned node) {
     for (Magazine* ThreadCache::Pair::*slot :
          {&ThreadCache::Pair::remote, &ThreadCache::Pair::loaded}) {
       Magazine* m = p.*slot;
-      if (m->count == 0) continue;
-      bytes -= size_t{m->count} * kClasses[c].size;
+      const uint32_t n = m->count;
+      if (n == 0) continue;
+      bytes -= size_t{n} * kClasses[c].size;
       retire(c, m, node);
       std::atomic_ref<Magazine*>(p.*slot).store(&g_empty_magazine, std::memory_order_release);
+      // A remote magazine's frees, counted as it leaves (until stop 51's bug
+      // hunt they were not: remote_frees lost them for good).
+      if (slot == &ThreadCache::Pair::remote) count_remote_frees(c, n);
     }
   }
 }
