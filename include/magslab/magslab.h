@@ -99,7 +99,9 @@ struct magslab_stats {
                                         page runs (live + cached in magazines) */
   size_t cached_bytes;               /* free bytes held in magazines, cached empty slabs
                                         and free page runs not purged yet: reusable
-                                        without a syscall, given back by magslab_trim() */
+                                        without a syscall, given back by magslab_trim()
+                                        — but other threads' magazines only by
+                                        magslab_trim_all() or their own next calls */
   size_t mapped_bytes;               /* address space mapped from the OS for user memory */
   size_t committed_bytes;            /* of that, not decommitted: an upper bound of RSS,
                                         unless transparent huge pages are "always" (the
