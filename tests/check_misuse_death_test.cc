@@ -540,6 +540,36 @@ TEST_F(CheckMisuseDeathTest, DoubleFreeZeroSizeBlock) {
       InvalidFree(R"( \(zero-size block; never handed out\))"));
 }
 
+// docs/check.md's lines for a zero-size block given to free_sized with a size
+// other than 0, and to realloc and usable_size once freed (the free_sized line
+// was missing from "Every message" until stop 51's bug hunt).
+TEST_F(CheckMisuseDeathTest, ZeroSizeBlockSizedFreeReallocAndUsableSize) {
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        ANNOUNCE(p);
+        magslab_free_sized(p, 1);
+      },
+      MisuseLineOf("free_sized with a wrong size of", R"( \(zero-size block; requested 0 B\))"));
+  const std::string freed = R"( \(zero-size block; requested 0 B; already freed\))";
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        on_other_thread([p] { magslab_free(p); });
+        ANNOUNCE(p);
+        magslab_realloc(p, 10);
+      },
+      MisuseLineOf("invalid realloc of", freed));
+  EXPECT_DEATH(
+      {
+        char* p = alloc(0);
+        magslab_free(p);
+        ANNOUNCE(p);
+        magslab_usable_size(p);
+      },
+      MisuseLineOf("invalid pointer passed to usable_size:", freed));
+}
+
 TEST_F(CheckMisuseDeathTest, DoubleFreeHugeInQuarantine) {
   EXPECT_DEATH(
       {
