@@ -261,23 +261,6 @@ TEST_F(Decay, SlowPathsRunPassesWhenNoThreadDoes) {
   EXPECT_EQ(depot::cached_objects(cls), 0u);
 }
 
-// So do frees of huge blocks, the only slow path of a program that by then
-// allocates nothing else (or hits its magazines): until stop 51 a
-// single-threaded program doing huge pairs kept what the small classes had
-// cached for good (a bug hunt's program: 17 MB).
-TEST_F(Decay, HugeFreesRunPassesWhenNoThreadDoes) {
-  ASSERT_FALSE(decay::background_running());
-  const unsigned cls = class_of(720);
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(depot::push_full(cls, full_magazine(cls)));
-  for (int step = 0; step < 40; ++step) {
-    advance(decay::kTickNs);
-    void* p = magslab_malloc(size_t{4} << 20);
-    ASSERT_NE(p, nullptr);
-    magslab_free(p);
-  }
-  EXPECT_EQ(depot::cached_objects(cls), 0u);
-}
-
 // Paused (what tests with exact cache contents do), no pass gives anything back.
 TEST_F(Decay, PauseStopsEveryPass) {
   const unsigned cls = class_of(1536);

@@ -107,14 +107,9 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   // (no slab, hollow or not, is one), so the hollow-slab check, a walk of
   // another array of the page map, is for what it leaves (a 4 MiB pair: 267
   // -> 256 instructions, stop 37), and large::free for what that leaves.
-  // Each runs a decay pass if one is due and no background thread does: a
-  // single-threaded program whose only slow paths are huge frees then still
-  // gives back what the small classes cached (until stop 51 it kept it for
-  // good). The park read the clock already; the locked free is slow anyway.
-  if (uint64_t parked_at = large::free_parked(p)) return decay::maybe_tick_at(parked_at);
+  if (large::free_parked(p)) return;
   check_not_hollow(p, Misuse::kInvalidFree);
   large::free(p);
-  decay::maybe_tick();
 }
 
 }  // namespace

@@ -578,19 +578,18 @@ Extent* take_slot(ParkSlot& slot, bool alone) {
   return slot.e.exchange(nullptr, std::memory_order_acquire);  // acquire: see park()
 }
 
-// Free huge block p by parking it; returns when (the time it was parked at,
-// never 0). 0: not parked (every slot it may use is taken, the block is too
-// big, or p is not a live huge block's start: the caller frees it under the
-// lock, which reports what p is).
-uint64_t park(uintptr_t a) {
+// Free huge block p by parking it. false: not parked (every slot it may use
+// is taken, the block is too big, or p is not a live huge block's start: the
+// caller frees it under the lock, which reports what p is).
+bool park(uintptr_t a) {
   ParkSlot* slot = empty_park_slot();
-  if (slot == nullptr || !parking_on()) return 0;
+  if (slot == nullptr || !parking_on()) return false;
   Extent* h = pagemap::lookup(a).extent();
-  if (h == nullptr || h->base() != a || h->mapped() > opt::get(opt::kHugeCacheBlock)) return 0;
+  if (h == nullptr || h->base() != a || h->mapped() > opt::get(opt::kHugeCacheBlock)) return false;
   const bool alone = platform::single_threaded();
   if (alone) {
     // relaxed: no other thread. Parked or freed already: the locked path reports it.
-    if (h->state.load(std::memory_order_relaxed) != Extent::kLive) return 0;
+    if (h->state.load(std::memory_order_relaxed) != Extent::kLive) return false;
     h->state.store(Extent::kParked, std::memory_order_relaxed);
   } else {
     uint8_t live = Extent::kLive;
@@ -603,14 +602,14 @@ uint64_t park(uintptr_t a) {
     // (release) and the take's exchange (acquire), not through this state.
     if (!h->state.compare_exchange_strong(live, Extent::kParked, std::memory_order_acq_rel,
                                           std::memory_order_relaxed))
-      return 0;  // parked or freed already: the locked path reports it
+      return false;  // parked or freed already: the locked path reports it
   }
   if (!alone && MAGSLAB_UNLIKELY(h->base() != a || pagemap::lookup(a).extent() != h)) {
     // Between the checks above and the compare-exchange, p's block was freed
     // and h registered for another block (p was being freed twice at once):
     // give that block its state back; the locked path reports p.
     h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: nothing read after it
-    return 0;
+    return false;
   }
   // When it was parked, from the real clock (CLOCK_MONOTONIC_COARSE through
   // the vDSO: ~2 ns of a 4 MiB pair's ~20). Until stop 36 park() read a
@@ -619,17 +618,15 @@ uint64_t park(uintptr_t a) {
   // the decay thread slept, when another layer had just woken it, in a stream
   // of hand-overs, without a background thread — so the pass that reclaimed
   // the block unmapped it at once as older than huge_cache_ms.
-  const uint64_t now = platform::now_ns();
-  h->parked_at = now;
+  h->parked_at = platform::now_ns();
   // Into the slot picked, else (another thread filled it meanwhile) another
   // empty one: a few tries, then the lock.
   for (size_t tries = 0; slot != nullptr; slot = empty_park_slot()) {
-    // now, not h->parked_at (h may be taken already); | 1: never 0 ("not parked").
-    if (fill_slot(*slot, h, alone)) return now | 1;
+    if (fill_slot(*slot, h, alone)) return true;
     if (++tries > kHandOverSlots) break;
   }
   h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
-  return 0;
+  return false;
 }
 
 // Free parked block h, taken from its slot by a reclaim.
@@ -966,7 +963,7 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   return heap::or_after_reclaim([&] { return alloc_once(n, align, zeroed); });
 }
 
-uint64_t free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }
+bool free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }
 
 void free(void* p) {
   auto a = reinterpret_cast<uintptr_t>(p);

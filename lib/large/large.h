@@ -43,9 +43,9 @@ enum RunTag : uint8_t {
 void* alloc(size_t n, size_t align, bool* zeroed);
 
 // p is not in a slab. Frees it if it is a live huge block that can be parked
-// (without the lock) and returns when it was parked (platform::now_ns(), not
-// 0); 0: nothing done (p may be anything), and the caller goes on to free(p).
-uint64_t free_parked(void* p);
+// (without the lock); false: nothing done (p may be anything), and the caller
+// goes on to free(p).
+bool free_parked(void* p);
 // p is not in a slab and free_parked(p) declined it. Frees it under the lock,
 // or aborts with one line naming p if it is not a block magslab handed out
 // (or is already free).

@@ -87,12 +87,7 @@ bool tick(uint64_t now) {
 void maybe_tick() {
   // acquire: pairs with the release store that marks the thread running.
   if (g_state.load(std::memory_order_acquire) == kRunning) return;
-  maybe_tick_at(platform::now_ns());
-}
-
-void maybe_tick_at(uint64_t now) {
-  // acquire: as in maybe_tick().
-  if (g_state.load(std::memory_order_acquire) == kRunning) return;
+  uint64_t now = platform::now_ns();
   uint64_t due = g_next_tick.load(std::memory_order_relaxed);
   if (now < due) return;
   if (!g_next_tick.compare_exchange_strong(due, now + kTickNs, std::memory_order_relaxed)) return;

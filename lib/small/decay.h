@@ -28,8 +28,6 @@ inline constexpr uint64_t kTickNs = 100'000'000;  // 100 ms
 bool tick(uint64_t now);
 // A pass if one is due and the background thread does not run (slow paths).
 void maybe_tick();
-// The same at `now` (platform::now_ns()), for a path that has just read it.
-void maybe_tick_at(uint64_t now);
 
 // The layer above adds its caches to every pass: hook(now) returns true when
 // something remains. Set once, before the second thread starts (api layer).
