@@ -49,12 +49,11 @@ void fill(struct magslab_stats* out) {
   memset(out, 0, sizeof *out);
   decay::NoPassScope no_pass;
   uint64_t remote_events[kNumClasses];
+  // acquire: pairs with the release add of a magazine's frees
+  // (thread_cache.cc, count_remote_frees): a count read here comes with its
+  // magazine's leaving its slot, which the walk below then sees.
   for (unsigned c = 0; c < kNumClasses; ++c)
-    remote_events[c] = stats::events(c, stats::kRemoteFree);
-  // acquire: pairs with the release fence before a magazine's frees are
-  // counted (thread_cache.cc, count_remote_frees): a count read above comes
-  // with its magazine's leaving its slot, which the walk below then sees.
-  std::atomic_thread_fence(std::memory_order_acquire);
+    remote_events[c] = stats::events_acquire(c, stats::kRemoteFree);
   cache::CachedCounts in_caches;
   cache::cached_objects(&in_caches);
   out->class_count = kNumClasses;

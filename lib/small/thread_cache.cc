@@ -117,12 +117,11 @@ Magazine* read_remote(ThreadCache::Pair& p) {
 // came first): magslab_stats reads these events, then the slots, so it never
 // counts a magazine both ways (api/stats.cc, remote_frees_floor; stop 51's bug
 // hunt: counted before it left, remote_frees went back by up to a magazine).
-// release fence: pairs with the acquire fence after stats reads the events, so
-// a reader that sees this count sees the slot's new magazine. Slow paths only.
+// release: pairs with stats' acquire load of the count, so a reader that
+// sees this count sees the slot's new magazine. Slow paths only.
 void count_remote_frees(unsigned c, uint32_t n) {
   if (n == 0) return;
-  std::atomic_thread_fence(std::memory_order_release);
-  stats::count(c, stats::kRemoteFree, n);
+  stats::count_release(c, stats::kRemoteFree, n);
 }
 // The previous magazine is the one slot another thread may empty: a
 // process-wide trim takes idle threads' previous magazines (take_previous_all),

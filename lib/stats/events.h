@@ -41,5 +41,16 @@ inline void count(unsigned cls, Event e, uint64_t n = 1) {
 inline uint64_t events(unsigned cls, Event e) {
   return g_events[cls].n[e].load(std::memory_order_relaxed);
 }
+// The same for a count that publishes what its caller did before it (the
+// remote magazine it took out of its slot: thread_cache.cc, count_remote_frees)
+// to a reader that loads it with events_acquire (api/stats.cc): release /
+// acquire on the counter itself, which ThreadSanitizer models (it does not
+// model fences). The relaxed adds between continue the release sequence.
+inline void count_release(unsigned cls, Event e, uint64_t n) {
+  g_events[cls].n[e].fetch_add(n, std::memory_order_release);
+}
+inline uint64_t events_acquire(unsigned cls, Event e) {
+  return g_events[cls].n[e].load(std::memory_order_acquire);
+}
 
 }  // namespace magslab::stats
