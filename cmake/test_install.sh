@@ -84,16 +84,13 @@ if [[ $major == 0 && $minor -gt 0 ]]; then
   fi
 fi
 
+# What every consumer project is configured with (the C++ one adds its compiler and flags).
+consumer_args=("${generator[@]}" -DMAGSLAB_EXPECT_VERSION="$major.$minor"
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE="$build_type" -DCMAKE_C_COMPILER="$cc"
+  -DCMAKE_C_FLAGS="$cflags" -DCMAKE_EXE_LINKER_FLAGS="$ldflags")
 step "configuring consumer with find_package(magslab $major.$minor)"
-cmake -S "$src_dir/tests/consumer" -B "$tmp/consumer-build" "${generator[@]}" \
-  -DMAGSLAB_EXPECT_VERSION="$major.$minor" \
-  -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_BUILD_TYPE="$build_type" \
-  -DCMAKE_C_COMPILER="$cc" \
-  -DCMAKE_CXX_COMPILER="$cxx" \
-  -DCMAKE_C_FLAGS="$cflags" \
-  -DCMAKE_CXX_FLAGS="$cxxflags" \
-  -DCMAKE_EXE_LINKER_FLAGS="$ldflags"
+cmake -S "$src_dir/tests/consumer" -B "$tmp/consumer-build" "${consumer_args[@]}" \
+  -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_CXX_FLAGS="$cxxflags"
 step "building consumer"
 cmake --build "$tmp/consumer-build"
 
@@ -117,13 +114,7 @@ if [[ "$cflags $ldflags" != *-fsanitize=* ]]; then
 fi
 
 step "configuring a C-only consumer (project LANGUAGES C): every target a C program links"
-cmake -S "$src_dir/tests/consumer_c" -B "$tmp/consumer-c-build" "${generator[@]}" \
-  -DMAGSLAB_EXPECT_VERSION="$major.$minor" \
-  -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_BUILD_TYPE="$build_type" \
-  -DCMAKE_C_COMPILER="$cc" \
-  -DCMAKE_C_FLAGS="$cflags" \
-  -DCMAKE_EXE_LINKER_FLAGS="$ldflags"
+cmake -S "$src_dir/tests/consumer_c" -B "$tmp/consumer-c-build" "${consumer_args[@]}"
 cmake --build "$tmp/consumer-c-build"
 for exe in "$tmp"/consumer-c-build/consumer_c_*; do
   step "running $(basename "$exe")"
