@@ -10,6 +10,9 @@ namespace magslab::meta {
 
 // Zeroed memory, 64-byte aligned. nullptr when the OS refuses memory.
 void* alloc(size_t size);
+// As alloc(), from regions of their own: for magazines, so that the pages
+// of runs of them hold nothing else (depot.cc gives back those of empty ones).
+void* alloc_apart(size_t size);
 // Zeroed memory, page-aligned and a whole number of pages, for descriptors
 // whose unused parts are decommitted while they wait to be recycled (the
 // pages then read as zero again, as fresh ones do).

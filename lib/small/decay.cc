@@ -73,6 +73,7 @@ bool tick(uint64_t now) {
   // Caches of threads gone without their exit destructor: objects to the depot.
   if (cache::reap_exited()) pending = true;
   depot::decay(&pending);
+  depot::decay_empty();
   uint64_t aged = now > heap::dirty_decay_ns() ? now - heap::dirty_decay_ns() : 0;
   slab::decay(now > kTickNs ? now - kTickNs : 0, aged, &pending);
   heap::purge_aged(aged);

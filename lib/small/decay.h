@@ -1,7 +1,9 @@
 // small/decay: memory that nobody uses goes back to the OS by itself, gradually
 // instead of at a cliff. A decay pass, run every kTickNs, gives back:
 //  * the depot's surplus: half of the full magazines no thread needed since the
-//    last pass (depot::decay, Bonwick & Adams' working-set reaping);
+//    last pass (depot::decay, Bonwick & Adams' working-set reaping), and,
+//    when no thread took an empty magazine since the last pass, the pages
+//    of the empty ones (depot::decay_empty);
 //  * each class's cached empty slab, once it has sat there for a pass;
 //  * dirty page runs untouched for dirty_decay_ns() (heap::purge_aged);
 //  * pages of Slab records all unused for dirty_decay_ns() (slab::decay);

@@ -55,6 +55,13 @@ void unlock_after_fork();
 // one) go back to the slabs. Returns objects moved; *pending is set if full
 // magazines remain.
 size_t decay(bool* pending);
+// Decay, once per tick: when no thread took an empty magazine from any
+// depot since the last call, and 16 pages or more of them came since the
+// last hollowing, hollow_empty(): the metadata a spike of threads made goes
+// back within a pass or two after the spike, as its objects do. Returns
+// bytes decommitted. Under decay's pass lock (one call at a time, none
+// during magslab_trim_all).
+size_t decay_empty();
 
 }  // namespace depot
 }  // namespace magslab
