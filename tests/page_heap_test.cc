@@ -97,6 +97,31 @@ TEST(PageHeap, FreedNeighboursCoalesceIntoOneRun) {
   free_run(guard);
 }
 
+// A clean run (a purged one going back in, or a run handed back untouched)
+// that merges with a dirty free neighbour on either side makes one dirty run:
+// a run said to be clean is handed to calloc unwritten (large::alloc's
+// `zeroed`). Stop 52's mutation campaign: dropping either neighbour's flag in
+// coalesce_insert passed every test and magslab-stress.
+TEST(PageHeap, ACleanRunMergedWithADirtyNeighbourIsDirty) {
+  for (bool dirty_on_the_right : {true, false}) {
+    heap::Run a = alloc(10), b = alloc(20), guard = alloc(1);
+    ASSERT_EQ(b.page, a.page + 10);
+    ASSERT_EQ(guard.page, b.page + 20);
+    const heap::Run& dirty = dirty_on_the_right ? b : a;
+    const heap::Run& clean = dirty_on_the_right ? a : b;
+    std::memset(dirty.addr(), 0xAB, size_t{dirty.npages} * kPageSize);
+    free_run(dirty);
+    free_run(clean, /*dirty=*/false);
+    bool zeroed = true;
+    heap::Run m = alloc(30, 1, &zeroed);
+    EXPECT_EQ(m.chunk, a.chunk);
+    EXPECT_EQ(m.page, a.page);
+    EXPECT_FALSE(zeroed) << "the dirty run is on the " << (dirty_on_the_right ? "right" : "left");
+    free_run(m);
+    free_run(guard);
+  }
+}
+
 TEST(PageHeap, AlignedRunsStartAtAMultipleOfTheAlignment) {
   heap::Run pad = alloc(3);  // so the next free page is not aligned by chance
   for (size_t align : {2, 16, 64, 256}) {
