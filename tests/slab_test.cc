@@ -362,6 +362,36 @@ TEST(Slab, HollowDecommitsPagesOfFreeObjectsUntilARefillHandsOneOut) {
   EXPECT_EQ(slab::hollow_bytes(), hollow - 3 * kPageSize);
 }
 
+// A live object that starts on one page and ends on the next keeps both: the
+// next page's other objects being free does not make it hollow. Stop 52's
+// mutation campaign: counting only the objects that start on a page as its
+// own (page_objects) passed every unit test (the test above keeps object 0,
+// which straddles nothing); only magslab-stress saw the zeroed tail.
+TEST(Slab, HollowKeepsThePageALiveObjectReachesInto) {
+  const unsigned cls = class_of(1500);  // 1536 B: object 2 spans pages 0 and 1
+  const ClassInfo& ci = kClasses[cls];
+  ASSERT_EQ(ci.slab_pages, 4u);
+  ASSERT_EQ(ci.objects, 10u);
+  std::vector<void*> objs(ci.objects);
+  ASSERT_EQ(slab::refill(cls, objs.data(), ci.objects, owner_tag(3)), ci.objects);
+  std::sort(objs.begin(), objs.end());
+  Slab* s = slab_of(objs[0]);
+  ASSERT_NE(s, nullptr);
+  ASSERT_EQ(addr(objs[0]), s->start()) << "one fresh slab";
+  for (void* p : objs) memset(p, 0xab, ci.size);
+  std::vector<void*> rest(objs);
+  rest.erase(rest.begin() + 2);
+  slab::release(cls, rest.data(), static_cast<uint32_t>(rest.size()));  // object 2 stays out
+  slab::hollow();
+  EXPECT_EQ(resident(s->start(), 2), (std::vector<bool>{true, true}));
+  const auto* b = static_cast<const unsigned char*>(objs[2]);
+  size_t changed = 0;
+  for (size_t i = 0; i < ci.size; ++i) changed += b[i] != 0xab;
+  EXPECT_EQ(changed, 0u) << "bytes of the live object lost (its tail is on page 1)";
+  slab::release(cls, objs.data() + 2, 1);
+  slab::trim();
+}
+
 // A group of slab records is 16 pages of metadata (slab.cc); a process that
 // has carved one slab must not have the other 15 resident — a trivial
 // program's RSS (issue #14 target 5). In a fresh process (the threadsafe
