@@ -320,4 +320,24 @@ TEST(HugeCache, AnEntryFreedAfterADecayPassBeganIsNotTakenForAnOldOne) {
   magslab::large::decay(pass_began);  // the pass reaches the huge cache
   EXPECT_EQ(huge_cached_mapped() - base, 4 * MiB) << "a 1 ms old entry was unmapped";
 }
+
+// calloc of a huge block that reuses a cached mapping the last user wrote:
+// zero (the mapping is not fresh; the first page and the dirty tail alike).
+// Stop 52's mutation campaign: a cached mapping taken as zeroed passed
+// calloc_test and this file; only magslab-stress's calloc check saw it.
+TEST(HugeCache, CallocOfACachedMappingIsZero) {
+  Guard g;
+  auto* p = static_cast<unsigned char*>(magslab_malloc(4 * MiB));
+  ASSERT_NE(p, nullptr);
+  memset(p, 0xA5, 4 * MiB);
+  magslab_free(p);
+  const uint64_t maps0 = g.maps();
+  auto* q = static_cast<unsigned char*>(magslab_calloc(1, 4 * MiB));
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(g.maps(), maps0) << "not the cached mapping";
+  size_t nonzero = 0;
+  for (size_t i = 0; i < 4 * MiB; i += 512) nonzero += q[i] != 0 || q[i + 511] != 0;
+  EXPECT_EQ(nonzero, 0u) << "calloc handed out the last user's bytes";
+  magslab_free(q);
+}
 }  // namespace
