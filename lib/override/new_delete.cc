@@ -244,34 +244,84 @@ void* new_nothrow(std::size_t n, std::size_t align, void* site) noexcept {
   }
 }
 
+// A program that replaces a basic form — operator new(size_t), operator
+// delete(void*), their array or align_val_t kinds — expects the others to call
+// it: the standard's default behaviour of the array, nothrow and sized forms
+// is to call the basic one ([new.delete]), and libstdc++'s do so through the
+// global scope. Ours do not (each serves from magslab itself): in such a
+// program `delete p` of a complete type (a sized delete) handed the program's
+// block to magslab (an invalid free: abort), new[] and nothrow new handed
+// magslab's blocks to the program's delete, and a program counting its news
+// and deletes counted wrong (stop 52's bug hunt). So when, at load, one of the
+// basic forms in the global scope is not ours, every other form of ours passes
+// its call on to the C++ runtime's own (the next definition after ours), which
+// calls the basic forms through the global scope, the program's included. One
+// load and branch more for these forms, none for the basic ones, nor for
+// malloc and free. Not in the object form: linked into the executable, it
+// defines every form there, and a program of its own ones would not link.
+#if MAGSLAB_OVERRIDE_OBJECTS
+constexpr bool g_chain = false;
+#else
+bool g_chain = false;  // set once, by a constructor, before the program runs
+#endif
+
+struct Next {
+  void* (*znam)(std::size_t);
+  void* (*znwm_nt)(std::size_t, const std::nothrow_t&);
+  void* (*znam_nt)(std::size_t, const std::nothrow_t&);
+  void* (*znam_al)(std::size_t, std::align_val_t);
+  void* (*znwm_al_nt)(std::size_t, std::align_val_t, const std::nothrow_t&);
+  void* (*znam_al_nt)(std::size_t, std::align_val_t, const std::nothrow_t&);
+  void (*zdapv)(void*);
+  void (*zdlpv_nt)(void*, const std::nothrow_t&);
+  void (*zdapv_nt)(void*, const std::nothrow_t&);
+  void (*zdlpv_sz)(void*, std::size_t);
+  void (*zdapv_sz)(void*, std::size_t);
+  void (*zdapv_al)(void*, std::align_val_t);
+  void (*zdlpv_sz_al)(void*, std::size_t, std::align_val_t);
+  void (*zdapv_sz_al)(void*, std::size_t, std::align_val_t);
+  void (*zdlpv_al_nt)(void*, std::align_val_t, const std::nothrow_t&);
+  void (*zdapv_al_nt)(void*, std::align_val_t, const std::nothrow_t&);
+};
+Next g_next;  // the runtime's forms, where g_chain
+
 }  // namespace
 
 #define MAGSLAB_EXPORT __attribute__((visibility("default")))
+// A form that is not a basic one: passed on to the runtime's where g_chain.
+#define MAGSLAB_CHAIN(form, ...) \
+  if (MAGSLAB_UNLIKELY(g_chain)) return g_next.form(__VA_ARGS__)
 
 MAGSLAB_EXPORT void* operator new(std::size_t n) {
   return new_or_throw(n, 1, __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n) {
+  MAGSLAB_CHAIN(znam, n);
   return new_or_throw(n, 1, __builtin_return_address(0));
 }
-MAGSLAB_EXPORT void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+MAGSLAB_EXPORT void* operator new(std::size_t n, const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(znwm_nt, n, nt);
   return new_nothrow(n, 1, __builtin_return_address(0));
 }
-MAGSLAB_EXPORT void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+MAGSLAB_EXPORT void* operator new[](std::size_t n, const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(znam_nt, n, nt);
   return new_nothrow(n, 1, __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a) {
   return new_or_throw(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a) {
+  MAGSLAB_CHAIN(znam_al, n, a);
   return new_or_throw(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new(std::size_t n, std::align_val_t a,
-                                  const std::nothrow_t&) noexcept {
+                                  const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(znwm_al_nt, n, a, nt);
   return new_nothrow(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 MAGSLAB_EXPORT void* operator new[](std::size_t n, std::align_val_t a,
-                                    const std::nothrow_t&) noexcept {
+                                    const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(znam_al_nt, n, a, nt);
   return new_nothrow(n, static_cast<std::size_t>(a), __builtin_return_address(0));
 }
 
@@ -281,25 +331,110 @@ MAGSLAB_EXPORT void operator delete(void* p) noexcept {
   if constexpr (magslab::api::kInlineEntries) return magslab::api::free_release(p);
   magslab_free(p);
 }
-MAGSLAB_EXPORT void operator delete[](void* p) noexcept { magslab_free(p); }
-MAGSLAB_EXPORT void operator delete(void* p, const std::nothrow_t&) noexcept { magslab_free(p); }
-MAGSLAB_EXPORT void operator delete[](void* p, const std::nothrow_t&) noexcept { magslab_free(p); }
+MAGSLAB_EXPORT void operator delete[](void* p) noexcept {
+  MAGSLAB_CHAIN(zdapv, p);
+  magslab_free(p);
+}
+MAGSLAB_EXPORT void operator delete(void* p, const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(zdlpv_nt, p, nt);
+  magslab_free(p);
+}
+MAGSLAB_EXPORT void operator delete[](void* p, const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(zdapv_nt, p, nt);
+  magslab_free(p);
+}
 MAGSLAB_EXPORT void operator delete(void* p, std::size_t n) noexcept {
+  MAGSLAB_CHAIN(zdlpv_sz, p, n);
   if constexpr (magslab::api::kInlineEntries) return magslab::api::free_sized_release(p, n);
   magslab_free_sized(p, n);
 }
-MAGSLAB_EXPORT void operator delete[](void* p, std::size_t n) noexcept { magslab_free_sized(p, n); }
+MAGSLAB_EXPORT void operator delete[](void* p, std::size_t n) noexcept {
+  MAGSLAB_CHAIN(zdapv_sz, p, n);
+  magslab_free_sized(p, n);
+}
 MAGSLAB_EXPORT void operator delete(void* p, std::align_val_t) noexcept { magslab_free(p); }
-MAGSLAB_EXPORT void operator delete[](void* p, std::align_val_t) noexcept { magslab_free(p); }
-MAGSLAB_EXPORT void operator delete(void* p, std::size_t n, std::align_val_t) noexcept {
-  magslab_free_sized(p, n);
-}
-MAGSLAB_EXPORT void operator delete[](void* p, std::size_t n, std::align_val_t) noexcept {
-  magslab_free_sized(p, n);
-}
-MAGSLAB_EXPORT void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+MAGSLAB_EXPORT void operator delete[](void* p, std::align_val_t a) noexcept {
+  MAGSLAB_CHAIN(zdapv_al, p, a);
   magslab_free(p);
 }
-MAGSLAB_EXPORT void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+MAGSLAB_EXPORT void operator delete(void* p, std::size_t n, std::align_val_t a) noexcept {
+  MAGSLAB_CHAIN(zdlpv_sz_al, p, n, a);
+  magslab_free_sized(p, n);
+}
+MAGSLAB_EXPORT void operator delete[](void* p, std::size_t n, std::align_val_t a) noexcept {
+  MAGSLAB_CHAIN(zdapv_sz_al, p, n, a);
+  magslab_free_sized(p, n);
+}
+MAGSLAB_EXPORT void operator delete(void* p, std::align_val_t a,
+                                    const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(zdlpv_al_nt, p, a, nt);
   magslab_free(p);
 }
+MAGSLAB_EXPORT void operator delete[](void* p, std::align_val_t a,
+                                      const std::nothrow_t& nt) noexcept {
+  MAGSLAB_CHAIN(zdapv_al_nt, p, a, nt);
+  magslab_free(p);
+}
+
+#if !MAGSLAB_OVERRIDE_OBJECTS
+namespace {
+
+// The runtime's definition of `name`, the next after ours; nullptr if none.
+template <class F>
+bool next_of(F& f, const char* name) {
+  magslab::api::HiddenFromMemcheck hidden;  // a failed lookup's message (lookup(), above)
+  f = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+  if (f == nullptr) forget_dl_error();
+  return f != nullptr;
+}
+
+// Whether the global scope's `name` is `ours` (a lookup that fails: no other one either).
+bool global_is(const char* name, void* ours) {
+  magslab::api::HiddenFromMemcheck hidden;
+  void* g = dlsym(RTLD_DEFAULT, name);
+  if (g == nullptr) forget_dl_error();
+  return g == nullptr || g == ours;
+}
+
+// At load, as resolve_runtime: the executable (and any library preloaded
+// before this one) is in the global scope already, and nothing loaded later
+// comes before us there. Chained only if the runtime has every form.
+[[gnu::constructor]] void chain_if_replaced() {
+  using New = void* (*)(std::size_t);
+  using NewAl = void* (*)(std::size_t, std::align_val_t);
+  using Del = void (*)(void*) noexcept;
+  using DelAl = void (*)(void*, std::align_val_t) noexcept;
+  bool ours =
+      global_is("_Znwm", reinterpret_cast<void*>(static_cast<New>(&::operator new))) &&
+      global_is("_Znam", reinterpret_cast<void*>(static_cast<New>(&::operator new[]))) &&
+      global_is("_ZnwmSt11align_val_t",
+                reinterpret_cast<void*>(static_cast<NewAl>(&::operator new))) &&
+      global_is("_ZnamSt11align_val_t",
+                reinterpret_cast<void*>(static_cast<NewAl>(&::operator new[]))) &&
+      global_is("_ZdlPv", reinterpret_cast<void*>(static_cast<Del>(&::operator delete))) &&
+      global_is("_ZdaPv", reinterpret_cast<void*>(static_cast<Del>(&::operator delete[]))) &&
+      global_is("_ZdlPvSt11align_val_t",
+                reinterpret_cast<void*>(static_cast<DelAl>(&::operator delete))) &&
+      global_is("_ZdaPvSt11align_val_t",
+                reinterpret_cast<void*>(static_cast<DelAl>(&::operator delete[])));
+  if (ours) return;
+  Next n;
+  bool found = next_of(n.znam, "_Znam") && next_of(n.znwm_nt, "_ZnwmRKSt9nothrow_t") &&
+               next_of(n.znam_nt, "_ZnamRKSt9nothrow_t") &&
+               next_of(n.znam_al, "_ZnamSt11align_val_t") &&
+               next_of(n.znwm_al_nt, "_ZnwmSt11align_val_tRKSt9nothrow_t") &&
+               next_of(n.znam_al_nt, "_ZnamSt11align_val_tRKSt9nothrow_t") &&
+               next_of(n.zdapv, "_ZdaPv") && next_of(n.zdlpv_nt, "_ZdlPvRKSt9nothrow_t") &&
+               next_of(n.zdapv_nt, "_ZdaPvRKSt9nothrow_t") && next_of(n.zdlpv_sz, "_ZdlPvm") &&
+               next_of(n.zdapv_sz, "_ZdaPvm") && next_of(n.zdapv_al, "_ZdaPvSt11align_val_t") &&
+               next_of(n.zdlpv_sz_al, "_ZdlPvmSt11align_val_t") &&
+               next_of(n.zdapv_sz_al, "_ZdaPvmSt11align_val_t") &&
+               next_of(n.zdlpv_al_nt, "_ZdlPvSt11align_val_tRKSt9nothrow_t") &&
+               next_of(n.zdapv_al_nt, "_ZdaPvSt11align_val_tRKSt9nothrow_t");
+  if (!found) return;
+  g_next = n;
+  g_chain = true;
+}
+
+}  // namespace
+#endif
