@@ -27,7 +27,7 @@ exports "$lib" >"$tmp/lib"
 diff -u "$tmp/api" "$tmp/lib" || fail "libmagslab.so exports differ from the API (- API, + exported)"
 
 exports "$override" >"$tmp/ovr"
-for f in malloc free calloc realloc reallocarray aligned_alloc posix_memalign memalign valloc \
+for f in malloc free cfree calloc realloc reallocarray aligned_alloc posix_memalign memalign valloc \
          pvalloc malloc_usable_size free_sized free_aligned_sized malloc_trim malloc_stats \
          malloc_info mallinfo2 mallinfo mallopt __libc_malloc __libc_free __libc_calloc \
          __libc_realloc __libc_memalign __libc_valloc __libc_pvalloc _Znwm _Znam _ZdlPv _ZdaPv \
@@ -36,7 +36,7 @@ for f in malloc free calloc realloc reallocarray aligned_alloc posix_memalign me
 done
 comm -23 "$tmp/api" "$tmp/ovr" | grep . && fail "libmagslab-override.so lacks API functions above"
 extra=$(grep -v -x -f "$tmp/api" "$tmp/ovr" | grep -v -E '^(_Zn[wa]|_Zd[la])' |
-  grep -v -x -E 'malloc|free|calloc|realloc|reallocarray|aligned_alloc|posix_memalign|memalign|valloc|pvalloc|malloc_usable_size|free_sized|free_aligned_sized|malloc_trim|malloc_stats|malloc_info|mallinfo2|mallinfo|mallopt|__libc_(malloc|free|calloc|realloc|memalign|valloc|pvalloc)' || true)
+  grep -v -x -E 'malloc|free|cfree|calloc|realloc|reallocarray|aligned_alloc|posix_memalign|memalign|valloc|pvalloc|malloc_usable_size|free_sized|free_aligned_sized|malloc_trim|malloc_stats|malloc_info|mallinfo2|mallinfo|mallopt|__libc_(malloc|free|calloc|realloc|memalign|valloc|pvalloc)' || true)
 [[ -z $extra ]] || fail "libmagslab-override.so exports more: $extra"
 
 ver=$(sed -n 's/^#define MAGSLAB_VERSION_\(MAJOR\|MINOR\) \([0-9]*\)$/\2/p' "$header" | paste -sd.)

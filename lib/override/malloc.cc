@@ -36,6 +36,12 @@ MAGSLAB_EXPORT void free(void* p) {
 }
 MAGSLAB_EXPORT void* calloc(size_t n, size_t m) { return api::calloc_from(n, m, MAGSLAB_SITE); }
 MAGSLAB_EXPORT void* realloc(void* p, size_t n) { return api::realloc_from(p, n, MAGSLAB_SITE); }
+// glibc's obsolete free: out of its headers since 2.26, still exported as a
+// compatibility symbol (cfree@GLIBC_2.2.5), which programs and libraries
+// linked against an older glibc call. An unversioned definition matches their
+// versioned reference; without one, cfree of a magslab block reached glibc's
+// free and aborted ("free(): invalid pointer"; stop 52's bug hunt).
+MAGSLAB_EXPORT void cfree(void* p) { magslab_free(p); }
 MAGSLAB_EXPORT size_t malloc_usable_size(void* p) { return magslab_usable_size(p); }
 MAGSLAB_EXPORT void free_sized(void* p, size_t n) { magslab_free_sized(p, n); }
 MAGSLAB_EXPORT void free_aligned_sized(void* p, size_t /*align*/, size_t n) {
