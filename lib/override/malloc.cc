@@ -1,6 +1,7 @@
 // override/malloc: the C library's allocation functions, each a line or two over
 // the magslab API, with glibc's semantics. Built only into
 // libmagslab-override.so (LD_PRELOAD it, or link magslab::override).
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -48,12 +49,35 @@ MAGSLAB_EXPORT void free_aligned_sized(void* p, size_t /*align*/, size_t n) {
   magslab_free_sized(p, n);
 }
 
+// glibc's reallocarray is its realloc, called through the global scope: a
+// program with a malloc of its own (glibc's manual: malloc, free, calloc and
+// realloc are the set to replace) gets its own realloc there. Ours does the
+// same when, at load, the global scope's realloc is not ours (the executable
+// defines one, or a library preloaded before this one): magslab's realloc of
+// the program's block aborted as an invalid free, and a block it made reached
+// the program's free (stop 52's bug hunt). Not in the object form, which
+// defines realloc in the executable itself.
+namespace {
+#if MAGSLAB_OVERRIDE_OBJECTS
+constexpr void* (*g_program_realloc)(void*, size_t) = nullptr;
+#else
+void* (*g_program_realloc)(void*, size_t) = nullptr;  // set once, at load
+
+[[gnu::constructor]] void find_program_realloc() {
+  void* (*ours)(void*, size_t) = &realloc;
+  auto global = reinterpret_cast<void* (*)(void*, size_t)>(dlsym(RTLD_DEFAULT, "realloc"));
+  if (global != nullptr && global != ours) g_program_realloc = global;
+}
+#endif
+}  // namespace
+
 MAGSLAB_EXPORT void* reallocarray(void* p, size_t n, size_t m) {
   size_t total;
   if (__builtin_mul_overflow(n, m, &total)) {
     errno = ENOMEM;
     return nullptr;
   }
+  if (MAGSLAB_UNLIKELY(g_program_realloc != nullptr)) return g_program_realloc(p, total);
   return api::realloc_from(p, total, MAGSLAB_SITE);
 }
 
