@@ -671,6 +671,46 @@ TEST(CacheMisuseDeathTest, ADestructorThatDestroyRunsUsesTheCacheItDestroys) {
       "magslab_cache_destroy runs for it\n$");
 }
 
+// The same for a reap or a second destroy of the cache from such a destructor
+// (stop 52's bug hunt): the reap unlinked, destructed and freed the slabs that
+// destroy was walking, a nested destroy freed the cache too, and destroy went
+// on with freed memory — destructors ran on freed slabs, and the heap ended
+// the process naming a double free the program never made ("magslab: double
+// free of 0x… (large block)").
+void reap_own_cache(void* /*obj*/, void* /*arg*/) {
+  static bool inside = false;
+  if (inside) return;
+  inside = true;
+  magslab_cache_reap(g_selfish);
+  inside = false;
+}
+void destroy_own_cache(void* /*obj*/, void* /*arg*/) {
+  static bool inside = false;
+  if (inside) return;
+  inside = true;
+  magslab_cache_destroy(g_selfish);
+  inside = false;
+}
+TEST(CacheMisuseDeathTest, ADestructorThatDestroyRunsReapsOrDestroysTheCacheItDestroys) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  for (auto [dtor, call] : {std::pair{&reap_own_cache, "magslab_cache_reap"},
+                            std::pair{&destroy_own_cache, "magslab_cache_destroy"}}) {
+    EXPECT_DEATH(
+        {
+          // 1000-byte objects: 16 slabs of 16 KiB (page runs, whose double
+          // free the heap names).
+          g_selfish = magslab_cache_create("selfish", 1000, 0, nullptr, dtor, nullptr);
+          void* p[200];
+          for (void*& q : p) q = magslab_cache_alloc(g_selfish);
+          for (void* q : p) magslab_cache_free(g_selfish, q);
+          magslab_cache_destroy(g_selfish);
+        },
+        only_line(std::string("cache \"selfish\": ") + call +
+                  " from a destructor that magslab_cache_destroy runs for it"))
+        << call;
+  }
+}
+
 TEST(CacheCApi, AReapsDestructorMayUseItsOwnCache) {
   g_selfish = magslab_cache_create("selfish", 64, 0, nullptr, alloc_from_own_cache, nullptr);
   void* p[10];

@@ -230,9 +230,9 @@ MAGSLAB_API size_t magslab_cache_reap(magslab_cache* cache);
  * reported on stderr in one line ("magslab: cache "name" destroyed with N live
  * objects of S B: 0x…, …"), neither destructed nor freed (their slabs leak), and
  * their number returned. NULL is ignored. The destructors it runs must not
- * allocate from or release to this cache (one line, then abort:
+ * allocate from, release to, reap or destroy this cache (one line, then abort:
  *   magslab: cache "name": magslab_cache_alloc from a destructor that
- *   magslab_cache_destroy runs for it). */
+ *   magslab_cache_destroy runs for it; or _free, _reap, _destroy). */
 MAGSLAB_API size_t magslab_cache_destroy(magslab_cache* cache);
 
 struct magslab_cache_stats {

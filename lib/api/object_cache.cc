@@ -120,7 +120,8 @@ struct magslab_cache {
   // calls on this cache (on the destroying thread: no other may use the cache
   // then, the caller's contract) read it and stop — an alloc in alloc_slow
   // (destroy empties the thread's slot first), a release in release_checked
-  // (destroy moves the slab epoch, so every release goes there first).
+  // (destroy moves the slab epoch, so every release goes there first), a
+  // reap or a second destroy at their start.
   bool destroying = false;
 
   // The depot: full magazines, lock-free. relaxed counters: the limit and
@@ -379,10 +380,12 @@ const magslab_cache* owner_of(const void* p) {
   die(l);
 }
 
-// A destructor that destroy() runs called magslab_cache_alloc or _free (what)
-// on the cache it destroys, whose id and slabs destroy has given up: one line
-// naming it, then abort (before stop 42, an alloc refilled from a slab about
-// to be freed and a free was reported as "not an object of any cache").
+// A destructor that destroy() runs called magslab_cache_alloc, _free, _reap
+// or _destroy (what) on the cache it destroys, whose id and slabs destroy has
+// given up: one line naming it, then abort (before stop 42, an alloc refilled
+// from a slab about to be freed and a free was reported as "not an object of
+// any cache"; before stop 52, a reap or destroy freed the slabs destroy was
+// walking).
 [[noreturn]] MAGSLAB_COLD void used_while_destroyed(const magslab_cache* c, const char* what) {
   LineBuf l;
   l.str("cache ");
@@ -967,6 +970,8 @@ void die(const LineBuf& l) {
 
 size_t destroy(magslab_cache* c, bool free_live) {
   if (c == nullptr) return 0;
+  // A destructor this destroy runs: c is half given up (stop 52's bug hunt).
+  if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_destroy");
   reap_exited_tables();  // their magazines of c go back with the rest
   {
     LockGuard g(g_lock);
@@ -1113,6 +1118,10 @@ void magslab_cache_free(magslab_cache* c, void* p) {
 }
 
 size_t magslab_cache_reap(magslab_cache* c) {
+  // From a destructor that destroy() runs for c: its slab list is the one
+  // destroy walks and frees (stop 52's bug hunt: the reap freed those slabs
+  // under it, and the heap then named a double free the program never made).
+  if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_reap");
   // Exited threads' tables (reap_exited_tables), the calling thread's
   // magazines and the depot, into the slabs.
   reap_exited_tables();
