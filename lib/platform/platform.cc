@@ -264,6 +264,11 @@ void set_clock_for_testing(uint64_t (*clock)()) {
 
 uint64_t random_u64() {
   uint64_t v = 0;
+  // errno kept: a refusal (EAGAIN before the entropy pool is ready; ENOSYS or
+  // EPERM under a seccomp filter) is answered below, and the caller succeeds:
+  // the process's first magslab_cache_create left ENOSYS behind a cache it
+  // returned (stop 52's bug hunt).
+  const int saved = errno;
   // The system call itself, not glibc's getrandom(), which is a cancellation
   // point: a thread cancelled in it left magslab_cache_create with the object
   // caches' lock held, and a process's first magslab_malloc (which makes the
@@ -273,6 +278,7 @@ uint64_t random_u64() {
     v = __builtin_ia32_rdtsc() ^ reinterpret_cast<uintptr_t>(&v) ^
         (reinterpret_cast<uintptr_t>(&random_u64) << 17);
   }
+  errno = saved;
   return v | 1;  // never zero: zero is "no key yet"
 }
 
