@@ -102,7 +102,8 @@ struct magslab_stats {
                                         without a syscall, given back by magslab_trim()
                                         — but other threads' magazines only by
                                         magslab_trim_all() or their own next calls */
-  size_t mapped_bytes;               /* address space mapped from the OS for user memory */
+  size_t mapped_bytes;               /* address space mapped from the OS for heap blocks
+                                        (arenas' regions are mapped apart: not here) */
   size_t committed_bytes;            /* of that, not decommitted: an upper bound of RSS,
                                         unless transparent huge pages are "always" (the
                                         kernel may then back a whole 2 MiB region of a
@@ -138,7 +139,9 @@ MAGSLAB_API void magslab_stats(struct magslab_stats* out);
 MAGSLAB_API size_t magslab_stats_json(char* buf, size_t len);
 /* Writes the statistics to fd, as text (MAGSLAB_STATS_TEXT, the exit report)
  * or JSON (MAGSLAB_STATS_JSON, as magslab_stats_json). Returns 0, EINVAL for an
- * unknown format, or the errno of a failed write(2). Never allocates. */
+ * unknown format, or the errno of a failed write(2). Never allocates. As
+ * write(2), to a pipe whose reader has gone it raises SIGPIPE (EPIPE returned
+ * only where SIGPIPE is ignored or blocked). */
 MAGSLAB_API int magslab_stats_print(int fd, int format);
 
 /* Run-time options (docs/options.md): read from MAGSLAB_OPTIONS and
