@@ -176,7 +176,9 @@ MAGSLAB_API size_t magslab_trim_all(void);
 /* For a thread about to sleep (a pool's worker): its magazines go to the shared
  * depot (where other threads reuse them, and decay returns what nobody does)
  * or to the slabs, and the partly used slabs kept for its refills become
- * every thread's. The thread may allocate again at any time. */
+ * every thread's. The thread may allocate again at any time. Its magazines of
+ * object caches and pools stay (docs/cpp.md): magslab_cache_reap gives back
+ * the calling thread's of one cache. */
 MAGSLAB_API void magslab_thread_idle(void);
 
 /* ---- Object caches (Bonwick's kmem_cache; docs/cpp.md) ----
