@@ -348,6 +348,47 @@ TEST(ObjectCacheMt, AForkChildDestroysACacheOtherThreadsWereUsing) {
   magslab_cache_destroy(g_shared);
 }
 
+// A destroy refuses to run under a reap of the cache on its own thread (a
+// reap's destructor that destroys the cache: object_cache_test.cc), not
+// under another thread's: a fork() child of a process where one thread was
+// reaping (here inside the reap's destructors) destroys the cache as it exits
+// — a static ObjectCache — and must not be told of a reap that does not run
+// there. (Stop 52's bug hunt: a first version counted reaps in the cache, and
+// such a child inherited the count.)
+namespace fork_reap {
+std::atomic<int> g_stage{0};  // 1: the reap's first destructor waits; 2: go on
+void waiting_dtor(void* /*obj*/, void* /*arg*/) {
+  int expected = 0;
+  // The first destructor call only; acquire/release: the forking thread
+  // waits for stage 1, the reaper for stage 2 (nothing else is published).
+  if (g_stage.compare_exchange_strong(expected, 1, std::memory_order_acq_rel))
+    while (g_stage.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+}
+}  // namespace fork_reap
+
+TEST(ObjectCacheMt, AForkChildDestroysACacheAnotherThreadWasReaping) {
+  using namespace fork_reap;
+  magslab_cache* c = magslab_cache_create("reaped", 1000, 0, nullptr, waiting_dtor, nullptr);
+  ASSERT_NE(c, nullptr);
+  void* p[100];
+  for (void*& q : p) q = magslab_cache_alloc(c);
+  for (void* q : p) magslab_cache_free(c, q);
+  std::thread reaper([c] { magslab_cache_reap(c); });
+  while (g_stage.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(20);
+    _exit(magslab_cache_destroy(c) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  g_stage.store(2, std::memory_order_release);
+  reaper.join();
+  EXPECT_EQ(magslab_cache_destroy(c), 0u);
+}
+
 // Review finding (stop 35): an exiting thread's magazines went to the depot,
 // holding its objects in the order it freed them; the next threads popped
 // one each and got objects interleaved with each other's, cache line by cache

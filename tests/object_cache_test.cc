@@ -752,6 +752,26 @@ TEST(CacheMisuseDeathTest, ADestructorThatDestroyRunsReapsOrDestroysTheCacheItDe
   }
 }
 
+// A destructor that a reap runs may use its cache, but not destroy it: the
+// reap goes on with the slabs it took out and with the cache itself. Until
+// stop 52's bug hunt that destroy freed the cache under the reap, which then
+// ran the (freed) cache's destructor on the rest of its slabs: silently in
+// release, SIGSEGV in check mode (the freed cache filled).
+TEST(CacheMisuseDeathTest, AReapsDestructorThatDestroysItsCacheIsReported) {
+  GTEST_FLAG_SET(death_test_style, "fast");
+  EXPECT_DEATH(
+      {
+        g_selfish = magslab_cache_create("selfish", 1000, 0, nullptr, destroy_own_cache, nullptr);
+        void* p[200];
+        for (void*& q : p) q = magslab_cache_alloc(g_selfish);
+        for (void* q : p) magslab_cache_free(g_selfish, q);
+        magslab_cache_reap(g_selfish);
+        std::fprintf(stderr, "reaped\n");
+      },
+      only_line("cache \"selfish\": magslab_cache_destroy while a magslab_cache_reap of "
+                "it runs"));
+}
+
 TEST(CacheCApi, AReapsDestructorMayUseItsOwnCache) {
   g_selfish = magslab_cache_create("selfish", 64, 0, nullptr, alloc_from_own_cache, nullptr);
   void* p[10];

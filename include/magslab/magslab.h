@@ -228,7 +228,10 @@ MAGSLAB_API void magslab_cache_free(magslab_cache* cache, void* obj);
 /* Return the cache's unused slabs to the heap: the calling thread's magazines
  * and the depot are emptied into the slabs, then every slab with no object
  * out has its objects destructed and its memory freed. Magazines of other
- * threads are not touched. Returns the bytes of slab memory freed. */
+ * threads are not touched. Returns the bytes of slab memory freed. The
+ * destructors it runs may use the cache but not destroy it (one line, then
+ * abort: magslab: cache "name": magslab_cache_destroy while a
+ * magslab_cache_reap of it runs). */
 MAGSLAB_API size_t magslab_cache_reap(magslab_cache* cache);
 /* Destroy the cache: every thread's magazines and the depot are emptied, every
  * free object destructed and its slab freed. Objects still out (live) are

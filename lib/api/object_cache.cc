@@ -394,6 +394,27 @@ const magslab_cache* owner_of(const void* p) {
   die(l);
 }
 
+// The cache the calling thread is reaping now (the innermost reap: a reap's
+// destructor may reap another cache), else nullptr: destroy() refuses it, as
+// the reap goes on with the cache. Per thread, not a count in the cache: a
+// fork() child, whose one thread is the forking one, has exactly that
+// thread's reaps (a first version counted reaps in the cache, and told a
+// child forked while another thread reaped that its destroy ran under a reap:
+// ObjectCacheMt.AForkChildDestroysACacheAnotherThreadWasReaping). A
+// destructor that ends its thread (pthread_exit) during a reap leaves the
+// cache here, for that thread's remaining key destructors only.
+constinit __thread const magslab_cache* t_reaping MAGSLAB_TLS_MODEL = nullptr;
+
+// magslab_cache_destroy of c while a magslab_cache_reap of it runs (from one
+// of the reap's destructors): one line, then abort.
+[[noreturn]] MAGSLAB_COLD void destroyed_while_reaped(const magslab_cache* c) {
+  LineBuf l;
+  l.str("cache ");
+  name_into(l, c);
+  l.str(": magslab_cache_destroy while a magslab_cache_reap of it runs");
+  die(l);
+}
+
 // off (from a slab's first object) a multiple of the stride: one multiply.
 inline bool on_stride(const magslab_cache* c, uint64_t off) {
   return off * c->div_magic < c->div_magic;
@@ -972,6 +993,9 @@ size_t destroy(magslab_cache* c, bool free_live) {
   if (c == nullptr) return 0;
   // A destructor this destroy runs: c is half given up (stop 52's bug hunt).
   if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_destroy");
+  // A destructor a reap of c runs: the reap goes on with c and the slabs it
+  // took out (stop 52's bug hunt: it ran the freed cache's destructor on them).
+  if (MAGSLAB_UNLIKELY(t_reaping == c)) destroyed_while_reaped(c);
   reap_exited_tables();  // their magazines of c go back with the rest
   {
     LockGuard g(g_lock);
@@ -1122,6 +1146,8 @@ size_t magslab_cache_reap(magslab_cache* c) {
   // destroy walks and frees (stop 52's bug hunt: the reap freed those slabs
   // under it, and the heap then named a double free the program never made).
   if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_reap");
+  const magslab_cache* const outer = t_reaping;  // (a reap from a reap's destructor)
+  t_reaping = c;
   // Exited threads' tables (reap_exited_tables), the calling thread's
   // magazines and the depot, into the slabs.
   reap_exited_tables();
@@ -1151,6 +1177,7 @@ size_t magslab_cache_reap(magslab_cache* c) {
     bytes += c->slab_bytes;
     reaped = next;
   }
+  t_reaping = outer;
   return bytes;
 }
 
