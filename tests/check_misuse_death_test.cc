@@ -170,6 +170,43 @@ TEST_F(CheckMisuseDeathTest, OverflowPageRunFreedByAnotherThread) {
       Overflow(big_info("large", 8192)));
 }
 
+// A large or huge block keeps its requested size in a trailer word right after
+// its usable bytes. With one byte of slack (requests of 4087 bytes and the
+// like: the page's last 9 bytes hold the canary byte and the trailer), a
+// 2-byte overflow (a strcpy one character too long) reaches the trailer's
+// first byte: named with the size record overwritten, never with a requested
+// size made up from the damaged record (stop 52's bug hunt: the line said
+// "requested 3928 B" for a block of 4087, "requested 1052504 B" for 1052663).
+// Freed and reallocated, on page runs and huge blocks, several sizes.
+TEST_F(CheckMisuseDeathTest, OverflowIntoTheSizeRecordOfALargeBlockIsNamedSo) {
+  const std::string kRecord = "its size record past the end was overwritten";
+  for (size_t pages : {1, 2, 3, 5}) {
+    const size_t n = pages * 4096 - 9;  // n + 1 canary byte + 8 trailer bytes: whole pages
+    EXPECT_DEATH(
+        {
+          char* p = static_cast<char*>(magslab_aligned_alloc(8192, n));
+          p[n] = 'x';
+          p[n + 1] = '\0';
+          ANNOUNCE_AND_FREE(p);
+        },
+        MisuseLineOf("overflow past the requested size of",
+                     R"( \(large block, [0-9]+ B; )" + kRecord + R"(\))"))
+        << n << " bytes";
+    const size_t h = (size_t{1} << 20) + n;  // above the largest class: a huge block
+    EXPECT_DEATH(
+        {
+          char* p = alloc(h);
+          p[h] = 'x';
+          p[h + 1] = '\0';
+          ANNOUNCE(p);
+          magslab_realloc(p, h + 100);
+        },
+        MisuseLineOf("overflow past the requested size of",
+                     R"( \(huge block, [0-9]+ B; )" + kRecord + R"(\))"))
+        << h << " bytes";
+  }
+}
+
 // --- Write after free (fill pattern, checked when the block leaves quarantine) ---
 
 TEST_F(CheckMisuseDeathTest, WriteAfterFreeSmallFoundByTrim) {

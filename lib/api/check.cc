@@ -44,15 +44,34 @@ constexpr uint32_t kSizeMask = (uint32_t{1} << 21) - 1;
 constexpr unsigned kSiteShift = 21;
 constexpr uint32_t kFreedBit = 0x80000000u;
 static_assert(kMaxClassSize < kSizeMask, "a slab block's requested size + 1 fits 21 bits");
-// A large block keeps its requested size (bits 0-47) and site (48-57) in its
-// last word, xor-ed with a function of its address, so that a wild pointer's
-// "block" rarely decodes.
+// A large block keeps its requested size (bits 0-44) and site (45-54) in its
+// last word (the trailer, right after the canary), xor-ed with a function of
+// its address, so that a wild pointer's "block" rarely decodes; they fill the
+// word's upper seven bytes. Its first byte, the one an overflow past the
+// canary reaches first, is a fixed marker: until stop 52's bug hunt it held
+// the size's low bits, and an overflow of a block with one byte of slack by
+// two bytes was named with a requested size made up from them (4087 bytes:
+// "requested 3840 B") instead of the size record overwritten.
 constexpr size_t kTrailer = sizeof(uint64_t);
 constexpr uint64_t kTrailerKey = 0x9e3779b97f4a7c15;
-constexpr unsigned kTrailerSiteShift = 48;
+constexpr unsigned kTrailerSiteShift = 45;
+constexpr uint64_t kTrailerMarker = kCanaryByte;  // the trailer's first byte
 static_assert(kMaxRequest < (uint64_t{1} << kTrailerSiteShift), "requests fit the trailer");
 
 uint64_t trailer_key(const void* p) { return reinterpret_cast<uintptr_t>(p) * kTrailerKey; }
+// The trailer of p for a request of n bytes from site index `site`.
+uint64_t trailer_word(const void* p, size_t n, unsigned site) {
+  return ((static_cast<uint64_t>(n) | uint64_t{site} << kTrailerSiteShift) ^ trailer_key(p)) << 8 |
+         kTrailerMarker;
+}
+// The request size and site a trailer t of p holds; false: its marker was overwritten.
+bool trailer_read(const void* p, uint64_t t, size_t* n, unsigned* site) {
+  if ((t & 0xff) != kTrailerMarker) return false;
+  t = (t >> 8) ^ (trailer_key(p) & (~uint64_t{0} >> 8));  // the key's low seven bytes
+  *n = static_cast<size_t>(t & ((uint64_t{1} << kTrailerSiteShift) - 1));
+  *site = static_cast<unsigned>(t >> kTrailerSiteShift);
+  return true;
+}
 
 // --- Allocation sites, for the leak report (option leak_report) ---
 // An open-addressing table of call sites with their live blocks and bytes;
@@ -60,6 +79,7 @@ uint64_t trailer_key(const void* p) { return reinterpret_cast<uintptr_t>(p) * kT
 // throughout: counters and a claimed slot publish no other memory, and the
 // report reads them at exit.
 constexpr unsigned kSites = 1024;  // 10 bits of the state word
+static_assert(kTrailerSiteShift + 10 <= 56, "a site index fits the trailer");
 constexpr unsigned kOtherSite = 1;
 struct Site {
   std::atomic<uintptr_t> pc{0};
@@ -711,15 +731,11 @@ Live live_block(const void* p, Misuse invalid) {
     }
     memcpy(&t, static_cast<const char*>(p) + total - kTrailer, sizeof t);
   }
-  t ^= trailer_key(p);
-  Live b{q,
-         nullptr,
-         total - kTrailer,
-         static_cast<size_t>(t & ((uint64_t{1} << kTrailerSiteShift) - 1)),
-         static_cast<unsigned>(t >> kTrailerSiteShift),
-         huge,
-         false};
-  if (MAGSLAB_UNLIKELY(total < kTrailer + 1 || b.n >= b.usable || b.site >= kSites)) {
+  size_t n = 0;
+  unsigned site = 0;
+  const bool marked = trailer_read(p, t, &n, &site);
+  Live b{q, nullptr, total - kTrailer, n, site, huge, false};
+  if (MAGSLAB_UNLIKELY(!marked || total < kTrailer + 1 || b.n >= b.usable || b.site >= kSites)) {
     b.n = kUnknownRequest;
     platform::misuse(Misuse::kOverflow, p, b.info("its size record past the end was overwritten"));
   }
@@ -889,8 +905,7 @@ void* alloc(size_t n, size_t align, bool fill, const void* site, size_t room = 0
       total = large::usable_size(p);
     }
     end = total - kTrailer;
-    uint64_t t = (static_cast<uint64_t>(n) | uint64_t{note_site(site, n)} << kTrailerSiteShift) ^
-                 trailer_key(p);
+    const uint64_t t = trailer_word(p, n, note_site(site, n));
     memcpy(static_cast<char*>(p) + end, &t, sizeof t);
   }
   if (fill && opt::get(opt::kFill) != 0) fill_bytes<kFreshByte>(p, n);
@@ -942,8 +957,7 @@ bool realloc_in_place(const Live& b, size_t n, bool shrink_anyway = false) {
     state(b.slab, b.p)
         .store(static_cast<uint32_t>(n + 1) | (b.site << kSiteShift), std::memory_order_relaxed);
   } else {
-    uint64_t t =
-        (static_cast<uint64_t>(n) | uint64_t{b.site} << kTrailerSiteShift) ^ trailer_key(b.p);
+    const uint64_t t = trailer_word(b.p, n, b.site);
     memcpy(c + b.usable, &t, sizeof t);
   }
   if (n > b.n && opt::get(opt::kFill) != 0) fill_bytes<kFreshByte>(c + b.n, n - b.n);
