@@ -282,12 +282,29 @@ uint64_t random_u64() {
   return v | 1;  // never zero: zero is "no key yet"
 }
 
-void wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns) {
+bool wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns) {
   timespec ts{static_cast<time_t>(timeout_ns / 1000000000u),
               static_cast<long>(timeout_ns % 1000000000u)};
+  const int saved = errno;
   // Private futex: the word is in this process's memory only.
-  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, timeout_ns != 0 ? &ts : nullptr, nullptr,
-          0);
+  const long r = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected,
+                         timeout_ns != 0 ? &ts : nullptr, nullptr, 0);
+  // Woken, the word no longer `expected`, the time up, a signal: the kernel
+  // waited as asked. Anything else is the call refused (a seccomp filter's
+  // ENOSYS or EPERM, a kernel without futexes): it returned at once.
+  const bool waited = r == 0 || errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR;
+  errno = saved;
+  return waited;
+}
+
+void sleep_for(uint64_t ns) {
+  timespec ts{static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
+  const int saved = errno;
+  // The system call itself (glibc's is a cancellation point); EINTR: the
+  // rest of the time again.
+  while (syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, &ts) != 0 && errno == EINTR) {
+  }
+  errno = saved;
 }
 
 void wake(const uint32_t* word) {
