@@ -7,7 +7,6 @@
  * own locks and joins do not use. Prints the CPU time the process used while
  * main slept, and fails above 4 % of the sleep. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -22,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../testing/decay_thread.h"
 #include "magslab/magslab.h"
 
 static void* volatile sink; /* volatile: the compiler keeps each allocation */
@@ -48,24 +48,6 @@ static int refuse_timed_futex_waits(void) {
   struct sock_fprog prog = {sizeof f / sizeof f[0], f};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
   return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
-}
-
-/* Whether a thread of this process is named magslab-decay. */
-static int decay_thread_runs(void) {
-  DIR* d = opendir("/proc/self/task");
-  if (d == NULL) return 0;
-  int found = 0;
-  struct dirent* e;
-  while (!found && (e = readdir(d)) != NULL) {
-    char path[300], name[64] = "";
-    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    FILE* f = fopen(path, "r");
-    if (f == NULL) continue;
-    if (fgets(name, sizeof name, f) != NULL) found = strncmp(name, "magslab-decay", 13) == 0;
-    fclose(f);
-  }
-  closedir(d);
-  return found;
 }
 
 static void* worker(void* arg) {

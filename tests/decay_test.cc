@@ -295,21 +295,8 @@ TEST_F(Decay, EmptyMagazinesNobodyTakesGiveBackTheirPages) {
   }
   // The longest run of them back to back (fresh ones are carved in a row).
   std::vector<Magazine*> sorted = mags;
-  std::sort(sorted.begin(), sorted.end());
-  const size_t bytes = (sizeof(Magazine) + kClasses[cls].mag_cap * sizeof(void*) + 63) / 64 * 64;
-  size_t best = 0, len = 1, best_len = 0;
-  for (size_t i = 1; i <= kMags; ++i) {
-    if (i < kMags && reinterpret_cast<uintptr_t>(sorted[i]) ==
-                         reinterpret_cast<uintptr_t>(sorted[i - 1]) + bytes) {
-      ++len;
-      continue;
-    }
-    if (len > best_len) {
-      best_len = len;
-      best = i - len;
-    }
-    len = 1;
-  }
+  const size_t bytes = mstest::magazine_bytes(cls);
+  const auto [best, best_len] = mstest::longest_run(&sorted, bytes);
   ASSERT_GE(best_len, 32u) << "fresh magazines are made back to back";
   const uintptr_t first = reinterpret_cast<uintptr_t>(sorted[best]);
   const uintptr_t end = reinterpret_cast<uintptr_t>(sorted[best + best_len - 1]) + bytes;

@@ -231,22 +231,9 @@ TEST(Depot, HollowEmptyGivesBackPagesOnlyEmptyMagazinesOccupy) {
   std::vector<Magazine*> mags;
   for (size_t i = 0; i < kMags; ++i) mags.push_back(depot::get_empty(cls));
   std::vector<Magazine*> sorted = mags;
-  std::sort(sorted.begin(), sorted.end());
   // The longest run of them back to back (fresh ones are carved in a row).
-  const size_t bytes = (sizeof(Magazine) + kClasses[cls].mag_cap * sizeof(void*) + 63) / 64 * 64;
-  size_t best = 0, len = 1, best_len = 0;
-  for (size_t i = 1; i <= kMags; ++i) {
-    if (i < kMags && reinterpret_cast<uintptr_t>(sorted[i]) ==
-                         reinterpret_cast<uintptr_t>(sorted[i - 1]) + bytes) {
-      ++len;
-      continue;
-    }
-    if (len > best_len) {
-      best_len = len;
-      best = i - len;
-    }
-    len = 1;
-  }
+  const size_t bytes = mstest::magazine_bytes(cls);
+  const auto [best, best_len] = mstest::longest_run(&sorted, bytes);
   ASSERT_GE(best_len, 16u) << "fresh magazines are made back to back";
   // One in the middle of the run stays out of the depot, holding objects.
   Magazine* held = sorted[best + best_len / 2];

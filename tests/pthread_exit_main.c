@@ -7,36 +7,18 @@
  * repro. Prints whether the decay thread ran (else the test proves nothing),
  * then the atexit handler's line. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../testing/decay_thread.h"
 #include "magslab/magslab.h"
 
 static void* volatile sink; /* volatile: the compiler keeps each allocation */
 
 static void bye(void) { fprintf(stderr, "atexit ran\n"); }
-
-/* Whether a thread of this process is named magslab-decay. */
-static int decay_thread_runs(void) {
-  DIR* d = opendir("/proc/self/task");
-  if (d == NULL) return 0;
-  int found = 0;
-  struct dirent* e;
-  while (!found && (e = readdir(d)) != NULL) {
-    char path[300], name[64] = "";
-    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-    FILE* f = fopen(path, "r");
-    if (f == NULL) continue;
-    if (fgets(name, sizeof name, f) != NULL) found = strncmp(name, "magslab-decay", 13) == 0;
-    fclose(f);
-  }
-  closedir(d);
-  return found;
-}
 
 static volatile int allocated; /* set by the worker after its allocation */
 
