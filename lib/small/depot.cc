@@ -441,7 +441,7 @@ size_t decay_empty() {
   // some classes, or some of a class (off the top of its stack), left the
   // others sharing pages with the hollow ones, and neither these passes nor
   // a trim_all could give those pages back afterwards (a spike of 500
-  // threads: 17-20 MiB kept, against 10.5 with one pass that takes all). An
+  // threads: 17-20 MiB kept, against 11.7 with one pass that takes all). An
   // empty magazine hollowed and then needed costs a page fault, not a refill.
   uint64_t taken = 0;
   for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node)
