@@ -382,15 +382,18 @@ const magslab_cache* owner_of(const void* p) {
 
 // A destructor that destroy() runs called magslab_cache_alloc, _free, _reap
 // or _destroy (what) on the cache it destroys, whose id and slabs destroy has
-// given up: one line naming it, then abort (before stop 42, an alloc refilled
+// given up; or one that a reap runs destroyed the cache it reaps (when says
+// which): one line naming it, then abort (before stop 42, an alloc refilled
 // from a slab about to be freed and a free was reported as "not an object of
-// any cache"; before stop 52, a reap or destroy freed the slabs destroy was
-// walking).
-[[noreturn]] MAGSLAB_COLD void used_while_destroyed(const magslab_cache* c, const char* what) {
+// any cache"; before stop 52, a reap or destroy freed the slabs destroy, or
+// the reap, was walking).
+constexpr const char* kInDestroy = "from a destructor that magslab_cache_destroy runs for it";
+[[noreturn]] MAGSLAB_COLD void used_while_destroyed(const magslab_cache* c, const char* what,
+                                                    const char* when = kInDestroy) {
   LineBuf l;
   l.str("cache ");
   name_into(l, c);
-  l.str(": ").str(what).str(" from a destructor that magslab_cache_destroy runs for it");
+  l.str(": ").str(what).str(" ").str(when);
   die(l);
 }
 
@@ -404,16 +407,6 @@ const magslab_cache* owner_of(const void* p) {
 // destructor that ends its thread (pthread_exit) during a reap leaves the
 // cache here, for that thread's remaining key destructors only.
 constinit __thread const magslab_cache* t_reaping MAGSLAB_TLS_MODEL = nullptr;
-
-// magslab_cache_destroy of c while a magslab_cache_reap of it runs (from one
-// of the reap's destructors): one line, then abort.
-[[noreturn]] MAGSLAB_COLD void destroyed_while_reaped(const magslab_cache* c) {
-  LineBuf l;
-  l.str("cache ");
-  name_into(l, c);
-  l.str(": magslab_cache_destroy while a magslab_cache_reap of it runs");
-  die(l);
-}
 
 // off (from a slab's first object) a multiple of the stride: one multiply.
 inline bool on_stride(const magslab_cache* c, uint64_t off) {
@@ -995,7 +988,8 @@ size_t destroy(magslab_cache* c, bool free_live) {
   if (MAGSLAB_UNLIKELY(c->destroying)) used_while_destroyed(c, "magslab_cache_destroy");
   // A destructor a reap of c runs: the reap goes on with c and the slabs it
   // took out (stop 52's bug hunt: it ran the freed cache's destructor on them).
-  if (MAGSLAB_UNLIKELY(t_reaping == c)) destroyed_while_reaped(c);
+  if (MAGSLAB_UNLIKELY(t_reaping == c))
+    used_while_destroyed(c, "magslab_cache_destroy", "while a magslab_cache_reap of it runs");
   reap_exited_tables();  // their magazines of c go back with the rest
   {
     LockGuard g(g_lock);

@@ -282,9 +282,14 @@ uint64_t random_u64() {
   return v | 1;  // never zero: zero is "no key yet"
 }
 
+namespace {
+timespec timespec_of(uint64_t ns) {
+  return {static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
+}
+}  // namespace
+
 bool wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns) {
-  timespec ts{static_cast<time_t>(timeout_ns / 1000000000u),
-              static_cast<long>(timeout_ns % 1000000000u)};
+  timespec ts = timespec_of(timeout_ns);
   const int saved = errno;
   // Private futex: the word is in this process's memory only.
   const long r = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected,
@@ -298,7 +303,7 @@ bool wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns) {
 }
 
 void sleep_for(uint64_t ns) {
-  timespec ts{static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
+  timespec ts = timespec_of(ns);
   const int saved = errno;
   // The system call itself (glibc's is a cancellation point); EINTR: the
   // rest of the time again.

@@ -225,6 +225,11 @@ Magazine* pop_empty(DepotClass& d) {
   if (m != nullptr) d.nempty.fetch_sub(1, std::memory_order_relaxed);
   return m;
 }
+// m onto d's stack of empty magazines, counted.
+void put_empty(DepotClass& d, Magazine* m) {
+  d.nempty.fetch_add(1, std::memory_order_relaxed);
+  d.empty.push(&m->link);
+}
 
 }  // namespace
 
@@ -248,9 +253,7 @@ void push_empty(unsigned cls, Magazine* m, unsigned node) {
   // All its slots again (a thread may have loaded it with fewer,
   // thread_cache.cc "Magazine limits").
   m->cap = m->slots;
-  DepotClass& d = g_depot[node][cls];
-  d.nempty.fetch_add(1, std::memory_order_relaxed);
-  d.empty.push(&m->link);
+  put_empty(g_depot[node][cls], m);
 }
 
 size_t cached_objects_on(unsigned cls, unsigned node) {
@@ -405,9 +408,7 @@ size_t hollow_empty() {
     }
     while (keep != nullptr) {
       Magazine* next = next_of(keep);
-      DepotClass& d = g_depot[keep->pad][keep->cls];
-      d.nempty.fetch_add(1, std::memory_order_relaxed);
-      d.empty.push(&keep->link);
+      put_empty(g_depot[keep->pad][keep->cls], keep);
       keep = next;
     }
     m = after;
