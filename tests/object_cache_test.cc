@@ -732,18 +732,23 @@ void destroy_own_cache(void* /*obj*/, void* /*arg*/) {
   magslab_cache_destroy(g_selfish);
   inside = false;
 }
+// A cache "selfish" of 1000-byte objects (16 slabs of 16 KiB: page runs, whose
+// double free the heap names) destructed by dtor, with 200 objects allocated
+// and released: free objects in its slabs for a destroy or reap to destruct.
+magslab_cache* selfish_with_free_objects(magslab_cache_dtor dtor) {
+  magslab_cache* c = magslab_cache_create("selfish", 1000, 0, nullptr, dtor, nullptr);
+  void* p[200];
+  for (void*& q : p) q = magslab_cache_alloc(c);
+  for (void* q : p) magslab_cache_free(c, q);
+  return c;
+}
 TEST(CacheMisuseDeathTest, ADestructorThatDestroyRunsReapsOrDestroysTheCacheItDestroys) {
   GTEST_FLAG_SET(death_test_style, "fast");
   for (auto [dtor, call] : {std::pair{&reap_own_cache, "magslab_cache_reap"},
                             std::pair{&destroy_own_cache, "magslab_cache_destroy"}}) {
     EXPECT_DEATH(
         {
-          // 1000-byte objects: 16 slabs of 16 KiB (page runs, whose double
-          // free the heap names).
-          g_selfish = magslab_cache_create("selfish", 1000, 0, nullptr, dtor, nullptr);
-          void* p[200];
-          for (void*& q : p) q = magslab_cache_alloc(g_selfish);
-          for (void* q : p) magslab_cache_free(g_selfish, q);
+          g_selfish = selfish_with_free_objects(dtor);
           magslab_cache_destroy(g_selfish);
         },
         only_line(std::string("cache \"selfish\": ") + call +
@@ -761,10 +766,7 @@ TEST(CacheMisuseDeathTest, AReapsDestructorThatDestroysItsCacheIsReported) {
   GTEST_FLAG_SET(death_test_style, "fast");
   EXPECT_DEATH(
       {
-        g_selfish = magslab_cache_create("selfish", 1000, 0, nullptr, destroy_own_cache, nullptr);
-        void* p[200];
-        for (void*& q : p) q = magslab_cache_alloc(g_selfish);
-        for (void* q : p) magslab_cache_free(g_selfish, q);
+        g_selfish = selfish_with_free_objects(destroy_own_cache);
         magslab_cache_reap(g_selfish);
         std::fprintf(stderr, "reaped\n");
       },
