@@ -29,6 +29,10 @@ constinit std::atomic<int64_t> requested::g_folded{0};
 constinit thread_local ThreadCache* t_cache MAGSLAB_TLS_MODEL = &g_sentinel_cache;
 
 namespace cache {
+
+constinit std::atomic<void (*)(unsigned)> g_swap_hook{nullptr};
+constinit std::atomic<void (*)(ThreadCache*)> g_exit_hook{nullptr};
+
 namespace {
 
 Lock g_registry_lock;
@@ -555,6 +559,8 @@ void give_back(ThreadCache* tc, bool own) {
   // destructor, glibc's per-thread cleanup) goes to the slabs directly: a
   // cache made now might never be flushed.
   if (own) t_cache = &g_exited_cache;
+  // relaxed: set by a test before the thread exits (thread_cache.h).
+  if (auto hook = g_exit_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook)) hook(tc);
   tag_ended(tc->owner_tag);
   // Again, now that senders see the tag gone: what one sent between the
   // drain in retire_all and tag_ended. seq_cst, unconditional: see
@@ -798,6 +804,8 @@ void* alloc_slow_once(unsigned cls) {
   //    first, as every slow path does: take_previous.)
   const uint32_t slots = slots_of(cls);
   Magazine* prev = take_previous(p);
+  // relaxed: set by a test before this thread's malloc (thread_cache.h).
+  if (auto hook = g_swap_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook)) hook(cls);
   if (prev->count != 0) {
     fit(prev, note_swap(p, cls));
     set_previous(p, p.loaded);

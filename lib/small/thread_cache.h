@@ -295,6 +295,20 @@ size_t live_caches();
 // Objects held in all live threads' magazines, per class.
 void cached_objects(CachedCounts* out);
 
+// Tests only (nullptr otherwise), so a test can act at a point another
+// thread may reach at any time, between two steps a race would otherwise hit
+// for nanoseconds. Each runs on the thread it names, may block it (waiting
+// for another thread to act), and must not allocate or free on it.
+//  * g_swap_hook(cls): alloc_slow has just taken the previous magazine of
+//    class cls out of its slot (take_previous) to look inside; a
+//    magslab_trim_all() on another thread now finds the slot empty.
+//  * g_exit_hook(tc): an exiting thread's cache tc is out of the registry and
+//    its magazines and inboxes drained (retire_all), but its owner tag still
+//    runs, so other threads may still send their full remote magazines to
+//    its inboxes; give_back takes those after tag_ended.
+extern std::atomic<void (*)(unsigned)> g_swap_hook;
+extern std::atomic<void (*)(ThreadCache*)> g_exit_hook;
+
 // Exact mode: the sum of every thread's ThreadCache::requested and of what
 // exited threads (and, in a forked child, the parent's other threads) left
 // in requested::g_folded — live requested bytes of slab-class blocks.
