@@ -1,8 +1,10 @@
 /* The decay thread where the OS refuses its timed futex waits (a seccomp
- * filter's ENOSYS, as a sandbox's profile or a kernel without futexes gives):
- * it must still sleep between passes. Until stop 52's bug hunt the refused
- * wait returned at once and the thread ran passes back to back for good,
- * about a CPU's worth in an idle process (0.99 s of CPU in 3 s of sleep).
+ * filter's ENOSYS, as a sandbox's profile or a kernel without futexes gives,
+ * or the errno named by the first argument, e.g. EAGAIN): it must still sleep
+ * between passes. Until stop 52's bug hunt the refused wait returned at once
+ * and the thread ran passes back to back for good, about a CPU's worth in an
+ * idle process (0.99 s of CPU in 3 s of sleep); with EAGAIN (what the kernel
+ * returns when the word no longer holds the value waited for) until stop 53.
  * The filter refuses only FUTEX_WAIT_PRIVATE with a timeout, which glibc's
  * own locks and joins do not use. Prints the CPU time the process used while
  * main slept, and fails above 4 % of the sleep. */
@@ -15,6 +17,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -26,8 +29,8 @@
 
 static void* volatile sink; /* volatile: the compiler keeps each allocation */
 
-/* futex(FUTEX_WAIT_PRIVATE) with a timeout: ENOSYS; everything else allowed. */
-static int refuse_timed_futex_waits(void) {
+/* futex(FUTEX_WAIT_PRIVATE) with a timeout: err; everything else allowed. */
+static int refuse_timed_futex_waits(int err) {
   struct sock_filter f[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -43,7 +46,7 @@ static int refuse_timed_futex_waits(void) {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[3]) + 4),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
   };
   struct sock_fprog prog = {sizeof f / sizeof f[0], f};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
@@ -67,8 +70,8 @@ static double cpu_seconds(void) {
          (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-int main(void) {
-  if (refuse_timed_futex_waits() != 0) {
+int main(int argc, char** argv) {
+  if (refuse_timed_futex_waits(argc > 1 ? atoi(argv[1]) : ENOSYS) != 0) {
     /* No seccomp here (an old kernel, a sandbox that forbids it): nothing to show. */
     printf("SKIP: no seccomp filter (%s)\n", strerror(errno));
     return 0;

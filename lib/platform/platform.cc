@@ -294,10 +294,14 @@ bool wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns) {
   // Private futex: the word is in this process's memory only.
   const long r = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected,
                          timeout_ns != 0 ? &ts : nullptr, nullptr, 0);
-  // Woken, the word no longer `expected`, the time up, a signal: the kernel
-  // waited as asked. Anything else is the call refused (a seccomp filter's
-  // ENOSYS or EPERM, a kernel without futexes): it returned at once.
-  const bool waited = r == 0 || errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR;
+  // Woken, the time up, a signal: the kernel waited as asked; EAGAIN: the
+  // word no longer `expected`, which it still is if a filter made that up
+  // (stop 53: a decay thread then ran passes back to back, as with ENOSYS).
+  // Anything else is the call refused (a seccomp filter's ENOSYS or EPERM, a
+  // kernel without futexes): it returned at once. relaxed: a second look at
+  // the word the kernel compared; a change and back meanwhile costs a sleep.
+  const bool waited = r == 0 || errno == ETIMEDOUT || errno == EINTR ||
+                      (errno == EAGAIN && __atomic_load_n(word, __ATOMIC_RELAXED) != expected);
   errno = saved;
   return waited;
 }

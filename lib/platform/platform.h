@@ -159,7 +159,8 @@ inline bool single_threaded() {
 // Sleep while *word == expected, at most timeout_ns (0: no limit), or until
 // wake(word). May return early (spurious wake-up, signal): callers re-check.
 // false: the OS refused the wait (a seccomp filter, a kernel without
-// futexes) and it returned at once without sleeping. errno kept.
+// futexes) and it returned at once without sleeping, or claimed that the word
+// had changed while it still holds `expected` (a filter's EAGAIN). errno kept.
 bool wait_on(const uint32_t* word, uint32_t expected, uint64_t timeout_ns);
 // Sleep ns nanoseconds (CLOCK_MONOTONIC), signals or not. errno kept.
 void sleep_for(uint64_t ns);
