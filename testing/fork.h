@@ -6,8 +6,17 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <string>
 
 namespace mstest {
+
+// How a child whose status waitpid() returned ended, for a failure message.
+inline std::string child_end(int status) {
+  if (WIFEXITED(status)) return "the child exited with " + std::to_string(WEXITSTATUS(status));
+  if (!WIFSIGNALED(status)) return "the child did not end";
+  return "the child was killed by signal " + std::to_string(WTERMSIG(status)) +
+         (WTERMSIG(status) == SIGALRM ? " (deadlock: alarm fired)" : "");
+}
 
 // Forks n children, one at a time, each running child(), which must _exit(0)
 // (a child that may deadlock sets an alarm(): it then dies of SIGALRM); adds
@@ -21,11 +30,7 @@ inline void fork_children(int n, void (*child)(), int* failures) {
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       ++*failures;
-      if (WIFSIGNALED(status))
-        ADD_FAILURE() << "fork " << f << ": child killed by signal " << WTERMSIG(status)
-                      << (WTERMSIG(status) == SIGALRM ? " (deadlock: alarm fired)" : "");
-      else
-        ADD_FAILURE() << "fork " << f << ": child exited with " << WEXITSTATUS(status);
+      ADD_FAILURE() << "fork " << f << ": " << child_end(status);
     }
   }
 }

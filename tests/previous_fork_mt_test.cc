@@ -19,6 +19,7 @@
 #include "small/size_classes.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
+#include "testing/fork.h"
 #include "testing/no_decay.h"  // the parent's decay must not move the magazines first
 
 // The fork prepare handler holds every class lock, past ThreadSanitizer's 64
@@ -73,6 +74,7 @@ TEST(PreviousFork, AnotherThreadsPreviousAndInboxGoBackInTheChild) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    alarm(20);  // a lock the child inherited held would hang it: fail instead
     // Everything the child can reach goes back to the slabs: what stays out
     // is what it cannot reach, the other thread's loaded and remote magazines.
     magslab_trim_all();
@@ -90,7 +92,7 @@ TEST(PreviousFork, AnotherThreadsPreviousAndInboxGoBackInTheChild) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   for (size_t i = freed; i < handed.size(); ++i) magslab_free(handed[i]);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the child lost the previous or inbox magazine";
+      << mstest::child_end(status) << " (1: the child lost the previous or inbox magazine)";
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "small/size_classes.h"
 #include "small/slab.h"
 #include "small/thread_cache.h"
+#include "testing/fork.h"
 #include "testing/magazines.h"
 #include "testing/no_decay.h"  // the parent's decay must not drain the stash first
 
@@ -44,6 +45,7 @@ TEST(StashFork, AnotherThreadsStashGoesBackInTheChild) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    alarm(20);  // a lock the child inherited held would hang it: fail instead
     // Everything the child can reach back to the slabs: what stays out is
     // what the child cannot reach (the other thread's loaded and previous).
     magslab_trim_all();
@@ -57,7 +59,8 @@ TEST(StashFork, AnotherThreadsStashGoesBackInTheChild) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   phase.store(2);
   t.join();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child lost the stash";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << mstest::child_end(status) << " (1: the child lost the stash)";
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include "magslab/magslab.h"
 #include "small/size_classes.h"
+#include "testing/fork.h"
 #include "testing/no_decay.h"  // the parent's decay must not move the magazines meanwhile
 
 // The fork prepare handler holds every class lock, past ThreadSanitizer's 64
@@ -50,6 +51,7 @@ TEST(StatsFork, TheOtherThreadsLostMagazinesAreNotLiveInTheChild) {
   magslab_stats(&g_parent);
   const pid_t pid = fork();
   if (pid == 0) {
+    alarm(20);  // a lock the child inherited held would hang it: fail instead
     magslab_stats(&g_child);
     const magslab_class_stats &p = g_parent.classes[cls], &c = g_child.classes[cls];
     int bad = 0;
@@ -90,7 +92,7 @@ TEST(StatsFork, TheOtherThreadsLostMagazinesAreNotLiveInTheChild) {
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the child's statistics count the lost magazines";
+      << mstest::child_end(status) << " (1: the child's statistics count the lost magazines)";
   // The parent's ground truth: the other thread's block (freed now) aside,
   // this test holds none of the class.
   EXPECT_GE(g_parent.classes[cls].live_objects, 1u);
