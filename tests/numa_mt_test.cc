@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "chunks/meta_arena.h"
 #include "magslab/magslab.h"
 #include "platform/numa.h"
 #include "small/depot.h"
@@ -191,3 +192,39 @@ TEST(NumaMt, ThreadExitAndMigrationReturnEverythingToItsNode) {
 }
 
 }  // namespace
+
+// A producer on node 0 and a consumer on node 1: the consumer's full remote
+// magazines go home to node 0's depot, where the producer takes them and
+// leaves its empty ones, in node 0's stack of empties. The consumer asks
+// node 1's for an empty magazine at each trade; none ever come there.
+// Empty magazines hold nothing, so any node's will do: the magazines must
+// circulate, not be made anew at every trade while node 0's empties pile up.
+TEST(NumaMt, ProducerAndConsumerOnTwoNodesReuseTheirEmptyMagazines) {
+  fake::install(2);
+  constexpr int kRounds = 600, kBatch = 2048;
+  std::vector<void*> batch(kBatch);
+  std::atomic<int> turn{0};  // even: the producer's round, odd: the consumer's
+  size_t warm = 0;
+  std::thread producer([&] {
+    fake::set_thread_node(0);
+    for (int r = 0; r < kRounds; ++r) {
+      while (turn.load(std::memory_order_acquire) != 2 * r) std::this_thread::yield();
+      for (void*& p : batch) p = magslab_malloc(64);
+      if (r == kRounds / 10) warm = meta::mapped_bytes();
+      turn.store(2 * r + 1, std::memory_order_release);
+    }
+  });
+  std::thread consumer([&] {
+    fake::set_thread_node(1);
+    for (int r = 0; r < kRounds; ++r) {
+      while (turn.load(std::memory_order_acquire) != 2 * r + 1) std::this_thread::yield();
+      for (void* p : batch) magslab_free(p);
+      turn.store(2 * r + 2, std::memory_order_release);
+    }
+  });
+  producer.join();
+  consumer.join();
+  const size_t grown = meta::mapped_bytes() - warm;
+  EXPECT_LT(grown, size_t{2} << 20)
+      << "metadata grew by " << grown << " bytes in " << kRounds * 9 / 10 << " rounds";
+}

@@ -28,8 +28,9 @@ Magazine* pop_full(unsigned cls, unsigned node = 0);
 // m mixes nodes' objects; the caller then flushes m to the slabs, which send
 // each object to its own node's slab.
 bool push_full(unsigned cls, Magazine* m);
-// An empty magazine: from node `node`'s depot, else newly made. nullptr when
-// out of memory. Empty magazines hold nothing: any node's will do.
+// An empty magazine: from node `node`'s depot, else another node's, else
+// newly made. nullptr when out of memory. Empty magazines hold nothing: any
+// node's will do (an emptier pushes to its own node, a taker may be on another).
 Magazine* get_empty(unsigned cls, unsigned node = 0);
 void push_empty(unsigned cls, Magazine* m, unsigned node = 0);
 
