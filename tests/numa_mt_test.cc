@@ -6,6 +6,7 @@
 // (fork() with both nodes in use: numa_fork_mt_test.cc.)
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "testing/fake_numa.h"
 #include "testing/no_decay.h"  // exact depot and slab contents
 #include "testing/rng.h"
+#include "testing/sanitizers.h"
 
 namespace {
 
@@ -227,4 +229,97 @@ TEST(NumaMt, ProducerAndConsumerOnTwoNodesReuseTheirEmptyMagazines) {
   const size_t grown = meta::mapped_bytes() - warm;
   EXPECT_LT(grown, size_t{2} << 20)
       << "metadata grew by " << grown << " bytes in " << kRounds * 9 / 10 << " rounds";
+}
+
+// Four nodes; four threads that move to another node every hundred or so
+// operations, free their own blocks and each other's (through mailboxes),
+// and now and then give their magazines back (thread_idle, trim, trim_all):
+// no block is handed out twice (each carries its own address), and once
+// all are freed and trimmed no object of any class is out of any node's
+// slabs, no depot holds one, and the statistics count no live block.
+TEST(NumaMt, MigratingThreadsOnFourNodesLoseAndDuplicateNothing) {
+  fake::install(4);
+  ASSERT_EQ(numa::nodes(), 4u);
+  constexpr int kThreads = 4, kSlots = 64;
+#ifdef MS_SANITIZED
+  constexpr int kOps = 6000;
+#else
+  constexpr int kOps = 40000;
+#endif
+  struct magslab_stats before {};
+  magslab_stats_get(&before, sizeof before);
+  std::vector<std::array<std::atomic<void*>, kSlots>> box(kThreads);
+  std::atomic<long> bad{0};
+  auto check = [&](void* p) {
+    if (*static_cast<void**>(p) != p) bad.fetch_add(1, std::memory_order_relaxed);
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      mstest::Rng rng(static_cast<uint64_t>(t) * 77 + 5);
+      fake::set_thread_node(static_cast<unsigned>(t));
+      std::vector<void*> mine;
+      for (int i = 0; i < kOps; ++i) {
+        const uint64_t r = rng.next();
+        if (r % 97 == 0) fake::set_thread_node(static_cast<unsigned>(rng.next() % 4));
+        if (r % 5003 == 0) magslab_thread_idle();
+        if (r % 7919 == 0) magslab_trim();
+        if (r % 30011 == 0) magslab_trim_all();
+        // Small classes, now and then a large class (40-240 KiB).
+        const size_t size = (r >> 8) % 64 == 0 ? 40000 + (r >> 20) % 200000 : 8 + (r >> 8) % 1024;
+        if (mine.size() < 1500 && (r >> 40) % 3 != 0) {
+          void* p = magslab_malloc(size);
+          if (p == nullptr) {
+            bad.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+          *static_cast<void**>(p) = p;
+          mine.push_back(p);
+        } else if (!mine.empty()) {
+          const size_t k = (r >> 12) % mine.size();
+          void* p = mine[k];
+          mine[k] = mine.back();
+          mine.pop_back();
+          check(p);
+          if ((r >> 50) % 2 != 0) {  // to another thread, which frees it
+            auto& to = box[(t + 1 + static_cast<int>((r >> 52) % (kThreads - 1))) % kThreads];
+            if (void* old = to[(r >> 56) % kSlots].exchange(p)) {
+              check(old);
+              magslab_free(old);
+            }
+          } else {
+            magslab_free(p);
+          }
+        }
+        if (r % 13 == 0)
+          for (auto& s : box[t])
+            if (void* q = s.exchange(nullptr)) {
+              check(q);
+              magslab_free(q);
+            }
+      }
+      for (void* p : mine) {
+        check(p);
+        magslab_free(p);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (auto& b : box)
+    for (auto& s : b)
+      if (void* q = s.exchange(nullptr)) {
+        check(q);
+        magslab_free(q);
+      }
+  EXPECT_EQ(bad.load(), 0);
+  magslab_trim_all();
+  for (unsigned c = 0; c < kNumClasses; ++c)
+    for (unsigned node = 0; node < 4; ++node) {
+      ASSERT_EQ(slab::counts_on(c, node).carved_objects, 0u) << "class " << c << " node " << node;
+      ASSERT_EQ(depot::cached_objects_on(c, node), 0u) << "class " << c << " node " << node;
+    }
+  struct magslab_stats after {};
+  magslab_stats_get(&after, sizeof after);
+  EXPECT_EQ(after.live_objects, before.live_objects);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
 }
