@@ -103,6 +103,10 @@ inline uint64_t checked_word(const void* p, Misuse kind) {
 
 MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   if (p == nullptr) return;
+  // A thread that uses only huge blocks or page runs makes no thread cache,
+  // whose registration starts the decay thread: it is counted here (one load
+  // once the thread runs; nothing in a single-threaded process).
+  if (!platform::single_threaded()) decay::on_free_outside_classes();
   // A huge block parks first: the park checks that p starts a live huge block
   // (no slab, hollow or not, is one), so the hollow-slab check, a walk of
   // another array of the page map, is for what it leaves (a 4 MiB pair: 267

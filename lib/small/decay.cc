@@ -26,6 +26,11 @@ constinit std::atomic<bool (*)(uint64_t)> g_hook{nullptr};
 constinit std::atomic<uint64_t> g_next_tick{0};
 // One pass at a time (the background thread and slow paths, trim).
 Lock g_pass_lock;
+// Threads counted as using magslab (note_user): each counts itself once, and
+// the second starts the background thread. relaxed: a count; the start is
+// decided by on_multithreaded's compare-exchange.
+constinit std::atomic<uint32_t> g_users{0};
+constinit thread_local bool t_counted MAGSLAB_TLS_MODEL = false;
 // Never changed: the background thread waits on it for one tick.
 const uint32_t g_tick_word = 0;
 
@@ -139,6 +144,20 @@ void on_multithreaded() {
   g_state.store(ok ? kRunning : kNone, std::memory_order_release);
 }
 
+void note_user() {
+  if (t_counted) return;
+  t_counted = true;
+  // relaxed: see g_users.
+  if (g_users.fetch_add(1, std::memory_order_relaxed) != 0) on_multithreaded();
+}
+
+void on_free_outside_classes() {
+  // relaxed: a hint; once the thread runs (or the option kept it off) nothing
+  // is counted, and on_multithreaded's compare-exchange decides the start.
+  if (g_state.load(std::memory_order_relaxed) != kNone) return;
+  note_user();
+}
+
 bool option_turned_on() {
   // acq_rel, and always a write: pairs with on_multithreaded's exchange (the
   // option was stored before this).
@@ -170,6 +189,7 @@ void reset_after_fork_child() {
   uint32_t s = g_state.load(std::memory_order_relaxed);
   if (s == kRunning || s == kStarting) g_state.store(kNone, std::memory_order_relaxed);
   g_next_tick.store(0, std::memory_order_relaxed);
+  g_users.store(t_counted ? 1 : 0, std::memory_order_relaxed);  // the child's one thread
   decay_event::g_parked.store(0, std::memory_order_relaxed);
   g_pass_lock.unlock_after_fork();
 }

@@ -245,7 +245,10 @@ ThreadCache* current() {
   g_caches_made.fetch_add(1, std::memory_order_relaxed);
   decay_event::note();
   // With no lock held and this cache in place: pthread_create allocates.
-  if (multithreaded) decay::on_multithreaded();
+  if (multithreaded)
+    decay::on_multithreaded();
+  else
+    decay::note_user();  // a thread that frees only huge blocks may be the second
   return tc;
 }
 
