@@ -472,6 +472,34 @@ TEST(DecayMt, TwoThreadsThatFreeOnlyHugeBlocksStartTheBackgroundThread) {
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "still cached: " << cached_bytes() << " B";
 }
 
+// A producer that only allocates huge buffers and a consumer that frees them:
+// the producer frees none, and counts from its first block of fresh memory.
+TEST(DecayMt, AProducerAndAConsumerOfHugeBlocksStartTheBackgroundThread) {
+  ASSERT_EQ(magslab_option_set("huge_cache_ms", 100), 0);
+  std::atomic<void*> slot{nullptr};
+  std::thread producer([&] {
+    for (size_t mib = 2; mib <= 8; mib += 2) {
+      void* p = magslab_malloc(mib * MiB);
+      ASSERT_NE(p, nullptr);
+      std::memset(p, 1, mib * MiB);
+      slot.store(p);
+      while (slot.load() != nullptr) std::this_thread::yield();
+    }
+  });
+  std::thread consumer([&] {
+    for (int i = 0; i < 4; ++i) {
+      void* p;
+      while ((p = slot.load()) == nullptr) std::this_thread::yield();
+      magslab_free(p);
+      slot.store(nullptr);
+    }
+  });
+  producer.join();
+  consumer.join();
+  EXPECT_TRUE(decay::background_running());
+  EXPECT_TRUE(cached_falls_to(MiB, 10)) << "still cached: " << cached_bytes() << " B";
+}
+
 // Two threads with a cache at once make a process multithreaded (gtest's own
 // allocations do not go through magslab: the main thread needs one of its own).
 TEST(DecayMt, ForkedChildStartsItsOwnThread) {

@@ -106,7 +106,7 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   // A thread that uses only huge blocks or page runs makes no thread cache,
   // whose registration starts the decay thread: it is counted here (one load
   // once the thread runs; nothing in a single-threaded process).
-  if (!platform::single_threaded()) decay::on_free_outside_classes();
+  if (!platform::single_threaded()) decay::on_use_outside_classes();
   // A huge block parks first: the park checks that p starts a live huge block
   // (no slab, hollow or not, is one), so the hollow-slab check, a walk of
   // another array of the page map, is for what it leaves (a 4 MiB pair: 267
@@ -133,11 +133,25 @@ MAGSLAB_NOINLINE void* api::note_alloc(void* p, size_t n) {
   return p;
 }
 
+namespace {
+
+// large::alloc, counting the calling thread as one that uses magslab when the
+// block is fresh memory (a mapping or purged pages: a system call or page
+// faults anyway): a thread that only allocates huge blocks another frees (a
+// producer of buffers) makes no thread cache and frees none.
+void* alloc_outside_classes(size_t n, size_t align, bool* zeroed) {
+  void* p = large::alloc(n, align, zeroed);
+  if (p != nullptr && *zeroed && !platform::single_threaded()) decay::on_use_outside_classes();
+  return p;
+}
+
+}  // namespace
+
 MAGSLAB_NOINLINE void* api::malloc_big(size_t n) {
   if (n <= kMaxClassSize) return alloc_small(class_of_big(n), n);
   if (n > kMaxRequest) return fail(ENOMEM);
   bool zeroed;
-  void* p = large::alloc(n, 1, &zeroed);
+  void* p = alloc_outside_classes(n, 1, &zeroed);
   return p != nullptr ? p : fail(ENOMEM);
 }
 
@@ -168,7 +182,7 @@ void* alloc_aligned(size_t align, size_t n) {
     if (c < kNumClasses) return alloc_small(c, n);
   }
   bool zeroed;
-  void* p = large::alloc(n == 0 ? 1 : n, align, &zeroed);
+  void* p = alloc_outside_classes(n == 0 ? 1 : n, align, &zeroed);
   return p != nullptr ? p : fail(ENOMEM);
 }
 
@@ -349,7 +363,7 @@ void* raw::alloc(size_t n, size_t align, bool* zeroed) {
   // Where malloc_big would go (alloc_aligned, align <= 16): the large heap,
   // which knows whether the pages are fresh (check mode's calloc).
   if (align <= 16 && n > kMaxClassSize && n <= kMaxRequest) {
-    void* p = large::alloc(n, 1, zeroed);
+    void* p = alloc_outside_classes(n, 1, zeroed);
     if (p == nullptr) *zeroed = false;
     return p;
   }
@@ -406,7 +420,7 @@ namespace magslab::api {
   }
   if (total > kMaxRequest) return fail(ENOMEM);
   bool zeroed;
-  void* p = large::alloc(total, 1, &zeroed);
+  void* p = alloc_outside_classes(total, 1, &zeroed);
   if (p == nullptr) return fail(ENOMEM);
   if (!zeroed) memset(p, 0, total);  // fresh pages (never touched, or decommitted) are zero
   return p;

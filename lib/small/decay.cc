@@ -151,7 +151,7 @@ void note_user() {
   if (g_users.fetch_add(1, std::memory_order_relaxed) != 0) on_multithreaded();
 }
 
-void on_free_outside_classes() {
+void on_use_outside_classes() {
   // relaxed: a hint; once the thread runs (or the option kept it off) nothing
   // is counted, and on_multithreaded's compare-exchange decides the start.
   if (g_state.load(std::memory_order_relaxed) != kNone) return;

@@ -12,7 +12,8 @@
 // process is back near its pre-burst RSS about a second after a burst.
 //
 // Who runs the passes: once a second thread uses magslab (makes a thread
-// cache, or frees a block outside the size classes), a background thread
+// cache, or frees a block outside the size classes or gets one of fresh
+// memory), a background thread
 // ("magslab-decay"; MAGSLAB_BACKGROUND_THREAD=0 disables it) runs one pass per
 // tick while anything is cached, and sleeps without a timeout when nothing is
 // (decay_event.h wakes it). A single-threaded program never gets a thread
@@ -44,12 +45,13 @@ void on_multithreaded();
 // background thread (on_multithreaded).
 void note_user();
 // api: the calling thread frees a huge block or a page run (no thread cache
-// needed) in a process that has had a second thread (platform::single_threaded
-// false). A thread that only uses such blocks makes no cache: counted here,
+// needed), or gets one of fresh memory, in a process that has had a second
+// thread (platform::single_threaded false). A thread that only uses such
+// blocks makes no cache: counted here,
 // so that a second thread of that kind, or beside one with a cache, starts the
 // background thread (before stop 53 none started, and the huge cache and park
 // slots such threads filled stayed mapped while the process idled).
-void on_free_outside_classes();
+void on_use_outside_classes();
 // magslab_option_set("background_thread", 1): a start the option kept off
 // may happen now. true: it had kept one off — the process has had a second
 // thread — and the caller may start the thread at once (on_multithreaded);
