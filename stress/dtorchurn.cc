@@ -174,6 +174,7 @@ void key_destructor(void* v) {
 
 void* dtor_worker(void* p) {
   auto& w = *static_cast<Worker*>(p);
+  t_worker = static_cast<int>(w.t);
   w.r = Rng(thread_seed(w.t, w.gen));
   w.nleft = 0;
   w.rounds.store(0, std::memory_order_relaxed);

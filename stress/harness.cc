@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,9 +91,16 @@ size_t random_size(Rng& r, size_t max_size) {
   return n > max_size ? max_size : n;
 }
 
+namespace {
+// Set by the first report (a FAILURE or a CRASH line): any later one waits
+// for the process to end.
+std::atomic<bool> g_reporting{false};
+}  // namespace
+
+thread_local int t_worker = -2;
+
 void fail(const Failure& f) {
-  static std::atomic<bool> once{false};
-  if (once.exchange(true)) {
+  if (g_reporting.exchange(true)) {
     for (;;) pause();  // another thread is reporting and exiting
   }
   char thr[32];
@@ -121,23 +129,174 @@ void fail(const Failure& f) {
   _exit(1);
 }
 
-void check_block(int thread, const Block& b, const char* op) {
-  check_key(thread, b.p, b.size, key_of(b), op, "block contents changed while it was live");
-}
-
 size_t indexed_length(const void* p, size_t size) {
   size_t usable = g.api->usable_size(const_cast<void*>(p));
   return usable > size ? usable : size;
 }
 
+namespace {
+// b's interval in the overlap index: up to the usable size it was made with
+// (asked again where that is not kept).
+size_t indexed_extent(const Block& b) {
+  if (b.usable != 0) return b.usable > b.size ? b.usable : b.size;
+  return indexed_length(b.p, b.size);
+}
+}  // namespace
+
+size_t extent_of(const Block& b) { return g.api->is_magslab ? indexed_extent(b) : b.size; }
+
+namespace {
+size_t g_class_sizes[256];
+size_t g_class_count = 0;
+
+// A usable size past the request that magslab cannot have made: neither one
+// of its class sizes nor a page multiple (page runs and huge blocks) — the
+// harness would write up to it. Reported as a failure of op.
+void check_usable_is_magslab(int thread, const char* op, void* p, size_t size, size_t usable) {
+  if (!g.api->is_magslab || usable <= size || usable % 4096 == 0) return;
+  for (size_t i = 0; i < g_class_count; ++i)
+    if (g_class_sizes[i] == usable) return;
+  Failure f;
+  f.op = "usable-size";
+  f.thread = thread;
+  f.addr = p;
+  f.size = size;
+  static char msg[160];  // fail() does not return
+  snprintf(msg, sizeof msg,
+           "%s: usable_size %zu is neither a size class nor a page multiple (not written)", op,
+           usable);
+  f.detail = msg;
+  fail(f);
+}
+}  // namespace
+
+void load_magslab_classes(const size_t* sizes, size_t n) {
+  g_class_count = std::min(n, sizeof g_class_sizes / sizeof g_class_sizes[0]);
+  std::copy(sizes, sizes + g_class_count, g_class_sizes);
+}
+
+namespace {
+// check_key over a block's whole extent [0, ext), reported with its requested
+// size; a wrong byte past the request says so.
+void check_extent(int thread, const Block& b, size_t ext, uint64_t key, const char* op,
+                  const char* detail) {
+  size_t off = check_pattern_range(b.p, 0, ext, key);
+  if (off == kNoMismatch) return;
+  Failure f;
+  f.op = op;
+  f.thread = thread;
+  f.addr = b.p;
+  f.size = b.size;
+  f.offset = off;
+  f.expected = pattern_byte(key, off);
+  f.found = static_cast<const unsigned char*>(b.p)[off];
+  static char msg[192];  // fail() does not return
+  if (off >= b.size) {
+    snprintf(msg, sizeof msg, "%s (in the slack past the request, below usable_size %zu)", detail,
+             ext);
+    detail = msg;
+  }
+  f.detail = detail;
+  fail(f);
+}
+}  // namespace
+
+namespace {
+// Not strsignal(): it may translate, and so allocate, in the middle of a crash.
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGILL:
+      return "SIGILL";
+    case SIGFPE:
+      return "SIGFPE";
+    case SIGABRT:
+      return "SIGABRT";
+  }
+  return "?";
+}
+
+void crash_handler(int sig, siginfo_t* si, void*) {
+  if (!g_reporting.exchange(true)) {
+    char thr[16] = "?";  // a thread the harness did not number
+    if (t_worker >= 0)
+      snprintf(thr, sizeof thr, "%d", t_worker);
+    else if (t_worker == -1)
+      snprintf(thr, sizeof thr, "main");
+    char addr[32] = "-";  // the faulting address; none for an abort
+    if (sig != SIGABRT) snprintf(addr, sizeof addr, "%p", si->si_addr);
+    char line[400];
+    int n = snprintf(line, sizeof line,
+                     "magslab-stress: CRASH workload=%s thread=%s signal=%d (%s) addr=%s "
+                     "seed=0x%016llx allocator=%s: %s\n",
+                     g.workload, thr, sig, signal_name(sig), addr,
+                     static_cast<unsigned long long>(g.opt.seed), g.api ? g.api->name : "?",
+                     sig == SIGABRT ? "aborted (the allocator's own report, if any, is above)"
+                                    : "the process crashed before a check saw anything wrong "
+                                      "(a block handed out unmapped, or the allocator's own "
+                                      "structures corrupted)");
+    if (n > static_cast<int>(sizeof line)) n = sizeof line;
+    (void)!write(2, line, static_cast<size_t>(n));
+  } else {
+    // Another thread is reporting (a FAILURE line, then _exit(1)): give it
+    // time to end the process, as fail() does for a second failure.
+    struct timespec ts = {2, 0};
+    nanosleep(&ts, nullptr);
+  }
+  // Dies of the signal as it would have without this handler (SA_RESETHAND
+  // restored the default; it is delivered once the handler returns).
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void watchdog_alarm(int) {
+  Failure f;
+  f.op = "watchdog";
+  f.detail = "the final checks (heap check, live counts, trims) still running: hung";
+  fail(f);
+}
+}  // namespace
+
+void install_crash_report() {
+#ifndef MS_SANITIZED
+  struct sigaction sa {};
+  sa.sa_sigaction = crash_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) sigaction(sig, &sa, nullptr);
+#endif
+}
+
+void arm_final_watchdog(double seconds) {
+  signal(SIGALRM, watchdog_alarm);
+  alarm(static_cast<unsigned>(std::min(seconds, 1e6)) + 1);
+}
+
+void check_block(int thread, const Block& b, const char* op) {
+  check_extent(thread, b, extent_of(b), key_of(b), op, "block contents changed while it was live");
+}
+
 void unindex_block(int thread, const Block& b) {
-  if (!g.index->erase(b.p, indexed_length(b.p, b.size))) {
+  if (!g.index->erase(b.p, indexed_extent(b))) {
     Failure f;
-    f.op = "index-erase";
     f.thread = thread;
     f.addr = b.p;
     f.size = b.size;
-    f.detail = "harness bug: block not in the overlap index";
+    size_t now = g.api->usable_size(b.p);
+    if (b.usable != 0 && now != b.usable) {
+      f.op = "usable-changed";
+      static char msg[160];
+      snprintf(msg, sizeof msg,
+               "usable_size of a live block changed from %zu to %zu (nothing reallocated it)",
+               b.usable, now);
+      f.detail = msg;
+    } else {
+      f.op = "index-erase";
+      f.detail = "harness bug: block not in the overlap index";
+    }
     fail(f);
   }
 }
@@ -274,14 +433,16 @@ Block alloc_block(int thread, Rng& r, size_t size, Kind kind, size_t align) {
       fail(f);
     }
   }
+  check_usable_is_magslab(thread, op, p, size, usable);
   index_block(thread, p, size, "new");
-  Block b{p, size, align};
-  fill_pattern(p, size, key_of(b));
+  Block b{p, size, align, usable};
+  fill_pattern(p, extent_of(b), key_of(b));
   return b;
 }
 
 void free_block(int thread, const Block& b, bool sized) {
-  check_key(thread, b.p, b.size, key_of(b), "free-check", "block contents changed before free");
+  check_extent(thread, b, extent_of(b), key_of(b), "free-check",
+               "block contents changed before free");
   unindex_block(thread, b);
   const Api& a = *g.api;
   if (sized && b.align == 0 && a.free_sized != nullptr)
@@ -324,8 +485,8 @@ bool realloc_block(int thread, Block& b, size_t size) {
     }
     // Fault mode: the old block must be untouched and still ours.
     null_result(thread, "realloc", size, errno);
-    check_key(thread, b.p, b.size, old_key, "realloc-failed",
-              "a failed realloc changed the old block");
+    check_extent(thread, b, extent_of(b), old_key, "realloc-failed",
+                 "a failed realloc changed the old block");
     index_block(thread, b.p, b.size, "failed realloc's old");
     return true;
   }
@@ -347,9 +508,11 @@ bool realloc_block(int thread, Block& b, size_t size) {
     f.detail = msg;
     fail(f);
   }
+  size_t usable = g.api->usable_size(q);
+  check_usable_is_magslab(thread, "realloc", q, size, usable);
   index_block(thread, q, size, "realloc");
-  b = Block{q, size, 0};
-  fill_pattern(q, size, key_of(b));
+  b = Block{q, size, 0, usable};
+  fill_pattern(q, extent_of(b), key_of(b));
   return true;
 }
 
@@ -361,6 +524,7 @@ struct ThreadArg {
 };
 void* thread_main(void* p) {
   auto* t = static_cast<ThreadArg*>(p);
+  t_worker = static_cast<int>(t->i);
   t->fn(t->i, t->arg);
   return nullptr;
 }

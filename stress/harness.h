@@ -102,12 +102,28 @@ struct Failure {
   size_t other_size = 0;
 };
 [[noreturn]] void fail(const Failure& f);
+// A fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) prints one line,
+// "magslab-stress: CRASH workload=… thread=… signal=… addr=… seed=…", then
+// the process dies of the signal as before (exit status 128 + signal): a
+// crash names the workload and seed to replay. Not under sanitizers, which
+// report these themselves.
+void install_crash_report();
+// The final checks (heap check, trims) on the main thread: a FAILURE line
+// (op=watchdog) if they are still running `seconds` from now, not a run that
+// never ends.
+void arm_final_watchdog(double seconds);
+// The calling thread's worker index in reports of a crash (run_threads and
+// the churn workers set it; main sets -1; -2: not numbered).
+extern thread_local int t_worker;
 
-// A block owned by the harness (requested size, requested alignment).
+// A block owned by the harness (requested size, requested alignment, and the
+// usable size the allocator reported when the block was made: 0 where it is
+// not kept — blocks unpacked from larson's and churn's slots — and asked again).
 struct Block {
   void* p;
   size_t size;
   size_t align;
+  size_t usable = 0;
 };
 
 // Allocation kinds for alloc_block().
@@ -131,9 +147,22 @@ bool realloc_block(int thread, Block& b, size_t size);
 // A fresh or realloc'd block p of n bytes (default alignment): aligned to 16
 // (8 below 16 bytes), and usable_size(p) >= n; else a failure report for op.
 void check_result(int thread, const char* op, void* p, size_t n);
-// Verifies the whole pattern of a live block.
+// The bytes of b that the harness fills and checks. For magslab's API, up to
+// its usable size, all of which the program may use: a write of the
+// allocator's into the slack past the request is as wrong as one into the
+// requested bytes (since stop 53; the request before). Those usable sizes are
+// checked to be magslab's (a class size or a page multiple: op=usable-size)
+// before the harness writes there. For the system allocator only the request:
+// a usable size that lies would have the harness write past the block into
+// the allocator's own memory and crash it (stress_selftest_usable), where the
+// overlap index reports the lie instead.
+size_t extent_of(const Block& b);
+// magslab's size classes, for the check above (main, before the workloads).
+void load_magslab_classes(const size_t* sizes, size_t n);
+// Verifies the whole pattern of a live block (its extent_of bytes).
 void check_block(int thread, const Block& b, const char* op);
-// Removes b from the overlap index (reported as a harness bug if absent).
+// Removes b from the overlap index; a usable size that changed while the
+// block was live is reported (op=usable-changed), an absent block as a harness bug.
 void unindex_block(int thread, const Block& b);
 // Enters [p, p+size) in the overlap index, or reports an overlap (op names the check).
 // A live block's extent in the overlap index: up to its usable size, which the

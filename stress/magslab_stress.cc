@@ -207,12 +207,53 @@ void check_magslab_mapped(const char* when) {
   }
 }
 
+// With the heap quiet and exactly the n blocks b[] live besides what was live
+// before (`before`), magslab_stats() must count them exactly: live_objects n
+// more, live_bytes their usable sizes more, and the per-class and large
+// counts must add up to the totals. The balance after each workload cannot
+// see a counter that is wrong only while blocks are live (a live count off by
+// one for large blocks, live_bytes not their usable size): it reads the same
+// error at the start and the end (stop 53: such mutations passed every run).
+void check_stats_count(Live before, const Block* b, size_t n) {
+  size_t usable = 0;
+  for (size_t i = 0; i < n; ++i) usable += g.api->usable_size(b[i].p);
+  const struct magslab_stats& st = magslab_stats_now();
+  size_t class_objects = 0, class_bytes = 0;
+  for (size_t c = 0; c < st.class_count; ++c) {
+    class_objects += st.classes[c].live_objects;
+    class_bytes += st.classes[c].live_objects * st.classes[c].object_size;
+  }
+  const char* what = nullptr;
+  if (st.live_objects != before.objects + n)
+    what = "live_objects is not the blocks live";
+  else if (st.live_bytes != before.bytes + usable)
+    what = "live_bytes is not the sum of the live blocks' usable sizes";
+  else if (class_objects + st.large_live_blocks != st.live_objects)
+    what = "the classes' live_objects and large_live_blocks do not add up to live_objects";
+  else if (class_bytes > st.live_bytes || st.huge_live_blocks > st.large_live_blocks)
+    what = "the classes' live bytes, or huge_live_blocks, exceed their totals";
+  if (what == nullptr) return;
+  Failure f;
+  f.op = "stats-count";
+  static char msg[400];
+  snprintf(msg, sizeof msg,
+           "%s: magslab_stats() live_objects %zu, live_bytes %zu (classes %zu objects, %zu "
+           "bytes; large_live_blocks %zu, huge_live_blocks %zu) with %zu blocks of %zu usable "
+           "bytes live besides %zu objects, %zu bytes before",
+           what, st.live_objects, st.live_bytes, class_objects, class_bytes, st.large_live_blocks,
+           st.huge_live_blocks, n, usable, before.objects, before.bytes);
+  f.detail = msg;
+  fail(f);
+}
+
 // After the workloads (faults off): a batch of every size class, large and
-// huge sizes, aligned and zeroed, allocated, checked and freed. NULL fails.
+// huge sizes, aligned and zeroed, allocated, checked and freed. NULL fails;
+// while all are live, magslab_stats() must count them exactly.
 void check_heap_usable() {
   if (!g.api->is_magslab) return;
   g.workload = "heap-check";
   g.wseed = mix64(g.opt.seed ^ 0x4eab5c4ecULL);
+  const Live before = magslab_live();
   const struct magslab_stats& st = magslab_stats_now();
   constexpr size_t kPerClass = 8;
 #ifdef MS_SANITIZED  // keep it short: every byte is instrumented
@@ -240,6 +281,7 @@ void check_heap_usable() {
     blocks[n++] = alloc_block(-1, r, sz, Kind::AlignedAlloc, size_t{2} << 20);
   }
   for (size_t i = 0; i < n; ++i) check_block(-1, blocks[i], "heap-check");
+  check_stats_count(before, blocks.data(), n);
   while (n > 0) free_block(-1, blocks[--n]);
 }
 
@@ -283,6 +325,8 @@ Result run_workload(const Workload& w, size_t wi, double seconds, uint64_t ops) 
   }
   double last_print = 0;
   uint64_t last_ops = 0;
+  uint64_t progress_ops = 0;  // the op count last seen to move, and when
+  double progress_at = 0;
   for (;;) {
     usleep(20000);
     double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -294,17 +338,32 @@ Result run_workload(const Workload& w, size_t wi, double seconds, uint64_t ops) 
     if (rss > r.peak_rss) r.peak_rss = rss;
     if (seconds > 0 && el >= seconds) g.stop.store(true);
     if (done.load()) break;
+    if (o != progress_ops) {
+      progress_ops = o;
+      progress_at = el;
+    }
     // A workload that has not stopped long after its time is hung (a deadlock
     // or livelock in the allocator, which the threads' own checks cannot see):
     // a FAILURE line, not a run that never ends.
     // (Default 60 s: the fork workload's children have 20 s of their own, alarm().)
-    if (seconds > 0 && el >= seconds + g.opt.watchdog) {
+    // Without --seconds (an --ops run) there is no time to be past: there, and
+    // everywhere, no operation completed by any thread for --watchdog seconds
+    // is a hang too (before stop 53 an --ops run with a hung allocator never
+    // ended). Every workload completes ops at least every few seconds (a
+    // fork child, counted when it exits, has 20 s: alarm()).
+    bool late = seconds > 0 && el >= seconds + g.opt.watchdog;
+    if (late || el - progress_at >= g.opt.watchdog) {
       Failure f;
       f.op = "watchdog";
       f.thread = -1;
-      static char msg[128];
-      snprintf(msg, sizeof msg, "workload still running %.0f s after its %.1f s: hung",
-               el - seconds, seconds);
+      static char msg[160];
+      if (late)
+        snprintf(msg, sizeof msg, "workload still running %.0f s after its %.1f s: hung",
+                 el - seconds, seconds);
+      else
+        snprintf(msg, sizeof msg,
+                 "no operation completed for %.0f s (%" PRIu64 " ops done, %.0f s in): hung",
+                 el - progress_at, o, el);
       f.detail = msg;
       fail(f);
     }
@@ -510,6 +569,14 @@ int main(int argc, char** argv) {
     if (per_seconds > 0) fprintf(stderr, "magslab-stress: %.2f s per workload\n", per_seconds);
   }
 
+  t_worker = -1;  // main
+  install_crash_report();
+  if (g.api->is_magslab) {
+    const struct magslab_stats& st = magslab_stats_now();
+    size_t sizes[MAGSLAB_MAX_CLASSES];
+    for (size_t c = 0; c < st.class_count; ++c) sizes[c] = st.classes[c].object_size;
+    load_magslab_classes(sizes, st.class_count);
+  }
   g.index = new (raw_alloc(sizeof(OverlapIndex))) OverlapIndex();
   g.counters = new (raw_alloc(sizeof(Counter) * kMaxThreads)) Counter[kMaxThreads];
   Live live_start = g.api->is_magslab ? magslab_live() : Live{};
@@ -526,6 +593,7 @@ int main(int argc, char** argv) {
     results[nres++] = run_workload(kWorkloads[i], i, per_seconds, o.ops);
   }
   g.workload = o.workload;
+  arm_final_watchdog(o.watchdog);
   if (o.fault_rate > 0) {
     // The OS comes back: no refusal from here on, and no NULL tolerated.
     mstest::fake_os::refuse_nothing();
@@ -569,6 +637,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  alarm(0);  // the final checks are done
   if (o.json) {
     printf("{\"seed\":\"0x%016" PRIx64
            "\",\"allocator\":\"%s\",\"threads\":%u,\"max_size\":%zu,"

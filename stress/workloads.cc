@@ -361,6 +361,7 @@ struct ChurnWorker {
 
 void* churn_worker(void* p) {
   auto& w = *static_cast<ChurnWorker*>(p);
+  t_worker = static_cast<int>(w.t);
   Rng r(thread_seed(w.t, w.gen));
   int ti = static_cast<int>(w.t);
   Block live[64];
