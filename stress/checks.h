@@ -183,6 +183,26 @@ class OverlapIndex {
     return true;
   }
 
+  // The live interval holding address a, for a crash report (a signal
+  // handler: a shard whose lock another thread holds is skipped, never waited
+  // for). false: none found.
+  bool find_containing(uintptr_t a, Conflict* out) {
+    Shard& s = shards_[(a >> kRegionShift) % kShards];
+    if (!s.mu.try_lock()) return false;
+    bool found = false;
+    auto it = s.map->upper_bound(a);
+    if (it != s.map->begin()) {
+      auto prev = std::prev(it);
+      if (prev->second > a) {
+        out->addr = prev->first;
+        out->len = prev->second - prev->first;
+        found = true;
+      }
+    }
+    s.mu.unlock();
+    return found;
+  }
+
   // Removes the interval starting at p; false if it was not there.
   bool erase(const void* p, size_t len) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);

@@ -73,6 +73,23 @@ TEST(Overlap, LargeIntervalsSpanningManyRegionsAndShards) {
   EXPECT_TRUE(ix.insert(at(base + (77u << 20) + 5), 8, &c));
 }
 
+TEST(Overlap, FindContainingNamesTheLiveIntervalAnAddressIsIn) {
+  OverlapIndex ix;
+  OverlapIndex::Conflict c;
+  const uintptr_t base = 0x7000000;
+  ASSERT_TRUE(ix.insert(at(base), 3u << 20, &c));  // three regions
+  ASSERT_TRUE(ix.insert(at(base + (4u << 20)), 64, &c));
+  OverlapIndex::Conflict f;
+  ASSERT_TRUE(ix.find_containing(base + (2u << 20) + 7, &f));  // in a later region of it
+  EXPECT_EQ(f.addr, base);
+  EXPECT_EQ(f.len, 3u << 20);
+  ASSERT_TRUE(ix.find_containing(base + (4u << 20) + 63, &f));
+  EXPECT_EQ(f.addr, base + (4u << 20));
+  EXPECT_FALSE(ix.find_containing(base + (3u << 20), &f));  // just past the first
+  EXPECT_FALSE(ix.find_containing(base + (4u << 20) + 64, &f));
+  EXPECT_FALSE(ix.find_containing(base - 1, &f));
+}
+
 TEST(Overlap, ConcurrentInsertsOfOverlappingIntervalsAdmitExactlyOne) {
   for (int round = 0; round < 200; ++round) {
     OverlapIndex ix;

@@ -228,6 +228,16 @@ void crash_handler(int sig, siginfo_t* si, void*) {
       snprintf(thr, sizeof thr, "main");
     char addr[32] = "-";  // the faulting address; none for an abort
     if (sig != SIGABRT) snprintf(addr, sizeof addr, "%p", si->si_addr);
+    // A fault inside a block the harness holds live: the allocator unmapped
+    // (or protected) it while it was still the program's.
+    OverlapIndex::Conflict c;
+    char live[160] = "";
+    if ((sig == SIGSEGV || sig == SIGBUS) && g.index != nullptr &&
+        g.index->find_containing(reinterpret_cast<uintptr_t>(si->si_addr), &c))
+      snprintf(live, sizeof live,
+               "the address is in a live block, 0x%lx+%zu: the allocator unmapped or protected a "
+               "block still in use",
+               static_cast<unsigned long>(c.addr), c.len);
     char line[400];
     int n = snprintf(line, sizeof line,
                      "magslab-stress: CRASH workload=%s thread=%s signal=%d (%s) addr=%s "
@@ -235,6 +245,7 @@ void crash_handler(int sig, siginfo_t* si, void*) {
                      g.workload, thr, sig, signal_name(sig), addr,
                      static_cast<unsigned long long>(g.opt.seed), g.api ? g.api->name : "?",
                      sig == SIGABRT ? "aborted (the allocator's own report, if any, is above)"
+                     : live[0]      ? live
                                     : "the process crashed before a check saw anything wrong "
                                       "(a block handed out unmapped, or the allocator's own "
                                       "structures corrupted)");
