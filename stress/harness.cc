@@ -143,19 +143,40 @@ size_t indexed_extent(const Block& b) {
 }
 }  // namespace
 
-size_t extent_of(const Block& b) { return g.api->is_magslab ? indexed_extent(b) : b.size; }
-
 namespace {
 size_t g_class_sizes[256];
 size_t g_class_count = 0;
+
+bool is_class_size(size_t n) {
+  for (size_t i = 0; i < g_class_count; ++i)
+    if (g_class_sizes[i] == n) return true;
+  return false;
+}
+}  // namespace
+
+// A usable size that is not a class size is a page multiple (checked below):
+// a page run or a huge block, whose pages are the allocator's to the end of
+// the page holding the last requested byte, but whose usable size past that
+// page only it knows. Filled that far only, so that a usable size too large by
+// pages (which the overlap index reports when a live block lies there) does
+// not have the harness write past the end of a mapping and crash (a mutation
+// reporting a large block's usable size a page too large crashed the run,
+// stop 53). A class size is filled whole: the object is the allocator's.
+size_t extent_of(const Block& b) {
+  if (!g.api->is_magslab) return b.size;
+  size_t u = indexed_extent(b);
+  if (u <= b.size || is_class_size(u)) return u;
+  size_t page_end = (b.size + 4095) & ~size_t{4095};
+  return std::max(b.size, std::min(u, page_end));
+}
+
+namespace {
 
 // A usable size past the request that magslab cannot have made: neither one
 // of its class sizes nor a page multiple (page runs and huge blocks) — the
 // harness would write up to it. Reported as a failure of op.
 void check_usable_is_magslab(int thread, const char* op, void* p, size_t size, size_t usable) {
-  if (!g.api->is_magslab || usable <= size || usable % 4096 == 0) return;
-  for (size_t i = 0; i < g_class_count; ++i)
-    if (g_class_sizes[i] == usable) return;
+  if (!g.api->is_magslab || usable <= size || usable % 4096 == 0 || is_class_size(usable)) return;
   Failure f;
   f.op = "usable-size";
   f.thread = thread;
