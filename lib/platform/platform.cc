@@ -9,6 +9,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -184,15 +185,26 @@ bool describe_address(const void* pc, const char** file, const char** symbol, ui
 namespace {
 struct Unloadable {
   uintptr_t pc;
+  // The program's headers as the kernel (or ld.so run as a command) gave
+  // them; 0 if there is no such entry: then the first object visited.
+  uintptr_t program_phdr = getauxval(AT_PHDR);
   int visited = 0;
   bool never = true;  // not found in any object: keep the safe answer of a static program
 };
 // dl_iterate_phdr's visitor: the object whose loaded segments hold pc is
-// never unloaded if it is the program (visited first) or was linked
-// -z nodelete (DF_1_NODELETE in its DT_FLAGS_1). Stops there (returns 1).
+// never unloaded if it is the program or was linked -z nodelete
+// (DF_1_NODELETE in its DT_FLAGS_1). Stops there (returns 1). The program is
+// known by its headers, not as the first object visited: dl_iterate_phdr
+// lists the caller's namespace, and in one that dlmopen() made the first is
+// the object it loaded — a plugin with libmagslab.a took itself for the
+// program there, was not pinned, and its decay thread crashed after the
+// dlclose (stop 53's bug hunt, ctest static_plugin_dlmopened_decay_thread).
 int find_unloadable(dl_phdr_info* info, size_t, void* data) {
   auto* u = static_cast<Unloadable*>(data);
-  const bool program = u->visited++ == 0;
+  const bool program = u->program_phdr != 0
+                           ? reinterpret_cast<uintptr_t>(info->dlpi_phdr) == u->program_phdr
+                           : u->visited == 0;
+  ++u->visited;
   bool holds = false;
   for (int i = 0; i < info->dlpi_phnum && !holds; ++i) {
     const ElfW(Phdr)& ph = info->dlpi_phdr[i];
