@@ -5,7 +5,12 @@
  * ends: the process stayed, a zombie main and the decay thread, for good
  * (SIGTERM pending: the decay thread blocks every signal). A bug hunt's
  * repro. Prints whether the decay thread ran (else the test proves nothing),
- * then the atexit handler's line. */
+ * then the atexit handler's line.
+ * Built with -DFROM_CONSTRUCTOR, the worker is started (and its allocation
+ * made) by a constructor of the program, which runs before libmagslab.a's
+ * own: until stop 53 the decay thread it started counted, as every decay
+ * thread did in a -static program (no dynamic symbol to look the count up
+ * by), and those stayed for good. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
@@ -31,17 +36,30 @@ static void* worker(void* arg) {
   return NULL; /* the program's last thread ends here */
 }
 
-int main(void) {
-  atexit(bye);
+static int start(void) {
   sink = magslab_malloc(100);
   magslab_free(sink);
   pthread_t t;
-  if (pthread_create(&t, NULL, worker, NULL) != 0) return 1;
+  if (pthread_create(&t, NULL, worker, NULL) != 0) return 0;
   pthread_detach(t);
   /* Up to 10 s: a loaded machine may start the worker late. */
   for (int i = 0;
        i < 10000 && !(__atomic_load_n(&allocated, __ATOMIC_ACQUIRE) && decay_thread_runs()); ++i)
     usleep(1000);
+  return 1;
+}
+
+#ifdef FROM_CONSTRUCTOR
+static int started;
+__attribute__((constructor)) static void start_early(void) { started = start(); }
+#endif
+
+int main(void) {
+  atexit(bye);
+#ifndef FROM_CONSTRUCTOR
+  int started = start();
+#endif
+  if (!started) return 1;
   fprintf(stderr, decay_thread_runs() ? "decay thread runs\n" : "no decay thread\n");
   pthread_exit(NULL);
 }

@@ -67,6 +67,7 @@ void child() {
   slab::unlock_all_after_fork();
   cache::reset_after_fork_child();
   decay::reset_after_fork_child();
+  platform::reset_after_fork_child();
   // The other threads' cache tables leave the registry: a thread the fork
   // caught in a slow path may have left its slot inconsistent (their
   // magazines' objects are leaked in the child, as the heap's).

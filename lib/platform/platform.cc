@@ -333,6 +333,24 @@ void wake(const uint32_t* word) {
 }
 
 namespace {
+// glibc's count of the process's threads in a static program: libc.a defines
+// it hidden, which a hidden reference reaches in a -static (or -static-pie)
+// link; in a dynamic one nothing in the link defines it and the weak
+// reference is null (libc.so.6 exports it only as GLIBC_PRIVATE data, which
+// dlsym finds below). Referenced in assembly: in a link-time optimised link
+// (options_env_preload_lto) the linker resolved the compiler's reference to
+// libc.so.6's definition, then refused a hidden reference to it.
+unsigned* static_thread_count() {
+  unsigned* count;
+  asm(".weak __nptl_nthreads\n\t"
+      ".hidden __nptl_nthreads\n\t"
+      "movq __nptl_nthreads@GOTPCREL(%%rip), %0"
+      : "=r"(count));
+  return count;
+}
+}  // namespace
+
+namespace {
 // glibc's count of the process's threads (__nptl_nthreads: GLIBC_PRIVATE data
 // of libc.so.6): pthread_create adds one, each thread's end takes one, and
 // the thread that takes it to 0 — the last to end, main included when it ended
@@ -340,15 +358,40 @@ namespace {
 // the loader's lock, which glibc holds while a dlopen()ed library's
 // constructors run, so a lookup in start_thread — inside the allocation of a
 // thread such a constructor started and waits for — deadlocked (a review,
-// stop 40). nullptr where it is not found (or if a thread starts before this
-// constructor ran: the decay thread then counts, as before stop 40).
-// relaxed: set once at load, before the program's threads use it.
+// stop 40). nullptr where it is not found.
+// seq_cst: see take_out_uncounted.
 std::atomic<unsigned*> g_thread_count{nullptr};
+// Threads start_thread made that are still in that count: made before it was
+// looked up (a program's constructor, run before this library's, or the C++
+// initialisation of its globals, started a thread that allocates), they are
+// taken out once it is found. Until stop 53 such a decay thread counted, and
+// so did every decay thread of a -static program (dlsym finds nothing there):
+// a program whose main() ended with pthread_exit() stayed for good.
+// seq_cst: see take_out_uncounted.
+std::atomic<unsigned> g_uncounted{0};
+
+// Takes the threads in g_uncounted out of glibc's count, once it is known.
+// start_thread adds to g_uncounted and then reads g_thread_count; the lookup
+// stores g_thread_count and then takes g_uncounted: seq_cst on all four, so
+// that at least one of the two sees the other's write (a store-buffer
+// pattern), and the exchange takes each thread once.
+void take_out_uncounted() {
+  unsigned* count = g_thread_count.load(std::memory_order_seq_cst);
+  if (count == nullptr) return;
+  // relaxed on the count: glibc's own updates are atomic RMWs too, and the
+  // count orders nothing.
+  if (unsigned n = g_uncounted.exchange(0, std::memory_order_seq_cst))
+    __atomic_fetch_sub(count, n, __ATOMIC_RELAXED);
+}
 
 [[gnu::constructor]] void find_thread_count() {
-  void* sym = dlsym(RTLD_DEFAULT, "__nptl_nthreads");
-  if (sym == nullptr && dlerror() != nullptr) (void)dlerror();  // its message goes back
-  g_thread_count.store(static_cast<unsigned*>(sym), std::memory_order_relaxed);
+  void* sym = static_thread_count();
+  if (sym == nullptr) {
+    sym = dlsym(RTLD_DEFAULT, "__nptl_nthreads");
+    if (sym == nullptr && dlerror() != nullptr) (void)dlerror();  // its message goes back
+  }
+  g_thread_count.store(static_cast<unsigned*>(sym), std::memory_order_seq_cst);
+  take_out_uncounted();
 }
 
 // libmagslab.a linked into a plugin the program may dlclose() (never_unloaded
@@ -395,12 +438,18 @@ bool start_thread(const char* name, void* (*fn)(void*), void* arg) {
   // kept alive for good a process whose main() ended with pthread_exit() once
   // its other threads had ended (a bug hunt, stop 40: atexit handlers never
   // ran, and SIGTERM stayed pending — the thread blocks every signal). A fork
-  // child's count starts again at 1, without it. relaxed: glibc's own updates
-  // are atomic RMWs too, and the count orders nothing.
-  if (ok)
-    if (unsigned* count = g_thread_count.load(std::memory_order_relaxed))
-      __atomic_fetch_sub(count, 1u, __ATOMIC_RELAXED);
+  // child's count starts again at 1, without it. seq_cst: see take_out_uncounted.
+  if (ok) {
+    g_uncounted.fetch_add(1, std::memory_order_seq_cst);
+    take_out_uncounted();
+  }
   return ok;
+}
+
+void reset_after_fork_child() {
+  // The child's one thread is the forking one: a thread still to be taken
+  // out of the count is not in it. relaxed: the child has one thread.
+  g_uncounted.store(0, std::memory_order_relaxed);
 }
 
 void write_stderr(const char* s, size_t n) { write_fd(STDERR_FILENO, s, n); }

@@ -171,6 +171,8 @@ void wake(const uint32_t* word);
 // not keep the process alive: when the program's last thread ends, the
 // process exits as without it. false if the OS refuses.
 bool start_thread(const char* name, void* (*fn)(void*), void* arg);
+// In a fork child (api/fork.cc): the threads start_thread made are not there.
+void reset_after_fork_child();
 void write_stderr(const char* s, size_t n);
 // All n bytes (retrying short writes and EINTR); 0, or the errno of the failure.
 int write_fd(int fd, const char* s, size_t n);
