@@ -38,6 +38,13 @@ void* calloc_from(size_t count, size_t size, void* site);
 void* realloc_from(void* p, size_t n, void* site);
 int posix_memalign_from(void** out, size_t alignment, size_t size, void* site);
 
+// The library's set-up at load (api/magslab.cc): the options, the fork
+// handlers, the hooks. Its constructor calls it, and so does the override's
+// object form from the executable's .preinit_array (lib/override/malloc.cc);
+// the first call does it, the other nothing. Arguments as the loader passes
+// them to both.
+void at_load(int argc, char** argv, char** envp);
+
 // While an instance lives, the blocks this thread allocates are kept from
 // memcheck until they are freed or the outermost instance ends (then it is
 // told of those still held): the override's runtime lookups (dlsym, dlopen),

@@ -28,8 +28,6 @@ namespace magslab {
 void register_fork_handlers();  // api/fork.cc
 }
 
-namespace {
-
 // Runs when the library is loaded (before main for a linked or preloaded
 // library). Nothing else needs a constructor: all state is constant-initialised.
 // Calling into api/report.cc from here also pulls it (and its exit report)
@@ -38,13 +36,16 @@ namespace {
 // before the C library's (-z initfirst: api/fork.cc), which sets `environ`.
 // The options first: pthread_atfork allocates, and the first allocation's
 // slow path would otherwise set this thread up before they are read.
-// A priority of its own, the first a program may use: GCC's link-time
-// optimisation merges the constructors of a priority shared by two or more into
-// one function that calls them with no arguments, and this one read envp as
-// null (an LTO build ignored mag_max and show_stats: ctest
-// options_env_preload_lto, stop 51's bug hunt). It also runs before the
-// library's other constructors now, whose dlsym calls may allocate.
-[[gnu::constructor(101)]] void on_load(int /*argc*/, char** /*argv*/, char** envp) {
+// Once: the object form's .preinit_array entry runs it before every library's
+// constructor, and the constructor then finds it done. Both run on the
+// loader's thread, one after the other: a plain flag.
+namespace {
+bool g_loaded = false;
+}  // namespace
+
+void api::at_load(int /*argc*/, char** /*argv*/, char** envp) {
+  if (g_loaded) return;
+  g_loaded = true;
   report::load_options(envp);
   register_fork_handlers();
   decay::set_hook(&large::decay);
@@ -59,6 +60,18 @@ namespace {
     slab::trim();
     large::release_mappings();
   });
+}
+
+namespace {
+
+// A priority of its own, the first a program may use: GCC's link-time
+// optimisation merges the constructors of a priority shared by two or more into
+// one function that calls them with no arguments, and this one read envp as
+// null (an LTO build ignored mag_max and show_stats: ctest
+// options_env_preload_lto, stop 51's bug hunt). It also runs before the
+// library's other constructors now, whose dlsym calls may allocate.
+[[gnu::constructor(101)]] void on_load(int argc, char** argv, char** envp) {
+  api::at_load(argc, argv, envp);
 }
 
 void* fail(int err) {

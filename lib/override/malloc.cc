@@ -59,6 +59,16 @@ MAGSLAB_EXPORT void free_aligned_sized(void* p, size_t /*align*/, size_t n) {
 // defines realloc in the executable itself.
 namespace {
 #if MAGSLAB_OVERRIDE_OBJECTS
+// The object form is in the executable, whose constructors the loader runs
+// after every shared library's: a library that registers fork handlers from
+// its constructor had them registered before magslab's, which -z initfirst
+// prevents for the shared override (docs/override.md, "fork"), and fork()
+// hung as before stop 33 (stop 53's bug hunt: override.atfork_first.static).
+// The executable's .preinit_array runs before them all: the set-up runs from
+// there (in a -static program too, before its constructors).
+[[gnu::used, gnu::section(".preinit_array")]] void (*g_preinit)(int, char**,
+                                                                char**) = &api::at_load;
+
 constexpr void* (*g_program_realloc)(void*, size_t) = nullptr;
 #else
 void* (*g_program_realloc)(void*, size_t) = nullptr;  // set once, at load
