@@ -344,6 +344,14 @@ MAGSLAB_API void magslab_resource_class_remove(const void* vtable);
 /* 1 if vtable is a class added to this heap and not removed, else 0. */
 MAGSLAB_API int magslab_resource_class_known(const void* vtable);
 
+/* Not for programs: the heap's set-up at load (options, fork handlers), which
+ * each magslab library's constructor calls through this name before its own.
+ * A libmagslab.so that another magslab interposes on (the override preloaded
+ * into a program linked with it) so sets that one up at its own, first,
+ * constructor. Once per heap; the arguments are those the loader passes to
+ * constructors. */
+MAGSLAB_API void magslab_at_load_v1(int argc, char** argv, char** envp);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #if defined(__GNUC__)

@@ -70,7 +70,18 @@ namespace {
 // null (an LTO build ignored mag_max and show_stats: ctest
 // options_env_preload_lto, stop 51's bug hunt). It also runs before the
 // library's other constructors now, whose dlsym calls may allocate.
+// Through the exported name (defined in api/report.cc, another file, so that
+// no compiler binds the call here): -z initfirst runs only the last loaded
+// object's constructors first, and with the override preloaded into a program
+// linked with libmagslab.so that is libmagslab.so — whose calls of magslab_*
+// go to the override. So the override (whose calls bind to itself:
+// -Bsymbolic-functions) is set up first still, and registers its fork
+// handlers before any other library's constructor runs; until stop 53 it ran
+// after them, and a library's handlers could hang fork() as before stop 33
+// (override.atfork_first.preload_over_libmagslab). Then this library's own
+// set-up, as before: what a dlsym() on its handle reaches is still its own.
 [[gnu::constructor(101)]] void on_load(int argc, char** argv, char** envp) {
+  magslab_at_load_v1(argc, argv, envp);
   api::at_load(argc, argv, envp);
 }
 

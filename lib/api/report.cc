@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "api/check.h"
+#include "api/entry.h"
 #include "base/config.h"
 #include "base/format.h"
 #include "base/lock.h"
@@ -427,6 +428,8 @@ using namespace magslab;
 extern "C" {
 
 int magslab_version(void) { return MAGSLAB_VERSION; }
+
+void magslab_at_load_v1(int argc, char** argv, char** envp) { api::at_load(argc, argv, envp); }
 
 size_t magslab_stats_json(char* buf, size_t len) {
   report::Out out = report::Out::to_buf(buf, buf == nullptr ? 0 : len);
