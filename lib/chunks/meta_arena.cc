@@ -26,12 +26,17 @@ Lock g_lock;
 // give back; carved among thread caches and slab records they shared pages
 // with those (a spike of 500 threads kept ~8 MB of empty magazines resident
 // that no hollowing could give back; stop 52).
+// The magazines' regions are 1 MiB: a 4 MiB one, mapped at a process's
+// first allocation beside the general one, raised the address space mapped
+// then from 13 to 17 MiB (stop 53's bug hunt: tests/small_limits_main.c
+// needed 40 MiB of `ulimit -d` and 42 of `ulimit -v`, 36 and 38 before).
 struct Cursor {
   uintptr_t cursor = 0;
   uintptr_t end = 0;
+  size_t region;  // the size of its regions
 };
-Cursor g_general;
-Cursor g_apart;
+Cursor g_general{0, 0, kRegionSize};
+Cursor g_apart{0, 0, size_t{1} << 20};
 // relaxed: a statistic; written under g_lock, read by magslab_stats.
 std::atomic<size_t> g_mapped{0};
 
@@ -46,7 +51,7 @@ void* take(size_t size, size_t align, Cursor& from = g_general) {
   char* p = cursor == 0 ? nullptr : reinterpret_cast<char*>(align_up(cursor, align));
   char* end = reinterpret_cast<char*>(vg::unhide(from.end));
   if (p == nullptr || p > end || static_cast<size_t>(end - p) < size) {
-    size_t region = size > kRegionSize ? align_up(size, kPageSize) : kRegionSize;
+    size_t region = size > from.region ? align_up(size, kPageSize) : from.region;
     // errno kept on a refusal: each caller answers it itself (an allocation
     // sets ENOMEM; a free that found no magazine goes to the slab, and must
     // leave errno alone: until stop 50's bug hunt the refused mapping's
@@ -60,7 +65,7 @@ void* take(size_t size, size_t align, Cursor& from = g_general) {
     g_mapped.fetch_add(region, std::memory_order_relaxed);
     // A region bigger than the standard size serves this request only; the
     // rest of the current region stays available.
-    if (region > kRegionSize) return r;
+    if (region > from.region) return r;
     from.end = vg::hide(reinterpret_cast<uintptr_t>(r + region));
     p = r;
   }
