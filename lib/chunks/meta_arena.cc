@@ -35,8 +35,8 @@ struct Cursor {
   uintptr_t end = 0;
   size_t region;  // the size of its regions
 };
-Cursor g_general{0, 0, kRegionSize};
-Cursor g_apart{0, 0, size_t{1} << 20};
+constinit Cursor g_general{0, 0, kRegionSize};
+constinit Cursor g_apart{0, 0, size_t{1} << 20};
 // relaxed: a statistic; written under g_lock, read by magslab_stats.
 std::atomic<size_t> g_mapped{0};
 
