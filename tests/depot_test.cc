@@ -15,6 +15,7 @@
 
 #include "chunks/chunk_map.h"
 #include "chunks/meta_arena.h"
+#include "magslab/magslab.h"
 #include "small/magazine.h"
 #include "small/size_classes.h"
 #include "small/slab.h"
@@ -282,6 +283,41 @@ TEST(Depot, HollowEmptyGivesBackPagesOnlyEmptyMagazinesOccupy) {
   std::sort(again.begin(), again.end());
   EXPECT_EQ(again, sorted) << "no magazine lost, none new";
   for (Magazine* m : mags) depot::push_empty(cls, m);
+}
+
+// Magazines bigger than two pages (mag_max 1024: 8,256 bytes) span a whole
+// page without their first line. A lone empty one in the depot, its
+// neighbours held, had that page given back and went back to its stack, so
+// every hollow_empty() gave it back again and counted it: magslab_trim_all
+// returned 4096 bytes at each call though nothing more went back (stop 53's
+// bug hunt). Run by ctest depot_big_magazines (MAGSLAB_MAG_MAX=1024
+// MAGSLAB_MAG_BYTES=1M); skipped under the default options.
+TEST(Depot, ALoneBigEmptyMagazineIsGivenBackOnce) {
+  magslab_free(magslab_malloc(8));  // the options are read
+  const unsigned cls = class_of(16);
+  const size_t bytes = (sizeof(Magazine) + size_t{mag_cap(cls)} * sizeof(void*) + 63) / 64 * 64;
+  if (bytes < 2 * 4096) GTEST_SKIP() << "magazines of " << bytes << " bytes (mag_max under 1000)";
+  depot::hollow_empty();  // whatever earlier calls left
+  Magazine* m[3];
+  for (Magazine*& x : m) {
+    x = depot::get_empty(cls);
+    ASSERT_NE(x, nullptr);
+  }
+  std::sort(m, m + 3);
+  if (reinterpret_cast<uintptr_t>(m[1]) != reinterpret_cast<uintptr_t>(m[0]) + bytes ||
+      reinterpret_cast<uintptr_t>(m[2]) != reinterpret_cast<uintptr_t>(m[1]) + bytes)
+    GTEST_SKIP() << "three fresh magazines not back to back";
+  for (uint32_t k = 0; k < m[1]->cap; ++k) m[1]->objs[k] = m[1];  // every page resident
+  depot::push_empty(cls, m[1]);                                   // alone: its neighbours are held
+  EXPECT_GE(depot::hollow_empty(), 4096u) << "the page inside it goes back";
+  EXPECT_EQ(depot::hollow_empty(), 0u) << "and only once";
+  EXPECT_EQ(depot::hollow_empty(), 0u);
+  Magazine* again = depot::get_empty(cls);
+  EXPECT_EQ(again, m[1]);
+  EXPECT_EQ(again->count, 0u);
+  EXPECT_EQ(again->cap, mag_cap(cls));
+  again->objs[again->cap - 1] = again;  // usable
+  for (Magazine* x : m) depot::push_empty(cls, x);
 }
 
 // Magazines have metadata regions of their own (meta::alloc_apart), mapped

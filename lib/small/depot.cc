@@ -391,14 +391,19 @@ size_t hollow_empty() {
     }
     Magazine* after = next_of(last);
     uintptr_t lo = align_up(begin, kPageSize), hi = end & ~(uintptr_t{kPageSize} - 1);
-    // A magazine whose first line is in a page given back goes on the hollow
-    // lists (read before the page is gone), the others back to their depot
-    // (after: someone may take one and use its objs at once).
+    // A magazine with any byte in a page given back goes on the hollow lists
+    // (read before the page is gone), the others back to their depot (after:
+    // someone may take one and use its objs at once). Any byte, not only its
+    // first line: one of more than two pages (mag_max 1024) spans a page
+    // without it, and back on its stack, alone between held ones, it had that
+    // page given back, and counted, by every hollowing after (stop 53's bug
+    // hunt: magslab_trim_all returned 4096 at each call).
     Magazine* keep = nullptr;
     for (Magazine* x = m; x != after;) {
       Magazine* next = next_of(x);
       auto at = reinterpret_cast<uintptr_t>(x);
-      HollowNode* h = lo < hi && at >= lo && at < hi ? new_hollow_node() : nullptr;
+      const bool gone = lo < hi && at < hi && at + magazine_bytes(x->slots) > lo;
+      HollowNode* h = gone ? new_hollow_node() : nullptr;
       if (h != nullptr) {
         *h = HollowNode{x, x->slots, g_hollow[x->cls]};
         g_hollow[x->cls] = h;
@@ -406,7 +411,7 @@ size_t hollow_empty() {
       } else {
         set_next(x, keep);
         keep = x;
-        if (lo < hi && at >= lo && at < hi) hi = lo;  // no node for it: give back nothing here
+        if (gone) hi = lo;  // no node for it: give back nothing here
       }
       x = next;
     }

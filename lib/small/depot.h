@@ -43,7 +43,7 @@ size_t cached_objects_on(unsigned cls, unsigned node);
 size_t drain();
 // magslab_trim_all(): give back the pages that only empty magazines in the
 // depots occupy (runs of them back to back in the metadata arena). Those
-// whose first page went become hollow: off the depot, get_empty() makes them
+// with a page given back become hollow: off the depot, get_empty() makes them
 // whole again before it makes new ones. Returns bytes decommitted.
 size_t hollow_empty();
 // fork(): the hollow lists' lock (taken inside the heap's, before the
