@@ -379,11 +379,13 @@ size_t stash_bytes(ThreadCache* tc) {
 // them past that. A stash is the thread's own and nobody else reuses it
 // before a decay pass, so a spike of threads each holding 8 MiB held
 // threads × 8 MiB: 500 threads freeing 64 blocks of every size up to 32 KiB
-// (stop 53) peaked at 1.1-1.5 GiB of RSS, against 0.5 GiB without a stash
-// and mimalloc's 0.6. The count of running threads is a hint (tags handed
-// out less tags ended, each read relaxed: ended first, so it is at most the
-// tags read after it).
-constexpr uint64_t kStashShare = 8;
+// (stop 53) peaked at 0.8-1.3 GiB of RSS, against 0.57-0.70 GiB with this
+// share and mimalloc's 0.6 (a share of 8 × stash_bytes: 0.43-0.54 GiB, but
+// mstress at 16 threads ran 15 % slower in 5 interleaved rounds; with 16 it
+// ran as without a share). The count of running threads is a hint
+// (tags handed out less tags ended, each read relaxed: ended first, so it is
+// at most the tags read after it).
+constexpr uint64_t kStashShare = 16;
 size_t stash_limit() {
   const size_t bytes = opt::get(opt::kStashBytes);
   const uint64_t ended = g_tags_ended.load(std::memory_order_relaxed);
