@@ -240,7 +240,8 @@ const char* signal_name(int sig) {
   return "?";
 }
 
-void crash_handler(int sig, siginfo_t* si, void*) {
+// Installed only where no sanitizer reports these itself (install_crash_report).
+[[maybe_unused]] void crash_handler(int sig, siginfo_t* si, void*) {
   if (!g_reporting.exchange(true)) {
     char thr[16] = "?";  // a thread the harness did not number
     if (t_worker >= 0)
