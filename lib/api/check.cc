@@ -29,6 +29,9 @@
 #include "small/thread_cache.h"
 
 namespace magslab::check {
+
+constinit std::atomic<void (*)()> g_turn_over_hook{nullptr};
+
 namespace {
 
 constexpr uint8_t kCanaryByte = 0xca;  // the slack past the requested size
@@ -570,12 +573,19 @@ void turn_over_shared() {
   // acquire: as in my_ring().
   ThreadRing* s = g_shared_ring.load(std::memory_order_acquire);
   if (s == nullptr) return;
-  const uint32_t now = g_turnover.load(std::memory_order_relaxed);      // relaxed: see g_turnover
   const uint32_t rings = g_ring_count.load(std::memory_order_relaxed);  // relaxed: see there
+  // relaxed: set by a test before the turnover it concerns.
+  if (auto hook = g_turn_over_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook)) hook();
   for (;;) {
     SmallEntry out[kBatch];
     size_t nout = 0;
     s->lock();
+    // The count as of now, read under the lock: every entry was stamped before
+    // its push, so none is newer (the lock orders the two reads). Read before
+    // the lock, it could be older than an entry another ring's turnover and a
+    // free pushed meanwhile, which then read as 2^32 - 1 turnovers old and went
+    // back at once, unchecked by any later write (stop 54's bug hunt).
+    const uint32_t now = g_turnover.load(std::memory_order_relaxed);  // relaxed: see g_turnover
     // Turnovers since it came in: unsigned, so right across the count's wrap.
     while (s->q.count != 0 && nout < kBatch && uint32_t(now - s->q.at(0).stamp) > rings)
       out[nout++] = s->pop();

@@ -19,6 +19,7 @@
 //    is decommitted and made inaccessible instead (the last 64).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -52,6 +53,12 @@ void check_quarantine_at_exit();
 // block entering or leaving quarantine meanwhile is a misuse race (the
 // program's pointer is into freed memory), and may still fault.
 bool readable(const void* p, size_t n);
+// Tests only (nullptr otherwise): called on a thread whose quarantine ring
+// has just turned over (let go of another share), after it has looked at the
+// shared ring and before it locks it to let go of that ring's old entries, so
+// a test can turn other rings over and free into the shared ring meanwhile
+// (which other threads may do at any time). It runs for every turnover.
+extern std::atomic<void (*)()> g_turn_over_hook;
 // fork(): the quarantine locks, leaves (nothing else is taken under them).
 void lock_for_fork();
 void unlock_after_fork();
