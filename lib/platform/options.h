@@ -58,7 +58,7 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
   X(kHugeCacheBlock, "huge_cache_block", kBytes, 16 * kMiB, 0, kTiB, true, nullptr,               \
     "largest freed huge mapping kept; larger ones are unmapped at once")                          \
   X(kHugeCacheMs, "huge_cache_ms", kMillis, 1000, 0, 86400000, true, nullptr,                     \
-    "a cached huge mapping unused this long is unmapped at the next huge malloc or free")         \
+    "a cached huge mapping unused this long is unmapped at the next huge free or decay pass")     \
   X(kHugePark, "huge_park", kCount, 1, 0, 1, true, nullptr,                                      \
     "1: a thread keeps the last huge block it freed for its next huge malloc of about that size") \
   X(kNuma, "numa", kChoice, 2, 0, 2, false, "off|on|auto",                                       \
