@@ -52,7 +52,7 @@ inline constexpr uint64_t kKiB = 1024, kMiB = kKiB << 10, kGiB = kMiB << 10, kTi
   X(kMagMax, "mag_max", kCount, 256, 4, 1024, false, nullptr,                                     \
     "most objects in one magazine of a small class")                                              \
   X(kHugeCacheEntries, "huge_cache_entries", kCount, 8, 0, 64, true, nullptr,                     \
-    "freed huge mappings (above 1 MiB) kept for reuse")                                           \
+    "freed huge mappings (above 1 MiB, or huge by alignment) kept for reuse")                     \
   X(kHugeCacheBytes, "huge_cache_bytes", kBytes, 32 * kMiB, 0, kTiB, true, nullptr,               \
     "bytes of freed huge mappings kept for reuse, in all")                                        \
   X(kHugeCacheBlock, "huge_cache_block", kBytes, 16 * kMiB, 0, kTiB, true, nullptr,               \
