@@ -440,6 +440,73 @@ TEST(MisuseDeathTest, AFreshObjectFreedByAThreadThatExitsIsHandedOutTwice) {
       testing::ExitedWithCode(0), "handed out 2 times");
 }
 
+// A sized free (free_sized, sized operator delete) naming more bytes than the
+// block holds: in a class, more than the class size; a page run or a huge
+// block, more than its usable size (until stop 54 release checked no size of
+// a large or huge block: docs/check.md's table and issue #15, "the
+// large-block sized-delete check"). The line names the usable and the
+// requested size. A size up to the usable one is accepted (api_edge_test's
+// FreeSized).
+testing::Matcher<const std::string&> WrongSizeOf(const std::string& suffix) {
+  return MisuseLineOf("free_sized with a wrong size of", suffix);
+}
+
+TEST(MisuseDeathTest, SizedFreeNamingMoreThanTheBlockHolds) {
+  use_threadsafe_style();
+  auto* s = static_cast<char*>(magslab_malloc(100));
+  char* run = page_run(20000);
+  auto* huge = static_cast<char*>(magslab_malloc(size_t{8} << 20));
+  ASSERT_NE(s, nullptr);
+  ASSERT_NE(run, nullptr);
+  ASSERT_NE(huge, nullptr);
+  const size_t su = magslab_usable_size(s), ru = magslab_usable_size(run),
+               hu = magslab_usable_size(huge);
+  EXPECT_DEATH(
+      {
+        ANNOUNCE(s);
+        magslab_free_sized(s, su + 1);
+      },
+      WrongSizeOf(kSmall));
+  EXPECT_DEATH(
+      {
+        ANNOUNCE(run);
+        magslab_free_sized(run, ru + 1);
+      },
+      WrongSizeOf(R"( \(large block, )" + std::to_string(ru) + " B; requested 20000 B\\)"));
+  // The first free of a huge block parks it (no lock): the size is checked
+  // there too, and the locked path names it.
+  EXPECT_DEATH(
+      {
+        ANNOUNCE(huge);
+        magslab_free_sized(huge, hu + 4096);
+      },
+      WrongSizeOf(R"( \(huge block, )" + std::to_string(hu) + " B; requested " +
+                  std::to_string(size_t{8} << 20) + " B\\)"));
+  // Parking off: the locked path alone.
+  EXPECT_DEATH(
+      {
+        magslab_option_set("huge_park", 0);
+        ANNOUNCE(huge);
+        magslab_free_sized(huge, SIZE_MAX);
+      },
+      WrongSizeOf(R"( \(huge block, [0-9]+ B; requested [0-9]+ B\))"));
+  // Up to the usable size (and the size asked for) frees them.
+  EXPECT_EXIT(
+      {
+        magslab_free_sized(s, su);
+        magslab_free_sized(run, ru);
+        magslab_free_sized(huge, hu);
+        auto* again = static_cast<char*>(magslab_malloc(size_t{8} << 20));
+        magslab_free_sized(again, size_t{8} << 20);
+        std::fprintf(stderr, "sized ok\n");
+        std::exit(0);
+      },
+      testing::ExitedWithCode(0), "sized ok");
+  magslab_free_sized(s, 100);
+  magslab_free_sized(run, 20000);
+  magslab_free_sized(huge, size_t{8} << 20);
+}
+
 // Control: without misuse the heap keeps working normally (the same shapes of
 // allocations as above, with correct frees, do not abort and stay consistent).
 TEST(MisuseDeathTest, ControlCorrectUseDoesNotAbort) {

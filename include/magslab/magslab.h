@@ -44,9 +44,9 @@ MAGSLAB_API void* magslab_calloc(size_t count, size_t size);
 MAGSLAB_API void* magslab_realloc(void* ptr, size_t size);
 MAGSLAB_API void magslab_free(void* ptr);
 /* Like magslab_free; size must be the size passed when the block was allocated.
- * Release names only a size above a small block's class size (one line, then
- * abort) and checks no size of a large or huge block; check mode names any
- * other size (docs/check.md). */
+ * Release names only a size above the block's usable size (a small block's
+ * class size; one line, then abort); check mode names any other size
+ * (docs/check.md). */
 MAGSLAB_API void magslab_free_sized(void* ptr, size_t size);
 /* C17/C23: alignment must be a power of two (else NULL, errno = EINVAL). */
 MAGSLAB_API void* magslab_aligned_alloc(size_t alignment, size_t size);

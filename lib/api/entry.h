@@ -71,6 +71,9 @@ void* note_alloc(void* p, size_t n);
 // foreign), or an interior or misaligned pointer into the slab of page word
 // w (reported as `kind`, and the process ends).
 void free_not_valid(void* p, uint64_t w, Misuse kind);
+// free_sized's free_not_valid (kInvalidFree): a large or huge block is freed
+// only when n is at most its usable size, else reported as a wrong size.
+void free_sized_not_valid(void* p, uint64_t w, size_t n);
 
 // A sized free of p, a valid object of a slab whose page word is w, naming
 // more bytes than its class holds: reported, and the process ends.
@@ -117,11 +120,12 @@ inline void free_small(void* p, uint64_t w) {
   free_small(p, w);
 }
 
-// free_sized and operator delete(p, n): as free_release, and n must fit p's class.
+// free_sized and operator delete(p, n): as free_release, and n must fit p's
+// class, or a large or huge block's usable size.
 [[gnu::always_inline]] inline void free_sized_release(void* p, size_t n) {
   auto a = reinterpret_cast<uintptr_t>(p);
   uint64_t w = pagemap::lookup_word(a);
-  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_not_valid(p, w, Misuse::kInvalidFree);
+  if (MAGSLAB_UNLIKELY(!valid_word(w, a))) return free_sized_not_valid(p, w, n);
   // The class size from the offset check's line, not kClasses (another line).
   if (MAGSLAB_UNLIKELY(n > word_size(w))) return wrong_sized_free(p, w);
   free_small(p, w);

@@ -125,7 +125,8 @@ inline uint64_t checked_word(const void* p, Misuse kind) {
   return w;
 }
 
-MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
+// sized: free_sized's size (0: any), at most the block's usable size.
+MAGSLAB_NOINLINE void free_not_in_slab(void* p, size_t sized = 0) {
   if (p == nullptr) return;
   // A thread that uses only huge blocks or page runs makes no thread cache,
   // whose registration starts the decay thread: it is counted here (one load
@@ -135,9 +136,9 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p) {
   // (no slab, hollow or not, is one), so the hollow-slab check, a walk of
   // another array of the page map, is for what it leaves (a 4 MiB pair: 267
   // -> 256 instructions, stop 37), and large::free for what that leaves.
-  if (large::free_parked(p)) return;
+  if (large::free_parked(p, sized)) return;
   check_not_hollow(p, Misuse::kInvalidFree);
-  large::free(p);
+  large::free(p, sized);
 }
 
 }  // namespace
@@ -182,6 +183,11 @@ MAGSLAB_NOINLINE void* api::malloc_big(size_t n) {
 MAGSLAB_NOINLINE void api::free_not_valid(void* p, uint64_t w, Misuse kind) {
   if (w != 0) invalid(p, kind, word_class(w));
   free_not_in_slab(p);
+}
+
+MAGSLAB_NOINLINE void api::free_sized_not_valid(void* p, uint64_t w, size_t n) {
+  if (w != 0) invalid(p, Misuse::kInvalidFree, word_class(w));
+  free_not_in_slab(p, n);
 }
 
 namespace {

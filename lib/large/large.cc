@@ -579,9 +579,10 @@ Extent* take_slot(ParkSlot& slot, bool alone) {
 }
 
 // Free huge block p by parking it. false: not parked (every slot it may use
-// is taken, the block is too big, or p is not a live huge block's start: the
-// caller frees it under the lock, which reports what p is).
-bool park(uintptr_t a) {
+// is taken, the block is too big, p is not a live huge block's start, or
+// `sized` exceeds its usable size: the caller frees it under the lock, which
+// reports what p is).
+bool park(uintptr_t a, size_t sized) {
   ParkSlot* slot = empty_park_slot();
   if (slot == nullptr || !parking_on()) return false;
   Extent* h = pagemap::lookup(a).extent();
@@ -609,6 +610,12 @@ bool park(uintptr_t a) {
     // and h registered for another block (p was being freed twice at once):
     // give that block its state back; the locked path reports p.
     h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: nothing read after it
+    return false;
+  }
+  // A sized free naming more than the block holds (its size read once the
+  // block is ours): the locked path reports it.
+  if (MAGSLAB_UNLIKELY(sized > h->size())) {
+    h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: still ours
     return false;
   }
   // When it was parked, from the real clock (CLOCK_MONOTONIC_COARSE through
@@ -963,13 +970,18 @@ void* alloc(size_t n, size_t align, bool* zeroed) {
   return heap::or_after_reclaim([&] { return alloc_once(n, align, zeroed); });
 }
 
-bool free_parked(void* p) { return park(reinterpret_cast<uintptr_t>(p)); }
+bool free_parked(void* p, size_t sized) { return park(reinterpret_cast<uintptr_t>(p), sized); }
 
-void free(void* p) {
+void free(void* p, size_t sized) {
   auto a = reinterpret_cast<uintptr_t>(p);
   Block b = lock_and_classify(a);
   if (Extent* h = b.huge) {
     check_huge_locked(h, p, Misuse::kInvalidFree);
+    if (MAGSLAB_UNLIKELY(sized > h->size())) {
+      BlockInfo info = BlockInfo::huge(h->size());
+      info.requested = h->request();
+      bad_pointer(p, Misuse::kWrongSizedFree, info);
+    }
     uint8_t live = Extent::kLive;
     // acq_rel: see park(); of this free and a racing one (parking or not), one wins.
     if (!h->state.compare_exchange_strong(live, Extent::kGone, std::memory_order_acq_rel,
@@ -985,6 +997,11 @@ void free(void* p) {
   if (tag == kTagFreedStart) bad_pointer(p, Misuse::kDoubleFree, BlockInfo::large(0));
   if (tag != kTagStart) bad_pointer(p, Misuse::kInvalidFree, page_info(c, b.page));
   uint32_t npages = c->run_record->pages[b.page];
+  if (MAGSLAB_UNLIKELY(sized > size_t{npages} << kPageShift)) {
+    BlockInfo info = BlockInfo::large(size_t{npages} << kPageShift);
+    info.requested = c->run_record->request[b.page];
+    bad_pointer(p, Misuse::kWrongSizedFree, info);
+  }
   --g_live_blocks;
   g_live_pages -= npages;
   g_live_requested -= c->run_record->request[b.page];

@@ -45,11 +45,14 @@ void* alloc(size_t n, size_t align, bool* zeroed);
 // p is not in a slab. Frees it if it is a live huge block that can be parked
 // (without the lock); false: nothing done (p may be anything), and the caller
 // goes on to free(p).
-bool free_parked(void* p);
+// sized: a sized free's size (0: a free without one); a block it exceeds is
+// not parked (free(p, sized) reports it).
+bool free_parked(void* p, size_t sized = 0);
 // p is not in a slab and free_parked(p) declined it. Frees it under the lock,
 // or aborts with one line naming p if it is not a block magslab handed out
-// (or is already free).
-void free(void* p);
+// (or is already free), or if sized (free_sized's size; 0: none) exceeds its
+// usable size.
+void free(void* p, size_t sized = 0);
 
 // Usable bytes of a large or huge block; aborts if p is not one, naming the
 // misuse `what` (kInvalidFree: a freed page run's start is a double free).
