@@ -500,6 +500,41 @@ TEST(DecayMt, AProducerAndAConsumerOfHugeBlocksStartTheBackgroundThread) {
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "still cached: " << cached_bytes() << " B";
 }
 
+// A fork child whose one thread has a cache, made while another thread's
+// existed, and whose second thread uses only huge blocks: two threads use
+// magslab there, and the second starts the decay thread. Stop 54's bug hunt:
+// only a cache made with no other registered counted its thread as a user,
+// the child's count started from that mark (0 here), and the huge-block
+// thread counted as the first: no decay thread, and the child kept its
+// huge blocks cached for good while it idled.
+TEST(DecayMt, AForkChildsHugeBlockThreadStartsTheBackgroundThread) {
+  std::atomic<int> stage{0};
+  std::thread first([&] {
+    magslab_free(magslab_malloc(100));  // the process's first cache
+    stage.store(1);
+    while (stage.load() != 2) std::this_thread::yield();
+  });
+  while (stage.load() != 1) std::this_thread::yield();
+  magslab_free(magslab_malloc(100));  // this thread's, while the other one's exists
+  stage.store(2);
+  first.join();  // (ThreadSanitizer: no thread of the parent's but this one in the child)
+  ASSERT_TRUE(decay::background_running());
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(20);
+    magslab_option_set("huge_cache_ms", 100);
+    std::thread(free_huge_blocks).join();
+    magslab_free(magslab_malloc(100));  // this thread goes on with small blocks only
+    const bool running = decay::background_running();
+    _exit(!running ? 1 : cached_falls_to(MiB, 10) ? 0 : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: no decay thread in the child; 2: its huge blocks stayed";
+}
+
 // Two threads with a cache at once make a process multithreaded (gtest's own
 // allocations do not go through magslab: the main thread needs one of its own).
 TEST(DecayMt, ForkedChildStartsItsOwnThread) {

@@ -144,18 +144,20 @@ void on_multithreaded() {
   g_state.store(ok ? kRunning : kNone, std::memory_order_release);
 }
 
-void note_user() {
-  if (t_counted) return;
-  t_counted = true;
-  // relaxed: see g_users.
-  if (g_users.fetch_add(1, std::memory_order_relaxed) != 0) on_multithreaded();
+void note_user(bool second) {
+  if (!t_counted) {
+    t_counted = true;
+    // relaxed: see g_users.
+    if (g_users.fetch_add(1, std::memory_order_relaxed) != 0) second = true;
+  }
+  if (second) on_multithreaded();
 }
 
 void on_use_outside_classes() {
   // relaxed: a hint; once the thread runs (or the option kept it off) nothing
   // is counted, and on_multithreaded's compare-exchange decides the start.
   if (g_state.load(std::memory_order_relaxed) != kNone) return;
-  note_user();
+  note_user(false);
 }
 
 bool option_turned_on() {

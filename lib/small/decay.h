@@ -37,13 +37,18 @@ void maybe_tick();
 // something remains. Set once, before the second thread starts (api layer).
 void set_hook(bool (*hook)(uint64_t now));
 
-// thread_cache: a cache was registered while another one exists (the process
-// is multithreaded): start the background thread if not yet done.
+// A second thread uses magslab (note_user; a cache was registered while
+// another one exists: the process is multithreaded), or the option allows a
+// start it kept off: start the background thread if not yet done.
 void on_multithreaded();
-// thread_cache: the calling thread registered a cache while no other was
-// registered. It counts as a thread that uses magslab: a second one starts the
-// background thread (on_multithreaded).
-void note_user();
+// thread_cache: the calling thread registered a cache; `second`: while
+// another was registered (on_multithreaded). Either way it counts as a thread
+// that uses magslab: a second one starts the background thread. Every cache's
+// thread counts, so that a fork child, whose count starts from its one
+// thread's mark, counts a forking thread with a cache (stop 54's bug hunt:
+// one whose cache came second did not, and a child's thread that used only
+// huge blocks then counted as the first: no decay thread).
+void note_user(bool second);
 // api: the calling thread frees a huge block or a page run (no thread cache
 // needed), or gets one of fresh memory, in a process that has had a second
 // thread (platform::single_threaded false). A thread that only uses such

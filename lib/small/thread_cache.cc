@@ -245,10 +245,8 @@ ThreadCache* current() {
   g_caches_made.fetch_add(1, std::memory_order_relaxed);
   decay_event::note();
   // With no lock held and this cache in place: pthread_create allocates.
-  if (multithreaded)
-    decay::on_multithreaded();
-  else
-    decay::note_user();  // a thread that frees only huge blocks may be the second
+  // Counted either way: a thread that frees only huge blocks may be the second.
+  decay::note_user(multithreaded);
   return tc;
 }
 
