@@ -500,6 +500,50 @@ TEST(DecayMt, AProducerAndAConsumerOfHugeBlocksStartTheBackgroundThread) {
   EXPECT_TRUE(cached_falls_to(MiB, 10)) << "still cached: " << cached_bytes() << " B";
 }
 
+// A producer (here the main thread) that made its first huge buffers before
+// its consumer thread existed, and whose later ones are those the consumer
+// freed (park slots): two threads use magslab, and the decay thread starts.
+// Stop 54's bug hunt: a block of fresh memory counted its thread only in a
+// process that had had a second thread, so the producer never counted, the
+// consumer alone did, and the idle process kept 16 MiB of huge blocks cached
+// for good.
+TEST(DecayMt, AProducerWhoseFirstBuffersCameBeforeItsConsumerStartsTheBackgroundThread) {
+  ASSERT_EQ(magslab_option_set("huge_cache_ms", 100), 0);
+  constexpr size_t kBytes = 8 * MiB;
+  std::vector<void*> first;
+  for (int i = 0; i < 2; ++i) {
+    first.push_back(magslab_malloc(kBytes));
+    ASSERT_NE(first.back(), nullptr);
+    std::memset(first.back(), 1, kBytes);
+  }
+  std::atomic<void*> slot{nullptr};
+  std::atomic<bool> done{false};
+  std::thread consumer([&] {
+    for (;;) {
+      void* p;
+      while ((p = slot.load()) == nullptr)
+        if (done.load()) return;
+      magslab_free(p);
+      slot.store(nullptr);
+    }
+  });
+  auto hand = [&](void* p) {
+    slot.store(p);
+    while (slot.load() != nullptr) std::this_thread::yield();
+  };
+  for (void* p : first) hand(p);
+  for (int i = 0; i < 8; ++i) {
+    void* p = magslab_malloc(kBytes);
+    ASSERT_NE(p, nullptr);
+    std::memset(p, 2, kBytes);
+    hand(p);
+  }
+  done.store(true);
+  consumer.join();
+  EXPECT_TRUE(decay::background_running());
+  EXPECT_TRUE(cached_falls_to(MiB, 10)) << "still cached: " << cached_bytes() << " B";
+}
+
 // A fork child whose one thread has a cache, made while another thread's
 // existed, and whose second thread uses only huge blocks: two threads use
 // magslab there, and the second starts the decay thread. Stop 54's bug hunt:

@@ -130,7 +130,8 @@ MAGSLAB_NOINLINE void free_not_in_slab(void* p, size_t sized = 0) {
   if (p == nullptr) return;
   // A thread that uses only huge blocks or page runs makes no thread cache,
   // whose registration starts the decay thread: it is counted here (one load
-  // once the thread runs; nothing in a single-threaded process).
+  // once the thread runs; nothing in a single-threaded process, whose huge
+  // blocks and page runs were fresh once: alloc_outside_classes counted it).
   if (!platform::single_threaded()) decay::on_use_outside_classes();
   // A huge block parks first: the park checks that p starts a live huge block
   // (no slab, hollow or not, is one), so the hollow-slab check, a walk of
@@ -163,10 +164,15 @@ namespace {
 // large::alloc, counting the calling thread as one that uses magslab when the
 // block is fresh memory (a mapping or purged pages: a system call or page
 // faults anyway): a thread that only allocates huge blocks another frees (a
-// producer of buffers) makes no thread cache and frees none.
+// producer of buffers) makes no thread cache and frees none. In a
+// single-threaded process too (unlike free_not_in_slab): the first huge block
+// or page run of a thread is fresh, and a producer that made its first
+// buffers before its consumer thread existed, then only took back those the
+// consumer freed (park slots), was never counted, and no decay thread started
+// (stop 54's bug hunt: an idle process kept 16 MiB of them cached for good).
 void* alloc_outside_classes(size_t n, size_t align, bool* zeroed) {
   void* p = large::alloc(n, align, zeroed);
-  if (p != nullptr && *zeroed && !platform::single_threaded()) decay::on_use_outside_classes();
+  if (p != nullptr && *zeroed) decay::on_use_outside_classes();
   return p;
 }
 

@@ -50,8 +50,10 @@ void on_multithreaded();
 // huge blocks then counted as the first: no decay thread).
 void note_user(bool second);
 // api: the calling thread frees a huge block or a page run (no thread cache
-// needed), or gets one of fresh memory, in a process that has had a second
-// thread (platform::single_threaded false). A thread that only uses such
+// needed) in a process that has had a second thread (platform::single_threaded
+// false), or gets one of fresh memory (in any process: a single thread's
+// first such block is fresh, and it may go on later with only reused ones,
+// stop 54's bug hunt). A thread that only uses such
 // blocks makes no cache: counted here,
 // so that a second thread of that kind, or beside one with a cache, starts the
 // background thread (before stop 53 none started, and the huge cache and park
