@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 
 #include "platform/platform.h"
 #include "testing/rng.h"
@@ -26,6 +28,10 @@ std::atomic<bool> g_refuse_until_unmap{false};
 // refuse_next_maps: how many more maps to refuse.
 std::atomic<uint64_t> g_refuse_next{0};
 std::atomic<void*> g_refused_target{nullptr};
+// refuse_maps_over: maps of more bytes than this are refused.
+std::atomic<size_t> g_most_map_bytes{SIZE_MAX};
+// misplace_maps: maps start this far (a power of two) past half of it.
+std::atomic<size_t> g_misplace{0};
 // A call is refused at random when its 32-bit draw is below this; 0: never.
 std::atomic<uint64_t> g_threshold{0};
 std::atomic<uint64_t> g_seed{1};
@@ -45,18 +51,42 @@ bool random_refusal() {
 
 void bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
 
-void* fake_map(size_t size) {
+// Whether a map of `size` bytes (map or map_at) is refused; counts it.
+bool map_refused(size_t size) {
   bump(g_maps);
   uint64_t next = g_refuse_next.load(std::memory_order_relaxed);
   const bool one_of_next =
       next != 0 && g_refuse_next.compare_exchange_strong(next, next - 1, std::memory_order_relaxed);
   if (g_refuse_maps.load(std::memory_order_relaxed) ||
-      g_refuse_until_unmap.load(std::memory_order_relaxed) || one_of_next || random_refusal()) {
+      g_refuse_until_unmap.load(std::memory_order_relaxed) || one_of_next ||
+      size > g_most_map_bytes.load(std::memory_order_relaxed) || random_refusal()) {
     bump(g_refused_maps);
     errno = ENOMEM;  // as the kernel's mmap
-    return nullptr;
+    return true;
+  }
+  return false;
+}
+void* fake_map(size_t size) {
+  if (map_refused(size)) return nullptr;
+  if (g_misplace.load(std::memory_order_relaxed) != 0) {
+    // Over-map by the misplacement and keep the range that starts that far
+    // past an address aligned to it, so nothing is mapped right below.
+    const size_t off = g_misplace.load(std::memory_order_relaxed);
+    auto* raw = static_cast<char*>(platform::os_ops().map(size + 2 * off));
+    if (raw == nullptr) return nullptr;
+    auto a = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t at = ((a + off - 1) & ~(uintptr_t{off} - 1)) + off / 2;
+    if (at != a) platform::os_ops().unmap(raw, at - a);
+    const uintptr_t end = a + size + 2 * off;
+    if (end != at + size)
+      platform::os_ops().unmap(reinterpret_cast<void*>(at + size), end - at - size);
+    return reinterpret_cast<void*>(at);
   }
   return platform::os_ops().map(size);
+}
+void* fake_map_at(void* addr, size_t size) {
+  if (map_refused(size)) return nullptr;
+  return platform::os_ops().map_at(addr, size);
 }
 void fake_unmap(void* a, size_t n) {
   bump(g_unmaps);
@@ -95,7 +125,7 @@ void* fake_remap(void* a, size_t o, size_t n, void* to) {
   }
   return platform::os_ops().remap(a, o, n, to);
 }
-const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap};
+const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap, fake_map_at};
 
 void reset() {
   refuse_nothing();
@@ -121,6 +151,8 @@ void uninstall() {
 void refuse_maps(bool on) { g_refuse_maps.store(on); }
 void refuse_maps_until_unmap(bool on) { g_refuse_until_unmap.store(on); }
 void refuse_next_maps(uint64_t n) { g_refuse_next.store(n); }
+void refuse_maps_over(size_t bytes) { g_most_map_bytes.store(bytes); }
+void misplace_maps(size_t alignment) { g_misplace.store(alignment); }
 void refuse_remap_growth(bool on) { g_refuse_remap_growth.store(on); }
 void refuse_remaps(bool on) { g_refuse_remaps.store(on); }
 void squat_on_refused_moves(bool on) { g_squat_on_refused_moves.store(on); }
@@ -144,6 +176,8 @@ void refuse_nothing() {
   g_refuse_moves_early.store(false);
   g_refuse_until_unmap.store(false);
   g_refuse_next.store(0);
+  g_most_map_bytes.store(SIZE_MAX);
+  g_misplace.store(0);
   g_threshold.store(0);
 }
 

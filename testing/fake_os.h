@@ -11,6 +11,7 @@
 // magslab_testing_fake_os.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace mstest::fake_os {
@@ -31,6 +32,14 @@ void refuse_maps(bool on);
 void refuse_maps_until_unmap(bool on);
 // Refuse the next n maps (whichever threads make them).
 void refuse_next_maps(uint64_t n);
+// Refuse every map of more than `bytes` (an address-space limit with that
+// much left: an over-map for alignment is refused, a mapping of the size
+// itself is not). SIZE_MAX: none.
+void refuse_maps_over(size_t bytes);
+// Place every map (not map_at) at half of `alignment` (a power of two) past
+// an aligned address, with nothing mapped in the half below it: never aligned
+// to it, as the kernel may place one. 0: where the OS puts it.
+void misplace_maps(size_t alignment);
 void refuse_remap_growth(bool on);
 // Refuse every remap: growth, shrink and move alike. A refused move to a
 // fixed address unmaps that address range first, as the kernel's does.

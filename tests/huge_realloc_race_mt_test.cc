@@ -94,7 +94,8 @@ void other_thread_body() {
   g_go.store(2);
 }
 
-const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap};
+void* fake_map_at(void* a, size_t n) { return platform::os_ops().map_at(a, n); }
+const platform::PlatformOps kFakeOps{fake_map, fake_unmap, fake_decommit, fake_remap, fake_map_at};
 
 class FakeOs {
  public:
@@ -181,7 +182,7 @@ void* failing_shrink_remap(void* a, size_t o, size_t n, void* to) {
   return platform::os_ops().remap(a, o, n, to);
 }
 const platform::PlatformOps kFailShrinkOps{fake_map, fake_unmap, fake_decommit,
-                                           failing_shrink_remap};
+                                           failing_shrink_remap, fake_map_at};
 
 TEST(HugeReallocRace, RefusedShrinkKeepsTheBlockRegistered) {
   void* p = magslab_malloc(40 * MiB);

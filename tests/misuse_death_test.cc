@@ -175,8 +175,9 @@ void* free_during_remap(void* old_addr, size_t old_size, size_t new_size, void* 
 void* os_map(size_t n) { return magslab::platform::os_ops().map(n); }
 void os_unmap(void* a, size_t n) { magslab::platform::os_ops().unmap(a, n); }
 bool os_decommit(void* a, size_t n) { return magslab::platform::os_ops().decommit(a, n); }
+void* os_map_at(void* a, size_t n) { return magslab::platform::os_ops().map_at(a, n); }
 const magslab::platform::PlatformOps kFreeDuringRemap{os_map, os_unmap, os_decommit,
-                                                      free_during_remap};
+                                                      free_during_remap, os_map_at};
 const std::string kBeingReallocated = R"( \(huge block, [0-9]+ B; being reallocated\))";
 
 TEST(MisuseDeathTest, FreeOfAHugeBlockBeingReallocated) {

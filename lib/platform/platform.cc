@@ -65,7 +65,18 @@ void* os_remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr)
   return p == MAP_FAILED ? nullptr : p;
 }
 
-constexpr PlatformOps kOsOps{os_map, os_unmap, os_decommit, os_remap};
+void* os_map_at(void* addr, size_t size) {
+  void* p = mmap(addr, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  if (p == addr) return p;
+  // A kernel before 4.17 takes the flag for a hint and may map elsewhere.
+  os_unmap(p, size);
+  errno = EEXIST;
+  return nullptr;
+}
+
+constexpr PlatformOps kOsOps{os_map, os_unmap, os_decommit, os_remap, os_map_at};
 
 // acquire/release: a test installs its ops before the calls that must see them.
 std::atomic<const PlatformOps*> g_ops{&kOsOps};
@@ -234,6 +245,39 @@ void* remap(void* old_addr, size_t old_size, size_t new_size, void* new_addr) {
   return ops().remap(old_addr, old_size, new_size, new_addr);
 }
 
+namespace {
+// The over-map refused: the address space (RLIMIT_AS), the data limit
+// (RLIMIT_DATA) or the commit limit (strict overcommit) may still hold `size`
+// bytes, not `size` + `alignment` less a page. Until stop 54 the request
+// failed there: under `ulimit -v` a malloc of 6 MiB (a mapping of 8 MiB,
+// over-mapped 12 MiB less a page) got ENOMEM with 11.8 MiB of the limit left,
+// and whether a program ran under a limit depended on where ASLR put its
+// mappings (one that straddles a 1 GiB line needs a second page-map leaf,
+// 4 MiB more: tests/small_limits_main.c failed 1-3 runs in 100 at 40-42 MiB).
+// A mapping of exactly `size` is kept if the kernel placed it aligned (as it
+// does right below an aligned mapping that ends aligned, a chunk's or a huge
+// block's, top-down); otherwise it is given back and asked for at the aligned
+// address below it (the gap the kernel placed it in goes on downwards, top-down),
+// then above it (bottom-up layouts). Another thread may take that range
+// meanwhile: then nullptr, and the caller's retry (heap::or_after_reclaim)
+// tries again. Address space is never held beyond `size` bytes here.
+void* map_exactly_aligned(size_t size, size_t alignment) {
+  auto* raw = static_cast<char*>(map(size));
+  if (raw == nullptr) return nullptr;
+  const auto a = reinterpret_cast<uintptr_t>(raw);
+  if ((a & (alignment - 1)) == 0) return raw;
+  unmap(raw, size);
+  const uintptr_t down = a & ~(alignment - 1);
+  const uintptr_t up = down + alignment;
+  for (uintptr_t at : {down, up}) {
+    if (at == 0 || at + size < at) continue;
+    if (void* p = ops().map_at(reinterpret_cast<void*>(at), size)) return p;
+  }
+  errno = ENOMEM;  // as the refused over-map (map_at's EEXIST is no answer for malloc)
+  return nullptr;
+}
+}  // namespace
+
 void* map_aligned(size_t size, size_t alignment) {
   if (alignment <= kPageSize) return map(size);
   // Over-map by the alignment less a page, then cut off the misaligned head
@@ -246,8 +290,13 @@ void* map_aligned(size_t size, size_t alignment) {
   // 65,000 huge blocks live (stop 51's bug hunt).
   size_t total = size + alignment - kPageSize;
   if (total < size) return nullptr;
+  const int saved = errno;
   auto* raw = static_cast<char*>(map(total));
-  if (raw == nullptr) return nullptr;
+  if (raw == nullptr) {
+    void* p = map_exactly_aligned(size, alignment);
+    if (p != nullptr) errno = saved;  // the refused over-map's ENOMEM is no answer
+    return p;
+  }
   uintptr_t start = align_up(reinterpret_cast<uintptr_t>(raw), alignment);
   size_t head = start - reinterpret_cast<uintptr_t>(raw);
   size_t tail = total - head - size;

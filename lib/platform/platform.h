@@ -32,6 +32,9 @@ struct PlatformOps {
   // mremap: grow/shrink/move without copying. new_addr == nullptr: in place only.
   // Otherwise move to exactly new_addr (which must be a reserved range).
   void* (*remap)(void* old_addr, size_t old_size, size_t new_size, void* new_addr);
+  // As map(), at exactly addr (MAP_FIXED_NOREPLACE): nullptr when anything is
+  // mapped in [addr, addr + size) or the OS refuses. map_aligned's fallback.
+  void* (*map_at)(void* addr, size_t size);
 };
 
 // The real OS.
@@ -46,6 +49,9 @@ void* map(size_t size);
 void* map_sparse(size_t size);
 void unmap_sparse(void* addr, size_t size);
 // A mapping of `size` bytes aligned to `alignment` (a power of two >= page size).
+// Over-mapped and trimmed; where the OS refuses the over-map (an address-space
+// or data limit, strict overcommit), a mapping of exactly `size` bytes at an
+// aligned address, if there is one to be had.
 void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
 bool decommit(void* addr, size_t size);
