@@ -423,13 +423,25 @@ void check_huge_locked(const Extent* h, const void* p, Misuse what) {
                 BlockInfo::huge(h->size(), "already freed"));
 }
 
+// Huge block h, out of the page map, leaves the counters; its descriptor
+// goes back to the pool. Under g_huge_lock.
+void forget_huge_locked(Extent* h) {
+  --g_huge_blocks;
+  g_huge_bytes -= h->size();
+  g_huge_mapped -= h->mapped();
+  g_huge_dirty -= h->dirty();
+  g_huge_requested.fetch_sub(h->request(), std::memory_order_relaxed);  // relaxed: a statistic
+  stats::sub_in_use(h->size());
+  recycle_extent_locked(h);
+}
+
 // Free huge block h (its state already moved to kGone by the caller), under
 // g_huge_lock, which it releases: out of the page map, then into the huge
 // cache or back to the OS. parked_at: when it was parked (it ages in the
 // cache from then), or ~0: freed now.
 void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
   uintptr_t a = h->base();
-  size_t size = h->size(), mapped = h->mapped(), dirty = h->dirty();
+  size_t mapped = h->mapped(), dirty = h->dirty();
   // Expire (and start a new peak window) while this block still counts as live.
   Evicted evicted;
   uint64_t now = platform::now_ns();
@@ -438,13 +450,7 @@ void free_huge_locked(Extent* h, uint64_t parked_at = ~uint64_t{0}) {
   // free of p is reported, and a thread that maps this range next can
   // register it.
   unmap_huge_slots(a, slots_end(a, mapped));
-  --g_huge_blocks;
-  g_huge_bytes -= size;
-  g_huge_mapped -= mapped;
-  g_huge_dirty -= dirty;
-  g_huge_requested.fetch_sub(h->request(), std::memory_order_relaxed);  // relaxed: a statistic
-  recycle_extent_locked(h);
-  stats::sub_in_use(size);
+  forget_huge_locked(h);
   void* p = reinterpret_cast<void*>(a);
   bool cached = cache_huge_locked(p, mapped, dirty, now, std::min(now, parked_at), &evicted);
   g_huge_lock.unlock();
@@ -1009,6 +1015,35 @@ void free(void* p, size_t sized) {
   bool purge = free_run_locked(c, b.page, npages, /*mark_start=*/true);
   heap::g_lock.unlock();
   if (purge) heap::purge_excess();
+}
+
+bool free_unmapping(void* p) {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  Block b = lock_and_classify(a);
+  Extent* h = b.huge;
+  uint8_t live = Extent::kLive;
+  // acq_rel: as in free(); of this and a racing free (the program's misuse),
+  // one wins. A block that is not a live huge one is left to the caller.
+  if (h == nullptr || h->base() != a ||
+      !h->state.compare_exchange_strong(live, Extent::kGone, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+    b.held->unlock();
+    return false;
+  }
+  // Out of the page map before the munmap (see map_huge_slots), back in if
+  // it is refused: the range is then still mapped, nobody else's. Under the
+  // lock throughout: no other huge operation sees it unregistered.
+  const size_t mapped = h->mapped();
+  unmap_huge_slots(a, slots_end(a, mapped));
+  const bool gone = platform::unmap_whole(p, mapped);
+  if (gone) {
+    forget_huge_locked(h);
+  } else {
+    map_huge_slots(a, mapped, h);                              // its leaves exist: cannot fail
+    h->state.store(Extent::kLive, std::memory_order_relaxed);  // relaxed: ours since the exchange
+  }
+  b.held->unlock();
+  return gone;
 }
 
 bool extent_covers(const Extent* h, uintptr_t a, size_t n) {

@@ -53,6 +53,12 @@ bool free_parked(void* p, size_t sized = 0);
 // (or is already free), or if sized (free_sized's size; 0: none) exceeds its
 // usable size.
 void free(void* p, size_t sized = 0);
+// Check mode: p, a live huge block whose pages mprotect would not make
+// accessible again (RLIMIT_DATA, strict overcommit), goes back to the OS as
+// it is, its whole mapping unmapped (munmap needs no access); false: p is
+// not a huge block, or the munmap was refused (vm.max_map_count: it would
+// split a mapping), and p stays live and registered.
+bool free_unmapping(void* p);
 
 // Usable bytes of a large or huge block; aborts if p is not one, naming the
 // misuse `what` (kInvalidFree: a freed page run's start is a double free).

@@ -100,6 +100,12 @@ void* map_sparse(size_t size) {
 }
 void unmap_sparse(void* addr, size_t size) { munmap(addr, size); }
 void unmap(void* addr, size_t size) { ops().unmap(addr, size); }
+bool unmap_whole(void* addr, size_t size) {
+  const int saved = errno;
+  const bool ok = munmap(addr, size) == 0;
+  errno = saved;
+  return ok;
+}
 bool decommit(void* addr, size_t size) { return ops().decommit(addr, size); }
 
 bool protect(void* addr, size_t size, bool accessible) {

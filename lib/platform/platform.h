@@ -54,6 +54,9 @@ void unmap_sparse(void* addr, size_t size);
 // aligned address, if there is one to be had.
 void* map_aligned(size_t size, size_t alignment);
 void unmap(void* addr, size_t size);
+// munmap, with no fallback: false (errno kept) if the OS refuses, and the
+// range stays mapped as it was. Not part of the test seam.
+bool unmap_whole(void* addr, size_t size);
 bool decommit(void* addr, size_t size);
 // mprotect: read-write, or no access at all (check mode's quarantine of large
 // blocks). Not part of the test seam. false if the OS refuses; errno kept.
