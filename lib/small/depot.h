@@ -46,8 +46,13 @@ size_t drain();
 // with a page given back become hollow: off the depot, get_empty() makes them
 // whole again before it makes new ones. Returns bytes decommitted.
 size_t hollow_empty();
-// fork(): the hollow lists' lock (taken inside the heap's, before the
-// metadata arena's: hollow_empty() allocates list nodes under it).
+// hollow_empty() holds a pass lock of its own for its whole pass (the sort,
+// the madvise calls), which get_empty() never takes, and the hollow lists'
+// lock only to take spare nodes and to splice what it made hollow: a thread
+// that wants an empty magazine meanwhile gets a new or a hollow one without
+// waiting for a madvise (until stop 54 it waited for the whole pass).
+// fork(): both, the pass lock first (taken inside the heap's, before the
+// metadata arena's: hollow_empty() allocates list nodes under the pass lock).
 void lock_for_fork();
 void unlock_after_fork();
 // Decay (small/decay.h), once per tick: per node and class, the fewest full
