@@ -239,9 +239,12 @@ bool map_chunk(unsigned node) {
 
 // Decommit [addr, addr+bytes); if the OS refuses, zero the pages instead, so a
 // purged run always reads as zero. Purges call it without g_lock (a system call);
-// unmap_chunk() with it, for a pooled descriptor's tables.
-void decommit(void* addr, size_t bytes) {
-  if (!platform::decommit(addr, bytes)) memset(addr, 0, bytes);
+// unmap_chunk() with it, for a pooled descriptor's tables. Returns whether the
+// OS took the pages (zeroed, they stay resident: not given back).
+bool decommit(void* addr, size_t bytes) {
+  if (platform::decommit(addr, bytes)) return true;
+  memset(addr, 0, bytes);
+  return false;
 }
 
 void unmap_chunk(ChunkMeta* m) {
@@ -573,9 +576,11 @@ size_t purge_while(size_t keep_pages, uint64_t cutoff) {
     if (n == 0) return purged;
     for (size_t i = 0; i < n; ++i) {
       FreeRun* r = batch[i];
-      decommit(reinterpret_cast<void*>(r->chunk->base() + (uintptr_t{r->page} << kPageShift)),
-               size_t{r->npages} << kPageShift);
-      purged += size_t{r->npages} << kPageShift;
+      // Counted only if the OS took them (stop 54's bug hunt: magslab_trim
+      // counted the runs zeroed under a filter that refuses madvise).
+      if (decommit(reinterpret_cast<void*>(r->chunk->base() + (uintptr_t{r->page} << kPageShift)),
+                   size_t{r->npages} << kPageShift))
+        purged += size_t{r->npages} << kPageShift;
     }
     LockGuard g(g_lock);
     stamp_now();  // a purged run merged with a dirty neighbour is dirty as of now

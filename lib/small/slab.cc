@@ -249,9 +249,11 @@ size_t release_record_pages(uint64_t cutoff, bool* left) {
       }
     }
     for (size_t k = 0; k < n; ++k) {
-      if (!platform::decommit(batch[k]->recs, kPageSize))
+      // Refused: zeroed, resident, and not counted as given back.
+      if (platform::decommit(batch[k]->recs, kPageSize))
+        released += kPageSize;
+      else
         memset(static_cast<void*>(batch[k]->recs), 0, kPageSize);
-      released += kPageSize;
       // Side arrays: not counted (mostly never touched); refused, they stay
       // resident (carve clears what check mode needs).
       if (batch[k]->side != nullptr) platform::decommit(batch[k]->side, kSideBytes);
@@ -716,8 +718,9 @@ size_t trim() {
 namespace {
 
 // Decommit the pages of s that only free objects overlap (and that are not
-// hollow already); class lock held. Returns pages decommitted.
-uint32_t hollow_slab(Slab* s, const ClassInfo& ci) {
+// hollow already); class lock held. Returns pages made hollow; *given: of
+// those, pages the OS took.
+uint32_t hollow_slab(Slab* s, const ClassInfo& ci, size_t* given) {
   uint32_t done = 0, run = 0, len = 0;
   for (uint32_t pg = 0; pg <= ci.slab_pages; ++pg) {
     uint32_t lo, hi;
@@ -731,8 +734,10 @@ uint32_t hollow_slab(Slab* s, const ClassInfo& ci) {
     // Words first: from here a free of one of these objects (a misuse) takes
     // the slow path, which reports it, and a refill restores the page.
     for (uint32_t k = run; k < run + len; ++k) pagemap::set_slab_words(page_addr(s, k), 1, 0);
-    // Refused: the pages stay committed, and hollow all the same.
-    platform::decommit(reinterpret_cast<void*>(page_addr(s, run)), size_t{len} * kPageSize);
+    // Refused: the pages stay committed, and hollow all the same, but are not
+    // counted as given back (stop 54's bug hunt).
+    if (platform::decommit(reinterpret_cast<void*>(page_addr(s, run)), size_t{len} * kPageSize))
+      *given += len;
     done += len;
     len = 0;
   }
@@ -743,16 +748,15 @@ uint32_t hollow_slab(Slab* s, const ClassInfo& ci) {
 }  // namespace
 
 size_t hollow() {
-  size_t pages = 0;
+  size_t pages = 0;  // given back
   for (unsigned node = 0, nodes = numa::nodes(); node < nodes; ++node) {
     for (unsigned c = 0; c < kNumSmallClasses; ++c) {  // larger classes: one object a slab
       SlabClass& sc = g_classes[node][c];
       LockGuard g(sc.lock);
       auto hollow_list = [&](Slab* head) {
         for (Slab* s = head; s != nullptr; s = s->next) {
-          uint32_t n = hollow_slab(s, kClasses[c]);
+          uint32_t n = hollow_slab(s, kClasses[c], &pages);
           g_hollow_pages.fetch_add(n, std::memory_order_relaxed);
-          pages += n;
           check_slab(sc, s, kClasses[c]);
         }
       };
