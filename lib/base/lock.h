@@ -47,6 +47,15 @@ class Lock {
     ++t_locks_held;
     pthread_mutex_lock(&m_);
   }
+  // lock() if no other thread holds it, else false at once (unlock() only
+  // after true).
+  bool try_lock() {
+    if (MAGSLAB_UNLIKELY(held_for_this_fork())) return true;
+    ++t_locks_held;
+    if (pthread_mutex_trylock(&m_) == 0) return true;
+    --t_locks_held;
+    return false;
+  }
   void unlock() {
     if (MAGSLAB_UNLIKELY(held_for_this_fork())) return;
     pthread_mutex_unlock(&m_);

@@ -75,8 +75,10 @@ void* run(void*) {
 
 }  // namespace
 
-bool tick(uint64_t now) {
-  LockGuard g(g_pass_lock);
+namespace {
+
+// A pass; g_pass_lock held.
+bool pass_locked(uint64_t now) {
   if (decay_event::paused()) return true;
   bool pending = false;
   // Threads' stashes first: what they give up decays in the depot from the next pass.
@@ -96,6 +98,13 @@ bool tick(uint64_t now) {
   return pending;
 }
 
+}  // namespace
+
+bool tick(uint64_t now) {
+  LockGuard g(g_pass_lock);
+  return pass_locked(now);
+}
+
 void maybe_tick() {
   // acquire: pairs with the release store that marks the thread running.
   if (g_state.load(std::memory_order_acquire) == kRunning) return;
@@ -103,7 +112,13 @@ void maybe_tick() {
   uint64_t due = g_next_tick.load(std::memory_order_relaxed);
   if (now < due) return;
   if (!g_next_tick.compare_exchange_strong(due, now + kTickNs, std::memory_order_relaxed)) return;
-  tick(now);
+  // Held: a magslab_trim, magslab_trim_all or magslab_stats in another
+  // thread (NoPassScope), for as long as its walk and madvise calls take —
+  // or a pass. This one is skipped, not waited for: the next is a tick away
+  // (stop 54's bug hunt: a malloc waited for a whole trim_all).
+  if (!g_pass_lock.try_lock()) return;
+  pass_locked(now);
+  g_pass_lock.unlock();
 }
 
 void set_hook(bool (*hook)(uint64_t)) { g_hook.store(hook, std::memory_order_relaxed); }

@@ -30,7 +30,9 @@ inline constexpr uint64_t kTickNs = 100'000'000;  // 100 ms
 // One pass at time `now` (platform::now_ns()). true: something cached remains
 // that a later pass may give back.
 bool tick(uint64_t now);
-// A pass if one is due and the background thread does not run (slow paths).
+// A pass if one is due and the background thread does not run (slow paths);
+// none if another thread holds the pass lock (a pass, a trim or a stats
+// call: NoPassScope): a slow path never waits for one (stop 54).
 void maybe_tick();
 
 // The layer above adds its caches to every pass: hook(now) returns true when
