@@ -32,6 +32,7 @@ namespace cache {
 
 constinit std::atomic<void (*)(unsigned)> g_swap_hook{nullptr};
 constinit std::atomic<void (*)(ThreadCache*)> g_exit_hook{nullptr};
+constinit std::atomic<void (*)(Magazine*)> g_pass_retire_hook{nullptr};
 
 namespace {
 
@@ -444,16 +445,22 @@ size_t drain_stash(ThreadCache* tc, unsigned c, Sink sink) {
 // Another thread than tc's (magslab_trim_all, a decay pass, a fork child's
 // reset) takes tc's stash of class c to the depot (or, past its limit, the
 // slabs); the owner subtracts the bytes from its count. Returns the objects.
-size_t retire_stash_of(ThreadCache* tc, unsigned c, unsigned node) {
+// take_stash_of hands each magazine to sink(m) instead (a decay pass retires
+// them after its walk).
+template <class Sink>
+size_t take_stash_of(ThreadCache* tc, unsigned c, Sink sink) {
   size_t moved = 0;
   const size_t bytes = drain_stash(tc, c, [&](Magazine* m) {
     moved += m->count;
-    retire(c, m, node);
+    sink(m);
   });
   // relaxed: see stash_bytes().
   if (bytes != 0)
     std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
   return moved;
+}
+size_t retire_stash_of(ThreadCache* tc, unsigned c, unsigned node) {
+  return take_stash_of(tc, c, [&](Magazine* m) { retire(c, m, node); });
 }
 
 void flush(ThreadCache* tc) {
@@ -1184,81 +1191,102 @@ bool decay_stashes(uint64_t now) {
   };
   const uint8_t idle_cur = idle_mark(now),
                 idle_prev = idle_mark(now >= decay::kTickNs ? now - decay::kTickNs : 0);
-  // Under the registry lock, then class locks (retire -> slab::release), as
-  // take_previous_all; the pass lock before both (small/decay.cc, api/fork.cc).
-  LockGuard g(g_registry_lock);
-  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
-    // The previous magazine of a class whose slow paths the owner did not run
-    // since the last pass goes to the depot (a thread that stopped using the
-    // class: a pool's worker blocked for its next job, a program past a
-    // phase), whose own decay gives it back. 8 such threads that had each
-    // used every class up to 8 KiB held 36 MiB three seconds after they
-    // stopped (mimalloc 6.5): two magazines of each class (stop 39). Whoever
-    // exchanges first owns it (take_previous); a class in use that misses
-    // later trades with the depot instead of swapping, once a pass at most.
-    // The loaded and remote magazines are the owner's to give back: a class
-    // unused for a whole tick is marked stale for it (flush_idle).
-    for (unsigned c = 0; c < kNumClasses; ++c) {
-      std::atomic_ref<uint8_t> used(tc->class_used[c]);
-      std::atomic_ref<uint8_t> idle(tc->class_idle[c]);  // relaxed: see flush_idle
-      ThreadCache::Pair& p = tc->cls[c];
-      const bool real = is_real(read_previous(p));  // a look: the exchange decides
-      const uint8_t since = idle.load(std::memory_order_relaxed);
-      if (used.load(std::memory_order_relaxed) != 0) {  // relaxed: see note_class_use
-        used.store(0, std::memory_order_relaxed);
-        held |= real;
-        if (since != 0) idle.store(0, std::memory_order_relaxed);
-        continue;
-      }
-      if (real) retire(c, take_previous(p), node);
-      if (!is_real(read_loaded(p)) && !is_real(read_remote(p))) continue;
-      if (since == 0) {
-        idle.store(idle_cur, std::memory_order_relaxed);
-        held = true;  // passes go on until it is stale (then it is the owner's)
-      } else if (since == kIdleStale || (since != idle_cur && since != idle_prev)) {
-        // Raised again at every pass that finds a stale class still holding a
-        // magazine: the owner's clear (flush_idle) may land after this store
-        // while its look at the class came before the mark (relaxed both ways:
-        // store buffering), and the class would wait for its next use.
-        if (since != kIdleStale) idle.store(kIdleStale, std::memory_order_relaxed);
-        std::atomic_ref<uint8_t> flag(tc->idle_flush);
-        if (flag.load(std::memory_order_relaxed) == 0) flag.store(1, std::memory_order_relaxed);
-      } else {
-        held = true;
-      }
-    }
-    for (unsigned c = 0; c < kNumSmallClasses; ++c) {
-      // The inbox: a magazine there at passes a whole tick apart that its
-      // owner did not look for in between is taken (whoever exchanges first
-      // owns it; a sender's newer one taken early only reaches the depot
-      // sooner). A magazine there keeps the passes coming until it is gone.
-      std::atomic_ref<Magazine*> in(tc->inbox[c]);
-      if (in.load(std::memory_order_relaxed) != nullptr) {  // relaxed: a look, as below
-        std::atomic_ref<uint8_t> aged(tc->inbox_aged[c]);
-        held = true;
-        // relaxed: see claimed_inbox.
-        const uint8_t mark = aged.load(std::memory_order_relaxed);
-        if (mark == 0) {
-          aged.store(cur, std::memory_order_relaxed);
-        } else if (mark != cur && mark != prev) {
-          if (Magazine* m = take_inbox(tc, c)) {
-            aged.store(0, std::memory_order_relaxed);
-            retire(c, m, node);
-          }
+  // The walk under the registry lock; the magazines it takes (each by an
+  // exchange: whoever exchanges first owns it) are retired after it, without
+  // that lock: a new thread's registration and every thread's exit take it,
+  // and retiring (class locks, slab bitmaps, the page heap) 500 idle threads'
+  // full stashes held it for 143 ms of CPU (stop 54's bug hunt). They are
+  // still inside the pass (its lock): no trim, stats or fork sees them in
+  // between. Taken ones on a private list through their links.
+  Magazine* taken = nullptr;
+  const auto take = [&taken](Magazine* m) {
+    if (!is_real(m)) return;  // nullptr, or the empty sentinel: nothing
+    m->link.next.store(taken == nullptr ? nullptr : &taken->link, std::memory_order_relaxed);
+    taken = m;
+  };
+  {
+    LockGuard g(g_registry_lock);
+    for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
+      // The previous magazine of a class whose slow paths the owner did not run
+      // since the last pass goes to the depot (a thread that stopped using the
+      // class: a pool's worker blocked for its next job, a program past a
+      // phase), whose own decay gives it back. 8 such threads that had each
+      // used every class up to 8 KiB held 36 MiB three seconds after they
+      // stopped (mimalloc 6.5): two magazines of each class (stop 39). Whoever
+      // exchanges first owns it (take_previous); a class in use that misses
+      // later trades with the depot instead of swapping, once a pass at most.
+      // The loaded and remote magazines are the owner's to give back: a class
+      // unused for a whole tick is marked stale for it (flush_idle).
+      for (unsigned c = 0; c < kNumClasses; ++c) {
+        std::atomic_ref<uint8_t> used(tc->class_used[c]);
+        std::atomic_ref<uint8_t> idle(tc->class_idle[c]);  // relaxed: see flush_idle
+        ThreadCache::Pair& p = tc->cls[c];
+        const bool real = is_real(read_previous(p));  // a look: the exchange decides
+        const uint8_t since = idle.load(std::memory_order_relaxed);
+        if (used.load(std::memory_order_relaxed) != 0) {  // relaxed: see note_class_use
+          used.store(0, std::memory_order_relaxed);
+          held |= real;
+          if (since != 0) idle.store(0, std::memory_order_relaxed);
+          continue;
+        }
+        if (real) take(take_previous(p));
+        if (!is_real(read_loaded(p)) && !is_real(read_remote(p))) continue;
+        if (since == 0) {
+          idle.store(idle_cur, std::memory_order_relaxed);
+          held = true;  // passes go on until it is stale (then it is the owner's)
+        } else if (since == kIdleStale || (since != idle_cur && since != idle_prev)) {
+          // Raised again at every pass that finds a stale class still holding a
+          // magazine: the owner's clear (flush_idle) may land after this store
+          // while its look at the class came before the mark (relaxed both ways:
+          // store buffering), and the class would wait for its next use.
+          if (since != kIdleStale) idle.store(kIdleStale, std::memory_order_relaxed);
+          std::atomic_ref<uint8_t> flag(tc->idle_flush);
+          if (flag.load(std::memory_order_relaxed) == 0) flag.store(1, std::memory_order_relaxed);
+        } else {
+          held = true;
         }
       }
-      std::atomic_ref<Magazine*> s(tc->stash[c]);
-      if (s.load(std::memory_order_relaxed) == nullptr)
-        continue;  // relaxed: a look; the drain exchanges
-      std::atomic_ref<uint8_t> used(tc->stash_used[c]);
-      // relaxed: see note_stash_use.
-      if (used.load(std::memory_order_relaxed) != 0) {
-        used.store(0, std::memory_order_relaxed);
-        held = true;
-        continue;
+      for (unsigned c = 0; c < kNumSmallClasses; ++c) {
+        // The inbox: a magazine there at passes a whole tick apart that its
+        // owner did not look for in between is taken (whoever exchanges first
+        // owns it; a sender's newer one taken early only reaches the depot
+        // sooner). A magazine there keeps the passes coming until it is gone.
+        std::atomic_ref<Magazine*> in(tc->inbox[c]);
+        if (in.load(std::memory_order_relaxed) != nullptr) {  // relaxed: a look, as below
+          std::atomic_ref<uint8_t> aged(tc->inbox_aged[c]);
+          held = true;
+          // relaxed: see claimed_inbox.
+          const uint8_t mark = aged.load(std::memory_order_relaxed);
+          if (mark == 0) {
+            aged.store(cur, std::memory_order_relaxed);
+          } else if (mark != cur && mark != prev) {
+            if (Magazine* m = take_inbox(tc, c)) {
+              aged.store(0, std::memory_order_relaxed);
+              take(m);
+            }
+          }
+        }
+        std::atomic_ref<Magazine*> s(tc->stash[c]);
+        if (s.load(std::memory_order_relaxed) == nullptr)
+          continue;  // relaxed: a look; the drain exchanges
+        std::atomic_ref<uint8_t> used(tc->stash_used[c]);
+        // relaxed: see note_stash_use.
+        if (used.load(std::memory_order_relaxed) != 0) {
+          used.store(0, std::memory_order_relaxed);
+          held = true;
+          continue;
+        }
+        take_stash_of(tc, c, take);
       }
-      retire_stash_of(tc, c, node);
     }
+  }
+  // relaxed: the links were written by this thread (the list is its own).
+  for (Magazine* m = taken; m != nullptr;) {
+    auto* next = reinterpret_cast<Magazine*>(m->link.next.load(std::memory_order_relaxed));
+    if (auto hook = g_pass_retire_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook))
+      hook(m);
+    retire(m->cls, m, node);
+    m = next;
   }
   return held;
 }

@@ -265,7 +265,8 @@ size_t take_previous_all();
 // magazine of a class whose slow paths it has not run since the previous
 // call, and a magazine waiting in its inbox since the previous call that the
 // owner has not looked at. true: stashes in use, previous magazines of
-// classes in use, or inbox magazines remain.
+// classes in use, or inbox magazines remain. It holds the registry lock only
+// for its walk, and retires what it took after it (since stop 54).
 bool decay_stashes(uint64_t now);
 // A decay pass: caches whose thread is gone without running its exit
 // destructor (its first allocation came in the last round of pthread key
@@ -306,8 +307,12 @@ void cached_objects(CachedCounts* out);
 //    its magazines and inboxes drained (retire_all), but its owner tag still
 //    runs, so other threads may still send their full remote magazines to
 //    its inboxes; give_back takes those after tag_ended.
+//  * g_pass_retire_hook(m): a decay pass (decay_stashes) took magazine m off
+//    an idle thread's cache (its previous slot, its inbox or its stash) and
+//    is about to retire it to the depot or the slabs.
 extern std::atomic<void (*)(unsigned)> g_swap_hook;
 extern std::atomic<void (*)(ThreadCache*)> g_exit_hook;
+extern std::atomic<void (*)(Magazine*)> g_pass_retire_hook;
 
 // Exact mode: the sum of every thread's ThreadCache::requested and of what
 // exited threads (and, in a forked child, the parent's other threads) left
