@@ -247,6 +247,18 @@ bool decommit(void* addr, size_t bytes) {
   return false;
 }
 
+// Chunks unmap_chunk() took out of the heap whose munmap waits until the
+// lock is let go (drain_unmaps): a resident 4 MiB chunk takes 1-3 ms to
+// unmap, and every slab carve and page run of every other thread waited for
+// it (stop 54's bug hunt). Their page-map entries and descriptors are gone
+// already; the range stays mapped, unused, until then (no mapping can come
+// there meanwhile). Under g_lock; the count is also read without it, as a
+// hint (relaxed: a stale 0 leaves the unmap to the next drain; a thread reads
+// its own entries' count exactly). Full: unmapped at once, as before.
+constexpr size_t kMaxPendingUnmaps = 16;
+uintptr_t g_pending_unmaps[kMaxPendingUnmaps];
+std::atomic<size_t> g_npending_unmaps{0};
+
 void unmap_chunk(ChunkMeta* m) {
   NodeHeap& h = heap_of(m);
   FreeRun* r = m->free_run[0];
@@ -259,7 +271,12 @@ void unmap_chunk(ChunkMeta* m) {
   if (m->next != nullptr) m->next->prev = m->prev;
   pagemap::clear(m->base());
   pagemap::release_slot_pages(m->base());  // before the range can be mapped again
-  platform::unmap(reinterpret_cast<void*>(m->base()), kChunkSize);
+  if (const size_t n = g_npending_unmaps.load(std::memory_order_relaxed); n < kMaxPendingUnmaps) {
+    g_pending_unmaps[n] = m->base();
+    g_npending_unmaps.store(n + 1, std::memory_order_relaxed);
+  } else {
+    platform::unmap(reinterpret_cast<void*>(m->base()), kChunkSize);
+  }
   // Pooled, the descriptor keeps its tables (free_run[] all null now: the
   // chunk was one free run, removed) but not their pages: they go back, the
   // tags the pages' last owners left with them, and read as zero when the
@@ -512,6 +529,20 @@ void free_slab_run(ChunkMeta* chunk, uint32_t page, uint32_t npages) {
   if (over_budget) purge_excess();
 }
 
+void drain_unmaps() {
+  // relaxed: see g_npending_unmaps.
+  if (g_npending_unmaps.load(std::memory_order_relaxed) == 0) return;
+  uintptr_t todo[kMaxPendingUnmaps];
+  size_t n;
+  {
+    LockGuard g(g_lock);
+    n = g_npending_unmaps.load(std::memory_order_relaxed);
+    for (size_t i = 0; i < n; ++i) todo[i] = g_pending_unmaps[i];
+    g_npending_unmaps.store(0, std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < n; ++i) platform::unmap(reinterpret_cast<void*>(todo[i]), kChunkSize);
+}
+
 bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   // errno kept: a refused metadata mapping is answered here, and free()
   // leaves errno alone (until stop 48 such a free set ENOMEM).
@@ -526,7 +557,8 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty) {
   errno = saved;
   check_counts();
   if (dirty) decay_event::note();
-  return g_dirty_pages > dirty_pages_max() ||
+  return g_npending_unmaps.load(std::memory_order_relaxed) != 0 ||  // purge_excess unmaps them
+         g_dirty_pages > dirty_pages_max() ||
          (g_dirty_tail != nullptr && g_stamp - g_dirty_tail->dirty_at > dirty_decay_ns() &&
           !decay_event::paused());
 }
@@ -559,6 +591,7 @@ namespace {
 // dirty or the oldest was last touched before cutoff (0: no age limit).
 size_t purge_while(size_t keep_pages, uint64_t cutoff) {
   size_t purged = 0;
+  drain_unmaps();
   for (;;) {
     // Take a batch of the oldest dirty runs out of the bins, so nobody
     // allocates them while they are decommitted without the lock.
@@ -573,7 +606,10 @@ size_t purge_while(size_t keep_pages, uint64_t cutoff) {
         batch[n++] = r;
       }
     }
-    if (n == 0) return purged;
+    if (n == 0) {
+      drain_unmaps();  // chunks its merges left fully free beyond the limit
+      return purged;
+    }
     for (size_t i = 0; i < n; ++i) {
       FreeRun* r = batch[i];
       // Counted only if the OS took them (stop 54's bug hunt: magslab_trim

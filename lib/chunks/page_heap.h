@@ -78,7 +78,12 @@ bool free_locked(ChunkMeta* chunk, uint32_t page, uint32_t npages, bool dirty);
 // free (the added pages' owner tags 0).
 bool try_grow_locked(ChunkMeta* chunk, uint32_t page, uint32_t old_n, uint32_t new_n);
 // Unmap fully free chunks beyond `keep` in each node; returns bytes unmapped.
+// Their munmap comes at the next drain_unmaps(), after the lock.
 size_t release_free_chunks_locked(size_t keep);
+// Without g_lock: unmap the chunks that were taken out of the heap under it
+// (release_free_chunks_locked, and a free of pages past free_chunks, whose
+// free_locked() then returns true: purge_excess() drains, as every purge does).
+void drain_unmaps();
 // Decommit the oldest dirty runs until at most keep_pages pages are dirty.
 // Call without g_lock (it takes it, and makes the system calls without it).
 // Returns bytes decommitted.

@@ -1179,6 +1179,7 @@ size_t release_mappings() {
     LockGuard g(heap::g_lock);
     bytes += heap::release_free_chunks_locked(0);
   }
+  heap::drain_unmaps();
   Evicted cached;
   {
     LockGuard g(g_huge_lock);
