@@ -41,11 +41,16 @@ void held_retire(Magazine*) {
   g_done_in_time.store(g_thread_done.load());
 }
 
-// Before, the pass retired each magazine under the registry lock: the new
-// thread's registration waited until the held retire gave up after kHold,
-// and the test failed.
-TEST(DecayRegistryWaitMt, AThreadStartsAndExitsWhileAPassRetiresMagazines) {
-  // An idle thread with a full stash of 64-byte blocks, alive meanwhile.
+// An idle thread with a full stash of 64-byte blocks, alive while walk()
+// runs on another thread and its first retire is held; meanwhile a thread
+// is started, allocates, frees and exits. Returns whether it did so before
+// the held retire gave up (kHold).
+template <class Walk>
+bool fresh_thread_runs_while_held(Walk walk) {
+  g_in_retire.store(false);
+  g_thread_done.store(false);
+  g_done_in_time.store(false);
+  g_retires.store(0);
   std::mutex mu;
   std::condition_variable cv;
   bool release = false, ready = false;
@@ -62,31 +67,50 @@ TEST(DecayRegistryWaitMt, AThreadStartsAndExitsWhileAPassRetiresMagazines) {
     std::unique_lock<std::mutex> l(mu);
     cv.wait(l, [&] { return ready; });
   }
-  cache::g_pass_retire_hook.store(held_retire);
-  const uint64_t now = platform::now_ns();
-  std::thread pass([now] {
-    // The first call finds the stash used since the last pass; the second,
-    // a second later, takes it.
-    cache::decay_stashes(now);
-    cache::decay_stashes(now + 1'000'000'000);
+  cache::g_taken_retire_hook.store(held_retire);
+  std::atomic<bool> walked{false};
+  std::thread walker([&] {
+    walk();
+    walked.store(true);
   });
-  while (!g_in_retire.load() && g_retires.load() == 0) std::this_thread::yield();
+  while (!g_in_retire.load() && !walked.load()) std::this_thread::yield();
   std::thread fresh([] {
     magslab_free(magslab_malloc(24));  // its cache is made (registered) here, or before
   });
   fresh.join();  // and its exit takes it out of the registry
   g_thread_done.store(true);
-  pass.join();
-  cache::g_pass_retire_hook.store(nullptr);
+  walker.join();
+  cache::g_taken_retire_hook.store(nullptr);
   {
     std::lock_guard<std::mutex> l(mu);
     release = true;
   }
   cv.notify_all();
   idle.join();
-  ASSERT_GT(g_retires.load(), 0) << "the pass retired nothing";
-  EXPECT_TRUE(g_done_in_time.load())
-      << "a thread's start or exit waited for the pass's retiring (held " << kHold.count() << " s)";
+  EXPECT_GT(g_retires.load(), 0) << "nothing was retired";
+  return g_done_in_time.load();
+}
+
+// Before, the pass retired each magazine under the registry lock: the new
+// thread's registration waited until the held retire gave up after kHold,
+// and the test failed.
+TEST(DecayRegistryWaitMt, AThreadStartsAndExitsWhileAPassRetiresMagazines) {
+  const uint64_t now = platform::now_ns();
+  EXPECT_TRUE(fresh_thread_runs_while_held([now] {
+    // The first call finds the stash used since the last pass; the second,
+    // a second later, takes it.
+    cache::decay_stashes(now);
+    cache::decay_stashes(now + 1'000'000'000);
+  })) << "a thread's start or exit waited for the pass's retiring (held "
+      << kHold.count() << " s)";
+}
+
+// magslab_trim_all takes every thread's previous magazines, inboxes and
+// stashes (take_previous_all) the same way: before, it too retired them
+// under the registry lock, and this failed the same way.
+TEST(DecayRegistryWaitMt, AThreadStartsAndExitsWhileTrimAllRetiresMagazines) {
+  EXPECT_TRUE(fresh_thread_runs_while_held([] { magslab_trim_all(); }))
+      << "a thread's start or exit waited for trim_all's retiring (held " << kHold.count() << " s)";
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ namespace cache {
 
 constinit std::atomic<void (*)(unsigned)> g_swap_hook{nullptr};
 constinit std::atomic<void (*)(ThreadCache*)> g_exit_hook{nullptr};
-constinit std::atomic<void (*)(Magazine*)> g_pass_retire_hook{nullptr};
+constinit std::atomic<void (*)(Magazine*)> g_taken_retire_hook{nullptr};
 
 namespace {
 
@@ -443,10 +443,9 @@ size_t drain_stash(ThreadCache* tc, unsigned c, Sink sink) {
   return bytes;
 }
 // Another thread than tc's (magslab_trim_all, a decay pass, a fork child's
-// reset) takes tc's stash of class c to the depot (or, past its limit, the
-// slabs); the owner subtracts the bytes from its count. Returns the objects.
-// take_stash_of hands each magazine to sink(m) instead (a decay pass retires
-// them after its walk).
+// reset) takes tc's stash of class c, each magazine to sink(m), which retires
+// it to the depot (or, past its limit, the slabs) then or later (add_taken);
+// the owner subtracts the bytes from its count. Returns the objects.
 template <class Sink>
 size_t take_stash_of(ThreadCache* tc, unsigned c, Sink sink) {
   size_t moved = 0;
@@ -458,9 +457,6 @@ size_t take_stash_of(ThreadCache* tc, unsigned c, Sink sink) {
   if (bytes != 0)
     std::atomic_ref<size_t>(tc->stash_taken).fetch_add(bytes, std::memory_order_relaxed);
   return moved;
-}
-size_t retire_stash_of(ThreadCache* tc, unsigned c, unsigned node) {
-  return take_stash_of(tc, c, [&](Magazine* m) { retire(c, m, node); });
 }
 
 void flush(ThreadCache* tc) {
@@ -1149,27 +1145,61 @@ namespace {
 // the empty sentinel: none) and its stash (a list published whole) — retired
 // to the depot (or the slabs). Returns the objects moved. For
 // take_previous_all, and for a fork child's caches of threads it does not have.
-size_t retire_shared_of(ThreadCache* tc, unsigned c, unsigned node) {
+// take_shared_of hands each to sink(m) instead (take_previous_all retires
+// them after its walk).
+template <class Sink>
+size_t take_shared_of(ThreadCache* tc, unsigned c, Sink sink) {
   size_t moved = 0;
   for (Magazine* m : {take_previous(tc->cls[c]), take_inbox(tc, c)}) {
     if (m == nullptr || !is_real(m)) continue;
     moved += m->count;
-    retire(c, m, node);
+    sink(m);
   }
-  return moved + retire_stash_of(tc, c, node);
+  return moved + take_stash_of(tc, c, sink);
+}
+size_t retire_shared_of(ThreadCache* tc, unsigned c, unsigned node) {
+  return take_shared_of(tc, c, [&](Magazine* m) { retire(c, m, node); });
+}
+
+// Magazines a walk of the registry took from other threads' caches (each by
+// its exchange: whoever exchanges first owns it), on a list of the walker's
+// own through their links, retired after the walk without the registry
+// lock: a new thread's registration and every thread's exit take it, and
+// retiring (class locks, slab bitmaps, the page heap) 500 idle threads' full
+// stashes held it for 143 ms of CPU (stop 54's bug hunt). The walkers run
+// inside the decay pass lock (a pass, or magslab_trim_all's NoPassScope):
+// no stats call, other trim or fork sees the taken ones in between.
+void add_taken(Magazine*& list, Magazine* m) {
+  if (!is_real(m)) return;  // nullptr, or the empty sentinel: nothing
+  // relaxed: the list is the walker's own until retire_taken.
+  m->link.next.store(list == nullptr ? nullptr : &list->link, std::memory_order_relaxed);
+  list = m;
+}
+void retire_taken(Magazine* list, unsigned node) {
+  for (Magazine* m = list; m != nullptr;) {
+    auto* next = reinterpret_cast<Magazine*>(m->link.next.load(std::memory_order_relaxed));
+    if (auto hook = g_taken_retire_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook))
+      hook(m);
+    retire(m->cls, m, node);
+    m = next;
+  }
 }
 }  // namespace
 
 size_t take_previous_all() {
   const unsigned node = node_now();
   size_t moved = 0;
-  // Under the registry lock, so no cache leaves it meanwhile (an exiting
-  // thread's retire_all may take the same slots first: whoever exchanges
-  // first owns the magazine). Then class locks (retire -> slab::release):
-  // the order of docs/design.md and api/fork.cc.
-  LockGuard g(g_registry_lock);
-  for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next)
-    for (unsigned c = 0; c < kNumClasses; ++c) moved += retire_shared_of(tc, c, node);
+  // The walk under the registry lock, so no cache leaves it meanwhile (an
+  // exiting thread's retire_all may take the same slots first: whoever
+  // exchanges first owns the magazine); the retiring after it (add_taken).
+  Magazine* taken = nullptr;
+  {
+    LockGuard g(g_registry_lock);
+    for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next)
+      for (unsigned c = 0; c < kNumClasses; ++c)
+        moved += take_shared_of(tc, c, [&taken](Magazine* m) { add_taken(taken, m); });
+  }
+  retire_taken(taken, node);
   return moved;
 }
 
@@ -1191,19 +1221,9 @@ bool decay_stashes(uint64_t now) {
   };
   const uint8_t idle_cur = idle_mark(now),
                 idle_prev = idle_mark(now >= decay::kTickNs ? now - decay::kTickNs : 0);
-  // The walk under the registry lock; the magazines it takes (each by an
-  // exchange: whoever exchanges first owns it) are retired after it, without
-  // that lock: a new thread's registration and every thread's exit take it,
-  // and retiring (class locks, slab bitmaps, the page heap) 500 idle threads'
-  // full stashes held it for 143 ms of CPU (stop 54's bug hunt). They are
-  // still inside the pass (its lock): no trim, stats or fork sees them in
-  // between. Taken ones on a private list through their links.
+  // The walk under the registry lock, the retiring after it (add_taken).
   Magazine* taken = nullptr;
-  const auto take = [&taken](Magazine* m) {
-    if (!is_real(m)) return;  // nullptr, or the empty sentinel: nothing
-    m->link.next.store(taken == nullptr ? nullptr : &taken->link, std::memory_order_relaxed);
-    taken = m;
-  };
+  const auto take = [&taken](Magazine* m) { add_taken(taken, m); };
   {
     LockGuard g(g_registry_lock);
     for (ThreadCache* tc = g_registry; tc != nullptr; tc = tc->reg_next) {
@@ -1280,14 +1300,7 @@ bool decay_stashes(uint64_t now) {
       }
     }
   }
-  // relaxed: the links were written by this thread (the list is its own).
-  for (Magazine* m = taken; m != nullptr;) {
-    auto* next = reinterpret_cast<Magazine*>(m->link.next.load(std::memory_order_relaxed));
-    if (auto hook = g_pass_retire_hook.load(std::memory_order_relaxed); MAGSLAB_UNLIKELY(hook))
-      hook(m);
-    retire(m->cls, m, node);
-    m = next;
-  }
+  retire_taken(taken, node);
   return held;
 }
 

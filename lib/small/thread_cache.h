@@ -258,7 +258,8 @@ void request_flush_all();
 // ... but not its previous magazines: these every thread's cache gives up
 // here, at once, to the depot (or the slabs, past its limit), whatever the
 // owner is doing (thread_cache.cc, take_previous), and so do its inboxes
-// (ThreadCache::inbox). Returns objects moved.
+// (ThreadCache::inbox). Returns objects moved. Like decay_stashes, it holds
+// the registry lock only for its walk.
 size_t take_previous_all();
 // A decay pass: every running thread's stash of a class its owner has not
 // used since the previous call goes to the depot, and so do its previous
@@ -307,12 +308,13 @@ void cached_objects(CachedCounts* out);
 //    its magazines and inboxes drained (retire_all), but its owner tag still
 //    runs, so other threads may still send their full remote magazines to
 //    its inboxes; give_back takes those after tag_ended.
-//  * g_pass_retire_hook(m): a decay pass (decay_stashes) took magazine m off
-//    an idle thread's cache (its previous slot, its inbox or its stash) and
-//    is about to retire it to the depot or the slabs.
+//  * g_taken_retire_hook(m): a decay pass (decay_stashes) or
+//    magslab_trim_all (take_previous_all) took magazine m off another
+//    thread's cache (its previous slot, its inbox or its stash) and is about
+//    to retire it to the depot or the slabs.
 extern std::atomic<void (*)(unsigned)> g_swap_hook;
 extern std::atomic<void (*)(ThreadCache*)> g_exit_hook;
-extern std::atomic<void (*)(Magazine*)> g_pass_retire_hook;
+extern std::atomic<void (*)(Magazine*)> g_taken_retire_hook;
 
 // Exact mode: the sum of every thread's ThreadCache::requested and of what
 // exited threads (and, in a forked child, the parent's other threads) left
