@@ -73,7 +73,7 @@ TEST(DepotHollowMt, ATakerOfAnEmptyMagazineDoesNotWaitForAHollowingsMadvise) {
   push_fresh_empties(taken, 32);
 
   const platform::PlatformOps ops{platform::os_ops().map, platform::os_ops().unmap, held_decommit,
-                                  platform::os_ops().remap};
+                                  platform::os_ops().remap, platform::os_ops().map_at};
   platform::set_ops_for_testing(&ops);
   std::thread hollowing([] { depot::hollow_empty(); });
   while (!g_in_madvise.load()) std::this_thread::yield();
@@ -114,7 +114,8 @@ TEST(DepotHollowMt, ARefusedDecommitIsNotCountedAsGivenBack) {
   depot::hollow_empty();
   push_fresh_empties(cls, 32);
   const platform::PlatformOps ops{platform::os_ops().map, platform::os_ops().unmap,
-                                  refused_decommit, platform::os_ops().remap};
+                                  refused_decommit, platform::os_ops().remap,
+                                  platform::os_ops().map_at};
   platform::set_ops_for_testing(&ops);
   const size_t given = depot::hollow_empty();
   platform::set_ops_for_testing(nullptr);

@@ -55,7 +55,7 @@ TEST(PageHeapUnmapMt, AnotherThreadUsesThePageHeapWhileAChunkIsUnmapped) {
   std::memset(whole.addr(), 1, kChunkSize);       // resident
   const heap::Run other = alloc(1);               // and one page elsewhere, in use
   const platform::PlatformOps ops{platform::os_ops().map, held_unmap, platform::os_ops().decommit,
-                                  platform::os_ops().remap};
+                                  platform::os_ops().remap, platform::os_ops().map_at};
   platform::set_ops_for_testing(&ops);
   std::thread freeing([whole] { heap::free_slab_run(whole.chunk, whole.page, whole.npages); });
   while (!g_in_unmap.load()) std::this_thread::yield();

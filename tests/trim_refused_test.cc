@@ -46,7 +46,8 @@ TEST(TrimRefused, PagesTheOsKeptAreNotCountedAsGivenBack) {
     else
       magslab_free(all[i]);
   const platform::PlatformOps ops{platform::os_ops().map, platform::os_ops().unmap,
-                                  refused_decommit, platform::os_ops().remap};
+                                  refused_decommit, platform::os_ops().remap,
+                                  platform::os_ops().map_at};
   // The frees' magazines to the slabs, the slabs emptied to the page heap,
   // and its dirty pages purged, with madvise allowed: what is left for
   // trim_all is its own work (pages of partial slabs, of unused slab records,
@@ -82,7 +83,8 @@ TEST(TrimRefused, APurgeTheOsRefusedIsNotCounted) {
   cache::flush_current();  // the slabs empty, their pages go to the page heap dirty
   depot::drain();
   const platform::PlatformOps ops{platform::os_ops().map, platform::os_ops().unmap,
-                                  refused_decommit, platform::os_ops().remap};
+                                  refused_decommit, platform::os_ops().remap,
+                                  platform::os_ops().map_at};
   platform::set_ops_for_testing(&ops);
   const size_t purged = heap::purge(0);
   platform::set_ops_for_testing(nullptr);
