@@ -388,16 +388,23 @@ TEST(ApiEdge, FreeSized) {
 
 }  // namespace
 
+// vm.overcommit_memory (0: the heuristic), or -1 if it cannot be read.
+static int overcommit_policy() {
+  FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
+  if (f == nullptr) return -1;
+  int policy = -1;
+  if (std::fscanf(f, "%d", &policy) != 1) policy = -1;
+  std::fclose(f);
+  return policy;
+}
+
 // A request the kernel's overcommit heuristic refuses (more than RAM + swap)
 // must fail with ENOMEM at malloc time, as glibc's does, and not succeed only
 // for the program to be OOM-killed on first touch. Only meaningful under the
 // heuristic policy (vm.overcommit_memory = 0, the Linux default).
 TEST(ApiEdge, RequestBeyondRamAndSwapFailsUnderOvercommitHeuristic) {
-  FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
-  ASSERT_NE(f, nullptr);
-  int policy = -1;
-  ASSERT_EQ(std::fscanf(f, "%d", &policy), 1);
-  std::fclose(f);
+  const int policy = overcommit_policy();
+  ASSERT_GE(policy, 0) << "/proc/sys/vm/overcommit_memory unreadable";
   if (policy != 0)
     GTEST_SKIP() << "vm.overcommit_memory=" << policy << ": the kernel accepts any size";
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
@@ -427,11 +434,8 @@ TEST(ApiEdge, RequestBeyondRamAndSwapFailsUnderOvercommitHeuristic) {
 // aligns a huge block to its chunk), which the heuristic refused, and
 // malloc returned NULL with ENOMEM. Nothing is touched.
 TEST(ApiEdge, RequestJustBelowRamAndSwapSucceedsUnderOvercommitHeuristic) {
-  FILE* f = std::fopen("/proc/sys/vm/overcommit_memory", "r");
-  ASSERT_NE(f, nullptr);
-  int policy = -1;
-  ASSERT_EQ(std::fscanf(f, "%d", &policy), 1);
-  std::fclose(f);
+  const int policy = overcommit_policy();
+  ASSERT_GE(policy, 0) << "/proc/sys/vm/overcommit_memory unreadable";
   if (policy != 0) GTEST_SKIP() << "vm.overcommit_memory=" << policy << ": not the heuristic";
   struct sysinfo si {};
   ASSERT_EQ(sysinfo(&si), 0);
