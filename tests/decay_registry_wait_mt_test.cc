@@ -18,28 +18,18 @@
 #include "platform/platform.h"
 #include "small/magazine.h"
 #include "small/thread_cache.h"
+#include "testing/held_point.h"
 #include "testing/no_decay.h"  // the test runs the passes itself
 
 namespace {
 
 using namespace magslab;
-using Clock = std::chrono::steady_clock;
-
-constexpr auto kHold = std::chrono::seconds(3);
-std::atomic<bool> g_in_retire{false};
-std::atomic<bool> g_thread_done{false};
-std::atomic<bool> g_done_in_time{false};
-std::atomic<int> g_retires{0};
+constexpr auto kHold = mstest::HeldPoint::kLimit;
 
 // The first retire of the pass waits until a thread made meanwhile has
 // started, allocated, freed and exited (at most kHold).
-void held_retire(Magazine*) {
-  if (g_retires.fetch_add(1) != 0) return;
-  g_in_retire.store(true);
-  const auto deadline = Clock::now() + kHold;
-  while (!g_thread_done.load() && Clock::now() < deadline) std::this_thread::yield();
-  g_done_in_time.store(g_thread_done.load());
-}
+mstest::HeldPoint g_retire;
+void held_retire(Magazine*) { g_retire.hold(); }
 
 // An idle thread with a full stash of 64-byte blocks, alive while walk()
 // runs on another thread and its first retire is held; meanwhile a thread
@@ -47,10 +37,7 @@ void held_retire(Magazine*) {
 // the held retire gave up (kHold).
 template <class Walk>
 bool fresh_thread_runs_while_held(Walk walk) {
-  g_in_retire.store(false);
-  g_thread_done.store(false);
-  g_done_in_time.store(false);
-  g_retires.store(0);
+  g_retire.reset();
   std::mutex mu;
   std::condition_variable cv;
   bool release = false, ready = false;
@@ -73,12 +60,12 @@ bool fresh_thread_runs_while_held(Walk walk) {
     walk();
     walked.store(true);
   });
-  while (!g_in_retire.load() && !walked.load()) std::this_thread::yield();
+  while (!g_retire.reached() && !walked.load()) std::this_thread::yield();
   std::thread fresh([] {
     magslab_free(magslab_malloc(24));  // its cache is made (registered) here, or before
   });
   fresh.join();  // and its exit takes it out of the registry
-  g_thread_done.store(true);
+  g_retire.release();
   walker.join();
   cache::g_taken_retire_hook.store(nullptr);
   {
@@ -87,8 +74,8 @@ bool fresh_thread_runs_while_held(Walk walk) {
   }
   cv.notify_all();
   idle.join();
-  EXPECT_GT(g_retires.load(), 0) << "nothing was retired";
-  return g_done_in_time.load();
+  EXPECT_GT(g_retire.calls(), 0) << "nothing was retired";
+  return g_retire.in_time();
 }
 
 // Before, the pass retired each magazine under the registry lock: the new

@@ -15,13 +15,14 @@
 #include "small/depot.h"
 #include "small/magazine.h"
 #include "small/size_classes.h"
+#include "testing/held_point.h"
 #include "testing/magazines.h"
 #include "testing/no_decay.h"  // no pass hollows meanwhile, nor uses the seam
 
 namespace {
 
 using namespace magslab;
-using Clock = std::chrono::steady_clock;
+constexpr auto kHold = mstest::HeldPoint::kLimit;
 
 // kMags fresh magazines of class cls, every page of them touched, pushed onto
 // the depot's empty stack: a hollowing finds runs of them back to back.
@@ -36,23 +37,12 @@ void push_fresh_empties(unsigned cls, size_t n) {
   for (Magazine* m : mags) depot::push_empty(cls, m);
 }
 
-// The decommit that holds a hollowing in its madvise step: it says it is
-// there (g_in_madvise) and waits until the test says a taker got its
-// magazine (g_taken), at most kHold; g_taken_in_time records whether the
-// taker got it before that. Later calls go straight to the OS.
-constexpr auto kHold = std::chrono::seconds(3);
-std::atomic<bool> g_in_madvise{false};
-std::atomic<bool> g_taken{false};
-std::atomic<bool> g_taken_in_time{false};
-std::atomic<int> g_decommits{0};
-
+// The decommit that holds a hollowing in its madvise step, until the test
+// says a taker got its magazine (at most kHold). Later calls go
+// straight to the OS.
+mstest::HeldPoint g_madvise;
 bool held_decommit(void* addr, size_t size) {
-  if (g_decommits.fetch_add(1) == 0) {
-    g_in_madvise.store(true);
-    const auto deadline = Clock::now() + kHold;
-    while (!g_taken.load() && Clock::now() < deadline) std::this_thread::yield();
-    g_taken_in_time.store(g_taken.load());
-  }
+  g_madvise.hold();
   return platform::os_ops().decommit(addr, size);
 }
 
@@ -76,15 +66,15 @@ TEST(DepotHollowMt, ATakerOfAnEmptyMagazineDoesNotWaitForAHollowingsMadvise) {
                                   platform::os_ops().remap, platform::os_ops().map_at};
   platform::set_ops_for_testing(&ops);
   std::thread hollowing([] { depot::hollow_empty(); });
-  while (!g_in_madvise.load()) std::this_thread::yield();
+  g_madvise.wait_reached();
   // The hollowing holds every empty magazine of the depot and is in its
   // madvise step: this one is a new one or a hollow one.
   Magazine* m = depot::get_empty(taken);
-  g_taken.store(true);
+  g_madvise.release();
   hollowing.join();
   platform::set_ops_for_testing(nullptr);
   ASSERT_NE(m, nullptr);
-  EXPECT_TRUE(g_taken_in_time.load())
+  EXPECT_TRUE(g_madvise.in_time())
       << "get_empty() waited for the hollowing's madvise (held " << kHold.count() << " s)";
   EXPECT_EQ(m->count, 0u);
   EXPECT_EQ(m->cls, taken);

@@ -14,28 +14,19 @@
 #include "chunks/page_heap.h"
 #include "platform/options.h"
 #include "platform/platform.h"
+#include "testing/held_point.h"
 #include "testing/no_decay.h"  // no pass uses the heap meanwhile
 
 namespace {
 
 using namespace magslab;
-using Clock = std::chrono::steady_clock;
-
-constexpr auto kHold = std::chrono::seconds(3);
-std::atomic<bool> g_in_unmap{false};
-std::atomic<bool> g_other_done{false};
-std::atomic<bool> g_done_in_time{false};
-std::atomic<int> g_chunk_unmaps{0};
+constexpr auto kHold = mstest::HeldPoint::kLimit;
 
 // The first unmap of a whole chunk waits until the test's other thread has
 // used the page heap (at most kHold).
+mstest::HeldPoint g_unmap;
 void held_unmap(void* addr, size_t size) {
-  if (size == kChunkSize && g_chunk_unmaps.fetch_add(1) == 0) {
-    g_in_unmap.store(true);
-    const auto deadline = Clock::now() + kHold;
-    while (!g_other_done.load() && Clock::now() < deadline) std::this_thread::yield();
-    g_done_in_time.store(g_other_done.load());
-  }
+  if (size == kChunkSize) g_unmap.hold();
   platform::os_ops().unmap(addr, size);
 }
 
@@ -58,18 +49,18 @@ TEST(PageHeapUnmapMt, AnotherThreadUsesThePageHeapWhileAChunkIsUnmapped) {
                                   platform::os_ops().remap, platform::os_ops().map_at};
   platform::set_ops_for_testing(&ops);
   std::thread freeing([whole] { heap::free_slab_run(whole.chunk, whole.page, whole.npages); });
-  while (!g_in_unmap.load()) std::this_thread::yield();
+  g_unmap.wait_reached();
   // The page heap meanwhile: a run freed and one allocated (its lock).
   heap::free_slab_run(other.chunk, other.page, other.npages);
   const heap::Run again = alloc(1);
-  g_other_done.store(true);
+  g_unmap.release();
   freeing.join();
   platform::set_ops_for_testing(nullptr);
   heap::free_slab_run(again.chunk, again.page, again.npages);
   ASSERT_EQ(opt::set(opt::kFreeChunks, kept), 0);
-  EXPECT_GE(g_chunk_unmaps.load(), 1);
-  EXPECT_TRUE(g_done_in_time.load())
-      << "the page heap's lock was held across a chunk's munmap (held " << kHold.count() << " s)";
+  EXPECT_GE(g_unmap.calls(), 1);
+  EXPECT_TRUE(g_unmap.in_time()) << "the page heap's lock was held across a chunk's munmap (held "
+                                 << kHold.count() << " s)";
 }
 
 }  // namespace
